@@ -1,0 +1,185 @@
+/* kernels/backend.h — the one compute interface of ltdi.
+ *
+ * A backend is a table of function pointers (ggml-backend style). The CPU
+ * backend (kernels/cpu/) implements every entry and is the reference every
+ * other backend is tested against; the CUDA backend (kernels/cuda/) may leave
+ * an entry NULL to decline it, and the caller then falls back to the CPU.
+ *
+ * Conventions, for every op:
+ *  - All tensors are float32, row-major, contiguous; images are NCHW and 1-D
+ *    signals NCL. Pointers refer to memory obtained from the same backend's
+ *    `alloc` (host memory for the CPU backend, device memory for CUDA).
+ *  - `*_forward` overwrites its outputs. `*_backward` ACCUMULATES (+=) into
+ *    its gradient outputs, as llm.c does, so the caller zeroes them first and
+ *    a tensor used twice gets both contributions. Any gradient pointer may be
+ *    NULL when that gradient is not needed.
+ *  - Every entry returns 0 or a negative code from core/error.h.
+ *  - A backend instance is NOT thread-safe (it owns scratch memory): give each
+ *    thread its own instance. Results never depend on the thread count.
+ */
+#ifndef LTDI_KERNELS_BACKEND_H
+#define LTDI_KERNELS_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Shape of a 2-D convolution. Output is (batch, out_ch, out_h, out_w) with
+ * out_h = (height + 2*pad - kernel) / stride + 1, likewise out_w. */
+typedef struct ltdi_conv2d_dims {
+  int batch, in_ch, height, width;
+  int out_ch, kernel, stride, pad;
+} ltdi_conv2d_dims;
+
+/* Shape of a 1-D convolution over (batch, in_ch, length); output length is
+ * (length + 2*pad - kernel) / stride + 1. */
+typedef struct ltdi_conv1d_dims {
+  int batch, in_ch, length;
+  int out_ch, kernel, stride, pad;
+} ltdi_conv1d_dims;
+
+static inline int ltdi_conv2d_out_h(const ltdi_conv2d_dims *d) {
+  return (d->height + 2 * d->pad - d->kernel) / d->stride + 1;
+}
+static inline int ltdi_conv2d_out_w(const ltdi_conv2d_dims *d) {
+  return (d->width + 2 * d->pad - d->kernel) / d->stride + 1;
+}
+static inline int ltdi_conv1d_out_len(const ltdi_conv1d_dims *d) {
+  return (d->length + 2 * d->pad - d->kernel) / d->stride + 1;
+}
+
+/* Adam hyper-parameters; `step` is the 1-based step count used for bias
+ * correction. weight_decay is decoupled (AdamW) when nonzero. */
+typedef struct ltdi_adam_params {
+  float lr, beta1, beta2, eps, weight_decay;
+  int step;
+} ltdi_adam_params;
+
+typedef struct ltdi_backend ltdi_backend;
+
+struct ltdi_backend {
+  const char *name; /* "cpu" or "cuda" */
+  void *ctx;        /* backend-private state */
+
+  /* ---- lifetime and memory ------------------------------------------- */
+  void (*destroy)(ltdi_backend *be);
+  void *(*alloc)(ltdi_backend *be, size_t nbytes); /* NULL on failure; zeroed */
+  void (*free)(ltdi_backend *be, void *ptr);
+  int (*upload)(ltdi_backend *be, void *dst, const void *host_src, size_t nbytes);
+  int (*download)(ltdi_backend *be, void *host_dst, const void *src, size_t nbytes);
+  int (*synchronize)(ltdi_backend *be);
+
+  /* ---- dense algebra ------------------------------------------------- */
+  /* C(m,n) = alpha * op(A) op(B) + beta * C, row-major; op(X) = X or X^T. */
+  int (*sgemm)(ltdi_backend *be, int trans_a, int trans_b, int m, int n, int k,
+               float alpha, const float *a, int lda, const float *b, int ldb,
+               float beta, float *c, int ldc);
+  /* y[i] += alpha * x[i] */
+  int (*axpy)(ltdi_backend *be, float *y, const float *x, float alpha, size_t n);
+  /* x[i] = value */
+  int (*fill)(ltdi_backend *be, float *x, float value, size_t n);
+
+  /* out (B,out) = inp (B,in) · weight(out,in)^T + bias(out); bias may be NULL */
+  int (*linear_forward)(ltdi_backend *be, float *out, const float *inp,
+                        const float *weight, const float *bias, int batch,
+                        int in_features, int out_features);
+  int (*linear_backward)(ltdi_backend *be, float *dinp, float *dweight, float *dbias,
+                         const float *dout, const float *inp, const float *weight,
+                         int batch, int in_features, int out_features);
+
+  /* ---- convolutions -------------------------------------------------- */
+  /* weight (out_ch, in_ch, k, k), bias (out_ch) or NULL */
+  int (*conv2d_forward)(ltdi_backend *be, float *out, const float *inp,
+                        const float *weight, const float *bias,
+                        const ltdi_conv2d_dims *dims);
+  int (*conv2d_backward)(ltdi_backend *be, float *dinp, float *dweight, float *dbias,
+                         const float *dout, const float *inp, const float *weight,
+                         const ltdi_conv2d_dims *dims);
+  /* weight (out_ch, in_ch, k), bias (out_ch) or NULL */
+  int (*conv1d_forward)(ltdi_backend *be, float *out, const float *inp,
+                        const float *weight, const float *bias,
+                        const ltdi_conv1d_dims *dims);
+  int (*conv1d_backward)(ltdi_backend *be, float *dinp, float *dweight, float *dbias,
+                         const float *dout, const float *inp, const float *weight,
+                         const ltdi_conv1d_dims *dims);
+
+  /* ---- normalisation ------------------------------------------------- */
+  /* Batch-norm over (batch, ch, spatial): statistics per channel over batch
+   * and spatial. Training mode saves mean/invstd (ch) for the backward and
+   * updates running_mean/var (ch) with `momentum` (PyTorch convention:
+   * running = (1-m) running + m batch; the running variance is unbiased). */
+  int (*batchnorm_forward_train)(ltdi_backend *be, float *out, float *mean, float *invstd,
+                                 float *running_mean, float *running_var,
+                                 const float *inp, const float *gamma, const float *beta,
+                                 int batch, int ch, int spatial, float eps, float momentum);
+  int (*batchnorm_forward_eval)(ltdi_backend *be, float *out, const float *inp,
+                                const float *gamma, const float *beta,
+                                const float *running_mean, const float *running_var,
+                                int batch, int ch, int spatial, float eps);
+  int (*batchnorm_backward)(ltdi_backend *be, float *dinp, float *dgamma, float *dbeta,
+                            const float *dout, const float *inp, const float *gamma,
+                            const float *mean, const float *invstd,
+                            int batch, int ch, int spatial);
+  /* Group-norm over (batch, ch, spatial) with `groups` dividing ch; mean and
+   * invstd saved per (batch, group); gamma/beta per channel. */
+  int (*groupnorm_forward)(ltdi_backend *be, float *out, float *mean, float *invstd,
+                           const float *inp, const float *gamma, const float *beta,
+                           int batch, int ch, int spatial, int groups, float eps);
+  int (*groupnorm_backward)(ltdi_backend *be, float *dinp, float *dgamma, float *dbeta,
+                            const float *dout, const float *inp, const float *gamma,
+                            const float *mean, const float *invstd,
+                            int batch, int ch, int spatial, int groups);
+
+  /* ---- activations and pooling --------------------------------------- */
+  int (*relu_forward)(ltdi_backend *be, float *out, const float *inp, size_t n);
+  int (*relu_backward)(ltdi_backend *be, float *dinp, const float *dout,
+                       const float *inp, size_t n);
+  int (*silu_forward)(ltdi_backend *be, float *out, const float *inp, size_t n);
+  int (*silu_backward)(ltdi_backend *be, float *dinp, const float *dout,
+                       const float *inp, size_t n);
+  /* 2x2 max-pool, stride 2, floor: out (B,C,H/2,W/2); argmax (same count)
+   * holds the flat input index of each maximum, for the backward. */
+  int (*maxpool2d_forward)(ltdi_backend *be, float *out, int32_t *argmax,
+                           const float *inp, int batch, int ch, int height, int width);
+  int (*maxpool2d_backward)(ltdi_backend *be, float *dinp, const float *dout,
+                            const int32_t *argmax, size_t n_out);
+
+  /* ---- loss ---------------------------------------------------------- */
+  /* Mean softmax cross-entropy over the batch. probs (B,C) is saved for the
+   * backward; *loss is a host float. Labels outside [0,C) → LTDI_ERR_INVALID_ARG. */
+  int (*softmax_xent_forward)(ltdi_backend *be, float *loss, float *probs,
+                              const float *logits, const int32_t *labels,
+                              int batch, int classes);
+  /* dlogits += (probs - onehot(labels)) / batch */
+  int (*softmax_xent_backward)(ltdi_backend *be, float *dlogits, const float *probs,
+                               const int32_t *labels, int batch, int classes);
+
+  /* ---- optimisers ---------------------------------------------------- */
+  int (*adam_step)(ltdi_backend *be, float *params, const float *grads, float *m,
+                   float *v, size_t n, const ltdi_adam_params *hp);
+  /* velocity may be NULL when momentum == 0 */
+  int (*sgd_step)(ltdi_backend *be, float *params, const float *grads, float *velocity,
+                  size_t n, float lr, float momentum, float weight_decay);
+  /* SAM ascent (Foret et al.): e = rho * g / ||g||; params += e; e is saved
+   * in `perturbation` (n) so sam_restore can undo it exactly. With ||g|| = 0
+   * the perturbation is zero. */
+  int (*sam_perturb)(ltdi_backend *be, float *params, float *perturbation,
+                     const float *grads, size_t n, float rho);
+  int (*sam_restore)(ltdi_backend *be, float *params, const float *perturbation,
+                     size_t n);
+};
+
+/* The CPU backend. n_threads is the BLAS thread count (0 = leave OpenBLAS's
+ * default). Returns 0 or LTDI_ERR_NOMEM. */
+int ltdi_backend_cpu_create(ltdi_backend **out, int n_threads);
+
+/* Destroys any backend (NULL is allowed). */
+void ltdi_backend_destroy(ltdi_backend *be);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# scripts/setup.sh — installs everything ltdi needs on a fresh Debian machine
+# and builds it into ./build. Idempotent.
+#   --full-fonts   also install the extended font set for the full glyph benchmark
+#   --no-build     install packages only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+full_fonts=0
+build=1
+for arg in "$@"; do
+  case "$arg" in
+    --full-fonts) full_fonts=1 ;;
+    --no-build) build=0 ;;
+    *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+
+sudo_cmd=""
+if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
+
+packages=(build-essential cmake pkg-config libopenblas-dev libjansson-dev libfreetype-dev
+          libpng-dev zlib1g-dev libcriterion-dev fonts-noto-core python3 python3-pip)
+if [ "$full_fonts" = 1 ]; then
+  mapfile -t extra < <(grep -v '^#' scripts/fonts-full.txt)
+  packages+=("${extra[@]}")
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Python is used only around the C code: reference checks in the tests.
+if ! python3 -c 'import safetensors, numpy' >/dev/null 2>&1; then
+  python3 -m pip install --quiet safetensors numpy ||
+    python3 -m pip install --quiet --break-system-packages safetensors numpy
+fi
+
+if [ "$build" = 1 ]; then
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+  cmake --build build -j"$(nproc)"
+fi

@@ -1,0 +1,12 @@
+/* trainer/commands.h — entry points of ltdi-train's sub-commands. Each takes
+ * argv with argv[0] = the command name, returns the process exit status
+ * (0 ok, 1 failure, 2 usage error), and prints its own errors. */
+#ifndef LTDI_TRAINER_COMMANDS_H
+#define LTDI_TRAINER_COMMANDS_H
+
+int ltdi_cmd_data(int argc, char **argv);    /* trainer/cmd_data.c */
+int ltdi_cmd_body(int argc, char **argv);    /* trainer/cmd_body.c */
+int ltdi_cmd_prepare(int argc, char **argv); /* trainer/cmd_prepare.c */
+int ltdi_cmd_eval(int argc, char **argv);    /* trainer/cmd_eval.c */
+
+#endif

@@ -1,0 +1,26 @@
+/* trainer/image_util.h — internal helpers shared by the image readers and
+ * the glyph builder (not part of the public trainer API). */
+#ifndef LTDI_TRAINER_IMAGE_UTIL_H
+#define LTDI_TRAINER_IMAGE_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Resamples a grey image src (sh, sw) into dst (dh, dw). Each axis is
+ * filtered separately: area averaging where it shrinks (no aliasing of thin
+ * strokes), bilinear interpolation where it grows. Returns 0 or
+ * LTDI_ERR_NOMEM / LTDI_ERR_INVALID_ARG. */
+int ltdi__resize_grey(uint8_t *dst /* (dh, dw) */, int dh, int dw,
+                      const uint8_t *src /* (sh, sw) */, int sh, int sw);
+
+/* Formats into err (if non-NULL) like snprintf; returns `code`. */
+int ltdi__fail(char *err, size_t errlen, int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+
+/* Frees an array of n strings and the array. */
+void ltdi__free_names(char **names, int n);
+
+#endif
