@@ -30,7 +30,7 @@ extern "C" {
 
 enum ltdi_error {
   LTDI_OK = 0,
-  LTDI__ERR_BASE = -100, /* keep codes clear of -errno values */
+  LTDI__ERR_BASE = -1000, /* keep codes clear of -errno values (Linux uses down to -133) */
 #define LTDI__ERR_ENUM(name, msg) LTDI_ERR_##name,
   LTDI_ERRNO_MAP(LTDI__ERR_ENUM)
 #undef LTDI__ERR_ENUM
