@@ -15,7 +15,10 @@
  *    NULL when that gradient is not needed.
  *  - Every entry returns 0 or a negative code from core/error.h.
  *  - A backend instance is NOT thread-safe (it owns scratch memory): give each
- *    thread its own instance. Results never depend on the thread count.
+ *    thread its own instance. Results are bitwise reproducible for a fixed
+ *    BLAS thread count; threaded OpenBLAS sgemm differs from single-threaded
+ *    by about one ulp, so code that must give bit-identical results whatever
+ *    the worker count uses one single-threaded backend per worker.
  */
 #ifndef LTDI_KERNELS_BACKEND_H
 #define LTDI_KERNELS_BACKEND_H

@@ -1,0 +1,104 @@
+/* kernels/cpu/cpu_internal.h — private declarations shared by the CPU backend.
+ *
+ * The CPU backend is split by topic (memory/algebra, convolutions,
+ * normalisation, activations and loss, optimisers); each file defines its
+ * table entries as internal `ltdi__cpu_*` functions and cpu_backend.c wires
+ * them into the ltdi_backend table. Nothing outside kernels/cpu includes
+ * this header. */
+#ifndef LTDI_KERNELS_CPU_INTERNAL_H
+#define LTDI_KERNELS_CPU_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/backend.h"
+
+/* Backend-private state: a growable scratch buffer for im2col columns and
+ * gathered convolution outputs. One per backend, hence not thread-safe. */
+typedef struct ltdi__cpu_ctx {
+  float *scratch;     /* (scratch_cap) */
+  size_t scratch_cap; /* in floats */
+} ltdi__cpu_ctx;
+
+/* Returns a scratch area of at least n floats (contents undefined), or NULL
+ * when the allocation fails. The pointer stays valid until the next call. */
+float *ltdi__cpu_scratch(ltdi_backend *be, size_t n);
+
+/* ---- cpu_backend.c ------------------------------------------------------ */
+int ltdi__cpu_sgemm(ltdi_backend *be, int trans_a, int trans_b, int m, int n, int k,
+                    float alpha, const float *a, int lda, const float *b, int ldb,
+                    float beta, float *c, int ldc);
+
+/* ---- cpu_conv.c --------------------------------------------------------- */
+int ltdi__cpu_conv2d_forward(ltdi_backend *be, float *out, const float *inp,
+                             const float *weight, const float *bias,
+                             const ltdi_conv2d_dims *dims);
+int ltdi__cpu_conv2d_backward(ltdi_backend *be, float *dinp, float *dweight, float *dbias,
+                              const float *dout, const float *inp, const float *weight,
+                              const ltdi_conv2d_dims *dims);
+int ltdi__cpu_conv1d_forward(ltdi_backend *be, float *out, const float *inp,
+                             const float *weight, const float *bias,
+                             const ltdi_conv1d_dims *dims);
+int ltdi__cpu_conv1d_backward(ltdi_backend *be, float *dinp, float *dweight, float *dbias,
+                              const float *dout, const float *inp, const float *weight,
+                              const ltdi_conv1d_dims *dims);
+
+/* ---- cpu_norm.c --------------------------------------------------------- */
+int ltdi__cpu_batchnorm_forward_train(ltdi_backend *be, float *out, float *mean,
+                                      float *invstd, float *running_mean,
+                                      float *running_var, const float *inp,
+                                      const float *gamma, const float *beta, int batch,
+                                      int ch, int spatial, float eps, float momentum);
+int ltdi__cpu_batchnorm_forward_eval(ltdi_backend *be, float *out, const float *inp,
+                                     const float *gamma, const float *beta,
+                                     const float *running_mean, const float *running_var,
+                                     int batch, int ch, int spatial, float eps);
+int ltdi__cpu_batchnorm_backward(ltdi_backend *be, float *dinp, float *dgamma,
+                                 float *dbeta, const float *dout, const float *inp,
+                                 const float *gamma, const float *mean,
+                                 const float *invstd, int batch, int ch, int spatial);
+int ltdi__cpu_groupnorm_forward(ltdi_backend *be, float *out, float *mean, float *invstd,
+                                const float *inp, const float *gamma, const float *beta,
+                                int batch, int ch, int spatial, int groups, float eps);
+int ltdi__cpu_groupnorm_backward(ltdi_backend *be, float *dinp, float *dgamma,
+                                 float *dbeta, const float *dout, const float *inp,
+                                 const float *gamma, const float *mean,
+                                 const float *invstd, int batch, int ch, int spatial,
+                                 int groups);
+
+/* ---- cpu_activation.c --------------------------------------------------- */
+int ltdi__cpu_linear_forward(ltdi_backend *be, float *out, const float *inp,
+                             const float *weight, const float *bias, int batch,
+                             int in_features, int out_features);
+int ltdi__cpu_linear_backward(ltdi_backend *be, float *dinp, float *dweight, float *dbias,
+                              const float *dout, const float *inp, const float *weight,
+                              int batch, int in_features, int out_features);
+int ltdi__cpu_relu_forward(ltdi_backend *be, float *out, const float *inp, size_t n);
+int ltdi__cpu_relu_backward(ltdi_backend *be, float *dinp, const float *dout,
+                            const float *inp, size_t n);
+int ltdi__cpu_silu_forward(ltdi_backend *be, float *out, const float *inp, size_t n);
+int ltdi__cpu_silu_backward(ltdi_backend *be, float *dinp, const float *dout,
+                            const float *inp, size_t n);
+int ltdi__cpu_maxpool2d_forward(ltdi_backend *be, float *out, int32_t *argmax,
+                                const float *inp, int batch, int ch, int height,
+                                int width);
+int ltdi__cpu_maxpool2d_backward(ltdi_backend *be, float *dinp, const float *dout,
+                                 const int32_t *argmax, size_t n_out);
+int ltdi__cpu_softmax_xent_forward(ltdi_backend *be, float *loss, float *probs,
+                                   const float *logits, const int32_t *labels,
+                                   int batch, int classes);
+int ltdi__cpu_softmax_xent_backward(ltdi_backend *be, float *dlogits, const float *probs,
+                                    const int32_t *labels, int batch, int classes);
+
+/* ---- cpu_optim.c -------------------------------------------------------- */
+int ltdi__cpu_adam_step(ltdi_backend *be, float *params, const float *grads, float *m,
+                        float *v, size_t n, const ltdi_adam_params *hp);
+int ltdi__cpu_sgd_step(ltdi_backend *be, float *params, const float *grads,
+                       float *velocity, size_t n, float lr, float momentum,
+                       float weight_decay);
+int ltdi__cpu_sam_perturb(ltdi_backend *be, float *params, float *perturbation,
+                          const float *grads, size_t n, float rho);
+int ltdi__cpu_sam_restore(ltdi_backend *be, float *params, const float *perturbation,
+                          size_t n);
+
+#endif

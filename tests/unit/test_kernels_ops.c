@@ -1,0 +1,578 @@
+/* tests/unit/test_kernels_ops.c — CPU backend forwards and optimisers against
+ * naive reference loops written here.
+ *
+ * The references are deliberately the plainest possible code (direct
+ * convolution loops, two-pass statistics in double, textbook optimiser
+ * formulas) so they share nothing with the im2col/sgemm implementation.
+ * Tolerances are relative to the size of the values: float32 results of
+ * sums of a few hundred O(1) terms agree with double to ~1e-5 relative. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "kernels/backend.h"
+
+/* ==== helpers =========================================================== */
+
+static uint64_t g_rng = 0xC0FFEEu;
+
+static double urand(void) {
+  uint64_t z = (g_rng += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return (double)(z >> 11) / 9007199254740992.0;
+}
+
+static float *rand_buf(size_t n, float lo, float hi) {
+  float *x = malloc((n ? n : 1) * sizeof *x);
+  cr_assert_not_null(x);
+  for (size_t i = 0; i < n; i++) x[i] = (float)(lo + (hi - lo) * urand());
+  return x;
+}
+
+static double *dzeros(size_t n) {
+  double *x = calloc(n ? n : 1, sizeof *x);
+  cr_assert_not_null(x);
+  return x;
+}
+
+static ltdi_backend *make_backend(int threads) {
+  ltdi_backend *be = NULL;
+  cr_assert_eq(ltdi_backend_cpu_create(&be, threads), 0);
+  return be;
+}
+
+/* Expects max|got - want| <= tol * (max|want| + 1e-3). */
+static void expect_close(const char *what, const float *got, const double *want, size_t n,
+                         double tol) {
+  double max_err = 0.0, max_ref = 0.0;
+  size_t worst = 0;
+  for (size_t i = 0; i < n; i++) {
+    double e = fabs((double)got[i] - want[i]);
+    if (!(e <= max_err)) max_err = e, worst = i; /* also catches NaN */
+    if (fabs(want[i]) > max_ref) max_ref = fabs(want[i]);
+  }
+  cr_expect(max_err <= tol * (max_ref + 1e-3),
+            "%s: max error %.3g at %zu (got %.7g want %.7g), max|ref| %.3g", what, max_err,
+            worst, got[worst], want[worst], max_ref);
+}
+
+/* ==== memory, fill, axpy ================================================ */
+
+Test(kernels_ops, memory_and_vector_ops) {
+  ltdi_backend *be = make_backend(1);
+  cr_expect_str_eq(be->name, "cpu");
+  float *x = be->alloc(be, 37 * sizeof(float));
+  cr_assert_not_null(x);
+  for (int i = 0; i < 37; i++) cr_expect_eq(x[i], 0.0f, "alloc must zero");
+  float host[37], back[37];
+  for (int i = 0; i < 37; i++) host[i] = (float)i - 3.5f;
+  cr_assert_eq(be->upload(be, x, host, sizeof host), 0);
+  cr_assert_eq(be->axpy(be, x, host, 2.0f, 37), 0);
+  cr_assert_eq(be->synchronize(be), 0);
+  cr_assert_eq(be->download(be, back, x, sizeof back), 0);
+  for (int i = 0; i < 37; i++) cr_expect_eq(back[i], 3.0f * host[i]);
+  cr_assert_eq(be->fill(be, x, 1.25f, 37), 0);
+  for (int i = 0; i < 37; i++) cr_expect_eq(x[i], 1.25f);
+  cr_expect_eq(be->fill(be, NULL, 1.0f, 3), LTDI_ERR_INVALID_ARG);
+  be->free(be, x);
+  ltdi_backend_destroy(be);
+  ltdi_backend_destroy(NULL);
+}
+
+/* ==== sgemm ============================================================= */
+
+Test(kernels_ops, sgemm_all_transposes) {
+  ltdi_backend *be = make_backend(1);
+  const int m = 5, n = 7, k = 3, pad = 2;
+  const float alpha = 0.7f, beta = -0.3f;
+  for (int ta = 0; ta < 2; ta++) {
+    for (int tb = 0; tb < 2; tb++) {
+      /* Stored shapes: A is (m,k) or (k,m); B is (k,n) or (n,k). Leading
+       * dimensions are padded to catch lda/ldb mix-ups. */
+      const int lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad, ldc = n + pad;
+      float *a = rand_buf((size_t)(ta ? k : m) * lda, -1, 1);
+      float *b = rand_buf((size_t)(tb ? n : k) * ldb, -1, 1);
+      float *c = rand_buf((size_t)m * ldc, -1, 1);
+      double *want = dzeros((size_t)m * n);
+      float *got = rand_buf((size_t)m * n, 0, 0);
+      for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+          double s = 0.0;
+          for (int p = 0; p < k; p++) {
+            double av = ta ? a[p * lda + i] : a[i * lda + p];
+            double bv = tb ? b[j * ldb + p] : b[p * ldb + j];
+            s += av * bv;
+          }
+          want[i * n + j] = alpha * s + beta * c[i * ldc + j];
+        }
+      cr_assert_eq(be->sgemm(be, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc), 0);
+      for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) got[i * n + j] = c[i * ldc + j];
+      char what[48];
+      snprintf(what, sizeof what, "sgemm ta=%d tb=%d", ta, tb);
+      expect_close(what, got, want, (size_t)m * n, 1e-5);
+      free(a), free(b), free(c), free(want), free(got);
+    }
+  }
+  float z[4] = {0};
+  cr_expect_eq(be->sgemm(be, 0, 0, 0, 2, 2, 1, z, 2, z, 2, 0, z, 2), LTDI_ERR_INVALID_ARG);
+  cr_expect_eq(be->sgemm(be, 0, 0, 2, 2, 2, 1, z, 1, z, 2, 0, z, 2), LTDI_ERR_INVALID_ARG);
+  cr_expect_eq(be->sgemm(be, 0, 0, 2, 2, 2, 1, NULL, 2, z, 2, 0, z, 2), LTDI_ERR_INVALID_ARG);
+  ltdi_backend_destroy(be);
+}
+
+/* ==== linear ============================================================ */
+
+Test(kernels_ops, linear_forward) {
+  ltdi_backend *be = make_backend(1);
+  const int B = 6, I = 9, O = 5;
+  float *x = rand_buf(B * I, -1, 1), *w = rand_buf(O * I, -1, 1), *b = rand_buf(O, -1, 1);
+  float *out = rand_buf(B * O, 0, 0);
+  double *want = dzeros(B * O);
+  for (int r = 0; r < B; r++)
+    for (int o = 0; o < O; o++) {
+      double s = b[o];
+      for (int i = 0; i < I; i++) s += (double)x[r * I + i] * w[o * I + i];
+      want[r * O + o] = s;
+    }
+  cr_assert_eq(be->linear_forward(be, out, x, w, b, B, I, O), 0);
+  expect_close("linear", out, want, B * O, 1e-5);
+  for (int r = 0; r < B; r++)
+    for (int o = 0; o < O; o++) want[r * O + o] -= b[o];
+  cr_assert_eq(be->linear_forward(be, out, x, w, NULL, B, I, O), 0);
+  expect_close("linear no bias", out, want, B * O, 1e-5);
+  cr_expect_eq(be->linear_forward(be, out, x, w, b, 0, I, O), LTDI_ERR_INVALID_ARG);
+  free(x), free(w), free(b), free(out), free(want);
+  ltdi_backend_destroy(be);
+}
+
+/* ==== convolutions ====================================================== */
+
+/* Direct 2-D convolution in double; dims as in ltdi_conv2d_dims. */
+static void naive_conv2d(double *out, const float *x, const float *w, const float *bias,
+                         const ltdi_conv2d_dims *d) {
+  const int oh = ltdi_conv2d_out_h(d), ow = ltdi_conv2d_out_w(d), k = d->kernel;
+  for (int b = 0; b < d->batch; b++)
+    for (int o = 0; o < d->out_ch; o++)
+      for (int oy = 0; oy < oh; oy++)
+        for (int ox = 0; ox < ow; ox++) {
+          double s = bias ? bias[o] : 0.0;
+          for (int c = 0; c < d->in_ch; c++)
+            for (int ky = 0; ky < k; ky++)
+              for (int kx = 0; kx < k; kx++) {
+                int iy = oy * d->stride - d->pad + ky, ix = ox * d->stride - d->pad + kx;
+                if (iy < 0 || iy >= d->height || ix < 0 || ix >= d->width) continue;
+                s += (double)x[((b * d->in_ch + c) * d->height + iy) * d->width + ix] *
+                     w[((o * d->in_ch + c) * k + ky) * k + kx];
+              }
+          out[((b * d->out_ch + o) * oh + oy) * ow + ox] = s;
+        }
+}
+
+/* Direct backward: every (output, tap) pair adds its two products. */
+static void naive_conv2d_backward(double *dx, double *dw, const float *dy, const float *x,
+                                  const float *w, const ltdi_conv2d_dims *d) {
+  const int oh = ltdi_conv2d_out_h(d), ow = ltdi_conv2d_out_w(d), k = d->kernel;
+  for (int b = 0; b < d->batch; b++)
+    for (int o = 0; o < d->out_ch; o++)
+      for (int oy = 0; oy < oh; oy++)
+        for (int ox = 0; ox < ow; ox++) {
+          const double g = dy[((b * d->out_ch + o) * oh + oy) * ow + ox];
+          for (int c = 0; c < d->in_ch; c++)
+            for (int ky = 0; ky < k; ky++)
+              for (int kx = 0; kx < k; kx++) {
+                int iy = oy * d->stride - d->pad + ky, ix = ox * d->stride - d->pad + kx;
+                if (iy < 0 || iy >= d->height || ix < 0 || ix >= d->width) continue;
+                size_t xi = ((size_t)(b * d->in_ch + c) * d->height + iy) * d->width + ix;
+                size_t wi = ((size_t)(o * d->in_ch + c) * k + ky) * k + kx;
+                dx[xi] += g * w[wi];
+                dw[wi] += g * x[xi];
+              }
+        }
+}
+
+static void conv2d_case(ltdi_conv2d_dims d, int with_bias, int check_backward) {
+  ltdi_backend *be = make_backend(1);
+  const size_t ni = (size_t)d.batch * d.in_ch * d.height * d.width;
+  const size_t nw = (size_t)d.out_ch * d.in_ch * d.kernel * d.kernel;
+  const size_t no = (size_t)d.batch * d.out_ch * ltdi_conv2d_out_h(&d) * ltdi_conv2d_out_w(&d);
+  float *x = rand_buf(ni, -1, 1), *w = rand_buf(nw, -1, 1), *b = rand_buf(d.out_ch, -1, 1);
+  float *out = rand_buf(no, 0, 0);
+  double *want = dzeros(no);
+  char what[96];
+  snprintf(what, sizeof what, "conv2d B%d C%d %dx%d O%d k%d s%d p%d", d.batch, d.in_ch,
+           d.height, d.width, d.out_ch, d.kernel, d.stride, d.pad);
+  naive_conv2d(want, x, w, with_bias ? b : NULL, &d);
+  cr_assert_eq(be->conv2d_forward(be, out, x, w, with_bias ? b : NULL, &d), 0);
+  expect_close(what, out, want, no, 1e-5);
+  if (check_backward) {
+    float *dy = rand_buf(no, -1, 1), *dx = rand_buf(ni, 0, 0), *dw = rand_buf(nw, 0, 0);
+    double *wdx = dzeros(ni), *wdw = dzeros(nw);
+    naive_conv2d_backward(wdx, wdw, dy, x, w, &d);
+    cr_assert_eq(be->conv2d_backward(be, dx, dw, NULL, dy, x, w, &d), 0);
+    expect_close("conv2d backward dinp", dx, wdx, ni, 1e-5);
+    expect_close("conv2d backward dweight", dw, wdw, nw, 1e-5);
+    free(dy), free(dx), free(dw), free(wdx), free(wdw);
+  }
+  free(x), free(w), free(b), free(out), free(want);
+  ltdi_backend_destroy(be);
+}
+
+Test(kernels_ops, conv2d_forward_shapes) {
+  conv2d_case((ltdi_conv2d_dims){3, 2, 7, 9, 5, 3, 1, 1}, 1, 0);
+  conv2d_case((ltdi_conv2d_dims){2, 3, 9, 8, 4, 3, 2, 1}, 1, 0);
+  conv2d_case((ltdi_conv2d_dims){2, 3, 10, 7, 4, 3, 2, 0}, 0, 0);
+  conv2d_case((ltdi_conv2d_dims){1, 4, 5, 5, 3, 1, 1, 0}, 1, 0);
+  conv2d_case((ltdi_conv2d_dims){2, 1, 28, 28, 6, 3, 1, 1}, 1, 0);
+  conv2d_case((ltdi_conv2d_dims){2, 2, 6, 6, 3, 5, 1, 2}, 1, 0);
+}
+
+/* Big enough that the backend splits the batch into chunks (2 images, then
+ * 1): covers both the gathered and the direct output paths. */
+Test(kernels_ops, conv2d_chunked_forward_backward) {
+  conv2d_case((ltdi_conv2d_dims){3, 16, 48, 48, 8, 3, 1, 1}, 1, 1);
+}
+
+Test(kernels_ops, conv2d_rejects_bad_dims) {
+  ltdi_backend *be = make_backend(1);
+  float buf[64] = {0};
+  ltdi_conv2d_dims ok = {1, 1, 4, 4, 1, 3, 1, 1};
+  cr_expect_eq(be->conv2d_forward(be, buf, buf, buf, NULL, &ok), 0);
+  ltdi_conv2d_dims bad[] = {{0, 1, 4, 4, 1, 3, 1, 1}, {1, 1, 4, 4, 1, 3, 0, 1},
+                            {1, 1, 2, 4, 1, 3, 2, 0}, {1, 1, 4, 4, 1, 3, 1, -1},
+                            {1, 0, 4, 4, 1, 3, 1, 1}};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+    cr_expect_eq(be->conv2d_forward(be, buf, buf, buf, NULL, &bad[i]), LTDI_ERR_INVALID_ARG,
+                 "bad dims %zu accepted", i);
+  cr_expect_eq(be->conv2d_forward(be, buf, NULL, buf, NULL, &ok), LTDI_ERR_INVALID_ARG);
+  cr_expect_eq(be->conv2d_forward(be, buf, buf, buf, NULL, NULL), LTDI_ERR_INVALID_ARG);
+  ltdi_backend_destroy(be);
+}
+
+static void conv1d_case(ltdi_conv1d_dims d) {
+  ltdi_backend *be = make_backend(1);
+  const int ol = ltdi_conv1d_out_len(&d), k = d.kernel;
+  const size_t ni = (size_t)d.batch * d.in_ch * d.length, nw = (size_t)d.out_ch * d.in_ch * k;
+  const size_t no = (size_t)d.batch * d.out_ch * ol;
+  float *x = rand_buf(ni, -1, 1), *w = rand_buf(nw, -1, 1), *b = rand_buf(d.out_ch, -1, 1);
+  float *out = rand_buf(no, 0, 0);
+  double *want = dzeros(no);
+  for (int n = 0; n < d.batch; n++)
+    for (int o = 0; o < d.out_ch; o++)
+      for (int t = 0; t < ol; t++) {
+        double s = b[o];
+        for (int c = 0; c < d.in_ch; c++)
+          for (int j = 0; j < k; j++) {
+            int i = t * d.stride - d.pad + j;
+            if (i >= 0 && i < d.length)
+              s += (double)x[(n * d.in_ch + c) * d.length + i] * w[(o * d.in_ch + c) * k + j];
+          }
+        want[(n * d.out_ch + o) * ol + t] = s;
+      }
+  cr_assert_eq(be->conv1d_forward(be, out, x, w, b, &d), 0);
+  char what[80];
+  snprintf(what, sizeof what, "conv1d L%d k%d s%d p%d", d.length, k, d.stride, d.pad);
+  expect_close(what, out, want, no, 1e-5);
+  free(x), free(w), free(b), free(out), free(want);
+  ltdi_backend_destroy(be);
+}
+
+Test(kernels_ops, conv1d_forward_shapes) {
+  conv1d_case((ltdi_conv1d_dims){3, 4, 17, 5, 3, 1, 1});
+  conv1d_case((ltdi_conv1d_dims){2, 3, 16, 6, 3, 2, 1});
+  conv1d_case((ltdi_conv1d_dims){2, 3, 15, 2, 3, 2, 1});
+  conv1d_case((ltdi_conv1d_dims){2, 5, 9, 4, 1, 1, 0});
+  conv1d_case((ltdi_conv1d_dims){2, 5, 9, 4, 1, 2, 0});
+}
+
+/* A fixed thread count must reproduce results bit for bit, and a different
+ * count may only change the rounding (OpenBLAS 0.3.21's threaded sgemm is
+ * not bitwise equal to its single-threaded one, ~1 ulp apart). */
+Test(kernels_ops, conv2d_thread_count_reproducible) {
+  ltdi_conv2d_dims d = {8, 16, 14, 14, 32, 3, 1, 1};
+  const size_t ni = 8 * 16 * 196, nw = 32 * 16 * 9, no = 8 * 32 * 196;
+  float *x = rand_buf(ni, -1, 1), *w = rand_buf(nw, -1, 1);
+  float *o1 = rand_buf(no, 0, 0), *o2 = rand_buf(no, 0, 0), *o3 = rand_buf(no, 0, 0);
+  ltdi_backend *be1 = make_backend(1);
+  cr_assert_eq(be1->conv2d_forward(be1, o1, x, w, NULL, &d), 0);
+  ltdi_backend_destroy(be1);
+  ltdi_backend *be2 = make_backend(2);
+  cr_assert_eq(be2->conv2d_forward(be2, o2, x, w, NULL, &d), 0);
+  cr_assert_eq(be2->conv2d_forward(be2, o3, x, w, NULL, &d), 0);
+  ltdi_backend_destroy(be2);
+  cr_expect(memcmp(o2, o3, no * sizeof(float)) == 0, "conv2d not reproducible at 2 threads");
+  double *ref = dzeros(no);
+  for (size_t i = 0; i < no; i++) ref[i] = o1[i];
+  expect_close("conv2d 2 threads vs 1", o2, ref, no, 1e-5);
+  be1 = make_backend(1); /* leave OpenBLAS single-threaded for later tests */
+  ltdi_backend_destroy(be1);
+  free(x), free(w), free(o1), free(o2), free(o3), free(ref);
+}
+
+/* ==== normalisation ===================================================== */
+
+Test(kernels_ops, batchnorm_train_and_running_stats) {
+  ltdi_backend *be = make_backend(1);
+  const int B = 4, C = 3, S = 10;
+  const size_t n = (size_t)B * C * S;
+  const float eps = 1e-5f, mom = 0.1f;
+  float *x = rand_buf(n, -2, 3), *g = rand_buf(C, 0.5f, 1.5f), *bt = rand_buf(C, -1, 1);
+  float *out = rand_buf(n, 0, 0), mean[3], invstd[3];
+  float rm[3] = {0.5f, -0.25f, 1.0f}, rv[3] = {2.0f, 0.5f, 1.0f};
+  const float rm0[3] = {0.5f, -0.25f, 1.0f}, rv0[3] = {2.0f, 0.5f, 1.0f};
+  cr_assert_eq(be->batchnorm_forward_train(be, out, mean, invstd, rm, rv, x, g, bt, B, C, S,
+                                           eps, mom), 0);
+  double *want = dzeros(n);
+  for (int c = 0; c < C; c++) {
+    double mu = 0.0, var = 0.0;
+    for (int b = 0; b < B; b++)
+      for (int s = 0; s < S; s++) mu += x[(b * C + c) * S + s];
+    mu /= B * S;
+    for (int b = 0; b < B; b++)
+      for (int s = 0; s < S; s++) {
+        double dv = x[(b * C + c) * S + s] - mu;
+        var += dv * dv;
+      }
+    const double biased = var / (B * S), unbiased = var / (B * S - 1);
+    for (int b = 0; b < B; b++)
+      for (int s = 0; s < S; s++) {
+        size_t i = (size_t)(b * C + c) * S + s;
+        want[i] = g[c] * (x[i] - mu) / sqrt(biased + eps) + bt[c];
+      }
+    cr_expect(fabs(mean[c] - mu) < 1e-5, "mean[%d] %g vs %g", c, mean[c], mu);
+    cr_expect(fabs(invstd[c] - 1.0 / sqrt(biased + eps)) < 1e-5 / sqrt(biased + eps));
+    double wrm = (1 - mom) * rm0[c] + mom * mu, wrv = (1 - mom) * rv0[c] + mom * unbiased;
+    cr_expect(fabs(rm[c] - wrm) < 1e-5, "running_mean[%d] %g vs %g", c, rm[c], wrm);
+    cr_expect(fabs(rv[c] - wrv) < 1e-5 * (1 + wrv), "running_var[%d] %g vs %g", c, rv[c], wrv);
+  }
+  expect_close("batchnorm train out", out, want, n, 1e-5);
+
+  /* Eval mode normalises with the running statistics instead. */
+  for (int c = 0; c < C; c++)
+    for (int b = 0; b < B; b++)
+      for (int s = 0; s < S; s++) {
+        size_t i = (size_t)(b * C + c) * S + s;
+        want[i] = g[c] * (x[i] - rm[c]) / sqrt(rv[c] + (double)eps) + bt[c];
+      }
+  cr_assert_eq(be->batchnorm_forward_eval(be, out, x, g, bt, rm, rv, B, C, S, eps), 0);
+  expect_close("batchnorm eval out", out, want, n, 1e-5);
+  cr_expect_eq(be->batchnorm_forward_eval(be, out, x, g, bt, rm, NULL, B, C, S, eps),
+               LTDI_ERR_INVALID_ARG);
+  cr_expect_eq(be->batchnorm_forward_train(be, out, mean, invstd, rm, rv, x, g, bt, B, 0, S,
+                                           eps, mom), LTDI_ERR_INVALID_ARG);
+  free(x), free(g), free(bt), free(out), free(want);
+  ltdi_backend_destroy(be);
+}
+
+Test(kernels_ops, groupnorm_forward) {
+  ltdi_backend *be = make_backend(1);
+  const int B = 3, C = 6, S = 7, G = 2, cpg = C / G;
+  const size_t n = (size_t)B * C * S;
+  float *x = rand_buf(n, -2, 3), *g = rand_buf(C, 0.5f, 1.5f), *bt = rand_buf(C, -1, 1);
+  float *out = rand_buf(n, 0, 0), mean[6], invstd[6];
+  double *want = dzeros(n);
+  for (int b = 0; b < B; b++)
+    for (int gr = 0; gr < G; gr++) {
+      double mu = 0.0, var = 0.0;
+      for (int c = gr * cpg; c < (gr + 1) * cpg; c++)
+        for (int s = 0; s < S; s++) mu += x[(b * C + c) * S + s];
+      mu /= cpg * S;
+      for (int c = gr * cpg; c < (gr + 1) * cpg; c++)
+        for (int s = 0; s < S; s++) {
+          double dv = x[(b * C + c) * S + s] - mu;
+          var += dv * dv;
+        }
+      var /= cpg * S;
+      for (int c = gr * cpg; c < (gr + 1) * cpg; c++)
+        for (int s = 0; s < S; s++) {
+          size_t i = (size_t)(b * C + c) * S + s;
+          want[i] = g[c] * (x[i] - mu) / sqrt(var + 1e-5) + bt[c];
+        }
+    }
+  cr_assert_eq(be->groupnorm_forward(be, out, mean, invstd, x, g, bt, B, C, S, G, 1e-5f), 0);
+  expect_close("groupnorm out", out, want, n, 1e-5);
+  cr_expect_eq(be->groupnorm_forward(be, out, mean, invstd, x, g, bt, B, C, S, 4, 1e-5f),
+               LTDI_ERR_INVALID_ARG, "groups must divide channels");
+  free(x), free(g), free(bt), free(out), free(want);
+  ltdi_backend_destroy(be);
+}
+
+/* ==== activations, pooling, loss ======================================== */
+
+Test(kernels_ops, relu_silu_forward) {
+  ltdi_backend *be = make_backend(1);
+  const size_t n = 53;
+  float *x = rand_buf(n, -6, 6), *out = rand_buf(n, 0, 0);
+  double *want = dzeros(n);
+  cr_assert_eq(be->relu_forward(be, out, x, n), 0);
+  for (size_t i = 0; i < n; i++) want[i] = x[i] > 0 ? x[i] : 0.0;
+  expect_close("relu", out, want, n, 0.0);
+  cr_assert_eq(be->silu_forward(be, out, x, n), 0);
+  for (size_t i = 0; i < n; i++) want[i] = x[i] / (1.0 + exp(-(double)x[i]));
+  expect_close("silu", out, want, n, 1e-6);
+  free(x), free(out), free(want);
+  ltdi_backend_destroy(be);
+}
+
+Test(kernels_ops, maxpool2d_forward_and_backward) {
+  ltdi_backend *be = make_backend(1);
+  const int B = 2, C = 3, H = 9, W = 6, oh = H / 2, ow = W / 2;
+  const size_t n = (size_t)B * C * H * W, no = (size_t)B * C * oh * ow;
+  float *x = rand_buf(n, -1, 1), *out = rand_buf(no, 0, 0), *dout = rand_buf(no, -1, 1);
+  int32_t *am = malloc(no * sizeof *am);
+  double *want = dzeros(no), *wdx = dzeros(n);
+  float *dx = rand_buf(n, 0, 0);
+  cr_assert_eq(be->maxpool2d_forward(be, out, am, x, B, C, H, W), 0);
+  for (int p = 0; p < B * C; p++)
+    for (int y = 0; y < oh; y++)
+      for (int xx = 0; xx < ow; xx++) {
+        size_t best = (size_t)p * H * W + (size_t)(2 * y) * W + 2 * xx;
+        for (int dy = 0; dy < 2; dy++)
+          for (int dxx = 0; dxx < 2; dxx++) {
+            size_t i = (size_t)p * H * W + (size_t)(2 * y + dy) * W + 2 * xx + dxx;
+            if (x[i] > x[best]) best = i;
+          }
+        size_t o = ((size_t)p * oh + y) * ow + xx;
+        want[o] = x[best];
+        cr_expect_eq((size_t)am[o], best, "argmax at %zu", o);
+        wdx[best] += dout[o];
+      }
+  expect_close("maxpool", out, want, no, 0.0);
+  cr_assert_eq(be->maxpool2d_backward(be, dx, dout, am, no), 0);
+  expect_close("maxpool backward", dx, wdx, n, 0.0);
+  cr_expect_eq(be->maxpool2d_forward(be, out, am, x, B, C, 1, W), LTDI_ERR_INVALID_ARG);
+  free(x), free(out), free(dout), free(am), free(want), free(wdx), free(dx);
+  ltdi_backend_destroy(be);
+}
+
+Test(kernels_ops, softmax_xent_forward) {
+  ltdi_backend *be = make_backend(1);
+  const int B = 4, K = 6;
+  float *logits = rand_buf(B * K, -5, 5), *probs = rand_buf(B * K, 0, 0);
+  int32_t labels[4] = {0, 5, 2, 3};
+  double *wp = dzeros(B * K), wl = 0.0;
+  for (int b = 0; b < B; b++) {
+    double z = 0.0;
+    for (int k = 0; k < K; k++) z += exp((double)logits[b * K + k]);
+    for (int k = 0; k < K; k++) wp[b * K + k] = exp((double)logits[b * K + k]) / z;
+    wl -= log(wp[b * K + labels[b]]);
+  }
+  wl /= B;
+  float loss = -1.0f;
+  cr_assert_eq(be->softmax_xent_forward(be, &loss, probs, logits, labels, B, K), 0);
+  expect_close("softmax probs", probs, wp, B * K, 1e-6);
+  cr_expect(fabs(loss - wl) < 1e-5 * (1 + wl), "loss %g vs %g", loss, wl);
+
+  /* Stability: shifting every logit by 1e4 changes nothing mathematically;
+   * a naive exp() would overflow to inf/NaN. */
+  for (int i = 0; i < B * K; i++) logits[i] += 1e4f;
+  float loss2 = -1.0f;
+  cr_assert_eq(be->softmax_xent_forward(be, &loss2, probs, logits, labels, B, K), 0);
+  cr_expect(isfinite(loss2) && fabs(loss2 - wl) < 1e-2, "shifted loss %g vs %g", loss2, wl);
+
+  /* Bad labels are rejected and nothing is written. */
+  int32_t bad_hi[4] = {0, 6, 2, 3}, bad_lo[4] = {0, 1, -1, 3};
+  float keep = 123.0f;
+  probs[0] = 7.0f;
+  cr_expect_eq(be->softmax_xent_forward(be, &keep, probs, logits, bad_hi, B, K),
+               LTDI_ERR_INVALID_ARG);
+  cr_expect_eq(be->softmax_xent_forward(be, &keep, probs, logits, bad_lo, B, K),
+               LTDI_ERR_INVALID_ARG);
+  cr_expect_eq(keep, 123.0f);
+  cr_expect_eq(probs[0], 7.0f);
+  cr_expect_eq(be->softmax_xent_backward(be, probs, probs, bad_hi, B, K), LTDI_ERR_INVALID_ARG);
+  free(logits), free(probs), free(wp);
+  ltdi_backend_destroy(be);
+}
+
+/* ==== optimisers ======================================================== */
+
+Test(kernels_ops, adam_matches_textbook) {
+  ltdi_backend *be = make_backend(1);
+  const size_t n = 5;
+  float p[5] = {0.5f, -1.0f, 2.0f, 0.0f, -0.25f}, m[5] = {0}, v[5] = {0};
+  double rp[5], rm[5] = {0}, rv[5] = {0};
+  for (size_t i = 0; i < n; i++) rp[i] = p[i];
+  ltdi_adam_params hp = {1e-2f, 0.9f, 0.999f, 1e-8f, 0.1f, 0};
+  for (int t = 1; t <= 3; t++) {
+    float g[5];
+    for (size_t i = 0; i < n; i++) g[i] = (float)(urand() * 2 - 1);
+    hp.step = t;
+    cr_assert_eq(be->adam_step(be, p, g, m, v, n, &hp), 0);
+    for (size_t i = 0; i < n; i++) {
+      /* AdamW (Loshchilov & Hutter), PyTorch form. */
+      double b1 = hp.beta1, b2 = hp.beta2;
+      rm[i] = b1 * rm[i] + (1 - b1) * g[i];
+      rv[i] = b2 * rv[i] + (1 - b2) * (double)g[i] * g[i];
+      double mh = rm[i] / (1 - pow(b1, t)), vh = rv[i] / (1 - pow(b2, t));
+      rp[i] = rp[i] - hp.lr * hp.weight_decay * rp[i] - hp.lr * mh / (sqrt(vh) + hp.eps);
+    }
+  }
+  expect_close("adam params", p, rp, n, 1e-5);
+  expect_close("adam m", m, rm, n, 1e-5);
+  expect_close("adam v", v, rv, n, 1e-5);
+  hp.step = 0;
+  cr_expect_eq(be->adam_step(be, p, p, m, v, n, &hp), LTDI_ERR_INVALID_ARG);
+  ltdi_backend_destroy(be);
+}
+
+Test(kernels_ops, sgd_matches_textbook) {
+  ltdi_backend *be = make_backend(1);
+  const size_t n = 4;
+  const float lr = 0.1f, mom = 0.9f, wd = 0.01f;
+  float p[4] = {1.0f, -2.0f, 0.5f, 0.0f}, vel[4] = {0};
+  double rp[4], rvel[4] = {0};
+  for (size_t i = 0; i < n; i++) rp[i] = p[i];
+  for (int t = 0; t < 3; t++) {
+    float g[4];
+    for (size_t i = 0; i < n; i++) g[i] = (float)(urand() * 2 - 1);
+    cr_assert_eq(be->sgd_step(be, p, g, vel, n, lr, mom, wd), 0);
+    for (size_t i = 0; i < n; i++) {
+      double d = g[i] + wd * rp[i];
+      rvel[i] = mom * rvel[i] + d;
+      rp[i] -= lr * rvel[i];
+    }
+  }
+  expect_close("sgd momentum params", p, rp, n, 1e-6);
+  /* Plain SGD: velocity may be NULL when momentum is 0. */
+  float q[2] = {1.0f, -1.0f}, gq[2] = {0.5f, 2.0f};
+  cr_assert_eq(be->sgd_step(be, q, gq, NULL, 2, 0.1f, 0.0f, 0.0f), 0);
+  double wq[2] = {1.0 - 0.05, -1.0 - 0.2};
+  expect_close("sgd plain", q, wq, 2, 1e-6);
+  cr_expect_eq(be->sgd_step(be, q, gq, NULL, 2, 0.1f, 0.9f, 0.0f), LTDI_ERR_INVALID_ARG);
+  ltdi_backend_destroy(be);
+}
+
+Test(kernels_ops, sam_perturb_and_restore) {
+  ltdi_backend *be = make_backend(1);
+  const size_t n = 6;
+  const float rho = 0.05f;
+  float p[6] = {1.0f, -2.0f, 0.75f, 3.0f, -0.5f, 1.5f}, p0[6], e[6];
+  float g[6] = {0.3f, -0.4f, 1.2f, 0.0f, -2.0f, 0.7f};
+  memcpy(p0, p, sizeof p);
+  double norm = 0.0;
+  for (size_t i = 0; i < n; i++) norm += (double)g[i] * g[i];
+  norm = sqrt(norm);
+  double we[6], wp[6];
+  for (size_t i = 0; i < n; i++) we[i] = rho * g[i] / norm, wp[i] = p0[i] + we[i];
+  cr_assert_eq(be->sam_perturb(be, p, e, g, n, rho), 0);
+  expect_close("sam perturbation", e, we, n, 1e-5);
+  expect_close("sam perturbed params", p, wp, n, 1e-6);
+  cr_assert_eq(be->sam_restore(be, p, e, n), 0);
+  /* Every |p| >= |e| here, so the restore must be bit-exact. */
+  cr_expect(memcmp(p, p0, sizeof p) == 0, "sam_restore did not undo the perturbation exactly");
+
+  float zero[6] = {0};
+  cr_assert_eq(be->sam_perturb(be, p, e, zero, n, rho), 0);
+  for (size_t i = 0; i < n; i++) {
+    cr_expect_eq(e[i], 0.0f);
+    cr_expect_eq(p[i], p0[i]);
+  }
+  ltdi_backend_destroy(be);
+}
