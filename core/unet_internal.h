@@ -1,0 +1,147 @@
+/* core/unet_internal.h — private declarations shared by core/unet_*.c.
+ *
+ * The model is described by offsets: every parameter tensor by its offset in
+ * the params/grads buffers (floats), every activation by its PER-SAMPLE
+ * offset in the activation buffer, so that with a cache for max_batch
+ * samples the tensor starts at max_batch * offset and holds (batch, ...)
+ * contiguously. The activation gradients use the same offsets in a second
+ * buffer of the same size, zeroed at the start of each backward, so every
+ * backward step can accumulate (+=) as the backend ops do.
+ *
+ * The glue ops below (tokenising, per-channel add, concatenation, nearest
+ * up-sampling, the sinusoidal embedding) are plain C on host pointers; the
+ * heavy ops go through the backend. tests/unit/test_unet.c checks each glue
+ * backward by finite differences. */
+#ifndef LTDI_CORE_UNET_INTERNAL_H
+#define LTDI_CORE_UNET_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/unet.h"
+
+#define LTDI__UNET_NONE ((size_t)-1)
+#define LTDI__UNET_MAX_TENSORS 160
+
+/* One parameter tensor of the layout table. */
+typedef struct ltdi__unet_tdesc {
+  char name[LTDI_UNET_NAME_MAX];
+  int ndim;
+  int64_t shape[3];
+  size_t offset, numel;
+} ltdi__unet_tdesc;
+
+/* A residual block: parameter offsets (p_*) and per-sample activation
+ * offsets (a_*). p_skw/p_skb and a_sk are LTDI__UNET_NONE for an identity
+ * skip (in_ch == out_ch). */
+typedef struct ltdi__unet_res {
+  int in_ch, out_ch, len;
+  size_t p_n1w, p_n1b, p_c1w, p_c1b, p_ew, p_eb, p_n2w, p_n2b, p_c2w, p_c2b, p_skw, p_skb;
+  size_t a_in;          /* (in, len)   the block's input, owned by the stage before */
+  size_t a_n1, a_s1;    /* (in, len)   GN1 output, SiLU output */
+  size_t a_m1, a_r1;    /* (groups)    GN1 mean, invstd */
+  size_t a_h1;          /* (out, len)  conv1 output + embedding projection */
+  size_t a_ep;          /* (out)       embedding projection */
+  size_t a_n2, a_s2;    /* (out, len)  GN2 output, SiLU output */
+  size_t a_m2, a_r2;    /* (groups) */
+  size_t a_sk;          /* (out, len)  1x1 skip conv output */
+  size_t a_out;         /* (out, len)  block output */
+} ltdi__unet_res;
+
+struct ltdi_unet {
+  ltdi_backend *be;
+  ltdi_unet_config cfg;
+  int len;                       /* L, the signal length at level 0 */
+  int ch[LTDI_UNET_MAX_LEVELS];  /* channels per level */
+  int lvl_len[LTDI_UNET_MAX_LEVELS];
+
+  int n_tensors;
+  ltdi__unet_tdesc tensors[LTDI__UNET_MAX_TENSORS];
+  size_t n_params;
+  float *params; /* (n_params) backend memory */
+  float *grads;  /* (n_params) backend memory */
+
+  /* parameters outside the residual blocks */
+  size_t p_t1w, p_t1b, p_t2w, p_t2b; /* time MLP: (emb, time_dim), (emb, emb) */
+  size_t p_cw, p_cb;                 /* cond_proj (emb, cond_dim) */
+  size_t p_inw, p_inb;               /* in_conv (C0, S, k) */
+  size_t p_dsw[LTDI_UNET_MAX_LEVELS], p_dsb[LTDI_UNET_MAX_LEVELS]; /* stride-2 convs */
+  size_t p_usw[LTDI_UNET_MAX_LEVELS], p_usb[LTDI_UNET_MAX_LEVELS]; /* convs after up-sampling */
+  size_t p_onw, p_onb;               /* out_norm (C0) */
+  size_t p_ow, p_ob;                 /* out_conv (S, C0, k) */
+  ltdi__unet_res down[LTDI_UNET_MAX_LEVELS], mid, up[LTDI_UNET_MAX_LEVELS];
+
+  /* activations (per-sample offsets) */
+  size_t a_x;                        /* (S, L) tokenised input */
+  size_t a_sin;                      /* (time_dim) */
+  size_t a_cin;                      /* (cond_dim) copy of the condition, for the backward */
+  size_t a_t1, a_t1s;                /* (emb) time MLP hidden, after SiLU */
+  size_t a_c;                        /* (emb) cond projection */
+  size_t a_e, a_es;                  /* (emb) summed embedding, after SiLU */
+  size_t a_h0;                       /* (C0, L) in_conv output */
+  size_t a_ds[LTDI_UNET_MAX_LEVELS]; /* (ch_i, L_{i+1}) down-sampled */
+  size_t a_cat[LTDI_UNET_MAX_LEVELS];/* (ch_h + ch_i, L_i) concatenation */
+  size_t a_upn[LTDI_UNET_MAX_LEVELS];/* (ch_i, L_{i-1}) nearest up-sampled */
+  size_t a_upc[LTDI_UNET_MAX_LEVELS];/* (ch_i, L_{i-1}) after the conv */
+  size_t a_on, a_os;                 /* (C0, L) out GN, SiLU */
+  size_t a_om, a_or;                 /* (groups) */
+  size_t a_eps;                      /* (S, L) output signal */
+  size_t act_per_sample;             /* floats per sample, all activations */
+  double macs_per_sample;            /* multiply-adds of one forward per sample */
+};
+
+struct ltdi_unet_acts {
+  ltdi_backend *be;
+  const ltdi_unet *unet;
+  int max_batch;
+  int last_batch;     /* batch of the last forward, 0 before any */
+  float *act;         /* (max_batch * act_per_sample) backend memory */
+  float *dact;        /* same layout: activation gradients */
+  float *dx;          /* (max_batch, P) backend memory */
+  float *host_sin;    /* (max_batch, time_dim) host staging for the sinusoid */
+};
+
+/* ---- convolution helpers (unet_forward.c, unet_backward.c) --------------- */
+
+/* out (B,outc,len/stride) = conv1d of inp (B,in,len) with padding k/2. */
+int ltdi__unet_conv(ltdi_backend *be, float *out, const float *inp, const float *w,
+                    const float *b, int batch, int in, int len, int outc, int k, int stride);
+/* The matching backward; accumulates into dinp, dw, db (any may be NULL). */
+int ltdi__unet_conv_backward(ltdi_backend *be, float *dinp, float *dw, float *db,
+                             const float *dout, const float *inp, const float *w, int batch,
+                             int in, int len, int outc, int k, int stride);
+
+/* ---- glue ops (unet_glue.c); host pointers, shapes in comments ---------- */
+
+/* out (B,S,L)[b][s][l] = x (B,P)[b][l*S+s], zero where l*S+s >= P. */
+void ltdi__unet_tokenize(float *out, const float *x, int batch, int P, int S, int L);
+/* dx (B,P) += the tokenised layout of dout (B,S,L), read back. */
+void ltdi__unet_tokenize_backward(float *dx, const float *dout, int batch, int P, int S,
+                                  int L);
+/* out (B,P)[b][p] = y (B,S,L)[b][p%S][p/S]: the first P values of the signal. */
+void ltdi__unet_untokenize(float *out, const float *y, int batch, int P, int S, int L);
+/* dy (B,S,L) += dout (B,P) placed back at its signal positions. */
+void ltdi__unet_untokenize_backward(float *dy, const float *dout, int batch, int P, int S,
+                                    int L);
+
+/* h (B,C,L) += v (B,C) broadcast along L. */
+void ltdi__unet_add_channel(float *h, const float *v, int batch, int C, int L);
+/* dv (B,C) += sum over L of dh (B,C,L). */
+void ltdi__unet_add_channel_backward(float *dv, const float *dh, int batch, int C, int L);
+
+/* out (B,C1+C2,L) = [a (B,C1,L); b (B,C2,L)] along channels. */
+void ltdi__unet_concat(float *out, const float *a, const float *b, int batch, int C1,
+                       int C2, int L);
+/* da += dout[:, :C1], db += dout[:, C1:]; either may be NULL. */
+void ltdi__unet_concat_backward(float *da, float *db, const float *dout, int batch, int C1,
+                                int C2, int L);
+
+/* out (B,C,2L)[..][j] = in (B,C,L)[..][j/2]. */
+void ltdi__unet_upsample2(float *out, const float *in, int batch, int C, int L);
+/* din (B,C,L)[..][j] += dout[..][2j] + dout[..][2j+1]. */
+void ltdi__unet_upsample2_backward(float *din, const float *dout, int batch, int C, int L);
+
+/* out (B,E): [sin(t f_k), cos(t f_k)], f_k = 10000^(-k/(E/2)), k < E/2. */
+void ltdi__unet_sinusoid(float *out, const int32_t *t, int batch, int E);
+
+#endif
