@@ -1,0 +1,298 @@
+/* trainer/cmd_eval.c — `ltdi-train eval`: few-shot accuracy of every method
+ * on the same meta-test episodes, as a table and optionally as JSON.
+ *
+ * The meta-test pool is either a body + images (ImageFolder directory — its
+ * meta-test/ sub-directory when it has one, otherwise all of its classes —
+ * or idx:<images>,<labels>) or a features file of the user's own backbone. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/error.h"
+#include "trainer/commands.h"
+#include "trainer/eval.h"
+#include "trainer/featurebank.h"
+#include "trainer/progress.h"
+
+#define LTDI__EVAL_DEFAULT_VIEWS 8
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "usage: ltdi-train eval (--body FILE --data DIR | --features FILE) [options]\n"
+          "\n"
+          "Few-shot accuracy on meta-test episodes; every method sees the same episodes.\n"
+          "\n"
+          "  --body FILE       body file from `ltdi-train body`\n"
+          "  --data SPEC       ImageFolder directory (its meta-test/ sub-directory if it\n"
+          "                    has one, else all its classes) or idx:<images>,<labels>\n"
+          "  --features FILE   features file (safetensors) instead of body + images\n"
+          "  --ways N[,N..]    classes per episode (default 5)\n"
+          "  --shots K[,K..]   support examples per class (default 1); lists run every\n"
+          "                    (ways, shots) pair on one feature bank\n"
+          "  --queries Q       query examples per class (default 15)\n"
+          "  --episodes E      episodes (default 600)\n"
+          "  --seed S          episode stream (default 1)\n"
+          "  --views V         support views for finetune: 1 plain + V-1 augmented\n"
+          "                    (default %d with images; always 1 with --features)\n"
+          "  --hidden H        hidden width of the finetune heads (default 32)\n"
+          "  --methods LIST    comma-separated (default: all), from:\n",
+          LTDI__EVAL_DEFAULT_VIEWS);
+  for (int i = 0; i < ltdi_eval_method_count(); i++)
+    fprintf(out, "                      %-17s %s\n", ltdi_eval_method_at(i)->name,
+            ltdi_eval_method_at(i)->summary);
+  fprintf(out,
+          "  --threads T       worker threads (default 2); results do not depend on it\n"
+          "  --json FILE       write {\"ways\",\"shots\",\"episodes\",\"methods\":{name:\n"
+          "                    {\"acc\",\"ci95\"}}}; acc and ci95 are fractions in [0,1]\n"
+          "                    (one (ways, shots) pair only)\n"
+          "  --json-dir DIR    write DIR/eval_<ways>w<shots>s.json for every pair\n"
+          "\n"
+          "ci95 is the half-width 1.96 * sample std / sqrt(episodes) of the mean.\n");
+}
+
+static int parse_int(const char *opt, const char *s, long lo, long hi, long *out) {
+  char *end = NULL;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || end == s || *end || v < lo || v > hi) {
+    fprintf(stderr, "ltdi-train eval: %s wants an integer in [%ld, %ld], got '%s'\n", opt,
+            lo, hi, s);
+    return -1;
+  }
+  *out = v;
+  return 0;
+}
+
+#define LTDI__EVAL_MAX_LIST 8
+
+/* Parses a comma-separated list of integers in [lo, hi]. */
+static int parse_int_list(const char *opt, const char *s, long lo, long hi, int *out,
+                          int *n) {
+  char *copy = strdup(s), *save = NULL;
+  if (!copy) return -1;
+  *n = 0;
+  for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    long x;
+    if (*n >= LTDI__EVAL_MAX_LIST) {
+      fprintf(stderr, "ltdi-train eval: %s takes at most %d values\n", opt,
+              LTDI__EVAL_MAX_LIST);
+      free(copy);
+      return -1;
+    }
+    if (parse_int(opt, tok, lo, hi, &x)) {
+      free(copy);
+      return -1;
+    }
+    out[(*n)++] = (int)x;
+  }
+  free(copy);
+  if (*n == 0) return parse_int(opt, s, lo, hi, &(long){0}); /* prints the complaint */
+  return 0;
+}
+
+/* Fills methods from a comma-separated list; prints and returns -1 on an
+ * unknown or repeated name. */
+static int parse_methods(const char *list, const ltdi_eval_method **methods, int *n) {
+  char *copy = strdup(list), *save = NULL;
+  if (!copy) return -1;
+  *n = 0;
+  for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    const ltdi_eval_method *m = ltdi_eval_method_find(tok);
+    if (!m) {
+      fprintf(stderr, "ltdi-train eval: unknown method '%s'; known methods:", tok);
+      for (int i = 0; i < ltdi_eval_method_count(); i++)
+        fprintf(stderr, " %s", ltdi_eval_method_at(i)->name);
+      fprintf(stderr, "\n");
+      free(copy);
+      return -1;
+    }
+    for (int i = 0; i < *n; i++)
+      if (methods[i] == m) {
+        fprintf(stderr, "ltdi-train eval: method '%s' listed twice\n", tok);
+        free(copy);
+        return -1;
+      }
+    methods[(*n)++] = m;
+  }
+  free(copy);
+  if (*n == 0) {
+    fprintf(stderr, "ltdi-train eval: --methods is empty\n");
+    return -1;
+  }
+  return 0;
+}
+
+static int is_dir(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* One (ways, shots) pair on the loaded bank: the table on stdout and the
+ * JSON file(s). Returns the exit status. */
+static int run_one(const ltdi_featurebank *bank, const ltdi_eval_options *opt,
+                   const ltdi_eval_method *const *methods, int n_methods, const char *json,
+                   const char *json_dir, double t_start, double t_bank) {
+  ltdi_eval_result results[64];
+  char err[512] = "";
+  double t_eval = ltdi_now_s();
+  int rc = ltdi_eval_run(bank, opt, methods, n_methods, results, NULL, err, sizeof err);
+  t_eval = ltdi_now_s() - t_eval;
+  if (rc != 0) {
+    fprintf(stderr, "ltdi-train eval: %s\n", err[0] ? err : ltdi_strerror(rc));
+    return 1;
+  }
+  printf("%d-way %d-shot, %d queries/class, %d episodes, seed %" PRIu64 "\n", opt->ways,
+         opt->shots, opt->queries, opt->episodes, opt->seed);
+  printf("%-18s %8s %10s %9s %12s\n", "method", "acc %", "±95% CI", "episodes",
+         "ms/episode");
+  for (int m = 0; m < n_methods; m++)
+    printf("%-18s %8.2f %9.2f %9d %12.2f\n", results[m].name, 100.0 * results[m].acc,
+           100.0 * results[m].ci95, results[m].episodes,
+           1000.0 * results[m].seconds / results[m].episodes);
+  printf("wall time %.1f s (features %.1f s, these episodes %.1f s), peak RSS %.1f MiB\n\n",
+         ltdi_now_s() - t_start, t_bank, t_eval, ltdi_peak_rss_mib());
+  fflush(stdout);
+  char path[4096];
+  if (json_dir) {
+    snprintf(path, sizeof path, "%s/eval_%dw%ds.json", json_dir, opt->ways, opt->shots);
+    json = path;
+  }
+  if (json) {
+    rc = ltdi_eval_write_json(json, opt, results, n_methods);
+    if (rc != 0) {
+      fprintf(stderr, "ltdi-train eval: cannot write %s: %s\n", json, ltdi_strerror(rc));
+      return 1;
+    }
+    fprintf(stderr, "ltdi-train eval: wrote %s\n", json);
+  }
+  return 0;
+}
+
+int ltdi_cmd_eval(int argc, char **argv) {
+  const char *body = NULL, *data = NULL, *features = NULL, *json = NULL, *methods_arg = NULL;
+  const char *json_dir = NULL;
+  int ways[LTDI__EVAL_MAX_LIST] = {5}, shots[LTDI__EVAL_MAX_LIST] = {1};
+  int n_ways = 1, n_shots = 1;
+  long views = -1;
+  ltdi_eval_options opt = ltdi_eval_options_default();
+  opt.progress = 1;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      usage(stdout);
+      return 0;
+    }
+    if (i + 1 >= argc) {
+      fprintf(stderr, "ltdi-train eval: '%s' is unknown or lacks its value\n\n", a);
+      usage(stderr);
+      return 2;
+    }
+    const char *v = argv[++i];
+    long x = 0;
+    if (!strcmp(a, "--body")) body = v;
+    else if (!strcmp(a, "--data")) data = v;
+    else if (!strcmp(a, "--features")) features = v;
+    else if (!strcmp(a, "--json")) json = v;
+    else if (!strcmp(a, "--json-dir")) json_dir = v;
+    else if (!strcmp(a, "--methods")) methods_arg = v;
+    else if (!strcmp(a, "--ways")) {
+      if (parse_int_list(a, v, 2, 10000, ways, &n_ways)) return 2;
+    } else if (!strcmp(a, "--shots")) {
+      if (parse_int_list(a, v, 1, 100000, shots, &n_shots)) return 2;
+    } else if (!strcmp(a, "--queries")) {
+      if (parse_int(a, v, 1, 100000, &x)) return 2;
+      opt.queries = (int)x;
+    } else if (!strcmp(a, "--episodes")) {
+      if (parse_int(a, v, 1, 100000000, &x)) return 2;
+      opt.episodes = (int)x;
+    } else if (!strcmp(a, "--seed")) {
+      if (parse_int(a, v, 0, LONG_MAX, &x)) return 2;
+      opt.seed = (uint64_t)x;
+    } else if (!strcmp(a, "--views")) {
+      if (parse_int(a, v, 1, 1024, &x)) return 2;
+      views = x;
+    } else if (!strcmp(a, "--hidden")) {
+      if (parse_int(a, v, 1, 65536, &x)) return 2;
+      opt.hidden = (int)x;
+    } else if (!strcmp(a, "--threads")) {
+      if (parse_int(a, v, 1, 256, &x)) return 2;
+      opt.threads = (int)x;
+    } else {
+      fprintf(stderr, "ltdi-train eval: unknown option '%s'\n\n", a);
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (!!features == !!(body || data) || (!features && (!body || !data))) {
+    fprintf(stderr, "ltdi-train eval: give either --body FILE --data DIR, or --features "
+                    "FILE\n\n");
+    usage(stderr);
+    return 2;
+  }
+  if (json && n_ways * n_shots > 1) {
+    fprintf(stderr, "ltdi-train eval: --json takes one (ways, shots) pair; use --json-dir "
+                    "with lists\n");
+    return 2;
+  }
+  const ltdi_eval_method *methods[64];
+  int n_methods = 0;
+  if (methods_arg) {
+    if (ltdi_eval_method_count() > 64 || parse_methods(methods_arg, methods, &n_methods))
+      return 2;
+  } else {
+    for (int i = 0; i < ltdi_eval_method_count() && i < 64; i++)
+      methods[n_methods++] = ltdi_eval_method_at(i);
+  }
+  if (features) views = 1;
+  else if (views < 0) views = LTDI__EVAL_DEFAULT_VIEWS;
+
+  /* An ImageFolder with a split inside evaluates its meta-test classes only;
+   * any other directory is a pool of test classes as it stands. */
+  char *data_spec = NULL;
+  if (data && strncmp(data, "idx:", 4) != 0) {
+    size_t len = strlen(data) + sizeof "/meta-test";
+    data_spec = malloc(len);
+    if (!data_spec) return 1;
+    snprintf(data_spec, len, "%s/meta-test", data);
+    if (is_dir(data_spec)) {
+      fprintf(stderr, "ltdi-train eval: using %s (the meta-test split)\n", data_spec);
+    } else {
+      snprintf(data_spec, len, "%s", data);
+    }
+  }
+
+  double t_start = ltdi_now_s();
+  char err[512] = "";
+  ltdi_featurebank bank;
+  memset(&bank, 0, sizeof bank);
+  fprintf(stderr, "ltdi-train eval: loading %s\n", features ? features : data);
+  int rc = ltdi_featurebank_open(&bank, features ? NULL : body,
+                                 features ? NULL : (data_spec ? data_spec : data), features,
+                                 (int)views, opt.seed, opt.threads, err, sizeof err);
+  free(data_spec);
+  if (rc != 0) {
+    fprintf(stderr, "ltdi-train eval: %s\n", err[0] ? err : ltdi_strerror(rc));
+    return 1;
+  }
+  double t_bank = ltdi_now_s() - t_start;
+  fprintf(stderr,
+          "ltdi-train eval: %d examples, %d classes, dim %d, %d view%s (%.1f s); %d queries, "
+          "%d episodes, seed %" PRIu64 ", %d threads\n",
+          bank.n, bank.n_classes, bank.dim, bank.views, bank.views == 1 ? "" : "s", t_bank,
+          opt.queries, opt.episodes, opt.seed, opt.threads);
+
+  rc = 0;
+  for (int wi = 0; wi < n_ways && rc == 0; wi++)
+    for (int si = 0; si < n_shots && rc == 0; si++) {
+      opt.ways = ways[wi];
+      opt.shots = shots[si];
+      rc = run_one(&bank, &opt, methods, n_methods, json, json_dir, t_start, t_bank);
+    }
+  ltdi_featurebank_free(&bank);
+  return rc;
+}

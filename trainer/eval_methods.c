@@ -1,0 +1,73 @@
+/* trainer/eval_methods.c — the registry of evaluation methods: one row per
+ * method `ltdi-train eval --methods` accepts. Adding a method (Lv-Di, Lt-Di,
+ * REPTILE) is adding a row here; the episode loop in eval.c is untouched. */
+#include <string.h>
+
+#include "core/error.h"
+#include "trainer/baselines.h"
+#include "trainer/eval.h"
+#include "trainer/head.h"
+
+/* ==== baselines ========================================================== */
+
+static int nearest_centroid(ltdi_eval_worker *w, const ltdi_eval_task *t, int32_t *pred) {
+  (void)w;
+  return ltdi_nearest_centroid_classify(t->support, t->support_labels, t->ways * t->shots,
+                                        t->ways, t->query, t->ways * t->queries, t->dim,
+                                        pred);
+}
+
+static int logreg(ltdi_eval_worker *w, const ltdi_eval_task *t, int32_t *pred) {
+  return ltdi_logreg_classify(&w->opt->logreg, t->support, t->support_labels,
+                              t->ways * t->shots, t->ways, t->query, t->ways * t->queries,
+                              t->dim, pred);
+}
+
+/* Both fine-tuning rows draw the same init for the same episode (same seed
+ * and stream), so their difference is SAM alone. */
+static int finetune_with(ltdi_eval_worker *w, const ltdi_eval_task *t, float rho,
+                         int32_t *pred) {
+  ltdi_head_dims dims = {.in_dim = t->dim, .hidden = w->opt->hidden, .classes = t->ways};
+  ltdi_head_train_config cfg = w->opt->head_cfg;
+  cfg.sam_rho = rho;
+  return ltdi_finetune_classify(w->be, &dims, &cfg, t->support_views, t->views,
+                                t->support_labels, t->ways * t->shots, t->query,
+                                t->ways * t->queries, t->seed, t->index, pred);
+}
+
+static int finetune(ltdi_eval_worker *w, const ltdi_eval_task *t, int32_t *pred) {
+  return finetune_with(w, t, 0.0f, pred);
+}
+
+static int finetune_sam(ltdi_eval_worker *w, const ltdi_eval_task *t, int32_t *pred) {
+  float rho = w->opt->head_cfg.sam_rho;
+  if (!(rho > 0.0f)) rho = ltdi_head_train_default().sam_rho;
+  return finetune_with(w, t, rho, pred);
+}
+
+/* ==== the table ========================================================== */
+
+static const ltdi_eval_method METHODS[] = {
+    {"nearest_centroid", "cosine similarity to class-mean prototypes", nearest_centroid,
+     NULL, NULL},
+    {"finetune", "head from Gaussian init, recipe without SAM, augmented support",
+     finetune, NULL, NULL},
+    {"finetune_sam", "head from Gaussian init, recipe with SAM, augmented support",
+     finetune_sam, NULL, NULL},
+    {"logreg", "L2-regularised multinomial logistic regression, L2-normalised features",
+     logreg, NULL, NULL},
+};
+
+int ltdi_eval_method_count(void) { return (int)(sizeof METHODS / sizeof METHODS[0]); }
+
+const ltdi_eval_method *ltdi_eval_method_at(int i) {
+  if (i < 0 || i >= ltdi_eval_method_count()) return NULL;
+  return &METHODS[i];
+}
+
+const ltdi_eval_method *ltdi_eval_method_find(const char *name) {
+  if (!name) return NULL;
+  for (int i = 0; i < ltdi_eval_method_count(); i++)
+    if (!strcmp(METHODS[i].name, name)) return &METHODS[i];
+  return NULL;
+}
