@@ -1,0 +1,420 @@
+/* tests/unit/test_prepare.c — weight preparation end to end on a small
+ * synthetic features file: the output's tensors and metadata, independence
+ * from the thread count, resumption after a stop or a torn journal record
+ * (bit-identical to an uninterrupted run), and refusal of a journal made
+ * with other options. */
+#define _POSIX_C_SOURCE 200809L
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "core/safetensors.h"
+#include "trainer/dataset.h"
+#include "trainer/episode.h"
+#include "trainer/featurebank.h"
+#include "trainer/prepare.h"
+
+#define NCLASS 12
+#define PER 6
+#define DIM 8
+
+static char dir[256];
+static char feat_path[300];
+static ltdi_featurebank bank;
+
+/* Class means far apart plus noise: a features file as a user would bring. */
+static void setup(void) {
+  snprintf(dir, sizeof dir, "/tmp/ltdi_test_prepare_XXXXXX");
+  cr_assert_not_null(mkdtemp(dir));
+  snprintf(feat_path, sizeof feat_path, "%s/features.safetensors", dir);
+  ltdi_featureset fs;
+  memset(&fs, 0, sizeof fs);
+  fs.n = NCLASS * PER;
+  fs.dim = DIM;
+  fs.n_classes = NCLASS;
+  fs.x = malloc(sizeof(float) * fs.n * DIM);
+  fs.labels = malloc(sizeof(int32_t) * fs.n);
+  fs.class_names = malloc(sizeof(char *) * NCLASS);
+  ltdi_rng rng;
+  ltdi_rng_init(&rng, 7, 0);
+  float means[NCLASS * DIM];
+  ltdi_rng_fill_normal(&rng, means, NCLASS * DIM, 1.5f);
+  for (int c = 0; c < NCLASS; c++) {
+    fs.class_names[c] = malloc(16);
+    snprintf(fs.class_names[c], 16, "cls%02d", c);
+  }
+  for (int i = 0; i < fs.n; i++) {
+    fs.labels[i] = i / PER;
+    for (int k = 0; k < DIM; k++)
+      fs.x[i * DIM + k] = means[fs.labels[i] * DIM + k] + 0.5f * ltdi_rng_normal(&rng);
+  }
+  cr_assert_eq(ltdi_features_save(feat_path, &fs), 0);
+  ltdi_featureset_free(&fs);
+  char err[256] = "";
+  int rc = ltdi_featurebank_open(&bank, NULL, NULL, feat_path, 1, 1, 1, err, sizeof err);
+  cr_assert_eq(rc, 0, "featurebank_open: %s", err);
+}
+
+static void teardown(void) {
+  ltdi_featurebank_free(&bank);
+  char cmd[400];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  cr_assert_eq(system(cmd), 0);
+}
+
+static ltdi_prepare_config small_config(const char *out) {
+  ltdi_prepare_config cfg;
+  ltdi_prepare_default(&cfg);
+  cfg.tasks = 24;
+  cfg.ways = 5;
+  cfg.shots = 2;
+  cfg.hidden = 8;
+  cfg.train.steps = 30;
+  cfg.train.n_checkpoints = 4;
+  cfg.seed = 5;
+  cfg.n_threads = 1;
+  cfg.out_path = out;
+  cfg.data_source = "test";
+  cfg.quiet = 1;
+  cfg.journal_batch = 1;
+  return cfg;
+}
+
+static void path_in(char *buf, size_t n, const char *name) { snprintf(buf, n, "%s/%s", dir, name); }
+
+static uint8_t *slurp(const char *path, size_t *n) {
+  FILE *f = fopen(path, "rb");
+  cr_assert_not_null(f, "cannot open %s", path);
+  fseek(f, 0, SEEK_END);
+  *n = (size_t)ftell(f);
+  fseek(f, 0, SEEK_SET);
+  uint8_t *b = malloc(*n);
+  cr_assert_eq(fread(b, 1, *n, f), *n);
+  fclose(f);
+  return b;
+}
+
+static void assert_same_file(const char *a, const char *b) {
+  size_t na, nb;
+  uint8_t *pa = slurp(a, &na), *pb = slurp(b, &nb);
+  cr_assert_eq(na, nb, "%s and %s differ in size", a, b);
+  cr_assert_eq(memcmp(pa, pb, na), 0, "%s and %s differ", a, b);
+  free(pa), free(pb);
+}
+
+static int exists(const char *p) {
+  struct stat st;
+  return stat(p, &st) == 0;
+}
+
+static void run_ok(const ltdi_prepare_config *cfg, const ltdi_featurebank *b,
+                   ltdi_prepare_stats *st) {
+  char err[512] = "";
+  int rc = ltdi_prepare_run(cfg, b, st, err, sizeof err);
+  cr_assert_eq(rc, 0, "prepare: %s", err);
+}
+
+Test(prepare, output_has_documented_tensors_and_metadata, .init = setup, .fini = teardown) {
+  char out[300], jpath[320];
+  path_in(out, sizeof out, "a.safetensors");
+  ltdi_prepare_config cfg = small_config(out);
+  ltdi_prepare_stats st;
+  run_ok(&cfg, &bank, &st);
+  snprintf(jpath, sizeof jpath, "%s.journal", out);
+  cr_assert(!exists(jpath), "journal left behind");
+  cr_assert_eq(st.tasks_computed, 24);
+
+  ltdi_st_file *f;
+  char err[256];
+  cr_assert_eq(ltdi_st_read(out, &f, err, sizeof err), 0, "%s", err);
+  ltdi_head_dims D = {DIM, 8, 5};
+  int64_t P = (int64_t)ltdi_head_param_count(&D);
+  int64_t s3[3] = {24, 4, P}, s2[2] = {24, 5 * DIM}, s1[1] = {24};
+  const float *traj, *emb, *loss;
+  cr_assert_eq(ltdi_st_get_f32(f, "trajectories", 3, s3, &traj, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(ltdi_st_get_f32(f, "embeddings", 2, s2, &emb, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(ltdi_st_get_f32(f, "final_loss", 1, s1, &loss, err, sizeof err), 0, "%s", err);
+  const ltdi_st_tensor *cls = ltdi_st_find(f, "classes");
+  cr_assert_not_null(cls);
+  cr_assert_eq(cls->dtype, LTDI_DTYPE_I32);
+  cr_assert_eq(cls->ndim, 2);
+  cr_assert_eq(cls->shape[0], 24);
+  cr_assert_eq(cls->shape[1], 5);
+  const int32_t *classes = cls->data;
+
+  cr_assert_str_eq(ltdi_st_meta(f, "format"), "ltdi-trajectories");
+  cr_assert_str_eq(ltdi_st_meta(f, "ways"), "5");
+  cr_assert_str_eq(ltdi_st_meta(f, "shots"), "2");
+  cr_assert_str_eq(ltdi_st_meta(f, "in_dim"), "8");
+  cr_assert_str_eq(ltdi_st_meta(f, "hidden"), "8");
+  cr_assert_str_eq(ltdi_st_meta(f, "trajectory_length"), "4");
+  cr_assert_str_eq(ltdi_st_meta(f, "steps"), "30");
+  cr_assert_str_eq(ltdi_st_meta(f, "seed"), "5");
+  const char *keys[] = {"sam_rho", "spacing", "augment_views", "lr", "optimiser",
+                        "data_source", "head_layout", "class_names", "classes"};
+  for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
+    cr_assert_not_null(ltdi_st_meta(f, keys[k]), "metadata %s missing", keys[k]);
+  cr_assert_not_null(strstr(ltdi_st_meta(f, "head_layout"), "\"fc2.bias\""));
+  cr_assert_not_null(strstr(ltdi_st_meta(f, "class_names"), "\"cls11\""));
+
+  /* Embeddings and classes follow the episodes of the seed: recompute task
+   * i's prototypes independently from the features. */
+  ltdi_class_index idx;
+  cr_assert_eq(ltdi_class_index_build(&idx, bank.labels, bank.n, bank.n_classes), 0);
+  ltdi_episode ep;
+  cr_assert_eq(ltdi_episode_alloc(&ep, 5, 2, 0), 0);
+  for (int t = 0; t < 24; t++) {
+    cr_assert_eq(ltdi_episode_sample(&ep, &idx, 5, (uint64_t)t), 0);
+    for (int c = 0; c < 5; c++) {
+      cr_assert_eq(classes[t * 5 + c], ep.classes[c]);
+      for (int k = 0; k < DIM; k++) {
+        float m = 0.5f * (bank.x[ep.support[c * 2] * DIM + k] + bank.x[ep.support[c * 2 + 1] * DIM + k]);
+        cr_assert(fabsf(emb[t * 5 * DIM + c * DIM + k] - m) < 1e-5f, "task %d class %d", t, c);
+      }
+    }
+    cr_assert(isfinite(loss[t]) && loss[t] < logf(5.0f), "task %d loss %g", t, loss[t]);
+    /* Row 0 is a Gaussian init, row 3 the optimum: they differ. */
+    cr_assert_neq(memcmp(traj + (size_t)t * 4 * P, traj + ((size_t)t * 4 + 3) * P,
+                         (size_t)P * sizeof(float)), 0);
+  }
+  ltdi_episode_free(&ep);
+  ltdi_class_index_free(&idx);
+  ltdi_st_close(f);
+}
+
+/* A bank with 3 views (the plain one plus two perturbed copies), so the
+ * thread test also covers augmentation draws. */
+static void make_multiview_bank(ltdi_featurebank *mv) {
+  memset(mv, 0, sizeof *mv);
+  mv->n = bank.n;
+  mv->views = 3;
+  mv->dim = DIM;
+  mv->n_classes = bank.n_classes;
+  mv->labels = malloc(sizeof(int32_t) * bank.n);
+  memcpy(mv->labels, bank.labels, sizeof(int32_t) * bank.n);
+  mv->class_names = NULL;
+  mv->x = malloc(sizeof(float) * bank.n * 3 * DIM);
+  ltdi_rng rng;
+  ltdi_rng_init(&rng, 3, 3);
+  for (int i = 0; i < bank.n; i++)
+    for (int v = 0; v < 3; v++)
+      for (int k = 0; k < DIM; k++)
+        mv->x[(i * 3 + v) * DIM + k] = bank.x[i * DIM + k] + (v ? 0.3f * ltdi_rng_normal(&rng) : 0);
+}
+
+Test(prepare, one_and_two_threads_give_identical_files, .init = setup, .fini = teardown) {
+  ltdi_featurebank mv;
+  make_multiview_bank(&mv);
+  char o1[300], o2[300];
+  path_in(o1, sizeof o1, "t1.safetensors");
+  path_in(o2, sizeof o2, "t2.safetensors");
+  ltdi_prepare_config c1 = small_config(o1), c2 = small_config(o2);
+  c2.n_threads = 2;
+  ltdi_prepare_stats st;
+  run_ok(&c1, &mv, &st);
+  run_ok(&c2, &mv, &st);
+  assert_same_file(o1, o2);
+  /* Augmentation is in effect: without it the file differs. */
+  char o3[300];
+  path_in(o3, sizeof o3, "t3.safetensors");
+  ltdi_prepare_config c3 = small_config(o3);
+  c3.augment = 0;
+  run_ok(&c3, &mv, &st);
+  size_t n1, n3;
+  uint8_t *b1 = slurp(o1, &n1), *b3 = slurp(o3, &n3);
+  cr_assert(n1 != n3 || memcmp(b1, b3, n1) != 0, "augmentation had no effect");
+  free(b1), free(b3);
+  mv.n_classes = 0;
+  ltdi_featurebank_free(&mv);
+}
+
+Test(prepare, resume_after_stop_is_bit_identical, .init = setup, .fini = teardown) {
+  char ref[300], out[300], jpath[320];
+  path_in(ref, sizeof ref, "ref.safetensors");
+  path_in(out, sizeof out, "out.safetensors");
+  snprintf(jpath, sizeof jpath, "%s.journal", out);
+  ltdi_prepare_config cr = small_config(ref), co = small_config(out);
+  ltdi_prepare_stats st;
+  run_ok(&cr, &bank, &st);
+
+  co.stop_after = 7; /* as if killed after 7 tasks were journaled */
+  run_ok(&co, &bank, &st);
+  cr_assert_eq(st.stopped, 1);
+  cr_assert(!exists(out), "output written by an interrupted run");
+  cr_assert(exists(jpath));
+
+  co.stop_after = 0;
+  co.n_threads = 2; /* resuming on another thread count changes nothing */
+  run_ok(&co, &bank, &st);
+  cr_assert_eq(st.tasks_resumed, 7);
+  cr_assert_eq(st.tasks_computed, 24 - 7, "finished tasks were redone");
+  assert_same_file(ref, out);
+  cr_assert(!exists(jpath));
+}
+
+Test(prepare, torn_journal_record_is_dropped, .init = setup, .fini = teardown) {
+  char ref[300], out[300], jpath[320];
+  path_in(ref, sizeof ref, "ref.safetensors");
+  path_in(out, sizeof out, "out.safetensors");
+  snprintf(jpath, sizeof jpath, "%s.journal", out);
+  ltdi_prepare_config cr = small_config(ref), co = small_config(out);
+  ltdi_prepare_stats st;
+  run_ok(&cr, &bank, &st);
+
+  co.stop_after = 9;
+  run_ok(&co, &bank, &st);
+  /* Tear the last record: cut it in the middle, as a kill during write would. */
+  struct stat sb;
+  cr_assert_eq(stat(jpath, &sb), 0);
+  ltdi_head_dims D = {DIM, 8, 5};
+  size_t record = 12 + 4 * (5 + 1 + 5 * DIM + 4 * ltdi_head_param_count(&D));
+  cr_assert_eq(truncate(jpath, sb.st_size - (off_t)(record / 2)), 0);
+  /* And flip a byte in the (now) last intact record's payload: its CRC must
+   * catch it, so it is dropped too. */
+  FILE *f = fopen(jpath, "r+b");
+  cr_assert_not_null(f);
+  long at = (long)(sb.st_size - 2 * (off_t)record + 100); /* inside record 7 */
+  fseek(f, at, SEEK_SET);
+  int ch = fgetc(f);
+  fseek(f, at, SEEK_SET);
+  fputc(ch ^ 0x40, f);
+  fclose(f);
+
+  co.stop_after = 0;
+  run_ok(&co, &bank, &st);
+  cr_assert_eq(st.tasks_resumed, 7);
+  cr_assert_eq(st.tasks_computed, 24 - 7);
+  assert_same_file(ref, out);
+}
+
+Test(prepare, journal_of_other_options_is_refused, .init = setup, .fini = teardown) {
+  char out[300], jpath[320];
+  path_in(out, sizeof out, "out.safetensors");
+  snprintf(jpath, sizeof jpath, "%s.journal", out);
+  ltdi_prepare_config co = small_config(out);
+  ltdi_prepare_stats st;
+  co.stop_after = 3;
+  run_ok(&co, &bank, &st);
+
+  ltdi_prepare_config other = small_config(out);
+  other.hidden = 9;
+  char err[512] = "";
+  int rc = ltdi_prepare_run(&other, &bank, &st, err, sizeof err);
+  cr_assert_eq(rc, LTDI_ERR_EXISTS, "rc %d", rc);
+  cr_assert_not_null(strstr(err, "--restart"), "message: %s", err);
+  cr_assert(exists(jpath), "refusal must keep the journal");
+  cr_assert(!exists(out));
+
+  other.restart = 1;
+  run_ok(&other, &bank, &st);
+  cr_assert_eq(st.tasks_resumed, 0);
+  cr_assert(exists(out));
+}
+
+/* ---- the image path of the feature bank ---------------------------------- */
+
+#include "trainer/augment.h"
+#include "trainer/conv4.h"
+#include "trainer/featurebank_internal.h"
+
+static int select_5_and_7(void *ctx, const int32_t *labels, int n, int n_classes,
+                          uint8_t *needed) {
+  (void)ctx, (void)labels, (void)n_classes;
+  cr_assert_eq(n, 12);
+  needed[5] = needed[7] = 1;
+  return 0;
+}
+
+/* A tiny ImageFolder (3 classes x 4 random 28x28 images) and a randomly
+ * initialised body: the bank's view 0 must be the body's features of the
+ * plain image, view v an augmented copy drawn from stream ex*views+v, and
+ * the result must not depend on the thread count. */
+Test(featurebank, images_views_and_threads, .init = setup, .fini = teardown) {
+  char root[300], body[300], path[400];
+  path_in(root, sizeof root, "imgs");
+  path_in(body, sizeof body, "body.safetensors");
+  cr_assert_eq(mkdir(root, 0755), 0);
+  ltdi_rng rng;
+  ltdi_rng_init(&rng, 17, 0);
+  uint8_t px[3][4][28 * 28];
+  for (int c = 0; c < 3; c++) {
+    snprintf(path, sizeof path, "%s/class%d", root, c);
+    cr_assert_eq(mkdir(path, 0755), 0);
+    for (int k = 0; k < 4; k++) {
+      /* Dark border, some bright strokes in the middle. */
+      memset(px[c][k], 0, sizeof px[c][k]);
+      for (int y = 6; y < 22; y++)
+        for (int x = 6; x < 22; x++)
+          px[c][k][y * 28 + x] = (uint8_t)(ltdi_rng_below(&rng, 4) == 0 ? 255 : 0);
+      snprintf(path, sizeof path, "%s/class%d/img%d.png", root, c, k);
+      cr_assert_eq(ltdi_png_write_grey(path, px[c][k], 28, 28), 0);
+    }
+  }
+  ltdi_conv4 net;
+  cr_assert_eq(ltdi_conv4_create(&net, 28, 28, 0), 0);
+  ltdi_conv4_init(&net, 5);
+  cr_assert_eq(ltdi_conv4_save(&net, body, "test"), 0);
+
+  ltdi_featurebank b1, b2;
+  char err[512] = "";
+  int rc = ltdi_featurebank_open(&b1, body, root, NULL, 3, 9, 1, err, sizeof err);
+  cr_assert_eq(rc, 0, "%s", err);
+  rc = ltdi_featurebank_open(&b2, body, root, NULL, 3, 9, 2, err, sizeof err);
+  cr_assert_eq(rc, 0, "%s", err);
+  cr_assert_eq(b1.n, 12);
+  cr_assert_eq(b1.views, 3);
+  cr_assert_eq(b1.dim, net.feature_dim);
+  cr_assert_eq(b1.n_classes, 3);
+  size_t nx = (size_t)b1.n * b1.views * b1.dim;
+  cr_assert_eq(memcmp(b1.x, b2.x, nx * sizeof(float)), 0, "thread count changed the bank");
+
+  /* Recompute example 5 (class 1, image 1) by hand. */
+  ltdi_backend *be;
+  cr_assert_eq(ltdi_backend_cpu_create(&be, 1), 0);
+  int ex = 5;
+  cr_assert_eq(b1.labels[ex], 1);
+  float img[28 * 28], feat[64];
+  ltdi_augment_config aug = ltdi_augment_default();
+  for (int v = 0; v < 3; v++) {
+    if (v == 0) {
+      ltdi_image_to_float(img, px[1][1], 28, 28);
+    } else {
+      ltdi_rng r;
+      ltdi_rng_init(&r, 9, (uint64_t)ex * 3 + (uint64_t)v);
+      ltdi_augment_affine(img, px[1][1], 28, 28, &aug, &r);
+    }
+    cr_assert_eq(ltdi_conv4_features(&net, be, img, 1, feat), 0);
+    const float *row = ltdi_featurebank_row(&b1, ex, v);
+    for (int k = 0; k < b1.dim; k++)
+      cr_assert(fabsf(row[k] - feat[k]) <= 1e-4f * (1 + fabsf(feat[k])), "view %d feature %d", v, k);
+  }
+  /* Augmented views differ from the plain one. */
+  cr_assert_neq(memcmp(ltdi_featurebank_row(&b1, ex, 0), ltdi_featurebank_row(&b1, ex, 1),
+                       b1.dim * sizeof(float)), 0);
+  ltdi_backend_destroy(be);
+
+  /* A subset bank computes only the selected examples, the same values. */
+  ltdi_featurebank bs;
+  rc = ltdi__featurebank_open_subset(&bs, body, root, NULL, 3, 9, 2, select_5_and_7, NULL,
+                                     err, sizeof err);
+  cr_assert_eq(rc, 0, "%s", err);
+  cr_assert_eq(bs.n, 12);
+  for (int i = 0; i < 12; i++)
+    for (int v = 0; v < 3; v++) {
+      const float *rs = ltdi_featurebank_row(&bs, i, v), *rf = ltdi_featurebank_row(&b1, i, v);
+      for (int k = 0; k < bs.dim; k++) {
+        float want = (i == 5 || i == 7) ? rf[k] : 0.0f;
+        cr_assert(fabsf(rs[k] - want) <= 1e-4f * (1 + fabsf(want)), "ex %d view %d", i, v);
+      }
+    }
+  ltdi_featurebank_free(&bs);
+  ltdi_featurebank_free(&b1);
+  ltdi_featurebank_free(&b2);
+  ltdi_conv4_free(&net);
+}
