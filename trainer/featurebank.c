@@ -20,6 +20,7 @@
 #include "trainer/augment.h"
 #include "trainer/conv4.h"
 #include "trainer/dataset.h"
+#include "trainer/progress.h"
 
 #define BANK_CHUNK 32 /* examples per unit of work */
 
@@ -55,6 +56,7 @@ typedef struct bank_job {
   pthread_mutex_t lock;
   int next_chunk, n_chunks;
   int rc;
+  ltdi_progress progress; /* updated under `lock`: the body pass takes minutes */
 } bank_job;
 
 static void *bank_worker(void *arg) {
@@ -70,6 +72,7 @@ static void *bank_worker(void *arg) {
     pthread_mutex_lock(&job->lock);
     if (rc != 0 && job->rc == 0) job->rc = rc;
     int chunk = (job->rc == 0 && job->next_chunk < job->n_chunks) ? job->next_chunk++ : -1;
+    if (chunk >= 0) ltdi_progress_update(&job->progress, chunk, NULL);
     pthread_mutex_unlock(&job->lock);
     if (chunk < 0) break;
     int first = chunk * BANK_CHUNK;
@@ -127,6 +130,8 @@ static int bank_from_images(ltdi_featurebank *bank, const ltdi_conv4 *net,
   job.next_chunk = 0;
   job.n_chunks = (set->n + BANK_CHUNK - 1) / BANK_CHUNK;
   job.rc = 0;
+  ltdi_progress_start(&job.progress, "body features", job.n_chunks);
+  job.progress.last_print_s = job.progress.start_s; /* first line after one period */
   pthread_mutex_init(&job.lock, NULL);
   if (n_threads < 1) n_threads = 1;
   if (n_threads > 64) n_threads = 64;
@@ -140,6 +145,11 @@ static int bank_from_images(ltdi_featurebank *bank, const ltdi_conv4 *net,
   for (int t = 0; t < started; t++) pthread_join(tids[t], NULL);
   pthread_mutex_destroy(&job.lock);
   if (job.rc != 0) return job.rc;
+  /* Only runs long enough to have shown progress report their end. */
+  if (ltdi_now_s() - job.progress.start_s > 10.0) {
+    job.progress.done = job.n_chunks;
+    ltdi_progress_finish(&job.progress, NULL);
+  }
   take_labels(bank, &set->labels, set->n_classes, &set->class_names);
   return 0;
 }
