@@ -1,0 +1,152 @@
+/* core/model.h — a trained weight generator: the U-Net denoiser with its
+ * parameters, the DDPM schedule, the layout of the generated weights with its
+ * normalisation statistics, the task-embedding layout and its
+ * standardisation, and the provenance (trainer version, training data,
+ * training options). One object is what the trainer writes, what the daemon
+ * serves, and what `ltdi_model_generate` samples heads from.
+ *
+ * File format (docs/MODEL.md): ONE safetensors file. Tensors: every U-Net
+ * parameter under its layout name ("in_conv.weight", ...) as F32 with its
+ * shape. `__metadata__` strings:
+ *   format "ltdi-model", format_version "1", trainer_version,
+ *   unet (JSON, ltdi_unet_config_to_json), schedule (JSON,
+ *   ltdi_schedule_to_json: betas, T, L, chain positions), T, L,
+ *   layout (JSON, ltdi_layout_to_json: tensor names, shapes, mean/std),
+ *   embedding (JSON: ways, dim, cond_dim, order, per-dimension mean and std),
+ *   sampler (JSON: form, sigma, eta — the default for generation),
+ *   denoiser (JSON: {"predicts": "eps", "prior_var": v}, see prior_var below),
+ *   data (free text: what it was trained on), training (JSON: options and
+ *   results of the training run), plus any extra keys set by the trainer.
+ * The loader validates every one of these and names what is wrong.
+ *
+ * Determinism (ARCHITECTURE.md "Contracts"): generation draws sample b's noise
+ * from seeds[b] only, and by default evaluates the U-Net one sample at a time
+ * so every GEMM has the same shape whatever the batch: B tasks sampled
+ * together are bit-identical to the same tasks sampled one by one. */
+#ifndef LTDI_CORE_MODEL_H
+#define LTDI_CORE_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/diffusion.h"
+#include "core/layout.h"
+#include "core/schedule.h"
+#include "core/unet.h"
+#include "kernels/backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LTDI_MODEL_FORMAT "ltdi-model"
+#define LTDI_MODEL_FORMAT_VERSION 1
+#define LTDI_MODEL_MAX_EXTRA 16
+
+typedef struct ltdi_model {
+  ltdi_backend *be;       /* not owned */
+  ltdi_unet *unet;        /* parameters live in be's memory */
+  ltdi_schedule sched;    /* T = sched.T, L = sched.L */
+  ltdi_layout layout;     /* P = layout.n_params = unet n_params */
+  int ways;               /* N: classes of the generated head */
+  int feat_dim;           /* d: body feature width; cond_dim = ways * feat_dim */
+  float *cond_mean;       /* (feat_dim) host: c is standardised per feature dim */
+  float *cond_std;        /* (feat_dim) host, > 0 */
+  ltdi_sampler_config sampler; /* default sampler for generation */
+  /* Denoiser parameterisation: ε̂ = U(x_t, t, c) + κ_t x_t with
+   * κ_t = √(1−ā)/(ā v + 1 − ā), ā = ᾱ_{k(t)→t}, v = prior_var: the best
+   * linear predictor of ε when the trajectory point x_k has per-element
+   * variance v and is unknown, so the U-Net learns only what c and the
+   * structure of x_t add (EDM-style preconditioning; docs/META.md). 0 = off. */
+  float prior_var;
+  char *trainer_version;  /* malloc'd strings, may be NULL */
+  char *data;
+  char *training;         /* JSON */
+  int n_extra;
+  char *extra_keys[LTDI_MODEL_MAX_EXTRA];
+  char *extra_values[LTDI_MODEL_MAX_EXTRA];
+} ltdi_model;
+
+/* A model with freshly created (zero) U-Net parameters; initialise them with
+ * ltdi_unet_init(model->unet, seed). The layout is copied; cond_mean/std start
+ * at 0/1; the sampler at ltdi_sampler_config_default(). Checks that
+ * unet->n_params == layout P, cond_dim == ways * feat_dim and the schedule's
+ * T/L are sane. 0, LTDI_ERR_INVALID_ARG or LTDI_ERR_NOMEM. */
+int ltdi_model_create(ltdi_model **out, ltdi_backend *be, const ltdi_unet_config *cfg,
+                      const ltdi_schedule *sched, const ltdi_layout *layout, int ways,
+                      int feat_dim);
+void ltdi_model_free(ltdi_model *m);
+
+/* Replace a provenance string (key "trainer_version", "data", "training") or
+ * add/replace an extra metadata key. 0, LTDI_ERR_NOMEM or
+ * LTDI_ERR_INVALID_ARG (a reserved key, too many extras). */
+int ltdi_model_set_info(ltdi_model *m, const char *key, const char *value);
+
+/* ---- file I/O (core/model_io.c) ------------------------------------------------ */
+
+struct ltdi_st_writer;
+struct ltdi_st_file;
+
+/* Adds the model's tensors and metadata to a safetensors writer (the trainer's
+ * checkpoint adds its optimiser state to the same writer). */
+int ltdi_model_to_writer(const ltdi_model *m, struct ltdi_st_writer *w);
+/* Writes the model to `path` atomically. 0 or a negative code. */
+int ltdi_model_save(const ltdi_model *m, const char *path);
+
+/* Rebuilds a model from a parsed safetensors file: every metadata key is
+ * validated, every U-Net tensor must be present as F32 with its exact shape,
+ * and no unknown tensor may appear unless `allow_extra_tensors` (checkpoints).
+ * On error *out is NULL and err says what is wrong. LTDI_ERR_FORMAT,
+ * LTDI_ERR_SHAPE, LTDI_ERR_NOT_FOUND, LTDI_ERR_INVALID_ARG or LTDI_ERR_NOMEM. */
+int ltdi_model_from_file(ltdi_model **out, ltdi_backend *be, const struct ltdi_st_file *f,
+                         int allow_extra_tensors, char *err, size_t errlen);
+/* Reads and validates a model file. */
+int ltdi_model_load(ltdi_model **out, ltdi_backend *be, const char *path, char *err,
+                    size_t errlen);
+
+/* ---- generation ---------------------------------------------------------------- */
+
+enum ltdi_gen_mode {
+  /* U-Net evaluated one sample at a time: every GEMM has batch-independent
+   * shapes, so results are bit-identical whatever the batch (default). */
+  LTDI_GEN_PER_SAMPLE = 0,
+  /* One batched U-Net forward per step: faster at large batch, but OpenBLAS
+   * rounds differently for different GEMM shapes (~1 ulp per layer), so a
+   * sample's result may depend on its batch. */
+  LTDI_GEN_BATCHED = 1,
+};
+
+typedef struct ltdi_gen_options {
+  ltdi_sampler_config sampler; /* usually model->sampler */
+  int mode;                    /* enum ltdi_gen_mode */
+  int steps;                   /* 0 or the model's T (other step counts: unsupported) */
+} ltdi_gen_options;
+
+/* The model's default sampler, per-sample mode, steps = T. */
+ltdi_gen_options ltdi_gen_options_default(const ltdi_model *m);
+
+/* Generates B weight vectors.
+ *   cond  (B, ways*feat_dim) host: raw task embeddings [p_1; …; p_N]
+ *   seeds (B)                host: sample b's noise comes from seeds[b] only
+ *   out   (B, P)             host: DE-normalised weights in the layout's order
+ * out_norm (B, P) (may be NULL) receives the normalised x_0.
+ * 0, LTDI_ERR_INVALID_ARG, LTDI_ERR_UNSUPPORTED (steps ≠ T), LTDI_ERR_NOMEM,
+ * LTDI_ERR_NONFINITE or a backend error. */
+int ltdi_model_generate(ltdi_model *m, const float *cond, const uint64_t *seeds, int batch,
+                        const ltdi_gen_options *opt, float *out, float *out_norm);
+
+/* κ_t of the prior_var parameterisation (0 when prior_var is 0), t in 1..T. */
+double ltdi_model_eps_skip(const ltdi_model *m, int t);
+
+/* internal: eps (B, P) += κ_t x_t row by row (host memory). */
+void ltdi__model_add_skip(const ltdi_model *m, const float *x_t, const int32_t *t, int batch,
+                          float *eps);
+
+/* cond_out (B, cond_dim) = the standardised embedding the U-Net sees. */
+void ltdi_model_standardise_cond(const ltdi_model *m, const float *cond, int batch,
+                                 float *cond_out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

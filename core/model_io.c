@@ -1,0 +1,322 @@
+/* core/model_io.c — the model file: one safetensors file holding the U-Net
+ * parameters under their layout names and everything needed to use them in
+ * `__metadata__` (see core/model.h for the key list and docs/MODEL.md for an
+ * example). The loader trusts nothing: every key is parsed and cross-checked
+ * (T and L against the schedule, P against the layout and the U-Net, the
+ * embedding width against the U-Net's cond_dim) and every tensor must have
+ * its exact shape. */
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/model.h"
+#include "core/safetensors.h"
+
+#define EMBEDDING_ORDER "[p_1; ...; p_N], p_n = mean body feature of class n's support examples, in label order"
+
+/* ---- writing -------------------------------------------------------------------- */
+
+static char *embedding_json(const ltdi_model *m) {
+  json_t *o = json_object(), *mean = json_array(), *std = json_array();
+  for (int i = 0; i < m->feat_dim; i++) {
+    json_array_append_new(mean, json_real(m->cond_mean[i]));
+    json_array_append_new(std, json_real(m->cond_std[i]));
+  }
+  json_object_set_new(o, "ways", json_integer(m->ways));
+  json_object_set_new(o, "dim", json_integer(m->feat_dim));
+  json_object_set_new(o, "cond_dim", json_integer((json_int_t)m->ways * m->feat_dim));
+  json_object_set_new(o, "order", json_string(EMBEDDING_ORDER));
+  json_object_set_new(o, "standardise", json_string("c = (p - mean[i]) / std[i] per feature dim i"));
+  json_object_set_new(o, "mean", mean);
+  json_object_set_new(o, "std", std);
+  char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(9));
+  json_decref(o);
+  return s;
+}
+
+static char *sampler_json(const ltdi_sampler_config *c) {
+  json_t *o = json_pack("{s:s, s:s, s:f}", "form", ltdi_sampler_form_name(c->form), "sigma",
+                        ltdi_sampler_sigma_name(c->sigma), "eta", (double)c->eta);
+  if (!o) return NULL;
+  char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(9));
+  json_decref(o);
+  return s;
+}
+
+int ltdi_model_to_writer(const ltdi_model *m, ltdi_st_writer *w) {
+  if (!m || !w) return LTDI_ERR_INVALID_ARG;
+  char num[64], unet_json[1024];
+  char *sched = NULL, *layout = NULL, *emb = NULL, *samp = NULL;
+  float *host = NULL;
+  int rc = ltdi_unet_config_to_json(ltdi_unet_config_of(m->unet), unet_json, sizeof unet_json);
+  if (!rc) rc = ltdi_schedule_to_json(&m->sched, &sched);
+  if (!rc) rc = ltdi_layout_to_json(&m->layout, &layout);
+  if (!rc) {
+    emb = embedding_json(m);
+    samp = sampler_json(&m->sampler);
+    if (!emb || !samp) rc = LTDI_ERR_NOMEM;
+  }
+  if (!rc) rc = ltdi_st_writer_meta(w, "format", LTDI_MODEL_FORMAT);
+  snprintf(num, sizeof num, "%d", LTDI_MODEL_FORMAT_VERSION);
+  if (!rc) rc = ltdi_st_writer_meta(w, "format_version", num);
+  if (!rc) rc = ltdi_st_writer_meta(w, "unet", unet_json);
+  if (!rc) rc = ltdi_st_writer_meta(w, "schedule", sched);
+  snprintf(num, sizeof num, "%d", m->sched.T);
+  if (!rc) rc = ltdi_st_writer_meta(w, "T", num);
+  snprintf(num, sizeof num, "%d", m->sched.L);
+  if (!rc) rc = ltdi_st_writer_meta(w, "L", num);
+  if (!rc) rc = ltdi_st_writer_meta(w, "layout", layout);
+  if (!rc) rc = ltdi_st_writer_meta(w, "embedding", emb);
+  if (!rc) rc = ltdi_st_writer_meta(w, "sampler", samp);
+  char den[128];
+  snprintf(den, sizeof den, "{\"predicts\":\"eps\",\"prior_var\":%.9g}", (double)m->prior_var);
+  if (!rc) rc = ltdi_st_writer_meta(w, "denoiser", den);
+  if (!rc && m->trainer_version) rc = ltdi_st_writer_meta(w, "trainer_version", m->trainer_version);
+  if (!rc && m->data) rc = ltdi_st_writer_meta(w, "data", m->data);
+  if (!rc && m->training) rc = ltdi_st_writer_meta(w, "training", m->training);
+  for (int i = 0; !rc && i < m->n_extra; i++)
+    rc = ltdi_st_writer_meta(w, m->extra_keys[i], m->extra_values[i]);
+  /* Parameters: downloaded tensor by tensor (backend memory may be a GPU's). */
+  const int nt = ltdi_unet_num_tensors(m->unet);
+  for (int i = 0; !rc && i < nt; i++) {
+    ltdi_unet_tensor t;
+    rc = ltdi_unet_tensor_at(m->unet, i, &t);
+    if (rc) break;
+    float *h = realloc(host, t.numel * sizeof(float));
+    if (!h) {
+      rc = LTDI_ERR_NOMEM;
+      break;
+    }
+    host = h;
+    rc = m->be->download(m->be, host, t.param, t.numel * sizeof(float));
+    if (!rc) rc = ltdi_st_writer_add(w, t.name, LTDI_DTYPE_F32, t.ndim, t.shape, host);
+  }
+  free(host);
+  free(sched);
+  free(layout);
+  free(emb);
+  free(samp);
+  return rc;
+}
+
+int ltdi_model_save(const ltdi_model *m, const char *path) {
+  ltdi_st_writer *w = NULL;
+  int rc = ltdi_st_writer_new(&w);
+  if (!rc) rc = ltdi_model_to_writer(m, w);
+  if (!rc) rc = ltdi_st_writer_write(w, path);
+  ltdi_st_writer_free(w);
+  return rc;
+}
+
+/* ---- reading -------------------------------------------------------------------- */
+
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...) {
+  if (err && errlen) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+  }
+  return rc;
+}
+
+static int parse_int_meta(const ltdi_st_file *f, const char *key, int *out) {
+  const char *s = ltdi_st_meta(f, key);
+  if (!s) return LTDI_ERR_NOT_FOUND;
+  char *end;
+  long v = strtol(s, &end, 10);
+  if (*s == '\0' || *end != '\0' || v < -1000000000L || v > 1000000000L) return LTDI_ERR_FORMAT;
+  *out = (int)v;
+  return 0;
+}
+
+static int parse_embedding(ltdi_model *m, const char *s, char *err, size_t errlen) {
+  json_error_t je;
+  json_t *o = json_loads(s, 0, &je);
+  int rc = 0;
+  if (!json_is_object(o)) {
+    json_decref(o);
+    return fail(err, errlen, LTDI_ERR_FORMAT, "metadata 'embedding' is not a JSON object");
+  }
+  json_t *ways = json_object_get(o, "ways"), *dim = json_object_get(o, "dim");
+  json_t *cd = json_object_get(o, "cond_dim");
+  json_t *mean = json_object_get(o, "mean"), *std = json_object_get(o, "std");
+  if (!json_is_integer(ways) || !json_is_integer(dim) || !json_is_array(mean) ||
+      !json_is_array(std)) {
+    rc = fail(err, errlen, LTDI_ERR_FORMAT, "metadata 'embedding' needs integer ways, dim and arrays mean, std");
+  } else if (json_integer_value(ways) != m->ways || json_integer_value(dim) != m->feat_dim ||
+             (cd && (!json_is_integer(cd) || json_integer_value(cd) != (json_int_t)m->ways * m->feat_dim))) {
+    rc = fail(err, errlen, LTDI_ERR_FORMAT, "metadata 'embedding' disagrees with the U-Net's cond_dim");
+  } else if (json_array_size(mean) != (size_t)m->feat_dim ||
+             json_array_size(std) != (size_t)m->feat_dim) {
+    rc = fail(err, errlen, LTDI_ERR_FORMAT, "metadata 'embedding': mean/std must have dim = %d entries",
+              m->feat_dim);
+  } else {
+    for (int i = 0; i < m->feat_dim && !rc; i++) {
+      json_t *a = json_array_get(mean, (size_t)i), *b = json_array_get(std, (size_t)i);
+      if (!json_is_number(a) || !json_is_number(b) || !isfinite(json_number_value(a)) ||
+          !(json_number_value(b) > 0) || !isfinite(json_number_value(b)))
+        rc = fail(err, errlen, LTDI_ERR_FORMAT, "metadata 'embedding': entry %d of mean/std is not usable (std must be > 0)", i);
+      else {
+        m->cond_mean[i] = (float)json_number_value(a);
+        m->cond_std[i] = (float)json_number_value(b);
+      }
+    }
+  }
+  json_decref(o);
+  return rc;
+}
+
+static int parse_sampler(ltdi_sampler_config *c, const char *s, char *err, size_t errlen) {
+  json_error_t je;
+  json_t *o = json_loads(s, 0, &je);
+  const char *form = NULL, *sigma = NULL;
+  double eta = 1.0;
+  int rc = 0;
+  if (!json_is_object(o) || json_unpack(o, "{s:s, s:s, s?F}", "form", &form, "sigma", &sigma, "eta", &eta))
+    rc = fail(err, errlen, LTDI_ERR_FORMAT, "metadata 'sampler' must be {\"form\":…, \"sigma\":…, \"eta\":…}");
+  else {
+    c->form = ltdi_sampler_form_from_name(form);
+    c->sigma = ltdi_sampler_sigma_from_name(sigma);
+    c->eta = (float)eta;
+    if (c->form < 0 || c->sigma < 0 || !(eta >= 0) || !isfinite(eta))
+      rc = fail(err, errlen, LTDI_ERR_FORMAT, "metadata 'sampler': unknown form '%s' or sigma '%s' or bad eta", form, sigma);
+  }
+  json_decref(o);
+  return rc;
+}
+
+static int parse_denoiser(ltdi_model *m, const char *s, char *err, size_t errlen) {
+  json_error_t je;
+  json_t *o = json_loads(s, 0, &je);
+  const char *pred = NULL;
+  double v = -1;
+  int rc = 0;
+  if (!json_is_object(o) || json_unpack(o, "{s:s, s:F}", "predicts", &pred, "prior_var", &v) ||
+      strcmp(pred, "eps") || !(v >= 0) || !isfinite(v))
+    rc = fail(err, errlen, LTDI_ERR_FORMAT, "metadata 'denoiser' must be {\"predicts\":\"eps\", \"prior_var\": v >= 0}");
+  else
+    m->prior_var = (float)v;
+  json_decref(o);
+  return rc;
+}
+
+/* Reads the embedding's ways and dim before the model exists. */
+static int peek_embedding(const char *s, int *ways, int *dim) {
+  json_error_t je;
+  json_t *o = json_loads(s, 0, &je);
+  json_t *w = json_object_get(o, "ways"), *d = json_object_get(o, "dim");
+  int rc = LTDI_ERR_FORMAT;
+  if (json_is_integer(w) && json_is_integer(d) && json_integer_value(w) >= 1 &&
+      json_integer_value(d) >= 1 && json_integer_value(w) <= 100000 && json_integer_value(d) <= 1000000) {
+    *ways = (int)json_integer_value(w);
+    *dim = (int)json_integer_value(d);
+    rc = 0;
+  }
+  json_decref(o);
+  return rc;
+}
+
+static int is_known_key(const char *k) {
+  static const char *const known[] = {"format", "format_version", "unet", "schedule", "T", "L",
+                                      "layout", "embedding", "sampler", "denoiser", NULL};
+  for (int i = 0; known[i]; i++)
+    if (!strcmp(k, known[i])) return 1;
+  return 0;
+}
+
+int ltdi_model_from_file(ltdi_model **out, ltdi_backend *be, const ltdi_st_file *f,
+                         int allow_extra_tensors, char *err, size_t errlen) {
+  if (!out || !be || !f) return LTDI_ERR_INVALID_ARG;
+  *out = NULL;
+  const char *fmt = ltdi_st_meta(f, "format");
+  if (!fmt || strcmp(fmt, LTDI_MODEL_FORMAT))
+    return fail(err, errlen, LTDI_ERR_FORMAT, "not an ltdi model file (metadata 'format' is %s%s%s, expected \"%s\")",
+                fmt ? "\"" : "", fmt ? fmt : "missing", fmt ? "\"" : "", LTDI_MODEL_FORMAT);
+  int ver = 0, T = 0, L = 0;
+  if (parse_int_meta(f, "format_version", &ver) || ver != LTDI_MODEL_FORMAT_VERSION)
+    return fail(err, errlen, LTDI_ERR_FORMAT, "unsupported model format_version (this build reads %d)",
+                LTDI_MODEL_FORMAT_VERSION);
+  static const char *const required[] = {"unet", "schedule", "T", "L", "layout", "embedding", "sampler", "denoiser"};
+  for (size_t i = 0; i < sizeof required / sizeof required[0]; i++)
+    if (!ltdi_st_meta(f, required[i]))
+      return fail(err, errlen, LTDI_ERR_FORMAT, "model metadata lacks the key '%s'", required[i]);
+  ltdi_unet_config cfg;
+  if (ltdi_unet_config_from_json(ltdi_st_meta(f, "unet"), &cfg))
+    return fail(err, errlen, LTDI_ERR_FORMAT, "model metadata 'unet' is not a valid U-Net configuration");
+  ltdi_schedule *sched = malloc(sizeof *sched);
+  if (!sched) return LTDI_ERR_NOMEM;
+  ltdi_layout layout;
+  ltdi_layout_init(&layout, NULL);
+  ltdi_model *m = NULL;
+  int ways = 0, dim = 0, rc = 0;
+  if (ltdi_schedule_from_json(sched, ltdi_st_meta(f, "schedule")))
+    rc = fail(err, errlen, LTDI_ERR_FORMAT, "model metadata 'schedule' is not a valid schedule");
+  else if (parse_int_meta(f, "T", &T) || parse_int_meta(f, "L", &L) || T != sched->T || L != sched->L)
+    rc = fail(err, errlen, LTDI_ERR_FORMAT, "model metadata T/L disagree with the schedule (T=%d L=%d)",
+              sched->T, sched->L);
+  else if ((ltdi_layout_free(&layout), ltdi_layout_from_json(&layout, ltdi_st_meta(f, "layout"))))
+    rc = fail(err, errlen, LTDI_ERR_FORMAT, "model metadata 'layout' is not a valid layout");
+  else if (layout.n_params != (size_t)cfg.n_params)
+    rc = fail(err, errlen, LTDI_ERR_FORMAT, "layout has %zu parameters but the U-Net generates %d",
+              layout.n_params, cfg.n_params);
+  else if (peek_embedding(ltdi_st_meta(f, "embedding"), &ways, &dim) ||
+           (long)ways * dim != cfg.cond_dim)
+    rc = fail(err, errlen, LTDI_ERR_FORMAT, "metadata 'embedding' (ways x dim) disagrees with the U-Net's cond_dim %d",
+              cfg.cond_dim);
+  if (!rc) {
+    rc = ltdi_model_create(&m, be, &cfg, sched, &layout, ways, dim);
+    if (rc) fail(err, errlen, rc, "cannot build the model: %s", ltdi_strerror(rc));
+  }
+  if (!rc) rc = parse_embedding(m, ltdi_st_meta(f, "embedding"), err, errlen);
+  if (!rc) rc = parse_sampler(&m->sampler, ltdi_st_meta(f, "sampler"), err, errlen);
+  if (!rc) rc = parse_denoiser(m, ltdi_st_meta(f, "denoiser"), err, errlen);
+  for (int i = 0; !rc && i < f->n_meta; i++)
+    if (!is_known_key(f->meta_keys[i])) {
+      rc = ltdi_model_set_info(m, f->meta_keys[i], f->meta_values[i]);
+      if (rc == LTDI_ERR_INVALID_ARG) rc = 0; /* more extras than we keep: drop the rest */
+    }
+  /* Tensors: each U-Net parameter with its exact shape. */
+  const int nt = m ? ltdi_unet_num_tensors(m->unet) : 0;
+  for (int i = 0; !rc && i < nt; i++) {
+    ltdi_unet_tensor t;
+    ltdi_unet_tensor_at(m->unet, i, &t);
+    int64_t shape[3] = {t.shape[0], t.shape[1], t.shape[2]};
+    const float *data = NULL;
+    char why[256] = "";
+    int r = ltdi_st_get_f32(f, t.name, t.ndim, shape, &data, why, sizeof why);
+    if (r == LTDI_ERR_NOT_FOUND)
+      rc = fail(err, errlen, LTDI_ERR_NOT_FOUND, "model file lacks the U-Net tensor '%s'", t.name);
+    else if (r)
+      rc = fail(err, errlen, LTDI_ERR_SHAPE, "U-Net tensor '%s' has the wrong dtype or shape: %s", t.name, why);
+    else
+      rc = be->upload(be, t.param, data, t.numel * sizeof(float));
+  }
+  if (!rc && !allow_extra_tensors && f->n_tensors != nt)
+    rc = fail(err, errlen, LTDI_ERR_FORMAT, "model file has %d tensors, the U-Net has %d (unknown extra tensors)",
+              f->n_tensors, nt);
+  ltdi_layout_free(&layout);
+  free(sched);
+  if (rc) {
+    ltdi_model_free(m);
+    return rc;
+  }
+  *out = m;
+  return 0;
+}
+
+int ltdi_model_load(ltdi_model **out, ltdi_backend *be, const char *path, char *err,
+                    size_t errlen) {
+  ltdi_st_file *f = NULL;
+  int rc = ltdi_st_read(path, &f, err, errlen);
+  if (rc) return rc;
+  char why[512] = "";
+  rc = ltdi_model_from_file(out, be, f, 0, why, sizeof why);
+  if (rc) fail(err, errlen, rc, "%s: %s", path, why[0] ? why : ltdi_strerror(rc));
+  ltdi_st_close(f);
+  return rc;
+}
