@@ -18,6 +18,7 @@
 #include "trainer/eval.h"
 #include "trainer/featurebank.h"
 #include "trainer/progress.h"
+#include "trainer/reptile.h"
 
 #define LTDI__EVAL_DEFAULT_VIEWS 8
 
@@ -40,11 +41,16 @@ static void usage(FILE *out) {
           "  --views V         support views for finetune: 1 plain + V-1 augmented\n"
           "                    (default %d with images; always 1 with --features)\n"
           "  --hidden H        hidden width of the finetune heads (default 32)\n"
-          "  --methods LIST    comma-separated (default: all), from:\n",
+          "  --reptile FILE    REPTILE head init from `ltdi-train reptile` (enables the\n"
+          "                    reptile row; its ways and dim must match)\n"
+          "  --methods LIST    comma-separated (default: all; reptile when --reptile\n"
+          "                    is given), from:\n",
           LTDI__EVAL_DEFAULT_VIEWS);
   for (int i = 0; i < ltdi_eval_method_count(); i++)
     fprintf(out, "                      %-17s %s\n", ltdi_eval_method_at(i)->name,
             ltdi_eval_method_at(i)->summary);
+  const ltdi_eval_method *rm = ltdi_eval_method_find("reptile");
+  if (rm) fprintf(out, "                      %-17s %s\n", rm->name, rm->summary);
   fprintf(out,
           "  --threads T       worker threads (default 2); results do not depend on it\n"
           "  --json FILE       write {\"ways\",\"shots\",\"episodes\",\"methods\":{name:\n"
@@ -175,7 +181,7 @@ static int run_one(const ltdi_featurebank *bank, const ltdi_eval_options *opt,
 
 int ltdi_cmd_eval(int argc, char **argv) {
   const char *body = NULL, *data = NULL, *features = NULL, *json = NULL, *methods_arg = NULL;
-  const char *json_dir = NULL;
+  const char *json_dir = NULL, *reptile_path = NULL;
   int ways[LTDI__EVAL_MAX_LIST] = {5}, shots[LTDI__EVAL_MAX_LIST] = {1};
   int n_ways = 1, n_shots = 1;
   long views = -1;
@@ -200,6 +206,7 @@ int ltdi_cmd_eval(int argc, char **argv) {
     else if (!strcmp(a, "--json")) json = v;
     else if (!strcmp(a, "--json-dir")) json_dir = v;
     else if (!strcmp(a, "--methods")) methods_arg = v;
+    else if (!strcmp(a, "--reptile")) reptile_path = v;
     else if (!strcmp(a, "--ways")) {
       if (parse_int_list(a, v, 2, 10000, ways, &n_ways)) return 2;
     } else if (!strcmp(a, "--shots")) {
@@ -245,8 +252,34 @@ int ltdi_cmd_eval(int argc, char **argv) {
     if (ltdi_eval_method_count() > 64 || parse_methods(methods_arg, methods, &n_methods))
       return 2;
   } else {
-    for (int i = 0; i < ltdi_eval_method_count() && i < 64; i++)
+    for (int i = 0; i < ltdi_eval_method_count() && i < 63; i++)
       methods[n_methods++] = ltdi_eval_method_at(i);
+    if (reptile_path) methods[n_methods++] = ltdi_eval_method_find("reptile");
+  }
+  /* The reptile row fine-tunes a loaded init: it needs the file, and the
+   * file's head must fit every (ways, dim) this run evaluates. */
+  ltdi_reptile_head reptile_head;
+  memset(&reptile_head, 0, sizeof reptile_head);
+  for (int m = 0; m < n_methods; m++)
+    if (!strcmp(methods[m]->name, "reptile") && !reptile_path) {
+      fprintf(stderr, "ltdi-train eval: method 'reptile' needs --reptile FILE\n");
+      return 2;
+    }
+  if (reptile_path) {
+    char rerr[512] = "";
+    int lrc = ltdi_reptile_load(reptile_path, &reptile_head, rerr, sizeof rerr);
+    if (lrc != 0) {
+      fprintf(stderr, "ltdi-train eval: %s\n", rerr[0] ? rerr : ltdi_strerror(lrc));
+      return 1;
+    }
+    for (int wi = 0; wi < n_ways; wi++)
+      if (ways[wi] != reptile_head.dims.classes) {
+        fprintf(stderr, "ltdi-train eval: %s is a %d-way head; cannot evaluate %d-way\n",
+                reptile_path, reptile_head.dims.classes, ways[wi]);
+        ltdi_reptile_head_free(&reptile_head);
+        return 2;
+      }
+    opt.reptile = &reptile_head;
   }
   if (features) views = 1;
   else if (views < 0) views = LTDI__EVAL_DEFAULT_VIEWS;
@@ -277,6 +310,14 @@ int ltdi_cmd_eval(int argc, char **argv) {
   free(data_spec);
   if (rc != 0) {
     fprintf(stderr, "ltdi-train eval: %s\n", err[0] ? err : ltdi_strerror(rc));
+    ltdi_reptile_head_free(&reptile_head);
+    return 1;
+  }
+  if (reptile_path && reptile_head.dims.in_dim != bank.dim) {
+    fprintf(stderr, "ltdi-train eval: %s takes %d-dim features; these are %d-dim\n",
+            reptile_path, reptile_head.dims.in_dim, bank.dim);
+    ltdi_featurebank_free(&bank);
+    ltdi_reptile_head_free(&reptile_head);
     return 1;
   }
   double t_bank = ltdi_now_s() - t_start;
@@ -294,5 +335,6 @@ int ltdi_cmd_eval(int argc, char **argv) {
       rc = run_one(&bank, &opt, methods, n_methods, json, json_dir, t_start, t_bank);
     }
   ltdi_featurebank_free(&bank);
+  ltdi_reptile_head_free(&reptile_head);
   return rc;
 }

@@ -8,5 +8,8 @@ int ltdi_cmd_data(int argc, char **argv);    /* trainer/cmd_data.c */
 int ltdi_cmd_body(int argc, char **argv);    /* trainer/cmd_body.c */
 int ltdi_cmd_prepare(int argc, char **argv); /* trainer/cmd_prepare.c */
 int ltdi_cmd_eval(int argc, char **argv);    /* trainer/cmd_eval.c */
+int ltdi_cmd_meta(int argc, char **argv);    /* trainer/cmd_meta.c */
+int ltdi_cmd_generate(int argc, char **argv); /* trainer/cmd_generate.c */
+int ltdi_cmd_reptile(int argc, char **argv); /* trainer/cmd_reptile.c */
 
 #endif

@@ -43,6 +43,8 @@ typedef struct ltdi_eval_options {
   ltdi_head_train_config head_cfg;  /* recipe for finetune; SAM rho for finetune_sam */
   ltdi_logreg_config logreg;
   const void *model;                /* for methods that need a loaded model (later) */
+  const struct ltdi_reptile_head *reptile; /* init of the reptile row (trainer/reptile.h);
+                                            NULL: the row fails, so list it only with one */
   int progress;                     /* 1: progress lines on stderr */
 } ltdi_eval_options;
 
@@ -67,7 +69,9 @@ typedef struct ltdi_eval_method {
   void (*thread_free)(void *state);                     /* may be NULL */
 } ltdi_eval_method;
 
-/* The registry (trainer/eval_methods.c), in table order. */
+/* The registry (trainer/eval_methods.c), in table order: the methods that
+ * run on features alone. Rows that need a loaded input (reptile: an init
+ * file) are found by name only. */
 int ltdi_eval_method_count(void);
 const ltdi_eval_method *ltdi_eval_method_at(int i);
 /* NULL when no method has this name. */

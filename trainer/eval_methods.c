@@ -7,6 +7,7 @@
 #include "trainer/baselines.h"
 #include "trainer/eval.h"
 #include "trainer/head.h"
+#include "trainer/reptile.h"
 
 /* ==== baselines ========================================================== */
 
@@ -45,6 +46,24 @@ static int finetune_sam(ltdi_eval_worker *w, const ltdi_eval_task *t, int32_t *p
   return finetune_with(w, t, rho, pred);
 }
 
+/* ==== REPTILE ============================================================ */
+
+/* Fine-tunes the meta-learned init (opt->reptile) with the same recipe as the
+ * finetune row — ltdi_head_train_default() as set in opt->head_cfg, SAM off,
+ * augmented support — so the two rows differ only in the init. The file's
+ * head must match the episode's ways and the features' dim. */
+static int reptile(ltdi_eval_worker *w, const ltdi_eval_task *t, int32_t *pred) {
+  const ltdi_reptile_head *h = w->opt->reptile;
+  if (!h || h->dims.classes != t->ways || h->dims.in_dim != t->dim)
+    return LTDI_ERR_INVALID_ARG;
+  ltdi_head_train_config cfg = w->opt->head_cfg;
+  cfg.sam_rho = 0.0f;
+  return ltdi_reptile_finetune_classify(w->be, h, 0, &cfg, t->support_views, t->views,
+                                        t->support_labels, t->ways * t->shots, t->query,
+                                        t->ways * t->queries, NULL, t->seed, t->index, pred,
+                                        NULL);
+}
+
 /* ==== the table ========================================================== */
 
 static const ltdi_eval_method METHODS[] = {
@@ -58,6 +77,15 @@ static const ltdi_eval_method METHODS[] = {
      logreg, NULL, NULL},
 };
 
+/* Rows that need an input beyond the features (a loaded init or model, see
+ * ltdi_eval_options): found by name, but not enumerated by
+ * ltdi_eval_method_at, so "all methods" stays the set that runs on features
+ * alone. */
+static const ltdi_eval_method INPUT_METHODS[] = {
+    {"reptile", "REPTILE init (--reptile FILE) fine-tuned: recipe without SAM, augmented support",
+     reptile, NULL, NULL},
+};
+
 int ltdi_eval_method_count(void) { return (int)(sizeof METHODS / sizeof METHODS[0]); }
 
 const ltdi_eval_method *ltdi_eval_method_at(int i) {
@@ -69,5 +97,7 @@ const ltdi_eval_method *ltdi_eval_method_find(const char *name) {
   if (!name) return NULL;
   for (int i = 0; i < ltdi_eval_method_count(); i++)
     if (!strcmp(METHODS[i].name, name)) return &METHODS[i];
+  for (size_t i = 0; i < sizeof INPUT_METHODS / sizeof INPUT_METHODS[0]; i++)
+    if (!strcmp(INPUT_METHODS[i].name, name)) return &INPUT_METHODS[i];
   return NULL;
 }

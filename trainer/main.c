@@ -15,7 +15,10 @@ static const command COMMANDS[] = {
     {"data", ltdi_cmd_data, "build a data set (the glyph benchmark)"},
     {"body", ltdi_cmd_body, "pre-train the frozen Conv4 body"},
     {"prepare", ltdi_cmd_prepare, "prepare training tasks: embeddings + SAM trajectories"},
+    {"meta", ltdi_cmd_meta, "meta-train the trajectory diffusion model (REPTILE / multi-task)"},
+    {"generate", ltdi_cmd_generate, "generate a classifier head for a new task"},
     {"eval", ltdi_cmd_eval, "evaluate methods on meta-test episodes"},
+    {"reptile", ltdi_cmd_reptile, "meta-learn the head init with REPTILE (eval --reptile)"},
 };
 
 static void usage(FILE *out) {
