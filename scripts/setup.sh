@@ -38,9 +38,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # Python is used only around the C code: reference checks in the tests.
-if ! python3 -c 'import safetensors, numpy' >/dev/null 2>&1; then
-  python3 -m pip install --quiet safetensors numpy ||
-    python3 -m pip install --quiet --break-system-packages safetensors numpy
+# schemathesis and openapi-spec-validator check the daemon against openapi.yaml.
+py_packages=(safetensors numpy schemathesis openapi-spec-validator)
+if ! python3 -c 'import safetensors, numpy, schemathesis, openapi_spec_validator' >/dev/null 2>&1; then
+  python3 -m pip install --quiet "${py_packages[@]}" ||
+    python3 -m pip install --quiet --break-system-packages "${py_packages[@]}"
 fi
 
 if [ "$build" = 1 ]; then

@@ -1,0 +1,309 @@
+/* server/batcher.c — the dynamic batcher (see batcher.h for the contract).
+ *
+ * One mutex guards the queue and every job's state; one condition variable
+ * wakes the worker (new job, stop), another wakes waiting callers (a pass
+ * finished). The worker takes the oldest job, waits until either enough
+ * compatible samples are queued to fill max_batch or the oldest job has
+ * waited max_queue_delay_us, then removes the compatible jobs in arrival
+ * order and runs them as one pass outside the lock. */
+#define _POSIX_C_SOURCE 200809L
+#include "server/batcher.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/error.h"
+
+enum { JOB_QUEUED = 1, JOB_RUNNING, JOB_DONE, JOB_ABANDONED };
+
+struct ltdi_batcher {
+  ltdi_batcher_config cfg;
+  ltdi_batch_run_fn run;
+  ltdi_batch_observe_fn observe;
+  void *ctx;
+  pthread_mutex_t mu;
+  pthread_cond_t work_cv; /* worker: a job arrived or stop */
+  pthread_cond_t done_cv; /* callers: a pass finished */
+  ltdi_gen_job *head, *tail;
+  int depth;
+  int running; /* jobs in the current pass */
+  int draining, stop;
+  pthread_t thread;
+};
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+/* Absolute CLOCK_MONOTONIC deadline `ms` from the monotonic time t0_ms. */
+static struct timespec deadline_at(double t_ms) {
+  struct timespec ts;
+  ts.tv_sec = (time_t)(t_ms / 1e3);
+  ts.tv_nsec = (long)((t_ms - (double)ts.tv_sec * 1e3) * 1e6);
+  if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+  if (ts.tv_nsec < 0) ts.tv_nsec = 0;
+  return ts;
+}
+
+static int same_key(const ltdi_gen_job *a, const ltdi_gen_job *b) {
+  return a->model == b->model && a->opt.mode == b->opt.mode && a->opt.steps == b->opt.steps &&
+         a->opt.sampler.form == b->opt.sampler.form &&
+         a->opt.sampler.sigma == b->opt.sampler.sigma &&
+         memcmp(&a->opt.sampler.eta, &b->opt.sampler.eta, sizeof a->opt.sampler.eta) == 0;
+}
+
+/* Samples queued that could join the oldest job's pass. Lock held. */
+static int compatible_samples(const ltdi_batcher *b) {
+  int n = 0;
+  for (const ltdi_gen_job *j = b->head; j; j = j->next)
+    if (same_key(j, b->head)) n += j->n;
+  return n;
+}
+
+static void unlink_job(ltdi_batcher *b, ltdi_gen_job *job) {
+  ltdi_gen_job **pp = &b->head, *prev = NULL;
+  while (*pp && *pp != job) prev = *pp, pp = &(*pp)->next;
+  if (!*pp) return;
+  *pp = job->next;
+  if (b->tail == job) b->tail = prev;
+  job->next = NULL;
+  b->depth--;
+}
+
+static void free_job(ltdi_gen_job *j) {
+  free((void *)j->cond);
+  free((void *)j->seeds);
+  free(j->out);
+  free(j);
+}
+
+/* Runs one pass over `jobs` (linked by next). Lock NOT held. */
+static void run_pass(ltdi_batcher *b, ltdi_gen_job *jobs, int total) {
+  const ltdi_gen_job *first = jobs;
+  const size_t Dc = (size_t)first->cond_dim, P = (size_t)first->n_params;
+  float *cond = NULL, *out = NULL;
+  uint64_t *seeds = NULL;
+  int rc = 0;
+  double t0 = now_ms();
+  if (!jobs->next) {
+    /* A lone job computes straight into its own buffers. */
+    rc = b->run(b->ctx, first->model, first->cond, first->seeds, total, &first->opt, jobs->out);
+  } else {
+    cond = malloc((size_t)total * Dc * sizeof *cond);
+    out = malloc((size_t)total * P * sizeof *out);
+    seeds = malloc((size_t)total * sizeof *seeds);
+    if (!cond || !out || !seeds) rc = LTDI_ERR_NOMEM;
+    size_t k = 0;
+    for (ltdi_gen_job *j = jobs; j && !rc; j = j->next) {
+      memcpy(cond + k * Dc, j->cond, (size_t)j->n * Dc * sizeof *cond);
+      memcpy(seeds + k, j->seeds, (size_t)j->n * sizeof *seeds);
+      k += (size_t)j->n;
+    }
+    if (!rc) rc = b->run(b->ctx, first->model, cond, seeds, total, &first->opt, out);
+    k = 0;
+    for (ltdi_gen_job *j = jobs; j && !rc; j = j->next) {
+      memcpy(j->out, out + k * P, (size_t)j->n * P * sizeof *out);
+      k += (size_t)j->n;
+    }
+  }
+  double t1 = now_ms();
+  free(cond), free(out), free(seeds);
+  if (b->observe) b->observe(b->ctx, total, t1 - t0);
+
+  pthread_mutex_lock(&b->mu);
+  ltdi_gen_job *j = jobs;
+  while (j) {
+    ltdi_gen_job *next = j->next;
+    j->next = NULL;
+    j->rc = rc;
+    j->compute_ms = t1 - t0;
+    j->batch_size = total;
+    if (j->state == JOB_ABANDONED)
+      free_job(j);
+    else
+      j->state = JOB_DONE;
+    j = next;
+  }
+  b->running = 0;
+  pthread_cond_broadcast(&b->done_cv);
+  pthread_mutex_unlock(&b->mu);
+}
+
+static void *worker_main(void *arg) {
+  ltdi_batcher *b = arg;
+  pthread_mutex_lock(&b->mu);
+  for (;;) {
+    while (!b->head && !b->stop) pthread_cond_wait(&b->work_cv, &b->mu);
+    if (b->stop) break; /* free() fails whatever is left */
+    /* Wait for a full batch or the oldest job's delay, whichever is first. */
+    double until = b->head->t_enqueue + (double)b->cfg.max_queue_delay_us / 1e3;
+    while (b->head && !b->stop && !b->draining && compatible_samples(b) < b->cfg.max_batch &&
+           now_ms() < until) {
+      struct timespec ts = deadline_at(until);
+      pthread_cond_timedwait(&b->work_cv, &b->mu, &ts);
+    }
+    if (b->stop) break;
+    if (!b->head) continue; /* every job timed out meanwhile */
+    /* Take the oldest job and every compatible one that still fits. */
+    ltdi_gen_job *first = b->head, *list = NULL, **tailp = &list;
+    int total = 0;
+    double t = now_ms();
+    for (ltdi_gen_job *j = b->head, *next; j; j = next) {
+      next = j->next;
+      if (j != first && (!same_key(j, first) || total + j->n > b->cfg.max_batch)) continue;
+      unlink_job(b, j);
+      j->state = JOB_RUNNING;
+      j->queue_ms = t - j->t_enqueue;
+      total += j->n;
+      *tailp = j;
+      tailp = &j->next;
+      if (total >= b->cfg.max_batch) break;
+    }
+    b->running = total;
+    pthread_mutex_unlock(&b->mu);
+    run_pass(b, list, total);
+    pthread_mutex_lock(&b->mu);
+  }
+  pthread_mutex_unlock(&b->mu);
+  return NULL;
+}
+
+int ltdi_batcher_create(ltdi_batcher **out, const ltdi_batcher_config *cfg,
+                        ltdi_batch_run_fn run, ltdi_batch_observe_fn observe, void *ctx) {
+  *out = NULL;
+  if (!cfg || !run || cfg->max_batch < 1 || cfg->queue_capacity < 1 || cfg->max_queue_delay_us < 0)
+    return LTDI_ERR_INVALID_ARG;
+  ltdi_batcher *b = calloc(1, sizeof *b);
+  if (!b) return LTDI_ERR_NOMEM;
+  b->cfg = *cfg;
+  b->run = run;
+  b->observe = observe;
+  b->ctx = ctx;
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_mutex_init(&b->mu, NULL);
+  pthread_cond_init(&b->work_cv, &ca);
+  pthread_cond_init(&b->done_cv, &ca);
+  pthread_condattr_destroy(&ca);
+  if (pthread_create(&b->thread, NULL, worker_main, b)) {
+    pthread_mutex_destroy(&b->mu);
+    pthread_cond_destroy(&b->work_cv);
+    pthread_cond_destroy(&b->done_cv);
+    free(b);
+    return LTDI_ERR_NOMEM;
+  }
+  *out = b;
+  return 0;
+}
+
+int ltdi_batcher_submit(ltdi_batcher *b, ltdi_gen_job *job) {
+  if (!b || !job || job->n < 1 || !job->cond || !job->seeds || !job->out)
+    return LTDI_ERR_INVALID_ARG;
+  pthread_mutex_lock(&b->mu);
+  int rc = 0;
+  if (b->draining || b->stop)
+    rc = LTDI_ERR_UNSUPPORTED;
+  else if (b->depth >= b->cfg.queue_capacity)
+    rc = LTDI_ERR_OVERFLOW;
+  if (!rc) {
+    job->state = JOB_QUEUED;
+    job->rc = 0;
+    job->next = NULL;
+    job->t_enqueue = now_ms();
+    job->queue_ms = job->compute_ms = 0;
+    job->batch_size = 0;
+    if (b->tail)
+      b->tail->next = job;
+    else
+      b->head = job;
+    b->tail = job;
+    b->depth++;
+    pthread_cond_signal(&b->work_cv);
+  }
+  pthread_mutex_unlock(&b->mu);
+  return rc;
+}
+
+int ltdi_batcher_wait(ltdi_batcher *b, ltdi_gen_job *job, long timeout_ms, int *handed_over) {
+  *handed_over = 0;
+  pthread_mutex_lock(&b->mu);
+  struct timespec ts = deadline_at(job->t_enqueue + (double)timeout_ms);
+  int rc = 0;
+  while (job->state != JOB_DONE) {
+    if (now_ms() >= job->t_enqueue + (double)timeout_ms) {
+      rc = LTDI_ERR_IO;
+      break;
+    }
+    int w = pthread_cond_timedwait(&b->done_cv, &b->mu, &ts);
+    if (w == ETIMEDOUT && job->state != JOB_DONE) {
+      rc = LTDI_ERR_IO;
+      break;
+    }
+  }
+  if (rc) {
+    if (job->state == JOB_QUEUED) {
+      unlink_job(b, job);
+      job->state = JOB_DONE;
+      pthread_cond_broadcast(&b->done_cv); /* a drain may be waiting for an empty queue */
+    } else {
+      job->state = JOB_ABANDONED;
+      *handed_over = 1;
+    }
+  }
+  pthread_mutex_unlock(&b->mu);
+  return rc;
+}
+
+int ltdi_batcher_depth(ltdi_batcher *b) {
+  pthread_mutex_lock(&b->mu);
+  int d = b->depth;
+  pthread_mutex_unlock(&b->mu);
+  return d;
+}
+
+int ltdi_batcher_drain(ltdi_batcher *b, long timeout_ms) {
+  pthread_mutex_lock(&b->mu);
+  b->draining = 1;
+  pthread_cond_signal(&b->work_cv);
+  double until = now_ms() + (double)timeout_ms;
+  struct timespec ts = deadline_at(until);
+  while ((b->head || b->running) && now_ms() < until)
+    pthread_cond_timedwait(&b->done_cv, &b->mu, &ts);
+  int rc = (b->head || b->running) ? LTDI_ERR_IO : 0;
+  pthread_mutex_unlock(&b->mu);
+  return rc;
+}
+
+void ltdi_batcher_free(ltdi_batcher *b) {
+  if (!b) return;
+  pthread_mutex_lock(&b->mu);
+  b->stop = 1;
+  b->draining = 1;
+  pthread_cond_broadcast(&b->work_cv);
+  pthread_mutex_unlock(&b->mu);
+  pthread_join(b->thread, NULL);
+  /* Fail whatever is still queued; waiting callers see DONE with an error. */
+  pthread_mutex_lock(&b->mu);
+  for (ltdi_gen_job *j = b->head, *next; j; j = next) {
+    next = j->next;
+    j->next = NULL;
+    j->rc = LTDI_ERR_IO;
+    j->state = JOB_DONE;
+  }
+  b->head = b->tail = NULL;
+  b->depth = 0;
+  pthread_cond_broadcast(&b->done_cv);
+  pthread_mutex_unlock(&b->mu);
+  /* Callers must not wait on a freed batcher: the daemon drains and stops
+   * the HTTP side before it frees the batcher. */
+  pthread_mutex_destroy(&b->mu);
+  pthread_cond_destroy(&b->work_cv);
+  pthread_cond_destroy(&b->done_cv);
+  free(b);
+}

@@ -1,0 +1,91 @@
+/* server/batcher.h — the dynamic batcher: a bounded queue of generation jobs
+ * and one worker thread that coalesces jobs for the same model and sampler,
+ * arriving within max_queue_delay_us of the oldest, into one call of the run
+ * function (ltdi_model_generate in the daemon, a fake in unit tests).
+ *
+ * Each job carries its own seeds, so its samples are bit-identical whether
+ * they were batched or alone (core/model.h, per-sample mode). A job waits at
+ * most its timeout in total: if it is still queued it is withdrawn; if it is
+ * already being computed the caller leaves and the worker frees it. The
+ * queue is bounded: submit answers LTDI_ERR_OVERFLOW when full (HTTP 503)
+ * and LTDI_ERR_UNSUPPORTED once draining has begun. */
+#ifndef LTDI_SERVER_BATCHER_H
+#define LTDI_SERVER_BATCHER_H
+
+#include <stdint.h>
+
+#include "core/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Computes `batch` samples in one pass; `model` is the job's opaque model
+ * key. out (batch, P). 0 or a negative code. */
+typedef int (*ltdi_batch_run_fn)(void *ctx, void *model, const float *cond /* (B, Dc) */,
+                                 const uint64_t *seeds /* (B) */, int batch,
+                                 const ltdi_gen_options *opt, float *out /* (B, P) */);
+
+/* Called once per pass with its size (metrics); may be NULL. */
+typedef void (*ltdi_batch_observe_fn)(void *ctx, int batch, double compute_ms);
+
+typedef struct ltdi_batcher_config {
+  int max_batch;          /* samples per pass; a single larger job runs alone */
+  long max_queue_delay_us;
+  int queue_capacity;     /* jobs */
+} ltdi_batcher_config;
+
+typedef struct ltdi_gen_job {
+  /* inputs, owned by the caller until ltdi_batcher_wait returns */
+  void *model;            /* jobs coalesce only with the same model ... */
+  ltdi_gen_options opt;   /* ... and the same options */
+  int n;                  /* samples, >= 1 */
+  int cond_dim, n_params; /* Dc and P of that model */
+  const float *cond;      /* (n, Dc) */
+  const uint64_t *seeds;  /* (n) */
+  float *out;             /* (n, P), written by the worker */
+  /* results */
+  int rc;                 /* the run function's code */
+  double queue_ms, compute_ms;
+  int batch_size;         /* samples in the pass that computed it */
+  /* private */
+  int state;
+  double t_enqueue;
+  struct ltdi_gen_job *next;
+} ltdi_gen_job;
+
+typedef struct ltdi_batcher ltdi_batcher;
+
+/* Starts the worker thread. 0, LTDI_ERR_INVALID_ARG or LTDI_ERR_NOMEM. */
+int ltdi_batcher_create(ltdi_batcher **out, const ltdi_batcher_config *cfg,
+                        ltdi_batch_run_fn run, ltdi_batch_observe_fn observe, void *ctx);
+
+/* Queues a job (the caller keeps `job` and its buffers alive until
+ * ltdi_batcher_wait returns). 0, LTDI_ERR_OVERFLOW (queue full),
+ * LTDI_ERR_UNSUPPORTED (draining) or LTDI_ERR_INVALID_ARG. */
+int ltdi_batcher_submit(ltdi_batcher *b, ltdi_gen_job *job);
+
+/* Waits until the job is done or timeout_ms has passed since submit.
+ * 0 when done (then job->rc says how it went) or LTDI_ERR_IO on timeout.
+ * On timeout *handed_over says who owns the job now: 0 — it was still
+ * queued and has been withdrawn, the caller frees it as usual; 1 — it is
+ * being computed, so the batcher frees `job`, `job->cond`, `job->seeds` and
+ * `job->out` with free() when the pass ends (a job that may time out must
+ * have all four malloc'ed) and the caller must not touch it again. */
+int ltdi_batcher_wait(ltdi_batcher *b, ltdi_gen_job *job, long timeout_ms, int *handed_over);
+
+/* Jobs queued (not yet computing). */
+int ltdi_batcher_depth(ltdi_batcher *b);
+
+/* Stops accepting, lets the worker finish every queued job, waits up to
+ * timeout_ms for the queue to empty. 0 or LTDI_ERR_IO (jobs left). */
+int ltdi_batcher_drain(ltdi_batcher *b, long timeout_ms);
+
+/* Stops the worker (after drain, or abandoning what is queued: those jobs
+ * get rc LTDI_ERR_IO) and frees the batcher. */
+void ltdi_batcher_free(ltdi_batcher *b);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

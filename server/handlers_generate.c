@@ -1,0 +1,482 @@
+/* server/handlers_generate.c — POST /v1/generate.
+ *
+ * parse (400/422) → resolve the model reference in the registry (404/409)
+ * → task embedding from support / prototypes / task_embedding (422) →
+ * content-addressed task id → stored task? answer it again : queue a job
+ * for the batcher (503 when full, 504 past the deadline) → best of N by
+ * support loss → safetensors bytes recorded in the registry → JSON or
+ * safetensors response. The task id is the SHA-256 of everything that
+ * determines the weights (model version and file, embedding, seed, steps,
+ * samples, sampler; for best-of-N also the support set), so a repeated
+ * request is idempotent and returns the very same bytes. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/error.h"
+#include "core/safetensors.h"
+#include "server/server_internal.h"
+#include "server/sha256.h"
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+/* A seed for requests that give none: splitmix64 of a per-process random
+ * base and a counter, kept below 2^63 so it round-trips through JSON. */
+static uint64_t fresh_seed(ltdi_server *s) {
+  uint64_t z = s->seed_base + 0x9E3779B97F4A7C15ull * (atomic_fetch_add(&s->seed_counter, 1) + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return (z ^ (z >> 31)) & 0x7FFFFFFFFFFFFFFFull;
+}
+
+static void put_u64(ltdi_sha256 *h, uint64_t x) {
+  uint8_t b[8];
+  for (int i = 0; i < 8; i++) b[i] = (uint8_t)(x >> (8 * i));
+  ltdi_sha256_update(h, b, 8);
+}
+
+static void put_floats(ltdi_sha256 *h, const float *x, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    uint32_t u;
+    memcpy(&u, &x[i], 4);
+    put_u64(h, u);
+  }
+}
+
+static void task_id_of(const ltdi_served_model *sm, const ltdi_gen_request *r, const float *cond,
+                       size_t Dc, uint64_t seed, const ltdi_gen_options *o, char hex[65]) {
+  ltdi_sha256 h;
+  ltdi_sha256_init(&h);
+  ltdi_sha256_update(&h, "ltdi-task-v1", 13);
+  ltdi_sha256_update(&h, sm->name, strlen(sm->name) + 1);
+  put_u64(&h, (uint64_t)sm->version);
+  ltdi_sha256_update(&h, sm->sha256, strlen(sm->sha256) + 1);
+  put_u64(&h, (uint64_t)sm->m->sched.T);
+  put_u64(&h, seed);
+  put_u64(&h, (uint64_t)r->samples);
+  put_u64(&h, (uint64_t)o->sampler.form);
+  put_u64(&h, (uint64_t)o->sampler.sigma);
+  put_floats(&h, &o->sampler.eta, 1);
+  put_u64(&h, (uint64_t)o->mode);
+  put_floats(&h, cond, Dc);
+  if (r->samples > 1) { /* the choice among samples depends on the support set */
+    put_u64(&h, (uint64_t)r->rows);
+    put_floats(&h, r->values, (size_t)r->rows * (size_t)r->cols);
+    for (int i = 0; i < r->rows; i++) put_u64(&h, (uint64_t)r->labels[i]);
+  }
+  uint8_t d[32];
+  ltdi_sha256_final(&h, d);
+  ltdi_sha256_digest_hex(d, hex);
+}
+
+/* Mean cross-entropy and accuracy of the generated head on the support set. */
+static int support_eval(const ltdi_served_model *sm, const float *w, const ltdi_gen_request *r,
+                        double *acc, double *loss) {
+  const ltdi_layout *l = &sm->m->layout;
+  const int d = sm->head_d, h = sm->head_h, N = sm->head_n;
+  int i1 = ltdi_layout_find(l, "fc1.weight"), i2 = ltdi_layout_find(l, "fc1.bias");
+  int i3 = ltdi_layout_find(l, "fc2.weight"), i4 = ltdi_layout_find(l, "fc2.bias");
+  if (i1 < 0 || i2 < 0 || i3 < 0 || i4 < 0) return LTDI_ERR_FORMAT;
+  const float *W1 = w + l->tensors[i1].offset, *b1 = w + l->tensors[i2].offset;
+  const float *W2 = w + l->tensors[i3].offset, *b2 = w + l->tensors[i4].offset;
+  double *hid = malloc((size_t)h * sizeof *hid), *z = malloc((size_t)N * sizeof *z);
+  if (!hid || !z) {
+    free(hid), free(z);
+    return LTDI_ERR_NOMEM;
+  }
+  double total = 0;
+  int correct = 0;
+  for (int i = 0; i < r->rows; i++) {
+    const float *x = r->values + (size_t)i * d;
+    for (int j = 0; j < h; j++) {
+      double a = b1[j];
+      for (int k = 0; k < d; k++) a += (double)W1[(size_t)j * d + k] * x[k];
+      hid[j] = a > 0 ? a : 0;
+    }
+    int best = 0;
+    double zmax = -INFINITY;
+    for (int c = 0; c < N; c++) {
+      double a = b2[c];
+      for (int j = 0; j < h; j++) a += (double)W2[(size_t)c * h + j] * hid[j];
+      z[c] = a;
+      if (a > zmax) zmax = a, best = c;
+    }
+    double se = 0;
+    for (int c = 0; c < N; c++) se += exp(z[c] - zmax);
+    total += zmax + log(se) - z[r->labels[i]];
+    correct += best == r->labels[i];
+  }
+  free(hid), free(z);
+  *loss = total / r->rows;
+  *acc = (double)correct / r->rows;
+  return isfinite(*loss) ? 0 : LTDI_ERR_NONFINITE;
+}
+
+/* The generated tensors as safetensors bytes, with the task's provenance. */
+static int weights_to_st(const ltdi_served_model *sm, const float *w, const char *task_id,
+                         uint64_t seed, int samples, uint8_t **bytes, size_t *n) {
+  ltdi_st_writer *wr = NULL;
+  int rc = ltdi_st_writer_new(&wr);
+  const ltdi_layout *l = &sm->m->layout;
+  for (int i = 0; i < l->n_tensors && !rc; i++)
+    rc = ltdi_st_writer_add(wr, l->tensors[i].name, LTDI_DTYPE_F32, l->tensors[i].ndim,
+                            l->tensors[i].shape, w + l->tensors[i].offset);
+  char buf[64];
+  if (!rc) rc = ltdi_st_writer_meta(wr, "format", "ltdi-weights");
+  if (!rc) rc = ltdi_st_writer_meta(wr, "task_id", task_id);
+  if (!rc) rc = ltdi_st_writer_meta(wr, "model", sm->name);
+  snprintf(buf, sizeof buf, "%lld", (long long)sm->version);
+  if (!rc) rc = ltdi_st_writer_meta(wr, "model_version", buf);
+  snprintf(buf, sizeof buf, "%llu", (unsigned long long)seed);
+  if (!rc) rc = ltdi_st_writer_meta(wr, "seed", buf);
+  snprintf(buf, sizeof buf, "%d", samples);
+  if (!rc) rc = ltdi_st_writer_meta(wr, "samples", buf);
+  if (!rc) rc = ltdi_st_writer_meta(wr, "layout", l->kind);
+  if (!rc) rc = ltdi_st_writer_serialize(wr, bytes, n);
+  ltdi_st_writer_free(wr);
+  return rc;
+}
+
+/* The flat weight vector (P) of a stored task, in the model's layout. */
+static int weights_from_st(const ltdi_served_model *sm, const uint8_t *bytes, size_t n, float *w) {
+  ltdi_st_file *f = NULL;
+  char err[256];
+  int rc = ltdi_st_parse(bytes, n, &f, err, sizeof err);
+  const ltdi_layout *l = &sm->m->layout;
+  for (int i = 0; i < l->n_tensors && !rc; i++) {
+    int64_t shape[LTDI_LAYOUT_MAX_DIMS];
+    const float *data = NULL;
+    memcpy(shape, l->tensors[i].shape, sizeof shape);
+    rc = ltdi_st_get_f32(f, l->tensors[i].name, l->tensors[i].ndim, shape, &data, err, sizeof err);
+    if (!rc) memcpy(w + l->tensors[i].offset, data, l->tensors[i].size * sizeof *w);
+  }
+  ltdi_st_close(f);
+  return rc;
+}
+
+char *ltdi__weights_text_from_st(const uint8_t *bytes, size_t n) {
+  ltdi_st_file *f = NULL;
+  char err[256];
+  if (ltdi_st_parse(bytes, n, &f, err, sizeof err)) return NULL;
+  const char *names[64];
+  int ndims[64];
+  const int64_t *shapes[64];
+  const float *data[64];
+  int k = 0;
+  for (int i = 0; i < f->n_tensors && k < 64; i++) {
+    const ltdi_st_tensor *t = &f->tensors[i];
+    if (t->dtype != LTDI_DTYPE_F32) continue;
+    names[k] = t->name, ndims[k] = t->ndim, shapes[k] = t->shape, data[k] = t->data;
+    k++;
+  }
+  char *txt = ltdi_api_weights_text(k, names, ndims, shapes, data);
+  ltdi_st_close(f);
+  return txt;
+}
+
+static char *weights_text(const ltdi_layout *l, const float *w) {
+  enum { MAXT = 256 };
+  if (l->n_tensors > MAXT) return NULL;
+  const char *names[MAXT];
+  int ndims[MAXT];
+  const int64_t *shapes[MAXT];
+  const float *data[MAXT];
+  for (int i = 0; i < l->n_tensors; i++) {
+    names[i] = l->tensors[i].name;
+    ndims[i] = l->tensors[i].ndim;
+    shapes[i] = l->tensors[i].shape;
+    data[i] = w + l->tensors[i].offset;
+  }
+  return ltdi_api_weights_text(l->n_tensors, names, ndims, shapes, data);
+}
+
+/* Everything one generation carries from the job to the response. */
+typedef struct gen_state {
+  ltdi_gen_request r;
+  ltdi_model_version v;
+  ltdi_served_model *sm;
+  float *cond;     /* (Dc) */
+  float *w;        /* (P) the answer */
+  uint8_t *st;     /* its safetensors bytes */
+  size_t st_len;
+  uint64_t seed;
+  ltdi_gen_options opt;
+  char task_id[65];
+  int cached, best, have_support;
+  double acc, loss, queue_ms, compute_ms, t0;
+  int batch_size;
+} gen_state;
+
+/* Queues the samples and waits; fills g->w (P) with the best one. 0 or fills rs. */
+static int run_job(ltdi_server *s, gen_state *g, ltdi_resp *rs) {
+  const ltdi_model *m = g->sm->m;
+  const size_t Dc = (size_t)m->ways * m->feat_dim, P = m->layout.n_params;
+  const int n = g->r.samples;
+  ltdi_gen_job *job = calloc(1, sizeof *job);
+  float *cond = malloc((size_t)n * Dc * sizeof *cond), *out = malloc((size_t)n * P * sizeof *out);
+  uint64_t *seeds = malloc((size_t)n * sizeof *seeds);
+  if (!job || !cond || !out || !seeds) {
+    free(job), free(cond), free(out), free(seeds);
+    ltdi__resp_header(rs, "Retry-After", "1");
+    ltdi__resp_error(rs, 503, "out of memory for the job");
+    return -1;
+  }
+  for (int i = 0; i < n; i++) {
+    memcpy(cond + (size_t)i * Dc, g->cond, Dc * sizeof *cond);
+    seeds[i] = g->seed + (uint64_t)i; /* sample i of best-of-N: seed + i */
+  }
+  job->model = g->sm;
+  job->opt = g->opt;
+  job->n = n;
+  job->cond_dim = (int)Dc;
+  job->n_params = (int)P;
+  job->cond = cond;
+  job->seeds = seeds;
+  job->out = out;
+  int rc = ltdi_batcher_submit(s->batcher, job);
+  if (rc) {
+    free(job), free(cond), free(out), free(seeds);
+    ltdi__resp_header(rs, "Retry-After", "1");
+    if (rc == LTDI_ERR_OVERFLOW) {
+      ltdi_metrics_rejected(s->metrics, "queue_full");
+      ltdi__resp_error(rs, 503, "the generation queue is full (queue_capacity %lld)",
+                       s->cfg.queue_capacity);
+    } else {
+      ltdi__resp_error(rs, 503, "the daemon is draining and accepts no new work");
+    }
+    return -1;
+  }
+  int handed = 0;
+  rc = ltdi_batcher_wait(s->batcher, job, (long)s->cfg.request_timeout_ms, &handed);
+  if (rc) {
+    if (!handed) free(job), free(cond), free(out), free(seeds);
+    ltdi_metrics_rejected(s->metrics, "timeout");
+    ltdi__resp_error(rs, 504, "generation did not finish within request_timeout_ms (%lld ms)",
+                     s->cfg.request_timeout_ms);
+    return -1;
+  }
+  g->queue_ms = job->queue_ms;
+  g->compute_ms = job->compute_ms;
+  g->batch_size = job->batch_size;
+  ltdi_metrics_queue_wait(s->metrics, job->queue_ms / 1e3);
+  rc = job->rc;
+  free(job), free(cond), free(seeds);
+  if (rc) {
+    free(out);
+    if (rc == LTDI_ERR_NONFINITE)
+      ltdi__resp_error(rs, 500, "the sampler diverged (non-finite weights)");
+    else
+      ltdi__resp_error(rs, 500, "generation failed: %s", ltdi_strerror(rc));
+    return -1;
+  }
+  ltdi_metrics_generated(s->metrics, n, (long)((size_t)n * P));
+  g->best = 0;
+  if (g->have_support) {
+    for (int i = 0; i < n; i++) {
+      double a = 0, l = 0;
+      if (support_eval(g->sm, out + (size_t)i * P, &g->r, &a, &l)) l = INFINITY;
+      if (i == 0 || l < g->loss) g->loss = l, g->acc = a, g->best = i;
+    }
+  }
+  g->w = malloc(P * sizeof *g->w);
+  if (!g->w) {
+    free(out);
+    ltdi__resp_error(rs, 503, "out of memory");
+    return -1;
+  }
+  memcpy(g->w, out + (size_t)g->best * P, P * sizeof *g->w);
+  free(out);
+  return 0;
+}
+
+static void record_task(ltdi_server *s, gen_state *g, ltdi_resp *rs) {
+  const size_t Dc = (size_t)g->sm->m->ways * g->sm->m->feat_dim;
+  ltdi_task_record t;
+  memset(&t, 0, sizeof t);
+  snprintf(t.task_id, sizeof t.task_id, "%s", g->task_id);
+  snprintf(t.model, sizeof t.model, "%s", g->sm->name);
+  t.version = g->sm->version;
+  t.seed = g->seed;
+  t.steps = g->sm->m->sched.T;
+  t.samples = g->r.samples;
+  ltdi_sha256_hex(g->cond, Dc * sizeof(float), t.embedding_sha256);
+  t.support_accuracy = g->have_support ? g->acc : NAN;
+  t.support_loss = g->have_support ? g->loss : NAN;
+  t.queue_ms = g->queue_ms;
+  t.compute_ms = g->compute_ms;
+  t.batch_size = g->batch_size;
+  t.weights = g->st;
+  t.weights_size = g->st_len;
+  char err[256] = "";
+  int rc = ltdi_registry_put_task(s->reg, &t, NULL, err, sizeof err);
+  if (rc) ltdi__resp_code(rs, rc == LTDI_ERR_NOT_FOUND ? LTDI_ERR_IO : rc, err);
+}
+
+static void respond(ltdi_server *s, const ltdi_req *rq, gen_state *g, ltdi_resp *rs) {
+  const double total = now_ms() - g->t0;
+  int st = g->r.format == LTDI_FORMAT_SAFETENSORS ||
+           (g->r.format == LTDI_FORMAT_UNSET && ltdi__wants_safetensors(rq));
+  (void)s;
+  if (st) {
+    ltdi__resp_header(rs, "X-Task-Id", "%s", g->task_id);
+    ltdi__resp_header(rs, "X-Model", "%s@%lld", g->sm->name, (long long)g->sm->version);
+    ltdi__resp_header(rs, "X-Seed", "%llu", (unsigned long long)g->seed);
+    ltdi__resp_header(rs, "X-Queue-Ms", "%.3f", g->queue_ms);
+    ltdi__resp_header(rs, "X-Compute-Ms", "%.3f", g->compute_ms);
+    ltdi__resp_header(rs, "X-Batch-Size", "%d", g->batch_size);
+    ltdi__resp_header(rs, "X-Cached", "%s", g->cached ? "true" : "false");
+    if (g->have_support) {
+      ltdi__resp_header(rs, "X-Support-Accuracy", "%.6f", g->acc);
+      ltdi__resp_header(rs, "X-Support-Loss", "%.9g", g->loss);
+    }
+    ltdi__resp_bytes(rs, 200, "application/octet-stream", g->st, g->st_len);
+    g->st = NULL;
+    return;
+  }
+  json_t *o = json_object();
+  char *wt = weights_text(&g->sm->m->layout, g->w);
+  if (!o || !wt) {
+    json_decref(o), free(wt);
+    ltdi__resp_error(rs, 503, "out of memory");
+    return;
+  }
+  json_object_set_new(o, "task_id", json_string(g->task_id));
+  json_object_set_new(o, "model", json_pack("{s:s,s:I}", "name", g->sm->name, "version",
+                                            (json_int_t)g->sm->version));
+  json_object_set_new(o, "seed", json_integer((json_int_t)g->seed));
+  json_object_set_new(o, "steps", json_integer(g->sm->m->sched.T));
+  json_object_set_new(o, "samples", json_integer(g->r.samples));
+  json_object_set_new(o, "sampler", json_pack("{s:s,s:s,s:f}", "form",
+                                              ltdi_sampler_form_name(g->opt.sampler.form), "sigma",
+                                              ltdi_sampler_sigma_name(g->opt.sampler.sigma), "eta",
+                                              (double)g->opt.sampler.eta));
+  json_object_set_new(o, "cached", json_boolean(g->cached));
+  json_object_set_new(o, "timings", json_pack("{s:f,s:f,s:i,s:f}", "queue_ms", g->queue_ms,
+                                              "compute_ms", g->compute_ms, "batch_size",
+                                              g->batch_size, "total_ms", total));
+  if (g->have_support) {
+    json_t *sj = json_pack("{s:f,s:f}", "accuracy", g->acc, "loss", g->loss);
+    if (sj && g->best >= 0) json_object_set_new(sj, "best_sample", json_integer(g->best));
+    json_object_set_new(o, "support", sj);
+  }
+  json_object_set_new(o, "layout", json_string(g->sm->m->layout.kind));
+  ltdi__resp_json_weights(rs, 200, o, wt);
+}
+
+/* Resolves the reference to a loaded READY version. 0 or fills rs. */
+static int find_model(ltdi_server *s, gen_state *g, ltdi_resp *rs) {
+  char err[300] = "";
+  const char *ref = g->r.model[0] ? g->r.model : NULL;
+  int rc = ltdi_registry_resolve(s->reg, ref, &g->v, err, sizeof err);
+  if (rc == LTDI_ERR_NOT_FOUND) {
+    ltdi__resp_error(rs, 404, "unknown model '%s': %s", ref ? ref : "(default)", err);
+    return -1;
+  }
+  if (rc == LTDI_ERR_INVALID_ARG) {
+    ltdi__resp_error(rs, 422, "model: %s", err);
+    return -1;
+  }
+  if (rc) {
+    ltdi__resp_code(rs, rc, err);
+    return -1;
+  }
+  if (g->v.status != LTDI_VERSION_READY) {
+    ltdi__resp_error(rs, 409, "model %s@%lld is %s: %s", g->v.name, (long long)g->v.version,
+                     ltdi_version_status_name(g->v.status), g->v.reason);
+    return -1;
+  }
+  g->sm = ltdi_model_set_acquire(s->models, g->v.name, g->v.version);
+  if (!g->sm) {
+    ltdi__resp_error(rs, 409, "model %s@%lld is not loaded (POST /v1/models/%s/versions/%lld/load)",
+                     g->v.name, (long long)g->v.version, g->v.name, (long long)g->v.version);
+    return -1;
+  }
+  return 0;
+}
+
+void ltdi__h_generate(ltdi_server *s, const ltdi_req *rq, ltdi_resp *rs) {
+  gen_state g;
+  memset(&g, 0, sizeof g);
+  g.t0 = now_ms();
+  ltdi_api_error e;
+  if (ltdi_api_parse_generate(rq->body, rq->body_len, (int)s->cfg.max_samples, &g.r, &e)) {
+    ltdi__resp_api_error(rs, &e);
+    return;
+  }
+  if (find_model(s, &g, rs)) goto done;
+  const ltdi_model *m = g.sm->m;
+  const size_t Dc = (size_t)m->ways * m->feat_dim, P = m->layout.n_params;
+  if (g.r.steps != 0 && g.r.steps != m->sched.T) {
+    ltdi__resp_error(rs, 422, "steps: this model samples with its T = %d steps; give 0 or %d",
+                     m->sched.T, m->sched.T);
+    goto done;
+  }
+  if (g.r.samples > 1 && !g.sm->is_head) {
+    ltdi__resp_error(rs, 422, "samples: best of N needs a classifier-head model (support loss)");
+    goto done;
+  }
+  g.cond = malloc(Dc * sizeof *g.cond);
+  if (!g.cond) {
+    ltdi__resp_error(rs, 503, "out of memory");
+    goto done;
+  }
+  if (ltdi_api_task_embedding(&g.r, m->ways, m->feat_dim, g.cond, &e)) {
+    ltdi__resp_api_error(rs, &e);
+    goto done;
+  }
+  g.have_support = g.r.kind == LTDI_COND_SUPPORT && g.sm->is_head;
+  g.seed = g.r.has_seed ? g.r.seed : fresh_seed(s);
+  g.opt = ltdi_gen_options_default(m);
+  g.opt.mode = s->cfg.batched_forward ? LTDI_GEN_BATCHED : LTDI_GEN_PER_SAMPLE;
+  if (g.r.samples > 1 && g.opt.sampler.sigma == LTDI_SIGMA_NONE) {
+    /* Without σ_t z every draw lands near the conditional mean, so best of
+     * N would choose among near-copies: sample stochastically instead. */
+    g.opt.sampler.sigma = LTDI_SIGMA_BETA;
+    g.opt.sampler.eta = 1.0f;
+  }
+  task_id_of(g.sm, &g.r, g.cond, Dc, g.seed, &g.opt, g.task_id);
+
+  ltdi_task_record prev;
+  memset(&prev, 0, sizeof prev);
+  char err[256];
+  if (ltdi_registry_get_task(s->reg, g.task_id, 1, &prev, err, sizeof err) == 0 && prev.weights) {
+    g.w = malloc(P * sizeof *g.w);
+    if (g.w && weights_from_st(g.sm, prev.weights, prev.weights_size, g.w) == 0) {
+      g.cached = 1;
+      g.st = prev.weights, g.st_len = prev.weights_size;
+      prev.weights = NULL;
+      g.queue_ms = g.compute_ms = 0;
+      g.batch_size = 0;
+      if (g.have_support && support_eval(g.sm, g.w, &g.r, &g.acc, &g.loss)) g.have_support = 0;
+      g.best = g.r.samples > 1 ? -1 : 0; /* which sample won is not stored */
+    } else {
+      free(g.w);
+      g.w = NULL;
+    }
+  }
+  ltdi_task_record_clear(&prev);
+  if (!g.cached) {
+    if (run_job(s, &g, rs)) goto done;
+    if (weights_to_st(g.sm, g.w, g.task_id, g.seed, g.r.samples, &g.st, &g.st_len)) {
+      ltdi__resp_error(rs, 503, "out of memory for the safetensors response");
+      goto done;
+    }
+    record_task(s, &g, rs);
+    if (rs->status) goto done;
+  }
+  respond(s, rq, &g, rs);
+done:
+  ltdi_model_set_release(s->models, g.sm);
+  ltdi_model_version_clear(&g.v);
+  ltdi_gen_request_free(&g.r);
+  free(g.cond);
+  free(g.w);
+  free(g.st);
+}

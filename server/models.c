@@ -1,0 +1,235 @@
+/* server/models.c — loaded model versions (see models.h). */
+#define _POSIX_C_SOURCE 200809L
+#include "server/models.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/error.h"
+
+#define MAX_LOADED 64
+
+struct ltdi_model_set {
+  pthread_mutex_t mu;
+  ltdi_served_model *slot[MAX_LOADED];
+  int max_loaded, blas_threads, warmup;
+};
+
+int ltdi_model_set_create(ltdi_model_set **out, int max_loaded, int blas_threads, int warmup) {
+  ltdi_model_set *s = calloc(1, sizeof *s);
+  *out = s;
+  if (!s) return LTDI_ERR_NOMEM;
+  pthread_mutex_init(&s->mu, NULL);
+  s->max_loaded = max_loaded < 1 ? 1 : max_loaded > MAX_LOADED ? MAX_LOADED : max_loaded;
+  s->blas_threads = blas_threads;
+  s->warmup = warmup;
+  return 0;
+}
+
+static void served_free(ltdi_served_model *sm) {
+  if (!sm) return;
+  ltdi_model_free(sm->m);
+  ltdi_backend_destroy(sm->be);
+  free(sm);
+}
+
+void ltdi_model_set_free(ltdi_model_set *s) {
+  if (!s) return;
+  for (int i = 0; i < MAX_LOADED; i++) served_free(s->slot[i]);
+  pthread_mutex_destroy(&s->mu);
+  free(s);
+}
+
+static int find(ltdi_model_set *s, const char *name, int64_t version) {
+  for (int i = 0; i < MAX_LOADED; i++)
+    if (s->slot[i] && s->slot[i]->version == version && !strcmp(s->slot[i]->name, name)) return i;
+  return -1;
+}
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+/* One generation from a fixed embedding: proves the whole path works and
+ * touches every page of the parameters before the first request. */
+static int warm_up(ltdi_model *m) {
+  const size_t Dc = (size_t)m->ways * (size_t)m->feat_dim;
+  float *c = calloc(Dc, sizeof *c), *w = malloc(m->layout.n_params * sizeof *w);
+  uint64_t seed = 0;
+  int rc = (!c || !w) ? LTDI_ERR_NOMEM : 0;
+  if (!rc) {
+    for (int i = 0; i < m->ways; i++)
+      for (int k = 0; k < m->feat_dim; k++) c[(size_t)i * m->feat_dim + k] = m->cond_mean[k];
+    ltdi_gen_options o = ltdi_gen_options_default(m);
+    rc = ltdi_model_generate(m, c, &seed, 1, &o, w, NULL);
+  }
+  free(c), free(w);
+  return rc;
+}
+
+int ltdi_model_set_load(ltdi_model_set *s, const char *name, int64_t version, const char *path,
+                        const char *sha256, char *err, size_t errlen) {
+  pthread_mutex_lock(&s->mu);
+  int exists = find(s, name, version) >= 0, n = 0;
+  for (int i = 0; i < MAX_LOADED; i++) n += s->slot[i] != NULL;
+  pthread_mutex_unlock(&s->mu);
+  if (exists) {
+    snprintf(err, errlen, "%s@%lld is already loaded", name, (long long)version);
+    return LTDI_ERR_EXISTS;
+  }
+  if (n >= s->max_loaded) {
+    snprintf(err, errlen, "%d model versions are loaded (max_loaded_models); unload one first", n);
+    return LTDI_ERR_OVERFLOW;
+  }
+  ltdi_served_model *sm = calloc(1, sizeof *sm);
+  if (!sm) return LTDI_ERR_NOMEM;
+  snprintf(sm->name, sizeof sm->name, "%s", name);
+  snprintf(sm->sha256, sizeof sm->sha256, "%s", sha256 ? sha256 : "");
+  sm->version = version;
+  int rc = ltdi_backend_cpu_create(&sm->be, s->blas_threads);
+  if (rc) {
+    snprintf(err, errlen, "cannot create a backend: %s", ltdi_strerror(rc));
+    free(sm);
+    return rc;
+  }
+  rc = ltdi_model_load(&sm->m, sm->be, path, err, errlen);
+  if (!rc) {
+    sm->is_head = ltdi_layout_head_dims(&sm->m->layout, &sm->head_d, &sm->head_h, &sm->head_n) == 0 &&
+                  sm->head_d == sm->m->feat_dim && sm->head_n == sm->m->ways;
+    if (s->warmup) {
+      double t0 = now_ms();
+      rc = warm_up(sm->m);
+      sm->warmup_ms = now_ms() - t0;
+      if (rc) snprintf(err, errlen, "warm-up generation failed: %s", ltdi_strerror(rc));
+    }
+  }
+  if (rc) {
+    served_free(sm);
+    return rc;
+  }
+  pthread_mutex_lock(&s->mu);
+  int slot = -1;
+  n = 0;
+  for (int i = 0; i < MAX_LOADED; i++) {
+    n += s->slot[i] != NULL;
+    if (!s->slot[i] && slot < 0) slot = i;
+  }
+  if (find(s, name, version) >= 0) {
+    rc = LTDI_ERR_EXISTS; /* a concurrent load won */
+    snprintf(err, errlen, "%s@%lld is already loaded", name, (long long)version);
+  } else if (n >= s->max_loaded || slot < 0) {
+    rc = LTDI_ERR_OVERFLOW;
+    snprintf(err, errlen, "max_loaded_models reached");
+  } else {
+    sm->refs = 1; /* the set's own reference */
+    s->slot[slot] = sm;
+  }
+  pthread_mutex_unlock(&s->mu);
+  if (rc) served_free(sm);
+  return rc;
+}
+
+int ltdi_model_set_unload(ltdi_model_set *s, const char *name, int64_t version) {
+  ltdi_served_model *drop = NULL;
+  pthread_mutex_lock(&s->mu);
+  int i = find(s, name, version);
+  if (i >= 0) {
+    ltdi_served_model *sm = s->slot[i];
+    s->slot[i] = NULL;
+    sm->retired = 1;
+    if (--sm->refs == 0) drop = sm;
+  }
+  pthread_mutex_unlock(&s->mu);
+  served_free(drop);
+  return i >= 0 ? 0 : LTDI_ERR_NOT_FOUND;
+}
+
+ltdi_served_model *ltdi_model_set_acquire(ltdi_model_set *s, const char *name, int64_t version) {
+  pthread_mutex_lock(&s->mu);
+  int i = find(s, name, version);
+  ltdi_served_model *sm = i >= 0 ? s->slot[i] : NULL;
+  if (sm) sm->refs++;
+  pthread_mutex_unlock(&s->mu);
+  return sm;
+}
+
+void ltdi_model_set_release(ltdi_model_set *s, ltdi_served_model *sm) {
+  if (!sm) return;
+  pthread_mutex_lock(&s->mu);
+  int last = --sm->refs == 0;
+  pthread_mutex_unlock(&s->mu);
+  if (last) served_free(sm);
+}
+
+int ltdi_model_set_list(ltdi_model_set *s, char (*names)[64], int64_t *versions,
+                        char (*shas)[65], int cap) {
+  int n = 0;
+  pthread_mutex_lock(&s->mu);
+  for (int i = 0; i < MAX_LOADED && n < cap; i++) {
+    if (!s->slot[i]) continue;
+    snprintf(names[n], 64, "%s", s->slot[i]->name);
+    versions[n] = s->slot[i]->version;
+    if (shas) snprintf(shas[n], 65, "%s", s->slot[i]->sha256);
+    n++;
+  }
+  pthread_mutex_unlock(&s->mu);
+  return n;
+}
+
+char *ltdi_model_summary_json(const ltdi_model *m) {
+  json_t *o = json_object();
+  if (!o) return NULL;
+  int d = 0, h = 0, n = 0;
+  json_object_set_new(o, "layout_kind", json_string(m->layout.kind));
+  json_object_set_new(o, "ways", json_integer(m->ways));
+  json_object_set_new(o, "feat_dim", json_integer(m->feat_dim));
+  json_object_set_new(o, "embedding_dim", json_integer((json_int_t)m->ways * m->feat_dim));
+  json_object_set_new(o, "n_params", json_integer((json_int_t)m->layout.n_params));
+  if (ltdi_layout_head_dims(&m->layout, &d, &h, &n) == 0)
+    json_object_set_new(o, "hidden", json_integer(h));
+  json_object_set_new(o, "T", json_integer(m->sched.T));
+  json_object_set_new(o, "L", json_integer(m->sched.L));
+  json_t *smp = json_object();
+  json_object_set_new(smp, "form", json_string(ltdi_sampler_form_name(m->sampler.form)));
+  json_object_set_new(smp, "sigma", json_string(ltdi_sampler_sigma_name(m->sampler.sigma)));
+  json_object_set_new(smp, "eta", json_real(m->sampler.eta));
+  json_object_set_new(o, "sampler", smp);
+  json_t *tensors = json_array();
+  for (int i = 0; i < m->layout.n_tensors; i++) {
+    const ltdi_layout_tensor *t = &m->layout.tensors[i];
+    json_t *shape = json_array();
+    for (int k = 0; k < t->ndim; k++) json_array_append_new(shape, json_integer(t->shape[k]));
+    json_t *e = json_object();
+    json_object_set_new(e, "name", json_string(t->name));
+    json_object_set_new(e, "shape", shape);
+    json_array_append_new(tensors, e);
+  }
+  json_object_set_new(o, "tensors", tensors);
+  if (m->trainer_version) json_object_set_new(o, "trainer_version", json_string(m->trainer_version));
+  if (m->data) json_object_set_new(o, "data", json_string(m->data));
+  char *txt = json_dumps(o, JSON_COMPACT);
+  json_decref(o);
+  return txt;
+}
+
+int ltdi_model_file_check(const char *path, char **meta_json, char *err, size_t errlen) {
+  *meta_json = NULL;
+  ltdi_backend *be = NULL;
+  int rc = ltdi_backend_cpu_create(&be, 1);
+  if (rc) {
+    snprintf(err, errlen, "cannot create a backend: %s", ltdi_strerror(rc));
+    return rc;
+  }
+  ltdi_model *m = NULL;
+  rc = ltdi_model_load(&m, be, path, err, errlen);
+  if (!rc) *meta_json = ltdi_model_summary_json(m);
+  ltdi_model_free(m);
+  ltdi_backend_destroy(be);
+  return rc;
+}

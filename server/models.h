@@ -1,0 +1,67 @@
+/* server/models.h — the model versions the daemon holds in memory, keyed by
+ * name@version. Loading reads and validates the file into a private CPU
+ * backend, runs an optional warm-up generation, and only then publishes the
+ * version, so a failed load never disturbs what is being served. Versions
+ * are reference counted: unloading one that queued requests still use frees
+ * it when the last of them releases it. Thread-safe. */
+#ifndef LTDI_SERVER_MODELS_H
+#define LTDI_SERVER_MODELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ltdi_served_model {
+  char name[64];
+  int64_t version;
+  char sha256[65];
+  ltdi_backend *be; /* private to this model; used by one thread at a time */
+  ltdi_model *m;
+  int is_head;            /* layout is the 2-layer head: support metrics work */
+  int head_d, head_h, head_n;
+  double warmup_ms;
+  /* private */
+  int refs;
+  int retired;
+} ltdi_served_model;
+
+typedef struct ltdi_model_set ltdi_model_set;
+
+int ltdi_model_set_create(ltdi_model_set **out, int max_loaded, int blas_threads, int warmup);
+/* Frees every model (callers must have released theirs). */
+void ltdi_model_set_free(ltdi_model_set *s);
+
+/* Loads `path` as name@version. 0; LTDI_ERR_EXISTS when already loaded
+ * (nothing changes); LTDI_ERR_OVERFLOW when max_loaded versions are held;
+ * or the loader's error with the reason in err. */
+int ltdi_model_set_load(ltdi_model_set *s, const char *name, int64_t version, const char *path,
+                        const char *sha256, char *err, size_t errlen);
+
+/* Unpublishes name@version; LTDI_ERR_NOT_FOUND when it was not loaded. */
+int ltdi_model_set_unload(ltdi_model_set *s, const char *name, int64_t version);
+
+/* A counted reference to a loaded version, or NULL. */
+ltdi_served_model *ltdi_model_set_acquire(ltdi_model_set *s, const char *name, int64_t version);
+void ltdi_model_set_release(ltdi_model_set *s, ltdi_served_model *sm);
+
+/* Copies up to `cap` loaded (name, version, sha256) triples; returns how many. */
+int ltdi_model_set_list(ltdi_model_set *s, char (*names)[64], int64_t *versions,
+                        char (*shas)[65], int cap);
+
+/* Validates a model file without keeping it: 0 or the loader's error with
+ * the reason in err; *meta_json (malloc'd, may be NULL on OOM) summarises
+ * the model for the registry. */
+int ltdi_model_file_check(const char *path, char **meta_json, char *err, size_t errlen);
+
+/* The registry summary of a loaded model (malloc'd JSON object text). */
+char *ltdi_model_summary_json(const ltdi_model *m);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

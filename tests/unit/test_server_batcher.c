@@ -1,0 +1,243 @@
+/* tests/unit/test_server_batcher.c — the dynamic batcher (server/batcher.h):
+ * jobs arriving within the delay coalesce up to max_batch, only with the
+ * same model; every job gets exactly its own results; a full queue refuses;
+ * a job past its deadline is withdrawn (queued) or handed over (running);
+ * drain finishes queued work and refuses new work; and with the real
+ * sampler, a batched job is bit-identical to the same job run alone. */
+#define _POSIX_C_SOURCE 200809L
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/error.h"
+#include "core/model.h"
+#include "core/rng.h"
+#include "server/batcher.h"
+
+#define DC 3
+#define P 4
+
+/* The fake sampler: out[b][p] = model_tag * 1000 + seed_b + Σ cond_b + p,
+ * and it records the size and model of every pass. A gate can hold it. */
+typedef struct fake {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int gate_closed, in_run;
+  int n_passes, sizes[256];
+  void *models[256];
+} fake;
+
+static int fake_run(void *ctx, void *model, const float *cond, const uint64_t *seeds, int batch,
+                    const ltdi_gen_options *opt, float *out) {
+  fake *f = ctx;
+  (void)opt;
+  pthread_mutex_lock(&f->mu);
+  f->in_run = 1;
+  pthread_cond_broadcast(&f->cv);
+  while (f->gate_closed) pthread_cond_wait(&f->cv, &f->mu);
+  if (f->n_passes < 256) f->sizes[f->n_passes] = batch, f->models[f->n_passes] = model;
+  f->n_passes++;
+  f->in_run = 0;
+  pthread_mutex_unlock(&f->mu);
+  const float tag = (float)(intptr_t)model;
+  for (int b = 0; b < batch; b++) {
+    float s = 0;
+    for (int k = 0; k < DC; k++) s += cond[b * DC + k];
+    for (int p = 0; p < P; p++) out[b * P + p] = tag * 1000 + (float)seeds[b] + s + (float)p;
+  }
+  return 0;
+}
+
+static void fake_init(fake *f) {
+  memset(f, 0, sizeof *f);
+  pthread_mutex_init(&f->mu, NULL);
+  pthread_cond_init(&f->cv, NULL);
+}
+
+static void gate(fake *f, int closed) {
+  pthread_mutex_lock(&f->mu);
+  f->gate_closed = closed;
+  pthread_cond_broadcast(&f->cv);
+  pthread_mutex_unlock(&f->mu);
+}
+
+static void wait_in_run(fake *f) {
+  pthread_mutex_lock(&f->mu);
+  while (!f->in_run) pthread_cond_wait(&f->cv, &f->mu);
+  pthread_mutex_unlock(&f->mu);
+}
+
+/* A heap job of n samples for model `tag` with seeds base.. and cond = k. */
+static ltdi_gen_job *make_job(int tag, int n, uint64_t base) {
+  ltdi_gen_job *j = calloc(1, sizeof *j);
+  float *c = malloc(sizeof(float) * n * DC);
+  uint64_t *s = malloc(sizeof(uint64_t) * n);
+  for (int i = 0; i < n; i++) {
+    s[i] = base + (uint64_t)i;
+    for (int k = 0; k < DC; k++) c[i * DC + k] = (float)(i + k);
+  }
+  j->model = (void *)(intptr_t)tag;
+  j->opt = ltdi_gen_options_default(NULL);
+  j->n = n;
+  j->cond_dim = DC;
+  j->n_params = P;
+  j->cond = c;
+  j->seeds = s;
+  j->out = malloc(sizeof(float) * n * P);
+  return j;
+}
+
+static void free_job(ltdi_gen_job *j) {
+  free((void *)j->cond), free((void *)j->seeds), free(j->out), free(j);
+}
+
+static void check_job(const ltdi_gen_job *j) {
+  const float tag = (float)(intptr_t)j->model;
+  for (int b = 0; b < j->n; b++) {
+    float s = 0;
+    for (int k = 0; k < DC; k++) s += j->cond[b * DC + k];
+    for (int p = 0; p < P; p++)
+      cr_assert_eq(j->out[b * P + p], tag * 1000 + (float)j->seeds[b] + s + (float)p,
+                   "job result %d/%d is not its own", b, p);
+  }
+}
+
+Test(batcher, coalesces_by_model_up_to_max_batch) {
+  fake f;
+  fake_init(&f);
+  ltdi_batcher_config cfg = {.max_batch = 8, .max_queue_delay_us = 200000, .queue_capacity = 64};
+  ltdi_batcher *b = NULL;
+  cr_assert_eq(ltdi_batcher_create(&b, &cfg, fake_run, NULL, &f), 0);
+  enum { NJ = 14 };
+  ltdi_gen_job *jobs[NJ];
+  /* 10 one-sample jobs for model 1, 4 two-sample jobs for model 2, queued
+   * well inside the delay: model 1 fills 8 + 2, model 2 one pass of 8. */
+  for (int i = 0; i < NJ; i++) {
+    jobs[i] = i < 10 ? make_job(1, 1, 100 + i) : make_job(2, 2, 500 + 10 * i);
+    cr_assert_eq(ltdi_batcher_submit(b, jobs[i]), 0);
+  }
+  for (int i = 0; i < NJ; i++) {
+    int handed = 0;
+    cr_assert_eq(ltdi_batcher_wait(b, jobs[i], 10000, &handed), 0);
+    cr_assert_eq(jobs[i]->rc, 0);
+    check_job(jobs[i]);
+    cr_assert(jobs[i]->batch_size >= jobs[i]->n && jobs[i]->batch_size <= 8);
+  }
+  int max = 0, total = 0;
+  for (int i = 0; i < f.n_passes; i++) {
+    total += f.sizes[i];
+    if (f.sizes[i] > max) max = f.sizes[i];
+  }
+  cr_assert_eq(total, 18);
+  cr_assert_eq(max, 8, "a full batch was never formed");
+  cr_assert_eq(f.n_passes, 3, "passes: %d", f.n_passes);
+  ltdi_batcher_free(b);
+  for (int i = 0; i < NJ; i++) free_job(jobs[i]);
+}
+
+Test(batcher, queue_full_timeout_and_drain) {
+  fake f;
+  fake_init(&f);
+  ltdi_batcher_config cfg = {.max_batch = 1, .max_queue_delay_us = 0, .queue_capacity = 2};
+  ltdi_batcher *b = NULL;
+  cr_assert_eq(ltdi_batcher_create(&b, &cfg, fake_run, NULL, &f), 0);
+  gate(&f, 1);
+  ltdi_gen_job *running = make_job(1, 1, 1);
+  cr_assert_eq(ltdi_batcher_submit(b, running), 0);
+  wait_in_run(&f); /* the worker holds it: the queue is empty again */
+  ltdi_gen_job *q1 = make_job(1, 1, 2), *q2 = make_job(1, 1, 3), *q3 = make_job(1, 1, 4);
+  cr_assert_eq(ltdi_batcher_submit(b, q1), 0);
+  cr_assert_eq(ltdi_batcher_submit(b, q2), 0);
+  cr_assert_eq(ltdi_batcher_submit(b, q3), LTDI_ERR_OVERFLOW, "the queue holds 2");
+  cr_assert_eq(ltdi_batcher_depth(b), 2);
+  int handed = -1;
+  cr_assert_eq(ltdi_batcher_wait(b, q2, 30, &handed), LTDI_ERR_IO);
+  cr_assert_eq(handed, 0, "a queued job is withdrawn and stays the caller's");
+  cr_assert_eq(ltdi_batcher_depth(b), 1);
+  free_job(q2);
+  cr_assert_eq(ltdi_batcher_wait(b, running, 30, &handed), LTDI_ERR_IO);
+  cr_assert_eq(handed, 1, "a running job is handed to the batcher");
+  /* Drain: opening the gate lets the running job and q1 finish. */
+  gate(&f, 0);
+  cr_assert_eq(ltdi_batcher_drain(b, 10000), 0);
+  cr_assert_eq(ltdi_batcher_wait(b, q1, 10000, &handed), 0);
+  check_job(q1);
+  cr_assert_eq(ltdi_batcher_submit(b, q3), LTDI_ERR_UNSUPPORTED, "no new work while draining");
+  cr_assert_eq(f.n_passes, 2);
+  ltdi_batcher_free(b);
+  free_job(q1), free_job(q3);
+}
+
+/* ---- with the real sampler ------------------------------------------------------------ */
+
+static int model_run(void *ctx, void *model, const float *cond, const uint64_t *seeds, int batch,
+                     const ltdi_gen_options *opt, float *out) {
+  (void)ctx;
+  return ltdi_model_generate(model, cond, seeds, batch, opt, out, NULL);
+}
+
+Test(batcher, batched_equals_alone_bit_for_bit) {
+  ltdi_backend *be = NULL;
+  cr_assert_eq(ltdi_backend_cpu_create(&be, 1), 0);
+  ltdi_layout l;
+  ltdi_layout_init(&l, NULL);
+  cr_assert_eq(ltdi_layout_head(&l, 6, 5, 3), 0);
+  ltdi_schedule s;
+  ltdi_schedule_config sc = ltdi_schedule_config_default(8, 3);
+  cr_assert_eq(ltdi_schedule_init(&s, &sc), 0);
+  ltdi_unet_config uc;
+  ltdi_unet_config_default(&uc, (int)l.n_params, 18);
+  uc.token = 16, uc.base_ch = 8, uc.time_dim = 16, uc.emb_dim = 16;
+  ltdi_model *m = NULL;
+  cr_assert_eq(ltdi_model_create(&m, be, &uc, &s, &l, 3, 6), 0);
+  ltdi_rng rng;
+  ltdi_rng_init(&rng, 11, 1);
+  ltdi_rng_fill_normal(&rng, ltdi_unet_params(m->unet), (long)ltdi_unet_num_params(m->unet), 0.2f);
+  m->sampler.sigma = LTDI_SIGMA_BETA; /* noise at every step: seeds matter throughout */
+  const int Pm = (int)l.n_params, Dcm = 18;
+
+  ltdi_batcher_config cfg = {.max_batch = 16, .max_queue_delay_us = 300000, .queue_capacity = 16};
+  ltdi_batcher *b = NULL;
+  cr_assert_eq(ltdi_batcher_create(&b, &cfg, model_run, NULL, NULL), 0);
+  enum { NJ = 5 };
+  ltdi_gen_job jobs[NJ];
+  float *conds = malloc(sizeof(float) * NJ * 2 * Dcm), *outs = malloc(sizeof(float) * NJ * 2 * Pm);
+  uint64_t seeds[NJ * 2];
+  ltdi_rng_fill_normal(&rng, conds, NJ * 2 * Dcm, 1.0f);
+  for (int i = 0; i < NJ; i++) {
+    memset(&jobs[i], 0, sizeof jobs[i]);
+    jobs[i].model = m;
+    jobs[i].opt = ltdi_gen_options_default(m);
+    jobs[i].n = 1 + (i % 2);
+    jobs[i].cond_dim = Dcm;
+    jobs[i].n_params = Pm;
+    jobs[i].cond = conds + (size_t)i * 2 * Dcm;
+    seeds[2 * i] = 1000 + 17 * (uint64_t)i, seeds[2 * i + 1] = 7 + (uint64_t)i;
+    jobs[i].seeds = &seeds[2 * i];
+    jobs[i].out = outs + (size_t)i * 2 * Pm;
+    cr_assert_eq(ltdi_batcher_submit(b, &jobs[i]), 0);
+  }
+  float *alone = malloc(sizeof(float) * Pm);
+  int batched = 0;
+  for (int i = 0; i < NJ; i++) {
+    int handed;
+    cr_assert_eq(ltdi_batcher_wait(b, &jobs[i], 60000, &handed), 0);
+    cr_assert_eq(jobs[i].rc, 0);
+    batched |= jobs[i].batch_size > jobs[i].n;
+    for (int k = 0; k < jobs[i].n; k++) {
+      ltdi_gen_options o = ltdi_gen_options_default(m);
+      cr_assert_eq(ltdi_model_generate(m, jobs[i].cond + (size_t)k * Dcm, &jobs[i].seeds[k], 1, &o,
+                                       alone, NULL), 0);
+      cr_assert_eq(memcmp(alone, jobs[i].out + (size_t)k * Pm, sizeof(float) * Pm), 0,
+                   "job %d sample %d differs from its run alone", i, k);
+    }
+  }
+  cr_assert(batched, "no job shared its pass: the test proved nothing");
+  ltdi_batcher_free(b);
+  free(alone), free(conds), free(outs);
+  ltdi_model_free(m);
+  ltdi_layout_free(&l);
+  ltdi_backend_destroy(be);
+}
