@@ -248,8 +248,34 @@ static json_t *body_object(const ltdi_req *rq, ltdi_resp *rs) {
   return o;
 }
 
+/* 1 when a relative path climbs above its root by its ".." segments alone,
+ * e.g. "a/../../x". Decides paths that do not exist, which realpath cannot. */
+static int climbs_out(const char *path) {
+  int depth = 0;
+  for (const char *p = path; *p;) {
+    size_t len = strcspn(p, "/");
+    if (len == 2 && p[0] == '.' && p[1] == '.') {
+      if (--depth < 0) return 1;
+    } else if (len > 0 && !(len == 1 && p[0] == '.')) {
+      depth++;
+    }
+    p += len;
+    while (*p == '/') p++;
+  }
+  return 0;
+}
+
+/* 1 when `abs` (an absolute path) is lexically inside `dir`. */
+static int lexically_inside(const char *abs, const char *dir) {
+  size_t n = strlen(dir);
+  if (strcmp(dir, "/") == 0) return 1;
+  return strncmp(abs, dir, n) == 0 && abs[n] == '/' && !climbs_out(abs + n + 1);
+}
+
 /* Checks that `path` resolves to a regular file inside model_dir; the
- * resolved path goes to real. 0 or fills rs (403 outside, 422 otherwise). */
+ * resolved path goes to real. 0 or fills rs (403 outside, 422 otherwise).
+ * A path outside the directory is refused as such whether or not it exists,
+ * so the answer does not reveal which outside files exist. */
 static int check_path(ltdi_server *s, const char *path, char *real, ltdi_resp *rs) {
   char joined[PATH_MAX + 8];
   if (path[0] == '/')
@@ -259,7 +285,11 @@ static int check_path(ltdi_server *s, const char *path, char *real, ltdi_resp *r
     return -1;
   }
   if (!realpath(joined, real)) {
-    ltdi__resp_error(rs, 422, "path: cannot resolve '%s': %s", path, strerror(errno));
+    int outside = path[0] == '/' ? !lexically_inside(path, s->model_dir_real) : climbs_out(path);
+    if (outside)
+      ltdi__resp_error(rs, 403, "path: '%s' is outside the model directory", path);
+    else
+      ltdi__resp_error(rs, 422, "path: cannot resolve '%s': %s", path, strerror(errno));
     return -1;
   }
   size_t n = strlen(s->model_dir_real);
