@@ -12,4 +12,6 @@ int ltdi_cmd_meta(int argc, char **argv);    /* trainer/cmd_meta.c */
 int ltdi_cmd_generate(int argc, char **argv); /* trainer/cmd_generate.c */
 int ltdi_cmd_reptile(int argc, char **argv); /* trainer/cmd_reptile.c */
 
+int ltdi_cmd_features(int argc, char **argv); /* trainer/cmd_features.c */
+
 #endif

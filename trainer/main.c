@@ -14,6 +14,7 @@ typedef struct command {
 static const command COMMANDS[] = {
     {"data", ltdi_cmd_data, "build a data set (the glyph benchmark)"},
     {"body", ltdi_cmd_body, "pre-train the frozen Conv4 body"},
+    {"features", ltdi_cmd_features, "write body features of an image set (for --features)"},
     {"prepare", ltdi_cmd_prepare, "prepare training tasks: embeddings + SAM trajectories"},
     {"meta", ltdi_cmd_meta, "meta-train the trajectory diffusion model (REPTILE / multi-task)"},
     {"generate", ltdi_cmd_generate, "generate a classifier head for a new task"},

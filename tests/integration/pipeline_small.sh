@@ -82,6 +82,19 @@ for name, m in r["methods"].items():
 print("eval json ok:", {k: round(v["acc"], 3) for k, v in r["methods"].items()})
 PY
 
+echo "== features file: the same view-0 features as the image path"
+"$train" features --body "$tmp/body.safetensors" --data "$tmp/glyphs/meta-test" --out "$tmp/feat.safetensors"
+"$train" eval --features "$tmp/feat.safetensors" --ways 5 --shots 1 --queries 5 --episodes 60 \
+  --methods nearest_centroid,logreg --json "$tmp/eval_feat.json"
+python3 - "$tmp/eval.json" "$tmp/eval_feat.json" <<'PY'
+import json, sys
+images, feats = (json.load(open(p))["methods"] for p in sys.argv[1:3])
+# nearest_centroid and logreg read view 0 only, so the rows must be equal
+for name in ("nearest_centroid", "logreg"):
+    assert images[name]["acc"] == feats[name]["acc"], (name, images[name], feats[name])
+print("features path ok")
+PY
+
 echo "== error paths"
 if "$train" eval --body "$tmp/body.safetensors" --data "$tmp/nonexistent" --episodes 5 2> "$tmp/err.txt"; then
   fail "eval on a missing directory succeeded"
