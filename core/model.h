@@ -8,7 +8,7 @@
  * File format (docs/MODEL.md): ONE safetensors file. Tensors: every U-Net
  * parameter under its layout name ("in_conv.weight", ...) as F32 with its
  * shape. `__metadata__` strings:
- *   format "ltdi-model", format_version "1", trainer_version,
+ *   format "ltdi-model", format_version "2" (1 still read), trainer_version,
  *   unet (JSON, ltdi_unet_config_to_json), schedule (JSON,
  *   ltdi_schedule_to_json: betas, T, L, chain positions), T, L,
  *   layout (JSON, ltdi_layout_to_json: tensor names, shapes, mean/std),
@@ -40,7 +40,11 @@ extern "C" {
 #endif
 
 #define LTDI_MODEL_FORMAT "ltdi-model"
-#define LTDI_MODEL_FORMAT_VERSION 1
+/* Version 2 added the U-Net's position-wise condition map (unet JSON key
+ * "cond_map", tensors cond_map.* and out_gate.*). Version 1 files (no map)
+ * are still read: their unet JSON has no "cond_map", which reads as 0. */
+#define LTDI_MODEL_FORMAT_VERSION 2
+#define LTDI_MODEL_FORMAT_VERSION_MIN 1
 #define LTDI_MODEL_MAX_EXTRA 16
 
 typedef struct ltdi_model {

@@ -238,9 +238,11 @@ int ltdi_model_from_file(ltdi_model **out, ltdi_backend *be, const ltdi_st_file 
     return fail(err, errlen, LTDI_ERR_FORMAT, "not an ltdi model file (metadata 'format' is %s%s%s, expected \"%s\")",
                 fmt ? "\"" : "", fmt ? fmt : "missing", fmt ? "\"" : "", LTDI_MODEL_FORMAT);
   int ver = 0, T = 0, L = 0;
-  if (parse_int_meta(f, "format_version", &ver) || ver != LTDI_MODEL_FORMAT_VERSION)
-    return fail(err, errlen, LTDI_ERR_FORMAT, "unsupported model format_version (this build reads %d)",
-                LTDI_MODEL_FORMAT_VERSION);
+  if (parse_int_meta(f, "format_version", &ver) || ver < LTDI_MODEL_FORMAT_VERSION_MIN ||
+      ver > LTDI_MODEL_FORMAT_VERSION)
+    return fail(err, errlen, LTDI_ERR_FORMAT,
+                "unsupported model format_version (this build reads %d to %d)",
+                LTDI_MODEL_FORMAT_VERSION_MIN, LTDI_MODEL_FORMAT_VERSION);
   static const char *const required[] = {"unet", "schedule", "T", "L", "layout", "embedding", "sampler", "denoiser"};
   for (size_t i = 0; i < sizeof required / sizeof required[0]; i++)
     if (!ltdi_st_meta(f, required[i]))

@@ -13,6 +13,9 @@
  *   mid:            h = Res(h)
  *   up level i (last..0): h = Res(concat(h, skip_i)); h = conv(nearest_x2(h)) (i > 0)
  *   out  = conv(SiLU(GN(h)))                            zero-initialised
+ * With cond_map on (the default): M = reshape(Linear(c), (S, L)) joins the
+ * input, h = conv([x; M]), and out += Linear(SiLU(e)) (per channel) * M, the
+ * gate zero-initialised — c reaches every position, not only as a bias.
  *   Res(x) = skip(x) + conv2(SiLU(GN2(conv1(SiLU(GN1(x))) + Linear(SiLU(e)))))
  *
  * docs/UNET.md gives the sizes, FLOPs and the test tolerances.
@@ -53,11 +56,14 @@ typedef struct ltdi_unet_config {
   int emb_dim;   /* width of the time MLP and of the summed embedding e */
   int cond_dim;  /* D_c: task embedding width (N * d) */
   int kernel;    /* conv kernel size, odd (padding kernel/2) */
+  int cond_map;  /* 1: position-wise conditioning (docs/UNET.md): M = cond_map(c)
+                  * reshaped (S, L) is concatenated to the input tokens and added
+                  * to the output gated per channel by out_gate(SiLU(e)); 0: off */
 } ltdi_unet_config;
 
 /* The defaults of docs/UNET.md for a weight vector of n_params values and a
  * task embedding of cond_dim values: S = 64, C0 = 32, mult (1, 2, 2),
- * 8 groups, time_dim 64, emb_dim 128, kernel 3. */
+ * 8 groups, time_dim 64, emb_dim 128, kernel 3, cond_map on. */
 void ltdi_unet_config_default(ltdi_unet_config *cfg, int n_params, int cond_dim);
 
 /* Checks a configuration; 0 or LTDI_ERR_INVALID_ARG. */

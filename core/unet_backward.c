@@ -80,6 +80,15 @@ int ltdi_unet_backward(ltdi_backend *be, ltdi_unet *u, ltdi_unet_acts *a,
 
   /* output */
   ltdi__unet_untokenize_backward(ACT(dact, u->a_eps), deps_out, B, c->n_params, S, L);
+  if (c->cond_map) {
+    /* eps += g * M: gradients of the gate (then its linear layer, into es)
+     * and of the map (its input-side contribution is added below). */
+    ltdi__unet_mul_channel_add_backward(ACT(dact, u->a_g), ACT(dact, u->a_m),
+                                        ACT(dact, u->a_eps), ACT(act, u->a_g),
+                                        ACT(act, u->a_m), B, S, L);
+    RC(be->linear_backward(be, ACT(dact, u->a_es), G + u->p_gw, G + u->p_gb, ACT(dact, u->a_g),
+                           ACT(act, u->a_es), P + u->p_gw, B, E, S));
+  }
   RC(ltdi__unet_conv_backward(be, ACT(dact, u->a_os), G + u->p_ow, G + u->p_ob,
                               ACT(dact, u->a_eps), ACT(act, u->a_os), P + u->p_ow, B, C0, L, S,
                               k, 1));
@@ -120,9 +129,19 @@ int ltdi_unet_backward(ltdi_backend *be, ltdi_unet *u, ltdi_unet_acts *a,
   }
 
   /* input */
-  RC(ltdi__unet_conv_backward(be, ACT(dact, u->a_x), G + u->p_inw, G + u->p_inb,
-                              ACT(dact, u->a_h0), ACT(act, u->a_x), P + u->p_inw, B, S, L, C0,
-                              k, 1));
+  if (c->cond_map) {
+    RC(ltdi__unet_conv_backward(be, ACT(dact, u->a_xm), G + u->p_inw, G + u->p_inb,
+                                ACT(dact, u->a_h0), ACT(act, u->a_xm), P + u->p_inw, B, 2 * S,
+                                L, C0, k, 1));
+    ltdi__unet_concat_backward(ACT(dact, u->a_x), ACT(dact, u->a_m), ACT(dact, u->a_xm), B, S,
+                               S, L);
+    RC(be->linear_backward(be, NULL, G + u->p_mw, G + u->p_mb, ACT(dact, u->a_m),
+                           ACT(act, u->a_cin), P + u->p_mw, B, c->cond_dim, S * L));
+  } else {
+    RC(ltdi__unet_conv_backward(be, ACT(dact, u->a_x), G + u->p_inw, G + u->p_inb,
+                                ACT(dact, u->a_h0), ACT(act, u->a_x), P + u->p_inw, B, S, L, C0,
+                                k, 1));
+  }
   RC(be->fill(be, a->dx, 0.0f, (size_t)B * c->n_params));
   ltdi__unet_tokenize_backward(a->dx, ACT(dact, u->a_x), B, c->n_params, S, L);
 

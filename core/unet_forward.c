@@ -87,8 +87,17 @@ int ltdi_unet_forward(ltdi_backend *be, ltdi_unet *u, ltdi_unet_acts *a, const f
   /* input: tokens as channels, then in_conv */
   float *x = ACT(act, u->a_x);
   ltdi__unet_tokenize(x, x_t, B, c->n_params, S, u->len);
-  RC(ltdi__unet_conv(be, ACT(act, u->a_h0), x, P + u->p_inw, P + u->p_inb, B, S, u->len, C0,
-                     k, 1));
+  int in_ch = S;
+  if (c->cond_map) {
+    /* M = cond_map(c) viewed as (S, L): a condition value at every position. */
+    float *m = ACT(act, u->a_m), *xm = ACT(act, u->a_xm);
+    RC(be->linear_forward(be, m, cin, P + u->p_mw, P + u->p_mb, B, c->cond_dim, S * u->len));
+    ltdi__unet_concat(xm, x, m, B, S, S, u->len);
+    x = xm;
+    in_ch = 2 * S;
+  }
+  RC(ltdi__unet_conv(be, ACT(act, u->a_h0), x, P + u->p_inw, P + u->p_inb, B, in_ch, u->len,
+                     C0, k, 1));
 
   /* encoder */
   for (int i = 0; i < n; i++) {
@@ -125,6 +134,13 @@ int ltdi_unet_forward(ltdi_backend *be, ltdi_unet *u, ltdi_unet_acts *a, const f
                            P + u->p_onb, B, C0, u->len, c->groups, LTDI_UNET_GN_EPS));
   RC(be->silu_forward(be, os, on, (size_t)B * C0 * u->len));
   RC(ltdi__unet_conv(be, eps, os, P + u->p_ow, P + u->p_ob, B, C0, u->len, S, k, 1));
+  if (c->cond_map) {
+    /* eps += gate(SiLU(e)) * M: a direct, timestep-scaled path from c to
+     * every output position (the gate starts at zero). */
+    float *g = ACT(act, u->a_g);
+    RC(be->linear_forward(be, g, es, P + u->p_gw, P + u->p_gb, B, E, S));
+    ltdi__unet_mul_channel_add(eps, g, ACT(act, u->a_m), B, S, u->len);
+  }
   ltdi__unet_untokenize(eps_out, eps, B, c->n_params, S, u->len);
   a->last_batch = B;
   return 0;

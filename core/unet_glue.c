@@ -70,6 +70,32 @@ void ltdi__unet_add_channel_backward(float *dv, const float *dh, int batch, int 
   }
 }
 
+void ltdi__unet_mul_channel_add(float *out, const float *g, const float *m, int batch, int C,
+                                 int L) {
+  for (size_t bc = 0; bc < (size_t)batch * C; bc++) {
+    float *op = out + bc * L;
+    const float *mp = m + bc * L;
+    const float a = g[bc];
+    for (int l = 0; l < L; l++) op[l] += a * mp[l];
+  }
+}
+
+void ltdi__unet_mul_channel_add_backward(float *dg, float *dm, const float *dout,
+                                         const float *g, const float *m, int batch, int C,
+                                         int L) {
+  for (size_t bc = 0; bc < (size_t)batch * C; bc++) {
+    const float *gp = dout + bc * L, *mp = m + bc * L;
+    float s = 0.0f;
+    for (int l = 0; l < L; l++) s += gp[l] * mp[l];
+    if (dg) dg[bc] += s;
+    if (dm) {
+      float *dp = dm + bc * L;
+      const float a = g[bc];
+      for (int l = 0; l < L; l++) dp[l] += a * gp[l];
+    }
+  }
+}
+
 void ltdi__unet_concat(float *out, const float *a, const float *b, int batch, int C1,
                        int C2, int L) {
   const size_t na = (size_t)C1 * L, nb = (size_t)C2 * L;

@@ -8,7 +8,7 @@
  * buffer of the same size, zeroed at the start of each backward, so every
  * backward step can accumulate (+=) as the backend ops do.
  *
- * The glue ops below (tokenising, per-channel add, concatenation, nearest
+ * The glue ops below (tokenising, per-channel add, gated map add, concatenation, nearest
  * up-sampling, the sinusoidal embedding) are plain C on host pointers; the
  * heavy ops go through the backend. tests/unit/test_unet.c checks each glue
  * backward by finite differences. */
@@ -64,7 +64,9 @@ struct ltdi_unet {
   /* parameters outside the residual blocks */
   size_t p_t1w, p_t1b, p_t2w, p_t2b; /* time MLP: (emb, time_dim), (emb, emb) */
   size_t p_cw, p_cb;                 /* cond_proj (emb, cond_dim) */
-  size_t p_inw, p_inb;               /* in_conv (C0, S, k) */
+  size_t p_mw, p_mb;                 /* cond_map (S*L, cond_dim), (S*L); NONE when off */
+  size_t p_inw, p_inb;               /* in_conv (C0, S or 2S, k) */
+  size_t p_gw, p_gb;                 /* out_gate (S, emb); NONE when cond_map is off */
   size_t p_dsw[LTDI_UNET_MAX_LEVELS], p_dsb[LTDI_UNET_MAX_LEVELS]; /* stride-2 convs */
   size_t p_usw[LTDI_UNET_MAX_LEVELS], p_usb[LTDI_UNET_MAX_LEVELS]; /* convs after up-sampling */
   size_t p_onw, p_onb;               /* out_norm (C0) */
@@ -78,6 +80,9 @@ struct ltdi_unet {
   size_t a_t1, a_t1s;                /* (emb) time MLP hidden, after SiLU */
   size_t a_c;                        /* (emb) cond projection */
   size_t a_e, a_es;                  /* (emb) summed embedding, after SiLU */
+  size_t a_m;                        /* (S, L) condition map (cond_map only) */
+  size_t a_xm;                       /* (2S, L) [tokens; map], in_conv input (cond_map only) */
+  size_t a_g;                        /* (S) output gate (cond_map only) */
   size_t a_h0;                       /* (C0, L) in_conv output */
   size_t a_ds[LTDI_UNET_MAX_LEVELS]; /* (ch_i, L_{i+1}) down-sampled */
   size_t a_cat[LTDI_UNET_MAX_LEVELS];/* (ch_h + ch_i, L_i) concatenation */
@@ -128,6 +133,15 @@ void ltdi__unet_untokenize_backward(float *dy, const float *dout, int batch, int
 void ltdi__unet_add_channel(float *h, const float *v, int batch, int C, int L);
 /* dv (B,C) += sum over L of dh (B,C,L). */
 void ltdi__unet_add_channel_backward(float *dv, const float *dh, int batch, int C, int L);
+
+/* out (B,C,L) += g (B,C) broadcast along L, times m (B,C,L): the gated
+ * condition map added to the output. */
+void ltdi__unet_mul_channel_add(float *out, const float *g, const float *m, int batch, int C,
+                                int L);
+/* dg (B,C) += sum_l dout*m; dm (B,C,L) += g*dout; either may be NULL. */
+void ltdi__unet_mul_channel_add_backward(float *dg, float *dm, const float *dout,
+                                         const float *g, const float *m, int batch, int C,
+                                         int L);
 
 /* out (B,C1+C2,L) = [a (B,C1,L); b (B,C2,L)] along channels. */
 void ltdi__unet_concat(float *out, const float *a, const float *b, int batch, int C1,

@@ -31,13 +31,14 @@ void ltdi_unet_config_default(ltdi_unet_config *cfg, int n_params, int cond_dim)
   cfg->emb_dim = 128;
   cfg->cond_dim = cond_dim;
   cfg->kernel = 3;
+  cfg->cond_map = 1;
 }
 
 int ltdi_unet_config_check(const ltdi_unet_config *c) {
   if (c == NULL || c->n_params <= 0 || c->token <= 0 || c->base_ch <= 0 ||
       c->n_levels < 1 || c->n_levels > LTDI_UNET_MAX_LEVELS || c->groups <= 0 ||
       c->time_dim <= 0 || c->time_dim % 2 != 0 || c->emb_dim <= 0 || c->cond_dim <= 0 ||
-      c->kernel <= 0 || c->kernel % 2 == 0)
+      c->kernel <= 0 || c->kernel % 2 == 0 || c->cond_map < 0 || c->cond_map > 1)
     return LTDI_ERR_INVALID_ARG;
   /* Keep every size product far from int overflow (the backend takes ints). */
   if (c->n_params > (1 << 24) || c->token > 4096 || c->base_ch > 4096 || c->kernel > 15 ||
@@ -68,9 +69,9 @@ int ltdi_unet_config_to_json(const ltdi_unet_config *c, char *buf, size_t buflen
   int n = snprintf(buf, buflen,
                    "{\"n_params\":%d,\"token\":%d,\"base_ch\":%d,\"n_levels\":%d,"
                    "\"mult\":[%s],\"groups\":%d,\"time_dim\":%d,\"emb_dim\":%d,"
-                   "\"cond_dim\":%d,\"kernel\":%d}",
+                   "\"cond_dim\":%d,\"kernel\":%d,\"cond_map\":%d}",
                    c->n_params, c->token, c->base_ch, c->n_levels, mult, c->groups,
-                   c->time_dim, c->emb_dim, c->cond_dim, c->kernel);
+                   c->time_dim, c->emb_dim, c->cond_dim, c->kernel, c->cond_map);
   return (n < 0 || (size_t)n >= buflen) ? LTDI_ERR_OVERFLOW : 0;
 }
 
@@ -102,6 +103,10 @@ int ltdi_unet_config_from_json(const char *text, ltdi_unet_config *cfg) {
   rc = rc ? rc : json_int(root, "emb_dim", &c.emb_dim);
   rc = rc ? rc : json_int(root, "cond_dim", &c.cond_dim);
   rc = rc ? rc : json_int(root, "kernel", &c.kernel);
+  /* Absent in files written before position-wise conditioning existed:
+   * those models have no cond_map tensors. */
+  if (rc == 0 && json_object_get(root, "cond_map") != NULL)
+    rc = json_int(root, "cond_map", &c.cond_map);
   json_t *mult = json_object_get(root, "mult");
   if (rc == 0 && (!json_is_array(mult) || c.n_levels < 1 ||
                   c.n_levels > LTDI_UNET_MAX_LEVELS ||
@@ -242,8 +247,16 @@ static int build(ltdi_unet *u) {
   u->a_e = add_act(u, (size_t)c->emb_dim);
   u->a_es = add_act(u, (size_t)c->emb_dim);
 
-  conv_params(&bd, "", "in_conv", C0, S, k, &u->p_inw, &u->p_inb);
-  u->macs_per_sample += (double)u->len * C0 * S * k;
+  const int in_ch = c->cond_map ? 2 * S : S;
+  u->p_mw = u->p_mb = u->p_gw = u->p_gb = LTDI__UNET_NONE;
+  u->a_m = u->a_xm = u->a_g = LTDI__UNET_NONE;
+  if (c->cond_map) {
+    lin_params(&bd, "", "cond_map", S * u->len, c->cond_dim, &u->p_mw, &u->p_mb);
+    u->a_m = add_act(u, (size_t)S * u->len);
+    u->a_xm = add_act(u, (size_t)in_ch * u->len);
+  }
+  conv_params(&bd, "", "in_conv", C0, in_ch, k, &u->p_inw, &u->p_inb);
+  u->macs_per_sample += (double)u->len * C0 * in_ch * k;
   u->a_h0 = add_act(u, (size_t)C0 * u->len);
 
   /* encoder */
@@ -291,6 +304,10 @@ static int build(ltdi_unet *u) {
   u->a_om = add_act(u, (size_t)c->groups);
   u->a_or = add_act(u, (size_t)c->groups);
   u->a_eps = add_act(u, (size_t)S * u->len);
+  if (c->cond_map) {
+    lin_params(&bd, "", "out_gate", S, c->emb_dim, &u->p_gw, &u->p_gb);
+    u->a_g = add_act(u, (size_t)S);
+  }
   return bd.overflow ? LTDI_ERR_OVERFLOW : 0;
 }
 
@@ -338,7 +355,7 @@ int ltdi_unet_init(ltdi_unet *u, uint64_t seed) {
     float *p = host + t->offset;
     const int is_norm = strstr(t->name, "norm") != NULL;
     const int is_bias = strstr(t->name, ".bias") != NULL;
-    if (strncmp(t->name, "out_conv.", 9) == 0) {
+    if (strncmp(t->name, "out_conv.", 9) == 0 || strncmp(t->name, "out_gate.", 9) == 0) {
       memset(p, 0, t->numel * sizeof *p); /* initial prediction exactly 0 */
       continue;
     }

@@ -34,6 +34,7 @@ static void usage(FILE *out) {
           "  --subsample-trajectory L'  train with L' of the file's checkpoints (init and\n"
           "                        optimum always kept; 2 = Lv-Di)\n"
           "  --base-ch C           U-Net base channels (32)\n"
+          "  --cond-map 0|1        position-wise condition map in the U-Net (1)\n"
           "  --prior-var V         eps = U-Net + k_t x_t preconditioning with prior variance V;\n"
           "                        0 = off (plain U-Net), default: measured from the data\n"
           "  --val-fraction F      held-out share of the tasks (%g)\n"
@@ -105,6 +106,7 @@ int ltdi_cmd_meta(int argc, char **argv) {
       else if (!strcmp(a, "--T")) bad = pint(val, 1, LTDI_SCHEDULE_MAX_T, &c.T);
       else if (!strcmp(a, "--subsample-trajectory")) bad = pint(val, 2, LTDI_SCHEDULE_MAX_L, &c.traj_len);
       else if (!strcmp(a, "--base-ch")) bad = pint(val, 1, 4096, &c.base_ch);
+      else if (!strcmp(a, "--cond-map")) bad = pint(val, 0, 1, &c.cond_map);
       else if (!strcmp(a, "--val-tasks")) bad = pint(val, 0, 100000000, &c.val_tasks);
       else if (!strcmp(a, "--val-points")) bad = pint(val, 0, 100000, &c.val_points);
       else if (!strcmp(a, "--threads")) bad = pint(val, 1, 256, &c.threads);

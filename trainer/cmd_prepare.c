@@ -42,6 +42,8 @@ static void usage(FILE *out) {
           "  --weight-decay WD  (%g)\n"
           "  --views V          feature views per image, 1 plain + V-1 augmented (%d)\n"
           "  --no-augment       train on the plain view only\n"
+          "  --shared-init      every task starts from one init (seed's shared stream)%s\n"
+          "  --per-task-init    every task starts from its own random init%s\n"
           "  --threads T        worker threads (%d)\n"
           "  --seed S           task and augmentation seed (%llu)\n"
           "  --restart          discard the journal of an earlier run instead of resuming\n"
@@ -53,7 +55,8 @@ static void usage(FILE *out) {
           d.tasks, d.ways, d.shots, d.hidden, d.train.n_checkpoints,
           d.train.spacing == LTDI_SPACING_DISTANCE ? "distance" : "steps",
           (double)d.train.sam_rho, d.train.use_adam ? "adam" : "sgd", d.train.steps,
-          (double)d.train.lr, (double)d.train.weight_decay, DEFAULT_VIEWS, d.n_threads,
+          (double)d.train.lr, (double)d.train.weight_decay, DEFAULT_VIEWS,
+          d.shared_init ? " (default)" : "", d.shared_init ? "" : " (default)", d.n_threads,
           (unsigned long long)d.seed);
 }
 
@@ -97,6 +100,10 @@ static int parse_opts(int argc, char **argv, int first, ltdi_prepare_config *cfg
       cfg->augment = 0, takes = 0;
     } else if (!strcmp(a, "--augment")) {
       cfg->augment = 1, takes = 0;
+    } else if (!strcmp(a, "--shared-init")) {
+      cfg->shared_init = 1, takes = 0;
+    } else if (!strcmp(a, "--per-task-init")) {
+      cfg->shared_init = 0, takes = 0;
     } else if (!strcmp(a, "--restart")) {
       cfg->restart = 1, takes = 0;
     } else if (!strcmp(a, "--quiet")) {

@@ -32,6 +32,7 @@ void ltdi_meta_default(ltdi_meta_config *c) {
   c->T = 20;
   c->traj_len = 0;
   c->prior_var = -1;
+  c->cond_map = 1;
   c->val_fraction = 0.2f;
   c->val_tasks = 200;
   c->val_points = 10;

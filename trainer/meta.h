@@ -50,6 +50,7 @@ typedef struct ltdi_meta_config {
   int T;                 /* diffusion steps */
   int traj_len;          /* L' to train with (0: the file's L); keeps init and optimum */
   int base_ch;           /* U-Net C0 (0: default) */
+  int cond_map;          /* U-Net position-wise condition map: 1 on (default), 0 off */
   float prior_var;       /* model prior_var: < 0 measured from the data, 0 off */
   float val_fraction;    /* held-out share of the tasks */
   int val_tasks;         /* held-out tasks used per measurement (0: all) */

@@ -169,6 +169,7 @@ static int trainer_init(trainer *tr, const ltdi_meta_config *c, const ltdi_meta_
   ltdi_unet_config uc;
   ltdi_unet_config_default(&uc, d->P, d->ways * d->dim);
   if (c->base_ch > 0) uc.base_ch = c->base_ch;
+  uc.cond_map = c->cond_map;
   if (!rc) rc = ltdi_model_create(&tr->m, be, &uc, sched, &d->layout, d->ways, d->dim);
   free(sched);
   if (rc) return rc;
@@ -212,12 +213,12 @@ static void identity(const ltdi_meta_config *c, const ltdi_meta_data *d, char *b
   snprintf(buf, n,
            "algo=%d steps=%d minutes=%.17g meta_batch=%d inner_steps=%d batch=%d inner_lr=%.9g "
            "outer_lr=%.9g outer_opt=%d lr=%.9g anneal=%d T=%d L=%d base_ch=%d val_fraction=%.9g "
-           "seed=%llu threads=%d M=%d P=%d file_L=%d prior_var=%.9g data=%s",
+           "seed=%llu threads=%d M=%d P=%d file_L=%d prior_var=%.9g cond_map=%d data=%s",
            c->algo, c->outer_steps, c->outer_steps ? 0.0 : c->minutes, c->meta_batch,
            c->inner_steps, c->batch, (double)c->inner_lr, (double)c->outer_lr, c->outer_opt,
            (double)c->lr, c->anneal, c->T, d->L, c->base_ch, (double)c->val_fraction,
            (unsigned long long)c->seed, c->threads, d->M, d->P, d->file_L, (double)c->prior_var,
-           d->desc);
+           c->cond_map, d->desc);
 }
 
 static int samples_per_step(const ltdi_meta_config *c) {

@@ -37,6 +37,7 @@ void ltdi_prepare_default(ltdi_prepare_config *cfg) {
   cfg->hidden = 32;
   cfg->train = ltdi_head_train_default();
   cfg->augment = 1;
+  cfg->shared_init = 1; /* docs/PREPARE.md "Shared init": the optimum is then a function of c */
   cfg->seed = 1;
   cfg->n_threads = 2;
 }
@@ -105,7 +106,16 @@ static int compute_task(const task_ctx *tc, ltdi_backend *be, task_mem *tm, int 
   }
   ltdi_rng rng;
   ltdi_rng_init(&rng, cfg->seed ^ TRAIN_SEED_SALT, (uint64_t)task);
-  ltdi_head_init(tm->w, &tc->dims, &rng);
+  if (cfg->shared_init) {
+    /* Same init for every task: the optimum is then a function of the task
+     * alone, which is what the diffusion model must learn (docs/PREPARE.md).
+     * The task's own stream still drives the view draws. */
+    ltdi_rng init_rng;
+    ltdi_rng_init(&init_rng, cfg->seed ^ TRAIN_SEED_SALT, LTDI_PREPARE_SHARED_INIT_STREAM);
+    ltdi_head_init(tm->w, &tc->dims, &init_rng);
+  } else {
+    ltdi_head_init(tm->w, &tc->dims, &rng);
+  }
   return ltdi_head_train(be, &tc->dims, &cfg->train, tm->w, tm->x, V, tm->y, N * K, &rng,
                          traj, loss);
 }
@@ -322,13 +332,13 @@ static char *journal_identity(const prep_run *pr) {
           "ltdi-prepare-journal 1\ntasks=%d\nways=%d\nshots=%d\nhidden=%d\nin_dim=%d\n"
           "trajectory_length=%d\nspacing=%s\nsam_rho=%.9g\naugment_views=%d\nsteps=%d\n"
           "lr=%.9g\noptimiser=%s\nweight_decay=%.9g\nseed=%llu\ndata_source=%s\n"
-          "bank=%d,%d,%d,%d,%08x\n",
+          "bank=%d,%d,%d,%d,%08x\ninit=%s\n",
           c->tasks, c->ways, c->shots, c->hidden, b->dim, c->train.n_checkpoints,
           spacing_name(c->train.spacing), (double)c->train.sam_rho, pr->tc.views_used,
           c->train.steps, (double)c->train.lr, c->train.use_adam ? "adam" : "sgd",
           (double)c->train.weight_decay, (unsigned long long)c->seed,
           c->data_source ? c->data_source : "", b->n, b->views, b->dim, b->n_classes,
-          (unsigned)bank_crc(b));
+          (unsigned)bank_crc(b), c->shared_init ? "shared" : "per-task");
   fclose(f);
   return buf;
 }
@@ -427,6 +437,7 @@ static int write_output(const prep_run *pr) {
   if (rc == 0)
     rc = ltdi_st_writer_meta(w, "trajectory_order",
                              "row 0 = Gaussian init, row L-1 = trained optimum");
+  if (rc == 0) rc = ltdi_st_writer_meta(w, "init", c->shared_init ? "shared" : "per-task");
   if (rc == 0) rc = ltdi_st_writer_write(w, c->out_path);
   free(layout);
   free(names);

@@ -12,7 +12,9 @@
  * with metadata: format "ltdi-trajectories", version, tasks, ways, shots,
  * in_dim, hidden, classes (= ways), param_count, trajectory_length, spacing,
  * sam_rho, augment, augment_views, steps, lr, optimiser, weight_decay, seed,
- * data_source, head_layout (JSON), class_names (JSON), embedding_layout.
+ * data_source, head_layout (JSON), class_names (JSON), embedding_layout,
+ * init ("per-task" | "shared"; with "shared", every trajectory's row 0 is the
+ * same vector, drawn from stream LTDI_PREPARE_SHARED_INIT_STREAM).
  *
  * Task i is episode i of `seed` (no queries) and trains from its own rng
  * stream, so the file depends neither on the thread count nor on whether the
@@ -29,6 +31,8 @@ typedef struct ltdi_prepare_config {
   int tasks, ways, shots, hidden;
   ltdi_head_train_config train;
   int augment;             /* 1: each step draws one of the bank's views; 0: view 0 only */
+  int shared_init;         /* 1: every task starts from the same init (stream
+                            * LTDI_PREPARE_SHARED_INIT_STREAM of seed); 0: own init per task */
   uint64_t seed;
   int n_threads;
   const char *out_path;
@@ -39,6 +43,11 @@ typedef struct ltdi_prepare_config {
   int stop_after;          /* tests only: stop as if killed after this many new tasks (0: off) */
 } ltdi_prepare_config;
 
+/* The rng stream (of seed ^ salt, the family of the head inits) that the
+ * shared init is drawn from; task streams are the task indices, so this one
+ * can never collide with a task's. */
+#define LTDI_PREPARE_SHARED_INIT_STREAM 0xFFFFFFFFFFFFFFFFull
+
 typedef struct ltdi_prepare_stats {
   int tasks_resumed;       /* found in the journal */
   int tasks_computed;      /* computed by this run */
@@ -48,7 +57,7 @@ typedef struct ltdi_prepare_stats {
 } ltdi_prepare_stats;
 
 /* The defaults: 5-way 1-shot, 1000 tasks, hidden 32, ltdi_head_train_default(),
- * augmentation on, seed 1, 2 threads. */
+ * augmentation on, shared init, seed 1, 2 threads. */
 void ltdi_prepare_default(ltdi_prepare_config *cfg);
 
 /* Runs preparation over the bank and writes cfg->out_path atomically; the

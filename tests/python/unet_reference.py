@@ -122,7 +122,14 @@ class UNet1D(nn.Module):
 
         self.time_embed = TimeEmbed(cfg["time_dim"], emb)
         self.cond_proj = nn.Linear(cfg["cond_dim"], emb)
-        self.in_conv = nn.Conv1d(self.S, chans[0], k, padding=k // 2)
+        # Position-wise conditioning (absent from older configurations): a map
+        # of S channels by L positions computed from c, fed to the first
+        # convolution beside the tokens and added to the output, scaled per
+        # channel by a gate computed from the embedding.
+        self.use_map = bool(cfg.get("cond_map", 0))
+        if self.use_map:
+            self.cond_map = nn.Linear(cfg["cond_dim"], self.S * self.L)
+        self.in_conv = nn.Conv1d(self.S * (2 if self.use_map else 1), chans[0], k, padding=k // 2)
         prev = chans[0]
         for i, c in enumerate(chans):
             lvl = Level()
@@ -142,13 +149,19 @@ class UNet1D(nn.Module):
             prev = chans[i]
         self.out_norm = nn.GroupNorm(groups, chans[0], eps=1e-5)
         self.out_conv = nn.Conv1d(chans[0], self.S, k, padding=k // 2)
+        if self.use_map:
+            self.out_gate = nn.Linear(emb, self.S)
 
     def forward(self, x_t, t, cond):
         B = x_t.shape[0]
         # Tokens of S consecutive weights become positions, their values channels.
         x = F.pad(x_t, (0, self.L * self.S - self.P)).reshape(B, self.L, self.S).transpose(1, 2)
         e = F.silu(self.time_embed(t) + self.cond_proj(cond))
-        h = self.in_conv(x)
+        if self.use_map:
+            cmap = self.cond_map(cond).reshape(B, self.S, self.L)  # channel-major: [s][l]
+            h = self.in_conv(torch.cat([x, cmap], dim=1))
+        else:
+            h = self.in_conv(x)
         skips = []
         for i in range(self.n):
             lvl = getattr(self, f"down{i}")
@@ -163,6 +176,8 @@ class UNet1D(nn.Module):
             if i > 0:
                 h = lvl.up(F.interpolate(h, scale_factor=2, mode="nearest"))
         y = self.out_conv(F.silu(self.out_norm(h)))
+        if self.use_map:
+            y = y + self.out_gate(e).unsqueeze(-1) * cmap
         return y.transpose(1, 2).reshape(B, self.L * self.S)[:, : self.P]
 
 

@@ -1,7 +1,8 @@
 /* tests/unit/test_meta.c — meta-training (trainer/meta.h) on a tiny synthetic
  * trajectories file: the loss goes down, REPTILE and multi-task both produce
  * a loadable model, a killed and resumed run ends bit-identical to an
- * uninterrupted one, a checkpoint from other options is refused, trajectory
+ * uninterrupted one, a checkpoint from other options is refused, the U-Net
+ * condition map learns a c-dependent optimum far better than without it, trajectory
  * subsampling keeps init and optimum, the CSV and SVG outputs exist. */
 #define _POSIX_C_SOURCE 200809L
 #include <criterion/criterion.h>
@@ -161,6 +162,42 @@ static double csv_mean_loss(const char *path, int from, int to) {
   return acc / n;
 }
 
+/* The synthetic optimum is a linear function of c (0.3 sin p + 0.2 (e - 2)
+ * with per-task random inits), the situation the position-wise condition
+ * map is for: with the defaults (map on, prior_var measured) the held-out
+ * weight MSE must fall far below both the mean-optimum baseline and the
+ * same training without the map. Measured over seeds 1-3: 0.006-0.008 with
+ * the map, 0.12-0.13 without; the thresholds (half of each) leave a wide
+ * margin. A map that carries nothing fails them (mutation: M zeroed in the
+ * forward gives 0.145 against a baseline of 0.136); a map whose own weights
+ * get no gradient still passes (a fixed random projection of c already
+ * reaches every position), which test_unet's finite differences catch. */
+Test(meta, condition_map_learns_the_task) {
+  char out[512];
+  out_path(out, sizeof out, "map");
+  double mse[2], base = 0;
+  for (int cm = 0; cm <= 1; cm++) {
+    ltdi_meta_config c;
+    tiny_config(&c, out);
+    c.algo = LTDI_META_MULTITASK;
+    c.outer_steps = 600;
+    c.lr = 1e-2f;
+    c.traj_len = 2;
+    c.prior_var = -1; /* the default preconditioning */
+    c.val_tasks = 12;
+    c.cond_map = cm;
+    ltdi_meta_stats st;
+    run_ok(&c, &st);
+    mse[cm] = st.val_mse;
+    base = st.baseline_mse;
+  }
+  cr_assert(mse[1] < 0.5 * base, "map: held-out MSE %g, mean baseline %g", mse[1], base);
+  cr_assert(mse[1] < 0.5 * mse[0], "map: held-out MSE %g, without the map %g", mse[1], mse[0]);
+  char ck[600];
+  snprintf(ck, sizeof ck, "%s.ckpt", out);
+  remove(out), remove(ck);
+}
+
 Test(meta, multitask_reduces_the_loss_and_writes_outputs) {
   char out[512], csv[600], svg[600];
   out_path(out, sizeof out, "mt");
@@ -172,6 +209,12 @@ Test(meta, multitask_reduces_the_loss_and_writes_outputs) {
   c.outer_steps = 600;
   c.lr = 1e-2f;
   c.traj_len = 2; /* every target is the optimum, a function of c: the loss can fall far */
+  /* The plain U-Net's loss is mostly the shrinkage it must learn; the
+   * condition map adds inputs that do not help with that part, so this
+   * loop test keeps the architecture it was calibrated on (measured over 3
+   * seeds: last/first 0.59-0.69 without the map, 0.81-0.92 with it). The
+   * map is tested by condition_map_learns_the_task below. */
+  c.cond_map = 0;
   c.csv_path = csv;
   c.plot_path = svg;
   ltdi_meta_stats st;

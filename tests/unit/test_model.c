@@ -26,7 +26,7 @@ static void teardown(void) { ltdi_backend_destroy(be); }
 
 /* A small model whose parameters are all random (so out_conv is non-zero and
  * the U-Net output depends on x_t, t and c), with non-trivial statistics. */
-static ltdi_model *make_model(uint64_t seed) {
+static ltdi_model *make_model_map(uint64_t seed, int cond_map) {
   ltdi_layout l;
   ltdi_layout_init(&l, NULL);
   cr_assert_eq(ltdi_layout_head(&l, DIM, HID, WAYS), 0);
@@ -36,6 +36,7 @@ static ltdi_model *make_model(uint64_t seed) {
   ltdi_unet_config uc;
   ltdi_unet_config_default(&uc, (int)l.n_params, WAYS * DIM);
   uc.token = 16, uc.base_ch = 8, uc.time_dim = 16, uc.emb_dim = 16;
+  uc.cond_map = cond_map;
   ltdi_model *m = NULL;
   cr_assert_eq(ltdi_model_create(&m, be, &uc, s, &l, WAYS, DIM), 0);
   free(s);
@@ -51,6 +52,8 @@ static ltdi_model *make_model(uint64_t seed) {
   }
   return m;
 }
+
+static ltdi_model *make_model(uint64_t seed) { return make_model_map(seed, 1); }
 
 static void random_cond(float *c, int n, uint64_t seed) {
   ltdi_rng rng;
@@ -158,6 +161,7 @@ Test(model, load_rejects_bad_files) {
   struct { const char *key, *value, *expect; } cases[] = {
       {"format", "something-else", "format"},
       {"format_version", "99", "format_version"},
+      {"format_version", "0", "format_version"},
       {"layout", "{\"kind\":\"head\",\"tensors\":[", "layout"},
       {"T", "11", "T/L"},
       {"L", "4", "T/L"},
@@ -246,4 +250,64 @@ Test(model, standardises_the_embedding) {
     for (int i = 0; i < DIM; i++)
       cr_assert_float_eq(z[w * DIM + i], (c[w * DIM + i] - 0.1f * i) / (1.0f + 0.05f * i), 1e-6f);
   ltdi_model_free(m);
+}
+
+/* A format_version 1 file (written before the U-Net's condition map: no
+ * "cond_map" in the unet JSON, no cond_map / out_gate tensors) still loads
+ * and generates what the same model without the map generates. */
+Test(model, reads_format_version_1) {
+  ltdi_model *m = make_model_map(3, 0);
+  ltdi_st_writer *w = NULL;
+  cr_assert_eq(ltdi_st_writer_new(&w), 0);
+  cr_assert_eq(ltdi_model_to_writer(m, w), 0);
+  uint8_t *bytes;
+  size_t nb;
+  cr_assert_eq(ltdi_st_writer_serialize(w, &bytes, &nb), 0);
+  ltdi_st_writer_free(w);
+  char err[512] = "";
+  ltdi_st_file *f = NULL;
+  cr_assert_eq(ltdi_st_parse(bytes, nb, &f, err, sizeof err), 0);
+  free(bytes);
+  cr_assert_eq(ltdi_st_writer_new(&w), 0);
+  int seen_unet = 0;
+  for (int i = 0; i < f->n_meta; i++) {
+    const char *k = f->meta_keys[i], *v = f->meta_values[i];
+    if (!strcmp(k, "format_version")) v = "1";
+    char unet[1024];
+    if (!strcmp(k, "unet")) {
+      const char *key = strstr(v, ",\"cond_map\":0");
+      cr_assert_not_null(key, "%s", v);
+      snprintf(unet, sizeof unet, "%.*s%s", (int)(key - v), v, key + strlen(",\"cond_map\":0"));
+      v = unet;
+      seen_unet = 1;
+    }
+    cr_assert_eq(ltdi_st_writer_meta(w, k, v), 0);
+  }
+  cr_assert(seen_unet);
+  for (int i = 0; i < f->n_tensors; i++) {
+    const ltdi_st_tensor *t = &f->tensors[i];
+    cr_assert(strncmp(t->name, "cond_map", 8) && strncmp(t->name, "out_gate", 8), "%s", t->name);
+    cr_assert_eq(ltdi_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data), 0);
+  }
+  char path[512];
+  tmp_path(path, sizeof path, "v1");
+  cr_assert_eq(ltdi_st_writer_write(w, path), 0);
+  ltdi_st_writer_free(w);
+  ltdi_st_close(f);
+  ltdi_model *r = NULL;
+  cr_assert_eq(ltdi_model_load(&r, be, path, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(r->unet == NULL ? -1 : ltdi_unet_config_of(r->unet)->cond_map, 0);
+  enum { B = 2 };
+  const size_t P = m->layout.n_params;
+  float c[B * WAYS * DIM], *w1 = malloc(B * P * 4), *w2 = malloc(B * P * 4);
+  uint64_t seeds[B] = {11, 12};
+  random_cond(c, B * WAYS * DIM, 4);
+  ltdi_gen_options o = ltdi_gen_options_default(m);
+  cr_assert_eq(ltdi_model_generate(m, c, seeds, B, &o, w1, NULL), 0);
+  cr_assert_eq(ltdi_model_generate(r, c, seeds, B, &o, w2, NULL), 0);
+  cr_assert_eq(memcmp(w1, w2, B * P * sizeof(float)), 0);
+  free(w1), free(w2);
+  ltdi_model_free(r);
+  ltdi_model_free(m);
+  remove(path);
 }

@@ -418,3 +418,63 @@ Test(featurebank, images_views_and_threads, .init = setup, .fini = teardown) {
   ltdi_featurebank_free(&b2);
   ltdi_conv4_free(&net);
 }
+
+/* ---- shared init ----------------------------------------------------------- */
+
+/* Reads the trajectories of a small run into a fresh buffer (24, 4, P). */
+static float *run_and_read(const ltdi_prepare_config *cfg, int64_t P, char *init_meta,
+                           size_t n) {
+  ltdi_prepare_stats st;
+  run_ok(cfg, &bank, &st);
+  ltdi_st_file *f;
+  char err[256];
+  cr_assert_eq(ltdi_st_read(cfg->out_path, &f, err, sizeof err), 0, "%s", err);
+  int64_t s3[3] = {24, 4, P};
+  const float *traj;
+  cr_assert_eq(ltdi_st_get_f32(f, "trajectories", 3, s3, &traj, err, sizeof err), 0, "%s", err);
+  float *copy = malloc((size_t)(24 * 4 * P) * sizeof *copy);
+  memcpy(copy, traj, (size_t)(24 * 4 * P) * sizeof *copy);
+  const char *m = ltdi_st_meta(f, "init");
+  cr_assert_not_null(m, "metadata init missing");
+  snprintf(init_meta, n, "%s", m);
+  ltdi_st_close(f);
+  return copy;
+}
+
+Test(prepare, shared_init_gives_every_task_the_same_row_0, .init = setup, .fini = teardown) {
+  char out_s[300], out_p[300], meta[32];
+  path_in(out_s, sizeof out_s, "shared.safetensors");
+  path_in(out_p, sizeof out_p, "pertask.safetensors");
+  ltdi_head_dims D = {DIM, 8, 5};
+  const int64_t P = (int64_t)ltdi_head_param_count(&D);
+  ltdi_prepare_config cs = small_config(out_s);
+  cr_assert_eq(cs.shared_init, 1, "shared init is the default");
+  float *ts = run_and_read(&cs, P, meta, sizeof meta);
+  cr_assert_str_eq(meta, "shared");
+  ltdi_prepare_config cp = small_config(out_p);
+  cp.shared_init = 0;
+  float *tp = run_and_read(&cp, P, meta, sizeof meta);
+  cr_assert_str_eq(meta, "per-task");
+
+  const size_t row = (size_t)P * sizeof(float);
+  /* the shared init is a real Gaussian draw: fc1 (8 x 8) has std 1/sqrt(8) */
+  double s2 = 0;
+  for (int i = 0; i < 64; i++) s2 += (double)ts[i] * ts[i];
+  const double sd = sqrt(s2 / 64) * sqrt(8.0);
+  cr_assert(sd > 0.6 && sd < 1.4, "fc1 init std x sqrt(d) = %g", sd);
+  for (int t = 1; t < 24; t++) {
+    cr_assert_eq(memcmp(ts, ts + (size_t)t * 4 * P, row), 0, "task %d: other init", t);
+    cr_assert_neq(memcmp(tp, tp + (size_t)t * 4 * P, row), 0, "per-task: task %d same init", t);
+    /* the optima still differ from task to task */
+    cr_assert_neq(memcmp(ts + 3 * P, ts + ((size_t)t * 4 + 3) * P, row), 0);
+  }
+  /* a journal of the other init mode is refused */
+  ltdi_prepare_config co = small_config(out_s);
+  co.stop_after = 2, co.restart = 1;
+  ltdi_prepare_stats st;
+  run_ok(&co, &bank, &st);
+  co.stop_after = 0, co.restart = 0, co.shared_init = 0;
+  char err[512] = "";
+  cr_assert_eq(ltdi_prepare_run(&co, &bank, &st, err, sizeof err), LTDI_ERR_EXISTS, "%s", err);
+  free(ts), free(tp);
+}

@@ -98,7 +98,7 @@ typedef struct glue_ctx {
   size_t nout;
 } glue_ctx;
 
-enum { G_TOK, G_UNTOK, G_ADDCH, G_CAT, G_UP };
+enum { G_TOK, G_UNTOK, G_ADDCH, G_CAT, G_UP, G_MULCH };
 
 static double glue_loss(void *p) {
   glue_ctx *c = p;
@@ -111,6 +111,10 @@ static double glue_loss(void *p) {
     break;
   case G_CAT: ltdi__unet_concat(c->out, c->a, c->b, c->B, c->C1, c->C2, c->L); break;
   case G_UP: ltdi__unet_upsample2(c->out, c->a, c->B, c->C1, c->L); break;
+  case G_MULCH:
+    memcpy(c->out, c->h0, c->nout * sizeof(float));
+    ltdi__unet_mul_channel_add(c->out, c->a, c->b, c->B, c->C1, c->L);
+    break;
   }
   return dot(c->out, c->r, c->nout);
 }
@@ -163,6 +167,28 @@ Test(unet_glue, add_channel) {
   ltdi__unet_add_channel_backward(g, c.r, 3, 5, 7);
   check_glue("add_channel", c.a, 15, g, g0, glue_loss, &c);
   free(c.a), free(c.h0), free(c.out), free(c.r), free(g0), free(g);
+}
+
+/* out += g * m is bilinear: linear in g for fixed m and in m for fixed g,
+ * so the exact central difference applies to each. */
+Test(unet_glue, mul_channel_add) {
+  glue_ctx c = {G_MULCH, NULL, NULL, NULL, NULL, NULL, 3, 0, 0, 7, 5, 0, 3 * 5 * 7};
+  c.a = rand_buf(3 * 5, -1, 1);
+  c.b = rand_buf(c.nout, -1, 1);
+  c.h0 = rand_buf(c.nout, -1, 1);
+  c.out = rand_buf(c.nout, 0, 0);
+  c.r = rand_buf(c.nout, -1, 1);
+  /* the op itself, on one element: out = h0 + g[b][ch] * m[b][ch][l] */
+  glue_loss(&c);
+  const size_t i = (size_t)(2 * 5 + 3) * 7 + 4;
+  cr_assert_float_eq(c.out[i], c.h0[i] + c.a[2 * 5 + 3] * c.b[i], 1e-6);
+  float *gg0 = rand_buf(15, -1, 1), *gg = dup_buf(gg0, 15);
+  float *gm0 = rand_buf(c.nout, -1, 1), *gm = dup_buf(gm0, c.nout);
+  ltdi__unet_mul_channel_add_backward(gg, gm, c.r, c.a, c.b, 3, 5, 7);
+  check_glue("mul_channel_add g", c.a, 15, gg, gg0, glue_loss, &c);
+  check_glue("mul_channel_add m", c.b, c.nout, gm, gm0, glue_loss, &c);
+  free(c.a), free(c.b), free(c.h0), free(c.out), free(c.r);
+  free(gg0), free(gg), free(gm0), free(gm);
 }
 
 Test(unet_glue, concat) {
@@ -222,15 +248,16 @@ static ltdi_unet_config tiny_config(void) {
   return c;
 }
 
-/* Random parameters everywhere, including out_conv (zero after init) and
- * the group-norm affine terms (1 and 0 after init), so no path is inert. */
+/* Random parameters everywhere, including out_conv and out_gate (zero after
+ * init) and the group-norm affine terms (1 and 0 after init), so no path is
+ * inert. */
 static void randomize(ltdi_unet *u, uint64_t seed) {
   cr_assert_eq(ltdi_unet_init(u, seed), 0);
   for (int i = 0; i < ltdi_unet_num_tensors(u); i++) {
     ltdi_unet_tensor t;
     cr_assert_eq(ltdi_unet_tensor_at(u, i, &t), 0);
     const int norm = strstr(t.name, "norm") != NULL;
-    const int outc = strncmp(t.name, "out_conv", 8) == 0;
+    const int outc = strncmp(t.name, "out_conv", 8) == 0 || strncmp(t.name, "out_gate", 8) == 0;
     const double fan = t.ndim > 1 ? (double)(t.shape[1] * t.shape[2]) : 16.0;
     for (size_t j = 0; j < t.numel; j++) {
       if (norm) t.param[j] += (float)(0.6 * (urand() - 0.5));
@@ -290,7 +317,9 @@ Test(unet_layout, table_is_one_contiguous_buffer) {
   /* spot checks of names and shapes against the architecture */
   struct { const char *name; int ndim; int64_t s0, s1, s2; } want[] = {
       {"time_embed.lin1.weight", 2, 16, 8, 1},  {"cond_proj.weight", 2, 16, 10, 1},
-      {"in_conv.weight", 3, 8, 8, 3},           {"down0.res0.conv1.weight", 3, 8, 8, 3},
+      {"in_conv.weight", 3, 8, 16, 3},          {"down0.res0.conv1.weight", 3, 8, 8, 3},
+      {"cond_map.weight", 2, 160, 10, 1},       {"cond_map.bias", 1, 160, 1, 1},
+      {"out_gate.weight", 2, 8, 16, 1},
       {"down1.res0.skip.weight", 3, 16, 8, 1},  {"down0.down.weight", 3, 8, 8, 3},
       {"down1.down.bias", 1, 16, 1, 1},         {"mid.res0.emb_proj.weight", 2, 16, 16, 1},
       {"up2.res0.conv1.weight", 3, 16, 32, 3},  {"up0.res0.skip.weight", 3, 8, 24, 1},
@@ -312,6 +341,20 @@ Test(unet_layout, table_is_one_contiguous_buffer) {
   cr_assert_lt(ltdi_unet_tensor_find(u, "mid.res0.skip.weight"), 0);
   cr_assert_lt(ltdi_unet_tensor_find(u, "down2.down.weight"), 0);
   cr_assert_lt(ltdi_unet_tensor_find(u, "up0.up.weight"), 0);
+  const size_t with_map = ltdi_unet_num_params(u);
+  ltdi_unet_free(u);
+
+  /* without the condition map: no cond_map / out_gate, in_conv sees S channels */
+  c.cond_map = 0;
+  cr_assert_eq(ltdi_unet_create(&u, be, &c), 0);
+  cr_assert_lt(ltdi_unet_tensor_find(u, "cond_map.weight"), 0);
+  cr_assert_lt(ltdi_unet_tensor_find(u, "out_gate.weight"), 0);
+  ltdi_unet_tensor t;
+  cr_assert_eq(ltdi_unet_tensor_at(u, ltdi_unet_tensor_find(u, "in_conv.weight"), &t), 0);
+  cr_assert_eq(t.shape[1], 8);
+  /* the map adds (S*L)(cond_dim+1) + S(emb+1) + C0*S*k parameters */
+  cr_assert_eq(with_map - ltdi_unet_num_params(u),
+               (size_t)(160 * 11 + 8 * 17 + 8 * 8 * 3));
   ltdi_unet_free(u);
   ltdi_backend_destroy(be);
 }
@@ -331,6 +374,18 @@ Test(unet_layout, config_checks_and_json) {
   cr_assert_eq(ltdi_unet_config_to_json(&c, buf, 10), LTDI_ERR_OVERFLOW);
   cr_assert_eq(ltdi_unet_config_from_json("{\"n_params\":3}", &d), LTDI_ERR_FORMAT);
   cr_assert_eq(ltdi_unet_config_from_json("[1,2]", &d), LTDI_ERR_FORMAT);
+  /* a configuration written before cond_map existed reads as cond_map 0 */
+  cr_assert_eq(c.cond_map, 1);
+  cr_assert_eq(ltdi_unet_config_to_json(&c, buf, sizeof buf), 0);
+  char *key = strstr(buf, ",\"cond_map\":1");
+  cr_assert_not_null(key, "%s", buf);
+  memmove(key, key + strlen(",\"cond_map\":1"), strlen(key + strlen(",\"cond_map\":1")) + 1);
+  cr_assert_eq(ltdi_unet_config_from_json(buf, &d), 0, "%s", buf);
+  cr_assert_eq(d.cond_map, 0);
+  d.cond_map = 1;
+  cr_assert_eq(memcmp(&c, &d, sizeof c), 0);
+  d.cond_map = 2;
+  cr_assert_eq(ltdi_unet_config_check(&d), LTDI_ERR_INVALID_ARG);
   d = c;
   d.groups = 5; /* does not divide 32 */
   cr_assert_eq(ltdi_unet_config_check(&d), LTDI_ERR_INVALID_ARG);
@@ -695,6 +750,21 @@ Test(unet_reference, torch_small_odd_config) {
   c.emb_dim = 32;
   c.kernel = 5;
   check_against_torch(c, 3, "small");
+}
+
+/* The same without the condition map (the architecture of older models). */
+Test(unet_reference, torch_small_odd_config_no_map) {
+  ltdi_unet_config c;
+  ltdi_unet_config_default(&c, 700, 40);
+  c.token = 16;
+  c.base_ch = 16;
+  c.mult[0] = 1, c.mult[1] = 2, c.mult[2] = 3;
+  c.groups = 4;
+  c.time_dim = 16;
+  c.emb_dim = 32;
+  c.kernel = 5;
+  c.cond_map = 0;
+  check_against_torch(c, 3, "small_nomap");
 }
 
 /* The default configuration for a 5-way head (P = 2245, c = 5 x 64). */
