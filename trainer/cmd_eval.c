@@ -3,7 +3,9 @@
  *
  * The meta-test pool is either a body + images (ImageFolder directory — its
  * meta-test/ sub-directory when it has one, otherwise all of its classes —
- * or idx:<images>,<labels>) or a features file of the user's own backbone. */
+ * or idx:<images>,<labels>) or a features file of the user's own backbone.
+ * Rows that need a file (reptile, the diffusion rows) join the default
+ * method list when their file is given; docs/EVAL.md describes every row. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <inttypes.h>
@@ -16,6 +18,7 @@
 #include "core/error.h"
 #include "trainer/commands.h"
 #include "trainer/eval.h"
+#include "trainer/eval_diffusion.h"
 #include "trainer/featurebank.h"
 #include "trainer/progress.h"
 #include "trainer/reptile.h"
@@ -43,19 +46,27 @@ static void usage(FILE *out) {
           "  --hidden H        hidden width of the finetune heads (default 32)\n"
           "  --reptile FILE    REPTILE head init from `ltdi-train reptile` (enables the\n"
           "                    reptile row; its ways and dim must match)\n"
-          "  --methods LIST    comma-separated (default: all; reptile when --reptile\n"
-          "                    is given), from:\n",
+          "  --model FILE      Lt-Di model from `ltdi-train meta` (enables lt_di,\n"
+          "                    lt_di_refine, lt_di_best_of_n; its ways and dim must match)\n"
+          "  --model-lv FILE   Lv-Di model (trained with L = 2; enables lv_di)\n"
+          "  --samples N       heads drawn per episode by lt_di_best_of_n (default 8)\n"
+          "  --refine-steps K  recipe steps of lt_di_refine after generation (default 10)\n"
+          "  --methods LIST    comma-separated (default: all that run on features, plus\n"
+          "                    the rows whose file is given), from:\n",
           LTDI__EVAL_DEFAULT_VIEWS);
   for (int i = 0; i < ltdi_eval_method_count(); i++)
     fprintf(out, "                      %-17s %s\n", ltdi_eval_method_at(i)->name,
             ltdi_eval_method_at(i)->summary);
-  const ltdi_eval_method *rm = ltdi_eval_method_find("reptile");
-  if (rm) fprintf(out, "                      %-17s %s\n", rm->name, rm->summary);
+  for (int i = 0; i < ltdi_eval_input_method_count(); i++)
+    fprintf(out, "                      %-17s %s\n", ltdi_eval_input_method_at(i)->name,
+            ltdi_eval_input_method_at(i)->summary);
   fprintf(out,
           "  --threads T       worker threads (default 2); results do not depend on it\n"
           "  --json FILE       write {\"ways\",\"shots\",\"episodes\",\"methods\":{name:\n"
           "                    {\"acc\",\"ci95\"}}}; acc and ci95 are fractions in [0,1]\n"
-          "                    (one (ways, shots) pair only)\n"
+          "                    (one (ways, shots) pair only); diffusion rows add\n"
+          "                    \"weight_mse\", and --model adds \"generation_ms_per_head\":\n"
+          "                    {\"batch1\",\"batch64\"}\n"
           "  --json-dir DIR    write DIR/eval_<ways>w<shots>s.json for every pair\n"
           "\n"
           "ci95 is the half-width 1.96 * sample std / sqrt(episodes) of the mean.\n");
@@ -113,6 +124,8 @@ static int parse_methods(const char *list, const ltdi_eval_method **methods, int
       fprintf(stderr, "ltdi-train eval: unknown method '%s'; known methods:", tok);
       for (int i = 0; i < ltdi_eval_method_count(); i++)
         fprintf(stderr, " %s", ltdi_eval_method_at(i)->name);
+      for (int i = 0; i < ltdi_eval_input_method_count(); i++)
+        fprintf(stderr, " %s", ltdi_eval_input_method_at(i)->name);
       fprintf(stderr, "\n");
       free(copy);
       return -1;
@@ -142,7 +155,8 @@ static int is_dir(const char *path) {
  * JSON file(s). Returns the exit status. */
 static int run_one(const ltdi_featurebank *bank, const ltdi_eval_options *opt,
                    const ltdi_eval_method *const *methods, int n_methods, const char *json,
-                   const char *json_dir, double t_start, double t_bank) {
+                   const char *json_dir, double t_start, double t_bank,
+                   const ltdi_eval_gen_timing *gen) {
   ltdi_eval_result results[64];
   char err[512] = "";
   double t_eval = ltdi_now_s();
@@ -154,12 +168,21 @@ static int run_one(const ltdi_featurebank *bank, const ltdi_eval_options *opt,
   }
   printf("%d-way %d-shot, %d queries/class, %d episodes, seed %" PRIu64 "\n", opt->ways,
          opt->shots, opt->queries, opt->episodes, opt->seed);
-  printf("%-18s %8s %10s %9s %12s\n", "method", "acc %", "±95% CI", "episodes",
-         "ms/episode");
-  for (int m = 0; m < n_methods; m++)
-    printf("%-18s %8.2f %9.2f %9d %12.2f\n", results[m].name, 100.0 * results[m].acc,
+  int any_metric = 0;
+  for (int m = 0; m < n_methods; m++) any_metric |= results[m].metric_name != NULL;
+  printf("%-18s %8s %10s %9s %12s%s\n", "method", "acc %", "±95% CI", "episodes",
+         "ms/episode", any_metric ? "   weight MSE" : "");
+  for (int m = 0; m < n_methods; m++) {
+    printf("%-18s %8.2f %9.2f %9d %12.2f", results[m].name, 100.0 * results[m].acc,
            100.0 * results[m].ci95, results[m].episodes,
            1000.0 * results[m].seconds / results[m].episodes);
+    if (results[m].metric_name && results[m].metric_episodes > 0)
+      printf(" %12.4f", results[m].metric);
+    printf("\n");
+  }
+  if (gen)
+    printf("generation: %.2f ms/head at batch 1, %.2f ms/head at batch 64\n", gen->batch1_ms,
+           gen->batch64_ms);
   printf("wall time %.1f s (features %.1f s, these episodes %.1f s), peak RSS %.1f MiB\n\n",
          ltdi_now_s() - t_start, t_bank, t_eval, ltdi_peak_rss_mib());
   fflush(stdout);
@@ -169,7 +192,7 @@ static int run_one(const ltdi_featurebank *bank, const ltdi_eval_options *opt,
     json = path;
   }
   if (json) {
-    rc = ltdi_eval_write_json(json, opt, results, n_methods);
+    rc = ltdi_eval_write_json(json, opt, results, n_methods, gen);
     if (rc != 0) {
       fprintf(stderr, "ltdi-train eval: cannot write %s: %s\n", json, ltdi_strerror(rc));
       return 1;
@@ -181,7 +204,7 @@ static int run_one(const ltdi_featurebank *bank, const ltdi_eval_options *opt,
 
 int ltdi_cmd_eval(int argc, char **argv) {
   const char *body = NULL, *data = NULL, *features = NULL, *json = NULL, *methods_arg = NULL;
-  const char *json_dir = NULL, *reptile_path = NULL;
+  const char *json_dir = NULL, *reptile_path = NULL, *model_path = NULL, *model_lv_path = NULL;
   int ways[LTDI__EVAL_MAX_LIST] = {5}, shots[LTDI__EVAL_MAX_LIST] = {1};
   int n_ways = 1, n_shots = 1;
   long views = -1;
@@ -207,6 +230,15 @@ int ltdi_cmd_eval(int argc, char **argv) {
     else if (!strcmp(a, "--json-dir")) json_dir = v;
     else if (!strcmp(a, "--methods")) methods_arg = v;
     else if (!strcmp(a, "--reptile")) reptile_path = v;
+    else if (!strcmp(a, "--model")) model_path = v;
+    else if (!strcmp(a, "--model-lv")) model_lv_path = v;
+    else if (!strcmp(a, "--samples")) {
+      if (parse_int(a, v, 1, 4096, &x)) return 2;
+      opt.samples = (int)x;
+    } else if (!strcmp(a, "--refine-steps")) {
+      if (parse_int(a, v, 0, 1000000, &x)) return 2;
+      opt.refine_steps = (int)x;
+    }
     else if (!strcmp(a, "--ways")) {
       if (parse_int_list(a, v, 2, 10000, ways, &n_ways)) return 2;
     } else if (!strcmp(a, "--shots")) {
@@ -252,10 +284,48 @@ int ltdi_cmd_eval(int argc, char **argv) {
     if (ltdi_eval_method_count() > 64 || parse_methods(methods_arg, methods, &n_methods))
       return 2;
   } else {
-    for (int i = 0; i < ltdi_eval_method_count() && i < 63; i++)
+    for (int i = 0; i < ltdi_eval_method_count() && i < 59; i++)
       methods[n_methods++] = ltdi_eval_method_at(i);
     if (reptile_path) methods[n_methods++] = ltdi_eval_method_find("reptile");
+    if (model_lv_path) methods[n_methods++] = ltdi_eval_method_find("lv_di");
+    if (model_path) {
+      methods[n_methods++] = ltdi_eval_method_find("lt_di");
+      methods[n_methods++] = ltdi_eval_method_find("lt_di_refine");
+      methods[n_methods++] = ltdi_eval_method_find("lt_di_best_of_n");
+    }
   }
+  /* The diffusion rows need their model; checked before the (slow)
+   * feature pass, as far as it can be without the features' dim. */
+  for (int m = 0; m < n_methods; m++) {
+    const char *nm = methods[m]->name;
+    if (!strcmp(nm, "lv_di") && !model_lv_path) {
+      fprintf(stderr, "ltdi-train eval: method 'lv_di' needs --model-lv FILE\n");
+      return 2;
+    }
+    if (!strncmp(nm, "lt_di", 5) && !model_path) {
+      fprintf(stderr, "ltdi-train eval: method '%s' needs --model FILE\n", nm);
+      return 2;
+    }
+  }
+  const char *model_files[2] = {model_path, model_lv_path};
+  for (int k = 0; k < 2; k++) {
+    if (!model_files[k]) continue;
+    char merr[512] = "";
+    int L = 0;
+    int mrc = ltdi_eval_model_check(model_files[k], ways, n_ways, 0, &L, merr, sizeof merr);
+    if (mrc != 0) {
+      fprintf(stderr, "ltdi-train eval: %s\n", merr);
+      return mrc == LTDI_ERR_SHAPE ? 2 : 1;
+    }
+    if (k == 1 && L != 2)
+      fprintf(stderr, "ltdi-train eval: warning: --model-lv %s has L = %d (Lv-Di is L = 2)\n",
+              model_files[k], L);
+    if (k == 0 && L == 2)
+      fprintf(stderr, "ltdi-train eval: warning: --model %s has L = 2: that is Lv-Di\n",
+              model_files[k]);
+  }
+  opt.model_path = model_path;
+  opt.model_lv_path = model_lv_path;
   /* The reptile row fine-tunes a loaded init: it needs the file, and the
    * file's head must fit every (ways, dim) this run evaluates. */
   ltdi_reptile_head reptile_head;
@@ -320,6 +390,16 @@ int ltdi_cmd_eval(int argc, char **argv) {
     ltdi_reptile_head_free(&reptile_head);
     return 1;
   }
+  for (int k = 0; k < 2; k++) {
+    char merr[512] = "";
+    if (model_files[k] &&
+        ltdi_eval_model_check(model_files[k], ways, n_ways, bank.dim, NULL, merr, sizeof merr)) {
+      fprintf(stderr, "ltdi-train eval: %s\n", merr);
+      ltdi_featurebank_free(&bank);
+      ltdi_reptile_head_free(&reptile_head);
+      return 1;
+    }
+  }
   double t_bank = ltdi_now_s() - t_start;
   fprintf(stderr,
           "ltdi-train eval: %d examples, %d classes, dim %d, %d view%s (%.1f s); %d queries, "
@@ -327,12 +407,26 @@ int ltdi_cmd_eval(int argc, char **argv) {
           bank.n, bank.n_classes, bank.dim, bank.views, bank.views == 1 ? "" : "s", t_bank,
           opt.queries, opt.episodes, opt.seed, opt.threads);
 
+  /* Generation cost, once per run and outside the episode loop, so it is
+   * not shared with the workers. */
+  ltdi_eval_gen_timing gen_timing, *gen = NULL;
+  const char *timed = model_path ? model_path : model_lv_path;
+  if (timed) {
+    rc = ltdi_eval_generation_timing(timed, opt.seed, &gen_timing, err, sizeof err);
+    if (rc != 0) {
+      fprintf(stderr, "ltdi-train eval: %s\n", err);
+      ltdi_featurebank_free(&bank);
+      ltdi_reptile_head_free(&reptile_head);
+      return 1;
+    }
+    gen = &gen_timing;
+  }
   rc = 0;
   for (int wi = 0; wi < n_ways && rc == 0; wi++)
     for (int si = 0; si < n_shots && rc == 0; si++) {
       opt.ways = ways[wi];
       opt.shots = shots[si];
-      rc = run_one(&bank, &opt, methods, n_methods, json, json_dir, t_start, t_bank);
+      rc = run_one(&bank, &opt, methods, n_methods, json, json_dir, t_start, t_bank, gen);
     }
   ltdi_featurebank_free(&bank);
   ltdi_reptile_head_free(&reptile_head);

@@ -7,6 +7,7 @@
 #include "trainer/eval.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -32,6 +33,8 @@ ltdi_eval_options ltdi_eval_options_default(void) {
   o.hidden = 32; /* as `ltdi-train prepare`, so finetune trains the same head */
   o.head_cfg = ltdi_head_train_default();
   o.logreg = ltdi_logreg_default();
+  o.samples = 8;
+  o.refine_steps = 10;
   o.progress = 0;
   return o;
 }
@@ -53,6 +56,7 @@ typedef struct eval_shared {
   const ltdi_eval_method *const *methods;
   int n_methods;
   double *acc;     /* (n_methods, episodes) */
+  double *metric;  /* (n_methods, episodes) NaN where the method gave none */
   double *seconds; /* (n_methods) */
   pthread_mutex_t mu; /* guards everything below */
   int next, done, rc;
@@ -169,7 +173,7 @@ static void *worker_main(void *arg) {
     ltdi_backend_destroy(be);
     return NULL;
   }
-  ltdi_eval_worker w = {.be = be, .opt = o, .state = NULL};
+  ltdi_eval_worker w = {.be = be, .opt = o, .state = NULL, .metric = NAN};
   for (; n_init < nm; n_init++) {
     const ltdi_eval_method *m = sh->methods[n_init];
     if (!m->thread_init) continue;
@@ -195,6 +199,7 @@ static void *worker_main(void *arg) {
     t.index = (uint64_t)i;
     for (int m = 0; m < nm; m++) {
       w.state = states[m];
+      w.metric = NAN;
       double t0 = ltdi_now_s();
       rc = sh->methods[m]->classify(&w, &t, b.pred);
       secs[m] += ltdi_now_s() - t0;
@@ -206,6 +211,7 @@ static void *worker_main(void *arg) {
       int correct = 0;
       for (int j = 0; j < nq; j++) correct += b.pred[j] == b.query_labels[j];
       sh->acc[(size_t)m * o->episodes + i] = (double)correct / nq;
+      sh->metric[(size_t)m * o->episodes + i] = w.metric;
     }
     pthread_mutex_lock(&sh->mu);
     sh->done++;
@@ -299,10 +305,11 @@ int ltdi_eval_run(const ltdi_featurebank *bank, const ltdi_eval_options *opt,
   sh.err = err;
   sh.errlen = errlen;
   sh.acc = calloc((size_t)n_methods * (size_t)opt->episodes, sizeof *sh.acc);
+  sh.metric = calloc((size_t)n_methods * (size_t)opt->episodes, sizeof *sh.metric);
   sh.seconds = calloc((size_t)n_methods, sizeof *sh.seconds);
   sh.running = calloc((size_t)n_methods, sizeof *sh.running);
   pthread_t *tids = calloc((size_t)opt->threads, sizeof *tids);
-  if (!sh.acc || !sh.seconds || !sh.running || !tids) {
+  if (!sh.acc || !sh.metric || !sh.seconds || !sh.running || !tids) {
     set_err(err, errlen, "out of memory");
     rc = LTDI_ERR_NOMEM;
     goto out;
@@ -326,12 +333,23 @@ int ltdi_eval_run(const ltdi_featurebank *bank, const ltdi_eval_options *opt,
       results[m].episodes = opt->episodes;
       results[m].seconds = sh.seconds[m];
       ltdi_stats_mean_ci95(a, opt->episodes, &results[m].acc, &results[m].ci95);
+      /* The metric's mean over the episodes that had one, in episode order
+       * so the sum does not depend on the threads. */
+      const double *mv = sh.metric + (size_t)m * opt->episodes;
+      double sum = 0.0;
+      int cnt = 0;
+      for (int i = 0; i < opt->episodes; i++)
+        if (!isnan(mv[i])) sum += mv[i], cnt++;
+      results[m].metric_name = methods[m]->metric_name;
+      results[m].metric = cnt > 0 ? sum / cnt : NAN;
+      results[m].metric_episodes = cnt;
       if (per_episode)
         memcpy(per_episode + (size_t)m * opt->episodes, a, (size_t)opt->episodes * sizeof *a);
     }
   }
 out:
   free(sh.acc);
+  free(sh.metric);
   free(sh.seconds);
   free(sh.running);
   free(tids);
@@ -342,7 +360,8 @@ out:
 /* ==== JSON =============================================================== */
 
 int ltdi_eval_write_json(const char *path, const ltdi_eval_options *opt,
-                         const ltdi_eval_result *results, int n_methods) {
+                         const ltdi_eval_result *results, int n_methods,
+                         const ltdi_eval_gen_timing *gen) {
   if (!path || !opt || !results || n_methods < 0) return LTDI_ERR_INVALID_ARG;
   json_t *root = json_object(), *methods = json_object();
   int bad = !root || !methods;
@@ -354,9 +373,18 @@ int ltdi_eval_write_json(const char *path, const ltdi_eval_options *opt,
     bad |= !r;
     bad |= json_object_set_new(r, "acc", json_real(results[m].acc)) != 0;
     bad |= json_object_set_new(r, "ci95", json_real(results[m].ci95)) != 0;
+    if (results[m].metric_name && results[m].metric_episodes > 0 && isfinite(results[m].metric))
+      bad |= json_object_set_new(r, results[m].metric_name, json_real(results[m].metric)) != 0;
     bad |= json_object_set_new(methods, results[m].name, r) != 0;
   }
   bad |= json_object_set(root, "methods", methods) != 0;
+  if (gen && !bad) {
+    json_t *g = json_object();
+    bad |= !g;
+    bad |= json_object_set_new(g, "batch1", json_real(gen->batch1_ms)) != 0;
+    bad |= json_object_set_new(g, "batch64", json_real(gen->batch64_ms)) != 0;
+    bad |= json_object_set_new(root, "generation_ms_per_head", g) != 0;
+  }
   int rc = bad ? LTDI_ERR_NOMEM : 0;
   if (rc == 0 && json_dump_file(root, path, JSON_INDENT(2) | JSON_REAL_PRECISION(10)) != 0)
     rc = LTDI_ERR_IO;

@@ -1,11 +1,12 @@
 /* trainer/eval_methods.c — the registry of evaluation methods: one row per
  * method `ltdi-train eval --methods` accepts. Adding a method (Lv-Di, Lt-Di,
- * REPTILE) is adding a row here; the episode loop in eval.c is untouched. */
+ * REPTILE, the diffusion rows) is adding a row here; the episode loop in eval.c is untouched. */
 #include <string.h>
 
 #include "core/error.h"
 #include "trainer/baselines.h"
 #include "trainer/eval.h"
+#include "trainer/eval_diffusion.h"
 #include "trainer/head.h"
 #include "trainer/reptile.h"
 
@@ -68,13 +69,13 @@ static int reptile(ltdi_eval_worker *w, const ltdi_eval_task *t, int32_t *pred) 
 
 static const ltdi_eval_method METHODS[] = {
     {"nearest_centroid", "cosine similarity to class-mean prototypes", nearest_centroid,
-     NULL, NULL},
+     NULL, NULL, NULL},
     {"finetune", "head from Gaussian init, recipe without SAM, augmented support",
-     finetune, NULL, NULL},
+     finetune, NULL, NULL, NULL},
     {"finetune_sam", "head from Gaussian init, recipe with SAM, augmented support",
-     finetune_sam, NULL, NULL},
+     finetune_sam, NULL, NULL, NULL},
     {"logreg", "L2-regularised multinomial logistic regression, L2-normalised features",
-     logreg, NULL, NULL},
+     logreg, NULL, NULL, NULL},
 };
 
 /* Rows that need an input beyond the features (a loaded init or model, see
@@ -83,7 +84,18 @@ static const ltdi_eval_method METHODS[] = {
  * alone. */
 static const ltdi_eval_method INPUT_METHODS[] = {
     {"reptile", "REPTILE init (--reptile FILE) fine-tuned: recipe without SAM, augmented support",
-     reptile, NULL, NULL},
+     reptile, NULL, NULL, NULL},
+    /* Diffusion rows (trainer/eval_diffusion.c, docs/EVAL.md): each worker
+     * loads its own model; the metric is the weight MSE against a head
+     * prepared on the same support. */
+    {"lv_di", "Lv-Di model (--model-lv FILE, L = 2): one generated head, default sampler",
+     ltdi__eval_generate, ltdi__eval_lv_init, ltdi__eval_diffusion_free, "weight_mse"},
+    {"lt_di", "Lt-Di model (--model FILE): one generated head, default sampler",
+     ltdi__eval_generate, ltdi__eval_lt_init, ltdi__eval_diffusion_free, "weight_mse"},
+    {"lt_di_refine", "the lt_di head + --refine-steps steps of the finetune recipe",
+     ltdi__eval_refine, ltdi__eval_lt_init, ltdi__eval_diffusion_free, "weight_mse"},
+    {"lt_di_best_of_n", "--samples heads (sampler with posterior sigma), lowest support loss",
+     ltdi__eval_best_of_n, ltdi__eval_lt_init, ltdi__eval_diffusion_free, "weight_mse"},
 };
 
 int ltdi_eval_method_count(void) { return (int)(sizeof METHODS / sizeof METHODS[0]); }
@@ -91,6 +103,15 @@ int ltdi_eval_method_count(void) { return (int)(sizeof METHODS / sizeof METHODS[
 const ltdi_eval_method *ltdi_eval_method_at(int i) {
   if (i < 0 || i >= ltdi_eval_method_count()) return NULL;
   return &METHODS[i];
+}
+
+int ltdi_eval_input_method_count(void) {
+  return (int)(sizeof INPUT_METHODS / sizeof INPUT_METHODS[0]);
+}
+
+const ltdi_eval_method *ltdi_eval_input_method_at(int i) {
+  if (i < 0 || i >= ltdi_eval_input_method_count()) return NULL;
+  return &INPUT_METHODS[i];
 }
 
 const ltdi_eval_method *ltdi_eval_method_find(const char *name) {
