@@ -4,6 +4,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "trainer/meta.h"
 
+#include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -75,6 +76,7 @@ void ltdi_meta_data_free(ltdi_meta_data *d) {
   free(d->cond_mean);
   free(d->cond_std);
   free(d->desc);
+  free(d->prepare_json);
   ltdi_layout_free(&d->layout);
   memset(d, 0, sizeof *d);
 }
@@ -170,6 +172,22 @@ int ltdi_meta_data_load(ltdi_meta_data *d, const char *path, int traj_len, float
         sq += v * v;
       }
   d->target_var = sq / ((double)d->n_train * (d->L - 1) * P);
+  /* The recipe keys are copied verbatim (strings); eval reads them back. */
+  static const char *const recipe_keys[] = {"steps", "lr", "optimiser", "sam_rho",
+                                            "weight_decay", "augment", "augment_views",
+                                            "init", "init_seed", "init_stream"};
+  json_t *recipe = json_object();
+  for (size_t k = 0; recipe && k < sizeof recipe_keys / sizeof recipe_keys[0]; k++) {
+    const char *v = ltdi_st_meta(f, recipe_keys[k]);
+    if (v) json_object_set_new(recipe, recipe_keys[k], json_string(v));
+  }
+  d->prepare_json = recipe ? json_dumps(recipe, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+  json_decref(recipe);
+  if (d->prepare_json == NULL) {
+    ltdi_st_close(f);
+    ltdi_meta_data_free(d);
+    return LTDI_ERR_NOMEM;
+  }
   const char *src = ltdi_st_meta(f, "data_source"), *shots = ltdi_st_meta(f, "shots");
   snprintf(d->desc, 4096, "trajectories %s: %d tasks (%d train, %d held out), %d-way %s-shot, "
            "head %d-%d-%d, file L %d, trained L %d; data_source %s",

@@ -81,6 +81,9 @@ typedef struct ltdi_meta_data {
   double target_var;     /* mean square of the normalised points j >= 1 (training slice) */
   ltdi_layout layout;
   char *desc;            /* data description for the model file */
+  char *prepare_json;    /* the weight-preparation recipe (JSON object of the
+                          * trajectories file's recipe keys), stored in the model
+                          * as "prepare" so eval can rebuild the prepared optimum */
 } ltdi_meta_data;
 
 /* Loads a trajectories file, keeps L' = traj_len rows (0: all) chosen by

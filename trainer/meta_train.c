@@ -380,6 +380,7 @@ int ltdi_meta_run(const ltdi_meta_config *c, const ltdi_meta_data *d, ltdi_meta_
              stats->baseline_mse, stats->proto_acc, (double)tr.m->prior_var);
     if (!rc) rc = ltdi_model_set_info(tr.m, "training", training);
     if (!rc) rc = ltdi_model_set_info(tr.m, "data", d->desc);
+    if (!rc && d->prepare_json) rc = ltdi_model_set_info(tr.m, "prepare", d->prepare_json);
     if (!rc) rc = ltdi_model_set_info(tr.m, "trainer_version", "ltdi-train 0.1.0");
     if (!rc) {
       rc = ltdi_model_save(tr.m, c->out_path);

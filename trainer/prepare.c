@@ -438,6 +438,15 @@ static int write_output(const prep_run *pr) {
     rc = ltdi_st_writer_meta(w, "trajectory_order",
                              "row 0 = Gaussian init, row L-1 = trained optimum");
   if (rc == 0) rc = ltdi_st_writer_meta(w, "init", c->shared_init ? "shared" : "per-task");
+  /* Where the shared init came from (ltdi_rng_init arguments), so a model
+   * trained on this file can name the head it was taught to generate. */
+  if (rc == 0 && c->shared_init) {
+    char num[32];
+    snprintf(num, sizeof num, "%llu", (unsigned long long)(c->seed ^ TRAIN_SEED_SALT));
+    rc = ltdi_st_writer_meta(w, "init_seed", num);
+    snprintf(num, sizeof num, "%llu", (unsigned long long)LTDI_PREPARE_SHARED_INIT_STREAM);
+    if (rc == 0) rc = ltdi_st_writer_meta(w, "init_stream", num);
+  }
   if (rc == 0) rc = ltdi_st_writer_write(w, c->out_path);
   free(layout);
   free(names);

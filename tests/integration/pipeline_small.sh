@@ -95,6 +95,71 @@ for name in ("nearest_centroid", "logreg"):
 print("features path ok")
 PY
 
+echo "== meta → model file → generate → eval rows"
+"$train" meta --trajectories "$tmp/ref.safetensors" --out "$tmp/model.safetensors" \
+  --outer-steps 40 --val-tasks 20 --quiet --csv "$tmp/loss.csv" --plot "$tmp/loss.svg"
+test -s "$tmp/loss.csv" && test -s "$tmp/loss.svg" || fail "meta wrote no loss curve"
+python3 - "$tmp/model.safetensors" <<'PY'
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+header = json.loads(raw[8:8 + n])
+meta = header["__metadata__"]
+recipe = json.loads(meta["prepare"])
+# the prepared optimum eval compares against must be reproducible from the model
+assert recipe["init"] == "shared" and int(recipe["init_seed"]) > 0, recipe
+for key in ("steps", "lr", "sam_rho", "augment_views"):
+    assert key in recipe, (key, recipe)
+print("model metadata ok:", sorted(meta))
+PY
+# a 5-class support set from the features file: the first class members it lists
+python3 - "$tmp/feat.safetensors" "$tmp/support.safetensors" <<'PY'
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+header = json.loads(raw[8:8 + n])
+data = raw[8 + n:]
+def tensor(name):
+    t = header[name]; b, e = t["data_offsets"]
+    return t, data[b:e]
+ft, fb = tensor("features")
+lt, lb = tensor("labels")
+d = ft["shape"][1]
+labels = struct.unpack("<%di" % lt["shape"][0], lb) if lt["dtype"] == "I32" else \
+         struct.unpack("<%dq" % lt["shape"][0], lb)
+rows, seen = [], {}
+for i, c in enumerate(labels):
+    if c not in seen and len(seen) < 5:
+        seen[c] = len(seen); rows.append(i)
+feats = b"".join(fb[r * 4 * d:(r + 1) * 4 * d] for r in rows)
+labs = struct.pack("<5i", *range(5))
+hdr = {"features": {"dtype": "F32", "shape": [5, d], "data_offsets": [0, len(feats)]},
+       "labels": {"dtype": "I32", "shape": [5], "data_offsets": [len(feats), len(feats) + 20]}}
+h = json.dumps(hdr).encode(); h += b" " * (-len(h) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(h)) + h + feats + labs)
+PY
+"$train" generate --model "$tmp/model.safetensors" --support "$tmp/support.safetensors" \
+  --out "$tmp/head.json" --format json --seed 7
+python3 - "$tmp/head.json" <<'PY'
+import json, sys
+head = json.load(open(sys.argv[1]))
+text = json.dumps(head)
+for name in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"):
+    assert name in text, (name, text[:300])
+print("generated head ok")
+PY
+"$train" eval --features "$tmp/feat.safetensors" --ways 5 --shots 1 --queries 5 --episodes 20 \
+  --model "$tmp/model.safetensors" --methods nearest_centroid,lt_di,lt_di_refine \
+  --json "$tmp/eval_model.json"
+python3 - "$tmp/eval_model.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert set(r["methods"]) == {"nearest_centroid", "lt_di", "lt_di_refine"}, r["methods"].keys()
+assert "weight_mse" in r["methods"]["lt_di"], r["methods"]["lt_di"]
+assert "generation_ms_per_head" in r, r.keys()
+print("eval with a model ok")
+PY
+
 echo "== error paths"
 if "$train" eval --body "$tmp/body.safetensors" --data "$tmp/nonexistent" --episodes 5 2> "$tmp/err.txt"; then
   fail "eval on a missing directory succeeded"
