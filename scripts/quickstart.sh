@@ -1,26 +1,80 @@
 #!/usr/bin/env bash
-# scripts/quickstart.sh — the main job on the embedded default: the small
-# glyph benchmark (fonts-noto-core) end to end on this machine's CPU.
-#   data → body (3-minute budget) → prepare (500 SAM trajectories) → eval
-#   (600 meta-test episodes, 5-way 1-shot, every baseline).
+# scripts/quickstart.sh — the main job on the embedded default: the shipped
+# glyph body and Lt-Di model (models/) on held-out glyph scripts.
+#   1. build the small glyph set (fonts-noto-core) and its meta-test features
+#   2. evaluate every method, Lt-Di rows included, on 600 5-way 1-shot episodes
+#      (5 queries per class: the small set has 6-9 renderings per class)
+#   3. start ltdi-serve with the model, generate a head over HTTP for one
+#      task, show the answer and the metrics, stop the daemon (SIGTERM drain)
 # Outputs go to ./work/quickstart (or $1). Run scripts/setup.sh first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-work/quickstart}
-train=build/ltdi-train
-test -x "$train" || { echo "quickstart: build/ltdi-train missing — run scripts/setup.sh" >&2; exit 1; }
+train=build/ltdi-train serve=build/ltdi-serve
+body=models/glyphs-body.safetensors model=models/glyphs-5w1s-lt.safetensors
+for f in "$train" "$serve"; do
+  test -x "$f" || { echo "quickstart: $f missing — run scripts/setup.sh" >&2; exit 1; }
+done
 mkdir -p "$out"
 
+echo "== 1. data and features"
 if [ ! -f "$out/glyphs/manifest.json" ]; then
   rm -rf "$out/glyphs"
   "$train" data glyphs --small --out "$out/glyphs"
 fi
-if [ ! -f "$out/body.safetensors" ]; then
-  "$train" body --data "$out/glyphs" --out "$out/body.safetensors" --minutes 3
-fi
-# prepare resumes by itself if an earlier quickstart was interrupted
-"$train" prepare --body "$out/body.safetensors" --data "$out/glyphs" \
-  --out "$out/trajectories.safetensors" --tasks 500 --ways 5 --shots 1
-"$train" eval --body "$out/body.safetensors" --data "$out/glyphs" --ways 5 --shots 1 \
-  --episodes 600 --seed 1 --json "$out/eval_5w1s.json"
-echo "quickstart: results in $out/eval_5w1s.json"
+"$train" features --body "$body" --data "$out/glyphs/meta-test" --out "$out/meta_test_features.safetensors"
+
+echo "== 2. evaluation (same episodes for every method)"
+"$train" eval --features "$out/meta_test_features.safetensors" --model "$model" \
+  --ways 5 --shots 1 --queries 5 --episodes "${EPISODES:-600}" --seed 1 --json "$out/eval_5w1s.json"
+
+echo "== 3. the daemon"
+rm -f "$out/port" "$out/registry.db"*
+"$serve" --model "$PWD/$model" --model-name glyphs-5w1s --model-dir "$PWD/models" --port 0 \
+  --port-file "$out/port" --db "$out/registry.db" > "$out/serve.log" 2>&1 &
+pid=$!
+trap 'kill "$pid" 2>/dev/null || true' EXIT
+ready=0
+for _ in $(seq 1 300); do
+  if [ -s "$out/port" ] && curl -sf "http://127.0.0.1:$(cat "$out/port")/ready" > /dev/null; then
+    ready=1
+    break
+  fi
+  kill -0 "$pid" 2>/dev/null || break
+  sleep 0.1
+done
+[ "$ready" = 1 ] || { echo "quickstart: the daemon did not become ready:" >&2; cat "$out/serve.log" >&2; exit 1; }
+url="http://127.0.0.1:$(cat "$out/port")"
+# One task: the first example of each of the first five meta-test classes.
+python3 - "$out/meta_test_features.safetensors" > "$out/request.json" <<'PY'
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+hdr, data = json.loads(raw[8:8 + n]), raw[8 + n:]
+f, l = hdr["features"], hdr["labels"]
+d = f["shape"][1]
+fb = data[f["data_offsets"][0]:f["data_offsets"][1]]
+lb = data[l["data_offsets"][0]:l["data_offsets"][1]]
+labels = struct.unpack("<%d%s" % (l["shape"][0], "i" if l["dtype"] == "I32" else "q"), lb)
+emb, lab, seen = [], [], {}
+for i, c in enumerate(labels):
+    if c not in seen and len(seen) < 5:
+        seen[c] = len(seen)
+    if c in seen and lab.count(seen[c]) < 1:
+        emb.append(list(struct.unpack("<%df" % d, fb[4 * d * i:4 * d * (i + 1)])))
+        lab.append(seen[c])
+print(json.dumps({"support": {"embeddings": emb, "labels": lab}, "seed": 1}))
+PY
+curl -sf -X POST -H 'Content-Type: application/json' --data @"$out/request.json" \
+  "$url/v1/generate" > "$out/response.json"
+python3 - "$out/response.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+shown = {k: v for k, v in r.items() if k not in ("tensors", "weights")}
+print(json.dumps(shown, indent=1)[:1500])
+PY
+curl -sf "$url/metrics" | grep -E '^ltdi_(batch_size_count|generated_weights_total|backend_info|ready)' || true
+kill -TERM "$pid"
+wait "$pid" || true
+trap - EXIT
+echo "quickstart: results in $out (eval_5w1s.json, response.json, serve.log)"

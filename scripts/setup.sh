@@ -21,7 +21,7 @@ if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
 
 packages=(build-essential cmake pkg-config libopenblas-dev libjansson-dev libfreetype-dev
           libpng-dev zlib1g-dev libcriterion-dev fonts-noto-core python3 python3-pip
-          libsqlite3-dev libmicrohttpd-dev libcurl4-openssl-dev
+          libsqlite3-dev libmicrohttpd-dev libcurl4-openssl-dev curl
           python3-numpy python3-torch)  # python3-torch: the U-Net reference test
 if [ "$full_fonts" = 1 ]; then
   mapfile -t extra < <(grep -v '^#' scripts/fonts-full.txt)
