@@ -19,6 +19,7 @@
 #include "trainer/eval.h"
 #include "trainer/featurebank.h"
 #include "trainer/stats.h"
+#include "tests/unit/synthetic_features.h"
 
 /* ==== statistics ========================================================= */
 
@@ -53,34 +54,7 @@ static const char *write_synthetic(int per_class) {
   static char path[512];
   snprintf(path, sizeof path, "%s/test_eval_synth_%d_%ld.safetensors", LTDI_BINARY_DIR,
            per_class, (long)getpid());
-  ltdi_featureset set;
-  memset(&set, 0, sizeof set);
-  set.n = SYN_CLASSES * per_class;
-  set.dim = SYN_DIM;
-  set.n_classes = SYN_CLASSES;
-  set.x = malloc((size_t)set.n * SYN_DIM * sizeof(float));
-  set.labels = malloc((size_t)set.n * sizeof(int32_t));
-  set.class_names = calloc(SYN_CLASSES, sizeof(char *));
-  cr_assert(set.x && set.labels && set.class_names);
-  ltdi_rng rng;
-  ltdi_rng_init(&rng, 99, 0);
-  float mean[SYN_CLASSES][SYN_DIM];
-  for (int c = 0; c < SYN_CLASSES; c++) {
-    for (int k = 0; k < SYN_DIM; k++) mean[c][k] = 2.0f * ltdi_rng_uniform(&rng);
-    set.class_names[c] = malloc(16);
-    snprintf(set.class_names[c], 16, "c%02d", c);
-  }
-  for (int i = 0; i < set.n; i++) {
-    int c = i / per_class;
-    set.labels[i] = c;
-    for (int k = 0; k < SYN_DIM; k++)
-      set.x[(size_t)i * SYN_DIM + k] = mean[c][k] + 0.35f * ltdi_rng_normal(&rng);
-  }
-  cr_assert_eq(ltdi_features_save(path, &set), 0);
-  for (int c = 0; c < SYN_CLASSES; c++) free(set.class_names[c]);
-  free(set.class_names);
-  free(set.x);
-  free(set.labels);
+  ltdi_test_write_clusters(path, SYN_CLASSES, per_class, SYN_DIM, 99);
   return path;
 }
 

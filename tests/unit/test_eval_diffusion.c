@@ -25,41 +25,15 @@
 #include "trainer/eval.h"
 #include "trainer/eval_diffusion.h"
 #include "trainer/featurebank.h"
+#include "tests/unit/synthetic_features.h"
 
 enum { SYN_CLASSES = 10, SYN_PER = 12, SYN_DIM = 16, WAYS = 5, HID = 8 };
 
 /* ==== fixtures ============================================================ */
 
-/* Gaussian clusters around non-negative means, as in test_eval.c. */
+/* Gaussian clusters around non-negative means (synthetic_features.h). */
 static void write_features(const char *path) {
-  ltdi_featureset set;
-  memset(&set, 0, sizeof set);
-  set.n = SYN_CLASSES * SYN_PER;
-  set.dim = SYN_DIM;
-  set.n_classes = SYN_CLASSES;
-  set.x = malloc((size_t)set.n * SYN_DIM * sizeof(float));
-  set.labels = malloc((size_t)set.n * sizeof(int32_t));
-  set.class_names = calloc(SYN_CLASSES, sizeof(char *));
-  cr_assert(set.x && set.labels && set.class_names);
-  ltdi_rng rng;
-  ltdi_rng_init(&rng, 42, 0);
-  float mean[SYN_CLASSES][SYN_DIM];
-  for (int c = 0; c < SYN_CLASSES; c++) {
-    for (int k = 0; k < SYN_DIM; k++) mean[c][k] = 2.0f * ltdi_rng_uniform(&rng);
-    set.class_names[c] = malloc(16);
-    snprintf(set.class_names[c], 16, "c%02d", c);
-  }
-  for (int i = 0; i < set.n; i++) {
-    int c = i / SYN_PER;
-    set.labels[i] = c;
-    for (int k = 0; k < SYN_DIM; k++)
-      set.x[(size_t)i * SYN_DIM + k] = mean[c][k] + 0.35f * ltdi_rng_normal(&rng);
-  }
-  cr_assert_eq(ltdi_features_save(path, &set), 0);
-  for (int c = 0; c < SYN_CLASSES; c++) free(set.class_names[c]);
-  free(set.class_names);
-  free(set.x);
-  free(set.labels);
+  ltdi_test_write_clusters(path, SYN_CLASSES, SYN_PER, SYN_DIM, 42);
 }
 
 /* A small model with random U-Net parameters (so the output depends on
