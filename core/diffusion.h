@@ -108,6 +108,12 @@ int ltdi_sampler_coeffs(const ltdi_schedule *s, const ltdi_sampler_config *cfg, 
 void ltdi_sampler_init_noise(const uint64_t *seeds /* (batch) */, int batch, long P,
                              float *x_T /* (batch, P) */);
 
+/* noise (batch, P): the z that step t adds, row b from Philox (seeds[b],
+ * stream t) — exactly what ltdi_sampler_step draws, for backends that run
+ * the step themselves (kernels/backend.h diffusion_step). */
+void ltdi_sampler_step_noise(const uint64_t *seeds /* (batch) */, int batch, long P, int t,
+                             float *noise /* (batch, P) */);
+
 /* One step: x (batch, P) goes from x_t to x_{t−1} given ε̂ (batch, P); z of
  * row b from Philox (seeds[b], stream t). 0 or LTDI_ERR_INVALID_ARG. */
 int ltdi_sampler_step(const ltdi_schedule *s, const ltdi_sampler_config *cfg, int t,

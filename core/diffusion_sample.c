@@ -81,6 +81,15 @@ void ltdi_sampler_init_noise(const uint64_t *seeds, int batch, long P, float *x_
   }
 }
 
+void ltdi_sampler_step_noise(const uint64_t *seeds, int batch, long P, int t, float *noise) {
+  for (int b = 0; b < batch; b++) {
+    ltdi_rng rng;
+    ltdi_rng_init(&rng, seeds[b], (uint64_t)t);
+    float *nb = noise + (size_t)b * (size_t)P;
+    for (long p = 0; p < P; p++) nb[p] = ltdi_rng_normal(&rng);
+  }
+}
+
 int ltdi_sampler_step(const ltdi_schedule *s, const ltdi_sampler_config *cfg, int t,
                       const uint64_t *seeds, int batch, long P, const float *eps_hat, float *x) {
   if (seeds == NULL || eps_hat == NULL || x == NULL || batch < 1 || P < 1)

@@ -1,7 +1,6 @@
-/* core/model.c — the model object and weight generation: the DDPM sampler of
- * core/diffusion.h with the U-Net as its denoiser callback, plus the task
- * embedding standardisation and the de-normalisation of the result.
- * File I/O lives in core/model_io.c. */
+/* core/model.c — the model object: lifetime, provenance strings, the task
+ * embedding standardisation and the ε-skip term of the denoiser.
+ * File I/O lives in core/model_io.c, generation in core/model_generate.c. */
 #include "core/model.h"
 
 #include <math.h>
@@ -142,89 +141,4 @@ void ltdi__model_add_skip(const ltdi_model *m, const float *x_t, const int32_t *
     const float k = (float)ltdi_model_eps_skip(m, t[b]);
     for (size_t p = 0; p < P; p++) eps[(size_t)b * P + p] += k * x_t[(size_t)b * P + p];
   }
-}
-
-ltdi_gen_options ltdi_gen_options_default(const ltdi_model *m) {
-  ltdi_gen_options o;
-  o.sampler = m ? m->sampler : ltdi_sampler_config_default();
-  o.mode = LTDI_GEN_PER_SAMPLE;
-  o.steps = m ? m->sched.T : 0;
-  return o;
-}
-
-/* State of the denoiser callback: device copies of x_t, c and ε̂. */
-typedef struct gen_ctx {
-  ltdi_model *m;
-  ltdi_unet_acts *acts;
-  float *x_dev;    /* (B, P) */
-  float *cond_dev; /* (B, Dc) standardised, uploaded once */
-  float *eps_dev;  /* (B, P) */
-  int mode;
-} gen_ctx;
-
-static int gen_denoise(void *vctx, const float *x_t, const int32_t *t, const float *cond,
-                       int batch, float *eps_out) {
-  gen_ctx *g = vctx;
-  ltdi_backend *be = g->m->be;
-  const size_t P = g->m->layout.n_params;
-  const int Dc = g->m->ways * g->m->feat_dim;
-  (void)cond;
-  int rc = be->upload(be, g->x_dev, x_t, (size_t)batch * P * sizeof(float));
-  if (rc) return rc;
-  if (g->mode == LTDI_GEN_BATCHED) {
-    rc = ltdi_unet_forward(be, g->m->unet, g->acts, g->x_dev, t, g->cond_dev, batch, g->eps_dev);
-  } else {
-    /* One sample per forward: the GEMM shapes, hence the rounding, never
-     * depend on how many requests share the batch. */
-    for (int b = 0; b < batch && !rc; b++)
-      rc = ltdi_unet_forward(be, g->m->unet, g->acts, g->x_dev + (size_t)b * P, &t[b],
-                             g->cond_dev + (size_t)b * Dc, 1, g->eps_dev + (size_t)b * P);
-  }
-  if (!rc) rc = be->download(be, eps_out, g->eps_dev, (size_t)batch * P * sizeof(float));
-  if (!rc) ltdi__model_add_skip(g->m, x_t, t, batch, eps_out);
-  return rc;
-}
-
-int ltdi_model_generate(ltdi_model *m, const float *cond, const uint64_t *seeds, int batch,
-                        const ltdi_gen_options *opt, float *out, float *out_norm) {
-  if (!m || !cond || !seeds || batch < 1 || !out) return LTDI_ERR_INVALID_ARG;
-  ltdi_gen_options o = opt ? *opt : ltdi_gen_options_default(m);
-  if (o.mode != LTDI_GEN_PER_SAMPLE && o.mode != LTDI_GEN_BATCHED) return LTDI_ERR_INVALID_ARG;
-  if (!ltdi_sampler_form_name(o.sampler.form) || !ltdi_sampler_sigma_name(o.sampler.sigma))
-    return LTDI_ERR_INVALID_ARG;
-  if (o.steps != 0 && o.steps != m->sched.T) return LTDI_ERR_UNSUPPORTED;
-  ltdi_backend *be = m->be;
-  const size_t P = m->layout.n_params;
-  const size_t Dc = (size_t)m->ways * (size_t)m->feat_dim;
-  gen_ctx g = {0};
-  g.m = m;
-  g.mode = o.mode;
-  float *cond_host = malloc((size_t)batch * Dc * sizeof(float));
-  float *x = malloc((size_t)batch * P * sizeof(float));
-  int rc = (!cond_host || !x) ? LTDI_ERR_NOMEM : 0;
-  if (!rc) rc = ltdi_unet_acts_create(&g.acts, m->unet, o.mode == LTDI_GEN_BATCHED ? batch : 1);
-  if (!rc) {
-    g.x_dev = be->alloc(be, (size_t)batch * P * sizeof(float));
-    g.eps_dev = be->alloc(be, (size_t)batch * P * sizeof(float));
-    g.cond_dev = be->alloc(be, (size_t)batch * Dc * sizeof(float));
-    if (!g.x_dev || !g.eps_dev || !g.cond_dev) rc = LTDI_ERR_NOMEM;
-  }
-  if (!rc) {
-    ltdi_model_standardise_cond(m, cond, batch, cond_host);
-    rc = be->upload(be, g.cond_dev, cond_host, (size_t)batch * Dc * sizeof(float));
-  }
-  if (!rc)
-    rc = ltdi_sampler_run(&m->sched, &o.sampler, gen_denoise, &g, cond_host, seeds, batch,
-                          (long)P, x);
-  if (!rc) {
-    if (out_norm) memcpy(out_norm, x, (size_t)batch * P * sizeof(float));
-    ltdi_layout_denormalise(&m->layout, x, out, batch);
-  }
-  if (g.x_dev) be->free(be, g.x_dev);
-  if (g.eps_dev) be->free(be, g.eps_dev);
-  if (g.cond_dev) be->free(be, g.cond_dev);
-  ltdi_unet_acts_free(g.acts);
-  free(cond_host);
-  free(x);
-  return rc;
 }

@@ -126,7 +126,9 @@ typedef struct ltdi_gen_options {
   int steps;                   /* 0 or the model's T (other step counts: unsupported) */
 } ltdi_gen_options;
 
-/* The model's default sampler, per-sample mode, steps = T. */
+/* The model's default sampler, steps = T, per-sample mode on the CPU and
+ * batched on a GPU (where per-sample forwards would leave it idle; results
+ * there match the CPU within fp32 tolerance, docs/GPU.md). */
 ltdi_gen_options ltdi_gen_options_default(const ltdi_model *m);
 
 /* Generates B weight vectors.
@@ -138,6 +140,24 @@ ltdi_gen_options ltdi_gen_options_default(const ltdi_model *m);
  * LTDI_ERR_NONFINITE or a backend error. */
 int ltdi_model_generate(ltdi_model *m, const float *cond, const uint64_t *seeds, int batch,
                         const ltdi_gen_options *opt, float *out, float *out_norm);
+
+/* A reusable generation workspace: activations and device buffers for up to
+ * max_batch samples in one mode, on backend `be`. be is the model's own
+ * backend, or — CPU only — another CPU backend reading the same host
+ * parameters, so several threads can each run a share of a batch with
+ * their own backend (a backend is not thread-safe). The model must outlive
+ * it. 0, LTDI_ERR_INVALID_ARG or LTDI_ERR_NOMEM. */
+typedef struct ltdi_gen_workspace ltdi_gen_workspace;
+int ltdi_gen_workspace_create(ltdi_gen_workspace **out, const ltdi_model *m, ltdi_backend *be,
+                              int max_batch, int mode);
+void ltdi_gen_workspace_free(ltdi_gen_workspace *ws);
+int ltdi_gen_workspace_max_batch(const ltdi_gen_workspace *ws);
+
+/* ltdi_model_generate on a workspace: batch <= its max_batch and opt->mode
+ * (or the default mode) equal to its mode. Same results, same errors. */
+int ltdi_model_generate_with(ltdi_gen_workspace *ws, const float *cond, const uint64_t *seeds,
+                             int batch, const ltdi_gen_options *opt, float *out,
+                             float *out_norm);
 
 /* κ_t of the prior_var parameterisation (0 when prior_var is 0), t in 1..T. */
 double ltdi_model_eps_skip(const ltdi_model *m, int t);

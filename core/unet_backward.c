@@ -50,7 +50,7 @@ static int res_backward(ltdi_backend *be, const ltdi_unet *u, const ltdi__unet_r
                             ACT(dact, r->a_n2), ACT(act, r->a_h1), P + r->p_n2w,
                             ACT(act, r->a_m2), ACT(act, r->a_r2), B, O, L, NG));
   /* h1 = conv1(s1) + ep broadcast along L */
-  ltdi__unet_add_channel_backward(ACT(dact, r->a_ep), ACT(dact, r->a_h1), B, O, L);
+  RC(be->add_channel_backward(be, ACT(dact, r->a_ep), ACT(dact, r->a_h1), B, O, L));
   RC(be->linear_backward(be, ACT(dact, u->a_es), G + r->p_ew, G + r->p_eb, ACT(dact, r->a_ep),
                          ACT(act, u->a_es), P + r->p_ew, B, E, O));
   RC(ltdi__unet_conv_backward(be, ACT(dact, r->a_s1), G + r->p_c1w, G + r->p_c1b,
@@ -68,7 +68,6 @@ int ltdi_unet_backward(ltdi_backend *be, ltdi_unet *u, ltdi_unet_acts *a,
   if (be == NULL || u == NULL || a == NULL || deps_out == NULL || a->unet != u || B <= 0)
     return LTDI_ERR_INVALID_ARG;
   if (B != a->last_batch) return LTDI_ERR_INVALID_ARG; /* no forward, or another batch */
-  if (strcmp(be->name, "cpu") != 0) return LTDI_ERR_UNSUPPORTED;
   const ltdi_unet_config *c = &u->cfg;
   const float *P = u->params;
   float *G = u->grads;
@@ -79,13 +78,13 @@ int ltdi_unet_backward(ltdi_backend *be, ltdi_unet *u, ltdi_unet_acts *a,
   RC(be->fill(be, dact, 0.0f, u->act_per_sample * (size_t)mb));
 
   /* output */
-  ltdi__unet_untokenize_backward(ACT(dact, u->a_eps), deps_out, B, c->n_params, S, L);
+  RC(be->untokenize_backward(be, ACT(dact, u->a_eps), deps_out, B, c->n_params, S, L));
   if (c->cond_map) {
     /* eps += g * M: gradients of the gate (then its linear layer, into es)
      * and of the map (its input-side contribution is added below). */
-    ltdi__unet_mul_channel_add_backward(ACT(dact, u->a_g), ACT(dact, u->a_m),
+    RC(be->mul_channel_add_backward(be, ACT(dact, u->a_g), ACT(dact, u->a_m),
                                         ACT(dact, u->a_eps), ACT(act, u->a_g),
-                                        ACT(act, u->a_m), B, S, L);
+                                        ACT(act, u->a_m), B, S, L));
     RC(be->linear_backward(be, ACT(dact, u->a_es), G + u->p_gw, G + u->p_gb, ACT(dact, u->a_g),
                            ACT(act, u->a_es), P + u->p_gw, B, E, S));
   }
@@ -106,15 +105,15 @@ int ltdi_unet_backward(ltdi_backend *be, ltdi_unet *u, ltdi_unet_acts *a,
                                   G + u->p_usb[i], ACT(dact, u->a_upc[i]),
                                   ACT(act, u->a_upn[i]), P + u->p_usw[i], B, ci, 2 * Li, ci,
                                   k, 1));
-      ltdi__unet_upsample2_backward(ACT(dact, u->up[i].a_out), ACT(dact, u->a_upn[i]), B, ci,
-                                    Li);
+      RC(be->upsample2_backward(be, ACT(dact, u->up[i].a_out), ACT(dact, u->a_upn[i]), B, ci,
+                                    Li));
     }
     RC(res_backward(be, u, &u->up[i], act, dact, mb, B));
     /* cat = [h; skip_i] with h the mid output (bottom) or the up-sampled level i+1 */
     const size_t h_off = i == n - 1 ? u->mid.a_out : u->a_upc[i + 1];
     const int hc = i == n - 1 ? u->ch[n - 1] : u->ch[i + 1];
-    ltdi__unet_concat_backward(ACT(dact, h_off), ACT(dact, u->down[i].a_out),
-                               ACT(dact, u->a_cat[i]), B, hc, ci, Li);
+    RC(be->concat_backward(be, ACT(dact, h_off), ACT(dact, u->down[i].a_out),
+                               ACT(dact, u->a_cat[i]), B, hc, ci, Li));
   }
   RC(res_backward(be, u, &u->mid, act, dact, mb, B));
 
@@ -133,8 +132,8 @@ int ltdi_unet_backward(ltdi_backend *be, ltdi_unet *u, ltdi_unet_acts *a,
     RC(ltdi__unet_conv_backward(be, ACT(dact, u->a_xm), G + u->p_inw, G + u->p_inb,
                                 ACT(dact, u->a_h0), ACT(act, u->a_xm), P + u->p_inw, B, 2 * S,
                                 L, C0, k, 1));
-    ltdi__unet_concat_backward(ACT(dact, u->a_x), ACT(dact, u->a_m), ACT(dact, u->a_xm), B, S,
-                               S, L);
+    RC(be->concat_backward(be, ACT(dact, u->a_x), ACT(dact, u->a_m), ACT(dact, u->a_xm), B, S,
+                               S, L));
     RC(be->linear_backward(be, NULL, G + u->p_mw, G + u->p_mb, ACT(dact, u->a_m),
                            ACT(act, u->a_cin), P + u->p_mw, B, c->cond_dim, S * L));
   } else {
@@ -143,7 +142,7 @@ int ltdi_unet_backward(ltdi_backend *be, ltdi_unet *u, ltdi_unet_acts *a,
                                 k, 1));
   }
   RC(be->fill(be, a->dx, 0.0f, (size_t)B * c->n_params));
-  ltdi__unet_tokenize_backward(a->dx, ACT(dact, u->a_x), B, c->n_params, S, L);
+  RC(be->tokenize_backward(be, a->dx, ACT(dact, u->a_x), B, c->n_params, S, L));
 
   /* embeddings: es = SiLU(lin2(SiLU(lin1(sin))) + cond_proj(c)) */
   RC(be->silu_backward(be, ACT(dact, u->a_e), ACT(dact, u->a_es), ACT(act, u->a_e),

@@ -1,8 +1,8 @@
 /* core/unet_forward.c — the U-Net forward pass.
  *
  * Follows the offsets built by unet_layout.c; every heavy op (convolutions,
- * linear layers, group-norm, SiLU, axpy) goes through the backend, the data
- * movement through the glue ops of unet_glue.c. Shapes in the comments are
+ * linear layers, group-norm, SiLU) and the data movement (tokenising,
+ * concatenation, up-sampling) goes through the backend. Shapes in the comments are
  * per call: B the batch, L_i the length at level i. */
 #include <string.h>
 
@@ -38,7 +38,7 @@ static int res_forward(ltdi_backend *be, const ltdi_unet *u, const ltdi__unet_re
   RC(be->silu_forward(be, s1, n1, (size_t)B * I * L));
   RC(ltdi__unet_conv(be, h1, s1, P + r->p_c1w, P + r->p_c1b, B, I, L, O, k, 1));
   RC(be->linear_forward(be, ep, es, P + r->p_ew, P + r->p_eb, B, u->cfg.emb_dim, O));
-  ltdi__unet_add_channel(h1, ep, B, O, L);
+  RC(be->add_channel(be, h1, ep, B, O, L));
   RC(be->groupnorm_forward(be, n2, ACT(act, r->a_m2), ACT(act, r->a_r2), h1, P + r->p_n2w,
                            P + r->p_n2b, B, O, L, G, LTDI_UNET_GN_EPS));
   RC(be->silu_forward(be, s2, n2, (size_t)B * O * L));
@@ -58,8 +58,6 @@ int ltdi_unet_forward(ltdi_backend *be, ltdi_unet *u, ltdi_unet_acts *a, const f
   if (be == NULL || u == NULL || a == NULL || x_t == NULL || t == NULL || cond == NULL ||
       eps_out == NULL || a->unet != u || B <= 0 || B > a->max_batch)
     return LTDI_ERR_INVALID_ARG;
-  /* The glue ops dereference tensor memory on the host. */
-  if (strcmp(be->name, "cpu") != 0) return LTDI_ERR_UNSUPPORTED;
   const ltdi_unet_config *c = &u->cfg;
   const float *P = u->params;
   const int mb = a->max_batch, n = c->n_levels, k = c->kernel, S = c->token;
@@ -77,22 +75,21 @@ int ltdi_unet_forward(ltdi_backend *be, ltdi_unet *u, ltdi_unet_acts *a, const f
   RC(be->silu_forward(be, t1s, t1, (size_t)B * E));
   RC(be->linear_forward(be, e, t1s, P + u->p_t2w, P + u->p_t2b, B, E, E));
   float *cin = ACT(act, u->a_cin);
-  /* A device-side copy (the interface has no copy op): cin = 0 + 1 * cond. */
-  RC(be->fill(be, cin, 0.0f, (size_t)B * c->cond_dim));
-  RC(be->axpy(be, cin, cond, 1.0f, (size_t)B * c->cond_dim));
+  /* Kept for the backward: the caller may reuse its cond buffer. */
+  RC(be->copy(be, cin, cond, (size_t)B * c->cond_dim));
   RC(be->linear_forward(be, cp, cin, P + u->p_cw, P + u->p_cb, B, c->cond_dim, E));
   RC(be->axpy(be, e, cp, 1.0f, (size_t)B * E));
   RC(be->silu_forward(be, es, e, (size_t)B * E));
 
   /* input: tokens as channels, then in_conv */
   float *x = ACT(act, u->a_x);
-  ltdi__unet_tokenize(x, x_t, B, c->n_params, S, u->len);
+  RC(be->tokenize(be, x, x_t, B, c->n_params, S, u->len));
   int in_ch = S;
   if (c->cond_map) {
     /* M = cond_map(c) viewed as (S, L): a condition value at every position. */
     float *m = ACT(act, u->a_m), *xm = ACT(act, u->a_xm);
     RC(be->linear_forward(be, m, cin, P + u->p_mw, P + u->p_mb, B, c->cond_dim, S * u->len));
-    ltdi__unet_concat(xm, x, m, B, S, S, u->len);
+    RC(be->concat(be, xm, x, m, B, S, S, u->len));
     x = xm;
     in_ch = 2 * S;
   }
@@ -114,14 +111,14 @@ int ltdi_unet_forward(ltdi_backend *be, ltdi_unet *u, ltdi_unet_acts *a, const f
   int hc = u->ch[n - 1];
   for (int i = n - 1; i >= 0; i--) {
     const int Li = u->lvl_len[i];
-    ltdi__unet_concat(ACT(act, u->a_cat[i]), h, ACT(act, u->down[i].a_out), B, hc, u->ch[i],
-                      Li);
+    RC(be->concat(be, ACT(act, u->a_cat[i]), h, ACT(act, u->down[i].a_out), B, hc, u->ch[i],
+                      Li));
     RC(res_forward(be, u, &u->up[i], act, mb, B, es));
     h = ACT(act, u->up[i].a_out);
     hc = u->ch[i];
     if (i > 0) {
       float *un = ACT(act, u->a_upn[i]), *uc = ACT(act, u->a_upc[i]);
-      ltdi__unet_upsample2(un, h, B, hc, Li);
+      RC(be->upsample2(be, un, h, B, hc, Li));
       RC(ltdi__unet_conv(be, uc, un, P + u->p_usw[i], P + u->p_usb[i], B, hc, 2 * Li, hc, k,
                          1));
       h = uc;
@@ -139,9 +136,9 @@ int ltdi_unet_forward(ltdi_backend *be, ltdi_unet *u, ltdi_unet_acts *a, const f
      * every output position (the gate starts at zero). */
     float *g = ACT(act, u->a_g);
     RC(be->linear_forward(be, g, es, P + u->p_gw, P + u->p_gb, B, E, S));
-    ltdi__unet_mul_channel_add(eps, g, ACT(act, u->a_m), B, S, u->len);
+    RC(be->mul_channel_add(be, eps, g, ACT(act, u->a_m), B, S, u->len));
   }
-  ltdi__unet_untokenize(eps_out, eps, B, c->n_params, S, u->len);
+  RC(be->untokenize(be, eps_out, eps, B, c->n_params, S, u->len));
   a->last_batch = B;
   return 0;
 }

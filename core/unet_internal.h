@@ -8,10 +8,9 @@
  * buffer of the same size, zeroed at the start of each backward, so every
  * backward step can accumulate (+=) as the backend ops do.
  *
- * The glue ops below (tokenising, per-channel add, gated map add, concatenation, nearest
- * up-sampling, the sinusoidal embedding) are plain C on host pointers; the
- * heavy ops go through the backend. tests/unit/test_unet.c checks each glue
- * backward by finite differences. */
+ * Every op, the data movement included, goes through the backend
+ * (kernels/backend.h), so the pass runs wherever the backend's memory is;
+ * only the sinusoidal timestep embedding is computed on the host. */
 #ifndef LTDI_CORE_UNET_INTERNAL_H
 #define LTDI_CORE_UNET_INTERNAL_H
 
@@ -116,44 +115,7 @@ int ltdi__unet_conv_backward(ltdi_backend *be, float *dinp, float *dw, float *db
                              const float *dout, const float *inp, const float *w, int batch,
                              int in, int len, int outc, int k, int stride);
 
-/* ---- glue ops (unet_glue.c); host pointers, shapes in comments ---------- */
-
-/* out (B,S,L)[b][s][l] = x (B,P)[b][l*S+s], zero where l*S+s >= P. */
-void ltdi__unet_tokenize(float *out, const float *x, int batch, int P, int S, int L);
-/* dx (B,P) += the tokenised layout of dout (B,S,L), read back. */
-void ltdi__unet_tokenize_backward(float *dx, const float *dout, int batch, int P, int S,
-                                  int L);
-/* out (B,P)[b][p] = y (B,S,L)[b][p%S][p/S]: the first P values of the signal. */
-void ltdi__unet_untokenize(float *out, const float *y, int batch, int P, int S, int L);
-/* dy (B,S,L) += dout (B,P) placed back at its signal positions. */
-void ltdi__unet_untokenize_backward(float *dy, const float *dout, int batch, int P, int S,
-                                    int L);
-
-/* h (B,C,L) += v (B,C) broadcast along L. */
-void ltdi__unet_add_channel(float *h, const float *v, int batch, int C, int L);
-/* dv (B,C) += sum over L of dh (B,C,L). */
-void ltdi__unet_add_channel_backward(float *dv, const float *dh, int batch, int C, int L);
-
-/* out (B,C,L) += g (B,C) broadcast along L, times m (B,C,L): the gated
- * condition map added to the output. */
-void ltdi__unet_mul_channel_add(float *out, const float *g, const float *m, int batch, int C,
-                                int L);
-/* dg (B,C) += sum_l dout*m; dm (B,C,L) += g*dout; either may be NULL. */
-void ltdi__unet_mul_channel_add_backward(float *dg, float *dm, const float *dout,
-                                         const float *g, const float *m, int batch, int C,
-                                         int L);
-
-/* out (B,C1+C2,L) = [a (B,C1,L); b (B,C2,L)] along channels. */
-void ltdi__unet_concat(float *out, const float *a, const float *b, int batch, int C1,
-                       int C2, int L);
-/* da += dout[:, :C1], db += dout[:, C1:]; either may be NULL. */
-void ltdi__unet_concat_backward(float *da, float *db, const float *dout, int batch, int C1,
-                                int C2, int L);
-
-/* out (B,C,2L)[..][j] = in (B,C,L)[..][j/2]. */
-void ltdi__unet_upsample2(float *out, const float *in, int batch, int C, int L);
-/* din (B,C,L)[..][j] += dout[..][2j] + dout[..][2j+1]. */
-void ltdi__unet_upsample2_backward(float *din, const float *dout, int batch, int C, int L);
+/* ---- unet_glue.c ---------------------------------------------------------- */
 
 /* out (B,E): [sin(t f_k), cos(t f_k)], f_k = 10000^(-k/(E/2)), k < E/2. */
 void ltdi__unet_sinusoid(float *out, const int32_t *t, int batch, int E);

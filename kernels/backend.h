@@ -173,6 +173,55 @@ struct ltdi_backend {
                      const float *grads, size_t n, float rho);
   int (*sam_restore)(ltdi_backend *be, float *params, const float *perturbation,
                      size_t n);
+
+  /* ---- data movement: the U-Net's glue (core/unet.h) ------------------- */
+  /* Shapes per call: B batch, P weight-vector length, S values per token,
+   * L signal length, C channels. Backwards accumulate (+=) like the rest. */
+  /* dst[i] = src[i] */
+  int (*copy)(ltdi_backend *be, float *dst, const float *src, size_t n);
+  /* out (B,S,L)[b][s][l] = x (B,P)[b][l*S+s], zero where l*S+s >= P */
+  int (*tokenize)(ltdi_backend *be, float *out, const float *x, int batch, int P, int S,
+                  int L);
+  /* dx (B,P) += the tokenised layout of dout (B,S,L), read back */
+  int (*tokenize_backward)(ltdi_backend *be, float *dx, const float *dout, int batch, int P,
+                           int S, int L);
+  /* out (B,P)[b][p] = y (B,S,L)[b][p%S][p/S] */
+  int (*untokenize)(ltdi_backend *be, float *out, const float *y, int batch, int P, int S,
+                    int L);
+  /* dy (B,S,L) += dout (B,P) placed back at its signal positions */
+  int (*untokenize_backward)(ltdi_backend *be, float *dy, const float *dout, int batch, int P,
+                             int S, int L);
+  /* h (B,C,L) += v (B,C) broadcast along L */
+  int (*add_channel)(ltdi_backend *be, float *h, const float *v, int batch, int C, int L);
+  /* dv (B,C) += sum over L of dh (B,C,L) */
+  int (*add_channel_backward)(ltdi_backend *be, float *dv, const float *dh, int batch, int C,
+                              int L);
+  /* out (B,C,L) += g (B,C) broadcast along L, times m (B,C,L) */
+  int (*mul_channel_add)(ltdi_backend *be, float *out, const float *g, const float *m,
+                         int batch, int C, int L);
+  /* dg (B,C) += sum_l dout*m; dm (B,C,L) += g*dout; either may be NULL */
+  int (*mul_channel_add_backward)(ltdi_backend *be, float *dg, float *dm, const float *dout,
+                                  const float *g, const float *m, int batch, int C, int L);
+  /* out (B,C1+C2,L) = [a (B,C1,L); b (B,C2,L)] along channels */
+  int (*concat)(ltdi_backend *be, float *out, const float *a, const float *b, int batch,
+                int C1, int C2, int L);
+  /* da += dout[:, :C1], db += dout[:, C1:]; either may be NULL */
+  int (*concat_backward)(ltdi_backend *be, float *da, float *db, const float *dout, int batch,
+                         int C1, int C2, int L);
+  /* out (B,C,2L)[..][j] = in (B,C,L)[..][j/2] */
+  int (*upsample2)(ltdi_backend *be, float *out, const float *in, int batch, int C, int L);
+  /* din (B,C,L)[..][j] += dout[..][2j] + dout[..][2j+1] */
+  int (*upsample2_backward)(ltdi_backend *be, float *din, const float *dout, int batch, int C,
+                            int L);
+
+  /* ---- diffusion ------------------------------------------------------ */
+  /* One reverse step, per element in double (the subtraction cancels most
+   * of x near the end of the chain):
+   *   x[i] = (float)(c_x * x[i] - c_eps * eps[i]);
+   *   then, when sigma > 0, x[i] = (float)(x[i] + sigma * noise[i]).
+   * noise may be NULL when sigma == 0. */
+  int (*diffusion_step)(ltdi_backend *be, float *x, const float *eps, const float *noise,
+                        size_t n, double c_x, double c_eps, double sigma);
 };
 
 /* The CPU backend. n_threads is the BLAS thread count (0 = leave OpenBLAS's
@@ -181,6 +230,31 @@ int ltdi_backend_cpu_create(ltdi_backend **out, int n_threads);
 
 /* Destroys any backend (NULL is allowed). */
 void ltdi_backend_destroy(ltdi_backend *be);
+
+/* ---- device selection (kernels/backend.c) ------------------------------ */
+
+/* What `--device` asks for. */
+typedef enum ltdi_device {
+  LTDI_DEVICE_AUTO = 0, /* CUDA when built with it and a GPU is usable, else the CPU */
+  LTDI_DEVICE_CPU = 1,
+  LTDI_DEVICE_CUDA = 2,
+} ltdi_device;
+
+/* "auto", "cpu" or "cuda" → *out; LTDI_ERR_INVALID_ARG for anything else. */
+int ltdi_device_parse(const char *name, ltdi_device *out);
+const char *ltdi_device_name(ltdi_device d);
+
+/* 1 when this build has the CUDA backend and a GPU is usable, else 0. */
+int ltdi_cuda_available(void);
+
+/* Opens the backend `want` asks for. cpu_threads is the OpenBLAS thread
+ * count of a CPU backend (0 = OpenBLAS's default). AUTO falls back to the
+ * CPU when there is no CUDA build, driver or GPU, and then writes one line
+ * saying why into `note` (otherwise note is ""); CUDA fails instead with
+ * LTDI_ERR_DEVICE or LTDI_ERR_UNSUPPORTED (no CUDA in this build), the
+ * reason in `note`. note may be NULL. */
+int ltdi_backend_open(ltdi_device want, int cpu_threads, ltdi_backend **out, char *note,
+                      size_t notelen);
 
 #ifdef __cplusplus
 }

@@ -164,6 +164,21 @@ int ltdi_backend_cpu_create(ltdi_backend **out, int n_threads) {
   be->sam_perturb = ltdi__cpu_sam_perturb;
   be->sam_restore = ltdi__cpu_sam_restore;
 
+  be->copy = ltdi__cpu_copy;
+  be->tokenize = ltdi__cpu_tokenize;
+  be->tokenize_backward = ltdi__cpu_tokenize_backward;
+  be->untokenize = ltdi__cpu_untokenize;
+  be->untokenize_backward = ltdi__cpu_untokenize_backward;
+  be->add_channel = ltdi__cpu_add_channel;
+  be->add_channel_backward = ltdi__cpu_add_channel_backward;
+  be->mul_channel_add = ltdi__cpu_mul_channel_add;
+  be->mul_channel_add_backward = ltdi__cpu_mul_channel_add_backward;
+  be->concat = ltdi__cpu_concat;
+  be->concat_backward = ltdi__cpu_concat_backward;
+  be->upsample2 = ltdi__cpu_upsample2;
+  be->upsample2_backward = ltdi__cpu_upsample2_backward;
+  be->diffusion_step = ltdi__cpu_diffusion_step;
+
   *out = be;
   return 0;
 }

@@ -101,4 +101,34 @@ int ltdi__cpu_sam_perturb(ltdi_backend *be, float *params, float *perturbation,
 int ltdi__cpu_sam_restore(ltdi_backend *be, float *params, const float *perturbation,
                           size_t n);
 
+
+/* ---- cpu_glue.c --------------------------------------------------------- */
+int ltdi__cpu_copy(ltdi_backend *be, float *dst, const float *src, size_t n);
+int ltdi__cpu_tokenize(ltdi_backend *be, float *out, const float *x, int batch, int P, int S,
+                       int L);
+int ltdi__cpu_tokenize_backward(ltdi_backend *be, float *dx, const float *dout, int batch,
+                                int P, int S, int L);
+int ltdi__cpu_untokenize(ltdi_backend *be, float *out, const float *y, int batch, int P, int S,
+                         int L);
+int ltdi__cpu_untokenize_backward(ltdi_backend *be, float *dy, const float *dout, int batch,
+                                  int P, int S, int L);
+int ltdi__cpu_add_channel(ltdi_backend *be, float *h, const float *v, int batch, int C, int L);
+int ltdi__cpu_add_channel_backward(ltdi_backend *be, float *dv, const float *dh, int batch,
+                                   int C, int L);
+int ltdi__cpu_mul_channel_add(ltdi_backend *be, float *out, const float *g, const float *m,
+                              int batch, int C, int L);
+int ltdi__cpu_mul_channel_add_backward(ltdi_backend *be, float *dg, float *dm,
+                                       const float *dout, const float *g, const float *m,
+                                       int batch, int C, int L);
+int ltdi__cpu_concat(ltdi_backend *be, float *out, const float *a, const float *b, int batch,
+                     int C1, int C2, int L);
+int ltdi__cpu_concat_backward(ltdi_backend *be, float *da, float *db, const float *dout,
+                              int batch, int C1, int C2, int L);
+int ltdi__cpu_upsample2(ltdi_backend *be, float *out, const float *in, int batch, int C,
+                        int L);
+int ltdi__cpu_upsample2_backward(ltdi_backend *be, float *din, const float *dout, int batch,
+                                 int C, int L);
+int ltdi__cpu_diffusion_step(ltdi_backend *be, float *x, const float *eps, const float *noise,
+                             size_t n, double c_x, double c_eps, double sigma);
+
 #endif

@@ -91,6 +91,13 @@ static void check_glue(const char *what, float *x, size_t n, const float *after,
             max_ref);
 }
 
+/* The glue ops are CPU backend entries; one backend serves every test. */
+static ltdi_backend *gbe(void) {
+  static ltdi_backend *be;
+  if (be == NULL) cr_assert_eq(ltdi_backend_cpu_create(&be, 1), 0);
+  return be;
+}
+
 typedef struct glue_ctx {
   int op;
   float *a, *b, *h0, *out, *r;
@@ -103,17 +110,17 @@ enum { G_TOK, G_UNTOK, G_ADDCH, G_CAT, G_UP, G_MULCH };
 static double glue_loss(void *p) {
   glue_ctx *c = p;
   switch (c->op) {
-  case G_TOK: ltdi__unet_tokenize(c->out, c->a, c->B, c->P, c->S, c->L); break;
-  case G_UNTOK: ltdi__unet_untokenize(c->out, c->a, c->B, c->P, c->S, c->L); break;
+  case G_TOK: cr_assert_eq(gbe()->tokenize(gbe(), c->out, c->a, c->B, c->P, c->S, c->L), 0); break;
+  case G_UNTOK: cr_assert_eq(gbe()->untokenize(gbe(), c->out, c->a, c->B, c->P, c->S, c->L), 0); break;
   case G_ADDCH:
     memcpy(c->out, c->h0, c->nout * sizeof(float));
-    ltdi__unet_add_channel(c->out, c->a, c->B, c->C1, c->L);
+    cr_assert_eq(gbe()->add_channel(gbe(), c->out, c->a, c->B, c->C1, c->L), 0);
     break;
-  case G_CAT: ltdi__unet_concat(c->out, c->a, c->b, c->B, c->C1, c->C2, c->L); break;
-  case G_UP: ltdi__unet_upsample2(c->out, c->a, c->B, c->C1, c->L); break;
+  case G_CAT: cr_assert_eq(gbe()->concat(gbe(), c->out, c->a, c->b, c->B, c->C1, c->C2, c->L), 0); break;
+  case G_UP: cr_assert_eq(gbe()->upsample2(gbe(), c->out, c->a, c->B, c->C1, c->L), 0); break;
   case G_MULCH:
     memcpy(c->out, c->h0, c->nout * sizeof(float));
-    ltdi__unet_mul_channel_add(c->out, c->a, c->b, c->B, c->C1, c->L);
+    cr_assert_eq(gbe()->mul_channel_add(gbe(), c->out, c->a, c->b, c->B, c->C1, c->L), 0);
     break;
   }
   return dot(c->out, c->r, c->nout);
@@ -136,7 +143,7 @@ Test(unet_glue, tokenize_and_untokenize) {
         cr_assert_eq(c.out[(b * 4 + s) * 5 + l], want, "tokenize b%d s%d l%d", b, s, l);
       }
   float *g0 = rand_buf(2 * 13, -1, 1), *g = dup_buf(g0, 2 * 13);
-  ltdi__unet_tokenize_backward(g, c.r, 2, 13, 4, 5);
+  cr_assert_eq(gbe()->tokenize_backward(gbe(), g, c.r, 2, 13, 4, 5), 0);
   check_glue("tokenize", c.a, 2 * 13, g, g0, glue_loss, &c);
   free(c.a), free(c.out), free(c.r), free(g0), free(g);
 
@@ -146,7 +153,7 @@ Test(unet_glue, tokenize_and_untokenize) {
   u.r = rand_buf(u.nout, -1, 1);
   g0 = rand_buf(2 * 4 * 5, -1, 1);
   g = dup_buf(g0, 2 * 4 * 5);
-  ltdi__unet_untokenize_backward(g, u.r, 2, 13, 4, 5);
+  cr_assert_eq(gbe()->untokenize_backward(gbe(), g, u.r, 2, 13, 4, 5), 0);
   check_glue("untokenize", u.a, 2 * 4 * 5, g, g0, glue_loss, &u);
   /* padding slots receive no gradient */
   for (int b = 0; b < 2; b++)
@@ -164,7 +171,7 @@ Test(unet_glue, add_channel) {
   c.out = rand_buf(c.nout, 0, 0);
   c.r = rand_buf(c.nout, -1, 1);
   float *g0 = rand_buf(15, -1, 1), *g = dup_buf(g0, 15);
-  ltdi__unet_add_channel_backward(g, c.r, 3, 5, 7);
+  cr_assert_eq(gbe()->add_channel_backward(gbe(), g, c.r, 3, 5, 7), 0);
   check_glue("add_channel", c.a, 15, g, g0, glue_loss, &c);
   free(c.a), free(c.h0), free(c.out), free(c.r), free(g0), free(g);
 }
@@ -184,7 +191,7 @@ Test(unet_glue, mul_channel_add) {
   cr_assert_float_eq(c.out[i], c.h0[i] + c.a[2 * 5 + 3] * c.b[i], 1e-6);
   float *gg0 = rand_buf(15, -1, 1), *gg = dup_buf(gg0, 15);
   float *gm0 = rand_buf(c.nout, -1, 1), *gm = dup_buf(gm0, c.nout);
-  ltdi__unet_mul_channel_add_backward(gg, gm, c.r, c.a, c.b, 3, 5, 7);
+  cr_assert_eq(gbe()->mul_channel_add_backward(gbe(), gg, gm, c.r, c.a, c.b, 3, 5, 7), 0);
   check_glue("mul_channel_add g", c.a, 15, gg, gg0, glue_loss, &c);
   check_glue("mul_channel_add m", c.b, c.nout, gm, gm0, glue_loss, &c);
   free(c.a), free(c.b), free(c.h0), free(c.out), free(c.r);
@@ -200,7 +207,7 @@ Test(unet_glue, concat) {
   c.r = rand_buf(c.nout, -1, 1);
   float *ga0 = rand_buf(na, -1, 1), *ga = dup_buf(ga0, na);
   float *gb0 = rand_buf(nb, -1, 1), *gb = dup_buf(gb0, nb);
-  ltdi__unet_concat_backward(ga, gb, c.r, 2, 3, 5, 6);
+  cr_assert_eq(gbe()->concat_backward(gbe(), ga, gb, c.r, 2, 3, 5, 6), 0);
   check_glue("concat a", c.a, na, ga, ga0, glue_loss, &c);
   check_glue("concat b", c.b, nb, gb, gb0, glue_loss, &c);
   free(c.a), free(c.b), free(c.out), free(c.r), free(ga0), free(ga), free(gb0), free(gb);
@@ -214,7 +221,7 @@ Test(unet_glue, upsample2) {
   glue_loss(&c);
   for (int j = 0; j < 10; j++) cr_assert_eq(c.out[3 * 10 + j], c.a[3 * 5 + j / 2]);
   float *g0 = rand_buf(30, -1, 1), *g = dup_buf(g0, 30);
-  ltdi__unet_upsample2_backward(g, c.r, 2, 3, 5);
+  cr_assert_eq(gbe()->upsample2_backward(gbe(), g, c.r, 2, 3, 5), 0);
   check_glue("upsample2", c.a, 30, g, g0, glue_loss, &c);
   free(c.a), free(c.out), free(c.r), free(g0), free(g);
 }

@@ -1,0 +1,161 @@
+/* core/model_generate.c — weight generation: the reverse chain of
+ * core/diffusion.h with the U-Net as denoiser, run entirely in the
+ * backend's memory (x, ε̂ and c never leave the device between steps; only
+ * the initial noise, the σ_t z noise when σ > 0, and the result cross).
+ *
+ * A workspace holds everything a pass needs for up to max_batch samples, so
+ * a server allocates it once per worker instead of once per request (device
+ * allocations cost milliseconds on CUDA). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/model.h"
+
+struct ltdi_gen_workspace {
+  ltdi_backend *be;      /* runs the pass; shares memory with the model's params */
+  const ltdi_model *m;
+  int max_batch, mode;
+  ltdi_unet_acts *acts;  /* for max_batch (batched) or 1 (per sample) samples */
+  float *x_dev, *eps_dev, *cond_dev, *noise_dev; /* backend memory */
+  float *x_host, *cond_host;                     /* (max_batch, P|Dc) */
+  int32_t *t_host;                               /* (max_batch) */
+};
+
+static int mode_ok(int mode) { return mode == LTDI_GEN_PER_SAMPLE || mode == LTDI_GEN_BATCHED; }
+
+ltdi_gen_options ltdi_gen_options_default(const ltdi_model *m) {
+  ltdi_gen_options o;
+  o.sampler = m ? m->sampler : ltdi_sampler_config_default();
+  /* Per-sample forwards keep the CPU's batch results bit-identical; a GPU
+   * would idle through them, so there one batched forward per step. */
+  o.mode = (m && strcmp(m->be->name, "cpu") != 0) ? LTDI_GEN_BATCHED : LTDI_GEN_PER_SAMPLE;
+  o.steps = m ? m->sched.T : 0;
+  return o;
+}
+
+void ltdi_gen_workspace_free(ltdi_gen_workspace *ws) {
+  if (!ws) return;
+  ltdi_backend *be = ws->be;
+  float *dev[] = {ws->x_dev, ws->eps_dev, ws->cond_dev, ws->noise_dev};
+  for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
+    if (dev[i]) be->free(be, dev[i]);
+  ltdi_unet_acts_free(ws->acts);
+  free(ws->x_host);
+  free(ws->cond_host);
+  free(ws->t_host);
+  free(ws);
+}
+
+int ltdi_gen_workspace_create(ltdi_gen_workspace **out, const ltdi_model *m, ltdi_backend *be,
+                              int max_batch, int mode) {
+  if (!out || !m || !be || max_batch < 1 || !mode_ok(mode)) return LTDI_ERR_INVALID_ARG;
+  *out = NULL;
+  /* The params are read through `be`: it must address the same memory. */
+  if (strcmp(be->name, m->be->name) != 0 || (strcmp(be->name, "cpu") != 0 && be != m->be))
+    return LTDI_ERR_INVALID_ARG;
+  ltdi_gen_workspace *ws = calloc(1, sizeof *ws);
+  if (!ws) return LTDI_ERR_NOMEM;
+  ws->be = be;
+  ws->m = m;
+  ws->max_batch = max_batch;
+  ws->mode = mode;
+  const size_t P = m->layout.n_params, Dc = (size_t)m->ways * (size_t)m->feat_dim;
+  const size_t B = (size_t)max_batch;
+  int rc = ltdi_unet_acts_create(&ws->acts, m->unet, mode == LTDI_GEN_BATCHED ? max_batch : 1);
+  if (!rc) {
+    ws->x_dev = be->alloc(be, B * P * sizeof(float));
+    ws->eps_dev = be->alloc(be, B * P * sizeof(float));
+    ws->noise_dev = be->alloc(be, B * P * sizeof(float));
+    ws->cond_dev = be->alloc(be, B * Dc * sizeof(float));
+    ws->x_host = malloc(B * P * sizeof(float));
+    ws->cond_host = malloc(B * Dc * sizeof(float));
+    ws->t_host = malloc(B * sizeof(int32_t));
+    if (!ws->x_dev || !ws->eps_dev || !ws->noise_dev || !ws->cond_dev || !ws->x_host ||
+        !ws->cond_host || !ws->t_host)
+      rc = LTDI_ERR_NOMEM;
+  }
+  if (rc) {
+    ltdi_gen_workspace_free(ws);
+    return rc;
+  }
+  *out = ws;
+  return 0;
+}
+
+int ltdi_gen_workspace_max_batch(const ltdi_gen_workspace *ws) { return ws ? ws->max_batch : 0; }
+
+/* ε̂ (B, P) for x_t at timestep t (the same for every sample of a pass). */
+static int denoise(ltdi_gen_workspace *ws, int B, int t) {
+  const ltdi_model *m = ws->m;
+  ltdi_backend *be = ws->be;
+  const size_t P = m->layout.n_params, Dc = (size_t)m->ways * (size_t)m->feat_dim;
+  for (int b = 0; b < B; b++) ws->t_host[b] = t;
+  int rc = 0;
+  if (ws->mode == LTDI_GEN_BATCHED) {
+    rc = ltdi_unet_forward(be, m->unet, ws->acts, ws->x_dev, ws->t_host, ws->cond_dev, B,
+                           ws->eps_dev);
+  } else {
+    /* One sample per forward: the GEMM shapes, hence the rounding, never
+     * depend on how many requests share the batch. */
+    for (int b = 0; b < B && !rc; b++)
+      rc = ltdi_unet_forward(be, m->unet, ws->acts, ws->x_dev + (size_t)b * P, &ws->t_host[b],
+                             ws->cond_dev + (size_t)b * Dc, 1, ws->eps_dev + (size_t)b * P);
+  }
+  const double kappa = ltdi_model_eps_skip(m, t);
+  if (!rc && kappa != 0.0) rc = be->axpy(be, ws->eps_dev, ws->x_dev, (float)kappa, (size_t)B * P);
+  return rc;
+}
+
+int ltdi_model_generate_with(ltdi_gen_workspace *ws, const float *cond, const uint64_t *seeds,
+                             int batch, const ltdi_gen_options *opt, float *out,
+                             float *out_norm) {
+  if (!ws || !cond || !seeds || batch < 1 || batch > ws->max_batch || !out)
+    return LTDI_ERR_INVALID_ARG;
+  const ltdi_model *m = ws->m;
+  ltdi_gen_options o = opt ? *opt : ltdi_gen_options_default(m);
+  if (o.mode != ws->mode) return LTDI_ERR_INVALID_ARG;
+  if (!ltdi_sampler_form_name(o.sampler.form) || !ltdi_sampler_sigma_name(o.sampler.sigma))
+    return LTDI_ERR_INVALID_ARG;
+  if (o.steps != 0 && o.steps != m->sched.T) return LTDI_ERR_UNSUPPORTED;
+  ltdi_backend *be = ws->be;
+  const size_t P = m->layout.n_params, Dc = (size_t)m->ways * (size_t)m->feat_dim;
+  const size_t n = (size_t)batch * P;
+  ltdi_model_standardise_cond(m, cond, batch, ws->cond_host);
+  int rc = be->upload(be, ws->cond_dev, ws->cond_host, (size_t)batch * Dc * sizeof(float));
+  ltdi_sampler_init_noise(seeds, batch, (long)P, ws->x_host);
+  if (!rc) rc = be->upload(be, ws->x_dev, ws->x_host, n * sizeof(float));
+  for (int t = m->sched.T; rc == 0 && t >= 1; t--) {
+    double c_x, c_eps, sigma;
+    rc = ltdi_sampler_coeffs(&m->sched, &o.sampler, t, &c_x, &c_eps, &sigma);
+    if (!rc) rc = denoise(ws, batch, t);
+    if (!rc && sigma > 0.0) {
+      /* z is drawn on the host: Philox per (seed, t) keeps it independent of the batch. */
+      ltdi_sampler_step_noise(seeds, batch, (long)P, t, ws->x_host);
+      rc = be->upload(be, ws->noise_dev, ws->x_host, n * sizeof(float));
+    }
+    if (!rc) rc = be->diffusion_step(be, ws->x_dev, ws->eps_dev, ws->noise_dev, n, c_x, c_eps,
+                                     sigma);
+  }
+  if (!rc) rc = be->download(be, ws->x_host, ws->x_dev, n * sizeof(float));
+  for (size_t i = 0; !rc && i < n; i++)
+    if (!isfinite(ws->x_host[i])) rc = LTDI_ERR_NONFINITE;
+  if (!rc) {
+    if (out_norm) memcpy(out_norm, ws->x_host, n * sizeof(float));
+    ltdi_layout_denormalise(&m->layout, ws->x_host, out, batch);
+  }
+  return rc;
+}
+
+int ltdi_model_generate(ltdi_model *m, const float *cond, const uint64_t *seeds, int batch,
+                        const ltdi_gen_options *opt, float *out, float *out_norm) {
+  if (!m || !cond || !seeds || batch < 1 || !out) return LTDI_ERR_INVALID_ARG;
+  ltdi_gen_options o = opt ? *opt : ltdi_gen_options_default(m);
+  if (!mode_ok(o.mode)) return LTDI_ERR_INVALID_ARG;
+  ltdi_gen_workspace *ws = NULL;
+  int rc = ltdi_gen_workspace_create(&ws, m, m->be, batch, o.mode);
+  if (!rc) rc = ltdi_model_generate_with(ws, cond, seeds, batch, &o, out, out_norm);
+  ltdi_gen_workspace_free(ws);
+  return rc;
+}
