@@ -228,6 +228,22 @@ struct ltdi_backend {
  * default). Returns 0 or LTDI_ERR_NOMEM. */
 int ltdi_backend_cpu_create(ltdi_backend **out, int n_threads);
 
+/* Batch-invariant mode of a CPU backend (off after create). With it on, a
+ * sample's outputs are bit for bit the same whatever batch it runs in, for
+ * every op whose outputs are per sample: sgemm sums each output element in
+ * one fixed order whatever M, N or the tiling (kernels/cpu/
+ * cpu_gemm_invariant.c), so a convolution's im2col chunking or a linear
+ * layer's batch changes the GEMM's shape but no element's bits; group-norm
+ * (statistics per sample and group), SiLU/ReLU, max-pool, axpy, the glue
+ * ops and the diffusion step already work per sample or per element. NOT
+ * per sample by definition: batch-norm in training mode (batch statistics;
+ * eval mode is per element), the softmax loss (a batch mean) and the
+ * weight gradients of every backward (sums over the batch). The bits match
+ * the default OpenBLAS mode only to float rounding, and differ between
+ * machines with and without AVX2+FMA. 0, or LTDI_ERR_INVALID_ARG when be
+ * is not a CPU backend. */
+int ltdi_backend_cpu_set_batch_invariant(ltdi_backend *be, int on);
+
 /* Destroys any backend (NULL is allowed). */
 void ltdi_backend_destroy(ltdi_backend *be);
 

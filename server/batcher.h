@@ -12,6 +12,7 @@
 #ifndef LTDI_SERVER_BATCHER_H
 #define LTDI_SERVER_BATCHER_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "core/model.h"
@@ -33,6 +34,14 @@ typedef struct ltdi_batcher_config {
   int max_batch;          /* samples per pass; a single larger job runs alone */
   long max_queue_delay_us;
   int queue_capacity;     /* jobs */
+  /* Optional: how many clients could submit a job now, each at most one at
+   * a time (the daemon counts open HTTP connections: HTTP/1.1 without
+   * pipelining carries one request at a time). When every one of them
+   * already has a job queued or computing, nothing can join the pass, so
+   * the batcher starts it without waiting out the delay: a lone client pays
+   * no batching latency, and a full round of clients none either. An idle
+   * connection only brings back the plain delay. NULL = always wait. */
+  const atomic_int *clients;
 } ltdi_batcher_config;
 
 typedef struct ltdi_gen_job {

@@ -46,8 +46,10 @@ static const setting SETTINGS[] = {
     INT(connection_timeout_s, 30, 1, 3600, "idle connection timeout"),
     INT(max_samples, 16, 1, 256, "largest best-of-N `samples`"),
     INT(drain_timeout_s, 30, 0, 3600, "SIGTERM: longest wait for queued work"),
-    INT(batched_forward, 0, 0, 1, "1: batched U-Net forward (faster, not bit-identical)"),
-    INT(blas_threads, 1, 1, 64, "OpenBLAS threads of each model's backend"),
+    STR(device, "auto", "auto | cpu | cuda: where models run; auto = CUDA if usable, else CPU"),
+    STR(cpu_kernel, "invariant", "invariant | per_sample | batched: CPU U-Net passes (batched is not bit-identical)"),
+    INT(compute_threads, 0, 0, 256, "CPU worker threads per model, each with a share of a pass; 0 = online CPUs"),
+    INT(blas_threads, 1, 1, 64, "OpenBLAS threads of each worker's backend"),
     INT(warmup, 1, 0, 1, "run one generation when a model is loaded"),
     INT(max_loaded_models, 4, 1, 64, "model versions held in memory at once"),
 };

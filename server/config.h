@@ -34,7 +34,9 @@ typedef struct ltdi_serve_config {
   long long connection_timeout_s;
   long long max_samples;
   long long drain_timeout_s;
-  long long batched_forward; /* 1: one batched U-Net forward (faster, not bit-identical) */
+  char device[16];          /* auto | cpu | cuda */
+  char cpu_kernel[16];      /* invariant | per_sample | batched (server/compute.h) */
+  long long compute_threads; /* CPU workers per model; 0 = one per online CPU */
   long long blas_threads;
   long long warmup;
   long long max_loaded_models;

@@ -54,7 +54,7 @@ static void task_id_of(const ltdi_served_model *sm, const ltdi_gen_request *r, c
                        size_t Dc, uint64_t seed, const ltdi_gen_options *o, char hex[65]) {
   ltdi_sha256 h;
   ltdi_sha256_init(&h);
-  ltdi_sha256_update(&h, "ltdi-task-v1", 13);
+  ltdi_sha256_update(&h, "ltdi-task-v2", 13);
   ltdi_sha256_update(&h, sm->name, strlen(sm->name) + 1);
   put_u64(&h, (uint64_t)sm->version);
   ltdi_sha256_update(&h, sm->sha256, strlen(sm->sha256) + 1);
@@ -64,7 +64,10 @@ static void task_id_of(const ltdi_served_model *sm, const ltdi_gen_request *r, c
   put_u64(&h, (uint64_t)o->sampler.form);
   put_u64(&h, (uint64_t)o->sampler.sigma);
   put_floats(&h, &o->sampler.eta, 1);
-  put_u64(&h, (uint64_t)o->mode);
+  /* How the pass ran decides the last bits: the backend and kernel, not the batch. */
+  const char *tag = ltdi_compute_tag(sm->compute);
+  ltdi_sha256_update(&h, tag, strlen(tag) + 1);
+  (void)o->mode;
   put_floats(&h, cond, Dc);
   if (r->samples > 1) { /* the choice among samples depends on the support set */
     put_u64(&h, (uint64_t)r->rows);
@@ -433,8 +436,7 @@ void ltdi__h_generate(ltdi_server *s, const ltdi_req *rq, ltdi_resp *rs) {
   }
   g.have_support = g.r.kind == LTDI_COND_SUPPORT && g.sm->is_head;
   g.seed = g.r.has_seed ? g.r.seed : fresh_seed(s);
-  g.opt = ltdi_gen_options_default(m);
-  g.opt.mode = s->cfg.batched_forward ? LTDI_GEN_BATCHED : LTDI_GEN_PER_SAMPLE;
+  g.opt = ltdi_compute_options(g.sm->compute);
   if (g.r.samples > 1 && g.opt.sampler.sigma == LTDI_SIGMA_NONE) {
     /* Without σ_t z every draw lands near the conditional mean, so best of
      * N would choose among near-copies: sample stochastically instead. */

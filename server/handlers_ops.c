@@ -45,8 +45,9 @@ void ltdi__h_ready(ltdi_server *s, const ltdi_req *rq, ltdi_resp *rs) {
     ltdi__resp_header(rs, "Retry-After", "1");
     ltdi__resp_error(rs, 503, "not ready: %s", why);
   } else {
-    ltdi__resp_json(rs, 200, json_pack("{s:s,s:s,s:I}", "status", "ready", "model", v.name,
-                                       "version", (json_int_t)v.version));
+    ltdi__resp_json(rs, 200, json_pack("{s:s,s:s,s:I,s:s}", "status", "ready", "model", v.name,
+                                       "version", (json_int_t)v.version, "backend",
+                                       ltdi_model_set_backend(s->models)));
   }
   ltdi_model_version_clear(&v);
 }
@@ -58,7 +59,7 @@ void ltdi__h_metrics(ltdi_server *s, const ltdi_req *rq, ltdi_resp *rs) {
   int64_t versions[CAP];
   ltdi_metrics_live live;
   memset(&live, 0, sizeof live);
-  live.backend = "cpu";
+  live.backend = ltdi_model_set_backend(s->models);
   live.queue_depth = ltdi_batcher_depth(s->batcher);
   live.in_flight = atomic_load(&s->in_flight);
   char why[400];

@@ -379,6 +379,16 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   *con_cls = NULL;
 }
 
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe) {
+  (void)conn, (void)socket_context;
+  ltdi_server *s = cls;
+  if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+    atomic_fetch_add(&s->open_connections, 1);
+  else if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
+    atomic_fetch_sub(&s->open_connections, 1);
+}
+
 static void mhd_log(void *cls, const char *fmt, va_list ap) {
   (void)cls;
   fputs("ltdi-serve: http: ", stderr);
@@ -401,7 +411,7 @@ int ltdi__http_start(ltdi_server *s, int *port, char *err, size_t errlen) {
       mhd_log, s, MHD_OPTION_SOCK_ADDR,
       (struct sockaddr *)&addr, MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->cfg.max_connections,
       MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->cfg.connection_timeout_s,
-      MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+      MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
       MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024), MHD_OPTION_LISTEN_BACKLOG_SIZE,
       (unsigned)1024, MHD_OPTION_END);
   if (!s->mhd) {

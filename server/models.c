@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/error.h"
 
@@ -16,22 +17,67 @@
 struct ltdi_model_set {
   pthread_mutex_t mu;
   ltdi_served_model *slot[MAX_LOADED];
-  int max_loaded, blas_threads, warmup;
+  int max_loaded, warmup, workers, blas_threads, capacity, kernel;
+  ltdi_device device; /* CPU or CUDA, resolved once */
 };
 
-int ltdi_model_set_create(ltdi_model_set **out, int max_loaded, int blas_threads, int warmup) {
+static int kernel_from_name(const char *name) {
+  static const char *const NAMES[] = {"invariant", "per_sample", "batched"};
+  for (int i = 0; name && i < 3; i++)
+    if (!strcmp(name, NAMES[i])) return i;
+  return -1;
+}
+
+int ltdi_model_set_create(ltdi_model_set **out, const ltdi_model_set_config *cfg, char *err,
+                          size_t errlen) {
+  *out = NULL;
+  ltdi_device want;
+  if (ltdi_device_parse(cfg->device, &want)) {
+    snprintf(err, errlen, "device: '%s' is not one of auto, cpu, cuda", cfg->device);
+    return LTDI_ERR_INVALID_ARG;
+  }
+  int kernel = kernel_from_name(cfg->cpu_kernel);
+  if (kernel < 0) {
+    snprintf(err, errlen, "cpu_kernel: '%s' is not one of invariant, per_sample, batched",
+             cfg->cpu_kernel);
+    return LTDI_ERR_INVALID_ARG;
+  }
+  /* Open (and drop) one backend now, so a missing GPU is reported at start,
+   * once, rather than at every model load. */
+  ltdi_backend *probe = NULL;
+  char note[256] = "";
+  int rc = ltdi_backend_open(want, cfg->blas_threads, &probe, note, sizeof note);
+  if (rc) {
+    snprintf(err, errlen, "%s", note[0] ? note : ltdi_strerror(rc));
+    return rc;
+  }
+  if (note[0]) fprintf(stderr, "ltdi-serve: %s\n", note);
   ltdi_model_set *s = calloc(1, sizeof *s);
-  *out = s;
-  if (!s) return LTDI_ERR_NOMEM;
+  if (!s) {
+    ltdi_backend_destroy(probe);
+    return LTDI_ERR_NOMEM;
+  }
+  s->device = strcmp(probe->name, "cpu") ? LTDI_DEVICE_CUDA : LTDI_DEVICE_CPU;
+  ltdi_backend_destroy(probe);
   pthread_mutex_init(&s->mu, NULL);
-  s->max_loaded = max_loaded < 1 ? 1 : max_loaded > MAX_LOADED ? MAX_LOADED : max_loaded;
-  s->blas_threads = blas_threads;
-  s->warmup = warmup;
+  s->max_loaded = cfg->max_loaded < 1 ? 1 : cfg->max_loaded > MAX_LOADED ? MAX_LOADED : cfg->max_loaded;
+  s->warmup = cfg->warmup;
+  long online = sysconf(_SC_NPROCESSORS_ONLN);
+  s->workers = cfg->compute_threads > 0 ? cfg->compute_threads : online > 0 ? (int)online : 1;
+  s->blas_threads = cfg->blas_threads;
+  s->capacity = cfg->capacity > 0 ? cfg->capacity : 1;
+  s->kernel = kernel;
+  *out = s;
   return 0;
+}
+
+const char *ltdi_model_set_backend(const ltdi_model_set *s) {
+  return s->device == LTDI_DEVICE_CUDA ? "cuda" : "cpu";
 }
 
 static void served_free(ltdi_served_model *sm) {
   if (!sm) return;
+  ltdi_compute_free(sm->compute);
   ltdi_model_free(sm->m);
   ltdi_backend_destroy(sm->be);
   free(sm);
@@ -56,20 +102,23 @@ static double now_ms(void) {
   return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
 }
 
-/* One generation from a fixed embedding: proves the whole path works and
- * touches every page of the parameters before the first request. */
-static int warm_up(ltdi_model *m) {
+/* One generation per worker from a fixed embedding: proves the whole path
+ * works and touches every page of the parameters and workspaces before the
+ * first request. */
+static int warm_up(ltdi_served_model *sm, int workers) {
+  const ltdi_model *m = sm->m;
   const size_t Dc = (size_t)m->ways * (size_t)m->feat_dim;
-  float *c = calloc(Dc, sizeof *c), *w = malloc(m->layout.n_params * sizeof *w);
-  uint64_t seed = 0;
-  int rc = (!c || !w) ? LTDI_ERR_NOMEM : 0;
+  float *c = calloc((size_t)workers * Dc, sizeof *c);
+  float *w = malloc((size_t)workers * m->layout.n_params * sizeof *w);
+  uint64_t *seeds = calloc((size_t)workers, sizeof *seeds);
+  int rc = (!c || !w || !seeds) ? LTDI_ERR_NOMEM : 0;
   if (!rc) {
-    for (int i = 0; i < m->ways; i++)
-      for (int k = 0; k < m->feat_dim; k++) c[(size_t)i * m->feat_dim + k] = m->cond_mean[k];
-    ltdi_gen_options o = ltdi_gen_options_default(m);
-    rc = ltdi_model_generate(m, c, &seed, 1, &o, w, NULL);
+    for (size_t r = 0; r < (size_t)workers * (size_t)m->ways; r++)
+      memcpy(c + r * (size_t)m->feat_dim, m->cond_mean, (size_t)m->feat_dim * sizeof *c);
+    ltdi_gen_options o = ltdi_compute_options(sm->compute);
+    rc = ltdi_compute_run(sm->compute, c, seeds, workers, &o, w);
   }
-  free(c), free(w);
+  free(c), free(w), free(seeds);
   return rc;
 }
 
@@ -92,9 +141,10 @@ int ltdi_model_set_load(ltdi_model_set *s, const char *name, int64_t version, co
   snprintf(sm->name, sizeof sm->name, "%s", name);
   snprintf(sm->sha256, sizeof sm->sha256, "%s", sha256 ? sha256 : "");
   sm->version = version;
-  int rc = ltdi_backend_cpu_create(&sm->be, s->blas_threads);
+  char note[256] = "";
+  int rc = ltdi_backend_open(s->device, s->blas_threads, &sm->be, note, sizeof note);
   if (rc) {
-    snprintf(err, errlen, "cannot create a backend: %s", ltdi_strerror(rc));
+    snprintf(err, errlen, "cannot create a backend: %s", note[0] ? note : ltdi_strerror(rc));
     free(sm);
     return rc;
   }
@@ -102,9 +152,14 @@ int ltdi_model_set_load(ltdi_model_set *s, const char *name, int64_t version, co
   if (!rc) {
     sm->is_head = ltdi_layout_head_dims(&sm->m->layout, &sm->head_d, &sm->head_h, &sm->head_n) == 0 &&
                   sm->head_d == sm->m->feat_dim && sm->head_n == sm->m->ways;
+    rc = ltdi_compute_create(&sm->compute, sm->m, s->workers, s->capacity, s->kernel,
+                             s->blas_threads);
+    if (rc) snprintf(err, errlen, "cannot start the model's workers: %s", ltdi_strerror(rc));
+  }
+  if (!rc) {
     if (s->warmup) {
       double t0 = now_ms();
-      rc = warm_up(sm->m);
+      rc = warm_up(sm, ltdi_compute_workers(sm->compute));
       sm->warmup_ms = now_ms() - t0;
       if (rc) snprintf(err, errlen, "warm-up generation failed: %s", ltdi_strerror(rc));
     }

@@ -1,6 +1,7 @@
 /* server/models.h — the model versions the daemon holds in memory, keyed by
- * name@version. Loading reads and validates the file into a private CPU
- * backend, runs an optional warm-up generation, and only then publishes the
+ * name@version. Loading reads and validates the file into a private backend
+ * (CPU or CUDA), starts its compute workers, runs an optional warm-up
+ * generation on each, and only then publishes the
  * version, so a failed load never disturbs what is being served. Versions
  * are reference counted: unloading one that queued requests still use frees
  * it when the last of them releases it. Thread-safe. */
@@ -11,6 +12,7 @@
 #include <stdint.h>
 
 #include "core/model.h"
+#include "server/compute.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -22,6 +24,7 @@ typedef struct ltdi_served_model {
   char sha256[65];
   ltdi_backend *be; /* private to this model; used by one thread at a time */
   ltdi_model *m;
+  ltdi_compute *compute; /* its workers (server/compute.h) */
   int is_head;            /* layout is the 2-layer head: support metrics work */
   int head_d, head_h, head_n;
   double warmup_ms;
@@ -32,7 +35,24 @@ typedef struct ltdi_served_model {
 
 typedef struct ltdi_model_set ltdi_model_set;
 
-int ltdi_model_set_create(ltdi_model_set **out, int max_loaded, int blas_threads, int warmup);
+typedef struct ltdi_model_set_config {
+  int max_loaded;      /* versions held at once */
+  int warmup;          /* 1: one generation per worker before publishing */
+  const char *device;  /* "auto" | "cpu" | "cuda" */
+  const char *cpu_kernel; /* "invariant" | "per_sample" | "batched" */
+  int compute_threads; /* CPU workers per model; 0 = online CPUs */
+  int blas_threads;    /* OpenBLAS threads of each CPU worker */
+  int capacity;        /* the largest pass: max(max_batch, max_samples) */
+} ltdi_model_set_config;
+
+/* Resolves the device once (auto: CUDA when usable, else the CPU, with one
+ * line on stderr saying why). 0, or LTDI_ERR_INVALID_ARG / LTDI_ERR_DEVICE
+ * / LTDI_ERR_UNSUPPORTED with the reason in err (cuda asked for and not
+ * usable, an unknown device or kernel name), or LTDI_ERR_NOMEM. */
+int ltdi_model_set_create(ltdi_model_set **out, const ltdi_model_set_config *cfg, char *err,
+                          size_t errlen);
+/* "cpu" or "cuda": the backend every model of the set runs on. */
+const char *ltdi_model_set_backend(const ltdi_model_set *s);
 /* Frees every model (callers must have released theirs). */
 void ltdi_model_set_free(ltdi_model_set *s);
 

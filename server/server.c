@@ -15,12 +15,12 @@
 #include "server/server_internal.h"
 #include "server/sha256.h"
 
-/* The batcher's run function: one ltdi_model_generate over the pass. */
+/* The batcher's run function: the model's workers compute the pass. */
 static int run_batch(void *ctx, void *model, const float *cond, const uint64_t *seeds, int batch,
                      const ltdi_gen_options *opt, float *out) {
   (void)ctx;
   ltdi_served_model *sm = model;
-  return ltdi_model_generate(sm->m, cond, seeds, batch, opt, out, NULL);
+  return ltdi_compute_run(sm->compute, cond, seeds, batch, opt, out);
 }
 
 static void observe_batch(void *ctx, int batch, double compute_ms) {
@@ -123,6 +123,7 @@ int ltdi_server_create(ltdi_server **out, const ltdi_serve_config *cfg, char *er
   s->cfg = *cfg;
   s->listen_fd = -1;
   atomic_init(&s->in_flight, 0);
+  atomic_init(&s->open_connections, 0);
   atomic_init(&s->draining, 0);
   atomic_init(&s->seed_counter, 0);
   s->seed_base = random_u64();
@@ -135,12 +136,16 @@ int ltdi_server_create(ltdi_server **out, const ltdi_serve_config *cfg, char *er
   if (!rc) rc = ltdi_registry_clear_loaded(s->reg, err, errlen);
   if (!rc) rc = ltdi_auth_create(&s->auth, cfg->api_key_file, cfg->admin_key_file, err, errlen);
   if (!rc && (rc = ltdi_metrics_create(&s->metrics))) snprintf(err, errlen, "out of memory");
-  if (!rc && (rc = ltdi_model_set_create(&s->models, (int)cfg->max_loaded_models,
-                                         (int)cfg->blas_threads, (int)cfg->warmup)))
-    snprintf(err, errlen, "out of memory");
+  if (!rc) {
+    ltdi_model_set_config mc = {(int)cfg->max_loaded_models, (int)cfg->warmup, cfg->device,
+                                cfg->cpu_kernel, (int)cfg->compute_threads, (int)cfg->blas_threads,
+                                (int)(cfg->max_batch > cfg->max_samples ? cfg->max_batch
+                                                                        : cfg->max_samples)};
+    rc = ltdi_model_set_create(&s->models, &mc, err, errlen);
+  }
   if (!rc) {
     ltdi_batcher_config bc = {(int)cfg->max_batch, (long)cfg->max_queue_delay_us,
-                              (int)cfg->queue_capacity};
+                              (int)cfg->queue_capacity, &s->open_connections};
     rc = ltdi_batcher_create(&s->batcher, &bc, run_batch, observe_batch, s);
     if (rc) snprintf(err, errlen, "cannot start the batcher: %s", ltdi_strerror(rc));
   }

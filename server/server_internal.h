@@ -33,6 +33,7 @@ struct ltdi_server {
   struct MHD_Daemon *mhd;
   int listen_fd; /* after quiesce: the listening socket MHD gave back, else -1 */
   atomic_int in_flight;
+  atomic_int open_connections; /* TCP connections now open (the batcher's clients) */
   atomic_int draining;
   atomic_ullong seed_counter; /* for requests without a seed */
   uint64_t seed_base;

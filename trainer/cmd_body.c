@@ -19,6 +19,7 @@ static void usage(FILE *out) {
   ltdi_body_config d = ltdi_body_default();
   fprintf(out,
           "usage: ltdi-train body --data DIR [options]\n"
+          "Runs on the CPU only (--device is for meta, generate and eval).\n"
           "\n"
           "Pre-trains Conv4 (4 x [conv3x3 64, batch-norm, ReLU, max-pool 2]) by plain\n"
           "classification with random affine augmentation, and writes it as safetensors.\n"

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 
 #include "core/error.h"
+#include "trainer/cli_device.h"
 #include "trainer/commands.h"
 #include "trainer/eval.h"
 #include "trainer/eval_diffusion.h"
@@ -62,6 +63,9 @@ static void usage(FILE *out) {
             ltdi_eval_input_method_at(i)->summary);
   fprintf(out,
           "  --threads T       worker threads (default 2); results do not depend on it\n"
+          "  --device D        auto | cpu | cuda: where the diffusion rows generate heads\n"
+          "                    (default: $LTDI_DEVICE, else auto = CUDA when a GPU is\n"
+          "                    usable); everything else runs on the CPU\n"
           "  --json FILE       write {\"ways\",\"shots\",\"episodes\",\"methods\":{name:\n"
           "                    {\"acc\",\"ci95\"}}}; acc and ci95 are fractions in [0,1]\n"
           "                    (one (ways, shots) pair only); diffusion rows add\n"
@@ -181,8 +185,8 @@ static int run_one(const ltdi_featurebank *bank, const ltdi_eval_options *opt,
     printf("\n");
   }
   if (gen)
-    printf("generation: %.2f ms/head at batch 1, %.2f ms/head at batch 64\n", gen->batch1_ms,
-           gen->batch64_ms);
+    printf("generation: %.2f ms/head at batch 1, %.2f ms/head at batch 64 (%s)\n",
+           gen->batch1_ms, gen->batch64_ms, ltdi_eval_gen_device_name());
   printf("wall time %.1f s (features %.1f s, these episodes %.1f s), peak RSS %.1f MiB\n\n",
          ltdi_now_s() - t_start, t_bank, t_eval, ltdi_peak_rss_mib());
   fflush(stdout);
@@ -205,6 +209,7 @@ static int run_one(const ltdi_featurebank *bank, const ltdi_eval_options *opt,
 int ltdi_cmd_eval(int argc, char **argv) {
   const char *body = NULL, *data = NULL, *features = NULL, *json = NULL, *methods_arg = NULL;
   const char *json_dir = NULL, *reptile_path = NULL, *model_path = NULL, *model_lv_path = NULL;
+  const char *device = NULL;
   int ways[LTDI__EVAL_MAX_LIST] = {5}, shots[LTDI__EVAL_MAX_LIST] = {1};
   int n_ways = 1, n_shots = 1;
   long views = -1;
@@ -232,6 +237,7 @@ int ltdi_cmd_eval(int argc, char **argv) {
     else if (!strcmp(a, "--reptile")) reptile_path = v;
     else if (!strcmp(a, "--model")) model_path = v;
     else if (!strcmp(a, "--model-lv")) model_lv_path = v;
+    else if (!strcmp(a, "--device")) device = v;
     else if (!strcmp(a, "--samples")) {
       if (parse_int(a, v, 1, 4096, &x)) return 2;
       opt.samples = (int)x;
@@ -273,6 +279,8 @@ int ltdi_cmd_eval(int argc, char **argv) {
     usage(stderr);
     return 2;
   }
+  ltdi_device want;
+  if (ltdi_cli_device("ltdi-train eval", device, &want)) return 2;
   if (json && n_ways * n_shots > 1) {
     fprintf(stderr, "ltdi-train eval: --json takes one (ways, shots) pair; use --json-dir "
                     "with lists\n");
@@ -296,8 +304,12 @@ int ltdi_cmd_eval(int argc, char **argv) {
   }
   /* The diffusion rows need their model; checked before the (slow)
    * feature pass, as far as it can be without the features' dim. */
+  /* A model is given (its generation is timed) or a row generates heads:
+   * the run needs the device. */
+  int diffusion = model_path || model_lv_path;
   for (int m = 0; m < n_methods; m++) {
     const char *nm = methods[m]->name;
+    diffusion |= !strcmp(nm, "lv_di") || !strncmp(nm, "lt_di", 5);
     if (!strcmp(nm, "lv_di") && !model_lv_path) {
       fprintf(stderr, "ltdi-train eval: method 'lv_di' needs --model-lv FILE\n");
       return 2;
@@ -354,13 +366,33 @@ int ltdi_cmd_eval(int argc, char **argv) {
   if (features) views = 1;
   else if (views < 0) views = LTDI__EVAL_DEFAULT_VIEWS;
 
+  /* The generation device, before the (slow) feature pass so a cuda that
+   * cannot start fails at once. From here on every exit goes through done. */
+  int rc = 0;
+  ltdi_featurebank bank;
+  memset(&bank, 0, sizeof bank);
+  if (diffusion) {
+    char note[512] = "";
+    rc = ltdi_eval_gen_device_open(want, note, sizeof note);
+    if (rc) {
+      fprintf(stderr, "ltdi-train eval: %s (use --device cpu, or auto to fall back)\n",
+              note[0] ? note : ltdi_strerror(rc));
+      rc = 1;
+      goto done;
+    }
+    ltdi_cli_device_note(note);
+  }
+
   /* An ImageFolder with a split inside evaluates its meta-test classes only;
    * any other directory is a pool of test classes as it stands. */
   char *data_spec = NULL;
   if (data && strncmp(data, "idx:", 4) != 0) {
     size_t len = strlen(data) + sizeof "/meta-test";
     data_spec = malloc(len);
-    if (!data_spec) return 1;
+    if (!data_spec) {
+      rc = 1;
+      goto done;
+    }
     snprintf(data_spec, len, "%s/meta-test", data);
     if (is_dir(data_spec)) {
       fprintf(stderr, "ltdi-train eval: using %s (the meta-test split)\n", data_spec);
@@ -371,41 +403,38 @@ int ltdi_cmd_eval(int argc, char **argv) {
 
   double t_start = ltdi_now_s();
   char err[512] = "";
-  ltdi_featurebank bank;
-  memset(&bank, 0, sizeof bank);
   fprintf(stderr, "ltdi-train eval: loading %s\n", features ? features : data);
-  int rc = ltdi_featurebank_open(&bank, features ? NULL : body,
-                                 features ? NULL : (data_spec ? data_spec : data), features,
-                                 (int)views, opt.seed, opt.threads, err, sizeof err);
+  rc = ltdi_featurebank_open(&bank, features ? NULL : body,
+                             features ? NULL : (data_spec ? data_spec : data), features,
+                             (int)views, opt.seed, opt.threads, err, sizeof err);
   free(data_spec);
   if (rc != 0) {
     fprintf(stderr, "ltdi-train eval: %s\n", err[0] ? err : ltdi_strerror(rc));
-    ltdi_reptile_head_free(&reptile_head);
-    return 1;
+    rc = 1;
+    goto done;
   }
   if (reptile_path && reptile_head.dims.in_dim != bank.dim) {
     fprintf(stderr, "ltdi-train eval: %s takes %d-dim features; these are %d-dim\n",
             reptile_path, reptile_head.dims.in_dim, bank.dim);
-    ltdi_featurebank_free(&bank);
-    ltdi_reptile_head_free(&reptile_head);
-    return 1;
+    rc = 1;
+    goto done;
   }
   for (int k = 0; k < 2; k++) {
     char merr[512] = "";
     if (model_files[k] &&
         ltdi_eval_model_check(model_files[k], ways, n_ways, bank.dim, NULL, merr, sizeof merr)) {
       fprintf(stderr, "ltdi-train eval: %s\n", merr);
-      ltdi_featurebank_free(&bank);
-      ltdi_reptile_head_free(&reptile_head);
-      return 1;
+      rc = 1;
+      goto done;
     }
   }
   double t_bank = ltdi_now_s() - t_start;
   fprintf(stderr,
           "ltdi-train eval: %d examples, %d classes, dim %d, %d view%s (%.1f s); %d queries, "
-          "%d episodes, seed %" PRIu64 ", %d threads\n",
+          "%d episodes, seed %" PRIu64 ", %d threads%s%s\n",
           bank.n, bank.n_classes, bank.dim, bank.views, bank.views == 1 ? "" : "s", t_bank,
-          opt.queries, opt.episodes, opt.seed, opt.threads);
+          opt.queries, opt.episodes, opt.seed, opt.threads,
+          diffusion ? ", heads generated on " : "", diffusion ? ltdi_eval_gen_device_name() : "");
 
   /* Generation cost, once per run and outside the episode loop, so it is
    * not shared with the workers. */
@@ -415,9 +444,8 @@ int ltdi_cmd_eval(int argc, char **argv) {
     rc = ltdi_eval_generation_timing(timed, opt.seed, &gen_timing, err, sizeof err);
     if (rc != 0) {
       fprintf(stderr, "ltdi-train eval: %s\n", err);
-      ltdi_featurebank_free(&bank);
-      ltdi_reptile_head_free(&reptile_head);
-      return 1;
+      rc = 1;
+      goto done;
     }
     gen = &gen_timing;
   }
@@ -428,6 +456,8 @@ int ltdi_cmd_eval(int argc, char **argv) {
       opt.shots = shots[si];
       rc = run_one(&bank, &opt, methods, n_methods, json, json_dir, t_start, t_bank, gen);
     }
+done:
+  ltdi_eval_gen_device_close();
   ltdi_featurebank_free(&bank);
   ltdi_reptile_head_free(&reptile_head);
   return rc;

@@ -20,6 +20,7 @@
 static void usage(FILE *out) {
   fprintf(out,
           "usage: ltdi-train features --body FILE --data SPEC --out FILE [--threads T]\n"
+          "Runs on the CPU only (--device is for meta, generate and eval).\n"
           "\n"
           "Writes body features (safetensors: features [n, d] F32, labels [n] I32,\n"
           "class names in metadata) of every image of SPEC: an ImageFolder directory\n"

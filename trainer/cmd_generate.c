@@ -5,7 +5,9 @@
  * JSON output: {"format": "ltdi-head", "seed": S, "sampler": {...},
  *   "tensors": {"fc1.weight": {"shape": [h, d], "data": [...]}, ...}}
  * with data row-major; safetensors output: the layout's tensors as F32 and
- * metadata format "ltdi-head", seed, model. */
+ * metadata format "ltdi-head", seed, model. --device picks the backend
+ * (trainer/cli_device.h); the head is the same on every device up to fp32
+ * rounding, and bit-identical between auto-on-a-CPU and cpu. */
 #define _POSIX_C_SOURCE 200809L
 #include <jansson.h>
 #include <stdio.h>
@@ -15,6 +17,7 @@
 #include "core/error.h"
 #include "core/model.h"
 #include "core/safetensors.h"
+#include "trainer/cli_device.h"
 #include "trainer/commands.h"
 #include "trainer/dataset.h"
 #include "trainer/progress.h"
@@ -33,7 +36,9 @@ static void usage(FILE *out) {
           "  --steps T            sampling steps (must equal the model's T)\n"
           "  --sampler S          subchain | paper (model default)\n"
           "  --sigma S            none | beta | posterior (model default)\n"
-          "  --batched            batched U-Net evaluation (faster; not bit-identical across batches)\n");
+          "  --batched            batched U-Net evaluation (faster; not bit-identical across batches)\n"
+          "  --device D           auto | cpu | cuda (default: $LTDI_DEVICE, else auto = CUDA\n"
+          "                       when a GPU is usable)\n");
 }
 
 /* c (ways*d) = the class means of the support features, in label order. */
@@ -127,7 +132,7 @@ static int write_head(const char *path, int json, const ltdi_model *m, const flo
 
 int ltdi_cmd_generate(int argc, char **argv) {
   const char *model_path = NULL, *support = NULL, *protos = NULL, *out = NULL, *format = NULL;
-  const char *sampler = NULL, *sigma = NULL;
+  const char *sampler = NULL, *sigma = NULL, *device = NULL;
   uint64_t seed = 1;
   int steps = 0, batched = 0;
   for (int i = 1; i < argc; i++) {
@@ -143,7 +148,8 @@ int ltdi_cmd_generate(int argc, char **argv) {
     const char **slot = !strcmp(a, "--model") ? &model_path : !strcmp(a, "--support") ? &support
                       : !strcmp(a, "--prototypes") ? &protos : !strcmp(a, "--out") ? &out
                       : !strcmp(a, "--format") ? &format : !strcmp(a, "--sampler") ? &sampler
-                      : !strcmp(a, "--sigma") ? &sigma : NULL;
+                      : !strcmp(a, "--sigma") ? &sigma : !strcmp(a, "--device") ? &device
+                      : NULL;
     char *end = NULL;
     if (v && slot) *slot = v;
     else if (v && !strcmp(a, "--seed")) seed = strtoull(v, &end, 10);
@@ -169,12 +175,14 @@ int ltdi_cmd_generate(int argc, char **argv) {
     fprintf(stderr, "generate: --format must be safetensors or json\n");
     return 2;
   }
+  ltdi_device want;
+  if (ltdi_cli_device("generate", device, &want)) return 2;
   char err[1024] = "";
   ltdi_backend *be = NULL;
   ltdi_model *m = NULL;
   float *c = NULL, *w = NULL;
-  int rc = ltdi_backend_cpu_create(&be, 1);
-  if (!rc) rc = ltdi_model_load(&m, be, model_path, err, sizeof err);
+  if (ltdi_cli_backend_open("generate", want, 1, &be)) return 1;
+  int rc = ltdi_model_load(&m, be, model_path, err, sizeof err);
   ltdi_gen_options o = ltdi_gen_options_default(m);
   if (!rc) {
     if (sampler && (o.sampler.form = ltdi_sampler_form_from_name(sampler)) < 0) {
@@ -210,8 +218,8 @@ int ltdi_cmd_generate(int argc, char **argv) {
     if (rc) snprintf(err, sizeof err, "cannot write %s: %s", out, ltdi_strerror(rc));
   }
   if (rc) fprintf(stderr, "generate: %s\n", err[0] ? err : ltdi_strerror(rc));
-  else printf("generate: wrote %s (%zu weights, seed %llu, %.1f ms)\n", out, m->layout.n_params,
-              (unsigned long long)seed, dt * 1e3);
+  else printf("generate: wrote %s (%zu weights, seed %llu, %s, %.1f ms)\n", out,
+              m->layout.n_params, (unsigned long long)seed, be->name, dt * 1e3);
   free(c), free(w);
   ltdi_model_free(m);
   ltdi_backend_destroy(be);

@@ -1,7 +1,8 @@
 /* trainer/cmd_meta.c — `ltdi-train meta`: meta-train the trajectory diffusion
  * model (trainer/meta.h) on a trajectories file and write one model file,
  * resumably, with a loss CSV and an SVG plot. After training it reports the
- * held-out weight MSE for both sampler forms (sub-chain and the paper's). */
+ * held-out weight MSE for both sampler forms (sub-chain and the paper's).
+ * --device picks the backend (trainer/cli_device.h). */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/model.h"
+#include "trainer/cli_device.h"
 #include "trainer/commands.h"
 #include "trainer/meta.h"
 
@@ -41,7 +43,9 @@ static void usage(FILE *out) {
           "  --val-tasks n         held-out tasks per measurement, 0 = all (%d)\n"
           "  --val-points n        measurements during the run (%d)\n"
           "  --seed S              (%llu)\n"
-          "  --threads T           BLAS threads (%d)\n"
+          "  --threads T           BLAS threads of the CPU backend (%d)\n"
+          "  --device D            auto | cpu | cuda: where the U-Net trains (default:\n"
+          "                        $LTDI_DEVICE, else auto = CUDA when a GPU is usable)\n"
           "  --checkpoint-every N  outer steps between checkpoints (about 50 per run)\n"
           "  --csv FILE            loss curve: step, samples, train_loss, val_weight_mse\n"
           "  --plot FILE.svg       loss curve as an SVG plot\n"
@@ -75,6 +79,7 @@ int ltdi_cmd_meta(int argc, char **argv) {
   ltdi_meta_default(&c);
   double v = 0;
   int bad = 0;
+  const char *device = NULL;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -90,6 +95,7 @@ int ltdi_cmd_meta(int argc, char **argv) {
       else if (!strcmp(a, "--out")) c.out_path = val;
       else if (!strcmp(a, "--csv")) c.csv_path = val;
       else if (!strcmp(a, "--plot")) c.plot_path = val;
+      else if (!strcmp(a, "--device")) device = val;
       else if (!strcmp(a, "--algo")) {
         if (!strcmp(val, "reptile")) c.algo = LTDI_META_REPTILE;
         else if (!strcmp(val, "multitask")) c.algo = LTDI_META_MULTITASK;
@@ -137,6 +143,7 @@ int ltdi_cmd_meta(int argc, char **argv) {
     usage(stderr);
     return 2;
   }
+  if (ltdi_cli_device("meta", device, &c.device)) return 2;
   char err[1024] = "";
   ltdi_meta_data d;
   int rc = ltdi_meta_data_load(&d, c.traj_path, c.traj_len, c.val_fraction, err, sizeof err);
@@ -148,20 +155,26 @@ int ltdi_cmd_meta(int argc, char **argv) {
   ltdi_meta_stats st;
   rc = ltdi_meta_run(&c, &d, &st, err, sizeof err);
   if (rc) {
-    fprintf(stderr, "meta: %s\n", err[0] ? err : ltdi_strerror(rc));
+    int no_gpu = c.device == LTDI_DEVICE_CUDA && (rc == LTDI_ERR_DEVICE || rc == LTDI_ERR_UNSUPPORTED);
+    fprintf(stderr, "meta: %s%s\n", err[0] ? err : ltdi_strerror(rc),
+            no_gpu ? " (use --device cpu, or auto to fall back)" : "");
     ltdi_meta_data_free(&d);
     return 1;
   }
-  printf("meta: %s, %d outer steps (%d resumed), %.0f samples, %.1f s\n",
-         c.algo == LTDI_META_REPTILE ? "reptile" : "multitask", st.steps_done, st.steps_resumed,
-         st.samples, st.seconds);
+  printf("meta: %s on %s, %d outer steps (%d resumed), %.0f samples, %.1f s\n",
+         c.algo == LTDI_META_REPTILE ? "reptile" : "multitask", st.backend, st.steps_done,
+         st.steps_resumed, st.samples, st.seconds);
   printf("meta: final train loss %.5f, held-out weight MSE %.5f (subchain sampler), "
          "mean-optimum baseline %.5f, prototype accuracy of generated heads %.3f (chance %.3f)\n",
          st.final_loss, st.val_mse, st.baseline_mse, st.proto_acc, 1.0 / d.ways);
-  /* The paper's sampler form on the same model and tasks, for the record. */
+  /* The paper's sampler form on the same model and tasks, for the record, on
+   * the backend that trained (an auto choice is not made, nor announced, twice). */
   ltdi_backend *be = NULL;
   ltdi_model *m = NULL;
-  if (!ltdi_backend_cpu_create(&be, c.threads) && !ltdi_model_load(&m, be, c.out_path, err, sizeof err)) {
+  ltdi_device used = LTDI_DEVICE_CPU;
+  ltdi_device_parse(st.backend, &used);
+  if (!ltdi_backend_open(used, c.threads, &be, err, sizeof err) &&
+      !ltdi_model_load(&m, be, c.out_path, err, sizeof err)) {
     ltdi_gen_options o = ltdi_gen_options_default(m);
     o.sampler.form = LTDI_SAMPLER_PAPER;
     int n = c.val_tasks > 0 && c.val_tasks < d.n_val ? c.val_tasks : d.n_val;

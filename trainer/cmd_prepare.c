@@ -22,6 +22,7 @@ static void usage(FILE *out) {
   ltdi_prepare_default(&d);
   fprintf(out,
           "usage: ltdi-train prepare (--body FILE --data DIR | --features FILE) --out FILE\n"
+          "Runs on the CPU only (--device is for meta, generate and eval).\n"
           "                          [options]\n\n"
           "  --body FILE        body file from `ltdi-train body`\n"
           "  --data DIR         ImageFolder root (uses DIR/meta-train when present)\n"

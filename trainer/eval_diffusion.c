@@ -8,7 +8,6 @@
 
 #include <jansson.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,29 +16,27 @@
 #include "core/model.h"
 #include "core/rng.h"
 #include "trainer/head.h"
-#include "trainer/progress.h"
 
 /* Salts keep the streams of the rows apart from each other and from the
- * baselines' (trainer/baselines.c) for the same (seed, episode). */
-#define LTDI__GEN_SEED_SALT 0x6c742d64692d6765ull    /* generated heads */
+ * baselines' (trainer/baselines.c) for the same (seed, episode); the
+ * generated heads' salt is in eval_diffusion.h (the timing uses it too). */
 #define LTDI__REFINE_SEED_SALT 0x726566696e652d31ull /* refine's view draws */
 #define LTDI__REF_SEED_SALT 0x7265662d6f70742dull    /* the prepared optimum */
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-  if (!err || errlen == 0) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 /* ==== per-thread state ==================================================== */
 
+enum { WS_ONE, WS_MANY, WS_SLOTS }; /* lt_di's one head; best-of-N's N heads */
+
 /* What a worker keeps for one diffusion row: its own model (generation
- * allocates from the model's backend, which is the worker's) and the recipe
- * of the reference optimum for the weight MSE. */
+ * allocates from the model's backend: the worker's, or the shared GPU one),
+ * generation workspaces kept between episodes (a device allocation per
+ * episode would cost more than the pass), and the recipe of the reference
+ * optimum for the weight MSE. */
 typedef struct diff_state {
   ltdi_model *m;
+  int shared;                     /* 1: m lives on the shared GPU backend */
+  ltdi_gen_workspace *ws[WS_SLOTS];
+  int ws_mode[WS_SLOTS];
   ltdi_head_dims dims;            /* of the generated head (the model's layout) */
   size_t P;
   ltdi_head_train_config ref_cfg; /* recipe the model's trajectories were prepared with */
@@ -111,15 +108,20 @@ static int state_init(ltdi_eval_worker *w, const char *path, void **state) {
   diff_state *s = calloc(1, sizeof *s);
   if (!s) return LTDI_ERR_NOMEM;
   char err[256];
-  int rc = ltdi_model_load(&s->m, w->be, path, err, sizeof err);
+  ltdi_backend *shared_be = ltdi__eval_gen_backend();
+  s->shared = shared_be != NULL;
+  ltdi__eval_gen_lock(s->shared);
+  int rc = ltdi_model_load(&s->m, s->shared ? shared_be : w->be, path, err, sizeof err);
   if (!rc)
     rc = ltdi_layout_head_dims(&s->m->layout, &s->dims.in_dim, &s->dims.hidden,
                                &s->dims.classes);
   if (rc) {
     ltdi_model_free(s->m);
+    ltdi__eval_gen_unlock(s->shared);
     free(s);
     return rc;
   }
+  ltdi__eval_gen_unlock(s->shared);
   s->P = s->m->layout.n_params;
   read_recipe(s);
   *state = s;
@@ -137,8 +139,32 @@ int ltdi__eval_lv_init(ltdi_eval_worker *w, void **state) {
 void ltdi__eval_diffusion_free(void *state) {
   diff_state *s = state;
   if (!s) return;
+  ltdi__eval_gen_lock(s->shared);
+  for (int i = 0; i < WS_SLOTS; i++) ltdi_gen_workspace_free(s->ws[i]);
   ltdi_model_free(s->m);
+  ltdi__eval_gen_unlock(s->shared);
   free(s);
+}
+
+/* out (batch, P) = heads of s's model for cond (batch, ways*dim) and seeds,
+ * in workspace `slot`, (re)made when it is too small or of another mode.
+ * Same results as ltdi_model_generate. */
+static int generate(diff_state *s, int slot, const float *cond, const uint64_t *seeds,
+                    int batch, const ltdi_gen_options *go, float *out) {
+  ltdi__eval_gen_lock(s->shared);
+  int rc = 0;
+  ltdi_gen_workspace **ws = &s->ws[slot];
+  if (*ws && (ltdi_gen_workspace_max_batch(*ws) < batch || s->ws_mode[slot] != go->mode)) {
+    ltdi_gen_workspace_free(*ws);
+    *ws = NULL;
+  }
+  if (!*ws) {
+    rc = ltdi_gen_workspace_create(ws, s->m, s->m->be, batch, go->mode);
+    s->ws_mode[slot] = go->mode;
+  }
+  if (!rc) rc = ltdi_model_generate_with(*ws, cond, seeds, batch, go, out, NULL);
+  ltdi__eval_gen_unlock(s->shared);
+  return rc;
 }
 
 /* ==== pieces =============================================================== */
@@ -153,7 +179,7 @@ static uint64_t mix64(uint64_t x) {
 
 /* The noise seed of sample `k` of episode `index`: a function of these
  * alone, so a row's heads do not depend on threads or on other rows. */
-static uint64_t head_seed(uint64_t seed, uint64_t index, uint64_t k) {
+uint64_t ltdi__eval_head_seed(uint64_t seed, uint64_t index, uint64_t k) {
   return mix64(mix64(mix64(seed ^ LTDI__GEN_SEED_SALT) ^ index) ^ k);
 }
 
@@ -271,9 +297,9 @@ static int generate_one(diff_state *s, const ltdi_eval_task *t, float *w) {
   float *cond = malloc((size_t)t->ways * (size_t)t->dim * sizeof *cond);
   if (!cond) return LTDI_ERR_NOMEM;
   task_embedding(t, cond);
-  uint64_t seed = head_seed(t->seed, t->index, 0);
+  uint64_t seed = ltdi__eval_head_seed(t->seed, t->index, 0);
   ltdi_gen_options go = ltdi_gen_options_default(s->m);
-  int rc = ltdi_model_generate(s->m, cond, &seed, 1, &go, w, NULL);
+  int rc = generate(s, WS_ONE, cond, &seed, 1, &go, w);
   free(cond);
   return rc;
 }
@@ -339,7 +365,7 @@ int ltdi__eval_best_of_n(ltdi_eval_worker *w, const ltdi_eval_task *t, int32_t *
   int best = 0;
   if (!rc) {
     task_embedding(t, cond);
-    for (int k = 0; k < n; k++) seeds[k] = head_seed(t->seed, t->index, (uint64_t)k);
+    for (int k = 0; k < n; k++) seeds[k] = ltdi__eval_head_seed(t->seed, t->index, (uint64_t)k);
     float *big = malloc((size_t)n * (size_t)t->ways * (size_t)t->dim * sizeof *big);
     if (!big) rc = LTDI_ERR_NOMEM;
     for (int k = 0; !rc && k < n; k++)
@@ -351,7 +377,7 @@ int ltdi__eval_best_of_n(ltdi_eval_worker *w, const ltdi_eval_task *t, int32_t *
     go.sampler.sigma = LTDI_SIGMA_POSTERIOR;
     go.sampler.eta = 1.0f;
     go.mode = LTDI_GEN_PER_SAMPLE;
-    if (!rc) rc = ltdi_model_generate(s->m, big, seeds, n, &go, heads, NULL);
+    if (!rc) rc = generate(s, WS_MANY, big, seeds, n, &go, heads);
     free(big);
   }
   double best_loss = INFINITY;
@@ -364,100 +390,5 @@ int ltdi__eval_best_of_n(ltdi_eval_worker *w, const ltdi_eval_task *t, int32_t *
   free(heads);
   free(cond);
   free(seeds);
-  return rc;
-}
-
-/* ==== checks and timing ==================================================== */
-
-int ltdi_eval_model_check(const char *path, const int *ways, int n_ways, int dim, int *L_out,
-                          char *err, size_t errlen) {
-  ltdi_backend *be = NULL;
-  ltdi_model *m = NULL;
-  char lerr[384] = "";
-  int rc = ltdi_backend_cpu_create(&be, 1);
-  if (rc) {
-    set_err(err, errlen, "cannot create a CPU backend: %s", ltdi_strerror(rc));
-    return rc;
-  }
-  rc = ltdi_model_load(&m, be, path, lerr, sizeof lerr);
-  if (rc) {
-    set_err(err, errlen, "%s: %s", path, lerr[0] ? lerr : ltdi_strerror(rc));
-    goto out;
-  }
-  int d = 0, h = 0, nc = 0;
-  if (ltdi_layout_head_dims(&m->layout, &d, &h, &nc) != 0) {
-    set_err(err, errlen, "%s generates a '%s' layout, not a classifier head", path,
-            m->layout.kind);
-    rc = LTDI_ERR_FORMAT;
-    goto out;
-  }
-  for (int i = 0; i < n_ways; i++)
-    if (ways[i] != nc || ways[i] != m->ways) {
-      set_err(err, errlen, "%s generates %d-way heads; cannot evaluate %d-way episodes", path,
-              nc, ways[i]);
-      rc = LTDI_ERR_SHAPE;
-      goto out;
-    }
-  if (dim > 0 && (d != dim || m->feat_dim != dim)) {
-    set_err(err, errlen, "%s takes %d-dim features; these are %d-dim", path, d, dim);
-    rc = LTDI_ERR_SHAPE;
-    goto out;
-  }
-  if (L_out) *L_out = m->sched.L;
-out:
-  ltdi_model_free(m);
-  ltdi_backend_destroy(be);
-  return rc;
-}
-
-int ltdi_eval_generation_timing(const char *path, uint64_t seed, ltdi_eval_gen_timing *out,
-                                char *err, size_t errlen) {
-  enum { B1_CALLS = 16, BIG = 64 };
-  ltdi_backend *be = NULL;
-  ltdi_model *m = NULL;
-  float *cond = NULL, *heads = NULL;
-  uint64_t seeds[BIG];
-  char lerr[384] = "";
-  int rc = ltdi_backend_cpu_create(&be, 1);
-  if (!rc) rc = ltdi_model_load(&m, be, path, lerr, sizeof lerr);
-  if (rc) {
-    set_err(err, errlen, "%s: %s", path, lerr[0] ? lerr : ltdi_strerror(rc));
-    goto out;
-  }
-  const size_t dc = (size_t)m->ways * (size_t)m->feat_dim, P = m->layout.n_params;
-  cond = malloc(BIG * dc * sizeof *cond);
-  heads = malloc(BIG * P * sizeof *heads);
-  if (!cond || !heads) {
-    rc = LTDI_ERR_NOMEM;
-    set_err(err, errlen, "out of memory");
-    goto out;
-  }
-  /* Embeddings around the training statistics: raw c = mean + std · z. */
-  ltdi_rng rng;
-  ltdi_rng_init(&rng, seed ^ LTDI__GEN_SEED_SALT, 0x74696d65ull);
-  for (size_t i = 0; i < BIG * dc; i++) {
-    size_t j = i % (size_t)m->feat_dim;
-    cond[i] = m->cond_mean[j] + m->cond_std[j] * ltdi_rng_normal(&rng);
-  }
-  for (int b = 0; b < BIG; b++) seeds[b] = head_seed(seed, 0xffffffffull, (uint64_t)b);
-  ltdi_gen_options go = ltdi_gen_options_default(m);
-  rc = ltdi_model_generate(m, cond, seeds, 1, &go, heads, NULL); /* warm-up */
-  double t0 = ltdi_now_s();
-  for (int k = 0; !rc && k < B1_CALLS; k++)
-    rc = ltdi_model_generate(m, cond + (size_t)k * dc, seeds + k, 1, &go, heads, NULL);
-  double t1 = ltdi_now_s();
-  if (!rc) rc = ltdi_model_generate(m, cond, seeds, BIG, &go, heads, NULL);
-  double t2 = ltdi_now_s();
-  if (rc) {
-    set_err(err, errlen, "%s: generation failed: %s", path, ltdi_strerror(rc));
-    goto out;
-  }
-  out->batch1_ms = 1000.0 * (t1 - t0) / B1_CALLS;
-  out->batch64_ms = 1000.0 * (t2 - t1) / BIG;
-out:
-  free(cond);
-  free(heads);
-  ltdi_model_free(m);
-  ltdi_backend_destroy(be);
   return rc;
 }

@@ -39,6 +39,7 @@ void ltdi_meta_default(ltdi_meta_config *c) {
   c->val_points = 10;
   c->seed = 1;
   c->threads = 1;
+  c->device = LTDI_DEVICE_CPU; /* the reference; the command defaults to auto */
 }
 
 static int fail(char *err, size_t errlen, int rc, const char *fmt, ...) {

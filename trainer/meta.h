@@ -56,7 +56,9 @@ typedef struct ltdi_meta_config {
   int val_tasks;         /* held-out tasks used per measurement (0: all) */
   int val_points;        /* measurements over the run (besides the last) */
   uint64_t seed;
-  int threads;           /* BLAS threads of the backend */
+  int threads;           /* BLAS threads of a CPU backend */
+  ltdi_device device;    /* where the U-Net trains; ltdi_meta_default: CPU (the
+                          * reference), `ltdi-train meta`: --device, default auto */
   int checkpoint_every;  /* outer steps between checkpoints (0: about 50 per run) */
   const char *traj_path;
   const char *out_path;  /* model file; its checkpoint is out_path + ".ckpt" */
@@ -119,9 +121,15 @@ typedef struct ltdi_meta_stats {
   double val_mse;        /* held-out weight MSE of the final model */
   double baseline_mse;   /* mean-optimum baseline on the same tasks */
   double proto_acc;      /* share of prototypes the generated heads classify right */
+  char backend[16];      /* the backend that trained: "cpu" or "cuda" */
 } ltdi_meta_stats;
 
-/* Runs meta-training and writes cfg->out_path (and CSV/plot when set). */
+/* Runs meta-training and writes cfg->out_path (and CSV/plot when set), on
+ * the backend cfg->device asks for: an auto fallback to the CPU prints one
+ * line on stderr; a cuda that cannot start fails with LTDI_ERR_DEVICE or
+ * LTDI_ERR_UNSUPPORTED and the reason in err. Runs on the CPU and on CUDA
+ * differ in rounding, so a checkpoint resumes only on the backend it was
+ * written on. */
 int ltdi_meta_run(const ltdi_meta_config *cfg, const ltdi_meta_data *d, ltdi_meta_stats *stats,
                   char *err, size_t errlen);
 

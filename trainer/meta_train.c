@@ -1,6 +1,11 @@
 /* trainer/meta_train.c — the meta-training loop of trainer/meta.h: REPTILE
  * and multi-task steps on the U-Net, the run driver with time budget,
- * validation points, checkpoints and resume. */
+ * validation points, checkpoints and resume.
+ *
+ * Everything the U-Net touches (parameters, gradients, optimiser moments,
+ * the batch) is backend memory, possibly a GPU's: the host only draws the
+ * batch, adds the κ_t x_t skip and takes the loss, crossing with
+ * be->upload/download; the checkpoint downloads the moments. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdarg.h>
@@ -11,6 +16,7 @@
 #include "core/diffusion.h"
 #include "core/error.h"
 #include "core/rng.h"
+#include "trainer/cli_device.h"
 #include "trainer/meta.h"
 #include "trainer/progress.h"
 
@@ -208,13 +214,18 @@ static int trainer_init(trainer *tr, const ltdi_meta_config *c, const ltdi_meta_
 }
 
 /* Everything that changes the result, so a checkpoint is resumed only by an
- * identical run. The thread count is in it: threaded BLAS rounds differently. */
-static void identity(const ltdi_meta_config *c, const ltdi_meta_data *d, char *buf, size_t n) {
+ * identical run. The thread count is in it: threaded BLAS rounds differently;
+ * so is a non-CPU backend (CPU identities stay as they were, so older CPU
+ * checkpoints still resume). */
+static void identity(const ltdi_meta_config *c, const ltdi_meta_data *d, const ltdi_backend *be,
+                     char *buf, size_t n) {
+  const int cpu = strcmp(be->name, "cpu") == 0;
   snprintf(buf, n,
-           "algo=%d steps=%d minutes=%.17g meta_batch=%d inner_steps=%d batch=%d inner_lr=%.9g "
+           "%s%s%salgo=%d steps=%d minutes=%.17g meta_batch=%d inner_steps=%d batch=%d inner_lr=%.9g "
            "outer_lr=%.9g outer_opt=%d lr=%.9g anneal=%d T=%d L=%d base_ch=%d val_fraction=%.9g "
            "seed=%llu threads=%d M=%d P=%d file_L=%d prior_var=%.9g cond_map=%d data=%s",
-           c->algo, c->outer_steps, c->outer_steps ? 0.0 : c->minutes, c->meta_batch,
+           cpu ? "" : "device=", cpu ? "" : be->name, cpu ? "" : " ", c->algo, c->outer_steps,
+           c->outer_steps ? 0.0 : c->minutes, c->meta_batch,
            c->inner_steps, c->batch, (double)c->inner_lr, (double)c->outer_lr, c->outer_opt,
            (double)c->lr, c->anneal, c->T, d->L, c->base_ch, (double)c->val_fraction,
            (unsigned long long)c->seed, c->threads, d->M, d->P, d->file_L, (double)c->prior_var,
@@ -277,12 +288,16 @@ int ltdi_meta_run(const ltdi_meta_config *c, const ltdi_meta_data *d, ltdi_meta_
       c->inner_steps < 1 || d->n_train < 1 || (c->outer_steps < 1 && !(c->minutes > 0)))
     return fail(err, errlen, LTDI_ERR_INVALID_ARG, "invalid meta-training options (need batch, meta-batch, inner steps >= 1, T >= L-1, steps or minutes > 0)");
   ltdi_backend *be = NULL;
-  int rc = ltdi_backend_cpu_create(&be, c->threads > 0 ? c->threads : 1);
-  if (rc) return fail(err, errlen, rc, "cannot create the CPU backend");
+  char note[512] = "";
+  int rc = ltdi_backend_open(c->device, c->threads > 0 ? c->threads : 1, &be, note, sizeof note);
+  if (rc)
+    return fail(err, errlen, rc, "%s", note[0] ? note : "cannot create the backend");
+  ltdi_cli_device_note(note); /* an auto fallback, said once */
+  snprintf(stats->backend, sizeof stats->backend, "%s", be->name);
   trainer tr;
   ltdi__meta_state st = {0};
   char id[8192], ckpt[4096];
-  identity(c, d, id, sizeof id);
+  identity(c, d, be, id, sizeof id);
   snprintf(ckpt, sizeof ckpt, "%s.ckpt", c->out_path);
   rc = trainer_init(&tr, c, d, be);
   if (rc) fail(err, errlen, rc, "cannot set up the model: %s", ltdi_strerror(rc));
@@ -372,12 +387,13 @@ int ltdi_meta_run(const ltdi_meta_config *c, const ltdi_meta_data *d, ltdi_meta_
              "{\"algo\":\"%s\",\"outer_steps\":%d,\"meta_batch\":%d,\"inner_steps\":%d,\"batch\":%d,"
              "\"inner_lr\":%.6g,\"outer_lr\":%.6g,\"outer_opt\":\"%s\",\"lr\":%.6g,\"anneal\":%d,"
              "\"seed\":%llu,\"samples\":%.0f,\"seconds\":%.1f,\"final_loss\":%.6g,"
-             "\"val_weight_mse\":%.6g,\"val_tasks\":%d,\"val_mean_baseline_mse\":%.6g,\"val_proto_acc\":%.4f,\"prior_var\":%.6g}",
+             "\"val_weight_mse\":%.6g,\"val_tasks\":%d,\"val_mean_baseline_mse\":%.6g,\"val_proto_acc\":%.4f,\"prior_var\":%.6g,"
+             "\"device\":\"%s\"}",
              c->algo == LTDI_META_REPTILE ? "reptile" : "multitask", st.total, c->meta_batch,
              c->inner_steps, c->batch, (double)c->inner_lr, (double)c->outer_lr,
              c->outer_opt == LTDI_OUTER_ADAM ? "adam" : "sgd", (double)c->lr, c->anneal,
              (unsigned long long)c->seed, st.samples, st.elapsed, stats->final_loss, mse, nv,
-             stats->baseline_mse, stats->proto_acc, (double)tr.m->prior_var);
+             stats->baseline_mse, stats->proto_acc, (double)tr.m->prior_var, be->name);
     if (!rc) rc = ltdi_model_set_info(tr.m, "training", training);
     if (!rc) rc = ltdi_model_set_info(tr.m, "data", d->desc);
     if (!rc && d->prepare_json) rc = ltdi_model_set_info(tr.m, "prepare", d->prepare_json);

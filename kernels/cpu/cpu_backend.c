@@ -38,7 +38,10 @@ float *ltdi__cpu_scratch(ltdi_backend *be, size_t n) {
 static void cpu_destroy(ltdi_backend *be) {
   if (be == NULL) return;
   ltdi__cpu_ctx *ctx = be->ctx;
-  if (ctx != NULL) free(ctx->scratch);
+  if (ctx != NULL) {
+    free(ctx->scratch);
+    free(ctx->gemm_pack);
+  }
   free(ctx);
   free(be);
 }
@@ -77,7 +80,9 @@ static int cpu_synchronize(ltdi_backend *be) {
 int ltdi__cpu_sgemm(ltdi_backend *be, int trans_a, int trans_b, int m, int n, int k,
                     float alpha, const float *a, int lda, const float *b, int ldb,
                     float beta, float *c, int ldc) {
-  (void)be;
+  if (be != NULL && be->ctx != NULL && ((ltdi__cpu_ctx *)be->ctx)->batch_invariant)
+    return ltdi__cpu_sgemm_invariant(be, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb,
+                                     beta, c, ldc);
   if (m <= 0 || n <= 0 || k <= 0 || a == NULL || b == NULL || c == NULL)
     return LTDI_ERR_INVALID_ARG;
   if (lda < (trans_a ? m : k) || ldb < (trans_b ? k : n) || ldc < n)
@@ -85,6 +90,13 @@ int ltdi__cpu_sgemm(ltdi_backend *be, int trans_a, int trans_b, int m, int n, in
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
               trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb,
               beta, c, ldc);
+  return 0;
+}
+
+/* Only this file knows cpu_destroy, so it is what marks a CPU backend. */
+int ltdi_backend_cpu_set_batch_invariant(ltdi_backend *be, int on) {
+  if (be == NULL || be->destroy != cpu_destroy || be->ctx == NULL) return LTDI_ERR_INVALID_ARG;
+  ((ltdi__cpu_ctx *)be->ctx)->batch_invariant = on != 0;
   return 0;
 }
 

@@ -18,6 +18,12 @@
 typedef struct ltdi__cpu_ctx {
   float *scratch;     /* (scratch_cap) */
   size_t scratch_cap; /* in floats */
+  /* ltdi_backend_cpu_set_batch_invariant: 1 routes sgemm to
+   * ltdi__cpu_sgemm_invariant. Its packing buffer is separate from
+   * `scratch` because the convolutions pass scratch memory to sgemm. */
+  int batch_invariant;
+  float *gemm_pack;     /* (gemm_pack_cap) */
+  size_t gemm_pack_cap; /* in floats */
 } ltdi__cpu_ctx;
 
 /* Returns a scratch area of at least n floats (contents undefined), or NULL
@@ -130,5 +136,21 @@ int ltdi__cpu_upsample2_backward(ltdi_backend *be, float *din, const float *dout
                                  int C, int L);
 int ltdi__cpu_diffusion_step(ltdi_backend *be, float *x, const float *eps, const float *noise,
                              size_t n, double c_x, double c_eps, double sigma);
+
+/* ---- cpu_gemm_invariant.c ----------------------------------------------- */
+/* ltdi__cpu_sgemm's contract with one addition: C[i][j] is ONE accumulator
+ * summed over k = 0..K-1 in order, then alpha*acc + beta*C[i][j] (C is not
+ * read when beta == 0), so its bits depend only on row i of op(A), column j
+ * of op(B), K, alpha, beta and C[i][j] — never on M, N or the tiling. The
+ * AVX2+FMA path (fused chain) and the portable path (multiply, then add)
+ * round differently from each other; each is invariant on its own. */
+int ltdi__cpu_sgemm_invariant(ltdi_backend *be, int trans_a, int trans_b, int m, int n, int k,
+                              float alpha, const float *a, int lda, const float *b, int ldb,
+                              float beta, float *c, int ldc);
+/* Tests only: 1 forces the portable path even where AVX2+FMA is present,
+ * 0 restores the runtime choice. Process-wide. */
+void ltdi__cpu_gemm_force_portable(int on);
+/* 1 when the next invariant sgemm takes the AVX2+FMA path. */
+int ltdi__cpu_gemm_uses_avx2(void);
 
 #endif

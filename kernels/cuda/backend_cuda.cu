@@ -1,68 +1,32 @@
-/* kernels/cuda/backend_cuda.cu — the CUDA backend: device memory, a stream,
- * cuBLAS for GEMMs and a cuDNN handle for the convolution path.
+/* kernels/cuda/backend_cuda.cu — the CUDA backend's lifetime, memory,
+ * workspace and table.
  *
- * Row-major GEMM on column-major cuBLAS: C = A·B in row-major is C^T = B^T·A^T
- * in column-major, so we call cuBLAS with the operands swapped and m/n
- * exchanged; no data is transposed. */
+ * One backend owns a non-blocking stream, a cuBLAS and a cuDNN handle bound
+ * to it, a growable device workspace and a few bytes of device scalars.
+ * Every op is queued on that stream, so ops run in call order and the
+ * workspace can be reused by each op in turn. The op families live beside
+ * this file (see cuda_internal.cuh); this file wires them into the table. */
 #include "kernels/cuda/backend_cuda.h"
 
-#include <cublas_v2.h>
-#include <cuda_runtime.h>
-#include <cudnn.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
-#include "core/error.h"
+#include "kernels/cuda/cuda_internal.cuh"
 
-/* ---- error recording ---------------------------------------------------- */
+/* ==== error recording ===================================================== */
 
 static thread_local char g_last_error[512];
 
-static int record_failure(const char *expr, const char *msg, const char *func,
-                          const char *file, int line) {
+int ltdi__cuda_fail(const char *expr, const char *msg, const char *func, const char *file,
+                    int line) {
   snprintf(g_last_error, sizeof g_last_error, "%s failed in %s (%s:%d): %s", expr, func,
            file, line, msg);
   return LTDI_ERR_DEVICE;
 }
 
-/* Each macro records what failed and returns an error from the enclosing
- * function; kernels and libraries never abort the process. */
-#define LTDI_CUDA_CHECK(expr)                                                     \
-  do {                                                                            \
-    cudaError_t ltdi__e = (expr);                                                 \
-    if (ltdi__e != cudaSuccess)                                                   \
-      return record_failure(#expr, cudaGetErrorString(ltdi__e), __func__, __FILE__, \
-                            __LINE__);                                            \
-  } while (0)
-#define LTDI_CUBLAS_CHECK(expr)                                                   \
-  do {                                                                            \
-    cublasStatus_t ltdi__s = (expr);                                              \
-    if (ltdi__s != CUBLAS_STATUS_SUCCESS)                                         \
-      return record_failure(#expr, cublasGetStatusString(ltdi__s), __func__,      \
-                            __FILE__, __LINE__);                                  \
-  } while (0)
-#define LTDI_CUDNN_CHECK(expr)                                                    \
-  do {                                                                            \
-    cudnnStatus_t ltdi__s = (expr);                                               \
-    if (ltdi__s != CUDNN_STATUS_SUCCESS)                                          \
-      return record_failure(#expr, cudnnGetErrorString(ltdi__s), __func__,        \
-                            __FILE__, __LINE__);                                  \
-  } while (0)
-/* After every kernel launch: launch errors surface here, not at the next sync. */
-#define LTDI_CUDA_LAUNCH_CHECK() LTDI_CUDA_CHECK(cudaGetLastError())
-
 extern "C" const char *ltdi_cuda_last_error(void) { return g_last_error; }
-
-/* ---- state ---------------------------------------------------------------- */
-
-typedef struct cuda_ctx {
-  int device;
-  cudaStream_t stream;
-  cublasHandle_t cublas;
-  cudnnHandle_t cudnn;
-} cuda_ctx;
-
-static cuda_ctx *ctx_of(ltdi_backend *be) { return (cuda_ctx *)be->ctx; }
 
 extern "C" int ltdi_cuda_device_count(void) {
   int n = 0;
@@ -85,146 +49,99 @@ extern "C" const char *ltdi_cuda_versions(void) {
   return text;
 }
 
-/* ---- memory ---------------------------------------------------------------- */
+extern "C" const char *ltdi_cuda_conv_impl(const ltdi_backend *be) {
+  if (be == NULL || be->name == NULL || strcmp(be->name, "cuda") != 0 || be->ctx == NULL)
+    return NULL;
+  return ((const ltdi__cuda_ctx *)be->ctx)->conv_impl == LTDI__CONV_GEMM ? "gemm" : "cudnn";
+}
+
+/* ==== workspace =========================================================== */
+
+void *ltdi__cuda_workspace(ltdi_backend *be, size_t nbytes) {
+  ltdi__cuda_ctx *ctx = ltdi__cuda_ctx_of(be);
+  if (nbytes <= ctx->work_cap && ctx->work != NULL) return ctx->work;
+  /* Grow geometrically (rounded to 1 MiB) so a run of slightly larger
+   * layers does not reallocate each time; the old contents need not
+   * survive, but kernels still queued may read them, hence the sync. */
+  const size_t mib = (size_t)1 << 20;
+  size_t want = nbytes > ctx->work_cap * 2 ? nbytes : ctx->work_cap * 2;
+  if (want > SIZE_MAX - mib) return NULL;
+  want = (want + mib - 1) / mib * mib;
+  if (cudaStreamSynchronize(ctx->stream) != cudaSuccess) return NULL;
+  if (ctx->work != NULL) cudaFree(ctx->work);
+  ctx->work = NULL;
+  ctx->work_cap = 0;
+  void *p = NULL;
+  if (cudaMalloc(&p, want) != cudaSuccess) {
+    cudaGetLastError();
+    want = nbytes ? nbytes : 1; /* the doubled size may not fit when the exact one does */
+    if (cudaMalloc(&p, want) != cudaSuccess) {
+      cudaGetLastError();
+      return NULL;
+    }
+  }
+  ctx->work = p;
+  ctx->work_cap = want;
+  return p;
+}
+
+/* ==== memory ============================================================== */
 
 static void *cuda_alloc(ltdi_backend *be, size_t nbytes) {
   void *ptr = NULL;
-  if (cudaSetDevice(ctx_of(be)->device) != cudaSuccess) return NULL;
+  ltdi__cuda_ctx *ctx = ltdi__cuda_ctx_of(be);
+  if (cudaSetDevice(ctx->device) != cudaSuccess) return NULL;
   if (cudaMalloc(&ptr, nbytes ? nbytes : 1) != cudaSuccess) {
     cudaGetLastError();
     return NULL;
   }
   /* The interface promises zeroed memory. */
-  if (cudaMemsetAsync(ptr, 0, nbytes, ctx_of(be)->stream) != cudaSuccess ||
-      cudaStreamSynchronize(ctx_of(be)->stream) != cudaSuccess) {
+  if (cudaMemsetAsync(ptr, 0, nbytes, ctx->stream) != cudaSuccess ||
+      cudaStreamSynchronize(ctx->stream) != cudaSuccess) {
     cudaFree(ptr);
     return NULL;
   }
   return ptr;
 }
 
+/* cudaFree waits for the device, so a buffer still used by queued kernels
+ * is not released under them. */
 static void cuda_free(ltdi_backend *be, void *ptr) {
   (void)be;
   if (ptr) cudaFree(ptr);
 }
 
 static int cuda_upload(ltdi_backend *be, void *dst, const void *src, size_t n) {
-  LTDI_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, ctx_of(be)->stream));
-  LTDI_CUDA_CHECK(cudaStreamSynchronize(ctx_of(be)->stream));
+  if (n == 0) return 0;
+  if (dst == NULL || src == NULL) return LTDI_ERR_INVALID_ARG;
+  LTDI_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, ltdi__cuda_stream(be)));
+  LTDI_CUDA_CHECK(cudaStreamSynchronize(ltdi__cuda_stream(be)));
   return 0;
 }
 
 static int cuda_download(ltdi_backend *be, void *dst, const void *src, size_t n) {
-  LTDI_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, ctx_of(be)->stream));
-  LTDI_CUDA_CHECK(cudaStreamSynchronize(ctx_of(be)->stream));
+  if (n == 0) return 0;
+  if (dst == NULL || src == NULL) return LTDI_ERR_INVALID_ARG;
+  LTDI_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, ltdi__cuda_stream(be)));
+  LTDI_CUDA_CHECK(cudaStreamSynchronize(ltdi__cuda_stream(be)));
   return 0;
 }
 
 static int cuda_synchronize(ltdi_backend *be) {
-  LTDI_CUDA_CHECK(cudaStreamSynchronize(ctx_of(be)->stream));
+  LTDI_CUDA_CHECK(cudaStreamSynchronize(ltdi__cuda_stream(be)));
   return 0;
 }
 
-/* ---- dense algebra ------------------------------------------------------------ */
-
-static int cuda_sgemm(ltdi_backend *be, int trans_a, int trans_b, int m, int n, int k,
-                      float alpha, const float *a, int lda, const float *b, int ldb,
-                      float beta, float *c, int ldc) {
-  if (m <= 0 || n <= 0 || k <= 0 || !a || !b || !c) return LTDI_ERR_INVALID_ARG;
-  /* Row-major C(m,n) = op(A) op(B)  <=>  column-major C^T(n,m) = op(B)^T op(A)^T. */
-  LTDI_CUBLAS_CHECK(cublasSgemm(ctx_of(be)->cublas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b,
-                                ldb, a, lda, &beta, c, ldc));
-  return 0;
-}
-
-__global__ void fill_kernel(float *x, float value, size_t n) {
-  size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < n) x[i] = value;
-}
-
-__global__ void axpy_kernel(float *y, const float *x, float alpha, size_t n) {
-  size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < n) y[i] += alpha * x[i];
-}
-
-__global__ void relu_forward_kernel(float *out, const float *inp, size_t n) {
-  size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < n) out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
-}
-
-__global__ void relu_backward_kernel(float *dinp, const float *dout, const float *inp,
-                                     size_t n) {
-  size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < n && inp[i] > 0.0f) dinp[i] += dout[i];
-}
-
-__global__ void silu_forward_kernel(float *out, const float *inp, size_t n) {
-  size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < n) out[i] = inp[i] / (1.0f + expf(-inp[i]));
-}
-
-__global__ void silu_backward_kernel(float *dinp, const float *dout, const float *inp,
-                                     size_t n) {
-  size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < n) {
-    float s = 1.0f / (1.0f + expf(-inp[i]));
-    dinp[i] += dout[i] * s * (1.0f + inp[i] * (1.0f - s));
-  }
-}
-
-static unsigned blocks_for(size_t n) { return (unsigned)((n + 255) / 256); }
-
-static int cuda_fill(ltdi_backend *be, float *x, float value, size_t n) {
-  if (n == 0) return 0;
-  fill_kernel<<<blocks_for(n), 256, 0, ctx_of(be)->stream>>>(x, value, n);
-  LTDI_CUDA_LAUNCH_CHECK();
-  return 0;
-}
-
-static int cuda_axpy(ltdi_backend *be, float *y, const float *x, float alpha, size_t n) {
-  if (n == 0) return 0;
-  axpy_kernel<<<blocks_for(n), 256, 0, ctx_of(be)->stream>>>(y, x, alpha, n);
-  LTDI_CUDA_LAUNCH_CHECK();
-  return 0;
-}
-
-static int cuda_relu_forward(ltdi_backend *be, float *out, const float *inp, size_t n) {
-  if (n == 0) return 0;
-  relu_forward_kernel<<<blocks_for(n), 256, 0, ctx_of(be)->stream>>>(out, inp, n);
-  LTDI_CUDA_LAUNCH_CHECK();
-  return 0;
-}
-
-static int cuda_relu_backward(ltdi_backend *be, float *dinp, const float *dout,
-                              const float *inp, size_t n) {
-  if (n == 0) return 0;
-  relu_backward_kernel<<<blocks_for(n), 256, 0, ctx_of(be)->stream>>>(dinp, dout, inp, n);
-  LTDI_CUDA_LAUNCH_CHECK();
-  return 0;
-}
-
-static int cuda_silu_forward(ltdi_backend *be, float *out, const float *inp, size_t n) {
-  if (n == 0) return 0;
-  silu_forward_kernel<<<blocks_for(n), 256, 0, ctx_of(be)->stream>>>(out, inp, n);
-  LTDI_CUDA_LAUNCH_CHECK();
-  return 0;
-}
-
-static int cuda_silu_backward(ltdi_backend *be, float *dinp, const float *dout,
-                              const float *inp, size_t n) {
-  if (n == 0) return 0;
-  silu_backward_kernel<<<blocks_for(n), 256, 0, ctx_of(be)->stream>>>(dinp, dout, inp, n);
-  LTDI_CUDA_LAUNCH_CHECK();
-  return 0;
-}
-
-/* ---- lifetime ------------------------------------------------------------------- */
+/* ==== lifetime ============================================================ */
 
 static void cuda_destroy(ltdi_backend *be) {
   if (!be) return;
-  cuda_ctx *ctx = ctx_of(be);
+  ltdi__cuda_ctx *ctx = ltdi__cuda_ctx_of(be);
   if (ctx) {
+    if (ctx->stream) cudaStreamSynchronize(ctx->stream);
+    ltdi__cuda_cudnn_state_destroy(ctx);
+    if (ctx->work) cudaFree(ctx->work);
+    if (ctx->scalars) cudaFree(ctx->scalars);
     if (ctx->cudnn) cudnnDestroy(ctx->cudnn);
     if (ctx->cublas) cublasDestroy(ctx->cublas);
     if (ctx->stream) cudaStreamDestroy(ctx->stream);
@@ -233,7 +150,37 @@ static void cuda_destroy(ltdi_backend *be) {
   free(be);
 }
 
-static int init_handles(cuda_ctx *ctx) {
+/* LTDI_CUDA_CONV picks the convolution path: "cudnn" (default) or "gemm". */
+static int read_conv_env(ltdi__cuda_ctx *ctx) {
+  const char *impl = getenv("LTDI_CUDA_CONV");
+  if (impl == NULL || impl[0] == '\0' || strcmp(impl, "cudnn") == 0) {
+    ctx->conv_impl = LTDI__CONV_CUDNN;
+  } else if (strcmp(impl, "gemm") == 0) {
+    ctx->conv_impl = LTDI__CONV_GEMM;
+  } else {
+    ltdi__cuda_fail("LTDI_CUDA_CONV", "must be \"cudnn\" or \"gemm\"", __func__, __FILE__,
+                    __LINE__);
+    return LTDI_ERR_INVALID_ARG;
+  }
+  /* 32 Mi floats (128 MiB) of columns per chunk by default: a GPU needs a
+   * wide GEMM far more than the CPU's cache-sized 1 Mi. LTDI_CUDA_CONV_CHUNK
+   * (floats) overrides it, e.g. tiny values to test the chunk loop. */
+  ctx->conv_chunk_floats = (size_t)1 << 25;
+  const char *chunk = getenv("LTDI_CUDA_CONV_CHUNK");
+  if (chunk != NULL && chunk[0] != '\0') {
+    char *end = NULL;
+    unsigned long long v = strtoull(chunk, &end, 10);
+    if (end == chunk || *end != '\0' || v == 0) {
+      ltdi__cuda_fail("LTDI_CUDA_CONV_CHUNK", "must be a positive number of floats",
+                      __func__, __FILE__, __LINE__);
+      return LTDI_ERR_INVALID_ARG;
+    }
+    ctx->conv_chunk_floats = (size_t)v;
+  }
+  return 0;
+}
+
+static int init_handles(ltdi__cuda_ctx *ctx) {
   LTDI_CUDA_CHECK(cudaSetDevice(ctx->device));
   LTDI_CUDA_CHECK(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking));
   LTDI_CUBLAS_CHECK(cublasCreate(&ctx->cublas));
@@ -242,20 +189,86 @@ static int init_handles(cuda_ctx *ctx) {
   LTDI_CUBLAS_CHECK(cublasSetMathMode(ctx->cublas, CUBLAS_DEFAULT_MATH));
   LTDI_CUDNN_CHECK(cudnnCreate(&ctx->cudnn));
   LTDI_CUDNN_CHECK(cudnnSetStream(ctx->cudnn, ctx->stream));
-  return 0;
+  void *scalars = NULL;
+  LTDI_CUDA_CHECK(cudaMalloc(&scalars, sizeof(ltdi__cuda_scalars)));
+  ctx->scalars = (ltdi__cuda_scalars *)scalars;
+  /* On our stream: a non-blocking stream does not wait for the default one. */
+  LTDI_CUDA_CHECK(cudaMemsetAsync(ctx->scalars, 0, sizeof(ltdi__cuda_scalars), ctx->stream));
+  LTDI_CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
+  return ltdi__cuda_cudnn_state_create(ctx);
+}
+
+static void fill_table(ltdi_backend *be) {
+  be->alloc = cuda_alloc;
+  be->free = cuda_free;
+  be->upload = cuda_upload;
+  be->download = cuda_download;
+  be->synchronize = cuda_synchronize;
+
+  be->sgemm = ltdi__cuda_sgemm;
+  be->axpy = ltdi__cuda_axpy;
+  be->fill = ltdi__cuda_fill;
+  be->linear_forward = ltdi__cuda_linear_forward;
+  be->linear_backward = ltdi__cuda_linear_backward;
+
+  be->conv2d_forward = ltdi__cuda_conv2d_forward;
+  be->conv2d_backward = ltdi__cuda_conv2d_backward;
+  be->conv1d_forward = ltdi__cuda_conv1d_forward;
+  be->conv1d_backward = ltdi__cuda_conv1d_backward;
+
+  be->batchnorm_forward_train = ltdi__cuda_batchnorm_forward_train;
+  be->batchnorm_forward_eval = ltdi__cuda_batchnorm_forward_eval;
+  be->batchnorm_backward = ltdi__cuda_batchnorm_backward;
+  be->groupnorm_forward = ltdi__cuda_groupnorm_forward;
+  be->groupnorm_backward = ltdi__cuda_groupnorm_backward;
+
+  be->relu_forward = ltdi__cuda_relu_forward;
+  be->relu_backward = ltdi__cuda_relu_backward;
+  be->silu_forward = ltdi__cuda_silu_forward;
+  be->silu_backward = ltdi__cuda_silu_backward;
+  be->maxpool2d_forward = ltdi__cuda_maxpool2d_forward;
+  be->maxpool2d_backward = ltdi__cuda_maxpool2d_backward;
+
+  be->softmax_xent_forward = ltdi__cuda_softmax_xent_forward;
+  be->softmax_xent_backward = ltdi__cuda_softmax_xent_backward;
+
+  be->adam_step = ltdi__cuda_adam_step;
+  be->sgd_step = ltdi__cuda_sgd_step;
+  be->sam_perturb = ltdi__cuda_sam_perturb;
+  be->sam_restore = ltdi__cuda_sam_restore;
+
+  be->copy = ltdi__cuda_copy;
+  be->tokenize = ltdi__cuda_tokenize;
+  be->tokenize_backward = ltdi__cuda_tokenize_backward;
+  be->untokenize = ltdi__cuda_untokenize;
+  be->untokenize_backward = ltdi__cuda_untokenize_backward;
+  be->add_channel = ltdi__cuda_add_channel;
+  be->add_channel_backward = ltdi__cuda_add_channel_backward;
+  be->mul_channel_add = ltdi__cuda_mul_channel_add;
+  be->mul_channel_add_backward = ltdi__cuda_mul_channel_add_backward;
+  be->concat = ltdi__cuda_concat;
+  be->concat_backward = ltdi__cuda_concat_backward;
+  be->upsample2 = ltdi__cuda_upsample2;
+  be->upsample2_backward = ltdi__cuda_upsample2_backward;
+  be->diffusion_step = ltdi__cuda_diffusion_step;
 }
 
 extern "C" int ltdi_backend_cuda_create(ltdi_backend **out, int device) {
+  if (out == NULL) return LTDI_ERR_INVALID_ARG;
   *out = NULL;
   int count = ltdi_cuda_device_count();
   if (count == 0) {
-    record_failure("cudaGetDeviceCount", "no CUDA driver or device", __func__, __FILE__,
-                   __LINE__);
+    ltdi__cuda_fail("cudaGetDeviceCount", "no CUDA driver or device", __func__, __FILE__,
+                    __LINE__);
     return LTDI_ERR_DEVICE;
   }
-  if (device < 0 || device >= count) return LTDI_ERR_INVALID_ARG;
+  if (device < 0 || device >= count) {
+    ltdi__cuda_fail("ltdi_backend_cuda_create", "no such device index", __func__, __FILE__,
+                    __LINE__);
+    return LTDI_ERR_INVALID_ARG;
+  }
   ltdi_backend *be = (ltdi_backend *)calloc(1, sizeof *be);
-  cuda_ctx *ctx = (cuda_ctx *)calloc(1, sizeof *ctx);
+  ltdi__cuda_ctx *ctx = (ltdi__cuda_ctx *)calloc(1, sizeof *ctx);
   if (!be || !ctx) {
     free(be);
     free(ctx);
@@ -265,24 +278,13 @@ extern "C" int ltdi_backend_cuda_create(ltdi_backend **out, int device) {
   be->name = "cuda";
   be->ctx = ctx;
   be->destroy = cuda_destroy;
-  int rc = init_handles(ctx);
+  int rc = read_conv_env(ctx);
+  if (rc == 0) rc = init_handles(ctx);
   if (rc != 0) {
     cuda_destroy(be);
     return rc;
   }
-  be->alloc = cuda_alloc;
-  be->free = cuda_free;
-  be->upload = cuda_upload;
-  be->download = cuda_download;
-  be->synchronize = cuda_synchronize;
-  be->sgemm = cuda_sgemm;
-  be->fill = cuda_fill;
-  be->axpy = cuda_axpy;
-  be->relu_forward = cuda_relu_forward;
-  be->relu_backward = cuda_relu_backward;
-  be->silu_forward = cuda_silu_forward;
-  be->silu_backward = cuda_silu_backward;
-  /* All other entries stay NULL: declined, the caller runs them on the CPU. */
+  fill_table(be);
   *out = be;
   return 0;
 }

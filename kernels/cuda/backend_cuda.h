@@ -1,11 +1,24 @@
 /* kernels/cuda/backend_cuda.h — the CUDA backend's entry points (C API; the
- * implementation is CUDA C++ in backend_cuda.cu).
+ * implementation is CUDA C++ in the .cu files beside this header).
  *
- * The backend fills the same table as the CPU backend (kernels/backend.h).
- * It currently implements memory, synchronisation, sgemm (cuBLAS), fill, axpy
- * and the activations; every other entry is NULL, which by the interface's
- * contract means "declined — run it on the CPU backend". The issue that
- * builds the full GPU path fills in the rest, each op tested against the CPU. */
+ * The backend fills every entry of the table in kernels/backend.h — none is
+ * declined — with the CPU backend's semantics, in fp32 without TF32 (cuBLAS
+ * and cuDNN are told so), and tests/gpu checks each op against the CPU.
+ * Beyond the CPU's contract:
+ *  - Ops are queued on the backend's stream and return before the GPU has
+ *    finished; upload, download, synchronize and softmax_xent_* (which must
+ *    report bad labels and the host-side loss) wait for it.
+ *  - Reductions are block reductions in a fixed order, not float atomics, so
+ *    results are reproducible run to run on one GPU model.
+ *  - Convolutions run through one of two implementations chosen when the
+ *    backend is created, from the environment variable LTDI_CUDA_CONV:
+ *      "cudnn" (default, also when unset or empty) — cuDNN, algorithms from
+ *              its heuristics cached per shape;
+ *      "gemm"  — an im2col kernel + cuBLAS sgemm, as the CPU backend does.
+ *    Any other value makes ltdi_backend_cuda_create fail with
+ *    LTDI_ERR_INVALID_ARG. LTDI_CUDA_CONV_CHUNK (a positive float count)
+ *    sets the gemm path's column buffer per chunk of images (default 2^25),
+ *    for tuning and for tests of the chunk loop. */
 #ifndef LTDI_KERNELS_CUDA_BACKEND_CUDA_H
 #define LTDI_KERNELS_CUDA_BACKEND_CUDA_H
 
@@ -19,10 +32,11 @@ extern "C" {
  * an error: callers use it to fall back to the CPU). */
 int ltdi_cuda_device_count(void);
 
-/* Creates a backend on `device`: a stream, a cuBLAS handle bound to it and a
- * cuDNN handle. Returns 0, LTDI_ERR_DEVICE (no driver/GPU, or a CUDA, cuBLAS
- * or cuDNN failure — the detail is in ltdi_cuda_last_error()) or
- * LTDI_ERR_NOMEM. */
+/* Creates a backend on `device`: a stream, cuBLAS and cuDNN handles bound to
+ * it, and the convolution implementation LTDI_CUDA_CONV asks for. Returns 0,
+ * LTDI_ERR_DEVICE (no driver/GPU, or a CUDA, cuBLAS or cuDNN failure — the
+ * detail is in ltdi_cuda_last_error()), LTDI_ERR_INVALID_ARG (a bad device
+ * index or environment value, also described there) or LTDI_ERR_NOMEM. */
 int ltdi_backend_cuda_create(ltdi_backend **out, int device);
 
 /* The last CUDA failure seen on this thread, as "expr failed in func
@@ -31,6 +45,10 @@ const char *ltdi_cuda_last_error(void);
 
 /* "cuDNN 9.x.y, cuBLAS n, CUDA runtime r" for logs. */
 const char *ltdi_cuda_versions(void);
+
+/* The convolution implementation of a CUDA backend, "cudnn" or "gemm";
+ * NULL when be is NULL or not a CUDA backend. */
+const char *ltdi_cuda_conv_impl(const ltdi_backend *be);
 
 #ifdef __cplusplus
 }

@@ -10,7 +10,7 @@
  * and reports the daemon's peak resident memory (VmHWM). Not run by ctest.
  *
  * usage: bench_serve LTDI_SERVE [--seconds S] [--long S] [--conc 1,8,32,64]
- *                    [--batched-forward] */
+ *                    [--cpu-kernel invariant|per_sample|batched] */
 #define _XOPEN_SOURCE 700
 #include <curl/curl.h>
 #include <jansson.h>
@@ -75,7 +75,7 @@ static ltdi_model *make_model(ltdi_backend *be, const char *path) {
 
 /* ---- daemon --------------------------------------------------------------------- */
 
-static pid_t start(int *port, const char *max_batch, const char *delay, int batched_fwd) {
+static pid_t start(int *port, const char *max_batch, const char *delay, const char *kernel) {
   char pf[400], db[400];
   static int n = 0;
   snprintf(pf, sizeof pf, "%s/port%d", g_dir, n);
@@ -86,8 +86,8 @@ static pid_t start(int *port, const char *max_batch, const char *delay, int batc
     (void)f;
     execl(g_bin, g_bin, "--port", "0", "--port-file", pf, "--model-dir", g_dir, "--model",
           "bench.safetensors", "--db", db, "--max-batch", max_batch, "--max-queue-delay-us", delay,
-          "--queue-capacity", "4096", "--request-timeout-ms", "120000", "--batched-forward",
-          batched_fwd ? "1" : "0", (char *)NULL);
+          "--queue-capacity", "4096", "--request-timeout-ms", "120000", "--cpu-kernel",
+          kernel, (char *)NULL);
     _exit(127);
   }
   for (int i = 0; i < 600; i++) {
@@ -240,16 +240,17 @@ static result load(int port, int conc, double seconds, atomic_ullong *seed) {
 
 int main(int argc, char **argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: bench_serve LTDI_SERVE [--seconds S] [--long S] [--conc LIST] [--batched-forward]\n");
+    fprintf(stderr, "usage: bench_serve LTDI_SERVE [--seconds S] [--long S] [--conc LIST] [--cpu-kernel K]\n");
     return 2;
   }
   g_bin = argv[1];
   double seconds = 5, long_s = 0;
-  int conc[8] = {1, 8, 32, 64}, nconc = 4, batched_fwd = 0;
+  int conc[8] = {1, 8, 32, 64}, nconc = 4;
+  const char *kernel = "invariant";
   for (int i = 2; i < argc; i++) {
     if (!strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = atof(argv[++i]);
     else if (!strcmp(argv[i], "--long") && i + 1 < argc) long_s = atof(argv[++i]);
-    else if (!strcmp(argv[i], "--batched-forward")) batched_fwd = 1;
+    else if (!strcmp(argv[i], "--cpu-kernel") && i + 1 < argc) kernel = argv[++i];
     else if (!strcmp(argv[i], "--conc") && i + 1 < argc) {
       nconc = 0;
       for (char *t = strtok(argv[++i], ","); t && nconc < 8; t = strtok(NULL, ",")) conc[nconc++] = atoi(t);
@@ -284,14 +285,22 @@ int main(int argc, char **argv) {
   enum { NB = 30 };
   double bare[NB];
   float *w = malloc(m->layout.n_params * sizeof *w);
+  /* The same kernel as the daemon's, on a workspace allocated once (as the
+   * daemon's workers do): the bare cost of one sampling pass. */
   ltdi_gen_options o = ltdi_gen_options_default(m);
+  o.mode = strcmp(kernel, "per_sample") ? LTDI_GEN_BATCHED : LTDI_GEN_PER_SAMPLE;
+  if (!strcmp(kernel, "invariant")) ltdi_backend_cpu_set_batch_invariant(be, 1);
+  ltdi_gen_workspace *ws = NULL;
+  if (ltdi_gen_workspace_create(&ws, m, be, 1, o.mode)) return 1;
   for (int i = 0; i < NB; i++) {
     uint64_t seed = 1000 + (uint64_t)i;
     double t0 = now_s();
-    ltdi_model_generate(m, c, &seed, 1, &o, w, NULL);
+    ltdi_model_generate_with(ws, c, &seed, 1, &o, w, NULL);
     bare[i] = now_s() - t0;
   }
+  ltdi_gen_workspace_free(ws);
   double bare_ms = 1e3 * pct(bare, NB, 0.5);
+  printf("cpu kernel: %s\n", kernel);
   printf("model: 5-way head 64->32->5, P = %zu, U-Net %zu parameters, T = %d\n", m->layout.n_params,
          ltdi_unet_num_params(m->unet), m->sched.T);
   printf("bare compute, batch 1 (in-process, median of %d): %.2f ms\n", NB, bare_ms);
@@ -300,7 +309,7 @@ int main(int argc, char **argv) {
   atomic_ullong seed;
   atomic_init(&seed, 1);
   int port;
-  pid_t pid = start(&port, "1", "0", 0);
+  pid_t pid = start(&port, "1", "0", kernel);
   if (pid < 0) return 1;
   CURL *h = handle();
   double e2e[NB], comp[NB];
@@ -317,13 +326,12 @@ int main(int argc, char **argv) {
   printf("\n| batching | concurrency | requests/s | p50 ms | p99 ms | ok | failed |\n|---|---|---|---|---|---|---|\n");
   long rss_max = 0;
   for (int mode = 0; mode < 2; mode++) {
-    pid = start(&port, mode == 0 ? "64" : "1", mode == 0 ? "2000" : "0", batched_fwd);
+    pid = start(&port, mode == 0 ? "64" : "1", mode == 0 ? "2000" : "0", kernel);
     if (pid < 0) return 1;
     for (int i = 0; i < nconc; i++) {
       result r = load(port, conc[i], seconds, &seed);
       printf("| %s | %d | %.1f | %.1f | %.1f | %ld | %ld |\n",
-             mode == 0 ? (batched_fwd ? "on (max_batch 64, batched forward)" : "on (max_batch 64)")
-                       : "off (max_batch 1)",
+             mode == 0 ? "on (max_batch 64)" : "off (max_batch 1)",
              conc[i], r.rps, r.p50_ms, r.p99_ms, r.ok, r.fails);
       fflush(stdout);
     }
@@ -335,7 +343,7 @@ int main(int argc, char **argv) {
 
   /* 4. long run. */
   if (long_s > 0) {
-    pid = start(&port, "64", "2000", batched_fwd);
+    pid = start(&port, "64", "2000", kernel);
     result r = load(port, 64, long_s, &seed);
     printf("long run: 64 clients for %.0f s: %ld ok, %ld failed, %.1f requests/s, p99 %.0f ms; peak RSS %.1f MiB\n",
            long_s, r.ok, r.fails, r.rps, r.p99_ms, peak_rss_kb(pid) / 1024.0);

@@ -24,6 +24,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -318,9 +321,16 @@ static int json_equals(json_t *weights, const ltdi_model *m, const float *w) {
 static ltdi_backend *g_be;
 static ltdi_model *g_model; /* the same file the daemon serves, for twins */
 
-static void local_generate(const float *cond, uint64_t seed, float *w) {
+/* The daemon's default CPU pass: batched forwards on a batch-invariant
+ * backend (g_be has the switch on), one sample at a time here. */
+static int twin_generate(const float *cond, uint64_t seed, float *w) {
   ltdi_gen_options o = ltdi_gen_options_default(g_model);
-  int rc = ltdi_model_generate(g_model, cond, &seed, 1, &o, w, NULL);
+  o.mode = LTDI_GEN_BATCHED;
+  return ltdi_model_generate(g_model, cond, &seed, 1, &o, w, NULL);
+}
+
+static void local_generate(const float *cond, uint64_t seed, float *w) {
+  int rc = twin_generate(cond, seed, w);
   CHECK(rc == 0, "local generate: %d", rc);
 }
 
@@ -745,8 +755,7 @@ static void *worker_main(void *arg) {
     if (r.status == 200) {
       wk->ok++;
       pthread_mutex_lock(&g_mu); /* the local model is not thread-safe */
-      ltdi_gen_options o = ltdi_gen_options_default(g_model);
-      int rc = ltdi_model_generate(g_model, c, &seed, 1, &o, w, NULL);
+      int rc = twin_generate(c, seed, w);
       pthread_mutex_unlock(&g_mu);
       if (rc || !st_equals(&r, g_model, w)) wk->mismatches++;
     }
@@ -808,6 +817,21 @@ static void *shot_main(void *arg) {
   return NULL;
 }
 
+/* A TCP connection to the daemon that sends nothing (-1 on failure). */
+static int idle_connection(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons((uint16_t)port);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+    close(fd);
+    fd = -1;
+  }
+  return fd;
+}
+
 static void test_limits(const char *db) {
   daemon d;
   /* A queue of one job and a slow batcher: concurrent requests overflow. */
@@ -839,9 +863,16 @@ static void test_limits(const char *db) {
     CHECK(0, "start timeout daemon");
     return;
   }
+  /* A second, idle client: the batcher must wait out its delay for it (a
+   * lone client's job would start at once and could beat the 1 ms). */
+  int idle = idle_connection(d.port);
+  CHECK(idle >= 0, "idle connection opened");
+  struct timespec settle = {0, 200 * 1000 * 1000}; /* let the daemon accept it */
+  nanosleep(&settle, NULL);
   shot t = {&d, 6000, 0, ""};
   shot_main(&t);
   CHECK(t.status == 504, "per-request timeout answers 504 (got %ld)", t.status);
+  if (idle >= 0) close(idle);
   resp r = http(&d, "GET", "/health", NULL, NULL);
   expect(&r, 200, "alive after a timeout");
   resp_free(&r);
@@ -1006,6 +1037,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   ltdi_backend_cpu_create(&g_be, 1);
+  ltdi_backend_cpu_set_batch_invariant(g_be, 1);
   if (ltdi_model_load(&g_model, g_be, model, err, sizeof err)) {
     fprintf(stderr, "cannot load %s: %s\n", model, err);
     return 1;

@@ -241,3 +241,40 @@ Test(batcher, batched_equals_alone_bit_for_bit) {
   ltdi_layout_free(&l);
   ltdi_backend_destroy(be);
 }
+
+/* With a client count, the batcher stops waiting as soon as every client
+ * has a job queued: three clients, three jobs → one pass of three, long
+ * before the (one-minute) delay. A batcher that ignored the count would
+ * still be waiting when the 20 s deadline below passes. */
+Test(batcher, starts_when_every_client_has_a_job) {
+  fake f;
+  fake_init(&f);
+  atomic_int clients;
+  atomic_init(&clients, 3);
+  ltdi_batcher_config cfg = {.max_batch = 32, .max_queue_delay_us = 60 * 1000000L,
+                             .queue_capacity = 16, .clients = &clients};
+  ltdi_batcher *b = NULL;
+  cr_assert_eq(ltdi_batcher_create(&b, &cfg, fake_run, NULL, &f), 0);
+  ltdi_gen_job *jobs[3];
+  for (int i = 0; i < 3; i++) {
+    jobs[i] = make_job(1, 1, 700 + i);
+    cr_assert_eq(ltdi_batcher_submit(b, jobs[i]), 0);
+  }
+  for (int i = 0; i < 3; i++) {
+    int handed = 0;
+    cr_assert_eq(ltdi_batcher_wait(b, jobs[i], 20000, &handed), 0, "job %d still waiting", i);
+    check_job(jobs[i]);
+    cr_assert_eq(jobs[i]->batch_size, 3);
+  }
+  cr_assert_eq(f.n_passes, 1);
+  /* One client: its lone job goes at once. */
+  atomic_store(&clients, 1);
+  ltdi_gen_job *lone = make_job(1, 1, 800);
+  cr_assert_eq(ltdi_batcher_submit(b, lone), 0);
+  int handed = 0;
+  cr_assert_eq(ltdi_batcher_wait(b, lone, 20000, &handed), 0, "a lone client's job waited");
+  cr_assert_eq(lone->batch_size, 1);
+  ltdi_batcher_free(b);
+  for (int i = 0; i < 3; i++) free_job(jobs[i]);
+  free_job(lone);
+}

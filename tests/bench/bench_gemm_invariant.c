@@ -1,0 +1,254 @@
+/* tests/bench/bench_gemm_invariant.c — the batch-invariant sgemm
+ * (kernels/cpu/cpu_gemm_invariant.c) against single-threaded OpenBLAS on the
+ * U-Net's GEMM shapes, and what it buys for weight generation. Not a test:
+ * it prints tables; the one thing it checks is that a batched generation on
+ * the invariant backend is bit-identical to generating each head alone.
+ *
+ *   GEMM table: conv forward as a GEMM, C (M, N) = W (M, K) . col (K, N) with
+ *   M = out_ch, K = in_ch * 3, N = batch * L; linear, C (B, N) = X (B, K) .
+ *   W (N, K)^T. GFLOP/s = 2 M N K / time, best of a few timed runs.
+ *
+ *   Generation table (the shipped model): ms per head for OpenBLAS per-sample
+ *   and batched forwards, and for the invariant backend batched and
+ *   per-sample, at the batch sizes in gen_table; every batched result of the
+ *   invariant backend is compared bit for bit with each head generated alone.
+ *
+ *   bench_gemm_invariant [--model FILE] [--seconds S] [--no-gemm] [--no-gen]
+ *                        [--portable]
+ * --portable forces the invariant kernel's portable path (no AVX2).
+ * Exit status 0, 1 when something failed or the bitwise check did not hold. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/error.h"
+#include "core/model.h"
+#include "kernels/backend.h"
+#include "kernels/cpu/cpu_internal.h"
+
+#define SHIPPED_MODEL "models/glyphs-5w1s-lt.safetensors"
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static float *fbuf(size_t n, uint32_t seed) {
+  float *p = malloc((n ? n : 1) * sizeof *p);
+  if (p == NULL) {
+    fprintf(stderr, "bench_gemm_invariant: out of memory\n");
+    exit(1);
+  }
+  for (size_t i = 0; i < n; i++) {
+    seed = seed * 1664525u + 1013904223u;
+    p[i] = (float)(seed >> 8) / 16777216.0f - 0.5f;
+  }
+  return p;
+}
+
+/* Seconds per call of each mode: short timed runs alternate between
+ * OpenBLAS and the invariant kernel, and the fastest run of each counts, so
+ * other load on the machine slows both alike and mostly drops out. */
+static int time_pair(ltdi_backend *be, int tb, int m, int n, int k, const float *a,
+                     const float *b, float *c, double budget, double best[2]) {
+  const int lda = k, ldb = tb ? k : n;
+  best[0] = best[1] = 1e30;
+  const double t_end = now_s() + budget;
+  for (int round = 0; round < 4 || now_s() < t_end; round++) {
+    for (int inv = 0; inv < 2; inv++) {
+      ltdi_backend_cpu_set_batch_invariant(be, inv);
+      int reps = 0;
+      const double t0 = now_s();
+      double t;
+      do {
+        if (be->sgemm(be, 0, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, n) != 0) return 1;
+        reps++;
+        t = now_s() - t0;
+      } while (t < 2e-3);
+      if (t / reps < best[inv]) best[inv] = t / reps;
+    }
+  }
+  ltdi_backend_cpu_set_batch_invariant(be, 0);
+  return 0;
+}
+
+static int gemm_row(ltdi_backend *be, const char *what, int tb, int m, int n, int k,
+                    double budget) {
+  float *a = fbuf((size_t)m * k, 1), *b = fbuf((size_t)k * n, 2), *c = fbuf((size_t)m * n, 3);
+  double t[2];
+  const int rc = time_pair(be, tb, m, n, k, a, b, c, budget, t);
+  free(a), free(b), free(c);
+  if (rc) return 1;
+  const double fl = 2.0 * m * n * k;
+  printf("%-7s %4d %5d %4d | %8.1f %8.1f | %7.2f %7.2f | %5.2f\n", what, m, n, k, t[0] * 1e6,
+         t[1] * 1e6, fl / t[0] * 1e-9, fl / t[1] * 1e-9, t[0] / t[1]);
+  return 0;
+}
+
+static int gemm_table(ltdi_backend *be, double budget) {
+  static const int Ms[] = {32, 64}, Ks[] = {96, 192, 384}, Ls[] = {9, 18, 36, 72};
+  static const int Bs[] = {1, 32}, LinN[] = {128, 256, 512}, LinK[] = {128, 256, 512};
+  int bad = 0;
+  printf("\nGEMM, 1 thread (us per call, GFLOP/s; ratio = OpenBLAS time / invariant time)\n");
+  printf("%-7s %4s %5s %4s | %8s %8s | %7s %7s | %5s\n", "shape", "M", "N", "K", "blas us",
+         "inv us", "blas GF", "inv GF", "ratio");
+  for (size_t bi = 0; bi < 2; bi++)
+    for (size_t mi = 0; mi < 2; mi++)
+      for (size_t ki = 0; ki < 3; ki++)
+        for (size_t li = 0; li < 4; li++)
+          bad |= gemm_row(be, "conv", 0, Ms[mi], Bs[bi] * Ls[li], Ks[ki], budget);
+  for (size_t bi = 0; bi < 2; bi++)
+    for (size_t ni = 0; ni < 3; ni++)
+      for (size_t ki = 0; ki < 3; ki++)
+        bad |= gemm_row(be, "linear", 1, Bs[bi], LinN[ni], LinK[ki], budget);
+  /* The model's widest layer: the condition map, cond_dim 320 -> S * L = 64 * 36. */
+  for (size_t bi = 0; bi < 2; bi++) bad |= gemm_row(be, "condmap", 1, Bs[bi], 2304, 320, budget);
+  return bad;
+}
+
+/* ==== generation ========================================================= */
+
+#define MAX_ROUNDS 64
+
+typedef struct gen_row {
+  const char *name;
+  int invariant, mode, batch;
+  ltdi_gen_workspace *ws;
+  double t[MAX_ROUNDS]; /* seconds per generation, one per round */
+  float *out;           /* (batch, P) normalised x_0 */
+} gen_row;
+
+/* One generation of `row` (the backend's mode switched to the row's). */
+static int gen_once(ltdi_model *m, gen_row *row, const float *cond, const uint64_t *seeds,
+                    float *scratch, double *secs) {
+  ltdi_gen_options opt = ltdi_gen_options_default(m);
+  opt.mode = row->mode;
+  int rc = ltdi_backend_cpu_set_batch_invariant(m->be, row->invariant);
+  const double t0 = now_s();
+  if (!rc) rc = ltdi_model_generate_with(row->ws, cond, seeds, row->batch, &opt, scratch, row->out);
+  if (secs) *secs = now_s() - t0;
+  ltdi_backend_cpu_set_batch_invariant(m->be, 0);
+  return rc;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  const double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* Each head of `row` against the same head generated alone at batch 1 on
+ * `alone` (the invariant backend, batched mode): equal bit for bit? */
+static int check_alone(ltdi_model *m, gen_row *row, gen_row *alone, const float *cond,
+                       const uint64_t *seeds, float *scratch) {
+  const size_t P = m->layout.n_params, Dc = (size_t)m->ways * m->feat_dim;
+  int differ = 0;
+  for (int b = 0; b < row->batch; b++) {
+    if (gen_once(m, alone, cond + b * Dc, seeds + b, scratch, NULL)) return -1;
+    if (memcmp(alone->out, row->out + b * P, P * sizeof(float)) != 0) differ++;
+  }
+  return differ;
+}
+
+/* Rounds run every row once, in turn, so load from elsewhere on the machine
+ * hits all rows alike; a row's time is its median over the rounds. */
+static int gen_table(ltdi_model *m, double seconds) {
+  enum { BMAX = 32 };
+  const size_t P = m->layout.n_params, Dc = (size_t)m->ways * m->feat_dim;
+  float *cond = fbuf(BMAX * Dc, 7), *scratch = fbuf(BMAX * P, 0);
+  for (size_t i = 0; i < BMAX * Dc; i++) cond[i] *= 4.0f; /* roughly body-feature scale */
+  uint64_t seeds[BMAX];
+  for (int b = 0; b < BMAX; b++) seeds[b] = 1000 + (uint64_t)b * 7919;
+  gen_row rows[] = {
+      {"OpenBLAS per-sample", 0, LTDI_GEN_PER_SAMPLE, 32, NULL, {0}, NULL},
+      {"OpenBLAS batched", 0, LTDI_GEN_BATCHED, 32, NULL, {0}, NULL},
+      {"invariant batched", 1, LTDI_GEN_BATCHED, 1, NULL, {0}, NULL},
+      {"invariant batched", 1, LTDI_GEN_BATCHED, 8, NULL, {0}, NULL},
+      {"invariant batched", 1, LTDI_GEN_BATCHED, 32, NULL, {0}, NULL},
+      {"invariant per-sample", 1, LTDI_GEN_PER_SAMPLE, 1, NULL, {0}, NULL},
+      {"invariant per-sample", 1, LTDI_GEN_PER_SAMPLE, 32, NULL, {0}, NULL},
+  };
+  const int nrows = (int)(sizeof rows / sizeof rows[0]), ALONE = 2;
+  int rc = 0, rounds = 0;
+  for (int i = 0; i < nrows && !rc; i++) {
+    rows[i].out = malloc((size_t)rows[i].batch * P * sizeof(float));
+    rc = rows[i].out ? ltdi_gen_workspace_create(&rows[i].ws, m, m->be, rows[i].batch,
+                                                 rows[i].mode)
+                     : LTDI_ERR_NOMEM;
+    if (!rc) rc = gen_once(m, &rows[i], cond, seeds, scratch, NULL); /* warm-up */
+  }
+  const double t_end = now_s() + seconds * nrows;
+  while (!rc && rounds < MAX_ROUNDS && (rounds < 3 || now_s() < t_end)) {
+    for (int i = 0; i < nrows && !rc; i++)
+      rc = gen_once(m, &rows[i], cond, seeds, scratch, &rows[i].t[rounds]);
+    rounds++;
+  }
+  if (rc) fprintf(stderr, "bench_gemm_invariant: generation failed: %s\n", ltdi_strerror(rc));
+  printf("\nGeneration, %d steps, P = %zu, 1 thread (%s kernel), median of %d rounds\n",
+         m->sched.T, P, ltdi__cpu_gemm_uses_avx2() ? "AVX2+FMA" : "portable", rounds);
+  printf("%-22s %5s | %9s %9s\n", "backend, mode", "batch", "ms/head", "best");
+  int bad = rc != 0;
+  for (int i = 0; i < nrows && !rc; i++) {
+    gen_row *r = &rows[i];
+    qsort(r->t, rounds, sizeof r->t[0], cmp_double);
+    printf("%-22s %5d | %9.2f %9.2f\n", r->name, r->batch, r->t[rounds / 2] * 1e3 / r->batch,
+           r->t[0] * 1e3 / r->batch);
+    if (r->invariant && r->batch > 1) {
+      const int d = check_alone(m, r, &rows[ALONE], cond, seeds, scratch);
+      printf("    %s: %d of %d heads differ from the head generated alone%s\n",
+             d == 0 ? "bit-identical" : "MISMATCH", d < 0 ? r->batch : d, r->batch,
+             d < 0 ? " (generation failed)" : "");
+      bad |= d != 0;
+    }
+  }
+  for (int i = 0; i < nrows; i++) {
+    ltdi_gen_workspace_free(rows[i].ws);
+    free(rows[i].out);
+  }
+  free(cond);
+  free(scratch);
+  return bad;
+}
+
+int main(int argc, char **argv) {
+  const char *path = SHIPPED_MODEL;
+  double seconds = 2.0;
+  int do_gemm = 1, do_gen = 1;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--model") && i + 1 < argc) path = argv[++i];
+    else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = atof(argv[++i]);
+    else if (!strcmp(argv[i], "--no-gemm")) do_gemm = 0;
+    else if (!strcmp(argv[i], "--no-gen")) do_gen = 0;
+    else if (!strcmp(argv[i], "--portable")) ltdi__cpu_gemm_force_portable(1);
+    else {
+      fprintf(stderr, "usage: bench_gemm_invariant [--model FILE] [--seconds S] [--no-gemm] "
+                      "[--no-gen] [--portable]\n");
+      return 1;
+    }
+  }
+  ltdi_backend *be = NULL;
+  if (ltdi_backend_cpu_create(&be, 1) != 0) {
+    fprintf(stderr, "bench_gemm_invariant: cannot create the CPU backend\n");
+    return 1;
+  }
+  printf("invariant sgemm path: %s\n", ltdi__cpu_gemm_uses_avx2() ? "AVX2+FMA" : "portable");
+  int bad = do_gemm ? gemm_table(be, seconds / 10) : 0;
+  if (do_gen) {
+    ltdi_model *m = NULL;
+    char err[256] = "";
+    int rc = ltdi_model_load(&m, be, path, err, sizeof err);
+    if (rc) {
+      fprintf(stderr, "bench_gemm_invariant: %s: %s (%s)\n", path, ltdi_strerror(rc), err);
+      bad = 1;
+    } else {
+      bad |= gen_table(m, seconds);
+      ltdi_model_free(m);
+    }
+  }
+  ltdi_backend_destroy(be);
+  return bad;
+}

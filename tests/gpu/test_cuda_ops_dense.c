@@ -1,0 +1,214 @@
+/* tests/gpu/test_cuda_ops_dense.c — the CUDA backend's linear layer,
+ * max-pool, softmax cross-entropy and optimisers against the CPU backend,
+ * on odd sizes, with pre-filled gradients (backwards must add) and NULL
+ * gradient pointers. Skips without a GPU. */
+#include "cuda_test_util.h"
+
+TestSuite(cuda_dense, .init = cuda_test_open, .fini = cuda_test_close);
+
+/* ==== linear ============================================================== */
+
+static void check_linear(int B, int I, int O, int with_bias) {
+  tpair x = t_rand((size_t)B * I, 1), w = t_rand((size_t)O * I, 2), b = t_rand((size_t)O, 3);
+  tpair out = t_make((size_t)B * O, NULL), dout = t_rand((size_t)B * O, 4);
+  const float *bh = with_bias ? b.h : NULL, *bd = with_bias ? b.d : NULL;
+  BOTH_OK(cpu->linear_forward(cpu, out.h, x.h, w.h, bh, B, I, O),
+          gpu->linear_forward(gpu, out.d, x.d, w.d, bd, B, I, O));
+  t_expect(&out, "linear forward");
+
+  /* Pre-filled gradients: the backward must add to them. */
+  tpair dx = t_rand((size_t)B * I, 5), dw = t_rand((size_t)O * I, 6), db = t_rand((size_t)O, 7);
+  BOTH_OK(cpu->linear_backward(cpu, dx.h, dw.h, db.h, dout.h, x.h, w.h, B, I, O),
+          gpu->linear_backward(gpu, dx.d, dw.d, db.d, dout.d, x.d, w.d, B, I, O));
+  t_expect(&dx, "linear dinp");
+  t_expect(&dw, "linear dweight");
+  t_expect(&db, "linear dbias");
+  /* Each gradient alone, the others NULL (and inp/weight NULL where unused). */
+  BOTH_OK(cpu->linear_backward(cpu, dx.h, NULL, NULL, dout.h, NULL, w.h, B, I, O),
+          gpu->linear_backward(gpu, dx.d, NULL, NULL, dout.d, NULL, w.d, B, I, O));
+  t_expect(&dx, "linear dinp alone");
+  BOTH_OK(cpu->linear_backward(cpu, NULL, dw.h, NULL, dout.h, x.h, NULL, B, I, O),
+          gpu->linear_backward(gpu, NULL, dw.d, NULL, dout.d, x.d, NULL, B, I, O));
+  t_expect(&dw, "linear dweight alone");
+  BOTH_OK(cpu->linear_backward(cpu, NULL, NULL, db.h, dout.h, NULL, NULL, B, I, O),
+          gpu->linear_backward(gpu, NULL, NULL, db.d, dout.d, NULL, NULL, B, I, O));
+  t_expect(&db, "linear dbias alone");
+
+  tpair *all[] = {&x, &w, &b, &out, &dout, &dx, &dw, &db};
+  for (size_t i = 0; i < sizeof all / sizeof *all; i++) t_free(all[i]);
+}
+
+Test(cuda_dense, linear) {
+  check_linear(3, 13, 7, 1);
+  check_linear(3, 13, 7, 0);
+  check_linear(37, 129, 65, 1);
+  check_linear(1, 5, 1, 1);
+}
+
+Test(cuda_dense, linear_rejects_bad_args) {
+  cr_assert_eq(gpu->linear_forward(gpu, NULL, NULL, NULL, NULL, 3, 4, 5), LTDI_ERR_INVALID_ARG);
+  tpair a = t_rand(12, 1);
+  cr_assert_eq(gpu->linear_forward(gpu, a.d, a.d, a.d, NULL, 0, 4, 3), LTDI_ERR_INVALID_ARG);
+  cr_assert_eq(gpu->linear_backward(gpu, a.d, NULL, NULL, a.d, a.d, NULL, 3, 2, 2),
+               LTDI_ERR_INVALID_ARG);
+  t_free(&a);
+}
+
+/* ==== max-pool ============================================================ */
+
+static void check_maxpool(int B, int C, int H, int W, int ties) {
+  const size_t n_in = (size_t)B * C * H * W, n_out = (size_t)B * C * (H / 2) * (W / 2);
+  tpair x = t_rand(n_in, 11);
+  if (ties) { /* few distinct values, so windows hold equal maxima */
+    for (size_t i = 0; i < n_in; i++) x.h[i] = floorf(x.h[i]);
+    cr_assert_eq(gpu->upload(gpu, x.d, x.h, n_in * sizeof(float)), 0);
+  }
+  tpair out = t_make(n_out, NULL);
+  int32_t *arg_h = calloc(n_out, sizeof *arg_h), *arg_got = calloc(n_out, sizeof *arg_got);
+  int32_t *arg_d = gpu->alloc(gpu, n_out * sizeof *arg_d);
+  cr_assert(arg_h && arg_got && arg_d);
+  BOTH_OK(cpu->maxpool2d_forward(cpu, out.h, arg_h, x.h, B, C, H, W),
+          gpu->maxpool2d_forward(gpu, out.d, arg_d, x.d, B, C, H, W));
+  t_expect(&out, "maxpool out");
+  cr_assert_eq(gpu->download(gpu, arg_got, arg_d, n_out * sizeof *arg_got), 0);
+  for (size_t i = 0; i < n_out; i++)
+    cr_assert_eq(arg_got[i], arg_h[i], "argmax %zu: gpu %d cpu %d", i, arg_got[i], arg_h[i]);
+
+  tpair dout = t_rand(n_out, 12), dx = t_rand(n_in, 13);
+  BOTH_OK(cpu->maxpool2d_backward(cpu, dx.h, dout.h, arg_h, n_out),
+          gpu->maxpool2d_backward(gpu, dx.d, dout.d, arg_d, n_out));
+  t_expect(&dx, "maxpool dinp");
+  cr_assert_eq(gpu->maxpool2d_backward(gpu, NULL, dout.d, arg_d, n_out), 0);
+
+  gpu->free(gpu, arg_d);
+  free(arg_h);
+  free(arg_got);
+  tpair *all[] = {&x, &out, &dout, &dx};
+  for (size_t i = 0; i < sizeof all / sizeof *all; i++) t_free(all[i]);
+}
+
+Test(cuda_dense, maxpool) {
+  check_maxpool(3, 5, 13, 11, 0); /* odd sizes: the last row/column is dropped */
+  check_maxpool(3, 7, 8, 6, 1);   /* ties go to the first maximum */
+  check_maxpool(1, 1, 2, 2, 0);
+}
+
+/* ==== softmax cross-entropy =============================================== */
+
+static void check_xent(int B, int C, float scale) {
+  tpair logits = t_randn((size_t)B * C, 21, scale, 0.0f), probs = t_make((size_t)B * C, NULL);
+  int32_t *labels = malloc((size_t)B * sizeof *labels);
+  for (int b = 0; b < B; b++) labels[b] = (b * 7 + 3) % C;
+  int32_t *dlabels = ints_to_device(labels, (size_t)B);
+  float loss_cpu = -1.0f, loss_gpu = -2.0f;
+  BOTH_OK(cpu->softmax_xent_forward(cpu, &loss_cpu, probs.h, logits.h, labels, B, C),
+          gpu->softmax_xent_forward(gpu, &loss_gpu, probs.d, logits.d, dlabels, B, C));
+  cr_assert_leq(fabsf(loss_gpu - loss_cpu), CUDA_TEST_TOL * (fabsf(loss_cpu) + 1.0f),
+                "loss: gpu %.9g cpu %.9g", loss_gpu, loss_cpu);
+  t_expect(&probs, "softmax probs");
+
+  tpair dlogits = t_rand((size_t)B * C, 22);
+  BOTH_OK(cpu->softmax_xent_backward(cpu, dlogits.h, probs.h, labels, B, C),
+          gpu->softmax_xent_backward(gpu, dlogits.d, probs.d, dlabels, B, C));
+  t_expect(&dlogits, "softmax dlogits");
+  cr_assert_eq(gpu->softmax_xent_backward(gpu, NULL, probs.d, dlabels, B, C), 0);
+
+  gpu->free(gpu, dlabels);
+  free(labels);
+  t_free(&logits);
+  t_free(&probs);
+  t_free(&dlogits);
+}
+
+Test(cuda_dense, softmax_xent) {
+  check_xent(5, 7, 1.0f);
+  check_xent(3, 1000, 3.0f); /* rows wider than a block */
+  check_xent(300, 2, 10.0f);  /* many rows: the mean's reduction spans warps */
+  check_xent(1, 1, 1.0f);
+}
+
+/* A label outside [0, C) is an error that leaves every output untouched. */
+Test(cuda_dense, softmax_xent_rejects_bad_labels) {
+  const int B = 4, C = 5;
+  const int32_t bad_sets[2][4] = {{0, 1, -1, 2}, {4, 0, 5, 1}};
+  tpair logits = t_rand((size_t)B * C, 31), probs = t_rand((size_t)B * C, 32);
+  tpair dlogits = t_rand((size_t)B * C, 33);
+  for (int s = 0; s < 2; s++) {
+    int32_t *dlabels = ints_to_device(bad_sets[s], (size_t)B);
+    float loss = 123.0f;
+    cr_assert_eq(gpu->softmax_xent_forward(gpu, &loss, probs.d, logits.d, dlabels, B, C),
+                 LTDI_ERR_INVALID_ARG);
+    cr_assert_eq(loss, 123.0f);
+    t_expect(&probs, "probs untouched");
+    cr_assert_eq(gpu->softmax_xent_backward(gpu, dlogits.d, probs.d, dlabels, B, C),
+                 LTDI_ERR_INVALID_ARG);
+    t_expect(&dlogits, "dlogits untouched");
+    gpu->free(gpu, dlabels);
+  }
+  /* A good call after a rejected one works (the flag is reset). */
+  const int32_t good[4] = {0, 4, 2, 3};
+  int32_t *dlabels = ints_to_device(good, (size_t)B);
+  float loss_cpu = 0.0f, loss_gpu = 0.0f;
+  BOTH_OK(cpu->softmax_xent_forward(cpu, &loss_cpu, probs.h, logits.h, good, B, C),
+          gpu->softmax_xent_forward(gpu, &loss_gpu, probs.d, logits.d, dlabels, B, C));
+  cr_assert_leq(fabsf(loss_gpu - loss_cpu), CUDA_TEST_TOL * (fabsf(loss_cpu) + 1.0f));
+  gpu->free(gpu, dlabels);
+  t_free(&logits);
+  t_free(&probs);
+  t_free(&dlogits);
+}
+
+/* ==== optimisers ========================================================== */
+
+Test(cuda_dense, adam) {
+  const size_t n = 1001;
+  tpair p = t_rand(n, 41), m = t_randn(n, 42, 0.1f, 0.0f), v = t_randn(n, 43, 0.0f, 0.01f);
+  tpair g = t_rand(n, 44);
+  const ltdi_adam_params hps[] = {{1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, 1},
+                                  {3e-2f, 0.8f, 0.99f, 1e-6f, 0.01f, 3},
+                                  {1e-1f, 0.9f, 0.999f, 1e-8f, 0.1f, 1000}};
+  for (size_t k = 0; k < sizeof hps / sizeof *hps; k++) {
+    BOTH_OK(cpu->adam_step(cpu, p.h, g.h, m.h, v.h, n, &hps[k]),
+            gpu->adam_step(gpu, p.d, g.d, m.d, v.d, n, &hps[k]));
+    t_expect(&p, "adam params");
+    t_expect(&m, "adam m");
+    t_expect(&v, "adam v");
+  }
+  const ltdi_adam_params step0 = {1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, 0};
+  cr_assert_eq(gpu->adam_step(gpu, p.d, g.d, m.d, v.d, n, &step0), LTDI_ERR_INVALID_ARG);
+  t_free(&p); t_free(&m); t_free(&v); t_free(&g);
+}
+
+Test(cuda_dense, sgd) {
+  const size_t n = 777;
+  tpair p = t_rand(n, 51), vel = t_rand(n, 52), g = t_rand(n, 53);
+  BOTH_OK(cpu->sgd_step(cpu, p.h, g.h, NULL, n, 0.1f, 0.0f, 0.0f),
+          gpu->sgd_step(gpu, p.d, g.d, NULL, n, 0.1f, 0.0f, 0.0f));
+  t_expect(&p, "sgd plain");
+  for (int k = 0; k < 3; k++)
+    BOTH_OK(cpu->sgd_step(cpu, p.h, g.h, vel.h, n, 0.05f, 0.9f, 5e-4f),
+            gpu->sgd_step(gpu, p.d, g.d, vel.d, n, 0.05f, 0.9f, 5e-4f));
+  t_expect(&p, "sgd momentum params");
+  t_expect(&vel, "sgd velocity");
+  cr_assert_eq(gpu->sgd_step(gpu, p.d, g.d, NULL, n, 0.1f, 0.9f, 0.0f), LTDI_ERR_INVALID_ARG);
+  t_free(&p); t_free(&vel); t_free(&g);
+}
+
+static void check_sam(size_t n, float gscale) {
+  tpair p = t_rand(n, 61), e = t_rand(n, 62), g = t_randn(n, 63, gscale, 0.0f);
+  tpair p0 = t_make(n, p.h);
+  BOTH_OK(cpu->sam_perturb(cpu, p.h, e.h, g.h, n, 0.05f),
+          gpu->sam_perturb(gpu, p.d, e.d, g.d, n, 0.05f));
+  t_expect(&p, "sam perturbed params");
+  t_expect(&e, "sam perturbation");
+  BOTH_OK(cpu->sam_restore(cpu, p.h, e.h, n), gpu->sam_restore(gpu, p.d, e.d, n));
+  t_expect(&p, "sam restored params");
+  expect_close_n(p0.h, p.d, n, "sam restore gives the original back");
+  t_free(&p); t_free(&e); t_free(&g); t_free(&p0);
+}
+
+Test(cuda_dense, sam) {
+  check_sam(1001, 1.0f);
+  check_sam(300007, 1.0f); /* more values than the first stage's threads */
+  check_sam(513, 0.0f);    /* ||g|| = 0: zero perturbation, params unchanged */
+}
