@@ -141,7 +141,8 @@ static size_t add_param(builder *bd, const char *prefix, const char *name, int n
     return 0;
   }
   ltdi__unet_tdesc *t = &u->tensors[u->n_tensors++];
-  snprintf(t->name, sizeof t->name, "%s%s%s", prefix, prefix[0] ? "." : "", name);
+  int len = snprintf(t->name, sizeof t->name, "%s%s%s", prefix, prefix[0] ? "." : "", name);
+  if (len < 0 || (size_t)len >= sizeof t->name) bd->overflow = 1; /* a name would be cut */
   t->ndim = ndim;
   t->shape[0] = s0;
   t->shape[1] = ndim > 1 ? s1 : 1;

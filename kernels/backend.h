@@ -240,8 +240,9 @@ int ltdi_backend_cpu_create(ltdi_backend **out, int n_threads);
  * eval mode is per element), the softmax loss (a batch mean) and the
  * weight gradients of every backward (sums over the batch). The bits match
  * the default OpenBLAS mode only to float rounding, and differ between
- * machines with and without AVX2+FMA. 0, or LTDI_ERR_INVALID_ARG when be
- * is not a CPU backend. */
+ * machines with and without AVX2+FMA. The invariant sgemm runs on the
+ * calling thread whatever n_threads says. 0, or LTDI_ERR_INVALID_ARG when
+ * be is not a CPU backend. */
 int ltdi_backend_cpu_set_batch_invariant(ltdi_backend *be, int on);
 
 /* Destroys any backend (NULL is allowed). */

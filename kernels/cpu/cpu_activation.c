@@ -18,9 +18,16 @@ int ltdi__cpu_linear_forward(ltdi_backend *be, float *out, const float *inp,
   if (out == NULL || inp == NULL || weight == NULL || batch <= 0 || in_features <= 0 ||
       out_features <= 0)
     return LTDI_ERR_INVALID_ARG;
-  /* out (B,O) = inp (B,I) · weight(O,I)^T */
-  int rc = ltdi__cpu_sgemm(be, 0, 1, batch, out_features, in_features, 1.0f, inp,
-                           in_features, weight, in_features, 0.0f, out, out_features);
+  /* out (B,O) = inp (B,I) · weight(O,I)^T. In batch-invariant mode the
+   * weight's transposed packing is kept between calls: at batch 1 building
+   * it costs more than the product. */
+  const ltdi__cpu_ctx *ctx = be ? be->ctx : NULL;
+  int rc = ctx && ctx->batch_invariant
+               ? ltdi__cpu_sgemm_invariant_const_b(be, 0, 1, batch, out_features, in_features,
+                                                   1.0f, inp, in_features, weight, in_features,
+                                                   0.0f, out, out_features)
+               : ltdi__cpu_sgemm(be, 0, 1, batch, out_features, in_features, 1.0f, inp,
+                                 in_features, weight, in_features, 0.0f, out, out_features);
   if (rc) return rc;
   if (bias != NULL) {
     for (int b = 0; b < batch; b++) {
@@ -79,6 +86,9 @@ int ltdi__cpu_relu_backward(ltdi_backend *be, float *dinp, const float *dout,
   return 0;
 }
 
+/* Scalar expf per element: each element's result is independent of its
+ * position, which the batch-invariant mode relies on. (A 4-lane polynomial
+ * exp measured no faster on this path: the division dominates.) */
 int ltdi__cpu_silu_forward(ltdi_backend *be, float *out, const float *inp, size_t n) {
   (void)be;
   if (n == 0) return 0;

@@ -41,6 +41,7 @@ static void cpu_destroy(ltdi_backend *be) {
   if (ctx != NULL) {
     free(ctx->scratch);
     free(ctx->gemm_pack);
+    ltdi__cpu_packed_b_clear(be);
   }
   free(ctx);
   free(be);
@@ -97,6 +98,7 @@ int ltdi__cpu_sgemm(ltdi_backend *be, int trans_a, int trans_b, int m, int n, in
 int ltdi_backend_cpu_set_batch_invariant(ltdi_backend *be, int on) {
   if (be == NULL || be->destroy != cpu_destroy || be->ctx == NULL) return LTDI_ERR_INVALID_ARG;
   ((ltdi__cpu_ctx *)be->ctx)->batch_invariant = on != 0;
+  ltdi__cpu_packed_b_clear(be); /* weights may have changed since */
   return 0;
 }
 

@@ -170,10 +170,15 @@ static void port_rows(int mr, int nr, int K, const float *a, ptrdiff_t rs, ptrdi
   }
 }
 
-static void run_portable(const gemm_job *g, float *pb) {
+/* pre: every panel packed beforehand (panel j0 at pre + K*j0), or NULL to
+ * pack each into pb. Likewise for run_avx2. */
+static void run_portable(const gemm_job *g, float *pb, const float *pre) {
   for (int j0 = 0; j0 < g->n; j0 += PORT_W) {
     const int nr = g->n - j0 < PORT_W ? g->n - j0 : PORT_W;
-    pack_b(g, j0, nr, PORT_W, pb);
+    if (pre)
+      pb = (float *)pre + (size_t)g->k * j0;
+    else
+      pack_b(g, j0, nr, PORT_W, pb);
     for (int i0 = 0; i0 < g->m; i0 += PORT_MR) {
       const int mr = g->m - i0 < PORT_MR ? g->m - i0 : PORT_MR;
       port_rows(mr, nr, g->k, g->a + i0 * g->rs, g->rs, g->ks, pb, g->alpha, g->beta,
@@ -334,15 +339,22 @@ static int avx_panel_nv(int m) {
   return m < 4 ? nv_for_rows[m] : 3;
 }
 
-static void run_avx2(const gemm_job *g, float *pb) {
+static void pack_panel_avx2(const gemm_job *g, int j0, int nr, int w, float *dst) {
+  if (g->trans_b)
+    pack_bt_avx2(g, j0, nr, w, dst);
+  else
+    pack_bn_avx2(g, j0, nr, w, dst);
+}
+
+static void run_avx2(const gemm_job *g, float *pb, const float *pre) {
   const int W = 8 * avx_panel_nv(g->m);
   for (int j0 = 0; j0 < g->n; j0 += W) {
     const int nr = g->n - j0 < W ? g->n - j0 : W;
     const int nv = (nr + 7) / 8, w = 8 * nv, MR = avx_rows_for_nv[nv];
-    if (g->trans_b)
-      pack_bt_avx2(g, j0, nr, w, pb);
+    if (pre)
+      pb = (float *)pre + (size_t)g->k * j0;
     else
-      pack_bn_avx2(g, j0, nr, w, pb);
+      pack_panel_avx2(g, j0, nr, w, pb);
     for (int i0 = 0; i0 < g->m; i0 += MR) {
       const int mr = g->m - i0 < MR ? g->m - i0 : MR;
       const avx_kernel_fn kern = avx_kernels[mr][nv];
@@ -366,26 +378,107 @@ static void run_avx2(const gemm_job *g, float *pb) {
 
 /* ==== entry ============================================================= */
 
-int ltdi__cpu_sgemm_invariant(ltdi_backend *be, int trans_a, int trans_b, int m, int n, int k,
-                              float alpha, const float *a, int lda, const float *b, int ldb,
-                              float beta, float *c, int ldc) {
+/* Checks a call and fills its job; 0 or LTDI_ERR_INVALID_ARG. */
+static int make_job(ltdi_backend *be, int trans_a, int trans_b, int m, int n, int k,
+                    float alpha, const float *a, int lda, const float *b, int ldb, float beta,
+                    float *c, int ldc, gemm_job *g) {
   if (be == NULL || be->ctx == NULL) return LTDI_ERR_INVALID_ARG;
   if (m <= 0 || n <= 0 || k <= 0 || a == NULL || b == NULL || c == NULL)
     return LTDI_ERR_INVALID_ARG;
   if (lda < (trans_a ? m : k) || ldb < (trans_b ? k : n) || ldc < n)
     return LTDI_ERR_INVALID_ARG;
-  gemm_job g = {m, n, k, trans_b != 0, alpha, beta, a, trans_a ? 1 : lda,
-                trans_a ? lda : 1, b, ldb, c, ldc};
+  *g = (gemm_job){m, n, k, trans_b != 0, alpha, beta, a, trans_a ? 1 : lda,
+                  trans_a ? lda : 1, b, ldb, c, ldc};
+  return 0;
+}
+
+/* Runs a checked job; pre as for run_portable. */
+static int run_job(ltdi_backend *be, const gemm_job *g, const float *pre) {
   const int avx = ltdi__cpu_gemm_uses_avx2();
   const size_t w = avx ? 64 : PORT_W; /* the widest AVX2 panel: 8 * AVX_MAX_NV */
-  float *pb = pack_buffer(be, (size_t)k * w);
-  if (pb == NULL) return LTDI_ERR_NOMEM;
+  float *pb = pre ? NULL : pack_buffer(be, (size_t)g->k * w);
+  if (pre == NULL && pb == NULL) return LTDI_ERR_NOMEM;
 #if LTDI__GEMM_X86
   if (avx) {
-    run_avx2(&g, pb);
+    run_avx2(g, pb, pre);
     return 0;
   }
 #endif
-  run_portable(&g, pb);
+  run_portable(g, pb, pre);
   return 0;
+}
+
+int ltdi__cpu_sgemm_invariant(ltdi_backend *be, int trans_a, int trans_b, int m, int n, int k,
+                              float alpha, const float *a, int lda, const float *b, int ldb,
+                              float beta, float *c, int ldc) {
+  gemm_job g;
+  int rc = make_job(be, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, &g);
+  return rc ? rc : run_job(be, &g, NULL);
+}
+
+/* ==== kept packings of a constant B ====================================== */
+
+#define MAX_PACKED_B 64
+
+/* Every panel of one B, as run_avx2 / run_portable would pack them for a
+ * call whose panel width is `width`: panel j0 at panels + K*j0. */
+struct ltdi__cpu_packed_b {
+  const float *b;
+  int n, k, ldb, trans_b, width, avx;
+  float *panels;
+};
+
+void ltdi__cpu_packed_b_clear(ltdi_backend *be) {
+  ltdi__cpu_ctx *ctx = be ? be->ctx : NULL;
+  if (ctx == NULL) return;
+  for (int i = 0; i < ctx->n_packed_b; i++) free(ctx->packed_b[i].panels);
+  free(ctx->packed_b);
+  ctx->packed_b = NULL;
+  ctx->n_packed_b = 0;
+}
+
+/* The kept packing for g's B, built on first use; NULL when it cannot be
+ * kept (the table is full, or memory ran out): the caller packs as usual. */
+static const float *packed_b_for(ltdi_backend *be, const gemm_job *g) {
+  ltdi__cpu_ctx *ctx = be->ctx;
+  const int avx = ltdi__cpu_gemm_uses_avx2();
+  int width = PORT_W;
+#if LTDI__GEMM_X86
+  if (avx) width = 8 * avx_panel_nv(g->m);
+#endif
+  for (int i = 0; i < ctx->n_packed_b; i++) {
+    const struct ltdi__cpu_packed_b *e = &ctx->packed_b[i];
+    if (e->b == g->b && e->n == g->n && e->k == g->k && e->ldb == g->ldb &&
+        e->trans_b == g->trans_b && e->width == width && e->avx == avx)
+      return e->panels;
+  }
+  if (ctx->n_packed_b >= MAX_PACKED_B) return NULL;
+  if (ctx->packed_b == NULL &&
+      (ctx->packed_b = calloc(MAX_PACKED_B, sizeof *ctx->packed_b)) == NULL)
+    return NULL;
+  const size_t cols = ((size_t)g->n + 7) & ~(size_t)7, floats = (size_t)g->k * cols;
+  float *panels = aligned_alloc(64, ((floats + 15) & ~(size_t)15) * sizeof(float));
+  if (panels == NULL) return NULL;
+  for (int j0 = 0; j0 < g->n; j0 += width) {
+    const int nr = g->n - j0 < width ? g->n - j0 : width;
+    float *dst = panels + (size_t)g->k * j0;
+#if LTDI__GEMM_X86
+    if (avx) {
+      pack_panel_avx2(g, j0, nr, 8 * ((nr + 7) / 8), dst);
+      continue;
+    }
+#endif
+    pack_b(g, j0, nr, PORT_W, dst);
+  }
+  ctx->packed_b[ctx->n_packed_b++] =
+      (struct ltdi__cpu_packed_b){g->b, g->n, g->k, (int)g->ldb, g->trans_b, width, avx, panels};
+  return panels;
+}
+
+int ltdi__cpu_sgemm_invariant_const_b(ltdi_backend *be, int trans_a, int trans_b, int m, int n,
+                                      int k, float alpha, const float *a, int lda,
+                                      const float *b, int ldb, float beta, float *c, int ldc) {
+  gemm_job g;
+  int rc = make_job(be, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, &g);
+  return rc ? rc : run_job(be, &g, packed_b_for(be, &g));
 }

@@ -24,6 +24,10 @@ typedef struct ltdi__cpu_ctx {
   int batch_invariant;
   float *gemm_pack;     /* (gemm_pack_cap) */
   size_t gemm_pack_cap; /* in floats */
+  /* Packed linear-layer weights kept while batch_invariant is on (see
+   * ltdi_backend_cpu_set_batch_invariant); dropped whenever it is set. */
+  struct ltdi__cpu_packed_b *packed_b;
+  int n_packed_b;
 } ltdi__cpu_ctx;
 
 /* Returns a scratch area of at least n floats (contents undefined), or NULL
@@ -147,6 +151,15 @@ int ltdi__cpu_diffusion_step(ltdi_backend *be, float *x, const float *eps, const
 int ltdi__cpu_sgemm_invariant(ltdi_backend *be, int trans_a, int trans_b, int m, int n, int k,
                               float alpha, const float *a, int lda, const float *b, int ldb,
                               float beta, float *c, int ldc);
+/* The same, for a B that does not change while the switch is on (linear
+ * layers' weights): its packed panels are built once per (b, shape, tile
+ * width) and kept in the backend, saving the transpose on every call. Bits
+ * are those of ltdi__cpu_sgemm_invariant. */
+int ltdi__cpu_sgemm_invariant_const_b(ltdi_backend *be, int trans_a, int trans_b, int m, int n,
+                                      int k, float alpha, const float *a, int lda,
+                                      const float *b, int ldb, float beta, float *c, int ldc);
+/* Frees the kept packings (the setter and destroy call it). */
+void ltdi__cpu_packed_b_clear(ltdi_backend *be);
 /* Tests only: 1 forces the portable path even where AVX2+FMA is present,
  * 0 restores the runtime choice. Process-wide. */
 void ltdi__cpu_gemm_force_portable(int on);

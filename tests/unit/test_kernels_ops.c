@@ -576,3 +576,35 @@ Test(kernels_ops, sam_perturb_and_restore) {
   }
   ltdi_backend_destroy(be);
 }
+
+/* SiLU: close to the double formula over a wide range (large inputs
+ * included), NaN and infinities handled, and every element's bits
+ * independent of its position — the same value alone or inside a longer
+ * call (batch invariance relies on it). */
+Test(kernels_ops, silu_range_specials_and_position) {
+  ltdi_backend *be = make_backend(1);
+  enum { N = 4001 };
+  float *x = malloc(N * sizeof *x), *out = malloc(N * sizeof *out);
+  for (int i = 0; i < N; i++) x[i] = -100.0f + 200.0f * (float)i / (N - 1);
+  cr_assert_eq(be->silu_forward(be, out, x, N), 0);
+  for (int i = 0; i < N; i++) {
+    const double want = x[i] / (1.0 + exp(-(double)x[i]));
+    cr_assert_leq(fabs(out[i] - want), 4e-7 * fabs(want) + 1e-30, "silu(%.9g) = %.9g, want %.9g",
+                  x[i], out[i], want);
+    float one;
+    cr_assert_eq(be->silu_forward(be, &one, &x[i], 1), 0);
+    cr_assert(memcmp(&one, &out[i], sizeof one) == 0, "silu(%.9g) depends on its position",
+              x[i]);
+  }
+  const float special[6] = {NAN, INFINITY, -INFINITY, 0.0f, -0.0f, 1e-40f};
+  float so[6];
+  cr_assert_eq(be->silu_forward(be, so, special, 6), 0);
+  cr_assert(isnan(so[0]));
+  cr_assert_eq(so[1], INFINITY);
+  cr_assert(!isfinite(so[2])); /* −∞·sigmoid(−∞) has no value; it must not look finite */
+  cr_assert_eq(so[3], 0.0f);
+  cr_assert_eq(so[4], 0.0f);
+  cr_assert(fabsf(so[5] - 0.5e-40f) <= 1e-45f);
+  free(x), free(out);
+  ltdi_backend_destroy(be);
+}
