@@ -326,7 +326,12 @@ int ltdi_api_format_f32(char *out, float f) {
   /* m: 9 significant digits of x, x ≈ m · 10^(e−8). The double product is
    * within 1e-16 relative of exact, far inside float32's half ulp, so the
    * printed number still rounds back to f. */
-  int e = (int)floor(log10(x));
+  /* floor(log10 x) to within one, from the binary exponent (log10 was a
+   * fifth of a cached request): x = fr 2^e2, fr in [0.5, 1), so
+   * log10 x >= (e2 - 1) log10 2 > log10 x - 1; the two checks below fix it. */
+  int e2;
+  frexp(x, &e2);
+  int e = (int)floor((double)(e2 - 1) * 0.30102999566398120);
   long long m = llround(x * pow10_of(8 - e));
   if (m >= 1000000000LL) e++, m = llround(x * pow10_of(8 - e));
   if (m < 100000000LL) e--, m = llround(x * pow10_of(8 - e));
