@@ -58,12 +58,38 @@ int ltdi__reg_sqlfail(ltdi_registry *reg, int rc, const char *what, char *err,
 
 int ltdi__reg_prepare(ltdi_registry *reg, const char *sql, sqlite3_stmt **st, char *err,
                       size_t errlen) {
-  int rc = sqlite3_prepare_v2(reg->db, sql, -1, st, NULL);
+  ltdi__reg_cached *slot = NULL;
+  for (int i = 0; i < reg->n_cache; i++)
+    if (!strcmp(reg->cache[i].sql, sql)) {
+      if (!reg->cache[i].busy) {
+        reg->cache[i].busy = 1;
+        *st = reg->cache[i].st;
+        return 0;
+      }
+      slot = &reg->cache[i]; /* in use by the caller's caller: a private copy */
+    }
+  int rc = sqlite3_prepare_v3(reg->db, sql, -1, slot ? 0 : SQLITE_PREPARE_PERSISTENT, st, NULL);
   if (rc != SQLITE_OK) {
     *st = NULL;
     return ltdi__reg_sqlfail(reg, rc, "prepare", err, errlen);
   }
+  if (!slot && reg->n_cache < LTDI__REG_CACHE) {
+    char *copy = strdup(sql); /* sql may be a caller's buffer */
+    if (copy) reg->cache[reg->n_cache++] = (ltdi__reg_cached){copy, *st, 1};
+  }
   return 0;
+}
+
+void ltdi__reg_release(ltdi_registry *reg, sqlite3_stmt *st) {
+  if (!st) return;
+  for (int i = 0; i < reg->n_cache; i++)
+    if (reg->cache[i].st == st) {
+      sqlite3_reset(st);
+      sqlite3_clear_bindings(st);
+      reg->cache[i].busy = 0;
+      return;
+    }
+  ltdi__reg_release(reg, st);
 }
 
 int ltdi__reg_exec(ltdi_registry *reg, const char *sql, char *err, size_t errlen) {
@@ -119,7 +145,7 @@ int ltdi__reg_model_exists(ltdi_registry *reg, const char *name, char *err, size
   if (rc == SQLITE_ROW) r = 0;
   else if (rc == SQLITE_DONE) r = ltdi__reg_fail(err, errlen, LTDI_ERR_NOT_FOUND, "unknown model '%s'", name);
   else r = ltdi__reg_sqlfail(reg, rc, "model lookup", err, errlen);
-  sqlite3_finalize(st);
+  ltdi__reg_release(reg, st);
   return r;
 }
 
@@ -208,7 +234,7 @@ static int read_user_version(ltdi_registry *reg, int *out, char *err, size_t err
   int rc = sqlite3_step(st);
   if (rc == SQLITE_ROW) *out = sqlite3_column_int(st, 0);
   else r = ltdi__reg_sqlfail(reg, rc, "PRAGMA user_version", err, errlen);
-  sqlite3_finalize(st);
+  ltdi__reg_release(reg, st);
   return r;
 }
 
@@ -260,7 +286,7 @@ static int configure(ltdi_registry *reg, const char *path, char *err, size_t err
   char mode[16] = "";
   if (rc == SQLITE_ROW) ltdi__reg_copy_col(st, 0, mode, sizeof mode);
   else r = ltdi__reg_sqlfail(reg, rc, "PRAGMA journal_mode", err, errlen);
-  sqlite3_finalize(st);
+  ltdi__reg_release(reg, st);
   if (r) return r;
   if (strcmp(mode, "wal") != 0 && strcmp(mode, "memory") != 0)
     return ltdi__reg_fail(err, errlen, LTDI_ERR_IO, "%s: cannot use WAL (journal_mode %s)",
@@ -309,7 +335,11 @@ fail:
 
 void ltdi_registry_close(ltdi_registry *reg) {
   if (!reg) return;
-  sqlite3_close_v2(reg->db); /* finalizes nothing: every call finalizes its own */
+  for (int i = 0; i < reg->n_cache; i++) {
+    sqlite3_finalize(reg->cache[i].st);
+    free(reg->cache[i].sql);
+  }
+  sqlite3_close_v2(reg->db);
   pthread_mutex_destroy(&reg->mu);
   free(reg);
 }
@@ -358,7 +388,7 @@ int ltdi_registry_add_version(ltdi_registry *reg, const char *name, const char *
   sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
   sqlite3_bind_int64(st, 2, now);
   int rc = sqlite3_step(st);
-  sqlite3_finalize(st);
+  ltdi__reg_release(reg, st);
   st = NULL;
   if (rc != SQLITE_DONE) {
     r = ltdi__reg_sqlfail(reg, rc, "insert model", err, errlen);
@@ -391,7 +421,7 @@ int ltdi_registry_add_version(ltdi_registry *reg, const char *name, const char *
   }
   int64_t v = sqlite3_column_int64(st, 0);
   rc = sqlite3_step(st); /* finish the RETURNING statement before COMMIT */
-  sqlite3_finalize(st);
+  ltdi__reg_release(reg, st);
   st = NULL;
   if (rc != SQLITE_DONE) {
     r = ltdi__reg_sqlfail(reg, rc, "insert version", err, errlen);
@@ -400,7 +430,7 @@ int ltdi_registry_add_version(ltdi_registry *reg, const char *name, const char *
   if ((r = ltdi__reg_exec(reg, "COMMIT", err, errlen))) goto out;
   if (version) *version = v;
 out:
-  sqlite3_finalize(st);
+  ltdi__reg_release(reg, st);
   if (r) ltdi__reg_rollback(reg);
   pthread_mutex_unlock(&reg->mu);
   return r;
@@ -421,7 +451,7 @@ int ltdi_registry_set_status(ltdi_registry *reg, const char *name, int64_t versi
     sqlite3_bind_text(st, 3, ltdi_version_status_name(status), -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 4, reason ? reason : "", -1, SQLITE_TRANSIENT);
     r = step_write(reg, st, "set status", name, version, err, errlen);
-    sqlite3_finalize(st);
+    ltdi__reg_release(reg, st);
   }
   pthread_mutex_unlock(&reg->mu);
   return r;
@@ -439,7 +469,7 @@ int ltdi_registry_set_loaded(ltdi_registry *reg, const char *name, int64_t versi
     sqlite3_bind_int64(st, 2, version);
     sqlite3_bind_int(st, 3, loaded ? 1 : 0);
     r = step_write(reg, st, "set loaded", name, version, err, errlen);
-    sqlite3_finalize(st);
+    ltdi__reg_release(reg, st);
   }
   pthread_mutex_unlock(&reg->mu);
   return r;
@@ -467,7 +497,7 @@ static int fetch_version(ltdi_registry *reg, const char *sql, const char *name, 
   else if (rc == SQLITE_DONE) r = ltdi__reg_fail(err, errlen, LTDI_ERR_NOT_FOUND, "%s", what);
   else r = ltdi__reg_sqlfail(reg, rc, "version lookup", err, errlen);
   if (r) ltdi_model_version_clear(out);
-  sqlite3_finalize(st);
+  ltdi__reg_release(reg, st);
   return r;
 }
 
@@ -508,7 +538,7 @@ int ltdi_registry_set_default_model(ltdi_registry *reg, const char *name, char *
     if (name) sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
     int rc = sqlite3_step(st);
     if (rc != SQLITE_DONE) r = ltdi__reg_sqlfail(reg, rc, "set default model", err, errlen);
-    sqlite3_finalize(st);
+    ltdi__reg_release(reg, st);
   }
   pthread_mutex_unlock(&reg->mu);
   return r;
@@ -525,7 +555,7 @@ static int query_text(ltdi_registry *reg, const char *sql, char *out, size_t cap
   int rc = sqlite3_step(st);
   if (rc == SQLITE_ROW) ltdi__reg_copy_col(st, 0, out, cap);
   else if (rc != SQLITE_DONE) r = ltdi__reg_sqlfail(reg, rc, "query", err, errlen);
-  sqlite3_finalize(st);
+  ltdi__reg_release(reg, st);
   return r;
 }
 
@@ -603,7 +633,7 @@ static int resolve_locked(ltdi_registry *reg, const char *ref, ltdi_model_versio
   sqlite3_bind_text(st, 2, sel, -1, SQLITE_TRANSIENT);
   int rc = sqlite3_step(st);
   int64_t v = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-  sqlite3_finalize(st);
+  ltdi__reg_release(reg, st);
   if (rc == SQLITE_DONE)
     return ltdi__reg_fail(err, errlen, LTDI_ERR_NOT_FOUND, "unknown alias %s@%s", name, sel);
   if (rc != SQLITE_ROW) return ltdi__reg_sqlfail(reg, rc, "alias lookup", err, errlen);
@@ -636,7 +666,7 @@ int ltdi_registry_check(ltdi_registry *reg, char *err, size_t errlen) {
     else if (strcmp((const char *)sqlite3_column_text(st, 0), "ok") != 0)
       r = ltdi__reg_fail(err, errlen, LTDI_ERR_FORMAT, "integrity_check: %s",
                          sqlite3_column_text(st, 0));
-    sqlite3_finalize(st);
+    ltdi__reg_release(reg, st);
   }
   if (!r && !(r = ltdi__reg_prepare(reg, "PRAGMA foreign_key_check", &st, err, errlen))) {
     int rc = sqlite3_step(st);
@@ -646,7 +676,7 @@ int ltdi_registry_check(ltdi_registry *reg, char *err, size_t errlen) {
                          (long long)sqlite3_column_int64(st, 1), sqlite3_column_text(st, 0),
                          sqlite3_column_text(st, 2));
     else if (rc != SQLITE_DONE) r = ltdi__reg_sqlfail(reg, rc, "foreign_key_check", err, errlen);
-    sqlite3_finalize(st);
+    ltdi__reg_release(reg, st);
   }
   pthread_mutex_unlock(&reg->mu);
   return r;

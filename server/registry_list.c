@@ -126,7 +126,7 @@ int ltdi_registry_get_model(ltdi_registry *reg, const char *name, ltdi_model_inf
     else if (rc == SQLITE_DONE)
       r = ltdi__reg_fail(err, errlen, LTDI_ERR_NOT_FOUND, "unknown model '%s'", name);
     else r = ltdi__reg_sqlfail(reg, rc, "model lookup", err, errlen);
-    sqlite3_finalize(st);
+    ltdi__reg_release(reg, st);
   }
   pthread_mutex_unlock(&reg->mu);
   return r;
@@ -184,7 +184,7 @@ int ltdi_registry_list_models(ltdi_registry *reg, const char *name_filter,
     if (!r && rc != SQLITE_ROW && rc != SQLITE_DONE)
       r = ltdi__reg_sqlfail(reg, rc, "list models", err, errlen);
     else if (r) ltdi__reg_fail(err, errlen, r, "list models: %s", ltdi_strerror(r));
-    sqlite3_finalize(st);
+    ltdi__reg_release(reg, st);
   }
   pthread_mutex_unlock(&reg->mu);
   if (r) {
@@ -249,7 +249,7 @@ int ltdi_registry_list_versions(ltdi_registry *reg, const char *name, size_t pag
       r = ltdi__reg_sqlfail(reg, rc, "list versions", err, errlen);
     else if (r) ltdi__reg_fail(err, errlen, r, "list versions: %s", ltdi_strerror(r));
   }
-  sqlite3_finalize(st);
+  ltdi__reg_release(reg, st);
   ltdi__reg_rollback(reg);
   pthread_mutex_unlock(&reg->mu);
   if (r) {

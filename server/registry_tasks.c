@@ -40,7 +40,7 @@ int ltdi_registry_set_alias(ltdi_registry *reg, const char *name, const char *al
       r = ltdi__reg_fail(err, errlen, LTDI_ERR_NOT_FOUND, "unknown model version %s@%" PRId64,
                          name, version);
     else if (rc != SQLITE_DONE) r = ltdi__reg_sqlfail(reg, rc, "set alias", err, errlen);
-    sqlite3_finalize(st);
+    ltdi__reg_release(reg, st);
   }
   pthread_mutex_unlock(&reg->mu);
   return r;
@@ -60,7 +60,7 @@ int ltdi_registry_delete_alias(ltdi_registry *reg, const char *name, const char 
     if (rc != SQLITE_DONE) r = ltdi__reg_sqlfail(reg, rc, "delete alias", err, errlen);
     else if (sqlite3_changes(reg->db) == 0)
       r = ltdi__reg_fail(err, errlen, LTDI_ERR_NOT_FOUND, "unknown alias %s@%s", name, alias);
-    sqlite3_finalize(st);
+    ltdi__reg_release(reg, st);
   }
   pthread_mutex_unlock(&reg->mu);
   return r;
@@ -103,7 +103,7 @@ int ltdi_registry_list_aliases(ltdi_registry *reg, const char *name,
     }
     if (!r && rc != SQLITE_DONE) r = ltdi__reg_sqlfail(reg, rc, "list aliases", err, errlen);
   }
-  sqlite3_finalize(st);
+  ltdi__reg_release(reg, st);
   ltdi__reg_rollback(reg);
   pthread_mutex_unlock(&reg->mu);
   if (r) {
@@ -199,7 +199,7 @@ int ltdi_registry_put_task(ltdi_registry *reg, const ltdi_task_record *t, int *e
                          t->model, t->version);
     else if (rc != SQLITE_DONE) r = ltdi__reg_sqlfail(reg, rc, "put task", err, errlen);
     else if (existed) *existed = sqlite3_changes(reg->db) == 0;
-    sqlite3_finalize(st);
+    ltdi__reg_release(reg, st);
   }
   pthread_mutex_unlock(&reg->mu);
   return r;
@@ -262,7 +262,7 @@ int ltdi_registry_get_task(ltdi_registry *reg, const char *task_id, int with_wei
     } else {
       r = ltdi__reg_sqlfail(reg, rc, "get task", err, errlen);
     }
-    sqlite3_finalize(st);
+    ltdi__reg_release(reg, st);
   }
   pthread_mutex_unlock(&reg->mu);
   if (r) ltdi_task_record_clear(out);
@@ -328,7 +328,7 @@ int ltdi_registry_list_tasks(ltdi_registry *reg, const char *model_filter,
     }
     if (!r && rc != SQLITE_ROW && rc != SQLITE_DONE)
       r = ltdi__reg_sqlfail(reg, rc, "list tasks", err, errlen);
-    sqlite3_finalize(st);
+    ltdi__reg_release(reg, st);
   }
   pthread_mutex_unlock(&reg->mu);
   if (r) {
@@ -354,7 +354,7 @@ int ltdi_registry_count_tasks(ltdi_registry *reg, const char *model_filter, int6
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) *out = sqlite3_column_int64(st, 0);
     else r = ltdi__reg_sqlfail(reg, rc, "count tasks", err, errlen);
-    sqlite3_finalize(st);
+    ltdi__reg_release(reg, st);
   }
   pthread_mutex_unlock(&reg->mu);
   return r;
