@@ -38,7 +38,8 @@ extern "C" int ltdi_cuda_device_count(void) {
 }
 
 extern "C" const char *ltdi_cuda_versions(void) {
-  static char text[128];
+  /* Per thread: the daemon's model loaders may log versions concurrently. */
+  static thread_local char text[128];
   int runtime = 0, cublas_version = 0;
   cudaRuntimeGetVersion(&runtime);
   cublasGetProperty(MAJOR_VERSION, &cublas_version);
@@ -104,11 +105,14 @@ static void *cuda_alloc(ltdi_backend *be, size_t nbytes) {
   return ptr;
 }
 
-/* cudaFree waits for the device, so a buffer still used by queued kernels
- * is not released under them. */
+/* A buffer may still be read or written by kernels queued on our stream.
+ * cudaFree happens to wait for the device today, but that is not part of
+ * its documented contract (and cudaFreeAsync-style pools do not), so wait
+ * for our stream explicitly before releasing it. */
 static void cuda_free(ltdi_backend *be, void *ptr) {
-  (void)be;
-  if (ptr) cudaFree(ptr);
+  if (!ptr) return;
+  cudaStreamSynchronize(ltdi__cuda_stream(be));
+  cudaFree(ptr);
 }
 
 static int cuda_upload(ltdi_backend *be, void *dst, const void *src, size_t n) {

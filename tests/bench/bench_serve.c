@@ -5,6 +5,8 @@
  *      kernel interleaved with sequential requests to a daemon with no
  *      batching delay (medians of end-to-end, bare and the daemon's
  *      compute_ms);
+ *   the in-process ceiling: the daemon's compute workers at batch 32 (one
+ *      worker per CPU) against batch 1 on one worker, no HTTP;
  *   3. throughput, p50, p99 at each concurrency, batching on (max_batch 64)
  *      and off (max_batch 1), every request with its own seed (no cache hits);
  *   4. optionally a long run at concurrency 64 counting failed requests;
@@ -28,6 +30,7 @@
 
 #include "core/model.h"
 #include "core/rng.h"
+#include "server/compute.h"
 
 #define WAYS 5
 #define DIM 64
@@ -322,6 +325,43 @@ int main(int argc, char **argv) {
   printf("HTTP+JSON overhead: end-to-end - bare = %.2f ms = %.1f%% of bare compute; per request "
          "end-to-end - its compute_ms = %.2f ms = %.1f%% of compute_ms\n",
          e2e_ms - bare_ms, 100 * (e2e_ms - bare_ms) / bare_ms, gap_ms, 100 * gap_ms / comp_ms);
+
+  /* The ceiling batching can reach without HTTP: the daemon's compute
+   * workers in-process, a pass of 32 on one worker per online CPU against
+   * passes of 1 (what max_batch 1 runs), each for about two seconds. */
+  {
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    const int big = 32, workers = cpus > 0 ? (int)cpus : 1;
+    float *cb = malloc((size_t)big * WAYS * DIM * sizeof *cb);
+    float *wb = malloc((size_t)big * m->layout.n_params * sizeof *wb);
+    uint64_t sb[32];
+    for (int i = 0; i < big; i++) {
+      memcpy(cb + (size_t)i * WAYS * DIM, c, sizeof c);
+      sb[i] = 7000 + (uint64_t)i;
+    }
+    int kern = !strcmp(kernel, "per_sample") ? LTDI_KERNEL_PER_SAMPLE
+               : !strcmp(kernel, "batched")  ? LTDI_KERNEL_BATCHED
+                                             : LTDI_KERNEL_INVARIANT;
+    double rate[2];
+    for (int pass = 0; pass < 2; pass++) {
+      const int n = pass ? big : 1;
+      ltdi_compute *cp = NULL;
+      if (ltdi_compute_create(&cp, m, pass ? workers : 1, n, kern, 1)) return 1;
+      ltdi_gen_options co = ltdi_compute_options(cp);
+      ltdi_compute_run(cp, cb, sb, n, &co, wb); /* warm-up */
+      long heads = 0;
+      double t0 = now_s();
+      while (now_s() - t0 < 2.0) {
+        ltdi_compute_run(cp, cb, sb, n, &co, wb);
+        heads += n;
+      }
+      rate[pass] = (double)heads / (now_s() - t0);
+      ltdi_compute_free(cp);
+    }
+    printf("in-process ceiling: %.1f heads/s at batch 1 on one worker, %.1f at batch %d on %d "
+           "workers: %.2fx\n", rate[0], rate[1], big, workers, rate[1] / rate[0]);
+    free(cb), free(wb);
+  }
 
   /* 3. throughput with batching on and off. */
   printf("\n| batching | concurrency | requests/s | p50 ms | p99 ms | ok | failed |\n|---|---|---|---|---|---|---|\n");
