@@ -36,7 +36,10 @@ int ltdi_cuda_device_count(void);
  * it, and the convolution implementation LTDI_CUDA_CONV asks for. Returns 0,
  * LTDI_ERR_DEVICE (no driver/GPU, or a CUDA, cuBLAS or cuDNN failure — the
  * detail is in ltdi_cuda_last_error()), LTDI_ERR_INVALID_ARG (a bad device
- * index or environment value, also described there) or LTDI_ERR_NOMEM. */
+ * index or environment value, also described there) or LTDI_ERR_NOMEM.
+ * Ops do not call cudaSetDevice (a call per launch would cost more than
+ * some kernels): use a backend on a device other than 0 only from threads
+ * whose current device it is. ltdi_backend_open always opens device 0. */
 int ltdi_backend_cuda_create(ltdi_backend **out, int device);
 
 /* The last CUDA failure seen on this thread, as "expr failed in func

@@ -98,18 +98,19 @@ static algo_entry *lookup(ltdi__cuda_conv_state *st, const ltdi__conv_geom *g) {
   return e;
 }
 
-/* The first acceptable result of a heuristics query, best first: pass 0
- * also demands determinism, pass 1 does not. -1 when none is acceptable. */
+/* The first acceptable result of a heuristics query, best first; only
+ * deterministic algorithms qualify (backend_cuda.h promises the same bits
+ * run to run), and the fallbacks below are deterministic too. -1 when none
+ * is acceptable. */
 template <typename Perf>
 static int pick(const Perf *perf, int count, bool (*algo_ok)(int)) {
-  for (int pass = 0; pass < 2; pass++)
-    for (int i = 0; i < count; i++) {
-      if (perf[i].status != CUDNN_STATUS_SUCCESS || !algo_ok((int)perf[i].algo) ||
-          perf[i].mathType != CUDNN_FMA_MATH || perf[i].memory > LTDI__CUDNN_WS_LIMIT)
-        continue;
-      if (pass == 0 && perf[i].determinism != CUDNN_DETERMINISTIC) continue;
-      return i;
-    }
+  for (int i = 0; i < count; i++) {
+    if (perf[i].status != CUDNN_STATUS_SUCCESS || !algo_ok((int)perf[i].algo) ||
+        perf[i].mathType != CUDNN_FMA_MATH || perf[i].memory > LTDI__CUDNN_WS_LIMIT ||
+        perf[i].determinism != CUDNN_DETERMINISTIC)
+      continue;
+    return i;
+  }
   return -1;
 }
 
