@@ -72,8 +72,8 @@ int ltdi_backend_open(ltdi_device want, int cpu_threads, ltdi_backend **out, cha
   }
 #else
   if (want == LTDI_DEVICE_CUDA) {
-    set_note(note, notelen, "device cuda: this build has no CUDA backend (nvcc was not found)",
-             NULL);
+    set_note(note, notelen,
+             "device cuda: this build has no CUDA backend (configured without LTDI_CUDA)", NULL);
     return LTDI_ERR_UNSUPPORTED;
   }
   set_note(note, notelen, "device auto: this build has no CUDA backend, using the CPU", NULL);
