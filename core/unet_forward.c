@@ -66,8 +66,7 @@ int ltdi_unet_forward(ltdi_backend *be, ltdi_unet *u, ltdi_unet_acts *a, const f
   a->last_batch = 0;
 
   /* embeddings: e = lin2(SiLU(lin1(sin(t)))) + cond_proj(c); es = SiLU(e) */
-  ltdi__unet_sinusoid(a->host_sin, t, B, c->time_dim);
-  RC(be->upload(be, ACT(act, u->a_sin), a->host_sin, (size_t)B * c->time_dim * sizeof(float)));
+  RC(be->timestep_embedding(be, ACT(act, u->a_sin), t, B, c->time_dim));
   float *t1 = ACT(act, u->a_t1), *t1s = ACT(act, u->a_t1s), *e = ACT(act, u->a_e);
   float *cp = ACT(act, u->a_c), *es = ACT(act, u->a_es);
   RC(be->linear_forward(be, t1, ACT(act, u->a_sin), P + u->p_t1w, P + u->p_t1b, B,

@@ -8,9 +8,9 @@
  * buffer of the same size, zeroed at the start of each backward, so every
  * backward step can accumulate (+=) as the backend ops do.
  *
- * Every op, the data movement included, goes through the backend
- * (kernels/backend.h), so the pass runs wherever the backend's memory is;
- * only the sinusoidal timestep embedding is computed on the host. */
+ * Every op, the data movement and the timestep embedding included, goes
+ * through the backend (kernels/backend.h), so the pass runs wherever the
+ * backend's memory is. */
 #ifndef LTDI_CORE_UNET_INTERNAL_H
 #define LTDI_CORE_UNET_INTERNAL_H
 
@@ -102,7 +102,6 @@ struct ltdi_unet_acts {
   float *act;         /* (max_batch * act_per_sample) backend memory */
   float *dact;        /* same layout: activation gradients */
   float *dx;          /* (max_batch, P) backend memory */
-  float *host_sin;    /* (max_batch, time_dim) host staging for the sinusoid */
 };
 
 /* ---- convolution helpers (unet_forward.c, unet_backward.c) --------------- */
@@ -114,10 +113,5 @@ int ltdi__unet_conv(ltdi_backend *be, float *out, const float *inp, const float 
 int ltdi__unet_conv_backward(ltdi_backend *be, float *dinp, float *dw, float *db,
                              const float *dout, const float *inp, const float *w, int batch,
                              int in, int len, int outc, int k, int stride);
-
-/* ---- unet_glue.c ---------------------------------------------------------- */
-
-/* out (B,E): [sin(t f_k), cos(t f_k)], f_k = 10000^(-k/(E/2)), k < E/2. */
-void ltdi__unet_sinusoid(float *out, const int32_t *t, int batch, int E);
 
 #endif

@@ -427,8 +427,7 @@ int ltdi_unet_acts_create(ltdi_unet_acts **out, const ltdi_unet *u, int max_batc
   a->act = be->alloc(be, n * sizeof(float));
   a->dact = be->alloc(be, n * sizeof(float));
   a->dx = be->alloc(be, (size_t)max_batch * u->cfg.n_params * sizeof(float));
-  a->host_sin = malloc((size_t)max_batch * u->cfg.time_dim * sizeof(float));
-  if (a->act == NULL || a->dact == NULL || a->dx == NULL || a->host_sin == NULL) {
+  if (a->act == NULL || a->dact == NULL || a->dx == NULL) {
     ltdi_unet_acts_free(a);
     return LTDI_ERR_NOMEM;
   }
@@ -441,7 +440,6 @@ void ltdi_unet_acts_free(ltdi_unet_acts *a) {
   if (a->act) a->be->free(a->be, a->act);
   if (a->dact) a->be->free(a->be, a->dact);
   if (a->dx) a->be->free(a->be, a->dx);
-  free(a->host_sin);
   free(a);
 }
 

@@ -214,6 +214,11 @@ struct ltdi_backend {
   int (*upsample2_backward)(ltdi_backend *be, float *din, const float *dout, int batch, int C,
                             int L);
 
+  /* out (B,E) = [sin(t f_k), cos(t f_k)] for k < E/2, f_k = 10000^(-k/(E/2)),
+   * each computed in double and rounded once; E even. t (B) is a HOST array
+   * of timesteps (>= 0). */
+  int (*timestep_embedding)(ltdi_backend *be, float *out, const int32_t *t, int batch, int E);
+
   /* ---- diffusion ------------------------------------------------------ */
   /* One reverse step, per element in double (the subtraction cancels most
    * of x near the end of the chain):

@@ -191,6 +191,7 @@ int ltdi_backend_cpu_create(ltdi_backend **out, int n_threads) {
   be->concat_backward = ltdi__cpu_concat_backward;
   be->upsample2 = ltdi__cpu_upsample2;
   be->upsample2_backward = ltdi__cpu_upsample2_backward;
+  be->timestep_embedding = ltdi__cpu_timestep_embedding;
   be->diffusion_step = ltdi__cpu_diffusion_step;
 
   *out = be;

@@ -3,10 +3,12 @@
  *
  * These ops move or sum values with little arithmetic: tokenising the
  * weight vector into a signal and back, adding a per-channel embedding,
- * the gated condition map, concatenating skips and nearest up-sampling.
+ * the gated condition map, concatenating skips, nearest up-sampling, and
+ * the sinusoidal timestep embedding.
  * They are backend entries (not plain C in core/) so the whole U-Net pass
  * stays in one backend's memory. Backwards accumulate (+=).
  * tests/unit/test_unet.c checks each backward by finite differences. */
+#include <math.h>
 #include <string.h>
 
 #include "core/error.h"
@@ -187,6 +189,25 @@ int ltdi__cpu_upsample2_backward(ltdi_backend *be, float *din, const float *dout
     float *ip = din + bc * L;
     const float *op = dout + bc * 2 * L;
     for (int l = 0; l < L; l++) ip[l] += op[2 * l] + op[2 * l + 1];
+  }
+  return 0;
+}
+
+/* In double so the embedding of a large t is the correctly rounded float of
+ * the exact value, which any reference implementation reproduces. */
+int ltdi__cpu_timestep_embedding(ltdi_backend *be, float *out, const int32_t *t, int batch,
+                                 int E) {
+  (void)be;
+  if (!out || !t || batch <= 0 || E <= 0 || E % 2) return LTDI_ERR_INVALID_ARG;
+  const int half = E / 2;
+  for (int b = 0; b < batch; b++) {
+    if (t[b] < 0) return LTDI_ERR_INVALID_ARG;
+    for (int k = 0; k < half; k++) {
+      const double f = exp(-log(10000.0) * (double)k / (double)half);
+      const double a = (double)t[b] * f;
+      out[(size_t)b * E + k] = (float)sin(a);
+      out[(size_t)b * E + half + k] = (float)cos(a);
+    }
   }
   return 0;
 }

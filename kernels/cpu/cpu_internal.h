@@ -138,6 +138,8 @@ int ltdi__cpu_upsample2(ltdi_backend *be, float *out, const float *in, int batch
                         int L);
 int ltdi__cpu_upsample2_backward(ltdi_backend *be, float *din, const float *dout, int batch,
                                  int C, int L);
+int ltdi__cpu_timestep_embedding(ltdi_backend *be, float *out, const int32_t *t, int batch,
+                                 int E);
 int ltdi__cpu_diffusion_step(ltdi_backend *be, float *x, const float *eps, const float *noise,
                              size_t n, double c_x, double c_eps, double sigma);
 

@@ -1,8 +1,8 @@
 /* kernels/cuda/cuda_glue.cu — the U-Net's data-movement ops on the GPU:
  * tokenising the weight vector into a signal and back, the per-channel
- * embedding add, the gated condition map, skip concatenation and nearest
- * up-sampling (shapes and formulas in kernels/backend.h, reference in
- * kernels/cpu/cpu_glue.c).
+ * embedding add, the gated condition map, skip concatenation, nearest
+ * up-sampling and the sinusoidal timestep embedding (shapes and formulas in
+ * kernels/backend.h, reference in kernels/cpu/cpu_glue.c).
  *
  * Every kernel gives each output (or gradient) element to one thread, so
  * the backwards accumulate (+=) without atomics: tokenisation is a
@@ -207,6 +207,41 @@ int ltdi__cuda_upsample2_backward(ltdi_backend *be, float *din, const float *dou
   const size_t n_in = (size_t)batch * C * L;
   upsample2_backward_kernel<<<ltdi__cuda_grid(n_in), LTDI_CUDA_THREADS, 0,
                               ltdi__cuda_stream(be)>>>(din, dout, n_in);
+  LTDI_CUDA_LAUNCH_CHECK();
+  return 0;
+}
+
+/* ==== timestep embedding ===================================================== */
+
+/* out (B,E): [sin(t f_k), cos(t f_k)], k < E/2, in double as the CPU does;
+ * CUDA's double sin/cos are within 2 ulp of the correctly rounded value, so
+ * after rounding to float the two backends agree to within one float ulp. */
+static __global__ void timestep_embedding_kernel(float *out, const int32_t *t, size_t batch,
+                                                 size_t half) {
+  LTDI_CUDA_FOR(i, batch * half) {
+    const size_t b = i / half, k = i % half;
+    const double f = exp(-log(10000.0) * (double)k / (double)half);
+    const double a = (double)t[b] * f;
+    out[b * 2 * half + k] = (float)sin(a);
+    out[b * 2 * half + half + k] = (float)cos(a);
+  }
+}
+
+int ltdi__cuda_timestep_embedding(ltdi_backend *be, float *out, const int32_t *t, int batch,
+                                  int E) {
+  if (!out || !t || batch <= 0 || E <= 0 || E % 2) return LTDI_ERR_INVALID_ARG;
+  for (int b = 0; b < batch; b++)
+    if (t[b] < 0) return LTDI_ERR_INVALID_ARG;
+  /* The timesteps are a host array: copy them into the workspace. A copy
+   * from pageable memory waits for the work already queued, which may still
+   * be reading the workspace, and leaves t reusable when it returns. */
+  int32_t *dt = (int32_t *)ltdi__cuda_workspace(be, (size_t)batch * sizeof(int32_t));
+  if (dt == NULL) return LTDI_ERR_NOMEM;
+  LTDI_CUDA_CHECK(cudaMemcpyAsync(dt, t, (size_t)batch * sizeof(int32_t), cudaMemcpyHostToDevice,
+                                  ltdi__cuda_stream(be)));
+  const size_t n = (size_t)batch * (size_t)(E / 2);
+  timestep_embedding_kernel<<<ltdi__cuda_grid(n), LTDI_CUDA_THREADS, 0, ltdi__cuda_stream(be)>>>(
+      out, dt, (size_t)batch, (size_t)(E / 2));
   LTDI_CUDA_LAUNCH_CHECK();
   return 0;
 }

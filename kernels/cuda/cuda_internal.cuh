@@ -326,6 +326,8 @@ int ltdi__cuda_concat_backward(ltdi_backend *be, float *da, float *db, const flo
                                int batch, int C1, int C2, int L);
 int ltdi__cuda_upsample2(ltdi_backend *be, float *out, const float *in, int batch, int C,
                          int L);
+int ltdi__cuda_timestep_embedding(ltdi_backend *be, float *out, const int32_t *t, int batch,
+                                  int E);
 int ltdi__cuda_upsample2_backward(ltdi_backend *be, float *din, const float *dout, int batch,
                                   int C, int L);
 

@@ -157,3 +157,19 @@ Test(cuda_glue, diffusion_step_cancellation) {
   free(got);
   t_free(&x); t_free(&eps);
 }
+
+/* The sinusoidal timestep embedding from host timesteps, large t included
+ * (the double argument keeps both backends on the correctly rounded
+ * value), an odd width and a negative t refused. */
+Test(cuda_glue, timestep_embedding) {
+  const int B = 5, E = 64;
+  const int32_t t[5] = {0, 1, 17, 999, 100000};
+  tpair out = t_rand((size_t)B * E, 31);
+  BOTH_OK(cpu->timestep_embedding(cpu, out.h, t, B, E),
+          gpu->timestep_embedding(gpu, out.d, t, B, E));
+  t_expect(&out, "timestep_embedding");
+  const int32_t neg = -3;
+  cr_assert_eq(gpu->timestep_embedding(gpu, out.d, &neg, 1, E), LTDI_ERR_INVALID_ARG);
+  cr_assert_eq(gpu->timestep_embedding(gpu, out.d, t, B, 7), LTDI_ERR_INVALID_ARG);
+  t_free(&out);
+}

@@ -281,14 +281,15 @@ static void write_imagefolder(const char *root, int classes, int per, uint64_t s
   ltdi_rng_init(&rng, seed, 0);
   mkdir(root, 0755);
   for (int c = 0; c < classes; c++) {
-    snprintf(path, sizeof path, "%s/class_%d", root, c);
+    cr_assert_lt(snprintf(path, sizeof path, "%s/class_%d", root, c), (int)sizeof path);
     mkdir(path, 0755);
     for (int i = 0; i < per; i++) {
       uint8_t px[28 * 28];
       for (int k = 0; k < 28 * 28; k++) px[k] = (uint8_t)(ltdi_rng_below(&rng, 40));
       int row = 3 + 3 * c + (int)ltdi_rng_below(&rng, 2);
       for (int x = 4 + (int)ltdi_rng_below(&rng, 3); x < 24; x++) px[row * 28 + x] = 255;
-      snprintf(path, sizeof path, "%s/class_%d/%d.png", root, c, i);
+      cr_assert_lt(snprintf(path, sizeof path, "%s/class_%d/%d.png", root, c, i),
+                   (int)sizeof path);
       cr_assert_eq(ltdi_png_write_grey(path, px, 28, 28), 0);
     }
   }

@@ -229,7 +229,7 @@ Test(unet_glue, upsample2) {
 Test(unet_glue, sinusoid) {
   int32_t t[2] = {0, 13};
   float e[2 * 6];
-  ltdi__unet_sinusoid(e, t, 2, 6);
+  cr_assert_eq(gbe()->timestep_embedding(gbe(), e, t, 2, 6), 0);
   for (int k = 0; k < 3; k++) {
     cr_assert_eq(e[k], 0.0f);     /* sin(0) */
     cr_assert_eq(e[3 + k], 1.0f); /* cos(0) */
@@ -237,6 +237,9 @@ Test(unet_glue, sinusoid) {
     cr_assert_float_eq(e[6 + k], sin(13.0 * f), 1e-6);
     cr_assert_float_eq(e[9 + k], cos(13.0 * f), 1e-6);
   }
+  int32_t bad = -1;
+  cr_assert_eq(gbe()->timestep_embedding(gbe(), e, &bad, 1, 6), LTDI_ERR_INVALID_ARG);
+  cr_assert_eq(gbe()->timestep_embedding(gbe(), e, t, 2, 5), LTDI_ERR_INVALID_ARG);
 }
 
 /* ==== configurations ===================================================== */
