@@ -131,14 +131,3 @@ double ltdi_model_eps_skip(const ltdi_model *m, int t) {
   double a = m->sched.alpha_bar_sub[t];
   return sqrt(1.0 - a) / (a * m->prior_var + 1.0 - a);
 }
-
-/* eps (B, P) += κ_t x_t row by row (host memory). */
-void ltdi__model_add_skip(const ltdi_model *m, const float *x_t, const int32_t *t, int batch,
-                          float *eps) {
-  if (!(m->prior_var > 0)) return;
-  const size_t P = m->layout.n_params;
-  for (int b = 0; b < batch; b++) {
-    const float k = (float)ltdi_model_eps_skip(m, t[b]);
-    for (size_t p = 0; p < P; p++) eps[(size_t)b * P + p] += k * x_t[(size_t)b * P + p];
-  }
-}

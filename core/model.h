@@ -162,10 +162,6 @@ int ltdi_model_generate_with(ltdi_gen_workspace *ws, const float *cond, const ui
 /* κ_t of the prior_var parameterisation (0 when prior_var is 0), t in 1..T. */
 double ltdi_model_eps_skip(const ltdi_model *m, int t);
 
-/* internal: eps (B, P) += κ_t x_t row by row (host memory). */
-void ltdi__model_add_skip(const ltdi_model *m, const float *x_t, const int32_t *t, int batch,
-                          float *eps);
-
 /* cond_out (B, cond_dim) = the standardised embedding the U-Net sees. */
 void ltdi_model_standardise_cond(const ltdi_model *m, const float *cond, int batch,
                                  float *cond_out);

@@ -159,6 +159,12 @@ struct ltdi_backend {
   /* dlogits += (probs - onehot(labels)) / batch */
   int (*softmax_xent_backward)(ltdi_backend *be, float *dlogits, const float *probs,
                                const int32_t *labels, int batch, int classes);
+  /* Mean squared error over n values (the diffusion loss): *loss (a host
+   * float) = Σ (pred − target)² / n, summed in double; and, when dpred is
+   * not NULL, dpred[i] += (float)(2 (pred[i] − target[i]) / n) evaluated in
+   * double. LTDI_ERR_NONFINITE when the loss is not finite. */
+  int (*mse_loss)(ltdi_backend *be, float *loss, float *dpred, const float *pred,
+                  const float *target, size_t n);
 
   /* ---- optimisers ---------------------------------------------------- */
   int (*adam_step)(ltdi_backend *be, float *params, const float *grads, float *m,

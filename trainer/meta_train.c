@@ -31,8 +31,8 @@ typedef struct trainer {
   float *theta0, *accum;     /* (np) REPTILE: start point and sum of adapted weights */
   float *m_in, *v_in;        /* (np) REPTILE inner Adam moments */
   float *m_out, *v_out;      /* (np) outer (or multi-task) Adam moments */
-  float *x_dev, *eps_dev, *cond_dev, *d_dev; /* device (batch, P|Dc) */
-  float *x_t, *eps, *eps_hat, *d_eps, *cond_h; /* host (batch, P|Dc) */
+  float *x_dev, *eps_dev, *tgt_dev, *cond_dev, *d_dev; /* device (batch, P|Dc) */
+  float *x_t, *eps, *cond_h; /* host (batch, P|Dc): the batch as built */
   float *gtraj;              /* host (batch, L, P): multi-task gathered trajectories */
   int32_t *t;                /* (batch) */
 } trainer;
@@ -63,16 +63,19 @@ static int grad_step(trainer *tr, const float *traj, int n_traj, ltdi_rng *rng, 
   int rc = ltdi_unet_zero_grad(tr->m->unet);
   if (!rc) rc = ltdi_diffusion_make_batch(&tr->m->sched, traj, n_traj, (long)P, NULL, B, rng,
                                           tr->x_t, tr->eps, tr->t, NULL);
+  /* The batch goes up once; ε̂, the loss and its gradient stay on the
+   * backend (on a GPU nothing comes back but the loss value). */
   if (!rc) rc = be->upload(be, tr->x_dev, tr->x_t, B * P * sizeof(float));
+  if (!rc) rc = be->upload(be, tr->tgt_dev, tr->eps, B * P * sizeof(float));
   if (!rc) rc = be->upload(be, tr->cond_dev, tr->cond_h, B * Dc * sizeof(float));
   if (!rc) rc = ltdi_unet_forward(be, tr->m->unet, tr->acts, tr->x_dev, tr->t, tr->cond_dev, B, tr->eps_dev);
-  if (!rc) rc = be->download(be, tr->eps_hat, tr->eps_dev, B * P * sizeof(float));
-  if (!rc) ltdi__model_add_skip(tr->m, tr->x_t, tr->t, B, tr->eps_hat);
-  if (!rc) {
-    memset(tr->d_eps, 0, B * P * sizeof(float));
-    rc = ltdi_diffusion_loss(tr->eps_hat, tr->eps, NULL, B, (long)P, loss, tr->d_eps);
+  /* ε̂ += κ_t x_t (the prior_var skip), per sample: each has its own t. */
+  for (int b = 0; b < B && !rc; b++) {
+    const float k = (float)ltdi_model_eps_skip(tr->m, tr->t[b]);
+    if (k != 0.0f) rc = be->axpy(be, tr->eps_dev + (size_t)b * P, tr->x_dev + (size_t)b * P, k, P);
   }
-  if (!rc) rc = be->upload(be, tr->d_dev, tr->d_eps, B * P * sizeof(float));
+  if (!rc) rc = be->fill(be, tr->d_dev, 0.0f, B * P);
+  if (!rc) rc = be->mse_loss(be, loss, tr->d_dev, tr->eps_dev, tr->tgt_dev, B * P);
   if (!rc) rc = ltdi_unet_backward(be, tr->m->unet, tr->acts, tr->d_dev, B);
   return rc;
 }
@@ -155,10 +158,10 @@ static int train_step(trainer *tr, int s, int total, float *loss) {
 static void trainer_free(trainer *tr) {
   ltdi_backend *be = tr->be;
   float *dev[] = {tr->theta0, tr->accum, tr->m_in, tr->v_in, tr->m_out, tr->v_out,
-                  tr->x_dev, tr->eps_dev, tr->cond_dev, tr->d_dev};
+                  tr->x_dev, tr->eps_dev, tr->tgt_dev, tr->cond_dev, tr->d_dev};
   for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
     if (dev[i]) be->free(be, dev[i]);
-  free(tr->x_t), free(tr->eps), free(tr->eps_hat), free(tr->d_eps), free(tr->cond_h);
+  free(tr->x_t), free(tr->eps), free(tr->cond_h);
   free(tr->gtraj), free(tr->t);
   ltdi_unet_acts_free(tr->acts);
   ltdi_model_free(tr->m);
@@ -199,16 +202,15 @@ static int trainer_init(trainer *tr, const ltdi_meta_config *c, const ltdi_meta_
   }
   tr->x_dev = be->alloc(be, B * P * sizeof(float));
   tr->eps_dev = be->alloc(be, B * P * sizeof(float));
+  tr->tgt_dev = be->alloc(be, B * P * sizeof(float));
   tr->d_dev = be->alloc(be, B * P * sizeof(float));
   tr->cond_dev = be->alloc(be, B * Dc * sizeof(float));
   tr->x_t = malloc(B * P * sizeof(float));
   tr->eps = malloc(B * P * sizeof(float));
-  tr->eps_hat = malloc(B * P * sizeof(float));
-  tr->d_eps = malloc(B * P * sizeof(float));
   tr->cond_h = malloc(B * Dc * sizeof(float));
   tr->t = malloc(B * sizeof(int32_t));
-  if (!tr->x_dev || !tr->eps_dev || !tr->d_dev || !tr->cond_dev || !tr->x_t || !tr->eps ||
-      !tr->eps_hat || !tr->d_eps || !tr->cond_h || !tr->t)
+  if (!tr->x_dev || !tr->eps_dev || !tr->tgt_dev || !tr->d_dev || !tr->cond_dev || !tr->x_t ||
+      !tr->eps || !tr->cond_h || !tr->t)
     return LTDI_ERR_NOMEM;
   return 0;
 }

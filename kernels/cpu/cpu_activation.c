@@ -97,6 +97,22 @@ int ltdi__cpu_silu_forward(ltdi_backend *be, float *out, const float *inp, size_
   return 0;
 }
 
+int ltdi__cpu_mse_loss(ltdi_backend *be, float *loss, float *dpred, const float *pred,
+                       const float *target, size_t n) {
+  (void)be;
+  if (loss == NULL || pred == NULL || target == NULL || n == 0) return LTDI_ERR_INVALID_ARG;
+  const double inv_n = 1.0 / (double)n;
+  double total = 0.0;
+  for (size_t i = 0; i < n; i++) {
+    const double d = (double)pred[i] - (double)target[i];
+    total += d * d;
+    if (dpred) dpred[i] += (float)(2.0 * d * inv_n);
+  }
+  total *= inv_n;
+  *loss = (float)total;
+  return isfinite(total) ? 0 : LTDI_ERR_NONFINITE;
+}
+
 /* d/dx x s(x) = s (1 + x (1 - s)), s = sigmoid(x). */
 int ltdi__cpu_silu_backward(ltdi_backend *be, float *dinp, const float *dout,
                             const float *inp, size_t n) {

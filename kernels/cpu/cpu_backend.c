@@ -172,6 +172,7 @@ int ltdi_backend_cpu_create(ltdi_backend **out, int n_threads) {
 
   be->softmax_xent_forward = ltdi__cpu_softmax_xent_forward;
   be->softmax_xent_backward = ltdi__cpu_softmax_xent_backward;
+  be->mse_loss = ltdi__cpu_mse_loss;
 
   be->adam_step = ltdi__cpu_adam_step;
   be->sgd_step = ltdi__cpu_sgd_step;

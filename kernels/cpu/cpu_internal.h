@@ -97,6 +97,8 @@ int ltdi__cpu_maxpool2d_backward(ltdi_backend *be, float *dinp, const float *dou
 int ltdi__cpu_softmax_xent_forward(ltdi_backend *be, float *loss, float *probs,
                                    const float *logits, const int32_t *labels,
                                    int batch, int classes);
+int ltdi__cpu_mse_loss(ltdi_backend *be, float *loss, float *dpred, const float *pred,
+                       const float *target, size_t n);
 int ltdi__cpu_softmax_xent_backward(ltdi_backend *be, float *dlogits, const float *probs,
                                     const int32_t *labels, int batch, int classes);
 

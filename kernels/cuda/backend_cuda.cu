@@ -255,6 +255,7 @@ static void fill_table(ltdi_backend *be) {
   be->upsample2 = ltdi__cuda_upsample2;
   be->upsample2_backward = ltdi__cuda_upsample2_backward;
   be->timestep_embedding = ltdi__cuda_timestep_embedding;
+  be->mse_loss = ltdi__cuda_mse_loss;
   be->diffusion_step = ltdi__cuda_diffusion_step;
 }
 

@@ -83,6 +83,7 @@ typedef struct ltdi__cuda_scalars {
   int bad;         /* label check: 1 when some label is outside [0, classes) */
   float loss;      /* softmax_xent_forward's mean loss */
   float sam_scale; /* sam_perturb's rho / ||g||, 0 when ||g|| = 0 */
+  double loss_d;   /* mse_loss's mean, in double */
 } ltdi__cuda_scalars;
 
 struct ltdi__cuda_conv_state; /* cuDNN descriptors + algorithm cache (cuda_conv_cudnn.cu) */
@@ -276,6 +277,8 @@ int ltdi__cuda_maxpool2d_backward(ltdi_backend *be, float *dinp, const float *do
 int ltdi__cuda_softmax_xent_forward(ltdi_backend *be, float *loss, float *probs,
                                     const float *logits, const int32_t *labels, int batch,
                                     int classes);
+int ltdi__cuda_mse_loss(ltdi_backend *be, float *loss, float *dpred, const float *pred,
+                        const float *target, size_t n);
 int ltdi__cuda_softmax_xent_backward(ltdi_backend *be, float *dlogits, const float *probs,
                                      const int32_t *labels, int batch, int classes);
 

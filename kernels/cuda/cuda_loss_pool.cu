@@ -184,3 +184,51 @@ int ltdi__cuda_softmax_xent_backward(ltdi_backend *be, float *dlogits, const flo
   LTDI_TRY(read_scalars(be, &host));
   return host.bad ? LTDI_ERR_INVALID_ARG : 0;
 }
+
+/* ==== mean squared error ======================================================= */
+
+/* Block j sums (pred − target)² over the elements its grid-stride loop
+ * visits, in double, into partial[j]; with dpred it also adds the gradient,
+ * rounded as the CPU does: (float)((2·d)·(1/n)). The grid depends only on
+ * n, so the partial sums, and the total, are the same run to run. */
+static __global__ void mse_partial_kernel(double *partial, float *dpred, const float *pred,
+                                          const float *target, size_t n, double inv_n) {
+  __shared__ double scratch[32];
+  double s = 0.0;
+  LTDI_CUDA_FOR(i, n) {
+    const double d = __dsub_rn((double)pred[i], (double)target[i]);
+    s = __dadd_rn(s, __dmul_rn(d, d));
+    if (dpred != NULL) dpred[i] += (float)__dmul_rn(__dmul_rn(2.0, d), inv_n);
+  }
+  s = ltdi__block_sum(s, scratch);
+  if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+
+static __global__ void mse_total_kernel(ltdi__cuda_scalars *sc, const double *partial,
+                                        unsigned blocks, double inv_n) {
+  __shared__ double scratch[32];
+  double s = 0.0;
+  for (unsigned j = threadIdx.x; j < blocks; j += blockDim.x) s += partial[j];
+  s = ltdi__block_sum(s, scratch);
+  if (threadIdx.x == 0) sc->loss_d = s * inv_n;
+}
+
+int ltdi__cuda_mse_loss(ltdi_backend *be, float *loss, float *dpred, const float *pred,
+                        const float *target, size_t n) {
+  if (loss == NULL || pred == NULL || target == NULL || n == 0) return LTDI_ERR_INVALID_ARG;
+  ltdi__cuda_ctx *ctx = ltdi__cuda_ctx_of(be);
+  const unsigned blocks = ltdi__cuda_grid(n);
+  double *partial = (double *)ltdi__cuda_workspace(be, (size_t)blocks * sizeof(double));
+  if (partial == NULL) return LTDI_ERR_NOMEM;
+  const double inv_n = 1.0 / (double)n;
+  mse_partial_kernel<<<blocks, LTDI_CUDA_THREADS, 0, ctx->stream>>>(partial, dpred, pred, target,
+                                                                     n, inv_n);
+  LTDI_CUDA_LAUNCH_CHECK();
+  mse_total_kernel<<<1, ltdi__cuda_reduce_threads(blocks), 0, ctx->stream>>>(
+      ctx->scalars, partial, blocks, inv_n);
+  LTDI_CUDA_LAUNCH_CHECK();
+  ltdi__cuda_scalars host;
+  LTDI_TRY(read_scalars(be, &host));
+  *loss = (float)host.loss_d;
+  return isfinite(host.loss_d) ? 0 : LTDI_ERR_NONFINITE;
+}

@@ -212,3 +212,22 @@ Test(cuda_dense, sam) {
   check_sam(300007, 1.0f); /* more values than the first stage's threads */
   check_sam(513, 0.0f);    /* ||g|| = 0: zero perturbation, params unchanged */
 }
+
+/* The diffusion loss: the mean over an odd count spanning many blocks, the
+ * gradient added into a pre-filled buffer, a NaN reported as non-finite. */
+Test(cuda_dense, mse_loss) {
+  const size_t n = 300007;
+  tpair pred = t_rand(n, 41), tgt = t_rand(n, 42), d = t_rand(n, 43);
+  float lc = 0, lg = 0;
+  BOTH_OK(cpu->mse_loss(cpu, &lc, d.h, pred.h, tgt.h, n),
+          gpu->mse_loss(gpu, &lg, d.d, pred.d, tgt.d, n));
+  cr_assert_leq(fabsf(lg - lc), 1e-6f * lc, "loss: gpu %.9g cpu %.9g", lg, lc);
+  t_expect(&d, "mse_loss gradient");
+  cr_assert_eq(gpu->mse_loss(gpu, &lg, NULL, pred.d, tgt.d, 0), LTDI_ERR_INVALID_ARG);
+  const float nan = NAN;
+  cr_assert_eq(gpu->upload(gpu, pred.d + 17, &nan, sizeof nan), 0);
+  cr_assert_eq(gpu->mse_loss(gpu, &lg, NULL, pred.d, tgt.d, n), LTDI_ERR_NONFINITE);
+  t_free(&pred);
+  t_free(&tgt);
+  t_free(&d);
+}

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/diffusion.h"
 #include "core/error.h"
 #include "kernels/backend.h"
 
@@ -606,5 +607,31 @@ Test(kernels_ops, silu_range_specials_and_position) {
   cr_assert_eq(so[4], 0.0f);
   cr_assert(fabsf(so[5] - 0.5e-40f) <= 1e-45f);
   free(x), free(out);
+  ltdi_backend_destroy(be);
+}
+
+/* The diffusion loss as a backend op: its gradient is bit for bit the one
+ * ltdi_diffusion_loss (core/diffusion.h, the reference the U-Net training
+ * used) writes, its loss equal to double precision, and it adds into dpred. */
+Test(kernels_ops, mse_loss_matches_the_diffusion_loss) {
+  ltdi_backend *be = make_backend(1);
+  const int B = 3, P = 37;
+  const size_t n = (size_t)B * P;
+  float *pred = rand_buf(n, -2, 2), *tgt = rand_buf(n, -2, 2);
+  float *d0 = rand_buf(n, -1, 1), *d = malloc(n * sizeof *d), *ref = malloc(n * sizeof *ref);
+  memcpy(d, d0, n * sizeof *d);
+  memcpy(ref, d0, n * sizeof *ref);
+  float loss = 0, want = 0;
+  cr_assert_eq(be->mse_loss(be, &loss, d, pred, tgt, n), 0);
+  cr_assert_eq(ltdi_diffusion_loss(pred, tgt, NULL, B, P, &want, ref), 0);
+  cr_assert(memcmp(d, ref, n * sizeof *d) == 0, "mse_loss gradient differs from the reference");
+  cr_assert_float_eq(loss, want, 1e-6 * want);
+  float l2 = 0;
+  cr_assert_eq(be->mse_loss(be, &l2, NULL, pred, tgt, n), 0);
+  cr_assert_eq(l2, loss);
+  pred[5] = NAN;
+  cr_assert_eq(be->mse_loss(be, &l2, NULL, pred, tgt, n), LTDI_ERR_NONFINITE);
+  cr_assert_eq(be->mse_loss(be, &l2, NULL, pred, tgt, 0), LTDI_ERR_INVALID_ARG);
+  free(pred), free(tgt), free(d0), free(d), free(ref);
   ltdi_backend_destroy(be);
 }
