@@ -14,13 +14,20 @@
  *
  *   bench_sampling [--model FILE] [--device auto|cpu|cuda] [--batches 1,8,64]
  *                  [--seconds S] [--threads N] [--max-batch-cpu B]
- *                  [--mode default|batched|per-sample] [--gemm N] [--tag NAME]
+ *                  [--mode default|batched|per-sample|serve] [--workers W]
+ *                  [--gemm N] [--tag NAME]
+ *
+ * --mode serve (CPU): generation as ltdi-serve runs it by default, by the
+ * model's compute workers (server/compute.h): W threads (default: the CPUs
+ * this process may run on), each a share of the batch, batched forwards on
+ * the batch-invariant sgemm — the CPU's best bit-identical throughput.
  *
  * Exit status 0, 1 when the backend, the model or any point failed, 2 on a
  * usage error. */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE /* sched_getaffinity */
 
 #include <math.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,12 +38,14 @@
 #include "core/model.h"
 #include "core/rng.h"
 #include "kernels/backend.h"
+#include "server/compute.h"
 #ifdef LTDI_HAVE_CUDA
 #include "kernels/cuda/backend_cuda.h"
 #endif
 
 #define SHIPPED_MODEL "models/glyphs-5w1s-lt.safetensors"
 #define MAX_POINTS 32
+#define MODE_SERVE 2 /* beside LTDI_GEN_PER_SAMPLE (0) and LTDI_GEN_BATCHED (1) */
 
 typedef struct options {
   const char *model, *tag;
@@ -44,6 +53,7 @@ typedef struct options {
   int batches[MAX_POINTS], n_batches;
   double seconds;
   int threads, max_batch_cpu, mode, gemm_n; /* mode -1: the model's default */
+  int workers; /* --mode serve; 0: the CPUs this process may run on */
 } options;
 
 typedef struct point {
@@ -110,12 +120,24 @@ static int parse_args(int argc, char **argv, options *o) {
       if (!strcmp(v, "default")) o->mode = -1;
       else if (!strcmp(v, "batched")) o->mode = LTDI_GEN_BATCHED;
       else if (!strcmp(v, "per-sample")) o->mode = LTDI_GEN_PER_SAMPLE;
+      else if (!strcmp(v, "serve")) o->mode = MODE_SERVE;
       else return -1;
+    } else if (!strcmp(a, "--workers")) {
+      o->workers = atoi(v);
+      if (o->workers < 1 || o->workers > 256) return -1;
     } else {
       return -1;
     }
   }
   return 0;
+}
+
+/* CPUs this process may run on (taskset narrows it; sysconf would not). */
+static int usable_cpus(void) {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? (int)n : 1;
 }
 
 /* The shipped model: relative to the working directory (the repo root), else
@@ -214,25 +236,52 @@ static double host_noise_ms(const ltdi_model *m, const ltdi_gen_options *opt, in
   return (now_s() - t0) * 1e3 / 3.0;
 }
 
-/* One point: warm-up, then repeats for about `seconds` on one workspace. */
-static void run_point(ltdi_model *m, const ltdi_gen_options *opt, const float *cond,
-                      double seconds, double gemm_rate, point *pt) {
+/* What runs a generation: a workspace on the model's backend, or (--mode
+ * serve) the daemon's compute workers. */
+typedef struct runner {
+  ltdi_gen_workspace *ws;
+  ltdi_compute *cp;
+} runner;
+
+static int runner_make(runner *r, ltdi_model *m, ltdi_gen_options *opt, int B, int workers) {
+  *r = (runner){NULL, NULL};
+  if (workers <= 0) return ltdi_gen_workspace_create(&r->ws, m, m->be, B, opt->mode);
+  int rc = ltdi_compute_create(&r->cp, m, workers, B, LTDI_KERNEL_INVARIANT, 1);
+  if (!rc) *opt = ltdi_compute_options(r->cp);
+  return rc;
+}
+
+static int runner_run(runner *r, const float *cond, const uint64_t *seeds, int B,
+                      const ltdi_gen_options *opt, float *out) {
+  return r->cp ? ltdi_compute_run(r->cp, cond, seeds, B, opt, out)
+               : ltdi_model_generate_with(r->ws, cond, seeds, B, opt, out, NULL);
+}
+
+static void runner_free(runner *r) {
+  ltdi_gen_workspace_free(r->ws);
+  ltdi_compute_free(r->cp);
+}
+
+/* One point: warm-up, then repeats for about `seconds` on one runner. */
+static void run_point(ltdi_model *m, const ltdi_gen_options *opt_in, int workers,
+                      const float *cond, double seconds, double gemm_rate, point *pt) {
   const int B = pt->batch;
   const size_t P = m->layout.n_params;
-  ltdi_gen_workspace *ws = NULL;
+  ltdi_gen_options o = *opt_in;
+  const ltdi_gen_options *opt = &o;
+  runner rn = {NULL, NULL};
   uint64_t *seeds = malloc((size_t)B * sizeof *seeds);
   float *out = malloc((size_t)B * P * sizeof *out);
   size_t cap = 256;
   double *ms = malloc(cap * sizeof *ms);
-  pt->rc = (!seeds || !out || !ms) ? LTDI_ERR_NOMEM
-                                   : ltdi_gen_workspace_create(&ws, m, m->be, B, opt->mode);
+  pt->rc = (!seeds || !out || !ms) ? LTDI_ERR_NOMEM : runner_make(&rn, m, &o, B, workers);
   for (int b = 0; b < B; b++) seeds[b] = 1000u + (uint64_t)b;
-  if (!pt->rc) pt->rc = ltdi_model_generate_with(ws, cond, seeds, B, opt, out, NULL);
+  if (!pt->rc) pt->rc = runner_run(&rn, cond, seeds, B, opt, out);
   double t_start = now_s();
   while (!pt->rc && (pt->reps == 0 || now_s() - t_start < seconds)) {
     for (int b = 0; b < B; b++) seeds[b] += (uint64_t)B; /* fresh noise each repeat */
     double t0 = now_s();
-    pt->rc = ltdi_model_generate_with(ws, cond, seeds, B, opt, out, NULL);
+    pt->rc = runner_run(&rn, cond, seeds, B, opt, out);
     double dt = (now_s() - t0) * 1e3;
     if ((size_t)pt->reps == cap) {
       double *grown = realloc(ms, 2 * cap * sizeof *ms);
@@ -257,7 +306,7 @@ static void run_point(ltdi_model *m, const ltdi_gen_options *opt, const float *c
     pt->floor_ms = gemm_rate > 0.0 ? flops / gemm_rate * 1e3 : 0.0;
     pt->noise_ms = host_noise_ms(m, opt, B, seeds, out);
   }
-  ltdi_gen_workspace_free(ws);
+  runner_free(&rn);
   free(seeds);
   free(out);
   free(ms);
@@ -300,8 +349,20 @@ int main(int argc, char **argv) {
     return 1;
   }
   ltdi_gen_options opt = ltdi_gen_options_default(m);
-  if (o.mode >= 0) opt.mode = o.mode;
-  const char *mode_name = opt.mode == LTDI_GEN_BATCHED ? "batched" : "per-sample";
+  int workers = 0;
+  if (o.mode == MODE_SERVE) {
+    if (!on_cpu) {
+      fprintf(stderr, "bench_sampling: --mode serve is the CPU daemon's path; use --device cpu\n");
+      return 2;
+    }
+    workers = o.workers > 0 ? o.workers : usable_cpus();
+  } else if (o.mode >= 0) {
+    opt.mode = o.mode;
+  }
+  char mode_buf[64];
+  snprintf(mode_buf, sizeof mode_buf, "serve (%d workers, invariant sgemm)", workers);
+  const char *mode_tok = workers ? "serve" : opt.mode == LTDI_GEN_BATCHED ? "batched" : "per-sample";
+  const char *mode_name = workers ? mode_buf : mode_tok;
   const int Dc = m->ways * m->feat_dim;
   printf("  model    %s: P %zu, T %d, %d-way, cond %d, forward %.2f MFLOP/sample (2 x MACs)\n",
          path, m->layout.n_params, m->sched.T, m->ways, Dc,
@@ -343,7 +404,7 @@ int main(int argc, char **argv) {
       printf("%6d   skipped: above --max-batch-cpu %d\n", pt->batch, o.max_batch_cpu);
       continue;
     }
-    run_point(m, &opt, cond, o.seconds, gemm, pt);
+    run_point(m, &opt, workers, cond, o.seconds, gemm, pt);
     if (pt->rc) {
       failed = 1;
       printf("%6d   FAILED: %s\n", pt->batch, ltdi_strerror(pt->rc));
@@ -362,10 +423,10 @@ int main(int argc, char **argv) {
   for (int i = 0; i < o.n_batches; i++) {
     const point *pt = &pts[i];
     if (pt->skipped || pt->rc) continue;
-    printf("RESULT kind=gen device=%s conv=%s mode=%s threads=%d tag=%s batch=%d gens=%d "
-           "heads_per_s=%.2f ms=%.4f p50_ms=%.4f p99_ms=%.4f noise_ms=%.4f gflops=%.3f "
+    printf("RESULT kind=gen device=%s conv=%s mode=%s workers=%d threads=%d tag=%s batch=%d "
+           "gens=%d heads_per_s=%.2f ms=%.4f p50_ms=%.4f p99_ms=%.4f noise_ms=%.4f gflops=%.3f "
            "floor_ms=%.4f floor_ratio=%.2f\n",
-           be->name, conv, mode_name, o.threads, o.tag[0] ? o.tag : "-", pt->batch, pt->reps,
+           be->name, conv, mode_tok, workers, o.threads, o.tag[0] ? o.tag : "-", pt->batch, pt->reps,
            pt->heads_per_s, pt->mean_ms, pt->p50_ms, pt->p99_ms, pt->noise_ms,
            pt->flops_per_s * 1e-9, pt->floor_ms,
            pt->floor_ms > 0.0 ? pt->mean_ms / pt->floor_ms : 0.0);

@@ -8,8 +8,9 @@
 #      runs: the tests/gpu binaries, bench_sampling and ltdi-serve;
 #   3. runs `ctest -L gpu`;
 #   4. benchmarks generation on CUDA (LTDI_CUDA_CONV=cudnn and =gemm,
-#      batches 1..1024) and on the CPU (all cores; 2 cores pinned with taskset,
-#      the target's reference, per-sample and batched);
+#      batches 1..1024) and on the CPU (all cores; and 2 cores pinned with
+#      taskset, the target's reference: OpenBLAS per sample and batched, and
+#      the daemon's two-worker path);
 #   5. prints a summary: test result, heads/s per batch and run, the speed-up
 #      at batch 256 over the best 2-core CPU number, floor ratios.
 # Every step is timed and the script goes on to the summary when one fails;
@@ -213,7 +214,7 @@ summary() {
     fi
   fi
   [ -s "$results" ] || { echo "  no RESULT lines: nothing was measured"; return; }
-  local tags=(cuda-cudnn cuda-gemm "cpu-$ncpu" cpu2 cpu2-batched)
+  local tags=(cuda-cudnn cuda-gemm "cpu-$ncpu" cpu2 cpu2-batched cpu2-serve)
   echo
   echo "  heads/s (generations of the full T-step chain per second x batch):"
   printf '  %6s' batch
@@ -228,7 +229,7 @@ summary() {
     echo
   done
   # The 2-core reference: the best of its runs (they stop at batch 64).
-  for tag in cpu2 cpu2-batched; do
+  for tag in cpu2 cpu2-batched cpu2-serve; do
     for b in 1 8 64; do
       v=$(field "$tag" "$b" heads_per_s)
       if [ -n "$v" ] && awk -v a="$v" -v b="$best" 'BEGIN { exit !(a > b) }'; then
@@ -280,6 +281,10 @@ main() {
   step bench-cpu2 bench cpu2 0,1 --device cpu --threads 2 --batches "$cpu_batches" \
     --seconds "$cpu_s"
   step bench-cpu2-batched bench cpu2-batched 0,1 --device cpu --threads 2 --mode batched \
+    --batches "$cpu_batches" --seconds "$cpu_s"
+  # The daemon's own CPU path (two workers, batch-invariant sgemm): the
+  # fastest bit-identical 2-core number, hence the fair reference.
+  step bench-cpu2-serve bench cpu2-serve 0,1 --device cpu --mode serve --workers 2 \
     --batches "$cpu_batches" --seconds "$cpu_s"
   summary
   return "$any_failed"
