@@ -63,7 +63,8 @@ int ltdi_gen_workspace_create(ltdi_gen_workspace **out, const ltdi_model *m, ltd
   ws->mode = mode;
   const size_t P = m->layout.n_params, Dc = (size_t)m->ways * (size_t)m->feat_dim;
   const size_t B = (size_t)max_batch;
-  int rc = ltdi_unet_acts_create(&ws->acts, m->unet, mode == LTDI_GEN_BATCHED ? max_batch : 1);
+  int rc = ltdi_unet_acts_create_inference(&ws->acts, m->unet,
+                                           mode == LTDI_GEN_BATCHED ? max_batch : 1);
   if (!rc) {
     ws->x_dev = be->alloc(be, B * P * sizeof(float));
     ws->eps_dev = be->alloc(be, B * P * sizeof(float));

@@ -125,7 +125,11 @@ double ltdi_unet_forward_flops(const ltdi_unet *unet, int batch);
 /* Activation cache for up to max_batch samples, from the model's backend. */
 int ltdi_unet_acts_create(ltdi_unet_acts **out, const ltdi_unet *unet, int max_batch);
 void ltdi_unet_acts_free(ltdi_unet_acts *acts);
-/* Floats held by the cache (activations plus their gradients). */
+/* The same without room for gradients, for generation: half the memory;
+ * ltdi_unet_backward on it answers LTDI_ERR_INVALID_ARG. */
+int ltdi_unet_acts_create_inference(ltdi_unet_acts **out, const ltdi_unet *unet, int max_batch);
+/* Floats held by the cache (activations, plus their gradients unless it is
+ * inference-only). */
 size_t ltdi_unet_acts_size(const ltdi_unet_acts *acts);
 
 /* eps_out = eps_theta(x_t, t, c).

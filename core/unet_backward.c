@@ -68,6 +68,7 @@ int ltdi_unet_backward(ltdi_backend *be, ltdi_unet *u, ltdi_unet_acts *a,
   if (be == NULL || u == NULL || a == NULL || deps_out == NULL || a->unet != u || B <= 0)
     return LTDI_ERR_INVALID_ARG;
   if (B != a->last_batch) return LTDI_ERR_INVALID_ARG; /* no forward, or another batch */
+  if (a->dact == NULL) return LTDI_ERR_INVALID_ARG;     /* an inference-only cache */
   const ltdi_unet_config *c = &u->cfg;
   const float *P = u->params;
   float *G = u->grads;

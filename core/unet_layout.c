@@ -412,7 +412,7 @@ double ltdi_unet_forward_flops(const ltdi_unet *u, int batch) {
 
 /* ==== activation cache =================================================== */
 
-int ltdi_unet_acts_create(ltdi_unet_acts **out, const ltdi_unet *u, int max_batch) {
+static int acts_create(ltdi_unet_acts **out, const ltdi_unet *u, int max_batch, int grads) {
   if (out == NULL || u == NULL || max_batch <= 0) return LTDI_ERR_INVALID_ARG;
   *out = NULL;
   if (u->act_per_sample > ((size_t)1 << 40) / sizeof(float) / (size_t)max_batch)
@@ -425,14 +425,24 @@ int ltdi_unet_acts_create(ltdi_unet_acts **out, const ltdi_unet *u, int max_batc
   a->max_batch = max_batch;
   const size_t n = u->act_per_sample * (size_t)max_batch;
   a->act = be->alloc(be, n * sizeof(float));
-  a->dact = be->alloc(be, n * sizeof(float));
-  a->dx = be->alloc(be, (size_t)max_batch * u->cfg.n_params * sizeof(float));
-  if (a->act == NULL || a->dact == NULL || a->dx == NULL) {
+  if (grads) {
+    a->dact = be->alloc(be, n * sizeof(float));
+    a->dx = be->alloc(be, (size_t)max_batch * u->cfg.n_params * sizeof(float));
+  }
+  if (a->act == NULL || (grads && (a->dact == NULL || a->dx == NULL))) {
     ltdi_unet_acts_free(a);
     return LTDI_ERR_NOMEM;
   }
   *out = a;
   return 0;
+}
+
+int ltdi_unet_acts_create(ltdi_unet_acts **out, const ltdi_unet *u, int max_batch) {
+  return acts_create(out, u, max_batch, 1);
+}
+
+int ltdi_unet_acts_create_inference(ltdi_unet_acts **out, const ltdi_unet *u, int max_batch) {
+  return acts_create(out, u, max_batch, 0);
 }
 
 void ltdi_unet_acts_free(ltdi_unet_acts *a) {
@@ -444,7 +454,7 @@ void ltdi_unet_acts_free(ltdi_unet_acts *a) {
 }
 
 size_t ltdi_unet_acts_size(const ltdi_unet_acts *a) {
-  return a == NULL ? 0 : 2 * a->unet->act_per_sample * (size_t)a->max_batch;
+  return a == NULL ? 0 : (a->dact ? 2 : 1) * a->unet->act_per_sample * (size_t)a->max_batch;
 }
 
 const float *ltdi_unet_acts_dx(const ltdi_unet_acts *a) { return a == NULL ? NULL : a->dx; }

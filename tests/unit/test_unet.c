@@ -625,6 +625,34 @@ Test(unet_model, batch_independence) {
   ltdi_backend_destroy(be);
 }
 
+/* An inference-only cache gives the forward bit for bit, holds half the
+ * floats, and refuses the backward it has no room for. */
+Test(unet_model, inference_cache) {
+  ltdi_backend *be = make_backend();
+  ltdi_unet_config c = tiny_config();
+  ltdi_unet *u = NULL;
+  ltdi_unet_acts *full = NULL, *inf = NULL;
+  cr_assert_eq(ltdi_unet_create(&u, be, &c), 0);
+  randomize(u, 12);
+  cr_assert_eq(ltdi_unet_acts_create(&full, u, 3), 0);
+  cr_assert_eq(ltdi_unet_acts_create_inference(&inf, u, 3), 0);
+  cr_assert_eq(2 * ltdi_unet_acts_size(inf), ltdi_unet_acts_size(full));
+  inputs in = make_inputs(&c, 3);
+  const size_t n = (size_t)3 * c.n_params;
+  float *e_full = malloc(n * sizeof *e_full), *e_inf = malloc(n * sizeof *e_inf);
+  cr_assert_eq(ltdi_unet_forward(be, u, full, in.x, in.t, in.cond, 3, e_full), 0);
+  cr_assert_eq(ltdi_unet_forward(be, u, inf, in.x, in.t, in.cond, 3, e_inf), 0);
+  cr_assert(memcmp(e_full, e_inf, n * sizeof *e_full) == 0, "inference forward differs");
+  cr_assert_eq(ltdi_unet_backward(be, u, inf, in.deps, 3), LTDI_ERR_INVALID_ARG);
+  cr_assert_null(ltdi_unet_acts_dx(inf));
+  free(e_full), free(e_inf);
+  free_inputs(&in);
+  ltdi_unet_acts_free(full);
+  ltdi_unet_acts_free(inf);
+  ltdi_unet_free(u);
+  ltdi_backend_destroy(be);
+}
+
 /* ==== the independent PyTorch reference ================================== */
 
 #define PYTHON "/usr/bin/python3"
