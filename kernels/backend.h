@@ -1,9 +1,9 @@
 /* kernels/backend.h — the one compute interface of ltdi.
  *
  * A backend is a table of function pointers (ggml-backend style). The CPU
- * backend (kernels/cpu/) implements every entry and is the reference every
- * other backend is tested against; the CUDA backend (kernels/cuda/) may leave
- * an entry NULL to decline it, and the caller then falls back to the CPU.
+ * backend (kernels/cpu/) is the reference every other backend is tested
+ * against; the CUDA backend (kernels/cuda/) implements every entry too, so
+ * core/ code runs unchanged on either (pick one with ltdi_backend_open).
  *
  * Conventions, for every op:
  *  - All tensors are float32, row-major, contiguous; images are NCHW and 1-D
