@@ -1,5 +1,8 @@
-/* core/error.c — messages for the codes in error.h. */
+/* core/error.c — messages for the codes in error.h, and ltdi_fail. */
 #include "core/error.h"
+
+#include <stdarg.h>
+#include <stdio.h>
 
 const char *ltdi_strerror(int code) {
   switch (code) {
@@ -19,4 +22,14 @@ const char *ltdi_errname(int code) {
 #undef LTDI__ERR_NAME
   default: return "LTDI_ERR_UNKNOWN";
   }
+}
+
+int ltdi_fail(char *err, size_t errlen, int code, const char *fmt, ...) {
+  if (err != NULL && errlen > 0) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+  }
+  return code;
 }

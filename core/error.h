@@ -10,6 +10,8 @@
 #ifndef LTDI_CORE_ERROR_H
 #define LTDI_CORE_ERROR_H
 
+#include <stddef.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -39,6 +41,15 @@ enum ltdi_error {
 
 /* A static string describing `code` (0 → "success"; unknown → "unknown error"). */
 const char *ltdi_strerror(int code);
+
+/* Writes a printf-style reason into err (when err is not NULL and errlen
+ * is not 0) and returns code: the one way libraries fill their callers'
+ * `char *err, size_t errlen` buffers. */
+int ltdi_fail(char *err, size_t errlen, int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
 
 /* The symbolic name of `code`, e.g. "LTDI_ERR_FORMAT". */
 const char *ltdi_errname(int code);

@@ -114,16 +114,6 @@ int ltdi_model_save(const ltdi_model *m, const char *path) {
 
 /* ---- reading -------------------------------------------------------------------- */
 
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...) {
-  if (err && errlen) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-  }
-  return rc;
-}
-
 static int parse_int_meta(const ltdi_st_file *f, const char *key, int *out) {
   const char *s = ltdi_st_meta(f, key);
   if (!s) return LTDI_ERR_NOT_FOUND;
@@ -140,27 +130,27 @@ static int parse_embedding(ltdi_model *m, const char *s, char *err, size_t errle
   int rc = 0;
   if (!json_is_object(o)) {
     json_decref(o);
-    return fail(err, errlen, LTDI_ERR_FORMAT, "metadata 'embedding' is not a JSON object");
+    return ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "metadata 'embedding' is not a JSON object");
   }
   json_t *ways = json_object_get(o, "ways"), *dim = json_object_get(o, "dim");
   json_t *cd = json_object_get(o, "cond_dim");
   json_t *mean = json_object_get(o, "mean"), *std = json_object_get(o, "std");
   if (!json_is_integer(ways) || !json_is_integer(dim) || !json_is_array(mean) ||
       !json_is_array(std)) {
-    rc = fail(err, errlen, LTDI_ERR_FORMAT, "metadata 'embedding' needs integer ways, dim and arrays mean, std");
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "metadata 'embedding' needs integer ways, dim and arrays mean, std");
   } else if (json_integer_value(ways) != m->ways || json_integer_value(dim) != m->feat_dim ||
              (cd && (!json_is_integer(cd) || json_integer_value(cd) != (json_int_t)m->ways * m->feat_dim))) {
-    rc = fail(err, errlen, LTDI_ERR_FORMAT, "metadata 'embedding' disagrees with the U-Net's cond_dim");
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "metadata 'embedding' disagrees with the U-Net's cond_dim");
   } else if (json_array_size(mean) != (size_t)m->feat_dim ||
              json_array_size(std) != (size_t)m->feat_dim) {
-    rc = fail(err, errlen, LTDI_ERR_FORMAT, "metadata 'embedding': mean/std must have dim = %d entries",
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "metadata 'embedding': mean/std must have dim = %d entries",
               m->feat_dim);
   } else {
     for (int i = 0; i < m->feat_dim && !rc; i++) {
       json_t *a = json_array_get(mean, (size_t)i), *b = json_array_get(std, (size_t)i);
       if (!json_is_number(a) || !json_is_number(b) || !isfinite(json_number_value(a)) ||
           !(json_number_value(b) > 0) || !isfinite(json_number_value(b)))
-        rc = fail(err, errlen, LTDI_ERR_FORMAT, "metadata 'embedding': entry %d of mean/std is not usable (std must be > 0)", i);
+        rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "metadata 'embedding': entry %d of mean/std is not usable (std must be > 0)", i);
       else {
         m->cond_mean[i] = (float)json_number_value(a);
         m->cond_std[i] = (float)json_number_value(b);
@@ -178,13 +168,13 @@ static int parse_sampler(ltdi_sampler_config *c, const char *s, char *err, size_
   double eta = 1.0;
   int rc = 0;
   if (!json_is_object(o) || json_unpack(o, "{s:s, s:s, s?F}", "form", &form, "sigma", &sigma, "eta", &eta))
-    rc = fail(err, errlen, LTDI_ERR_FORMAT, "metadata 'sampler' must be {\"form\":…, \"sigma\":…, \"eta\":…}");
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "metadata 'sampler' must be {\"form\":…, \"sigma\":…, \"eta\":…}");
   else {
     c->form = ltdi_sampler_form_from_name(form);
     c->sigma = ltdi_sampler_sigma_from_name(sigma);
     c->eta = (float)eta;
     if (c->form < 0 || c->sigma < 0 || !(eta >= 0) || !isfinite(eta))
-      rc = fail(err, errlen, LTDI_ERR_FORMAT, "metadata 'sampler': unknown form '%s' or sigma '%s' or bad eta", form, sigma);
+      rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "metadata 'sampler': unknown form '%s' or sigma '%s' or bad eta", form, sigma);
   }
   json_decref(o);
   return rc;
@@ -198,7 +188,7 @@ static int parse_denoiser(ltdi_model *m, const char *s, char *err, size_t errlen
   int rc = 0;
   if (!json_is_object(o) || json_unpack(o, "{s:s, s:F}", "predicts", &pred, "prior_var", &v) ||
       strcmp(pred, "eps") || !(v >= 0) || !isfinite(v))
-    rc = fail(err, errlen, LTDI_ERR_FORMAT, "metadata 'denoiser' must be {\"predicts\":\"eps\", \"prior_var\": v >= 0}");
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "metadata 'denoiser' must be {\"predicts\":\"eps\", \"prior_var\": v >= 0}");
   else
     m->prior_var = (float)v;
   json_decref(o);
@@ -235,21 +225,21 @@ int ltdi_model_from_file(ltdi_model **out, ltdi_backend *be, const ltdi_st_file 
   *out = NULL;
   const char *fmt = ltdi_st_meta(f, "format");
   if (!fmt || strcmp(fmt, LTDI_MODEL_FORMAT))
-    return fail(err, errlen, LTDI_ERR_FORMAT, "not an ltdi model file (metadata 'format' is %s%s%s, expected \"%s\")",
+    return ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "not an ltdi model file (metadata 'format' is %s%s%s, expected \"%s\")",
                 fmt ? "\"" : "", fmt ? fmt : "missing", fmt ? "\"" : "", LTDI_MODEL_FORMAT);
   int ver = 0, T = 0, L = 0;
   if (parse_int_meta(f, "format_version", &ver) || ver < LTDI_MODEL_FORMAT_VERSION_MIN ||
       ver > LTDI_MODEL_FORMAT_VERSION)
-    return fail(err, errlen, LTDI_ERR_FORMAT,
+    return ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
                 "unsupported model format_version (this build reads %d to %d)",
                 LTDI_MODEL_FORMAT_VERSION_MIN, LTDI_MODEL_FORMAT_VERSION);
   static const char *const required[] = {"unet", "schedule", "T", "L", "layout", "embedding", "sampler", "denoiser"};
   for (size_t i = 0; i < sizeof required / sizeof required[0]; i++)
     if (!ltdi_st_meta(f, required[i]))
-      return fail(err, errlen, LTDI_ERR_FORMAT, "model metadata lacks the key '%s'", required[i]);
+      return ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "model metadata lacks the key '%s'", required[i]);
   ltdi_unet_config cfg;
   if (ltdi_unet_config_from_json(ltdi_st_meta(f, "unet"), &cfg))
-    return fail(err, errlen, LTDI_ERR_FORMAT, "model metadata 'unet' is not a valid U-Net configuration");
+    return ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "model metadata 'unet' is not a valid U-Net configuration");
   ltdi_schedule *sched = malloc(sizeof *sched);
   if (!sched) return LTDI_ERR_NOMEM;
   ltdi_layout layout;
@@ -257,22 +247,22 @@ int ltdi_model_from_file(ltdi_model **out, ltdi_backend *be, const ltdi_st_file 
   ltdi_model *m = NULL;
   int ways = 0, dim = 0, rc = 0;
   if (ltdi_schedule_from_json(sched, ltdi_st_meta(f, "schedule")))
-    rc = fail(err, errlen, LTDI_ERR_FORMAT, "model metadata 'schedule' is not a valid schedule");
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "model metadata 'schedule' is not a valid schedule");
   else if (parse_int_meta(f, "T", &T) || parse_int_meta(f, "L", &L) || T != sched->T || L != sched->L)
-    rc = fail(err, errlen, LTDI_ERR_FORMAT, "model metadata T/L disagree with the schedule (T=%d L=%d)",
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "model metadata T/L disagree with the schedule (T=%d L=%d)",
               sched->T, sched->L);
   else if ((ltdi_layout_free(&layout), ltdi_layout_from_json(&layout, ltdi_st_meta(f, "layout"))))
-    rc = fail(err, errlen, LTDI_ERR_FORMAT, "model metadata 'layout' is not a valid layout");
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "model metadata 'layout' is not a valid layout");
   else if (layout.n_params != (size_t)cfg.n_params)
-    rc = fail(err, errlen, LTDI_ERR_FORMAT, "layout has %zu parameters but the U-Net generates %d",
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "layout has %zu parameters but the U-Net generates %d",
               layout.n_params, cfg.n_params);
   else if (peek_embedding(ltdi_st_meta(f, "embedding"), &ways, &dim) ||
            (long)ways * dim != cfg.cond_dim)
-    rc = fail(err, errlen, LTDI_ERR_FORMAT, "metadata 'embedding' (ways x dim) disagrees with the U-Net's cond_dim %d",
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "metadata 'embedding' (ways x dim) disagrees with the U-Net's cond_dim %d",
               cfg.cond_dim);
   if (!rc) {
     rc = ltdi_model_create(&m, be, &cfg, sched, &layout, ways, dim);
-    if (rc) fail(err, errlen, rc, "cannot build the model: %s", ltdi_strerror(rc));
+    if (rc) ltdi_fail(err, errlen, rc, "cannot build the model: %s", ltdi_strerror(rc));
   }
   if (!rc) rc = parse_embedding(m, ltdi_st_meta(f, "embedding"), err, errlen);
   if (!rc) rc = parse_sampler(&m->sampler, ltdi_st_meta(f, "sampler"), err, errlen);
@@ -292,14 +282,14 @@ int ltdi_model_from_file(ltdi_model **out, ltdi_backend *be, const ltdi_st_file 
     char why[256] = "";
     int r = ltdi_st_get_f32(f, t.name, t.ndim, shape, &data, why, sizeof why);
     if (r == LTDI_ERR_NOT_FOUND)
-      rc = fail(err, errlen, LTDI_ERR_NOT_FOUND, "model file lacks the U-Net tensor '%s'", t.name);
+      rc = ltdi_fail(err, errlen, LTDI_ERR_NOT_FOUND, "model file lacks the U-Net tensor '%s'", t.name);
     else if (r)
-      rc = fail(err, errlen, LTDI_ERR_SHAPE, "U-Net tensor '%s' has the wrong dtype or shape: %s", t.name, why);
+      rc = ltdi_fail(err, errlen, LTDI_ERR_SHAPE, "U-Net tensor '%s' has the wrong dtype or shape: %s", t.name, why);
     else
       rc = be->upload(be, t.param, data, t.numel * sizeof(float));
   }
   if (!rc && !allow_extra_tensors && f->n_tensors != nt)
-    rc = fail(err, errlen, LTDI_ERR_FORMAT, "model file has %d tensors, the U-Net has %d (unknown extra tensors)",
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "model file has %d tensors, the U-Net has %d (unknown extra tensors)",
               f->n_tensors, nt);
   ltdi_layout_free(&layout);
   free(sched);
@@ -318,7 +308,7 @@ int ltdi_model_load(ltdi_model **out, ltdi_backend *be, const char *path, char *
   if (rc) return rc;
   char why[512] = "";
   rc = ltdi_model_from_file(out, be, f, 0, why, sizeof why);
-  if (rc) fail(err, errlen, rc, "%s: %s", path, why[0] ? why : ltdi_strerror(rc));
+  if (rc) ltdi_fail(err, errlen, rc, "%s: %s", path, why[0] ? why : ltdi_strerror(rc));
   ltdi_st_close(f);
   return rc;
 }

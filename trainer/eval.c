@@ -39,14 +39,6 @@ ltdi_eval_options ltdi_eval_options_default(void) {
   return o;
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-  if (!err || errlen == 0) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 /* ==== shared state of one run ============================================ */
 
 typedef struct eval_shared {
@@ -245,7 +237,7 @@ static int check_options(const ltdi_featurebank *bank, const ltdi_eval_options *
                          const ltdi_class_index *index, char *err, size_t errlen) {
   if (o->ways < 2 || o->shots < 1 || o->queries < 1 || o->episodes < 1 || o->threads < 1 ||
       o->threads > LTDI__EVAL_MAX_THREADS || o->hidden < 1) {
-    set_err(err, errlen,
+    (void)ltdi_fail(err, errlen, 0,
             "bad options: need ways >= 2, shots >= 1, queries >= 1, episodes >= 1, "
             "1 <= threads <= %d, hidden >= 1",
             LTDI__EVAL_MAX_THREADS);
@@ -259,7 +251,7 @@ static int check_options(const ltdi_featurebank *bank, const ltdi_eval_options *
     if (sz > largest) largest = sz;
   }
   if (usable < o->ways) {
-    set_err(err, errlen,
+    (void)ltdi_fail(err, errlen, 0,
             "%d-way %d-shot episodes with %d queries need %d classes of at least %d "
             "examples, but only %d of the %d classes have that many (class sizes %d..%d); "
             "lower --ways, --shots or --queries",
@@ -276,18 +268,18 @@ int ltdi_eval_run(const ltdi_featurebank *bank, const ltdi_eval_options *opt,
                   size_t errlen) {
   if (!bank || !opt || !methods || n_methods < 1 || !results || bank->n < 1 ||
       bank->dim < 1 || bank->views < 1 || !bank->x || !bank->labels) {
-    set_err(err, errlen, "invalid arguments to the evaluation");
+    (void)ltdi_fail(err, errlen, 0, "invalid arguments to the evaluation");
     return LTDI_ERR_INVALID_ARG;
   }
   for (int m = 0; m < n_methods; m++)
     if (!methods[m] || !methods[m]->classify) {
-      set_err(err, errlen, "method %d has no classify function", m);
+      (void)ltdi_fail(err, errlen, 0, "method %d has no classify function", m);
       return LTDI_ERR_INVALID_ARG;
     }
   ltdi_class_index index;
   int rc = ltdi_class_index_build(&index, bank->labels, bank->n, bank->n_classes);
   if (rc != 0) {
-    set_err(err, errlen, "cannot index the classes: %s", ltdi_strerror(rc));
+    (void)ltdi_fail(err, errlen, 0, "cannot index the classes: %s", ltdi_strerror(rc));
     return rc;
   }
   rc = check_options(bank, opt, &index, err, errlen);
@@ -310,7 +302,7 @@ int ltdi_eval_run(const ltdi_featurebank *bank, const ltdi_eval_options *opt,
   sh.running = calloc((size_t)n_methods, sizeof *sh.running);
   pthread_t *tids = calloc((size_t)opt->threads, sizeof *tids);
   if (!sh.acc || !sh.metric || !sh.seconds || !sh.running || !tids) {
-    set_err(err, errlen, "out of memory");
+    (void)ltdi_fail(err, errlen, 0, "out of memory");
     rc = LTDI_ERR_NOMEM;
     goto out;
   }

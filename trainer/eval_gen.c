@@ -15,14 +15,6 @@
 #include "trainer/eval_diffusion.h"
 #include "trainer/progress.h"
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-  if (!err || errlen == 0) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 /* ==== where generation runs =============================================== */
 
 /* With a GPU (ltdi_eval_gen_device_open), the workers generate on ONE shared
@@ -73,30 +65,30 @@ int ltdi_eval_model_check(const char *path, const int *ways, int n_ways, int dim
   char lerr[384] = "";
   int rc = ltdi_backend_cpu_create(&be, 1);
   if (rc) {
-    set_err(err, errlen, "cannot create a CPU backend: %s", ltdi_strerror(rc));
+    (void)ltdi_fail(err, errlen, 0, "cannot create a CPU backend: %s", ltdi_strerror(rc));
     return rc;
   }
   rc = ltdi_model_load(&m, be, path, lerr, sizeof lerr);
   if (rc) {
-    set_err(err, errlen, "%s: %s", path, lerr[0] ? lerr : ltdi_strerror(rc));
+    (void)ltdi_fail(err, errlen, 0, "%s: %s", path, lerr[0] ? lerr : ltdi_strerror(rc));
     goto out;
   }
   int d = 0, h = 0, nc = 0;
   if (ltdi_layout_head_dims(&m->layout, &d, &h, &nc) != 0) {
-    set_err(err, errlen, "%s generates a '%s' layout, not a classifier head", path,
+    (void)ltdi_fail(err, errlen, 0, "%s generates a '%s' layout, not a classifier head", path,
             m->layout.kind);
     rc = LTDI_ERR_FORMAT;
     goto out;
   }
   for (int i = 0; i < n_ways; i++)
     if (ways[i] != nc || ways[i] != m->ways) {
-      set_err(err, errlen, "%s generates %d-way heads; cannot evaluate %d-way episodes", path,
+      (void)ltdi_fail(err, errlen, 0, "%s generates %d-way heads; cannot evaluate %d-way episodes", path,
               nc, ways[i]);
       rc = LTDI_ERR_SHAPE;
       goto out;
     }
   if (dim > 0 && (d != dim || m->feat_dim != dim)) {
-    set_err(err, errlen, "%s takes %d-dim features; these are %d-dim", path, d, dim);
+    (void)ltdi_fail(err, errlen, 0, "%s takes %d-dim features; these are %d-dim", path, d, dim);
     rc = LTDI_ERR_SHAPE;
     goto out;
   }
@@ -121,7 +113,7 @@ int ltdi_eval_generation_timing(const char *path, uint64_t seed, ltdi_eval_gen_t
   int rc = shared ? 0 : ltdi_backend_cpu_create(&be, 1);
   if (!rc) rc = ltdi_model_load(&m, be, path, lerr, sizeof lerr);
   if (rc) {
-    set_err(err, errlen, "%s: %s", path, lerr[0] ? lerr : ltdi_strerror(rc));
+    (void)ltdi_fail(err, errlen, 0, "%s: %s", path, lerr[0] ? lerr : ltdi_strerror(rc));
     goto out;
   }
   const size_t dc = (size_t)m->ways * (size_t)m->feat_dim, P = m->layout.n_params;
@@ -134,7 +126,7 @@ int ltdi_eval_generation_timing(const char *path, uint64_t seed, ltdi_eval_gen_t
   if (!rc) rc = ltdi_gen_workspace_create(&ws1, m, be, 1, go.mode);
   if (!rc) rc = ltdi_gen_workspace_create(&ws64, m, be, BIG, go.mode);
   if (rc) {
-    set_err(err, errlen, "cannot set up generation: %s", ltdi_strerror(rc));
+    (void)ltdi_fail(err, errlen, 0, "cannot set up generation: %s", ltdi_strerror(rc));
     goto out;
   }
   /* Embeddings around the training statistics: raw c = mean + std · z. */
@@ -153,7 +145,7 @@ int ltdi_eval_generation_timing(const char *path, uint64_t seed, ltdi_eval_gen_t
   if (!rc) rc = ltdi_model_generate_with(ws64, cond, seeds, BIG, &go, heads, NULL);
   double t2 = ltdi_now_s();
   if (rc) {
-    set_err(err, errlen, "%s: generation failed: %s", path, ltdi_strerror(rc));
+    (void)ltdi_fail(err, errlen, 0, "%s: generation failed: %s", path, ltdi_strerror(rc));
     goto out;
   }
   out->batch1_ms = 1000.0 * (t1 - t0) / B1_CALLS;

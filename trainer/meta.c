@@ -42,16 +42,6 @@ void ltdi_meta_default(ltdi_meta_config *c) {
   c->device = LTDI_DEVICE_CPU; /* the reference; the command defaults to auto */
 }
 
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...) {
-  if (err && errlen) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-  }
-  return rc;
-}
-
 /* ---- data ----------------------------------------------------------------------- */
 
 int ltdi_meta_subsample(int L, int L_new, int *rows) {
@@ -95,16 +85,16 @@ int ltdi_meta_data_load(ltdi_meta_data *d, const char *path, int traj_len, float
   int ways = 0, in_dim = 0, hidden = 0;
   char why[256] = "";
   if (!fmt || strcmp(fmt, "ltdi-trajectories"))
-    rc = fail(err, errlen, LTDI_ERR_FORMAT, "%s: not a trajectories file (metadata format is not \"ltdi-trajectories\")", path);
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: not a trajectories file (metadata format is not \"ltdi-trajectories\")", path);
   else if (meta_int(f, "ways", &ways) || meta_int(f, "in_dim", &in_dim) || meta_int(f, "hidden", &hidden))
-    rc = fail(err, errlen, LTDI_ERR_FORMAT, "%s: metadata lacks integer ways, in_dim or hidden", path);
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: metadata lacks integer ways, in_dim or hidden", path);
   else if ((rc = ltdi_st_get_f32(f, "trajectories", 3, ts, &traj, why, sizeof why)) ||
            (rc = ltdi_st_get_f32(f, "embeddings", 2, es, &emb, why, sizeof why)))
-    fail(err, errlen, rc, "%s: %s", path, why);
+    ltdi_fail(err, errlen, rc, "%s: %s", path, why);
   else if ((rc = ltdi_layout_head(&d->layout, in_dim, hidden, ways)))
-    fail(err, errlen, rc, "%s: cannot build the head layout", path);
+    ltdi_fail(err, errlen, rc, "%s: cannot build the head layout", path);
   else if (ts[2] != (int64_t)d->layout.n_params || es[0] != ts[0] || es[1] != (int64_t)ways * in_dim || ts[1] < 2)
-    rc = fail(err, errlen, LTDI_ERR_SHAPE, "%s: trajectories [%lld,%lld,%lld] / embeddings [%lld,%lld] disagree with the head %d-%d-%d",
+    rc = ltdi_fail(err, errlen, LTDI_ERR_SHAPE, "%s: trajectories [%lld,%lld,%lld] / embeddings [%lld,%lld] disagree with the head %d-%d-%d",
               path, (long long)ts[0], (long long)ts[1], (long long)ts[2], (long long)es[0], (long long)es[1], in_dim, hidden, ways);
   if (rc) {
     ltdi_st_close(f);
@@ -122,7 +112,7 @@ int ltdi_meta_data_load(ltdi_meta_data *d, const char *path, int traj_len, float
   if (d->L > LTDI_SCHEDULE_MAX_L || ltdi_meta_subsample(d->file_L, d->L, rows)) {
     ltdi_st_close(f);
     ltdi_meta_data_free(d);
-    return fail(err, errlen, LTDI_ERR_INVALID_ARG, "trajectory length %d: must be 2..%d (the file's L)", traj_len, (int)ts[1]);
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "trajectory length %d: must be 2..%d (the file's L)", traj_len, (int)ts[1]);
   }
   const size_t P = (size_t)d->P, Dc = (size_t)ways * in_dim;
   d->traj = malloc((size_t)d->M * d->L * P * sizeof(float));

@@ -37,16 +37,6 @@ typedef struct trainer {
   int32_t *t;                /* (batch) */
 } trainer;
 
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...) {
-  if (err && errlen) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-  }
-  return rc;
-}
-
 /* dst = src on the backend (no device-to-device copy op: 0 + 1·x is exact). */
 static int dcopy(ltdi_backend *be, float *dst, const float *src, size_t n) {
   int rc = be->fill(be, dst, 0.0f, n);
@@ -288,12 +278,12 @@ int ltdi_meta_run(const ltdi_meta_config *c, const ltdi_meta_data *d, ltdi_meta_
   stats->val_mse = stats->baseline_mse = NAN;
   if (!c || !d || !c->out_path || c->batch < 1 || c->T < d->L - 1 || c->meta_batch < 1 ||
       c->inner_steps < 1 || d->n_train < 1 || (c->outer_steps < 1 && !(c->minutes > 0)))
-    return fail(err, errlen, LTDI_ERR_INVALID_ARG, "invalid meta-training options (need batch, meta-batch, inner steps >= 1, T >= L-1, steps or minutes > 0)");
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "invalid meta-training options (need batch, meta-batch, inner steps >= 1, T >= L-1, steps or minutes > 0)");
   ltdi_backend *be = NULL;
   char note[512] = "";
   int rc = ltdi_backend_open(c->device, c->threads > 0 ? c->threads : 1, &be, note, sizeof note);
   if (rc)
-    return fail(err, errlen, rc, "%s", note[0] ? note : "cannot create the backend");
+    return ltdi_fail(err, errlen, rc, "%s", note[0] ? note : "cannot create the backend");
   ltdi_cli_device_note(note); /* an auto fallback, said once */
   snprintf(stats->backend, sizeof stats->backend, "%s", be->name);
   trainer tr;
@@ -302,7 +292,7 @@ int ltdi_meta_run(const ltdi_meta_config *c, const ltdi_meta_data *d, ltdi_meta_
   identity(c, d, be, id, sizeof id);
   snprintf(ckpt, sizeof ckpt, "%s.ckpt", c->out_path);
   rc = trainer_init(&tr, c, d, be);
-  if (rc) fail(err, errlen, rc, "cannot set up the model: %s", ltdi_strerror(rc));
+  if (rc) ltdi_fail(err, errlen, rc, "cannot set up the model: %s", ltdi_strerror(rc));
   st.opt_m = malloc(tr.np * sizeof(float));
   st.opt_v = malloc(tr.np * sizeof(float));
   if (!rc && (!st.opt_m || !st.opt_v)) rc = LTDI_ERR_NOMEM;
@@ -341,7 +331,7 @@ int ltdi_meta_run(const ltdi_meta_config *c, const ltdi_meta_data *d, ltdi_meta_
     const int s = st.step;
     rc = train_step(&tr, s, st.total, &loss);
     if (rc) {
-      fail(err, errlen, rc, "training step %d failed: %s", s, ltdi_strerror(rc));
+      ltdi_fail(err, errlen, rc, "training step %d failed: %s", s, ltdi_strerror(rc));
       break;
     }
     st.loss[s] = loss;
@@ -367,7 +357,7 @@ int ltdi_meta_run(const ltdi_meta_config *c, const ltdi_meta_data *d, ltdi_meta_
     }
     if (st.step % ckpt_every == 0 && st.step < st.total) {
       rc = save_checkpoint(&tr, &st, ckpt, id);
-      if (rc) fail(err, errlen, rc, "cannot write the checkpoint %s: %s", ckpt, ltdi_strerror(rc));
+      if (rc) ltdi_fail(err, errlen, rc, "cannot write the checkpoint %s: %s", ckpt, ltdi_strerror(rc));
       if (!rc && c->csv_path) ltdi__meta_write_csv(c->csv_path, &st, samples_per_step(c));
     }
     if (c->stop_after > 0 && new_steps >= c->stop_after && st.step < st.total) {
@@ -378,7 +368,7 @@ int ltdi_meta_run(const ltdi_meta_config *c, const ltdi_meta_data *d, ltdi_meta_
   if (!rc && !stats->stopped) {
     double mse = NAN;
     rc = validate(&tr, &mse, &stats->proto_acc);
-    if (rc) fail(err, errlen, rc, "validation failed: %s", ltdi_strerror(rc));
+    if (rc) ltdi_fail(err, errlen, rc, "validation failed: %s", ltdi_strerror(rc));
     if (!rc && st.total > 0) st.val[st.total - 1] = (float)mse;
     stats->val_mse = mse;
     int nv = c->val_tasks > 0 && c->val_tasks < d->n_val ? c->val_tasks : d->n_val;
@@ -402,7 +392,7 @@ int ltdi_meta_run(const ltdi_meta_config *c, const ltdi_meta_data *d, ltdi_meta_
     if (!rc) rc = ltdi_model_set_info(tr.m, "trainer_version", "ltdi-train 0.1.0");
     if (!rc) {
       rc = ltdi_model_save(tr.m, c->out_path);
-      if (rc) fail(err, errlen, rc, "cannot write %s: %s", c->out_path, ltdi_strerror(rc));
+      if (rc) ltdi_fail(err, errlen, rc, "cannot write %s: %s", c->out_path, ltdi_strerror(rc));
     }
     if (!rc && c->csv_path && ltdi__meta_write_csv(c->csv_path, &st, samples_per_step(c)))
       fprintf(stderr, "meta: warning: cannot write %s\n", c->csv_path);

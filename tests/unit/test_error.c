@@ -62,3 +62,19 @@ Test(error, unknown_codes) {
     cr_assert_str_eq(ltdi_errname(unknown[i]), "LTDI_ERR_UNKNOWN", "code %d", unknown[i]);
   }
 }
+
+Test(error, fail_formats_the_reason_and_returns_the_code) {
+  char err[16];
+  cr_assert_eq(ltdi_fail(err, sizeof err, LTDI_ERR_FORMAT, "bad %s %d", "tensor", 7),
+               LTDI_ERR_FORMAT);
+  cr_assert_str_eq(err, "bad tensor 7");
+  /* Truncated to the buffer, always terminated. */
+  cr_assert_eq(ltdi_fail(err, sizeof err, LTDI_ERR_IO, "%s", "a reason much longer than 16"),
+               LTDI_ERR_IO);
+  cr_assert_eq(strlen(err), sizeof err - 1);
+  /* No buffer: only the code. */
+  cr_assert_eq(ltdi_fail(NULL, 0, LTDI_ERR_NOMEM, "x"), LTDI_ERR_NOMEM);
+  err[0] = 'z';
+  cr_assert_eq(ltdi_fail(err, 0, 0, "ignored"), 0);
+  cr_assert_eq(err[0], 'z');
+}
