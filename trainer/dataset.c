@@ -9,16 +9,6 @@
 #include "trainer/dataset.h"
 #include "trainer/image_util.h"
 
-int ltdi__fail(char *err, size_t errlen, int code, const char *fmt, ...) {
-  if (err && errlen) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-  }
-  return code;
-}
-
 void ltdi__free_names(char **names, int n) {
   if (!names) return;
   for (int i = 0; i < n; i++) free(names[i]);

@@ -23,7 +23,7 @@ static int check_finite(const float *x, size_t n, const char *path, const char *
                         char *err, size_t errlen) {
   for (size_t i = 0; i < n; i++)
     if (!isfinite(x[i]))
-      return ltdi__fail(err, errlen, LTDI_ERR_NONFINITE, "%s: tensor '%s' has a NaN/Inf at %zu",
+      return ltdi_fail(err, errlen, LTDI_ERR_NONFINITE, "%s: tensor '%s' has a NaN/Inf at %zu",
                         path, name, i);
   return 0;
 }
@@ -36,21 +36,21 @@ static int cmp_tensor_name(const void *a, const void *b) {
 static int load_per_class(const ltdi_st_file *f, const char *path, ltdi_featureset *out,
                           char *err, size_t errlen) {
   int C = f->n_tensors;
-  if (C == 0) return ltdi__fail(err, errlen, LTDI_ERR_FORMAT, "%s: no tensors", path);
+  if (C == 0) return ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: no tensors", path);
   const ltdi_st_tensor **t = malloc((size_t)C * sizeof *t);
-  if (!t) return ltdi__fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
+  if (!t) return ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
   for (int i = 0; i < C; i++) t[i] = &f->tensors[i];
   qsort(t, (size_t)C, sizeof *t, cmp_tensor_name);
   int rc = 0;
   int64_t n = 0, d = -1;
   for (int i = 0; i < C && !rc; i++) {
     if (t[i]->dtype != LTDI_DTYPE_F32 || t[i]->ndim != 2)
-      rc = ltdi__fail(err, errlen, LTDI_ERR_FORMAT, "%s: class tensor '%s' must be F32 [n, d]",
+      rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: class tensor '%s' must be F32 [n, d]",
                       path, t[i]->name);
     else if (t[i]->shape[0] == 0)
-      rc = ltdi__fail(err, errlen, LTDI_ERR_FORMAT, "%s: class '%s' is empty", path, t[i]->name);
+      rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: class '%s' is empty", path, t[i]->name);
     else if (d >= 0 && t[i]->shape[1] != d)
-      rc = ltdi__fail(err, errlen, LTDI_ERR_SHAPE, "%s: class '%s' has dim %lld, others %lld", path,
+      rc = ltdi_fail(err, errlen, LTDI_ERR_SHAPE, "%s: class '%s' has dim %lld, others %lld", path,
                       t[i]->name, (long long)t[i]->shape[1], (long long)d);
     else {
       d = t[i]->shape[1];
@@ -59,13 +59,13 @@ static int load_per_class(const ltdi_st_file *f, const char *path, ltdi_features
     }
   }
   if (!rc && (d <= 0 || n > INT32_MAX || d > INT32_MAX))
-    rc = ltdi__fail(err, errlen, LTDI_ERR_SHAPE, "%s: bad feature dims", path);
+    rc = ltdi_fail(err, errlen, LTDI_ERR_SHAPE, "%s: bad feature dims", path);
   if (!rc) {
     out->x = malloc((size_t)n * (size_t)d * sizeof *out->x);
     out->labels = malloc((size_t)n * sizeof *out->labels);
     out->class_names = calloc((size_t)C, sizeof *out->class_names);
     if (!out->x || !out->labels || !out->class_names)
-      rc = ltdi__fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
+      rc = ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
   }
   size_t row = 0;
   for (int c = 0; c < C && !rc; c++) {
@@ -73,7 +73,7 @@ static int load_per_class(const ltdi_st_file *f, const char *path, ltdi_features
     for (int64_t i = 0; i < t[c]->shape[0]; i++) out->labels[row++] = c;
     out->n_classes = c + 1;
     if (!(out->class_names[c] = strdup(t[c]->name)))
-      rc = ltdi__fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
+      rc = ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
   }
   free(t);
   if (!rc) {
@@ -87,14 +87,14 @@ static int load_per_class(const ltdi_st_file *f, const char *path, ltdi_features
 static int load_flat(const ltdi_st_file *f, const char *path, ltdi_featureset *out, char *err,
                      size_t errlen) {
   const ltdi_st_tensor *tf = ltdi_st_find(f, "features"), *tl = ltdi_st_find(f, "labels");
-  if (!tl) return ltdi__fail(err, errlen, LTDI_ERR_FORMAT, "%s: 'features' without 'labels'", path);
+  if (!tl) return ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: 'features' without 'labels'", path);
   if (tf->dtype != LTDI_DTYPE_F32 || tf->ndim != 2 || tf->shape[0] <= 0 || tf->shape[1] <= 0 ||
       tf->shape[0] > INT32_MAX || tf->shape[1] > INT32_MAX)
-    return ltdi__fail(err, errlen, LTDI_ERR_FORMAT, "%s: 'features' must be F32 [n, d], n, d > 0", path);
+    return ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: 'features' must be F32 [n, d], n, d > 0", path);
   if ((tl->dtype != LTDI_DTYPE_I32 && tl->dtype != LTDI_DTYPE_I64) || tl->ndim != 1)
-    return ltdi__fail(err, errlen, LTDI_ERR_FORMAT, "%s: 'labels' must be I32 or I64 [n]", path);
+    return ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: 'labels' must be I32 or I64 [n]", path);
   if (tl->shape[0] != tf->shape[0])
-    return ltdi__fail(err, errlen, LTDI_ERR_SHAPE, "%s: %lld labels for %lld feature rows", path,
+    return ltdi_fail(err, errlen, LTDI_ERR_SHAPE, "%s: %lld labels for %lld feature rows", path,
                       (long long)tl->shape[0], (long long)tf->shape[0]);
   int rc = check_finite(tf->data, (size_t)tf->numel, path, "features", err, errlen);
   if (rc) return rc;
@@ -105,18 +105,18 @@ static int load_flat(const ltdi_st_file *f, const char *path, ltdi_featureset *o
     names = json_loads(meta, 0, NULL);
     if (!json_is_array(names) || json_array_size(names) == 0) {
       json_decref(names);
-      return ltdi__fail(err, errlen, LTDI_ERR_FORMAT, "%s: metadata class_names is not a JSON list", path);
+      return ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: metadata class_names is not a JSON list", path);
     }
   }
   out->labels = malloc((size_t)n * sizeof *out->labels);
-  if (!out->labels) rc = ltdi__fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
+  if (!out->labels) rc = ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
   int64_t max_label = -1;
   int64_t limit = names ? (int64_t)json_array_size(names) : INT32_MAX;
   for (int i = 0; i < n && !rc; i++) {
     int64_t v = tl->dtype == LTDI_DTYPE_I32 ? ((const int32_t *)tl->data)[i]
                                             : ((const int64_t *)tl->data)[i];
     if (v < 0 || v >= limit)
-      rc = ltdi__fail(err, errlen, LTDI_ERR_FORMAT, "%s: label %lld at row %d out of range", path,
+      rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: label %lld at row %d out of range", path,
                       (long long)v, i);
     else {
       out->labels[i] = (int32_t)v;
@@ -125,15 +125,15 @@ static int load_flat(const ltdi_st_file *f, const char *path, ltdi_featureset *o
   }
   int C = names ? (int)json_array_size(names) : (int)max_label + 1;
   int *count = rc ? NULL : calloc((size_t)C, sizeof *count);
-  if (!rc && !count) rc = ltdi__fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
+  if (!rc && !count) rc = ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
   for (int i = 0; i < n && !rc; i++) count[out->labels[i]]++;
   for (int c = 0; c < C && !rc; c++)
-    if (!count[c]) rc = ltdi__fail(err, errlen, LTDI_ERR_FORMAT, "%s: class %d has no examples", path, c);
+    if (!count[c]) rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: class %d has no examples", path, c);
   free(count);
   if (!rc) {
     out->x = malloc((size_t)n * (size_t)d * sizeof *out->x);
     out->class_names = calloc((size_t)C, sizeof *out->class_names);
-    if (!out->x || !out->class_names) rc = ltdi__fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
+    if (!out->x || !out->class_names) rc = ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
     else memcpy(out->x, tf->data, (size_t)n * (size_t)d * sizeof(float));
   }
   for (int c = 0; c < C && !rc; c++) {
@@ -141,14 +141,14 @@ static int load_flat(const ltdi_st_file *f, const char *path, ltdi_featureset *o
     const char *s = NULL;
     if (names) {
       s = json_string_value(json_array_get(names, (size_t)c));
-      if (!s) rc = ltdi__fail(err, errlen, LTDI_ERR_FORMAT, "%s: class_names[%d] is not a string", path, c);
+      if (!s) rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: class_names[%d] is not a string", path, c);
     } else {
       snprintf(buf, sizeof buf, "class_%d", c);
       s = buf;
     }
     out->n_classes = c + 1;
     if (!rc && !(out->class_names[c] = strdup(s)))
-      rc = ltdi__fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
+      rc = ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
   }
   json_decref(names);
   if (!rc) {

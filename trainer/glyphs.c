@@ -270,25 +270,25 @@ static int write_split(const char *out_dir, int split, kept_class *kept, int n_k
   json_object_set_new(split_json, "classes", arr);
   json_object_set_new(split_json, "scripts", scripts);
   snprintf(path, sizeof path, "%s/%s", out_dir, ltdi_glyph_split_names[split]);
-  if (mkdir_p(path)) return ltdi__fail(err, errlen, LTDI_ERR_IO, "%s: cannot create", path);
+  if (mkdir_p(path)) return ltdi_fail(err, errlen, LTDI_ERR_IO, "%s: cannot create", path);
   int last_script = -1;
   for (int i = 0; i < n_kept; i++) {
     const ltdi__glyph_class *c = &classes[kept[i].letter];
     int script = ltdi_letters_script(kept[i].letter);
     snprintf(path, sizeof path, "%s/%s/%s", out_dir, ltdi_glyph_split_names[split], kept[i].name);
-    if (mkdir_p(path)) return ltdi__fail(err, errlen, LTDI_ERR_IO, "%s: cannot create", path);
+    if (mkdir_p(path)) return ltdi_fail(err, errlen, LTDI_ERR_IO, "%s: cannot create", path);
     json_t *font_ids = json_array();
     for (int k = 0; k < c->n; k++) {
       char file[4200];
       snprintf(file, sizeof file, "%s/%d.png", path, k);
       if (ltdi_png_write_grey(file, c->bitmaps + (size_t)k * (size_t)npix, size, size)) {
         json_decref(font_ids);
-        return ltdi__fail(err, errlen, LTDI_ERR_IO, "%s: cannot write", file);
+        return ltdi_fail(err, errlen, LTDI_ERR_IO, "%s: cannot write", file);
       }
       int32_t job = c->jobs[k];
       if (face_index[job] < 0) {
         char *label = face_label(fonts, &jobs[job], faces_in_file[jobs[job].font]);
-        if (!label) return ltdi__fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
+        if (!label) return ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
         face_index[job] = (int32_t)json_array_size(fonts_json);
         json_array_append_new(fonts_json, json_string(label));
         free(label);
@@ -333,10 +333,10 @@ int ltdi_glyphs_build(const ltdi_glyphs_options *opt, ltdi_glyphs_summary *sum, 
   double t0 = ltdi_now_s();
   if (!opt || !opt->out_dir || opt->size < 8 || opt->size > 256 || opt->n_threads < 1 ||
       opt->n_threads > 256)
-    return ltdi__fail(err, errlen, LTDI_ERR_INVALID_ARG, "glyphs: bad options");
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "glyphs: bad options");
   int min_instances = opt->min_instances > 0 ? opt->min_instances : opt->small ? 5 : 20;
   if (!dir_is_empty(opt->out_dir))
-    return ltdi__fail(err, errlen, LTDI_ERR_EXISTS, "%s: output directory is not empty", opt->out_dir);
+    return ltdi_fail(err, errlen, LTDI_ERR_EXISTS, "%s: output directory is not empty", opt->out_dir);
   int T = opt->n_threads, size = opt->size, npix = size * size, n_letters = ltdi_letters_count();
   int rc = 0, n_jobs = 0, n_kept = 0;
   ltdi__font_list fonts = {0};
@@ -351,26 +351,26 @@ int ltdi_glyphs_build(const ltdi_glyphs_options *opt, ltdi_glyphs_summary *sum, 
   uint8_t *keep = NULL;
   json_t *manifest = NULL;
   if (!libs || !classes || !mean) {
-    rc = ltdi__fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
+    rc = ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
     goto done;
   }
   for (int t = 0; t < T; t++)
     if (FT_Init_FreeType(&libs[t])) {
-      rc = ltdi__fail(err, errlen, LTDI_ERR_IO, "cannot initialise FreeType");
+      rc = ltdi_fail(err, errlen, LTDI_ERR_IO, "cannot initialise FreeType");
       goto done;
     }
   if ((rc = ltdi__glyph_fonts_find(opt, &fonts, err, errlen))) goto done;
   sum->n_font_files = fonts.n;
   faces_in_file = calloc((size_t)fonts.n, sizeof *faces_in_file);
   if (!faces_in_file) {
-    rc = ltdi__fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
+    rc = ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
     goto done;
   }
   for (int f = 0; f < fonts.n; f++) n_jobs += faces_in_file[f] = ltdi__glyph_count_faces(libs[0], fonts.paths[f]);
   jobs = malloc(((size_t)n_jobs + 1) * sizeof *jobs);
   face_index = malloc(((size_t)n_jobs + 1) * sizeof *face_index);
   if (!jobs || !face_index) {
-    rc = ltdi__fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
+    rc = ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
     goto done;
   }
   for (int f = 0, j = 0; f < fonts.n; f++)
@@ -410,7 +410,7 @@ int ltdi_glyphs_build(const ltdi_glyphs_options *opt, ltdi_glyphs_summary *sum, 
     if (opt->progress) ltdi_progress_update(&prog, b1, NULL);
   }
   if (rc) {
-    ltdi__fail(err, errlen, rc, "rendering failed: %s", ltdi_strerror(rc));
+    ltdi_fail(err, errlen, rc, "rendering failed: %s", ltdi_strerror(rc));
     goto done;
   }
   if (opt->progress) ltdi_progress_finish(&prog, NULL);
@@ -419,7 +419,7 @@ int ltdi_glyphs_build(const ltdi_glyphs_options *opt, ltdi_glyphs_summary *sum, 
 
   /* Filter, keep the classes with enough instances. */
   if ((rc = ltdi__glyph_drop_cross_class(classes, n_letters, npix, &sum->dropped_placeholder))) {
-    ltdi__fail(err, errlen, rc, "out of memory");
+    ltdi_fail(err, errlen, rc, "out of memory");
     goto done;
   }
   int largest = 1;
@@ -432,7 +432,7 @@ int ltdi_glyphs_build(const ltdi_glyphs_options *opt, ltdi_glyphs_summary *sum, 
   if (!keep || !kept || !script_count || !split_of) {
     free(script_count);
     free(split_of);
-    rc = ltdi__fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
+    rc = ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
     goto done;
   }
   for (int l = 0; l < n_letters; l++) {
@@ -451,7 +451,7 @@ int ltdi_glyphs_build(const ltdi_glyphs_options *opt, ltdi_glyphs_summary *sum, 
   free(script_count);
   if (rc) {
     free(split_of);
-    ltdi__fail(err, errlen, rc, "out of memory");
+    ltdi_fail(err, errlen, rc, "out of memory");
     goto done;
   }
   qsort(kept, (size_t)n_kept, sizeof *kept, cmp_kept);
@@ -459,7 +459,7 @@ int ltdi_glyphs_build(const ltdi_glyphs_options *opt, ltdi_glyphs_summary *sum, 
   /* Write the tree and the manifest. */
   if (mkdir_p(opt->out_dir)) {
     free(split_of);
-    rc = ltdi__fail(err, errlen, LTDI_ERR_IO, "%s: cannot create", opt->out_dir);
+    rc = ltdi_fail(err, errlen, LTDI_ERR_IO, "%s: cannot create", opt->out_dir);
     goto done;
   }
   manifest = json_object();
@@ -482,7 +482,7 @@ int ltdi_glyphs_build(const ltdi_glyphs_options *opt, ltdi_glyphs_summary *sum, 
                      jobs, faces_in_file, split_json, sum, opt->progress ? &prog : NULL, &written,
                      err, errlen);
   }
-  if (!sel && !rc) rc = ltdi__fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
+  if (!sel && !rc) rc = ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
   free(sel);
   free(split_of);
   if (rc) goto done;
@@ -503,7 +503,7 @@ int ltdi_glyphs_build(const ltdi_glyphs_options *opt, ltdi_glyphs_summary *sum, 
   char mpath[4200];
   snprintf(mpath, sizeof mpath, "%s/manifest.json", opt->out_dir);
   if (json_dump_file(manifest, mpath, JSON_INDENT(1) | JSON_PRESERVE_ORDER))
-    rc = ltdi__fail(err, errlen, LTDI_ERR_IO, "%s: cannot write", mpath);
+    rc = ltdi_fail(err, errlen, LTDI_ERR_IO, "%s: cannot write", mpath);
 done:
   json_decref(manifest);
   if (libs)

@@ -106,7 +106,7 @@ int ltdi__glyph_fonts_find(const ltdi_glyphs_options *opt, ltdi__font_list *out,
     for (int i = 0; i < opt->n_font_dirs && !rc; i++) {
       struct stat st;
       if (stat(opt->font_dirs[i], &st) != 0 || !S_ISDIR(st.st_mode))
-        rc = ltdi__fail(err, errlen, LTDI_ERR_NOT_FOUND, "%s: not a directory", opt->font_dirs[i]);
+        rc = ltdi_fail(err, errlen, LTDI_ERR_NOT_FOUND, "%s: not a directory", opt->font_dirs[i]);
       else rc = walk(opt->font_dirs[i], &all, 0);
     }
   } else if (opt->small && (pkg = fopen(NOTO_CORE_LIST, "r"))) {
@@ -134,7 +134,7 @@ int ltdi__glyph_fonts_find(const ltdi_glyphs_options *opt, ltdi__font_list *out,
   if (rc) {
     for (int i = 0; i < all.n; i++) free(all.v[i]);
     free(all.v);
-    return rc == LTDI_ERR_NOMEM ? ltdi__fail(err, errlen, rc, "out of memory") : rc;
+    return rc == LTDI_ERR_NOMEM ? ltdi_fail(err, errlen, rc, "out of memory") : rc;
   }
   if (all.n > 1) qsort(all.v, (size_t)all.n, sizeof *all.v, cmp_str);
   int k = 0; /* drop duplicates (symlinks to one file) */
@@ -146,7 +146,7 @@ int ltdi__glyph_fonts_find(const ltdi_glyphs_options *opt, ltdi__font_list *out,
   out->n = k;
   if (k == 0) {
     ltdi__glyph_fonts_free(out);
-    return ltdi__fail(err, errlen, LTDI_ERR_NOT_FOUND, "no font files (.ttf/.otf/.ttc) found");
+    return ltdi_fail(err, errlen, LTDI_ERR_NOT_FOUND, "no font files (.ttf/.otf/.ttc) found");
   }
   return 0;
 }

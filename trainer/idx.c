@@ -28,9 +28,9 @@ static int read_header(gzFile g, const char *path, int ndim, uint32_t *dims, cha
   uint8_t head[4 + 4 * 3];
   int need = 4 + 4 * ndim;
   if (gzread(g, head, (unsigned)need) != need)
-    return ltdi__fail(err, errlen, LTDI_ERR_TRUNCATED, "%s: IDX header is truncated", path);
+    return ltdi_fail(err, errlen, LTDI_ERR_TRUNCATED, "%s: IDX header is truncated", path);
   if (head[0] != 0 || head[1] != 0 || head[2] != 0x08 || head[3] != ndim)
-    return ltdi__fail(err, errlen, LTDI_ERR_FORMAT,
+    return ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
                       "%s: bad IDX magic %02x%02x%02x%02x (want 000008%02x: ubyte, %d dims)",
                       path, head[0], head[1], head[2], head[3], ndim, ndim);
   for (int i = 0; i < ndim; i++) {
@@ -51,11 +51,11 @@ static int read_body(gzFile g, const char *path, uint8_t *dst, size_t n, char *e
     got += (size_t)r;
   }
   if (got != n)
-    return ltdi__fail(err, errlen, LTDI_ERR_TRUNCATED, "%s: IDX data is truncated (%zu of %zu bytes)",
+    return ltdi_fail(err, errlen, LTDI_ERR_TRUNCATED, "%s: IDX data is truncated (%zu of %zu bytes)",
                       path, got, n);
   uint8_t extra;
   if (gzread(g, &extra, 1) != 0)
-    return ltdi__fail(err, errlen, LTDI_ERR_FORMAT, "%s: trailing bytes after IDX data", path);
+    return ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: trailing bytes after IDX data", path);
   return 0;
 }
 
@@ -63,22 +63,22 @@ int ltdi_idx_load(const char *images_path, const char *labels_path, int height, 
                   ltdi_imageset *out, char *err, size_t errlen) {
   memset(out, 0, sizeof *out);
   if (!images_path || !labels_path || height <= 0 || width <= 0)
-    return ltdi__fail(err, errlen, LTDI_ERR_INVALID_ARG, "idx: bad arguments");
-  uint32_t idims[3], ldims[1];
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "idx: bad arguments");
+  uint32_t idims[3] = {0}, ldims[1] = {0};
   uint8_t *raw = NULL, *lab = NULL;
   gzFile gi = gzopen(images_path, "rb"), gl = NULL;
   int rc = 0;
-  if (!gi) rc = ltdi__fail(err, errlen, LTDI_ERR_IO, "%s: cannot open", images_path);
+  if (!gi) rc = ltdi_fail(err, errlen, LTDI_ERR_IO, "%s: cannot open", images_path);
   if (!rc) rc = read_header(gi, images_path, 3, idims, err, errlen);
   if (!rc && (idims[0] == 0 || idims[0] > IDX_MAX_N || idims[1] == 0 || idims[2] == 0 ||
               idims[1] > IDX_MAX_SIDE || idims[2] > IDX_MAX_SIDE))
-    rc = ltdi__fail(err, errlen, LTDI_ERR_FORMAT, "%s: implausible IDX dims %u x %u x %u",
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: implausible IDX dims %u x %u x %u",
                     images_path, idims[0], idims[1], idims[2]);
   if (!rc && !(gl = gzopen(labels_path, "rb")))
-    rc = ltdi__fail(err, errlen, LTDI_ERR_IO, "%s: cannot open", labels_path);
+    rc = ltdi_fail(err, errlen, LTDI_ERR_IO, "%s: cannot open", labels_path);
   if (!rc) rc = read_header(gl, labels_path, 1, ldims, err, errlen);
   if (!rc && ldims[0] != idims[0])
-    rc = ltdi__fail(err, errlen, LTDI_ERR_SHAPE, "%s: %u labels for %u images in %s",
+    rc = ltdi_fail(err, errlen, LTDI_ERR_SHAPE, "%s: %u labels for %u images in %s",
                     labels_path, ldims[0], idims[0], images_path);
   size_t n = rc ? 0 : idims[0], src_bytes = rc ? 0 : (size_t)idims[1] * idims[2];
   if (!rc) {
@@ -87,7 +87,7 @@ int ltdi_idx_load(const char *images_path, const char *labels_path, int height, 
     out->pixels = malloc(n * (size_t)height * (size_t)width);
     out->labels = malloc(n * sizeof *out->labels);
     if (!raw || !lab || !out->pixels || !out->labels)
-      rc = ltdi__fail(err, errlen, LTDI_ERR_NOMEM, "%s: out of memory", images_path);
+      rc = ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "%s: out of memory", images_path);
   }
   if (!rc) rc = read_body(gi, images_path, raw, n * src_bytes, err, errlen);
   if (!rc) rc = read_body(gl, labels_path, lab, n, err, errlen);
@@ -98,23 +98,23 @@ int ltdi_idx_load(const char *images_path, const char *labels_path, int height, 
   }
   for (int c = 0; !rc && c <= max_label; c++)
     if (!count[c])
-      rc = ltdi__fail(err, errlen, LTDI_ERR_FORMAT, "%s: label %d has no examples (labels must be 0..%d)",
+      rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: label %d has no examples (labels must be 0..%d)",
                       labels_path, c, max_label);
   for (size_t i = 0; !rc && i < n; i++) {
     rc = ltdi__resize_grey(out->pixels + i * (size_t)height * (size_t)width, height, width,
                            raw + i * src_bytes, (int)idims[1], (int)idims[2]);
-    if (rc) ltdi__fail(err, errlen, rc, "%s: cannot resize", images_path);
+    if (rc) ltdi_fail(err, errlen, rc, "%s: cannot resize", images_path);
     out->labels[i] = lab[i];
   }
   if (!rc) {
     out->class_names = calloc((size_t)max_label + 1, sizeof *out->class_names);
-    if (!out->class_names) rc = ltdi__fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
+    if (!out->class_names) rc = ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
     for (int c = 0; !rc && c <= max_label; c++) {
       char name[32];
       snprintf(name, sizeof name, "class_%d", c);
       out->n_classes = c + 1;
       if (!(out->class_names[c] = strdup(name)))
-        rc = ltdi__fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
+        rc = ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
     }
   }
   if (gi) gzclose(gi);

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/error.h" /* ltdi_fail */
+
 /* Resamples a grey image src (sh, sw) into dst (dh, dw). Each axis is
  * filtered separately: area averaging where it shrinks (no aliasing of thin
  * strokes), bilinear interpolation where it grows. Returns 0 or
@@ -13,12 +15,6 @@
 int ltdi__resize_grey(uint8_t *dst /* (dh, dw) */, int dh, int dw,
                       const uint8_t *src /* (sh, sw) */, int sh, int sw);
 
-/* Formats into err (if non-NULL) like snprintf; returns `code`. */
-int ltdi__fail(char *err, size_t errlen, int code, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 4, 5)))
-#endif
-    ;
 
 /* Frees an array of n strings and the array. */
 void ltdi__free_names(char **names, int n);

@@ -54,7 +54,7 @@ static int has_png_ext(const char *name) {
 /* Sorted entries of `dir`: sub-directories when want_dirs, else .png files. */
 static int list_dir(const char *dir, int want_dirs, name_list *out, char *err, size_t errlen) {
   DIR *d = opendir(dir);
-  if (!d) return ltdi__fail(err, errlen, LTDI_ERR_IO, "%s: cannot open directory", dir);
+  if (!d) return ltdi_fail(err, errlen, LTDI_ERR_IO, "%s: cannot open directory", dir);
   struct dirent *e;
   int rc = 0;
   while (!rc && (e = readdir(d))) {
@@ -73,7 +73,7 @@ static int list_dir(const char *dir, int want_dirs, name_list *out, char *err, s
     free(full);
   }
   closedir(d);
-  if (rc) return ltdi__fail(err, errlen, rc, "%s: out of memory", dir);
+  if (rc) return ltdi_fail(err, errlen, rc, "%s: out of memory", dir);
   if (out->n > 1) qsort(out->items, (size_t)out->n, sizeof *out->items, cmp_str);
   return 0;
 }
@@ -97,13 +97,13 @@ int ltdi_imagefolder_load(const char *root, int height, int width, int invert_li
                           ltdi_imageset *out, char *err, size_t errlen) {
   memset(out, 0, sizeof *out);
   if (!root || height <= 0 || width <= 0)
-    return ltdi__fail(err, errlen, LTDI_ERR_INVALID_ARG, "imagefolder: bad arguments");
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "imagefolder: bad arguments");
   name_list classes = {0};
   int rc = list_dir(root, 1, &classes, err, errlen);
   if (rc) return rc;
   if (classes.n == 0) {
     ltdi__free_names(classes.items, classes.n);
-    return ltdi__fail(err, errlen, LTDI_ERR_NOT_FOUND, "%s: no class directories", root);
+    return ltdi_fail(err, errlen, LTDI_ERR_NOT_FOUND, "%s: no class directories", root);
   }
   size_t img_bytes = (size_t)height * (size_t)width;
   size_t cap = 0;
@@ -111,18 +111,18 @@ int ltdi_imagefolder_load(const char *root, int height, int width, int invert_li
     char *cdir = path_join(root, classes.items[c]);
     name_list files = {0};
     if (!cdir) {
-      rc = ltdi__fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
+      rc = ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
       break;
     }
     rc = list_dir(cdir, 0, &files, err, errlen);
     if (!rc && files.n == 0)
-      rc = ltdi__fail(err, errlen, LTDI_ERR_NOT_FOUND, "%s: empty class (no .png images)", cdir);
+      rc = ltdi_fail(err, errlen, LTDI_ERR_NOT_FOUND, "%s: empty class (no .png images)", cdir);
     for (int i = 0; i < files.n && !rc; i++) {
       char *path = path_join(cdir, files.items[i]);
       uint8_t *src = NULL;
       int sh = 0, sw = 0;
       if (!path) {
-        rc = ltdi__fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
+        rc = ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
         break;
       }
       rc = ltdi_png_read_grey(path, &src, &sh, &sw, err, errlen);
@@ -132,13 +132,13 @@ int ltdi_imagefolder_load(const char *root, int height, int width, int invert_li
         int32_t *l = p ? realloc(out->labels, ncap * sizeof *l) : NULL;
         if (p) out->pixels = p;
         if (l) out->labels = l;
-        if (!p || !l) rc = ltdi__fail(err, errlen, LTDI_ERR_NOMEM, "%s: out of memory", path);
+        if (!p || !l) rc = ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "%s: out of memory", path);
         else cap = ncap;
       }
       if (!rc) {
         uint8_t *dst = out->pixels + (size_t)out->n * img_bytes;
         rc = ltdi__resize_grey(dst, height, width, src, sh, sw);
-        if (rc) ltdi__fail(err, errlen, rc, "%s: cannot resize", path);
+        if (rc) ltdi_fail(err, errlen, rc, "%s: cannot resize", path);
         else {
           if (invert_light_background) maybe_invert(dst, height, width);
           out->labels[out->n++] = c;

@@ -66,11 +66,11 @@ int ltdi_png_read_grey(const char *path, uint8_t **pixels, int *height, int *wid
                        char *err, size_t errlen) {
   *pixels = NULL;
   FILE *f = fopen(path, "rb");
-  if (!f) return ltdi__fail(err, errlen, LTDI_ERR_IO, "%s: cannot open", path);
+  if (!f) return ltdi_fail(err, errlen, LTDI_ERR_IO, "%s: cannot open", path);
   uint8_t sig[8];
   if (fread(sig, 1, 8, f) != 8 || png_sig_cmp(sig, 0, 8)) {
     fclose(f);
-    return ltdi__fail(err, errlen, LTDI_ERR_FORMAT, "%s: not a PNG file", path);
+    return ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: not a PNG file", path);
   }
   png_ctx ctx = {{0}};
   png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &ctx, on_error, on_warning);
@@ -78,7 +78,7 @@ int ltdi_png_read_grey(const char *path, uint8_t **pixels, int *height, int *wid
   if (!png || !info) {
     png_destroy_read_struct(&png, NULL, NULL);
     fclose(f);
-    return ltdi__fail(err, errlen, LTDI_ERR_NOMEM, "%s: out of memory", path);
+    return ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "%s: out of memory", path);
   }
   /* Written between setjmp and a possible longjmp, hence volatile. */
   uint8_t *volatile buf = NULL;
@@ -88,7 +88,7 @@ int ltdi_png_read_grey(const char *path, uint8_t **pixels, int *height, int *wid
     free(rows);
     png_destroy_read_struct(&png, &info, NULL);
     fclose(f);
-    return ltdi__fail(err, errlen, LTDI_ERR_FORMAT, "%s: corrupt PNG (%s)", path, ctx.msg);
+    return ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: corrupt PNG (%s)", path, ctx.msg);
   }
   png_init_io(png, f);
   png_set_sig_bytes(png, 8);
