@@ -66,8 +66,7 @@ static void task_id_of(const ltdi_served_model *sm, const ltdi_gen_request *r, c
   put_floats(&h, &o->sampler.eta, 1);
   /* How the pass ran decides the last bits: the backend and kernel, not the batch. */
   const char *tag = ltdi_compute_tag(sm->compute);
-  ltdi_sha256_update(&h, tag, strlen(tag) + 1);
-  (void)o->mode;
+  ltdi_sha256_update(&h, tag, strlen(tag) + 1); /* it implies o->mode */
   put_floats(&h, cond, Dc);
   if (r->samples > 1) { /* the choice among samples depends on the support set */
     put_u64(&h, (uint64_t)r->rows);

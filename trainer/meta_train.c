@@ -37,12 +37,6 @@ typedef struct trainer {
   int32_t *t;                /* (batch) */
 } trainer;
 
-/* dst = src on the backend (no device-to-device copy op: 0 + 1·x is exact). */
-static int dcopy(ltdi_backend *be, float *dst, const float *src, size_t n) {
-  int rc = be->fill(be, dst, 0.0f, n);
-  return rc ? rc : be->axpy(be, dst, src, 1.0f, n);
-}
-
 /* One forward/backward on `batch` samples built from traj (n_traj, L, P) whose
  * standardised embeddings sit in tr->cond_h; accumulates into the grads. */
 static int grad_step(trainer *tr, const float *traj, int n_traj, ltdi_rng *rng, float *loss) {
@@ -83,13 +77,13 @@ static int reptile_step(trainer *tr, int s, int total, ltdi_rng *rng, float *los
   float *params = ltdi_unet_params(tr->m->unet), *grads = ltdi_unet_grads(tr->m->unet);
   const size_t np = tr->np, P = (size_t)d->P, Dc = (size_t)d->ways * d->dim;
   double lsum = 0;
-  int rc = dcopy(be, tr->theta0, params, np);
+  int rc = be->copy(be, tr->theta0, params, np);
   if (!rc) rc = be->fill(be, tr->accum, 0.0f, np);
   for (int i = 0; !rc && i < c->meta_batch; i++) {
     int task = (int)ltdi_rng_below(rng, (uint32_t)d->n_train);
     for (int b = 0; b < c->batch; b++)
       ltdi_model_standardise_cond(tr->m, d->cond + (size_t)task * Dc, 1, tr->cond_h + b * Dc);
-    if (i > 0) rc = dcopy(be, params, tr->theta0, np);
+    if (i > 0) rc = be->copy(be, params, tr->theta0, np);
     if (!rc) rc = be->fill(be, tr->m_in, 0.0f, np);
     if (!rc) rc = be->fill(be, tr->v_in, 0.0f, np);
     for (int k = 0; !rc && k < c->inner_steps; k++) {
@@ -102,10 +96,9 @@ static int reptile_step(trainer *tr, int s, int total, ltdi_rng *rng, float *los
     if (!rc) rc = be->axpy(be, tr->accum, params, 1.0f, np);
   }
   /* g = θ0 − mean θ_i, then the outer optimiser from θ0. */
-  if (!rc) rc = be->fill(be, grads, 0.0f, np);
-  if (!rc) rc = be->axpy(be, grads, tr->theta0, 1.0f, np);
+  if (!rc) rc = be->copy(be, grads, tr->theta0, np);
   if (!rc) rc = be->axpy(be, grads, tr->accum, -1.0f / (float)c->meta_batch, np);
-  if (!rc) rc = dcopy(be, params, tr->theta0, np);
+  if (!rc) rc = be->copy(be, params, tr->theta0, np);
   float lr = c->anneal ? c->outer_lr * (1.0f - (float)s / (float)total) : c->outer_lr;
   if (!rc) {
     if (c->outer_opt == LTDI_OUTER_ADAM) {
