@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/error.h"
+#include "base/error.h"
 
 /* Rounds `n` up to a multiple of LTDI_ARENA_ALIGN; returns -1 on overflow. */
 static int round_up(size_t n, size_t *out) {

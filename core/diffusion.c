@@ -6,7 +6,7 @@
 #include <math.h>
 #include <stddef.h>
 
-#include "core/error.h"
+#include "base/error.h"
 
 int ltdi_diffusion_noise_at(const ltdi_schedule *s, const float *traj, long P, int t,
                             const float *eps, float *x_t, int *j_out) {

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/error.h"
+#include "base/error.h"
 
 static const char *const FORM_NAMES[] = {"subchain", "paper"};
 static const char *const SIGMA_NAMES[] = {"none", "beta", "posterior"};

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/error.h"
+#include "base/error.h"
 
 void ltdi_layout_init(ltdi_layout *l, const char *kind) {
   memset(l, 0, sizeof *l);

@@ -61,10 +61,10 @@ int ltdi_layout_add(ltdi_layout *l, const char *name, int ndim, const int64_t *s
 /* Index of the tensor called `name`, or LTDI_ERR_NOT_FOUND. */
 int ltdi_layout_find(const ltdi_layout *l, const char *name);
 
-/* The classifier head of trainer/head.h, in its order and with its init:
+/* The classifier head of trainer/prepare/head.h, in its order and with its init:
  * fc1.weight (h, d), fc1.bias (h), fc2.weight (N, h), fc2.bias (N); std of
  * both fc1 tensors 1/√d and of both fc2 tensors 1/√h (each layer's fan-in).
- * trainer/head.c must keep the same order; tests/unit/test_layout.c checks.
+ * trainer/prepare/head.c must keep the same order; tests/unit/test_layout.c checks.
  * `l` must be freshly initialised or freed; kind becomes "head". */
 int ltdi_layout_head(ltdi_layout *l, int in_dim, int hidden, int classes);
 

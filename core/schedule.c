@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/error.h"
+#include "base/error.h"
 
 /* The prototype's linear schedule at T = 20 (ARCHITECTURE.md, "Evidence"):
  * scaled-linear keeps its ratio β_1/β_T. */

@@ -8,7 +8,7 @@
  * own backward runs. The order below guarantees that. */
 #include <string.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "core/unet_internal.h"
 
 #define RC(expr)              \

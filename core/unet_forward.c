@@ -6,7 +6,7 @@
  * per call: B the batch, L_i the length at level i. */
 #include <string.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "core/unet_internal.h"
 
 #define RC(expr)            \

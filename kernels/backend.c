@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #ifdef LTDI_HAVE_CUDA
 #include "kernels/cuda/backend_cuda.h"
 #endif

@@ -13,7 +13,7 @@
  *    its gradient outputs, as llm.c does, so the caller zeroes them first and
  *    a tensor used twice gets both contributions. Any gradient pointer may be
  *    NULL when that gradient is not needed.
- *  - Every entry returns 0 or a negative code from core/error.h.
+ *  - Every entry returns 0 or a negative code from base/error.h.
  *  - A backend instance is NOT thread-safe (it owns scratch memory): give each
  *    thread its own instance. Results are bitwise reproducible for a fixed
  *    BLAS thread count; threaded OpenBLAS sgemm differs from single-threaded

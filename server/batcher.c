@@ -15,7 +15,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/error.h"
+#include "base/error.h"
 
 enum { JOB_QUEUED = 1, JOB_RUNNING, JOB_DONE, JOB_ABANDONED };
 

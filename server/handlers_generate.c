@@ -16,10 +16,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "core/safetensors.h"
 #include "server/server_internal.h"
-#include "server/sha256.h"
+#include "server/registry/sha256.h"
 
 static double now_ms(void) {
   struct timespec ts;

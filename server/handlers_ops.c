@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "server/server_internal.h"
 
 void ltdi__h_health(ltdi_server *s, const ltdi_req *rq, ltdi_resp *rs) {

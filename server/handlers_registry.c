@@ -11,9 +11,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "server/server_internal.h"
-#include "server/sha256.h"
+#include "server/registry/sha256.h"
 
 int64_t ltdi__parse_version(const char *txt) {
   if (!txt || !*txt || strlen(txt) > 18) return 0;

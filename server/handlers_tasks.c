@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "server/server_internal.h"
 
 static json_t *num_or_null(double x) { return isfinite(x) ? json_real(x) : json_null(); }

@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "server/server_internal.h"
 
 /* ---- routing table ---------------------------------------------------------- */

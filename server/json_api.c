@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/error.h"
+#include "base/error.h"
 
 int ltdi_api_fail(ltdi_api_error *e, int status, int rc, const char *fmt, ...) {
   e->status = status;

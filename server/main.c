@@ -9,7 +9,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "server/config.h"
 #include "server/server.h"
 

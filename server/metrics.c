@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/error.h"
+#include "base/error.h"
 
 #define MAX_ENDPOINTS 32
 #define MAX_COUNTERS 256

@@ -11,9 +11,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "server/server_internal.h"
-#include "server/sha256.h"
+#include "server/registry/sha256.h"
 
 /* The batcher's run function: the model's workers compute the pass. */
 static int run_batch(void *ctx, void *model, const float *cond, const uint64_t *seeds, int batch,

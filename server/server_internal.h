@@ -16,7 +16,7 @@
 #include "server/json_api.h"
 #include "server/metrics.h"
 #include "server/models.h"
-#include "server/registry.h"
+#include "server/registry/registry.h"
 #include "server/server.h"
 
 struct MHD_Daemon;

@@ -7,7 +7,7 @@
 #include <limits.h>
 #include <math.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "kernels/cpu/cpu_internal.h"
 
 /* ==== linear ============================================================ */

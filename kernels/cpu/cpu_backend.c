@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_internal.h"
 

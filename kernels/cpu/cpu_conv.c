@@ -15,7 +15,7 @@
  * gathered output stay within a few MiB of the backend's scratch buffer. */
 #include <string.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "kernels/cpu/cpu_internal.h"
 
 /* Floats of scratch one chunk may use (col + gathered output): 4 MiB keeps

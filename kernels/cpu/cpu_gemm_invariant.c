@@ -29,7 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "kernels/cpu/cpu_internal.h"
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))

@@ -11,7 +11,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "kernels/cpu/cpu_internal.h"
 
 static int dims_ok(int batch, int a, int b) { return batch > 0 && a > 0 && b > 0; }

@@ -9,7 +9,7 @@
  * instead of keeping a normalised copy of the activations. */
 #include <math.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "kernels/cpu/cpu_internal.h"
 
 static int dims_ok(int batch, int ch, int spatial) {

@@ -7,7 +7,7 @@
  * gradient and keeps v = momentum v + g without dampening. */
 #include <math.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "kernels/cpu/cpu_internal.h"
 
 int ltdi__cpu_adam_step(ltdi_backend *be, float *params, const float *grads, float *m,

@@ -25,7 +25,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "core/model.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_internal.h"

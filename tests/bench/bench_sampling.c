@@ -34,7 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "core/model.h"
 #include "core/rng.h"
 #include "kernels/backend.h"

@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "core/rng.h"
 #include "kernels/backend.h"
 #include "kernels/cuda/backend_cuda.h"

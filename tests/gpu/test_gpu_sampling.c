@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "core/model.h"
 #include "core/rng.h"
 #include "kernels/backend.h"

@@ -28,9 +28,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/error.h"
-#include "server/registry.h"
-#include "server/sha256.h"
+#include "base/error.h"
+#include "server/registry/registry.h"
+#include "server/registry/sha256.h"
 
 #define CRASH_MODELS 4
 #define CRASH_MAX_BLOB 100000

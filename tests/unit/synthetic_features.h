@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "core/rng.h"
-#include "trainer/dataset.h"
+#include "trainer/data/dataset.h"
 
 static void ltdi_test_write_clusters(const char *path, int classes, int per_class, int dim,
                                      uint64_t seed) {

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "core/arena.h"
-#include "core/error.h"
+#include "base/error.h"
 
 Test(arena, alignment_and_zeroing) {
   ltdi_arena a;

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "core/rng.h"
-#include "trainer/augment.h"
+#include "trainer/data/augment.h"
 
 enum { H = 28, W = 28 };
 

@@ -7,11 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "core/rng.h"
 #include "kernels/backend.h"
-#include "trainer/baselines.h"
-#include "trainer/head.h"
+#include "trainer/eval/baselines.h"
+#include "trainer/prepare/head.h"
 
 /* ==== nearest centroid =================================================== */
 

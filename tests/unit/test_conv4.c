@@ -10,12 +10,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
 #include "kernels/backend.h"
-#include "trainer/body.h"
-#include "trainer/conv4.h"
+#include "trainer/body/body.h"
+#include "trainer/body/conv4.h"
 
 static ltdi_backend *make_backend(void) {
   ltdi_backend *be = NULL;

@@ -14,9 +14,9 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "core/safetensors.h"
-#include "trainer/dataset.h"
+#include "trainer/data/dataset.h"
 
 static char tmpdir[256];
 

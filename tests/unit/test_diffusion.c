@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "core/diffusion.h"
-#include "core/error.h"
+#include "base/error.h"
 #include "core/rng.h"
 #include "core/schedule.h"
 

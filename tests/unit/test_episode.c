@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/error.h"
-#include "trainer/episode.h"
+#include "base/error.h"
+#include "trainer/data/episode.h"
 
 /* 12 classes; class c has 2 + c members, interleaved in the example order. */
 enum { C = 12 };

@@ -4,7 +4,7 @@
 #include <limits.h>
 #include <string.h>
 
-#include "core/error.h"
+#include "base/error.h"
 
 /* The codes and names as the table declares them, for comparison with what
  * ltdi_errname reports. */

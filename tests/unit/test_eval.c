@@ -12,13 +12,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "core/rng.h"
-#include "trainer/commands.h"
-#include "trainer/dataset.h"
-#include "trainer/eval.h"
-#include "trainer/featurebank.h"
-#include "trainer/stats.h"
+#include "trainer/cli/commands.h"
+#include "trainer/data/dataset.h"
+#include "trainer/eval/eval.h"
+#include "trainer/body/featurebank.h"
+#include "trainer/common/stats.h"
 #include "tests/unit/synthetic_features.h"
 
 /* ==== statistics ========================================================= */
@@ -271,7 +271,7 @@ Test(cmd_eval, lists_of_ways_and_shots_share_one_bank) {
 
 /* ==== images: --body + --data ============================================ */
 
-#include "trainer/conv4.h"
+#include "trainer/body/conv4.h"
 
 /* root/<split>/<class>/<i>.png for `classes` classes of `per` 28x28 images:
  * class c is a bright bar at row 3 + 3c (c < 7) with per-image jitter. */

@@ -1,5 +1,5 @@
 /* tests/unit/test_eval_diffusion.c — the diffusion rows of `ltdi-train eval`
- * (trainer/eval_diffusion.h) with small randomly initialised model files on
+ * (trainer/eval/eval_diffusion.h) with small randomly initialised model files on
  * a synthetic features file: the rows run on the same episodes as the
  * baselines (whose results do not change when the rows are added), 1 and 2
  * threads agree, refine with 0 steps is lt_di, the per-episode metric
@@ -14,17 +14,17 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "core/layout.h"
 #include "core/model.h"
 #include "core/rng.h"
 #include "core/schedule.h"
 #include "core/unet.h"
-#include "trainer/commands.h"
-#include "trainer/dataset.h"
-#include "trainer/eval.h"
-#include "trainer/eval_diffusion.h"
-#include "trainer/featurebank.h"
+#include "trainer/cli/commands.h"
+#include "trainer/data/dataset.h"
+#include "trainer/eval/eval.h"
+#include "trainer/eval/eval_diffusion.h"
+#include "trainer/body/featurebank.h"
 #include "tests/unit/synthetic_features.h"
 
 enum { SYN_CLASSES = 10, SYN_PER = 12, SYN_DIM = 16, WAYS = 5, HID = 8 };

@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "core/unet.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_internal.h"

@@ -13,10 +13,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/error.h"
-#include "trainer/dataset.h"
-#include "trainer/glyphs.h"
-#include "trainer/unicode_letters.h"
+#include "base/error.h"
+#include "trainer/data/dataset.h"
+#include "trainer/data/glyphs.h"
+#include "trainer/data/unicode_letters.h"
 
 Test(glyphs, unicode_table_known_points) {
   struct { uint32_t cp; const char *script; } yes[] = {

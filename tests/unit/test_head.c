@@ -9,8 +9,8 @@
 
 #include "core/rng.h"
 #include "kernels/backend.h"
-#include "trainer/head.h"
-#include "trainer/head_internal.h"
+#include "trainer/prepare/head.h"
+#include "trainer/prepare/head_internal.h"
 
 static ltdi_backend *be;
 

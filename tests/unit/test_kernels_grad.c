@@ -25,7 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "kernels/backend.h"
 
 #define GRAD_TOL 1e-2

@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "core/diffusion.h"
-#include "core/error.h"
+#include "base/error.h"
 #include "kernels/backend.h"
 
 /* ==== helpers =========================================================== */

@@ -1,5 +1,5 @@
 /* tests/unit/test_layout.c — the generated-weight layout: the head layout
- * agrees with trainer/head.h (order, offsets, sizes, names, init std) and
+ * agrees with trainer/prepare/head.h (order, offsets, sizes, names, init std) and
  * normalises its Gaussian init to N(0, I); PEFT LoRA names and shapes;
  * normalise/denormalise round trip; statistics fitting; JSON round trip and
  * rejection of inconsistent documents. */
@@ -8,10 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "core/layout.h"
 #include "core/rng.h"
-#include "trainer/head.h"
+#include "trainer/prepare/head.h"
 
 static ltdi_layout L;
 

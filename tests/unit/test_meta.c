@@ -1,4 +1,4 @@
-/* tests/unit/test_meta.c — meta-training (trainer/meta.h) on a tiny synthetic
+/* tests/unit/test_meta.c — meta-training (trainer/meta/meta.h) on a tiny synthetic
  * trajectories file: the loss goes down, REPTILE and multi-task both produce
  * a loadable model, a killed and resumed run ends bit-identical to an
  * uninterrupted one, a checkpoint from other options is refused, the U-Net
@@ -12,12 +12,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "core/layout.h"
 #include "core/model.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
-#include "trainer/meta.h"
+#include "trainer/meta/meta.h"
 
 #define M_TASKS 60
 #define WAYS 2

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "core/model.h"
 #include "core/rng.h"
 #include "core/safetensors.h"

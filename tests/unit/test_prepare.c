@@ -12,13 +12,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
-#include "trainer/dataset.h"
-#include "trainer/episode.h"
-#include "trainer/featurebank.h"
-#include "trainer/prepare.h"
+#include "trainer/data/dataset.h"
+#include "trainer/data/episode.h"
+#include "trainer/body/featurebank.h"
+#include "trainer/prepare/prepare.h"
 
 #define NCLASS 12
 #define PER 6
@@ -319,9 +319,9 @@ Test(prepare, journal_of_other_options_is_refused, .init = setup, .fini = teardo
 
 /* ---- the image path of the feature bank ---------------------------------- */
 
-#include "trainer/augment.h"
-#include "trainer/conv4.h"
-#include "trainer/featurebank_internal.h"
+#include "trainer/data/augment.h"
+#include "trainer/body/conv4.h"
+#include "trainer/body/featurebank_internal.h"
 
 static int select_5_and_7(void *ctx, const int32_t *labels, int n, int n_classes,
                           uint8_t *needed) {

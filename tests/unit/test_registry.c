@@ -1,4 +1,4 @@
-/* tests/unit/test_registry.c — the SQLite model/task registry (server/registry.h).
+/* tests/unit/test_registry.c — the SQLite model/task registry (server/registry/registry.h).
  *
  * Migrations (from empty, idempotent reopen, newer file refused, embedded copy
  * equal to the schema/ files), version numbering, every model-reference form and
@@ -17,7 +17,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
-#include "server/migrations.h"
+#include "server/registry/migrations.h"
 
 static char g_dir[256];
 static char g_err[256];
@@ -163,7 +163,7 @@ Test(registry, embedded_migrations_equal_schema_files) {
     cr_assert_eq(fread(want, 1, (size_t)size, f), (size_t)size);
     fclose(f);
     char *have = ltdi__migration_text(m);
-    cr_assert_str_eq(have, want, "%s differs from server/migrations.c: run schema/embed.sh", path);
+    cr_assert_str_eq(have, want, "%s differs from server/registry/migrations.c: run schema/embed.sh", path);
     char pragma[64];
     snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d;", num);
     cr_assert_not_null(strstr(want, pragma), "%s must set user_version to %d", path, num);

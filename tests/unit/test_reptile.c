@@ -13,16 +13,16 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
-#include "trainer/commands.h"
-#include "trainer/dataset.h"
-#include "trainer/episode.h"
-#include "trainer/eval.h"
-#include "trainer/featurebank.h"
-#include "trainer/head_internal.h"
-#include "trainer/reptile.h"
+#include "trainer/cli/commands.h"
+#include "trainer/data/dataset.h"
+#include "trainer/data/episode.h"
+#include "trainer/eval/eval.h"
+#include "trainer/body/featurebank.h"
+#include "trainer/prepare/head_internal.h"
+#include "trainer/meta/reptile.h"
 
 /* ==== synthetic features ================================================= */
 

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "core/schedule.h"
 
 static ltdi_schedule S; /* 40 KB: kept off the stack */

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "server/auth.h"
 #include "server/config.h"
 #include "server/json_api.h"

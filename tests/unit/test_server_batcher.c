@@ -11,7 +11,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "core/model.h"
 #include "core/rng.h"
 #include "server/batcher.h"

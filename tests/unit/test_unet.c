@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "core/safetensors.h"
 #include "core/unet.h"
 #include "core/unet_internal.h"

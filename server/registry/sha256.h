@@ -1,0 +1,42 @@
+/* server/registry/sha256.h — SHA-256 (FIPS 180-4), for the registry's content addresses.
+ *
+ * The registry stores the sha256 of every model file and of every task
+ * embedding, and task ids are sha256 digests of what determines a generation
+ * (model version, embedding, seed, steps). This is a plain streaming
+ * implementation; it allocates nothing and cannot fail except on file I/O. */
+#ifndef LTDI_SERVER_SHA256_H
+#define LTDI_SERVER_SHA256_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ltdi_sha256 {
+  uint32_t h[8];
+  uint64_t nbytes;   /* total bytes fed so far */
+  uint8_t buf[64];   /* pending partial block */
+  size_t nbuf;
+} ltdi_sha256;
+
+void ltdi_sha256_init(ltdi_sha256 *s);
+void ltdi_sha256_update(ltdi_sha256 *s, const void *data, size_t n);
+/* Writes the 32-byte digest; `s` must be re-initialised before reuse. */
+void ltdi_sha256_final(ltdi_sha256 *s, uint8_t digest[32]);
+
+/* One-shot digest of a buffer as 64 lowercase hex digits + NUL. */
+void ltdi_sha256_hex(const void *data, size_t n, char hex[65]);
+/* Lowercase hex of a 32-byte digest. */
+void ltdi_sha256_digest_hex(const uint8_t digest[32], char hex[65]);
+
+/* Digest and byte size of a whole file; LTDI_ERR_IO / NOT_FOUND with a reason
+ * in err. size may be NULL. */
+int ltdi_sha256_file(const char *path, char hex[65], int64_t *size, char *err,
+                     size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

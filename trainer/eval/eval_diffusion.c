@@ -1,0 +1,394 @@
+/* trainer/eval/eval_diffusion.c — the diffusion rows of `ltdi-train eval`
+ * (see eval_diffusion.h and docs/EVAL.md): heads generated from the task
+ * embedding, optionally refined or chosen among N samples, scored on the
+ * episode's queries, with the weight MSE against a head prepared on the
+ * same support as the per-episode metric. */
+#define _POSIX_C_SOURCE 200809L
+#include "trainer/eval/eval_diffusion.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "core/model.h"
+#include "core/rng.h"
+#include "trainer/prepare/head.h"
+
+/* Salts keep the streams of the rows apart from each other and from the
+ * baselines' (trainer/eval/baselines.c) for the same (seed, episode); the
+ * generated heads' salt is in eval_diffusion.h (the timing uses it too). */
+#define LTDI__REFINE_SEED_SALT 0x726566696e652d31ull /* refine's view draws */
+#define LTDI__REF_SEED_SALT 0x7265662d6f70742dull    /* the prepared optimum */
+
+/* ==== per-thread state ==================================================== */
+
+enum { WS_ONE, WS_MANY, WS_SLOTS }; /* lt_di's one head; best-of-N's N heads */
+
+/* What a worker keeps for one diffusion row: its own model (generation
+ * allocates from the model's backend: the worker's, or the shared GPU one),
+ * generation workspaces kept between episodes (a device allocation per
+ * episode would cost more than the pass), and the recipe of the reference
+ * optimum for the weight MSE. */
+typedef struct diff_state {
+  ltdi_model *m;
+  int shared;                     /* 1: m lives on the shared GPU backend */
+  ltdi_gen_workspace *ws[WS_SLOTS];
+  int ws_mode[WS_SLOTS];
+  ltdi_head_dims dims;            /* of the generated head (the model's layout) */
+  size_t P;
+  ltdi_head_train_config ref_cfg; /* recipe the model's trajectories were prepared with */
+  int ref_views;                  /* views the recipe drew from (0: all the bank has) */
+  int shared_init;                /* 1: the reference starts from one fixed init */
+  uint64_t init_seed, init_stream;
+} diff_state;
+
+/* A number from a JSON value that may be a number or a numeric string (the
+ * trajectories file stores its metadata as strings). */
+static int json_num(json_t *v, double *out) {
+  if (json_is_number(v)) {
+    *out = json_number_value(v);
+    return 1;
+  }
+  if (json_is_string(v)) {
+    char *end = NULL;
+    double x = strtod(json_string_value(v), &end);
+    if (end != json_string_value(v) && *end == '\0') {
+      *out = x;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/* The reference recipe: ltdi_head_train_default(), overridden by the model's
+ * "prepare" metadata key when present (docs/EVAL.md lists the fields). */
+static void read_recipe(diff_state *s) {
+  s->ref_cfg = ltdi_head_train_default();
+  s->ref_views = 0;
+  s->shared_init = 0;
+  const char *json = NULL;
+  for (int i = 0; i < s->m->n_extra; i++)
+    if (!strcmp(s->m->extra_keys[i], "prepare")) json = s->m->extra_values[i];
+  if (!json) return;
+  json_t *root = json_loads(json, 0, NULL);
+  if (!json_is_object(root)) {
+    json_decref(root);
+    return;
+  }
+  double x;
+  if (json_num(json_object_get(root, "steps"), &x) && x >= 0) s->ref_cfg.steps = (int)x;
+  if (json_num(json_object_get(root, "lr"), &x) && x > 0) s->ref_cfg.lr = (float)x;
+  if (json_num(json_object_get(root, "sam_rho"), &x) && x >= 0) s->ref_cfg.sam_rho = (float)x;
+  if (json_num(json_object_get(root, "weight_decay"), &x) && x >= 0)
+    s->ref_cfg.weight_decay = (float)x;
+  if (json_num(json_object_get(root, "augment_views"), &x) && x >= 1) s->ref_views = (int)x;
+  const char *o = json_string_value(json_object_get(root, "optimiser"));
+  if (o) s->ref_cfg.use_adam = strcmp(o, "sgd") != 0;
+  const char *aug = json_string_value(json_object_get(root, "augment"));
+  if (aug && !strcmp(aug, "off")) s->ref_views = 1;
+  const char *init = json_string_value(json_object_get(root, "init"));
+  double seed, stream;
+  if (init && !strcmp(init, "shared") && json_num(json_object_get(root, "init_seed"), &seed) &&
+      json_num(json_object_get(root, "init_stream"), &stream)) {
+    s->shared_init = 1;
+    /* Seeds beyond 2^53 do not survive a JSON number; strings do. */
+    const char *ss = json_string_value(json_object_get(root, "init_seed"));
+    const char *st = json_string_value(json_object_get(root, "init_stream"));
+    s->init_seed = ss ? strtoull(ss, NULL, 0) : (uint64_t)seed;
+    s->init_stream = st ? strtoull(st, NULL, 0) : (uint64_t)stream;
+  }
+  json_decref(root);
+}
+
+static int state_init(ltdi_eval_worker *w, const char *path, void **state) {
+  if (!path) return LTDI_ERR_INVALID_ARG;
+  diff_state *s = calloc(1, sizeof *s);
+  if (!s) return LTDI_ERR_NOMEM;
+  char err[256];
+  ltdi_backend *shared_be = ltdi__eval_gen_backend();
+  s->shared = shared_be != NULL;
+  ltdi__eval_gen_lock(s->shared);
+  int rc = ltdi_model_load(&s->m, s->shared ? shared_be : w->be, path, err, sizeof err);
+  if (!rc)
+    rc = ltdi_layout_head_dims(&s->m->layout, &s->dims.in_dim, &s->dims.hidden,
+                               &s->dims.classes);
+  if (rc) {
+    ltdi_model_free(s->m);
+    ltdi__eval_gen_unlock(s->shared);
+    free(s);
+    return rc;
+  }
+  ltdi__eval_gen_unlock(s->shared);
+  s->P = s->m->layout.n_params;
+  read_recipe(s);
+  *state = s;
+  return 0;
+}
+
+int ltdi__eval_lt_init(ltdi_eval_worker *w, void **state) {
+  return state_init(w, w->opt->model_path, state);
+}
+
+int ltdi__eval_lv_init(ltdi_eval_worker *w, void **state) {
+  return state_init(w, w->opt->model_lv_path, state);
+}
+
+void ltdi__eval_diffusion_free(void *state) {
+  diff_state *s = state;
+  if (!s) return;
+  ltdi__eval_gen_lock(s->shared);
+  for (int i = 0; i < WS_SLOTS; i++) ltdi_gen_workspace_free(s->ws[i]);
+  ltdi_model_free(s->m);
+  ltdi__eval_gen_unlock(s->shared);
+  free(s);
+}
+
+/* out (batch, P) = heads of s's model for cond (batch, ways*dim) and seeds,
+ * in workspace `slot`, (re)made when it is too small or of another mode.
+ * Same results as ltdi_model_generate. */
+static int generate(diff_state *s, int slot, const float *cond, const uint64_t *seeds,
+                    int batch, const ltdi_gen_options *go, float *out) {
+  ltdi__eval_gen_lock(s->shared);
+  int rc = 0;
+  ltdi_gen_workspace **ws = &s->ws[slot];
+  if (*ws && (ltdi_gen_workspace_max_batch(*ws) < batch || s->ws_mode[slot] != go->mode)) {
+    ltdi_gen_workspace_free(*ws);
+    *ws = NULL;
+  }
+  if (!*ws) {
+    rc = ltdi_gen_workspace_create(ws, s->m, s->m->be, batch, go->mode);
+    s->ws_mode[slot] = go->mode;
+  }
+  if (!rc) rc = ltdi_model_generate_with(*ws, cond, seeds, batch, go, out, NULL);
+  ltdi__eval_gen_unlock(s->shared);
+  return rc;
+}
+
+/* ==== pieces =============================================================== */
+
+/* splitmix64's finaliser: a bijective mix, so distinct inputs stay distinct. */
+static uint64_t mix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+/* The noise seed of sample `k` of episode `index`: a function of these
+ * alone, so a row's heads do not depend on threads or on other rows. */
+uint64_t ltdi__eval_head_seed(uint64_t seed, uint64_t index, uint64_t k) {
+  return mix64(mix64(mix64(seed ^ LTDI__GEN_SEED_SALT) ^ index) ^ k);
+}
+
+/* cond (ways*dim) = [p_1; …; p_N], p_n the mean view-0 support feature of
+ * label n (the support is in label order: row c*shots + s). */
+static void task_embedding(const ltdi_eval_task *t, float *cond) {
+  const size_t d = (size_t)t->dim;
+  for (int c = 0; c < t->ways; c++) {
+    float *p = cond + (size_t)c * d;
+    memset(p, 0, d * sizeof *p);
+    for (int k = 0; k < t->shots; k++) {
+      const float *x = t->support + ((size_t)c * t->shots + k) * d;
+      for (size_t j = 0; j < d; j++) p[j] += x[j];
+    }
+    for (size_t j = 0; j < d; j++) p[j] /= (float)t->shots;
+  }
+}
+
+/* The model must generate this episode's head: ways and dim as the task. */
+static int check_task(const diff_state *s, const ltdi_eval_task *t) {
+  if (!s || s->dims.classes != t->ways || s->dims.in_dim != t->dim || s->m->ways != t->ways ||
+      s->m->feat_dim != t->dim)
+    return LTDI_ERR_INVALID_ARG;
+  return 0;
+}
+
+/* pred (n) = argmax of the head's logits on x (n, d). */
+static int predict(ltdi_backend *be, const ltdi_head_dims *dims, const float *w,
+                   const float *x, int n, int32_t *pred) {
+  const int nc = dims->classes;
+  float *z = malloc((size_t)n * (size_t)nc * sizeof *z);
+  if (!z) return LTDI_ERR_NOMEM;
+  int rc = ltdi_head_logits(be, dims, w, x, n, z);
+  for (int j = 0; rc == 0 && j < n; j++) {
+    const float *r = z + (size_t)j * nc;
+    int best = 0;
+    for (int c = 1; c < nc; c++)
+      if (r[c] > r[best]) best = c;
+    pred[j] = best;
+  }
+  free(z);
+  return rc;
+}
+
+/* Mean cross-entropy of the head on the support's view 0; a non-finite
+ * head gets +inf so it is never chosen. */
+static int support_loss(ltdi_backend *be, const ltdi_head_dims *dims, const float *w,
+                        const ltdi_eval_task *t, double *loss) {
+  const int n = t->ways * t->shots, nc = dims->classes;
+  float *z = malloc((size_t)n * (size_t)nc * sizeof *z);
+  if (!z) return LTDI_ERR_NOMEM;
+  int rc = ltdi_head_logits(be, dims, w, t->support, n, z);
+  double sum = 0.0;
+  for (int j = 0; rc == 0 && j < n; j++) {
+    const float *r = z + (size_t)j * nc;
+    double mx = r[0], se = 0.0;
+    for (int c = 1; c < nc; c++) mx = r[c] > mx ? r[c] : mx;
+    for (int c = 0; c < nc; c++) se += exp((double)r[c] - mx);
+    sum += mx + log(se) - (double)r[t->support_labels[j]];
+  }
+  free(z);
+  if (rc == 0) *loss = isfinite(sum) ? sum / n : INFINITY;
+  return rc;
+}
+
+/* x (n, V, d) = the first V views of the task's support (n, views, d). */
+static float *first_views(const ltdi_eval_task *t, int V) {
+  const size_t n = (size_t)t->ways * t->shots, d = (size_t)t->dim;
+  float *x = malloc(n * (size_t)V * d * sizeof *x);
+  if (!x) return NULL;
+  for (size_t i = 0; i < n; i++)
+    memcpy(x + i * V * d, t->support_views + i * (size_t)t->views * d, (size_t)V * d * sizeof *x);
+  return x;
+}
+
+/* *mse = mean over the P values of (normalised w − normalised optimum)²,
+ * the optimum trained on this support with the model's recipe from the
+ * recipe's init (shared, or a per-episode draw). */
+static int weight_mse(ltdi_backend *be, const diff_state *s, const ltdi_eval_task *t,
+                      const float *w, double *mse) {
+  const int ns = t->ways * t->shots;
+  int V = s->ref_views > 0 && s->ref_views < t->views ? s->ref_views : t->views;
+  float *ref = malloc(s->P * sizeof *ref), *a = malloc(s->P * sizeof *a);
+  float *x = V == t->views ? NULL : first_views(t, V);
+  int rc = (!ref || !a || (V != t->views && !x)) ? LTDI_ERR_NOMEM : 0;
+  if (!rc) {
+    ltdi_rng rng;
+    if (s->shared_init) {
+      ltdi_rng_init(&rng, s->init_seed, s->init_stream);
+      ltdi_head_init(ref, &s->dims, &rng);
+    }
+    ltdi_rng_init(&rng, t->seed ^ LTDI__REF_SEED_SALT, t->index);
+    if (!s->shared_init) ltdi_head_init(ref, &s->dims, &rng);
+    rc = ltdi_head_train(be, &s->dims, &s->ref_cfg, ref, x ? x : t->support_views, V,
+                         t->support_labels, ns, &rng, NULL, NULL);
+  }
+  if (!rc) {
+    ltdi_layout_normalise(&s->m->layout, ref, ref, 1);
+    ltdi_layout_normalise(&s->m->layout, w, a, 1);
+    double sum = 0.0;
+    for (size_t i = 0; i < s->P; i++) {
+      double e = (double)a[i] - (double)ref[i];
+      sum += e * e;
+    }
+    *mse = sum / (double)s->P;
+  }
+  free(ref);
+  free(a);
+  free(x);
+  return rc;
+}
+
+/* The lt_di head of this episode: sample 0, the model's default sampler. */
+static int generate_one(diff_state *s, const ltdi_eval_task *t, float *w) {
+  float *cond = malloc((size_t)t->ways * (size_t)t->dim * sizeof *cond);
+  if (!cond) return LTDI_ERR_NOMEM;
+  task_embedding(t, cond);
+  uint64_t seed = ltdi__eval_head_seed(t->seed, t->index, 0);
+  ltdi_gen_options go = ltdi_gen_options_default(s->m);
+  int rc = generate(s, WS_ONE, cond, &seed, 1, &go, w);
+  free(cond);
+  return rc;
+}
+
+/* Scores head w on the queries and the weight MSE into the worker. */
+static int finish(ltdi_eval_worker *w, const diff_state *s, const ltdi_eval_task *t,
+                  const float *head, int32_t *pred) {
+  int rc = predict(w->be, &s->dims, head, t->query, t->ways * t->queries, pred);
+  double mse = NAN;
+  if (!rc) rc = weight_mse(w->be, s, t, head, &mse);
+  if (!rc) w->metric = mse;
+  return rc;
+}
+
+/* ==== rows ================================================================= */
+
+int ltdi__eval_generate(ltdi_eval_worker *w, const ltdi_eval_task *t, int32_t *pred) {
+  diff_state *s = w->state;
+  int rc = check_task(s, t);
+  if (rc) return rc;
+  float *head = malloc(s->P * sizeof *head);
+  if (!head) return LTDI_ERR_NOMEM;
+  rc = generate_one(s, t, head);
+  if (!rc) rc = finish(w, s, t, head, pred);
+  free(head);
+  return rc;
+}
+
+int ltdi__eval_refine(ltdi_eval_worker *w, const ltdi_eval_task *t, int32_t *pred) {
+  diff_state *s = w->state;
+  int rc = check_task(s, t);
+  if (rc) return rc;
+  if (w->opt->refine_steps < 0) return LTDI_ERR_INVALID_ARG;
+  float *head = malloc(s->P * sizeof *head);
+  if (!head) return LTDI_ERR_NOMEM;
+  rc = generate_one(s, t, head);
+  if (!rc && w->opt->refine_steps > 0) {
+    /* The finetune row's recipe (optimiser, lr, augmented support, no SAM)
+     * for a few steps: the generated head replaces the Gaussian init. */
+    ltdi_head_train_config cfg = w->opt->head_cfg;
+    cfg.steps = w->opt->refine_steps;
+    cfg.sam_rho = 0.0f;
+    ltdi_rng rng;
+    ltdi_rng_init(&rng, t->seed ^ LTDI__REFINE_SEED_SALT, t->index);
+    rc = ltdi_head_train(w->be, &s->dims, &cfg, head, t->support_views, t->views,
+                         t->support_labels, t->ways * t->shots, &rng, NULL, NULL);
+  }
+  if (!rc) rc = finish(w, s, t, head, pred);
+  free(head);
+  return rc;
+}
+
+int ltdi__eval_best_of_n(ltdi_eval_worker *w, const ltdi_eval_task *t, int32_t *pred) {
+  diff_state *s = w->state;
+  int rc = check_task(s, t);
+  if (rc) return rc;
+  const int n = w->opt->samples;
+  if (n < 1) return LTDI_ERR_INVALID_ARG;
+  float *heads = malloc((size_t)n * s->P * sizeof *heads);
+  float *cond = malloc((size_t)t->ways * (size_t)t->dim * sizeof *cond);
+  uint64_t *seeds = malloc((size_t)n * sizeof *seeds);
+  if (!heads || !cond || !seeds) rc = LTDI_ERR_NOMEM;
+  int best = 0;
+  if (!rc) {
+    task_embedding(t, cond);
+    for (int k = 0; k < n; k++) seeds[k] = ltdi__eval_head_seed(t->seed, t->index, (uint64_t)k);
+    float *big = malloc((size_t)n * (size_t)t->ways * (size_t)t->dim * sizeof *big);
+    if (!big) rc = LTDI_ERR_NOMEM;
+    for (int k = 0; !rc && k < n; k++)
+      memcpy(big + (size_t)k * t->ways * t->dim, cond, (size_t)t->ways * t->dim * sizeof *big);
+    /* σ_t z (posterior σ̃) makes the N heads a spread around the mean
+     * sample rather than only N starting points of one ODE-like path; the
+     * per-sample mode keeps each head independent of N. */
+    ltdi_gen_options go = ltdi_gen_options_default(s->m);
+    go.sampler.sigma = LTDI_SIGMA_POSTERIOR;
+    go.sampler.eta = 1.0f;
+    go.mode = LTDI_GEN_PER_SAMPLE;
+    if (!rc) rc = generate(s, WS_MANY, big, seeds, n, &go, heads);
+    free(big);
+  }
+  double best_loss = INFINITY;
+  for (int k = 0; !rc && k < n; k++) {
+    double loss;
+    rc = support_loss(w->be, &s->dims, heads + (size_t)k * s->P, t, &loss);
+    if (!rc && loss < best_loss) best_loss = loss, best = k; /* ties: the lowest k */
+  }
+  if (!rc) rc = finish(w, s, t, heads + (size_t)best * s->P, pred);
+  free(heads);
+  free(cond);
+  free(seeds);
+  return rc;
+}

@@ -1,0 +1,266 @@
+/* trainer/meta/meta.c — meta-training (trainer/meta/meta.h): the trajectories data set,
+ * the REPTILE and multi-task loops over the U-Net, held-out weight MSE, and
+ * the driver with checkpoints, progress, CSV and plot. */
+#define _POSIX_C_SOURCE 200809L
+#include "trainer/meta/meta.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/diffusion.h"
+#include "base/error.h"
+#include "core/rng.h"
+#include "core/safetensors.h"
+#include "trainer/common/progress.h"
+
+void ltdi_meta_default(ltdi_meta_config *c) {
+  memset(c, 0, sizeof *c);
+  c->algo = LTDI_META_MULTITASK; /* docs/META.md: better held-out MSE at equal compute */
+  c->outer_steps = 0;
+  c->minutes = 15;
+  c->meta_batch = 1;
+  c->inner_steps = 5;
+  c->batch = 32;
+  c->inner_lr = 3e-3f;
+  c->outer_lr = 1.0f;
+  c->outer_opt = LTDI_OUTER_SGD;
+  c->lr = 3e-3f;
+  c->anneal = 1;
+  c->T = 20;
+  c->traj_len = 0;
+  c->prior_var = -1;
+  c->cond_map = 1;
+  c->val_fraction = 0.2f;
+  c->val_tasks = 200;
+  c->val_points = 10;
+  c->seed = 1;
+  c->threads = 1;
+  c->device = LTDI_DEVICE_CPU; /* the reference; the command defaults to auto */
+}
+
+/* ---- data ----------------------------------------------------------------------- */
+
+int ltdi_meta_subsample(int L, int L_new, int *rows) {
+  if (L < 2 || L_new < 2 || L_new > L || !rows) return LTDI_ERR_INVALID_ARG;
+  for (int i = 0; i < L_new; i++) rows[i] = (int)lround((double)i * (L - 1) / (L_new - 1));
+  return 0;
+}
+
+static int meta_int(const ltdi_st_file *f, const char *key, int *out) {
+  const char *s = ltdi_st_meta(f, key);
+  char *end;
+  if (!s) return -1;
+  long v = strtol(s, &end, 10);
+  if (*s == '\0' || *end != '\0' || v < 1 || v > 100000000L) return -1;
+  *out = (int)v;
+  return 0;
+}
+
+void ltdi_meta_data_free(ltdi_meta_data *d) {
+  if (!d) return;
+  free(d->traj);
+  free(d->cond);
+  free(d->cond_mean);
+  free(d->cond_std);
+  free(d->desc);
+  free(d->prepare_json);
+  ltdi_layout_free(&d->layout);
+  memset(d, 0, sizeof *d);
+}
+
+int ltdi_meta_data_load(ltdi_meta_data *d, const char *path, int traj_len, float val_fraction,
+                        char *err, size_t errlen) {
+  memset(d, 0, sizeof *d);
+  ltdi_layout_init(&d->layout, NULL);
+  ltdi_st_file *f = NULL;
+  int rc = ltdi_st_read(path, &f, err, errlen);
+  if (rc) return rc;
+  const char *fmt = ltdi_st_meta(f, "format");
+  int64_t ts[3] = {0, 0, 0}, es[2] = {0, 0};
+  const float *traj = NULL, *emb = NULL;
+  int ways = 0, in_dim = 0, hidden = 0;
+  char why[256] = "";
+  if (!fmt || strcmp(fmt, "ltdi-trajectories"))
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: not a trajectories file (metadata format is not \"ltdi-trajectories\")", path);
+  else if (meta_int(f, "ways", &ways) || meta_int(f, "in_dim", &in_dim) || meta_int(f, "hidden", &hidden))
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: metadata lacks integer ways, in_dim or hidden", path);
+  else if ((rc = ltdi_st_get_f32(f, "trajectories", 3, ts, &traj, why, sizeof why)) ||
+           (rc = ltdi_st_get_f32(f, "embeddings", 2, es, &emb, why, sizeof why)))
+    ltdi_fail(err, errlen, rc, "%s: %s", path, why);
+  else if ((rc = ltdi_layout_head(&d->layout, in_dim, hidden, ways)))
+    ltdi_fail(err, errlen, rc, "%s: cannot build the head layout", path);
+  else if (ts[2] != (int64_t)d->layout.n_params || es[0] != ts[0] || es[1] != (int64_t)ways * in_dim || ts[1] < 2)
+    rc = ltdi_fail(err, errlen, LTDI_ERR_SHAPE, "%s: trajectories [%lld,%lld,%lld] / embeddings [%lld,%lld] disagree with the head %d-%d-%d",
+              path, (long long)ts[0], (long long)ts[1], (long long)ts[2], (long long)es[0], (long long)es[1], in_dim, hidden, ways);
+  if (rc) {
+    ltdi_st_close(f);
+    ltdi_meta_data_free(d);
+    return rc;
+  }
+  d->M = (int)ts[0];
+  d->file_L = (int)ts[1];
+  d->L = traj_len > 0 ? traj_len : d->file_L;
+  d->P = (int)ts[2];
+  d->ways = ways;
+  d->dim = in_dim;
+  d->hidden = hidden;
+  int rows[LTDI_SCHEDULE_MAX_L];
+  if (d->L > LTDI_SCHEDULE_MAX_L || ltdi_meta_subsample(d->file_L, d->L, rows)) {
+    ltdi_st_close(f);
+    ltdi_meta_data_free(d);
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "trajectory length %d: must be 2..%d (the file's L)", traj_len, (int)ts[1]);
+  }
+  const size_t P = (size_t)d->P, Dc = (size_t)ways * in_dim;
+  d->traj = malloc((size_t)d->M * d->L * P * sizeof(float));
+  d->cond = malloc((size_t)d->M * Dc * sizeof(float));
+  d->cond_mean = calloc((size_t)in_dim, sizeof(float));
+  d->cond_std = calloc((size_t)in_dim, sizeof(float));
+  d->desc = malloc(4096);
+  if (!d->traj || !d->cond || !d->cond_mean || !d->cond_std || !d->desc) {
+    ltdi_st_close(f);
+    ltdi_meta_data_free(d);
+    return LTDI_ERR_NOMEM;
+  }
+  for (int i = 0; i < d->M; i++)
+    for (int j = 0; j < d->L; j++)
+      memcpy(d->traj + ((size_t)i * d->L + j) * P, traj + ((size_t)i * d->file_L + rows[j]) * P, P * sizeof(float));
+  ltdi_layout_normalise(&d->layout, d->traj, d->traj, (long)d->M * d->L);
+  memcpy(d->cond, emb, (size_t)d->M * Dc * sizeof(float));
+  d->n_val = (int)lround((double)d->M * val_fraction);
+  if (val_fraction > 0 && d->n_val < 1) d->n_val = 1;
+  if (d->n_val >= d->M) d->n_val = d->M - 1;
+  if (d->n_val < 0) d->n_val = 0;
+  d->n_train = d->M - d->n_val;
+  /* Standardisation statistics per feature dimension over the training slice. */
+  double *s1 = calloc((size_t)in_dim, sizeof(double)), *s2 = calloc((size_t)in_dim, sizeof(double));
+  if (!s1 || !s2) {
+    free(s1), free(s2);
+    ltdi_st_close(f);
+    ltdi_meta_data_free(d);
+    return LTDI_ERR_NOMEM;
+  }
+  long cnt = (long)d->n_train * ways;
+  for (long r = 0; r < cnt; r++)
+    for (int i = 0; i < in_dim; i++) {
+      double v = d->cond[(size_t)r * in_dim + i];
+      s1[i] += v, s2[i] += v * v;
+    }
+  for (int i = 0; i < in_dim; i++) {
+    double mu = s1[i] / cnt, var = s2[i] / cnt - mu * mu;
+    d->cond_mean[i] = (float)mu;
+    d->cond_std[i] = var > 1e-12 ? (float)sqrt(var) : 1.0f; /* a dead feature: leave its scale */
+  }
+  free(s1), free(s2);
+  double sq = 0;
+  for (int i = 0; i < d->n_train; i++)
+    for (int j = 1; j < d->L; j++)
+      for (size_t p = 0; p < P; p++) {
+        double v = d->traj[((size_t)i * d->L + j) * P + p];
+        sq += v * v;
+      }
+  d->target_var = sq / ((double)d->n_train * (d->L - 1) * P);
+  /* The recipe keys are copied verbatim (strings); eval reads them back. */
+  static const char *const recipe_keys[] = {"steps", "lr", "optimiser", "sam_rho",
+                                            "weight_decay", "augment", "augment_views",
+                                            "init", "init_seed", "init_stream"};
+  json_t *recipe = json_object();
+  for (size_t k = 0; recipe && k < sizeof recipe_keys / sizeof recipe_keys[0]; k++) {
+    const char *v = ltdi_st_meta(f, recipe_keys[k]);
+    if (v) json_object_set_new(recipe, recipe_keys[k], json_string(v));
+  }
+  d->prepare_json = recipe ? json_dumps(recipe, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+  json_decref(recipe);
+  if (d->prepare_json == NULL) {
+    ltdi_st_close(f);
+    ltdi_meta_data_free(d);
+    return LTDI_ERR_NOMEM;
+  }
+  const char *src = ltdi_st_meta(f, "data_source"), *shots = ltdi_st_meta(f, "shots");
+  snprintf(d->desc, 4096, "trajectories %s: %d tasks (%d train, %d held out), %d-way %s-shot, "
+           "head %d-%d-%d, file L %d, trained L %d; data_source %s",
+           path, d->M, d->n_train, d->n_val, ways, shots ? shots : "?", in_dim, hidden, ways,
+           d->file_L, d->L, src ? src : "unknown");
+  ltdi_st_close(f);
+  return 0;
+}
+
+/* ---- evaluation ----------------------------------------------------------------- */
+
+uint64_t ltdi_meta_task_seed(uint64_t seed, int task) {
+  uint64_t z = seed * 0x9E3779B97F4A7C15ull + (uint64_t)task + 0x632BE59BD9B4E019ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+/* argmax of the head (layout of ltdi_layout_head) applied to one feature p. */
+static int head_argmax(const float *w, const float *p, int d, int h, int N) {
+  const float *W1 = w, *b1 = w + (size_t)h * d, *W2 = b1 + h, *b2 = W2 + (size_t)N * h;
+  int best = 0;
+  float bv = 0;
+  for (int n = 0; n < N; n++) {
+    float s = b2[n];
+    for (int i = 0; i < h; i++) {
+      float a = b1[i];
+      for (int k = 0; k < d; k++) a += W1[(size_t)i * d + k] * p[k];
+      s += W2[(size_t)n * h + i] * (a > 0 ? a : 0);
+    }
+    if (n == 0 || s > bv) bv = s, best = n;
+  }
+  return best;
+}
+
+int ltdi_meta_val_mse(ltdi_model *m, const ltdi_meta_data *d, int first, int n, uint64_t seed,
+                      const ltdi_gen_options *opt, double *mse, double *proto_acc) {
+  if (!m || !d || first < 0 || n < 1 || first + n > d->M || !mse) return LTDI_ERR_INVALID_ARG;
+  const size_t P = (size_t)d->P, Dc = (size_t)d->ways * d->dim;
+  const int chunk = 16;
+  float *w = malloc(chunk * P * sizeof(float)), *x = malloc(chunk * P * sizeof(float));
+  uint64_t seeds[16];
+  int rc = (!w || !x) ? LTDI_ERR_NOMEM : 0;
+  double acc = 0;
+  long hits = 0;
+  for (int c0 = 0; !rc && c0 < n; c0 += chunk) {
+    int b = n - c0 < chunk ? n - c0 : chunk;
+    for (int i = 0; i < b; i++) seeds[i] = ltdi_meta_task_seed(seed, first + c0 + i);
+    rc = ltdi_model_generate(m, d->cond + (size_t)(first + c0) * Dc, seeds, b, opt, w, x);
+    for (int i = 0; !rc && i < b; i++) {
+      const float *opt_w = d->traj + ((size_t)(first + c0 + i) * d->L + (d->L - 1)) * P;
+      for (size_t p = 0; p < P; p++) {
+        double e = (double)x[i * P + p] - opt_w[p];
+        acc += e * e;
+      }
+      const float *c = d->cond + (size_t)(first + c0 + i) * Dc;
+      for (int k = 0; k < d->ways; k++)
+        hits += head_argmax(w + i * P, c + (size_t)k * d->dim, d->dim, d->hidden, d->ways) == k;
+    }
+  }
+  free(w);
+  free(x);
+  if (!rc) *mse = acc / ((double)n * P);
+  if (!rc && proto_acc) *proto_acc = (double)hits / ((double)n * d->ways);
+  return rc;
+}
+
+double ltdi_meta_mean_baseline(const ltdi_meta_data *d, int first, int n) {
+  const size_t P = (size_t)d->P;
+  double *mean = calloc(P, sizeof(double)), acc = 0;
+  if (!mean || d->n_train < 1) {
+    free(mean);
+    return NAN;
+  }
+  for (int i = 0; i < d->n_train; i++)
+    for (size_t p = 0; p < P; p++) mean[p] += d->traj[((size_t)i * d->L + d->L - 1) * P + p];
+  for (size_t p = 0; p < P; p++) mean[p] /= d->n_train;
+  for (int i = first; i < first + n; i++)
+    for (size_t p = 0; p < P; p++) {
+      double e = d->traj[((size_t)i * d->L + d->L - 1) * P + p] - mean[p];
+      acc += e * e;
+    }
+  free(mean);
+  return acc / ((double)n * P);
+}

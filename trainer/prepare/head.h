@@ -1,0 +1,70 @@
+/* trainer/prepare/head.h — the classifier head g_w: R^d → R^N that Lt-Di generates,
+ * and the recipe that trains it from a Gaussian init (paper Alg. 1).
+ *
+ * The head is two fully connected layers, flattened into one vector w of
+ * P = h*d + h + N*h + N floats in this order (ARCHITECTURE.md, "Head"):
+ *   fc1.weight (h, d) | fc1.bias (h) | fc2.weight (N, h) | fc2.bias (N)
+ * logits = fc2(relu(fc1(x))). */
+#ifndef LTDI_TRAINER_HEAD_H
+#define LTDI_TRAINER_HEAD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/rng.h"
+#include "kernels/backend.h"
+
+#define LTDI_HEAD_TENSORS 4
+
+typedef struct ltdi_head_dims {
+  int in_dim;  /* d */
+  int hidden;  /* h */
+  int classes; /* N */
+} ltdi_head_dims;
+
+size_t ltdi_head_param_count(const ltdi_head_dims *dims);
+/* Offset, element count and name ("fc1.weight", …) of tensor i in w. */
+size_t ltdi_head_tensor_offset(const ltdi_head_dims *dims, int i);
+size_t ltdi_head_tensor_size(const ltdi_head_dims *dims, int i);
+const char *ltdi_head_tensor_name(int i);
+/* Std of the Gaussian init of tensor i: 1/sqrt(fan_in) of its layer. The
+ * diffusion normalises each tensor by this std, so the normalised init is
+ * exactly N(0, I). */
+float ltdi_head_init_std(const ltdi_head_dims *dims, int i);
+/* w ~ the Gaussian init. */
+void ltdi_head_init(float *w, const ltdi_head_dims *dims, ltdi_rng *rng);
+
+enum ltdi_checkpoint_spacing {
+  LTDI_SPACING_STEPS = 0,    /* evenly spaced in optimisation steps */
+  LTDI_SPACING_DISTANCE = 1, /* evenly spaced in distance travelled */
+};
+
+typedef struct ltdi_head_train_config {
+  int steps;             /* full-batch optimisation steps */
+  float lr;
+  int use_adam;          /* 1: Adam, 0: SGD with momentum 0.9 */
+  float sam_rho;         /* SAM radius; 0 = plain optimiser */
+  float weight_decay;
+  int n_checkpoints;     /* trajectory length L (2..10), init and optimum included */
+  int spacing;           /* enum ltdi_checkpoint_spacing */
+} ltdi_head_train_config;
+
+/* The recipe's defaults (documented in docs/ with the evidence). */
+ltdi_head_train_config ltdi_head_train_default(void);
+
+/* Trains w (in: init, out: trained) on n examples x (n, views, d) with labels
+ * y in [0, N). Each step uses, for every example, one view drawn from rng
+ * (view 0 is the plain image; views > 1 are augmented copies — support-image
+ * augmentation). When `trajectory` is non-NULL it receives n_checkpoints
+ * weight vectors (L, P): row 0 the init, row L-1 the final weights.
+ * *final_loss (may be NULL) gets the last full-batch loss on view 0. */
+int ltdi_head_train(ltdi_backend *be, const ltdi_head_dims *dims,
+                    const ltdi_head_train_config *cfg, float *w, const float *x,
+                    int views, const int32_t *y, int n, ltdi_rng *rng,
+                    float *trajectory, float *final_loss);
+
+/* logits (n, N) of x (n, d). */
+int ltdi_head_logits(ltdi_backend *be, const ltdi_head_dims *dims, const float *w,
+                     const float *x, int n, float *logits);
+
+#endif
