@@ -1,5 +1,5 @@
 /* core/layout.c — named tensors over the generated weight vector, their
- * normalisation, the head and LoRA constructors, and the JSON form. */
+ * normalisation and the JSON form (the kinds' constructors: core/weights.c). */
 #include "core/layout.h"
 
 #include <jansson.h>
@@ -65,61 +65,6 @@ int ltdi_layout_add(ltdi_layout *l, const char *name, int ndim, const int64_t *s
   l->n_params += size;
   l->n_tensors++;
   return 0;
-}
-
-/* ---- constructors ------------------------------------------------------------ */
-
-int ltdi_layout_head(ltdi_layout *l, int in_dim, int hidden, int classes) {
-  if (l == NULL || in_dim < 1 || hidden < 1 || classes < 1) return LTDI_ERR_INVALID_ARG;
-  ltdi_layout_init(l, "head");
-  const float std1 = 1.0f / sqrtf((float)in_dim), std2 = 1.0f / sqrtf((float)hidden);
-  int64_t w1[2] = {hidden, in_dim}, b1[1] = {hidden}, w2[2] = {classes, hidden}, b2[1] = {classes};
-  int rc = ltdi_layout_add(l, "fc1.weight", 2, w1, 0.0f, std1);
-  if (rc == 0) rc = ltdi_layout_add(l, "fc1.bias", 1, b1, 0.0f, std1);
-  if (rc == 0) rc = ltdi_layout_add(l, "fc2.weight", 2, w2, 0.0f, std2);
-  if (rc == 0) rc = ltdi_layout_add(l, "fc2.bias", 1, b2, 0.0f, std2);
-  if (rc != 0) ltdi_layout_free(l);
-  return rc;
-}
-
-int ltdi_layout_head_dims(const ltdi_layout *l, int *in_dim, int *hidden, int *classes) {
-  static const char *const names[4] = {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"};
-  static const int ndims[4] = {2, 1, 2, 1};
-  if (l == NULL || l->n_tensors != 4) return LTDI_ERR_FORMAT;
-  for (int i = 0; i < 4; i++)
-    if (strcmp(l->tensors[i].name, names[i]) != 0 || l->tensors[i].ndim != ndims[i])
-      return LTDI_ERR_FORMAT;
-  const int64_t *w1 = l->tensors[0].shape, *b1 = l->tensors[1].shape;
-  const int64_t *w2 = l->tensors[2].shape, *b2 = l->tensors[3].shape;
-  if (b1[0] != w1[0] || w2[1] != w1[0] || b2[0] != w2[0]) return LTDI_ERR_FORMAT;
-  if (w1[0] > INT32_MAX || w1[1] > INT32_MAX || w2[0] > INT32_MAX) return LTDI_ERR_FORMAT;
-  if (in_dim) *in_dim = (int)w1[1];
-  if (hidden) *hidden = (int)w1[0];
-  if (classes) *classes = (int)w2[0];
-  return 0;
-}
-
-int ltdi_layout_lora(ltdi_layout *l, const ltdi_lora_module *modules, int n) {
-  if (l == NULL || modules == NULL || n < 1) return LTDI_ERR_INVALID_ARG;
-  ltdi_layout_init(l, "lora");
-  char name[LTDI_LAYOUT_NAME_MAX];
-  int rc = 0;
-  for (int i = 0; i < n && rc == 0; i++) {
-    const ltdi_lora_module *m = &modules[i];
-    if (m->path == NULL || m->in_features < 1 || m->out_features < 1 || m->rank < 1) {
-      rc = LTDI_ERR_INVALID_ARG;
-      break;
-    }
-    int64_t a[2] = {m->rank, m->in_features}, b[2] = {m->out_features, m->rank};
-    int len = snprintf(name, sizeof name, "base_model.model.%s.lora_A.weight", m->path);
-    if (len < 0 || (size_t)len >= sizeof name) rc = LTDI_ERR_INVALID_ARG;
-    if (rc == 0) rc = ltdi_layout_add(l, name, 2, a, 0.0f, 1.0f / sqrtf((float)m->in_features));
-    len = snprintf(name, sizeof name, "base_model.model.%s.lora_B.weight", m->path);
-    if (rc == 0 && (len < 0 || (size_t)len >= sizeof name)) rc = LTDI_ERR_INVALID_ARG;
-    if (rc == 0) rc = ltdi_layout_add(l, name, 2, b, 0.0f, 1.0f / sqrtf((float)m->rank));
-  }
-  if (rc != 0) ltdi_layout_free(l);
-  return rc;
 }
 
 /* ---- normalisation ------------------------------------------------------------ */

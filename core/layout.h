@@ -2,14 +2,12 @@
  * cut into named tensors, each with a shape and its own normalisation.
  *
  * The diffusion code never looks at names or shapes; it sees P normalised
- * numbers. The layout is what turns them back into a classifier head
- * ("fc1.weight" [h, d], "fc1.bias" [h], "fc2.weight" [N, h], "fc2.bias" [N])
- * or a PEFT LoRA adapter ("base_model.model.<module>.lora_A.weight" [r, in],
- * "...lora_B.weight" [out, r]) — a new kind of generated weights is a new
- * constructor here and nothing else.
+ * numbers. The layout is what turns them back into a classifier head or a
+ * PEFT LoRA adapter; the constructors of those kinds, and so every tensor
+ * name, live in core/weights.h.
  *
  * Normalisation is per tensor: x = (w − mean) / std, w = mean + std · x.
- * The constructors set mean 0 and std = the std of the Gaussian init the
+ * The kinds' constructors set mean 0 and std = the std of the Gaussian init the
  * weight preparation draws w⁽⁰⁾ from, so the normalised init is exactly
  * N(0, I), the diffusion's starting noise x_T (ARCHITECTURE.md, "The math").
  * ltdi_layout_fit_stats replaces them by statistics measured on data.
@@ -60,33 +58,6 @@ int ltdi_layout_add(ltdi_layout *l, const char *name, int ndim, const int64_t *s
 
 /* Index of the tensor called `name`, or LTDI_ERR_NOT_FOUND. */
 int ltdi_layout_find(const ltdi_layout *l, const char *name);
-
-/* The classifier head of trainer/prepare/head.h, in its order and with its init:
- * fc1.weight (h, d), fc1.bias (h), fc2.weight (N, h), fc2.bias (N); std of
- * both fc1 tensors 1/√d and of both fc2 tensors 1/√h (each layer's fan-in).
- * trainer/prepare/head.c must keep the same order; tests/unit/test_layout.c checks.
- * `l` must be freshly initialised or freed; kind becomes "head". */
-int ltdi_layout_head(ltdi_layout *l, int in_dim, int hidden, int classes);
-
-/* If `l` has exactly the head's four tensors with consistent shapes, writes
- * d, h and N and returns 0; otherwise LTDI_ERR_FORMAT. */
-int ltdi_layout_head_dims(const ltdi_layout *l, int *in_dim, int *hidden, int *classes);
-
-/* One LoRA-adapted linear module: W (out, in) += B (out, r) · A (r, in). */
-typedef struct ltdi_lora_module {
-  const char *path; /* module path in the base model, e.g. "model.layers.0.self_attn.q_proj" */
-  int in_features;
-  int out_features;
-  int rank;
-} ltdi_lora_module;
-
-/* The PEFT layout of n modules: for each, in order,
- *   base_model.model.<path>.lora_A.weight (r, in), std 1/√in
- *   base_model.model.<path>.lora_B.weight (out, r), std 1/√r
- * (fan-in Gaussians, as for the head). PEFT itself starts B at zero; when
- * trajectories start there, set the statistics with ltdi_layout_fit_stats.
- * `l` must be freshly initialised or freed; kind becomes "lora". */
-int ltdi_layout_lora(ltdi_layout *l, const ltdi_lora_module *modules, int n);
 
 /* Sets every tensor's mean and std to those of its elements over n_vectors
  * vectors w (n_vectors, P); a std below min_std (or 0) becomes min_std so a

@@ -33,6 +33,7 @@
 #include "core/layout.h"
 #include "core/schedule.h"
 #include "core/unet.h"
+#include "core/weights.h"
 #include "kernels/backend.h"
 
 #ifdef __cplusplus

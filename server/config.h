@@ -35,7 +35,7 @@ typedef struct ltdi_serve_config {
   long long max_samples;
   long long drain_timeout_s;
   char device[16];          /* auto | cpu | cuda */
-  char cpu_kernel[16];      /* invariant | per_sample | batched (server/compute.h) */
+  char cpu_kernel[16];      /* invariant | per_sample | batched (core/gen_pool.h) */
   long long compute_threads; /* CPU workers per model; 0 = one per online CPU */
   long long blas_threads;
   long long warmup;

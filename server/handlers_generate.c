@@ -18,6 +18,7 @@
 
 #include "base/error.h"
 #include "core/safetensors.h"
+#include "core/weights.h"
 #include "server/server_internal.h"
 #include "server/registry/sha256.h"
 
@@ -65,7 +66,7 @@ static void task_id_of(const ltdi_served_model *sm, const ltdi_gen_request *r, c
   put_u64(&h, (uint64_t)o->sampler.sigma);
   put_floats(&h, &o->sampler.eta, 1);
   /* How the pass ran decides the last bits: the backend and kernel, not the batch. */
-  const char *tag = ltdi_compute_tag(sm->compute);
+  const char *tag = ltdi_gen_pool_tag(sm->compute);
   ltdi_sha256_update(&h, tag, strlen(tag) + 1); /* it implies o->mode */
   put_floats(&h, cond, Dc);
   if (r->samples > 1) { /* the choice among samples depends on the support set */
@@ -81,86 +82,27 @@ static void task_id_of(const ltdi_served_model *sm, const ltdi_gen_request *r, c
 /* Mean cross-entropy and accuracy of the generated head on the support set. */
 static int support_eval(const ltdi_served_model *sm, const float *w, const ltdi_gen_request *r,
                         double *acc, double *loss) {
-  const ltdi_layout *l = &sm->m->layout;
-  const int d = sm->head_d, h = sm->head_h, N = sm->head_n;
-  int i1 = ltdi_layout_find(l, "fc1.weight"), i2 = ltdi_layout_find(l, "fc1.bias");
-  int i3 = ltdi_layout_find(l, "fc2.weight"), i4 = ltdi_layout_find(l, "fc2.bias");
-  if (i1 < 0 || i2 < 0 || i3 < 0 || i4 < 0) return LTDI_ERR_FORMAT;
-  const float *W1 = w + l->tensors[i1].offset, *b1 = w + l->tensors[i2].offset;
-  const float *W2 = w + l->tensors[i3].offset, *b2 = w + l->tensors[i4].offset;
-  double *hid = malloc((size_t)h * sizeof *hid), *z = malloc((size_t)N * sizeof *z);
-  if (!hid || !z) {
-    free(hid), free(z);
-    return LTDI_ERR_NOMEM;
-  }
-  double total = 0;
-  int correct = 0;
-  for (int i = 0; i < r->rows; i++) {
-    const float *x = r->values + (size_t)i * d;
-    for (int j = 0; j < h; j++) {
-      double a = b1[j];
-      for (int k = 0; k < d; k++) a += (double)W1[(size_t)j * d + k] * x[k];
-      hid[j] = a > 0 ? a : 0;
-    }
-    int best = 0;
-    double zmax = -INFINITY;
-    for (int c = 0; c < N; c++) {
-      double a = b2[c];
-      for (int j = 0; j < h; j++) a += (double)W2[(size_t)c * h + j] * hid[j];
-      z[c] = a;
-      if (a > zmax) zmax = a, best = c;
-    }
-    double se = 0;
-    for (int c = 0; c < N; c++) se += exp(z[c] - zmax);
-    total += zmax + log(se) - z[r->labels[i]];
-    correct += best == r->labels[i];
-  }
-  free(hid), free(z);
-  *loss = total / r->rows;
-  *acc = (double)correct / r->rows;
-  return isfinite(*loss) ? 0 : LTDI_ERR_NONFINITE;
+  ltdi_head_view v;
+  int rc = ltdi_head_view_of(&sm->m->layout, w, &v);
+  return rc ? rc : ltdi_head_view_score(&v, r->values, r->labels, r->rows, acc, loss);
 }
 
 /* The generated tensors as safetensors bytes, with the task's provenance. */
 static int weights_to_st(const ltdi_served_model *sm, const float *w, const char *task_id,
                          uint64_t seed, int samples, uint8_t **bytes, size_t *n) {
-  ltdi_st_writer *wr = NULL;
-  int rc = ltdi_st_writer_new(&wr);
-  const ltdi_layout *l = &sm->m->layout;
-  for (int i = 0; i < l->n_tensors && !rc; i++)
-    rc = ltdi_st_writer_add(wr, l->tensors[i].name, LTDI_DTYPE_F32, l->tensors[i].ndim,
-                            l->tensors[i].shape, w + l->tensors[i].offset);
-  char buf[64];
-  if (!rc) rc = ltdi_st_writer_meta(wr, "format", "ltdi-weights");
-  if (!rc) rc = ltdi_st_writer_meta(wr, "task_id", task_id);
-  if (!rc) rc = ltdi_st_writer_meta(wr, "model", sm->name);
-  snprintf(buf, sizeof buf, "%lld", (long long)sm->version);
-  if (!rc) rc = ltdi_st_writer_meta(wr, "model_version", buf);
-  snprintf(buf, sizeof buf, "%llu", (unsigned long long)seed);
-  if (!rc) rc = ltdi_st_writer_meta(wr, "seed", buf);
-  snprintf(buf, sizeof buf, "%d", samples);
-  if (!rc) rc = ltdi_st_writer_meta(wr, "samples", buf);
-  if (!rc) rc = ltdi_st_writer_meta(wr, "layout", l->kind);
-  if (!rc) rc = ltdi_st_writer_serialize(wr, bytes, n);
-  ltdi_st_writer_free(wr);
-  return rc;
+  char version[32], seed_s[32], samples_s[32];
+  snprintf(version, sizeof version, "%lld", (long long)sm->version);
+  snprintf(seed_s, sizeof seed_s, "%llu", (unsigned long long)seed);
+  snprintf(samples_s, sizeof samples_s, "%d", samples);
+  const char *meta[] = {"task_id", task_id, "model", sm->name, "model_version", version,
+                        "seed", seed_s, "samples", samples_s};
+  return ltdi_weights_serialize(&sm->m->layout, w, meta, 5, bytes, n);
 }
 
 /* The flat weight vector (P) of a stored task, in the model's layout. */
 static int weights_from_st(const ltdi_served_model *sm, const uint8_t *bytes, size_t n, float *w) {
-  ltdi_st_file *f = NULL;
   char err[256];
-  int rc = ltdi_st_parse(bytes, n, &f, err, sizeof err);
-  const ltdi_layout *l = &sm->m->layout;
-  for (int i = 0; i < l->n_tensors && !rc; i++) {
-    int64_t shape[LTDI_LAYOUT_MAX_DIMS];
-    const float *data = NULL;
-    memcpy(shape, l->tensors[i].shape, sizeof shape);
-    rc = ltdi_st_get_f32(f, l->tensors[i].name, l->tensors[i].ndim, shape, &data, err, sizeof err);
-    if (!rc) memcpy(w + l->tensors[i].offset, data, l->tensors[i].size * sizeof *w);
-  }
-  ltdi_st_close(f);
-  return rc;
+  return ltdi_weights_parse(&sm->m->layout, bytes, n, w, err, sizeof err);
 }
 
 char *ltdi__weights_text_from_st(const uint8_t *bytes, size_t n) {
@@ -435,7 +377,7 @@ void ltdi__h_generate(ltdi_server *s, const ltdi_req *rq, ltdi_resp *rs) {
   }
   g.have_support = g.r.kind == LTDI_COND_SUPPORT && g.sm->is_head;
   g.seed = g.r.has_seed ? g.r.seed : fresh_seed(s);
-  g.opt = ltdi_compute_options(g.sm->compute);
+  g.opt = ltdi_gen_pool_options(g.sm->compute);
   if (g.r.samples > 1 && g.opt.sampler.sigma == LTDI_SIGMA_NONE) {
     /* Without σ_t z every draw lands near the conditional mean, so best of
      * N would choose among near-copies: sample stochastically instead. */

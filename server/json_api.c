@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "core/weights.h"
 
 int ltdi_api_fail(ltdi_api_error *e, int status, int rc, const char *fmt, ...) {
   e->status = status;
@@ -251,27 +252,12 @@ int ltdi_api_task_embedding(const ltdi_gen_request *r, int ways, int feat_dim, f
       if (r->labels[i] < 0 || r->labels[i] >= ways)
         return FAIL422("support.labels[%d] = %d is outside 0..%d (a %d-way model)", i,
                        (int)r->labels[i], ways - 1, ways);
-    /* Class means accumulated in double, in label order (ARCHITECTURE.md
-     * "Task embedding"). */
-    double *acc = calloc(Dc, sizeof *acc);
-    int *count = calloc((size_t)ways, sizeof *count);
-    if (!acc || !count) {
-      free(acc), free(count);
-      return ltdi_api_fail(e, 503, LTDI_ERR_NOMEM, "out of memory");
-    }
-    for (int i = 0; i < r->rows; i++) {
-      count[r->labels[i]]++;
-      for (int k = 0; k < feat_dim; k++)
-        acc[(size_t)r->labels[i] * feat_dim + k] += r->values[(size_t)i * feat_dim + k];
-    }
-    int rc = 0;
-    for (int c = 0; c < ways && !rc; c++)
-      if (count[c] == 0) rc = FAIL422("support.labels: class %d has no examples", c);
-    for (int c = 0; c < ways && !rc; c++)
-      for (int k = 0; k < feat_dim; k++)
-        cond[(size_t)c * feat_dim + k] = (float)(acc[(size_t)c * feat_dim + k] / count[c]);
-    free(acc), free(count);
-    return rc;
+    int empty = -1;
+    int rc = ltdi_task_embedding(r->values, (size_t)feat_dim, r->labels, r->rows, ways, feat_dim,
+                                 cond, &empty);
+    if (rc == LTDI_ERR_SHAPE) return FAIL422("support.labels: class %d has no examples", empty);
+    if (rc) return ltdi_api_fail(e, 503, rc, "out of memory");
+    return 0;
   }
   default:
     return ltdi_api_fail(e, 500, LTDI_ERR_INVALID_ARG, "request has no task embedding");

@@ -77,7 +77,7 @@ const char *ltdi_model_set_backend(const ltdi_model_set *s) {
 
 static void served_free(ltdi_served_model *sm) {
   if (!sm) return;
-  ltdi_compute_free(sm->compute);
+  ltdi_gen_pool_free(sm->compute);
   ltdi_model_free(sm->m);
   ltdi_backend_destroy(sm->be);
   free(sm);
@@ -115,8 +115,8 @@ static int warm_up(ltdi_served_model *sm, int workers) {
   if (!rc) {
     for (size_t r = 0; r < (size_t)workers * (size_t)m->ways; r++)
       memcpy(c + r * (size_t)m->feat_dim, m->cond_mean, (size_t)m->feat_dim * sizeof *c);
-    ltdi_gen_options o = ltdi_compute_options(sm->compute);
-    rc = ltdi_compute_run(sm->compute, c, seeds, workers, &o, w);
+    ltdi_gen_options o = ltdi_gen_pool_options(sm->compute);
+    rc = ltdi_gen_pool_run(sm->compute, c, seeds, workers, &o, w);
   }
   free(c), free(w), free(seeds);
   return rc;
@@ -152,14 +152,14 @@ int ltdi_model_set_load(ltdi_model_set *s, const char *name, int64_t version, co
   if (!rc) {
     sm->is_head = ltdi_layout_head_dims(&sm->m->layout, &sm->head_d, &sm->head_h, &sm->head_n) == 0 &&
                   sm->head_d == sm->m->feat_dim && sm->head_n == sm->m->ways;
-    rc = ltdi_compute_create(&sm->compute, sm->m, s->workers, s->capacity, s->kernel,
+    rc = ltdi_gen_pool_create(&sm->compute, sm->m, s->workers, s->capacity, s->kernel,
                              s->blas_threads);
     if (rc) snprintf(err, errlen, "cannot start the model's workers: %s", ltdi_strerror(rc));
   }
   if (!rc) {
     if (s->warmup) {
       double t0 = now_ms();
-      rc = warm_up(sm, ltdi_compute_workers(sm->compute));
+      rc = warm_up(sm, ltdi_gen_pool_workers(sm->compute));
       sm->warmup_ms = now_ms() - t0;
       if (rc) snprintf(err, errlen, "warm-up generation failed: %s", ltdi_strerror(rc));
     }

@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 #include "core/model.h"
-#include "server/compute.h"
+#include "core/gen_pool.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -24,7 +24,7 @@ typedef struct ltdi_served_model {
   char sha256[65];
   ltdi_backend *be; /* private to this model; used by one thread at a time */
   ltdi_model *m;
-  ltdi_compute *compute; /* its workers (server/compute.h) */
+  ltdi_gen_pool *compute; /* its workers (core/gen_pool.h) */
   int is_head;            /* layout is the 2-layer head: support metrics work */
   int head_d, head_h, head_n;
   double warmup_ms;

@@ -20,7 +20,7 @@ static int run_batch(void *ctx, void *model, const float *cond, const uint64_t *
                      const ltdi_gen_options *opt, float *out) {
   (void)ctx;
   ltdi_served_model *sm = model;
-  return ltdi_compute_run(sm->compute, cond, seeds, batch, opt, out);
+  return ltdi_gen_pool_run(sm->compute, cond, seeds, batch, opt, out);
 }
 
 static void observe_batch(void *ctx, int batch, double compute_ms) {

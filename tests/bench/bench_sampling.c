@@ -18,7 +18,7 @@
  *                  [--gemm N] [--tag NAME]
  *
  * --mode serve (CPU): generation as ltdi-serve runs it by default, by the
- * model's compute workers (server/compute.h): W threads (default: the CPUs
+ * model's compute workers (core/gen_pool.h): W threads (default: the CPUs
  * this process may run on), each a share of the batch, batched forwards on
  * the batch-invariant sgemm — the CPU's best bit-identical throughput.
  *
@@ -38,7 +38,7 @@
 #include "core/model.h"
 #include "core/rng.h"
 #include "kernels/backend.h"
-#include "server/compute.h"
+#include "core/gen_pool.h"
 #ifdef LTDI_HAVE_CUDA
 #include "kernels/cuda/backend_cuda.h"
 #endif
@@ -240,26 +240,26 @@ static double host_noise_ms(const ltdi_model *m, const ltdi_gen_options *opt, in
  * serve) the daemon's compute workers. */
 typedef struct runner {
   ltdi_gen_workspace *ws;
-  ltdi_compute *cp;
+  ltdi_gen_pool *cp;
 } runner;
 
 static int runner_make(runner *r, ltdi_model *m, ltdi_gen_options *opt, int B, int workers) {
   *r = (runner){NULL, NULL};
   if (workers <= 0) return ltdi_gen_workspace_create(&r->ws, m, m->be, B, opt->mode);
-  int rc = ltdi_compute_create(&r->cp, m, workers, B, LTDI_KERNEL_INVARIANT, 1);
-  if (!rc) *opt = ltdi_compute_options(r->cp);
+  int rc = ltdi_gen_pool_create(&r->cp, m, workers, B, LTDI_KERNEL_INVARIANT, 1);
+  if (!rc) *opt = ltdi_gen_pool_options(r->cp);
   return rc;
 }
 
 static int runner_run(runner *r, const float *cond, const uint64_t *seeds, int B,
                       const ltdi_gen_options *opt, float *out) {
-  return r->cp ? ltdi_compute_run(r->cp, cond, seeds, B, opt, out)
+  return r->cp ? ltdi_gen_pool_run(r->cp, cond, seeds, B, opt, out)
                : ltdi_model_generate_with(r->ws, cond, seeds, B, opt, out, NULL);
 }
 
 static void runner_free(runner *r) {
   ltdi_gen_workspace_free(r->ws);
-  ltdi_compute_free(r->cp);
+  ltdi_gen_pool_free(r->cp);
 }
 
 /* One point: warm-up, then repeats for about `seconds` on one runner. */

@@ -30,7 +30,7 @@
 
 #include "core/model.h"
 #include "core/rng.h"
-#include "server/compute.h"
+#include "core/gen_pool.h"
 
 #define WAYS 5
 #define DIM 64
@@ -345,18 +345,18 @@ int main(int argc, char **argv) {
     double rate[2];
     for (int pass = 0; pass < 2; pass++) {
       const int n = pass ? big : 1;
-      ltdi_compute *cp = NULL;
-      if (ltdi_compute_create(&cp, m, pass ? workers : 1, n, kern, 1)) return 1;
-      ltdi_gen_options co = ltdi_compute_options(cp);
-      ltdi_compute_run(cp, cb, sb, n, &co, wb); /* warm-up */
+      ltdi_gen_pool *cp = NULL;
+      if (ltdi_gen_pool_create(&cp, m, pass ? workers : 1, n, kern, 1)) return 1;
+      ltdi_gen_options co = ltdi_gen_pool_options(cp);
+      ltdi_gen_pool_run(cp, cb, sb, n, &co, wb); /* warm-up */
       long heads = 0;
       double t0 = now_s();
       while (now_s() - t0 < 2.0) {
-        ltdi_compute_run(cp, cb, sb, n, &co, wb);
+        ltdi_gen_pool_run(cp, cb, sb, n, &co, wb);
         heads += n;
       }
       rate[pass] = (double)heads / (now_s() - t0);
-      ltdi_compute_free(cp);
+      ltdi_gen_pool_free(cp);
     }
     printf("in-process ceiling: %.1f heads/s at batch 1 on one worker, %.1f at batch %d on %d "
            "workers: %.2fx\n", rate[0], rate[1], big, workers, rate[1] / rate[0]);

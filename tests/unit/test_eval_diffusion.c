@@ -24,6 +24,7 @@
 #include "trainer/data/dataset.h"
 #include "trainer/eval/eval.h"
 #include "trainer/eval/eval_diffusion.h"
+#include "trainer/eval/eval_gen.h"
 #include "trainer/body/featurebank.h"
 #include "tests/unit/synthetic_features.h"
 

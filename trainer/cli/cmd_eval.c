@@ -19,7 +19,7 @@
 #include "trainer/cli/cli_device.h"
 #include "trainer/cli/commands.h"
 #include "trainer/eval/eval.h"
-#include "trainer/eval/eval_diffusion.h"
+#include "trainer/eval/eval_gen.h"
 #include "trainer/body/featurebank.h"
 #include "trainer/common/progress.h"
 #include "trainer/meta/reptile.h"
@@ -186,7 +186,7 @@ static int run_one(const ltdi_featurebank *bank, const ltdi_eval_options *opt,
   }
   if (gen)
     printf("generation: %.2f ms/head at batch 1, %.2f ms/head at batch 64 (%s)\n",
-           gen->batch1_ms, gen->batch64_ms, ltdi_eval_gen_device_name());
+           gen->batch1_ms, gen->batch64_ms, ltdi_eval_generator_device(opt->generator));
   printf("wall time %.1f s (features %.1f s, these episodes %.1f s), peak RSS %.1f MiB\n\n",
          ltdi_now_s() - t_start, t_bank, t_eval, ltdi_peak_rss_mib());
   fflush(stdout);
@@ -371,9 +371,10 @@ int ltdi_cmd_eval(int argc, char **argv) {
   int rc = 0;
   ltdi_featurebank bank;
   memset(&bank, 0, sizeof bank);
+  ltdi_eval_generator *generator = NULL;
   if (diffusion) {
     char note[512] = "";
-    rc = ltdi_eval_gen_device_open(want, note, sizeof note);
+    rc = ltdi_eval_generator_open(&generator, want, opt.threads, note, sizeof note);
     if (rc) {
       fprintf(stderr, "ltdi-train eval: %s (use --device cpu, or auto to fall back)\n",
               note[0] ? note : ltdi_strerror(rc));
@@ -381,6 +382,7 @@ int ltdi_cmd_eval(int argc, char **argv) {
       goto done;
     }
     ltdi_device_note(note);
+    opt.generator = generator;
   }
 
   /* An ImageFolder with a split inside evaluates its meta-test classes only;
@@ -434,14 +436,14 @@ int ltdi_cmd_eval(int argc, char **argv) {
           "%d episodes, seed %" PRIu64 ", %d threads%s%s\n",
           bank.n, bank.n_classes, bank.dim, bank.views, bank.views == 1 ? "" : "s", t_bank,
           opt.queries, opt.episodes, opt.seed, opt.threads,
-          diffusion ? ", heads generated on " : "", diffusion ? ltdi_eval_gen_device_name() : "");
+          diffusion ? ", heads generated on " : "", diffusion ? ltdi_eval_generator_device(generator) : "");
 
   /* Generation cost, once per run and outside the episode loop, so it is
    * not shared with the workers. */
   ltdi_eval_gen_timing gen_timing, *gen = NULL;
   const char *timed = model_path ? model_path : model_lv_path;
   if (timed) {
-    rc = ltdi_eval_generation_timing(timed, opt.seed, &gen_timing, err, sizeof err);
+    rc = ltdi_eval_generation_timing(generator, timed, opt.seed, &gen_timing, err, sizeof err);
     if (rc != 0) {
       fprintf(stderr, "ltdi-train eval: %s\n", err);
       rc = 1;
@@ -457,7 +459,7 @@ int ltdi_cmd_eval(int argc, char **argv) {
       rc = run_one(&bank, &opt, methods, n_methods, json, json_dir, t_start, t_bank, gen);
     }
 done:
-  ltdi_eval_gen_device_close();
+  ltdi_eval_generator_free(generator);
   ltdi_featurebank_free(&bank);
   ltdi_reptile_head_free(&reptile_head);
   return rc;

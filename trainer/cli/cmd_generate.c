@@ -2,10 +2,11 @@
  * new task from a model file and the task's support features (or its class
  * prototypes), written as safetensors or JSON.
  *
- * JSON output: {"format": "ltdi-head", "seed": S, "sampler": {...},
- *   "tensors": {"fc1.weight": {"shape": [h, d], "data": [...]}, ...}}
- * with data row-major; safetensors output: the layout's tensors as F32 and
- * metadata format "ltdi-head", seed, model. --device picks the backend
+ * JSON output: {"format": "ltdi-weights", "layout": "head", "seed": S,
+ *   "sampler": {...}, "tensors": {"fc1.weight": {"shape": [h, d], "data":
+ *   [...]}, ...}} with data row-major; safetensors output: the layout's
+ *   tensors as F32 and the metadata of core/weights.h (format "ltdi-weights",
+ *   layout) plus seed, model and sampler. --device picks the backend
  * (trainer/cli/cli_device.h); the head is the same on every device up to fp32
  * rounding, and bit-identical between auto-on-a-CPU and cpu. */
 #define _POSIX_C_SOURCE 200809L
@@ -17,6 +18,7 @@
 #include "base/error.h"
 #include "core/model.h"
 #include "core/safetensors.h"
+#include "core/weights.h"
 #include "trainer/cli/cli_device.h"
 #include "trainer/cli/commands.h"
 #include "trainer/data/dataset.h"
@@ -47,29 +49,17 @@ static int prototypes_from_features(const char *path, const ltdi_model *m, float
   ltdi_featureset fs;
   int rc = ltdi_features_load(path, &fs, err, errlen);
   if (rc) return rc;
-  if (fs.dim != m->feat_dim || fs.n_classes != m->ways) {
-    snprintf(err, errlen, "%s has %d classes of %d-dim features; the model generates heads for "
-             "%d classes of %d-dim features", path, fs.n_classes, fs.dim, m->ways, m->feat_dim);
-    ltdi_featureset_free(&fs);
-    return LTDI_ERR_SHAPE;
-  }
-  int *cnt = calloc((size_t)m->ways, sizeof(int));
-  double *acc = calloc((size_t)m->ways * fs.dim, sizeof(double));
-  if (!cnt || !acc) rc = LTDI_ERR_NOMEM;
-  for (int i = 0; !rc && i < fs.n; i++) {
-    int y = fs.labels[i];
-    cnt[y]++;
-    for (int k = 0; k < fs.dim; k++) acc[(size_t)y * fs.dim + k] += fs.x[(size_t)i * fs.dim + k];
-  }
-  for (int y = 0; !rc && y < m->ways; y++) {
-    if (!cnt[y]) {
-      snprintf(err, errlen, "%s: class %d has no support examples", path, y);
-      rc = LTDI_ERR_SHAPE;
-    }
-    for (int k = 0; !rc && k < fs.dim; k++)
-      c[(size_t)y * fs.dim + k] = (float)(acc[(size_t)y * fs.dim + k] / cnt[y]);
-  }
-  free(cnt), free(acc);
+  int empty = -1;
+  if (fs.dim != m->feat_dim || fs.n_classes != m->ways)
+    rc = ltdi_fail(err, errlen, LTDI_ERR_SHAPE,
+                   "%s has %d classes of %d-dim features; the model generates heads for "
+                   "%d classes of %d-dim features",
+                   path, fs.n_classes, fs.dim, m->ways, m->feat_dim);
+  else if ((rc = ltdi_task_embedding(fs.x, (size_t)fs.dim, fs.labels, fs.n, m->ways, fs.dim, c,
+                                     &empty)) == LTDI_ERR_SHAPE)
+    ltdi_fail(err, errlen, rc, "%s: class %d has no support examples", path, empty);
+  else if (rc)
+    ltdi_fail(err, errlen, rc, "%s: %s", path, ltdi_strerror(rc));
   ltdi_featureset_free(&fs);
   return rc;
 }
@@ -97,7 +87,8 @@ static int write_head(const char *path, int json, const ltdi_model *m, const flo
   const ltdi_layout *l = &m->layout;
   if (json) {
     json_t *root = json_object(), *tensors = json_object();
-    json_object_set_new(root, "format", json_string("ltdi-head"));
+    json_object_set_new(root, "format", json_string(LTDI_WEIGHTS_FORMAT));
+    json_object_set_new(root, "layout", json_string(l->kind));
     json_object_set_new(root, "seed", json_integer((json_int_t)seed));
     json_object_set_new(root, "sampler", json_pack("{s:s,s:s}", "form", ltdi_sampler_form_name(sc->form),
                                                    "sigma", ltdi_sampler_sigma_name(sc->sigma)));
@@ -113,21 +104,10 @@ static int write_head(const char *path, int json, const ltdi_model *m, const flo
     json_decref(root);
     return rc;
   }
-  ltdi_st_writer *wr = NULL;
   char num[32];
-  int rc = ltdi_st_writer_new(&wr);
-  for (int i = 0; !rc && i < l->n_tensors; i++) {
-    const ltdi_layout_tensor *t = &l->tensors[i];
-    rc = ltdi_st_writer_add(wr, t->name, LTDI_DTYPE_F32, t->ndim, t->shape, w + t->offset);
-  }
   snprintf(num, sizeof num, "%llu", (unsigned long long)seed);
-  if (!rc) rc = ltdi_st_writer_meta(wr, "format", "ltdi-head");
-  if (!rc) rc = ltdi_st_writer_meta(wr, "seed", num);
-  if (!rc) rc = ltdi_st_writer_meta(wr, "model", model_path);
-  if (!rc) rc = ltdi_st_writer_meta(wr, "sampler", ltdi_sampler_form_name(sc->form));
-  if (!rc) rc = ltdi_st_writer_write(wr, path);
-  ltdi_st_writer_free(wr);
-  return rc;
+  const char *meta[] = {"seed", num, "model", model_path, "sampler", ltdi_sampler_form_name(sc->form)};
+  return ltdi_weights_save(l, w, meta, 3, path);
 }
 
 int ltdi_cmd_generate(int argc, char **argv) {

@@ -5,6 +5,7 @@
  * which thread ran which episode. */
 #define _POSIX_C_SOURCE 200809L
 #include "trainer/eval/eval.h"
+#include "trainer/eval/eval_gen.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -47,11 +48,13 @@ typedef struct eval_shared {
   const ltdi_class_index *index;
   const ltdi_eval_method *const *methods;
   int n_methods;
+  ltdi_eval_generator *gen;
   double *acc;     /* (n_methods, episodes) */
   double *metric;  /* (n_methods, episodes) NaN where the method gave none */
   double *seconds; /* (n_methods) */
   pthread_mutex_t mu; /* guards everything below */
   int next, done, rc;
+  int workers; /* started so far: the next worker's index */
   double *running; /* (n_methods) sum of finished accuracies, for progress */
   char *err;
   size_t errlen;
@@ -165,7 +168,11 @@ static void *worker_main(void *arg) {
     ltdi_backend_destroy(be);
     return NULL;
   }
-  ltdi_eval_worker w = {.be = be, .opt = o, .state = NULL, .metric = NAN};
+  pthread_mutex_lock(&sh->mu);
+  const int index = sh->workers++;
+  pthread_mutex_unlock(&sh->mu);
+  ltdi_eval_worker w = {.be = be, .index = index, .gen = sh->gen, .opt = o, .state = NULL,
+                        .metric = NAN};
   for (; n_init < nm; n_init++) {
     const ltdi_eval_method *m = sh->methods[n_init];
     if (!m->thread_init) continue;
@@ -306,6 +313,15 @@ int ltdi_eval_run(const ltdi_featurebank *bank, const ltdi_eval_options *opt,
     rc = LTDI_ERR_NOMEM;
     goto out;
   }
+  /* Without a generator from the caller, the diffusion rows generate on
+   * the CPU; models load only when a row asks for one. */
+  ltdi_eval_generator *own = NULL;
+  sh.gen = opt->generator;
+  if (!sh.gen && (rc = ltdi_eval_generator_open(&own, LTDI_DEVICE_CPU, opt->threads, NULL, 0))) {
+    (void)ltdi_fail(err, errlen, 0, "cannot set up generation: %s", ltdi_strerror(rc));
+    goto out;
+  }
+  if (!sh.gen) sh.gen = own;
   pthread_mutex_init(&sh.mu, NULL);
   if (opt->progress) ltdi_progress_start(&sh.progress, "eval episodes", opt->episodes);
   int started = 0;
@@ -339,6 +355,7 @@ int ltdi_eval_run(const ltdi_featurebank *bank, const ltdi_eval_options *opt,
         memcpy(per_episode + (size_t)m * opt->episodes, a, (size_t)opt->episodes * sizeof *a);
     }
   }
+  ltdi_eval_generator_free(own);
 out:
   free(sh.acc);
   free(sh.metric);

@@ -42,9 +42,9 @@ typedef struct ltdi_eval_options {
   int hidden;                       /* head hidden width for the finetune baselines */
   ltdi_head_train_config head_cfg;  /* recipe for finetune; SAM rho for finetune_sam */
   ltdi_logreg_config logreg;
-  /* Diffusion rows (trainer/eval/eval_diffusion.h): each worker thread loads its
-   * own copy of the model with its own backend. NULL: the rows fail, so list
-   * them only with a file. */
+  /* Diffusion rows (trainer/eval/eval_diffusion.h): the model files, loaded
+   * once per run by the generator below. NULL: the rows fail, so list them
+   * only with a file. */
   const char *model_path;           /* lt_di, lt_di_refine, lt_di_best_of_n */
   const char *model_lv_path;        /* lv_di (an L = 2 model) */
   int samples;                      /* lt_di_best_of_n: heads drawn per episode (>= 1) */
@@ -52,6 +52,9 @@ typedef struct ltdi_eval_options {
   const struct ltdi_reptile_head *reptile; /* init of the reptile row (trainer/meta/reptile.h);
                                             NULL: the row fails, so list it only with one */
   int progress;                     /* 1: progress lines on stderr */
+  /* Where the diffusion rows generate (trainer/eval/eval_gen.h); NULL: the
+   * run opens its own on the CPU. Not owned. */
+  struct ltdi_eval_generator *generator;
 } ltdi_eval_options;
 
 /* Defaults: 5-way 1-shot, 15 queries, 600 episodes, seed 1, 2 threads,
@@ -63,8 +66,12 @@ ltdi_eval_options ltdi_eval_options_default(void);
  * options, and the state its thread_init created (NULL without one). A
  * method with a metric_name stores that episode's value in `metric` (the
  * loop sets it to NaN before each call; NaN = no value this episode). */
+typedef struct ltdi_eval_generator ltdi_eval_generator;
+
 typedef struct ltdi_eval_worker {
   ltdi_backend *be;
+  int index;                /* 0..threads-1: the worker's slot in generation pools */
+  ltdi_eval_generator *gen; /* where the diffusion rows generate (never NULL) */
   const ltdi_eval_options *opt;
   void *state;
   double metric;
@@ -114,7 +121,7 @@ int ltdi_eval_run(const ltdi_featurebank *bank, const ltdi_eval_options *opt,
                   ltdi_eval_result *results, double *per_episode, char *err,
                   size_t errlen);
 
-/* Generation cost of a model, measured once per run (trainer/eval/eval_diffusion.h). */
+/* Generation cost of a model, measured once per run (trainer/eval/eval_gen.h). */
 typedef struct ltdi_eval_gen_timing {
   double batch1_ms;  /* wall time per head, heads generated one call each */
   double batch64_ms; /* wall time per head, 64 heads in one call */

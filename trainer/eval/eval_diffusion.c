@@ -15,28 +15,26 @@
 #include "base/error.h"
 #include "core/model.h"
 #include "core/rng.h"
+#include "core/weights.h"
+#include "trainer/eval/eval_gen.h"
 #include "trainer/prepare/head.h"
 
 /* Salts keep the streams of the rows apart from each other and from the
  * baselines' (trainer/eval/baselines.c) for the same (seed, episode); the
- * generated heads' salt is in eval_diffusion.h (the timing uses it too). */
+ * generated heads' seeds are ltdi_eval_head_seed's (eval_gen.c). */
 #define LTDI__REFINE_SEED_SALT 0x726566696e652d31ull /* refine's view draws */
 #define LTDI__REF_SEED_SALT 0x7265662d6f70742dull    /* the prepared optimum */
 
 /* ==== per-thread state ==================================================== */
 
-enum { WS_ONE, WS_MANY, WS_SLOTS }; /* lt_di's one head; best-of-N's N heads */
-
-/* What a worker keeps for one diffusion row: its own model (generation
- * allocates from the model's backend: the worker's, or the shared GPU one),
- * generation workspaces kept between episodes (a device allocation per
- * episode would cost more than the pass), and the recipe of the reference
- * optimum for the weight MSE. */
+/* What a worker keeps for one diffusion row: the run's copy of the model
+ * and its generation pool (eval_gen.h: loaded once, shared by the rows and
+ * threads that use the file; generation runs on the pool's worker of this
+ * thread), and the recipe of the reference optimum for the weight MSE. */
 typedef struct diff_state {
-  ltdi_model *m;
-  int shared;                     /* 1: m lives on the shared GPU backend */
-  ltdi_gen_workspace *ws[WS_SLOTS];
-  int ws_mode[WS_SLOTS];
+  const ltdi_model *m;
+  ltdi_gen_pool *pool;
+  int worker;                     /* this thread's slot in the pool */
   ltdi_head_dims dims;            /* of the generated head (the model's layout) */
   size_t P;
   ltdi_head_train_config ref_cfg; /* recipe the model's trajectories were prepared with */
@@ -108,21 +106,17 @@ static int state_init(ltdi_eval_worker *w, const char *path, void **state) {
   diff_state *s = calloc(1, sizeof *s);
   if (!s) return LTDI_ERR_NOMEM;
   char err[256];
-  ltdi_backend *shared_be = ltdi__eval_gen_backend();
-  s->shared = shared_be != NULL;
-  ltdi__eval_gen_lock(s->shared);
-  int rc = ltdi_model_load(&s->m, s->shared ? shared_be : w->be, path, err, sizeof err);
+  ltdi_model *m = NULL;
+  int rc = ltdi_eval_generator_get(w->gen, path, &m, &s->pool, err, sizeof err);
   if (!rc)
-    rc = ltdi_layout_head_dims(&s->m->layout, &s->dims.in_dim, &s->dims.hidden,
-                               &s->dims.classes);
+    rc = ltdi_layout_head_dims(&m->layout, &s->dims.in_dim, &s->dims.hidden, &s->dims.classes);
   if (rc) {
-    ltdi_model_free(s->m);
-    ltdi__eval_gen_unlock(s->shared);
     free(s);
     return rc;
   }
-  ltdi__eval_gen_unlock(s->shared);
-  s->P = s->m->layout.n_params;
+  s->m = m;
+  s->worker = w->index;
+  s->P = m->layout.n_params;
   read_recipe(s);
   *state = s;
   return 0;
@@ -136,66 +130,21 @@ int ltdi__eval_lv_init(ltdi_eval_worker *w, void **state) {
   return state_init(w, w->opt->model_lv_path, state);
 }
 
-void ltdi__eval_diffusion_free(void *state) {
-  diff_state *s = state;
-  if (!s) return;
-  ltdi__eval_gen_lock(s->shared);
-  for (int i = 0; i < WS_SLOTS; i++) ltdi_gen_workspace_free(s->ws[i]);
-  ltdi_model_free(s->m);
-  ltdi__eval_gen_unlock(s->shared);
-  free(s);
-}
+void ltdi__eval_diffusion_free(void *state) { free(state); }
 
 /* out (batch, P) = heads of s's model for cond (batch, ways*dim) and seeds,
- * in workspace `slot`, (re)made when it is too small or of another mode.
- * Same results as ltdi_model_generate. */
-static int generate(diff_state *s, int slot, const float *cond, const uint64_t *seeds,
-                    int batch, const ltdi_gen_options *go, float *out) {
-  ltdi__eval_gen_lock(s->shared);
-  int rc = 0;
-  ltdi_gen_workspace **ws = &s->ws[slot];
-  if (*ws && (ltdi_gen_workspace_max_batch(*ws) < batch || s->ws_mode[slot] != go->mode)) {
-    ltdi_gen_workspace_free(*ws);
-    *ws = NULL;
-  }
-  if (!*ws) {
-    rc = ltdi_gen_workspace_create(ws, s->m, s->m->be, batch, go->mode);
-    s->ws_mode[slot] = go->mode;
-  }
-  if (!rc) rc = ltdi_model_generate_with(*ws, cond, seeds, batch, go, out, NULL);
-  ltdi__eval_gen_unlock(s->shared);
-  return rc;
+ * on this thread's pool worker. Same results as ltdi_model_generate. */
+static int generate(diff_state *s, const float *cond, const uint64_t *seeds, int batch,
+                    const ltdi_gen_options *go, float *out) {
+  return ltdi_gen_pool_run_on(s->pool, s->worker, cond, seeds, batch, go, out);
 }
 
 /* ==== pieces =============================================================== */
 
-/* splitmix64's finaliser: a bijective mix, so distinct inputs stay distinct. */
-static uint64_t mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-/* The noise seed of sample `k` of episode `index`: a function of these
- * alone, so a row's heads do not depend on threads or on other rows. */
-uint64_t ltdi__eval_head_seed(uint64_t seed, uint64_t index, uint64_t k) {
-  return mix64(mix64(mix64(seed ^ LTDI__GEN_SEED_SALT) ^ index) ^ k);
-}
-
-/* cond (ways*dim) = [p_1; …; p_N], p_n the mean view-0 support feature of
- * label n (the support is in label order: row c*shots + s). */
-static void task_embedding(const ltdi_eval_task *t, float *cond) {
-  const size_t d = (size_t)t->dim;
-  for (int c = 0; c < t->ways; c++) {
-    float *p = cond + (size_t)c * d;
-    memset(p, 0, d * sizeof *p);
-    for (int k = 0; k < t->shots; k++) {
-      const float *x = t->support + ((size_t)c * t->shots + k) * d;
-      for (size_t j = 0; j < d; j++) p[j] += x[j];
-    }
-    for (size_t j = 0; j < d; j++) p[j] /= (float)t->shots;
-  }
+/* cond (ways*dim) = the task embedding of the episode's view-0 support. */
+static int task_embedding(const ltdi_eval_task *t, float *cond) {
+  return ltdi_task_embedding(t->support, (size_t)t->dim, t->support_labels, t->ways * t->shots,
+                             t->ways, t->dim, cond, NULL);
 }
 
 /* The model must generate this episode's head: ways and dim as the task. */
@@ -296,10 +245,10 @@ static int weight_mse(ltdi_backend *be, const diff_state *s, const ltdi_eval_tas
 static int generate_one(diff_state *s, const ltdi_eval_task *t, float *w) {
   float *cond = malloc((size_t)t->ways * (size_t)t->dim * sizeof *cond);
   if (!cond) return LTDI_ERR_NOMEM;
-  task_embedding(t, cond);
-  uint64_t seed = ltdi__eval_head_seed(t->seed, t->index, 0);
+  uint64_t seed = ltdi_eval_head_seed(t->seed, t->index, 0);
   ltdi_gen_options go = ltdi_gen_options_default(s->m);
-  int rc = generate(s, WS_ONE, cond, &seed, 1, &go, w);
+  int rc = task_embedding(t, cond);
+  if (!rc) rc = generate(s, cond, &seed, 1, &go, w);
   free(cond);
   return rc;
 }
@@ -363,9 +312,9 @@ int ltdi__eval_best_of_n(ltdi_eval_worker *w, const ltdi_eval_task *t, int32_t *
   uint64_t *seeds = malloc((size_t)n * sizeof *seeds);
   if (!heads || !cond || !seeds) rc = LTDI_ERR_NOMEM;
   int best = 0;
+  if (!rc) rc = task_embedding(t, cond);
   if (!rc) {
-    task_embedding(t, cond);
-    for (int k = 0; k < n; k++) seeds[k] = ltdi__eval_head_seed(t->seed, t->index, (uint64_t)k);
+    for (int k = 0; k < n; k++) seeds[k] = ltdi_eval_head_seed(t->seed, t->index, (uint64_t)k);
     float *big = malloc((size_t)n * (size_t)t->ways * (size_t)t->dim * sizeof *big);
     if (!big) rc = LTDI_ERR_NOMEM;
     for (int k = 0; !rc && k < n; k++)
@@ -377,7 +326,7 @@ int ltdi__eval_best_of_n(ltdi_eval_worker *w, const ltdi_eval_task *t, int32_t *
     go.sampler.sigma = LTDI_SIGMA_POSTERIOR;
     go.sampler.eta = 1.0f;
     go.mode = LTDI_GEN_PER_SAMPLE;
-    if (!rc) rc = generate(s, WS_MANY, big, seeds, n, &go, heads);
+    if (!rc) rc = generate(s, big, seeds, n, &go, heads);
     free(big);
   }
   double best_loss = INFINITY;

@@ -1,59 +1,120 @@
-/* trainer/eval/eval_gen.c — where the diffusion rows of `ltdi-train eval`
- * generate (eval_diffusion.h): the device chosen by --device, shared by the
- * workers when it is a GPU; the model check before the feature pass; and
- * the generation timing of the run. */
+/* trainer/eval/eval_gen.c — the evaluation generator (eval_gen.h). */
 #define _POSIX_C_SOURCE 200809L
+#include "trainer/eval/eval_gen.h"
+
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/error.h"
-#include "core/model.h"
 #include "core/rng.h"
-#include "trainer/eval/eval_diffusion.h"
 #include "trainer/common/progress.h"
 
-/* ==== where generation runs =============================================== */
+#define GEN_SEED_SALT 0x6c742d64692d6765ull /* the generated heads' noise */
+#define MAX_MODELS 4                        /* lt_di's and lv_di's files, with room */
 
-/* With a GPU (ltdi_eval_gen_device_open), the workers generate on ONE shared
- * backend: their model copies live there and every use of it holds `lock`,
- * so generation is serial on the GPU while the rows' CPU work (reference
- * optimum, refine, scoring) stays parallel on the workers' own backends.
- * be == NULL: each worker generates on its own CPU backend, as before. */
-static struct {
-  ltdi_backend *be;
-  pthread_mutex_t lock;
-} g_gen = {NULL, PTHREAD_MUTEX_INITIALIZER};
+typedef struct loaded {
+  char *path;
+  ltdi_model *m;
+  ltdi_gen_pool *pool;
+} loaded;
 
-int ltdi_eval_gen_device_open(ltdi_device want, char *note, size_t notelen) {
-  ltdi_eval_gen_device_close();
-  ltdi_backend *be = NULL;
-  int rc = ltdi_backend_open(want, 1, &be, note, notelen);
-  if (rc) return rc;
-  /* The CPU: the workers' own single-threaded backends keep the results
-   * independent of the thread count, so this one is not needed. */
-  if (!strcmp(be->name, "cpu")) ltdi_backend_destroy(be);
-  else g_gen.be = be;
+struct ltdi_eval_generator {
+  ltdi_backend *be; /* the generation device: every model lives here */
+  int threads;
+  pthread_mutex_t lock; /* guards models[] */
+  int n_models;
+  loaded models[MAX_MODELS];
+};
+
+int ltdi_eval_generator_open(ltdi_eval_generator **out, ltdi_device want, int threads,
+                             char *note, size_t notelen) {
+  if (!out || threads < 1) return LTDI_ERR_INVALID_ARG;
+  *out = NULL;
+  ltdi_eval_generator *g = calloc(1, sizeof *g);
+  if (!g) return LTDI_ERR_NOMEM;
+  /* One BLAS thread: on the CPU the parallelism is across episodes. */
+  int rc = ltdi_backend_open(want, 1, &g->be, note, notelen);
+  if (!rc && pthread_mutex_init(&g->lock, NULL)) {
+    ltdi_backend_destroy(g->be);
+    rc = LTDI_ERR_NOMEM;
+  }
+  if (rc) {
+    free(g);
+    return rc;
+  }
+  g->threads = threads;
+  *out = g;
   return 0;
 }
 
-void ltdi_eval_gen_device_close(void) {
-  ltdi_backend_destroy(g_gen.be);
-  g_gen.be = NULL;
+void ltdi_eval_generator_free(ltdi_eval_generator *g) {
+  if (!g) return;
+  for (int i = 0; i < g->n_models; i++) {
+    ltdi_gen_pool_free(g->models[i].pool);
+    ltdi_model_free(g->models[i].m);
+    free(g->models[i].path);
+  }
+  pthread_mutex_destroy(&g->lock);
+  ltdi_backend_destroy(g->be);
+  free(g);
 }
 
-const char *ltdi_eval_gen_device_name(void) { return g_gen.be ? g_gen.be->name : "cpu"; }
-
-ltdi_backend *ltdi__eval_gen_backend(void) { return g_gen.be; }
-
-void ltdi__eval_gen_lock(int shared) {
-  if (shared) pthread_mutex_lock(&g_gen.lock);
+const char *ltdi_eval_generator_device(const ltdi_eval_generator *g) {
+  return g ? g->be->name : "cpu";
 }
 
-void ltdi__eval_gen_unlock(int shared) {
-  if (shared) pthread_mutex_unlock(&g_gen.lock);
+/* Loads path into a new slot. Called with g->lock held. */
+static int load(ltdi_eval_generator *g, const char *path, loaded **out, char *err,
+                size_t errlen) {
+  if (g->n_models == MAX_MODELS)
+    return ltdi_fail(err, errlen, LTDI_ERR_OVERFLOW, "more than %d model files", MAX_MODELS);
+  loaded *l = &g->models[g->n_models];
+  char lerr[384] = "";
+  int rc = ltdi_model_load(&l->m, g->be, path, lerr, sizeof lerr);
+  if (rc) return ltdi_fail(err, errlen, rc, "%s: %s", path, lerr[0] ? lerr : ltdi_strerror(rc));
+  /* Per-sample forwards on the CPU: bit-identical whatever the batch. */
+  rc = ltdi_gen_pool_create(&l->pool, l->m, g->threads, g->threads, LTDI_KERNEL_PER_SAMPLE, 1);
+  if (!rc && !(l->path = strdup(path))) rc = LTDI_ERR_NOMEM;
+  if (rc) {
+    ltdi_gen_pool_free(l->pool);
+    ltdi_model_free(l->m);
+    memset(l, 0, sizeof *l);
+    return ltdi_fail(err, errlen, rc, "%s: cannot set up generation: %s", path,
+                     ltdi_strerror(rc));
+  }
+  g->n_models++;
+  *out = l;
+  return 0;
+}
+
+int ltdi_eval_generator_get(ltdi_eval_generator *g, const char *path, ltdi_model **m,
+                            ltdi_gen_pool **pool, char *err, size_t errlen) {
+  if (!g || !path || !m || !pool) return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "no model");
+  pthread_mutex_lock(&g->lock);
+  loaded *l = NULL;
+  int rc = 0;
+  for (int i = 0; i < g->n_models && !l; i++)
+    if (!strcmp(g->models[i].path, path)) l = &g->models[i];
+  if (!l) rc = load(g, path, &l, err, errlen);
+  pthread_mutex_unlock(&g->lock);
+  if (rc) return rc;
+  *m = l->m;
+  *pool = l->pool;
+  return 0;
+}
+
+/* splitmix64's finaliser: a bijective mix, so distinct inputs stay distinct. */
+static uint64_t mix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+uint64_t ltdi_eval_head_seed(uint64_t seed, uint64_t index, uint64_t k) {
+  return mix64(mix64(mix64(seed ^ GEN_SEED_SALT) ^ index) ^ k);
 }
 
 /* ==== checks and timing ==================================================== */
@@ -64,99 +125,64 @@ int ltdi_eval_model_check(const char *path, const int *ways, int n_ways, int dim
   ltdi_model *m = NULL;
   char lerr[384] = "";
   int rc = ltdi_backend_cpu_create(&be, 1);
-  if (rc) {
-    (void)ltdi_fail(err, errlen, 0, "cannot create a CPU backend: %s", ltdi_strerror(rc));
-    return rc;
-  }
+  if (rc) return ltdi_fail(err, errlen, rc, "cannot create a CPU backend: %s", ltdi_strerror(rc));
   rc = ltdi_model_load(&m, be, path, lerr, sizeof lerr);
-  if (rc) {
-    (void)ltdi_fail(err, errlen, 0, "%s: %s", path, lerr[0] ? lerr : ltdi_strerror(rc));
-    goto out;
-  }
   int d = 0, h = 0, nc = 0;
-  if (ltdi_layout_head_dims(&m->layout, &d, &h, &nc) != 0) {
-    (void)ltdi_fail(err, errlen, 0, "%s generates a '%s' layout, not a classifier head", path,
-            m->layout.kind);
-    rc = LTDI_ERR_FORMAT;
-    goto out;
-  }
-  for (int i = 0; i < n_ways; i++)
-    if (ways[i] != nc || ways[i] != m->ways) {
-      (void)ltdi_fail(err, errlen, 0, "%s generates %d-way heads; cannot evaluate %d-way episodes", path,
-              nc, ways[i]);
-      rc = LTDI_ERR_SHAPE;
-      goto out;
-    }
-  if (dim > 0 && (d != dim || m->feat_dim != dim)) {
-    (void)ltdi_fail(err, errlen, 0, "%s takes %d-dim features; these are %d-dim", path, d, dim);
-    rc = LTDI_ERR_SHAPE;
-    goto out;
-  }
-  if (L_out) *L_out = m->sched.L;
-out:
+  if (rc)
+    ltdi_fail(err, errlen, rc, "%s: %s", path, lerr[0] ? lerr : ltdi_strerror(rc));
+  else if (ltdi_layout_head_dims(&m->layout, &d, &h, &nc) != 0)
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s generates a '%s' layout, not a classifier head",
+                   path, m->layout.kind);
+  for (int i = 0; !rc && i < n_ways; i++)
+    if (ways[i] != nc || ways[i] != m->ways)
+      rc = ltdi_fail(err, errlen, LTDI_ERR_SHAPE,
+                     "%s generates %d-way heads; cannot evaluate %d-way episodes", path, nc,
+                     ways[i]);
+  if (!rc && dim > 0 && (d != dim || m->feat_dim != dim))
+    rc = ltdi_fail(err, errlen, LTDI_ERR_SHAPE, "%s takes %d-dim features; these are %d-dim",
+                   path, d, dim);
+  if (!rc && L_out) *L_out = m->sched.L;
   ltdi_model_free(m);
   ltdi_backend_destroy(be);
   return rc;
 }
 
-int ltdi_eval_generation_timing(const char *path, uint64_t seed, ltdi_eval_gen_timing *out,
-                                char *err, size_t errlen) {
+int ltdi_eval_generation_timing(ltdi_eval_generator *g, const char *path, uint64_t seed,
+                                ltdi_eval_gen_timing *out, char *err, size_t errlen) {
   enum { B1_CALLS = 16, BIG = 64 };
-  const int shared = g_gen.be != NULL;
-  ltdi_backend *be = g_gen.be;
   ltdi_model *m = NULL;
-  ltdi_gen_workspace *ws1 = NULL, *ws64 = NULL;
-  float *cond = NULL, *heads = NULL;
-  uint64_t seeds[BIG];
-  char lerr[384] = "";
-  ltdi__eval_gen_lock(shared);
-  int rc = shared ? 0 : ltdi_backend_cpu_create(&be, 1);
-  if (!rc) rc = ltdi_model_load(&m, be, path, lerr, sizeof lerr);
-  if (rc) {
-    (void)ltdi_fail(err, errlen, 0, "%s: %s", path, lerr[0] ? lerr : ltdi_strerror(rc));
-    goto out;
-  }
+  ltdi_gen_pool *pool = NULL;
+  int rc = ltdi_eval_generator_get(g, path, &m, &pool, err, errlen);
+  if (rc) return rc;
   const size_t dc = (size_t)m->ways * (size_t)m->feat_dim, P = m->layout.n_params;
   ltdi_gen_options go = ltdi_gen_options_default(m);
-  cond = malloc(BIG * dc * sizeof *cond);
-  heads = malloc(BIG * P * sizeof *heads);
+  float *cond = malloc(BIG * dc * sizeof *cond), *heads = malloc(BIG * P * sizeof *heads);
+  uint64_t seeds[BIG];
   /* Workspaces made up front, as a server keeps them: the timing is the
    * passes, not the allocations (device allocations are slow). */
-  if (!cond || !heads) rc = LTDI_ERR_NOMEM;
-  if (!rc) rc = ltdi_gen_workspace_create(&ws1, m, be, 1, go.mode);
-  if (!rc) rc = ltdi_gen_workspace_create(&ws64, m, be, BIG, go.mode);
+  rc = (!cond || !heads) ? LTDI_ERR_NOMEM : ltdi_gen_pool_reserve(pool, 0, BIG, go.mode);
   if (rc) {
-    (void)ltdi_fail(err, errlen, 0, "cannot set up generation: %s", ltdi_strerror(rc));
-    goto out;
+    free(cond), free(heads);
+    return ltdi_fail(err, errlen, rc, "cannot set up generation: %s", ltdi_strerror(rc));
   }
   /* Embeddings around the training statistics: raw c = mean + std · z. */
   ltdi_rng rng;
-  ltdi_rng_init(&rng, seed ^ LTDI__GEN_SEED_SALT, 0x74696d65ull);
+  ltdi_rng_init(&rng, seed ^ GEN_SEED_SALT, 0x74696d65ull);
   for (size_t i = 0; i < BIG * dc; i++) {
     size_t j = i % (size_t)m->feat_dim;
     cond[i] = m->cond_mean[j] + m->cond_std[j] * ltdi_rng_normal(&rng);
   }
-  for (int b = 0; b < BIG; b++) seeds[b] = ltdi__eval_head_seed(seed, 0xffffffffull, (uint64_t)b);
-  rc = ltdi_model_generate_with(ws1, cond, seeds, 1, &go, heads, NULL); /* warm-up */
+  for (int b = 0; b < BIG; b++) seeds[b] = ltdi_eval_head_seed(seed, 0xffffffffull, (uint64_t)b);
+  rc = ltdi_gen_pool_run_on(pool, 0, cond, seeds, 1, &go, heads); /* warm-up */
   double t0 = ltdi_now_s();
   for (int k = 0; !rc && k < B1_CALLS; k++)
-    rc = ltdi_model_generate_with(ws1, cond + (size_t)k * dc, seeds + k, 1, &go, heads, NULL);
+    rc = ltdi_gen_pool_run_on(pool, 0, cond + (size_t)k * dc, seeds + k, 1, &go, heads);
   double t1 = ltdi_now_s();
-  if (!rc) rc = ltdi_model_generate_with(ws64, cond, seeds, BIG, &go, heads, NULL);
+  if (!rc) rc = ltdi_gen_pool_run_on(pool, 0, cond, seeds, BIG, &go, heads);
   double t2 = ltdi_now_s();
-  if (rc) {
-    (void)ltdi_fail(err, errlen, 0, "%s: generation failed: %s", path, ltdi_strerror(rc));
-    goto out;
-  }
+  free(cond), free(heads);
+  if (rc) return ltdi_fail(err, errlen, rc, "%s: generation failed: %s", path, ltdi_strerror(rc));
   out->batch1_ms = 1000.0 * (t1 - t0) / B1_CALLS;
   out->batch64_ms = 1000.0 * (t2 - t1) / BIG;
-out:
-  free(cond);
-  free(heads);
-  ltdi_gen_workspace_free(ws1);
-  ltdi_gen_workspace_free(ws64);
-  ltdi_model_free(m);
-  if (!shared) ltdi_backend_destroy(be);
-  ltdi__eval_gen_unlock(shared);
-  return rc;
+  return 0;
 }

@@ -197,21 +197,22 @@ uint64_t ltdi_meta_task_seed(uint64_t seed, int task) {
   return z ^ (z >> 31);
 }
 
-/* argmax of the head (layout of ltdi_layout_head) applied to one feature p. */
-static int head_argmax(const float *w, const float *p, int d, int h, int N) {
-  const float *W1 = w, *b1 = w + (size_t)h * d, *W2 = b1 + h, *b2 = W2 + (size_t)N * h;
-  int best = 0;
-  float bv = 0;
-  for (int n = 0; n < N; n++) {
-    float s = b2[n];
-    for (int i = 0; i < h; i++) {
-      float a = b1[i];
-      for (int k = 0; k < d; k++) a += W1[(size_t)i * d + k] * p[k];
-      s += W2[(size_t)n * h + i] * (a > 0 ? a : 0);
-    }
-    if (n == 0 || s > bv) bv = s, best = n;
+/* How many of the task's N prototypes c (N, d) the generated head w (a head
+ * layout) puts in their own class; z (N*N) is scratch. */
+static long prototype_hits(const ltdi_layout *l, const float *w, const float *c, int N,
+                           double *z) {
+  ltdi_head_view v;
+  if (ltdi_head_view_of(l, w, &v) || v.dims.classes != N) return 0;
+  ltdi_head_view_logits(&v, c, N, z);
+  long hits = 0;
+  for (int k = 0; k < N; k++) {
+    const double *zk = z + (size_t)k * N;
+    int best = 0;
+    for (int n = 1; n < N; n++)
+      if (zk[n] > zk[best]) best = n;
+    hits += best == k;
   }
-  return best;
+  return hits;
 }
 
 int ltdi_meta_val_mse(ltdi_model *m, const ltdi_meta_data *d, int first, int n, uint64_t seed,
@@ -220,8 +221,9 @@ int ltdi_meta_val_mse(ltdi_model *m, const ltdi_meta_data *d, int first, int n, 
   const size_t P = (size_t)d->P, Dc = (size_t)d->ways * d->dim;
   const int chunk = 16;
   float *w = malloc(chunk * P * sizeof(float)), *x = malloc(chunk * P * sizeof(float));
+  double *z = malloc((size_t)d->ways * d->ways * sizeof *z);
   uint64_t seeds[16];
-  int rc = (!w || !x) ? LTDI_ERR_NOMEM : 0;
+  int rc = (!w || !x || !z) ? LTDI_ERR_NOMEM : 0;
   double acc = 0;
   long hits = 0;
   for (int c0 = 0; !rc && c0 < n; c0 += chunk) {
@@ -234,13 +236,13 @@ int ltdi_meta_val_mse(ltdi_model *m, const ltdi_meta_data *d, int first, int n, 
         double e = (double)x[i * P + p] - opt_w[p];
         acc += e * e;
       }
-      const float *c = d->cond + (size_t)(first + c0 + i) * Dc;
-      for (int k = 0; k < d->ways; k++)
-        hits += head_argmax(w + i * P, c + (size_t)k * d->dim, d->dim, d->hidden, d->ways) == k;
+      hits += prototype_hits(&d->layout, w + i * P, d->cond + (size_t)(first + c0 + i) * Dc,
+                             d->ways, z);
     }
   }
   free(w);
   free(x);
+  free(z);
   if (!rc) *mse = acc / ((double)n * P);
   if (!rc && proto_acc) *proto_acc = (double)hits / ((double)n * d->ways);
   return rc;

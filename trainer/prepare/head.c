@@ -17,41 +17,7 @@
 #include "base/error.h"
 #include "trainer/prepare/head_internal.h"
 
-/* ==== layout ============================================================= */
-
-static const char *const TENSOR_NAMES[LTDI_HEAD_TENSORS] = {"fc1.weight", "fc1.bias",
-                                                            "fc2.weight", "fc2.bias"};
-
-size_t ltdi_head_tensor_size(const ltdi_head_dims *dims, int i) {
-  size_t d = (size_t)dims->in_dim, h = (size_t)dims->hidden, c = (size_t)dims->classes;
-  switch (i) {
-  case 0: return h * d;
-  case 1: return h;
-  case 2: return c * h;
-  case 3: return c;
-  default: return 0;
-  }
-}
-
-size_t ltdi_head_tensor_offset(const ltdi_head_dims *dims, int i) {
-  size_t off = 0;
-  for (int k = 0; k < i && k < LTDI_HEAD_TENSORS; k++) off += ltdi_head_tensor_size(dims, k);
-  return off;
-}
-
-size_t ltdi_head_param_count(const ltdi_head_dims *dims) {
-  return ltdi_head_tensor_offset(dims, LTDI_HEAD_TENSORS);
-}
-
-const char *ltdi_head_tensor_name(int i) {
-  return (i >= 0 && i < LTDI_HEAD_TENSORS) ? TENSOR_NAMES[i] : NULL;
-}
-
-float ltdi_head_init_std(const ltdi_head_dims *dims, int i) {
-  /* Both tensors of a layer share the layer's fan-in. */
-  int fan_in = (i < 2) ? dims->in_dim : dims->hidden;
-  return fan_in > 0 ? 1.0f / sqrtf((float)fan_in) : 0.0f;
-}
+/* ==== init =============================================================== */
 
 void ltdi_head_init(float *w, const ltdi_head_dims *dims, ltdi_rng *rng) {
   for (int i = 0; i < LTDI_HEAD_TENSORS; i++)

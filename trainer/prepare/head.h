@@ -1,10 +1,7 @@
-/* trainer/prepare/head.h — the classifier head g_w: R^d → R^N that Lt-Di generates,
- * and the recipe that trains it from a Gaussian init (paper Alg. 1).
- *
- * The head is two fully connected layers, flattened into one vector w of
- * P = h*d + h + N*h + N floats in this order (ARCHITECTURE.md, "Head"):
- *   fc1.weight (h, d) | fc1.bias (h) | fc2.weight (N, h) | fc2.bias (N)
- * logits = fc2(relu(fc1(x))). */
+/* trainer/prepare/head.h — the recipe that trains the classifier head g_w:
+ * R^d → R^N from a Gaussian init (paper Alg. 1), recording the trajectory
+ * the diffusion learns from, and the head's forward on a backend. The
+ * head's tensors, order and init std are the contract of core/weights.h. */
 #ifndef LTDI_TRAINER_HEAD_H
 #define LTDI_TRAINER_HEAD_H
 
@@ -12,25 +9,9 @@
 #include <stdint.h>
 
 #include "core/rng.h"
+#include "core/weights.h"
 #include "kernels/backend.h"
 
-#define LTDI_HEAD_TENSORS 4
-
-typedef struct ltdi_head_dims {
-  int in_dim;  /* d */
-  int hidden;  /* h */
-  int classes; /* N */
-} ltdi_head_dims;
-
-size_t ltdi_head_param_count(const ltdi_head_dims *dims);
-/* Offset, element count and name ("fc1.weight", …) of tensor i in w. */
-size_t ltdi_head_tensor_offset(const ltdi_head_dims *dims, int i);
-size_t ltdi_head_tensor_size(const ltdi_head_dims *dims, int i);
-const char *ltdi_head_tensor_name(int i);
-/* Std of the Gaussian init of tensor i: 1/sqrt(fan_in) of its layer. The
- * diffusion normalises each tensor by this std, so the normalised init is
- * exactly N(0, I). */
-float ltdi_head_init_std(const ltdi_head_dims *dims, int i);
 /* w ~ the Gaussian init. */
 void ltdi_head_init(float *w, const ltdi_head_dims *dims, ltdi_rng *rng);
 

@@ -89,21 +89,19 @@ static int compute_task(const task_ctx *tc, ltdi_backend *be, task_mem *tm, int 
   int N = cfg->ways, K = cfg->shots, d = tc->dims.in_dim, V = tc->views_used;
   int rc = ltdi_episode_sample(&tm->ep, &tc->index, cfg->seed, (uint64_t)task);
   if (rc != 0) return rc;
-  memset(emb, 0, (size_t)N * (size_t)d * sizeof(float));
   for (int c = 0; c < N; c++) {
     classes[c] = tm->ep.classes[c];
-    float *p = emb + (size_t)c * (size_t)d;
     for (int k = 0; k < K; k++) {
       int i = c * K + k, ex = tm->ep.support[i];
       tm->y[i] = c;
       for (int v = 0; v < V; v++)
         memcpy(tm->x + ((size_t)i * (size_t)V + (size_t)v) * (size_t)d,
                ltdi_featurebank_row(bank, ex, v), (size_t)d * sizeof(float));
-      const float *f0 = ltdi_featurebank_row(bank, ex, 0);
-      for (int j = 0; j < d; j++) p[j] += f0[j];
     }
-    for (int j = 0; j < d; j++) p[j] /= (float)K;
   }
+  /* The embedding of view 0 (row i's views start at x + i*V*d). */
+  rc = ltdi_task_embedding(tm->x, (size_t)V * (size_t)d, tm->y, N * K, N, d, emb, NULL);
+  if (rc != 0) return rc;
   ltdi_rng rng;
   ltdi_rng_init(&rng, cfg->seed ^ TRAIN_SEED_SALT, (uint64_t)task);
   if (cfg->shared_init) {

@@ -1,0 +1,128 @@
+/* core/weights.h — the contract for generated weights, shared by both
+ * programs: what a task embedding is, which kinds of weights a layout can
+ * describe (a classifier head, a PEFT LoRA adapter) and how their tensors
+ * are named and initialised, how a generated vector travels as safetensors,
+ * and the head's own forward, logits and loss on a support set.
+ *
+ * A new kind of generated weights is a new constructor here (tensor names,
+ * shapes and init std) and nothing else: the diffusion code sees only the
+ * layout's P normalised numbers (core/layout.h), and every tensor name is
+ * spelled in this module alone. */
+#ifndef LTDI_CORE_WEIGHTS_H
+#define LTDI_CORE_WEIGHTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/layout.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- task embedding ------------------------------------------------------------ */
+
+/* cond (ways*dim) = [p_1; …; p_N], p_c the mean of the rows of x with label c
+ * (ARCHITECTURE.md "Task embedding"). Row i starts at x + i*stride; sums are
+ * accumulated in double in row order, so the trainer and the daemon give the
+ * same bits for the same support set. n may be 0 (then class 0 is the
+ * empty one). 0, LTDI_ERR_INVALID_ARG (a label
+ * outside 0..ways-1), LTDI_ERR_SHAPE (a class without rows: *empty_class,
+ * may be NULL, names it) or LTDI_ERR_NOMEM. */
+int ltdi_task_embedding(const float *x, size_t stride, const int32_t *labels, int n, int ways,
+                        int dim, float *cond, int *empty_class);
+
+/* ---- the classifier head ----------------------------------------------------------- */
+
+/* g_w: R^d → R^N, logits = fc2(relu(fc1(x))), flattened in this order
+ * (ARCHITECTURE.md "Head"): fc1.weight (h, d) | fc1.bias (h) | fc2.weight
+ * (N, h) | fc2.bias (N); P = h*d + h + N*h + N. */
+#define LTDI_HEAD_TENSORS 4
+
+typedef struct ltdi_head_dims {
+  int in_dim;  /* d */
+  int hidden;  /* h */
+  int classes; /* N */
+} ltdi_head_dims;
+
+size_t ltdi_head_param_count(const ltdi_head_dims *dims);
+/* Offset, element count and name ("fc1.weight", …) of tensor i in w. */
+size_t ltdi_head_tensor_offset(const ltdi_head_dims *dims, int i);
+size_t ltdi_head_tensor_size(const ltdi_head_dims *dims, int i);
+const char *ltdi_head_tensor_name(int i);
+/* Std of the Gaussian init of tensor i: 1/sqrt(fan_in) of its layer. The
+ * diffusion normalises each tensor by this std, so the normalised init is
+ * exactly N(0, I), the diffusion's starting noise x_T. */
+float ltdi_head_init_std(const ltdi_head_dims *dims, int i);
+
+/* The head's layout, tensors in the order above with mean 0 and the init
+ * std. `l` must be freshly initialised or freed; kind becomes "head". */
+int ltdi_layout_head(ltdi_layout *l, int in_dim, int hidden, int classes);
+
+/* If `l` has exactly the head's four tensors with consistent shapes, writes
+ * d, h and N and returns 0; otherwise LTDI_ERR_FORMAT. */
+int ltdi_layout_head_dims(const ltdi_layout *l, int *in_dim, int *hidden, int *classes);
+
+/* The head inside a flat vector w laid out by a head layout. */
+typedef struct ltdi_head_view {
+  ltdi_head_dims dims;
+  const float *w1, *b1, *w2, *b2;
+} ltdi_head_view;
+
+/* 0, or LTDI_ERR_FORMAT when `l` is not a head layout. */
+int ltdi_head_view_of(const ltdi_layout *l, const float *w, ltdi_head_view *v);
+
+/* logits (n, N) of rows x (n, d), on the host, accumulated in double: the
+ * reference forward that scores generated heads (the trainer's training
+ * forward on a backend is trainer/prepare/head.h's ltdi_head_logits). */
+void ltdi_head_view_logits(const ltdi_head_view *v, const float *x, int n, double *logits);
+
+/* Mean cross-entropy and accuracy of the head on x (n, d) with labels y in
+ * 0..N-1 (an argmax tie goes to the lower class). 0, LTDI_ERR_INVALID_ARG,
+ * LTDI_ERR_NOMEM or LTDI_ERR_NONFINITE (the loss is not finite). */
+int ltdi_head_view_score(const ltdi_head_view *v, const float *x, const int32_t *y, int n,
+                         double *acc, double *loss);
+
+/* ---- LoRA adapters ------------------------------------------------------------------ */
+
+/* One LoRA-adapted linear module: W (out, in) += B (out, r) · A (r, in). */
+typedef struct ltdi_lora_module {
+  const char *path; /* module path in the base model, e.g. "model.layers.0.self_attn.q_proj" */
+  int in_features;
+  int out_features;
+  int rank;
+} ltdi_lora_module;
+
+/* The PEFT layout of n modules: for each, in order,
+ *   base_model.model.<path>.lora_A.weight (r, in), std 1/√in
+ *   base_model.model.<path>.lora_B.weight (out, r), std 1/√r
+ * (fan-in Gaussians, as for the head). PEFT itself starts B at zero; when
+ * trajectories start there, set the statistics with ltdi_layout_fit_stats.
+ * `l` must be freshly initialised or freed; kind becomes "lora". */
+int ltdi_layout_lora(ltdi_layout *l, const ltdi_lora_module *modules, int n);
+
+/* ---- generated weights as safetensors ------------------------------------------------ */
+
+/* The one format tag of a file or response holding generated weights; its
+ * metadata key "layout" holds the layout's kind ("head", "lora"). */
+#define LTDI_WEIGHTS_FORMAT "ltdi-weights"
+
+/* Serialises w (P) as safetensors: every tensor of `l` as F32 with its
+ * shape, in layout order; metadata "format" = LTDI_WEIGHTS_FORMAT, then the
+ * caller's (key, value) pairs in order (meta: 2*n_meta strings), then
+ * "layout" = l->kind. *bytes is malloc'd. 0 or a negative code. */
+int ltdi_weights_serialize(const ltdi_layout *l, const float *w, const char *const *meta,
+                           int n_meta, uint8_t **bytes, size_t *n);
+/* The same bytes, written to `path` atomically (ltdi_st_writer_write). */
+int ltdi_weights_save(const ltdi_layout *l, const float *w, const char *const *meta, int n_meta,
+                      const char *path);
+
+/* Reads w (P) back from safetensors bytes: every tensor of `l` must be there
+ * as F32 with its exact shape. 0 or a negative code with err set. */
+int ltdi_weights_parse(const ltdi_layout *l, const uint8_t *bytes, size_t n, float *w, char *err,
+                       size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
