@@ -156,41 +156,6 @@ void ltdi__h_version_get(ltdi_server *s, const ltdi_req *rq, ltdi_resp *rs) {
   ltdi_model_version_clear(&v);
 }
 
-int ltdi__load_version(ltdi_server *s, const ltdi_model_version *v, char *err, size_t errlen,
-                       int *http_status) {
-  char sha[65];
-  int64_t size = 0;
-  *http_status = 200;
-  /* The file must still be the one that was registered. */
-  int rc = ltdi_sha256_file(v->path, sha, &size, err, errlen);
-  if (!rc && strcmp(sha, v->sha256)) {
-    snprintf(err, errlen, "%s changed since it was registered (sha256 %s, registered %s)", v->path,
-             sha, v->sha256);
-    rc = LTDI_ERR_FORMAT;
-  }
-  if (!rc) rc = ltdi_model_set_load(s->models, v->name, v->version, v->path, v->sha256, err, errlen);
-  if (rc == LTDI_ERR_EXISTS) return 0; /* already loaded: loading is idempotent */
-  if (rc == LTDI_ERR_OVERFLOW || rc == LTDI_ERR_NOMEM) {
-    *http_status = rc == LTDI_ERR_NOMEM ? 503 : 409;
-    return rc;
-  }
-  if (rc) {
-    /* The file no longer loads: record why; whatever was serving still is. */
-    char e2[64];
-    ltdi_registry_set_status(s->reg, v->name, v->version, LTDI_VERSION_FAILED, err, e2, sizeof e2);
-    *http_status = 422;
-    return rc;
-  }
-  char e2[256];
-  rc = ltdi_registry_set_loaded(s->reg, v->name, v->version, 1, e2, sizeof e2);
-  if (rc) {
-    ltdi_model_set_unload(s->models, v->name, v->version);
-    snprintf(err, errlen, "registry: %s", e2);
-    *http_status = 503;
-  }
-  return rc;
-}
-
 void ltdi__h_version_load(ltdi_server *s, const ltdi_req *rq, ltdi_resp *rs) {
   ltdi_model_version v;
   memset(&v, 0, sizeof v);
@@ -201,7 +166,7 @@ void ltdi__h_version_load(ltdi_server *s, const ltdi_req *rq, ltdi_resp *rs) {
   } else {
     char err[512] = "";
     int status;
-    if (ltdi__load_version(s, &v, err, sizeof err, &status)) {
+    if (ltdi_model_set_load_version(s->models, s->reg, &v, &status, err, sizeof err)) {
       ltdi__resp_error(rs, status, "loading %s@%lld failed: %s", v.name, (long long)v.version, err);
     } else {
       ltdi_model_version_clear(&v);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "base/error.h"
+#include "server/registry/sha256.h"
 
 #define MAX_LOADED 64
 
@@ -286,5 +287,40 @@ int ltdi_model_file_check(const char *path, char **meta_json, char *err, size_t 
   if (!rc) *meta_json = ltdi_model_summary_json(m);
   ltdi_model_free(m);
   ltdi_backend_destroy(be);
+  return rc;
+}
+
+int ltdi_model_set_load_version(ltdi_model_set *set, ltdi_registry *reg,
+                                const ltdi_model_version *v, int *http_status, char *err,
+                                size_t errlen) {
+  char sha[65];
+  int64_t size = 0;
+  *http_status = 200;
+  /* The file must still be the one that was registered. */
+  int rc = ltdi_sha256_file(v->path, sha, &size, err, errlen);
+  if (!rc && strcmp(sha, v->sha256))
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
+                   "%s changed since it was registered (sha256 %s, registered %s)", v->path, sha,
+                   v->sha256);
+  if (!rc) rc = ltdi_model_set_load(set, v->name, v->version, v->path, v->sha256, err, errlen);
+  if (rc == LTDI_ERR_EXISTS) return 0; /* already loaded: loading is idempotent */
+  if (rc == LTDI_ERR_OVERFLOW || rc == LTDI_ERR_NOMEM) {
+    *http_status = rc == LTDI_ERR_NOMEM ? 503 : 409;
+    return rc;
+  }
+  if (rc) {
+    /* The file no longer loads: record why; whatever was serving still is. */
+    char e2[64];
+    ltdi_registry_set_status(reg, v->name, v->version, LTDI_VERSION_FAILED, err, e2, sizeof e2);
+    *http_status = 422;
+    return rc;
+  }
+  char e2[256];
+  rc = ltdi_registry_set_loaded(reg, v->name, v->version, 1, e2, sizeof e2);
+  if (rc) {
+    ltdi_model_set_unload(set, v->name, v->version);
+    ltdi_fail(err, errlen, rc, "registry: %s", e2);
+    *http_status = 503;
+  }
   return rc;
 }

@@ -13,6 +13,7 @@
 
 #include "core/model.h"
 #include "core/gen_pool.h"
+#include "server/registry/registry.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -76,6 +77,17 @@ int ltdi_model_set_list(ltdi_model_set *s, char (*names)[64], int64_t *versions,
 /* Validates a model file without keeping it: 0 or the loader's error with
  * the reason in err; *meta_json (malloc'd, may be NULL on OOM) summarises
  * the model for the registry. */
+/* Loads the registered version v into the set and marks it loaded in the
+ * registry (the load endpoint and start-up). The file must still have the
+ * registered sha256; a file that no longer loads marks the version FAILED
+ * with the reason, and whatever was serving still is. Loading a loaded
+ * version is a no-op. 0, or a negative code with err set and *http_status
+ * the answer it calls for (409 no room, 422 a bad file, 503 out of memory
+ * or a registry failure). */
+int ltdi_model_set_load_version(ltdi_model_set *set, ltdi_registry *reg,
+                                const ltdi_model_version *v, int *http_status, char *err,
+                                size_t errlen);
+
 int ltdi_model_file_check(const char *path, char **meta_json, char *err, size_t errlen);
 
 /* The registry summary of a loaded model (malloc'd JSON object text). */

@@ -109,7 +109,7 @@ static void startup_model(ltdi_server *s) {
   if (v.status != LTDI_VERSION_READY)
     fprintf(stderr, "ltdi-serve: default model %s@%lld is %s\n", v.name, (long long)v.version,
             ltdi_version_status_name(v.status));
-  else if (ltdi__load_version(s, &v, err, sizeof err, &status))
+  else if (ltdi_model_set_load_version(s->models, s->reg, &v, &status, err, sizeof err))
     fprintf(stderr, "ltdi-serve: loading %s@%lld failed: %s\n", v.name, (long long)v.version, err);
   else
     fprintf(stderr, "ltdi-serve: serving %s@%lld (%s)\n", v.name, (long long)v.version, v.path);

@@ -120,10 +120,6 @@ void ltdi__h_task_weights(ltdi_server *s, const ltdi_req *rq, ltdi_resp *rs);
 /* ---- shared pieces (handlers_registry.c) ---- */
 /* A version row as the API's ModelVersion object (NULL on OOM). */
 json_t *ltdi__version_json(const ltdi_model_version *v);
-/* Loads name@version into memory and marks it loaded; 0 or fills rs (when
- * non-NULL) / err. Used by the load endpoint and at start-up. */
-int ltdi__load_version(ltdi_server *s, const ltdi_model_version *v, char *err, size_t errlen,
-                       int *http_status);
 /* Parses a version path segment ("1".."2^62"); 0 on error. */
 int64_t ltdi__parse_version(const char *txt);
 
