@@ -114,6 +114,61 @@ static int read_matrix(json_t *a, const char *path, ltdi_gen_request *r, ltdi_ap
   return 0;
 }
 
+/* support: {"embeddings": [[...], ...], "labels": [...]}. */
+static int parse_support(json_t *sup, ltdi_gen_request *r, ltdi_api_error *e) {
+  const char *key;
+  json_t *v;
+  int rc;
+  r->kind = LTDI_COND_SUPPORT;
+  if (!json_is_object(sup)) return FAIL422("support must be an object with embeddings and labels");
+  json_object_foreach(sup, key, v) {
+    if (strcmp(key, "embeddings") && strcmp(key, "labels"))
+      return FAIL422("unknown field 'support.%.64s'", key);
+  }
+  json_t *emb2 = json_object_get(sup, "embeddings"), *lab = json_object_get(sup, "labels");
+  if (!emb2) return FAIL422("support.embeddings is required");
+  if (!lab) return FAIL422("support.labels is required");
+  if ((rc = read_matrix(emb2, "support.embeddings", r, e))) return rc;
+  if (!json_is_array(lab)) return FAIL422("support.labels must be an array of integers");
+  if (json_array_size(lab) != (size_t)r->rows)
+    return FAIL422("support.labels has %zu entries but support.embeddings has %d rows",
+                   json_array_size(lab), r->rows);
+  r->labels = malloc((size_t)r->rows * sizeof *r->labels);
+  if (!r->labels) return ltdi_api_fail(e, 503, LTDI_ERR_NOMEM, "out of memory for labels");
+  for (int i = 0; i < r->rows; i++) {
+    json_t *l = json_array_get(lab, (size_t)i);
+    if (!json_is_integer(l)) return FAIL422("support.labels[%d] must be an integer", i);
+    json_int_t x = json_integer_value(l);
+    if (x < 0 || x > 1000000) return FAIL422("support.labels[%d] = %lld is out of range", i, (long long)x);
+    r->labels[i] = (int32_t)x;
+  }
+  return 0;
+}
+
+/* Exactly one of support, prototypes, task_embedding: the task's condition. */
+static int parse_condition(json_t *o, ltdi_gen_request *r, ltdi_api_error *e) {
+  json_t *sup = json_object_get(o, "support"), *pro = json_object_get(o, "prototypes"),
+         *emb = json_object_get(o, "task_embedding");
+  int given = (sup != NULL) + (pro != NULL) + (emb != NULL);
+  if (given != 1)
+    return FAIL422("give exactly one of support, prototypes, task_embedding (got %d)", given);
+  if (sup) return parse_support(sup, r, e);
+  if (pro) {
+    r->kind = LTDI_COND_PROTOTYPES;
+    return read_matrix(pro, "prototypes", r, e);
+  }
+  r->kind = LTDI_COND_TASK_EMBEDDING;
+  if (!json_is_array(emb) || json_array_size(emb) == 0)
+    return FAIL422("task_embedding must be a non-empty array of numbers");
+  size_t n = json_array_size(emb);
+  if (n > (size_t)LTDI_API_MAX_COLS * 16) return FAIL422("task_embedding is too long");
+  r->values = malloc(n * sizeof(float));
+  if (!r->values) return ltdi_api_fail(e, 503, LTDI_ERR_NOMEM, "out of memory");
+  r->rows = 1;
+  r->cols = (int)n;
+  return read_row(emb, "task_embedding", -1, r->values, (int)n, e);
+}
+
 static int parse_fields(json_t *o, int max_samples, ltdi_gen_request *r, ltdi_api_error *e) {
   static const char *KNOWN[] = {"model", "support", "prototypes", "task_embedding",
                                 "seed",  "steps",   "samples",    "format", NULL};
@@ -132,51 +187,8 @@ static int parse_fields(json_t *o, int max_samples, ltdi_gen_request *r, ltdi_ap
     if (strlen(json_string_value(v)) != n) return FAIL422("model must not contain NUL");
     memcpy(r->model, json_string_value(v), n + 1);
   }
-  json_t *sup = json_object_get(o, "support"), *pro = json_object_get(o, "prototypes"),
-         *emb = json_object_get(o, "task_embedding");
-  int given = (sup != NULL) + (pro != NULL) + (emb != NULL);
-  if (given != 1)
-    return FAIL422("give exactly one of support, prototypes, task_embedding (got %d)", given);
-  int rc = 0;
-  if (sup) {
-    r->kind = LTDI_COND_SUPPORT;
-    if (!json_is_object(sup)) return FAIL422("support must be an object with embeddings and labels");
-    json_object_foreach(sup, key, v) {
-      if (strcmp(key, "embeddings") && strcmp(key, "labels"))
-        return FAIL422("unknown field 'support.%.64s'", key);
-    }
-    json_t *emb2 = json_object_get(sup, "embeddings"), *lab = json_object_get(sup, "labels");
-    if (!emb2) return FAIL422("support.embeddings is required");
-    if (!lab) return FAIL422("support.labels is required");
-    if ((rc = read_matrix(emb2, "support.embeddings", r, e))) return rc;
-    if (!json_is_array(lab)) return FAIL422("support.labels must be an array of integers");
-    if (json_array_size(lab) != (size_t)r->rows)
-      return FAIL422("support.labels has %zu entries but support.embeddings has %d rows",
-                     json_array_size(lab), r->rows);
-    r->labels = malloc((size_t)r->rows * sizeof *r->labels);
-    if (!r->labels) return ltdi_api_fail(e, 503, LTDI_ERR_NOMEM, "out of memory for labels");
-    for (int i = 0; i < r->rows; i++) {
-      json_t *l = json_array_get(lab, (size_t)i);
-      if (!json_is_integer(l)) return FAIL422("support.labels[%d] must be an integer", i);
-      json_int_t x = json_integer_value(l);
-      if (x < 0 || x > 1000000) return FAIL422("support.labels[%d] = %lld is out of range", i, (long long)x);
-      r->labels[i] = (int32_t)x;
-    }
-  } else if (pro) {
-    r->kind = LTDI_COND_PROTOTYPES;
-    if ((rc = read_matrix(pro, "prototypes", r, e))) return rc;
-  } else {
-    r->kind = LTDI_COND_TASK_EMBEDDING;
-    if (!json_is_array(emb) || json_array_size(emb) == 0)
-      return FAIL422("task_embedding must be a non-empty array of numbers");
-    size_t n = json_array_size(emb);
-    if (n > (size_t)LTDI_API_MAX_COLS * 16) return FAIL422("task_embedding is too long");
-    r->values = malloc(n * sizeof(float));
-    if (!r->values) return ltdi_api_fail(e, 503, LTDI_ERR_NOMEM, "out of memory");
-    r->rows = 1;
-    r->cols = (int)n;
-    if ((rc = read_row(emb, "task_embedding", -1, r->values, (int)n, e))) return rc;
-  }
+  int rc = parse_condition(o, r, e);
+  if (rc) return rc;
   if ((v = json_object_get(o, "seed")) && !json_is_null(v)) {
     if (!json_is_integer(v) || json_integer_value(v) < 0)
       return FAIL422("seed must be an integer in 0..9223372036854775807");

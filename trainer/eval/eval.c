@@ -145,10 +145,59 @@ static void gather(const ltdi_featurebank *bank, eval_buffers *b, ltdi_eval_task
 
 /* ==== the worker ========================================================= */
 
+/* Every method on episode i (already sampled into b): accuracies and
+ * metrics into sh, time into secs. 0, or the failing method's code (and sh
+ * says which). */
+static int run_episode(eval_shared *sh, ltdi_eval_worker *w, void *const *states, double *secs,
+                       eval_buffers *b, int i) {
+  const ltdi_eval_options *o = sh->opt;
+  const int nq = o->ways * o->queries;
+  ltdi_eval_task t;
+  gather(sh->bank, b, &t);
+  t.seed = o->seed;
+  t.index = (uint64_t)i;
+  for (int m = 0; m < sh->n_methods; m++) {
+    w->state = states[m];
+    w->metric = NAN;
+    double t0 = ltdi_now_s();
+    int rc = sh->methods[m]->classify(w, &t, b->pred);
+    secs[m] += ltdi_now_s() - t0;
+    if (rc != 0) {
+      fail(sh, rc, "method %s failed on episode %d: %s", sh->methods[m]->name, i,
+           ltdi_strerror(rc));
+      return rc;
+    }
+    int correct = 0;
+    for (int j = 0; j < nq; j++) correct += b->pred[j] == b->query_labels[j];
+    sh->acc[(size_t)m * o->episodes + i] = (double)correct / nq;
+    sh->metric[(size_t)m * o->episodes + i] = w->metric;
+  }
+  return 0;
+}
+
+/* Episode i is finished: the running accuracies and the progress line. */
+static void record_done(eval_shared *sh, int i) {
+  const ltdi_eval_options *o = sh->opt;
+  const int nm = sh->n_methods;
+  pthread_mutex_lock(&sh->mu);
+  sh->done++;
+  for (int m = 0; m < nm; m++) sh->running[m] += sh->acc[(size_t)m * o->episodes + i];
+  if (o->progress) {
+    char extra[256];
+    size_t len = 0;
+    extra[0] = '\0';
+    for (int m = 0; m < nm && len + 40 < sizeof extra; m++)
+      len += (size_t)snprintf(extra + len, sizeof extra - len, "%s%s %.1f%%", m ? "  " : "",
+                              sh->methods[m]->name, 100.0 * sh->running[m] / sh->done);
+    ltdi_progress_update(&sh->progress, sh->done, extra);
+  }
+  pthread_mutex_unlock(&sh->mu);
+}
+
 static void *worker_main(void *arg) {
   eval_shared *sh = arg;
   const ltdi_eval_options *o = sh->opt;
-  const int nm = sh->n_methods, nq = o->ways * o->queries;
+  const int nm = sh->n_methods;
   ltdi_backend *be = NULL;
   eval_buffers b;
   void *states[nm];
@@ -192,40 +241,8 @@ static void *worker_main(void *arg) {
       fail(sh, rc, "cannot sample episode %d: %s", i, ltdi_strerror(rc));
       break;
     }
-    ltdi_eval_task t;
-    gather(sh->bank, &b, &t);
-    t.seed = o->seed;
-    t.index = (uint64_t)i;
-    for (int m = 0; m < nm; m++) {
-      w.state = states[m];
-      w.metric = NAN;
-      double t0 = ltdi_now_s();
-      rc = sh->methods[m]->classify(&w, &t, b.pred);
-      secs[m] += ltdi_now_s() - t0;
-      if (rc != 0) {
-        fail(sh, rc, "method %s failed on episode %d: %s", sh->methods[m]->name, i,
-             ltdi_strerror(rc));
-        goto done;
-      }
-      int correct = 0;
-      for (int j = 0; j < nq; j++) correct += b.pred[j] == b.query_labels[j];
-      sh->acc[(size_t)m * o->episodes + i] = (double)correct / nq;
-      sh->metric[(size_t)m * o->episodes + i] = w.metric;
-    }
-    pthread_mutex_lock(&sh->mu);
-    sh->done++;
-    for (int m = 0; m < nm; m++) sh->running[m] += sh->acc[(size_t)m * o->episodes + i];
-    if (o->progress) {
-      char extra[256];
-      size_t len = 0;
-      extra[0] = '\0';
-      for (int m = 0; m < nm && len + 40 < sizeof extra; m++)
-        len += (size_t)snprintf(extra + len, sizeof extra - len, "%s%s %.1f%%",
-                                m ? "  " : "", sh->methods[m]->name,
-                                100.0 * sh->running[m] / sh->done);
-      ltdi_progress_update(&sh->progress, sh->done, extra);
-    }
-    pthread_mutex_unlock(&sh->mu);
+    if ((rc = run_episode(sh, &w, states, secs, &b, i)) != 0) break;
+    record_done(sh, i);
   }
 done:
   pthread_mutex_lock(&sh->mu);
@@ -267,6 +284,30 @@ static int check_options(const ltdi_featurebank *bank, const ltdi_eval_options *
     return LTDI_ERR_INVALID_ARG;
   }
   return 0;
+}
+
+/* The run's results, per method: accuracy with its CI, the metric's mean
+ * over the episodes that had one (summed in episode order, so it does not
+ * depend on the threads), and optionally every episode's accuracy. */
+static void collect_results(const eval_shared *sh, ltdi_eval_result *results,
+                            double *per_episode) {
+  const int E = sh->opt->episodes;
+  for (int m = 0; m < sh->n_methods; m++) {
+    const double *a = sh->acc + (size_t)m * E;
+    results[m].name = sh->methods[m]->name;
+    results[m].episodes = E;
+    results[m].seconds = sh->seconds[m];
+    ltdi_stats_mean_ci95(a, E, &results[m].acc, &results[m].ci95);
+    const double *mv = sh->metric + (size_t)m * E;
+    double sum = 0.0;
+    int cnt = 0;
+    for (int i = 0; i < E; i++)
+      if (!isnan(mv[i])) sum += mv[i], cnt++;
+    results[m].metric_name = sh->methods[m]->metric_name;
+    results[m].metric = cnt > 0 ? sum / cnt : NAN;
+    results[m].metric_episodes = cnt;
+    if (per_episode) memcpy(per_episode + (size_t)m * E, a, (size_t)E * sizeof *a);
+  }
 }
 
 int ltdi_eval_run(const ltdi_featurebank *bank, const ltdi_eval_options *opt,
@@ -334,27 +375,7 @@ int ltdi_eval_run(const ltdi_featurebank *bank, const ltdi_eval_options *opt,
   pthread_mutex_destroy(&sh.mu);
   rc = sh.rc;
   if (opt->progress) ltdi_progress_finish(&sh.progress, rc == 0 ? "done" : "failed");
-  if (rc == 0) {
-    for (int m = 0; m < n_methods; m++) {
-      const double *a = sh.acc + (size_t)m * opt->episodes;
-      results[m].name = methods[m]->name;
-      results[m].episodes = opt->episodes;
-      results[m].seconds = sh.seconds[m];
-      ltdi_stats_mean_ci95(a, opt->episodes, &results[m].acc, &results[m].ci95);
-      /* The metric's mean over the episodes that had one, in episode order
-       * so the sum does not depend on the threads. */
-      const double *mv = sh.metric + (size_t)m * opt->episodes;
-      double sum = 0.0;
-      int cnt = 0;
-      for (int i = 0; i < opt->episodes; i++)
-        if (!isnan(mv[i])) sum += mv[i], cnt++;
-      results[m].metric_name = methods[m]->metric_name;
-      results[m].metric = cnt > 0 ? sum / cnt : NAN;
-      results[m].metric_episodes = cnt;
-      if (per_episode)
-        memcpy(per_episode + (size_t)m * opt->episodes, a, (size_t)opt->episodes * sizeof *a);
-    }
-  }
+  if (rc == 0) collect_results(&sh, results, per_episode);
   ltdi_eval_generator_free(own);
 out:
   free(sh.acc);
