@@ -8,86 +8,78 @@
 #include <string.h>
 
 #include "trainer/cli/commands.h"
+#include "trainer/cli/options.h"
 #include "trainer/data/glyphs.h"
 
-static void usage(FILE *out) {
-  fprintf(out,
-          "usage: ltdi-train data glyphs --out DIR [options]\n\n"
-          "Builds the glyph benchmark from the installed fonts: one class per Unicode\n"
-          "letter (outside Latin/Greek/Cyrillic/CJK), its distinct renderings as instances,\n"
-          "split by script into meta-train / meta-val / meta-test, written as\n"
-          "DIR/<split>/<class>/<n>.png plus DIR/manifest.json.\n\n"
-          "options:\n"
-          "  --out DIR            output directory (absent or empty)\n"
-          "  --small              fonts-noto-core only (" LTDI_GLYPHS_NOTO_DIR "), for tests\n"
-          "  --fonts DIR          font directory to scan (repeatable; default " LTDI_GLYPHS_FONTS_DIR ")\n"
-          "  --min-instances N    keep classes with >= N instances (default 20, 5 with --small)\n"
-          "  --size N             image side in pixels (default 28)\n"
-          "  --seed S             tie-break seed for the script split (default 0)\n"
-          "  --threads N          rendering threads (default 2)\n"
-          "  --min-corr F         drop renderings correlating less than F with the class mean\n"
-          "                       (placeholder glyphs; default 0.3)\n"
-          "  --quiet              no progress lines\n");
+/* ==== options ============================================================= */
+
+typedef struct glyphs_args {
+  ltdi_glyphs_options opt;
+  const char **fonts; /* room for argc directories */
+} glyphs_args;
+
+static void glyphs_defaults(void *p) {
+  glyphs_args *a = p;
+  memset(a, 0, sizeof *a);
+  ltdi_glyphs_default_options(&a->opt);
 }
 
-static int parse_long(const char *s, long lo, long hi, long *out) {
-  char *end;
-  long v = strtol(s, &end, 10);
-  if (!*s || *end || v < lo || v > hi) return -1;
-  *out = v;
-  return 0;
-}
+static const ltdi_opt GLYPHS_OPTS[] = {
+    LTDI_OPT_STRING("--out", glyphs_args, opt.out_dir, "DIR", NULL,
+                    "output directory (absent or empty; required)"),
+    LTDI_OPT_FLAG("--small", glyphs_args, opt.small, 1,
+                  "fonts-noto-core only (" LTDI_GLYPHS_NOTO_DIR "), for tests"),
+    LTDI_OPT_STRINGS("--fonts", glyphs_args, fonts, opt.n_font_dirs, "DIR",
+                     "font directory to scan (default " LTDI_GLYPHS_FONTS_DIR ")"),
+    LTDI_OPT_INT("--min-instances", glyphs_args, opt.min_instances, 1, 1000000, "N",
+                 "20, 5 with --small", "keep classes with >= N instances"),
+    LTDI_OPT_INT("--size", glyphs_args, opt.size, 8, 256, "N", NULL, "image side in pixels"),
+    LTDI_OPT_U64("--seed", glyphs_args, opt.seed, 0, UINT64_MAX, "S", NULL,
+                 "tie-break seed for the script split"),
+    LTDI_OPT_INT("--threads", glyphs_args, opt.n_threads, 1, 256, "N", NULL,
+                 "rendering threads"),
+    LTDI_OPT_FLOAT("--min-corr", glyphs_args, opt.min_corr, -1.0, 1.0, "F", NULL,
+                   "drop renderings correlating less than F with the class mean\n"
+                   "(placeholder glyphs)"),
+    LTDI_OPT_FLAG("--quiet", glyphs_args, opt.progress, 0, "no progress lines"),
+};
+
+static const ltdi_cli GLYPHS_CLI = {
+    .name = "ltdi-train data glyphs",
+    .synopsis =
+        "usage: ltdi-train data glyphs --out DIR [options]\n\n"
+        "Builds the glyph benchmark from the installed fonts: one class per Unicode\n"
+        "letter (outside Latin/Greek/Cyrillic/CJK), its distinct renderings as instances,\n"
+        "split by script into meta-train / meta-val / meta-test, written as\n"
+        "DIR/<split>/<class>/<n>.png plus DIR/manifest.json.\n",
+    .opts = GLYPHS_OPTS,
+    .n_opts = LTDI_OPT_COUNT(GLYPHS_OPTS),
+    .args_size = sizeof(glyphs_args),
+    .defaults = glyphs_defaults,
+};
+
+/* ==== glyphs ============================================================== */
 
 static int cmd_glyphs(int argc, char **argv) {
-  ltdi_glyphs_options opt;
-  ltdi_glyphs_default_options(&opt);
-  const char **dirs = calloc((size_t)argc + 1, sizeof *dirs);
+  glyphs_args a;
+  glyphs_defaults(&a);
   char command[1024] = "ltdi-train data glyphs";
-  if (!dirs) return 1;
   for (int i = 1; i < argc; i++) {
     size_t len = strlen(command);
     snprintf(command + len, sizeof command - len, " %s", argv[i]);
   }
-  opt.command = command;
-  int status = 0;
-  for (int i = 1; i < argc && !status; i++) {
-    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    long n;
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-      usage(stdout);
-      free(dirs);
-      return 0;
-    } else if (!strcmp(a, "--small")) opt.small = 1;
-    else if (!strcmp(a, "--quiet")) opt.progress = 0;
-    else if (!v) status = 2;
-    else {
-      i++;
-      if (!strcmp(a, "--out")) opt.out_dir = v;
-      else if (!strcmp(a, "--fonts")) dirs[opt.n_font_dirs++] = v;
-      else if (!strcmp(a, "--min-instances") && !parse_long(v, 1, 1000000, &n)) opt.min_instances = (int)n;
-      else if (!strcmp(a, "--size") && !parse_long(v, 8, 256, &n)) opt.size = (int)n;
-      else if (!strcmp(a, "--threads") && !parse_long(v, 1, 256, &n)) opt.n_threads = (int)n;
-      else if (!strcmp(a, "--seed")) {
-        char *end;
-        opt.seed = strtoull(v, &end, 10);
-        if (!*v || *end) status = 2;
-      } else if (!strcmp(a, "--min-corr")) {
-        char *end;
-        opt.min_corr = strtof(v, &end);
-        if (!*v || *end || opt.min_corr < -1.0f || opt.min_corr > 1.0f) status = 2;
-      } else status = 2;
-    }
-    if (status) fprintf(stderr, "ltdi-train data glyphs: bad or incomplete option '%s'\n", a);
-  }
-  if (!status && !opt.out_dir) {
-    fprintf(stderr, "ltdi-train data glyphs: --out DIR is required\n");
-    status = 2;
-  }
-  if (status) {
-    usage(stderr);
+  a.opt.command = command;
+  const char **dirs = calloc((size_t)argc + 1, sizeof *dirs);
+  if (!dirs) return 1;
+  a.fonts = dirs;
+  int status = ltdi_cli_parse(&GLYPHS_CLI, &a, argc, argv);
+  if (status == LTDI_CLI_RUN && !a.opt.out_dir)
+    status = ltdi_cli_usage_error(&GLYPHS_CLI, "--out DIR is required");
+  if (status != LTDI_CLI_RUN) {
     free(dirs);
     return status;
   }
+  ltdi_glyphs_options opt = a.opt;
   opt.font_dirs = dirs;
   ltdi_glyphs_summary sum;
   char err[512] = "";
@@ -118,11 +110,11 @@ static int cmd_glyphs(int argc, char **argv) {
 
 int ltdi_cmd_data(int argc, char **argv) {
   if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-    usage(argc < 2 ? stderr : stdout);
+    ltdi_cli_usage(&GLYPHS_CLI, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
   }
   if (!strcmp(argv[1], "glyphs")) return cmd_glyphs(argc - 1, argv + 1);
   fprintf(stderr, "ltdi-train data: unknown data set '%s' (known: glyphs)\n\n", argv[1]);
-  usage(stderr);
+  ltdi_cli_usage(&GLYPHS_CLI, stderr);
   return 2;
 }

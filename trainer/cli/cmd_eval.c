@@ -7,114 +7,113 @@
  * Rows that need a file (reptile, the diffusion rows) join the default
  * method list when their file is given; docs/EVAL.md describes every row. */
 #define _POSIX_C_SOURCE 200809L
-#include <errno.h>
-#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "base/error.h"
 #include "trainer/cli/cli_device.h"
+#include "trainer/cli/cmd_eval.h"
 #include "trainer/cli/commands.h"
+#include "trainer/cli/options.h"
 #include "trainer/eval/eval.h"
 #include "trainer/eval/eval_gen.h"
-#include "trainer/body/featurebank.h"
-#include "trainer/common/progress.h"
 #include "trainer/meta/reptile.h"
 
 #define LTDI__EVAL_DEFAULT_VIEWS 8
+#define LTDI__EVAL_STR(x) #x
+#define LTDI__EVAL_XSTR(x) LTDI__EVAL_STR(x)
 
-static void usage(FILE *out) {
-  fprintf(out,
-          "usage: ltdi-train eval (--body FILE --data DIR | --features FILE) [options]\n"
-          "\n"
-          "Few-shot accuracy on meta-test episodes; every method sees the same episodes.\n"
-          "\n"
-          "  --body FILE       body file from `ltdi-train body`\n"
-          "  --data SPEC       ImageFolder directory (its meta-test/ sub-directory if it\n"
-          "                    has one, else all its classes) or idx:<images>,<labels>\n"
-          "  --features FILE   features file (safetensors) instead of body + images\n"
-          "  --ways N[,N..]    classes per episode (default 5)\n"
-          "  --shots K[,K..]   support examples per class (default 1); lists run every\n"
-          "                    (ways, shots) pair on one feature bank\n"
-          "  --queries Q       query examples per class (default 15)\n"
-          "  --episodes E      episodes (default 600)\n"
-          "  --seed S          episode stream (default 1)\n"
-          "  --views V         support views for finetune: 1 plain + V-1 augmented\n"
-          "                    (default %d with images; always 1 with --features)\n"
-          "  --hidden H        hidden width of the finetune heads (default 32)\n"
-          "  --reptile FILE    REPTILE head init from `ltdi-train reptile` (enables the\n"
-          "                    reptile row; its ways and dim must match)\n"
-          "  --model FILE      Lt-Di model from `ltdi-train meta` (enables lt_di,\n"
-          "                    lt_di_refine, lt_di_best_of_n; its ways and dim must match)\n"
-          "  --model-lv FILE   Lv-Di model (trained with L = 2; enables lv_di)\n"
-          "  --samples N       heads drawn per episode by lt_di_best_of_n (default 8)\n"
-          "  --refine-steps K  recipe steps of lt_di_refine after generation (default 10)\n"
-          "  --methods LIST    comma-separated (default: all that run on features, plus\n"
-          "                    the rows whose file is given), from:\n",
-          LTDI__EVAL_DEFAULT_VIEWS);
+/* ==== options ============================================================= */
+
+static void eval_defaults(void *p) {
+  ltdi__eval_args *a = p;
+  memset(a, 0, sizeof *a);
+  a->opt = ltdi_eval_options_default();
+  a->opt.progress = 1;
+  a->ways[0] = a->opt.ways;
+  a->shots[0] = a->opt.shots;
+  a->n_ways = a->n_shots = 1;
+  a->views = -1;
+}
+
+static const ltdi_opt EVAL_OPTS[] = {
+    LTDI_OPT_STRING("--body", ltdi__eval_args, body, "FILE", NULL,
+                    "body file from `ltdi-train body`"),
+    LTDI_OPT_STRING("--data", ltdi__eval_args, data, "SPEC", NULL,
+                    "ImageFolder directory (its meta-test/ sub-directory if it\n"
+                    "has one, else all its classes) or idx:<images>,<labels>"),
+    LTDI_OPT_STRING("--features", ltdi__eval_args, features, "FILE", NULL,
+                    "features file (safetensors) instead of body + images"),
+    LTDI_OPT_INTS("--ways", ltdi__eval_args, ways, n_ways, 2, 10000, "N[,N..]", NULL,
+                  "classes per episode"),
+    LTDI_OPT_INTS("--shots", ltdi__eval_args, shots, n_shots, 1, 100000, "K[,K..]", NULL,
+                  "support examples per class; lists run every\n"
+                  "(ways, shots) pair on one feature bank"),
+    LTDI_OPT_INT("--queries", ltdi__eval_args, opt.queries, 1, 100000, "Q", NULL,
+                 "query examples per class"),
+    LTDI_OPT_INT("--episodes", ltdi__eval_args, opt.episodes, 1, 100000000, "E", NULL, "episodes"),
+    LTDI_OPT_U64("--seed", ltdi__eval_args, opt.seed, 0, LONG_MAX, "S", NULL, "episode stream"),
+    LTDI_OPT_INT("--views", ltdi__eval_args, views, 1, 1024, "V",
+                 LTDI__EVAL_XSTR(LTDI__EVAL_DEFAULT_VIEWS) " with images",
+                 "support views for finetune: 1 plain + V-1 augmented\n"
+                 "(always 1 with --features)"),
+    LTDI_OPT_INT("--hidden", ltdi__eval_args, opt.hidden, 1, 65536, "H", NULL,
+                 "hidden width of the finetune heads"),
+    LTDI_OPT_STRING("--reptile", ltdi__eval_args, reptile, "FILE", NULL,
+                    "REPTILE head init from `ltdi-train reptile` (enables the\n"
+                    "reptile row; its ways and dim must match)"),
+    LTDI_OPT_STRING("--model", ltdi__eval_args, model, "FILE", NULL,
+                    "Lt-Di model from `ltdi-train meta` (enables lt_di,\n"
+                    "lt_di_refine, lt_di_best_of_n; its ways and dim must match)"),
+    LTDI_OPT_STRING("--model-lv", ltdi__eval_args, model_lv, "FILE", NULL,
+                    "Lv-Di model (trained with L = 2; enables lv_di)"),
+    LTDI_OPT_INT("--samples", ltdi__eval_args, opt.samples, 1, 4096, "N", NULL,
+                 "heads drawn per episode by lt_di_best_of_n"),
+    LTDI_OPT_INT("--refine-steps", ltdi__eval_args, opt.refine_steps, 0, 1000000, "K", NULL,
+                 "recipe steps of lt_di_refine after generation"),
+    LTDI_OPT_STRING("--methods", ltdi__eval_args, methods, "LIST", NULL,
+                    "comma-separated, from the methods below (default: all that\n"
+                    "run on features, plus the rows whose file is given)"),
+    LTDI_OPT_INT("--threads", ltdi__eval_args, opt.threads, 1, 256, "T", NULL,
+                 "worker threads; results do not depend on it"),
+    LTDI_OPT_STRING("--device", ltdi__eval_args, device, "D", "$LTDI_DEVICE, else auto",
+                    "auto | cpu | cuda: where the diffusion rows generate heads\n"
+                    "(auto = CUDA when a GPU is usable); everything else runs\n"
+                    "on the CPU"),
+    LTDI_OPT_STRING("--json", ltdi__eval_args, json, "FILE", NULL,
+                    "write {\"ways\",\"shots\",\"episodes\",\"methods\":{name:\n"
+                    "{\"acc\",\"ci95\"}}}; acc and ci95 are fractions in [0,1]\n"
+                    "(one (ways, shots) pair only); diffusion rows add\n"
+                    "\"weight_mse\", and --model adds \"generation_ms_per_head\":\n"
+                    "{\"batch1\",\"batch64\"}"),
+    LTDI_OPT_STRING("--json-dir", ltdi__eval_args, json_dir, "DIR", NULL,
+                    "write DIR/eval_<ways>w<shots>s.json for every pair"),
+};
+
+/* The rows --methods may name, after the options. */
+static void print_methods(FILE *out) {
+  fprintf(out, "\nmethods (--methods):\n");
   for (int i = 0; i < ltdi_eval_method_count(); i++)
-    fprintf(out, "                      %-17s %s\n", ltdi_eval_method_at(i)->name,
-            ltdi_eval_method_at(i)->summary);
+    fprintf(out, "  %-17s %s\n", ltdi_eval_method_at(i)->name, ltdi_eval_method_at(i)->summary);
   for (int i = 0; i < ltdi_eval_input_method_count(); i++)
-    fprintf(out, "                      %-17s %s\n", ltdi_eval_input_method_at(i)->name,
+    fprintf(out, "  %-17s %s\n", ltdi_eval_input_method_at(i)->name,
             ltdi_eval_input_method_at(i)->summary);
-  fprintf(out,
-          "  --threads T       worker threads (default 2); results do not depend on it\n"
-          "  --device D        auto | cpu | cuda: where the diffusion rows generate heads\n"
-          "                    (default: $LTDI_DEVICE, else auto = CUDA when a GPU is\n"
-          "                    usable); everything else runs on the CPU\n"
-          "  --json FILE       write {\"ways\",\"shots\",\"episodes\",\"methods\":{name:\n"
-          "                    {\"acc\",\"ci95\"}}}; acc and ci95 are fractions in [0,1]\n"
-          "                    (one (ways, shots) pair only); diffusion rows add\n"
-          "                    \"weight_mse\", and --model adds \"generation_ms_per_head\":\n"
-          "                    {\"batch1\",\"batch64\"}\n"
-          "  --json-dir DIR    write DIR/eval_<ways>w<shots>s.json for every pair\n"
-          "\n"
-          "ci95 is the half-width 1.96 * sample std / sqrt(episodes) of the mean.\n");
 }
 
-static int parse_int(const char *opt, const char *s, long lo, long hi, long *out) {
-  char *end = NULL;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (errno || end == s || *end || v < lo || v > hi) {
-    fprintf(stderr, "ltdi-train eval: %s wants an integer in [%ld, %ld], got '%s'\n", opt,
-            lo, hi, s);
-    return -1;
-  }
-  *out = v;
-  return 0;
-}
-
-#define LTDI__EVAL_MAX_LIST 8
-
-/* Parses a comma-separated list of integers in [lo, hi]. */
-static int parse_int_list(const char *opt, const char *s, long lo, long hi, int *out,
-                          int *n) {
-  char *copy = strdup(s), *save = NULL;
-  if (!copy) return -1;
-  *n = 0;
-  for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-    long x;
-    if (*n >= LTDI__EVAL_MAX_LIST) {
-      fprintf(stderr, "ltdi-train eval: %s takes at most %d values\n", opt,
-              LTDI__EVAL_MAX_LIST);
-      free(copy);
-      return -1;
-    }
-    if (parse_int(opt, tok, lo, hi, &x)) {
-      free(copy);
-      return -1;
-    }
-    out[(*n)++] = (int)x;
-  }
-  free(copy);
-  if (*n == 0) return parse_int(opt, s, lo, hi, &(long){0}); /* prints the complaint */
-  return 0;
-}
+static const ltdi_cli EVAL_CLI = {
+    .name = "ltdi-train eval",
+    .synopsis = "usage: ltdi-train eval (--body FILE --data DIR | --features FILE) [options]\n"
+                "\n"
+                "Few-shot accuracy on meta-test episodes; every method sees the same episodes.\n",
+    .opts = EVAL_OPTS,
+    .n_opts = LTDI_OPT_COUNT(EVAL_OPTS),
+    .args_size = sizeof(ltdi__eval_args),
+    .defaults = eval_defaults,
+    .epilog = "ci95 is the half-width 1.96 * sample std / sqrt(episodes) of the mean.\n",
+    .more = print_methods,
+};
 
 /* Fills methods from a comma-separated list; prints and returns -1 on an
  * unknown or repeated name. */
@@ -150,181 +149,54 @@ static int parse_methods(const char *list, const ltdi_eval_method **methods, int
   return 0;
 }
 
-static int is_dir(const char *path) {
-  struct stat st;
-  return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
+/* ==== checks before the (slow) feature pass ============================== */
 
-/* One (ways, shots) pair on the loaded bank: the table on stdout and the
- * JSON file(s). Returns the exit status. */
-static int run_one(const ltdi_featurebank *bank, const ltdi_eval_options *opt,
-                   const ltdi_eval_method *const *methods, int n_methods, const char *json,
-                   const char *json_dir, double t_start, double t_bank,
-                   const ltdi_eval_gen_timing *gen) {
-  ltdi_eval_result results[64];
-  char err[512] = "";
-  double t_eval = ltdi_now_s();
-  int rc = ltdi_eval_run(bank, opt, methods, n_methods, results, NULL, err, sizeof err);
-  t_eval = ltdi_now_s() - t_eval;
-  if (rc != 0) {
-    fprintf(stderr, "ltdi-train eval: %s\n", err[0] ? err : ltdi_strerror(rc));
-    return 1;
+/* The rows to run: --methods, or every row that runs on features plus the
+ * rows whose file is given. Returns 0 or exit status 2 (message printed). */
+static int choose_methods(const ltdi__eval_args *a, const ltdi_eval_method **methods, int *n) {
+  *n = 0;
+  if (a->methods) {
+    if (ltdi_eval_method_count() > 64 || parse_methods(a->methods, methods, n)) return 2;
+    return 0;
   }
-  printf("%d-way %d-shot, %d queries/class, %d episodes, seed %" PRIu64 "\n", opt->ways,
-         opt->shots, opt->queries, opt->episodes, opt->seed);
-  int any_metric = 0;
-  for (int m = 0; m < n_methods; m++) any_metric |= results[m].metric_name != NULL;
-  printf("%-18s %8s %10s %9s %12s%s\n", "method", "acc %", "±95% CI", "episodes",
-         "ms/episode", any_metric ? "   weight MSE" : "");
-  for (int m = 0; m < n_methods; m++) {
-    printf("%-18s %8.2f %9.2f %9d %12.2f", results[m].name, 100.0 * results[m].acc,
-           100.0 * results[m].ci95, results[m].episodes,
-           1000.0 * results[m].seconds / results[m].episodes);
-    if (results[m].metric_name && results[m].metric_episodes > 0)
-      printf(" %12.4f", results[m].metric);
-    printf("\n");
-  }
-  if (gen)
-    printf("generation: %.2f ms/head at batch 1, %.2f ms/head at batch 64 (%s)\n",
-           gen->batch1_ms, gen->batch64_ms, ltdi_eval_generator_device(opt->generator));
-  printf("wall time %.1f s (features %.1f s, these episodes %.1f s), peak RSS %.1f MiB\n\n",
-         ltdi_now_s() - t_start, t_bank, t_eval, ltdi_peak_rss_mib());
-  fflush(stdout);
-  char path[4096];
-  if (json_dir) {
-    snprintf(path, sizeof path, "%s/eval_%dw%ds.json", json_dir, opt->ways, opt->shots);
-    json = path;
-  }
-  if (json) {
-    rc = ltdi_eval_write_json(json, opt, results, n_methods, gen);
-    if (rc != 0) {
-      fprintf(stderr, "ltdi-train eval: cannot write %s: %s\n", json, ltdi_strerror(rc));
-      return 1;
-    }
-    fprintf(stderr, "ltdi-train eval: wrote %s\n", json);
+  for (int i = 0; i < ltdi_eval_method_count() && i < 59; i++)
+    methods[(*n)++] = ltdi_eval_method_at(i);
+  if (a->reptile) methods[(*n)++] = ltdi_eval_method_find("reptile");
+  if (a->model_lv) methods[(*n)++] = ltdi_eval_method_find("lv_di");
+  if (a->model) {
+    methods[(*n)++] = ltdi_eval_method_find("lt_di");
+    methods[(*n)++] = ltdi_eval_method_find("lt_di_refine");
+    methods[(*n)++] = ltdi_eval_method_find("lt_di_best_of_n");
   }
   return 0;
 }
 
-int ltdi_cmd_eval(int argc, char **argv) {
-  const char *body = NULL, *data = NULL, *features = NULL, *json = NULL, *methods_arg = NULL;
-  const char *json_dir = NULL, *reptile_path = NULL, *model_path = NULL, *model_lv_path = NULL;
-  const char *device = NULL;
-  int ways[LTDI__EVAL_MAX_LIST] = {5}, shots[LTDI__EVAL_MAX_LIST] = {1};
-  int n_ways = 1, n_shots = 1;
-  long views = -1;
-  ltdi_eval_options opt = ltdi_eval_options_default();
-  opt.progress = 1;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-      usage(stdout);
-      return 0;
-    }
-    if (i + 1 >= argc) {
-      fprintf(stderr, "ltdi-train eval: '%s' is unknown or lacks its value\n\n", a);
-      usage(stderr);
-      return 2;
-    }
-    const char *v = argv[++i];
-    long x = 0;
-    if (!strcmp(a, "--body")) body = v;
-    else if (!strcmp(a, "--data")) data = v;
-    else if (!strcmp(a, "--features")) features = v;
-    else if (!strcmp(a, "--json")) json = v;
-    else if (!strcmp(a, "--json-dir")) json_dir = v;
-    else if (!strcmp(a, "--methods")) methods_arg = v;
-    else if (!strcmp(a, "--reptile")) reptile_path = v;
-    else if (!strcmp(a, "--model")) model_path = v;
-    else if (!strcmp(a, "--model-lv")) model_lv_path = v;
-    else if (!strcmp(a, "--device")) device = v;
-    else if (!strcmp(a, "--samples")) {
-      if (parse_int(a, v, 1, 4096, &x)) return 2;
-      opt.samples = (int)x;
-    } else if (!strcmp(a, "--refine-steps")) {
-      if (parse_int(a, v, 0, 1000000, &x)) return 2;
-      opt.refine_steps = (int)x;
-    }
-    else if (!strcmp(a, "--ways")) {
-      if (parse_int_list(a, v, 2, 10000, ways, &n_ways)) return 2;
-    } else if (!strcmp(a, "--shots")) {
-      if (parse_int_list(a, v, 1, 100000, shots, &n_shots)) return 2;
-    } else if (!strcmp(a, "--queries")) {
-      if (parse_int(a, v, 1, 100000, &x)) return 2;
-      opt.queries = (int)x;
-    } else if (!strcmp(a, "--episodes")) {
-      if (parse_int(a, v, 1, 100000000, &x)) return 2;
-      opt.episodes = (int)x;
-    } else if (!strcmp(a, "--seed")) {
-      if (parse_int(a, v, 0, LONG_MAX, &x)) return 2;
-      opt.seed = (uint64_t)x;
-    } else if (!strcmp(a, "--views")) {
-      if (parse_int(a, v, 1, 1024, &x)) return 2;
-      views = x;
-    } else if (!strcmp(a, "--hidden")) {
-      if (parse_int(a, v, 1, 65536, &x)) return 2;
-      opt.hidden = (int)x;
-    } else if (!strcmp(a, "--threads")) {
-      if (parse_int(a, v, 1, 256, &x)) return 2;
-      opt.threads = (int)x;
-    } else {
-      fprintf(stderr, "ltdi-train eval: unknown option '%s'\n\n", a);
-      usage(stderr);
-      return 2;
-    }
-  }
-  if (!!features == !!(body || data) || (!features && (!body || !data))) {
-    fprintf(stderr, "ltdi-train eval: give either --body FILE --data DIR, or --features "
-                    "FILE\n\n");
-    usage(stderr);
-    return 2;
-  }
-  ltdi_device want;
-  if (ltdi_cli_device("ltdi-train eval", device, &want)) return 2;
-  if (json && n_ways * n_shots > 1) {
-    fprintf(stderr, "ltdi-train eval: --json takes one (ways, shots) pair; use --json-dir "
-                    "with lists\n");
-    return 2;
-  }
-  const ltdi_eval_method *methods[64];
-  int n_methods = 0;
-  if (methods_arg) {
-    if (ltdi_eval_method_count() > 64 || parse_methods(methods_arg, methods, &n_methods))
-      return 2;
-  } else {
-    for (int i = 0; i < ltdi_eval_method_count() && i < 59; i++)
-      methods[n_methods++] = ltdi_eval_method_at(i);
-    if (reptile_path) methods[n_methods++] = ltdi_eval_method_find("reptile");
-    if (model_lv_path) methods[n_methods++] = ltdi_eval_method_find("lv_di");
-    if (model_path) {
-      methods[n_methods++] = ltdi_eval_method_find("lt_di");
-      methods[n_methods++] = ltdi_eval_method_find("lt_di_refine");
-      methods[n_methods++] = ltdi_eval_method_find("lt_di_best_of_n");
-    }
-  }
-  /* The diffusion rows need their model; checked before the (slow)
-   * feature pass, as far as it can be without the features' dim. */
-  /* A model is given (its generation is timed) or a row generates heads:
-   * the run needs the device. */
-  int diffusion = model_path || model_lv_path;
+/* The diffusion rows need their model; checked as far as it can be without
+ * the features' dim. *diffusion: a model is given (its generation is timed)
+ * or a row generates heads, so the run needs the device. Returns 0 or the
+ * exit status (message printed). */
+static int check_models(const ltdi__eval_args *a, const ltdi_eval_method *const *methods,
+                        int n_methods, int *diffusion) {
+  *diffusion = a->model || a->model_lv;
   for (int m = 0; m < n_methods; m++) {
     const char *nm = methods[m]->name;
-    diffusion |= !strcmp(nm, "lv_di") || !strncmp(nm, "lt_di", 5);
-    if (!strcmp(nm, "lv_di") && !model_lv_path) {
+    *diffusion |= !strcmp(nm, "lv_di") || !strncmp(nm, "lt_di", 5);
+    if (!strcmp(nm, "lv_di") && !a->model_lv) {
       fprintf(stderr, "ltdi-train eval: method 'lv_di' needs --model-lv FILE\n");
       return 2;
     }
-    if (!strncmp(nm, "lt_di", 5) && !model_path) {
+    if (!strncmp(nm, "lt_di", 5) && !a->model) {
       fprintf(stderr, "ltdi-train eval: method '%s' needs --model FILE\n", nm);
       return 2;
     }
   }
-  const char *model_files[2] = {model_path, model_lv_path};
+  const char *model_files[2] = {a->model, a->model_lv};
   for (int k = 0; k < 2; k++) {
     if (!model_files[k]) continue;
     char merr[512] = "";
     int L = 0;
-    int mrc = ltdi_eval_model_check(model_files[k], ways, n_ways, 0, &L, merr, sizeof merr);
+    int mrc = ltdi_eval_model_check(model_files[k], a->ways, a->n_ways, 0, &L, merr,
+                                    sizeof merr);
     if (mrc != 0) {
       fprintf(stderr, "ltdi-train eval: %s\n", merr);
       return mrc == LTDI_ERR_SHAPE ? 2 : 1;
@@ -336,130 +208,79 @@ int ltdi_cmd_eval(int argc, char **argv) {
       fprintf(stderr, "ltdi-train eval: warning: --model %s has L = 2: that is Lv-Di\n",
               model_files[k]);
   }
-  opt.model_path = model_path;
-  opt.model_lv_path = model_lv_path;
-  /* The reptile row fine-tunes a loaded init: it needs the file, and the
-   * file's head must fit every (ways, dim) this run evaluates. */
-  ltdi_reptile_head reptile_head;
-  memset(&reptile_head, 0, sizeof reptile_head);
+  return 0;
+}
+
+/* The reptile row fine-tunes a loaded init: it needs the file, and the
+ * file's head must fit every ways this run evaluates (its dim is checked
+ * against the bank). Returns 0 or the exit status (message printed). */
+static int load_reptile(const ltdi__eval_args *a, const ltdi_eval_method *const *methods,
+                        int n_methods, ltdi_reptile_head *head) {
   for (int m = 0; m < n_methods; m++)
-    if (!strcmp(methods[m]->name, "reptile") && !reptile_path) {
+    if (!strcmp(methods[m]->name, "reptile") && !a->reptile) {
       fprintf(stderr, "ltdi-train eval: method 'reptile' needs --reptile FILE\n");
       return 2;
     }
-  if (reptile_path) {
-    char rerr[512] = "";
-    int lrc = ltdi_reptile_load(reptile_path, &reptile_head, rerr, sizeof rerr);
-    if (lrc != 0) {
-      fprintf(stderr, "ltdi-train eval: %s\n", rerr[0] ? rerr : ltdi_strerror(lrc));
-      return 1;
-    }
-    for (int wi = 0; wi < n_ways; wi++)
-      if (ways[wi] != reptile_head.dims.classes) {
-        fprintf(stderr, "ltdi-train eval: %s is a %d-way head; cannot evaluate %d-way\n",
-                reptile_path, reptile_head.dims.classes, ways[wi]);
-        ltdi_reptile_head_free(&reptile_head);
-        return 2;
-      }
-    opt.reptile = &reptile_head;
+  if (!a->reptile) return 0;
+  char rerr[512] = "";
+  int lrc = ltdi_reptile_load(a->reptile, head, rerr, sizeof rerr);
+  if (lrc != 0) {
+    fprintf(stderr, "ltdi-train eval: %s\n", rerr[0] ? rerr : ltdi_strerror(lrc));
+    return 1;
   }
-  if (features) views = 1;
-  else if (views < 0) views = LTDI__EVAL_DEFAULT_VIEWS;
+  for (int wi = 0; wi < a->n_ways; wi++)
+    if (a->ways[wi] != head->dims.classes) {
+      fprintf(stderr, "ltdi-train eval: %s is a %d-way head; cannot evaluate %d-way\n",
+              a->reptile, head->dims.classes, a->ways[wi]);
+      return 2;
+    }
+  return 0;
+}
 
-  /* The generation device, before the (slow) feature pass so a cuda that
-   * cannot start fails at once. From here on every exit goes through done. */
-  int rc = 0;
+/* Everything the table cannot check, in the order a user meets it. Fills
+ * want, the methods and *diffusion. Returns 0 or the exit status. */
+static int check_args(const ltdi__eval_args *a, ltdi_device *want, const ltdi_eval_method **methods,
+                      int *n_methods, int *diffusion) {
+  if (!!a->features == !!(a->body || a->data) || (!a->features && (!a->body || !a->data)))
+    return ltdi_cli_usage_error(&EVAL_CLI,
+                                "give either --body FILE --data DIR, or --features FILE");
+  if (ltdi_cli_device("ltdi-train eval", a->device, want)) return 2;
+  if (a->json && a->n_ways * a->n_shots > 1) {
+    fprintf(stderr, "ltdi-train eval: --json takes one (ways, shots) pair; use --json-dir "
+                    "with lists\n");
+    return 2;
+  }
+  int rc = choose_methods(a, methods, n_methods);
+  if (rc == 0) rc = check_models(a, methods, *n_methods, diffusion);
+  return rc;
+}
+
+int ltdi_cmd_eval(int argc, char **argv) {
+  ltdi__eval_args a;
+  eval_defaults(&a);
+  int rc = ltdi_cli_parse(&EVAL_CLI, &a, argc, argv);
+  if (rc != LTDI_CLI_RUN) return rc;
+  ltdi_device want;
+  const ltdi_eval_method *methods[64];
+  int n_methods = 0, diffusion = 0;
+  rc = check_args(&a, &want, methods, &n_methods, &diffusion);
+  if (rc) return rc;
+  a.opt.model_path = a.model;
+  a.opt.model_lv_path = a.model_lv;
+  ltdi_reptile_head reptile_head;
+  memset(&reptile_head, 0, sizeof reptile_head);
+  rc = load_reptile(&a, methods, n_methods, &reptile_head);
+  if (rc) {
+    ltdi_reptile_head_free(&reptile_head);
+    return rc;
+  }
+  if (a.reptile) a.opt.reptile = &reptile_head;
+  if (a.features) a.views = 1;
+  else if (a.views < 0) a.views = LTDI__EVAL_DEFAULT_VIEWS;
   ltdi_featurebank bank;
   memset(&bank, 0, sizeof bank);
-  ltdi_eval_generator *generator = NULL;
-  if (diffusion) {
-    char note[512] = "";
-    rc = ltdi_eval_generator_open(&generator, want, opt.threads, note, sizeof note);
-    if (rc) {
-      fprintf(stderr, "ltdi-train eval: %s (use --device cpu, or auto to fall back)\n",
-              note[0] ? note : ltdi_strerror(rc));
-      rc = 1;
-      goto done;
-    }
-    ltdi_device_note(note);
-    opt.generator = generator;
-  }
-
-  /* An ImageFolder with a split inside evaluates its meta-test classes only;
-   * any other directory is a pool of test classes as it stands. */
-  char *data_spec = NULL;
-  if (data && strncmp(data, "idx:", 4) != 0) {
-    size_t len = strlen(data) + sizeof "/meta-test";
-    data_spec = malloc(len);
-    if (!data_spec) {
-      rc = 1;
-      goto done;
-    }
-    snprintf(data_spec, len, "%s/meta-test", data);
-    if (is_dir(data_spec)) {
-      fprintf(stderr, "ltdi-train eval: using %s (the meta-test split)\n", data_spec);
-    } else {
-      snprintf(data_spec, len, "%s", data);
-    }
-  }
-
-  double t_start = ltdi_now_s();
-  char err[512] = "";
-  fprintf(stderr, "ltdi-train eval: loading %s\n", features ? features : data);
-  rc = ltdi_featurebank_open(&bank, features ? NULL : body,
-                             features ? NULL : (data_spec ? data_spec : data), features,
-                             (int)views, opt.seed, opt.threads, err, sizeof err);
-  free(data_spec);
-  if (rc != 0) {
-    fprintf(stderr, "ltdi-train eval: %s\n", err[0] ? err : ltdi_strerror(rc));
-    rc = 1;
-    goto done;
-  }
-  if (reptile_path && reptile_head.dims.in_dim != bank.dim) {
-    fprintf(stderr, "ltdi-train eval: %s takes %d-dim features; these are %d-dim\n",
-            reptile_path, reptile_head.dims.in_dim, bank.dim);
-    rc = 1;
-    goto done;
-  }
-  for (int k = 0; k < 2; k++) {
-    char merr[512] = "";
-    if (model_files[k] &&
-        ltdi_eval_model_check(model_files[k], ways, n_ways, bank.dim, NULL, merr, sizeof merr)) {
-      fprintf(stderr, "ltdi-train eval: %s\n", merr);
-      rc = 1;
-      goto done;
-    }
-  }
-  double t_bank = ltdi_now_s() - t_start;
-  fprintf(stderr,
-          "ltdi-train eval: %d examples, %d classes, dim %d, %d view%s (%.1f s); %d queries, "
-          "%d episodes, seed %" PRIu64 ", %d threads%s%s\n",
-          bank.n, bank.n_classes, bank.dim, bank.views, bank.views == 1 ? "" : "s", t_bank,
-          opt.queries, opt.episodes, opt.seed, opt.threads,
-          diffusion ? ", heads generated on " : "", diffusion ? ltdi_eval_generator_device(generator) : "");
-
-  /* Generation cost, once per run and outside the episode loop, so it is
-   * not shared with the workers. */
-  ltdi_eval_gen_timing gen_timing, *gen = NULL;
-  const char *timed = model_path ? model_path : model_lv_path;
-  if (timed) {
-    rc = ltdi_eval_generation_timing(generator, timed, opt.seed, &gen_timing, err, sizeof err);
-    if (rc != 0) {
-      fprintf(stderr, "ltdi-train eval: %s\n", err);
-      rc = 1;
-      goto done;
-    }
-    gen = &gen_timing;
-  }
-  rc = 0;
-  for (int wi = 0; wi < n_ways && rc == 0; wi++)
-    for (int si = 0; si < n_shots && rc == 0; si++) {
-      opt.ways = ways[wi];
-      opt.shots = shots[si];
-      rc = run_one(&bank, &opt, methods, n_methods, json, json_dir, t_start, t_bank, gen);
-    }
-done:
-  ltdi_eval_generator_free(generator);
+  rc = ltdi__eval_run(&a, want, methods, n_methods, diffusion, &bank);
+  ltdi_eval_generator_free(a.opt.generator);
   ltdi_featurebank_free(&bank);
   ltdi_reptile_head_free(&reptile_head);
   return rc;

@@ -13,51 +13,57 @@
 
 #include "base/error.h"
 #include "trainer/cli/commands.h"
+#include "trainer/cli/options.h"
 #include "trainer/data/dataset.h"
 #include "trainer/body/featurebank.h"
 #include "trainer/common/progress.h"
 
-static void usage(FILE *out) {
-  fprintf(out,
-          "usage: ltdi-train features --body FILE --data SPEC --out FILE [--threads T]\n"
-          "Runs on the CPU only (--device is for meta, generate and eval).\n"
-          "\n"
-          "Writes body features (safetensors: features [n, d] F32, labels [n] I32,\n"
-          "class names in metadata) of every image of SPEC: an ImageFolder directory\n"
-          "(all its classes; give DIR/meta-test for a split of the glyph benchmark) or\n"
-          "idx:<images>,<labels>.\n");
+typedef struct features_args {
+  const char *body, *data, *out;
+  int threads;
+} features_args;
+
+static void features_defaults(void *p) {
+  features_args *a = p;
+  memset(a, 0, sizeof *a);
+  a->threads = 2;
 }
 
+static const ltdi_opt FEATURES_OPTS[] = {
+    LTDI_OPT_STRING("--body", features_args, body, "FILE", NULL,
+                    "body file from `ltdi-train body` (required)"),
+    LTDI_OPT_STRING("--data", features_args, data, "SPEC", NULL,
+                    "ImageFolder directory or idx:<images>,<labels> (required)"),
+    LTDI_OPT_STRING("--out", features_args, out, "FILE", NULL,
+                    "features file to write (required)"),
+    LTDI_OPT_INT("--threads", features_args, threads, 1, 64, "T", NULL, "worker threads"),
+};
+
+static const ltdi_cli FEATURES_CLI = {
+    .name = "features",
+    .synopsis =
+        "usage: ltdi-train features --body FILE --data SPEC --out FILE [--threads T]\n"
+        "Runs on the CPU only (--device is for meta, generate and eval).\n"
+        "\n"
+        "Writes body features (safetensors: features [n, d] F32, labels [n] I32,\n"
+        "class names in metadata) of every image of SPEC: an ImageFolder directory\n"
+        "(all its classes; give DIR/meta-test for a split of the glyph benchmark) or\n"
+        "idx:<images>,<labels>.\n",
+    .opts = FEATURES_OPTS,
+    .n_opts = LTDI_OPT_COUNT(FEATURES_OPTS),
+    .args_size = sizeof(features_args),
+    .defaults = features_defaults,
+};
+
 int ltdi_cmd_features(int argc, char **argv) {
-  const char *body = NULL, *data = NULL, *out = NULL;
-  int threads = 2;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-      usage(stdout);
-      return 0;
-    }
-    if (!val) {
-      fprintf(stderr, "features: option '%s' needs a value\n\n", a);
-      usage(stderr);
-      return 2;
-    }
-    if (!strcmp(a, "--body")) body = val;
-    else if (!strcmp(a, "--data")) data = val;
-    else if (!strcmp(a, "--out")) out = val;
-    else if (!strcmp(a, "--threads") && (threads = atoi(val)) >= 1 && threads <= 64) {
-    } else {
-      fprintf(stderr, "features: bad or unknown option '%s %s'\n\n", a, val);
-      usage(stderr);
-      return 2;
-    }
-    i++;
-  }
-  if (!body || !data || !out) {
-    fprintf(stderr, "features: --body, --data and --out are required\n\n");
-    usage(stderr);
-    return 2;
-  }
+  features_args a;
+  features_defaults(&a);
+  int st = ltdi_cli_parse(&FEATURES_CLI, &a, argc, argv);
+  if (st != LTDI_CLI_RUN) return st;
+  const char *body = a.body, *data = a.data, *out = a.out;
+  int threads = a.threads;
+  if (!body || !data || !out)
+    return ltdi_cli_usage_error(&FEATURES_CLI, "--body, --data and --out are required");
   double start = ltdi_now_s();
   char err[512] = "";
   ltdi_featurebank bank;

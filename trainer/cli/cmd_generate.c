@@ -21,27 +21,64 @@
 #include "core/weights.h"
 #include "trainer/cli/cli_device.h"
 #include "trainer/cli/commands.h"
+#include "trainer/cli/options.h"
 #include "trainer/data/dataset.h"
 #include "trainer/common/progress.h"
 
-static void usage(FILE *out) {
-  fprintf(out,
-          "usage: ltdi-train generate --model FILE (--support FEATURES | --prototypes FILE)\n"
-          "                           --out FILE [options]\n\n"
-          "  --model FILE         model from `ltdi-train meta`\n"
-          "  --support FEATURES   features file of the support set (per-class tensors, or\n"
-          "                       features + labels); classes in label order\n"
-          "  --prototypes FILE    safetensors with \"prototypes\" F32 [N, d] instead\n"
-          "  --out FILE           the generated head\n"
-          "  --format F           safetensors | json (default: from the extension, else safetensors)\n"
-          "  --seed S             noise seed (1)\n"
-          "  --steps T            sampling steps (must equal the model's T)\n"
-          "  --sampler S          subchain | paper (model default)\n"
-          "  --sigma S            none | beta | posterior (model default)\n"
-          "  --batched            batched U-Net evaluation (faster; not bit-identical across batches)\n"
-          "  --device D           auto | cpu | cuda (default: $LTDI_DEVICE, else auto = CUDA\n"
-          "                       when a GPU is usable)\n");
+/* ==== options ============================================================= */
+
+enum { FORMAT_SAFETENSORS, FORMAT_JSON, FORMAT_BY_EXTENSION };
+
+typedef struct generate_args {
+  const char *model, *support, *prototypes, *out, *sampler, *sigma, *device;
+  int format; /* FORMAT_*; by extension until --format is given */
+  uint64_t seed;
+  int steps, batched;
+} generate_args;
+
+static void generate_defaults(void *p) {
+  generate_args *a = p;
+  memset(a, 0, sizeof *a);
+  a->format = FORMAT_BY_EXTENSION;
+  a->seed = 1;
 }
+
+static const ltdi_opt_choice FORMATS[] = {
+    {"safetensors", FORMAT_SAFETENSORS}, {"json", FORMAT_JSON}, {NULL, 0}};
+
+static const ltdi_opt GENERATE_OPTS[] = {
+    LTDI_OPT_STRING("--model", generate_args, model, "FILE", NULL,
+                    "model from `ltdi-train meta` (required)"),
+    LTDI_OPT_STRING("--support", generate_args, support, "FEATURES", NULL,
+                    "features file of the support set (per-class tensors, or\n"
+                    "features + labels); classes in label order"),
+    LTDI_OPT_STRING("--prototypes", generate_args, prototypes, "FILE", NULL,
+                    "safetensors with \"prototypes\" F32 [N, d] instead"),
+    LTDI_OPT_STRING("--out", generate_args, out, "FILE", NULL, "the generated head (required)"),
+    LTDI_OPT_CHOICE("--format", generate_args, format, FORMATS, "F",
+                    "from the extension, else safetensors", "file format of --out"),
+    LTDI_OPT_U64("--seed", generate_args, seed, 0, UINT64_MAX, "S", NULL, "noise seed"),
+    LTDI_OPT_INT("--steps", generate_args, steps, 0, LTDI_SCHEDULE_MAX_T, "T", "the model's T",
+                 "sampling steps (must equal the model's T)"),
+    LTDI_OPT_STRING("--sampler", generate_args, sampler, "S", "the model's",
+                    "subchain | paper"),
+    LTDI_OPT_STRING("--sigma", generate_args, sigma, "S", "the model's",
+                    "none | beta | posterior"),
+    LTDI_OPT_FLAG("--batched", generate_args, batched, 1,
+                  "batched U-Net evaluation (faster; not bit-identical across batches)"),
+    LTDI_OPT_STRING("--device", generate_args, device, "D", "$LTDI_DEVICE, else auto",
+                    "auto | cpu | cuda (auto = CUDA when a GPU is usable)"),
+};
+
+static const ltdi_cli GENERATE_CLI = {
+    .name = "generate",
+    .synopsis = "usage: ltdi-train generate --model FILE (--support FEATURES | --prototypes FILE)\n"
+                "                           --out FILE [options]\n",
+    .opts = GENERATE_OPTS,
+    .n_opts = LTDI_OPT_COUNT(GENERATE_OPTS),
+    .args_size = sizeof(generate_args),
+    .defaults = generate_defaults,
+};
 
 /* c (ways*d) = the class means of the support features, in label order. */
 static int prototypes_from_features(const char *path, const ltdi_model *m, float *c, char *err,
@@ -72,9 +109,10 @@ static int prototypes_from_file(const char *path, const ltdi_model *m, float *c,
   const ltdi_st_tensor *t = ltdi_st_find(f, "prototypes");
   if (!t || t->dtype != LTDI_DTYPE_F32 || t->numel != (int64_t)m->ways * m->feat_dim ||
       (t->ndim == 2 && (t->shape[0] != m->ways || t->shape[1] != m->feat_dim))) {
-    snprintf(err, errlen, "%s: needs an F32 tensor \"prototypes\" [%d, %d] (the model's ways x feature dim)",
-             path, m->ways, m->feat_dim);
-    rc = LTDI_ERR_SHAPE;
+    rc = ltdi_fail(err, errlen, LTDI_ERR_SHAPE,
+                   "%s: needs an F32 tensor \"prototypes\" [%d, %d] (the model's ways x "
+                   "feature dim)",
+                   path, m->ways, m->feat_dim);
   } else {
     memcpy(c, t->data, (size_t)t->numel * sizeof(float));
   }
@@ -111,50 +149,20 @@ static int write_head(const char *path, int json, const ltdi_model *m, const flo
 }
 
 int ltdi_cmd_generate(int argc, char **argv) {
-  const char *model_path = NULL, *support = NULL, *protos = NULL, *out = NULL, *format = NULL;
-  const char *sampler = NULL, *sigma = NULL, *device = NULL;
-  uint64_t seed = 1;
-  int steps = 0, batched = 0;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-      usage(stdout);
-      return 0;
-    }
-    if (!strcmp(a, "--batched")) {
-      batched = 1;
-      continue;
-    }
-    const char **slot = !strcmp(a, "--model") ? &model_path : !strcmp(a, "--support") ? &support
-                      : !strcmp(a, "--prototypes") ? &protos : !strcmp(a, "--out") ? &out
-                      : !strcmp(a, "--format") ? &format : !strcmp(a, "--sampler") ? &sampler
-                      : !strcmp(a, "--sigma") ? &sigma : !strcmp(a, "--device") ? &device
-                      : NULL;
-    char *end = NULL;
-    if (v && slot) *slot = v;
-    else if (v && !strcmp(a, "--seed")) seed = strtoull(v, &end, 10);
-    else if (v && !strcmp(a, "--steps")) steps = (int)strtol(v, &end, 10);
-    else {
-      fprintf(stderr, "generate: bad or unknown option '%s'\n\n", a);
-      usage(stderr);
-      return 2;
-    }
-    if (end && (*end || end == v)) {
-      fprintf(stderr, "generate: %s needs a number, got '%s'\n", a, v);
-      return 2;
-    }
-    i++;
-  }
-  if (!model_path || !out || (!support == !protos)) {
-    fprintf(stderr, "generate: --model, --out and one of --support / --prototypes are required\n\n");
-    usage(stderr);
-    return 2;
-  }
-  int json = format ? !strcmp(format, "json") : (strlen(out) > 5 && !strcmp(out + strlen(out) - 5, ".json"));
-  if (format && !json && strcmp(format, "safetensors")) {
-    fprintf(stderr, "generate: --format must be safetensors or json\n");
-    return 2;
-  }
+  generate_args a;
+  generate_defaults(&a);
+  int st = ltdi_cli_parse(&GENERATE_CLI, &a, argc, argv);
+  if (st != LTDI_CLI_RUN) return st;
+  const char *model_path = a.model, *support = a.support, *protos = a.prototypes, *out = a.out;
+  const char *sampler = a.sampler, *sigma = a.sigma, *device = a.device;
+  uint64_t seed = a.seed;
+  int steps = a.steps, batched = a.batched;
+  if (!model_path || !out || (!support == !protos))
+    return ltdi_cli_usage_error(&GENERATE_CLI,
+                                "--model, --out and one of --support / --prototypes are required");
+  int json = a.format == FORMAT_BY_EXTENSION
+                 ? strlen(out) > 5 && !strcmp(out + strlen(out) - 5, ".json")
+                 : a.format == FORMAT_JSON;
   ltdi_device want;
   if (ltdi_cli_device("generate", device, &want)) return 2;
   char err[1024] = "";
@@ -165,19 +173,17 @@ int ltdi_cmd_generate(int argc, char **argv) {
   int rc = ltdi_model_load(&m, be, model_path, err, sizeof err);
   ltdi_gen_options o = ltdi_gen_options_default(m);
   if (!rc) {
-    if (sampler && (o.sampler.form = ltdi_sampler_form_from_name(sampler)) < 0) {
-      snprintf(err, sizeof err, "unknown sampler '%s' (subchain | paper)", sampler);
-      rc = LTDI_ERR_INVALID_ARG;
-    }
-    if (sigma && (o.sampler.sigma = ltdi_sampler_sigma_from_name(sigma)) < 0) {
-      snprintf(err, sizeof err, "unknown sigma '%s' (none | beta | posterior)", sigma);
-      rc = LTDI_ERR_INVALID_ARG;
-    }
-    if (steps && steps != m->sched.T) {
-      snprintf(err, sizeof err, "the model was trained with T = %d; sampling with --steps %d is not supported",
-               m->sched.T, steps);
-      rc = LTDI_ERR_UNSUPPORTED;
-    }
+    if (sampler && (o.sampler.form = ltdi_sampler_form_from_name(sampler)) < 0)
+      rc = ltdi_fail(err, sizeof err, LTDI_ERR_INVALID_ARG,
+                     "unknown sampler '%s' (subchain | paper)", sampler);
+    if (sigma && (o.sampler.sigma = ltdi_sampler_sigma_from_name(sigma)) < 0)
+      rc = ltdi_fail(err, sizeof err, LTDI_ERR_INVALID_ARG,
+                     "unknown sigma '%s' (none | beta | posterior)", sigma);
+    if (steps && steps != m->sched.T)
+      rc = ltdi_fail(err, sizeof err, LTDI_ERR_UNSUPPORTED,
+                     "the model was trained with T = %d; sampling with --steps %d is not "
+                     "supported",
+                     m->sched.T, steps);
     o.mode = batched ? LTDI_GEN_BATCHED : LTDI_GEN_PER_SAMPLE;
   }
   if (!rc) {
@@ -190,12 +196,12 @@ int ltdi_cmd_generate(int argc, char **argv) {
   double t0 = ltdi_now_s();
   if (!rc) {
     rc = ltdi_model_generate(m, c, &seed, 1, &o, w, NULL);
-    if (rc) snprintf(err, sizeof err, "generation failed: %s", ltdi_strerror(rc));
+    if (rc) ltdi_fail(err, sizeof err, rc, "generation failed: %s", ltdi_strerror(rc));
   }
   double dt = ltdi_now_s() - t0;
   if (!rc) {
     rc = write_head(out, json, m, w, seed, model_path, &o.sampler);
-    if (rc) snprintf(err, sizeof err, "cannot write %s: %s", out, ltdi_strerror(rc));
+    if (rc) ltdi_fail(err, sizeof err, rc, "cannot write %s: %s", out, ltdi_strerror(rc));
   }
   if (rc) fprintf(stderr, "generate: %s\n", err[0] ? err : ltdi_strerror(rc));
   else printf("generate: wrote %s (%zu weights, seed %llu, %s, %.1f ms)\n", out,

@@ -3,6 +3,7 @@
  * (trainer/prepare/prepare.h) into one trajectories file, resumably. With --measure
  * it instead reports the recipe's query accuracy, used to pick defaults. */
 #define _POSIX_C_SOURCE 200809L
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 
 #include "base/error.h"
 #include "trainer/cli/commands.h"
+#include "trainer/cli/options.h"
 #include "trainer/body/featurebank.h"
 #include "trainer/body/featurebank_internal.h"
 #include "trainer/prepare/prepare.h"
@@ -17,141 +19,94 @@
 
 #define DEFAULT_VIEWS 5
 
-static void usage(FILE *out) {
-  ltdi_prepare_config d;
-  ltdi_prepare_default(&d);
-  fprintf(out,
-          "usage: ltdi-train prepare (--body FILE --data DIR | --features FILE) --out FILE\n"
-          "Runs on the CPU only (--device is for meta, generate and eval).\n"
-          "                          [options]\n\n"
-          "  --body FILE        body file from `ltdi-train body`\n"
-          "  --data DIR         ImageFolder root (uses DIR/meta-train when present)\n"
-          "                     or idx:<images>,<labels>\n"
-          "  --features FILE    safetensors features instead of images (per-class\n"
-          "                     [n_i, d] tensors, or features [n, d] + labels [n])\n"
-          "  --out FILE         output trajectories file (safetensors)\n"
-          "  --tasks M          training tasks (%d)\n"
-          "  --ways N           classes per task (%d)\n"
-          "  --shots K          support examples per class (%d)\n"
-          "  --hidden H         head hidden width (%d)\n"
-          "  --trajectory L     checkpoints per trajectory, 2..10 (%d)\n"
-          "  --spacing S        steps | distance (%s)\n"
-          "  --sam RHO          SAM radius, 0 = plain optimiser (%g)\n"
-          "  --optimiser O      adam | sgd (momentum 0.9) (%s)\n"
-          "  --steps S          optimisation steps per task (%d)\n"
-          "  --lr LR            learning rate (%g)\n"
-          "  --weight-decay WD  (%g)\n"
-          "  --views V          feature views per image, 1 plain + V-1 augmented (%d)\n"
-          "  --no-augment       train on the plain view only\n"
-          "  --shared-init      every task starts from one init (seed's shared stream)%s\n"
-          "  --per-task-init    every task starts from its own random init%s\n"
-          "  --threads T        worker threads (%d)\n"
-          "  --seed S           task and augmentation seed (%llu)\n"
-          "  --restart          discard the journal of an earlier run instead of resuming\n"
-          "  --measure Q        no output: report query accuracy on tasks with Q\n"
-          "                     queries per class (for choosing the recipe)\n"
-          "  --variants FILE    with --measure: one line of options per variant,\n"
-          "                     each measured on the same features\n"
-          "  --quiet            no progress lines\n",
-          d.tasks, d.ways, d.shots, d.hidden, d.train.n_checkpoints,
-          d.train.spacing == LTDI_SPACING_DISTANCE ? "distance" : "steps",
-          (double)d.train.sam_rho, d.train.use_adam ? "adam" : "sgd", d.train.steps,
-          (double)d.train.lr, (double)d.train.weight_decay, DEFAULT_VIEWS,
-          d.shared_init ? " (default)" : "", d.shared_init ? "" : " (default)", d.n_threads,
-          (unsigned long long)d.seed);
+/* ==== options ============================================================= */
+
+/* The config and everything else the options set. */
+typedef struct prepare_args {
+  ltdi_prepare_config cfg;
+  const char *body, *data, *features, *variants;
+  int views, measure;
+} prepare_args;
+
+static void prepare_defaults(void *p) {
+  prepare_args *a = p;
+  memset(a, 0, sizeof *a);
+  ltdi_prepare_default(&a->cfg);
+  a->views = DEFAULT_VIEWS;
 }
 
-static int parse_int(const char *s, long lo, long hi, int *out) {
-  char *end;
-  long v = strtol(s, &end, 10);
-  if (*s == '\0' || *end != '\0' || v < lo || v > hi) return -1;
-  *out = (int)v;
-  return 0;
-}
+static const ltdi_opt_choice SPACINGS[] = {
+    {"steps", LTDI_SPACING_STEPS}, {"distance", LTDI_SPACING_DISTANCE}, {NULL, 0}};
+static const ltdi_opt_choice OPTIMISERS[] = {{"adam", 1}, {"sgd", 0}, {NULL, 0}};
 
-static int parse_float(const char *s, float *out) {
-  char *end;
-  double v = strtod(s, &end);
-  if (*s == '\0' || *end != '\0' || v != v) return -1;
-  *out = (float)v;
-  return 0;
-}
+static const ltdi_opt PREPARE_OPTS[] = {
+    LTDI_OPT_STRING("--body", prepare_args, body, "FILE", NULL, "body file from `ltdi-train body`"),
+    LTDI_OPT_STRING("--data", prepare_args, data, "DIR", NULL,
+                    "ImageFolder root (uses DIR/meta-train when present)\n"
+                    "or idx:<images>,<labels>"),
+    LTDI_OPT_STRING("--features", prepare_args, features, "FILE", NULL,
+                    "safetensors features instead of images (per-class\n"
+                    "[n_i, d] tensors, or features [n, d] + labels [n])"),
+    LTDI_OPT_STRING("--out", prepare_args, cfg.out_path, "FILE", NULL,
+                    "output trajectories file (safetensors)"),
+    LTDI_OPT_INT("--tasks", prepare_args, cfg.tasks, 1, 100000000, "M", NULL, "training tasks"),
+    LTDI_OPT_INT("--ways", prepare_args, cfg.ways, 1, 1000, "N", NULL, "classes per task"),
+    LTDI_OPT_INT("--shots", prepare_args, cfg.shots, 1, 1000, "K", NULL,
+                 "support examples per class"),
+    LTDI_OPT_INT("--hidden", prepare_args, cfg.hidden, 1, 65536, "H", NULL, "head hidden width"),
+    LTDI_OPT_INT("--trajectory", prepare_args, cfg.train.n_checkpoints, 2, 10, "L", NULL,
+                 "checkpoints per trajectory"),
+    LTDI_OPT_CHOICE("--spacing", prepare_args, cfg.train.spacing, SPACINGS, "S", NULL,
+                    "checkpoints evenly spaced in steps or in distance"),
+    LTDI_OPT_FLOAT("--sam", prepare_args, cfg.train.sam_rho, 0.0, INFINITY, "RHO", NULL,
+                   "SAM radius, 0 = plain optimiser"),
+    LTDI_OPT_CHOICE("--optimiser", prepare_args, cfg.train.use_adam, OPTIMISERS, "O", NULL,
+                    "adam, or sgd (momentum 0.9)"),
+    LTDI_OPT_CHOICE("--optimizer", prepare_args, cfg.train.use_adam, OPTIMISERS, "O", NULL,
+                    "= --optimiser"),
+    LTDI_OPT_INT("--steps", prepare_args, cfg.train.steps, 1, 1000000, "S", NULL,
+                 "optimisation steps per task"),
+    LTDI_OPT_FLOAT_GT("--lr", prepare_args, cfg.train.lr, 0.0, INFINITY, "LR", NULL,
+                      "learning rate"),
+    LTDI_OPT_FLOAT("--weight-decay", prepare_args, cfg.train.weight_decay, -INFINITY, INFINITY,
+                   "WD", NULL, "weight decay"),
+    LTDI_OPT_INT("--views", prepare_args, views, 1, 1000, "V", NULL,
+                 "feature views per image, 1 plain + V-1 augmented"),
+    LTDI_OPT_FLAG("--no-augment", prepare_args, cfg.augment, 0, "train on the plain view only"),
+    LTDI_OPT_FLAG("--augment", prepare_args, cfg.augment, 1,
+                  "each step draws one of the views"),
+    LTDI_OPT_FLAG("--shared-init", prepare_args, cfg.shared_init, 1,
+                  "every task starts from one init (seed's shared stream)"),
+    LTDI_OPT_FLAG("--per-task-init", prepare_args, cfg.shared_init, 0,
+                  "every task starts from its own random init"),
+    LTDI_OPT_INT("--threads", prepare_args, cfg.n_threads, 1, 64, "T", NULL, "worker threads"),
+    LTDI_OPT_U64("--seed", prepare_args, cfg.seed, 0, UINT64_MAX, "S", NULL,
+                 "task and augmentation seed"),
+    LTDI_OPT_FLAG("--restart", prepare_args, cfg.restart, 1,
+                  "discard the journal of an earlier run instead of resuming"),
+    LTDI_OPT_INT("--measure", prepare_args, measure, 1, 10000, "Q", "off",
+                 "no output: report query accuracy on tasks with Q\n"
+                 "queries per class (for choosing the recipe)"),
+    LTDI_OPT_STRING("--variants", prepare_args, variants, "FILE", NULL,
+                    "with --measure: one line of options per variant,\n"
+                    "each measured on the same features"),
+    LTDI_OPT_FLAG("--quiet", prepare_args, cfg.quiet, 1, "no progress lines"),
+};
+
+static const ltdi_cli PREPARE_CLI = {
+    .name = "prepare",
+    .synopsis = "usage: ltdi-train prepare (--body FILE --data DIR | --features FILE) --out FILE\n"
+                "                          [options]\n"
+                "Runs on the CPU only (--device is for meta, generate and eval).\n",
+    .opts = PREPARE_OPTS,
+    .n_opts = LTDI_OPT_COUNT(PREPARE_OPTS),
+    .args_size = sizeof(prepare_args),
+    .defaults = prepare_defaults,
+};
 
 static int is_dir(const char *path) {
   struct stat st;
   return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-/* Everything the options set besides the config itself. */
-typedef struct cli_opts {
-  const char *body, *data, *features, *variants;
-  int views, measure, help;
-} cli_opts;
-
-/* Parses argv[first..argc) onto cfg and opts; returns 0 or 2 (usage error,
- * message printed). Used for the command line and for --variants lines. */
-static int parse_opts(int argc, char **argv, int first, ltdi_prepare_config *cfg,
-                      cli_opts *o) {
-  for (int i = first; i < argc; i++) {
-    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    int bad = 0, takes = 1;
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-      o->help = 1, takes = 0;
-    } else if (!strcmp(a, "--no-augment")) {
-      cfg->augment = 0, takes = 0;
-    } else if (!strcmp(a, "--augment")) {
-      cfg->augment = 1, takes = 0;
-    } else if (!strcmp(a, "--shared-init")) {
-      cfg->shared_init = 1, takes = 0;
-    } else if (!strcmp(a, "--per-task-init")) {
-      cfg->shared_init = 0, takes = 0;
-    } else if (!strcmp(a, "--restart")) {
-      cfg->restart = 1, takes = 0;
-    } else if (!strcmp(a, "--quiet")) {
-      cfg->quiet = 1, takes = 0;
-    } else if (v == NULL) {
-      fprintf(stderr, "prepare: %s needs a value (or is unknown)\n", a);
-      return 2;
-    } else if (!strcmp(a, "--body")) o->body = v;
-    else if (!strcmp(a, "--data")) o->data = v;
-    else if (!strcmp(a, "--features")) o->features = v;
-    else if (!strcmp(a, "--variants")) o->variants = v;
-    else if (!strcmp(a, "--out")) cfg->out_path = v;
-    else if (!strcmp(a, "--tasks")) bad = parse_int(v, 1, 100000000, &cfg->tasks);
-    else if (!strcmp(a, "--ways")) bad = parse_int(v, 1, 1000, &cfg->ways);
-    else if (!strcmp(a, "--shots")) bad = parse_int(v, 1, 1000, &cfg->shots);
-    else if (!strcmp(a, "--hidden")) bad = parse_int(v, 1, 65536, &cfg->hidden);
-    else if (!strcmp(a, "--trajectory")) bad = parse_int(v, 2, 10, &cfg->train.n_checkpoints);
-    else if (!strcmp(a, "--steps")) bad = parse_int(v, 1, 1000000, &cfg->train.steps);
-    else if (!strcmp(a, "--views")) bad = parse_int(v, 1, 1000, &o->views);
-    else if (!strcmp(a, "--threads")) bad = parse_int(v, 1, 64, &cfg->n_threads);
-    else if (!strcmp(a, "--measure")) bad = parse_int(v, 1, 10000, &o->measure);
-    else if (!strcmp(a, "--sam")) bad = parse_float(v, &cfg->train.sam_rho) || cfg->train.sam_rho < 0;
-    else if (!strcmp(a, "--lr")) bad = parse_float(v, &cfg->train.lr) || !(cfg->train.lr > 0);
-    else if (!strcmp(a, "--weight-decay")) bad = parse_float(v, &cfg->train.weight_decay);
-    else if (!strcmp(a, "--seed")) {
-      char *end;
-      cfg->seed = strtoull(v, &end, 10);
-      bad = *v == '\0' || *end != '\0';
-    } else if (!strcmp(a, "--spacing")) {
-      if (!strcmp(v, "steps")) cfg->train.spacing = LTDI_SPACING_STEPS;
-      else if (!strcmp(v, "distance")) cfg->train.spacing = LTDI_SPACING_DISTANCE;
-      else bad = 1;
-    } else if (!strcmp(a, "--optimiser") || !strcmp(a, "--optimizer")) {
-      if (!strcmp(v, "adam")) cfg->train.use_adam = 1;
-      else if (!strcmp(v, "sgd")) cfg->train.use_adam = 0;
-      else bad = 1;
-    } else {
-      fprintf(stderr, "prepare: unknown option %s (see --help)\n", a);
-      return 2;
-    }
-    if (bad) {
-      fprintf(stderr, "prepare: bad value '%s' for %s\n", v, a);
-      return 2;
-    }
-    i += takes;
-  }
-  return 0;
 }
 
 /* --measure: one line of results for cfg. */
@@ -173,32 +128,28 @@ static int measure_one(const ltdi_prepare_config *cfg, const ltdi_featurebank *b
 static int measure_variants(const ltdi_prepare_config *base, const ltdi_featurebank *bank,
                             int queries, const char *path, char *err, size_t errlen) {
   FILE *f = fopen(path, "r");
-  if (f == NULL) {
-    snprintf(err, errlen, "cannot open %s", path);
-    return LTDI_ERR_IO;
-  }
+  if (f == NULL) return ltdi_fail(err, errlen, LTDI_ERR_IO, "cannot open %s", path);
   char line[1024];
   int rc = 0;
   while (rc == 0 && fgets(line, sizeof line, f) != NULL) {
     line[strcspn(line, "\r\n")] = '\0';
     if (line[0] == '\0' || line[0] == '#') continue;
-    char copy[1024], *toks[64];
-    int nt = 1;
+    char copy[1024], *toks[64], why[512];
+    int nt = 0;
     strcpy(copy, line);
-    toks[0] = "prepare";
-    for (char *t = strtok(copy, " \t"); t && nt < 64; t = strtok(NULL, " \t")) toks[nt++] = t;
-    ltdi_prepare_config cfg = *base;
-    cli_opts o;
-    memset(&o, 0, sizeof o);
-    if (parse_opts(nt, toks, 1, &cfg, &o) != 0) {
-      snprintf(err, errlen, "bad variant line: %.200s", line);
-      rc = LTDI_ERR_INVALID_ARG;
-    } else if (cfg.tasks != base->tasks || cfg.ways != base->ways ||
-               cfg.shots != base->shots || cfg.seed != base->seed) {
+    for (char *t = strtok(copy, " \t"); t && nt < 63; t = strtok(NULL, " \t")) toks[nt++] = t;
+    prepare_args v;
+    memset(&v, 0, sizeof v);
+    v.cfg = *base;
+    if (ltdi_cli_parse_words(&PREPARE_CLI, &v, nt, toks, why, sizeof why) != 0) {
+      rc = ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "bad variant line: %.200s: %s", line,
+                     why);
+    } else if (v.cfg.tasks != base->tasks || v.cfg.ways != base->ways ||
+               v.cfg.shots != base->shots || v.cfg.seed != base->seed) {
       /* The bank holds features only for the base options' tasks. */
-      snprintf(err, errlen, "a variant may not change tasks, ways, shots or seed: %.200s", line);
-      rc = LTDI_ERR_INVALID_ARG;
-    } else if (measure_one(&cfg, bank, queries, line, err, errlen) != 0) {
+      rc = ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
+                     "a variant may not change tasks, ways, shots or seed: %.200s", line);
+    } else if (measure_one(&v.cfg, bank, queries, line, err, errlen) != 0) {
       /* A diverging recipe is a result, not a reason to stop the sweep. */
       printf("[%s] failed: %s\n", line, err);
       fflush(stdout);
@@ -221,76 +172,77 @@ static int select_examples(void *ctx, const int32_t *labels, int n, int n_classe
   return ltdi_prepare_mark_examples(sc->cfg, sc->queries, labels, n, n_classes, needed);
 }
 
-int ltdi_cmd_prepare(int argc, char **argv) {
-  ltdi_prepare_config cfg;
-  ltdi_prepare_default(&cfg);
-  cli_opts o;
-  memset(&o, 0, sizeof o);
-  o.views = DEFAULT_VIEWS;
-  if (parse_opts(argc, argv, 1, &cfg, &o) != 0) return 2;
-  if (o.help) {
-    usage(stdout);
-    return 0;
-  }
-  const char *body = o.body, *data = o.data, *features = o.features;
-  int views = o.views, measure = o.measure;
-  if ((features != NULL) == (body != NULL || data != NULL) ||
-      (features == NULL && (body == NULL || data == NULL)) ||
-      (cfg.out_path == NULL && !measure)) {
-    fprintf(stderr, "prepare: give --out and either --features FILE or --body FILE --data DIR\n");
-    usage(stderr);
-    return 2;
-  }
-
-  /* The meta-train split of a benchmark tree; any other tree is used whole. */
+/* The feature bank of the run: body + images (the meta-train split of a
+ * benchmark tree; any other tree is used whole) or a features file, for
+ * the examples the tasks read. Sets cfg->data_source to `source`. Returns
+ * 0 or exit status 1 (message printed). */
+static int open_bank(const prepare_args *a, ltdi_prepare_config *cfg, char *source,
+                     size_t source_len, ltdi_featurebank *bank, double *bank_s) {
   char *data_dir = NULL;
-  if (data != NULL && strncmp(data, "idx:", 4) != 0) {
-    data_dir = malloc(strlen(data) + 16);
+  if (a->data != NULL && strncmp(a->data, "idx:", 4) != 0) {
+    data_dir = malloc(strlen(a->data) + 16);
     if (data_dir == NULL) return 1;
-    sprintf(data_dir, "%s/meta-train", data);
-    if (!is_dir(data_dir)) strcpy(data_dir, data);
+    sprintf(data_dir, "%s/meta-train", a->data);
+    if (!is_dir(data_dir)) strcpy(data_dir, a->data);
   }
-  const char *data_spec = data_dir ? data_dir : data;
-  char source[4096];
-  if (features)
-    snprintf(source, sizeof source, "features:%s", features);
+  const char *data_spec = data_dir ? data_dir : a->data;
+  int views = cfg->augment ? a->views : 1;
+  if (a->features)
+    snprintf(source, source_len, "features:%s", a->features);
   else
-    snprintf(source, sizeof source, "body:%s;data:%s;views:%d", body, data_spec,
-             cfg.augment ? views : 1);
-  cfg.data_source = source;
+    snprintf(source, source_len, "body:%s;data:%s;views:%d", a->body, data_spec, views);
+  cfg->data_source = source;
 
   char err[1024] = "";
-  ltdi_featurebank bank;
   double t0 = ltdi_now_s();
-  if (!cfg.quiet) fprintf(stderr, "prepare: features from %s\n", source);
-  select_ctx sc = {&cfg, measure};
-  int rc = ltdi__featurebank_open_subset(&bank, body, data_spec, features,
-                                         cfg.augment ? views : 1, cfg.seed, cfg.n_threads,
-                                         select_examples, &sc, err, sizeof err);
+  if (!cfg->quiet) fprintf(stderr, "prepare: features from %s\n", source);
+  select_ctx sc = {cfg, a->measure};
+  int rc = ltdi__featurebank_open_subset(bank, a->body, data_spec, a->features, views,
+                                         cfg->seed, cfg->n_threads, select_examples, &sc, err,
+                                         sizeof err);
   free(data_dir);
   if (rc != 0) {
     fprintf(stderr, "prepare: %s\n", err[0] ? err : ltdi_strerror(rc));
     return 1;
   }
-  double bank_s = ltdi_now_s() - t0;
-  if (!cfg.quiet)
-    fprintf(stderr, "prepare: %d examples, %d classes, d = %d, %d view(s) in %.1f s\n", bank.n,
-            bank.n_classes, bank.dim, bank.views, bank_s);
-  if (cfg.augment && bank.views < 2 && !cfg.quiet)
+  *bank_s = ltdi_now_s() - t0;
+  if (!cfg->quiet)
+    fprintf(stderr, "prepare: %d examples, %d classes, d = %d, %d view(s) in %.1f s\n", bank->n,
+            bank->n_classes, bank->dim, bank->views, *bank_s);
+  if (cfg->augment && bank->views < 2 && !cfg->quiet)
     fprintf(stderr, "prepare: note: one view per example, so no augmentation\n");
+  return 0;
+}
 
-  if (measure) {
-    rc = o.variants ? measure_variants(&cfg, &bank, measure, o.variants, err, sizeof err)
-                    : measure_one(&cfg, &bank, measure, "options", err, sizeof err);
+int ltdi_cmd_prepare(int argc, char **argv) {
+  prepare_args a;
+  prepare_defaults(&a);
+  int st = ltdi_cli_parse(&PREPARE_CLI, &a, argc, argv);
+  if (st != LTDI_CLI_RUN) return st;
+  ltdi_prepare_config cfg = a.cfg;
+  if ((a.features != NULL) == (a.body != NULL || a.data != NULL) ||
+      (a.features == NULL && (a.body == NULL || a.data == NULL)) ||
+      (cfg.out_path == NULL && !a.measure))
+    return ltdi_cli_usage_error(&PREPARE_CLI,
+                                "give --out and either --features FILE or --body FILE --data DIR");
+
+  char source[4096], err[1024] = "";
+  ltdi_featurebank bank;
+  double bank_s = 0.0;
+  if (open_bank(&a, &cfg, source, sizeof source, &bank, &bank_s)) return 1;
+  int rc;
+  if (a.measure) {
+    rc = a.variants ? measure_variants(&cfg, &bank, a.measure, a.variants, err, sizeof err)
+                    : measure_one(&cfg, &bank, a.measure, "options", err, sizeof err);
   } else {
-    ltdi_prepare_stats st;
-    rc = ltdi_prepare_run(&cfg, &bank, &st, err, sizeof err);
-    if (rc == 0 && !st.stopped) {
-      double rate = st.seconds > 0 ? st.tasks_computed / st.seconds : 0.0;
+    ltdi_prepare_stats st_run;
+    rc = ltdi_prepare_run(&cfg, &bank, &st_run, err, sizeof err);
+    if (rc == 0 && !st_run.stopped) {
+      double rate = st_run.seconds > 0 ? st_run.tasks_computed / st_run.seconds : 0.0;
       printf("prepare: wrote %s: %d tasks (%d resumed), %.1f s, %.2f tasks/s on %d "
              "thread(s), mean final loss %.4f, features %.1f s, peak RSS %.0f MiB\n",
-             cfg.out_path, cfg.tasks, st.tasks_resumed, st.seconds, rate, cfg.n_threads,
-             st.mean_final_loss, bank_s, ltdi_peak_rss_mib());
+             cfg.out_path, cfg.tasks, st_run.tasks_resumed, st_run.seconds, rate,
+             cfg.n_threads, st_run.mean_final_loss, bank_s, ltdi_peak_rss_mib());
     }
   }
   ltdi_featurebank_free(&bank);

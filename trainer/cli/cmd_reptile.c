@@ -7,8 +7,7 @@
  * the same episodes. With --variants FILE every line of options is trained
  * and measured on the same feature banks, to choose the defaults. */
 #define _POSIX_C_SOURCE 200809L
-#include <errno.h>
-#include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +15,7 @@
 
 #include "base/error.h"
 #include "trainer/cli/commands.h"
+#include "trainer/cli/options.h"
 #include "trainer/data/episode.h"
 #include "trainer/eval/eval.h"
 #include "trainer/body/featurebank.h"
@@ -26,128 +26,94 @@
 
 #define LTDI__REPTILE_VAL_VIEWS 8 /* as `ltdi-train eval` */
 
-static void usage(FILE *out) {
-  ltdi_reptile_config d = ltdi_reptile_default();
-  fprintf(out,
-          "usage: ltdi-train reptile (--body FILE --data DIR | --features FILE) --out FILE\n"
-          "                          [options]\n"
-          "\n"
-          "Meta-learns the classifier head's init with REPTILE on N-way tasks of the\n"
-          "meta-train classes (DIR/meta-train when it exists). Each task uses all of its\n"
-          "shots + queries examples per class (REPTILE has no support/query split).\n"
-          "\n"
-          "  --out FILE          head file (safetensors, format ltdi-reptile-head)\n"
-          "  --ways N            classes per task (default %d)\n"
-          "  --shots K           recorded shots; with --queries the examples per class\n"
-          "  --queries Q         (default %d + %d)\n"
-          "  --hidden H          head hidden width (default %d)\n"
-          "  --outer-steps T     outer steps (default %d)\n"
-          "  --minutes M         stop after M minutes of outer steps (default: no limit)\n"
-          "  --meta-batch n      tasks per outer step (default %d)\n"
-          "  --inner-steps k     inner Adam steps per task (default %d)\n"
-          "  --inner-lr LR       inner Adam lr (default %g)\n"
-          "  --outer-lr LR       outer Adam lr, or SGD step at t = 0 (default %g)\n"
-          "  --outer adam|sgd    Adam on the pseudo-gradient, or SGD with the step\n"
-          "                      annealed linearly to 0 (default %s)\n"
-          "  --views V           feature views per example, 1 plain + V-1 augmented\n"
-          "                      (default 1; always 1 with --features)\n"
-          "  --threads T         worker threads (default %d); results do not depend on it\n"
-          "  --seed S            task stream and init (default %" PRIu64 ")\n"
-          "  --val SPEC          measure on these held-out classes (e.g. DIR/meta-val):\n"
-          "                      finetune (Gaussian init) vs reptile on the same episodes\n"
-          "  --val-episodes E    episodes for --val (default 300)\n"
-          "  --variants FILE     with --val: one line of options per variant, each\n"
-          "                      trained and measured (--out gets the command line's)\n"
-          "  --quiet             no progress lines\n",
-          d.ways, d.shots, d.queries, d.hidden, d.outer_steps, d.meta_batch, d.inner_steps,
-          (double)d.inner_lr, (double)d.outer_lr, d.outer_adam ? "adam" : "sgd",
-          d.n_threads, d.seed);
-}
+/* ==== options ============================================================= */
 
-typedef struct cli_opts {
+/* The config and everything else the options set. */
+typedef struct reptile_args {
+  ltdi_reptile_config cfg;
   const char *body, *data, *features, *out, *val, *variants;
-  int views, val_episodes, help;
-} cli_opts;
+  int views, val_episodes;
+  float minutes; /* 0: not given; else sets cfg.max_seconds */
+} reptile_args;
 
-static int parse_long(const char *s, long lo, long hi, long *out) {
-  char *end = NULL;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (errno || end == s || *end || v < lo || v > hi) return 1;
-  *out = v;
-  return 0;
+static void reptile_defaults(void *p) {
+  reptile_args *a = p;
+  memset(a, 0, sizeof *a);
+  a->cfg = ltdi_reptile_default();
+  a->cfg.progress = 1;
+  a->views = 1;
+  a->val_episodes = 300;
 }
 
-static int parse_int(const char *s, int lo, int hi, int *out) {
-  long v;
-  if (parse_long(s, lo, hi, &v)) return 1;
-  *out = (int)v;
-  return 0;
-}
+static const ltdi_opt_choice OUTER[] = {{"adam", 1}, {"sgd", 0}, {NULL, 0}};
 
-static int parse_pos_float(const char *s, float *out) {
-  char *end = NULL;
-  float v = strtof(s, &end);
-  if (end == s || *end || !(v > 0.0f)) return 1;
-  *out = v;
-  return 0;
-}
+static const ltdi_opt REPTILE_OPTS[] = {
+    LTDI_OPT_STRING("--body", reptile_args, body, "FILE", NULL, "body file from `ltdi-train body`"),
+    LTDI_OPT_STRING("--data", reptile_args, data, "DIR", NULL,
+                    "ImageFolder root (DIR/meta-train when it exists)\n"
+                    "or idx:<images>,<labels>"),
+    LTDI_OPT_STRING("--features", reptile_args, features, "FILE", NULL,
+                    "features file instead of body + images"),
+    LTDI_OPT_STRING("--out", reptile_args, out, "FILE", NULL,
+                    "head file (safetensors, format ltdi-reptile-head)"),
+    LTDI_OPT_INT("--ways", reptile_args, cfg.ways, 2, 10000, "N", NULL, "classes per task"),
+    LTDI_OPT_INT("--shots", reptile_args, cfg.shots, 1, 100000, "K", NULL,
+                 "recorded shots; with --queries the examples per class"),
+    LTDI_OPT_INT("--queries", reptile_args, cfg.queries, 0, 100000, "Q", NULL,
+                 "the rest of the examples per class"),
+    LTDI_OPT_INT("--hidden", reptile_args, cfg.hidden, 1, 65536, "H", NULL, "head hidden width"),
+    LTDI_OPT_INT("--outer-steps", reptile_args, cfg.outer_steps, 1, 100000000, "T", NULL,
+                 "outer steps"),
+    LTDI_OPT_FLOAT_GT("--minutes", reptile_args, minutes, 0.0, INFINITY, "M", "no limit",
+                      "stop after M minutes of outer steps"),
+    LTDI_OPT_INT("--meta-batch", reptile_args, cfg.meta_batch, 1, 10000, "n", NULL,
+                 "tasks per outer step"),
+    LTDI_OPT_INT("--inner-steps", reptile_args, cfg.inner_steps, 1, 100000, "k", NULL,
+                 "inner Adam steps per task"),
+    LTDI_OPT_FLOAT_GT("--inner-lr", reptile_args, cfg.inner_lr, 0.0, INFINITY, "LR", NULL,
+                      "inner Adam lr"),
+    LTDI_OPT_FLOAT_GT("--outer-lr", reptile_args, cfg.outer_lr, 0.0, INFINITY, "LR", NULL,
+                      "outer Adam lr, or SGD step at t = 0"),
+    LTDI_OPT_CHOICE("--outer", reptile_args, cfg.outer_adam, OUTER, "O", NULL,
+                    "Adam on the pseudo-gradient, or SGD with the step\n"
+                    "annealed linearly to 0"),
+    LTDI_OPT_INT("--views", reptile_args, views, 1, 1024, "V", NULL,
+                 "feature views per example, 1 plain + V-1 augmented\n"
+                 "(always 1 with --features)"),
+    LTDI_OPT_INT("--threads", reptile_args, cfg.n_threads, 1, 64, "T", NULL,
+                 "worker threads; results do not depend on it"),
+    LTDI_OPT_U64("--seed", reptile_args, cfg.seed, 0, 0x7fffffff, "S", NULL,
+                 "task stream and init"),
+    LTDI_OPT_STRING("--val", reptile_args, val, "SPEC", NULL,
+                    "measure on these held-out classes (e.g. DIR/meta-val):\n"
+                    "finetune (Gaussian init) vs reptile on the same episodes"),
+    LTDI_OPT_INT("--val-episodes", reptile_args, val_episodes, 1, 1000000, "E", NULL,
+                 "episodes for --val"),
+    LTDI_OPT_STRING("--variants", reptile_args, variants, "FILE", NULL,
+                    "with --val: one line of options per variant, each\n"
+                    "trained and measured (--out gets the command line's)"),
+    LTDI_OPT_FLAG("--quiet", reptile_args, cfg.progress, 0, "no progress lines"),
+};
 
-/* Parses argv[first..argc) onto cfg and o; returns 0 or 2 (message printed).
- * Used for the command line and for --variants lines. */
-static int parse_opts(int argc, char **argv, int first, ltdi_reptile_config *cfg,
-                      cli_opts *o) {
-  for (int i = first; i < argc; i++) {
-    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    int bad = 0, takes = 1;
-    float minutes = 0.0f;
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-      o->help = 1, takes = 0;
-    } else if (!strcmp(a, "--quiet")) {
-      cfg->progress = 0, takes = 0;
-    } else if (v == NULL) {
-      fprintf(stderr, "ltdi-train reptile: %s needs a value (or is unknown)\n", a);
-      return 2;
-    } else if (!strcmp(a, "--body")) o->body = v;
-    else if (!strcmp(a, "--data")) o->data = v;
-    else if (!strcmp(a, "--features")) o->features = v;
-    else if (!strcmp(a, "--out")) o->out = v;
-    else if (!strcmp(a, "--val")) o->val = v;
-    else if (!strcmp(a, "--variants")) o->variants = v;
-    else if (!strcmp(a, "--val-episodes")) bad = parse_int(v, 1, 1000000, &o->val_episodes);
-    else if (!strcmp(a, "--views")) bad = parse_int(v, 1, 1024, &o->views);
-    else if (!strcmp(a, "--ways")) bad = parse_int(v, 2, 10000, &cfg->ways);
-    else if (!strcmp(a, "--shots")) bad = parse_int(v, 1, 100000, &cfg->shots);
-    else if (!strcmp(a, "--queries")) bad = parse_int(v, 0, 100000, &cfg->queries);
-    else if (!strcmp(a, "--hidden")) bad = parse_int(v, 1, 65536, &cfg->hidden);
-    else if (!strcmp(a, "--outer-steps")) bad = parse_int(v, 1, 100000000, &cfg->outer_steps);
-    else if (!strcmp(a, "--meta-batch")) bad = parse_int(v, 1, 10000, &cfg->meta_batch);
-    else if (!strcmp(a, "--inner-steps")) bad = parse_int(v, 1, 100000, &cfg->inner_steps);
-    else if (!strcmp(a, "--threads")) bad = parse_int(v, 1, 64, &cfg->n_threads);
-    else if (!strcmp(a, "--inner-lr")) bad = parse_pos_float(v, &cfg->inner_lr);
-    else if (!strcmp(a, "--outer-lr")) bad = parse_pos_float(v, &cfg->outer_lr);
-    else if (!strcmp(a, "--minutes")) {
-      bad = parse_pos_float(v, &minutes);
-      cfg->max_seconds = 60.0 * (double)minutes;
-    } else if (!strcmp(a, "--seed")) {
-      long s;
-      bad = parse_long(v, 0, 0x7fffffffL, &s);
-      if (!bad) cfg->seed = (uint64_t)s;
-    } else if (!strcmp(a, "--outer")) {
-      if (!strcmp(v, "adam")) cfg->outer_adam = 1;
-      else if (!strcmp(v, "sgd")) cfg->outer_adam = 0;
-      else bad = 1;
-    } else {
-      fprintf(stderr, "ltdi-train reptile: unknown option %s (see --help)\n", a);
-      return 2;
-    }
-    if (bad) {
-      fprintf(stderr, "ltdi-train reptile: bad value '%s' for %s\n", v, a);
-      return 2;
-    }
-    i += takes;
-  }
-  return 0;
+static const ltdi_cli REPTILE_CLI = {
+    .name = "ltdi-train reptile",
+    .synopsis =
+        "usage: ltdi-train reptile (--body FILE --data DIR | --features FILE) --out FILE\n"
+        "                          [options]\n"
+        "\n"
+        "Meta-learns the classifier head's init with REPTILE on N-way tasks of the\n"
+        "meta-train classes (DIR/meta-train when it exists). Each task uses all of its\n"
+        "shots + queries examples per class (REPTILE has no support/query split).\n",
+    .opts = REPTILE_OPTS,
+    .n_opts = LTDI_OPT_COUNT(REPTILE_OPTS),
+    .args_size = sizeof(reptile_args),
+    .defaults = reptile_defaults,
+};
+
+/* --minutes into the config; once per parse, so a variant keeps the
+ * command line's budget unless it sets its own. */
+static void apply_minutes(reptile_args *a) {
+  if (a->minutes > 0.0f) a->cfg.max_seconds = 60.0 * (double)a->minutes;
 }
 
 /* ==== which examples the body must see =================================== */
@@ -248,6 +214,8 @@ static int run_variant(const ltdi_reptile_config *cfg, const ltdi_featurebank *t
   return 0;
 }
 
+/* ==== the command ======================================================== */
+
 /* Splits a --variants line into at most `max` whitespace-separated words. */
 static int split_words(char *line, char **words, int max) {
   int n = 0;
@@ -257,137 +225,146 @@ static int split_words(char *line, char **words, int max) {
   return n;
 }
 
-int ltdi_cmd_reptile(int argc, char **argv) {
-  ltdi_reptile_config cfg = ltdi_reptile_default();
-  cfg.progress = 1;
-  cli_opts o;
-  memset(&o, 0, sizeof o);
-  o.views = 1;
-  o.val_episodes = 300;
-  if (parse_opts(argc, argv, 1, &cfg, &o)) return 2;
-  if (o.help) {
-    usage(stdout);
-    return 0;
-  }
-  if (!!o.features == !!(o.body || o.data) || (!o.features && (!o.body || !o.data))) {
-    fprintf(stderr, "ltdi-train reptile: give either --body FILE --data DIR, or --features "
-                    "FILE\n\n");
-    usage(stderr);
-    return 2;
-  }
-  if (!o.out && !o.val) {
-    fprintf(stderr, "ltdi-train reptile: --out FILE is required (or --val to measure only)\n");
-    return 2;
-  }
-  if (o.variants && !o.val) {
-    fprintf(stderr, "ltdi-train reptile: --variants needs --val\n");
-    return 2;
-  }
-
-  /* The command line's config, then one per --variants line. */
-  static ltdi_reptile_config cfgs[LTDI__MAX_VARIANTS];
-  static char labels[LTDI__MAX_VARIANTS][1024];
-  int n_cfg = 1;
-  cfgs[0] = cfg;
+/* cfgs[0] is the command line's config, then one per --variants line (each
+ * applied on top of the command line's). Returns 0 or the exit status. */
+static int load_variants(const reptile_args *a, ltdi_reptile_config *cfgs,
+                         char (*labels)[1024], int *n_cfg) {
+  *n_cfg = 1;
+  cfgs[0] = a->cfg;
   snprintf(labels[0], sizeof labels[0], "command line");
-  if (o.variants) {
-    FILE *f = fopen(o.variants, "r");
-    if (!f) {
-      fprintf(stderr, "ltdi-train reptile: cannot open %s\n", o.variants);
-      return 1;
-    }
-    char line[1024];
-    while (fgets(line, sizeof line, f)) {
-      line[strcspn(line, "\r\n#")] = '\0';
-      char copy[1024], *words[64];
-      snprintf(copy, sizeof copy, "%s", line);
-      int nw = split_words(copy, words, 64);
-      if (nw == 0) continue;
-      if (n_cfg == LTDI__MAX_VARIANTS) {
-        fprintf(stderr, "ltdi-train reptile: at most %d variants\n", LTDI__MAX_VARIANTS - 1);
-        fclose(f);
-        return 2;
-      }
-      cfgs[n_cfg] = cfg;
-      cli_opts ignored = o;
-      if (parse_opts(nw, words, 0, &cfgs[n_cfg], &ignored)) {
-        fclose(f);
-        return 2;
-      }
-      snprintf(labels[n_cfg], sizeof labels[n_cfg], "%s", line);
-      n_cfg++;
-    }
-    fclose(f);
+  if (!a->variants) return 0;
+  FILE *f = fopen(a->variants, "r");
+  if (!f) {
+    fprintf(stderr, "ltdi-train reptile: cannot open %s\n", a->variants);
+    return 1;
   }
+  char line[1024];
+  int status = 0;
+  while (status == 0 && fgets(line, sizeof line, f)) {
+    line[strcspn(line, "\r\n#")] = '\0';
+    char copy[1024], *words[64], why[512];
+    snprintf(copy, sizeof copy, "%s", line);
+    int nw = split_words(copy, words, 64);
+    if (nw == 0) continue;
+    if (*n_cfg == LTDI__MAX_VARIANTS) {
+      fprintf(stderr, "ltdi-train reptile: at most %d variants\n", LTDI__MAX_VARIANTS - 1);
+      status = 2;
+      break;
+    }
+    reptile_args v = *a;
+    v.minutes = 0.0f;
+    if (ltdi_cli_parse_words(&REPTILE_CLI, &v, nw, words, why, sizeof why)) {
+      fprintf(stderr, "ltdi-train reptile: %s: %s\n", a->variants, why);
+      status = 2;
+      break;
+    }
+    apply_minutes(&v);
+    cfgs[*n_cfg] = v.cfg;
+    snprintf(labels[*n_cfg], sizeof labels[*n_cfg], "%s", line);
+    (*n_cfg)++;
+  }
+  fclose(f);
+  return status;
+}
 
-  /* A benchmark root trains on its meta-train split. */
-  char data_spec[4096];
-  if (o.data) {
-    snprintf(data_spec, sizeof data_spec, "%s/meta-train", o.data);
-    if (strncmp(o.data, "idx:", 4) == 0 || !is_dir(data_spec))
-      snprintf(data_spec, sizeof data_spec, "%s", o.data);
-    else
-      fprintf(stderr, "ltdi-train reptile: using %s (the meta-train split)\n", data_spec);
-  }
-  double t_start = ltdi_now_s();
+/* The training bank (the examples every config reads) and, with --val,
+ * the held-out bank. *t_bank: seconds the training bank took from t_start.
+ * Returns 0 or the exit status; on failure both banks are freed. */
+static int open_banks(const reptile_args *a, const char *data_spec,
+                      const ltdi_reptile_config *cfgs, int n_cfg, double t_start,
+                      ltdi_featurebank *train, ltdi_featurebank *val, double *t_bank) {
+  const ltdi_reptile_config *cfg = &a->cfg;
   char err[512] = "";
-  ltdi_featurebank train, val;
-  memset(&train, 0, sizeof train);
-  memset(&val, 0, sizeof val);
   train_select tsel = {cfgs, n_cfg};
-  int rc = ltdi__featurebank_open_subset(&train, o.features ? NULL : o.body,
-                                         o.features ? NULL : data_spec, o.features,
-                                         o.views, cfg.seed, cfg.n_threads, select_train,
-                                         &tsel, err, sizeof err);
+  int rc = ltdi__featurebank_open_subset(train, a->features ? NULL : a->body,
+                                         a->features ? NULL : data_spec, a->features, a->views,
+                                         cfg->seed, cfg->n_threads, select_train, &tsel, err,
+                                         sizeof err);
   if (rc != 0) {
     fprintf(stderr, "ltdi-train reptile: %s\n", err[0] ? err : ltdi_strerror(rc));
     return 1;
   }
-  double t_bank = ltdi_now_s() - t_start;
+  *t_bank = ltdi_now_s() - t_start;
   fprintf(stderr, "ltdi-train reptile: %d examples, %d classes, dim %d, %d view%s (%.1f s)\n",
-          train.n, train.n_classes, train.dim, train.views, train.views == 1 ? "" : "s",
-          t_bank);
-  if (o.val) {
-    double t0 = ltdi_now_s();
-    ltdi_eval_options eo = ltdi_eval_options_default();
-    val_select vsel = {cfg.ways, cfg.shots, eo.queries, o.val_episodes, eo.seed};
-    int ok = 1;
-    for (int i = 1; i < n_cfg; i++)
-      ok &= cfgs[i].ways == cfg.ways && cfgs[i].shots == cfg.shots;
-    if (!ok) {
-      fprintf(stderr, "ltdi-train reptile: variants must keep --ways and --shots\n");
-      ltdi_featurebank_free(&train);
-      return 2;
-    }
-    /* With --features, --val is a features file of the held-out classes. */
-    rc = o.features
-             ? ltdi_featurebank_open(&val, NULL, NULL, o.val, 1, eo.seed, cfg.n_threads,
-                                     err, sizeof err)
-             : ltdi__featurebank_open_subset(&val, o.body, o.val, NULL,
-                                             LTDI__REPTILE_VAL_VIEWS, eo.seed, cfg.n_threads,
-                                             select_val, &vsel, err, sizeof err);
-    if (rc != 0) {
-      fprintf(stderr, "ltdi-train reptile: %s\n", err[0] ? err : ltdi_strerror(rc));
-      ltdi_featurebank_free(&train);
-      return 1;
-    }
-    fprintf(stderr, "ltdi-train reptile: val %s: %d examples, %d classes, %d views (%.1f s)\n",
-            o.val, val.n, val.n_classes, val.views, ltdi_now_s() - t0);
+          train->n, train->n_classes, train->dim, train->views, train->views == 1 ? "" : "s",
+          *t_bank);
+  if (!a->val) return 0;
+  double t0 = ltdi_now_s();
+  ltdi_eval_options eo = ltdi_eval_options_default();
+  val_select vsel = {cfg->ways, cfg->shots, eo.queries, a->val_episodes, eo.seed};
+  int ok = 1;
+  for (int i = 1; i < n_cfg; i++) ok &= cfgs[i].ways == cfg->ways && cfgs[i].shots == cfg->shots;
+  if (!ok) {
+    fprintf(stderr, "ltdi-train reptile: variants must keep --ways and --shots\n");
+    ltdi_featurebank_free(train);
+    return 2;
   }
+  /* With --features, --val is a features file of the held-out classes. */
+  rc = a->features ? ltdi_featurebank_open(val, NULL, NULL, a->val, 1, eo.seed, cfg->n_threads,
+                                           err, sizeof err)
+                   : ltdi__featurebank_open_subset(val, a->body, a->val, NULL,
+                                                   LTDI__REPTILE_VAL_VIEWS, eo.seed,
+                                                   cfg->n_threads, select_val, &vsel, err,
+                                                   sizeof err);
+  if (rc != 0) {
+    fprintf(stderr, "ltdi-train reptile: %s\n", err[0] ? err : ltdi_strerror(rc));
+    ltdi_featurebank_free(train);
+    return 1;
+  }
+  fprintf(stderr, "ltdi-train reptile: val %s: %d examples, %d classes, %d views (%.1f s)\n",
+          a->val, val->n, val->n_classes, val->views, ltdi_now_s() - t0);
+  return 0;
+}
 
-  int status = 0;
+int ltdi_cmd_reptile(int argc, char **argv) {
+  reptile_args a;
+  reptile_defaults(&a);
+  int status = ltdi_cli_parse(&REPTILE_CLI, &a, argc, argv);
+  if (status != LTDI_CLI_RUN) return status;
+  apply_minutes(&a);
+  if (!!a.features == !!(a.body || a.data) || (!a.features && (!a.body || !a.data)))
+    return ltdi_cli_usage_error(&REPTILE_CLI,
+                                "give either --body FILE --data DIR, or --features FILE");
+  if (!a.out && !a.val) {
+    fprintf(stderr, "ltdi-train reptile: --out FILE is required (or --val to measure only)\n");
+    return 2;
+  }
+  if (a.variants && !a.val) {
+    fprintf(stderr, "ltdi-train reptile: --variants needs --val\n");
+    return 2;
+  }
+  static ltdi_reptile_config cfgs[LTDI__MAX_VARIANTS];
+  static char labels[LTDI__MAX_VARIANTS][1024];
+  int n_cfg = 0;
+  if ((status = load_variants(&a, cfgs, labels, &n_cfg)) != 0) return status;
+
+  /* A benchmark root trains on its meta-train split. */
+  char data_spec[4096];
+  if (a.data) {
+    snprintf(data_spec, sizeof data_spec, "%s/meta-train", a.data);
+    if (strncmp(a.data, "idx:", 4) == 0 || !is_dir(data_spec))
+      snprintf(data_spec, sizeof data_spec, "%s", a.data);
+    else
+      fprintf(stderr, "ltdi-train reptile: using %s (the meta-train split)\n", data_spec);
+  }
+  double t_start = ltdi_now_s(), t_bank = 0.0;
+  ltdi_featurebank train, val;
+  memset(&train, 0, sizeof train);
+  memset(&val, 0, sizeof val);
+  if ((status = open_banks(&a, data_spec, cfgs, n_cfg, t_start, &train, &val, &t_bank)) != 0)
+    return status;
   for (int i = 0; i < n_cfg && status == 0; i++) {
     ltdi_reptile_head head;
     memset(&head, 0, sizeof head);
-    status = run_variant(&cfgs[i], &train, o.val ? &val : NULL, o.val_episodes, labels[i],
+    status = run_variant(&cfgs[i], &train, a.val ? &val : NULL, a.val_episodes, labels[i],
                          &head);
-    if (status == 0 && i == 0 && o.out) {
-      rc = ltdi_reptile_save(o.out, &head, &cfg, o.features ? o.features : data_spec);
+    if (status == 0 && i == 0 && a.out) {
+      int rc = ltdi_reptile_save(a.out, &head, &a.cfg, a.features ? a.features : data_spec);
       if (rc != 0) {
-        fprintf(stderr, "ltdi-train reptile: cannot write %s: %s\n", o.out, ltdi_strerror(rc));
+        fprintf(stderr, "ltdi-train reptile: cannot write %s: %s\n", a.out, ltdi_strerror(rc));
         status = 1;
       } else {
-        fprintf(stderr, "ltdi-train reptile: wrote %s\n", o.out);
+        fprintf(stderr, "ltdi-train reptile: wrote %s\n", a.out);
       }
     }
     ltdi_reptile_head_free(&head);
