@@ -72,35 +72,27 @@ void ltdi_meta_data_free(ltdi_meta_data *d) {
   memset(d, 0, sizeof *d);
 }
 
-int ltdi_meta_data_load(ltdi_meta_data *d, const char *path, int traj_len, float val_fraction,
-                        char *err, size_t errlen) {
-  memset(d, 0, sizeof *d);
-  ltdi_layout_init(&d->layout, NULL);
-  ltdi_st_file *f = NULL;
-  int rc = ltdi_st_read(path, &f, err, errlen);
-  if (rc) return rc;
+/* Checks the file's format and shapes and sets d's sizes and head layout;
+ * *traj and *emb point into f. 0 or a negative code with err set. */
+static int read_header(const ltdi_st_file *f, const char *path, int traj_len, ltdi_meta_data *d,
+                       const float **traj, const float **emb, char *err, size_t errlen) {
   const char *fmt = ltdi_st_meta(f, "format");
   int64_t ts[3] = {0, 0, 0}, es[2] = {0, 0};
-  const float *traj = NULL, *emb = NULL;
-  int ways = 0, in_dim = 0, hidden = 0;
+  int ways = 0, in_dim = 0, hidden = 0, rc = 0;
   char why[256] = "";
   if (!fmt || strcmp(fmt, "ltdi-trajectories"))
     rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: not a trajectories file (metadata format is not \"ltdi-trajectories\")", path);
   else if (meta_int(f, "ways", &ways) || meta_int(f, "in_dim", &in_dim) || meta_int(f, "hidden", &hidden))
     rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: metadata lacks integer ways, in_dim or hidden", path);
-  else if ((rc = ltdi_st_get_f32(f, "trajectories", 3, ts, &traj, why, sizeof why)) ||
-           (rc = ltdi_st_get_f32(f, "embeddings", 2, es, &emb, why, sizeof why)))
+  else if ((rc = ltdi_st_get_f32(f, "trajectories", 3, ts, traj, why, sizeof why)) ||
+           (rc = ltdi_st_get_f32(f, "embeddings", 2, es, emb, why, sizeof why)))
     ltdi_fail(err, errlen, rc, "%s: %s", path, why);
   else if ((rc = ltdi_layout_head(&d->layout, in_dim, hidden, ways)))
     ltdi_fail(err, errlen, rc, "%s: cannot build the head layout", path);
   else if (ts[2] != (int64_t)d->layout.n_params || es[0] != ts[0] || es[1] != (int64_t)ways * in_dim || ts[1] < 2)
     rc = ltdi_fail(err, errlen, LTDI_ERR_SHAPE, "%s: trajectories [%lld,%lld,%lld] / embeddings [%lld,%lld] disagree with the head %d-%d-%d",
               path, (long long)ts[0], (long long)ts[1], (long long)ts[2], (long long)es[0], (long long)es[1], in_dim, hidden, ways);
-  if (rc) {
-    ltdi_st_close(f);
-    ltdi_meta_data_free(d);
-    return rc;
-  }
+  if (rc) return rc;
   d->M = (int)ts[0];
   d->file_L = (int)ts[1];
   d->L = traj_len > 0 ? traj_len : d->file_L;
@@ -108,42 +100,24 @@ int ltdi_meta_data_load(ltdi_meta_data *d, const char *path, int traj_len, float
   d->ways = ways;
   d->dim = in_dim;
   d->hidden = hidden;
-  int rows[LTDI_SCHEDULE_MAX_L];
-  if (d->L > LTDI_SCHEDULE_MAX_L || ltdi_meta_subsample(d->file_L, d->L, rows)) {
-    ltdi_st_close(f);
-    ltdi_meta_data_free(d);
-    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "trajectory length %d: must be 2..%d (the file's L)", traj_len, (int)ts[1]);
-  }
-  const size_t P = (size_t)d->P, Dc = (size_t)ways * in_dim;
-  d->traj = malloc((size_t)d->M * d->L * P * sizeof(float));
-  d->cond = malloc((size_t)d->M * Dc * sizeof(float));
-  d->cond_mean = calloc((size_t)in_dim, sizeof(float));
-  d->cond_std = calloc((size_t)in_dim, sizeof(float));
-  d->desc = malloc(4096);
-  if (!d->traj || !d->cond || !d->cond_mean || !d->cond_std || !d->desc) {
-    ltdi_st_close(f);
-    ltdi_meta_data_free(d);
-    return LTDI_ERR_NOMEM;
-  }
-  for (int i = 0; i < d->M; i++)
-    for (int j = 0; j < d->L; j++)
-      memcpy(d->traj + ((size_t)i * d->L + j) * P, traj + ((size_t)i * d->file_L + rows[j]) * P, P * sizeof(float));
-  ltdi_layout_normalise(&d->layout, d->traj, d->traj, (long)d->M * d->L);
-  memcpy(d->cond, emb, (size_t)d->M * Dc * sizeof(float));
+  return 0;
+}
+
+/* The held-out split, and the standardisation statistics of c per feature
+ * dimension over the training slice. 0 or LTDI_ERR_NOMEM. */
+static int split_and_standardise(ltdi_meta_data *d, float val_fraction) {
   d->n_val = (int)lround((double)d->M * val_fraction);
   if (val_fraction > 0 && d->n_val < 1) d->n_val = 1;
   if (d->n_val >= d->M) d->n_val = d->M - 1;
   if (d->n_val < 0) d->n_val = 0;
   d->n_train = d->M - d->n_val;
-  /* Standardisation statistics per feature dimension over the training slice. */
+  const int in_dim = d->dim;
   double *s1 = calloc((size_t)in_dim, sizeof(double)), *s2 = calloc((size_t)in_dim, sizeof(double));
   if (!s1 || !s2) {
     free(s1), free(s2);
-    ltdi_st_close(f);
-    ltdi_meta_data_free(d);
     return LTDI_ERR_NOMEM;
   }
-  long cnt = (long)d->n_train * ways;
+  long cnt = (long)d->n_train * d->ways;
   for (long r = 0; r < cnt; r++)
     for (int i = 0; i < in_dim; i++) {
       double v = d->cond[(size_t)r * in_dim + i];
@@ -155,6 +129,12 @@ int ltdi_meta_data_load(ltdi_meta_data *d, const char *path, int traj_len, float
     d->cond_std[i] = var > 1e-12 ? (float)sqrt(var) : 1.0f; /* a dead feature: leave its scale */
   }
   free(s1), free(s2);
+  return 0;
+}
+
+/* Mean square of the normalised training checkpoints after the init. */
+static double target_variance(const ltdi_meta_data *d) {
+  const size_t P = (size_t)d->P;
   double sq = 0;
   for (int i = 0; i < d->n_train; i++)
     for (int j = 1; j < d->L; j++)
@@ -162,8 +142,12 @@ int ltdi_meta_data_load(ltdi_meta_data *d, const char *path, int traj_len, float
         double v = d->traj[((size_t)i * d->L + j) * P + p];
         sq += v * v;
       }
-  d->target_var = sq / ((double)d->n_train * (d->L - 1) * P);
-  /* The recipe keys are copied verbatim (strings); eval reads them back. */
+  return sq / ((double)d->n_train * (d->L - 1) * P);
+}
+
+/* The preparation recipe's keys, copied verbatim (strings) as a JSON
+ * object; eval reads them back. NULL on OOM. */
+static char *recipe_json(const ltdi_st_file *f) {
   static const char *const recipe_keys[] = {"steps", "lr", "optimiser", "sam_rho",
                                             "weight_decay", "augment", "augment_views",
                                             "init", "init_seed", "init_stream"};
@@ -172,18 +156,54 @@ int ltdi_meta_data_load(ltdi_meta_data *d, const char *path, int traj_len, float
     const char *v = ltdi_st_meta(f, recipe_keys[k]);
     if (v) json_object_set_new(recipe, recipe_keys[k], json_string(v));
   }
-  d->prepare_json = recipe ? json_dumps(recipe, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+  char *txt = recipe ? json_dumps(recipe, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
   json_decref(recipe);
-  if (d->prepare_json == NULL) {
+  return txt;
+}
+
+int ltdi_meta_data_load(ltdi_meta_data *d, const char *path, int traj_len, float val_fraction,
+                        char *err, size_t errlen) {
+  memset(d, 0, sizeof *d);
+  ltdi_layout_init(&d->layout, NULL);
+  ltdi_st_file *f = NULL;
+  int rc = ltdi_st_read(path, &f, err, errlen);
+  if (rc) return rc;
+  const float *traj = NULL, *emb = NULL;
+  int rows[LTDI_SCHEDULE_MAX_L];
+  rc = read_header(f, path, traj_len, d, &traj, &emb, err, errlen);
+  if (!rc && (d->L > LTDI_SCHEDULE_MAX_L || ltdi_meta_subsample(d->file_L, d->L, rows)))
+    rc = ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "trajectory length %d: must be 2..%d (the file's L)", traj_len, d->file_L);
+  const size_t P = (size_t)d->P, Dc = (size_t)d->ways * d->dim;
+  if (!rc) {
+    d->traj = malloc((size_t)d->M * d->L * P * sizeof(float));
+    d->cond = malloc((size_t)d->M * Dc * sizeof(float));
+    d->cond_mean = calloc((size_t)d->dim, sizeof(float));
+    d->cond_std = calloc((size_t)d->dim, sizeof(float));
+    d->desc = malloc(4096);
+    if (!d->traj || !d->cond || !d->cond_mean || !d->cond_std || !d->desc) rc = LTDI_ERR_NOMEM;
+  }
+  if (!rc) {
+    for (int i = 0; i < d->M; i++)
+      for (int j = 0; j < d->L; j++)
+        memcpy(d->traj + ((size_t)i * d->L + j) * P, traj + ((size_t)i * d->file_L + rows[j]) * P, P * sizeof(float));
+    ltdi_layout_normalise(&d->layout, d->traj, d->traj, (long)d->M * d->L);
+    memcpy(d->cond, emb, (size_t)d->M * Dc * sizeof(float));
+    rc = split_and_standardise(d, val_fraction);
+  }
+  if (!rc) {
+    d->target_var = target_variance(d);
+    if (!(d->prepare_json = recipe_json(f))) rc = LTDI_ERR_NOMEM;
+  }
+  if (rc) {
     ltdi_st_close(f);
     ltdi_meta_data_free(d);
-    return LTDI_ERR_NOMEM;
+    return rc;
   }
   const char *src = ltdi_st_meta(f, "data_source"), *shots = ltdi_st_meta(f, "shots");
   snprintf(d->desc, 4096, "trajectories %s: %d tasks (%d train, %d held out), %d-way %s-shot, "
            "head %d-%d-%d, file L %d, trained L %d; data_source %s",
-           path, d->M, d->n_train, d->n_val, ways, shots ? shots : "?", in_dim, hidden, ways,
-           d->file_L, d->L, src ? src : "unknown");
+           path, d->M, d->n_train, d->n_val, d->ways, shots ? shots : "?", d->dim, d->hidden,
+           d->ways, d->file_L, d->L, src ? src : "unknown");
   ltdi_st_close(f);
   return 0;
 }
