@@ -16,6 +16,7 @@
 #include "core/diffusion.h"
 #include "base/error.h"
 #include "kernels/backend.h"
+#include "kernels/conv_geometry.h"
 
 /* ==== helpers =========================================================== */
 
@@ -253,6 +254,44 @@ Test(kernels_ops, conv2d_rejects_bad_dims) {
                  "bad dims %zu accepted", i);
   cr_expect_eq(be->conv2d_forward(be, buf, NULL, buf, NULL, &ok), LTDI_ERR_INVALID_ARG);
   cr_expect_eq(be->conv2d_forward(be, buf, buf, buf, NULL, NULL), LTDI_ERR_INVALID_ARG);
+  ltdi_backend_destroy(be);
+}
+
+/* Sizes whose products leave int (the GEMMs' and cuDNN's range) are an
+ * overflow, found before any memory is touched; the check is the one the CUDA
+ * backend uses (kernels/conv_geometry.h), with every sum in 64 bits. */
+Test(kernels_ops, conv_rejects_sizes_beyond_int) {
+  const ltdi_conv2d_dims big2[] = {
+      {1, 1 << 20, 64, 64, 1, 64, 1, 0}, /* K = in_ch·k·k = 2^32 */
+      {1, 1, 50000, 50000, 1, 1, 1, 0},  /* P = oh·ow = 2.5·10^9 */
+      {1, 1, INT32_MAX, 4, 1, 1, 1, INT32_MAX / 2}, /* height + 2·pad leaves int */
+  };
+  const ltdi_conv1d_dims big1[] = {
+      {1, 1 << 20, 4096, 1, 4096, 1, 0}, /* K = in_ch·k = 2^32 */
+      {1, 1, INT32_MAX, 1, 1, 1, INT32_MAX / 2},
+  };
+  ltdi__conv_geom g;
+  for (size_t i = 0; i < sizeof big2 / sizeof big2[0]; i++)
+    cr_assert_eq(ltdi__conv_geom_2d(&g, &big2[i]), LTDI_ERR_OVERFLOW, "2-D dims %zu accepted", i);
+  for (size_t i = 0; i < sizeof big1 / sizeof big1[0]; i++)
+    cr_assert_eq(ltdi__conv_geom_1d(&g, &big1[i]), LTDI_ERR_OVERFLOW, "1-D dims %zu accepted", i);
+  /* The largest sizes that fit are accepted: K = P = 2^31 − 1 is not rejected. */
+  const ltdi_conv2d_dims edge = {1, INT32_MAX, 1, INT32_MAX, 1, 1, 1, 0};
+  cr_expect_eq(ltdi__conv_geom_2d(&g, &edge), 0);
+  cr_expect_eq(g.oh, 1);
+  cr_expect_eq(g.ow, INT32_MAX);
+  ltdi_backend *be = make_backend(1);
+  float buf[64] = {0};
+  for (size_t i = 0; i < sizeof big2 / sizeof big2[0]; i++) {
+    cr_expect_eq(be->conv2d_forward(be, buf, buf, buf, NULL, &big2[i]), LTDI_ERR_OVERFLOW);
+    cr_expect_eq(be->conv2d_backward(be, buf, buf, buf, buf, buf, buf, &big2[i]),
+                 LTDI_ERR_OVERFLOW);
+  }
+  for (size_t i = 0; i < sizeof big1 / sizeof big1[0]; i++) {
+    cr_expect_eq(be->conv1d_forward(be, buf, buf, buf, NULL, &big1[i]), LTDI_ERR_OVERFLOW);
+    cr_expect_eq(be->conv1d_backward(be, buf, buf, buf, buf, buf, buf, &big1[i]),
+                 LTDI_ERR_OVERFLOW);
+  }
   ltdi_backend_destroy(be);
 }
 
