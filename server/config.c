@@ -120,6 +120,10 @@ int ltdi_serve_config_parse(ltdi_serve_config *c, int argc, char **argv, int *wa
       *want_help = 1;
       continue;
     }
+    if (!strcmp(arg, "--help-markdown")) {
+      *want_help = 2;
+      continue;
+    }
     const setting *hit = NULL;
     const char *val = NULL;
     for (int i = 0; i < N_SETTINGS && !hit; i++) {
@@ -177,6 +181,11 @@ void ltdi_serve_config_print_markdown(FILE *f) {
     flag_of(&SETTINGS[i], flag, sizeof flag);
     env_of(&SETTINGS[i], env, sizeof env);
     bounds_of(&SETTINGS[i], def, sizeof def, rng, sizeof rng);
-    fprintf(f, "| `%s` | `%s` | %s | %s | %s |\n", flag, env, def, rng, SETTINGS[i].help);
+    fprintf(f, "| `%s` | `%s` | %s | %s | ", flag, env, def, rng);
+    for (const char *p = SETTINGS[i].help; *p; p++) {
+      if (*p == '|') fputc('\\', f);
+      fputc(*p, f);
+    }
+    fprintf(f, " |\n");
   }
 }
