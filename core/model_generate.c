@@ -7,7 +7,6 @@
  * A workspace holds everything a pass needs for up to max_batch samples, so
  * a server allocates it once per worker instead of once per request (device
  * allocations cost milliseconds on CUDA). */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
