@@ -6,7 +6,6 @@
 #include "core/diffusion.h"
 
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "base/error.h"
