@@ -1,6 +1,7 @@
 /* core/diffusion.c — the training half of the trajectory diffusion: noised
- * samples from trajectory points and the weighted ε-prediction loss.
- * The samplers are in core/diffusion_sample.c. */
+ * samples from trajectory points, with their ε targets and γ weights (the
+ * loss on them is the backend's mse_loss). The samplers are in
+ * core/diffusion_sample.c. */
 #include "core/diffusion.h"
 
 #include <math.h>
@@ -42,25 +43,4 @@ int ltdi_diffusion_make_batch(const ltdi_schedule *s, const float *traj, int n_t
     if (gamma) gamma[b] = gamma_by_j ? gamma_by_j[j] : 1.0f;
   }
   return 0;
-}
-
-int ltdi_diffusion_loss(const float *eps_hat, const float *eps, const float *gamma, int batch,
-                        long P, float *loss, float *d_eps_hat) {
-  if (eps_hat == NULL || eps == NULL || batch < 1 || P < 1) return LTDI_ERR_INVALID_ARG;
-  const double inv_n = 1.0 / ((double)batch * (double)P);
-  double total = 0.0;
-  for (int b = 0; b < batch; b++) {
-    const double g = gamma ? (double)gamma[b] : 1.0;
-    const size_t base = (size_t)b * (size_t)P;
-    double ss = 0.0;
-    for (long p = 0; p < P; p++) {
-      const double d = (double)eps_hat[base + p] - (double)eps[base + p];
-      ss += d * d;
-      if (d_eps_hat) d_eps_hat[base + p] += (float)(2.0 * g * d * inv_n);
-    }
-    total += g * ss;
-  }
-  total *= inv_n;
-  if (loss) *loss = (float)total;
-  return isfinite(total) ? 0 : LTDI_ERR_NONFINITE;
 }

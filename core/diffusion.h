@@ -1,19 +1,24 @@
 /* core/diffusion.h — the trajectory diffusion of Lt-Di around any denoiser:
- * the training-sample construction and loss (paper Thm. 1, Eq. 2) and the
- * samplers (paper Eq. 1 and the sub-chain variant). docs/DIFFUSION.md has the
- * math as implemented.
+ * the training-sample construction (paper Thm. 1, Eq. 2) and the samplers
+ * (paper Eq. 1 and the sub-chain variant). docs/DIFFUSION.md has the math as
+ * implemented.
  *
- * Everything here works on normalised weight vectors of P floats in host
- * memory (core/layout.h normalises and de-normalises). The denoiser is a
- * callback, so this module knows nothing about the network that implements
- * ε_θ(x_t, t, c); a caller with device memory copies in its callback.
+ * Everything here works on normalised weight vectors of P floats
+ * (core/layout.h normalises and de-normalises). Training samples are built
+ * in host memory; the loss of those samples is the backend's mse_loss. The
+ * reverse chain runs in a backend's memory (kernels/backend.h), the step
+ * being the backend's diffusion_step op, so generation on any backend and
+ * the tests of the chain run the same code. The denoiser is a callback, so
+ * this module knows nothing about the network that implements
+ * ε_θ(x_t, t, c).
  *
  * Training (L = 2 is the paper's Lv-Di, L ≥ 3 its Lt-Di): for a trajectory
  * τ = (x⁽⁰⁾ … x⁽ᴸ⁻¹⁾) (row 0 the init, row L−1 the optimum), draw t ∈ {1..T},
  * take k = k(t) (the largest chain position below t) and its trajectory point
  * x_k = τ[j(t)], and build
  *     x_t = √ᾱ_{k→t} · x_k + √(1 − ᾱ_{k→t}) · ε,    target ε,   weight γ_{j(t)}.
- * The loss is mean over samples and elements of γ (ε̂ − ε)².
+ * The trainer's loss is the mean over samples and elements of (ε̂ − ε)², the
+ * backend's mse_loss: γ = 1 for every point (docs/DIFFUSION.md).
  *
  * Sampling: x_T ~ N(0, I); for t = T..1
  *     x_{t−1} = (x_t − β_t / √(D_t) · ε̂) / √α_t  [+ σ_t z],
@@ -31,14 +36,16 @@
 
 #include "core/rng.h"
 #include "core/schedule.h"
+#include "kernels/backend.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 /* ε̂ (batch, P) = ε_θ(x_t, t, c) for every sample; 0 or a negative ltdi error,
- * which the sampler returns unchanged. cond is passed through untouched
- * (NULL when the caller gave NULL). */
+ * which the sampler returns unchanged. x_t and eps_out are in the memory of
+ * the backend the sampler runs on; t (batch) is a host array; cond is passed
+ * through untouched (NULL when the caller gave NULL). */
 typedef int (*ltdi_denoise_fn)(void *ctx, const float *x_t /* (B, P) */, const int32_t *t /* (B) */,
                                const float *cond /* (B, Dc) */, int batch,
                                float *eps_out /* (B, P) */);
@@ -63,13 +70,6 @@ int ltdi_diffusion_make_batch(const ltdi_schedule *s, const float *traj /* (n_tr
                               ltdi_rng *rng, float *x_t /* (batch, P) */,
                               float *eps /* (batch, P) */, int32_t *t /* (batch) */,
                               float *gamma /* (batch) */);
-
-/* loss = (1 / (batch·P)) Σ_b γ_b Σ_p (ε̂_bp − ε_bp)²  (gamma NULL: γ = 1);
- * d_eps_hat (may be NULL) += ∂loss/∂ε̂, for the caller to back-propagate
- * through the denoiser. 0, LTDI_ERR_INVALID_ARG or LTDI_ERR_NONFINITE. */
-int ltdi_diffusion_loss(const float *eps_hat /* (batch, P) */, const float *eps /* (batch, P) */,
-                        const float *gamma /* (batch) */, int batch, long P, float *loss,
-                        float *d_eps_hat /* (batch, P) */);
 
 /* ---- sampling ----------------------------------------------------------------- */
 
@@ -104,30 +104,33 @@ int ltdi_sampler_sigma_from_name(const char *name); /* −1 if unknown */
 int ltdi_sampler_coeffs(const ltdi_schedule *s, const ltdi_sampler_config *cfg, int t,
                         double *c_x, double *c_eps, double *sigma);
 
-/* x_T (batch, P): row b ~ N(0, I) from Philox (seeds[b], stream 0). */
-void ltdi_sampler_init_noise(const uint64_t *seeds /* (batch) */, int batch, long P,
-                             float *x_T /* (batch, P) */);
+/* rows (batch, P): row b ~ N(0, I) from Philox (seeds[b], stream), drawn on
+ * the host. Stream 0 is the sampler's x_T, stream t the z of step t. */
+void ltdi_sampler_noise(const uint64_t *seeds /* (batch) */, int batch, long P, uint64_t stream,
+                        float *rows /* (batch, P) */);
 
-/* noise (batch, P): the z that step t adds, row b from Philox (seeds[b],
- * stream t) — exactly what ltdi_sampler_step draws, for backends that run
- * the step themselves (kernels/backend.h diffusion_step). */
-void ltdi_sampler_step_noise(const uint64_t *seeds /* (batch) */, int batch, long P, int t,
-                             float *noise /* (batch, P) */);
+/* The memory one run of the chain works in, for `batch` samples; the caller
+ * allocates it (a server once per worker) and may reuse it. */
+typedef struct ltdi_sampler_buffers {
+  float *x;     /* (batch, P) backend memory: x_T, then x_t */
+  float *eps;   /* (batch, P) backend memory: ε̂ of the current step */
+  float *noise; /* (batch, P) backend memory: z of the current step; may be
+                 * NULL with LTDI_SIGMA_NONE */
+  float *host;  /* (batch, P) host: x_T and z on their way to the backend;
+                 * receives x_0 (normalised) */
+  int32_t *t;   /* (batch) host: the timesteps handed to the denoiser */
+} ltdi_sampler_buffers;
 
-/* One step: x (batch, P) goes from x_t to x_{t−1} given ε̂ (batch, P); z of
- * row b from Philox (seeds[b], stream t). 0 or LTDI_ERR_INVALID_ARG. */
-int ltdi_sampler_step(const ltdi_schedule *s, const ltdi_sampler_config *cfg, int t,
-                      const uint64_t *seeds /* (batch) */, int batch, long P,
-                      const float *eps_hat /* (batch, P) */, float *x /* (batch, P) */);
-
-/* The whole chain: x (batch, P) receives x_0 (normalised) for the task
- * embeddings cond (batch, Dc), sample b drawn from seeds[b]. Calls fn T times
- * with batches of `batch`. 0, LTDI_ERR_INVALID_ARG, LTDI_ERR_NOMEM,
- * LTDI_ERR_NONFINITE (the chain diverged) or fn's error. */
-int ltdi_sampler_run(const ltdi_schedule *s, const ltdi_sampler_config *cfg, ltdi_denoise_fn fn,
-                     void *ctx, const float *cond /* (batch, Dc) */,
+/* The whole chain on backend be: buf->host receives x_0 (normalised) for the
+ * task embeddings cond (passed to fn untouched), sample b drawn from
+ * seeds[b] (x_T and every z from ltdi_sampler_noise). For t = T..1: the
+ * coefficients (ltdi_sampler_coeffs), ε̂ from fn on buf->x, then
+ * be->diffusion_step. 0, LTDI_ERR_INVALID_ARG, LTDI_ERR_NONFINITE (the chain
+ * diverged), fn's error or the backend's. */
+int ltdi_sampler_run(ltdi_backend *be, const ltdi_schedule *s, const ltdi_sampler_config *cfg,
+                     ltdi_denoise_fn fn, void *ctx, const float *cond /* (batch, Dc) */,
                      const uint64_t *seeds /* (batch) */, int batch, long P,
-                     float *x /* (batch, P) */);
+                     const ltdi_sampler_buffers *buf);
 
 #ifdef __cplusplus
 }

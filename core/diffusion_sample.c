@@ -1,10 +1,11 @@
 /* core/diffusion_sample.c — the reverse chain x_T → x_0: the paper's
  * full-chain sampler (Eq. 1), the sub-chain sampler that matches the
- * trajectory loss, and the optional σ_t z term, with per-sample noise. */
+ * trajectory loss, and the optional σ_t z term, with per-sample noise. The
+ * chain runs in a backend's memory; generation (core/model_generate.c)
+ * drives it with the U-Net as denoiser. */
 #include "core/diffusion.h"
 
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "base/error.h"
@@ -73,62 +74,38 @@ int ltdi_sampler_coeffs(const ltdi_schedule *s, const ltdi_sampler_config *cfg, 
   return 0;
 }
 
-void ltdi_sampler_init_noise(const uint64_t *seeds, int batch, long P, float *x_T) {
+void ltdi_sampler_noise(const uint64_t *seeds, int batch, long P, uint64_t stream, float *rows) {
   for (int b = 0; b < batch; b++) {
     ltdi_rng rng;
-    ltdi_rng_init(&rng, seeds[b], 0);
-    ltdi_rng_fill_normal(&rng, x_T + (size_t)b * (size_t)P, P, 1.0f);
+    ltdi_rng_init(&rng, seeds[b], stream);
+    ltdi_rng_fill_normal(&rng, rows + (size_t)b * (size_t)P, P, 1.0f);
   }
 }
 
-void ltdi_sampler_step_noise(const uint64_t *seeds, int batch, long P, int t, float *noise) {
-  for (int b = 0; b < batch; b++) {
-    ltdi_rng rng;
-    ltdi_rng_init(&rng, seeds[b], (uint64_t)t);
-    float *nb = noise + (size_t)b * (size_t)P;
-    for (long p = 0; p < P; p++) nb[p] = ltdi_rng_normal(&rng);
-  }
-}
-
-int ltdi_sampler_step(const ltdi_schedule *s, const ltdi_sampler_config *cfg, int t,
-                      const uint64_t *seeds, int batch, long P, const float *eps_hat, float *x) {
-  if (seeds == NULL || eps_hat == NULL || x == NULL || batch < 1 || P < 1)
+int ltdi_sampler_run(ltdi_backend *be, const ltdi_schedule *s, const ltdi_sampler_config *cfg,
+                     ltdi_denoise_fn fn, void *ctx, const float *cond, const uint64_t *seeds,
+                     int batch, long P, const ltdi_sampler_buffers *buf) {
+  if (be == NULL || s == NULL || !config_ok(cfg) || fn == NULL || seeds == NULL || batch < 1 ||
+      P < 1 || buf == NULL || buf->x == NULL || buf->eps == NULL || buf->host == NULL ||
+      buf->t == NULL || (cfg->sigma != LTDI_SIGMA_NONE && buf->noise == NULL))
     return LTDI_ERR_INVALID_ARG;
-  double c_x, c_eps, sigma;
-  int rc = ltdi_sampler_coeffs(s, cfg, t, &c_x, &c_eps, &sigma);
-  if (rc != 0) return rc;
-  for (int b = 0; b < batch; b++) {
-    float *xb = x + (size_t)b * (size_t)P;
-    const float *eb = eps_hat + (size_t)b * (size_t)P;
-    /* Per element in double: the subtraction x_t − c·ε̂ cancels most of x_t
-     * near the end of the chain. */
-    for (long p = 0; p < P; p++) xb[p] = (float)(c_x * (double)xb[p] - c_eps * (double)eb[p]);
-    if (sigma > 0.0) {
-      ltdi_rng rng;
-      ltdi_rng_init(&rng, seeds[b], (uint64_t)t);
-      for (long p = 0; p < P; p++) xb[p] = (float)((double)xb[p] + sigma * (double)ltdi_rng_normal(&rng));
-    }
-  }
-  return 0;
-}
-
-int ltdi_sampler_run(const ltdi_schedule *s, const ltdi_sampler_config *cfg, ltdi_denoise_fn fn,
-                     void *ctx, const float *cond, const uint64_t *seeds, int batch, long P,
-                     float *x) {
-  if (s == NULL || !config_ok(cfg) || fn == NULL || seeds == NULL || batch < 1 || P < 1 || x == NULL)
-    return LTDI_ERR_INVALID_ARG;
-  float *eps = malloc((size_t)batch * (size_t)P * sizeof *eps);
-  int32_t *tt = malloc((size_t)batch * sizeof *tt);
-  int rc = (eps && tt) ? 0 : LTDI_ERR_NOMEM;
-  if (rc == 0) ltdi_sampler_init_noise(seeds, batch, P, x);
+  const size_t n = (size_t)batch * (size_t)P;
+  ltdi_sampler_noise(seeds, batch, P, 0, buf->host);
+  int rc = be->upload(be, buf->x, buf->host, n * sizeof(float));
   for (int t = s->T; rc == 0 && t >= 1; t--) {
-    for (int b = 0; b < batch; b++) tt[b] = t;
-    rc = fn(ctx, x, tt, cond, batch, eps);
-    if (rc == 0) rc = ltdi_sampler_step(s, cfg, t, seeds, batch, P, eps, x);
+    double c_x, c_eps, sigma;
+    rc = ltdi_sampler_coeffs(s, cfg, t, &c_x, &c_eps, &sigma);
+    for (int b = 0; b < batch; b++) buf->t[b] = t;
+    if (!rc) rc = fn(ctx, buf->x, buf->t, cond, batch, buf->eps);
+    if (!rc && sigma > 0.0) {
+      /* z is drawn on the host: Philox per (seed, t) keeps it independent of the batch. */
+      ltdi_sampler_noise(seeds, batch, P, (uint64_t)t, buf->host);
+      rc = be->upload(be, buf->noise, buf->host, n * sizeof(float));
+    }
+    if (!rc) rc = be->diffusion_step(be, buf->x, buf->eps, buf->noise, n, c_x, c_eps, sigma);
   }
-  for (size_t i = 0; rc == 0 && i < (size_t)batch * (size_t)P; i++)
-    if (!isfinite(x[i])) rc = LTDI_ERR_NONFINITE;
-  free(eps);
-  free(tt);
+  if (!rc) rc = be->download(be, buf->host, buf->x, n * sizeof(float));
+  for (size_t i = 0; !rc && i < n; i++)
+    if (!isfinite(buf->host[i])) rc = LTDI_ERR_NONFINITE;
   return rc;
 }

@@ -1,12 +1,12 @@
 /* core/model_generate.c — weight generation: the reverse chain of
- * core/diffusion.h with the U-Net as denoiser, run entirely in the
- * backend's memory (x, ε̂ and c never leave the device between steps; only
- * the initial noise, the σ_t z noise when σ > 0, and the result cross).
+ * core/diffusion.h (ltdi_sampler_run) with the U-Net as denoiser, run
+ * entirely in the backend's memory (x, ε̂ and c never leave the device
+ * between steps; only the initial noise, the σ_t z noise when σ > 0, and the
+ * result cross).
  *
  * A workspace holds everything a pass needs for up to max_batch samples, so
  * a server allocates it once per worker instead of once per request (device
  * allocations cost milliseconds on CUDA). */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -87,25 +87,27 @@ int ltdi_gen_workspace_create(ltdi_gen_workspace **out, const ltdi_model *m, ltd
 
 int ltdi_gen_workspace_max_batch(const ltdi_gen_workspace *ws) { return ws ? ws->max_batch : 0; }
 
-/* ε̂ (B, P) for x_t at timestep t (the same for every sample of a pass). */
-static int denoise(ltdi_gen_workspace *ws, int B, int t) {
+/* The sampler's denoiser (ltdi_denoise_fn): ε̂ (B, P) for x_t at the
+ * timesteps t (the same for every sample of a pass); ctx is the workspace,
+ * cond its standardised embeddings in backend memory. */
+static int denoise(void *ctx, const float *x_t, const int32_t *t, const float *cond, int B,
+                   float *eps) {
+  ltdi_gen_workspace *ws = ctx;
   const ltdi_model *m = ws->m;
   ltdi_backend *be = ws->be;
   const size_t P = m->layout.n_params, Dc = (size_t)m->ways * (size_t)m->feat_dim;
-  for (int b = 0; b < B; b++) ws->t_host[b] = t;
   int rc = 0;
   if (ws->mode == LTDI_GEN_BATCHED) {
-    rc = ltdi_unet_forward(be, m->unet, ws->acts, ws->x_dev, ws->t_host, ws->cond_dev, B,
-                           ws->eps_dev);
+    rc = ltdi_unet_forward(be, m->unet, ws->acts, x_t, t, cond, B, eps);
   } else {
     /* One sample per forward: the GEMM shapes, hence the rounding, never
      * depend on how many requests share the batch. */
     for (int b = 0; b < B && !rc; b++)
-      rc = ltdi_unet_forward(be, m->unet, ws->acts, ws->x_dev + (size_t)b * P, &ws->t_host[b],
-                             ws->cond_dev + (size_t)b * Dc, 1, ws->eps_dev + (size_t)b * P);
+      rc = ltdi_unet_forward(be, m->unet, ws->acts, x_t + (size_t)b * P, &t[b],
+                             cond + (size_t)b * Dc, 1, eps + (size_t)b * P);
   }
-  const double kappa = ltdi_model_eps_skip(m, t);
-  if (!rc && kappa != 0.0) rc = be->axpy(be, ws->eps_dev, ws->x_dev, (float)kappa, (size_t)B * P);
+  const double kappa = ltdi_model_eps_skip(m, t[0]);
+  if (!rc && kappa != 0.0) rc = be->axpy(be, eps, x_t, (float)kappa, (size_t)B * P);
   return rc;
 }
 
@@ -125,23 +127,9 @@ int ltdi_model_generate_with(ltdi_gen_workspace *ws, const float *cond, const ui
   const size_t n = (size_t)batch * P;
   ltdi_model_standardise_cond(m, cond, batch, ws->cond_host);
   int rc = be->upload(be, ws->cond_dev, ws->cond_host, (size_t)batch * Dc * sizeof(float));
-  ltdi_sampler_init_noise(seeds, batch, (long)P, ws->x_host);
-  if (!rc) rc = be->upload(be, ws->x_dev, ws->x_host, n * sizeof(float));
-  for (int t = m->sched.T; rc == 0 && t >= 1; t--) {
-    double c_x, c_eps, sigma;
-    rc = ltdi_sampler_coeffs(&m->sched, &o.sampler, t, &c_x, &c_eps, &sigma);
-    if (!rc) rc = denoise(ws, batch, t);
-    if (!rc && sigma > 0.0) {
-      /* z is drawn on the host: Philox per (seed, t) keeps it independent of the batch. */
-      ltdi_sampler_step_noise(seeds, batch, (long)P, t, ws->x_host);
-      rc = be->upload(be, ws->noise_dev, ws->x_host, n * sizeof(float));
-    }
-    if (!rc) rc = be->diffusion_step(be, ws->x_dev, ws->eps_dev, ws->noise_dev, n, c_x, c_eps,
-                                     sigma);
-  }
-  if (!rc) rc = be->download(be, ws->x_host, ws->x_dev, n * sizeof(float));
-  for (size_t i = 0; !rc && i < n; i++)
-    if (!isfinite(ws->x_host[i])) rc = LTDI_ERR_NONFINITE;
+  const ltdi_sampler_buffers buf = {ws->x_dev, ws->eps_dev, ws->noise_dev, ws->x_host, ws->t_host};
+  if (!rc) rc = ltdi_sampler_run(be, &m->sched, &o.sampler, denoise, ws, ws->cond_dev, seeds,
+                                 batch, (long)P, &buf);
   if (!rc) {
     if (out_norm) memcpy(out_norm, ws->x_host, n * sizeof(float));
     ltdi_layout_denormalise(&m->layout, ws->x_host, out, batch);

@@ -22,7 +22,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,17 +73,6 @@ int ltdi_dtype_parse(const char *name, ltdi_dtype *out) {
 }
 
 /* ---- helpers -------------------------------------------------------------- */
-
-/* Formats the reason into `err` (when given) and returns `code`. */
-static int fail(int code, char *err, size_t errlen, const char *fmt, ...) {
-  if (err && errlen) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-  }
-  return code;
-}
 
 /* Writes "[d0, d1, ...]" into buf (len > 0), truncating if it does not fit. */
 static void shape_str(char *buf, size_t len, int ndim, const int64_t *shape) {
@@ -141,85 +129,89 @@ static int get_nonneg(const json_t *v, int64_t *out) {
 static int parse_entry(const char *name, const json_t *e, uint64_t data_size, ltdi_st_tensor *t,
                        char *err, size_t errlen) {
   if (!json_is_object(e))
-    return fail(LTDI_ERR_FORMAT, err, errlen, "tensor '%s': entry is not a JSON object", name);
+    return ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "tensor '%s': entry is not a JSON object", name);
 
   const json_t *jd = json_object_get(e, "dtype");
   if (!json_is_string(jd))
-    return fail(LTDI_ERR_FORMAT, err, errlen, "tensor '%s': missing or non-string dtype", name);
+    return ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
+                     "tensor '%s': missing or non-string dtype", name);
   if (ltdi_dtype_parse(json_string_value(jd), &t->dtype) != 0)
-    return fail(LTDI_ERR_FORMAT, err, errlen, "tensor '%s': unknown dtype '%s'", name,
-                json_string_value(jd));
+    return ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "tensor '%s': unknown dtype '%s'", name,
+                     json_string_value(jd));
 
   const json_t *js = json_object_get(e, "shape");
   if (!json_is_array(js))
-    return fail(LTDI_ERR_FORMAT, err, errlen, "tensor '%s': missing or non-array shape", name);
+    return ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "tensor '%s': missing or non-array shape", name);
   size_t ndim = json_array_size(js);
   if (ndim > LTDI_ST_MAX_DIMS)
-    return fail(LTDI_ERR_FORMAT, err, errlen, "tensor '%s': %zu dims, at most %d supported",
-                name, ndim, LTDI_ST_MAX_DIMS);
+    return ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "tensor '%s': %zu dims, at most %d supported",
+                     name, ndim, LTDI_ST_MAX_DIMS);
   t->ndim = (int)ndim;
   int64_t numel = 1;
   for (size_t i = 0; i < ndim; i++) {
     if (get_nonneg(json_array_get(js, i), &t->shape[i]) != 0)
-      return fail(LTDI_ERR_FORMAT, err, errlen,
-                  "tensor '%s': shape[%zu] is not a non-negative integer", name, i);
+      return ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
+                       "tensor '%s': shape[%zu] is not a non-negative integer", name, i);
     if (t->shape[i] != 0 && numel > INT64_MAX / t->shape[i])
-      return fail(LTDI_ERR_FORMAT, err, errlen, "tensor '%s': element count overflows", name);
+      return ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "tensor '%s': element count overflows", name);
     numel *= t->shape[i];
   }
   t->numel = numel;
   size_t esize = ltdi_dtype_size(t->dtype);
   if ((uint64_t)numel > UINT64_MAX / esize)
-    return fail(LTDI_ERR_FORMAT, err, errlen, "tensor '%s': byte size overflows", name);
+    return ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "tensor '%s': byte size overflows", name);
   uint64_t nbyte = (uint64_t)numel * esize;
 
   const json_t *jo = json_object_get(e, "data_offsets");
   int64_t b, en;
   if (!json_is_array(jo) || json_array_size(jo) != 2 || get_nonneg(json_array_get(jo, 0), &b) ||
       get_nonneg(json_array_get(jo, 1), &en))
-    return fail(LTDI_ERR_FORMAT, err, errlen,
-                "tensor '%s': data_offsets must be [begin, end] non-negative integers", name);
+    return ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
+                     "tensor '%s': data_offsets must be [begin, end] non-negative integers", name);
   t->begin = (uint64_t)b;
   t->end = (uint64_t)en;
   if (t->begin > t->end)
-    return fail(LTDI_ERR_FORMAT, err, errlen, "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64
-                "] have begin > end", name, t->begin, t->end);
+    return ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
+                     "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] have begin > end",
+                     name, t->begin, t->end);
   if (t->end - t->begin != nbyte) {
     char sh[256];
     shape_str(sh, sizeof sh, t->ndim, t->shape);
-    return fail(LTDI_ERR_FORMAT, err, errlen,
-                "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] do not match shape %s of %s"
-                " (%" PRIu64 " bytes)", name, t->begin, t->end, sh, ltdi_dtype_name(t->dtype),
-                nbyte);
+    return ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
+                     "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] do not match shape "
+                     "%s of %s (%" PRIu64 " bytes)", name, t->begin, t->end, sh,
+                     ltdi_dtype_name(t->dtype), nbyte);
   }
   /* The header itself is consistent but the file ends early: most likely a
    * cut-off download or an interrupted copy. */
   if (t->end > data_size)
-    return fail(LTDI_ERR_TRUNCATED, err, errlen,
-                "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] run past the end of the "
-                "%" PRIu64 "-byte data section (file truncated?)", name, t->begin, t->end,
-                data_size);
+    return ltdi_fail(err, errlen, LTDI_ERR_TRUNCATED,
+                     "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] run past the end of the "
+                     "%" PRIu64 "-byte data section (file truncated?)", name, t->begin, t->end,
+                     data_size);
   return LTDI_OK;
 }
 
 static int parse_metadata(const json_t *m, ltdi_st_file *f, char *err, size_t errlen) {
   if (!json_is_object(m))
-    return fail(LTDI_ERR_FORMAT, err, errlen, "__metadata__ is not a JSON object");
+    return ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "__metadata__ is not a JSON object");
   size_t n = json_object_size(m);
   if (n == 0) return LTDI_OK;
   f->meta_keys = calloc(n, sizeof *f->meta_keys);
   f->meta_values = calloc(n, sizeof *f->meta_values);
-  if (!f->meta_keys || !f->meta_values) return fail(LTDI_ERR_NOMEM, err, errlen, "out of memory");
+  if (!f->meta_keys || !f->meta_values)
+    return ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
   const char *key;
   json_t *v;
   json_object_foreach((json_t *)m, key, v) {
     if (!json_is_string(v))
-      return fail(LTDI_ERR_FORMAT, err, errlen, "__metadata__ value for '%s' is not a string", key);
+      return ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
+                       "__metadata__ value for '%s' is not a string", key);
     f->meta_keys[f->n_meta] = dup_str(key);
     f->meta_values[f->n_meta] = dup_str(json_string_value(v));
     f->n_meta++; /* count first so ltdi_st_close frees a half-copied pair */
     if (!f->meta_keys[f->n_meta - 1] || !f->meta_values[f->n_meta - 1])
-      return fail(LTDI_ERR_NOMEM, err, errlen, "out of memory");
+      return ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
   }
   return LTDI_OK;
 }
@@ -240,11 +232,12 @@ static int parse_header(const char *hdr, size_t n, uint64_t data_size, ltdi_st_f
    * whitespace padding writers append. */
   json_t *root = json_loadb(hdr, n, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
   if (!root)
-    return fail(LTDI_ERR_FORMAT, err, errlen, "header is not valid JSON: %s (line %d, column %d)",
-                jerr.text, jerr.line, jerr.column);
+    return ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
+                     "header is not valid JSON: %s (line %d, column %d)",
+                     jerr.text, jerr.line, jerr.column);
   int rc = LTDI_OK;
   if (!json_is_object(root)) {
-    rc = fail(LTDI_ERR_FORMAT, err, errlen, "header is not a JSON object");
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "header is not a JSON object");
     goto done;
   }
   size_t count = json_object_size(root);
@@ -256,7 +249,7 @@ static int parse_header(const char *hdr, size_t n, uint64_t data_size, ltdi_st_f
   if (count > 0) {
     f->tensors = calloc(count, sizeof *f->tensors);
     if (!f->tensors) {
-      rc = fail(LTDI_ERR_NOMEM, err, errlen, "out of memory");
+      rc = ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
       goto done;
     }
   }
@@ -266,7 +259,7 @@ static int parse_header(const char *hdr, size_t n, uint64_t data_size, ltdi_st_f
     if (strcmp(key, "__metadata__") == 0) continue;
     ltdi_st_tensor *t = &f->tensors[f->n_tensors];
     if (!(t->name = dup_str(key))) {
-      rc = fail(LTDI_ERR_NOMEM, err, errlen, "out of memory");
+      rc = ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
       goto done;
     }
     f->n_tensors++;
@@ -279,21 +272,22 @@ static int parse_header(const char *hdr, size_t n, uint64_t data_size, ltdi_st_f
   for (int i = 0; i < f->n_tensors; i++) {
     const ltdi_st_tensor *t = &f->tensors[i];
     if (t->begin < expect) {
-      rc = fail(LTDI_ERR_FORMAT, err, errlen, "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64
-                "] overlap tensor '%s' (ends at %" PRIu64 ")", t->name, t->begin, t->end,
-                f->tensors[i - 1].name, expect);
+      rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
+                     "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64
+                     "] overlap tensor '%s' (ends at %" PRIu64 ")", t->name, t->begin, t->end,
+                     f->tensors[i - 1].name, expect);
       goto done;
     }
     if (t->begin > expect) {
-      rc = fail(LTDI_ERR_FORMAT, err, errlen, "tensor '%s': hole in the data section: bytes [%"
-                PRIu64 ", %" PRIu64 ") belong to no tensor", t->name, expect, t->begin);
+      rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "tensor '%s': hole in the data section: bytes [%"
+                     PRIu64 ", %" PRIu64 ") belong to no tensor", t->name, expect, t->begin);
       goto done;
     }
     expect = t->end;
   }
   if (expect != data_size)
-    rc = fail(LTDI_ERR_FORMAT, err, errlen, "hole in the data section: bytes [%" PRIu64 ", %"
-              PRIu64 ") after the last tensor belong to no tensor", expect, data_size);
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "hole in the data section: bytes [%" PRIu64 ", %"
+                   PRIu64 ") after the last tensor belong to no tensor", expect, data_size);
 done:
   json_decref(root);
   return rc;
@@ -302,28 +296,28 @@ done:
 /* Decodes and checks the 8-byte length against what the file can hold. */
 static int check_header_len(uint64_t n, uint64_t file_size, char *err, size_t errlen) {
   if (n > LTDI_ST_MAX_HEADER)
-    return fail(LTDI_ERR_FORMAT, err, errlen, "header length %" PRIu64 " exceeds the %u-byte "
-                "limit (not a safetensors file?)", n, LTDI_ST_MAX_HEADER);
+    return ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "header length %" PRIu64 " exceeds the %u-byte "
+                     "limit (not a safetensors file?)", n, LTDI_ST_MAX_HEADER);
   if (n < 2)
-    return fail(LTDI_ERR_FORMAT, err, errlen, "header length %" PRIu64 " is too small for a JSON "
-                "object", n);
+    return ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
+                     "header length %" PRIu64 " is too small for a JSON object", n);
   if (n > file_size - 8)
-    return fail(LTDI_ERR_TRUNCATED, err, errlen, "header length %" PRIu64 " but the file has "
-                "only %" PRIu64 " bytes after the length field", n, file_size - 8);
+    return ltdi_fail(err, errlen, LTDI_ERR_TRUNCATED, "header length %" PRIu64 " but the file has "
+                     "only %" PRIu64 " bytes after the length field", n, file_size - 8);
   return LTDI_OK;
 }
 
 static int alloc_file(uint64_t data_size, ltdi_st_file **out, char *err, size_t errlen) {
   if (data_size > SIZE_MAX - ST_DATA_ALIGN)
-    return fail(LTDI_ERR_NOMEM, err, errlen, "data section too large for this machine");
+    return ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "data section too large for this machine");
   ltdi_st_file *f = calloc(1, sizeof *f);
-  if (!f) return fail(LTDI_ERR_NOMEM, err, errlen, "out of memory");
+  if (!f) return ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
   /* Allocate at least one block so `data` is non-NULL even for an empty file. */
   void *p = NULL;
   if (posix_memalign(&p, ST_DATA_ALIGN, data_size ? (size_t)data_size : ST_DATA_ALIGN) != 0) {
     free(f);
-    return fail(LTDI_ERR_NOMEM, err, errlen, "out of memory for %" PRIu64 " data bytes",
-                data_size);
+    return ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory for %" PRIu64 " data bytes",
+                     data_size);
   }
   f->data = p;
   f->data_size = (size_t)data_size;
@@ -338,12 +332,12 @@ static void point_tensors(ltdi_st_file *f) {
 
 int ltdi_st_parse(const void *bytes, size_t nbytes, ltdi_st_file **out, char *err,
                   size_t errlen) {
-  if (!out) return fail(LTDI_ERR_INVALID_ARG, err, errlen, "NULL output");
+  if (!out) return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "NULL output");
   *out = NULL;
-  if (!bytes && nbytes) return fail(LTDI_ERR_INVALID_ARG, err, errlen, "NULL buffer");
+  if (!bytes && nbytes) return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "NULL buffer");
   if (nbytes < 8)
-    return fail(LTDI_ERR_TRUNCATED, err, errlen, "%zu bytes, shorter than the 8-byte header "
-                "length field", nbytes);
+    return ltdi_fail(err, errlen, LTDI_ERR_TRUNCATED, "%zu bytes, shorter than the 8-byte header "
+                     "length field", nbytes);
   const uint8_t *b = bytes;
   uint64_t n = read_le64(b);
   int rc = check_header_len(n, nbytes, err, errlen);
@@ -366,21 +360,21 @@ int ltdi_st_parse(const void *bytes, size_t nbytes, ltdi_st_file **out, char *er
 static int read_file(FILE *fp, ltdi_st_file **out, char *err, size_t errlen) {
   struct stat st;
   if (fstat(fileno(fp), &st) != 0)
-    return fail(LTDI_ERR_IO, err, errlen, "stat failed: %s", strerror(errno));
-  if (!S_ISREG(st.st_mode)) return fail(LTDI_ERR_IO, err, errlen, "not a regular file");
+    return ltdi_fail(err, errlen, LTDI_ERR_IO, "stat failed: %s", strerror(errno));
+  if (!S_ISREG(st.st_mode)) return ltdi_fail(err, errlen, LTDI_ERR_IO, "not a regular file");
   uint64_t fsize = (uint64_t)st.st_size;
   uint8_t lenbuf[8];
   if (fsize < 8 || fread(lenbuf, 1, 8, fp) != 8)
-    return fail(LTDI_ERR_TRUNCATED, err, errlen, "%" PRIu64 " bytes, shorter than the 8-byte "
-                "header length field", fsize);
+    return ltdi_fail(err, errlen, LTDI_ERR_TRUNCATED, "%" PRIu64 " bytes, shorter than the 8-byte "
+                     "header length field", fsize);
   uint64_t n = read_le64(lenbuf);
   int rc = check_header_len(n, fsize, err, errlen);
   if (rc) return rc;
   char *hdr = malloc((size_t)n);
-  if (!hdr) return fail(LTDI_ERR_NOMEM, err, errlen, "out of memory for the header");
+  if (!hdr) return ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory for the header");
   if (fread(hdr, 1, (size_t)n, fp) != (size_t)n) {
     free(hdr);
-    return fail(LTDI_ERR_TRUNCATED, err, errlen, "short read in the header");
+    return ltdi_fail(err, errlen, LTDI_ERR_TRUNCATED, "short read in the header");
   }
   uint64_t data_size = fsize - 8 - n;
   ltdi_st_file *f;
@@ -391,8 +385,8 @@ static int read_file(FILE *fp, ltdi_st_file **out, char *err, size_t errlen) {
   rc = parse_header(hdr, (size_t)n, data_size, f, err, errlen);
   free(hdr);
   if (rc == 0 && data_size && fread(f->data, 1, (size_t)data_size, fp) != (size_t)data_size)
-    rc = fail(LTDI_ERR_TRUNCATED, err, errlen, "short read in the data section (file changed "
-              "while reading?)");
+    rc = ltdi_fail(err, errlen, LTDI_ERR_TRUNCATED, "short read in the data section (file changed "
+                   "while reading?)");
   if (rc) {
     ltdi_st_close(f);
     return rc;
@@ -403,19 +397,19 @@ static int read_file(FILE *fp, ltdi_st_file **out, char *err, size_t errlen) {
 }
 
 int ltdi_st_read(const char *path, ltdi_st_file **out, char *err, size_t errlen) {
-  if (!out) return fail(LTDI_ERR_INVALID_ARG, err, errlen, "NULL output");
+  if (!out) return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "NULL output");
   *out = NULL;
-  if (!path) return fail(LTDI_ERR_INVALID_ARG, err, errlen, "NULL path");
+  if (!path) return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "NULL path");
   FILE *fp = fopen(path, "rb");
   if (!fp) {
     int e = errno;
-    return fail(e == ENOENT ? LTDI_ERR_NOT_FOUND : LTDI_ERR_IO, err, errlen, "%s: %s", path,
-                strerror(e));
+    return ltdi_fail(err, errlen, e == ENOENT ? LTDI_ERR_NOT_FOUND : LTDI_ERR_IO, "%s: %s", path,
+                     strerror(e));
   }
   char why[512] = "";
   int rc = read_file(fp, out, why, sizeof why);
   fclose(fp);
-  if (rc) fail(rc, err, errlen, "%s: %s", path, why);
+  if (rc) ltdi_fail(err, errlen, rc, "%s: %s", path, why);
   return rc;
 }
 
@@ -438,23 +432,23 @@ const char *ltdi_st_meta(const ltdi_st_file *file, const char *key) {
 int ltdi_st_get_f32(const ltdi_st_file *file, const char *name, int ndim, int64_t *shape,
                     const float **data, char *err, size_t errlen) {
   const ltdi_st_tensor *t = ltdi_st_find(file, name);
-  if (!t) return fail(LTDI_ERR_NOT_FOUND, err, errlen, "tensor '%s' not found",
-                      name ? name : "(null)");
+  if (!t) return ltdi_fail(err, errlen, LTDI_ERR_NOT_FOUND, "tensor '%s' not found",
+                           name ? name : "(null)");
   if (t->dtype != LTDI_DTYPE_F32)
-    return fail(LTDI_ERR_SHAPE, err, errlen, "tensor '%s' is %s, expected F32", name,
-                ltdi_dtype_name(t->dtype));
+    return ltdi_fail(err, errlen, LTDI_ERR_SHAPE, "tensor '%s' is %s, expected F32", name,
+                     ltdi_dtype_name(t->dtype));
   char have[256];
   shape_str(have, sizeof have, t->ndim, t->shape);
   if (t->ndim != ndim)
-    return fail(LTDI_ERR_SHAPE, err, errlen, "tensor '%s' has shape %s, expected %d dims", name,
-                have, ndim);
+    return ltdi_fail(err, errlen, LTDI_ERR_SHAPE,
+                     "tensor '%s' has shape %s, expected %d dims", name, have, ndim);
   if (shape) {
     for (int i = 0; i < ndim; i++) {
       if (shape[i] > 0 && shape[i] != t->shape[i]) {
         char want[256];
         shape_str(want, sizeof want, ndim, shape);
-        return fail(LTDI_ERR_SHAPE, err, errlen, "tensor '%s' has shape %s, expected %s "
-                    "(<= 0 = any)", name, have, want);
+        return ltdi_fail(err, errlen, LTDI_ERR_SHAPE, "tensor '%s' has shape %s, expected %s "
+                         "(<= 0 = any)", name, have, want);
       }
     }
     for (int i = 0; i < ndim; i++)

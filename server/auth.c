@@ -29,8 +29,8 @@ static void keyset_free(keyset *k) {
 static int load_keys(const char *path, keyset *k, char *err, size_t errlen) {
   FILE *f = fopen(path, "r");
   if (!f) {
-    snprintf(err, errlen, "cannot read key file %s: %s", path, strerror(errno));
-    return LTDI_ERR_IO;
+    return ltdi_fail(err, errlen, LTDI_ERR_IO,
+                     "cannot read key file %s: %s", path, strerror(errno));
   }
   char line[1024];
   int rc = 0;
@@ -51,8 +51,7 @@ static int load_keys(const char *path, keyset *k, char *err, size_t errlen) {
   }
   fclose(f);
   if (!rc && k->n == 0) {
-    snprintf(err, errlen, "key file %s holds no key", path);
-    rc = LTDI_ERR_FORMAT;
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "key file %s holds no key", path);
   }
   return rc;
 }

@@ -84,8 +84,8 @@ static int set_value(ltdi_serve_config *c, const setting *s, const char *v, cons
   char *field = (char *)c + s->offset;
   if (s->kind == CFG_STR) {
     if (strlen(v) >= s->size) {
-      snprintf(err, errlen, "%s: value longer than %zu bytes", origin, s->size - 1);
-      return LTDI_ERR_INVALID_ARG;
+      return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
+                       "%s: value longer than %zu bytes", origin, s->size - 1);
     }
     memcpy(field, v, strlen(v) + 1);
     return 0;
@@ -94,12 +94,11 @@ static int set_value(ltdi_serve_config *c, const setting *s, const char *v, cons
   errno = 0;
   long long x = strtoll(v, &end, 10);
   if (errno || end == v || *end) {
-    snprintf(err, errlen, "%s: '%s' is not an integer", origin, v);
-    return LTDI_ERR_INVALID_ARG;
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "%s: '%s' is not an integer", origin, v);
   }
   if (x < s->min || x > s->max) {
-    snprintf(err, errlen, "%s: %lld is outside [%lld, %lld]", origin, x, s->min, s->max);
-    return LTDI_ERR_INVALID_ARG;
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
+                     "%s: %lld is outside [%lld, %lld]", origin, x, s->min, s->max);
   }
   memcpy(field, &x, sizeof x);
   return 0;
@@ -120,6 +119,10 @@ int ltdi_serve_config_parse(ltdi_serve_config *c, int argc, char **argv, int *wa
       *want_help = 1;
       continue;
     }
+    if (!strcmp(arg, "--help-markdown")) {
+      *want_help = 2;
+      continue;
+    }
     const setting *hit = NULL;
     const char *val = NULL;
     for (int i = 0; i < N_SETTINGS && !hit; i++) {
@@ -131,13 +134,11 @@ int ltdi_serve_config_parse(ltdi_serve_config *c, int argc, char **argv, int *wa
       }
     }
     if (!hit) {
-      snprintf(err, errlen, "unknown option '%s' (see --help)", arg);
-      return LTDI_ERR_INVALID_ARG;
+      return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "unknown option '%s' (see --help)", arg);
     }
     if (!val) {
       if (a + 1 >= argc) {
-        snprintf(err, errlen, "%s needs a value", arg);
-        return LTDI_ERR_INVALID_ARG;
+        return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "%s needs a value", arg);
       }
       val = argv[++a];
     }
@@ -177,6 +178,11 @@ void ltdi_serve_config_print_markdown(FILE *f) {
     flag_of(&SETTINGS[i], flag, sizeof flag);
     env_of(&SETTINGS[i], env, sizeof env);
     bounds_of(&SETTINGS[i], def, sizeof def, rng, sizeof rng);
-    fprintf(f, "| `%s` | `%s` | %s | %s | %s |\n", flag, env, def, rng, SETTINGS[i].help);
+    fprintf(f, "| `%s` | `%s` | %s | %s | ", flag, env, def, rng);
+    for (const char *p = SETTINGS[i].help; *p; p++) {
+      if (*p == '|') fputc('\\', f);
+      fputc(*p, f);
+    }
+    fprintf(f, " |\n");
   }
 }

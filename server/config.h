@@ -1,7 +1,8 @@
 /* server/config.h — every setting of ltdi-serve in one table (redis's
  * static_configs[] in spirit): name, command-line flag, environment variable,
  * default, bounds and a one-line help. `--help` prints the table, docs/SERVE.md
- * copies it. Precedence: default < environment < flag. */
+ * copies it as `--help-markdown` prints it (tests/unit/test_serve_config.c
+ * checks that the copy is current). Precedence: default < environment < flag. */
 #ifndef LTDI_SERVER_CONFIG_H
 #define LTDI_SERVER_CONFIG_H
 
@@ -46,7 +47,8 @@ typedef struct ltdi_serve_config {
 void ltdi_serve_config_defaults(ltdi_serve_config *c);
 
 /* Applies LTDI_SERVE_* environment variables, then argv flags ("--name v" or
- * "--name=v"). *want_help is set by --help/-h. 0, or LTDI_ERR_INVALID_ARG
+ * "--name=v"). *want_help is set to 1 by --help/-h, to 2 by --help-markdown
+ * (the last of them wins). 0, or LTDI_ERR_INVALID_ARG
  * with a message naming the setting in err (unknown flag, bad number, out of
  * bounds, string too long). */
 int ltdi_serve_config_parse(ltdi_serve_config *c, int argc, char **argv, int *want_help,
@@ -55,7 +57,8 @@ int ltdi_serve_config_parse(ltdi_serve_config *c, int argc, char **argv, int *wa
 /* Prints the settings table (flag, env var, default, bounds, help). */
 void ltdi_serve_config_print_help(FILE *f);
 
-/* Writes the table as GitHub markdown (docs/SERVE.md). */
+/* Writes the table as GitHub markdown, '|' in the text escaped: the table of
+ * docs/SERVE.md. */
 void ltdi_serve_config_print_markdown(FILE *f);
 
 #ifdef __cplusplus

@@ -401,8 +401,8 @@ int ltdi__http_start(ltdi_server *s, int *port, char *err, size_t errlen) {
   addr.sin_family = AF_INET;
   addr.sin_port = htons((uint16_t)s->cfg.port);
   if (inet_pton(AF_INET, s->cfg.host, &addr.sin_addr) != 1) {
-    snprintf(err, errlen, "--host '%s' is not an IPv4 address", s->cfg.host);
-    return LTDI_ERR_INVALID_ARG;
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
+                     "--host '%s' is not an IPv4 address", s->cfg.host);
   }
   unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
                    MHD_USE_ITC | MHD_USE_ERROR_LOG;
@@ -415,8 +415,8 @@ int ltdi__http_start(ltdi_server *s, int *port, char *err, size_t errlen) {
       MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024), MHD_OPTION_LISTEN_BACKLOG_SIZE,
       (unsigned)1024, MHD_OPTION_END);
   if (!s->mhd) {
-    snprintf(err, errlen, "cannot listen on %s:%lld", s->cfg.host, s->cfg.port);
-    return LTDI_ERR_IO;
+    return ltdi_fail(err, errlen, LTDI_ERR_IO,
+                     "cannot listen on %s:%lld", s->cfg.host, s->cfg.port);
   }
   const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
   *port = info ? (int)info->port : (int)s->cfg.port;

@@ -1,8 +1,8 @@
 /* server/main.c — the ltdi-serve command: settings from the table in
  * config.c (flags and LTDI_SERVE_* environment variables; --help prints
- * it), then create, listen, and wait. SIGTERM/SIGINT only set a flag; the
- * main loop sees it, drains (no new connections, queued work finished) and
- * exits 0. */
+ * it, --help-markdown prints it for docs/SERVE.md), then create, listen,
+ * and wait. SIGTERM/SIGINT only set a flag; the main loop sees it, drains
+ * (no new connections, queued work finished) and exits 0. */
 #define _POSIX_C_SOURCE 200809L
 #include <signal.h>
 #include <stdio.h>
@@ -30,7 +30,8 @@ int main(int argc, char **argv) {
     return 2;
   }
   if (help) {
-    ltdi_serve_config_print_help(stdout);
+    if (help == 2) ltdi_serve_config_print_markdown(stdout);
+    else ltdi_serve_config_print_help(stdout);
     return 0;
   }
   struct sigaction sa;

@@ -34,14 +34,14 @@ int ltdi_model_set_create(ltdi_model_set **out, const ltdi_model_set_config *cfg
   *out = NULL;
   ltdi_device want;
   if (ltdi_device_parse(cfg->device, &want)) {
-    snprintf(err, errlen, "device: '%s' is not one of auto, cpu, cuda", cfg->device);
-    return LTDI_ERR_INVALID_ARG;
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
+                     "device: '%s' is not one of auto, cpu, cuda", cfg->device);
   }
   int kernel = kernel_from_name(cfg->cpu_kernel);
   if (kernel < 0) {
-    snprintf(err, errlen, "cpu_kernel: '%s' is not one of invariant, per_sample, batched",
-             cfg->cpu_kernel);
-    return LTDI_ERR_INVALID_ARG;
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
+                     "cpu_kernel: '%s' is not one of invariant, per_sample, batched",
+                     cfg->cpu_kernel);
   }
   /* Open (and drop) one backend now, so a missing GPU is reported at start,
    * once, rather than at every model load. */
@@ -49,8 +49,7 @@ int ltdi_model_set_create(ltdi_model_set **out, const ltdi_model_set_config *cfg
   char note[256] = "";
   int rc = ltdi_backend_open(want, cfg->blas_threads, &probe, note, sizeof note);
   if (rc) {
-    snprintf(err, errlen, "%s", note[0] ? note : ltdi_strerror(rc));
-    return rc;
+    return ltdi_fail(err, errlen, rc, "%s", note[0] ? note : ltdi_strerror(rc));
   }
   if (note[0]) fprintf(stderr, "ltdi-serve: %s\n", note);
   ltdi_model_set *s = calloc(1, sizeof *s);
@@ -130,12 +129,12 @@ int ltdi_model_set_load(ltdi_model_set *s, const char *name, int64_t version, co
   for (int i = 0; i < MAX_LOADED; i++) n += s->slot[i] != NULL;
   pthread_mutex_unlock(&s->mu);
   if (exists) {
-    snprintf(err, errlen, "%s@%lld is already loaded", name, (long long)version);
-    return LTDI_ERR_EXISTS;
+    return ltdi_fail(err, errlen, LTDI_ERR_EXISTS, "%s@%lld is already loaded", name,
+                     (long long)version);
   }
   if (n >= s->max_loaded) {
-    snprintf(err, errlen, "%d model versions are loaded (max_loaded_models); unload one first", n);
-    return LTDI_ERR_OVERFLOW;
+    return ltdi_fail(err, errlen, LTDI_ERR_OVERFLOW,
+                     "%d model versions are loaded (max_loaded_models); unload one first", n);
   }
   ltdi_served_model *sm = calloc(1, sizeof *sm);
   if (!sm) return LTDI_ERR_NOMEM;
@@ -145,9 +144,9 @@ int ltdi_model_set_load(ltdi_model_set *s, const char *name, int64_t version, co
   char note[256] = "";
   int rc = ltdi_backend_open(s->device, s->blas_threads, &sm->be, note, sizeof note);
   if (rc) {
-    snprintf(err, errlen, "cannot create a backend: %s", note[0] ? note : ltdi_strerror(rc));
     free(sm);
-    return rc;
+    return ltdi_fail(err, errlen, rc, "cannot create a backend: %s",
+                     note[0] ? note : ltdi_strerror(rc));
   }
   rc = ltdi_model_load(&sm->m, sm->be, path, err, errlen);
   if (!rc) {
@@ -155,14 +154,14 @@ int ltdi_model_set_load(ltdi_model_set *s, const char *name, int64_t version, co
                   sm->head_d == sm->m->feat_dim && sm->head_n == sm->m->ways;
     rc = ltdi_gen_pool_create(&sm->compute, sm->m, s->workers, s->capacity, s->kernel,
                              s->blas_threads);
-    if (rc) snprintf(err, errlen, "cannot start the model's workers: %s", ltdi_strerror(rc));
+    if (rc) ltdi_fail(err, errlen, rc, "cannot start the model's workers: %s", ltdi_strerror(rc));
   }
   if (!rc) {
     if (s->warmup) {
       double t0 = now_ms();
       rc = warm_up(sm, ltdi_gen_pool_workers(sm->compute));
       sm->warmup_ms = now_ms() - t0;
-      if (rc) snprintf(err, errlen, "warm-up generation failed: %s", ltdi_strerror(rc));
+      if (rc) ltdi_fail(err, errlen, rc, "warm-up generation failed: %s", ltdi_strerror(rc));
     }
   }
   if (rc) {
@@ -177,11 +176,11 @@ int ltdi_model_set_load(ltdi_model_set *s, const char *name, int64_t version, co
     if (!s->slot[i] && slot < 0) slot = i;
   }
   if (find(s, name, version) >= 0) {
-    rc = LTDI_ERR_EXISTS; /* a concurrent load won */
-    snprintf(err, errlen, "%s@%lld is already loaded", name, (long long)version);
+    /* a concurrent load won */
+    rc = ltdi_fail(err, errlen, LTDI_ERR_EXISTS, "%s@%lld is already loaded", name,
+                   (long long)version);
   } else if (n >= s->max_loaded || slot < 0) {
-    rc = LTDI_ERR_OVERFLOW;
-    snprintf(err, errlen, "max_loaded_models reached");
+    rc = ltdi_fail(err, errlen, LTDI_ERR_OVERFLOW, "max_loaded_models reached");
   } else {
     sm->refs = 1; /* the set's own reference */
     s->slot[slot] = sm;
@@ -279,8 +278,7 @@ int ltdi_model_file_check(const char *path, char **meta_json, char *err, size_t 
   ltdi_backend *be = NULL;
   int rc = ltdi_backend_cpu_create(&be, 1);
   if (rc) {
-    snprintf(err, errlen, "cannot create a backend: %s", ltdi_strerror(rc));
-    return rc;
+    return ltdi_fail(err, errlen, rc, "cannot create a backend: %s", ltdi_strerror(rc));
   }
   ltdi_model *m = NULL;
   rc = ltdi_model_load(&m, be, path, err, errlen);

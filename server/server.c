@@ -129,13 +129,13 @@ int ltdi_server_create(ltdi_server **out, const ltdi_serve_config *cfg, char *er
   s->seed_base = random_u64();
   int rc = 0;
   if (!realpath(cfg->model_dir, s->model_dir_real)) {
-    snprintf(err, errlen, "--model-dir %s: %s", cfg->model_dir, strerror(errno));
-    rc = LTDI_ERR_NOT_FOUND;
+    rc = ltdi_fail(err, errlen, LTDI_ERR_NOT_FOUND, "--model-dir %s: %s", cfg->model_dir,
+                   strerror(errno));
   }
   if (!rc) rc = ltdi_registry_open(cfg->db, &s->reg, err, errlen);
   if (!rc) rc = ltdi_registry_clear_loaded(s->reg, err, errlen);
   if (!rc) rc = ltdi_auth_create(&s->auth, cfg->api_key_file, cfg->admin_key_file, err, errlen);
-  if (!rc && (rc = ltdi_metrics_create(&s->metrics))) snprintf(err, errlen, "out of memory");
+  if (!rc && (rc = ltdi_metrics_create(&s->metrics))) ltdi_fail(err, errlen, rc, "out of memory");
   if (!rc) {
     ltdi_model_set_config mc = {(int)cfg->max_loaded_models, (int)cfg->warmup, cfg->device,
                                 cfg->cpu_kernel, (int)cfg->compute_threads, (int)cfg->blas_threads,
@@ -147,7 +147,7 @@ int ltdi_server_create(ltdi_server **out, const ltdi_serve_config *cfg, char *er
     ltdi_batcher_config bc = {(int)cfg->max_batch, (long)cfg->max_queue_delay_us,
                               (int)cfg->queue_capacity, &s->open_connections};
     rc = ltdi_batcher_create(&s->batcher, &bc, run_batch, observe_batch, s);
-    if (rc) snprintf(err, errlen, "cannot start the batcher: %s", ltdi_strerror(rc));
+    if (rc) ltdi_fail(err, errlen, rc, "cannot start the batcher: %s", ltdi_strerror(rc));
   }
   if (rc) {
     ltdi_server_free(s);
@@ -166,8 +166,8 @@ int ltdi_server_start(ltdi_server *s, int *port, char *err, size_t errlen) {
   snprintf(tmp, sizeof tmp, "%s.tmp", s->cfg.port_file);
   FILE *f = fopen(tmp, "w");
   if (!f || fprintf(f, "%d\n", *port) < 0 || fclose(f) || rename(tmp, s->cfg.port_file)) {
-    snprintf(err, errlen, "cannot write --port-file %s: %s", s->cfg.port_file, strerror(errno));
-    return LTDI_ERR_IO;
+    return ltdi_fail(err, errlen, LTDI_ERR_IO, "cannot write --port-file %s: %s", s->cfg.port_file,
+                     strerror(errno));
   }
   return 0;
 }

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "kernels/conv_geometry.h"
 #include "kernels/cpu/cpu_internal.h"
 
 /* Floats of scratch one chunk may use (col + gathered output): 4 MiB keeps
@@ -23,12 +24,6 @@
 #ifndef LTDI__CONV_CHUNK_FLOATS
 #define LTDI__CONV_CHUNK_FLOATS ((size_t)1 << 20)
 #endif
-
-typedef struct conv_geom {
-  int batch, in_ch, h, w;
-  int out_ch, kh, kw, sh, sw, ph, pw;
-  int oh, ow;
-} conv_geom;
 
 /* Range [lo, hi) of output positions o whose input index o*s + off lies in
  * [0, n); outside it the unfolded value is zero padding. */
@@ -42,7 +37,7 @@ static void valid_range(int n, int s, int off, int n_out, int *lo, int *hi) {
 }
 
 /* Unfolds one image (C, H, W) into col rows of stride ld. */
-static void im2col(const float *img, const conv_geom *g, float *col, size_t ld) {
+static void im2col(const float *img, const ltdi__conv_geom *g, float *col, size_t ld) {
   const int oh = g->oh, ow = g->ow;
   for (int c = 0; c < g->in_ch; c++) {
     const float *plane = img + (size_t)c * g->h * g->w;
@@ -73,7 +68,7 @@ static void im2col(const float *img, const conv_geom *g, float *col, size_t ld) 
 }
 
 /* Folds col rows (stride ld) back into one image, accumulating (+=). */
-static void col2im_add(const float *col, const conv_geom *g, float *img, size_t ld) {
+static void col2im_add(const float *col, const ltdi__conv_geom *g, float *img, size_t ld) {
   const int ow = g->ow;
   for (int c = 0; c < g->in_ch; c++) {
     float *plane = img + (size_t)c * g->h * g->w;
@@ -99,19 +94,8 @@ static void col2im_add(const float *col, const conv_geom *g, float *img, size_t 
   }
 }
 
-static int geom_check(const conv_geom *g) {
-  if (g->batch <= 0 || g->in_ch <= 0 || g->h <= 0 || g->w <= 0 || g->out_ch <= 0 ||
-      g->kh <= 0 || g->kw <= 0 || g->sh <= 0 || g->sw <= 0 || g->ph < 0 || g->pw < 0)
-    return LTDI_ERR_INVALID_ARG;
-  /* Checked before oh/ow are trusted: C division truncates toward zero, so
-   * a kernel larger than the padded input can still give oh == 1. */
-  if (g->h + 2 * g->ph < g->kh || g->w + 2 * g->pw < g->kw) return LTDI_ERR_INVALID_ARG;
-  if (g->oh <= 0 || g->ow <= 0) return LTDI_ERR_INVALID_ARG;
-  return 0;
-}
-
 /* Images per chunk: as many as fit LTDI__CONV_CHUNK_FLOATS, at least one. */
-static int chunk_images(const conv_geom *g) {
+static int chunk_images(const ltdi__conv_geom *g) {
   size_t per_image = (size_t)g->oh * g->ow * ((size_t)g->in_ch * g->kh * g->kw + g->out_ch);
   size_t nb = LTDI__CONV_CHUNK_FLOATS / per_image;
   if (nb < 1) nb = 1;
@@ -120,10 +104,9 @@ static int chunk_images(const conv_geom *g) {
 }
 
 static int conv_forward(ltdi_backend *be, float *out, const float *inp, const float *weight,
-                        const float *bias, const conv_geom *g) {
+                        const float *bias, const ltdi__conv_geom *g) {
   if (out == NULL || inp == NULL || weight == NULL) return LTDI_ERR_INVALID_ARG;
-  int rc = geom_check(g);
-  if (rc) return rc;
+  int rc = 0;
   const size_t P = (size_t)g->oh * g->ow;
   const size_t K = (size_t)g->in_ch * g->kh * g->kw;
   const size_t in_img = (size_t)g->in_ch * g->h * g->w;
@@ -160,12 +143,11 @@ static int conv_forward(ltdi_backend *be, float *out, const float *inp, const fl
 
 static int conv_backward(ltdi_backend *be, float *dinp, float *dweight, float *dbias,
                          const float *dout, const float *inp, const float *weight,
-                         const conv_geom *g) {
+                         const ltdi__conv_geom *g) {
   if (dout == NULL) return LTDI_ERR_INVALID_ARG;
   if ((dweight != NULL && inp == NULL) || (dinp != NULL && weight == NULL))
     return LTDI_ERR_INVALID_ARG;
-  int rc = geom_check(g);
-  if (rc) return rc;
+  int rc = 0;
   const size_t P = (size_t)g->oh * g->ow;
   const size_t K = (size_t)g->in_ch * g->kh * g->kw;
   const size_t in_img = (size_t)g->in_ch * g->h * g->w;
@@ -217,54 +199,34 @@ static int conv_backward(ltdi_backend *be, float *dinp, float *dweight, float *d
 
 /* ==== table entries ===================================================== */
 
-static int geom2d(conv_geom *g, const ltdi_conv2d_dims *d) {
-  if (d == NULL) return LTDI_ERR_INVALID_ARG;
-  if (d->stride <= 0) return LTDI_ERR_INVALID_ARG; /* before dividing by it */
-  *g = (conv_geom){d->batch, d->in_ch, d->height, d->width, d->out_ch, d->kernel,
-                   d->kernel, d->stride, d->stride, d->pad, d->pad, 0, 0};
-  g->oh = ltdi_conv2d_out_h(d);
-  g->ow = ltdi_conv2d_out_w(d);
-  return 0;
-}
-
-/* A 1-D signal (C, L) is an image (C, 1, L) with a 1 x k kernel. */
-static int geom1d(conv_geom *g, const ltdi_conv1d_dims *d) {
-  if (d == NULL) return LTDI_ERR_INVALID_ARG;
-  if (d->stride <= 0) return LTDI_ERR_INVALID_ARG;
-  *g = (conv_geom){d->batch, d->in_ch, 1, d->length, d->out_ch, 1,
-                   d->kernel, 1, d->stride, 0, d->pad, 1, 0};
-  g->ow = ltdi_conv1d_out_len(d);
-  return 0;
-}
-
 int ltdi__cpu_conv2d_forward(ltdi_backend *be, float *out, const float *inp,
                              const float *weight, const float *bias,
                              const ltdi_conv2d_dims *dims) {
-  conv_geom g;
-  int rc = geom2d(&g, dims);
+  ltdi__conv_geom g;
+  int rc = ltdi__conv_geom_2d(&g, dims);
   return rc ? rc : conv_forward(be, out, inp, weight, bias, &g);
 }
 
 int ltdi__cpu_conv2d_backward(ltdi_backend *be, float *dinp, float *dweight, float *dbias,
                               const float *dout, const float *inp, const float *weight,
                               const ltdi_conv2d_dims *dims) {
-  conv_geom g;
-  int rc = geom2d(&g, dims);
+  ltdi__conv_geom g;
+  int rc = ltdi__conv_geom_2d(&g, dims);
   return rc ? rc : conv_backward(be, dinp, dweight, dbias, dout, inp, weight, &g);
 }
 
 int ltdi__cpu_conv1d_forward(ltdi_backend *be, float *out, const float *inp,
                              const float *weight, const float *bias,
                              const ltdi_conv1d_dims *dims) {
-  conv_geom g;
-  int rc = geom1d(&g, dims);
+  ltdi__conv_geom g;
+  int rc = ltdi__conv_geom_1d(&g, dims);
   return rc ? rc : conv_forward(be, out, inp, weight, bias, &g);
 }
 
 int ltdi__cpu_conv1d_backward(ltdi_backend *be, float *dinp, float *dweight, float *dbias,
                               const float *dout, const float *inp, const float *weight,
                               const ltdi_conv1d_dims *dims) {
-  conv_geom g;
-  int rc = geom1d(&g, dims);
+  ltdi__conv_geom g;
+  int rc = ltdi__conv_geom_1d(&g, dims);
   return rc ? rc : conv_backward(be, dinp, dweight, dbias, dout, inp, weight, &g);
 }

@@ -29,6 +29,7 @@
 
 #include "base/error.h"
 #include "kernels/backend.h"
+#include "kernels/conv_geometry.h"
 
 /* ==== errors ============================================================== */
 
@@ -210,12 +211,8 @@ int ltdi__cuda_linear_backward(ltdi_backend *be, float *dinp, float *dweight, fl
                                const float *dout, const float *inp, const float *weight,
                                int batch, int in_features, int out_features);
 
-/* cuda_conv.cu: geometry, dispatch and the table entries */
-typedef struct ltdi__conv_geom {
-  int batch, in_ch, h, w;
-  int out_ch, kh, kw, sh, sw, ph, pw;
-  int oh, ow;
-} ltdi__conv_geom;
+/* cuda_conv.cu: dispatch and the table entries; the geometry
+ * (ltdi__conv_geom) is kernels/conv_geometry.h's */
 
 int ltdi__cuda_conv2d_forward(ltdi_backend *be, float *out, const float *inp,
                               const float *weight, const float *bias,

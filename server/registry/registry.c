@@ -8,7 +8,6 @@
 #include "server/registry/registry_internal.h"
 
 #include <ctype.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,16 +19,6 @@
 #define BUSY_TIMEOUT_MS 5000
 
 /* ---- shared helpers ---------------------------------------------------- */
-
-int ltdi__reg_fail(char *err, size_t errlen, int code, const char *fmt, ...) {
-  if (err && errlen) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-  }
-  return code;
-}
 
 /* SQLite's code → ours. Constraint failures say what the caller got wrong:
  * a foreign key means "refers to something that does not exist". */
@@ -52,8 +41,8 @@ int ltdi__reg_sqlfail(ltdi_registry *reg, int rc, const char *what, char *err,
                       size_t errlen) {
   int code = map_sqlite(rc);
   if (code == 0) code = LTDI_ERR_IO; /* called on an unexpected ROW/DONE */
-  return ltdi__reg_fail(err, errlen, code, "%s: %s", what,
-                        reg && reg->db ? sqlite3_errmsg(reg->db) : sqlite3_errstr(rc));
+  return ltdi_fail(err, errlen, code, "%s: %s", what,
+                   reg && reg->db ? sqlite3_errmsg(reg->db) : sqlite3_errstr(rc));
 }
 
 int ltdi__reg_prepare(ltdi_registry *reg, const char *sql, sqlite3_stmt **st, char *err,
@@ -143,7 +132,7 @@ int ltdi__reg_model_exists(ltdi_registry *reg, const char *name, char *err, size
   sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
   int rc = sqlite3_step(st);
   if (rc == SQLITE_ROW) r = 0;
-  else if (rc == SQLITE_DONE) r = ltdi__reg_fail(err, errlen, LTDI_ERR_NOT_FOUND, "unknown model '%s'", name);
+  else if (rc == SQLITE_DONE) r = ltdi_fail(err, errlen, LTDI_ERR_NOT_FOUND, "unknown model '%s'", name);
   else r = ltdi__reg_sqlfail(reg, rc, "model lookup", err, errlen);
   ltdi__reg_release(reg, st);
   return r;
@@ -251,7 +240,7 @@ static int apply_migration(ltdi_registry *reg, const ltdi_migration *m, char *er
   if (uv >= m->number) return ltdi__reg_exec(reg, "COMMIT", err, errlen);
   char *sql = ltdi__migration_text(m);
   if (!sql) {
-    r = ltdi__reg_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
+    r = ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
     goto fail;
   }
   int rc = sqlite3_exec(reg->db, sql, NULL, NULL, NULL);
@@ -262,8 +251,8 @@ static int apply_migration(ltdi_registry *reg, const ltdi_migration *m, char *er
   }
   if ((r = read_user_version(reg, &uv, err, errlen))) goto fail;
   if (uv != m->number) {
-    r = ltdi__reg_fail(err, errlen, LTDI_ERR_FORMAT,
-                       "%s left user_version at %d, not %d", m->file, uv, m->number);
+    r = ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
+                  "%s left user_version at %d, not %d", m->file, uv, m->number);
     goto fail;
   }
   return ltdi__reg_exec(reg, "COMMIT", err, errlen);
@@ -289,8 +278,8 @@ static int configure(ltdi_registry *reg, const char *path, char *err, size_t err
   ltdi__reg_release(reg, st);
   if (r) return r;
   if (strcmp(mode, "wal") != 0 && strcmp(mode, "memory") != 0)
-    return ltdi__reg_fail(err, errlen, LTDI_ERR_IO, "%s: cannot use WAL (journal_mode %s)",
-                          path, mode);
+    return ltdi_fail(err, errlen, LTDI_ERR_IO, "%s: cannot use WAL (journal_mode %s)",
+                     path, mode);
   /* NORMAL in WAL mode loses no committed transaction when the process dies
    * (the OS still holds the written pages); only a power cut can roll back
    * the last commits, and even then the file stays consistent. */
@@ -300,28 +289,28 @@ static int configure(ltdi_registry *reg, const char *path, char *err, size_t err
 }
 
 int ltdi_registry_open(const char *path, ltdi_registry **out, char *err, size_t errlen) {
-  if (!path || !out) return ltdi__reg_fail(err, errlen, LTDI_ERR_INVALID_ARG, "no path");
+  if (!path || !out) return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "no path");
   *out = NULL;
   ltdi_registry *reg = calloc(1, sizeof *reg);
-  if (!reg) return ltdi__reg_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
+  if (!reg) return ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
   if (pthread_mutex_init(&reg->mu, NULL) != 0) {
     free(reg);
-    return ltdi__reg_fail(err, errlen, LTDI_ERR_NOMEM, "cannot create mutex");
+    return ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "cannot create mutex");
   }
   int rc = sqlite3_open_v2(path, &reg->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
   int r;
   if (rc != SQLITE_OK) {
-    r = ltdi__reg_fail(err, errlen, rc == SQLITE_NOMEM ? LTDI_ERR_NOMEM : LTDI_ERR_IO,
-                       "%s: %s", path, reg->db ? sqlite3_errmsg(reg->db) : sqlite3_errstr(rc));
+    r = ltdi_fail(err, errlen, rc == SQLITE_NOMEM ? LTDI_ERR_NOMEM : LTDI_ERR_IO,
+                  "%s: %s", path, reg->db ? sqlite3_errmsg(reg->db) : sqlite3_errstr(rc));
     goto fail;
   }
   if ((r = configure(reg, path, err, errlen))) goto fail;
   int uv = 0;
   if ((r = read_user_version(reg, &uv, err, errlen))) goto fail;
   if (uv > ltdi__n_migrations) {
-    r = ltdi__reg_fail(err, errlen, LTDI_ERR_UNSUPPORTED,
-                       "%s: schema version %d is newer than this binary's %d", path, uv,
-                       ltdi__n_migrations);
+    r = ltdi_fail(err, errlen, LTDI_ERR_UNSUPPORTED,
+                  "%s: schema version %d is newer than this binary's %d", path, uv,
+                  ltdi__n_migrations);
     goto fail;
   }
   for (int i = uv; i < ltdi__n_migrations; i++)
@@ -359,8 +348,8 @@ static int step_write(ltdi_registry *reg, sqlite3_stmt *st, const char *what,
   int rc = sqlite3_step(st);
   if (rc != SQLITE_DONE) return ltdi__reg_sqlfail(reg, rc, what, err, errlen);
   if (sqlite3_changes(reg->db) == 0)
-    return ltdi__reg_fail(err, errlen, LTDI_ERR_NOT_FOUND, "unknown model version %s@%lld",
-                          name, (long long)version);
+    return ltdi_fail(err, errlen, LTDI_ERR_NOT_FOUND, "unknown model version %s@%lld",
+                     name, (long long)version);
   return 0;
 }
 
@@ -370,13 +359,13 @@ int ltdi_registry_add_version(ltdi_registry *reg, const char *name, const char *
                               const char *metadata_json, int64_t *version,
                               char *err, size_t errlen) {
   if (ltdi_registry_valid_name(name))
-    return ltdi__reg_fail(err, errlen, LTDI_ERR_INVALID_ARG, "invalid model name");
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "invalid model name");
   if (!path || !path[0] || strlen(path) >= LTDI_REG_PATH_MAX)
-    return ltdi__reg_fail(err, errlen, LTDI_ERR_INVALID_ARG, "path empty or too long");
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "path empty or too long");
   if (!ltdi__reg_valid_hex64(sha256))
-    return ltdi__reg_fail(err, errlen, LTDI_ERR_INVALID_ARG, "sha256 is not 64 lowercase hex digits");
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "sha256 is not 64 lowercase hex digits");
   if (size_bytes < 0 || !ltdi_version_status_name(status))
-    return ltdi__reg_fail(err, errlen, LTDI_ERR_INVALID_ARG, "bad size or status");
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "bad size or status");
   pthread_mutex_lock(&reg->mu);
   sqlite3_stmt *st = NULL;
   int64_t now = ltdi__reg_now_ms();
@@ -414,8 +403,8 @@ int ltdi_registry_add_version(ltdi_registry *reg, const char *name, const char *
   rc = sqlite3_step(st);
   if (rc != SQLITE_ROW) {
     r = rc == SQLITE_CONSTRAINT_CHECK
-            ? ltdi__reg_fail(err, errlen, LTDI_ERR_INVALID_ARG,
-                             "metadata is not valid JSON (%s)", sqlite3_errmsg(reg->db))
+            ? ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
+                        "metadata is not valid JSON (%s)", sqlite3_errmsg(reg->db))
             : ltdi__reg_sqlfail(reg, rc, "insert version", err, errlen);
     goto out;
   }
@@ -440,7 +429,7 @@ int ltdi_registry_set_status(ltdi_registry *reg, const char *name, int64_t versi
                              ltdi_version_status status, const char *reason,
                              char *err, size_t errlen) {
   if (!name || !ltdi_version_status_name(status))
-    return ltdi__reg_fail(err, errlen, LTDI_ERR_INVALID_ARG, "bad name or status");
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "bad name or status");
   pthread_mutex_lock(&reg->mu);
   sqlite3_stmt *st;
   int r = ltdi__reg_prepare(reg, "UPDATE model_versions SET status = ?3, reason = ?4 "
@@ -459,7 +448,7 @@ int ltdi_registry_set_status(ltdi_registry *reg, const char *name, int64_t versi
 
 int ltdi_registry_set_loaded(ltdi_registry *reg, const char *name, int64_t version,
                              int loaded, char *err, size_t errlen) {
-  if (!name) return ltdi__reg_fail(err, errlen, LTDI_ERR_INVALID_ARG, "no name");
+  if (!name) return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "no name");
   pthread_mutex_lock(&reg->mu);
   sqlite3_stmt *st;
   int r = ltdi__reg_prepare(reg, "UPDATE model_versions SET loaded = ?3 "
@@ -494,7 +483,7 @@ static int fetch_version(ltdi_registry *reg, const char *sql, const char *name, 
   if (sqlite3_bind_parameter_count(st) >= 2) sqlite3_bind_int64(st, 2, arg);
   int rc = sqlite3_step(st);
   if (rc == SQLITE_ROW) r = ltdi__reg_read_version(st, out);
-  else if (rc == SQLITE_DONE) r = ltdi__reg_fail(err, errlen, LTDI_ERR_NOT_FOUND, "%s", what);
+  else if (rc == SQLITE_DONE) r = ltdi_fail(err, errlen, LTDI_ERR_NOT_FOUND, "%s", what);
   else r = ltdi__reg_sqlfail(reg, rc, "version lookup", err, errlen);
   if (r) ltdi_model_version_clear(out);
   ltdi__reg_release(reg, st);
@@ -513,7 +502,7 @@ static const char SQL_LATEST_LOADED[] =
 int ltdi_registry_get_version(ltdi_registry *reg, const char *name, int64_t version,
                               ltdi_model_version *out, char *err, size_t errlen) {
   memset(out, 0, sizeof *out);
-  if (!name) return ltdi__reg_fail(err, errlen, LTDI_ERR_INVALID_ARG, "no name");
+  if (!name) return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "no name");
   char what[LTDI_REG_NAME_MAX + 64];
   snprintf(what, sizeof what, "unknown model version %s@%lld", name, (long long)version);
   pthread_mutex_lock(&reg->mu);
@@ -527,7 +516,7 @@ int ltdi_registry_get_version(ltdi_registry *reg, const char *name, int64_t vers
 int ltdi_registry_set_default_model(ltdi_registry *reg, const char *name, char *err,
                                     size_t errlen) {
   if (name && ltdi_registry_valid_name(name))
-    return ltdi__reg_fail(err, errlen, LTDI_ERR_INVALID_ARG, "invalid model name");
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "invalid model name");
   pthread_mutex_lock(&reg->mu);
   sqlite3_stmt *st;
   int r = ltdi__reg_prepare(reg, name ? "INSERT INTO settings(key, value) VALUES('default_model', ?1) "
@@ -584,21 +573,21 @@ static int resolve_locked(ltdi_registry *reg, const char *ref, ltdi_model_versio
                           name, sizeof name, err, errlen)))
         return r;
       if (!name[0])
-        return ltdi__reg_fail(err, errlen, LTDI_ERR_NOT_FOUND,
-                              "no default model: nothing is READY and none is configured");
+        return ltdi_fail(err, errlen, LTDI_ERR_NOT_FOUND,
+                         "no default model: nothing is READY and none is configured");
     }
     ref = name;
   }
   const char *at = strchr(ref, '@');
   size_t nlen = at ? (size_t)(at - ref) : strlen(ref);
   if (nlen == 0 || nlen >= sizeof name)
-    return ltdi__reg_fail(err, errlen, LTDI_ERR_INVALID_ARG, "invalid model reference");
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "invalid model reference");
   if (ref != name) {
     memcpy(name, ref, nlen);
     name[nlen] = '\0';
   }
   if (ltdi_registry_valid_name(name))
-    return ltdi__reg_fail(err, errlen, LTDI_ERR_INVALID_ARG, "invalid model name in reference");
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "invalid model name in reference");
   if ((r = ltdi__reg_model_exists(reg, name, err, errlen))) return r;
   char what[LTDI_REG_NAME_MAX * 2 + 64];
   if (!at) {
@@ -608,12 +597,12 @@ static int resolve_locked(ltdi_registry *reg, const char *ref, ltdi_model_versio
     return fetch_version(reg, SQL_LATEST_READY, name, 0, what, out, err, errlen);
   }
   const char *sel = at + 1;
-  if (!sel[0]) return ltdi__reg_fail(err, errlen, LTDI_ERR_INVALID_ARG, "empty version after '@'");
+  if (!sel[0]) return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "empty version after '@'");
   if (isdigit((unsigned char)sel[0])) {
     int64_t v = 0;
     for (const char *p = sel; *p; p++) {
       if (!isdigit((unsigned char)*p) || v > (INT64_MAX - 9) / 10)
-        return ltdi__reg_fail(err, errlen, LTDI_ERR_INVALID_ARG, "invalid version '%s'", sel);
+        return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "invalid version '%s'", sel);
       v = v * 10 + (*p - '0');
     }
     snprintf(what, sizeof what, "unknown model version %s@%lld", name, (long long)v);
@@ -624,7 +613,7 @@ static int resolve_locked(ltdi_registry *reg, const char *ref, ltdi_model_versio
     return fetch_version(reg, SQL_LATEST_READY, name, 0, what, out, err, errlen);
   }
   if (ltdi_registry_valid_alias(sel))
-    return ltdi__reg_fail(err, errlen, LTDI_ERR_INVALID_ARG, "invalid alias '%s'", sel);
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "invalid alias '%s'", sel);
   sqlite3_stmt *st;
   if ((r = ltdi__reg_prepare(reg, "SELECT version FROM aliases WHERE name = ?1 AND alias = ?2",
                              &st, err, errlen)))
@@ -635,7 +624,7 @@ static int resolve_locked(ltdi_registry *reg, const char *ref, ltdi_model_versio
   int64_t v = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
   ltdi__reg_release(reg, st);
   if (rc == SQLITE_DONE)
-    return ltdi__reg_fail(err, errlen, LTDI_ERR_NOT_FOUND, "unknown alias %s@%s", name, sel);
+    return ltdi_fail(err, errlen, LTDI_ERR_NOT_FOUND, "unknown alias %s@%s", name, sel);
   if (rc != SQLITE_ROW) return ltdi__reg_sqlfail(reg, rc, "alias lookup", err, errlen);
   snprintf(what, sizeof what, "alias %s@%s points at a missing version", name, sel);
   return fetch_version(reg, SQL_BY_NUMBER, name, v, what, out, err, errlen);
@@ -664,17 +653,17 @@ int ltdi_registry_check(ltdi_registry *reg, char *err, size_t errlen) {
     int rc = sqlite3_step(st);
     if (rc != SQLITE_ROW) r = ltdi__reg_sqlfail(reg, rc, "integrity_check", err, errlen);
     else if (strcmp((const char *)sqlite3_column_text(st, 0), "ok") != 0)
-      r = ltdi__reg_fail(err, errlen, LTDI_ERR_FORMAT, "integrity_check: %s",
-                         sqlite3_column_text(st, 0));
+      r = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "integrity_check: %s",
+                    sqlite3_column_text(st, 0));
     ltdi__reg_release(reg, st);
   }
   if (!r && !(r = ltdi__reg_prepare(reg, "PRAGMA foreign_key_check", &st, err, errlen))) {
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
-      r = ltdi__reg_fail(err, errlen, LTDI_ERR_FORMAT,
-                         "foreign_key_check: row %lld of %s violates a key into %s",
-                         (long long)sqlite3_column_int64(st, 1), sqlite3_column_text(st, 0),
-                         sqlite3_column_text(st, 2));
+      r = ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
+                    "foreign_key_check: row %lld of %s violates a key into %s",
+                    (long long)sqlite3_column_int64(st, 1), sqlite3_column_text(st, 0),
+                    sqlite3_column_text(st, 2));
     else if (rc != SQLITE_DONE) r = ltdi__reg_sqlfail(reg, rc, "foreign_key_check", err, errlen);
     ltdi__reg_release(reg, st);
   }

@@ -34,12 +34,6 @@ struct ltdi_registry {
 #define LTDI__REG_VERSION_COLS \
   "name, version, path, sha256, size_bytes, status, reason, metadata, created_at, loaded"
 
-/* Formats a reason into err (if any) and returns code. */
-int ltdi__reg_fail(char *err, size_t errlen, int code, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 4, 5)))
-#endif
-    ;
 /* Maps an SQLite result code to an ltdi code, writing "what: sqlite message". */
 int ltdi__reg_sqlfail(ltdi_registry *reg, int rc, const char *what, char *err,
                       size_t errlen);

@@ -73,7 +73,7 @@ int ltdi__reg_token_decode(const char *token, char kind, char *key, size_t cap, 
   key[n - 2] = '\0';
   return 0;
 bad:
-  return ltdi__reg_fail(err, errlen, LTDI_ERR_INVALID_ARG, "invalid page token");
+  return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "invalid page token");
 }
 
 size_t ltdi__reg_page_size(size_t requested) {
@@ -115,7 +115,7 @@ static void read_model_info(sqlite3_stmt *st, ltdi_model_info *out) {
 int ltdi_registry_get_model(ltdi_registry *reg, const char *name, ltdi_model_info *out,
                             char *err, size_t errlen) {
   memset(out, 0, sizeof *out);
-  if (!name) return ltdi__reg_fail(err, errlen, LTDI_ERR_INVALID_ARG, "no name");
+  if (!name) return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "no name");
   pthread_mutex_lock(&reg->mu);
   sqlite3_stmt *st;
   int r = ltdi__reg_prepare(reg, MODEL_INFO_SELECT "WHERE m.name = ?1", &st, err, errlen);
@@ -124,7 +124,7 @@ int ltdi_registry_get_model(ltdi_registry *reg, const char *name, ltdi_model_inf
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) read_model_info(st, out);
     else if (rc == SQLITE_DONE)
-      r = ltdi__reg_fail(err, errlen, LTDI_ERR_NOT_FOUND, "unknown model '%s'", name);
+      r = ltdi_fail(err, errlen, LTDI_ERR_NOT_FOUND, "unknown model '%s'", name);
     else r = ltdi__reg_sqlfail(reg, rc, "model lookup", err, errlen);
     ltdi__reg_release(reg, st);
   }
@@ -183,7 +183,7 @@ int ltdi_registry_list_models(ltdi_registry *reg, const char *name_filter,
     }
     if (!r && rc != SQLITE_ROW && rc != SQLITE_DONE)
       r = ltdi__reg_sqlfail(reg, rc, "list models", err, errlen);
-    else if (r) ltdi__reg_fail(err, errlen, r, "list models: %s", ltdi_strerror(r));
+    else if (r) ltdi_fail(err, errlen, r, "list models: %s", ltdi_strerror(r));
     ltdi__reg_release(reg, st);
   }
   pthread_mutex_unlock(&reg->mu);
@@ -206,7 +206,7 @@ int ltdi_registry_list_versions(ltdi_registry *reg, const char *name, size_t pag
   *rows = NULL;
   *n = 0;
   next_token[0] = '\0';
-  if (!name) return ltdi__reg_fail(err, errlen, LTDI_ERR_INVALID_ARG, "no name");
+  if (!name) return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "no name");
   int64_t before = INT64_MAX;
   if (page_token && page_token[0]) {
     /* key "<name>:<version>" so a token cannot be replayed on another model */
@@ -216,7 +216,7 @@ int ltdi_registry_list_versions(ltdi_registry *reg, const char *name, size_t pag
     char *colon = strrchr(key, ':');
     if (!colon || (size_t)(colon - key) != strlen(name) || strncmp(key, name, strlen(name)) ||
         parse_i64(colon + 1, &before))
-      return ltdi__reg_fail(err, errlen, LTDI_ERR_INVALID_ARG, "invalid page token");
+      return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "invalid page token");
   }
   size_t limit = ltdi__reg_page_size(page_size);
   ltdi_model_version *out = NULL;
@@ -247,7 +247,7 @@ int ltdi_registry_list_versions(ltdi_registry *reg, const char *name, size_t pag
     }
     if (!r && rc != SQLITE_ROW && rc != SQLITE_DONE)
       r = ltdi__reg_sqlfail(reg, rc, "list versions", err, errlen);
-    else if (r) ltdi__reg_fail(err, errlen, r, "list versions: %s", ltdi_strerror(r));
+    else if (r) ltdi_fail(err, errlen, r, "list versions: %s", ltdi_strerror(r));
   }
   ltdi__reg_release(reg, st);
   ltdi__reg_rollback(reg);

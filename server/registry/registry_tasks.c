@@ -21,7 +21,7 @@
 int ltdi_registry_set_alias(ltdi_registry *reg, const char *name, const char *alias,
                             int64_t version, char *err, size_t errlen) {
   if (ltdi_registry_valid_name(name) || ltdi_registry_valid_alias(alias))
-    return ltdi__reg_fail(err, errlen, LTDI_ERR_INVALID_ARG, "invalid model name or alias");
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "invalid model name or alias");
   pthread_mutex_lock(&reg->mu);
   sqlite3_stmt *st;
   /* The foreign key (name, version) → model_versions refuses a missing
@@ -37,8 +37,8 @@ int ltdi_registry_set_alias(ltdi_registry *reg, const char *name, const char *al
     sqlite3_bind_int64(st, 4, ltdi__reg_now_ms());
     int rc = sqlite3_step(st);
     if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
-      r = ltdi__reg_fail(err, errlen, LTDI_ERR_NOT_FOUND, "unknown model version %s@%" PRId64,
-                         name, version);
+      r = ltdi_fail(err, errlen, LTDI_ERR_NOT_FOUND, "unknown model version %s@%" PRId64,
+                    name, version);
     else if (rc != SQLITE_DONE) r = ltdi__reg_sqlfail(reg, rc, "set alias", err, errlen);
     ltdi__reg_release(reg, st);
   }
@@ -48,7 +48,7 @@ int ltdi_registry_set_alias(ltdi_registry *reg, const char *name, const char *al
 
 int ltdi_registry_delete_alias(ltdi_registry *reg, const char *name, const char *alias,
                                char *err, size_t errlen) {
-  if (!name || !alias) return ltdi__reg_fail(err, errlen, LTDI_ERR_INVALID_ARG, "no name or alias");
+  if (!name || !alias) return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "no name or alias");
   pthread_mutex_lock(&reg->mu);
   sqlite3_stmt *st;
   int r = ltdi__reg_prepare(reg, "DELETE FROM aliases WHERE name = ?1 AND alias = ?2", &st,
@@ -59,7 +59,7 @@ int ltdi_registry_delete_alias(ltdi_registry *reg, const char *name, const char 
     int rc = sqlite3_step(st);
     if (rc != SQLITE_DONE) r = ltdi__reg_sqlfail(reg, rc, "delete alias", err, errlen);
     else if (sqlite3_changes(reg->db) == 0)
-      r = ltdi__reg_fail(err, errlen, LTDI_ERR_NOT_FOUND, "unknown alias %s@%s", name, alias);
+      r = ltdi_fail(err, errlen, LTDI_ERR_NOT_FOUND, "unknown alias %s@%s", name, alias);
     ltdi__reg_release(reg, st);
   }
   pthread_mutex_unlock(&reg->mu);
@@ -71,7 +71,7 @@ int ltdi_registry_list_aliases(ltdi_registry *reg, const char *name,
                                size_t errlen) {
   *rows = NULL;
   *n = 0;
-  if (!name) return ltdi__reg_fail(err, errlen, LTDI_ERR_INVALID_ARG, "no name");
+  if (!name) return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "no name");
   ltdi_model_alias *out = NULL;
   size_t count = 0, cap = 0;
   pthread_mutex_lock(&reg->mu);
@@ -89,7 +89,7 @@ int ltdi_registry_list_aliases(ltdi_registry *reg, const char *name,
         size_t c = cap ? cap * 2 : 8;
         ltdi_model_alias *p = realloc(out, c * sizeof *p);
         if (!p) {
-          r = ltdi__reg_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
+          r = ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
           break;
         }
         out = p;
@@ -154,16 +154,16 @@ int ltdi_registry_put_task(ltdi_registry *reg, const ltdi_task_record *t, int *e
                            char *err, size_t errlen) {
   if (existed) *existed = 0;
   if (!t || !valid_task_id(t->task_id))
-    return ltdi__reg_fail(err, errlen, LTDI_ERR_INVALID_ARG, "invalid task id");
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "invalid task id");
   if (ltdi_registry_valid_name(t->model) || t->version < 1)
-    return ltdi__reg_fail(err, errlen, LTDI_ERR_INVALID_ARG, "invalid model name or version");
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "invalid model name or version");
   if (t->steps < 1 || t->samples < 1 || t->batch_size < 0)
-    return ltdi__reg_fail(err, errlen, LTDI_ERR_INVALID_ARG, "steps and samples must be >= 1");
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "steps and samples must be >= 1");
   if (!ltdi__reg_valid_hex64(t->embedding_sha256))
-    return ltdi__reg_fail(err, errlen, LTDI_ERR_INVALID_ARG,
-                          "embedding_sha256 is not 64 lowercase hex digits");
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
+                     "embedding_sha256 is not 64 lowercase hex digits");
   if (!t->weights || t->weights_size == 0 || t->weights_size > INT32_MAX)
-    return ltdi__reg_fail(err, errlen, LTDI_ERR_INVALID_ARG, "weights empty or over 2 GiB");
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "weights empty or over 2 GiB");
   int64_t seed;
   memcpy(&seed, &t->seed, sizeof seed); /* uint64 stored bit for bit */
   pthread_mutex_lock(&reg->mu);
@@ -195,8 +195,8 @@ int ltdi_registry_put_task(ltdi_registry *reg, const ltdi_task_record *t, int *e
     sqlite3_bind_int64(st, 14, ltdi__reg_now_ms());
     int rc = sqlite3_step(st);
     if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
-      r = ltdi__reg_fail(err, errlen, LTDI_ERR_NOT_FOUND, "unknown model version %s@%" PRId64,
-                         t->model, t->version);
+      r = ltdi_fail(err, errlen, LTDI_ERR_NOT_FOUND, "unknown model version %s@%" PRId64,
+                    t->model, t->version);
     else if (rc != SQLITE_DONE) r = ltdi__reg_sqlfail(reg, rc, "put task", err, errlen);
     else if (existed) *existed = sqlite3_changes(reg->db) == 0;
     ltdi__reg_release(reg, st);
@@ -234,7 +234,7 @@ int ltdi_registry_get_task(ltdi_registry *reg, const char *task_id, int with_wei
                            ltdi_task_record *out, char *err, size_t errlen) {
   memset(out, 0, sizeof *out);
   if (!valid_task_id(task_id))
-    return ltdi__reg_fail(err, errlen, LTDI_ERR_NOT_FOUND, "unknown task");
+    return ltdi_fail(err, errlen, LTDI_ERR_NOT_FOUND, "unknown task");
   pthread_mutex_lock(&reg->mu);
   sqlite3_stmt *st;
   int r = ltdi__reg_prepare(reg, with_weights
@@ -251,14 +251,14 @@ int ltdi_registry_get_task(ltdi_registry *reg, const char *task_id, int with_wei
         size_t nb = (size_t)sqlite3_column_bytes(st, 15);
         out->weights = nb ? malloc(nb) : NULL;
         if (!b || !out->weights) {
-          r = ltdi__reg_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
+          r = ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
         } else {
           memcpy(out->weights, b, nb);
           out->weights_size = nb;
         }
       }
     } else if (rc == SQLITE_DONE) {
-      r = ltdi__reg_fail(err, errlen, LTDI_ERR_NOT_FOUND, "unknown task '%s'", task_id);
+      r = ltdi_fail(err, errlen, LTDI_ERR_NOT_FOUND, "unknown task '%s'", task_id);
     } else {
       r = ltdi__reg_sqlfail(reg, rc, "get task", err, errlen);
     }
@@ -284,7 +284,7 @@ int ltdi_registry_list_tasks(ltdi_registry *reg, const char *model_filter,
     if (r) return r;
     long long v = strtoll(key, &end, 10);
     if (!key[0] || *end || v < 1)
-      return ltdi__reg_fail(err, errlen, LTDI_ERR_INVALID_ARG, "invalid page token");
+      return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "invalid page token");
     before = v;
   }
   size_t limit = ltdi__reg_page_size(page_size);
@@ -317,7 +317,7 @@ int ltdi_registry_list_tasks(ltdi_registry *reg, const char *model_filter,
         size_t c = cap ? cap * 2 : 16;
         ltdi_task_record *p = realloc(out, c * sizeof *p);
         if (!p) {
-          r = ltdi__reg_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
+          r = ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
           break;
         }
         out = p;

@@ -122,8 +122,8 @@ int ltdi_sha256_file(const char *path, char hex[65], int64_t *size, char *err,
   FILE *f = fopen(path, "rb");
   if (!f) {
     int e = errno;
-    if (err && errlen) snprintf(err, errlen, "%s: %s", path, strerror(e));
-    return e == ENOENT ? LTDI_ERR_NOT_FOUND : LTDI_ERR_IO;
+    return ltdi_fail(err, errlen, e == ENOENT ? LTDI_ERR_NOT_FOUND : LTDI_ERR_IO,
+                     "%s: %s", path, strerror(e));
   }
   ltdi_sha256 s;
   ltdi_sha256_init(&s);
@@ -133,8 +133,7 @@ int ltdi_sha256_file(const char *path, char hex[65], int64_t *size, char *err,
   int bad = ferror(f);
   fclose(f);
   if (bad) {
-    if (err && errlen) snprintf(err, errlen, "%s: read error", path);
-    return LTDI_ERR_IO;
+    return ltdi_fail(err, errlen, LTDI_ERR_IO, "%s: read error", path);
   }
   if (size) *size = (int64_t)s.nbytes;
   uint8_t d[32];

@@ -229,9 +229,9 @@ static double host_noise_ms(const ltdi_model *m, const ltdi_gen_options *opt, in
   const long P = (long)m->layout.n_params;
   double t0 = now_s();
   for (int r = 0; r < 3; r++) {
-    ltdi_sampler_init_noise(seeds, batch, P, scratch);
+    ltdi_sampler_noise(seeds, batch, P, 0, scratch);
     for (int t = m->sched.T; opt->sampler.sigma != LTDI_SIGMA_NONE && t >= 2; t--)
-      ltdi_sampler_step_noise(seeds, batch, P, t, scratch);
+      ltdi_sampler_noise(seeds, batch, P, (uint64_t)t, scratch);
   }
   return (now_s() - t0) * 1e3 / 3.0;
 }

@@ -134,6 +134,8 @@ Test(cuda_conv, rejects_bad_shapes) {
   cr_assert_eq(gpu->conv2d_forward(gpu, a.d, a.d, a.d, NULL, &too_big), LTDI_ERR_INVALID_ARG);
   ltdi_conv2d_dims zero_stride = {1, 1, 4, 4, 1, 3, 0, 0};
   cr_assert_eq(gpu->conv2d_forward(gpu, a.d, a.d, a.d, NULL, &zero_stride), LTDI_ERR_INVALID_ARG);
+  ltdi_conv2d_dims huge = {1, 1, 50000, 50000, 1, 1, 1, 0}; /* oh·ow leaves int */
+  cr_assert_eq(gpu->conv2d_forward(gpu, a.d, a.d, a.d, NULL, &huge), LTDI_ERR_OVERFLOW);
   ltdi_conv1d_dims neg_pad = {1, 1, 8, 1, 3, 1, -1};
   cr_assert_eq(gpu->conv1d_backward(gpu, a.d, NULL, NULL, a.d, a.d, a.d, &neg_pad),
                LTDI_ERR_INVALID_ARG);

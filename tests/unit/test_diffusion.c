@@ -3,7 +3,9 @@
  * hand computations on a 3-step toy schedule, the DDPM fixed-point property
  * with oracle denoisers (full chain lands on x_0; sub-chain lands on every
  * trajectory point), per-seed noise (batch == one by one, bit for bit), and
- * the loss gradient against finite differences. */
+ * the loss gradient against finite differences. The chain, its step and the
+ * loss are the ones generation and training run: ltdi_sampler_run, the
+ * backend's diffusion_step and mse_loss, here on the CPU backend. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
@@ -13,8 +15,27 @@
 #include "base/error.h"
 #include "core/rng.h"
 #include "core/schedule.h"
+#include "kernels/backend.h"
 
 static ltdi_schedule S;
+static ltdi_backend *BE; /* the CPU backend: its memory is host memory */
+
+static void open_backend(void) { cr_assert_eq(ltdi_backend_cpu_create(&BE, 1), 0); }
+static void close_backend(void) { ltdi_backend_destroy(BE); }
+TestSuite(diffusion, .init = open_backend, .fini = close_backend);
+
+/* The chain as generation runs it (ltdi_sampler_run on the schedule S);
+ * x (B, P) receives x_0. */
+static int run_chain(const ltdi_sampler_config *cfg, ltdi_denoise_fn fn, void *ctx,
+                     const float *cond, const uint64_t *seeds, int B, long P, float *x) {
+  const size_t bytes = (size_t)B * (size_t)P * sizeof(float);
+  ltdi_sampler_buffers buf = {BE->alloc(BE, bytes), BE->alloc(BE, bytes), BE->alloc(BE, bytes),
+                              x, malloc((size_t)B * sizeof(int32_t))};
+  cr_assert(buf.x && buf.eps && buf.noise && buf.t);
+  int rc = ltdi_sampler_run(BE, &S, cfg, fn, ctx, cond, seeds, B, P, &buf);
+  BE->free(BE, buf.x), BE->free(BE, buf.eps), BE->free(BE, buf.noise), free(buf.t);
+  return rc;
+}
 
 static void init_default(int T, int L) {
   ltdi_schedule_config cfg = ltdi_schedule_config_default(T, L);
@@ -112,36 +133,39 @@ Test(diffusion, make_batch_draws_every_t_and_builds_consistent_samples) {
   free(traj), free(xt), free(eps), free(t), free(gamma);
 }
 
+/* The trainer's loss (trainer/meta/meta_train.c): the backend's mse_loss on
+ * ε̂ against the ε targets, γ = 1. */
 Test(diffusion, loss_and_gradient_by_hand) {
-  const float eps_hat[4] = {1, 2, 3, 4}, eps[4] = {0, 0, 0, 0}, gamma[2] = {1, 2};
+  const float eps_hat[4] = {1, 2, 3, 4}, eps[4] = {0, 0, 0, 0};
   float d[4] = {1, 1, 1, 1}, loss = 0;
-  cr_assert_eq(ltdi_diffusion_loss(eps_hat, eps, gamma, 2, 2, &loss, d), 0);
-  /* (1·(1 + 4) + 2·(9 + 16)) / 4 */
-  cr_expect(fabsf(loss - 13.75f) < 1e-6f, "loss %g", loss);
-  /* 1 + 2γ(ε̂ − ε)/4: accumulated, not overwritten */
-  const float want[4] = {1.5f, 2.0f, 4.0f, 5.0f};
+  cr_assert_eq(BE->mse_loss(BE, &loss, d, eps_hat, eps, 4), 0);
+  /* (1 + 4 + 9 + 16) / 4 */
+  cr_expect(fabsf(loss - 7.5f) < 1e-6f, "loss %g", loss);
+  /* 1 + 2(ε̂ − ε)/4: accumulated, not overwritten */
+  const float want[4] = {1.5f, 2.0f, 2.5f, 3.0f};
   for (int i = 0; i < 4; i++) cr_expect(fabsf(d[i] - want[i]) < 1e-6f, "d[%d]=%g", i, d[i]);
-  cr_assert_eq(ltdi_diffusion_loss(eps_hat, eps, NULL, 2, 2, &loss, NULL), 0);
+  cr_assert_eq(BE->mse_loss(BE, &loss, NULL, eps_hat, eps, 4), 0);
   cr_expect(fabsf(loss - 7.5f) < 1e-6f);
 }
 
 Test(diffusion, loss_gradient_matches_finite_differences) {
   const int B = 3;
   const long P = 7;
-  float *eh = randn(B * P, 11), *e = randn(B * P, 12), g[3] = {0.5f, 1.0f, 2.0f};
-  float *d = calloc(B * P, sizeof(float));
+  const size_t n = (size_t)B * P;
+  float *eh = randn(B * P, 11), *e = randn(B * P, 12);
+  float *d = calloc(n, sizeof(float));
   float loss;
-  cr_assert_eq(ltdi_diffusion_loss(eh, e, g, B, P, &loss, d), 0);
-  for (long i = 0; i < B * P; i++) {
+  cr_assert_eq(BE->mse_loss(BE, &loss, d, eh, e, n), 0);
+  for (size_t i = 0; i < n; i++) {
     const float h = 1e-2f, keep = eh[i];
     float lp, lm;
     eh[i] = keep + h;
-    ltdi_diffusion_loss(eh, e, g, B, P, &lp, NULL);
+    cr_assert_eq(BE->mse_loss(BE, &lp, NULL, eh, e, n), 0);
     eh[i] = keep - h;
-    ltdi_diffusion_loss(eh, e, g, B, P, &lm, NULL);
+    cr_assert_eq(BE->mse_loss(BE, &lm, NULL, eh, e, n), 0);
     eh[i] = keep;
     float fd = (lp - lm) / (2 * h);
-    cr_expect(fabsf(fd - d[i]) < 1e-3f + 1e-2f * fabsf(d[i]), "i=%ld fd %g analytic %g", i, fd, d[i]);
+    cr_expect(fabsf(fd - d[i]) < 1e-3f + 1e-2f * fabsf(d[i]), "i=%zu fd %g analytic %g", i, fd, d[i]);
   }
   free(eh), free(e), free(d);
 }
@@ -175,15 +199,17 @@ Test(diffusion, sampler_coefficients_by_hand) {
   ltdi_sampler_config bad = {7, 0, 1.0f};
   cr_expect_eq(ltdi_sampler_coeffs(&S, &bad, 2, &cx, &ce, &sg), LTDI_ERR_INVALID_ARG);
   cr_expect_eq(ltdi_sampler_coeffs(&S, &paper, 4, &cx, &ce, &sg), LTDI_ERR_INVALID_ARG);
-  /* One step x_t = 1, ε̂ = .5 at t = 3 in each form, σ = 0. */
+  /* One step x_t = 1, ε̂ = .5 at t = 3 in each form, σ = 0, as the chain
+   * takes it: these coefficients into the backend's diffusion_step. */
   ltdi_sampler_config p0 = {LTDI_SAMPLER_PAPER, LTDI_SIGMA_NONE, 1.0f};
   ltdi_sampler_config s0 = {LTDI_SAMPLER_SUBCHAIN, LTDI_SIGMA_NONE, 1.0f};
-  uint64_t seed = 1;
   float x = 1.0f, e = 0.5f;
-  cr_assert_eq(ltdi_sampler_step(&S, &p0, 3, &seed, 1, 1, &e, &x), 0);
+  cr_assert_eq(ltdi_sampler_coeffs(&S, &p0, 3, &cx, &ce, &sg), 0);
+  cr_assert_eq(BE->diffusion_step(BE, &x, &e, NULL, 1, cx, ce, sg), 0);
   cr_expect(fabs(x - (1 - 0.3 / sqrt(0.496) * 0.5) / sqrt(0.7)) < 1e-6);
   x = 1.0f;
-  cr_assert_eq(ltdi_sampler_step(&S, &s0, 3, &seed, 1, 1, &e, &x), 0);
+  cr_assert_eq(ltdi_sampler_coeffs(&S, &s0, 3, &cx, &ce, &sg), 0);
+  cr_assert_eq(BE->diffusion_step(BE, &x, &e, NULL, 1, cx, ce, sg), 0);
   cr_expect(fabs(x - (1 - 0.3 / sqrt(0.3) * 0.5) / sqrt(0.7)) < 1e-6);
 }
 
@@ -225,7 +251,7 @@ Test(diffusion, paper_sampler_with_full_chain_oracle_recovers_x0_from_any_noise)
     oracle o = {&S, traj, P, 0, NULL};
     ltdi_sampler_config cfg = {LTDI_SAMPLER_PAPER, LTDI_SIGMA_NONE, 1.0f};
     uint64_t seeds[4] = {1, 2, 3, 1000 + (uint64_t)i};
-    cr_assert_eq(ltdi_sampler_run(&S, &cfg, oracle_fn, &o, NULL, seeds, B, P, x), 0);
+    cr_assert_eq(run_chain(&cfg, oracle_fn, &o, NULL, seeds, B, P, x), 0);
     for (int b = 0; b < B; b++) {
       float err = max_abs_diff(x + b * P, traj + ((size_t)b * 4 + 3) * P, P);
       cr_expect(err < 1e-5f, "T=%d sample %d: max error %g", Ts[i], b, err);
@@ -243,7 +269,7 @@ Test(diffusion, subchain_sampler_with_subchain_oracle_passes_through_every_traje
   oracle o = {&S, traj, P, 1, seen};
   ltdi_sampler_config cfg = {LTDI_SAMPLER_SUBCHAIN, LTDI_SIGMA_NONE, 1.0f};
   uint64_t seeds[3] = {5, 6, 7};
-  cr_assert_eq(ltdi_sampler_run(&S, &cfg, oracle_fn, &o, NULL, seeds, B, P, x), 0);
+  cr_assert_eq(run_chain(&cfg, oracle_fn, &o, NULL, seeds, B, P, x), 0);
   for (int b = 0; b < B; b++) {
     for (int j = 1; j < L - 1; j++) { /* x at t = k_j is trajectory point j */
       const int k = S.chain_pos[j];
@@ -256,7 +282,7 @@ Test(diffusion, subchain_sampler_with_subchain_oracle_passes_through_every_traje
   /* The check can fail: the paper's coefficients with the same oracle miss
    * the interior points (its steps assume the full chain's noise level). */
   cfg.form = LTDI_SAMPLER_PAPER;
-  cr_assert_eq(ltdi_sampler_run(&S, &cfg, oracle_fn, &o, NULL, seeds, B, P, x), 0);
+  cr_assert_eq(run_chain(&cfg, oracle_fn, &o, NULL, seeds, B, P, x), 0);
   float miss = max_abs_diff(seen + (size_t)S.chain_pos[1] * B * P, traj + P, P);
   cr_expect(miss > 1e-2f, "paper form unexpectedly hit the trajectory point (%g)", miss);
   free(traj), free(x), free(seen);
@@ -288,9 +314,9 @@ Test(diffusion, batch_sampling_equals_one_by_one_bit_for_bit) {
                                        {LTDI_SAMPLER_SUBCHAIN, LTDI_SIGMA_POSTERIOR, 1.0f},
                                        {LTDI_SAMPLER_PAPER, LTDI_SIGMA_BETA, 0.7f}};
   for (int c = 0; c < 3; c++) {
-    cr_assert_eq(ltdi_sampler_run(&S, &cfgs[c], toy_fn, &P, cond, seeds, B, P, xb), 0);
+    cr_assert_eq(run_chain(&cfgs[c], toy_fn, &P, cond, seeds, B, P, xb), 0);
     for (int b = 0; b < B; b++) {
-      cr_assert_eq(ltdi_sampler_run(&S, &cfgs[c], toy_fn, &P, cond + b * TOY_DC, &seeds[b], 1, P, x1), 0);
+      cr_assert_eq(run_chain(&cfgs[c], toy_fn, &P, cond + b * TOY_DC, &seeds[b], 1, P, x1), 0);
       cr_expect_eq(memcmp(x1, xb + b * P, P * sizeof(float)), 0, "config %d sample %d", c, b);
     }
     /* A different batch composition: sample 2 alone with others reversed. */
@@ -301,7 +327,7 @@ Test(diffusion, batch_sampling_equals_one_by_one_bit_for_bit) {
       memcpy(condr + b * TOY_DC, cond + (B - 1 - b) * TOY_DC, sizeof(float) * TOY_DC);
     }
     float *xr = malloc(B * P * sizeof(float));
-    cr_assert_eq(ltdi_sampler_run(&S, &cfgs[c], toy_fn, &P, condr, seedr, B, P, xr), 0);
+    cr_assert_eq(run_chain(&cfgs[c], toy_fn, &P, condr, seedr, B, P, xr), 0);
     for (int b = 0; b < B; b++)
       cr_expect_eq(memcmp(xr + b * P, xb + (B - 1 - b) * P, P * sizeof(float)), 0);
     free(xr);
@@ -309,11 +335,29 @@ Test(diffusion, batch_sampling_equals_one_by_one_bit_for_bit) {
   free(cond), free(xb), free(x1);
 }
 
+/* Keeps the x_t of the chain's first step (t = T) and predicts ε̂ = 0. */
+typedef struct recorder {
+  long P;
+  float *x_T; /* (B, P) */
+} recorder;
+
+static int record_fn(void *ctx, const float *x_t, const int32_t *t, const float *cond, int batch,
+                     float *eps_out) {
+  (void)cond;
+  recorder *r = ctx;
+  if (t[0] == S.T) memcpy(r->x_T, x_t, (size_t)batch * r->P * sizeof(float));
+  memset(eps_out, 0, (size_t)batch * r->P * sizeof(float));
+  return 0;
+}
+
 Test(diffusion, x_T_comes_from_stream_zero_of_the_samples_seed) {
   const long P = 10;
-  float x[2 * 10], want[10];
+  float x[2 * 10], x0[2 * 10], want[10];
   const uint64_t seeds[2] = {77, 78};
-  ltdi_sampler_init_noise(seeds, 2, P, x);
+  init_default(5, 3);
+  recorder r = {P, x};
+  ltdi_sampler_config cfg = ltdi_sampler_config_default();
+  cr_assert_eq(run_chain(&cfg, record_fn, &r, NULL, seeds, 2, P, x0), 0);
   for (int b = 0; b < 2; b++) {
     ltdi_rng rng;
     ltdi_rng_init(&rng, seeds[b], 0);
@@ -331,10 +375,10 @@ Test(diffusion, sigma_z_changes_the_result_and_is_reproducible) {
   const uint64_t seed = 123, other = 124;
   ltdi_sampler_config none = {LTDI_SAMPLER_SUBCHAIN, LTDI_SIGMA_NONE, 1.0f};
   ltdi_sampler_config beta = {LTDI_SAMPLER_SUBCHAIN, LTDI_SIGMA_BETA, 1.0f};
-  cr_assert_eq(ltdi_sampler_run(&S, &none, toy_fn, &P, cond, &seed, 1, P, a), 0);
-  cr_assert_eq(ltdi_sampler_run(&S, &beta, toy_fn, &P, cond, &seed, 1, P, b2), 0);
-  cr_assert_eq(ltdi_sampler_run(&S, &beta, toy_fn, &P, cond, &seed, 1, P, c), 0);
-  cr_assert_eq(ltdi_sampler_run(&S, &beta, toy_fn, &P, cond, &other, 1, P, d), 0);
+  cr_assert_eq(run_chain(&none, toy_fn, &P, cond, &seed, 1, P, a), 0);
+  cr_assert_eq(run_chain(&beta, toy_fn, &P, cond, &seed, 1, P, b2), 0);
+  cr_assert_eq(run_chain(&beta, toy_fn, &P, cond, &seed, 1, P, c), 0);
+  cr_assert_eq(run_chain(&beta, toy_fn, &P, cond, &other, 1, P, d), 0);
   cr_expect_gt(max_abs_diff(a, b2, P), 1e-2f, "σ_t z had no effect");
   cr_expect_eq(memcmp(b2, c, sizeof b2), 0, "same seed, different result");
   cr_expect_gt(max_abs_diff(b2, d, P), 1e-2f, "different seeds, same result");
@@ -364,9 +408,9 @@ Test(diffusion, denoiser_errors_and_divergence_are_reported) {
   ltdi_sampler_config cfg = ltdi_sampler_config_default();
   cr_expect_eq(cfg.form, LTDI_SAMPLER_SUBCHAIN);
   cr_expect_eq(cfg.sigma, LTDI_SIGMA_NONE);
-  cr_expect_eq(ltdi_sampler_run(&S, &cfg, failing_fn, &P, NULL, &seed, 1, P, x), LTDI_ERR_DEVICE);
-  cr_expect_eq(ltdi_sampler_run(&S, &cfg, nan_fn, &P, NULL, &seed, 1, P, x), LTDI_ERR_NONFINITE);
-  cr_expect_eq(ltdi_sampler_run(&S, &cfg, NULL, &P, NULL, &seed, 1, P, x), LTDI_ERR_INVALID_ARG);
+  cr_expect_eq(run_chain(&cfg, failing_fn, &P, NULL, &seed, 1, P, x), LTDI_ERR_DEVICE);
+  cr_expect_eq(run_chain(&cfg, nan_fn, &P, NULL, &seed, 1, P, x), LTDI_ERR_NONFINITE);
+  cr_expect_eq(run_chain(&cfg, NULL, &P, NULL, &seed, 1, P, x), LTDI_ERR_INVALID_ARG);
   cr_expect_eq(ltdi_sampler_form_from_name("paper"), LTDI_SAMPLER_PAPER);
   cr_expect_eq(ltdi_sampler_sigma_from_name("posterior"), LTDI_SIGMA_POSTERIOR);
   cr_expect_eq(ltdi_sampler_form_from_name("nope"), -1);

@@ -13,9 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/diffusion.h"
 #include "base/error.h"
 #include "kernels/backend.h"
+#include "kernels/conv_geometry.h"
 
 /* ==== helpers =========================================================== */
 
@@ -253,6 +253,44 @@ Test(kernels_ops, conv2d_rejects_bad_dims) {
                  "bad dims %zu accepted", i);
   cr_expect_eq(be->conv2d_forward(be, buf, NULL, buf, NULL, &ok), LTDI_ERR_INVALID_ARG);
   cr_expect_eq(be->conv2d_forward(be, buf, buf, buf, NULL, NULL), LTDI_ERR_INVALID_ARG);
+  ltdi_backend_destroy(be);
+}
+
+/* Sizes whose products leave int (the GEMMs' and cuDNN's range) are an
+ * overflow, found before any memory is touched; the check is the one the CUDA
+ * backend uses (kernels/conv_geometry.h), with every sum in 64 bits. */
+Test(kernels_ops, conv_rejects_sizes_beyond_int) {
+  const ltdi_conv2d_dims big2[] = {
+      {1, 1 << 20, 64, 64, 1, 64, 1, 0}, /* K = in_ch·k·k = 2^32 */
+      {1, 1, 50000, 50000, 1, 1, 1, 0},  /* P = oh·ow = 2.5·10^9 */
+      {1, 1, INT32_MAX, 4, 1, 1, 1, INT32_MAX / 2}, /* height + 2·pad leaves int */
+  };
+  const ltdi_conv1d_dims big1[] = {
+      {1, 1 << 20, 4096, 1, 4096, 1, 0}, /* K = in_ch·k = 2^32 */
+      {1, 1, INT32_MAX, 1, 1, 1, INT32_MAX / 2},
+  };
+  ltdi__conv_geom g;
+  for (size_t i = 0; i < sizeof big2 / sizeof big2[0]; i++)
+    cr_assert_eq(ltdi__conv_geom_2d(&g, &big2[i]), LTDI_ERR_OVERFLOW, "2-D dims %zu accepted", i);
+  for (size_t i = 0; i < sizeof big1 / sizeof big1[0]; i++)
+    cr_assert_eq(ltdi__conv_geom_1d(&g, &big1[i]), LTDI_ERR_OVERFLOW, "1-D dims %zu accepted", i);
+  /* The largest sizes that fit are accepted: K = P = 2^31 − 1 is not rejected. */
+  const ltdi_conv2d_dims edge = {1, INT32_MAX, 1, INT32_MAX, 1, 1, 1, 0};
+  cr_expect_eq(ltdi__conv_geom_2d(&g, &edge), 0);
+  cr_expect_eq(g.oh, 1);
+  cr_expect_eq(g.ow, INT32_MAX);
+  ltdi_backend *be = make_backend(1);
+  float buf[64] = {0};
+  for (size_t i = 0; i < sizeof big2 / sizeof big2[0]; i++) {
+    cr_expect_eq(be->conv2d_forward(be, buf, buf, buf, NULL, &big2[i]), LTDI_ERR_OVERFLOW);
+    cr_expect_eq(be->conv2d_backward(be, buf, buf, buf, buf, buf, buf, &big2[i]),
+                 LTDI_ERR_OVERFLOW);
+  }
+  for (size_t i = 0; i < sizeof big1 / sizeof big1[0]; i++) {
+    cr_expect_eq(be->conv1d_forward(be, buf, buf, buf, NULL, &big1[i]), LTDI_ERR_OVERFLOW);
+    cr_expect_eq(be->conv1d_backward(be, buf, buf, buf, buf, buf, buf, &big1[i]),
+                 LTDI_ERR_OVERFLOW);
+  }
   ltdi_backend_destroy(be);
 }
 
@@ -610,9 +648,10 @@ Test(kernels_ops, silu_range_specials_and_position) {
   ltdi_backend_destroy(be);
 }
 
-/* The diffusion loss as a backend op: its gradient is bit for bit the one
- * ltdi_diffusion_loss (core/diffusion.h, the reference the U-Net training
- * used) writes, its loss equal to double precision, and it adds into dpred. */
+/* The diffusion loss as a backend op: its gradient is bit for bit the
+ * formula of backend.h evaluated here in double, (float)(2 (pred − target)
+ * / n) added to dpred, and its loss the double mean of squares to float
+ * precision. */
 Test(kernels_ops, mse_loss_matches_the_diffusion_loss) {
   ltdi_backend *be = make_backend(1);
   const int B = 3, P = 37;
@@ -623,7 +662,13 @@ Test(kernels_ops, mse_loss_matches_the_diffusion_loss) {
   memcpy(ref, d0, n * sizeof *ref);
   float loss = 0, want = 0;
   cr_assert_eq(be->mse_loss(be, &loss, d, pred, tgt, n), 0);
-  cr_assert_eq(ltdi_diffusion_loss(pred, tgt, NULL, B, P, &want, ref), 0);
+  double ss = 0.0;
+  for (size_t i = 0; i < n; i++) {
+    const double diff = (double)pred[i] - (double)tgt[i];
+    ss += diff * diff;
+    ref[i] += (float)(2.0 * diff * (1.0 / (double)n));
+  }
+  want = (float)(ss / (double)n);
   cr_assert(memcmp(d, ref, n * sizeof *d) == 0, "mse_loss gradient differs from the reference");
   cr_assert_float_eq(loss, want, 1e-6 * want);
   float l2 = 0;

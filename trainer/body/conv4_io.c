@@ -119,8 +119,8 @@ static int read_exact(const ltdi_st_file *f, const char *path, const char *name,
   char why[256] = "";
   int rc = ltdi_st_get_f32(f, name, ndim, shape, &data, why, sizeof why);
   if (rc == LTDI_ERR_NOT_FOUND) {
-    snprintf(err, errlen, "%s: tensor '%s' is missing: not a Conv4 body file", path, name);
-    return rc;
+    return ltdi_fail(err, errlen, rc,
+                     "%s: tensor '%s' is missing: not a Conv4 body file", path, name);
   }
   if (rc != 0) {
     char dims[96] = "";
@@ -128,9 +128,9 @@ static int read_exact(const ltdi_st_file *f, const char *path, const char *name,
     for (int i = 0; i < ndim && used < sizeof dims; i++)
       used += (size_t)snprintf(dims + used, sizeof dims - used, "%s%lld", i ? ", " : "",
                                (long long)want[i]);
-    snprintf(err, errlen, "%s: tensor '%s' should be F32 [%s] for this body: %s", path, name,
-             dims, why);
-    return rc;
+    return ltdi_fail(err, errlen, rc,
+                     "%s: tensor '%s' should be F32 [%s] for this body: %s", path, name,
+                     dims, why);
   }
   int64_t numel = 1;
   for (int i = 0; i < ndim; i++) numel *= want[i];
@@ -156,26 +156,26 @@ int ltdi_conv4_load(ltdi_conv4 *net, const char *path, char *err, size_t errlen)
   long height = meta_long(f, "height"), width = meta_long(f, "width");
   long feature_dim = meta_long(f, "feature_dim"), channels = meta_long(f, "channels");
   if (format == NULL || strcmp(format, BODY_FORMAT) != 0) {
-    snprintf(err, errlen, "%s: metadata format is '%s', expected '%s' (a file written by "
-             "`ltdi-train body`)", path, format ? format : "(missing)", BODY_FORMAT);
-    rc = LTDI_ERR_FORMAT;
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
+                   "%s: metadata format is '%s', expected '%s' (a file written by "
+                   "`ltdi-train body`)", path, format ? format : "(missing)", BODY_FORMAT);
     goto done;
   }
   if (version == NULL || strcmp(version, BODY_VERSION) != 0) {
-    snprintf(err, errlen, "%s: body file version '%s' is not supported (this build reads "
-             "version %s)", path, version ? version : "(missing)", BODY_VERSION);
-    rc = LTDI_ERR_FORMAT;
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
+                   "%s: body file version '%s' is not supported (this build reads "
+                   "version %s)", path, version ? version : "(missing)", BODY_VERSION);
     goto done;
   }
   if (height < 16 || width < 16 || height > 4096 || width > 4096) {
-    snprintf(err, errlen, "%s: metadata height/width missing or out of range [16, 4096]", path);
-    rc = LTDI_ERR_FORMAT;
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
+                   "%s: metadata height/width missing or out of range [16, 4096]", path);
     goto done;
   }
   if (channels != 0 && channels != C) {
-    snprintf(err, errlen, "%s: body has %ld channels; this build's Conv4 has %d", path,
-             channels, C);
-    rc = LTDI_ERR_SHAPE;
+    rc = ltdi_fail(err, errlen, LTDI_ERR_SHAPE,
+                   "%s: body has %ld channels; this build's Conv4 has %d", path,
+                   channels, C);
     goto done;
   }
   /* The classifier is optional; when present its shape gives n_classes. */
@@ -183,21 +183,21 @@ int ltdi_conv4_load(ltdi_conv4 *net, const char *path, char *err, size_t errlen)
   const ltdi_st_tensor *fc = ltdi_st_find(f, "classifier.weight");
   if (fc != NULL) {
     if (fc->ndim != 2 || fc->shape[0] <= 0 || fc->shape[0] > (1 << 24)) {
-      snprintf(err, errlen, "%s: tensor 'classifier.weight' should be [n_classes, "
-               "feature_dim]", path);
-      rc = LTDI_ERR_SHAPE;
+      rc = ltdi_fail(err, errlen, LTDI_ERR_SHAPE,
+                     "%s: tensor 'classifier.weight' should be [n_classes, "
+                     "feature_dim]", path);
       goto done;
     }
     n_classes = (int)fc->shape[0];
   }
   if ((rc = ltdi_conv4_create(net, (int)height, (int)width, n_classes)) != 0) {
-    snprintf(err, errlen, "%s: cannot allocate the body: %s", path, ltdi_strerror(rc));
+    ltdi_fail(err, errlen, rc, "%s: cannot allocate the body: %s", path, ltdi_strerror(rc));
     goto done;
   }
   if (feature_dim != net->feature_dim) {
-    snprintf(err, errlen, "%s: metadata feature_dim %ld does not match %ldx%ld input "
-             "(expected %d)", path, feature_dim, height, width, net->feature_dim);
-    rc = LTDI_ERR_SHAPE;
+    rc = ltdi_fail(err, errlen, LTDI_ERR_SHAPE,
+                   "%s: metadata feature_dim %ld does not match %ldx%ld input "
+                   "(expected %d)", path, feature_dim, height, width, net->feature_dim);
     goto done;
   }
   char name[64];
@@ -220,8 +220,8 @@ int ltdi_conv4_load(ltdi_conv4 *net, const char *path, char *err, size_t errlen)
     for (int c = 0; c < C; c++) {
       float v = net->running[b * 2 * C + C + c];
       if (!(v >= 0.0f)) {
-        snprintf(err, errlen, "%s: block%d.bn.running_var has a negative or NaN entry", path, b);
-        rc = LTDI_ERR_FORMAT;
+        rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
+                       "%s: block%d.bn.running_var has a negative or NaN entry", path, b);
         goto done;
       }
     }
@@ -235,8 +235,8 @@ int ltdi_conv4_load(ltdi_conv4 *net, const char *path, char *err, size_t errlen)
   }
   for (size_t i = 0; i < net->n_params; i++) {
     if (!isfinite(net->params[i])) {
-      snprintf(err, errlen, "%s: the body holds NaN or infinite weights", path);
-      rc = LTDI_ERR_NONFINITE;
+      rc = ltdi_fail(err, errlen, LTDI_ERR_NONFINITE,
+                     "%s: the body holds NaN or infinite weights", path);
       goto done;
     }
   }

@@ -161,8 +161,8 @@ static int load_images(const char *spec, int height, int width, ltdi_imageset *s
     return ltdi_imagefolder_load(spec, height, width, 1, set, err, errlen);
   const char *images = spec + 4, *comma = strchr(images, ',');
   if (comma == NULL) {
-    snprintf(err, errlen, "data spec '%s': expected idx:<images>,<labels>", spec);
-    return LTDI_ERR_INVALID_ARG;
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
+                     "data spec '%s': expected idx:<images>,<labels>", spec);
   }
   char *img_path = strndup(images, (size_t)(comma - images));
   if (img_path == NULL) return LTDI_ERR_NOMEM;
@@ -188,8 +188,8 @@ int ltdi__featurebank_open_subset(ltdi_featurebank *bank, const char *body_path,
   memset(bank, 0, sizeof *bank);
   if (features_path != NULL) {
     if (body_path != NULL || data_spec != NULL) {
-      snprintf(err, errlen, "give either a features file or a body and data, not both");
-      return LTDI_ERR_INVALID_ARG;
+      return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
+                       "give either a features file or a body and data, not both");
     }
     ltdi_featureset fs;
     memset(&fs, 0, sizeof fs);
@@ -207,8 +207,8 @@ int ltdi__featurebank_open_subset(ltdi_featurebank *bank, const char *body_path,
     return 0;
   }
   if (body_path == NULL || data_spec == NULL || views < 1) {
-    snprintf(err, errlen, "need a body file and a data set (or a features file)");
-    return LTDI_ERR_INVALID_ARG;
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
+                     "need a body file and a data set (or a features file)");
   }
   ltdi_conv4 net;
   memset(&net, 0, sizeof net);
@@ -221,13 +221,14 @@ int ltdi__featurebank_open_subset(ltdi_featurebank *bank, const char *body_path,
   if (rc == 0 && select != NULL) {
     needed = calloc((size_t)set.n, 1);
     rc = needed ? select(ctx, set.labels, set.n, set.n_classes, needed) : LTDI_ERR_NOMEM;
-    if (rc != 0) snprintf(err, errlen, "choosing examples of %s: %s", data_spec, ltdi_strerror(rc));
+    if (rc != 0)
+      ltdi_fail(err, errlen, rc, "choosing examples of %s: %s", data_spec, ltdi_strerror(rc));
   }
   if (rc == 0) {
     rc = bank_from_images(bank, &net, &set, views, seed, n_threads, needed);
     if (rc != 0) {
-      snprintf(err, errlen, "computing body features of %s: %s", data_spec,
-               ltdi_strerror(rc));
+      ltdi_fail(err, errlen, rc, "computing body features of %s: %s", data_spec,
+                ltdi_strerror(rc));
       ltdi_featurebank_free(bank);
     }
   }

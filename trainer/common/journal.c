@@ -78,12 +78,12 @@ static int start_fresh(ltdi_journal *j, const char *path, const uint8_t *header,
                        size_t hlen, char *err, size_t errlen) {
   j->fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
   if (j->fd < 0) {
-    snprintf(err, errlen, "cannot create journal %s: %s", path, strerror(errno));
-    return LTDI_ERR_IO;
+    return ltdi_fail(err, errlen, LTDI_ERR_IO,
+                     "cannot create journal %s: %s", path, strerror(errno));
   }
   if (write_all(j->fd, header, hlen) != 0 || fdatasync(j->fd) != 0) {
-    snprintf(err, errlen, "cannot write journal %s: %s", path, strerror(errno));
-    return LTDI_ERR_IO;
+    return ltdi_fail(err, errlen, LTDI_ERR_IO,
+                     "cannot write journal %s: %s", path, strerror(errno));
   }
   return 0;
 }
@@ -129,8 +129,8 @@ static int replay(ltdi_journal *j, off_t header_len, ltdi_journal_visit visit, v
     memcpy(&crc, rec + 8 + j->payload_size, 4);
     if (magic != RECORD_MAGIC || crc != crc_of(rec, 8 + j->payload_size)) break;
     if (visit != NULL && (rc = visit(ctx, index, rec + 8)) != 0) {
-      snprintf(err, errlen, "journal %s: record for unit %u is invalid", path,
-               (unsigned)index);
+      ltdi_fail(err, errlen, rc, "journal %s: record for unit %u is invalid", path,
+                (unsigned)index);
       break;
     }
     good += (off_t)j->record_size;
@@ -139,8 +139,8 @@ static int replay(ltdi_journal *j, off_t header_len, ltdi_journal_visit visit, v
   if (rc != 0) return rc;
   /* Drop whatever follows the last intact record (a torn write). */
   if (ftruncate(j->fd, good) != 0 || lseek(j->fd, good, SEEK_SET) < 0) {
-    snprintf(err, errlen, "cannot truncate journal %s: %s", path, strerror(errno));
-    return LTDI_ERR_IO;
+    return ltdi_fail(err, errlen, LTDI_ERR_IO,
+                     "cannot truncate journal %s: %s", path, strerror(errno));
   }
   return 0;
 }
@@ -167,8 +167,7 @@ int ltdi_journal_open(ltdi_journal *j, const char *path, const char *config,
   int rc = 0;
   int fd = restart ? -1 : open(path, O_RDWR);
   if (fd < 0 && !restart && errno != ENOENT) {
-    snprintf(err, errlen, "cannot open journal %s: %s", path, strerror(errno));
-    rc = LTDI_ERR_IO;
+    rc = ltdi_fail(err, errlen, LTDI_ERR_IO, "cannot open journal %s: %s", path, strerror(errno));
   } else if (fd < 0) {
     rc = start_fresh(j, path, header, hlen, err, errlen);
   } else {
@@ -179,11 +178,10 @@ int ltdi_journal_open(ltdi_journal *j, const char *path, const char *config,
     } else {
       close(fd);
       if (same == -1) {
-        snprintf(err, errlen,
-                 "%s holds the progress of a run with different options (or data); "
-                 "rerun with the same options to resume, or pass --restart to discard it",
-                 path);
-        rc = LTDI_ERR_EXISTS;
+        rc = ltdi_fail(err, errlen, LTDI_ERR_EXISTS,
+                       "%s holds the progress of a run with different options (or data); "
+                       "rerun with the same options to resume, or pass --restart to discard it",
+                       path);
       } else {
         rc = start_fresh(j, path, header, hlen, err, errlen);
       }

@@ -63,17 +63,16 @@ int ltdi__meta_checkpoint_load(const char *path, ltdi_model *m, ltdi__meta_state
   const char *id = ltdi_st_meta(f, "ckpt.identity");
   double step = 0, total = 0, elapsed = 0, samples = 0;
   if (!id || strcmp(id, identity)) {
-    snprintf(err, errlen, "%s was written with other options; rerun with the same options "
-             "to resume, or pass --restart to discard it", path);
     ltdi_st_close(f);
-    return LTDI_ERR_EXISTS;
+    return ltdi_fail(err, errlen, LTDI_ERR_EXISTS,
+                     "%s was written with other options; rerun with the same options "
+                     "to resume, or pass --restart to discard it", path);
   }
   if (meta_num(f, "ckpt.step", &step) || meta_num(f, "ckpt.total", &total) ||
       meta_num(f, "ckpt.elapsed", &elapsed) || meta_num(f, "ckpt.samples", &samples) ||
       total < 1 || step < 0 || step > total || total > 1e8) {
-    snprintf(err, errlen, "%s: bad checkpoint counters", path);
     ltdi_st_close(f);
-    return LTDI_ERR_FORMAT;
+    return ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: bad checkpoint counters", path);
   }
   s->step = (int)step, s->total = (int)total, s->elapsed = elapsed, s->samples = samples;
   free(s->loss), free(s->val);
@@ -100,7 +99,7 @@ int ltdi__meta_checkpoint_load(const char *path, ltdi_model *m, ltdi__meta_state
     rc = ltdi_st_get_f32(f, ut.name, ut.ndim, shape, &p, why, sizeof why);
     if (!rc) rc = m->be->upload(m->be, ut.param, p, ut.numel * sizeof(float));
   }
-  if (rc) snprintf(err, errlen, "%s: %s", path, why[0] ? why : ltdi_strerror(rc));
+  if (rc) ltdi_fail(err, errlen, rc, "%s: %s", path, why[0] ? why : ltdi_strerror(rc));
   ltdi_st_close(f);
   return rc;
 }

@@ -240,8 +240,7 @@ int ltdi_reptile_train(const ltdi_reptile_config *cfg, const ltdi_featurebank *b
                        size_t errlen) {
   if (!cfg || !bank || !out || !config_valid(cfg) || bank->n < 1 || bank->dim < 1 ||
       bank->views < 1) {
-    snprintf(err, errlen, "invalid REPTILE configuration");
-    return LTDI_ERR_INVALID_ARG;
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "invalid REPTILE configuration");
   }
   memset(out, 0, sizeof *out);
   reptile_shared sh;
@@ -258,17 +257,16 @@ int ltdi_reptile_train(const ltdi_reptile_config *cfg, const ltdi_featurebank *b
   sh.inner.weight_decay = 0.0f;
   int rc = ltdi_class_index_build(&sh.index, bank->labels, bank->n, bank->n_classes);
   if (rc != 0) {
-    snprintf(err, errlen, "cannot index the classes: %s", ltdi_strerror(rc));
-    return rc;
+    return ltdi_fail(err, errlen, rc, "cannot index the classes: %s", ltdi_strerror(rc));
   }
   int usable = 0;
   for (int c = 0; c < sh.index.n_classes; c++)
     usable += ltdi_class_size(&sh.index, c) >= cfg->shots + cfg->queries;
   if (usable < cfg->ways) {
-    snprintf(err, errlen, "%d-way tasks of %d examples per class need %d classes that large; "
-             "the bank has %d", cfg->ways, cfg->shots + cfg->queries, cfg->ways, usable);
     ltdi_class_index_free(&sh.index);
-    return LTDI_ERR_INVALID_ARG;
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
+                     "%d-way tasks of %d examples per class need %d classes that large; "
+                     "the bank has %d", cfg->ways, cfg->shots + cfg->queries, cfg->ways, usable);
   }
   int n_threads = cfg->n_threads < cfg->meta_batch ? cfg->n_threads : cfg->meta_batch;
   if (n_threads > LTDI__REPTILE_MAX_THREADS) n_threads = LTDI__REPTILE_MAX_THREADS;
@@ -289,7 +287,7 @@ int ltdi_reptile_train(const ltdi_reptile_config *cfg, const ltdi_featurebank *b
   if (rc == 0) rc = ltdi_backend_cpu_create(&be, 1);
   if (rc == 0 && !(dev = be->alloc(be, 4 * P * sizeof(float)))) rc = LTDI_ERR_NOMEM;
   if (rc != 0) {
-    snprintf(err, errlen, "setting up REPTILE: %s", ltdi_strerror(rc));
+    ltdi_fail(err, errlen, rc, "setting up REPTILE: %s", ltdi_strerror(rc));
     goto out;
   }
   ltdi_rng rng;
@@ -332,7 +330,7 @@ int ltdi_reptile_train(const ltdi_reptile_config *cfg, const ltdi_featurebank *b
   pthread_cond_destroy(&sh.go);
   pthread_cond_destroy(&sh.done);
   pthread_mutex_destroy(&sh.mu);
-  if (rc != 0) snprintf(err, errlen, "REPTILE outer step %d: %s", done, ltdi_strerror(rc));
+  if (rc != 0) ltdi_fail(err, errlen, rc, "REPTILE outer step %d: %s", done, ltdi_strerror(rc));
 
 out:
   if (rc == 0) {

@@ -85,12 +85,12 @@ int ltdi_reptile_load(const char *path, ltdi_reptile_head *head, char *err,
   long ways = meta_pos(f, "ways"), hidden = meta_pos(f, "hidden");
   long in_dim = meta_pos(f, "in_dim"), shots = meta_pos(f, "shots");
   if (!fmt || strcmp(fmt, LTDI__REPTILE_FORMAT) != 0) {
-    snprintf(err, errlen, "%s: not a REPTILE head file (metadata format is '%s', want '%s')",
-             path, fmt ? fmt : "(none)", LTDI__REPTILE_FORMAT);
-    rc = LTDI_ERR_FORMAT;
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
+                   "%s: not a REPTILE head file (metadata format is '%s', want '%s')",
+                   path, fmt ? fmt : "(none)", LTDI__REPTILE_FORMAT);
   } else if (ways < 2 || hidden < 1 || in_dim < 1 || shots < 1) {
-    snprintf(err, errlen, "%s: metadata ways/hidden/in_dim/shots missing or invalid", path);
-    rc = LTDI_ERR_FORMAT;
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
+                   "%s: metadata ways/hidden/in_dim/shots missing or invalid", path);
   }
   if (rc == 0) {
     head->dims = (ltdi_head_dims){.in_dim = (int)in_dim, .hidden = (int)hidden,

@@ -128,10 +128,9 @@ static int task_ctx_init(task_ctx *tc, const ltdi_prepare_config *cfg,
       cfg->train.steps < 1 || cfg->n_threads < 1 || cfg->train.n_checkpoints < 2 ||
       cfg->train.n_checkpoints > 10 || !(cfg->train.lr > 0.0f) ||
       !(cfg->train.sam_rho >= 0.0f) || bank->n < 1 || bank->dim < 1) {
-    snprintf(err, errlen,
-             "invalid options: need tasks, ways, shots, hidden, steps, threads >= 1, "
-             "lr > 0, rho >= 0, trajectory length 2..10");
-    return LTDI_ERR_INVALID_ARG;
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
+                     "invalid options: need tasks, ways, shots, hidden, steps, threads >= 1, "
+                     "lr > 0, rho >= 0, trajectory length 2..10");
   }
   tc->dims.in_dim = bank->dim;
   tc->dims.hidden = cfg->hidden;
@@ -141,18 +140,16 @@ static int task_ctx_init(task_ctx *tc, const ltdi_prepare_config *cfg,
   tc->views_used = cfg->augment ? bank->views : 1;
   int rc = ltdi_class_index_build(&tc->index, bank->labels, bank->n, bank->n_classes);
   if (rc != 0) {
-    snprintf(err, errlen, "bad labels in the feature bank: %s", ltdi_strerror(rc));
-    return rc;
+    return ltdi_fail(err, errlen, rc, "bad labels in the feature bank: %s", ltdi_strerror(rc));
   }
   int big = 0;
   for (int c = 0; c < bank->n_classes; c++)
     if (ltdi_class_size(&tc->index, c) >= cfg->shots + queries) big++;
   if (big < cfg->ways) {
-    snprintf(err, errlen,
-             "only %d classes have at least %d examples; %d-way tasks need %d of them", big,
-             cfg->shots + queries, cfg->ways, cfg->ways);
     ltdi_class_index_free(&tc->index);
-    return LTDI_ERR_INVALID_ARG;
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
+                     "only %d classes have at least %d examples; %d-way tasks need %d of them",
+                     big, cfg->shots + queries, cfg->ways, cfg->ways);
   }
   return 0;
 }
@@ -458,8 +455,7 @@ int ltdi_prepare_run(const ltdi_prepare_config *cfg, const ltdi_featurebank *ban
   if (stats == NULL) stats = &local;
   memset(stats, 0, sizeof *stats);
   if (cfg->out_path == NULL) {
-    snprintf(err, errlen, "no output path");
-    return LTDI_ERR_INVALID_ARG;
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "no output path");
   }
   prep_run pr;
   memset(&pr, 0, sizeof pr);
@@ -481,8 +477,7 @@ int ltdi_prepare_run(const ltdi_prepare_config *cfg, const ltdi_featurebank *ban
   char *jpath = malloc(strlen(cfg->out_path) + 9);
   int journal_open = 0;
   if (!pr.traj || !pr.emb || !pr.classes || !pr.loss || !pr.done || !identity || !jpath) {
-    snprintf(err, errlen, "out of memory for %zu tasks", M);
-    rc = LTDI_ERR_NOMEM;
+    rc = ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory for %zu tasks", M);
     goto done;
   }
   sprintf(jpath, "%s.journal", cfg->out_path);
@@ -507,8 +502,8 @@ int ltdi_prepare_run(const ltdi_prepare_config *cfg, const ltdi_featurebank *ban
   journal_open = 0;
   if (rc == 0) rc = rc_close;
   if (rc != 0) {
-    snprintf(err, errlen, "preparing tasks: %s (finished tasks are kept in %s)",
-             ltdi_strerror(rc), jpath);
+    ltdi_fail(err, errlen, rc, "preparing tasks: %s (finished tasks are kept in %s)",
+              ltdi_strerror(rc), jpath);
     goto done;
   }
   if (!cfg->quiet) ltdi_progress_finish(&pr.progress, NULL);
@@ -521,8 +516,8 @@ int ltdi_prepare_run(const ltdi_prepare_config *cfg, const ltdi_featurebank *ban
   stats->mean_final_loss = sum / (double)M;
   rc = write_output(&pr);
   if (rc != 0) {
-    snprintf(err, errlen, "writing %s: %s (finished tasks are kept in %s)", cfg->out_path,
-             ltdi_strerror(rc), jpath);
+    ltdi_fail(err, errlen, rc, "writing %s: %s (finished tasks are kept in %s)", cfg->out_path,
+              ltdi_strerror(rc), jpath);
     goto done;
   }
   unlink(jpath); /* the output is complete and durable; the journal is spent */
@@ -613,8 +608,8 @@ int ltdi_prepare_measure(const ltdi_prepare_config *cfg, const ltdi_featurebank 
                          int queries, double *acc_mean, double *acc_ci95,
                          double *loss_mean, double *dist_to_opt, char *err, size_t errlen) {
   if (queries < 1) {
-    snprintf(err, errlen, "measurement needs at least one query per class");
-    return LTDI_ERR_INVALID_ARG;
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
+                     "measurement needs at least one query per class");
   }
   measure_run mr;
   memset(&mr, 0, sizeof mr);
@@ -626,8 +621,7 @@ int ltdi_prepare_measure(const ltdi_prepare_config *cfg, const ltdi_featurebank 
   pthread_mutex_destroy(&mr.lock);
   ltdi_class_index_free(&mr.tc.index);
   if (rc != 0) {
-    snprintf(err, errlen, "measuring: %s", ltdi_strerror(rc));
-    return rc;
+    return ltdi_fail(err, errlen, rc, "measuring: %s", ltdi_strerror(rc));
   }
   double n = (double)mr.count, mean = mr.acc_sum / n;
   double var = n > 1 ? (mr.acc_sq - n * mean * mean) / (n - 1) : 0.0;
