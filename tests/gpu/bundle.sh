@@ -63,9 +63,12 @@ exclude=(libc6 libc6-dev libcrypt1 libcrypt-dev linux-libc-dev libgcc-s1 libstdc
 system_sonames=" ld-linux-x86-64.so.2 libc.so.6 libm.so.6 libresolv.so.2 libpthread.so.0
   libdl.so.2 librt.so.1 libutil.so.1 libcrypt.so.1 libgcc_s.so.1 libstdc++.so.6 "
 
-command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null ||
-  { echo "bundle.sh: needs apt-get and dpkg-deb (a Debian bookworm machine)" >&2; exit 2; }
+if ! command -v apt-get >/dev/null || ! command -v dpkg-deb >/dev/null; then
+  echo "bundle.sh: needs apt-get and dpkg-deb (a Debian bookworm machine)" >&2
+  exit 2
+fi
 arch=$(dpkg --print-architecture)
+# shellcheck disable=SC1091  # this machine's own
 codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-unknown}")
 if [ "$arch" != amd64 ] || [ "$codename" != bookworm ]; then
   echo "bundle.sh: warning: this is $codename/$arch; the GPU machine is x86-64 and" \
