@@ -2,7 +2,7 @@
 # tests/gpu/check.sh — the GPU issue's one-shot check on a fresh machine
 # (built for the lent H200: 16 cores, a CUDA toolkit, no network, none of
 # the project's libraries). Run from the repo root. Within about 5 minutes it:
-#   0. when gpu-bundle/ (tests/gpu/bundle.sh) is there, unpacks its Debian
+#   0. when gpu-bundle/ (scripts/gpu_bundle.sh) is there, unpacks its Debian
 #      packages into a private prefix ($CHECK_BUILD_DIR/deps, never `/`) and
 #      points pkg-config, CMake and the loader there, for what this machine
 #      lacks only: a library it has is taken from it (deps.txt says which);
@@ -232,7 +232,7 @@ setup_bundle() {
   fi
   while read -r kind a _; do
     [ "$kind" = deb ] || continue
-    [ -f "$bundle/$a" ] || { echo "the bundle lacks $a: rerun tests/gpu/bundle.sh"; return 1; }
+    [ -f "$bundle/$a" ] || { echo "the bundle lacks $a: rerun scripts/gpu_bundle.sh"; return 1; }
     debs+=("$bundle/$a")
   done <"$man"
   # Unpacked once per manifest; a rerun in the same build folder reuses it.
@@ -249,7 +249,7 @@ setup_bundle() {
     case "$kind" in
       lib)
         if [ -n "${image_lib[$a]:-}" ]; then
-          lib_from[$a]="image ${image_lib[$a]}"
+          lib_from[$a]="machine ${image_lib[$a]}"
           n_img=$((n_img + 1))
         else
           ln -sfn "$R/$b" "$L/$a"
@@ -312,7 +312,7 @@ setup_bundle() {
     for line in "${modules[@]}"; do
       IFS=: read -r mod so _ <<<"$line"
       case " ${pc_img[*]} " in *" $mod "*) from=machine ;; *) from=bundle ;; esac
-      printf '%-14s %-22s %s\n' "$mod" "$from" "$so from ${lib_from[$so]:-?}"
+      printf '%-14s %-22s %s\n' "$mod" "$from" "$so from the ${lib_from[$so]:-?}"
     done
     echo
     echo "pkg-config modules from the machine (${#pc_img[@]}): ${pc_img[*]}"
@@ -320,12 +320,12 @@ setup_bundle() {
     echo
     echo "bundled sonames the machine has, used from the machine ($n_img):"
     for so in "${!lib_from[@]}"; do
-      [ "${lib_from[$so]}" = bundle ] || echo "  $so ${lib_from[$so]#image }"
+      [ "${lib_from[$so]}" = bundle ] || echo "  $so ${lib_from[$so]#machine }"
     done | sort
     echo "bundled sonames the machine lacks, loaded from $L ($n_bun):"
     for so in "${!lib_from[@]}"; do
-      [ "${lib_from[$so]}" = bundle ] && echo "  $so"
-    done | sort | paste -sd' ' | fold -s -w 100 | sed 's/^/  /'
+      [ "${lib_from[$so]}" = bundle ] && echo "$so"
+    done | sort | paste -sd' ' | fold -s -w 96 | sed 's/^/  /'
     echo
     echo "glibc: the machine has ${glibc_have:-?}; the bundle needs $glibc_need ($c)"
   } >"$depsfile"
@@ -375,6 +375,30 @@ find_cudnn() {
   return 1
 }
 
+# cuda_loader_path — the CUDA toolkit's folders on LD_LIBRARY_PATH where
+# the loader cannot find its libraries otherwise. CMake counts the
+# toolkit's library folder among nvcc's implicit link folders and writes no
+# RUNPATH for it, so a machine whose loader does not know the toolkit (no
+# ld.so.conf entry) could build but not run the programs.
+cuda_loader_path() {
+  local d f so add
+  for d in "$cuda_root"/lib64 "$cuda_root"/lib "$cuda_root"/targets/*-linux/lib; do
+    [ -d "$d" ] || continue
+    d=$(readlink -f "$d")
+    case ":${LD_LIBRARY_PATH:-}:" in *":$d:"*) continue ;; esac
+    add=0
+    for f in "$d"/libcudart.so.* "$d"/libcublas.so.* "$d"/libcublasLt.so.* "$d"/libcudnn.so.*; do
+      so=${f##*/}
+      [[ $so =~ ^lib[A-Za-z]+\.so\.[0-9]+$ ]] || continue   # the soname link only
+      [ -n "${image_lib[$so]:-}" ] || add=1
+    done
+    if [ "$add" = 1 ]; then
+      export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$d"
+      echo "loader: $d added to LD_LIBRARY_PATH (its CUDA libraries are not in the loader's cache)"
+    fi
+  done
+}
+
 # machine — one paragraph on what this machine is (the GPU image is known
 # only from what its first run prints).
 machine() {
@@ -386,7 +410,8 @@ machine() {
   for v in cc c++ cmake ninja make nvcc pkg-config python3 curl dpkg-deb; do
     if command -v "$v" >/dev/null 2>&1; then
       printf '  %-10s %s: %s\n' "$v" "$(command -v "$v")" \
-        "$("$v" --version 2>&1 | grep -m1 -v '^ *$' | cut -c1-90)"
+        "$("$v" --version 2>&1 | grep -v '^ *$' | if [ "$v" = nvcc ]; then tail -1; else head -1; fi |
+           cut -c1-90)"
     else
       printf '  %-10s none\n' "$v"
     fi
@@ -446,11 +471,12 @@ check_deps() {
                   /usr/lib/*/libcublas.so; then
     missing+=("libcublas.so (CUDA toolkit)")
   fi
+  cuda_loader_path
   find_cudnn "$cuda_root" || missing+=("libcudnn.so and cudnn.h (cuDNN 9: toolkit, system or nvidia-cudnn wheel)")
   if [ "${#missing[@]}" -gt 0 ]; then
     echo "check.sh: missing build dependencies (this machine cannot install them):"
     printf '  - %s\n' "${missing[@]}"
-    [ -f "$bundle/MANIFEST" ] || echo "  (no $bundle/: tests/gpu/bundle.sh makes it; carry it, docs/GPU.md)"
+    [ -f "$bundle/MANIFEST" ] || echo "  (no $bundle/: scripts/gpu_bundle.sh makes it; carry it, docs/GPU.md)"
     return 2
   fi
   echo "dependencies: ok (generator $CMAKE_GENERATOR)"
@@ -509,7 +535,7 @@ check_loader() {
           */site-packages/*) [ "$from" = wheel ] ;;
           *) [ "$from" = machine ] ;;
         esac && printf ' %s' "$so"
-      done | tr ' ' '\n' | sort | paste -sd' ' | fold -s -w 90 | sed '2,$s/^/           /'
+      done | tr ' ' '\n' | sed '/^$/d' | sort | paste -sd' ' | fold -s -w 88 | sed '2,$s/^/           /'
     done
   } | tee -a "$depsfile"
   return "$rc"
@@ -633,7 +659,7 @@ main() {
   step dependencies check_deps
   if [ "$(status_of dependencies)" != ok ]; then
     echo "check.sh: stopping: install the missing packages (scripts/setup.sh lists them)" \
-         "or bring them in gpu-bundle/ (tests/gpu/bundle.sh), and rerun"
+         "or bring them in gpu-bundle/ (scripts/gpu_bundle.sh), and rerun"
     summary | tee "$outdir/summary.txt"
     return 2
   fi

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/gpu/dryrun.sh — tests/gpu/check.sh in a machine as bare as the GPU
+# scripts/gpu_dryrun.sh — tests/gpu/check.sh in a machine as bare as the GPU
 # one, before any GPU minutes are spent on it. A minimal Debian bookworm root
 # (debootstrap --variant=minbase) holds a compiler toolchain, CMake, ninja
 # and python3 and nothing else: none of the project's -dev packages, no
@@ -14,7 +14,7 @@
 # from nothing as it will there. Mounts are undone on exit. Needs root,
 # debootstrap (apt-get install debootstrap) and Debian's mirror.
 #
-#   usage: tests/gpu/dryrun.sh [--full] [--reuse-build]
+#   usage: scripts/gpu_dryrun.sh [--full] [--reuse-build]
 #     --full         check.sh without --quick (the full CPU benchmarks)
 #     --reuse-build  keep the last run's build-gpu (faster; no longer fresh)
 #   env: DRYRUN_ROOT, DRYRUN_MIRROR (http://deb.debian.org/debian),
@@ -23,7 +23,7 @@
 #        a root of its own per set), CUDA_HOME (/usr/local/cuda, resolved)
 # Exit status: 0 when every step but the CUDA benchmarks passed.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 
 quick=--quick
 reuse=0
@@ -31,7 +31,7 @@ for arg in "$@"; do
   case "$arg" in
     --full) quick="" ;;
     --reuse-build) reuse=1 ;;
-    *) echo "dryrun.sh: unknown option $arg (usage: tests/gpu/dryrun.sh [--full] [--reuse-build])" >&2; exit 2 ;;
+    *) echo "gpu_dryrun.sh: unknown option $arg (usage: scripts/gpu_dryrun.sh [--full] [--reuse-build])" >&2; exit 2 ;;
   esac
 done
 
@@ -43,10 +43,10 @@ packages="build-essential cmake ninja-build python3 $extra"
 if [ -n "$extra" ]; then root=$root-$(echo "$extra" | md5sum | cut -c1-8); fi
 cuda=$(readlink -f "${CUDA_HOME:-/usr/local/cuda}")
 
-[ "$(id -u)" -eq 0 ] || { echo "dryrun.sh: needs root (debootstrap, chroot, mount)" >&2; exit 2; }
-command -v debootstrap >/dev/null || { echo "dryrun.sh: apt-get install debootstrap" >&2; exit 2; }
-[ -x "$cuda/bin/nvcc" ] || { echo "dryrun.sh: no CUDA toolkit at $cuda" >&2; exit 2; }
-[ -f gpu-bundle/MANIFEST ] || { echo "dryrun.sh: no gpu-bundle/: run tests/gpu/bundle.sh first" >&2; exit 2; }
+[ "$(id -u)" -eq 0 ] || { echo "gpu_dryrun.sh: needs root (debootstrap, chroot, mount)" >&2; exit 2; }
+command -v debootstrap >/dev/null || { echo "gpu_dryrun.sh: apt-get install debootstrap" >&2; exit 2; }
+[ -x "$cuda/bin/nvcc" ] || { echo "gpu_dryrun.sh: no CUDA toolkit at $cuda" >&2; exit 2; }
+[ -f gpu-bundle/MANIFEST ] || { echo "gpu_dryrun.sh: no gpu-bundle/: run scripts/gpu_bundle.sh first" >&2; exit 2; }
 
 # ---- mounts, undone on every exit ----------------------------------------------
 mounts=()
@@ -70,18 +70,18 @@ mnt() { # mnt DEST MOUNT-ARGS...
 stamp=$root/.ltdi-dryroot
 if [ "$(cat "$stamp" 2>/dev/null)" != "$packages" ]; then
   if mounted_under "$root"; then
-    echo "dryrun.sh: something is still mounted under $root (an earlier run killed?); umount it first" >&2
+    echo "gpu_dryrun.sh: something is still mounted under $root (an earlier run killed?); umount it first" >&2
     exit 1
   fi
-  echo "dryrun.sh: making $root (debootstrap minbase bookworm + $packages; a few minutes)"
+  echo "gpu_dryrun.sh: making $root (debootstrap minbase bookworm + $packages; a few minutes)"
   rm -rf "$root"
   t0=$(date +%s)
   debootstrap --variant=minbase --include="$(echo "$packages" | xargs | tr ' ' ,)" \
     bookworm "$root" "$mirror" >"/var/tmp/ltdi-dryroot-debootstrap.log" 2>&1 ||
-    { echo "dryrun.sh: debootstrap failed; see /var/tmp/ltdi-dryroot-debootstrap.log" >&2; exit 1; }
+    { echo "gpu_dryrun.sh: debootstrap failed; see /var/tmp/ltdi-dryroot-debootstrap.log" >&2; exit 1; }
   chroot "$root" apt-get clean
   echo "$packages" >"$stamp"
-  echo "dryrun.sh: root made in $(($(date +%s) - t0)) s"
+  echo "gpu_dryrun.sh: root made in $(($(date +%s) - t0)) s"
 fi
 
 # ---- what travels ---------------------------------------------------------------
@@ -99,10 +99,10 @@ tree_bytes=$(du -sb --exclude=build-gpu "$dest" | awk '{ print $1 }')
 tar -cf - gpu-bundle | tar -C "$dest" -xf -
 all_bytes=$(du -sb --exclude=build-gpu "$dest" | awk '{ print $1 }')
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
-echo "dryrun.sh: what travels: tree $(mib "$tree_bytes") + bundle $(mib $((all_bytes - tree_bytes)))" \
+echo "gpu_dryrun.sh: what travels: tree $(mib "$tree_bytes") + bundle $(mib $((all_bytes - tree_bytes)))" \
      "= $(mib "$all_bytes") (the limit is 64 MiB)"
 if [ "$all_bytes" -gt $((64 * 1048576)) ]; then
-  echo "dryrun.sh: that is over the 64 MiB the GPU machine receives" >&2
+  echo "gpu_dryrun.sh: that is over the 64 MiB the GPU machine receives" >&2
   exit 1
 fi
 
@@ -117,7 +117,7 @@ mount -o remount,bind,ro "$root$cuda"
 rm -rf "$root/work/out"
 mkdir -p "$root/work/out"
 
-echo "dryrun.sh: running check.sh ${quick:-(full)} in $root, no network, $jobs build jobs"
+echo "gpu_dryrun.sh: running check.sh ${quick:-(full)} in $root, no network, $jobs build jobs"
 t0=$(date +%s)
 set +e
 env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
@@ -126,17 +126,17 @@ env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/r
   >/dev/null 2>&1
 rc=$?
 set -e
-echo "dryrun.sh: check.sh exit $rc after $(($(date +%s) - t0)) s; its files: $root/work/out/"
+echo "gpu_dryrun.sh: check.sh exit $rc after $(($(date +%s) - t0)) s; its files: $root/work/out/"
 
 # ---- the verdict -------------------------------------------------------------------
 summary=$root/work/out/summary.txt
-[ -f "$summary" ] || { echo "dryrun.sh: no summary.txt; the log:"; tail -40 "$root/work/out/check.log"; exit 1; }
+[ -f "$summary" ] || { echo "gpu_dryrun.sh: no summary.txt; the log:"; tail -40 "$root/work/out/check.log"; exit 1; }
 sed -n '/=== summary ===/,$p' "$summary"
 # The step table is the summary's first block: NAME STATUS SECONDS s.
 bad=$(awk 'f && /^$/ { exit } f && $1 !~ /^bench-cuda-/ && $2 != "ok" { print $1 }
            /=== summary ===/ { f = 1 }' "$summary" | xargs)
 if [ -n "$bad" ]; then
-  echo "dryrun.sh: FAILED: $bad (log: $root/work/out/check.log)"
+  echo "gpu_dryrun.sh: FAILED: $bad (log: $root/work/out/check.log)"
   exit 1
 fi
-echo "dryrun.sh: ok: every step but the CUDA benchmarks passed (no GPU here); the GPU tests skipped"
+echo "gpu_dryrun.sh: ok: every step but the CUDA benchmarks passed (no GPU here); the GPU tests skipped"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/gpu/bundle.sh — fetches the Debian packages that tests/gpu/check.sh
+# scripts/gpu_bundle.sh — fetches the Debian packages that tests/gpu/check.sh
 # needs on a GPU machine that has a CUDA toolkit and a compiler but none of
 # the project's libraries and no registry to install them from. Run it on a
 # Debian bookworm amd64 machine with apt (this project's development VM);
@@ -22,12 +22,12 @@
 # (soname and path), every -dev link (libX.so), every .pc file and the two
 # programs, and the newest glibc symbol version any bundled file needs.
 #
-#   usage: tests/gpu/bundle.sh [--update] [--dir DIR]
+#   usage: scripts/gpu_bundle.sh [--update] [--dir DIR]
 #     --update  run `apt-get update` first (otherwise only when a download
 #               fails: the package lists can be older than the mirror)
 #     --dir     where to put the bundle (default gpu-bundle)
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 
 dir=gpu-bundle
 update=0
@@ -35,7 +35,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --update) update=1 ;;
     --dir) dir=${2:?--dir needs a folder}; shift ;;
-    *) echo "bundle.sh: unknown option $1 (usage: tests/gpu/bundle.sh [--update] [--dir DIR])" >&2; exit 2 ;;
+    *) echo "gpu_bundle.sh: unknown option $1 (usage: scripts/gpu_bundle.sh [--update] [--dir DIR])" >&2; exit 2 ;;
   esac
   shift
 done
@@ -64,14 +64,14 @@ system_sonames=" ld-linux-x86-64.so.2 libc.so.6 libm.so.6 libresolv.so.2 libpthr
   libdl.so.2 librt.so.1 libutil.so.1 libcrypt.so.1 libgcc_s.so.1 libstdc++.so.6 "
 
 if ! command -v apt-get >/dev/null || ! command -v dpkg-deb >/dev/null; then
-  echo "bundle.sh: needs apt-get and dpkg-deb (a Debian bookworm machine)" >&2
+  echo "gpu_bundle.sh: needs apt-get and dpkg-deb (a Debian bookworm machine)" >&2
   exit 2
 fi
 arch=$(dpkg --print-architecture)
 # shellcheck disable=SC1091  # this machine's own
 codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-unknown}")
 if [ "$arch" != amd64 ] || [ "$codename" != bookworm ]; then
-  echo "bundle.sh: warning: this is $codename/$arch; the GPU machine is x86-64 and" \
+  echo "gpu_bundle.sh: warning: this is $codename/$arch; the GPU machine is x86-64 and" \
        "check.sh was tried with bookworm/amd64 packages" >&2
 fi
 if [ "$update" = 1 ]; then apt-get update -qq; fi
@@ -120,7 +120,7 @@ while [ "${#queue[@]}" -gt 0 ]; do
     [ "$satisfied" = 1 ] || queue+=("${alts[0]}")
   done < <(dep_groups "${batch[@]}")
 done
-echo "bundle.sh: ${#pkgs[@]} packages (${#roots[@]} asked for, the rest their dependencies)"
+echo "gpu_bundle.sh: ${#pkgs[@]} packages (${#roots[@]} asked for, the rest their dependencies)"
 
 # ---- download ---------------------------------------------------------------
 mkdir -p "$dir"
@@ -136,7 +136,7 @@ want=()
 fetch=()
 for p in "${pkgs[@]}"; do
   f=${deb_of[$p]:-}
-  [ -n "$f" ] || { echo "bundle.sh: no candidate version of $p (try --update)" >&2; exit 1; }
+  [ -n "$f" ] || { echo "gpu_bundle.sh: no candidate version of $p (try --update)" >&2; exit 1; }
   want+=("$f")
   [ -s "$dir/$f" ] || fetch+=("$p")
 done
@@ -146,7 +146,7 @@ apt_opts=()
 [ "$(id -u)" -eq 0 ] && apt_opts=(-o APT::Sandbox::User=root)
 if [ "${#fetch[@]}" -gt 0 ]; then
   if ! (cd "$dir" && apt-get "${apt_opts[@]}" download -q "${fetch[@]}"); then
-    echo "bundle.sh: download failed; refreshing the package lists and trying once more" >&2
+    echo "gpu_bundle.sh: download failed; refreshing the package lists and trying once more" >&2
     apt-get update -qq
     (cd "$dir" && apt-get "${apt_opts[@]}" download -q "${fetch[@]}")
   fi
@@ -154,7 +154,7 @@ fi
 # Whatever an earlier run left that is no longer wanted goes.
 for f in "$dir"/*.deb; do
   [ -e "$f" ] || continue
-  case " ${want[*]} " in *" ${f##*/} "*) ;; *) echo "bundle.sh: removing stale ${f##*/}"; rm -f "$f" ;; esac
+  case " ${want[*]} " in *" ${f##*/} "*) ;; *) echo "gpu_bundle.sh: removing stale ${f##*/}"; rm -f "$f" ;; esac
 done
 
 # ---- the manifest ---------------------------------------------------------------
@@ -188,7 +188,7 @@ soname_of() { readelf -d "$1" 2>/dev/null | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/
 
 man=$tmp/MANIFEST
 {
-  echo "# gpu-bundle/MANIFEST: written by tests/gpu/bundle.sh, read by tests/gpu/check.sh."
+  echo "# gpu-bundle/MANIFEST: written by scripts/gpu_bundle.sh, read by tests/gpu/check.sh."
   echo "# Paths are relative to the folder the .debs are unpacked into."
   echo "# deb FILE PACKAGE | lib SONAME PATH | dev LINK PATH | pc MODULE PATH | bin NAME PATH"
   echo "made $(date -u +%Y-%m-%dT%H:%M:%SZ) $codename $arch"
@@ -206,7 +206,7 @@ while IFS= read -r -d '' f; do
   so=$(soname_of "$f")
   if [ -n "$so" ]; then
     if [ -n "${have_soname[$so]:-}" ]; then
-      echo "bundle.sh: warning: $so twice ($rel, ${have_soname[$so]}); keeping the first" >&2
+      echo "gpu_bundle.sh: warning: $so twice ($rel, ${have_soname[$so]}); keeping the first" >&2
     else
       have_soname[$so]=$rel
       echo "lib $so $rel" >>"$man"
@@ -224,7 +224,7 @@ done < <(find "$root" -type f \( -name '*.so*' -o -path '*/bin/*' \) -print0 | s
 # The -dev links: every lib*.so in a library folder, resolved to its file.
 while IFS= read -r -d '' f; do
   rel=${f#"$root"/}
-  target=$(resolve "$rel") || { echo "bundle.sh: warning: $rel dangles" >&2; continue; }
+  target=$(resolve "$rel") || { echo "gpu_bundle.sh: warning: $rel dangles" >&2; continue; }
   echo "dev ${rel##*/} $target" >>"$man"
 done < <(find "$root" \( -type f -o -type l \) -name 'lib*.so' -path '*/lib/*' -print0 | sort -z)
 
@@ -234,7 +234,7 @@ while IFS= read -r -d '' f; do
 done < <(find "$root" -name '*.pc' -print0 | sort -z)
 
 for b in pkgconf:usr/bin/pkgconf curl:usr/bin/curl; do
-  [ -x "$root/${b#*:}" ] || { echo "bundle.sh: ${b#*:} is missing" >&2; exit 1; }
+  [ -x "$root/${b#*:}" ] || { echo "gpu_bundle.sh: ${b#*:} is missing" >&2; exit 1; }
   echo "bin ${b%%:*} ${b#*:}" >>"$man"
 done
 echo "glibc $glibc_max $glibc_file" >>"$man"
@@ -247,14 +247,14 @@ for so in $(printf '%s\n' "${needed[@]}" | sort -u); do
   missing+=("$so")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
-  echo "bundle.sh: the closure is incomplete: nothing bundled provides ${missing[*]}" >&2
+  echo "gpu_bundle.sh: the closure is incomplete: nothing bundled provides ${missing[*]}" >&2
   exit 1
 fi
 mv "$man" "$dir/MANIFEST"
 
 size=$(du -cb "$dir"/*.deb | awk 'END { print $1 }')
 unpacked=$(du -sb "$root" | awk '{ print $1 }')
-printf 'bundle.sh: %s: %d .debs, %.1f MiB (%.0f MiB unpacked); newest glibc symbol needed: %s (%s)\n' \
+printf 'gpu_bundle.sh: %s: %d .debs, %.1f MiB (%.0f MiB unpacked); newest glibc symbol needed: %s (%s)\n' \
   "$dir" "${#want[@]}" "$(echo "$size" | awk '{ print $1 / 1048576 }')" \
   "$(echo "$unpacked" | awk '{ print $1 / 1048576 }')" "$glibc_max" "$glibc_file"
-echo "bundle.sh: carry it with the GPU run: carry [\"$dir\"] (docs/GPU.md)"
+echo "gpu_bundle.sh: carry it with the GPU run: carry [\"$dir\"] (docs/GPU.md)"
