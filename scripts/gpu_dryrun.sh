@@ -20,7 +20,11 @@
 #   env: DRYRUN_ROOT, DRYRUN_MIRROR (http://deb.debian.org/debian),
 #        DRYRUN_JOBS (2: build jobs), DRYRUN_EXTRA (more packages in the
 #        root, e.g. "pkgconf zlib1g-dev curl" to try a machine that has some:
-#        a root of its own per set), CUDA_HOME (/usr/local/cuda, resolved)
+#        a root of its own per set), CUDA_HOME (/usr/local/cuda, resolved),
+#        DRYRUN_CUDA (toolkit: CUDA_HOME at its own path, with /usr/local/cuda
+#        linked to it; wheels: no toolkit there, but the layout of NVIDIA's
+#        pip wheels as a PyTorch image may hold them instead, under python3's
+#        nvidia/: cu13/ without unversioned library links, cudnn/ apart)
 # Exit status: 0 when every step but the CUDA benchmarks passed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,6 +46,8 @@ extra=${DRYRUN_EXTRA:-}
 packages="build-essential cmake ninja-build python3 $extra"
 if [ -n "$extra" ]; then root=$root-$(echo "$extra" | md5sum | cut -c1-8); fi
 cuda=$(readlink -f "${CUDA_HOME:-/usr/local/cuda}")
+cuda_mode=${DRYRUN_CUDA:-toolkit}
+case "$cuda_mode" in toolkit|wheels) ;; *) echo "gpu_dryrun.sh: DRYRUN_CUDA is toolkit or wheels" >&2; exit 2 ;; esac
 
 [ "$(id -u)" -eq 0 ] || { echo "gpu_dryrun.sh: needs root (debootstrap, chroot, mount)" >&2; exit 2; }
 command -v debootstrap >/dev/null || { echo "gpu_dryrun.sh: apt-get install debootstrap" >&2; exit 2; }
@@ -50,10 +56,14 @@ command -v debootstrap >/dev/null || { echo "gpu_dryrun.sh: apt-get install debo
 
 # ---- mounts, undone on every exit ----------------------------------------------
 mounts=()
+after_umount=()   # folders to remove once nothing is mounted there
 cleanup() {
   local i
   for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do
     umount "${mounts[$i]}" 2>/dev/null || umount -l "${mounts[$i]}" || true
+  done
+  for i in "${after_umount[@]}"; do
+    mounted_under "$i" || rm -rf "$i"
   done
 }
 trap cleanup EXIT
@@ -67,12 +77,13 @@ mnt() { # mnt DEST MOUNT-ARGS...
 }
 
 # ---- the root, made once ----------------------------------------------------------
+if mounted_under "$root"; then
+  echo "gpu_dryrun.sh: something is still mounted under $root (an earlier run killed?);" \
+       "umount it first: grep $root /proc/mounts" >&2
+  exit 1
+fi
 stamp=$root/.ltdi-dryroot
 if [ "$(cat "$stamp" 2>/dev/null)" != "$packages" ]; then
-  if mounted_under "$root"; then
-    echo "gpu_dryrun.sh: something is still mounted under $root (an earlier run killed?); umount it first" >&2
-    exit 1
-  fi
   echo "gpu_dryrun.sh: making $root (debootstrap minbase bookworm + $packages; a few minutes)"
   rm -rf "$root"
   t0=$(date +%s)
@@ -110,14 +121,39 @@ fi
 mnt "$root/proc" -t proc proc
 mnt "$root/sys" -t sysfs -o ro sysfs
 [ -c "$root/dev/null" ] || mnt "$root/dev" --bind /dev
-mkdir -p "$root$cuda"
-mnt "$root$cuda" --bind "$cuda"
-mount -o remount,bind,ro "$root$cuda"
-[ -e "$root/usr/local/cuda" ] || ln -s "$cuda" "$root/usr/local/cuda"
+rm -f "$root/usr/local/cuda"
+if [ "$cuda_mode" = toolkit ]; then
+  mkdir -p "$root$cuda"
+  mnt "$root$cuda" --bind "$cuda"
+  mount -o remount,bind,ro "$root$cuda"
+  ln -s "$cuda" "$root/usr/local/cuda"
+else
+  # The wheels' layout: nvidia/cu13 is the toolkit without what the wheels
+  # lack (every symbolic link, libcudnn*, the driver stub), on an overlay
+  # so nothing of the real one changes; nvidia/cudnn holds cuDNN's headers
+  # and links to its libraries in a copy of the toolkit mounted out of the
+  # way (/opt/cuda-real, which check.sh does not look at).
+  rmdir "$root$cuda" 2>/dev/null || true
+  site=$root/usr/lib/python3/dist-packages/nvidia
+  ov=/var/tmp/ltdi-dryrun-overlay
+  rm -rf "$ov" "$site"
+  mkdir -p "$ov/upper" "$ov/work" "$site/cu13" "$site/cudnn/include" "$site/cudnn/lib" \
+           "$root/opt/cuda-real"
+  after_umount+=("$site" "$ov" "$root/opt/cuda-real")
+  mnt "$root/opt/cuda-real" --bind "$cuda"
+  mount -o remount,bind,ro "$root/opt/cuda-real"
+  mnt "$site/cu13" -t overlay overlay -o "lowerdir=$cuda,upperdir=$ov/upper,workdir=$ov/work"
+  rm -rf "$site/cu13/dist-info" "$site/cu13/lib64" "$site/cu13/lib/stubs" "$site/cu13"/include/cudnn*.h
+  find "$site/cu13/lib" -maxdepth 1 \( -type l -o -name 'libcudnn*' \) -delete
+  cp "$cuda"/include/cudnn*.h "$site/cudnn/include/"
+  for f in "$cuda"/lib/libcudnn*.so.[0-9]*; do
+    ln -s "/opt/cuda-real/lib/${f##*/}" "$site/cudnn/lib/${f##*/}"
+  done
+fi
 rm -rf "$root/work/out"
 mkdir -p "$root/work/out"
 
-echo "gpu_dryrun.sh: running check.sh ${quick:-(full)} in $root, no network, $jobs build jobs"
+echo "gpu_dryrun.sh: running check.sh ${quick:-(full)} in $root, no network, $jobs build jobs, CUDA as $cuda_mode"
 t0=$(date +%s)
 set +e
 env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \

@@ -345,24 +345,78 @@ any_exists() {
   return 1
 }
 
-# find_cudnn CUDA_ROOT — 0 when cuDNN's library and header are found: in
-# the CUDA toolkit or the system (CMake finds them there), else in a Python
-# wheel (nvidia-cudnn-cu13, which PyTorch images carry): then its library
-# gets an unversioned link in the build folder, and CMake, the compiler and
-# the loader are pointed there.
+# nvidia_wheels — the folders of the `nvidia` Python package (NVIDIA's
+# wheels: nvidia/cu13 holds a CUDA toolkit, nvidia/cudnn cuDNN; PyTorch
+# images carry them), one a line, for every python3 this machine has.
+nvidia_wheels() {
+  local py
+  for py in python3 /opt/*/.venv/bin/python3 /opt/*/bin/python3; do
+    command -v "$py" >/dev/null 2>&1 || continue
+    "$py" -c 'import nvidia; print("\n".join(nvidia.__path__))' 2>/dev/null
+  done | awk '!seen[$0]++'
+}
+
+# find_nvcc — nvcc on PATH, else from /usr/local/cuda*/bin or a wheel's
+# nvidia/cu*/bin, whose folder then goes on PATH.
+find_nvcc() {
+  local d w
+  command -v nvcc >/dev/null 2>&1 && return 0
+  for d in /usr/local/cuda/bin /usr/local/cuda-*/bin; do
+    [ -x "$d/nvcc" ] && { PATH=$PATH:$d; return 0; }
+  done
+  while read -r w; do
+    for d in "$w"/cu*/bin; do
+      [ -x "$d/nvcc" ] && { PATH=$PATH:$d; echo "nvcc: from the Python wheel in ${d%/bin}"; return 0; }
+    done
+  done < <(nvidia_wheels)
+  return 1
+}
+
+# lib_dev_in NAME DIR... — 0 when libNAME.so (the unversioned link the
+# linker and CMake look for) is in one of DIRs or the loader's cache.
+lib_dev_in() {
+  local name=$1 d
+  shift
+  ldconfig -p 2>/dev/null | grep -q "lib$name\.so " && return 0
+  for d in "$@"; do [ -e "$d/lib$name.so" ] && return 0; done
+  return 1
+}
+
+# cuda_dev_links — NVIDIA's wheels ship libcudart.so.13 and libcublas.so.13
+# but no libcudart.so: where the toolkit lacks the unversioned names, links
+# with those names in $bdir/cuda-links, which CMake's find_library searches
+# through CMAKE_LIBRARY_PATH.
+cuda_dev_links() {
+  local name f dirs=("$cuda_root"/lib64 "$cuda_root"/lib "$cuda_root"/targets/*-linux/lib)
+  for name in cudart cublas cublasLt; do
+    lib_dev_in "$name" "${dirs[@]}" /usr/lib/x86_64-linux-gnu && continue
+    f=$(find "${dirs[@]}" -maxdepth 1 -name "lib$name.so.[0-9]*" 2>/dev/null | sort | head -1)
+    [ -n "$f" ] || return 1
+    mkdir -p "$bdir/cuda-links"
+    ln -sfn "$f" "$bdir/cuda-links/lib$name.so"
+    echo "CUDA: lib$name.so -> $f (the toolkit has the versioned name only)"
+  done
+  if [ -d "$bdir/cuda-links" ]; then
+    export CMAKE_LIBRARY_PATH="$bdir/cuda-links${CMAKE_LIBRARY_PATH:+:$CMAKE_LIBRARY_PATH}"
+  fi
+  return 0
+}
+
+# find_cudnn — 0 when cuDNN's library and header are found: in the CUDA
+# toolkit or the system (CMake finds them there), else in a wheel
+# (nvidia/cudnn): then its library gets an unversioned link in the build
+# folder, and CMake, the compiler and the loader are pointed there.
 find_cudnn() {
-  local root=$1 d py
-  if { ldconfig -p 2>/dev/null | grep -q 'libcudnn\.so ' ||
-       any_exists "$root"/lib*/libcudnn.so "$root"/targets/*/lib/libcudnn.so /usr/lib/*/libcudnn.so; } &&
-     any_exists "$root"/include/cudnn.h "$root"/targets/*/include/cudnn.h /usr/include/cudnn.h \
-                /usr/include/*/cudnn.h; then
+  local w d lib
+  if lib_dev_in cudnn "$cuda_root"/lib64 "$cuda_root"/lib "$cuda_root"/targets/*-linux/lib \
+       /usr/lib/x86_64-linux-gnu &&
+     any_exists "$cuda_root"/include/cudnn.h "$cuda_root"/targets/*/include/cudnn.h \
+                /usr/include/cudnn.h /usr/include/*/cudnn.h; then
     return 0
   fi
-  for py in python3 /opt/*/.venv/bin/python3; do
-    command -v "$py" >/dev/null 2>&1 || continue
-    d=$("$py" -c 'import nvidia.cudnn as m; print(list(m.__path__)[0])' 2>/dev/null) || continue
+  while read -r w; do
+    d=$w/cudnn
     [ -f "$d/include/cudnn.h" ] || continue
-    local lib
     lib=$(find "$d/lib" -maxdepth 1 -name 'libcudnn.so.[0-9]*' 2>/dev/null | sort | head -1)
     [ -n "$lib" ] || continue
     mkdir -p "$bdir/cudnn"
@@ -371,7 +425,7 @@ find_cudnn() {
     export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$d/lib"
     echo "cuDNN: from the Python wheel in $d (not in the CUDA toolkit)"
     return 0
-  done
+  done < <(nvidia_wheels)
   return 1
 }
 
@@ -420,13 +474,11 @@ machine() {
 
 check_deps() {
   local missing=() cmd line mod so pkg
-  if [ -d /usr/local/cuda/bin ] && ! command -v nvcc >/dev/null 2>&1; then
-    PATH=$PATH:/usr/local/cuda/bin
-  fi
   # A python3 in a virtual environment (the GPU image's holds PyTorch).
   if ! command -v python3 >/dev/null 2>&1; then
     for cmd in /opt/*/.venv/bin/python3; do [ -x "$cmd" ] && PATH=$PATH:${cmd%/python3} && break; done
   fi
+  find_nvcc
   # Ninja where there is one and no generator was chosen: faster, and the
   # image may have no make. A configured build folder keeps its generator.
   if [ -z "${CMAKE_GENERATOR:-}" ]; then
@@ -466,13 +518,11 @@ check_deps() {
     done
   fi
   cuda_root=$(dirname "$(dirname "$(command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)")")
-  if ! ldconfig -p 2>/dev/null | grep -q "libcublas\.so " &&
-     ! any_exists "$cuda_root"/lib*/libcublas.so "$cuda_root"/targets/*/lib/libcublas.so \
-                  /usr/lib/*/libcublas.so; then
-    missing+=("libcublas.so (CUDA toolkit)")
+  if command -v nvcc >/dev/null 2>&1; then
+    cuda_dev_links || missing+=("libcudart/libcublas/libcublasLt (CUDA toolkit: none under $cuda_root)")
+    cuda_loader_path
   fi
-  cuda_loader_path
-  find_cudnn "$cuda_root" || missing+=("libcudnn.so and cudnn.h (cuDNN 9: toolkit, system or nvidia-cudnn wheel)")
+  find_cudnn || missing+=("libcudnn.so and cudnn.h (cuDNN 9: toolkit, system or nvidia-cudnn wheel)")
   if [ "${#missing[@]}" -gt 0 ]; then
     echo "check.sh: missing build dependencies (this machine cannot install them):"
     printf '  - %s\n' "${missing[@]}"
