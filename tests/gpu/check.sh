@@ -576,16 +576,16 @@ check_loader() {
     echo
     echo "libraries the built programs load (ldd), by origin:"
     for from in bundle cuda wheel machine; do
-      printf '  %-8s' "$from:"
+      printf '  %-9s' "$from:"
       for so in "${!where[@]}"; do
         path=${where[$so]}
         case "$path" in
           "$deps"/*) [ "$from" = bundle ] ;;
           "$cuda_root"/*|/usr/local/cuda*) [ "$from" = cuda ] ;;
-          */site-packages/*) [ "$from" = wheel ] ;;
+          */site-packages/*|*/dist-packages/*) [ "$from" = wheel ] ;;
           *) [ "$from" = machine ] ;;
         esac && printf ' %s' "$so"
-      done | tr ' ' '\n' | sed '/^$/d' | sort | paste -sd' ' | fold -s -w 88 | sed '2,$s/^/           /'
+      done | tr ' ' '\n' | sed '/^$/d' | sort | paste -sd' ' | fold -s -w 88 | sed '2,$s/^/            /'
     done
   } | tee -a "$depsfile"
   return "$rc"
