@@ -218,8 +218,11 @@ setup_bundle() {
   local man=$bundle/MANIFEST R L kind a b c debs=() f mod n_img=0 n_bun=0
   scan_image_libs
   if [ "$bundle" = none ] || [ ! -f "$man" ]; then
-    echo "no bundle ($bundle/MANIFEST): the system's packages only"
-    echo "no bundle: the system's packages only" >"$depsfile"
+    if [ "$bundle" = none ]; then
+      echo "CHECK_BUNDLE=none: the system's packages only" | tee "$depsfile"
+    else
+      echo "no $man: the system's packages only" | tee "$depsfile"
+    fi
     return 0
   fi
   R=$deps/root L=$deps/lib
