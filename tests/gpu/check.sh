@@ -477,10 +477,18 @@ machine() {
 
 check_deps() {
   local missing=() cmd line mod so pkg
-  # A python3 in a virtual environment (the GPU image's holds PyTorch).
-  if ! command -v python3 >/dev/null 2>&1; then
-    for cmd in /opt/*/.venv/bin/python3; do [ -x "$cmd" ] && PATH=$PATH:${cmd%/python3} && break; done
-  fi
+  # Tools from a virtual environment's bin where PATH has none: the GPU
+  # image's python3 (with PyTorch), perhaps its cmake and ninja, live in one.
+  local f
+  for cmd in python3 cmake ctest ninja; do
+    command -v "$cmd" >/dev/null 2>&1 && continue
+    for f in /opt/*/.venv/bin/"$cmd" /opt/*/bin/"$cmd"; do
+      [ -x "$f" ] || continue
+      PATH=$PATH:${f%/*}
+      echo "PATH: ${f%/*} appended (for $cmd)"
+      break
+    done
+  done
   find_nvcc
   # Ninja where there is one and no generator was chosen: faster, and the
   # image may have no make. A configured build folder keeps its generator.
@@ -705,7 +713,7 @@ summary() {
 }
 
 main() {
-  echo "check.sh: $(date -u '+%Y-%m-%d %H:%M:%S UTC') on $(hostname), build dir $bdir," \
+  echo "check.sh: $(date -u '+%Y-%m-%d %H:%M:%S UTC') on $(uname -n), build dir $bdir," \
        "quick=$quick, CUDA ${gpu_s}s / CPU ${cpu_s}s per point, budget ${budget}s (0: none)"
   : >"$results"
   step bundle setup_bundle
