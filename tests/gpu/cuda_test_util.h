@@ -28,6 +28,7 @@
 #include "core/rng.h"
 #include "kernels/backend.h"
 #include "kernels/cuda/backend_cuda.h"
+#include "tests/reference.h"
 
 #define CUDA_TEST_TOL 1e-4f
 
@@ -37,7 +38,7 @@ static ltdi_backend *cpu, *gpu;
  * LTDI_CUDA_CONV_CHUNK = chunk (NULL leaves the variable unset). Skips the
  * calling test when there is no GPU. */
 static inline void cuda_test_open_with(const char *conv, const char *chunk) {
-  if (ltdi_cuda_device_count() == 0) cr_skip_test("no CUDA device: GPU tests skipped");
+  if (ltdi_cuda_device_count() == 0) LTDI_GPU_MISSING("no CUDA device: GPU tests skipped");
   cr_assert_eq(ltdi_backend_cpu_create(&cpu, 1), 0);
   if (conv != NULL) setenv("LTDI_CUDA_CONV", conv, 1);
   else unsetenv("LTDI_CUDA_CONV");

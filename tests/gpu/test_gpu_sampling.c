@@ -17,6 +17,7 @@
 #include "core/model.h"
 #include "core/rng.h"
 #include "kernels/backend.h"
+#include "tests/reference.h"
 
 #define MODEL_PATH LTDI_SOURCE_DIR "/models/glyphs-5w1s-lt.safetensors"
 
@@ -24,7 +25,7 @@ static ltdi_backend *cpu, *gpu;
 static ltdi_model *m_cpu, *m_gpu; /* the same file, loaded onto each backend */
 
 static void setup(void) {
-  if (!ltdi_cuda_available()) cr_skip_test("no CUDA device: GPU tests skipped");
+  if (!ltdi_cuda_available()) LTDI_GPU_MISSING("no CUDA device: GPU tests skipped");
   char note[256] = "", err[256] = "";
   /* One BLAS thread: the reference is then reproducible run to run. */
   cr_assert_eq(ltdi_backend_cpu_create(&cpu, 1), 0);

@@ -17,6 +17,7 @@
 #include "base/error.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
+#include "tests/reference.h"
 
 /* ---- helpers ------------------------------------------------------------- */
 
@@ -539,8 +540,8 @@ static int have_python_safetensors(void) {
 
 Test(safetensors, interop_with_python_reference) {
   if (!have_python_safetensors())
-    cr_skip_test("python3 with the `safetensors` and `numpy` packages is not available "
-                 "(pip install safetensors numpy) - interop check skipped");
+    LTDI_REFERENCE_MISSING("python3 with the `safetensors` and `numpy` packages is not "
+                           "available (pip install safetensors numpy) - interop check skipped");
   make_tmpdir();
   const char *script = LTDI_SOURCE_DIR "/tests/python/safetensors_interop.py";
   char path[128], cmd[512];

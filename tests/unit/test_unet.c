@@ -25,6 +25,7 @@
 #include "core/unet.h"
 #include "core/unet_internal.h"
 #include "kernels/backend.h"
+#include "tests/reference.h"
 
 /* ==== helpers ============================================================ */
 
@@ -703,8 +704,9 @@ static double compare(const ltdi_st_file *ref, const char *name, const float *go
 
 static void check_against_torch(ltdi_unet_config c, int B, const char *tag) {
   if (!have_torch())
-    cr_skip_test("/usr/bin/python3 cannot import torch; install it with "
-                 "`apt-get install -y python3-torch` to run the PyTorch reference check");
+    LTDI_REFERENCE_MISSING("/usr/bin/python3 cannot import torch; install it with "
+                           "`apt-get install -y python3-torch` to run the PyTorch reference "
+                           "check");
   ltdi_backend *be = make_backend();
   ltdi_unet *u = NULL;
   ltdi_unet_acts *a = NULL;
