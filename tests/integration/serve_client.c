@@ -706,6 +706,9 @@ static void test_registry(const daemon *d) {
   r = http(d, "GET", "/v1/models/head/versions/3", NULL, NULL);
   o = jbody(&r);
   CHECK(!strcmp(S(json_object_get(o, "status")), "FAILED"), "v3 marked FAILED");
+  /* The reason read back is the one the load wrote: the file changed. */
+  CHECK(strstr(S(json_object_get(o, "reason")), "changed since it was registered") != NULL,
+        "v3's FAILED reason says why: %s", r.body);
   json_decref(o);
   resp_free(&r);
 

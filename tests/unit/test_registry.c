@@ -792,3 +792,125 @@ Test(registry, crash_checker_detects_damage) {
   cr_assert_eq(crash_check(db_path(), log, &n, why, sizeof why), 1);
   free(t.weights);
 }
+
+/* Every field of every table, written with distinct, non-default values and
+ * read back through each path that reads it (get and list), so a write or
+ * read that drops or swaps a column fails here. */
+static void expect_version_fields(const ltdi_model_version *got, const char *path,
+                                  const char *sha, int64_t size, ltdi_version_status st,
+                                  const char *reason, const char *meta, int loaded) {
+  cr_expect_str_eq(got->path, path);
+  cr_expect_str_eq(got->sha256, sha);
+  cr_expect_eq(got->size_bytes, size);
+  cr_expect_eq(got->status, st);
+  cr_expect_str_eq(got->reason, reason);
+  cr_expect_str_eq(got->metadata_json, meta);
+  cr_expect_eq(got->loaded, loaded);
+  cr_expect_gt(got->created_at, 1600000000000LL);
+}
+
+static void expect_task_fields(const ltdi_task_record *got, const ltdi_task_record *want) {
+  cr_expect_str_eq(got->task_id, want->task_id);
+  cr_expect_str_eq(got->model, want->model);
+  cr_expect_eq(got->version, want->version);
+  cr_expect_eq(got->seed, want->seed);
+  cr_expect_eq(got->steps, want->steps);
+  cr_expect_eq(got->samples, want->samples);
+  cr_expect_str_eq(got->embedding_sha256, want->embedding_sha256);
+  cr_expect_eq(got->support_accuracy, want->support_accuracy);
+  cr_expect_eq(got->support_loss, want->support_loss);
+  cr_expect_eq(got->queue_ms, want->queue_ms);
+  cr_expect_eq(got->compute_ms, want->compute_ms);
+  cr_expect_eq(got->batch_size, want->batch_size);
+  cr_expect_eq(got->weights_size, want->weights_size);
+  cr_expect_gt(got->created_at, 1600000000000LL);
+}
+
+Test(registry, every_field_round_trips) {
+  ltdi_registry *reg = open_db();
+  char sha[65];
+  hex_of("every-field", sha);
+  const char *meta = "{\"ways\": 7, \"note\": \"fields\"}";
+  int64_t v = 0;
+  cr_assert_eq(add(reg, "fields", LTDI_VERSION_READY), 1);
+  cr_assert_eq(ltdi_registry_add_version(reg, "fields", "/models/f2.safetensors", sha, 987654,
+                                         LTDI_VERSION_LOADING, "validating", meta, &v, g_err,
+                                         sizeof g_err),
+               0, "%s", g_err);
+  cr_assert_eq(v, 2);
+  /* A FAILED version's reason, as the daemon writes it when a file no
+   * longer loads (server/models.c). */
+  const char *why = "/models/f2.safetensors changed since it was registered";
+  cr_assert_eq(ltdi_registry_set_status(reg, "fields", 2, LTDI_VERSION_FAILED, why, g_err,
+                                        sizeof g_err), 0);
+  cr_assert_eq(ltdi_registry_set_loaded(reg, "fields", 1, 1, g_err, sizeof g_err), 0);
+  ltdi_model_version mv;
+  cr_assert_eq(ltdi_registry_get_version(reg, "fields", 2, &mv, g_err, sizeof g_err), 0);
+  expect_version_fields(&mv, "/models/f2.safetensors", sha, 987654, LTDI_VERSION_FAILED, why,
+                        meta, 0);
+  ltdi_model_version_clear(&mv);
+  ltdi_model_version *rows = NULL;
+  size_t n = 0;
+  char next[LTDI_REG_TOKEN_MAX];
+  cr_assert_eq(ltdi_registry_list_versions(reg, "fields", 10, NULL, &rows, &n, next, g_err,
+                                           sizeof g_err), 0, "%s", g_err);
+  cr_assert_eq(n, 2);
+  cr_expect_eq(rows[0].version, 2, "newest first");
+  cr_expect_str_eq(rows[0].name, "fields");
+  expect_version_fields(&rows[0], "/models/f2.safetensors", sha, 987654, LTDI_VERSION_FAILED,
+                        why, meta, 0);
+  cr_expect_eq(rows[1].loaded, 1);
+  cr_expect_eq(rows[1].status, LTDI_VERSION_READY);
+  ltdi_model_versions_free(rows, n);
+  /* The reason goes back to "" when the status is set without one. */
+  cr_assert_eq(ltdi_registry_set_status(reg, "fields", 2, LTDI_VERSION_READY, NULL, g_err,
+                                        sizeof g_err), 0);
+  cr_assert_eq(ltdi_registry_get_version(reg, "fields", 2, &mv, g_err, sizeof g_err), 0);
+  cr_expect_str_eq(mv.reason, "");
+  ltdi_model_version_clear(&mv);
+
+  ltdi_model_info info;
+  cr_assert_eq(ltdi_registry_get_model(reg, "fields", &info, g_err, sizeof g_err), 0);
+  cr_expect_str_eq(info.name, "fields");
+  cr_expect_eq(info.n_versions, 2);
+  cr_expect_eq(info.latest_version, 2);
+  cr_expect_eq(info.latest_ready_version, 2);
+  cr_expect_eq(info.loaded_version, 1);
+  cr_expect_gt(info.created_at, 1600000000000LL);
+
+  cr_assert_eq(ltdi_registry_set_alias(reg, "fields", "stable", 1, g_err, sizeof g_err), 0);
+  ltdi_model_alias *al = NULL;
+  cr_assert_eq(ltdi_registry_list_aliases(reg, "fields", &al, &n, g_err, sizeof g_err), 0);
+  cr_assert_eq(n, 1);
+  cr_expect_str_eq(al[0].name, "fields");
+  cr_expect_str_eq(al[0].alias, "stable");
+  cr_expect_eq(al[0].version, 1);
+  cr_expect_gt(al[0].updated_at, 1600000000000LL);
+  free(al);
+
+  uint8_t buf[37];
+  ltdi_task_record t = make_task("fields-task", "fields", 2, buf, sizeof buf);
+  t.seed = 0x0123456789abcdefull;
+  t.steps = 37;
+  t.samples = 3;
+  hex_of("fields-emb", t.embedding_sha256);
+  t.support_accuracy = 0.6875;
+  t.support_loss = 0.4375; /* a value: NaN would hide a dropped column */
+  t.queue_ms = 1.75;
+  t.compute_ms = 23.125;
+  t.batch_size = 7;
+  cr_assert_eq(ltdi_registry_put_task(reg, &t, NULL, g_err, sizeof g_err), 0, "%s", g_err);
+  ltdi_task_record got;
+  cr_assert_eq(ltdi_registry_get_task(reg, t.task_id, 1, &got, g_err, sizeof g_err), 0);
+  expect_task_fields(&got, &t);
+  cr_expect_eq(memcmp(got.weights, buf, sizeof buf), 0);
+  ltdi_task_record_clear(&got);
+  ltdi_task_record *tasks = NULL;
+  cr_assert_eq(ltdi_registry_list_tasks(reg, "fields", 10, NULL, &tasks, &n, next, g_err,
+                                        sizeof g_err), 0, "%s", g_err);
+  cr_assert_eq(n, 1);
+  expect_task_fields(&tasks[0], &t);
+  cr_expect_null(tasks[0].weights);
+  ltdi_task_records_free(tasks, n);
+  ltdi_registry_close(reg);
+}
