@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# tests/integration/generation_quality.sh TRAIN_BINARY SOURCE_DIR
+#
+# Generation quality end to end, at a fixed seed: the shipped glyph model
+# generates heads for 200 5-way 1-shot episodes of the small glyph set's
+# held-out scripts, through the real binary (features → eval). A broken
+# sampler, schedule, denoiser, normalisation or task embedding shows up here
+# even when each piece's unit test still passes.
+#
+# Bounds, from the run recorded in docs/EVAL.md ("End-to-end check"), on
+# these fixed episodes: nearest-centroid 0.8876, lt_di 0.6260 (chance 0.20),
+# lt_di's weight MSE against the prepared optimum 2.38264. The run is
+# deterministic on the CPU (per-sample generation, one BLAS thread per
+# worker), so the bounds are tight where a bug shows and loose where
+# rounding could: lt_di within 0.01 of its recorded accuracy (a few of 5,000
+# predictions), its weight MSE within 0.2 % — an ᾱ off by one step moves it
+# by 0.5 %, a c_ε without its 1/√α by 1.3 %, a c_x of 1/α by 120 % — and
+# the gap to nearest-centroid under 0.35. Re-record the numbers when the
+# shipped model changes (the script prints them).
+set -euo pipefail
+train=$1
+src=$2
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+"$train" data glyphs --small --out "$tmp/glyphs" --quiet
+"$train" features --body "$src/models/glyphs-body.safetensors" --data "$tmp/glyphs/meta-test" \
+  --out "$tmp/features.safetensors" > /dev/null
+"$train" eval --features "$tmp/features.safetensors" --model "$src/models/glyphs-5w1s-lt.safetensors" \
+  --methods nearest_centroid,lt_di --ways 5 --shots 1 --queries 5 --episodes 200 --seed 1 \
+  --threads 2 --device cpu --json "$tmp/eval.json" > "$tmp/eval.txt" 2>&1 ||
+  { cat "$tmp/eval.txt"; exit 1; }
+cat "$tmp/eval.txt"
+python3 - "$tmp/eval.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["methods"]
+nc, lt = r["nearest_centroid"]["acc"], r["lt_di"]["acc"]
+mse = r["lt_di"]["weight_mse"]
+print(f"nearest_centroid {nc:.4f}, lt_di {lt:.4f}, gap {nc - lt:.4f}, weight MSE {mse:.7f}")
+fails = []
+if not abs(lt - 0.6260) <= 0.01: fails.append(f"lt_di accuracy {lt:.4f} is not 0.6260 +- 0.01")
+if not lt >= 0.50: fails.append(f"lt_di accuracy {lt:.4f} < 0.50 (chance 0.20)")
+if not nc - lt <= 0.35: fails.append(f"lt_di is {nc - lt:.4f} below nearest-centroid (> 0.35)")
+if not abs(mse - 2.38264) <= 0.002 * 2.38264:
+    fails.append(f"lt_di weight MSE {mse:.5f} is not 2.38264 +- 0.2 %")
+if not nc >= 0.80: fails.append(f"nearest_centroid {nc:.4f} < 0.80: the features are broken")
+for f in fails: print("FAIL:", f)
+sys.exit(1 if fails else 0)
+PY
