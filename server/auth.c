@@ -32,14 +32,22 @@ static int load_keys(const char *path, keyset *k, char *err, size_t errlen) {
     return ltdi_fail(err, errlen, LTDI_ERR_IO,
                      "cannot read key file %s: %s", path, strerror(errno));
   }
-  char line[1024];
-  int rc = 0;
-  while (!rc && fgets(line, sizeof line, f)) {
+  /* Lines of any length: a key is never cut into pieces that would each
+   * authenticate on their own. */
+  char *line = NULL;
+  size_t cap = 0;
+  int rc = 0, lineno = 0;
+  errno = 0;
+  while (!rc && getline(&line, &cap, f) >= 0) {
+    lineno++;
     char *s = line, *e;
     while (*s == ' ' || *s == '\t') s++;
     e = s + strlen(s);
     while (e > s && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t')) *--e = '\0';
     if (!*s || *s == '#') continue;
+    if (strlen(s) < LTDI_AUTH_MIN_KEY_LEN) /* the key itself is never printed */
+      fprintf(stderr, "ltdi-serve: warning: %s line %d: a key of %zu characters is easy to "
+              "guess; use at least %d\n", path, lineno, strlen(s), LTDI_AUTH_MIN_KEY_LEN);
     char **nk = realloc(k->keys, (size_t)(k->n + 1) * sizeof *nk);
     char *dup = nk ? strdup(s) : NULL;
     if (nk) k->keys = nk;
@@ -49,6 +57,10 @@ static int load_keys(const char *path, keyset *k, char *err, size_t errlen) {
     }
     k->keys[k->n++] = dup;
   }
+  if (!rc && !feof(f)) /* getline stopped before the end: a read error or no memory */
+    rc = ltdi_fail(err, errlen, errno == ENOMEM ? LTDI_ERR_NOMEM : LTDI_ERR_IO,
+                   "cannot read key file %s: %s", path, strerror(errno ? errno : EIO));
+  free(line);
   fclose(f);
   if (!rc && k->n == 0) {
     rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "key file %s holds no key", path);

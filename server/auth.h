@@ -19,6 +19,9 @@ extern "C" {
 
 typedef struct ltdi_auth ltdi_auth;
 
+/* Keys shorter than this load with a warning on stderr (they are guessable). */
+#define LTDI_AUTH_MIN_KEY_LEN 16
+
 enum ltdi_access { LTDI_ACCESS_OPEN = 0, LTDI_ACCESS_READ = 1, LTDI_ACCESS_ADMIN = 2 };
 
 /* Either path may be NULL or "". 0, LTDI_ERR_IO (unreadable), LTDI_ERR_FORMAT

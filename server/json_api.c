@@ -98,16 +98,23 @@ static int read_matrix(json_t *a, const char *path, ltdi_gen_request *r, ltdi_ap
   if (rows > LTDI_API_MAX_ROWS) return FAIL422("%s has more than %d rows", path, LTDI_API_MAX_ROWS);
   if (cols > LTDI_API_MAX_COLS)
     return FAIL422("%s rows have more than %d values", path, LTDI_API_MAX_COLS);
-  r->values = malloc(rows * cols * sizeof(float));
-  if (!r->values) return ltdi_api_fail(e, 503, LTDI_ERR_NOMEM, "out of memory for %s", path);
-  r->rows = (int)rows;
-  r->cols = (int)cols;
+  /* Every row's shape before any allocation: rows × cols numbers are then
+   * really in the body, so what is allocated is bounded by the body's size
+   * (a first row of 65,536 numbers and 99,999 empty ones must not ask for
+   * 26 GB). */
   for (size_t i = 0; i < rows; i++) {
     json_t *ri = json_array_get(a, i);
     if (!json_is_array(ri)) return FAIL422("%s[%zu] must be an array of numbers", path, i);
     if (json_array_size(ri) != cols)
       return FAIL422("%s[%zu] has %zu values but %s[0] has %zu", path, i, json_array_size(ri),
                      path, cols);
+  }
+  r->values = malloc(rows * cols * sizeof(float));
+  if (!r->values) return ltdi_api_fail(e, 503, LTDI_ERR_NOMEM, "out of memory for %s", path);
+  r->rows = (int)rows;
+  r->cols = (int)cols;
+  for (size_t i = 0; i < rows; i++) {
+    json_t *ri = json_array_get(a, i);
     int rc = read_row(ri, path, (int)i, r->values + i * cols, (int)cols, e);
     if (rc) return rc;
   }

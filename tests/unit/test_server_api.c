@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "base/error.h"
@@ -253,6 +254,64 @@ Test(auth, policy) {
   cr_assert_neq(ltdi_auth_create(&a, user, NULL, err, sizeof err), 0, "a key file without keys");
   cr_assert_neq(ltdi_auth_create(&a, "/nonexistent/keys", NULL, err, sizeof err), 0);
   unlink(user), unlink(admin);
+}
+
+/* A shape that the body does not hold is refused (422) before anything is
+ * allocated for it: a first row of 65,536 numbers and 99,999 empty rows
+ * would otherwise ask for 26 GB, which under an address-space limit fails
+ * as a misleading 503 "out of memory". */
+Test(api, matrix_shape_checked_before_allocating) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  cr_skip_test("a sanitizer's shadow memory does not fit an address-space limit");
+#endif
+  const struct rlimit lim = {(rlim_t)4 << 30, (rlim_t)4 << 30}; /* this test's process only */
+  cr_assert_eq(setrlimit(RLIMIT_AS, &lim), 0);
+  enum { COLS = 65536, ROWS = 100000 };
+  size_t cap = 64 + 2 * (size_t)COLS + 3 * (size_t)ROWS + 64, n = 0;
+  char *body = malloc(cap);
+  cr_assert_not_null(body);
+  n += (size_t)sprintf(body + n, "{\"support\": {\"embeddings\": [[");
+  for (int k = 0; k < COLS; k++) n += (size_t)sprintf(body + n, k ? ",0" : "0");
+  n += (size_t)sprintf(body + n, "]");
+  for (int i = 1; i < ROWS; i++) n += (size_t)sprintf(body + n, ",[]");
+  n += (size_t)sprintf(body + n, "], \"labels\": [0]}}");
+  cr_assert_lt(n, cap);
+  ltdi_gen_request r;
+  ltdi_api_error e;
+  int rc = ltdi_api_parse_generate(body, n, 8, &r, &e);
+  cr_expect_neq(rc, 0);
+  cr_expect_eq(e.status, 422, "status %d: %s", e.status, e.message);
+  cr_expect(strstr(e.message, "support.embeddings[1] has 0 values") != NULL, "%s", e.message);
+  free(body);
+}
+
+/* A key longer than any line buffer is one key: none of its pieces
+ * authenticates, and the whole key does. */
+Test(auth, long_keys_are_whole_keys) {
+  char path[256];
+  snprintf(path, sizeof path, "/tmp/test_server_api_long_%d", (int)getpid());
+  enum { LEN = 5000 };
+  char *key = malloc(LEN + 1);
+  cr_assert_not_null(key);
+  for (int i = 0; i < LEN; i++) key[i] = (char)('a' + i % 26);
+  key[LEN] = '\0';
+  FILE *f = fopen(path, "w");
+  cr_assert_not_null(f);
+  fprintf(f, "%s\nshort-but-ok-key-16\n", key);
+  fclose(f);
+  ltdi_auth *a = NULL;
+  char err[256];
+  cr_assert_eq(ltdi_auth_create(&a, path, NULL, err, sizeof err), 0, "%s", err);
+  cr_expect_eq(ltdi_auth_check(a, LTDI_ACCESS_READ, key), 0, "the whole key");
+  char piece[1024];
+  memcpy(piece, key, 1023);
+  piece[1023] = '\0';
+  cr_expect_eq(ltdi_auth_check(a, LTDI_ACCESS_READ, piece), 401, "its first 1023 characters");
+  cr_expect_eq(ltdi_auth_check(a, LTDI_ACCESS_READ, key + 1023), 401, "the rest of it");
+  cr_expect_eq(ltdi_auth_check(a, LTDI_ACCESS_READ, "short-but-ok-key-16"), 0, "the next line");
+  ltdi_auth_free(a);
+  unlink(path);
+  free(key);
 }
 
 Test(metrics, render) {
