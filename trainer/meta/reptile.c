@@ -241,7 +241,7 @@ typedef struct reptile_run {
   reptile_shared sh;
   reptile_worker wk[LTDI__REPTILE_MAX_THREADS];
   pthread_t tids[LTDI__REPTILE_MAX_THREADS];
-  int n_threads;        /* asked for, at most meta_batch */
+  int n_threads;        /* as asked, at most meta_batch and LTDI__REPTILE_MAX_THREADS */
   int n_wk;             /* workers set up (to free) */
   int started;          /* helper threads running: wk[1..started] */
   ltdi_backend *be;
