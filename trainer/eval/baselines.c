@@ -135,6 +135,99 @@ static double norm_inf(const double *a, size_t n) {
   return m;
 }
 
+/* The objective's data, so the steps below can evaluate it. */
+typedef struct logreg_problem {
+  const double *x;  /* (n, d) */
+  const int32_t *y; /* (n) */
+  int n, d, classes;
+  double l2;
+} logreg_problem;
+
+static double objective(const logreg_problem *pb, const double *w, double *grad) {
+  return ltdi_logreg_objective(w, pb->x, pb->y, pb->n, pb->d, pb->classes, pb->l2, grad);
+}
+
+/* The L-BFGS memory: up to m pairs (s, y) in a ring, `newest` the last. */
+typedef struct lbfgs_memory {
+  size_t np;
+  int m, n_pairs, newest;
+  double *S, *Y;       /* (m, np) */
+  double *rho;         /* (m) 1 / s.y of each pair */
+  double *alpha;       /* (m) two-loop scratch */
+} lbfgs_memory;
+
+/* dir = -H g by the two-loop recursion (the first step, with no pairs, of
+ * unit length). When that is not a descent direction the memory is dropped
+ * and dir is the unit steepest-descent direction. Returns g.dir. */
+static double descent_direction(lbfgs_memory *mem, const double *g, double *dir) {
+  const size_t np = mem->np;
+  const int m = mem->m, newest = mem->newest;
+  const double *S = mem->S, *Y = mem->Y, *rho = mem->rho;
+  double *alpha = mem->alpha;
+  memcpy(dir, g, np * sizeof *dir);
+  for (int k = 0; k < mem->n_pairs; k++) {
+    int idx = (newest - k + m) % m;
+    alpha[idx] = rho[idx] * dot(S + (size_t)idx * np, dir, np);
+    for (size_t p = 0; p < np; p++) dir[p] -= alpha[idx] * Y[(size_t)idx * np + p];
+  }
+  double scale;
+  if (mem->n_pairs > 0) {
+    const double *sn = S + (size_t)newest * np, *yn = Y + (size_t)newest * np;
+    scale = dot(sn, yn, np) / dot(yn, yn, np);
+  } else {
+    scale = 1.0 / sqrt(dot(g, g, np)); /* first step of unit length */
+  }
+  for (size_t p = 0; p < np; p++) dir[p] *= scale;
+  for (int k = mem->n_pairs - 1; k >= 0; k--) {
+    int idx = (newest - k + m) % m;
+    double beta = rho[idx] * dot(Y + (size_t)idx * np, dir, np);
+    for (size_t p = 0; p < np; p++) dir[p] += S[(size_t)idx * np + p] * (alpha[idx] - beta);
+  }
+  for (size_t p = 0; p < np; p++) dir[p] = -dir[p];
+  double gd = dot(g, dir, np);
+  if (!(gd < 0.0)) {
+    mem->n_pairs = 0;
+    for (size_t p = 0; p < np; p++) dir[p] = -g[p] / sqrt(dot(g, g, np));
+    gd = dot(g, dir, np);
+  }
+  return gd;
+}
+
+/* Armijo backtracking from w along dir (f the objective at w, gd = g.dir):
+ * halves the step from 1 until the objective drops enough, at most 60
+ * times. Returns 1 with w_new, its gradient g_new and *f_new, or 0 when no
+ * step was accepted (at the limit of double precision). */
+static int line_search(const logreg_problem *pb, size_t np, const double *w, const double *dir,
+                       double f, double gd, double *w_new, double *g_new, double *f_new) {
+  double step = 1.0;
+  for (int ls = 0; ls < 60; ls++) {
+    for (size_t p = 0; p < np; p++) w_new[p] = w[p] + step * dir[p];
+    *f_new = objective(pb, w_new, g_new);
+    if (isfinite(*f_new) && *f_new <= f + 1e-4 * step * gd) return 1;
+    step *= 0.5;
+  }
+  return 0;
+}
+
+/* Stores the pair s = w_new - w, y = g_new - g, kept only when s.y > 0 (by a
+ * margin), which keeps the implicit Hessian positive definite. */
+static void lbfgs_push(lbfgs_memory *mem, const double *w, const double *w_new, const double *g,
+                       const double *g_new) {
+  const size_t np = mem->np;
+  int slot = (mem->newest + 1) % mem->m;
+  double *s_slot = mem->S + (size_t)slot * np, *y_slot = mem->Y + (size_t)slot * np;
+  for (size_t p = 0; p < np; p++) {
+    s_slot[p] = w_new[p] - w[p];
+    y_slot[p] = g_new[p] - g[p];
+  }
+  double sy = dot(s_slot, y_slot, np);
+  if (sy > 1e-12 * sqrt(dot(s_slot, s_slot, np) * dot(y_slot, y_slot, np)) && sy > 0.0) {
+    mem->rho[slot] = 1.0 / sy;
+    mem->newest = slot;
+    if (mem->n_pairs < mem->m) mem->n_pairs++;
+  }
+}
+
 /* L-BFGS (Nocedal & Wright, Alg. 7.4 two-loop recursion) with an Armijo
  * backtracking line search. A pair (s, y) is kept only when s.y > 0, which
  * keeps the implicit Hessian positive definite without a Wolfe search; if the
@@ -146,6 +239,7 @@ int ltdi_logreg_fit(const ltdi_logreg_config *cfg, const double *x, const int32_
       cfg->max_iter < 0)
     return LTDI_ERR_INVALID_ARG;
   if (!labels_valid(y, n, classes)) return LTDI_ERR_INVALID_ARG;
+  const logreg_problem pb = {x, y, n, d, classes, cfg->l2};
   const size_t np = (size_t)classes * (size_t)(d + 1);
   const int m = cfg->history;
   /* g, g_new, dir, w_new, then m rows of s and m rows of y. */
@@ -158,11 +252,10 @@ int ltdi_logreg_fit(const ltdi_logreg_config *cfg, const double *x, const int32_
     return LTDI_ERR_NOMEM;
   }
   double *g = buf, *g_new = buf + np, *dir = buf + 2 * np, *w_new = buf + 3 * np;
-  double *S = buf + 4 * np, *Y = S + (size_t)m * np;
-  int n_pairs = 0, newest = -1; /* ring buffer of pairs */
+  lbfgs_memory mem = {np, m, 0, -1, buf + 4 * np, buf + (4 + (size_t)m) * np, rho, alpha};
   int rc = 0, it = 0;
   memset(w, 0, np * sizeof *w);
-  double f = ltdi_logreg_objective(w, x, y, n, d, classes, cfg->l2, g);
+  double f = objective(&pb, w, g);
   const double gtol = cfg->tol * (n > 1 ? n : 1);
   for (it = 0; it < cfg->max_iter; it++) {
     if (!isfinite(f)) {
@@ -170,58 +263,10 @@ int ltdi_logreg_fit(const ltdi_logreg_config *cfg, const double *x, const int32_
       break;
     }
     if (norm_inf(g, np) <= gtol) break;
-    /* Two-loop recursion: dir = -H g. */
-    memcpy(dir, g, np * sizeof *dir);
-    for (int k = 0; k < n_pairs; k++) {
-      int idx = (newest - k + m) % m;
-      alpha[idx] = rho[idx] * dot(S + (size_t)idx * np, dir, np);
-      for (size_t p = 0; p < np; p++) dir[p] -= alpha[idx] * Y[(size_t)idx * np + p];
-    }
-    double scale;
-    if (n_pairs > 0) {
-      const double *sn = S + (size_t)newest * np, *yn = Y + (size_t)newest * np;
-      scale = dot(sn, yn, np) / dot(yn, yn, np);
-    } else {
-      scale = 1.0 / sqrt(dot(g, g, np)); /* first step of unit length */
-    }
-    for (size_t p = 0; p < np; p++) dir[p] *= scale;
-    for (int k = n_pairs - 1; k >= 0; k--) {
-      int idx = (newest - k + m) % m;
-      double beta = rho[idx] * dot(Y + (size_t)idx * np, dir, np);
-      for (size_t p = 0; p < np; p++) dir[p] += S[(size_t)idx * np + p] * (alpha[idx] - beta);
-    }
-    for (size_t p = 0; p < np; p++) dir[p] = -dir[p];
-    double gd = dot(g, dir, np);
-    if (!(gd < 0.0)) {
-      n_pairs = 0;
-      for (size_t p = 0; p < np; p++) dir[p] = -g[p] / sqrt(dot(g, g, np));
-      gd = dot(g, dir, np);
-    }
-    double step = 1.0, f_new = f;
-    int accepted = 0;
-    for (int ls = 0; ls < 60; ls++) {
-      for (size_t p = 0; p < np; p++) w_new[p] = w[p] + step * dir[p];
-      f_new = ltdi_logreg_objective(w_new, x, y, n, d, classes, cfg->l2, g_new);
-      if (isfinite(f_new) && f_new <= f + 1e-4 * step * gd) {
-        accepted = 1;
-        break;
-      }
-      step *= 0.5;
-    }
-    if (!accepted) break; /* at the limit of double precision */
-    /* New pair s = w_new - w, y = g_new - g. */
-    int slot = (newest + 1) % m;
-    double *s_slot = S + (size_t)slot * np, *y_slot = Y + (size_t)slot * np;
-    for (size_t p = 0; p < np; p++) {
-      s_slot[p] = w_new[p] - w[p];
-      y_slot[p] = g_new[p] - g[p];
-    }
-    double sy = dot(s_slot, y_slot, np);
-    if (sy > 1e-12 * sqrt(dot(s_slot, s_slot, np) * dot(y_slot, y_slot, np)) && sy > 0.0) {
-      rho[slot] = 1.0 / sy;
-      newest = slot;
-      if (n_pairs < m) n_pairs++;
-    }
+    double gd = descent_direction(&mem, g, dir);
+    double f_new = f;
+    if (!line_search(&pb, np, w, dir, f, gd, w_new, g_new, &f_new)) break;
+    lbfgs_push(&mem, w, w_new, g, g_new);
     memcpy(w, w_new, np * sizeof *w);
     memcpy(g, g_new, np * sizeof *g);
     f = f_new;

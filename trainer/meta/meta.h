@@ -133,7 +133,7 @@ typedef struct ltdi_meta_stats {
 int ltdi_meta_run(const ltdi_meta_config *cfg, const ltdi_meta_data *d, ltdi_meta_stats *stats,
                   char *err, size_t errlen);
 
-/* ---- internal, shared with trainer/meta/meta_checkpoint.c ---------------------------- */
+/* ---- internal, shared by trainer/meta/meta_run.c and trainer/meta/meta_checkpoint.c -- */
 
 typedef struct ltdi__meta_state {
   int step, total;

@@ -1,6 +1,6 @@
 /* trainer/meta/reptile.c — REPTILE meta-learning of the head init (see reptile.h):
- * the outer loop, its worker threads, and the fine-tuning used to evaluate
- * an init. File I/O is in reptile_io.c.
+ * the outer loop and its worker threads. The fine-tuning used to evaluate an
+ * init is in reptile_eval.c, file I/O in reptile_io.c.
  *
  * Threads meet twice per outer step: the calling thread opens a step (a new
  * generation number), every worker runs its share of the meta-batch from the
@@ -21,12 +21,10 @@
 #include "base/error.h"
 #include "core/rng.h"
 #include "trainer/data/episode.h"
-#include "trainer/prepare/head_internal.h"
 #include "trainer/common/progress.h"
 
 #define LTDI__REPTILE_TASK_SALT 0x7265707469746173ULL /* "reptitas" */
 #define LTDI__REPTILE_INIT_SALT 0x72657074696e6974ULL /* "reptinit" */
-#define LTDI__REPTILE_EVAL_SALT 0x726570746576c00ULL
 #define LTDI__REPTILE_MAX_THREADS 64
 
 ltdi_reptile_config ltdi_reptile_default(void) {
@@ -235,6 +233,152 @@ static int outer_update(reptile_shared *sh, ltdi_backend *be, float *dev, float 
   return be->download(be, sh->phi, phi, P * sizeof(float));
 }
 
+/* ==== the run ============================================================= */
+
+/* The calling thread's side of a run: the workers (wk[0] is the calling
+ * thread itself) and the backend that holds φ and the outer optimiser. */
+typedef struct reptile_run {
+  reptile_shared sh;
+  reptile_worker wk[LTDI__REPTILE_MAX_THREADS];
+  pthread_t tids[LTDI__REPTILE_MAX_THREADS];
+  int n_threads;        /* as asked, at most meta_batch and LTDI__REPTILE_MAX_THREADS */
+  int n_wk;             /* workers set up (to free) */
+  int started;          /* helper threads running: wk[1..started] */
+  ltdi_backend *be;
+  float *dev;           /* (4P) on be: φ, g, m, v */
+  float *g_host;        /* (P) the pseudo-gradient on the host */
+  ltdi_progress prog;
+} reptile_run;
+
+/* The head, the inner loop's recipe and the class index of the bank; fails
+ * with a hint when too few classes hold shots + queries examples. */
+static int shared_init(reptile_shared *sh, const ltdi_reptile_config *cfg,
+                       const ltdi_featurebank *bank, char *err, size_t errlen) {
+  memset(sh, 0, sizeof *sh);
+  sh->cfg = cfg;
+  sh->bank = bank;
+  sh->dims = (ltdi_head_dims){.in_dim = bank->dim, .hidden = cfg->hidden, .classes = cfg->ways};
+  sh->P = ltdi_head_param_count(&sh->dims);
+  sh->inner = ltdi_head_train_default();
+  sh->inner.steps = cfg->inner_steps;
+  sh->inner.lr = cfg->inner_lr;
+  sh->inner.use_adam = 1;
+  sh->inner.sam_rho = 0.0f;
+  sh->inner.weight_decay = 0.0f;
+  int rc = ltdi_class_index_build(&sh->index, bank->labels, bank->n, bank->n_classes);
+  if (rc != 0) {
+    return ltdi_fail(err, errlen, rc, "cannot index the classes: %s", ltdi_strerror(rc));
+  }
+  int usable = 0;
+  for (int c = 0; c < sh->index.n_classes; c++)
+    usable += ltdi_class_size(&sh->index, c) >= cfg->shots + cfg->queries;
+  if (usable < cfg->ways) {
+    ltdi_class_index_free(&sh->index);
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
+                     "%d-way tasks of %d examples per class need %d classes that large; "
+                     "the bank has %d", cfg->ways, cfg->shots + cfg->queries, cfg->ways, usable);
+  }
+  return 0;
+}
+
+/* The step buffers, the workers and the outer optimiser's backend. */
+static int run_alloc(reptile_run *run, char *err, size_t errlen) {
+  reptile_shared *sh = &run->sh;
+  const ltdi_reptile_config *cfg = sh->cfg;
+  size_t P = sh->P;
+  int n_threads = cfg->n_threads < cfg->meta_batch ? cfg->n_threads : cfg->meta_batch;
+  if (n_threads > LTDI__REPTILE_MAX_THREADS) n_threads = LTDI__REPTILE_MAX_THREADS;
+  run->n_threads = n_threads;
+  sh->phi = malloc(P * sizeof(float));
+  sh->theta = malloc((size_t)cfg->meta_batch * P * sizeof(float));
+  sh->loss = calloc((size_t)cfg->meta_batch, sizeof(float));
+  run->g_host = malloc(P * sizeof(float));
+  int rc = 0;
+  if (!sh->phi || !sh->theta || !sh->loss || !run->g_host) rc = LTDI_ERR_NOMEM;
+  for (; rc == 0 && run->n_wk < n_threads; run->n_wk++)
+    rc = worker_init(&run->wk[run->n_wk], sh, run->n_wk, n_threads);
+  if (rc == 0) rc = ltdi_backend_cpu_create(&run->be, 1);
+  if (rc == 0 && !(run->dev = run->be->alloc(run->be, 4 * P * sizeof(float)))) {
+    rc = LTDI_ERR_NOMEM;
+  }
+  if (rc != 0) return ltdi_fail(err, errlen, rc, "setting up REPTILE: %s", ltdi_strerror(rc));
+  return 0;
+}
+
+static void run_free(reptile_run *run) {
+  if (run->dev) run->be->free(run->be, run->dev);
+  ltdi_backend_destroy(run->be);
+  for (int t = 0; t < run->n_wk; t++) worker_free(&run->wk[t]);
+  ltdi_class_index_free(&run->sh.index);
+  free(run->sh.phi);
+  free(run->sh.theta);
+  free(run->sh.loss);
+  free(run->g_host);
+}
+
+/* φ from the seed's init stream, on the host and on the backend. */
+static int init_phi(reptile_run *run) {
+  reptile_shared *sh = &run->sh;
+  ltdi_rng rng;
+  ltdi_rng_init(&rng, sh->cfg->seed ^ LTDI__REPTILE_INIT_SALT, 0);
+  ltdi_head_init(sh->phi, &sh->dims, &rng);
+  return run->be->upload(run->be, run->dev, sh->phi, sh->P * sizeof(float));
+}
+
+static void workers_start(reptile_run *run) {
+  reptile_shared *sh = &run->sh;
+  pthread_mutex_init(&sh->mu, NULL);
+  pthread_cond_init(&sh->go, NULL);
+  pthread_cond_init(&sh->done, NULL);
+  for (int t = 1; t < run->n_threads; t++) {
+    if (pthread_create(&run->tids[t], NULL, worker_main, &run->wk[t]) != 0) break;
+    run->started = t;
+  }
+  /* With fewer threads than asked (a failed create), the started ones share
+   * the meta-batch; the result is the same. Workers read n_threads only
+   * inside a step, after the mutex hand-over in run_step. */
+  for (int t = 0; t <= run->started; t++) run->wk[t].n_threads = run->started + 1;
+}
+
+static void workers_stop(reptile_run *run) {
+  reptile_shared *sh = &run->sh;
+  pthread_mutex_lock(&sh->mu);
+  sh->stop = 1;
+  pthread_cond_broadcast(&sh->go);
+  pthread_mutex_unlock(&sh->mu);
+  for (int t = 1; t <= run->started; t++) pthread_join(run->tids[t], NULL);
+  pthread_cond_destroy(&sh->go);
+  pthread_cond_destroy(&sh->done);
+  pthread_mutex_destroy(&sh->mu);
+}
+
+static double mean_inner_loss(const reptile_shared *sh) {
+  double ml = 0.0;
+  for (int j = 0; j < sh->cfg->meta_batch; j++) ml += sh->loss[j];
+  return ml / sh->cfg->meta_batch;
+}
+
+/* The outer steps, until outer_steps or max_seconds since t0; *done the
+ * steps completed. */
+static int outer_loop(reptile_run *run, double t0, int *done) {
+  reptile_shared *sh = &run->sh;
+  const ltdi_reptile_config *cfg = sh->cfg;
+  int rc = 0;
+  if (cfg->progress) ltdi_progress_start(&run->prog, "reptile outer steps", cfg->outer_steps);
+  for (int s = 0; rc == 0 && s < cfg->outer_steps; s++) {
+    if (cfg->max_seconds > 0.0 && s > 0 && ltdi_now_s() - t0 > cfg->max_seconds) break;
+    if ((rc = run_step(sh, &run->wk[0], run->started, s)) != 0) break;
+    if ((rc = outer_update(sh, run->be, run->dev, run->g_host, s)) != 0) break;
+    *done = s + 1;
+    if (cfg->progress) {
+      char extra[64];
+      snprintf(extra, sizeof extra, "inner loss %.4f", mean_inner_loss(sh));
+      ltdi_progress_update(&run->prog, *done, extra);
+    }
+  }
+  return rc;
+}
+
 int ltdi_reptile_train(const ltdi_reptile_config *cfg, const ltdi_featurebank *bank,
                        ltdi_reptile_head *out, ltdi_reptile_stats *stats, char *err,
                        size_t errlen) {
@@ -243,160 +387,33 @@ int ltdi_reptile_train(const ltdi_reptile_config *cfg, const ltdi_featurebank *b
     return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "invalid REPTILE configuration");
   }
   memset(out, 0, sizeof *out);
-  reptile_shared sh;
-  memset(&sh, 0, sizeof sh);
-  sh.cfg = cfg;
-  sh.bank = bank;
-  sh.dims = (ltdi_head_dims){.in_dim = bank->dim, .hidden = cfg->hidden, .classes = cfg->ways};
-  sh.P = ltdi_head_param_count(&sh.dims);
-  sh.inner = ltdi_head_train_default();
-  sh.inner.steps = cfg->inner_steps;
-  sh.inner.lr = cfg->inner_lr;
-  sh.inner.use_adam = 1;
-  sh.inner.sam_rho = 0.0f;
-  sh.inner.weight_decay = 0.0f;
-  int rc = ltdi_class_index_build(&sh.index, bank->labels, bank->n, bank->n_classes);
-  if (rc != 0) {
-    return ltdi_fail(err, errlen, rc, "cannot index the classes: %s", ltdi_strerror(rc));
-  }
-  int usable = 0;
-  for (int c = 0; c < sh.index.n_classes; c++)
-    usable += ltdi_class_size(&sh.index, c) >= cfg->shots + cfg->queries;
-  if (usable < cfg->ways) {
-    ltdi_class_index_free(&sh.index);
-    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
-                     "%d-way tasks of %d examples per class need %d classes that large; "
-                     "the bank has %d", cfg->ways, cfg->shots + cfg->queries, cfg->ways, usable);
-  }
-  int n_threads = cfg->n_threads < cfg->meta_batch ? cfg->n_threads : cfg->meta_batch;
-  if (n_threads > LTDI__REPTILE_MAX_THREADS) n_threads = LTDI__REPTILE_MAX_THREADS;
-  size_t P = sh.P;
-  sh.phi = malloc(P * sizeof(float));
-  sh.theta = malloc((size_t)cfg->meta_batch * P * sizeof(float));
-  sh.loss = calloc((size_t)cfg->meta_batch, sizeof(float));
-  float *g_host = malloc(P * sizeof(float));
-  reptile_worker wk[LTDI__REPTILE_MAX_THREADS];
-  pthread_t tids[LTDI__REPTILE_MAX_THREADS];
-  int n_wk = 0, started = 0;
-  ltdi_backend *be = NULL;
-  float *dev = NULL;
+  reptile_run run;
+  memset(&run, 0, sizeof run);
+  int rc = shared_init(&run.sh, cfg, bank, err, errlen);
+  if (rc != 0) return rc;
   double t0 = ltdi_now_s();
   int done = 0;
-  if (!sh.phi || !sh.theta || !sh.loss || !g_host) rc = LTDI_ERR_NOMEM;
-  for (; rc == 0 && n_wk < n_threads; n_wk++) rc = worker_init(&wk[n_wk], &sh, n_wk, n_threads);
-  if (rc == 0) rc = ltdi_backend_cpu_create(&be, 1);
-  if (rc == 0 && !(dev = be->alloc(be, 4 * P * sizeof(float)))) rc = LTDI_ERR_NOMEM;
-  if (rc != 0) {
-    ltdi_fail(err, errlen, rc, "setting up REPTILE: %s", ltdi_strerror(rc));
-    goto out;
-  }
-  ltdi_rng rng;
-  ltdi_rng_init(&rng, cfg->seed ^ LTDI__REPTILE_INIT_SALT, 0);
-  ltdi_head_init(sh.phi, &sh.dims, &rng);
-  if ((rc = be->upload(be, dev, sh.phi, P * sizeof(float))) != 0) goto out;
-
-  pthread_mutex_init(&sh.mu, NULL);
-  pthread_cond_init(&sh.go, NULL);
-  pthread_cond_init(&sh.done, NULL);
-  for (int t = 1; t < n_threads; t++) {
-    if (pthread_create(&tids[t], NULL, worker_main, &wk[t]) != 0) break;
-    started = t;
-  }
-  /* With fewer threads than asked (a failed create), the started ones share
-   * the meta-batch; the result is the same. Workers read n_threads only
-   * inside a step, after the mutex hand-over below. */
-  for (int t = 0; t <= started; t++) wk[t].n_threads = started + 1;
-  ltdi_progress prog;
-  if (cfg->progress) ltdi_progress_start(&prog, "reptile outer steps", cfg->outer_steps);
-  for (int s = 0; rc == 0 && s < cfg->outer_steps; s++) {
-    if (cfg->max_seconds > 0.0 && s > 0 && ltdi_now_s() - t0 > cfg->max_seconds) break;
-    if ((rc = run_step(&sh, &wk[0], started, s)) != 0) break;
-    if ((rc = outer_update(&sh, be, dev, g_host, s)) != 0) break;
-    done = s + 1;
-    if (cfg->progress) {
-      double ml = 0.0;
-      for (int j = 0; j < cfg->meta_batch; j++) ml += sh.loss[j];
-      char extra[64];
-      snprintf(extra, sizeof extra, "inner loss %.4f", ml / cfg->meta_batch);
-      ltdi_progress_update(&prog, done, extra);
-    }
-  }
-  pthread_mutex_lock(&sh.mu);
-  sh.stop = 1;
-  pthread_cond_broadcast(&sh.go);
-  pthread_mutex_unlock(&sh.mu);
-  for (int t = 1; t <= started; t++) pthread_join(tids[t], NULL);
-  if (cfg->progress) ltdi_progress_finish(&prog, rc == 0 ? "done" : "failed");
-  pthread_cond_destroy(&sh.go);
-  pthread_cond_destroy(&sh.done);
-  pthread_mutex_destroy(&sh.mu);
-  if (rc != 0) ltdi_fail(err, errlen, rc, "REPTILE outer step %d: %s", done, ltdi_strerror(rc));
-
-out:
+  rc = run_alloc(&run, err, errlen);
+  if (rc == 0) rc = init_phi(&run);
   if (rc == 0) {
-    out->dims = sh.dims;
+    workers_start(&run);
+    rc = outer_loop(&run, t0, &done);
+    workers_stop(&run);
+    if (cfg->progress) ltdi_progress_finish(&run.prog, rc == 0 ? "done" : "failed");
+    if (rc != 0) ltdi_fail(err, errlen, rc, "REPTILE outer step %d: %s", done, ltdi_strerror(rc));
+  }
+  if (rc == 0) {
+    out->dims = run.sh.dims;
     out->shots = cfg->shots;
     out->queries = cfg->queries;
-    out->w = sh.phi;
-    sh.phi = NULL;
+    out->w = run.sh.phi;
+    run.sh.phi = NULL;
     if (stats) {
       stats->outer_steps = done;
       stats->seconds = ltdi_now_s() - t0;
-      double ml = 0.0;
-      for (int j = 0; j < cfg->meta_batch; j++) ml += sh.loss[j];
-      stats->last_loss = ml / cfg->meta_batch;
+      stats->last_loss = mean_inner_loss(&run.sh);
     }
   }
-  if (dev) be->free(be, dev);
-  ltdi_backend_destroy(be);
-  for (int t = 0; t < n_wk; t++) worker_free(&wk[t]);
-  ltdi_class_index_free(&sh.index);
-  free(sh.phi);
-  free(sh.theta);
-  free(sh.loss);
-  free(g_host);
-  return rc;
-}
-
-/* ==== evaluation ========================================================= */
-
-int ltdi_reptile_finetune_classify(ltdi_backend *be, const ltdi_reptile_head *head,
-                                   int gaussian, const ltdi_head_train_config *train,
-                                   const float *support, int views,
-                                   const int32_t *support_labels, int ns,
-                                   const float *query, int nq,
-                                   const int32_t *query_labels, uint64_t seed,
-                                   uint64_t stream, int32_t *pred, float *query_loss) {
-  if (!be || !head || !train || !support || !support_labels || ns < 1 || views < 1 ||
-      nq < 1 || !query || !pred || (!gaussian && !head->w))
-    return LTDI_ERR_INVALID_ARG;
-  const ltdi_head_dims *dims = &head->dims;
-  const int nc = dims->classes;
-  size_t P = ltdi_head_param_count(dims);
-  float *w = malloc(P * sizeof *w);
-  float *logits = malloc((size_t)nq * (size_t)nc * sizeof *logits);
-  int rc = (w && logits) ? 0 : LTDI_ERR_NOMEM;
-  ltdi_rng rng;
-  ltdi_rng_init(&rng, seed ^ LTDI__REPTILE_EVAL_SALT, stream);
-  if (rc == 0) {
-    if (gaussian) ltdi_head_init(w, dims, &rng);
-    else memcpy(w, head->w, P * sizeof *w);
-    rc = ltdi_head_train(be, dims, train, w, support, views, support_labels, ns, &rng, NULL,
-                         NULL);
-  }
-  if (rc == 0) rc = ltdi_head_logits(be, dims, w, query, nq, logits);
-  if (rc == 0) {
-    for (int j = 0; j < nq; j++) {
-      const float *z = logits + (size_t)j * nc;
-      int best = 0;
-      for (int c = 1; c < nc; c++)
-        if (z[c] > z[best]) best = c;
-      pred[j] = best;
-    }
-    if (query_loss && query_labels)
-      rc = ltdi__head_loss_grad(be, dims, w, query, query_labels, nq, query_loss, NULL);
-  }
-  free(w);
-  free(logits);
+  run_free(&run);
   return rc;
 }

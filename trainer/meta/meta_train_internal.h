@@ -1,0 +1,42 @@
+/* trainer/meta/meta_train_internal.h — the training process of one meta run,
+ * shared between the steps on the U-Net (trainer/meta/meta_train.c) and the
+ * run driver with its budget, validation, checkpoints and resume
+ * (trainer/meta/meta_run.c). Not a public API; see meta.h. */
+#ifndef LTDI_TRAINER_META_TRAIN_INTERNAL_H
+#define LTDI_TRAINER_META_TRAIN_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "trainer/meta/meta.h"
+
+/* Everything one training process holds. Device buffers are from be. */
+typedef struct ltdi__meta_trainer {
+  const ltdi_meta_config *cfg;
+  const ltdi_meta_data *d;
+  ltdi_backend *be;
+  ltdi_model *m;
+  ltdi_unet_acts *acts;
+  size_t np;                 /* U-Net parameter count */
+  float *theta0, *accum;     /* (np) REPTILE: start point and sum of adapted weights */
+  float *m_in, *v_in;        /* (np) REPTILE inner Adam moments */
+  float *m_out, *v_out;      /* (np) outer (or multi-task) Adam moments */
+  float *x_dev, *eps_dev, *tgt_dev, *cond_dev, *d_dev; /* device (batch, P|Dc) */
+  float *x_t, *eps, *cond_h; /* host (batch, P|Dc): the batch as built */
+  float *gtraj;              /* host (batch, L, P): multi-task gathered trajectories */
+  int32_t *t;                /* (batch) */
+} ltdi__meta_trainer;
+
+/* Creates the model of c on be (freshly initialised from c->seed, with d's
+ * embedding statistics) and the buffers c->algo needs. On failure tr may be
+ * partly set up: ltdi__meta_trainer_free it either way. */
+int ltdi__meta_trainer_init(ltdi__meta_trainer *tr, const ltdi_meta_config *c,
+                            const ltdi_meta_data *d, ltdi_backend *be);
+void ltdi__meta_trainer_free(ltdi__meta_trainer *tr);
+
+/* Outer step s of `total` (REPTILE or multi-task, as tr->cfg->algo says),
+ * drawing from its own rng stream of the seed so a resumed run repeats it;
+ * *loss the step's mean training loss. */
+int ltdi__meta_train_step(ltdi__meta_trainer *tr, int s, int total, float *loss);
+
+#endif
