@@ -81,7 +81,7 @@ void ltdi__reg_release(ltdi_registry *reg, sqlite3_stmt *st) {
       reg->cache[i].busy = 0;
       return;
     }
-  ltdi__reg_release(reg, st);
+  sqlite3_finalize(st); /* a private copy (the cached one was busy, or the cache full) */
 }
 
 int ltdi__reg_exec(ltdi_registry *reg, const char *sql, char *err, size_t errlen) {
