@@ -8,7 +8,8 @@
  * safetensors response. The task id is the SHA-256 of everything that
  * determines the weights (model version and file, embedding, seed, steps,
  * samples, sampler; for best-of-N also the support set), so a repeated
- * request is idempotent and returns the very same bytes. */
+ * request is idempotent and returns the very same bytes; it and the
+ * answer's encodings are in gen_task.c. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
@@ -17,8 +18,8 @@
 #include <time.h>
 
 #include "base/error.h"
-#include "core/safetensors.h"
 #include "core/weights.h"
+#include "server/gen_task.h"
 #include "server/server_internal.h"
 #include "server/registry/sha256.h"
 
@@ -37,108 +38,12 @@ static uint64_t fresh_seed(ltdi_server *s) {
   return (z ^ (z >> 31)) & 0x7FFFFFFFFFFFFFFFull;
 }
 
-static void put_u64(ltdi_sha256 *h, uint64_t x) {
-  uint8_t b[8];
-  for (int i = 0; i < 8; i++) b[i] = (uint8_t)(x >> (8 * i));
-  ltdi_sha256_update(h, b, 8);
-}
-
-static void put_floats(ltdi_sha256 *h, const float *x, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    uint32_t u;
-    memcpy(&u, &x[i], 4);
-    put_u64(h, u);
-  }
-}
-
-static void task_id_of(const ltdi_served_model *sm, const ltdi_gen_request *r, const float *cond,
-                       size_t Dc, uint64_t seed, const ltdi_gen_options *o, char hex[65]) {
-  ltdi_sha256 h;
-  ltdi_sha256_init(&h);
-  ltdi_sha256_update(&h, "ltdi-task-v2", 13);
-  ltdi_sha256_update(&h, sm->name, strlen(sm->name) + 1);
-  put_u64(&h, (uint64_t)sm->version);
-  ltdi_sha256_update(&h, sm->sha256, strlen(sm->sha256) + 1);
-  put_u64(&h, (uint64_t)sm->m->sched.T);
-  put_u64(&h, seed);
-  put_u64(&h, (uint64_t)r->samples);
-  put_u64(&h, (uint64_t)o->sampler.form);
-  put_u64(&h, (uint64_t)o->sampler.sigma);
-  put_floats(&h, &o->sampler.eta, 1);
-  /* How the pass ran decides the last bits: the backend and kernel, not the batch. */
-  const char *tag = ltdi_gen_pool_tag(sm->compute);
-  ltdi_sha256_update(&h, tag, strlen(tag) + 1); /* it implies o->mode */
-  put_floats(&h, cond, Dc);
-  if (r->samples > 1) { /* the choice among samples depends on the support set */
-    put_u64(&h, (uint64_t)r->rows);
-    put_floats(&h, r->values, (size_t)r->rows * (size_t)r->cols);
-    for (int i = 0; i < r->rows; i++) put_u64(&h, (uint64_t)r->labels[i]);
-  }
-  uint8_t d[32];
-  ltdi_sha256_final(&h, d);
-  ltdi_sha256_digest_hex(d, hex);
-}
-
 /* Mean cross-entropy and accuracy of the generated head on the support set. */
 static int support_eval(const ltdi_served_model *sm, const float *w, const ltdi_gen_request *r,
                         double *acc, double *loss) {
   ltdi_head_view v;
   int rc = ltdi_head_view_of(&sm->m->layout, w, &v);
   return rc ? rc : ltdi_head_view_score(&v, r->values, r->labels, r->rows, acc, loss);
-}
-
-/* The generated tensors as safetensors bytes, with the task's provenance. */
-static int weights_to_st(const ltdi_served_model *sm, const float *w, const char *task_id,
-                         uint64_t seed, int samples, uint8_t **bytes, size_t *n) {
-  char version[32], seed_s[32], samples_s[32];
-  snprintf(version, sizeof version, "%lld", (long long)sm->version);
-  snprintf(seed_s, sizeof seed_s, "%llu", (unsigned long long)seed);
-  snprintf(samples_s, sizeof samples_s, "%d", samples);
-  const char *meta[] = {"task_id", task_id, "model", sm->name, "model_version", version,
-                        "seed", seed_s, "samples", samples_s};
-  return ltdi_weights_serialize(&sm->m->layout, w, meta, 5, bytes, n);
-}
-
-/* The flat weight vector (P) of a stored task, in the model's layout. */
-static int weights_from_st(const ltdi_served_model *sm, const uint8_t *bytes, size_t n, float *w) {
-  char err[256];
-  return ltdi_weights_parse(&sm->m->layout, bytes, n, w, err, sizeof err);
-}
-
-char *ltdi__weights_text_from_st(const uint8_t *bytes, size_t n) {
-  ltdi_st_file *f = NULL;
-  char err[256];
-  if (ltdi_st_parse(bytes, n, &f, err, sizeof err)) return NULL;
-  const char *names[64];
-  int ndims[64];
-  const int64_t *shapes[64];
-  const float *data[64];
-  int k = 0;
-  for (int i = 0; i < f->n_tensors && k < 64; i++) {
-    const ltdi_st_tensor *t = &f->tensors[i];
-    if (t->dtype != LTDI_DTYPE_F32) continue;
-    names[k] = t->name, ndims[k] = t->ndim, shapes[k] = t->shape, data[k] = t->data;
-    k++;
-  }
-  char *txt = ltdi_api_weights_text(k, names, ndims, shapes, data);
-  ltdi_st_close(f);
-  return txt;
-}
-
-static char *weights_text(const ltdi_layout *l, const float *w) {
-  enum { MAXT = 256 };
-  if (l->n_tensors > MAXT) return NULL;
-  const char *names[MAXT];
-  int ndims[MAXT];
-  const int64_t *shapes[MAXT];
-  const float *data[MAXT];
-  for (int i = 0; i < l->n_tensors; i++) {
-    names[i] = l->tensors[i].name;
-    ndims[i] = l->tensors[i].ndim;
-    shapes[i] = l->tensors[i].shape;
-    data[i] = w + l->tensors[i].offset;
-  }
-  return ltdi_api_weights_text(l->n_tensors, names, ndims, shapes, data);
 }
 
 /* Everything one generation carries from the job to the response. */
@@ -285,7 +190,7 @@ static void respond(ltdi_server *s, const ltdi_req *rq, gen_state *g, ltdi_resp 
     return;
   }
   json_t *o = json_object();
-  char *wt = weights_text(&g->sm->m->layout, g->w);
+  char *wt = ltdi__gen_weights_text(&g->sm->m->layout, g->w);
   if (!o || !wt) {
     json_decref(o), free(wt);
     ltdi__resp_error(rs, 503, "out of memory");
@@ -384,14 +289,14 @@ void ltdi__h_generate(ltdi_server *s, const ltdi_req *rq, ltdi_resp *rs) {
     g.opt.sampler.sigma = LTDI_SIGMA_BETA;
     g.opt.sampler.eta = 1.0f;
   }
-  task_id_of(g.sm, &g.r, g.cond, Dc, g.seed, &g.opt, g.task_id);
+  ltdi__gen_task_id(g.sm, &g.r, g.cond, Dc, g.seed, &g.opt, g.task_id);
 
   ltdi_task_record prev;
   memset(&prev, 0, sizeof prev);
   char err[256];
   if (ltdi_registry_get_task(s->reg, g.task_id, 1, &prev, err, sizeof err) == 0 && prev.weights) {
     g.w = malloc(P * sizeof *g.w);
-    if (g.w && weights_from_st(g.sm, prev.weights, prev.weights_size, g.w) == 0) {
+    if (g.w && ltdi__gen_weights_from_st(g.sm, prev.weights, prev.weights_size, g.w) == 0) {
       g.cached = 1;
       g.st = prev.weights, g.st_len = prev.weights_size;
       prev.weights = NULL;
@@ -407,7 +312,8 @@ void ltdi__h_generate(ltdi_server *s, const ltdi_req *rq, ltdi_resp *rs) {
   ltdi_task_record_clear(&prev);
   if (!g.cached) {
     if (run_job(s, &g, rs)) goto done;
-    if (weights_to_st(g.sm, g.w, g.task_id, g.seed, g.r.samples, &g.st, &g.st_len)) {
+    if (ltdi__gen_weights_to_st(g.sm, g.w, g.task_id, g.seed, g.r.samples, &g.st,
+                                &g.st_len)) {
       ltdi__resp_error(rs, 503, "out of memory for the safetensors response");
       goto done;
     }

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "server/gen_task.h"
 #include "server/server_internal.h"
 
 static json_t *num_or_null(double x) { return isfinite(x) ? json_real(x) : json_null(); }

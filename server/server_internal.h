@@ -123,8 +123,4 @@ json_t *ltdi__version_json(const ltdi_model_version *v);
 /* Parses a version path segment ("1".."2^62"); 0 on error. */
 int64_t ltdi__parse_version(const char *txt);
 
-/* Named tensors of a safetensors blob as the API's weights object text
- * (malloc'd; NULL on OOM or a malformed blob). */
-char *ltdi__weights_text_from_st(const uint8_t *bytes, size_t n);
-
 #endif

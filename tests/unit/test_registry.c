@@ -4,8 +4,9 @@
  * equal to the schema/ files), version numbering, every model-reference form and
  * its errors, aliases, keyset pagination (every row exactly once, also while
  * rows are inserted), task idempotency and exact blob round trips, foreign
- * keys, concurrent callers, and a fork-based SIGKILL test (the same writer and
- * checker as tests/integration/registry_sigkill.sh). */
+ * keys, concurrent callers, the statement cache's private copies, and a
+ * fork-based SIGKILL test (the same writer and checker as
+ * tests/integration/registry_sigkill.sh). */
 #define _POSIX_C_SOURCE 200809L
 #define LTDI_REGISTRY_CRASH_NO_MAIN
 #include "tests/integration/registry_crash.c"
@@ -18,6 +19,7 @@
 #include <time.h>
 
 #include "server/registry/migrations.h"
+#include "server/registry/registry_internal.h"
 
 static char g_dir[256];
 static char g_err[256];
@@ -175,6 +177,34 @@ Test(registry, embedded_migrations_equal_schema_files) {
 }
 
 /* ---- versions ---------------------------------------------------------- */
+
+/* A statement whose cached copy is still handed out, and one that no longer
+ * fits in the cache, are private copies: released, they are finalized, and
+ * the cached one serves the next call again. */
+Test(registry, statement_cache_private_copies_are_released) {
+  ltdi_registry *reg = open_db();
+  cr_assert_eq(pthread_mutex_lock(&reg->mu), 0);
+  sqlite3_stmt *a = NULL, *b = NULL, *c = NULL;
+  cr_assert_eq(ltdi__reg_prepare(reg, "SELECT 1", &a, g_err, sizeof g_err), 0, "%s", g_err);
+  cr_assert_eq(ltdi__reg_prepare(reg, "SELECT 1", &b, g_err, sizeof g_err), 0, "%s", g_err);
+  cr_assert_neq(a, b);
+  ltdi__reg_release(reg, b);
+  ltdi__reg_release(reg, a);
+  cr_assert_eq(ltdi__reg_prepare(reg, "SELECT 1", &c, g_err, sizeof g_err), 0, "%s", g_err);
+  cr_assert_eq(c, a);
+  ltdi__reg_release(reg, c);
+  char sql[64];
+  for (int i = 0; i < LTDI__REG_CACHE + 2; i++) {
+    snprintf(sql, sizeof sql, "SELECT %d", i + 2);
+    cr_assert_eq(ltdi__reg_prepare(reg, sql, &a, g_err, sizeof g_err), 0, "%s", g_err);
+    cr_assert_eq(sqlite3_step(a), SQLITE_ROW);
+    cr_assert_eq(sqlite3_column_int(a, 0), i + 2);
+    ltdi__reg_release(reg, a);
+  }
+  cr_assert_eq(reg->n_cache, LTDI__REG_CACHE);
+  pthread_mutex_unlock(&reg->mu);
+  ltdi_registry_close(reg);
+}
 
 Test(registry, versions_number_per_name_and_round_trip) {
   ltdi_registry *reg = open_db();

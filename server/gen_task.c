@@ -1,0 +1,113 @@
+/* server/gen_task.c — a generation's content address and the encodings of
+ * its answer (see gen_task.h). The task id hashes everything that determines
+ * the weights, so a repeated request finds the stored task and is answered
+ * with the very same bytes. The leading tag ("ltdi-task-v2") names the scheme:
+ * changing what is hashed should bump it, so ids of two schemes never meet. */
+#define _POSIX_C_SOURCE 200809L
+#include "server/gen_task.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "core/safetensors.h"
+#include "core/weights.h"
+#include "server/registry/sha256.h"
+
+/* Integers and floats enter the hash as little-endian bytes, written out one
+ * by one, so a task id does not depend on the host's byte order. */
+static void put_u64(ltdi_sha256 *h, uint64_t x) {
+  uint8_t b[8];
+  for (int i = 0; i < 8; i++) b[i] = (uint8_t)(x >> (8 * i));
+  ltdi_sha256_update(h, b, 8);
+}
+
+static void put_floats(ltdi_sha256 *h, const float *x, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    uint32_t u;
+    memcpy(&u, &x[i], 4);
+    put_u64(h, u);
+  }
+}
+
+void ltdi__gen_task_id(const ltdi_served_model *sm, const ltdi_gen_request *r, const float *cond,
+                       size_t Dc, uint64_t seed, const ltdi_gen_options *o, char hex[65]) {
+  ltdi_sha256 h;
+  ltdi_sha256_init(&h);
+  ltdi_sha256_update(&h, "ltdi-task-v2", 13);
+  ltdi_sha256_update(&h, sm->name, strlen(sm->name) + 1);
+  put_u64(&h, (uint64_t)sm->version);
+  ltdi_sha256_update(&h, sm->sha256, strlen(sm->sha256) + 1);
+  put_u64(&h, (uint64_t)sm->m->sched.T);
+  put_u64(&h, seed);
+  put_u64(&h, (uint64_t)r->samples);
+  put_u64(&h, (uint64_t)o->sampler.form);
+  put_u64(&h, (uint64_t)o->sampler.sigma);
+  put_floats(&h, &o->sampler.eta, 1);
+  /* How the pass ran decides the last bits: the backend and kernel, not the batch. */
+  const char *tag = ltdi_gen_pool_tag(sm->compute);
+  ltdi_sha256_update(&h, tag, strlen(tag) + 1); /* it implies o->mode */
+  put_floats(&h, cond, Dc);
+  if (r->samples > 1) { /* the choice among samples depends on the support set */
+    put_u64(&h, (uint64_t)r->rows);
+    put_floats(&h, r->values, (size_t)r->rows * (size_t)r->cols);
+    for (int i = 0; i < r->rows; i++) put_u64(&h, (uint64_t)r->labels[i]);
+  }
+  uint8_t d[32];
+  ltdi_sha256_final(&h, d);
+  ltdi_sha256_digest_hex(d, hex);
+}
+
+/* The generated tensors as safetensors bytes, with the task's provenance. */
+int ltdi__gen_weights_to_st(const ltdi_served_model *sm, const float *w, const char *task_id,
+                            uint64_t seed, int samples, uint8_t **bytes, size_t *n) {
+  char version[32], seed_s[32], samples_s[32];
+  snprintf(version, sizeof version, "%lld", (long long)sm->version);
+  snprintf(seed_s, sizeof seed_s, "%llu", (unsigned long long)seed);
+  snprintf(samples_s, sizeof samples_s, "%d", samples);
+  const char *meta[] = {"task_id", task_id, "model", sm->name, "model_version", version,
+                        "seed", seed_s, "samples", samples_s};
+  return ltdi_weights_serialize(&sm->m->layout, w, meta, 5, bytes, n);
+}
+
+/* The flat weight vector (P) of a stored task, in the model's layout. */
+int ltdi__gen_weights_from_st(const ltdi_served_model *sm, const uint8_t *bytes, size_t n,
+                              float *w) {
+  char err[256];
+  return ltdi_weights_parse(&sm->m->layout, bytes, n, w, err, sizeof err);
+}
+
+char *ltdi__weights_text_from_st(const uint8_t *bytes, size_t n) {
+  ltdi_st_file *f = NULL;
+  char err[256];
+  if (ltdi_st_parse(bytes, n, &f, err, sizeof err)) return NULL;
+  const char *names[64];
+  int ndims[64];
+  const int64_t *shapes[64];
+  const float *data[64];
+  int k = 0;
+  for (int i = 0; i < f->n_tensors && k < 64; i++) {
+    const ltdi_st_tensor *t = &f->tensors[i];
+    if (t->dtype != LTDI_DTYPE_F32) continue;
+    names[k] = t->name, ndims[k] = t->ndim, shapes[k] = t->shape, data[k] = t->data;
+    k++;
+  }
+  char *txt = ltdi_api_weights_text(k, names, ndims, shapes, data);
+  ltdi_st_close(f);
+  return txt;
+}
+
+char *ltdi__gen_weights_text(const ltdi_layout *l, const float *w) {
+  enum { MAXT = 256 };
+  if (l->n_tensors > MAXT) return NULL;
+  const char *names[MAXT];
+  int ndims[MAXT];
+  const int64_t *shapes[MAXT];
+  const float *data[MAXT];
+  for (int i = 0; i < l->n_tensors; i++) {
+    names[i] = l->tensors[i].name;
+    ndims[i] = l->tensors[i].ndim;
+    shapes[i] = l->tensors[i].shape;
+    data[i] = w + l->tensors[i].offset;
+  }
+  return ltdi_api_weights_text(l->n_tensors, names, ndims, shapes, data);
+}
