@@ -7,8 +7,10 @@
 #include "server/gen_task.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "base/error.h"
 #include "core/safetensors.h"
 #include "core/weights.h"
 #include "server/registry/sha256.h"
@@ -76,38 +78,61 @@ int ltdi__gen_weights_from_st(const ltdi_served_model *sm, const uint8_t *bytes,
   return ltdi_weights_parse(&sm->m->layout, bytes, n, w, err, sizeof err);
 }
 
+/* The four parallel arrays ltdi_api_weights_text takes, for n tensors:
+ * sized by the weights at hand (a LoRA adapter has hundreds of tensors). */
+typedef struct tensor_list {
+  const char **names;
+  int *ndims;
+  const int64_t **shapes;
+  const float **data;
+} tensor_list;
+
+static int tensor_list_alloc(tensor_list *t, int n) {
+  size_t m = n > 0 ? (size_t)n : 1;
+  t->names = malloc(m * sizeof *t->names);
+  t->ndims = malloc(m * sizeof *t->ndims);
+  t->shapes = malloc(m * sizeof *t->shapes);
+  t->data = malloc(m * sizeof *t->data);
+  return t->names && t->ndims && t->shapes && t->data ? 0 : LTDI_ERR_NOMEM;
+}
+
+static void tensor_list_free(tensor_list *t) {
+  free(t->names), free(t->ndims), free(t->shapes), free(t->data);
+}
+
 char *ltdi__weights_text_from_st(const uint8_t *bytes, size_t n) {
   ltdi_st_file *f = NULL;
   char err[256];
   if (ltdi_st_parse(bytes, n, &f, err, sizeof err)) return NULL;
-  const char *names[64];
-  int ndims[64];
-  const int64_t *shapes[64];
-  const float *data[64];
-  int k = 0;
-  for (int i = 0; i < f->n_tensors && k < 64; i++) {
-    const ltdi_st_tensor *t = &f->tensors[i];
-    if (t->dtype != LTDI_DTYPE_F32) continue;
-    names[k] = t->name, ndims[k] = t->ndim, shapes[k] = t->shape, data[k] = t->data;
-    k++;
+  tensor_list t;
+  char *txt = NULL;
+  if (tensor_list_alloc(&t, f->n_tensors) == 0) {
+    int k = 0;
+    for (int i = 0; i < f->n_tensors; i++) {
+      const ltdi_st_tensor *s = &f->tensors[i];
+      if (s->dtype != LTDI_DTYPE_F32) continue;
+      t.names[k] = s->name, t.ndims[k] = s->ndim, t.shapes[k] = s->shape, t.data[k] = s->data;
+      k++;
+    }
+    txt = ltdi_api_weights_text(k, t.names, t.ndims, t.shapes, t.data);
   }
-  char *txt = ltdi_api_weights_text(k, names, ndims, shapes, data);
+  tensor_list_free(&t);
   ltdi_st_close(f);
   return txt;
 }
 
 char *ltdi__gen_weights_text(const ltdi_layout *l, const float *w) {
-  enum { MAXT = 256 };
-  if (l->n_tensors > MAXT) return NULL;
-  const char *names[MAXT];
-  int ndims[MAXT];
-  const int64_t *shapes[MAXT];
-  const float *data[MAXT];
-  for (int i = 0; i < l->n_tensors; i++) {
-    names[i] = l->tensors[i].name;
-    ndims[i] = l->tensors[i].ndim;
-    shapes[i] = l->tensors[i].shape;
-    data[i] = w + l->tensors[i].offset;
+  tensor_list t;
+  char *txt = NULL;
+  if (tensor_list_alloc(&t, l->n_tensors) == 0) {
+    for (int i = 0; i < l->n_tensors; i++) {
+      t.names[i] = l->tensors[i].name;
+      t.ndims[i] = l->tensors[i].ndim;
+      t.shapes[i] = l->tensors[i].shape;
+      t.data[i] = w + l->tensors[i].offset;
+    }
+    txt = ltdi_api_weights_text(l->n_tensors, t.names, t.ndims, t.shapes, t.data);
   }
-  return ltdi_api_weights_text(l->n_tensors, names, ndims, shapes, data);
+  tensor_list_free(&t);
+  return txt;
 }

@@ -32,11 +32,11 @@ int ltdi__gen_weights_to_st(const ltdi_served_model *sm, const float *w, const c
  * when they do not fit that layout. */
 int ltdi__gen_weights_from_st(const ltdi_served_model *sm, const uint8_t *bytes, size_t n,
                               float *w);
-/* The weights w (P) as the API's weights object text (malloc'd; NULL on OOM
- * or a layout of more tensors than it handles). */
+/* The weights w (P) as the API's weights object text, every tensor of the
+ * layout however many (malloc'd; NULL on OOM). */
 char *ltdi__gen_weights_text(const ltdi_layout *l, const float *w);
-/* Named tensors of a safetensors blob as the API's weights object text
- * (malloc'd; NULL on OOM or a malformed blob). */
+/* Every F32 tensor of a safetensors blob, however many, as the API's
+ * weights object text (malloc'd; NULL on OOM or a malformed blob). */
 char *ltdi__weights_text_from_st(const uint8_t *bytes, size_t n);
 
 #ifdef __cplusplus

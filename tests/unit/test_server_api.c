@@ -16,6 +16,8 @@
 #include "base/error.h"
 #include "server/auth.h"
 #include "server/config.h"
+#include "server/gen_task.h"
+#include "core/safetensors.h"
 #include "server/json_api.h"
 #include "server/metrics.h"
 
@@ -283,6 +285,37 @@ Test(api, matrix_shape_checked_before_allocating) {
   cr_expect_eq(e.status, 422, "status %d: %s", e.status, e.message);
   cr_expect(strstr(e.message, "support.embeddings[1] has 0 values") != NULL, "%s", e.message);
   free(body);
+}
+
+/* A stored task's weights come back whole however many tensors it has (a
+ * LoRA adapter has 24 to hundreds; this path kept the first 64). */
+Test(api, stored_weights_text_keeps_every_tensor) {
+  enum { NT = 150 };
+  ltdi_st_writer *wr = NULL;
+  cr_assert_eq(ltdi_st_writer_new(&wr), 0);
+  for (int i = 0; i < NT; i++) {
+    char name[64];
+    snprintf(name, sizeof name, "base_model.model.layer.%d.lora_A.weight", i);
+    const int64_t shape[2] = {1, 2};
+    const float v[2] = {(float)i, -0.5f * (float)i};
+    cr_assert_eq(ltdi_st_writer_add(wr, name, LTDI_DTYPE_F32, 2, shape, v), 0);
+  }
+  uint8_t *bytes = NULL;
+  size_t n = 0;
+  cr_assert_eq(ltdi_st_writer_serialize(wr, &bytes, &n), 0);
+  ltdi_st_writer_free(wr);
+  char *txt = ltdi__weights_text_from_st(bytes, n);
+  cr_assert_not_null(txt);
+  json_error_t je;
+  json_t *o = json_loads(txt, 0, &je);
+  cr_assert_not_null(o, "%s", je.text);
+  cr_expect_eq(json_object_size(o), (size_t)NT);
+  json_t *last = json_object_get(o, "base_model.model.layer.149.lora_A.weight");
+  cr_assert_not_null(last, "the last tensor is there");
+  cr_expect_eq(json_real_value(json_array_get(json_object_get(last, "data"), 0)), 149.0);
+  json_decref(o);
+  free(txt);
+  free(bytes);
 }
 
 /* A key longer than any line buffer is one key: none of its pieces
