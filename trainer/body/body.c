@@ -172,6 +172,109 @@ static void state_free(body_state *s) {
   ltdi_conv4_cache_free(&s->cache);
 }
 
+/* Everything one run holds, zeroed first so state_free is always safe.
+ * 0 or LTDI_ERR_NOMEM. */
+static int state_alloc(body_state *s, const ltdi_conv4 *net, const ltdi_imageset *data,
+                       const ltdi_body_config *cfg) {
+  memset(s, 0, sizeof *s);
+  size_t hw = (size_t)data->height * (size_t)data->width;
+  size_t B = (size_t)cfg->batch;
+  s->train = malloc((size_t)data->n * sizeof(int32_t));
+  s->val = malloc((size_t)data->n * sizeof(int32_t));
+  s->order = malloc((size_t)data->n * sizeof(int32_t));
+  s->labels = malloc(B * sizeof(int32_t));
+  s->images = malloc(B * hw * sizeof(float));
+  s->grads = calloc(net->n_params, sizeof(float));
+  s->m = calloc(net->n_params, sizeof(float));
+  s->v = calloc(net->n_params, sizeof(float));
+  s->best_params = malloc(net->n_params * sizeof(float));
+  s->best_running = malloc((size_t)LTDI_CONV4_BLOCKS * 2 * LTDI_CONV4_CHANNELS * sizeof(float));
+  if (!s->train || !s->val || !s->order || !s->labels || !s->images || !s->grads || !s->m ||
+      !s->v || !s->best_params || !s->best_running)
+    return LTDI_ERR_NOMEM;
+  return ltdi_conv4_cache_create(&s->cache, net, cfg->batch);
+}
+
+/* to_best 1: the net's weights and batch-norm statistics become the best
+ * kept so far; 0: the best kept go back into the net. */
+static void keep_weights(ltdi_conv4 *net, body_state *s, int to_best) {
+  const size_t nr = (size_t)LTDI_CONV4_BLOCKS * 2 * LTDI_CONV4_CHANNELS * sizeof(float);
+  if (to_best) {
+    memcpy(s->best_params, net->params, net->n_params * sizeof(float));
+    memcpy(s->best_running, net->running, nr);
+  } else {
+    memcpy(net->params, s->best_params, net->n_params * sizeof(float));
+    memcpy(net->running, s->best_running, nr);
+  }
+}
+
+/* Sized from the budget: when epochs run slower than first measured (a busy
+ * machine), shrinks the plan so the cosine still ends low instead of being
+ * cut off at a high learning rate. `end_s` is the deadline less the time kept
+ * for the clean evaluation. Returns the (maybe smaller) plan. */
+static int replan_epochs(const ltdi_body_config *cfg, int epoch, int planned, double end_s,
+                         double epoch_s) {
+  int fit = epoch + 1 + (int)floor((end_s - ltdi_now_s()) / epoch_s);
+  if (fit < planned && fit > epoch + 1) {
+    planned = fit;
+    if (cfg->verbose)
+      fprintf(stderr, "body: epochs take %.0f s: re-planning to %d epochs\n", epoch_s, planned);
+  }
+  return planned;
+}
+
+/* One training batch of n images starting at position st of the epoch's
+ * order: augmented views (each a function of seed, epoch and image), the
+ * forward and backward, the running count of correct answers. s->grads
+ * holds the batch's gradient for the caller's optimiser step. */
+static int train_batch(ltdi_conv4 *net, ltdi_backend *be, const ltdi_imageset *data,
+                       const ltdi_body_config *cfg, body_state *s,
+                       const ltdi_augment_config *aug, int epoch, int st, int n,
+                       long *correct, float *loss) {
+  const size_t hw = (size_t)data->height * (size_t)data->width, B = (size_t)cfg->batch;
+  for (int j = 0; j < n; j++) {
+    int32_t idx = s->order[(size_t)st * B + (size_t)j];
+    ltdi_rng rng;
+    ltdi_rng_init(&rng, cfg->seed,
+                  TAG_AUGMENT + ((uint64_t)epoch << 32) + (uint64_t)(uint32_t)idx);
+    ltdi_augment_affine(s->images + (size_t)j * hw, data->pixels + (size_t)idx * hw,
+                        data->height, data->width, aug, &rng);
+    s->labels[j] = data->labels[idx];
+  }
+  int rc = ltdi_conv4_forward_train(net, be, &s->cache, s->images, s->labels, n, 0.1f, loss);
+  if (rc != 0) return rc;
+  if (!isfinite(*loss)) return LTDI_ERR_NONFINITE;
+  for (int j = 0; j < n; j++)
+    *correct += argmax_row(s->cache.logits + (size_t)j * (size_t)net->n_classes,
+                           net->n_classes) == s->labels[j];
+  memset(s->grads, 0, net->n_params * sizeof(float));
+  return ltdi_conv4_backward(net, be, &s->cache, s->labels, n, s->grads);
+}
+
+/* Sizes the run from the measured seconds per batch: records it, sets the
+ * time kept for the end-of-run clean evaluation (*reserve_s), and returns
+ * how many epochs fit in `avail_s` seconds (1..max_epochs; max_epochs when
+ * there is no budget), saying so on stderr when `announce` (and verbose). */
+static int plan_epochs(const ltdi_body_config *cfg, ltdi_body_report *report, double spb,
+                       int steps, int n_train, int n_val, double avail_s, int announce,
+                       double *reserve_s) {
+  const double B = (double)cfg->batch;
+  report->seconds_per_batch = spb;
+  /* An eval forward costs about a third of a training step per image. */
+  double eval_s = spb / 3.0 * (double)n_val / B;
+  int clean_n = n_train < cfg->clean_eval_max ? n_train : cfg->clean_eval_max;
+  *reserve_s = 5.0 + spb / 3.0 * (double)clean_n / B;
+  double epoch_est = spb * steps + eval_s;
+  double avail = avail_s - *reserve_s;
+  int fit = isfinite(avail) ? (int)floor(avail / epoch_est) : cfg->max_epochs;
+  if (fit < 1) fit = 1;
+  if (fit > cfg->max_epochs) fit = cfg->max_epochs;
+  if (cfg->verbose && announce)
+    fprintf(stderr, "body: %.3f s/batch, ~%.0f s/epoch: planning %d epochs\n", spb, epoch_est,
+            fit);
+  return fit;
+}
+
 int ltdi_body_train(ltdi_conv4 *net, ltdi_backend *be, const ltdi_imageset *data,
                     const ltdi_body_config *cfg, ltdi_body_report *report) {
   if (net == NULL || be == NULL || data == NULL || cfg == NULL || report == NULL ||
@@ -186,24 +289,10 @@ int ltdi_body_train(ltdi_conv4 *net, ltdi_backend *be, const ltdi_imageset *data
   double start = cfg->start_s > 0.0 ? cfg->start_s : t0;
   double deadline = cfg->budget_s > 0.0 ? start + cfg->budget_s : INFINITY;
 
+  const size_t B = (size_t)cfg->batch;
   body_state s;
-  memset(&s, 0, sizeof s);
-  size_t hw = (size_t)data->height * (size_t)data->width;
-  size_t B = (size_t)cfg->batch;
-  s.train = malloc((size_t)data->n * sizeof(int32_t));
-  s.val = malloc((size_t)data->n * sizeof(int32_t));
-  s.order = malloc((size_t)data->n * sizeof(int32_t));
-  s.labels = malloc(B * sizeof(int32_t));
-  s.images = malloc(B * hw * sizeof(float));
-  s.grads = calloc(net->n_params, sizeof(float));
-  s.m = calloc(net->n_params, sizeof(float));
-  s.v = calloc(net->n_params, sizeof(float));
-  s.best_params = malloc(net->n_params * sizeof(float));
-  s.best_running = malloc((size_t)LTDI_CONV4_BLOCKS * 2 * LTDI_CONV4_CHANNELS * sizeof(float));
-  int rc = LTDI_ERR_NOMEM;
-  if (!s.train || !s.val || !s.order || !s.labels || !s.images || !s.grads || !s.m || !s.v ||
-      !s.best_params || !s.best_running)
-    goto done;
+  int rc = state_alloc(&s, net, data, cfg);
+  if (rc != 0) goto done;
   if ((rc = ltdi_conv4_cache_create(&s.cache, net, cfg->batch)) != 0) goto done;
   int n_train = 0, n_val = 0;
   if ((rc = split_by_class(data, cfg->val_fraction, cfg->seed, s.train, &n_train, s.val,
@@ -217,9 +306,7 @@ int ltdi_body_train(ltdi_conv4 *net, ltdi_backend *be, const ltdi_imageset *data
     goto done;
   }
   ltdi_conv4_init(net, cfg->seed);
-  memcpy(s.best_params, net->params, net->n_params * sizeof(float));
-  memcpy(s.best_running, net->running,
-         (size_t)LTDI_CONV4_BLOCKS * 2 * LTDI_CONV4_CHANNELS * sizeof(float));
+  keep_weights(net, &s, 1);
 
   /* A last batch of one image would make batch-norm degenerate: drop it. */
   int steps = (int)((size_t)n_train / B) + ((size_t)n_train % B >= 2 ? 1 : 0);
@@ -249,28 +336,9 @@ int ltdi_body_train(ltdi_conv4 *net, ltdi_backend *be, const ltdi_imageset *data
     double timing_t0 = 0.0;
     for (int st = 0; st < steps; st++) {
       int n = (int)((size_t)n_train - (size_t)st * B < B ? (size_t)n_train - (size_t)st * B : B);
-      for (int j = 0; j < n; j++) {
-        int32_t idx = s.order[(size_t)st * B + (size_t)j];
-        ltdi_rng rng;
-        ltdi_rng_init(&rng, cfg->seed,
-                      TAG_AUGMENT + ((uint64_t)epoch << 32) + (uint64_t)(uint32_t)idx);
-        ltdi_augment_affine(s.images + (size_t)j * hw, data->pixels + (size_t)idx * hw,
-                            data->height, data->width, &aug, &rng);
-        s.labels[j] = data->labels[idx];
-      }
       float loss = 0.0f;
-      if ((rc = ltdi_conv4_forward_train(net, be, &s.cache, s.images, s.labels, n, 0.1f,
-                                         &loss)) != 0)
+      if ((rc = train_batch(net, be, data, cfg, &s, &aug, epoch, st, n, &correct, &loss)) != 0)
         goto done;
-      if (!isfinite(loss)) {
-        rc = LTDI_ERR_NONFINITE;
-        goto done;
-      }
-      for (int j = 0; j < n; j++)
-        correct += argmax_row(s.cache.logits + (size_t)j * (size_t)net->n_classes,
-                              net->n_classes) == s.labels[j];
-      memset(s.grads, 0, net->n_params * sizeof(float));
-      if ((rc = ltdi_conv4_backward(net, be, &s.cache, s.labels, n, s.grads)) != 0) goto done;
       hp.lr = cosine_lr(cfg, step, total_steps);
       hp.step = (int)++step;
       if ((rc = adam_update(net, be, s.grads, s.m, s.v, &hp)) != 0) goto done;
@@ -283,24 +351,14 @@ int ltdi_body_train(ltdi_conv4 *net, ltdi_backend *be, const ltdi_imageset *data
       if (epoch == 0 && (st == TIMING_BATCHES || (st == steps - 1 && st > 0 &&
                                                    st < TIMING_BATCHES))) {
         double spb = (ltdi_now_s() - timing_t0) / (double)st;
-        report->seconds_per_batch = spb;
-        /* An eval forward costs about a third of a training step per image. */
-        double eval_s = spb / 3.0 * (double)n_val / (double)B;
-        int clean_n = n_train < cfg->clean_eval_max ? n_train : cfg->clean_eval_max;
-        reserve_s = 5.0 + spb / 3.0 * (double)clean_n / (double)B;
         if (!sized) {
-          double epoch_est = spb * steps + eval_s;
-          double avail = deadline - epoch_t0 - reserve_s;
-          int fit = isfinite(avail) ? (int)floor(avail / epoch_est) : cfg->max_epochs;
-          if (fit < 1) fit = 1;
-          if (fit > cfg->max_epochs) fit = cfg->max_epochs;
-          planned = fit;
+          planned = plan_epochs(cfg, report, spb, steps, n_train, n_val, deadline - epoch_t0, 1,
+                                &reserve_s);
           total_steps = (long)planned * steps;
           sized = 1;
           snprintf(label, sizeof label, "body epoch %d/%d", epoch + 1, planned);
-          if (cfg->verbose)
-            fprintf(stderr, "body: %.3f s/batch, ~%.0f s/epoch: planning %d epochs\n", spb,
-                    epoch_est, planned);
+        } else {
+          (void)plan_epochs(cfg, report, spb, steps, n_train, n_val, INFINITY, 0, &reserve_s);
         }
       }
       if (cfg->verbose) {
@@ -321,9 +379,7 @@ int ltdi_body_train(ltdi_conv4 *net, ltdi_backend *be, const ltdi_imageset *data
     if (n_val == 0 || val_acc > best_val) {
       best_val = val_acc;
       report->best_epoch = epoch + 1;
-      memcpy(s.best_params, net->params, net->n_params * sizeof(float));
-      memcpy(s.best_running, net->running,
-             (size_t)LTDI_CONV4_BLOCKS * 2 * LTDI_CONV4_CHANNELS * sizeof(float));
+      keep_weights(net, &s, 1);
     }
     last_epoch_s = ltdi_now_s() - epoch_t0;
     if (cfg->verbose) {
@@ -335,14 +391,8 @@ int ltdi_body_train(ltdi_conv4 *net, ltdi_backend *be, const ltdi_imageset *data
      * (a busy machine), shrink the plan so the cosine still ends low
      * instead of being cut off at a high learning rate. */
     if (cfg->epochs == 0 && epoch + 1 < planned && isfinite(deadline)) {
-      int fit = epoch + 1 + (int)floor((deadline - ltdi_now_s() - reserve_s) / last_epoch_s);
-      if (fit < planned && fit > epoch + 1) {
-        planned = fit;
-        total_steps = (long)planned * steps;
-        if (cfg->verbose)
-          fprintf(stderr, "body: epochs take %.0f s: re-planning to %d epochs\n", last_epoch_s,
-                  planned);
-      }
+      planned = replan_epochs(cfg, epoch, planned, deadline - reserve_s, last_epoch_s);
+      total_steps = (long)planned * steps;
     }
     if (epoch + 1 < planned && ltdi_now_s() + last_epoch_s + reserve_s > deadline) {
       if (cfg->verbose)
@@ -353,9 +403,7 @@ int ltdi_body_train(ltdi_conv4 *net, ltdi_backend *be, const ltdi_imageset *data
   }
 
   /* Keep the best weights, then score them on clean training images. */
-  memcpy(net->params, s.best_params, net->n_params * sizeof(float));
-  memcpy(net->running, s.best_running,
-         (size_t)LTDI_CONV4_BLOCKS * 2 * LTDI_CONV4_CHANNELS * sizeof(float));
+  keep_weights(net, &s, 0);
   report->val_acc = best_val;
   int clean_n = n_train < cfg->clean_eval_max ? n_train : cfg->clean_eval_max;
   memcpy(s.order, s.train, (size_t)n_train * sizeof(int32_t));
