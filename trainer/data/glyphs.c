@@ -327,6 +327,64 @@ static json_t *options_json(const ltdi_glyphs_options *opt, int min_instances) {
                    "seed", (json_int_t)opt->seed, "min_corr", (double)opt->min_corr, "font_dirs", dirs);
 }
 
+/* Renders every face job in batches of 64 on opt->n_threads threads and
+ * merges each batch into classes in job order, so the result does not
+ * depend on the thread count. 0 or a negative code with err set. */
+static int render_faces(const ltdi_glyphs_options *opt, const ltdi__font_list *fonts,
+                        const face_job *jobs, int n_jobs, FT_Library *libs,
+                        ltdi__glyph_class *classes, seen_set *seen, ltdi_glyphs_summary *sum,
+                        char *err, size_t errlen) {
+  const int T = opt->n_threads, size = opt->size, npix = size * size;
+  int rc = 0;
+  ltdi_progress prog;
+  if (opt->progress) ltdi_progress_start(&prog, "glyphs: render faces", n_jobs);
+  enum { BATCH = 64 };
+  ltdi__face_result results[BATCH];
+  for (int b0 = 0; b0 < n_jobs && !rc; b0 += BATCH) {
+    int b1 = b0 + BATCH < n_jobs ? b0 + BATCH : n_jobs;
+    memset(results, 0, sizeof results);
+    batch_ctx ctx[256];
+    pthread_t th[256];
+    int started[256] = {0};
+    for (int t = 0; t < T; t++) {
+      ctx[t] = (batch_ctx){fonts, jobs, results, b0, b1, T, t, size, libs[t], 0};
+      started[t] = t > 0 && pthread_create(&th[t], NULL, render_batch, &ctx[t]) == 0;
+    }
+    render_batch(&ctx[0]);
+    for (int t = 1; t < T; t++) {
+      if (started[t]) pthread_join(th[t], NULL);
+      else render_batch(&ctx[t]); /* no thread: do its share here */
+      if (ctx[t].rc) rc = ctx[t].rc;
+    }
+    if (ctx[0].rc) rc = ctx[0].rc;
+    for (int j = b0; j < b1; j++) {
+      ltdi__face_result *r = &results[j - b0];
+      sum->renders += r->renders;
+      sum->dropped_empty += r->empty;
+      sum->dropped_placeholder += r->placeholder;
+      if (!rc) rc = merge_face(classes, seen, r, npix, j, sum);
+      ltdi__face_result_free(r);
+    }
+    if (opt->progress) ltdi_progress_update(&prog, b1, NULL);
+  }
+  if (rc) return ltdi_fail(err, errlen, rc, "rendering failed: %s", ltdi_strerror(rc));
+  if (opt->progress) ltdi_progress_finish(&prog, NULL);
+  return 0;
+}
+
+/* The manifest's "totals": what was kept and every reason a render was dropped. */
+static json_t *totals_json(const ltdi_glyphs_summary *sum, int n_kept, int64_t total_instances) {
+  return json_pack("{s:i, s:I, s:i, s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:i, s:f}",
+                   "classes", n_kept, "instances", (json_int_t)total_instances,
+                   "font_files", sum->n_font_files, "faces", sum->n_faces,
+                   "faces_used", sum->n_faces_used, "renders", (json_int_t)sum->renders,
+                   "dropped_empty", (json_int_t)sum->dropped_empty,
+                   "dropped_placeholder", (json_int_t)sum->dropped_placeholder,
+                   "dropped_duplicate", (json_int_t)sum->dropped_duplicate,
+                   "dropped_uncorrelated", (json_int_t)sum->dropped_uncorrelated,
+                   "classes_below_min", sum->classes_below_min, "seconds", sum->seconds);
+}
+
 int ltdi_glyphs_build(const ltdi_glyphs_options *opt, ltdi_glyphs_summary *sum, char *err,
                       size_t errlen) {
   memset(sum, 0, sizeof *sum);
@@ -377,43 +435,8 @@ int ltdi_glyphs_build(const ltdi_glyphs_options *opt, ltdi_glyphs_summary *sum, 
     for (int k = 0; k < faces_in_file[f]; k++, j++) jobs[j] = (face_job){f, k}, face_index[j] = -1;
   sum->n_faces = n_jobs;
 
-  /* Render in batches; merge each batch in job order. */
-  ltdi_progress prog;
-  if (opt->progress) ltdi_progress_start(&prog, "glyphs: render faces", n_jobs);
-  enum { BATCH = 64 };
-  ltdi__face_result results[BATCH];
-  for (int b0 = 0; b0 < n_jobs && !rc; b0 += BATCH) {
-    int b1 = b0 + BATCH < n_jobs ? b0 + BATCH : n_jobs;
-    memset(results, 0, sizeof results);
-    batch_ctx ctx[256];
-    pthread_t th[256];
-    int started[256] = {0};
-    for (int t = 0; t < T; t++) {
-      ctx[t] = (batch_ctx){&fonts, jobs, results, b0, b1, T, t, size, libs[t], 0};
-      started[t] = t > 0 && pthread_create(&th[t], NULL, render_batch, &ctx[t]) == 0;
-    }
-    render_batch(&ctx[0]);
-    for (int t = 1; t < T; t++) {
-      if (started[t]) pthread_join(th[t], NULL);
-      else render_batch(&ctx[t]); /* no thread: do its share here */
-      if (ctx[t].rc) rc = ctx[t].rc;
-    }
-    if (ctx[0].rc) rc = ctx[0].rc;
-    for (int j = b0; j < b1; j++) {
-      ltdi__face_result *r = &results[j - b0];
-      sum->renders += r->renders;
-      sum->dropped_empty += r->empty;
-      sum->dropped_placeholder += r->placeholder;
-      if (!rc) rc = merge_face(classes, &seen, r, npix, j, sum);
-      ltdi__face_result_free(r);
-    }
-    if (opt->progress) ltdi_progress_update(&prog, b1, NULL);
-  }
-  if (rc) {
-    ltdi_fail(err, errlen, rc, "rendering failed: %s", ltdi_strerror(rc));
+  if ((rc = render_faces(opt, &fonts, jobs, n_jobs, libs, classes, &seen, sum, err, errlen)))
     goto done;
-  }
-  if (opt->progress) ltdi_progress_finish(&prog, NULL);
   free(seen.keys);
   seen.keys = NULL;
 
@@ -470,6 +493,7 @@ int ltdi_glyphs_build(const ltdi_glyphs_options *opt, ltdi_glyphs_summary *sum, 
   json_object_set_new(manifest, "fonts", fonts_json);
   int64_t total_instances = 0, written = 0;
   for (int i = 0; i < n_kept; i++) total_instances += classes[kept[i].letter].n;
+  ltdi_progress prog;
   if (opt->progress) ltdi_progress_start(&prog, "glyphs: write", total_instances);
   kept_class *sel = malloc(((size_t)n_kept + 1) * sizeof *sel);
   for (int s = 0; s < LTDI_GLYPHS_SPLITS && !rc && sel; s++) {
@@ -489,16 +513,7 @@ int ltdi_glyphs_build(const ltdi_glyphs_options *opt, ltdi_glyphs_summary *sum, 
   if (opt->progress) ltdi_progress_finish(&prog, NULL);
   sum->n_faces_used = (int)json_array_size(fonts_json);
   sum->seconds = ltdi_now_s() - t0;
-  json_object_set_new(manifest, "totals",
-      json_pack("{s:i, s:I, s:i, s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:i, s:f}",
-                "classes", n_kept, "instances", (json_int_t)total_instances,
-                "font_files", sum->n_font_files, "faces", sum->n_faces,
-                "faces_used", sum->n_faces_used, "renders", (json_int_t)sum->renders,
-                "dropped_empty", (json_int_t)sum->dropped_empty,
-                "dropped_placeholder", (json_int_t)sum->dropped_placeholder,
-                "dropped_duplicate", (json_int_t)sum->dropped_duplicate,
-                "dropped_uncorrelated", (json_int_t)sum->dropped_uncorrelated,
-                "classes_below_min", sum->classes_below_min, "seconds", sum->seconds));
+  json_object_set_new(manifest, "totals", totals_json(sum, n_kept, total_instances));
   json_object_set_new(manifest, "unicode_table", json_string("trainer/data/unicode_letters.c"));
   char mpath[4200];
   snprintf(mpath, sizeof mpath, "%s/manifest.json", opt->out_dir);
