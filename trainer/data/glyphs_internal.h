@@ -59,4 +59,9 @@ int ltdi__glyph_drop_cross_class(ltdi__glyph_class *classes /* (n_letters) */, i
 int ltdi__glyph_filter_class(ltdi__glyph_class *c, int npix, float min_corr, float *mean,
                              uint8_t *keep);
 
+/* split_of (n_scripts) = the split of each script with count[s] > 0 classes
+ * (-1 for the others), so that every build keeps the standard split's
+ * scripts where they are; the seed only breaks ties. 0 or LTDI_ERR_NOMEM. */
+int ltdi__glyph_assign_splits(const int *count, int n_scripts, uint64_t seed, int *split_of);
+
 #endif
