@@ -357,15 +357,7 @@ int ltdi_finetune_classify(ltdi_backend *be, const ltdi_head_dims *dims,
   int rc = ltdi_head_train(be, dims, cfg, w, support, views, support_labels, ns, &rng,
                            NULL, NULL);
   if (rc == 0 && nq > 0) rc = ltdi_head_logits(be, dims, w, query, nq, logits);
-  if (rc == 0) {
-    for (int j = 0; j < nq; j++) {
-      const float *z = logits + (size_t)j * nc;
-      int best = 0;
-      for (int c = 1; c < nc; c++)
-        if (z[c] > z[best]) best = c;
-      pred[j] = best;
-    }
-  }
+  if (rc == 0) ltdi_head_argmax(logits, nq, nc, pred);
   free(w);
   free(logits);
   return rc;

@@ -162,13 +162,7 @@ static int predict(ltdi_backend *be, const ltdi_head_dims *dims, const float *w,
   float *z = malloc((size_t)n * (size_t)nc * sizeof *z);
   if (!z) return LTDI_ERR_NOMEM;
   int rc = ltdi_head_logits(be, dims, w, x, n, z);
-  for (int j = 0; rc == 0 && j < n; j++) {
-    const float *r = z + (size_t)j * nc;
-    int best = 0;
-    for (int c = 1; c < nc; c++)
-      if (r[c] > r[best]) best = c;
-    pred[j] = best;
-  }
+  if (rc == 0) ltdi_head_argmax(z, n, nc, pred);
   free(z);
   return rc;
 }

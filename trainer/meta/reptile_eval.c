@@ -39,13 +39,7 @@ int ltdi_reptile_finetune_classify(ltdi_backend *be, const ltdi_reptile_head *he
   }
   if (rc == 0) rc = ltdi_head_logits(be, dims, w, query, nq, logits);
   if (rc == 0) {
-    for (int j = 0; j < nq; j++) {
-      const float *z = logits + (size_t)j * nc;
-      int best = 0;
-      for (int c = 1; c < nc; c++)
-        if (z[c] > z[best]) best = c;
-      pred[j] = best;
-    }
+    ltdi_head_argmax(logits, nq, nc, pred);
     if (query_loss && query_labels)
       rc = ltdi__head_loss_grad(be, dims, w, query, query_labels, nq, query_loss, NULL);
   }

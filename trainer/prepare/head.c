@@ -295,3 +295,13 @@ done:
   ws_destroy(&ws);
   return rc;
 }
+
+void ltdi_head_argmax(const float *logits, int n, int classes, int32_t *pred) {
+  for (int j = 0; j < n; j++) {
+    const float *z = logits + (size_t)j * classes;
+    int best = 0;
+    for (int c = 1; c < classes; c++)
+      if (z[c] > z[best]) best = c;
+    pred[j] = best;
+  }
+}

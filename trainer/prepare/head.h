@@ -44,6 +44,9 @@ int ltdi_head_train(ltdi_backend *be, const ltdi_head_dims *dims,
                     int views, const int32_t *y, int n, ltdi_rng *rng,
                     float *trajectory, float *final_loss);
 
+/* pred (n) = the class of each row of logits (n, N): the first maximum. */
+void ltdi_head_argmax(const float *logits, int n, int classes, int32_t *pred);
+
 /* logits (n, N) of x (n, d). */
 int ltdi_head_logits(ltdi_backend *be, const ltdi_head_dims *dims, const float *w,
                      const float *x, int n, float *logits);

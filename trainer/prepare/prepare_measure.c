@@ -26,10 +26,8 @@ typedef struct measure_run {
 static double query_accuracy(const float *logits, int N, int Q) {
   int correct = 0;
   for (int i = 0; i < N * Q; i++) {
-    const float *l = logits + (size_t)i * N;
-    int best = 0;
-    for (int c = 1; c < N; c++)
-      if (l[c] > l[best]) best = c;
+    int32_t best;
+    ltdi_head_argmax(logits + (size_t)i * N, 1, N, &best);
     correct += best == i / Q;
   }
   return (double)correct / (double)(N * Q);
