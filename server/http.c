@@ -256,15 +256,19 @@ static void dispatch(ltdi_server *s, struct MHD_Connection *conn, const char *ur
   rq.body_len = st->len;
   const route *hit = NULL;
   char allow[64] = "";
+  /* HEAD is a GET whose body libmicrohttpd leaves out. */
+  const int head = !strcmp(method, "HEAD");
   for (int i = 0; i < N_ROUTES; i++) {
     if (!match(ROUTES[i].path, url, &rq)) continue;
     *endpoint = ROUTES[i].path;
-    if (!strcmp(ROUTES[i].method, method)) {
+    const int get = !strcmp(ROUTES[i].method, "GET");
+    if (!strcmp(ROUTES[i].method, method) || (head && get)) {
       hit = &ROUTES[i];
       break;
     }
     size_t n = strlen(allow);
-    snprintf(allow + n, sizeof allow - n, "%s%s", n ? ", " : "", ROUTES[i].method);
+    snprintf(allow + n, sizeof allow - n, "%s%s%s", n ? ", " : "", ROUTES[i].method,
+             get ? ", HEAD" : "");
   }
   if (!hit) {
     if (allow[0]) {

@@ -199,7 +199,10 @@ static resp http(const daemon *d, const char *method, const char *path, const ch
   if (body) h = curl_slist_append(h, "Content-Type: application/json");
   h = curl_slist_append(h, "Expect:");
   curl_easy_setopt(c, CURLOPT_URL, url);
-  curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+  if (!strcmp(method, "HEAD"))
+    curl_easy_setopt(c, CURLOPT_NOBODY, 1L); /* a HEAD answer has headers only */
+  else
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
   if (body) {
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
@@ -337,6 +340,16 @@ static void local_generate(const float *cond, uint64_t seed, float *w) {
 static void test_ops(const daemon *d) {
   resp r = http(d, "GET", "/health", NULL, NULL);
   expect(&r, 200, "health");
+  resp_free(&r);
+  /* HEAD on a GET route: the GET's status and headers, no body. */
+  r = http(d, "HEAD", "/ready", NULL, NULL);
+  char type[64];
+  CHECK(r.status == 200 && !r.body && header(&r, "Content-Type", type, sizeof type) &&
+            strstr(type, "application/json"),
+        "HEAD /ready: %ld, body %s", r.status, r.body ? r.body : "(none)");
+  resp_free(&r);
+  r = http(d, "HEAD", "/v1/generate", NULL, NULL);
+  CHECK(r.status == 405, "HEAD on a POST-only route: %ld", r.status);
   resp_free(&r);
   r = http(d, "GET", "/ready", NULL, NULL);
   expect(&r, 200, "ready");
