@@ -138,68 +138,54 @@ static int read_exact(const ltdi_st_file *f, const char *path, const char *name,
   return 0;
 }
 
-int ltdi_conv4_load(ltdi_conv4 *net, const char *path, char *err, size_t errlen) {
-  char dummy[8];
-  if (err == NULL || errlen == 0) {
-    err = dummy;
-    errlen = sizeof dummy;
-  }
-  err[0] = '\0';
-  if (net == NULL || path == NULL) return LTDI_ERR_INVALID_ARG;
-  memset(net, 0, sizeof *net);
-  ltdi_st_file *f = NULL;
-  int rc = ltdi_st_read(path, &f, err, errlen);
-  if (rc != 0) return rc;
+/* What the metadata and the classifier's shape say about the body. */
+typedef struct body_meta {
+  long height, width, feature_dim; /* feature_dim 0 when absent or malformed */
+  int n_classes;                   /* rows of classifier.weight; 0 without a classifier */
+} body_meta;
 
+/* Reads the metadata this build needs and checks what it can before the
+ * network exists: the format and version, an image size in [16, 4096] and,
+ * when given, this build's channel count. */
+static int read_meta(const ltdi_st_file *f, const char *path, body_meta *m, char *err,
+                     size_t errlen) {
   const char *format = ltdi_st_meta(f, "format");
   const char *version = ltdi_st_meta(f, "version");
-  long height = meta_long(f, "height"), width = meta_long(f, "width");
-  long feature_dim = meta_long(f, "feature_dim"), channels = meta_long(f, "channels");
-  if (format == NULL || strcmp(format, BODY_FORMAT) != 0) {
-    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
-                   "%s: metadata format is '%s', expected '%s' (a file written by "
-                   "`ltdi-train body`)", path, format ? format : "(missing)", BODY_FORMAT);
-    goto done;
-  }
-  if (version == NULL || strcmp(version, BODY_VERSION) != 0) {
-    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
-                   "%s: body file version '%s' is not supported (this build reads "
-                   "version %s)", path, version ? version : "(missing)", BODY_VERSION);
-    goto done;
-  }
-  if (height < 16 || width < 16 || height > 4096 || width > 4096) {
-    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
-                   "%s: metadata height/width missing or out of range [16, 4096]", path);
-    goto done;
-  }
-  if (channels != 0 && channels != C) {
-    rc = ltdi_fail(err, errlen, LTDI_ERR_SHAPE,
-                   "%s: body has %ld channels; this build's Conv4 has %d", path,
-                   channels, C);
-    goto done;
-  }
+  m->height = meta_long(f, "height");
+  m->width = meta_long(f, "width");
+  m->feature_dim = meta_long(f, "feature_dim");
+  long channels = meta_long(f, "channels");
+  if (format == NULL || strcmp(format, BODY_FORMAT) != 0)
+    return ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
+                     "%s: metadata format is '%s', expected '%s' (a file written by "
+                     "`ltdi-train body`)", path, format ? format : "(missing)", BODY_FORMAT);
+  if (version == NULL || strcmp(version, BODY_VERSION) != 0)
+    return ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
+                     "%s: body file version '%s' is not supported (this build reads "
+                     "version %s)", path, version ? version : "(missing)", BODY_VERSION);
+  if (m->height < 16 || m->width < 16 || m->height > 4096 || m->width > 4096)
+    return ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
+                     "%s: metadata height/width missing or out of range [16, 4096]", path);
+  if (channels != 0 && channels != C)
+    return ltdi_fail(err, errlen, LTDI_ERR_SHAPE,
+                     "%s: body has %ld channels; this build's Conv4 has %d", path, channels, C);
   /* The classifier is optional; when present its shape gives n_classes. */
-  int n_classes = 0;
+  m->n_classes = 0;
   const ltdi_st_tensor *fc = ltdi_st_find(f, "classifier.weight");
   if (fc != NULL) {
-    if (fc->ndim != 2 || fc->shape[0] <= 0 || fc->shape[0] > (1 << 24)) {
-      rc = ltdi_fail(err, errlen, LTDI_ERR_SHAPE,
-                     "%s: tensor 'classifier.weight' should be [n_classes, "
-                     "feature_dim]", path);
-      goto done;
-    }
-    n_classes = (int)fc->shape[0];
+    if (fc->ndim != 2 || fc->shape[0] <= 0 || fc->shape[0] > (1 << 24))
+      return ltdi_fail(err, errlen, LTDI_ERR_SHAPE,
+                       "%s: tensor 'classifier.weight' should be [n_classes, "
+                       "feature_dim]", path);
+    m->n_classes = (int)fc->shape[0];
   }
-  if ((rc = ltdi_conv4_create(net, (int)height, (int)width, n_classes)) != 0) {
-    ltdi_fail(err, errlen, rc, "%s: cannot allocate the body: %s", path, ltdi_strerror(rc));
-    goto done;
-  }
-  if (feature_dim != net->feature_dim) {
-    rc = ltdi_fail(err, errlen, LTDI_ERR_SHAPE,
-                   "%s: metadata feature_dim %ld does not match %ldx%ld input "
-                   "(expected %d)", path, feature_dim, height, width, net->feature_dim);
-    goto done;
-  }
+  return 0;
+}
+
+/* Copies the six tensors of every block into net and checks that the
+ * running variances are not negative or NaN. */
+static int read_blocks(ltdi_conv4 *net, const ltdi_st_file *f, const char *path, char *err,
+                       size_t errlen) {
   char name[64];
   for (int b = 0; b < NB; b++) {
     int64_t wshape[4] = {C, b == 0 ? 1 : C, 3, 3};
@@ -214,21 +200,48 @@ int ltdi_conv4_load(ltdi_conv4 *net, const char *path, char *err, size_t errlen)
     };
     for (int i = 0; i < 6; i++) {
       snprintf(name, sizeof name, "block%d.%s", b, items[i].suffix);
-      rc = read_exact(f, path, name, items[i].ndim, items[i].shape, items[i].dst, err, errlen);
-      if (rc != 0) goto done;
+      int rc = read_exact(f, path, name, items[i].ndim, items[i].shape, items[i].dst, err, errlen);
+      if (rc != 0) return rc;
     }
     for (int c = 0; c < C; c++) {
       float v = net->running[b * 2 * C + C + c];
-      if (!(v >= 0.0f)) {
-        rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
-                       "%s: block%d.bn.running_var has a negative or NaN entry", path, b);
-        goto done;
-      }
+      if (!(v >= 0.0f))
+        return ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
+                         "%s: block%d.bn.running_var has a negative or NaN entry", path, b);
     }
   }
-  if (n_classes > 0) {
-    int64_t fshape[2] = {n_classes, net->feature_dim};
-    int64_t bshape[1] = {n_classes};
+  return 0;
+}
+
+int ltdi_conv4_load(ltdi_conv4 *net, const char *path, char *err, size_t errlen) {
+  char dummy[8];
+  if (err == NULL || errlen == 0) {
+    err = dummy;
+    errlen = sizeof dummy;
+  }
+  err[0] = '\0';
+  if (net == NULL || path == NULL) return LTDI_ERR_INVALID_ARG;
+  memset(net, 0, sizeof *net);
+  ltdi_st_file *f = NULL;
+  int rc = ltdi_st_read(path, &f, err, errlen);
+  if (rc != 0) return rc;
+
+  body_meta m;
+  if ((rc = read_meta(f, path, &m, err, errlen)) != 0) goto done;
+  if ((rc = ltdi_conv4_create(net, (int)m.height, (int)m.width, m.n_classes)) != 0) {
+    ltdi_fail(err, errlen, rc, "%s: cannot allocate the body: %s", path, ltdi_strerror(rc));
+    goto done;
+  }
+  if (m.feature_dim != net->feature_dim) {
+    rc = ltdi_fail(err, errlen, LTDI_ERR_SHAPE,
+                   "%s: metadata feature_dim %ld does not match %ldx%ld input "
+                   "(expected %d)", path, m.feature_dim, m.height, m.width, net->feature_dim);
+    goto done;
+  }
+  if ((rc = read_blocks(net, f, path, err, errlen)) != 0) goto done;
+  if (m.n_classes > 0) {
+    int64_t fshape[2] = {m.n_classes, net->feature_dim};
+    int64_t bshape[1] = {m.n_classes};
     if ((rc = read_exact(f, path, "classifier.weight", 2, fshape, net->fc_w, err, errlen)) ||
         (rc = read_exact(f, path, "classifier.bias", 1, bshape, net->fc_b, err, errlen)))
       goto done;

@@ -1,6 +1,7 @@
 /* trainer/data/glyphs_internal.h — pieces of the glyph builder shared between
- * trainer/data/glyphs_render.c (fonts, FreeType) and trainer/data/glyphs.c (merging,
- * filtering, splitting, writing). Not a public API. */
+ * trainer/data/glyphs_render.c (fonts, FreeType), trainer/data/glyphs.c (the
+ * build's steps, merging), trainer/data/glyphs_filter.c (class filters) and
+ * trainer/data/glyphs_split.c (the script split, writing). Not a public API. */
 #ifndef LTDI_TRAINER_GLYPHS_INTERNAL_H
 #define LTDI_TRAINER_GLYPHS_INTERNAL_H
 
@@ -59,9 +60,42 @@ int ltdi__glyph_drop_cross_class(ltdi__glyph_class *classes /* (n_letters) */, i
 int ltdi__glyph_filter_class(ltdi__glyph_class *c, int npix, float min_corr, float *mean,
                              uint8_t *keep);
 
-/* split_of (n_scripts) = the split of each script with count[s] > 0 classes
- * (-1 for the others), so that every build keeps the standard split's
- * scripts where they are; the seed only breaks ties. 0 or LTDI_ERR_NOMEM. */
-int ltdi__glyph_assign_splits(const int *count, int n_scripts, uint64_t seed, int *split_of);
+/* One face of one font file: the unit of rendering work. */
+typedef struct ltdi__face_job {
+  int font, face; /* index into the font list, face index within the file */
+} ltdi__face_job;
+
+/* A class that made it into the benchmark, with its folder name. */
+typedef struct ltdi__kept_class {
+  int letter;
+  char name[80]; /* "<script>_U+XXXX", script in lower case */
+} ltdi__kept_class;
+
+/* What the build has gathered by the time it writes. */
+typedef struct ltdi__glyph_build {
+  const ltdi_glyphs_options *opt;
+  int size, npix, n_letters, min_instances;
+  double t0;                   /* start of the build, for the manifest's seconds */
+  ltdi__font_list fonts;
+  int *faces_in_file;          /* (fonts.n) */
+  ltdi__face_job *jobs;        /* (n_jobs) every face, in font-list order */
+  int32_t *face_index;         /* (n_jobs) entry in the manifest's font list, -1 = none yet */
+  int n_jobs;
+  ltdi__glyph_class *classes;  /* (n_letters) */
+  ltdi__kept_class *kept;      /* (n_kept) sorted by name */
+  int n_kept;
+  int *split_of;               /* (scripts + 1) split of each script, -1 = none */
+} ltdi__glyph_build;
+
+/* Assigns each script with classes (count > 0) to a split; split_of is -1
+ * for the others. Returns 0 or LTDI_ERR_NOMEM. */
+int ltdi__glyph_assign_splits(const int *count /* (n_scripts) */, int n_scripts, uint64_t seed,
+                              int *split_of /* (n_scripts) */);
+
+/* Writes the kept classes as out_dir/<split>/<class>/<n>.png and the
+ * manifest; fills the summary's per-split counts, faces used and seconds.
+ * Assigns g->face_index on the way. */
+int ltdi__glyph_write(const ltdi__glyph_build *g, ltdi_glyphs_summary *sum, char *err,
+                      size_t errlen);
 
 #endif

@@ -267,18 +267,10 @@ static int drop_shared(cand *c, int n, int (*cmp)(const void *, const void *)) {
   return dropped;
 }
 
-int ltdi__glyph_render_face(void *ft_library, const char *path, int face_index, int size,
-                            ltdi__face_result *res) {
-  memset(res, 0, sizeof *res);
-  FT_Face face;
-  if (FT_New_Face((FT_Library)ft_library, path, face_index, &face)) return 0;
-  int npix = size * size, rc = 0;
+/* Lists the candidate letters the face's Unicode cmap claims, in code point
+ * order, which is also letter order; *n_out = 0 when it claims none. */
+static int list_candidates(FT_Face face, cand **out, int *n_out) {
   cand *c = NULL;
-  uint8_t *bitmaps = NULL, *tmp = NULL, *notdef = NULL;
-  if (!FT_IS_SCALABLE(face) || FT_HAS_COLOR(face) || FT_Select_Charmap(face, FT_ENCODING_UNICODE) ||
-      FT_Set_Pixel_Sizes(face, 0, RENDER_PX))
-    goto done;
-  /* Candidate letters the cmap claims. */
   int n = 0, cap = 0;
   FT_UInt gi;
   for (FT_ULong cp = FT_Get_First_Char(face, &gi); gi != 0; cp = FT_Get_Next_Char(face, cp, &gi)) {
@@ -288,36 +280,32 @@ int ltdi__glyph_render_face(void *ft_library, const char *path, int face_index, 
       cap = cap ? 2 * cap : 256;
       cand *p = realloc(c, (size_t)cap * sizeof *p);
       if (!p) {
-        rc = LTDI_ERR_NOMEM;
-        goto done;
+        free(c);
+        return LTDI_ERR_NOMEM;
       }
       c = p;
     }
     c[n++] = (cand){letter, gi, 0, 1};
   }
-  if (n == 0) goto done;
-  bitmaps = malloc((size_t)n * (size_t)npix);
-  tmp = malloc((size_t)npix);
-  notdef = malloc((size_t)npix);
-  if (!bitmaps || !tmp || !notdef) {
-    rc = LTDI_ERR_NOMEM;
-    goto done;
-  }
+  *out = c;
+  *n_out = n;
+  return 0;
+}
+
+/* Renders candidate i into slot i of bitmaps (n, size*size) and hashes it;
+ * clears keep on the empty renderings and on those equal to the face's
+ * .notdef glyph. tmp and notdef are size*size scratch. */
+static int render_candidates(FT_Face face, cand *c, int n, int size, uint8_t *bitmaps,
+                             uint8_t *tmp, uint8_t *notdef, ltdi__face_result *res) {
+  int npix = size * size;
   int r0 = render_glyph(face, 0, size, notdef, tmp);
-  if (r0 < 0) {
-    rc = r0;
-    goto done;
-  }
+  if (r0 < 0) return r0;
   uint64_t notdef_hash = r0 ? ltdi__glyph_hash(notdef, npix) : 0;
-  /* c is in code point order; the render slot of entry i is i. */
   for (int i = 0; i < n; i++) {
     uint8_t *bm = bitmaps + (size_t)i * (size_t)npix;
     int r = render_glyph(face, c[i].gindex, size, bm, tmp);
     res->renders++;
-    if (r < 0) {
-      rc = r;
-      goto done;
-    }
+    if (r < 0) return r;
     c[i].hash = r ? ltdi__glyph_hash(bm, npix) : 0;
     if (!r) {
       c[i].keep = 0;
@@ -327,24 +315,51 @@ int ltdi__glyph_render_face(void *ft_library, const char *path, int face_index, 
       res->placeholder++;
     }
   }
-  /* Shared glyph ids and shared bitmaps among the kept letters. Entries are
-   * re-sorted, so remember each one's render slot through its letter order
-   * (candidates are unique per face and were in letter order). */
+  return 0;
+}
+
+/* Clears keep on the candidates that share a glyph id, then on the kept
+ * ones that share a bitmap; returns how many it cleared. The entries are
+ * re-sorted on the way and end in letter order again, so entry i is again
+ * render slot i (candidates are unique per face and were in letter order). */
+static int drop_shared_glyphs(cand *c, int n) {
   qsort(c, (size_t)n, sizeof *c, cmp_gindex);
-  res->placeholder += drop_shared(c, n, cmp_gindex);
-  {
-    /* Only kept entries may match by bitmap; move them to the front. */
-    int k = 0;
-    for (int i = 0; i < n; i++)
-      if (c[i].keep) {
-        cand t = c[k];
-        c[k++] = c[i];
-        c[i] = t;
-      }
-    qsort(c, (size_t)k, sizeof *c, cmp_hash);
-    res->placeholder += drop_shared(c, k, cmp_hash);
-  }
+  int dropped = drop_shared(c, n, cmp_gindex);
+  /* Only kept entries may match by bitmap; move them to the front. */
+  int k = 0;
+  for (int i = 0; i < n; i++)
+    if (c[i].keep) {
+      cand t = c[k];
+      c[k++] = c[i];
+      c[i] = t;
+    }
+  qsort(c, (size_t)k, sizeof *c, cmp_hash);
+  dropped += drop_shared(c, k, cmp_hash);
   qsort(c, (size_t)n, sizeof *c, cmp_letter);
+  return dropped;
+}
+
+int ltdi__glyph_render_face(void *ft_library, const char *path, int face_index, int size,
+                            ltdi__face_result *res) {
+  memset(res, 0, sizeof *res);
+  FT_Face face;
+  if (FT_New_Face((FT_Library)ft_library, path, face_index, &face)) return 0;
+  int npix = size * size, n = 0, rc = 0;
+  cand *c = NULL;
+  uint8_t *bitmaps = NULL, *tmp = NULL, *notdef = NULL;
+  if (!FT_IS_SCALABLE(face) || FT_HAS_COLOR(face) || FT_Select_Charmap(face, FT_ENCODING_UNICODE) ||
+      FT_Set_Pixel_Sizes(face, 0, RENDER_PX))
+    goto done;
+  if ((rc = list_candidates(face, &c, &n)) || n == 0) goto done;
+  bitmaps = malloc((size_t)n * (size_t)npix);
+  tmp = malloc((size_t)npix);
+  notdef = malloc((size_t)npix);
+  if (!bitmaps || !tmp || !notdef) {
+    rc = LTDI_ERR_NOMEM;
+    goto done;
+  }
+  if ((rc = render_candidates(face, c, n, size, bitmaps, tmp, notdef, res))) goto done;
+  res->placeholder += drop_shared_glyphs(c, n);
   for (int i = 0; i < n && !rc; i++)
     if (c[i].keep) rc = result_push(res, c[i].letter, bitmaps + (size_t)i * (size_t)npix, npix);
 done:
