@@ -1,0 +1,134 @@
+/* core/class_denoiser.h — the class-token denoiser ε_θ(x_t, t, {p_n}): a
+ * DeepSets network over the N classes of a task, one token per class, so one
+ * model serves any N and no parameter depends on N.
+ *
+ * Token n of a task holds the D noisy numbers of class n (x_t row n: D = d+1
+ * for the linear head, core/weights.h) and the class's condition row p_n
+ * (d numbers, the standardised prototype). Rows are the B·N tokens of B
+ * tasks of the same N, task-major: row b·N + n.
+ *
+ *   s  = sinusoid(t)                                   (B, E)
+ *   e  = SiLU(time(s))                                 (B, H)
+ *   h  = in([x_t,n ; p_n]) + e                         (B·N, H)  e broadcast over classes
+ *   block k = 0..blocks-1:
+ *     h = h + film_scale_k(e) ⊙ h + film_shift_k(e)    FiLM(t), broadcast over classes
+ *     g = LN_k(h)
+ *     a = self_k(g) + pool_k(mean over the task's classes of g)   pool_k has no bias
+ *     h = h + out_k(SiLU(a))
+ *   ε̂  = out(LN_final(h))                              (B·N, D)  `out` zero-initialised
+ *
+ * LN is a LayerNorm over the H channels of a row (eps LTDI_CDEN_LN_EPS,
+ * weight and bias per channel; the backend's group-norm with one group and
+ * spatial 1). Every op goes through the backend (kernels/backend.h), so the
+ * same code runs on the CPU and on CUDA.
+ *
+ * Tensor names (the model file's tensor names), in buffer order:
+ *   in.weight (H, D+d), in.bias (H), time.weight (H, E), time.bias (H),
+ *   block<k>.film_scale.{weight (H,H), bias (H)}, block<k>.film_shift.{…},
+ *   block<k>.norm.{weight (H), bias (H)}, block<k>.self.{weight (H,H), bias (H)},
+ *   block<k>.pool.weight (H,H), block<k>.out.{weight (H,H), bias (H)},
+ *   final_norm.{weight (H), bias (H)}, out.weight (D, H), out.bias (D).
+ *
+ * Batch independence: every op is per task (the mean runs over one task's
+ * rows only, in row order), so with a batch-invariant backend a task's
+ * output does not depend on the other tasks of the batch or on their N.
+ *
+ * Memory: parameters in ONE backend buffer, gradients in a second one with
+ * the same layout (as the U-Net, core/unet.h); activations in an
+ * ltdi_cden_acts sized once for a maximum number of tasks and of rows. */
+#ifndef LTDI_CORE_CLASS_DENOISER_H
+#define LTDI_CORE_CLASS_DENOISER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LTDI_CDEN_LN_EPS 1e-5f
+#define LTDI_CDEN_MAX_BLOCKS 8
+#define LTDI_CDEN_NAME_MAX 48
+
+typedef struct ltdi_cden_config {
+  int token_dim; /* D: generated numbers per class */
+  int cond_dim;  /* d: condition numbers per class */
+  int width;     /* H */
+  int blocks;    /* 1..LTDI_CDEN_MAX_BLOCKS */
+  int time_dim;  /* E: sinusoidal embedding width, even */
+} ltdi_cden_config;
+
+/* H = 128, 2 blocks, E = 64. */
+void ltdi_cden_config_default(ltdi_cden_config *cfg, int token_dim, int cond_dim);
+/* 0 or LTDI_ERR_INVALID_ARG. */
+int ltdi_cden_config_check(const ltdi_cden_config *cfg);
+/* Compact JSON for the model file ({"token_dim":65,"cond_dim":64,...});
+ * 0 or LTDI_ERR_OVERFLOW. */
+int ltdi_cden_config_to_json(const ltdi_cden_config *cfg, char *buf, size_t buflen);
+/* 0, LTDI_ERR_FORMAT (not that JSON) or LTDI_ERR_INVALID_ARG (unusable values). */
+int ltdi_cden_config_from_json(const char *json, ltdi_cden_config *cfg);
+
+typedef struct ltdi_cden ltdi_cden;
+typedef struct ltdi_cden_acts ltdi_cden_acts;
+
+typedef struct ltdi_cden_tensor {
+  const char *name;
+  int ndim;         /* 1 or 2 */
+  int64_t shape[2];
+  size_t offset, numel;
+  float *param, *grad; /* backend memory */
+} ltdi_cden_tensor;
+
+/* Layout plus zeroed params and grads from be (which must outlive it).
+ * 0, LTDI_ERR_INVALID_ARG or LTDI_ERR_NOMEM. */
+int ltdi_cden_create(ltdi_cden **out, ltdi_backend *be, const ltdi_cden_config *cfg);
+void ltdi_cden_free(ltdi_cden *net);
+/* PyTorch defaults from seed (linear U(±1/√fan_in) weight and bias, LN 1/0),
+ * then out.weight and out.bias zero: the initial prediction is exactly 0. */
+int ltdi_cden_init(ltdi_cden *net, uint64_t seed);
+
+const ltdi_cden_config *ltdi_cden_config_of(const ltdi_cden *net);
+size_t ltdi_cden_num_params(const ltdi_cden *net);
+float *ltdi_cden_params(ltdi_cden *net);
+float *ltdi_cden_grads(ltdi_cden *net);
+int ltdi_cden_zero_grad(ltdi_cden *net);
+int ltdi_cden_num_tensors(const ltdi_cden *net);
+int ltdi_cden_tensor_at(const ltdi_cden *net, int i, ltdi_cden_tensor *t);
+int ltdi_cden_tensor_find(const ltdi_cden *net, const char *name); /* index or LTDI_ERR_NOT_FOUND */
+/* Multiply-adds of one forward over `rows` tokens of `tasks` tasks. */
+double ltdi_cden_forward_flops(const ltdi_cden *net, int tasks, int rows);
+
+/* Activations for up to max_tasks tasks holding up to max_rows tokens in all. */
+int ltdi_cden_acts_create(ltdi_cden_acts **out, const ltdi_cden *net, int max_tasks,
+                          int max_rows);
+/* Without gradient room (generation); ltdi_cden_backward on it answers
+ * LTDI_ERR_INVALID_ARG. */
+int ltdi_cden_acts_create_inference(ltdi_cden_acts **out, const ltdi_cden *net, int max_tasks,
+                                    int max_rows);
+void ltdi_cden_acts_free(ltdi_cden_acts *acts);
+size_t ltdi_cden_acts_size(const ltdi_cden_acts *acts); /* floats held */
+
+/* eps_out = ε_θ(x_t, t, cond) for `tasks` tasks of `ways` classes each.
+ *   x_t     (tasks·ways, D)  backend memory
+ *   t       (tasks)          HOST timesteps (>= 0)
+ *   cond    (tasks·ways, d)  backend memory
+ *   eps_out (tasks·ways, D)  backend memory
+ * 0, LTDI_ERR_INVALID_ARG (ways < 1, too many tasks or rows for acts) or a
+ * backend error. */
+int ltdi_cden_forward(ltdi_backend *be, ltdi_cden *net, ltdi_cden_acts *acts, const float *x_t,
+                      const int32_t *t, const float *cond, int tasks, int ways, float *eps_out);
+/* Backward of the last forward on acts (same tasks and ways): ACCUMULATES
+ * into the grads buffer; the input gradients are overwritten in acts. */
+int ltdi_cden_backward(ltdi_backend *be, ltdi_cden *net, ltdi_cden_acts *acts,
+                       const float *deps_out, int tasks, int ways);
+/* Gradients w.r.t. x_t (tasks·ways, D) and cond (tasks·ways, d) of the last
+ * backward, backend memory. */
+const float *ltdi_cden_acts_dx(const ltdi_cden_acts *acts);
+const float *ltdi_cden_acts_dcond(const ltdi_cden_acts *acts);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
