@@ -1,7 +1,9 @@
 /* tests/unit/test_eval.c — the evaluation loop and `ltdi-train eval`: the
  * confidence interval against a hand calculation, every method well above
  * chance on a clustered synthetic features file, identical results for 1 and
- * 2 threads, the JSON shape, and clear failures on bad options. */
+ * 2 threads, the paired difference to nearest_centroid against the
+ * per-episode accuracies, the JSON shape and the table's "vs NC" column, and
+ * clear failures on bad options. */
 #define _POSIX_C_SOURCE 200809L
 #include <criterion/criterion.h>
 #include <jansson.h>
@@ -154,6 +156,100 @@ Test(eval, too_few_examples_fails_clearly) {
   remove(path);
 }
 
+/* ==== paired differences to nearest_centroid ============================= */
+
+/* Mean and 95% half-width of x (n), written out here rather than through
+ * trainer/common/stats.h, so the test checks the formula, not the call. */
+static void by_hand_mean_ci95(const double *x, int n, double *mean, double *ci95) {
+  double sum = 0.0, ss = 0.0;
+  for (int i = 0; i < n; i++) sum += x[i];
+  *mean = sum / n;
+  for (int i = 0; i < n; i++) ss += (x[i] - *mean) * (x[i] - *mean);
+  *ci95 = 1.96 * sqrt(ss / (n - 1)) / sqrt((double)n);
+}
+
+Test(eval, paired_difference_equals_the_per_episode_differences) {
+  const char *path = write_synthetic(SYN_PER);
+  ltdi_featurebank bank;
+  open_bank(&bank, path);
+  /* nearest_centroid in the middle: the reference is found by name. */
+  const ltdi_eval_method *methods[3] = {ltdi_eval_method_find("logreg"),
+                                        ltdi_eval_method_find("nearest_centroid"),
+                                        ltdi_eval_method_find("finetune")};
+  for (int m = 0; m < 3; m++) cr_assert_not_null(methods[m]);
+  ltdi_eval_options opt = ltdi_eval_options_default();
+  opt.ways = 5;
+  opt.shots = 1;
+  opt.queries = 3; /* few queries: per-episode accuracies vary, so rows differ */
+  opt.episodes = 40;
+  const int E = opt.episodes;
+  ltdi_eval_result r[3];
+  double *per = malloc(3 * (size_t)E * sizeof *per), *d = malloc((size_t)E * sizeof *d);
+  cr_assert(per && d);
+  char err[256] = "";
+  cr_assert_eq(ltdi_eval_run(&bank, &opt, methods, 3, r, per, err, sizeof err), 0, "%s", err);
+  const double *nc = per + (size_t)1 * E;
+  for (int m = 0; m < 3; m++) {
+    cr_assert(r[m].paired_computed, "%s: no paired difference with nearest_centroid run",
+              r[m].name);
+    int differ = 0;
+    for (int i = 0; i < E; i++) {
+      d[i] = per[(size_t)m * E + i] - nc[i];
+      differ |= d[i] != 0.0;
+    }
+    double mean, ci;
+    by_hand_mean_ci95(d, E, &mean, &ci);
+    cr_expect_float_eq(r[m].paired_diff, mean, 1e-12, "%s: diff %.6f, by hand %.6f", r[m].name,
+                       r[m].paired_diff, mean);
+    cr_expect_float_eq(r[m].paired_ci95, ci, 1e-12, "%s: ci %.6f, by hand %.6f", r[m].name,
+                       r[m].paired_ci95, ci);
+    /* The mean difference is the difference of the means (same episodes). */
+    cr_expect_float_eq(r[m].paired_diff, r[m].acc - r[1].acc, 1e-12, "%s", r[m].name);
+    if (m != 1) cr_expect(differ, "%s equals nearest_centroid on every episode", r[m].name);
+  }
+  /* The reference row against itself: exactly 0 +- 0. */
+  cr_expect_eq(r[1].paired_diff, 0.0);
+  cr_expect_eq(r[1].paired_ci95, 0.0);
+  /* Pairing removes the episodes' shared difficulty: here each row's
+   * paired interval is tighter than its own accuracy interval. */
+  for (int m = 0; m < 3; m += 2)
+    cr_expect_lt(r[m].paired_ci95, r[m].ci95, "%s: paired ci %.4f, acc ci %.4f", r[m].name,
+                 r[m].paired_ci95, r[m].ci95);
+  /* As the accuracies, independent of the thread count. */
+  ltdi_eval_result r2[3];
+  opt.threads = 1;
+  cr_assert_eq(ltdi_eval_run(&bank, &opt, methods, 3, r2, NULL, err, sizeof err), 0, "%s", err);
+  for (int m = 0; m < 3; m++)
+    cr_expect(r2[m].paired_diff == r[m].paired_diff && r2[m].paired_ci95 == r[m].paired_ci95,
+              "%s: 1 and 2 threads differ", r[m].name);
+  free(per);
+  free(d);
+  ltdi_featurebank_free(&bank);
+  remove(path);
+}
+
+Test(eval, no_paired_numbers_without_nearest_centroid) {
+  const char *path = write_synthetic(SYN_PER);
+  ltdi_featurebank bank;
+  open_bank(&bank, path);
+  const ltdi_eval_method *methods[2] = {ltdi_eval_method_find("logreg"),
+                                        ltdi_eval_method_find("finetune")};
+  ltdi_eval_options opt = ltdi_eval_options_default();
+  opt.queries = 3;
+  opt.episodes = 10;
+  ltdi_eval_result r[2];
+  memset(r, 0xff, sizeof r); /* garbage the run must overwrite */
+  char err[256] = "";
+  cr_assert_eq(ltdi_eval_run(&bank, &opt, methods, 2, r, NULL, err, sizeof err), 0, "%s", err);
+  for (int m = 0; m < 2; m++) {
+    cr_expect_eq(r[m].paired_computed, 0, "%s", r[m].name);
+    cr_expect_eq(r[m].paired_diff, 0.0, "%s", r[m].name);
+    cr_expect_eq(r[m].paired_ci95, 0.0, "%s", r[m].name);
+  }
+  ltdi_featurebank_free(&bank);
+  remove(path);
+}
+
 /* ==== the command and its JSON =========================================== */
 
 static int run_cmd(int argc, const char **argv) {
@@ -185,14 +281,119 @@ Test(cmd_eval, json_has_exactly_the_documented_keys) {
   for (int i = 0; i < 4; i++) {
     json_t *m = json_object_get(methods, names[i]);
     cr_assert(json_is_object(m), "methods.%s", names[i]);
-    cr_expect_eq(json_object_size(m), 2, "methods.%s has only acc and ci95", names[i]);
+    cr_expect_eq(json_object_size(m), 3,
+                 "methods.%s has only acc, ci95 and paired_vs_nearest_centroid", names[i]);
     json_t *acc = json_object_get(m, "acc"), *ci = json_object_get(m, "ci95");
     cr_assert(json_is_real(acc) && json_is_real(ci), "methods.%s", names[i]);
     cr_expect(json_real_value(acc) > 0.5 && json_real_value(acc) <= 1.0,
               "%s acc %.3f: a fraction, above chance 0.25", names[i], json_real_value(acc));
     cr_expect(json_real_value(ci) >= 0.0 && json_real_value(ci) < 0.5);
+    json_t *p = json_object_get(m, "paired_vs_nearest_centroid");
+    cr_assert(json_is_object(p), "methods.%s.paired_vs_nearest_centroid", names[i]);
+    cr_expect_eq(json_object_size(p), 2, "methods.%s: paired has only diff and ci95", names[i]);
+    json_t *pd = json_object_get(p, "diff"), *pc = json_object_get(p, "ci95");
+    cr_assert(json_is_real(pd) && json_is_real(pc), "methods.%s paired", names[i]);
+    /* Fractions, like acc: the difference of two fractions on 12 episodes. */
+    cr_expect(fabs(json_real_value(pd)) <= 1.0 && json_real_value(pc) >= 0.0 &&
+                  json_real_value(pc) < 1.0,
+              "%s paired %.4f +- %.4f", names[i], json_real_value(pd), json_real_value(pc));
+    if (i == 0)
+      cr_expect(json_real_value(pd) == 0.0 && json_real_value(pc) == 0.0,
+                "nearest_centroid against itself: %g +- %g", json_real_value(pd),
+                json_real_value(pc));
   }
   json_decref(root);
+  remove(json_path);
+  remove(path);
+}
+
+/* Runs the command with stdout in a temporary file; returns the exit status
+ * and *out, all of stdout (free it). */
+static int run_cmd_stdout(int argc, const char **argv, char **out) {
+  FILE *f = tmpfile();
+  cr_assert_not_null(f);
+  fflush(stdout);
+  int saved = dup(1);
+  cr_assert(saved >= 0);
+  dup2(fileno(f), 1);
+  int rc = run_cmd(argc, argv);
+  fflush(stdout);
+  dup2(saved, 1);
+  close(saved);
+  long n = (fseek(f, 0, SEEK_END), ftell(f));
+  rewind(f);
+  *out = calloc((size_t)n + 1, 1);
+  cr_assert_not_null(*out);
+  cr_assert_eq(fread(*out, 1, (size_t)n, f), (size_t)n);
+  fclose(f);
+  return rc;
+}
+
+/* The line of the table that starts with `name` and a space (NULL: none). */
+static const char *table_row(const char *out, const char *name) {
+  size_t len = strlen(name);
+  for (const char *line = out; *line;) {
+    if (strncmp(line, name, len) == 0 && line[len] == ' ') return line;
+    const char *nl = strchr(line, '\n');
+    if (!nl) break;
+    line = nl + 1;
+  }
+  return NULL;
+}
+
+Test(cmd_eval, table_and_json_carry_the_same_paired_difference) {
+  const char *path = write_synthetic(SYN_PER);
+  char json_path[600];
+  snprintf(json_path, sizeof json_path, "%s.json", path);
+  const char *argv[] = {"eval",      "--features", path, "--ways",    "4",
+                        "--shots",   "1",          "--queries",  "3", "--episodes",
+                        "30",        "--methods",  "nearest_centroid,logreg", "--json",
+                        json_path};
+  char *out = NULL;
+  cr_assert_eq(run_cmd_stdout(15, argv, &out), 0);
+  cr_expect(strstr(out, "vs NC") != NULL, "no vs NC column:\n%s", out);
+  /* The library on the same options gives the numbers of the JSON file. */
+  ltdi_featurebank bank;
+  open_bank(&bank, path);
+  const ltdi_eval_method *methods[2] = {ltdi_eval_method_find("nearest_centroid"),
+                                        ltdi_eval_method_find("logreg")};
+  ltdi_eval_options opt = ltdi_eval_options_default();
+  opt.ways = 4;
+  opt.shots = 1;
+  opt.queries = 3;
+  opt.episodes = 30;
+  ltdi_eval_result r[2];
+  char err[256] = "";
+  cr_assert_eq(ltdi_eval_run(&bank, &opt, methods, 2, r, NULL, err, sizeof err), 0, "%s", err);
+  json_t *root = json_load_file(json_path, 0, NULL);
+  cr_assert_not_null(root);
+  json_t *p = json_object_get(json_object_get(json_object_get(root, "methods"), "logreg"),
+                              "paired_vs_nearest_centroid");
+  cr_assert(json_is_object(p));
+  double diff = json_real_value(json_object_get(p, "diff"));
+  double ci = json_real_value(json_object_get(p, "ci95"));
+  cr_expect_float_eq(diff, r[1].paired_diff, 1e-9, "JSON %.6f, run %.6f", diff, r[1].paired_diff);
+  cr_expect_float_eq(ci, r[1].paired_ci95, 1e-9, "JSON %.6f, run %.6f", ci, r[1].paired_ci95);
+  cr_expect(ci > 0.0, "logreg and nearest_centroid agree on every episode; pick other data");
+  /* The table: percentage points beside the accuracy; the reference row
+   * says so instead of +0.00 +- 0.00. */
+  char cell[64];
+  snprintf(cell, sizeof cell, "%+.2f ± %.2f", 100.0 * r[1].paired_diff, 100.0 * r[1].paired_ci95);
+  const char *lr = table_row(out, "logreg"), *nc = table_row(out, "nearest_centroid");
+  cr_assert(lr && nc, "rows missing:\n%s", out);
+  const char *lr_end = strchr(lr, '\n'), *found = strstr(lr, cell);
+  cr_expect(found && (!lr_end || found < lr_end), "logreg row lacks '%s':\n%s", cell, out);
+  const char *nc_end = strchr(nc, '\n'), *ref = strstr(nc, "reference");
+  cr_expect(ref && (!nc_end || ref < nc_end), "nearest_centroid row:\n%s", out);
+  free(out);
+  /* Without nearest_centroid the column is not printed. */
+  const char *alone[] = {"eval", "--features", path, "--episodes", "3", "--queries", "2",
+                         "--methods", "logreg"};
+  cr_assert_eq(run_cmd_stdout(9, alone, &out), 0);
+  cr_expect(strstr(out, "vs NC") == NULL, "vs NC column without nearest_centroid:\n%s", out);
+  free(out);
+  json_decref(root);
+  ltdi_featurebank_free(&bank);
   remove(json_path);
   remove(path);
 }
@@ -210,6 +411,18 @@ Test(cmd_eval, methods_subset_and_bad_options) {
   cr_expect_eq(json_object_size(methods), 2);
   cr_expect_not_null(json_object_get(methods, "logreg"));
   cr_expect_null(json_object_get(methods, "finetune"));
+  json_decref(root);
+  remove(json_path);
+  /* Without nearest_centroid there is nothing to pair with: no key. */
+  const char *no_nc[] = {"eval", "--features", path, "--episodes", "5", "--queries", "2",
+                         "--methods", "logreg", "--json", json_path};
+  cr_assert_eq(run_cmd(11, no_nc), 0);
+  root = json_load_file(json_path, 0, NULL);
+  cr_assert_not_null(root);
+  json_t *lr = json_object_get(json_object_get(root, "methods"), "logreg");
+  cr_assert(json_is_object(lr));
+  cr_expect_eq(json_object_size(lr), 2, "logreg alone has only acc and ci95");
+  cr_expect_null(json_object_get(lr, "paired_vs_nearest_centroid"));
   json_decref(root);
   remove(json_path);
 

@@ -258,15 +258,19 @@ Test(cmd_eval_diffusion, json_has_the_new_keys) {
   for (int i = 0; i < 4; i++) {
     json_t *m = json_object_get(methods, DIFF_ROWS[i]);
     cr_assert(json_is_object(m), "methods.%s", DIFF_ROWS[i]);
-    cr_expect_eq(json_object_size(m), 3, "methods.%s: acc, ci95, weight_mse", DIFF_ROWS[i]);
+    cr_expect_eq(json_object_size(m), 4,
+                 "methods.%s: acc, ci95, weight_mse, paired_vs_nearest_centroid", DIFF_ROWS[i]);
+    cr_expect(json_is_object(json_object_get(m, "paired_vs_nearest_centroid")), "methods.%s",
+              DIFF_ROWS[i]);
     cr_expect(json_is_real(json_object_get(m, "acc")) && json_is_real(json_object_get(m, "ci95")));
     json_t *mse = json_object_get(m, "weight_mse");
     cr_expect(json_is_real(mse) && json_real_value(mse) > 0.0, "methods.%s.weight_mse",
               DIFF_ROWS[i]);
   }
-  /* The baselines keep exactly their two keys. */
+  /* The baselines keep their two keys, plus the paired difference (the
+   * default list runs nearest_centroid). */
   json_t *nc = json_object_get(methods, "nearest_centroid");
-  cr_expect_eq(json_object_size(nc), 2);
+  cr_expect_eq(json_object_size(nc), 3);
   json_decref(root);
 
   /* Without a model file there is no timing key (part 1's JSON unchanged). */

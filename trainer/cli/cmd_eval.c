@@ -85,9 +85,12 @@ static const ltdi_opt EVAL_OPTS[] = {
     LTDI_OPT_STRING("--json", ltdi__eval_args, json, "FILE", NULL,
                     "write {\"ways\",\"shots\",\"episodes\",\"methods\":{name:\n"
                     "{\"acc\",\"ci95\"}}}; acc and ci95 are fractions in [0,1]\n"
-                    "(one (ways, shots) pair only); diffusion rows add\n"
-                    "\"weight_mse\", and --model adds \"generation_ms_per_head\":\n"
-                    "{\"batch1\",\"batch64\"}"),
+                    "(one (ways, shots) pair only); when nearest_centroid\n"
+                    "runs, every row adds \"paired_vs_nearest_centroid\":\n"
+                    "{\"diff\",\"ci95\"}, the paired difference to it on the same\n"
+                    "episodes (fractions; 0 for nearest_centroid itself);\n"
+                    "diffusion rows add \"weight_mse\", and --model adds\n"
+                    "\"generation_ms_per_head\": {\"batch1\",\"batch64\"}"),
     LTDI_OPT_STRING("--json-dir", ltdi__eval_args, json_dir, "DIR", NULL,
                     "write DIR/eval_<ways>w<shots>s.json for every pair"),
 };
@@ -111,7 +114,9 @@ static const ltdi_cli EVAL_CLI = {
     .n_opts = LTDI_OPT_COUNT(EVAL_OPTS),
     .args_size = sizeof(ltdi__eval_args),
     .defaults = eval_defaults,
-    .epilog = "ci95 is the half-width 1.96 * sample std / sqrt(episodes) of the mean.\n",
+    .epilog = "ci95 is the half-width 1.96 * sample std / sqrt(episodes) of the mean; the\n"
+              "vs NC column and paired_vs_nearest_centroid.ci95 apply it to the per-episode\n"
+              "differences acc(row) - acc(nearest_centroid).\n",
     .more = print_methods,
 };
 

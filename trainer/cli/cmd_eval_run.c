@@ -19,6 +19,40 @@ static int is_dir(const char *path) {
   return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+/* The result table of one (ways, shots) pair. Accuracies, their CIs and
+ * the paired differences are in percentage points; the "vs NC" column (the
+ * paired difference to nearest_centroid on the same episodes, with its 95%
+ * half-width) appears only when nearest_centroid ran, and reads "reference"
+ * on that row. Byte widths count "±" as two bytes, one column. */
+static void print_table(const ltdi_eval_options *opt, const ltdi_eval_result *results,
+                        int n_methods) {
+  printf("%d-way %d-shot, %d queries/class, %d episodes, seed %" PRIu64 "\n", opt->ways,
+         opt->shots, opt->queries, opt->episodes, opt->seed);
+  int any_metric = 0, any_paired = 0;
+  for (int m = 0; m < n_methods; m++) {
+    any_metric |= results[m].metric_name != NULL;
+    any_paired |= results[m].paired_computed;
+  }
+  printf("%-18s %8s %10s%s %9s %12s%s\n", "method", "acc %", "±95% CI",
+         any_paired ? "    vs NC (pp ±95%)" : "", "episodes", "ms/episode",
+         any_metric ? "   weight MSE" : "");
+  for (int m = 0; m < n_methods; m++) {
+    const ltdi_eval_result *r = &results[m];
+    printf("%-18s %8.2f %9.2f", r->name, 100.0 * r->acc, 100.0 * r->ci95);
+    if (any_paired && !r->paired_computed) printf(" %18s", "");
+    else if (any_paired && strcmp(r->name, LTDI_EVAL_REFERENCE_METHOD) == 0)
+      printf(" %18s", "reference");
+    else if (any_paired) {
+      char cell[64];
+      snprintf(cell, sizeof cell, "%+.2f ± %.2f", 100.0 * r->paired_diff, 100.0 * r->paired_ci95);
+      printf(" %19s", cell); /* 19 bytes, 18 columns: right-aligned like "reference" */
+    }
+    printf(" %9d %12.2f", r->episodes, 1000.0 * r->seconds / r->episodes);
+    if (r->metric_name && r->metric_episodes > 0) printf(" %12.4f", r->metric);
+    printf("\n");
+  }
+}
+
 /* One (ways, shots) pair on the loaded bank: the table on stdout and the
  * JSON file(s). Returns the exit status. */
 static int run_one(const ltdi_featurebank *bank, const ltdi_eval_options *opt,
@@ -34,20 +68,7 @@ static int run_one(const ltdi_featurebank *bank, const ltdi_eval_options *opt,
     fprintf(stderr, "ltdi-train eval: %s\n", err[0] ? err : ltdi_strerror(rc));
     return 1;
   }
-  printf("%d-way %d-shot, %d queries/class, %d episodes, seed %" PRIu64 "\n", opt->ways,
-         opt->shots, opt->queries, opt->episodes, opt->seed);
-  int any_metric = 0;
-  for (int m = 0; m < n_methods; m++) any_metric |= results[m].metric_name != NULL;
-  printf("%-18s %8s %10s %9s %12s%s\n", "method", "acc %", "±95% CI", "episodes",
-         "ms/episode", any_metric ? "   weight MSE" : "");
-  for (int m = 0; m < n_methods; m++) {
-    printf("%-18s %8.2f %9.2f %9d %12.2f", results[m].name, 100.0 * results[m].acc,
-           100.0 * results[m].ci95, results[m].episodes,
-           1000.0 * results[m].seconds / results[m].episodes);
-    if (results[m].metric_name && results[m].metric_episodes > 0)
-      printf(" %12.4f", results[m].metric);
-    printf("\n");
-  }
+  print_table(opt, results, n_methods);
   if (gen)
     printf("generation: %.2f ms/head at batch 1, %.2f ms/head at batch 64 (%s)\n",
            gen->batch1_ms, gen->batch64_ms, ltdi_eval_generator_device(opt->generator));

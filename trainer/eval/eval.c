@@ -52,6 +52,7 @@ typedef struct eval_shared {
   double *acc;     /* (n_methods, episodes) */
   double *metric;  /* (n_methods, episodes) NaN where the method gave none */
   double *seconds; /* (n_methods) */
+  double *diff;    /* (episodes) scratch: one row's paired differences */
   pthread_mutex_t mu; /* guards everything below */
   int next, done, rc;
   int workers; /* started so far: the next worker's index */
@@ -286,13 +287,37 @@ static int check_options(const ltdi_featurebank *bank, const ltdi_eval_options *
   return 0;
 }
 
+/* The row the paired differences are taken against: the first method
+ * named LTDI_EVAL_REFERENCE_METHOD, or -1 when none runs. */
+static int reference_row(const eval_shared *sh) {
+  for (int m = 0; m < sh->n_methods; m++)
+    if (sh->methods[m]->name && strcmp(sh->methods[m]->name, LTDI_EVAL_REFERENCE_METHOD) == 0)
+      return m;
+  return -1;
+}
+
+/* Row m's paired difference to row ref: the per-episode differences of
+ * accuracy on the same episode, summarised like an accuracy. Pairing makes
+ * the episodes' shared difficulty cancel, so the interval is usually much
+ * tighter than either accuracy's (docs/EVAL.md). */
+static void paired_difference(const eval_shared *sh, int m, int ref, ltdi_eval_result *r) {
+  const int E = sh->opt->episodes;
+  const double *a = sh->acc + (size_t)m * E, *b = sh->acc + (size_t)ref * E;
+  for (int i = 0; i < E; i++) sh->diff[i] = a[i] - b[i];
+  ltdi_stats_mean_ci95(sh->diff, E, &r->paired_diff, &r->paired_ci95);
+  r->paired_computed = 1;
+}
+
 /* The run's results, per method: accuracy with its CI, the metric's mean
  * over the episodes that had one (summed in episode order, so it does not
- * depend on the threads), and optionally every episode's accuracy. */
+ * depend on the threads), the paired difference to the reference row when
+ * it ran, and optionally every episode's accuracy. */
 static void collect_results(const eval_shared *sh, ltdi_eval_result *results,
                             double *per_episode) {
   const int E = sh->opt->episodes;
+  const int ref = reference_row(sh);
   for (int m = 0; m < sh->n_methods; m++) {
+    memset(&results[m], 0, sizeof results[m]);
     const double *a = sh->acc + (size_t)m * E;
     results[m].name = sh->methods[m]->name;
     results[m].episodes = E;
@@ -306,6 +331,7 @@ static void collect_results(const eval_shared *sh, ltdi_eval_result *results,
     results[m].metric_name = sh->methods[m]->metric_name;
     results[m].metric = cnt > 0 ? sum / cnt : NAN;
     results[m].metric_episodes = cnt;
+    if (ref >= 0) paired_difference(sh, m, ref, &results[m]);
     if (per_episode) memcpy(per_episode + (size_t)m * E, a, (size_t)E * sizeof *a);
   }
 }
@@ -347,9 +373,10 @@ int ltdi_eval_run(const ltdi_featurebank *bank, const ltdi_eval_options *opt,
   sh.acc = calloc((size_t)n_methods * (size_t)opt->episodes, sizeof *sh.acc);
   sh.metric = calloc((size_t)n_methods * (size_t)opt->episodes, sizeof *sh.metric);
   sh.seconds = calloc((size_t)n_methods, sizeof *sh.seconds);
+  sh.diff = calloc((size_t)opt->episodes, sizeof *sh.diff);
   sh.running = calloc((size_t)n_methods, sizeof *sh.running);
   pthread_t *tids = calloc((size_t)opt->threads, sizeof *tids);
-  if (!sh.acc || !sh.metric || !sh.seconds || !sh.running || !tids) {
+  if (!sh.acc || !sh.metric || !sh.seconds || !sh.diff || !sh.running || !tids) {
     (void)ltdi_fail(err, errlen, 0, "out of memory");
     rc = LTDI_ERR_NOMEM;
     goto out;
@@ -381,6 +408,7 @@ out:
   free(sh.acc);
   free(sh.metric);
   free(sh.seconds);
+  free(sh.diff);
   free(sh.running);
   free(tids);
   ltdi_class_index_free(&index);
@@ -405,6 +433,13 @@ int ltdi_eval_write_json(const char *path, const ltdi_eval_options *opt,
     bad |= json_object_set_new(r, "ci95", json_real(results[m].ci95)) != 0;
     if (results[m].metric_name && results[m].metric_episodes > 0 && isfinite(results[m].metric))
       bad |= json_object_set_new(r, results[m].metric_name, json_real(results[m].metric)) != 0;
+    if (results[m].paired_computed && !bad) {
+      json_t *p = json_object();
+      bad |= !p;
+      bad |= json_object_set_new(p, "diff", json_real(results[m].paired_diff)) != 0;
+      bad |= json_object_set_new(p, "ci95", json_real(results[m].paired_ci95)) != 0;
+      bad |= json_object_set_new(r, "paired_vs_nearest_centroid", p) != 0;
+    }
     bad |= json_object_set_new(methods, results[m].name, r) != 0;
   }
   bad |= json_object_set(root, "methods", methods) != 0;

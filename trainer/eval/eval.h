@@ -109,12 +109,27 @@ typedef struct ltdi_eval_result {
   const char *metric_name; /* the method's metric_name (NULL: none) */
   double metric;           /* mean over the episodes that had a value; NaN if none */
   int metric_episodes;     /* episodes that had a value */
+  /* The paired difference to nearest_centroid on the same episodes: the
+   * mean over episodes i of acc(this, i) - acc(nearest_centroid, i), and its
+   * 95% half-width 1.96 * sample std of those differences / sqrt(episodes),
+   * both fractions. Set (paired_computed = 1) on every row when
+   * nearest_centroid is among the methods run, its own row included: there
+   * every difference is exactly 0, so it reads 0 +- 0. Without that row,
+   * paired_computed = 0 and both numbers are 0. */
+  int paired_computed;
+  double paired_diff; /* in [-1, 1] */
+  double paired_ci95;
 } ltdi_eval_result;
+
+/* The name of the reference row of the paired differences. */
+#define LTDI_EVAL_REFERENCE_METHOD "nearest_centroid"
 
 /* Runs `methods` on opt->episodes episodes of `bank`. results (n_methods);
  * per_episode (n_methods, episodes) receives each episode's accuracy when
- * non-NULL. Fails with LTDI_ERR_INVALID_ARG and a message in err when fewer
- * than `ways` classes have shots + queries examples, or an option is out of
+ * non-NULL. When a method is named LTDI_EVAL_REFERENCE_METHOD (the first
+ * such if listed twice), every result carries its paired difference to that
+ * row. Fails with LTDI_ERR_INVALID_ARG and a message in err when fewer than
+ * `ways` classes have shots + queries examples, or an option is out of
  * range. */
 int ltdi_eval_run(const ltdi_featurebank *bank, const ltdi_eval_options *opt,
                   const ltdi_eval_method *const *methods, int n_methods,
@@ -129,8 +144,10 @@ typedef struct ltdi_eval_gen_timing {
 
 /* Writes {"ways", "shots", "episodes", "methods": {name: {"acc", "ci95"}}}
  * with acc and ci95 as fractions in [0, 1]. A method with a metric adds
- * {metric_name: value} to its object when some episode had a value; `gen`
- * (may be NULL) adds "generation_ms_per_head": {"batch1", "batch64"}.
+ * {metric_name: value} to its object when some episode had a value; a
+ * result with paired_computed adds "paired_vs_nearest_centroid": {"diff",
+ * "ci95"} (fractions); `gen` (may be NULL) adds "generation_ms_per_head":
+ * {"batch1", "batch64"}.
  * Returns 0 or LTDI_ERR_IO. */
 int ltdi_eval_write_json(const char *path, const ltdi_eval_options *opt,
                          const ltdi_eval_result *results, int n_methods,
