@@ -225,6 +225,27 @@ struct ltdi_backend {
    * of timesteps (>= 0). */
   int (*timestep_embedding)(ltdi_backend *be, float *out, const int32_t *t, int batch, int E);
 
+  /* ---- set glue: the class-token denoiser (core/class_denoiser.h) ---------
+   * h (B, N, C): B tasks of N rows of C values; v, g (B, C): one row per task.
+   * Sums over n run in ascending n, in double, rounded once, so the CPU and
+   * CUDA give the same bits. */
+  /* h[b][n][c] += v[b][c] */
+  int (*add_rows)(ltdi_backend *be, float *h, const float *v, int batch, int N, int C);
+  /* dv[b][c] += Σ_n dh[b][n][c] */
+  int (*add_rows_backward)(ltdi_backend *be, float *dv, const float *dh, int batch, int N,
+                           int C);
+  /* out[b][c] = Σ_n h[b][n][c] / N (overwrites) */
+  int (*mean_rows)(ltdi_backend *be, float *out, const float *h, int batch, int N, int C);
+  /* dh[b][n][c] += dout[b][c] / N */
+  int (*mean_rows_backward)(ltdi_backend *be, float *dh, const float *dout, int batch, int N,
+                            int C);
+  /* out[b][n][c] += g[b][c]*m[b][n][c] */
+  int (*mul_rows_add)(ltdi_backend *be, float *out, const float *g, const float *m, int batch,
+                      int N, int C);
+  /* dg[b][c] += Σ_n dout*m; dm += g*dout; either may be NULL */
+  int (*mul_rows_add_backward)(ltdi_backend *be, float *dg, float *dm, const float *dout,
+                               const float *g, const float *m, int batch, int N, int C);
+
   /* ---- diffusion ------------------------------------------------------ */
   /* One reverse step, per element in double (the subtraction cancels most
    * of x near the end of the chain):

@@ -4,7 +4,8 @@
  * implements every entry. Memory is plain host memory (64-byte aligned so
  * BLAS and the compiler's vector loops see aligned rows); sgemm is OpenBLAS.
  * The op families live beside this file (cpu_conv.c, cpu_norm.c,
- * cpu_activation.c, cpu_optim.c); this file only wires them together. */
+ * cpu_activation.c, cpu_optim.c, cpu_glue.c, cpu_set.c); this file only
+ * wires them together. */
 #define _POSIX_C_SOURCE 200809L
 
 #include <cblas.h>
@@ -193,6 +194,12 @@ int ltdi_backend_cpu_create(ltdi_backend **out, int n_threads) {
   be->upsample2 = ltdi__cpu_upsample2;
   be->upsample2_backward = ltdi__cpu_upsample2_backward;
   be->timestep_embedding = ltdi__cpu_timestep_embedding;
+  be->add_rows = ltdi__cpu_add_rows;
+  be->add_rows_backward = ltdi__cpu_add_rows_backward;
+  be->mean_rows = ltdi__cpu_mean_rows;
+  be->mean_rows_backward = ltdi__cpu_mean_rows_backward;
+  be->mul_rows_add = ltdi__cpu_mul_rows_add;
+  be->mul_rows_add_backward = ltdi__cpu_mul_rows_add_backward;
   be->diffusion_step = ltdi__cpu_diffusion_step;
 
   *out = be;

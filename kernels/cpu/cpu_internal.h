@@ -1,7 +1,8 @@
 /* kernels/cpu/cpu_internal.h — private declarations shared by the CPU backend.
  *
  * The CPU backend is split by topic (memory/algebra, convolutions,
- * normalisation, activations and loss, optimisers); each file defines its
+ * normalisation, activations and loss, optimisers, the U-Net's glue,
+ * the class-token denoiser's set glue); each file defines its
  * table entries as internal `ltdi__cpu_*` functions and cpu_backend.c wires
  * them into the ltdi_backend table. Nothing outside kernels/cpu includes
  * this header. */
@@ -144,6 +145,18 @@ int ltdi__cpu_timestep_embedding(ltdi_backend *be, float *out, const int32_t *t,
                                  int E);
 int ltdi__cpu_diffusion_step(ltdi_backend *be, float *x, const float *eps, const float *noise,
                              size_t n, double c_x, double c_eps, double sigma);
+
+/* ---- cpu_set.c ---------------------------------------------------------- */
+int ltdi__cpu_add_rows(ltdi_backend *be, float *h, const float *v, int batch, int N, int C);
+int ltdi__cpu_add_rows_backward(ltdi_backend *be, float *dv, const float *dh, int batch, int N,
+                                int C);
+int ltdi__cpu_mean_rows(ltdi_backend *be, float *out, const float *h, int batch, int N, int C);
+int ltdi__cpu_mean_rows_backward(ltdi_backend *be, float *dh, const float *dout, int batch,
+                                 int N, int C);
+int ltdi__cpu_mul_rows_add(ltdi_backend *be, float *out, const float *g, const float *m,
+                           int batch, int N, int C);
+int ltdi__cpu_mul_rows_add_backward(ltdi_backend *be, float *dg, float *dm, const float *dout,
+                                    const float *g, const float *m, int batch, int N, int C);
 
 /* ---- cpu_gemm_invariant.c ----------------------------------------------- */
 /* ltdi__cpu_sgemm's contract with one addition: C[i][j] is ONE accumulator

@@ -255,6 +255,12 @@ static void fill_table(ltdi_backend *be) {
   be->upsample2 = ltdi__cuda_upsample2;
   be->upsample2_backward = ltdi__cuda_upsample2_backward;
   be->timestep_embedding = ltdi__cuda_timestep_embedding;
+  be->add_rows = ltdi__cuda_add_rows;
+  be->add_rows_backward = ltdi__cuda_add_rows_backward;
+  be->mean_rows = ltdi__cuda_mean_rows;
+  be->mean_rows_backward = ltdi__cuda_mean_rows_backward;
+  be->mul_rows_add = ltdi__cuda_mul_rows_add;
+  be->mul_rows_add_backward = ltdi__cuda_mul_rows_add_backward;
   be->mse_loss = ltdi__cuda_mse_loss;
   be->diffusion_step = ltdi__cuda_diffusion_step;
 }

@@ -6,17 +6,20 @@
  * cuda_conv.cu with cuda_conv_cudnn.cu and cuda_conv_gemm.cu (the two
  * convolution paths), cuda_norm.cu, cuda_loss_pool.cu, cuda_optim.cu,
  * cuda_elementwise.cu (fill, axpy, copy, activations, diffusion step, shared
- * broadcast/reduce helpers) and cuda_glue.cu (the U-Net's data-movement
- * ops). Each defines its table entries as internal
- * `ltdi__cuda_*` functions; backend_cuda.cu wires them in. Nothing outside
- * kernels/cuda includes this header.
+ * broadcast/reduce helpers), cuda_glue.cu (the U-Net's data-movement
+ * ops) and cuda_set.cu (the class-token denoiser's set glue). Each
+ * defines its table entries as internal `ltdi__cuda_*` functions;
+ * backend_cuda.cu wires them in. Nothing outside kernels/cuda includes
+ * this header.
  *
  * Conventions of every kernel here: at most 256 threads per block (a
  * reduction over short rows takes fewer, always a multiple of 32); element-wise
  * kernels use grid-stride loops with size_t indices, so any n works with a
  * capped grid; reductions are block reductions in a fixed order (warp
  * shuffles, then one warp over the per-warp sums), never float atomics, so a
- * result depends only on the shape, not on scheduling. */
+ * result depends only on the shape, not on scheduling. cuda_set.cu's short
+ * sums over a task's classes are one thread each instead, in the CPU's
+ * order, so that they match it bit for bit. */
 #ifndef LTDI_KERNELS_CUDA_INTERNAL_CUH
 #define LTDI_KERNELS_CUDA_INTERNAL_CUH
 
@@ -330,5 +333,17 @@ int ltdi__cuda_timestep_embedding(ltdi_backend *be, float *out, const int32_t *t
                                   int E);
 int ltdi__cuda_upsample2_backward(ltdi_backend *be, float *din, const float *dout, int batch,
                                   int C, int L);
+
+/* cuda_set.cu */
+int ltdi__cuda_add_rows(ltdi_backend *be, float *h, const float *v, int batch, int N, int C);
+int ltdi__cuda_add_rows_backward(ltdi_backend *be, float *dv, const float *dh, int batch, int N,
+                                 int C);
+int ltdi__cuda_mean_rows(ltdi_backend *be, float *out, const float *h, int batch, int N, int C);
+int ltdi__cuda_mean_rows_backward(ltdi_backend *be, float *dh, const float *dout, int batch,
+                                  int N, int C);
+int ltdi__cuda_mul_rows_add(ltdi_backend *be, float *out, const float *g, const float *m,
+                            int batch, int N, int C);
+int ltdi__cuda_mul_rows_add_backward(ltdi_backend *be, float *dg, float *dm, const float *dout,
+                                     const float *g, const float *m, int batch, int N, int C);
 
 #endif

@@ -28,7 +28,9 @@ Test(cuda_backend, every_entry_is_implemented) {
       ENTRY(untokenize_backward), ENTRY(add_channel), ENTRY(add_channel_backward),
       ENTRY(mul_channel_add), ENTRY(mul_channel_add_backward), ENTRY(concat),
       ENTRY(concat_backward), ENTRY(upsample2), ENTRY(upsample2_backward),
-      ENTRY(diffusion_step),
+      ENTRY(timestep_embedding), ENTRY(mse_loss), ENTRY(add_rows), ENTRY(add_rows_backward),
+      ENTRY(mean_rows), ENTRY(mean_rows_backward), ENTRY(mul_rows_add),
+      ENTRY(mul_rows_add_backward), ENTRY(diffusion_step),
   };
 #undef ENTRY
   for (size_t i = 0; i < sizeof entries / sizeof *entries; i++)

@@ -1,7 +1,8 @@
 /* tests/gpu/test_cuda_ops_glue.c — the U-Net glue ops (copy, tokenize,
  * untokenize, add_channel, mul_channel_add, concat, upsample2, their
- * backwards) and the reverse diffusion step of the CUDA backend against
- * the CPU backend. Backwards add into pre-filled buffers; P is not a
+ * backwards), the class-token denoiser's set ops (add_rows, mean_rows,
+ * mul_rows_add, their backwards; bit for bit) and the reverse diffusion
+ * step of the CUDA backend against the CPU backend. Backwards add into pre-filled buffers; P is not a
  * multiple of S so the zero tail of the tokenised signal is covered.
  * Skips without a GPU. */
 #include "cuda_test_util.h"
@@ -119,6 +120,67 @@ Test(cuda_glue, upsample2) {
           gpu->upsample2_backward(gpu, din.d, dout.d, B, C, L));
   t_expect(&din, "upsample2 backward");
   t_free(&in); t_free(&out); t_free(&dout); t_free(&din);
+}
+
+/* ==== set glue (the class-token denoiser) ================================= */
+
+/* The contract of the set ops (kernels/backend.h) is the same BITS on both
+ * backends: the sums over n run in ascending n in double on each, the
+ * element-wise ops are single float operations. So these compare bit for
+ * bit, not within CUDA_TEST_TOL. */
+static void t_expect_bits(const tpair *t, const char *what) {
+  float *got = malloc((t->n ? t->n : 1) * sizeof(float));
+  cr_assert_not_null(got);
+  cr_assert_eq(gpu->download(gpu, got, t->d, t->n * sizeof(float)), 0, "%s: download: %s", what,
+               ltdi_cuda_last_error());
+  for (size_t i = 0; i < t->n; i++)
+    cr_assert(memcmp(&got[i], &t->h[i], sizeof(float)) == 0,
+              "%s, element %zu of %zu: gpu %.9g cpu %.9g (not the same bits)", what, i, t->n,
+              got[i], t->h[i]);
+  free(got);
+}
+
+static void check_set_ops(int B, int N, int C) {
+  const size_t nh = (size_t)B * N * C, nv = (size_t)B * C;
+  tpair h = t_rand(nh, 81), v = t_rand(nv, 82), dh = t_rand(nh, 83), dv = t_rand(nv, 84);
+  tpair mean = t_rand(nv, 85), m = t_rand(nh, 86), dm = t_rand(nh, 87), dg = t_rand(nv, 88);
+  BOTH_OK(cpu->add_rows(cpu, h.h, v.h, B, N, C), gpu->add_rows(gpu, h.d, v.d, B, N, C));
+  t_expect_bits(&h, "add_rows");
+  BOTH_OK(cpu->add_rows_backward(cpu, dv.h, dh.h, B, N, C),
+          gpu->add_rows_backward(gpu, dv.d, dh.d, B, N, C));
+  t_expect_bits(&dv, "add_rows backward");
+  BOTH_OK(cpu->mean_rows(cpu, mean.h, h.h, B, N, C), gpu->mean_rows(gpu, mean.d, h.d, B, N, C));
+  t_expect_bits(&mean, "mean_rows");
+  BOTH_OK(cpu->mean_rows_backward(cpu, dh.h, mean.h, B, N, C),
+          gpu->mean_rows_backward(gpu, dh.d, mean.d, B, N, C));
+  t_expect_bits(&dh, "mean_rows backward");
+  BOTH_OK(cpu->mul_rows_add(cpu, h.h, v.h, m.h, B, N, C),
+          gpu->mul_rows_add(gpu, h.d, v.d, m.d, B, N, C));
+  t_expect_bits(&h, "mul_rows_add");
+  BOTH_OK(cpu->mul_rows_add_backward(cpu, dg.h, dm.h, dh.h, v.h, m.h, B, N, C),
+          gpu->mul_rows_add_backward(gpu, dg.d, dm.d, dh.d, v.d, m.d, B, N, C));
+  t_expect_bits(&dg, "mul_rows_add dg");
+  t_expect_bits(&dm, "mul_rows_add dm");
+  BOTH_OK(cpu->mul_rows_add_backward(cpu, NULL, dm.h, dh.h, v.h, m.h, B, N, C),
+          gpu->mul_rows_add_backward(gpu, NULL, dm.d, dh.d, v.d, m.d, B, N, C));
+  t_expect_bits(&dm, "mul_rows_add dm alone");
+  BOTH_OK(cpu->mul_rows_add_backward(cpu, dg.h, NULL, dh.h, v.h, m.h, B, N, C),
+          gpu->mul_rows_add_backward(gpu, dg.d, NULL, dh.d, v.d, m.d, B, N, C));
+  t_expect_bits(&dg, "mul_rows_add dg alone");
+  tpair *all[] = {&h, &v, &dh, &dv, &mean, &m, &dm, &dg};
+  for (size_t i = 0; i < sizeof all / sizeof *all; i++) t_free(all[i]);
+}
+
+Test(cuda_glue, set_ops) {
+  check_set_ops(3, 5, 7);    /* odd sizes: a swapped N and C shows */
+  check_set_ops(2, 20, 130); /* 20 classes, more channels than a warp */
+  check_set_ops(1, 1, 1);
+  tpair a = t_rand(64, 1);
+  cr_assert_eq(gpu->add_rows(gpu, a.d, a.d, 1, 0, 4), LTDI_ERR_INVALID_ARG);
+  cr_assert_eq(gpu->mean_rows(gpu, NULL, a.d, 1, 2, 4), LTDI_ERR_INVALID_ARG);
+  cr_assert_eq(gpu->mul_rows_add_backward(gpu, a.d, a.d, NULL, a.d, a.d, 1, 2, 4),
+               LTDI_ERR_INVALID_ARG);
+  t_free(&a);
 }
 
 /* ==== diffusion step ====================================================== */

@@ -406,6 +406,63 @@ Test(kernels_grad, softmax_xent) {
   ltdi_backend_destroy(be);
 }
 
+/* ==== set glue (the class-token denoiser) ================================ */
+
+/* h (B, N, C), v/g (B, C). The ops are linear in each input (the gate is
+ * bilinear: linear in g for fixed m and in m for fixed g), so the central
+ * difference has no truncation error. B = 3, N = 5, C = 7: odd sizes, so a
+ * swapped N and C or a task stride of C instead of N·C shows. */
+enum { SET_ADD, SET_MEAN, SET_MUL };
+
+typedef struct set_ctx {
+  ltdi_backend *be;
+  int op;
+  float *out, *h0, *v, *m, *r;
+  int B, N, C;
+} set_ctx;
+
+static double set_loss(void *p) {
+  set_ctx *c = p;
+  const size_t nh = (size_t)c->B * c->N * c->C, nv = (size_t)c->B * c->C;
+  if (c->op == SET_MEAN) {
+    cr_assert_eq(c->be->mean_rows(c->be, c->out, c->m, c->B, c->N, c->C), 0);
+    return dot(c->out, c->r, nv);
+  }
+  memcpy(c->out, c->h0, nh * sizeof(float));
+  if (c->op == SET_ADD)
+    cr_assert_eq(c->be->add_rows(c->be, c->out, c->v, c->B, c->N, c->C), 0);
+  else
+    cr_assert_eq(c->be->mul_rows_add(c->be, c->out, c->v, c->m, c->B, c->N, c->C), 0);
+  return dot(c->out, c->r, nh);
+}
+
+Test(kernels_grad, set_ops) {
+  ltdi_backend *be = make_backend();
+  const int B = 3, N = 5, C = 7;
+  const size_t nh = (size_t)B * N * C, nv = (size_t)B * C;
+  set_ctx c = {be, SET_ADD, rand_buf(nh, 0, 0), rand_buf(nh, -1, 1), rand_buf(nv, -1, 1),
+               rand_buf(nh, -1, 1), rand_buf(nh, -1, 1), B, N, C};
+  float *gv0 = rand_buf(nv, -1, 1), *gv = dup_buf(gv0, nv);
+  float *gm0 = rand_buf(nh, -1, 1), *gm = dup_buf(gm0, nh);
+
+  cr_assert_eq(be->add_rows_backward(be, gv, c.r, B, N, C), 0);
+  check_grad("add_rows dv", c.v, nv, gv, gv0, set_loss, &c, GRAD_EPS);
+
+  c.op = SET_MUL;
+  memcpy(gv, gv0, nv * sizeof *gv);
+  cr_assert_eq(be->mul_rows_add_backward(be, gv, gm, c.r, c.v, c.m, B, N, C), 0);
+  check_grad("mul_rows_add dg", c.v, nv, gv, gv0, set_loss, &c, GRAD_EPS);
+  check_grad("mul_rows_add dm", c.m, nh, gm, gm0, set_loss, &c, GRAD_EPS);
+
+  c.op = SET_MEAN; /* the loss reads the first B·C values of r */
+  memcpy(gm, gm0, nh * sizeof *gm);
+  cr_assert_eq(be->mean_rows_backward(be, gm, c.r, B, N, C), 0);
+  check_grad("mean_rows dh", c.m, nh, gm, gm0, set_loss, &c, GRAD_EPS);
+  free(c.out), free(c.h0), free(c.v), free(c.m), free(c.r);
+  free(gv0), free(gv), free(gm0), free(gm);
+  ltdi_backend_destroy(be);
+}
+
 /* ==== NULL gradients are skipped ======================================== */
 
 /* A conv backward asked only for dweight must give the same dweight as one

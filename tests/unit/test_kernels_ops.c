@@ -680,3 +680,107 @@ Test(kernels_ops, mse_loss_matches_the_diffusion_loss) {
   free(pred), free(tgt), free(d0), free(d), free(ref);
   ltdi_backend_destroy(be);
 }
+
+/* ==== set glue (the class-token denoiser) ================================ */
+
+/* h[b][n][c] = 100 b + 10 n + c over B = 2 tasks of N = 3 rows of C = 4: the
+ * sums and means are small integers, exact in float, so every entry is
+ * compared bit for bit; pre-filled outputs show += against overwrite. */
+static float set_h(int b, int n, int c) { return (float)(100 * b + 10 * n + c); }
+
+Test(kernels_ops, set_ops_known_values) {
+  ltdi_backend *be = make_backend(1);
+  enum { B = 2, N = 3, C = 4 };
+  float h[B * N * C], v[B * C], out[B * N * C], acc[B * C];
+  for (int b = 0; b < B; b++)
+    for (int c = 0; c < C; c++) {
+      v[b * C + c] = (float)(b + 1) * 0.5f + (float)c;
+      for (int n = 0; n < N; n++) h[(b * N + n) * C + c] = set_h(b, n, c);
+    }
+  /* add_rows: every row of task b gains v[b] */
+  memcpy(out, h, sizeof out);
+  cr_assert_eq(be->add_rows(be, out, v, B, N, C), 0);
+  for (int i = 0; i < B * N * C; i++)
+    cr_expect_eq(out[i], h[i] + v[(i / (N * C)) * C + i % C], "add_rows [%d]", i);
+  /* add_rows_backward: dv += Σ_n dh = 300 b + 30 + 3 c, onto 7 */
+  for (int i = 0; i < B * C; i++) acc[i] = 7.0f;
+  cr_assert_eq(be->add_rows_backward(be, acc, h, B, N, C), 0);
+  for (int b = 0; b < B; b++)
+    for (int c = 0; c < C; c++)
+      cr_expect_eq(acc[b * C + c], 7.0f + (float)(300 * b + 30 + 3 * c), "add_rows dv");
+  /* mean_rows overwrites: 100 b + 10 + c */
+  for (int i = 0; i < B * C; i++) acc[i] = 1e30f;
+  cr_assert_eq(be->mean_rows(be, acc, h, B, N, C), 0);
+  for (int b = 0; b < B; b++)
+    for (int c = 0; c < C; c++)
+      cr_expect_eq(acc[b * C + c], (float)(100 * b + 10 + c), "mean_rows b%d c%d", b, c);
+  /* mean_rows_backward: every row gains dout / N (dout = 3 v is exact / 3) */
+  float dout[B * C];
+  for (int i = 0; i < B * C; i++) dout[i] = 3.0f * v[i];
+  memcpy(out, h, sizeof out);
+  cr_assert_eq(be->mean_rows_backward(be, out, dout, B, N, C), 0);
+  for (int i = 0; i < B * N * C; i++)
+    cr_expect_eq(out[i], h[i] + v[(i / (N * C)) * C + i % C], "mean_rows dh [%d]", i);
+  ltdi_backend_destroy(be);
+}
+
+/* The gate out += g ⊙ m, its backward with either gradient alone, and the
+ * invalid arguments of all six ops. */
+Test(kernels_ops, set_ops_gate_and_rejects) {
+  ltdi_backend *be = make_backend(1);
+  enum { B = 2, N = 3, C = 4 };
+  float m[B * N * C], g[B * C], out[B * N * C], dm[B * N * C], dg[B * C];
+  for (int b = 0; b < B; b++)
+    for (int c = 0; c < C; c++) {
+      g[b * C + c] = (float)(c - b); /* small integers: exact products */
+      for (int n = 0; n < N; n++) m[(b * N + n) * C + c] = set_h(b, n, c);
+    }
+  for (int i = 0; i < B * N * C; i++) out[i] = dm[i] = 1.0f;
+  cr_assert_eq(be->mul_rows_add(be, out, g, m, B, N, C), 0);
+  for (int i = 0; i < B * N * C; i++)
+    cr_expect_eq(out[i], 1.0f + g[(i / (N * C)) * C + i % C] * m[i], "mul_rows_add [%d]", i);
+  /* with dout = m: dg += Σ_n m² and dm += g ⊙ m */
+  for (int i = 0; i < B * C; i++) dg[i] = 2.0f;
+  cr_assert_eq(be->mul_rows_add_backward(be, dg, NULL, m, g, m, B, N, C), 0);
+  for (int b = 0; b < B; b++)
+    for (int c = 0; c < C; c++) {
+      double s = 2.0;
+      for (int n = 0; n < N; n++) s += (double)set_h(b, n, c) * set_h(b, n, c);
+      cr_expect_eq(dg[b * C + c], (float)s, "mul_rows_add dg b%d c%d", b, c);
+    }
+  cr_assert_eq(be->mul_rows_add_backward(be, NULL, dm, m, g, m, B, N, C), 0);
+  for (int i = 0; i < B * N * C; i++) cr_expect_eq(dm[i], out[i], "mul_rows_add dm [%d]", i);
+  cr_expect_eq(be->mul_rows_add_backward(be, NULL, NULL, m, g, m, B, N, C), 0);
+
+  cr_expect_eq(be->add_rows(be, out, g, B, 0, C), LTDI_ERR_INVALID_ARG);
+  cr_expect_eq(be->add_rows(be, out, NULL, B, N, C), LTDI_ERR_INVALID_ARG);
+  cr_expect_eq(be->add_rows_backward(be, dg, out, 0, N, C), LTDI_ERR_INVALID_ARG);
+  cr_expect_eq(be->mean_rows(be, dg, out, B, N, 0), LTDI_ERR_INVALID_ARG);
+  cr_expect_eq(be->mean_rows_backward(be, NULL, dg, B, N, C), LTDI_ERR_INVALID_ARG);
+  cr_expect_eq(be->mul_rows_add(be, out, g, NULL, B, N, C), LTDI_ERR_INVALID_ARG);
+  cr_expect_eq(be->mul_rows_add_backward(be, dg, dm, NULL, g, m, B, N, C), LTDI_ERR_INVALID_ARG);
+  ltdi_backend_destroy(be);
+}
+
+/* The sums over n: in double (a float running sum of 1e8, 1, −1e8 gives 0,
+ * the double one 1) and in ascending n (1, 2^60, −2^60 sums to 0 in that
+ * order in double, to 1 from the other end) — the order the CUDA backend
+ * repeats to give the same bits. */
+Test(kernels_ops, set_sums_in_double_in_row_order) {
+  ltdi_backend *be = make_backend(1);
+  enum { N = 3, C = 2 };
+  const float p60 = 1152921504606846976.0f; /* 2^60 */
+  const float h[N * C] = {1e8f, 1.0f, 1.0f, p60, -1e8f, -p60};
+  float dv[C] = {0, 0}, mean[C], dg[C] = {0, 0}, ones[N * C], g[C] = {1, 1};
+  for (int i = 0; i < N * C; i++) ones[i] = 1.0f;
+  cr_assert_eq(be->add_rows_backward(be, dv, h, 1, N, C), 0);
+  cr_expect_eq(dv[0], 1.0f, "sum of 1e8, 1, -1e8: %g (not in double?)", dv[0]);
+  cr_expect_eq(dv[1], 0.0f, "sum of 1, 2^60, -2^60: %g (not in ascending n?)", dv[1]);
+  cr_assert_eq(be->mean_rows(be, mean, h, 1, N, C), 0);
+  cr_expect_eq(mean[0], (float)(1.0 / 3.0));
+  cr_expect_eq(mean[1], 0.0f);
+  cr_assert_eq(be->mul_rows_add_backward(be, dg, NULL, h, g, ones, 1, N, C), 0);
+  cr_expect_eq(dg[0], 1.0f);
+  cr_expect_eq(dg[1], 0.0f);
+  ltdi_backend_destroy(be);
+}

@@ -1,0 +1,103 @@
+/* core/class_denoiser_forward.c — the class-token denoiser's forward pass.
+ *
+ * Follows the offsets built by class_denoiser_layout.c. The linear layers
+ * of the tokens run on all B·N rows at once (batch = rows); those of the
+ * time embedding and the FiLM and pool vectors on the B task rows; the set
+ * ops of the backend (add_rows, mean_rows, mul_rows_add) carry a task's
+ * vector to its N rows and back. The LayerNorm is the backend's group-norm
+ * with one group over the H channels of a row and spatial 1. Shapes in the
+ * comments are per call: B tasks, N classes, R = B·N rows. */
+#include "base/error.h"
+#include "core/class_denoiser_internal.h"
+
+#define RC(expr)              \
+  do {                        \
+    int rc_ = (expr);         \
+    if (rc_ != 0) return rc_; \
+  } while (0)
+
+#define TASK(base, off) ltdi__cden_task((base), a, (off))
+#define ROW(base, off) ltdi__cden_row((base), a, (off))
+
+/* One DeepSets block on the rows of B tasks of N classes:
+ *   hf  = h + fs ⊙ h + fb        fs = film_scale(e), fb = film_shift(e) per task
+ *   g   = LN(hf)
+ *   a   = self(g) + pool(mean_n g)
+ *   out = hf + out(SiLU(a)) */
+static int block_forward(ltdi_backend *be, const ltdi_cden *net, ltdi_cden_acts *a,
+                         const ltdi__cden_block *k, int B, int N) {
+  const float *P = net->params;
+  const int H = net->cfg.width, R = B * N;
+  const size_t nh = (size_t)R * H;
+  float *act = a->act;
+  const float *e = TASK(act, net->t_e), *h = ROW(act, k->r_in);
+  float *fs = TASK(act, k->t_fs), *fb = TASK(act, k->t_fb);
+  float *m = TASK(act, k->t_m), *pm = TASK(act, k->t_pm);
+  float *hf = ROW(act, k->r_hf), *g = ROW(act, k->r_g), *pre = ROW(act, k->r_a);
+  float *s = ROW(act, k->r_s), *out = ROW(act, k->r_out);
+
+  /* FiLM(t), broadcast over the task's classes */
+  RC(be->linear_forward(be, fs, e, P + k->p_fsw, P + k->p_fsb, B, H, H));
+  RC(be->linear_forward(be, fb, e, P + k->p_fbw, P + k->p_fbb, B, H, H));
+  RC(be->copy(be, hf, h, nh));
+  RC(be->mul_rows_add(be, hf, fs, h, B, N, H));
+  RC(be->add_rows(be, hf, fb, B, N, H));
+  RC(be->groupnorm_forward(be, g, ROW(act, k->r_mu), ROW(act, k->r_rs), hf, P + k->p_nw,
+                           P + k->p_nb, R, H, 1, 1, LTDI_CDEN_LN_EPS));
+  /* each token sees itself and the mean of its task's tokens */
+  RC(be->linear_forward(be, pre, g, P + k->p_sw, P + k->p_sb, R, H, H));
+  RC(be->mean_rows(be, m, g, B, N, H));
+  RC(be->linear_forward(be, pm, m, P + k->p_pw, NULL, B, H, H));
+  RC(be->add_rows(be, pre, pm, B, N, H));
+  RC(be->silu_forward(be, s, pre, nh));
+  RC(be->linear_forward(be, out, s, P + k->p_ow, P + k->p_ob, R, H, H));
+  RC(be->axpy(be, out, hf, 1.0f, nh));
+  return 0;
+}
+
+/* e = SiLU(time(sinusoid(t))) per task; h0 = in([x_t ; cond]) + e per row. */
+static int embed_forward(ltdi_backend *be, const ltdi_cden *net, ltdi_cden_acts *a,
+                         const float *x_t, const int32_t *t, const float *cond, int B, int N) {
+  const ltdi_cden_config *c = &net->cfg;
+  const float *P = net->params;
+  const int H = c->width, D = c->token_dim, d = c->cond_dim, R = B * N;
+  float *act = a->act;
+  float *sinus = TASK(act, net->t_sin), *te = TASK(act, net->t_te), *e = TASK(act, net->t_e);
+  float *xc = ROW(act, net->r_xc), *h0 = ROW(act, net->r_h0);
+  RC(be->timestep_embedding(be, sinus, t, B, c->time_dim));
+  RC(be->linear_forward(be, te, sinus, P + net->p_tw, P + net->p_tb, B, c->time_dim, H));
+  RC(be->silu_forward(be, e, te, (size_t)B * H));
+  /* concat with L = 1 over R rows joins the rows: [x_t row (D) ; cond row (d)].
+   * The copy also keeps the inputs for the backward (the caller may reuse
+   * its buffers). */
+  RC(be->concat(be, xc, x_t, cond, R, D, d, 1));
+  RC(be->linear_forward(be, h0, xc, P + net->p_inw, P + net->p_inb, R, D + d, H));
+  RC(be->add_rows(be, h0, e, B, N, H));
+  return 0;
+}
+
+int ltdi_cden_forward(ltdi_backend *be, ltdi_cden *net, ltdi_cden_acts *a, const float *x_t,
+                      const int32_t *t, const float *cond, int tasks, int ways,
+                      float *eps_out) {
+  if (be == NULL || net == NULL || a == NULL || x_t == NULL || t == NULL || cond == NULL ||
+      eps_out == NULL || a->net != net || tasks < 1 || ways < 1 || tasks > a->max_tasks ||
+      (int64_t)tasks * ways > a->max_rows)
+    return LTDI_ERR_INVALID_ARG;
+  const ltdi_cden_config *c = &net->cfg;
+  const float *P = net->params;
+  const int B = tasks, N = ways, R = tasks * ways, H = c->width;
+  float *act = a->act;
+  a->last_tasks = a->last_ways = 0;
+
+  RC(embed_forward(be, net, a, x_t, t, cond, B, N));
+  for (int k = 0; k < c->blocks; k++) RC(block_forward(be, net, a, &net->blk[k], B, N));
+  /* ε̂ = out(LN_final(h)) */
+  float *gf = ROW(act, net->r_gf);
+  RC(be->groupnorm_forward(be, gf, ROW(act, net->r_fmu), ROW(act, net->r_frs),
+                           ROW(act, net->blk[c->blocks - 1].r_out), P + net->p_fnw,
+                           P + net->p_fnb, R, H, 1, 1, LTDI_CDEN_LN_EPS));
+  RC(be->linear_forward(be, eps_out, gf, P + net->p_ow, P + net->p_ob, R, H, c->token_dim));
+  a->last_tasks = tasks;
+  a->last_ways = ways;
+  return 0;
+}

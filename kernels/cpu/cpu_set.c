@@ -1,0 +1,103 @@
+/* kernels/cpu/cpu_set.c — the class-token denoiser's set glue on the CPU:
+ * a per-task row broadcast onto every class row, the mean over a task's
+ * classes, the per-task gate (FiLM scale), and their backwards.
+ *
+ * Layout (kernels/backend.h): h is (B, N, C), B tasks of N class rows of C
+ * values, task-major; v, g and the mean are (B, C). Every sum over n runs
+ * in ascending n in one double accumulator, rounded to float once, and the
+ * element-wise products are single float operations, so the CUDA backend
+ * (kernels/cuda/cuda_set.cu), which keeps one thread per (b, c) walking n
+ * in the same order, gives the same bits. Backwards accumulate (+=).
+ * tests/unit/test_kernels_grad.c checks each backward by finite
+ * differences, tests/unit/test_kernels_ops.c the forwards on known values. */
+#include <stddef.h>
+
+#include "base/error.h"
+#include "kernels/cpu/cpu_internal.h"
+
+static int dims_ok(int batch, int N, int C) { return batch > 0 && N > 0 && C > 0; }
+
+/* Element (b, n, c) of a (B, N, C) tensor. */
+static size_t at(int b, int n, int c, int N, int C) {
+  return ((size_t)b * N + (size_t)n) * (size_t)C + (size_t)c;
+}
+
+/* Σ_n x[b][n][c] (times y[b][n][c] when y is not NULL), ascending n, in
+ * double: the one summation order both backends share. */
+static double sum_rows(const float *x, const float *y, int b, int c, int N, int C) {
+  double s = 0.0;
+  for (int n = 0; n < N; n++) {
+    const size_t i = at(b, n, c, N, C);
+    s += y != NULL ? (double)x[i] * (double)y[i] : (double)x[i];
+  }
+  return s;
+}
+
+int ltdi__cpu_add_rows(ltdi_backend *be, float *h, const float *v, int batch, int N, int C) {
+  (void)be;
+  if (!h || !v || !dims_ok(batch, N, C)) return LTDI_ERR_INVALID_ARG;
+  for (int b = 0; b < batch; b++)
+    for (int n = 0; n < N; n++) {
+      float *row = h + at(b, n, 0, N, C);
+      const float *vb = v + (size_t)b * C;
+      for (int c = 0; c < C; c++) row[c] += vb[c];
+    }
+  return 0;
+}
+
+int ltdi__cpu_add_rows_backward(ltdi_backend *be, float *dv, const float *dh, int batch, int N,
+                                int C) {
+  (void)be;
+  if (!dv || !dh || !dims_ok(batch, N, C)) return LTDI_ERR_INVALID_ARG;
+  for (int b = 0; b < batch; b++)
+    for (int c = 0; c < C; c++) dv[(size_t)b * C + c] += (float)sum_rows(dh, NULL, b, c, N, C);
+  return 0;
+}
+
+int ltdi__cpu_mean_rows(ltdi_backend *be, float *out, const float *h, int batch, int N, int C) {
+  (void)be;
+  if (!out || !h || !dims_ok(batch, N, C)) return LTDI_ERR_INVALID_ARG;
+  for (int b = 0; b < batch; b++)
+    for (int c = 0; c < C; c++)
+      out[(size_t)b * C + c] = (float)(sum_rows(h, NULL, b, c, N, C) / (double)N);
+  return 0;
+}
+
+int ltdi__cpu_mean_rows_backward(ltdi_backend *be, float *dh, const float *dout, int batch,
+                                 int N, int C) {
+  (void)be;
+  if (!dh || !dout || !dims_ok(batch, N, C)) return LTDI_ERR_INVALID_ARG;
+  for (int b = 0; b < batch; b++)
+    for (int c = 0; c < C; c++) {
+      /* dout / N correctly rounded once, then one float add per row. */
+      const float share = (float)((double)dout[(size_t)b * C + c] / (double)N);
+      for (int n = 0; n < N; n++) dh[at(b, n, c, N, C)] += share;
+    }
+  return 0;
+}
+
+int ltdi__cpu_mul_rows_add(ltdi_backend *be, float *out, const float *g, const float *m,
+                           int batch, int N, int C) {
+  (void)be;
+  if (!out || !g || !m || !dims_ok(batch, N, C)) return LTDI_ERR_INVALID_ARG;
+  for (int b = 0; b < batch; b++)
+    for (int n = 0; n < N; n++) {
+      const size_t r = at(b, n, 0, N, C);
+      const float *gb = g + (size_t)b * C;
+      for (int c = 0; c < C; c++) out[r + c] += gb[c] * m[r + c];
+    }
+  return 0;
+}
+
+int ltdi__cpu_mul_rows_add_backward(ltdi_backend *be, float *dg, float *dm, const float *dout,
+                                    const float *g, const float *m, int batch, int N, int C) {
+  (void)be;
+  if (!dout || !g || !m || !dims_ok(batch, N, C)) return LTDI_ERR_INVALID_ARG;
+  if (dg != NULL)
+    for (int b = 0; b < batch; b++)
+      for (int c = 0; c < C; c++)
+        dg[(size_t)b * C + c] += (float)sum_rows(dout, m, b, c, N, C);
+  if (dm != NULL) /* the forward with m := dout */
+    return ltdi__cpu_mul_rows_add(be, dm, g, dout, batch, N, C);
+  return 0;
+}

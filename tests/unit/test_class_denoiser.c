@@ -1,0 +1,795 @@
+/* tests/unit/test_class_denoiser.c — the class-token denoiser
+ * (core/class_denoiser.h).
+ *
+ *  - layout: tensor names in buffer order, shapes, offsets, the one-buffer
+ *    invariant and the parameter count; the configuration's checks and JSON;
+ *    the PyTorch-default init and its exactly-zero prediction; FLOPs;
+ *  - finite differences w.r.t. sampled entries of EVERY parameter tensor and
+ *    w.r.t. x_t and cond, with every parameter random (out.* included);
+ *  - the set structure: permuting a task's classes permutes the outputs bit
+ *    for bit; a batch of tasks, or tasks of another N run before in the same
+ *    cache, give each task the bits it gets alone (batch-invariant CPU);
+ *  - misuse: ways 0, too many tasks or rows, backward without a matching
+ *    forward or on an inference cache → LTDI_ERR_INVALID_ARG;
+ *  - an independent PyTorch implementation (tests/python/
+ *    class_denoiser_reference.py, float64) gives the output, the input
+ *    gradients and every parameter gradient, compared tensor by tensor;
+ *    skipped when /usr/bin/python3 cannot import torch.
+ * Tolerances and their reasons are next to each check and in
+ * docs/CLASS_DENOISER.md. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "core/class_denoiser.h"
+#include "core/safetensors.h"
+#include "kernels/backend.h"
+#include "tests/reference.h"
+
+/* ==== helpers ============================================================ */
+
+static uint64_t g_rng = 0xc1a55e5u;
+
+static double urand(void) { /* splitmix64, local to this test */
+  uint64_t z = (g_rng += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return (double)(z >> 11) / 9007199254740992.0;
+}
+
+static float *rand_buf(size_t n, float lo, float hi) {
+  float *x = malloc((n ? n : 1) * sizeof *x);
+  cr_assert_not_null(x);
+  for (size_t i = 0; i < n; i++) x[i] = (float)(lo + (hi - lo) * urand());
+  return x;
+}
+
+static float *dup_buf(const float *x, size_t n) {
+  float *y = malloc((n ? n : 1) * sizeof *y);
+  cr_assert_not_null(y);
+  memcpy(y, x, n * sizeof *y);
+  return y;
+}
+
+static double dot(const float *a, const float *b, size_t n) {
+  double s = 0.0;
+  for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+  return s;
+}
+
+static ltdi_backend *make_backend(int batch_invariant) {
+  ltdi_backend *be = NULL;
+  cr_assert_eq(ltdi_backend_cpu_create(&be, 1), 0);
+  cr_assert_eq(ltdi_backend_cpu_set_batch_invariant(be, batch_invariant), 0);
+  return be;
+}
+
+/* D = 5, d = 4, H = 8, two blocks, E = 6: every size different, so a
+ * swapped dimension shows. */
+static ltdi_cden_config tiny_config(void) {
+  ltdi_cden_config c;
+  ltdi_cden_config_default(&c, 5, 4);
+  c.width = 8;
+  c.time_dim = 6;
+  return c;
+}
+
+static ltdi_cden *make_net(ltdi_backend *be, ltdi_cden_config c) {
+  ltdi_cden *net = NULL;
+  cr_assert_eq(ltdi_cden_create(&net, be, &c), 0);
+  return net;
+}
+
+/* Random parameters everywhere: out.* (zero after init) and the LayerNorm
+ * affine terms (1 and 0 after init) too, so no path is inert. */
+static void randomize(ltdi_cden *net, uint64_t seed) {
+  cr_assert_eq(ltdi_cden_init(net, seed), 0);
+  for (int i = 0; i < ltdi_cden_num_tensors(net); i++) {
+    ltdi_cden_tensor t;
+    cr_assert_eq(ltdi_cden_tensor_at(net, i, &t), 0);
+    const int norm = strstr(t.name, "norm") != NULL, out = strncmp(t.name, "out.", 4) == 0;
+    const double fan = t.ndim > 1 ? (double)t.shape[1] : 8.0;
+    for (size_t j = 0; j < t.numel; j++) {
+      if (norm) t.param[j] += (float)(0.6 * (urand() - 0.5));
+      if (out) t.param[j] = (float)((2 * urand() - 1) / sqrt(fan));
+    }
+  }
+}
+
+/* Inputs of B tasks of N classes, rows task-major. */
+typedef struct inputs {
+  int B, N;
+  float *x, *cond, *deps, *eps;
+  int32_t *t;
+} inputs;
+
+static inputs make_inputs(const ltdi_cden_config *c, int B, int N) {
+  const size_t R = (size_t)B * N;
+  inputs in = {B, N, NULL, NULL, NULL, NULL, NULL};
+  in.x = rand_buf(R * c->token_dim, -2, 2);
+  in.cond = rand_buf(R * c->cond_dim, -1.5f, 1.5f);
+  in.deps = rand_buf(R * c->token_dim, -1, 1);
+  in.eps = rand_buf(R * c->token_dim, 0, 0);
+  in.t = malloc((size_t)B * sizeof *in.t);
+  cr_assert_not_null(in.t);
+  const int32_t ts[] = {0, 7, 999, 19, 3, 250, 1, 60};
+  for (int b = 0; b < B; b++) in.t[b] = ts[b % 8];
+  return in;
+}
+
+static void free_inputs(inputs *in) {
+  free(in->x), free(in->cond), free(in->deps), free(in->eps), free(in->t);
+}
+
+static int bits_equal(const float *a, const float *b, size_t n) {
+  return memcmp(a, b, n * sizeof *a) == 0;
+}
+
+/* ==== layout ============================================================= */
+
+/* The tensor table of core/class_denoiser.h, in buffer order. */
+static const char *const k_block_names[] = {
+    "film_scale.weight", "film_scale.bias", "film_shift.weight", "film_shift.bias",
+    "norm.weight",       "norm.bias",       "self.weight",       "self.bias",
+    "pool.weight",       "out.weight",      "out.bias",
+};
+
+Test(cden_layout, names_shapes_offsets_and_count) {
+  ltdi_backend *be = make_backend(0);
+  ltdi_cden_config c = tiny_config();
+  c.blocks = 3;
+  ltdi_cden *net = make_net(be, c);
+  const int n = ltdi_cden_num_tensors(net);
+  cr_assert_eq(n, 4 + 11 * 3 + 4);
+  char want[64];
+  size_t off = 0;
+  for (int i = 0; i < n; i++) {
+    ltdi_cden_tensor t;
+    cr_assert_eq(ltdi_cden_tensor_at(net, i, &t), 0);
+    const char *fixed[] = {"in.weight", "in.bias", "time.weight", "time.bias"};
+    const char *tail[] = {"final_norm.weight", "final_norm.bias", "out.weight", "out.bias"};
+    if (i < 4) snprintf(want, sizeof want, "%s", fixed[i]);
+    else if (i >= n - 4) snprintf(want, sizeof want, "%s", tail[i - (n - 4)]);
+    else snprintf(want, sizeof want, "block%d.%s", (i - 4) / 11, k_block_names[(i - 4) % 11]);
+    cr_expect_str_eq(t.name, want, "tensor %d", i);
+    cr_assert_eq(t.offset, off, "%s: offset %zu, expected %zu", t.name, t.offset, off);
+    cr_assert_eq((size_t)(t.shape[0] * t.shape[1]), t.numel, "%s", t.name);
+    cr_assert_eq(t.param, ltdi_cden_params(net) + off);
+    cr_assert_eq(t.grad, ltdi_cden_grads(net) + off);
+    cr_assert_eq(ltdi_cden_tensor_find(net, t.name), i, "%s not unique", t.name);
+    off += t.numel;
+  }
+  cr_assert_eq(off, ltdi_cden_num_params(net));
+  struct { const char *name; int ndim; int64_t s0, s1; } shapes[] = {
+      {"in.weight", 2, 8, 9},          {"in.bias", 1, 8, 1},
+      {"time.weight", 2, 8, 6},        {"block2.film_shift.weight", 2, 8, 8},
+      {"block1.norm.bias", 1, 8, 1},   {"block0.pool.weight", 2, 8, 8},
+      {"final_norm.weight", 1, 8, 1},  {"out.weight", 2, 5, 8},
+      {"out.bias", 1, 5, 1},
+  };
+  for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+    ltdi_cden_tensor t;
+    cr_assert_eq(ltdi_cden_tensor_at(net, ltdi_cden_tensor_find(net, shapes[i].name), &t), 0);
+    cr_expect(t.ndim == shapes[i].ndim && t.shape[0] == shapes[i].s0 &&
+                  t.shape[1] == shapes[i].s1,
+              "%s: %d-D (%lld, %lld)", t.name, t.ndim, (long long)t.shape[0],
+              (long long)t.shape[1]);
+  }
+  cr_expect_eq(ltdi_cden_tensor_find(net, "block0.pool.bias"), LTDI_ERR_NOT_FOUND);
+  cr_expect_eq(ltdi_cden_tensor_find(net, "block3.self.weight"), LTDI_ERR_NOT_FOUND);
+  ltdi_cden_tensor t;
+  cr_expect_eq(ltdi_cden_tensor_at(net, n, &t), LTDI_ERR_INVALID_ARG);
+  cr_expect_eq(ltdi_cden_tensor_at(net, -1, &t), LTDI_ERR_INVALID_ARG);
+  ltdi_cden_free(net);
+
+  /* The default for the linear head of d = 64 (D = 65): H = 128, 2 blocks,
+   * E = 64. in 128·129+128, time 128·64+128, per block 4 linear layers
+   * 128·128+128, pool 128·128, norm 2·128; final_norm 256; out 65·128+65. */
+  ltdi_cden_config_default(&c, 65, 64);
+  net = make_net(be, c);
+  const size_t lin = 128 * 128 + 128;
+  const size_t want_count = (128 * 129 + 128) + (128 * 64 + 128) +
+                            2 * (4 * lin + 128 * 128 + 256) + 256 + (65 * 128 + 65);
+  cr_expect_eq(ltdi_cden_num_params(net), want_count);
+  cr_expect_eq(ltdi_cden_num_params(net), 198977);
+  ltdi_cden_free(net);
+  ltdi_backend_destroy(be);
+}
+
+Test(cden_layout, config_checks_and_json) {
+  ltdi_cden_config c, d;
+  ltdi_cden_config_default(&c, 65, 64);
+  cr_assert(c.token_dim == 65 && c.cond_dim == 64 && c.width == 128 && c.blocks == 2 &&
+            c.time_dim == 64);
+  cr_assert_eq(ltdi_cden_config_check(&c), 0);
+  char buf[256];
+  cr_assert_eq(ltdi_cden_config_to_json(&c, buf, sizeof buf), 0);
+  cr_expect_str_eq(buf, "{\"token_dim\":65,\"cond_dim\":64,\"width\":128,\"blocks\":2,"
+                        "\"time_dim\":64}");
+  memset(&d, 0, sizeof d);
+  cr_assert_eq(ltdi_cden_config_from_json(buf, &d), 0, "%s", buf);
+  cr_assert_eq(memcmp(&c, &d, sizeof c), 0);
+  cr_expect_eq(ltdi_cden_config_to_json(&c, buf, 20), LTDI_ERR_OVERFLOW);
+  cr_expect_eq(ltdi_cden_config_from_json("{\"token_dim\":65}", &d), LTDI_ERR_FORMAT);
+  cr_expect_eq(ltdi_cden_config_from_json("[1]", &d), LTDI_ERR_FORMAT);
+  cr_expect_eq(ltdi_cden_config_from_json("{\"token_dim\":65,\"cond_dim\":64,\"width\":128,"
+                                          "\"blocks\":9,\"time_dim\":64}", &d),
+               LTDI_ERR_INVALID_ARG);
+  ltdi_cden_config bad[5];
+  for (int i = 0; i < 5; i++) bad[i] = c;
+  bad[0].blocks = 0;
+  bad[1].blocks = LTDI_CDEN_MAX_BLOCKS + 1;
+  bad[2].time_dim = 63;
+  bad[3].token_dim = 0;
+  bad[4].width = -1;
+  for (int i = 0; i < 5; i++) cr_expect_eq(ltdi_cden_config_check(&bad[i]), LTDI_ERR_INVALID_ARG);
+  cr_expect_eq(ltdi_cden_config_check(NULL), LTDI_ERR_INVALID_ARG);
+  ltdi_backend *be = make_backend(0);
+  ltdi_cden *net = (ltdi_cden *)0x1;
+  cr_expect_eq(ltdi_cden_create(&net, be, &bad[0]), LTDI_ERR_INVALID_ARG);
+  cr_expect_null(net);
+  ltdi_backend_destroy(be);
+}
+
+/* Multiply-adds: per row in (D+d)·H, 2 H² per block (self, out), out H·D;
+ * per task time E·H, 3 H² per block (film_scale, film_shift, pool). */
+Test(cden_layout, forward_flops) {
+  ltdi_backend *be = make_backend(0);
+  ltdi_cden_config c;
+  ltdi_cden_config_default(&c, 65, 64);
+  ltdi_cden *net = make_net(be, c);
+  const double row = 129.0 * 128 + 2 * 2 * 128.0 * 128 + 128.0 * 65;
+  const double task = 64.0 * 128 + 2 * 3 * 128.0 * 128;
+  cr_expect_eq(ltdi_cden_forward_flops(net, 1, 5), task + 5 * row);
+  cr_expect_eq(ltdi_cden_forward_flops(net, 1, 5), 558336.0);
+  cr_expect_eq(ltdi_cden_forward_flops(net, 4, 80), 4 * task + 80 * row);
+  ltdi_cden_free(net);
+  ltdi_backend_destroy(be);
+}
+
+/* ==== initialisation ===================================================== */
+
+Test(cden_model, init_is_pytorch_default_and_predicts_zero) {
+  ltdi_backend *be = make_backend(0);
+  ltdi_cden_config c = tiny_config();
+  ltdi_cden *net = make_net(be, c), *other = make_net(be, c);
+  cr_assert_eq(ltdi_cden_init(net, 42), 0);
+  cr_assert_eq(ltdi_cden_init(other, 42), 0);
+  const size_t np = ltdi_cden_num_params(net);
+  cr_expect(bits_equal(ltdi_cden_params(net), ltdi_cden_params(other), np), "seed 42 twice");
+  cr_assert_eq(ltdi_cden_init(other, 43), 0);
+  cr_expect(!bits_equal(ltdi_cden_params(net), ltdi_cden_params(other), np), "seeds 42, 43");
+  for (int i = 0; i < ltdi_cden_num_tensors(net); i++) {
+    ltdi_cden_tensor t;
+    ltdi_cden_tensor_at(net, i, &t);
+    double mx = 0.0;
+    for (size_t j = 0; j < t.numel; j++) mx = fmax(mx, fabs(t.param[j]));
+    if (strncmp(t.name, "out.", 4) == 0) {
+      cr_expect_eq(mx, 0.0, "%s not zero", t.name);
+    } else if (strstr(t.name, "norm") != NULL) {
+      const float want = strstr(t.name, ".bias") ? 0.0f : 1.0f;
+      for (size_t j = 0; j < t.numel; j++) cr_expect_eq(t.param[j], want, "%s", t.name);
+    } else { /* U(±1/√fan_in), fan_in the weight's column count */
+      const char *dot_pos = strrchr(t.name, '.');
+      char wname[LTDI_CDEN_NAME_MAX];
+      snprintf(wname, sizeof wname, "%.*s.weight", (int)(dot_pos - t.name), t.name);
+      ltdi_cden_tensor w;
+      ltdi_cden_tensor_at(net, ltdi_cden_tensor_find(net, wname), &w);
+      const double bound = 1.0 / sqrt((double)w.shape[1]);
+      /* the largest of >= 40 uniform draws is above half the bound
+       * (else something like a wrong fan-in shrank it) */
+      cr_expect(mx <= bound && mx > (t.numel >= 40 ? 0.5 : 0.0) * bound,
+                "%s: max |p| %g, bound %g", t.name, mx, bound);
+    }
+  }
+  ltdi_cden_acts *a = NULL;
+  cr_assert_eq(ltdi_cden_acts_create(&a, net, 2, 7), 0);
+  inputs in = make_inputs(&c, 2, 3);
+  cr_assert_eq(ltdi_cden_forward(be, net, a, in.x, in.t, in.cond, 2, 3, in.eps), 0);
+  for (size_t i = 0; i < (size_t)2 * 3 * c.token_dim; i++)
+    cr_assert_eq(in.eps[i], 0.0f, "eps[%zu] = %g", i, in.eps[i]);
+  free_inputs(&in);
+  ltdi_cden_acts_free(a);
+  ltdi_cden_free(other);
+  ltdi_cden_free(net);
+  ltdi_backend_destroy(be);
+}
+
+/* ==== finite differences ================================================= */
+
+typedef struct model_ctx {
+  ltdi_backend *be;
+  ltdi_cden *net;
+  ltdi_cden_acts *a;
+  inputs *in;
+  int D;
+} model_ctx;
+
+/* L = Σ ε̂ · R, accumulated in double. */
+static double model_loss(void *p) {
+  model_ctx *m = p;
+  inputs *in = m->in;
+  cr_assert_eq(ltdi_cden_forward(m->be, m->net, m->a, in->x, in->t, in->cond, in->B, in->N,
+                                 in->eps),
+               0);
+  return dot(in->eps, in->deps, (size_t)in->B * in->N * m->D);
+}
+
+/* Central difference at x[i] with step h. */
+static double fd_at(float *x, size_t i, float h, model_ctx *m) {
+  const float saved = x[i];
+  const float xp = saved + h, xm = saved - h;
+  x[i] = xp;
+  const double lp = model_loss(m);
+  x[i] = xm;
+  const double lm = model_loss(m);
+  x[i] = saved;
+  return (lp - lm) / ((double)xp - (double)xm);
+}
+
+/* Tolerance: |analytic − numeric| <= FD_RTOL |numeric| + FD_ATOL. The loss
+ * sums B·N·D = 30 float32 terms of size ~1 after ~20 layers, so its rounding
+ * is ~1e-6 and with h = 1e-2 the quotient carries ~1e-4 of noise (FD_ATOL
+ * 2e-3 is 20× that); the truncation error h² f'''/6 of the LayerNorms and
+ * SiLUs stays below 1e-3 relative at these magnitudes (FD_RTOL 1e-2 is 10×).
+ * A wrong index, sign or missing term errs by O(|grad|) ~ 0.1–10. */
+#define FD_H 1e-2f
+#define FD_RTOL 1e-2
+#define FD_ATOL 2e-3
+
+typedef struct fd_tally {
+  int checked, failed;
+  double worst;
+  const char *worst_name;
+} fd_tally;
+
+static void fd_check(fd_tally *s, const char *name, float *x, size_t i, double ana,
+                     model_ctx *m) {
+  const double num = fd_at(x, i, FD_H, m);
+  const double ratio = fabs(ana - num) / (FD_RTOL * fabs(num) + FD_ATOL);
+  s->checked++;
+  if (ratio > s->worst) s->worst = ratio, s->worst_name = name;
+  if (ratio > 1.0) {
+    s->failed++;
+    cr_log_error("%s[%zu]: analytic %.6g numeric %.6g", name, i, ana, num);
+  }
+}
+
+/* 4 entries of every tensor (first, last, two random) and 12 of each input. */
+static void fd_all(fd_tally *s, model_ctx *m, const float *g, const float *dx,
+                   const float *dcond, const ltdi_cden_config *c) {
+  ltdi_cden *net = m->net;
+  for (int ti = 0; ti < ltdi_cden_num_tensors(net); ti++) {
+    ltdi_cden_tensor t;
+    ltdi_cden_tensor_at(net, ti, &t);
+    size_t idx[4] = {0, t.numel - 1, (size_t)(urand() * t.numel), (size_t)(urand() * t.numel)};
+    for (int k = 0; k < 4; k++) fd_check(s, t.name, t.param, idx[k], g[t.offset + idx[k]], m);
+    /* every tensor must influence the loss at this operating point */
+    double gmax = 0.0;
+    for (size_t j = 0; j < t.numel; j++) gmax = fmax(gmax, fabs(g[t.offset + j]));
+    cr_expect(gmax > 1e-3, "%s: gradient ~0 (max %.3g), the check is vacuous", t.name, gmax);
+  }
+  const size_t R = (size_t)m->in->B * m->in->N;
+  for (int k = 0; k < 12; k++) {
+    size_t i = k == 0 ? R * c->token_dim - 1 : (size_t)(urand() * R * c->token_dim);
+    fd_check(s, "x_t", m->in->x, i, dx[i], m);
+    i = k == 0 ? R * c->cond_dim - 1 : (size_t)(urand() * R * c->cond_dim);
+    fd_check(s, "cond", m->in->cond, i, dcond[i], m);
+  }
+}
+
+Test(cden_model, finite_differences_every_tensor_and_input) {
+  ltdi_backend *be = make_backend(0);
+  ltdi_cden_config c = tiny_config();
+  ltdi_cden *net = make_net(be, c);
+  randomize(net, 7);
+  const int B = 2, N = 3, R = B * N;
+  ltdi_cden_acts *a = NULL;
+  cr_assert_eq(ltdi_cden_acts_create(&a, net, B, R + 1), 0);
+  inputs in = make_inputs(&c, B, N);
+  model_ctx m = {be, net, a, &in, c.token_dim};
+
+  model_loss(&m);
+  cr_assert_eq(ltdi_cden_zero_grad(net), 0);
+  cr_assert_eq(ltdi_cden_backward(be, net, a, in.deps, B, N), 0);
+  const size_t np = ltdi_cden_num_params(net);
+  float *g1 = dup_buf(ltdi_cden_grads(net), np);
+  float *dx = dup_buf(ltdi_cden_acts_dx(a), (size_t)R * c.token_dim);
+  float *dcond = dup_buf(ltdi_cden_acts_dcond(a), (size_t)R * c.cond_dim);
+  /* A second backward accumulates into the parameter gradients (2 g up to
+   * a GEMM's rounding) and overwrites the input gradients (bit for bit). */
+  cr_assert_eq(ltdi_cden_backward(be, net, a, in.deps, B, N), 0);
+  const float *g2 = ltdi_cden_grads(net);
+  double gscale = 0.0;
+  for (size_t i = 0; i < np; i++) gscale = fmax(gscale, fabs(g1[i]));
+  for (size_t i = 0; i < np; i++)
+    cr_assert(fabs(g2[i] - 2.0 * g1[i]) <= 1e-5 * gscale, "grad %zu not accumulated", i);
+  cr_assert(bits_equal(dx, ltdi_cden_acts_dx(a), (size_t)R * c.token_dim), "dx accumulated");
+  cr_assert(bits_equal(dcond, ltdi_cden_acts_dcond(a), (size_t)R * c.cond_dim));
+
+  fd_tally s = {0, 0, 0.0, ""};
+  fd_all(&s, &m, g1, dx, dcond, &c);
+  cr_log_info("finite differences: %d coordinates, worst %.3f of tolerance (%s)", s.checked,
+              s.worst, s.worst_name);
+  cr_expect_eq(s.failed, 0, "%d of %d coordinates outside tolerance", s.failed, s.checked);
+  free(g1), free(dx), free(dcond);
+  free_inputs(&in);
+  ltdi_cden_acts_free(a);
+  ltdi_cden_free(net);
+  ltdi_backend_destroy(be);
+}
+
+/* ==== the set structure ================================================== */
+
+/* Permuting a task's classes permutes the outputs bit for bit. With the
+ * batch-invariant CPU every row of a linear layer is summed in one fixed
+ * order whatever its position, the LayerNorm is per row, and the class mean
+ * is a double sum of N floats of similar size, exact whatever the order. */
+Test(cden_model, permuting_the_classes_permutes_the_outputs) {
+  ltdi_backend *be = make_backend(1);
+  ltdi_cden_config c = tiny_config();
+  ltdi_cden *net = make_net(be, c);
+  randomize(net, 21);
+  enum { N = 5 };
+  const int perm[N] = {3, 0, 4, 1, 2};
+  const int D = c.token_dim, d = c.cond_dim;
+  ltdi_cden_acts *a = NULL;
+  cr_assert_eq(ltdi_cden_acts_create(&a, net, 1, N), 0);
+  inputs in = make_inputs(&c, 1, N), pin = make_inputs(&c, 1, N);
+  pin.t[0] = in.t[0] = 250;
+  for (int n = 0; n < N; n++) {
+    memcpy(pin.x + n * D, in.x + perm[n] * D, D * sizeof(float));
+    memcpy(pin.cond + n * d, in.cond + perm[n] * d, d * sizeof(float));
+  }
+  cr_assert_eq(ltdi_cden_forward(be, net, a, in.x, in.t, in.cond, 1, N, in.eps), 0);
+  cr_assert_eq(ltdi_cden_forward(be, net, a, pin.x, pin.t, pin.cond, 1, N, pin.eps), 0);
+  double scale = 0.0;
+  for (int n = 0; n < N; n++) {
+    cr_expect(bits_equal(pin.eps + n * D, in.eps + perm[n] * D, (size_t)D),
+              "class %d: output is not class %d's output", n, perm[n]);
+    for (int j = 0; j < D; j++) scale = fmax(scale, fabs(in.eps[n * D + j]));
+  }
+  cr_expect(scale > 0.1, "outputs ~0 (%g): the check is vacuous", scale);
+  /* and the classes really interact: changing class 0's condition moves
+   * every other class's output (through the mean) */
+  memcpy(pin.eps, in.eps, (size_t)N * D * sizeof(float));
+  in.cond[0] += 0.5f;
+  cr_assert_eq(ltdi_cden_forward(be, net, a, in.x, in.t, in.cond, 1, N, in.eps), 0);
+  for (int n = 1; n < N; n++)
+    cr_expect(!bits_equal(pin.eps + n * D, in.eps + n * D, (size_t)D), "class %d unmoved", n);
+  free_inputs(&in), free_inputs(&pin);
+  ltdi_cden_acts_free(a);
+  ltdi_cden_free(net);
+  ltdi_backend_destroy(be);
+}
+
+/* Forward and backward of task b of `in` alone, in a cache for exactly one
+ * task of in->N classes; eps, dx, dcond receive the results. */
+static void run_alone(ltdi_backend *be, ltdi_cden *net, const ltdi_cden_config *c,
+                      const inputs *in, int b, float *eps, float *dx, float *dcond) {
+  const int N = in->N, D = c->token_dim, d = c->cond_dim;
+  ltdi_cden_acts *a = NULL;
+  cr_assert_eq(ltdi_cden_acts_create(&a, net, 1, N), 0);
+  cr_assert_eq(ltdi_cden_forward(be, net, a, in->x + (size_t)b * N * D, in->t + b,
+                                 in->cond + (size_t)b * N * d, 1, N, eps),
+               0);
+  cr_assert_eq(ltdi_cden_backward(be, net, a, in->deps + (size_t)b * N * D, 1, N), 0);
+  memcpy(dx, ltdi_cden_acts_dx(a), (size_t)N * D * sizeof(float));
+  memcpy(dcond, ltdi_cden_acts_dcond(a), (size_t)N * d * sizeof(float));
+  ltdi_cden_acts_free(a);
+}
+
+/* A batch of 3 tasks against each task alone, on the batch-invariant CPU:
+ * the outputs and the input gradients are bit for bit the same (every op
+ * is per task or per row); the parameter gradients of the batch are the sum
+ * of the three alone (a sum over the batch, so within float rounding). */
+Test(cden_model, a_batch_of_tasks_gives_each_task_its_bits_alone) {
+  ltdi_backend *be = make_backend(1);
+  ltdi_cden_config c = tiny_config();
+  ltdi_cden *net = make_net(be, c);
+  randomize(net, 31);
+  enum { B = 3, N = 4 };
+  const int D = c.token_dim, d = c.cond_dim;
+  const size_t np = ltdi_cden_num_params(net);
+  ltdi_cden_acts *a = NULL;
+  cr_assert_eq(ltdi_cden_acts_create(&a, net, B + 1, B * N + 3), 0);
+  inputs in = make_inputs(&c, B, N);
+  cr_assert_eq(ltdi_cden_forward(be, net, a, in.x, in.t, in.cond, B, N, in.eps), 0);
+  cr_assert_eq(ltdi_cden_zero_grad(net), 0);
+  cr_assert_eq(ltdi_cden_backward(be, net, a, in.deps, B, N), 0);
+  float *gB = dup_buf(ltdi_cden_grads(net), np);
+  double *gsum = calloc(np, sizeof *gsum);
+  cr_assert_not_null(gsum);
+  float eps[N * 8], dx[N * 8], dcond[N * 8];
+  for (int b = 0; b < B; b++) {
+    cr_assert_eq(ltdi_cden_zero_grad(net), 0);
+    run_alone(be, net, &c, &in, b, eps, dx, dcond);
+    cr_expect(bits_equal(eps, in.eps + (size_t)b * N * D, (size_t)N * D), "task %d: output", b);
+    cr_expect(bits_equal(dx, ltdi_cden_acts_dx(a) + (size_t)b * N * D, (size_t)N * D),
+              "task %d: dx", b);
+    cr_expect(bits_equal(dcond, ltdi_cden_acts_dcond(a) + (size_t)b * N * d, (size_t)N * d),
+              "task %d: dcond", b);
+    const float *g = ltdi_cden_grads(net);
+    for (size_t i = 0; i < np; i++) gsum[i] += g[i];
+  }
+  double gmax = 0.0, gscale = 0.0;
+  for (size_t i = 0; i < np; i++) {
+    gmax = fmax(gmax, fabs(gsum[i] - gB[i]));
+    gscale = fmax(gscale, fabs(gB[i]));
+  }
+  cr_expect(gscale > 0.1 && gmax <= 1e-5 * gscale, "summed gradients differ by %.3g (scale %.3g)",
+            gmax, gscale);
+  free(gB), free(gsum);
+  free_inputs(&in);
+  ltdi_cden_acts_free(a);
+  ltdi_cden_free(net);
+  ltdi_backend_destroy(be);
+}
+
+/* Tasks of different N through ONE cache in turn (5 classes, then 2, then
+ * a batch of two 3-class tasks, then 5 again): each gives the bits it gets
+ * alone in a fresh cache, forward and input gradients — nothing of an
+ * earlier, larger call leaks into a later one. */
+Test(cden_model, calls_of_different_N_share_a_cache) {
+  ltdi_backend *be = make_backend(1);
+  ltdi_cden_config c = tiny_config();
+  ltdi_cden *net = make_net(be, c);
+  randomize(net, 41);
+  const int D = c.token_dim, d = c.cond_dim;
+  ltdi_cden_acts *shared = NULL;
+  cr_assert_eq(ltdi_cden_acts_create(&shared, net, 2, 10), 0);
+  inputs in5 = make_inputs(&c, 1, 5), in2 = make_inputs(&c, 1, 2), in3 = make_inputs(&c, 2, 3);
+  inputs *seq[4] = {&in5, &in2, &in3, &in5};
+  float eps[10 * 8], dx[10 * 8], dcond[10 * 8];
+  for (int s = 0; s < 4; s++) {
+    inputs *in = seq[s];
+    const size_t R = (size_t)in->B * in->N;
+    cr_assert_eq(ltdi_cden_forward(be, net, shared, in->x, in->t, in->cond, in->B, in->N,
+                                   in->eps),
+                 0);
+    cr_assert_eq(ltdi_cden_backward(be, net, shared, in->deps, in->B, in->N), 0);
+    float *sx = dup_buf(ltdi_cden_acts_dx(shared), R * D);
+    float *sc = dup_buf(ltdi_cden_acts_dcond(shared), R * d);
+    for (int b = 0; b < in->B; b++) {
+      run_alone(be, net, &c, in, b, eps, dx, dcond);
+      const size_t r0 = (size_t)b * in->N;
+      cr_expect(bits_equal(eps, in->eps + r0 * D, (size_t)in->N * D), "call %d task %d", s, b);
+      cr_expect(bits_equal(dx, sx + r0 * D, (size_t)in->N * D), "call %d task %d dx", s, b);
+      cr_expect(bits_equal(dcond, sc + r0 * d, (size_t)in->N * d), "call %d task %d dc", s, b);
+    }
+    free(sx), free(sc);
+  }
+  free_inputs(&in5), free_inputs(&in2), free_inputs(&in3);
+  ltdi_cden_acts_free(shared);
+  ltdi_cden_free(net);
+  ltdi_backend_destroy(be);
+}
+
+/* ==== misuse ============================================================= */
+
+Test(cden_model, invalid_arguments_and_inference_cache) {
+  ltdi_backend *be = make_backend(0);
+  ltdi_cden_config c = tiny_config();
+  ltdi_cden *net = make_net(be, c), *other = make_net(be, c);
+  randomize(net, 51);
+  ltdi_cden_acts *a = NULL, *inf = NULL, *foreign = NULL;
+  cr_assert_eq(ltdi_cden_acts_create(&a, net, 2, 6), 0);
+  cr_assert_eq(ltdi_cden_acts_create_inference(&inf, net, 2, 6), 0);
+  cr_assert_eq(ltdi_cden_acts_create(&foreign, other, 2, 6), 0);
+  ltdi_cden_acts *none = (ltdi_cden_acts *)0x1;
+  cr_expect_eq(ltdi_cden_acts_create(&none, net, 0, 6), LTDI_ERR_INVALID_ARG);
+  cr_expect_null(none);
+  cr_expect_eq(ltdi_cden_acts_create(&none, net, 2, 0), LTDI_ERR_INVALID_ARG);
+  inputs in = make_inputs(&c, 2, 4);
+  const float *x = in.x, *cd = in.cond;
+  float *e = in.eps;
+  cr_expect_eq(ltdi_cden_backward(be, net, a, in.deps, 1, 3), LTDI_ERR_INVALID_ARG); /* none */
+  cr_expect_eq(ltdi_cden_forward(be, net, a, x, in.t, cd, 1, 0, e), LTDI_ERR_INVALID_ARG);
+  cr_expect_eq(ltdi_cden_forward(be, net, a, x, in.t, cd, 0, 3, e), LTDI_ERR_INVALID_ARG);
+  cr_expect_eq(ltdi_cden_forward(be, net, a, x, in.t, cd, 3, 1, e), LTDI_ERR_INVALID_ARG);
+  cr_expect_eq(ltdi_cden_forward(be, net, a, x, in.t, cd, 2, 4, e), LTDI_ERR_INVALID_ARG);
+  cr_expect_eq(ltdi_cden_forward(be, net, a, x, in.t, cd, 1, 7, e), LTDI_ERR_INVALID_ARG);
+  cr_expect_eq(ltdi_cden_forward(be, net, a, x, in.t, NULL, 1, 3, e), LTDI_ERR_INVALID_ARG);
+  cr_expect_eq(ltdi_cden_forward(be, net, foreign, x, in.t, cd, 1, 3, e), LTDI_ERR_INVALID_ARG);
+  int32_t neg = -1;
+  cr_expect_eq(ltdi_cden_forward(be, net, a, x, &neg, cd, 1, 3, e), LTDI_ERR_INVALID_ARG);
+  cr_expect_eq(ltdi_cden_backward(be, net, a, in.deps, 1, 3), LTDI_ERR_INVALID_ARG);
+  /* a matching forward, then a backward of another shape */
+  cr_assert_eq(ltdi_cden_forward(be, net, a, x, in.t, cd, 2, 3, e), 0);
+  cr_expect_eq(ltdi_cden_backward(be, net, a, in.deps, 2, 2), LTDI_ERR_INVALID_ARG);
+  cr_expect_eq(ltdi_cden_backward(be, net, a, in.deps, 1, 3), LTDI_ERR_INVALID_ARG);
+  cr_expect_eq(ltdi_cden_backward(be, net, a, in.deps, 2, 3), 0);
+  /* the inference cache: the same forward bits, no backward, no gradients */
+  float *e_inf = dup_buf(e, (size_t)6 * c.token_dim);
+  cr_assert_eq(ltdi_cden_forward(be, net, inf, x, in.t, cd, 2, 3, e_inf), 0);
+  cr_expect(bits_equal(e, e_inf, (size_t)6 * c.token_dim), "inference forward differs");
+  cr_expect_eq(ltdi_cden_backward(be, net, inf, in.deps, 2, 3), LTDI_ERR_INVALID_ARG);
+  cr_expect_null(ltdi_cden_acts_dx(inf));
+  cr_expect_null(ltdi_cden_acts_dcond(inf));
+  cr_expect_eq(ltdi_cden_acts_size(a),
+               2 * ltdi_cden_acts_size(inf) + (size_t)6 * (c.token_dim + c.cond_dim));
+  free(e_inf);
+  free_inputs(&in);
+  ltdi_cden_acts_free(a);
+  ltdi_cden_acts_free(inf);
+  ltdi_cden_acts_free(foreign);
+  ltdi_cden_free(other);
+  ltdi_cden_free(net);
+  ltdi_backend_destroy(be);
+}
+
+/* ==== the independent PyTorch reference ================================== */
+
+#define PYTHON "/usr/bin/python3"
+
+static int have_torch(void) {
+  return system(PYTHON " -c 'import torch' > /dev/null 2>&1") == 0;
+}
+
+/* Tolerance, per tensor: max|C − ref| <= REF_RTOL · max|ref| + REF_ATOL.
+ * The reference runs in float64, so the difference is the C code's float32
+ * rounding alone: a few ulps (2^-24 ~ 6e-8) per layer relative to its
+ * output, GEMM sums of up to K = 129 products add ~√K ulps, ~20 layers
+ * compound that to ~1e-6 of a tensor's scale; a parameter gradient sums
+ * over the rows with partial cancellation, so it is judged against the
+ * largest entry of its own tensor. REF_RTOL = 1e-4 leaves about two orders
+ * of magnitude over the measured worst case (see the log line) while a
+ * wrong term, index or transposition errs by >= 1e-2. */
+#define REF_RTOL 1e-4
+#define REF_ATOL 1e-7
+
+static void add_f32(ltdi_st_writer *w, const char *name, int ndim, const int64_t *shape,
+                    const float *data) {
+  cr_assert_eq(ltdi_st_writer_add(w, name, LTDI_DTYPE_F32, ndim, shape, data), 0, "%s", name);
+}
+
+/* Compares the C tensor `got` (n values) with `name` in the reference file;
+ * returns the ratio of the error to the tolerance. */
+static double compare(const ltdi_st_file *ref, const char *name, const float *got, size_t n,
+                      int *failed) {
+  const ltdi_st_tensor *t = ltdi_st_find(ref, name);
+  cr_assert_not_null(t, "reference lacks %s", name);
+  cr_assert_eq(t->dtype, LTDI_DTYPE_F32, "%s", name);
+  cr_assert_eq((size_t)t->numel, n, "%s: %lld values, expected %zu", name,
+               (long long)t->numel, n);
+  const float *r = t->data;
+  double dmax = 0.0, rmax = 0.0;
+  for (size_t i = 0; i < n; i++) {
+    dmax = fmax(dmax, fabs((double)got[i] - r[i]));
+    rmax = fmax(rmax, fabs((double)r[i]));
+  }
+  const double ratio = dmax / (REF_RTOL * rmax + REF_ATOL);
+  if (ratio > 1.0 || !(rmax > 0.0)) {
+    (*failed)++;
+    cr_log_error("%s: max|diff| %.3g, max|ref| %.3g", name, dmax, rmax);
+  }
+  return ratio;
+}
+
+/* Writes the parameters, the inputs (as (B, N, ·) tensors) and the
+ * configuration for the reference script. */
+static void write_reference_input(const char *path, const ltdi_cden *net,
+                                  const ltdi_cden_config *c, const inputs *in) {
+  ltdi_st_writer *w = NULL;
+  cr_assert_eq(ltdi_st_writer_new(&w), 0);
+  for (int i = 0; i < ltdi_cden_num_tensors(net); i++) {
+    ltdi_cden_tensor t;
+    ltdi_cden_tensor_at(net, i, &t);
+    add_f32(w, t.name, t.ndim, t.shape, t.param);
+  }
+  const int64_t sx[3] = {in->B, in->N, c->token_dim}, sc[3] = {in->B, in->N, c->cond_dim};
+  const int64_t st[1] = {in->B};
+  add_f32(w, "input.x_t", 3, sx, in->x);
+  add_f32(w, "input.cond", 3, sc, in->cond);
+  add_f32(w, "input.deps", 3, sx, in->deps);
+  cr_assert_eq(ltdi_st_writer_add(w, "input.t", LTDI_DTYPE_I32, 1, st, in->t), 0);
+  char json[256];
+  cr_assert_eq(ltdi_cden_config_to_json(c, json, sizeof json), 0);
+  cr_assert_eq(ltdi_st_writer_meta(w, "cden_config", json), 0);
+  cr_assert_eq(ltdi_st_writer_write(w, path), 0);
+  ltdi_st_writer_free(w);
+}
+
+/* Output, both input gradients and every parameter gradient, tensor by
+ * tensor; nothing in the reference left unmatched. */
+static void compare_all(const ltdi_st_file *ref, ltdi_cden *net, ltdi_cden_acts *a,
+                        const inputs *in, const ltdi_cden_config *c, const char *tag) {
+  const size_t R = (size_t)in->B * in->N;
+  int failed = 0, compared = 3;
+  double worst = compare(ref, "output.eps", in->eps, R * c->token_dim, &failed), r;
+  const char *worst_name = "output.eps";
+  r = compare(ref, "grad.input.x_t", ltdi_cden_acts_dx(a), R * c->token_dim, &failed);
+  if (r > worst) worst = r, worst_name = "grad.input.x_t";
+  r = compare(ref, "grad.input.cond", ltdi_cden_acts_dcond(a), R * c->cond_dim, &failed);
+  if (r > worst) worst = r, worst_name = "grad.input.cond";
+  for (int i = 0; i < ltdi_cden_num_tensors(net); i++) {
+    ltdi_cden_tensor t;
+    ltdi_cden_tensor_at(net, i, &t);
+    char name[LTDI_CDEN_NAME_MAX + 8];
+    snprintf(name, sizeof name, "grad.%s", t.name);
+    r = compare(ref, name, t.grad, t.numel, &failed);
+    if (r > worst) worst = r, worst_name = t.name;
+    compared++;
+  }
+  cr_expect_eq(ref->n_tensors, compared, "reference has %d tensors, compared %d",
+               ref->n_tensors, compared);
+  cr_log_info("torch reference (%s): %d tensors, worst %.3g of tolerance (%s)", tag, compared,
+              worst, worst_name);
+  cr_expect_eq(failed, 0, "%d tensors outside tolerance", failed);
+}
+
+static void check_against_torch(ltdi_cden_config c, int B, int N, const char *tag) {
+  if (!have_torch())
+    LTDI_REFERENCE_MISSING("/usr/bin/python3 cannot import torch; install it with "
+                           "`apt-get install -y python3-torch` to run the PyTorch reference "
+                           "check");
+  ltdi_backend *be = make_backend(0);
+  ltdi_cden *net = make_net(be, c);
+  randomize(net, 2024);
+  ltdi_cden_acts *a = NULL;
+  cr_assert_eq(ltdi_cden_acts_create(&a, net, B, B * N), 0);
+  inputs in = make_inputs(&c, B, N);
+  cr_assert_eq(ltdi_cden_forward(be, net, a, in.x, in.t, in.cond, B, N, in.eps), 0);
+  cr_assert_eq(ltdi_cden_zero_grad(net), 0);
+  cr_assert_eq(ltdi_cden_backward(be, net, a, in.deps, B, N), 0);
+
+  char pin[1024], pout[1024], cmd[4096];
+  snprintf(pin, sizeof pin, "%s/cden_ref_%s_in.safetensors", LTDI_BINARY_DIR, tag);
+  snprintf(pout, sizeof pout, "%s/cden_ref_%s_out.safetensors", LTDI_BINARY_DIR, tag);
+  write_reference_input(pin, net, &c, &in);
+  remove(pout);
+  snprintf(cmd, sizeof cmd, PYTHON " %s/tests/python/class_denoiser_reference.py '%s' '%s'",
+           LTDI_SOURCE_DIR, pin, pout);
+  cr_assert_eq(system(cmd), 0, "reference failed: %s", cmd);
+  ltdi_st_file *ref = NULL;
+  char err[256];
+  cr_assert_eq(ltdi_st_read(pout, &ref, err, sizeof err), 0, "%s", err);
+  compare_all(ref, net, a, &in, &c, tag);
+  ltdi_st_close(ref);
+  remove(pin);
+  remove(pout);
+  free_inputs(&in);
+  ltdi_cden_acts_free(a);
+  ltdi_cden_free(net);
+  ltdi_backend_destroy(be);
+}
+
+/* Odd sizes: D 7, d 5, H 24, three blocks, E 10; 3 tasks of 5 classes,
+ * t up to 999. */
+Test(class_denoiser_reference, torch_small_odd_config) {
+  ltdi_cden_config c;
+  ltdi_cden_config_default(&c, 7, 5);
+  c.width = 24;
+  c.blocks = 3;
+  c.time_dim = 10;
+  check_against_torch(c, 3, 5, "small");
+}
+
+/* One class per task: the mean is the token itself. */
+Test(class_denoiser_reference, torch_one_class) {
+  ltdi_cden_config c;
+  ltdi_cden_config_default(&c, 7, 5);
+  c.width = 16;
+  c.time_dim = 8;
+  check_against_torch(c, 4, 1, "one_class");
+}
+
+/* The default for the linear head (D 65, d 64, H 128, 2 blocks, E 64):
+ * 2 tasks of 5 classes and... */
+Test(class_denoiser_reference, torch_default_config_5way) {
+  ltdi_cden_config c;
+  ltdi_cden_config_default(&c, 65, 64);
+  check_against_torch(c, 2, 5, "default5");
+}
+
+/* ... one of 20. */
+Test(class_denoiser_reference, torch_default_config_20way) {
+  ltdi_cden_config c;
+  ltdi_cden_config_default(&c, 65, 64);
+  check_against_torch(c, 1, 20, "default20");
+}
