@@ -19,7 +19,7 @@ typedef struct worker {
   /* the share of the current pass */
   const float *cond;
   const uint64_t *seeds;
-  int n;
+  int n, ways;
   const ltdi_gen_options *opt;
   float *out;
   int rc;
@@ -111,19 +111,19 @@ const char *ltdi_gen_pool_tag(const ltdi_gen_pool *p) { return p->tag; }
 
 static void *run_share(void *arg) {
   worker *w = arg;
-  w->rc = ltdi_model_generate_with(w->ws[w->opt->mode], w->cond, w->seeds, w->n, w->opt, w->out,
-                                   NULL);
+  w->rc = ltdi_model_generate_ways_with(w->ws[w->opt->mode], w->ways, w->cond, w->seeds, w->n,
+                                        w->opt, w->out, NULL);
   return NULL;
 }
 
 /* One pass larger than the shares were sized for (it cannot come through
  * the batcher): still answered, on worker 0 with a temporary workspace. */
-static int run_oversized(ltdi_gen_pool *p, const float *cond, const uint64_t *seeds, int batch,
-                         const ltdi_gen_options *opt, float *out) {
+static int run_oversized(ltdi_gen_pool *p, int ways, const float *cond, const uint64_t *seeds,
+                         int batch, const ltdi_gen_options *opt, float *out) {
   ltdi_gen_workspace *ws = NULL;
   pthread_mutex_lock(&p->w[0].lock);
   int rc = ltdi_gen_workspace_create(&ws, p->m, p->w[0].be, batch, p->opt.mode);
-  if (!rc) rc = ltdi_model_generate_with(ws, cond, seeds, batch, opt, out, NULL);
+  if (!rc) rc = ltdi_model_generate_ways_with(ws, ways, cond, seeds, batch, opt, out, NULL);
   ltdi_gen_workspace_free(ws);
   pthread_mutex_unlock(&p->w[0].lock);
   return rc;
@@ -131,11 +131,18 @@ static int run_oversized(ltdi_gen_pool *p, const float *cond, const uint64_t *se
 
 int ltdi_gen_pool_run(ltdi_gen_pool *p, const float *cond, const uint64_t *seeds, int batch,
                       const ltdi_gen_options *opt, float *out) {
+  if (!p) return LTDI_ERR_INVALID_ARG;
+  return ltdi_gen_pool_run_ways(p, p->m->ways, cond, seeds, batch, opt, out);
+}
+
+int ltdi_gen_pool_run_ways(ltdi_gen_pool *p, int ways, const float *cond, const uint64_t *seeds,
+                           int batch, const ltdi_gen_options *opt, float *out) {
   if (!p || !cond || !seeds || !out || batch < 1 || !opt) return LTDI_ERR_INVALID_ARG;
-  if (opt->mode != p->opt.mode) return LTDI_ERR_INVALID_ARG;
-  if (batch > p->per_worker * p->n_workers) return run_oversized(p, cond, seeds, batch, opt, out);
-  const size_t Dc = (size_t)p->m->ways * (size_t)p->m->feat_dim;
-  const size_t P = p->m->layout.n_params;
+  if (opt->mode != p->opt.mode || !ltdi_model_supports_ways(p->m, ways))
+    return LTDI_ERR_INVALID_ARG;
+  if (batch > p->per_worker * p->n_workers)
+    return run_oversized(p, ways, cond, seeds, batch, opt, out);
+  const size_t Dc = ltdi_model_cond_size(p->m, ways), P = ltdi_model_head_params(p->m, ways);
   /* Even shares, as many workers as it takes (a lone sample uses one).
    * Locks are taken in index order, so passes and run_on calls cannot
    * deadlock. */
@@ -150,6 +157,7 @@ int ltdi_gen_pool_run(ltdi_gen_pool *p, const float *cond, const uint64_t *seeds
     w->seeds = seeds + first;
     w->out = out + (size_t)first * P;
     w->n = n;
+    w->ways = ways;
     w->opt = opt;
     w->rc = 0;
     first += n;
@@ -169,12 +177,20 @@ int ltdi_gen_pool_run(ltdi_gen_pool *p, const float *cond, const uint64_t *seeds
 int ltdi_gen_pool_run_on(ltdi_gen_pool *p, int worker_index, const float *cond,
                          const uint64_t *seeds, int batch, const ltdi_gen_options *opt,
                          float *out) {
+  if (!p) return LTDI_ERR_INVALID_ARG;
+  return ltdi_gen_pool_run_on_ways(p, worker_index, p->m->ways, cond, seeds, batch, opt, out);
+}
+
+int ltdi_gen_pool_run_on_ways(ltdi_gen_pool *p, int worker_index, int ways, const float *cond,
+                              const uint64_t *seeds, int batch, const ltdi_gen_options *opt,
+                              float *out) {
   if (!p || worker_index < 0 || !cond || !seeds || !out || batch < 1 || !opt)
     return LTDI_ERR_INVALID_ARG;
   worker *w = &p->w[worker_index % p->n_workers];
   pthread_mutex_lock(&w->lock);
   int rc = ensure_workspace(p, w, batch, opt->mode);
-  if (!rc) rc = ltdi_model_generate_with(w->ws[opt->mode], cond, seeds, batch, opt, out, NULL);
+  if (!rc)
+    rc = ltdi_model_generate_ways_with(w->ws[opt->mode], ways, cond, seeds, batch, opt, out, NULL);
   pthread_mutex_unlock(&w->lock);
   return rc;
 }

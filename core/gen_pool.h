@@ -58,10 +58,20 @@ const char *ltdi_gen_pool_tag(const ltdi_gen_pool *p);
 int ltdi_gen_pool_run(ltdi_gen_pool *p, const float *cond, const uint64_t *seeds, int batch,
                       const ltdi_gen_options *opt, float *out);
 
+/* The same for heads of `ways` classes (ltdi_model_supports_ways): a
+ * class-token model generates any N; one pass holds tasks of one N (a
+ * caller with mixed N runs one pass per N — every task's result is the same
+ * whatever else shares its pass). */
+int ltdi_gen_pool_run_ways(ltdi_gen_pool *p, int ways, const float *cond, const uint64_t *seeds,
+                           int batch, const ltdi_gen_options *opt, float *out);
+
 /* Generates `batch` samples on worker `worker` % workers alone, in opt->mode
  * (either mode: the worker keeps one workspace per mode, grown as needed). */
 int ltdi_gen_pool_run_on(ltdi_gen_pool *p, int worker, const float *cond, const uint64_t *seeds,
                          int batch, const ltdi_gen_options *opt, float *out);
+int ltdi_gen_pool_run_on_ways(ltdi_gen_pool *p, int worker, int ways, const float *cond,
+                              const uint64_t *seeds, int batch, const ltdi_gen_options *opt,
+                              float *out);
 
 /* Makes sure worker `worker` % workers has a workspace for `batch` samples in
  * `mode`, so a timed pass allocates nothing. 0 or LTDI_ERR_NOMEM. */

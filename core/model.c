@@ -48,6 +48,7 @@ int ltdi_model_create(ltdi_model **out, ltdi_backend *be, const ltdi_unet_config
   m->be = be;
   m->sched = *sched;
   m->ways = ways;
+  m->max_ways = ways;
   m->feat_dim = feat_dim;
   m->sampler = ltdi_sampler_config_default();
   ltdi_layout_init(&m->layout, NULL);
@@ -69,9 +70,126 @@ int ltdi_model_create(ltdi_model **out, ltdi_backend *be, const ltdi_unet_config
   return 0;
 }
 
+int ltdi_model_create_class_tokens(ltdi_model **out, ltdi_backend *be, const ltdi_cden_config *cfg,
+                                   const ltdi_schedule *sched, int feat_dim, int max_ways) {
+  if (!out || !be || !cfg || !sched) return LTDI_ERR_INVALID_ARG;
+  *out = NULL;
+  if (feat_dim < 1 || max_ways < 2 || max_ways > LTDI_MODEL_MAX_WAYS_LIMIT ||
+      cfg->token_dim != feat_dim + 1 || cfg->cond_dim != feat_dim || sched->T < 1 ||
+      sched->T > LTDI_SCHEDULE_MAX_T || sched->L < 2 || sched->L > LTDI_SCHEDULE_MAX_L)
+    return LTDI_ERR_INVALID_ARG;
+  int rc = ltdi_cden_config_check(cfg);
+  if (rc) return rc;
+  ltdi_model *m = calloc(1, sizeof *m);
+  if (!m) return LTDI_ERR_NOMEM;
+  m->be = be;
+  m->arch = LTDI_ARCH_CLASS_TOKENS;
+  m->sched = *sched;
+  m->ways = 0;
+  m->max_ways = max_ways;
+  m->feat_dim = feat_dim;
+  m->sampler = ltdi_sampler_config_default();
+  m->cond_mean = calloc((size_t)feat_dim, sizeof(float));
+  m->cond_std = malloc((size_t)feat_dim * sizeof(float));
+  rc = (m->cond_mean && m->cond_std) ? 0 : LTDI_ERR_NOMEM;
+  for (int i = 0; !rc && i < feat_dim; i++) m->cond_std[i] = 1.0f;
+  ltdi_layout_init(&m->layout, NULL);
+  ltdi_layout_free(&m->layout);
+  if (!rc) rc = ltdi_layout_linear_head(&m->layout, feat_dim, max_ways);
+  if (!rc) rc = ltdi_cden_create(&m->cden, be, cfg);
+  if (rc) {
+    ltdi_model_free(m);
+    return rc;
+  }
+  *out = m;
+  return 0;
+}
+
+int ltdi_model_supports_ways(const ltdi_model *m, int ways) {
+  if (!m) return 0;
+  if (m->arch == LTDI_ARCH_CLASS_TOKENS) return ways >= 2 && ways <= m->max_ways;
+  return ways == m->ways;
+}
+
+size_t ltdi_model_head_params(const ltdi_model *m, int ways) {
+  if (!ltdi_model_supports_ways(m, ways)) return 0;
+  if (m->arch == LTDI_ARCH_CLASS_TOKENS) return (size_t)ways * ((size_t)m->feat_dim + 1);
+  return m->layout.n_params;
+}
+
+size_t ltdi_model_cond_size(const ltdi_model *m, int ways) {
+  return ltdi_model_supports_ways(m, ways) ? (size_t)ways * (size_t)m->feat_dim : 0;
+}
+
+int ltdi_model_head_layout(const ltdi_model *m, int ways, ltdi_layout *out) {
+  if (!out || !ltdi_model_supports_ways(m, ways)) return LTDI_ERR_INVALID_ARG;
+  if (m->arch != LTDI_ARCH_CLASS_TOKENS) return copy_layout(out, &m->layout);
+  /* Same tensors as the stored layout, with N rows instead of max_ways. */
+  int rc = ltdi_layout_linear_head(out, m->feat_dim, ways);
+  for (int i = 0; !rc && i < out->n_tensors; i++) {
+    out->tensors[i].mean = m->layout.tensors[i].mean;
+    out->tensors[i].std = m->layout.tensors[i].std;
+  }
+  return rc;
+}
+
+const char *ltdi_model_arch_name(int arch) {
+  switch (arch) {
+  case LTDI_ARCH_UNET: return "unet";
+  case LTDI_ARCH_CLASS_TOKENS: return "class_tokens";
+  default: return NULL;
+  }
+}
+
+#define TOKENS(m) ((m)->arch == LTDI_ARCH_CLASS_TOKENS)
+
+size_t ltdi_model_num_params(const ltdi_model *m) {
+  return TOKENS(m) ? ltdi_cden_num_params(m->cden) : ltdi_unet_num_params(m->unet);
+}
+float *ltdi_model_params(ltdi_model *m) {
+  return TOKENS(m) ? ltdi_cden_params(m->cden) : ltdi_unet_params(m->unet);
+}
+float *ltdi_model_grads(ltdi_model *m) {
+  return TOKENS(m) ? ltdi_cden_grads(m->cden) : ltdi_unet_grads(m->unet);
+}
+int ltdi_model_zero_grad(ltdi_model *m) {
+  return TOKENS(m) ? ltdi_cden_zero_grad(m->cden) : ltdi_unet_zero_grad(m->unet);
+}
+int ltdi_model_init_params(ltdi_model *m, uint64_t seed) {
+  return TOKENS(m) ? ltdi_cden_init(m->cden, seed) : ltdi_unet_init(m->unet, seed);
+}
+double ltdi_model_forward_flops(const ltdi_model *m, int ways) {
+  if (!ltdi_model_supports_ways(m, ways)) return 0.0;
+  return TOKENS(m) ? ltdi_cden_forward_flops(m->cden, 1, ways) : ltdi_unet_forward_flops(m->unet, 1);
+}
+
+int ltdi_model_num_tensors(const ltdi_model *m) {
+  return TOKENS(m) ? ltdi_cden_num_tensors(m->cden) : ltdi_unet_num_tensors(m->unet);
+}
+
+int ltdi_model_tensor_at(const ltdi_model *m, int i, ltdi_model_tensor *t) {
+  if (!m || !t) return LTDI_ERR_INVALID_ARG;
+  memset(t, 0, sizeof *t);
+  if (TOKENS(m)) {
+    ltdi_cden_tensor c;
+    int rc = ltdi_cden_tensor_at(m->cden, i, &c);
+    if (rc) return rc;
+    *t = (ltdi_model_tensor){c.name, c.ndim, {c.shape[0], c.shape[1], 0}, c.offset, c.numel,
+                             c.param, c.grad};
+    return 0;
+  }
+  ltdi_unet_tensor u;
+  int rc = ltdi_unet_tensor_at(m->unet, i, &u);
+  if (rc) return rc;
+  *t = (ltdi_model_tensor){u.name, u.ndim, {u.shape[0], u.shape[1], u.shape[2]}, u.offset,
+                           u.numel, u.param, u.grad};
+  return 0;
+}
+
 void ltdi_model_free(ltdi_model *m) {
   if (!m) return;
   ltdi_unet_free(m->unet);
+  ltdi_cden_free(m->cden);
   ltdi_layout_free(&m->layout);
   free(m->cond_mean);
   free(m->cond_std);
@@ -87,7 +205,8 @@ void ltdi_model_free(ltdi_model *m) {
 
 /* Keys the model writes itself; an extra key may not shadow them. */
 static const char *const RESERVED[] = {"format", "format_version", "unet", "schedule", "T", "L",
-                                       "layout", "embedding", "sampler", "denoiser", NULL};
+                                       "layout", "embedding", "sampler", "denoiser", "arch",
+                                       "class_denoiser", NULL};
 
 int ltdi_model_set_info(ltdi_model *m, const char *key, const char *value) {
   if (!m || !key || !value) return LTDI_ERR_INVALID_ARG;
@@ -120,8 +239,13 @@ int ltdi_model_set_info(ltdi_model *m, const char *key, const char *value) {
 
 void ltdi_model_standardise_cond(const ltdi_model *m, const float *cond, int batch,
                                  float *cond_out) {
-  const int d = m->feat_dim, nw = (int)((long)batch * m->ways);
-  for (int r = 0; r < nw; r++)
+  ltdi_model_standardise_rows(m, cond, (long)batch * m->ways, cond_out);
+}
+
+void ltdi_model_standardise_rows(const ltdi_model *m, const float *cond, long rows,
+                                 float *cond_out) {
+  const int d = m->feat_dim;
+  for (long r = 0; r < rows; r++)
     for (int i = 0; i < d; i++)
       cond_out[(size_t)r * d + i] = (cond[(size_t)r * d + i] - m->cond_mean[i]) / m->cond_std[i];
 }

@@ -31,6 +31,7 @@
 
 #include "core/diffusion.h"
 #include "core/layout.h"
+#include "core/class_denoiser.h"
 #include "core/schedule.h"
 #include "core/unet.h"
 #include "core/weights.h"
@@ -43,18 +44,42 @@ extern "C" {
 #define LTDI_MODEL_FORMAT "ltdi-model"
 /* Version 2 added the U-Net's position-wise condition map (unet JSON key
  * "cond_map", tensors cond_map.* and out_gate.*). Version 1 files (no map)
- * are still read: their unet JSON has no "cond_map", which reads as 0. */
-#define LTDI_MODEL_FORMAT_VERSION 2
+ * are still read: their unet JSON has no "cond_map", which reads as 0.
+ * Version 3 is the class-token generator (key "arch" = "class_tokens",
+ * docs/MODEL.md); U-Net models are still written as version 2, so older
+ * builds keep reading them. */
+#define LTDI_MODEL_FORMAT_VERSION 3
+#define LTDI_MODEL_FORMAT_VERSION_UNET 2
 #define LTDI_MODEL_FORMAT_VERSION_MIN 1
+#define LTDI_MODEL_MAX_WAYS_LIMIT 4096
 #define LTDI_MODEL_MAX_EXTRA 16
+
+/* The denoiser a model is built on. */
+enum ltdi_model_arch {
+  /* The paper's flat U-Net over a fixed-N MLP head (core/unet.h); the task
+   * embedding is [p_1; …; p_N] of raw features. */
+  LTDI_ARCH_UNET = 0,
+  /* One token per class (core/class_denoiser.h) generating a linear head on
+   * L2-normalised features as a residual over the nearest-centroid head
+   * (core/weights.h, "the linear head"): any N from 2 to max_ways, the
+   * condition one prototype of normalised features per class. */
+  LTDI_ARCH_CLASS_TOKENS = 1,
+};
 
 typedef struct ltdi_model {
   ltdi_backend *be;       /* not owned */
-  ltdi_unet *unet;        /* parameters live in be's memory */
+  int arch;               /* enum ltdi_model_arch */
+  ltdi_unet *unet;        /* U-Net: parameters in be's memory (NULL for class tokens) */
+  ltdi_cden *cden;        /* class tokens: the denoiser (NULL for the U-Net) */
   ltdi_schedule sched;    /* T = sched.T, L = sched.L */
-  ltdi_layout layout;     /* P = layout.n_params = unet n_params */
-  int ways;               /* N: classes of the generated head */
-  int feat_dim;           /* d: body feature width; cond_dim = ways * feat_dim */
+  ltdi_layout layout;     /* U-Net: P = layout.n_params = unet n_params. Class
+                           * tokens: the residual statistics as a linear-head
+                           * layout of max_ways classes (tensor "weight" and
+                           * "bias", one mean and std each); the head of N
+                           * classes is ltdi_model_head_layout */
+  int ways;               /* U-Net: N, the classes of every head; class tokens: 0 */
+  int max_ways;           /* the largest N generated (U-Net: = ways) */
+  int feat_dim;           /* d: body feature width; U-Net cond_dim = ways * feat_dim */
   float *cond_mean;       /* (feat_dim) host: c is standardised per feature dim */
   float *cond_std;        /* (feat_dim) host, > 0 */
   ltdi_sampler_config sampler; /* default sampler for generation */
@@ -81,6 +106,48 @@ int ltdi_model_create(ltdi_model **out, ltdi_backend *be, const ltdi_unet_config
                       const ltdi_schedule *sched, const ltdi_layout *layout, int ways,
                       int feat_dim);
 void ltdi_model_free(ltdi_model *m);
+
+/* A class-token model (arch LTDI_ARCH_CLASS_TOKENS) with fresh (zero)
+ * denoiser parameters (initialise them with ltdi_cden_init): heads of
+ * 2..max_ways classes over feat_dim features; cfg's token_dim must be
+ * feat_dim + 1 and its cond_dim feat_dim. Residual statistics start at mean
+ * 0, std 1 (set them with ltdi_model_set_residual_stats). 0,
+ * LTDI_ERR_INVALID_ARG or LTDI_ERR_NOMEM. */
+int ltdi_model_create_class_tokens(ltdi_model **out, ltdi_backend *be, const ltdi_cden_config *cfg,
+                                   const ltdi_schedule *sched, int feat_dim, int max_ways);
+
+/* 1 when m generates heads of `ways` classes (U-Net: ways == m->ways;
+ * class tokens: 2 <= ways <= max_ways), else 0. */
+int ltdi_model_supports_ways(const ltdi_model *m, int ways);
+/* P of a generated head of `ways` classes, 0 when unsupported. */
+size_t ltdi_model_head_params(const ltdi_model *m, int ways);
+/* Condition floats of one task of `ways` classes (ways * feat_dim). */
+size_t ltdi_model_cond_size(const ltdi_model *m, int ways);
+/* The layout of a generated head of `ways` classes, into a fresh or freed
+ * `out` (the caller frees it). 0, LTDI_ERR_INVALID_ARG or LTDI_ERR_NOMEM. */
+int ltdi_model_head_layout(const ltdi_model *m, int ways, ltdi_layout *out);
+/* "unet" or "class_tokens". */
+const char *ltdi_model_arch_name(int arch);
+
+/* The denoiser's parameters whatever the architecture (the trainer's
+ * optimiser and checkpoints work on these). */
+typedef struct ltdi_model_tensor {
+  const char *name;
+  int ndim;          /* 1..3 */
+  int64_t shape[3];
+  size_t offset, numel;
+  float *param, *grad; /* backend memory */
+} ltdi_model_tensor;
+size_t ltdi_model_num_params(const ltdi_model *m);
+float *ltdi_model_params(ltdi_model *m);
+float *ltdi_model_grads(ltdi_model *m);
+int ltdi_model_zero_grad(ltdi_model *m);
+/* The architecture's initialisation from seed (ltdi_unet_init / ltdi_cden_init). */
+int ltdi_model_init_params(ltdi_model *m, uint64_t seed);
+int ltdi_model_num_tensors(const ltdi_model *m);
+/* Multiply-adds of one denoiser forward for one task of `ways` classes. */
+double ltdi_model_forward_flops(const ltdi_model *m, int ways);
+int ltdi_model_tensor_at(const ltdi_model *m, int i, ltdi_model_tensor *t);
 
 /* Replace a provenance string (key "trainer_version", "data", "training") or
  * add/replace an extra metadata key. 0, LTDI_ERR_NOMEM or
@@ -132,13 +199,22 @@ typedef struct ltdi_gen_options {
  * there match the CPU within fp32 tolerance, docs/GPU.md). */
 ltdi_gen_options ltdi_gen_options_default(const ltdi_model *m);
 
-/* Generates B weight vectors.
- *   cond  (B, ways*feat_dim) host: raw task embeddings [p_1; …; p_N]
+/* Generates B weight vectors of heads of `ways` classes
+ * (ltdi_model_supports_ways).
+ *   cond  (B, ways*feat_dim) host: the task conditions — U-Net: raw task
+ *         embeddings [p_1; …; p_N] (ltdi_task_embedding); class tokens: the
+ *         prototypes of L2-normalised features (ltdi_task_prototypes)
  *   seeds (B)                host: sample b's noise comes from seeds[b] only
  *   out   (B, P)             host: DE-normalised weights in the layout's order
- * out_norm (B, P) (may be NULL) receives the normalised x_0.
+ * out_norm (B, P) (may be NULL) receives the normalised x_0: the U-Net's in
+ * layout order, a class-token model's residual tokens (N, d+1) per sample
+ * (ltdi_model_residual_encode's order).
  * 0, LTDI_ERR_INVALID_ARG, LTDI_ERR_UNSUPPORTED (steps ≠ T), LTDI_ERR_NOMEM,
  * LTDI_ERR_NONFINITE or a backend error. */
+int ltdi_model_generate_ways(ltdi_model *m, int ways, const float *cond, const uint64_t *seeds,
+                             int batch, const ltdi_gen_options *opt, float *out,
+                             float *out_norm);
+/* ltdi_model_generate_ways with the model's fixed N (U-Net models only). */
 int ltdi_model_generate(ltdi_model *m, const float *cond, const uint64_t *seeds, int batch,
                         const ltdi_gen_options *opt, float *out, float *out_norm);
 
@@ -154,8 +230,14 @@ int ltdi_gen_workspace_create(ltdi_gen_workspace **out, const ltdi_model *m, ltd
 void ltdi_gen_workspace_free(ltdi_gen_workspace *ws);
 int ltdi_gen_workspace_max_batch(const ltdi_gen_workspace *ws);
 
-/* ltdi_model_generate on a workspace: batch <= its max_batch and opt->mode
- * (or the default mode) equal to its mode. Same results, same errors. */
+/* ltdi_model_generate_ways on a workspace: batch <= its max_batch and
+ * opt->mode (or the default mode) equal to its mode. Same results, same
+ * errors. A class-token workspace holds max_batch tasks of up to max_ways
+ * classes each. */
+int ltdi_model_generate_ways_with(ltdi_gen_workspace *ws, int ways, const float *cond,
+                                  const uint64_t *seeds, int batch, const ltdi_gen_options *opt,
+                                  float *out, float *out_norm);
+/* The same with the model's fixed N (U-Net models only). */
 int ltdi_model_generate_with(ltdi_gen_workspace *ws, const float *cond, const uint64_t *seeds,
                              int batch, const ltdi_gen_options *opt, float *out,
                              float *out_norm);
@@ -163,9 +245,36 @@ int ltdi_model_generate_with(ltdi_gen_workspace *ws, const float *cond, const ui
 /* κ_t of the prior_var parameterisation (0 when prior_var is 0), t in 1..T. */
 double ltdi_model_eps_skip(const ltdi_model *m, int t);
 
-/* cond_out (B, cond_dim) = the standardised embedding the U-Net sees. */
+/* cond_out (B, cond_dim) = the standardised embedding the denoiser sees
+ * (rows of feat_dim: batch * ways rows; ways is m->ways for the U-Net). */
 void ltdi_model_standardise_cond(const ltdi_model *m, const float *cond, int batch,
                                  float *cond_out);
+void ltdi_model_standardise_rows(const ltdi_model *m, const float *cond, long rows,
+                                 float *cond_out);
+
+/* ---- the class-token residual (core/model_tokens.c) ------------------------------ */
+
+/* A head w (layout order of ltdi_layout_linear_head: weight (N, d), then
+ * bias (N)) of a task with prototypes protos (N, d) as the normalised
+ * residual the diffusion works on, in token order (N, d+1): row n =
+ * ((W_n − base W_n − μ_W)/σ_W, (b_n − base b_n − μ_b)/σ_b), base =
+ * ltdi_linear_head_base(protos). tokens != w. 0, LTDI_ERR_INVALID_ARG (not
+ * a class-token model, unsupported ways) or LTDI_ERR_NOMEM. */
+int ltdi_model_residual_encode(const ltdi_model *m, int ways, const float *protos,
+                               const float *w, float *tokens);
+/* The inverse: w (layout order) from normalised residual tokens. */
+int ltdi_model_residual_decode(const ltdi_model *m, int ways, const float *protos,
+                               const float *tokens, float *w);
+/* The same with the statistics of a linear-head layout `stats` (of any N:
+ * only its two tensors' mean and std are read) for heads over dim features,
+ * for code that has the data but no model yet (the meta-trainer). */
+int ltdi_linear_residual_encode(const ltdi_layout *stats, int ways, int dim, const float *protos,
+                                const float *w, float *tokens);
+int ltdi_linear_residual_decode(const ltdi_layout *stats, int ways, int dim, const float *protos,
+                                const float *tokens, float *w);
+/* Sets the residual statistics (weight and bias tensors) of a class-token model. */
+int ltdi_model_set_residual_stats(ltdi_model *m, float mean_w, float std_w, float mean_b,
+                                  float std_b);
 
 #ifdef __cplusplus
 }

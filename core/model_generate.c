@@ -6,7 +6,8 @@
  *
  * A workspace holds everything a pass needs for up to max_batch samples, so
  * a server allocates it once per worker instead of once per request (device
- * allocations cost milliseconds on CUDA). */
+ * allocations cost milliseconds on CUDA). A class-token model's workspace is
+ * sized for max_batch tasks of max_ways classes, so any N fits. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,7 +18,10 @@ struct ltdi_gen_workspace {
   ltdi_backend *be;      /* runs the pass; shares memory with the model's params */
   const ltdi_model *m;
   int max_batch, mode;
-  ltdi_unet_acts *acts;  /* for max_batch (batched) or 1 (per sample) samples */
+  int ways;              /* N of the pass under way (the denoiser reads it) */
+  size_t max_P, max_Dc;  /* per sample: the largest head and condition */
+  ltdi_unet_acts *acts;  /* U-Net: for max_batch (batched) or 1 (per sample) samples */
+  ltdi_cden_acts *cacts; /* class tokens: the same, in tasks of up to max_ways rows */
   float *x_dev, *eps_dev, *cond_dev, *noise_dev; /* backend memory */
   float *x_host, *cond_host;                     /* (max_batch, P|Dc) */
   int32_t *t_host;                               /* (max_batch) */
@@ -42,6 +46,7 @@ void ltdi_gen_workspace_free(ltdi_gen_workspace *ws) {
   for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
     if (dev[i]) be->free(be, dev[i]);
   ltdi_unet_acts_free(ws->acts);
+  ltdi_cden_acts_free(ws->cacts);
   free(ws->x_host);
   free(ws->cond_host);
   free(ws->t_host);
@@ -61,10 +66,15 @@ int ltdi_gen_workspace_create(ltdi_gen_workspace **out, const ltdi_model *m, ltd
   ws->m = m;
   ws->max_batch = max_batch;
   ws->mode = mode;
-  const size_t P = m->layout.n_params, Dc = (size_t)m->ways * (size_t)m->feat_dim;
-  const size_t B = (size_t)max_batch;
-  int rc = ltdi_unet_acts_create_inference(&ws->acts, m->unet,
-                                           mode == LTDI_GEN_BATCHED ? max_batch : 1);
+  const int tasks = mode == LTDI_GEN_BATCHED ? max_batch : 1;
+  const size_t P = ltdi_model_head_params(m, m->max_ways);
+  const size_t Dc = ltdi_model_cond_size(m, m->max_ways), B = (size_t)max_batch;
+  ws->max_P = P;
+  ws->max_Dc = Dc;
+  int rc = m->arch == LTDI_ARCH_CLASS_TOKENS
+               ? ltdi_cden_acts_create_inference(&ws->cacts, m->cden, tasks, tasks * m->max_ways)
+               : ltdi_unet_acts_create_inference(&ws->acts, m->unet, tasks);
+  if (!rc && (P == 0 || Dc == 0)) rc = LTDI_ERR_INVALID_ARG;
   if (!rc) {
     ws->x_dev = be->alloc(be, B * P * sizeof(float));
     ws->eps_dev = be->alloc(be, B * P * sizeof(float));
@@ -87,6 +97,15 @@ int ltdi_gen_workspace_create(ltdi_gen_workspace **out, const ltdi_model *m, ltd
 
 int ltdi_gen_workspace_max_batch(const ltdi_gen_workspace *ws) { return ws ? ws->max_batch : 0; }
 
+/* One forward of the model's denoiser over `tasks` tasks of ws->ways classes. */
+static int forward(ltdi_gen_workspace *ws, const float *x_t, const int32_t *t, const float *cond,
+                   int tasks, float *eps) {
+  const ltdi_model *m = ws->m;
+  if (m->arch == LTDI_ARCH_CLASS_TOKENS)
+    return ltdi_cden_forward(ws->be, m->cden, ws->cacts, x_t, t, cond, tasks, ws->ways, eps);
+  return ltdi_unet_forward(ws->be, m->unet, ws->acts, x_t, t, cond, tasks, eps);
+}
+
 /* The sampler's denoiser (ltdi_denoise_fn): ε̂ (B, P) for x_t at the
  * timesteps t (the same for every sample of a pass); ctx is the workspace,
  * cond its standardised embeddings in backend memory. */
@@ -95,26 +114,43 @@ static int denoise(void *ctx, const float *x_t, const int32_t *t, const float *c
   ltdi_gen_workspace *ws = ctx;
   const ltdi_model *m = ws->m;
   ltdi_backend *be = ws->be;
-  const size_t P = m->layout.n_params, Dc = (size_t)m->ways * (size_t)m->feat_dim;
+  const size_t P = ltdi_model_head_params(m, ws->ways), Dc = ltdi_model_cond_size(m, ws->ways);
   int rc = 0;
   if (ws->mode == LTDI_GEN_BATCHED) {
-    rc = ltdi_unet_forward(be, m->unet, ws->acts, x_t, t, cond, B, eps);
+    rc = forward(ws, x_t, t, cond, B, eps);
   } else {
     /* One sample per forward: the GEMM shapes, hence the rounding, never
      * depend on how many requests share the batch. */
     for (int b = 0; b < B && !rc; b++)
-      rc = ltdi_unet_forward(be, m->unet, ws->acts, x_t + (size_t)b * P, &t[b],
-                             cond + (size_t)b * Dc, 1, eps + (size_t)b * P);
+      rc = forward(ws, x_t + (size_t)b * P, &t[b], cond + (size_t)b * Dc, 1, eps + (size_t)b * P);
   }
   const double kappa = ltdi_model_eps_skip(m, t[0]);
   if (!rc && kappa != 0.0) rc = be->axpy(be, eps, x_t, (float)kappa, (size_t)B * P);
   return rc;
 }
 
-int ltdi_model_generate_with(ltdi_gen_workspace *ws, const float *cond, const uint64_t *seeds,
-                             int batch, const ltdi_gen_options *opt, float *out,
-                             float *out_norm) {
-  if (!ws || !cond || !seeds || batch < 1 || batch > ws->max_batch || !out)
+/* The generated x_0 (normalised, ws->x_host) as heads: the U-Net's layout
+ * de-normalised, or the class-token residual added to each task's
+ * nearest-centroid head. */
+static int finish(const ltdi_gen_workspace *ws, const float *cond, int batch, float *out) {
+  const ltdi_model *m = ws->m;
+  if (m->arch != LTDI_ARCH_CLASS_TOKENS) {
+    ltdi_layout_denormalise(&m->layout, ws->x_host, out, batch);
+    return 0;
+  }
+  const size_t P = ltdi_model_head_params(m, ws->ways), Dc = ltdi_model_cond_size(m, ws->ways);
+  int rc = 0;
+  for (int b = 0; b < batch && !rc; b++)
+    rc = ltdi_model_residual_decode(m, ws->ways, cond + (size_t)b * Dc, ws->x_host + (size_t)b * P,
+                                    out + (size_t)b * P);
+  return rc;
+}
+
+int ltdi_model_generate_ways_with(ltdi_gen_workspace *ws, int ways, const float *cond,
+                                  const uint64_t *seeds, int batch, const ltdi_gen_options *opt,
+                                  float *out, float *out_norm) {
+  if (!ws || !cond || !seeds || batch < 1 || batch > ws->max_batch || !out ||
+      !ltdi_model_supports_ways(ws->m, ways))
     return LTDI_ERR_INVALID_ARG;
   const ltdi_model *m = ws->m;
   ltdi_gen_options o = opt ? *opt : ltdi_gen_options_default(m);
@@ -123,28 +159,41 @@ int ltdi_model_generate_with(ltdi_gen_workspace *ws, const float *cond, const ui
     return LTDI_ERR_INVALID_ARG;
   if (o.steps != 0 && o.steps != m->sched.T) return LTDI_ERR_UNSUPPORTED;
   ltdi_backend *be = ws->be;
-  const size_t P = m->layout.n_params, Dc = (size_t)m->ways * (size_t)m->feat_dim;
+  const size_t P = ltdi_model_head_params(m, ways), Dc = ltdi_model_cond_size(m, ways);
   const size_t n = (size_t)batch * P;
-  ltdi_model_standardise_cond(m, cond, batch, ws->cond_host);
+  ws->ways = ways;
+  ltdi_model_standardise_rows(m, cond, (long)batch * ways, ws->cond_host);
   int rc = be->upload(be, ws->cond_dev, ws->cond_host, (size_t)batch * Dc * sizeof(float));
   const ltdi_sampler_buffers buf = {ws->x_dev, ws->eps_dev, ws->noise_dev, ws->x_host, ws->t_host};
   if (!rc) rc = ltdi_sampler_run(be, &m->sched, &o.sampler, denoise, ws, ws->cond_dev, seeds,
                                  batch, (long)P, &buf);
-  if (!rc) {
-    if (out_norm) memcpy(out_norm, ws->x_host, n * sizeof(float));
-    ltdi_layout_denormalise(&m->layout, ws->x_host, out, batch);
-  }
+  if (!rc && out_norm) memcpy(out_norm, ws->x_host, n * sizeof(float));
+  if (!rc) rc = finish(ws, cond, batch, out);
   return rc;
+}
+
+int ltdi_model_generate_with(ltdi_gen_workspace *ws, const float *cond, const uint64_t *seeds,
+                             int batch, const ltdi_gen_options *opt, float *out,
+                             float *out_norm) {
+  if (!ws) return LTDI_ERR_INVALID_ARG;
+  return ltdi_model_generate_ways_with(ws, ws->m->ways, cond, seeds, batch, opt, out, out_norm);
 }
 
 int ltdi_model_generate(ltdi_model *m, const float *cond, const uint64_t *seeds, int batch,
                         const ltdi_gen_options *opt, float *out, float *out_norm) {
+  if (!m) return LTDI_ERR_INVALID_ARG;
+  return ltdi_model_generate_ways(m, m->ways, cond, seeds, batch, opt, out, out_norm);
+}
+
+int ltdi_model_generate_ways(ltdi_model *m, int ways, const float *cond, const uint64_t *seeds,
+                             int batch, const ltdi_gen_options *opt, float *out,
+                             float *out_norm) {
   if (!m || !cond || !seeds || batch < 1 || !out) return LTDI_ERR_INVALID_ARG;
   ltdi_gen_options o = opt ? *opt : ltdi_gen_options_default(m);
   if (!mode_ok(o.mode)) return LTDI_ERR_INVALID_ARG;
   ltdi_gen_workspace *ws = NULL;
   int rc = ltdi_gen_workspace_create(&ws, m, m->be, batch, o.mode);
-  if (!rc) rc = ltdi_model_generate_with(ws, cond, seeds, batch, &o, out, out_norm);
+  if (!rc) rc = ltdi_model_generate_ways_with(ws, ways, cond, seeds, batch, &o, out, out_norm);
   ltdi_gen_workspace_free(ws);
   return rc;
 }

@@ -14,13 +14,14 @@
 
 #include "base/error.h"
 #include "core/model.h"
+#include "core/model_io_internal.h"
 #include "core/safetensors.h"
 
 #define EMBEDDING_ORDER "[p_1; ...; p_N], p_n = mean body feature of class n's support examples, in label order"
 
 /* ---- writing -------------------------------------------------------------------- */
 
-static char *embedding_json(const ltdi_model *m) {
+char *ltdi__model_embedding_json(const ltdi_model *m, const char *order) {
   json_t *o = json_object(), *mean = json_array(), *std = json_array();
   for (int i = 0; i < m->feat_dim; i++) {
     json_array_append_new(mean, json_real(m->cond_mean[i]));
@@ -29,7 +30,7 @@ static char *embedding_json(const ltdi_model *m) {
   json_object_set_new(o, "ways", json_integer(m->ways));
   json_object_set_new(o, "dim", json_integer(m->feat_dim));
   json_object_set_new(o, "cond_dim", json_integer((json_int_t)m->ways * m->feat_dim));
-  json_object_set_new(o, "order", json_string(EMBEDDING_ORDER));
+  json_object_set_new(o, "order", json_string(order));
   json_object_set_new(o, "standardise", json_string("c = (p - mean[i]) / std[i] per feature dim i"));
   json_object_set_new(o, "mean", mean);
   json_object_set_new(o, "std", std);
@@ -47,21 +48,45 @@ static char *sampler_json(const ltdi_sampler_config *c) {
   return s;
 }
 
+/* Everything after the architecture's own keys: sampler, denoiser,
+ * provenance and extras, then the parameters through `tensor_at`. */
+int ltdi__model_write_common(const ltdi_model *m, ltdi_st_writer *w) {
+  char *samp = sampler_json(&m->sampler);
+  int rc = samp ? ltdi_st_writer_meta(w, "sampler", samp) : LTDI_ERR_NOMEM;
+  free(samp);
+  char den[128];
+  snprintf(den, sizeof den, "{\"predicts\":\"eps\",\"prior_var\":%.9g}", (double)m->prior_var);
+  if (!rc) rc = ltdi_st_writer_meta(w, "denoiser", den);
+  if (!rc && m->trainer_version) rc = ltdi_st_writer_meta(w, "trainer_version", m->trainer_version);
+  if (!rc && m->data) rc = ltdi_st_writer_meta(w, "data", m->data);
+  if (!rc && m->training) rc = ltdi_st_writer_meta(w, "training", m->training);
+  for (int i = 0; !rc && i < m->n_extra; i++)
+    rc = ltdi_st_writer_meta(w, m->extra_keys[i], m->extra_values[i]);
+  return rc;
+}
+
+/* Parameters: downloaded tensor by tensor (backend memory may be a GPU's). */
+int ltdi__model_write_tensor(const ltdi_model *m, ltdi_st_writer *w, const char *name, int ndim,
+                             const int64_t *shape, const float *param, size_t numel) {
+  float *host = malloc((numel ? numel : 1) * sizeof(float));
+  if (!host) return LTDI_ERR_NOMEM;
+  int rc = m->be->download(m->be, host, param, numel * sizeof(float));
+  if (!rc) rc = ltdi_st_writer_add(w, name, LTDI_DTYPE_F32, ndim, shape, host);
+  free(host);
+  return rc;
+}
+
 int ltdi_model_to_writer(const ltdi_model *m, ltdi_st_writer *w) {
   if (!m || !w) return LTDI_ERR_INVALID_ARG;
+  if (m->arch == LTDI_ARCH_CLASS_TOKENS) return ltdi__model_tokens_to_writer(m, w);
   char num[64], unet_json[1024];
-  char *sched = NULL, *layout = NULL, *emb = NULL, *samp = NULL;
-  float *host = NULL;
+  char *sched = NULL, *layout = NULL, *emb = NULL;
   int rc = ltdi_unet_config_to_json(ltdi_unet_config_of(m->unet), unet_json, sizeof unet_json);
   if (!rc) rc = ltdi_schedule_to_json(&m->sched, &sched);
   if (!rc) rc = ltdi_layout_to_json(&m->layout, &layout);
-  if (!rc) {
-    emb = embedding_json(m);
-    samp = sampler_json(&m->sampler);
-    if (!emb || !samp) rc = LTDI_ERR_NOMEM;
-  }
+  if (!rc && !(emb = ltdi__model_embedding_json(m, EMBEDDING_ORDER))) rc = LTDI_ERR_NOMEM;
   if (!rc) rc = ltdi_st_writer_meta(w, "format", LTDI_MODEL_FORMAT);
-  snprintf(num, sizeof num, "%d", LTDI_MODEL_FORMAT_VERSION);
+  snprintf(num, sizeof num, "%d", LTDI_MODEL_FORMAT_VERSION_UNET);
   if (!rc) rc = ltdi_st_writer_meta(w, "format_version", num);
   if (!rc) rc = ltdi_st_writer_meta(w, "unet", unet_json);
   if (!rc) rc = ltdi_st_writer_meta(w, "schedule", sched);
@@ -71,35 +96,16 @@ int ltdi_model_to_writer(const ltdi_model *m, ltdi_st_writer *w) {
   if (!rc) rc = ltdi_st_writer_meta(w, "L", num);
   if (!rc) rc = ltdi_st_writer_meta(w, "layout", layout);
   if (!rc) rc = ltdi_st_writer_meta(w, "embedding", emb);
-  if (!rc) rc = ltdi_st_writer_meta(w, "sampler", samp);
-  char den[128];
-  snprintf(den, sizeof den, "{\"predicts\":\"eps\",\"prior_var\":%.9g}", (double)m->prior_var);
-  if (!rc) rc = ltdi_st_writer_meta(w, "denoiser", den);
-  if (!rc && m->trainer_version) rc = ltdi_st_writer_meta(w, "trainer_version", m->trainer_version);
-  if (!rc && m->data) rc = ltdi_st_writer_meta(w, "data", m->data);
-  if (!rc && m->training) rc = ltdi_st_writer_meta(w, "training", m->training);
-  for (int i = 0; !rc && i < m->n_extra; i++)
-    rc = ltdi_st_writer_meta(w, m->extra_keys[i], m->extra_values[i]);
-  /* Parameters: downloaded tensor by tensor (backend memory may be a GPU's). */
+  if (!rc) rc = ltdi__model_write_common(m, w);
   const int nt = ltdi_unet_num_tensors(m->unet);
   for (int i = 0; !rc && i < nt; i++) {
     ltdi_unet_tensor t;
     rc = ltdi_unet_tensor_at(m->unet, i, &t);
-    if (rc) break;
-    float *h = realloc(host, t.numel * sizeof(float));
-    if (!h) {
-      rc = LTDI_ERR_NOMEM;
-      break;
-    }
-    host = h;
-    rc = m->be->download(m->be, host, t.param, t.numel * sizeof(float));
-    if (!rc) rc = ltdi_st_writer_add(w, t.name, LTDI_DTYPE_F32, t.ndim, t.shape, host);
+    if (!rc) rc = ltdi__model_write_tensor(m, w, t.name, t.ndim, t.shape, t.param, t.numel);
   }
-  free(host);
   free(sched);
   free(layout);
   free(emb);
-  free(samp);
   return rc;
 }
 
@@ -114,7 +120,7 @@ int ltdi_model_save(const ltdi_model *m, const char *path) {
 
 /* ---- reading -------------------------------------------------------------------- */
 
-static int parse_int_meta(const ltdi_st_file *f, const char *key, int *out) {
+int ltdi__model_parse_int_meta(const ltdi_st_file *f, const char *key, int *out) {
   const char *s = ltdi_st_meta(f, key);
   if (!s) return LTDI_ERR_NOT_FOUND;
   char *end;
@@ -124,7 +130,7 @@ static int parse_int_meta(const ltdi_st_file *f, const char *key, int *out) {
   return 0;
 }
 
-static int parse_embedding(ltdi_model *m, const char *s, char *err, size_t errlen) {
+int ltdi__model_parse_embedding(ltdi_model *m, const char *s, char *err, size_t errlen) {
   json_error_t je;
   json_t *o = json_loads(s, 0, &je);
   int rc = 0;
@@ -161,7 +167,7 @@ static int parse_embedding(ltdi_model *m, const char *s, char *err, size_t errle
   return rc;
 }
 
-static int parse_sampler(ltdi_sampler_config *c, const char *s, char *err, size_t errlen) {
+int ltdi__model_parse_sampler(ltdi_sampler_config *c, const char *s, char *err, size_t errlen) {
   json_error_t je;
   json_t *o = json_loads(s, 0, &je);
   const char *form = NULL, *sigma = NULL;
@@ -180,7 +186,7 @@ static int parse_sampler(ltdi_sampler_config *c, const char *s, char *err, size_
   return rc;
 }
 
-static int parse_denoiser(ltdi_model *m, const char *s, char *err, size_t errlen) {
+int ltdi__model_parse_denoiser(ltdi_model *m, const char *s, char *err, size_t errlen) {
   json_error_t je;
   json_t *o = json_loads(s, 0, &je);
   const char *pred = NULL;
@@ -211,12 +217,41 @@ static int peek_embedding(const char *s, int *ways, int *dim) {
   return rc;
 }
 
-static int is_known_key(const char *k) {
+int ltdi__model_is_known_key(const char *k) {
   static const char *const known[] = {"format", "format_version", "unet", "schedule", "T", "L",
-                                      "layout", "embedding", "sampler", "denoiser", NULL};
+                                      "layout", "embedding", "sampler", "denoiser", "arch",
+                                      "class_denoiser", NULL};
   for (int i = 0; known[i]; i++)
     if (!strcmp(k, known[i])) return 1;
   return 0;
+}
+
+/* Sampler, denoiser and the extra keys of any architecture. */
+int ltdi__model_read_common(ltdi_model *m, const ltdi_st_file *f, char *err, size_t errlen) {
+  int rc = ltdi__model_parse_sampler(&m->sampler, ltdi_st_meta(f, "sampler"), err, errlen);
+  if (!rc) rc = ltdi__model_parse_denoiser(m, ltdi_st_meta(f, "denoiser"), err, errlen);
+  for (int i = 0; !rc && i < f->n_meta; i++)
+    if (!ltdi__model_is_known_key(f->meta_keys[i])) {
+      rc = ltdi_model_set_info(m, f->meta_keys[i], f->meta_values[i]);
+      if (rc == LTDI_ERR_INVALID_ARG) rc = 0; /* more extras than we keep: drop the rest */
+    }
+  return rc;
+}
+
+/* One parameter tensor with its exact shape, uploaded to the model's backend. */
+int ltdi__model_read_tensor(const ltdi_model *m, const ltdi_st_file *f, const char *what,
+                            const char *name, int ndim, const int64_t *shape, float *param,
+                            size_t numel, char *err, size_t errlen) {
+  int64_t sh[4] = {0};
+  for (int k = 0; k < ndim && k < 4; k++) sh[k] = shape[k];
+  const float *data = NULL;
+  char why[256] = "";
+  int r = ltdi_st_get_f32(f, name, ndim, sh, &data, why, sizeof why);
+  if (r == LTDI_ERR_NOT_FOUND)
+    return ltdi_fail(err, errlen, LTDI_ERR_NOT_FOUND, "model file lacks the %s tensor '%s'", what, name);
+  if (r)
+    return ltdi_fail(err, errlen, LTDI_ERR_SHAPE, "%s tensor '%s' has the wrong dtype or shape: %s", what, name, why);
+  return m->be->upload(m->be, param, data, numel * sizeof(float));
 }
 
 int ltdi_model_from_file(ltdi_model **out, ltdi_backend *be, const ltdi_st_file *f,
@@ -228,11 +263,17 @@ int ltdi_model_from_file(ltdi_model **out, ltdi_backend *be, const ltdi_st_file 
     return ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "not an ltdi model file (metadata 'format' is %s%s%s, expected \"%s\")",
                 fmt ? "\"" : "", fmt ? fmt : "missing", fmt ? "\"" : "", LTDI_MODEL_FORMAT);
   int ver = 0, T = 0, L = 0;
-  if (parse_int_meta(f, "format_version", &ver) || ver < LTDI_MODEL_FORMAT_VERSION_MIN ||
+  if (ltdi__model_parse_int_meta(f, "format_version", &ver) || ver < LTDI_MODEL_FORMAT_VERSION_MIN ||
       ver > LTDI_MODEL_FORMAT_VERSION)
     return ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
                 "unsupported model format_version (this build reads %d to %d)",
                 LTDI_MODEL_FORMAT_VERSION_MIN, LTDI_MODEL_FORMAT_VERSION);
+  const char *arch = ltdi_st_meta(f, "arch");
+  if (arch && strcmp(arch, "unet") != 0) {
+    if (strcmp(arch, "class_tokens") != 0)
+      return ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "unknown model arch '%s' (this build knows unet, class_tokens)", arch);
+    return ltdi__model_tokens_from_file(out, be, f, allow_extra_tensors, err, errlen);
+  }
   static const char *const required[] = {"unet", "schedule", "T", "L", "layout", "embedding", "sampler", "denoiser"};
   for (size_t i = 0; i < sizeof required / sizeof required[0]; i++)
     if (!ltdi_st_meta(f, required[i]))
@@ -248,7 +289,7 @@ int ltdi_model_from_file(ltdi_model **out, ltdi_backend *be, const ltdi_st_file 
   int ways = 0, dim = 0, rc = 0;
   if (ltdi_schedule_from_json(sched, ltdi_st_meta(f, "schedule")))
     rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "model metadata 'schedule' is not a valid schedule");
-  else if (parse_int_meta(f, "T", &T) || parse_int_meta(f, "L", &L) || T != sched->T || L != sched->L)
+  else if (ltdi__model_parse_int_meta(f, "T", &T) || ltdi__model_parse_int_meta(f, "L", &L) || T != sched->T || L != sched->L)
     rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "model metadata T/L disagree with the schedule (T=%d L=%d)",
               sched->T, sched->L);
   else if ((ltdi_layout_free(&layout), ltdi_layout_from_json(&layout, ltdi_st_meta(f, "layout"))))
@@ -264,29 +305,15 @@ int ltdi_model_from_file(ltdi_model **out, ltdi_backend *be, const ltdi_st_file 
     rc = ltdi_model_create(&m, be, &cfg, sched, &layout, ways, dim);
     if (rc) ltdi_fail(err, errlen, rc, "cannot build the model: %s", ltdi_strerror(rc));
   }
-  if (!rc) rc = parse_embedding(m, ltdi_st_meta(f, "embedding"), err, errlen);
-  if (!rc) rc = parse_sampler(&m->sampler, ltdi_st_meta(f, "sampler"), err, errlen);
-  if (!rc) rc = parse_denoiser(m, ltdi_st_meta(f, "denoiser"), err, errlen);
-  for (int i = 0; !rc && i < f->n_meta; i++)
-    if (!is_known_key(f->meta_keys[i])) {
-      rc = ltdi_model_set_info(m, f->meta_keys[i], f->meta_values[i]);
-      if (rc == LTDI_ERR_INVALID_ARG) rc = 0; /* more extras than we keep: drop the rest */
-    }
+  if (!rc) rc = ltdi__model_parse_embedding(m, ltdi_st_meta(f, "embedding"), err, errlen);
+  if (!rc) rc = ltdi__model_read_common(m, f, err, errlen);
   /* Tensors: each U-Net parameter with its exact shape. */
   const int nt = m ? ltdi_unet_num_tensors(m->unet) : 0;
   for (int i = 0; !rc && i < nt; i++) {
     ltdi_unet_tensor t;
     ltdi_unet_tensor_at(m->unet, i, &t);
-    int64_t shape[3] = {t.shape[0], t.shape[1], t.shape[2]};
-    const float *data = NULL;
-    char why[256] = "";
-    int r = ltdi_st_get_f32(f, t.name, t.ndim, shape, &data, why, sizeof why);
-    if (r == LTDI_ERR_NOT_FOUND)
-      rc = ltdi_fail(err, errlen, LTDI_ERR_NOT_FOUND, "model file lacks the U-Net tensor '%s'", t.name);
-    else if (r)
-      rc = ltdi_fail(err, errlen, LTDI_ERR_SHAPE, "U-Net tensor '%s' has the wrong dtype or shape: %s", t.name, why);
-    else
-      rc = be->upload(be, t.param, data, t.numel * sizeof(float));
+    rc = ltdi__model_read_tensor(m, f, "U-Net", t.name, t.ndim, t.shape, t.param, t.numel, err,
+                                 errlen);
   }
   if (!rc && !allow_extra_tensors && f->n_tensors != nt)
     rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "model file has %d tensors, the U-Net has %d (unknown extra tensors)",

@@ -15,7 +15,10 @@
  *   bench_sampling [--model FILE] [--device auto|cpu|cuda] [--batches 1,8,64]
  *                  [--seconds S] [--threads N] [--max-batch-cpu B]
  *                  [--mode default|batched|per-sample|serve] [--workers W]
- *                  [--gemm N] [--tag NAME]
+ *                  [--gemm N] [--tag NAME] [--ways N]
+ *
+ * --ways N: the classes of each generated head (a class-token model
+ * generates any N; default 5; a U-Net model its own N whatever is given).
  *
  * --mode serve (CPU): generation as ltdi-serve runs it by default, by the
  * model's compute workers (core/gen_pool.h): W threads (default: the CPUs
@@ -54,7 +57,11 @@ typedef struct options {
   double seconds;
   int threads, max_batch_cpu, mode, gemm_n; /* mode -1: the model's default */
   int workers; /* --mode serve; 0: the CPUs this process may run on */
+  int ways;    /* classes per head (class-token models) */
 } options;
+
+/* Classes of the heads this run generates (set once the model is loaded). */
+static int g_ways;
 
 typedef struct point {
   int batch, reps, rc, skipped;
@@ -72,7 +79,7 @@ static void usage(void) {
           "usage: bench_sampling [--model FILE] [--device auto|cpu|cuda] [--batches 1,8,64]\n"
           "                      [--seconds S (2)] [--threads N (0 = OpenBLAS default)]\n"
           "                      [--max-batch-cpu B (64)] [--mode default|batched|per-sample]\n"
-          "                      [--gemm N (4096 GPU, 1024 CPU)] [--tag NAME]\n");
+          "                      [--gemm N (4096 GPU, 1024 CPU)] [--tag NAME] [--ways N (5)]\n");
 }
 
 static int parse_batches(const char *s, options *o) {
@@ -91,7 +98,7 @@ static int parse_batches(const char *s, options *o) {
 
 static int parse_args(int argc, char **argv, options *o) {
   *o = (options){.model = NULL, .tag = "", .device = LTDI_DEVICE_AUTO, .seconds = 2.0,
-                 .threads = 0, .max_batch_cpu = 64, .mode = -1, .gemm_n = 0};
+                 .threads = 0, .max_batch_cpu = 64, .mode = -1, .gemm_n = 0, .ways = 5};
   parse_batches("1,8,64,256,1024", o);
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -100,6 +107,10 @@ static int parse_args(int argc, char **argv, options *o) {
     i++;
     if (!strcmp(a, "--model")) o->model = v;
     else if (!strcmp(a, "--tag")) o->tag = v;
+    else if (!strcmp(a, "--ways")) {
+      o->ways = atoi(v);
+      if (o->ways < 2 || o->ways > 4096) return -1;
+    }
     else if (!strcmp(a, "--device")) {
       if (ltdi_device_parse(v, &o->device)) return -1;
     } else if (!strcmp(a, "--batches")) {
@@ -226,7 +237,7 @@ static double percentile(const double *v, int n, double q) {
  * of x_T and, with σ > 0, of every step's z (mean of 3 runs, ms). */
 static double host_noise_ms(const ltdi_model *m, const ltdi_gen_options *opt, int batch,
                             const uint64_t *seeds, float *scratch) {
-  const long P = (long)m->layout.n_params;
+  const long P = (long)ltdi_model_head_params(m, g_ways);
   double t0 = now_s();
   for (int r = 0; r < 3; r++) {
     ltdi_sampler_noise(seeds, batch, P, 0, scratch);
@@ -253,8 +264,8 @@ static int runner_make(runner *r, ltdi_model *m, ltdi_gen_options *opt, int B, i
 
 static int runner_run(runner *r, const float *cond, const uint64_t *seeds, int B,
                       const ltdi_gen_options *opt, float *out) {
-  return r->cp ? ltdi_gen_pool_run(r->cp, cond, seeds, B, opt, out)
-               : ltdi_model_generate_with(r->ws, cond, seeds, B, opt, out, NULL);
+  return r->cp ? ltdi_gen_pool_run_ways(r->cp, g_ways, cond, seeds, B, opt, out)
+               : ltdi_model_generate_ways_with(r->ws, g_ways, cond, seeds, B, opt, out, NULL);
 }
 
 static void runner_free(runner *r) {
@@ -266,7 +277,7 @@ static void runner_free(runner *r) {
 static void run_point(ltdi_model *m, const ltdi_gen_options *opt_in, int workers,
                       const float *cond, double seconds, double gemm_rate, point *pt) {
   const int B = pt->batch;
-  const size_t P = m->layout.n_params;
+  const size_t P = ltdi_model_head_params(m, g_ways);
   ltdi_gen_options o = *opt_in;
   const ltdi_gen_options *opt = &o;
   runner rn = {NULL, NULL};
@@ -301,7 +312,7 @@ static void run_point(ltdi_model *m, const ltdi_gen_options *opt_in, int workers
     pt->p50_ms = percentile(ms, pt->reps, 0.50);
     pt->p99_ms = percentile(ms, pt->reps, 0.99);
     pt->heads_per_s = B * 1e3 / pt->mean_ms;
-    const double flops = 2.0 * ltdi_unet_forward_flops(m->unet, B) * m->sched.T;
+    const double flops = 2.0 * ltdi_model_forward_flops(m, g_ways) * B * m->sched.T;
     pt->flops_per_s = flops * 1e3 / pt->mean_ms;
     pt->floor_ms = gemm_rate > 0.0 ? flops / gemm_rate * 1e3 : 0.0;
     pt->noise_ms = host_noise_ms(m, opt, B, seeds, out);
@@ -363,10 +374,15 @@ int main(int argc, char **argv) {
   snprintf(mode_buf, sizeof mode_buf, "serve (%d workers, invariant sgemm)", workers);
   const char *mode_tok = workers ? "serve" : opt.mode == LTDI_GEN_BATCHED ? "batched" : "per-sample";
   const char *mode_name = workers ? mode_buf : mode_tok;
-  const int Dc = m->ways * m->feat_dim;
-  printf("  model    %s: P %zu, T %d, %d-way, cond %d, forward %.2f MFLOP/sample (2 x MACs)\n",
-         path, m->layout.n_params, m->sched.T, m->ways, Dc,
-         2e-6 * ltdi_unet_forward_flops(m->unet, 1));
+  g_ways = m->arch == LTDI_ARCH_CLASS_TOKENS ? o.ways : m->ways;
+  const int Dc = (int)ltdi_model_cond_size(m, g_ways);
+  if (Dc == 0) {
+    fprintf(stderr, "bench_sampling: %s does not generate %d-way heads\n", path, g_ways);
+    return 2;
+  }
+  printf("  model    %s (%s): P %zu, T %d, %d-way, cond %d, forward %.2f MFLOP/sample (2 x MACs)\n",
+         path, ltdi_model_arch_name(m->arch), ltdi_model_head_params(m, g_ways), m->sched.T,
+         g_ways, Dc, 2e-6 * ltdi_model_forward_flops(m, g_ways));
   printf("  sampler  %s, sigma %s; mode %s\n", ltdi_sampler_form_name(opt.sampler.form),
          ltdi_sampler_sigma_name(opt.sampler.sigma), mode_name);
 

@@ -167,7 +167,8 @@ int ltdi__eval_run(ltdi__eval_args *a, ltdi_device want, const ltdi_eval_method 
   const char *timed = a->model ? a->model : a->model_lv;
   if (timed) {
     char err[512] = "";
-    if (ltdi_eval_generation_timing(o->generator, timed, o->seed, &gen_timing, err, sizeof err) != 0) {
+    if (ltdi_eval_generation_timing(o->generator, timed, a->ways[0], o->seed, &gen_timing, err,
+                                    sizeof err) != 0) {
       fprintf(stderr, "ltdi-train eval: %s\n", err);
       return 1;
     }

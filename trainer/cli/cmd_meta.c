@@ -34,8 +34,12 @@ static const ltdi_opt_choice OUTER_OPTS[] = {
     {"sgd", LTDI_OUTER_SGD}, {"adam", LTDI_OUTER_ADAM}, {NULL, 0}};
 
 static const ltdi_opt META_OPTS[] = {
-    LTDI_OPT_STRING("--trajectories", meta_args, c.traj_path, "FILE", NULL,
-                    "from `ltdi-train prepare` (required)"),
+    LTDI_OPT_STRING("--trajectories", meta_args, c.traj_path, "FILE[,FILE..]", NULL,
+                    "from `ltdi-train prepare` (required). Linear-head files\n"
+                    "(prepare --head linear, the default) of any ways and shots\n"
+                    "over the same features train ONE class-token model for\n"
+                    "any N (up to 16 files; batches hold tasks of one N); an\n"
+                    "MLP-head file (--head mlp) trains the U-Net, alone"),
     LTDI_OPT_STRING("--out", meta_args, c.out_path, "MODEL", NULL,
                     "model file (safetensors); checkpoint MODEL.ckpt (required)"),
     LTDI_OPT_CHOICE("--algo", meta_args, c.algo, ALGOS, "A", NULL, "training algorithm"),
@@ -94,7 +98,7 @@ static const ltdi_opt META_OPTS[] = {
 
 static const ltdi_cli META_CLI = {
     .name = "meta",
-    .synopsis = "usage: ltdi-train meta --trajectories FILE --out MODEL [options]\n",
+    .synopsis = "usage: ltdi-train meta --trajectories FILE[,FILE..] --out MODEL [options]\n",
     .opts = META_OPTS,
     .n_opts = LTDI_OPT_COUNT(META_OPTS),
     .args_size = sizeof(meta_args),
@@ -161,9 +165,11 @@ int ltdi_cmd_meta(int argc, char **argv) {
   printf("meta: %s on %s, %d outer steps (%d resumed), %.0f samples, %.1f s\n",
          c.algo == LTDI_META_REPTILE ? "reptile" : "multitask", st_run.backend,
          st_run.steps_done, st_run.steps_resumed, st_run.samples, st_run.seconds);
+  const int tokens = d.arch == LTDI_ARCH_CLASS_TOKENS;
   printf("meta: final train loss %.5f, held-out weight MSE %.5f (subchain sampler), "
-         "mean-optimum baseline %.5f, prototype accuracy of generated heads %.3f (chance %.3f)\n",
-         st_run.final_loss, st_run.val_mse, st_run.baseline_mse, st_run.proto_acc, 1.0 / d.ways);
+         "%s baseline %.5f, prototype accuracy of generated heads %.3f (chance %.3f)\n",
+         st_run.final_loss, st_run.val_mse, tokens ? "nearest-centroid (zero residual)" : "mean-optimum",
+         st_run.baseline_mse, st_run.proto_acc, 1.0 / d.ways);
   rc = report_paper_sampler(&c, &d, st_run.backend);
   printf("meta: wrote %s\n", c.out_path);
   ltdi_meta_data_free(&d);

@@ -2,7 +2,12 @@
  * (see eval_diffusion.h and docs/EVAL.md): heads generated from the task
  * embedding, optionally refined or chosen among N samples, scored on the
  * episode's queries, with the weight MSE against a head prepared on the
- * same support as the per-episode metric. */
+ * same support as the per-episode metric.
+ *
+ * Two kinds of model: the U-Net's MLP head of one N (condition: the raw
+ * task embedding), and the class-token model's linear head of any N
+ * (condition: prototypes of normalised features; the weight MSE is taken
+ * on the normalised residual the model generates). */
 #define _POSIX_C_SOURCE 200809L
 #include "trainer/eval/eval_diffusion.h"
 
@@ -35,8 +40,9 @@ typedef struct diff_state {
   const ltdi_model *m;
   ltdi_gen_pool *pool;
   int worker;                     /* this thread's slot in the pool */
-  ltdi_head_dims dims;            /* of the generated head (the model's layout) */
-  size_t P;
+  int linear;                     /* 1: a class-token model (linear head of any N) */
+  ltdi_head_dims dims;            /* U-Net: of the generated head (the model's layout) */
+  size_t P;                       /* U-Net: its size (linear: per task, head_params) */
   ltdi_head_train_config ref_cfg; /* recipe the model's trajectories were prepared with */
   int ref_views;                  /* views the recipe drew from (0: all the bank has) */
   int shared_init;                /* 1: the reference starts from one fixed init */
@@ -64,7 +70,7 @@ static int json_num(json_t *v, double *out) {
 /* The reference recipe: ltdi_head_train_default(), overridden by the model's
  * "prepare" metadata key when present (docs/EVAL.md lists the fields). */
 static void read_recipe(diff_state *s) {
-  s->ref_cfg = ltdi_head_train_default();
+  s->ref_cfg = s->linear ? ltdi_linear_head_train_default() : ltdi_head_train_default();
   s->ref_views = 0;
   s->shared_init = 0;
   const char *json = NULL;
@@ -108,7 +114,8 @@ static int state_init(ltdi_eval_worker *w, const char *path, void **state) {
   char err[256];
   ltdi_model *m = NULL;
   int rc = ltdi_eval_generator_get(w->gen, path, &m, &s->pool, err, sizeof err);
-  if (!rc)
+  if (!rc) s->linear = m->arch == LTDI_ARCH_CLASS_TOKENS;
+  if (!rc && !s->linear)
     rc = ltdi_layout_head_dims(&m->layout, &s->dims.in_dim, &s->dims.hidden, &s->dims.classes);
   if (rc) {
     free(s);
@@ -116,7 +123,7 @@ static int state_init(ltdi_eval_worker *w, const char *path, void **state) {
   }
   s->m = m;
   s->worker = w->index;
-  s->P = m->layout.n_params;
+  s->P = s->linear ? 0 : m->layout.n_params;
   read_recipe(s);
   *state = s;
   return 0;
@@ -132,49 +139,71 @@ int ltdi__eval_lv_init(ltdi_eval_worker *w, void **state) {
 
 void ltdi__eval_diffusion_free(void *state) { free(state); }
 
-/* out (batch, P) = heads of s's model for cond (batch, ways*dim) and seeds,
- * on this thread's pool worker. Same results as ltdi_model_generate. */
-static int generate(diff_state *s, const float *cond, const uint64_t *seeds, int batch,
+/* out (batch, P) = heads of `ways` classes of s's model for cond (batch,
+ * ways*dim) and seeds, on this thread's pool worker. Same results as
+ * ltdi_model_generate_ways. */
+static int generate(diff_state *s, int ways, const float *cond, const uint64_t *seeds, int batch,
                     const ltdi_gen_options *go, float *out) {
-  return ltdi_gen_pool_run_on(s->pool, s->worker, cond, seeds, batch, go, out);
+  return ltdi_gen_pool_run_on_ways(s->pool, s->worker, ways, cond, seeds, batch, go, out);
+}
+
+/* Floats of the episode's generated head. */
+static size_t head_size(const diff_state *s, const ltdi_eval_task *t) {
+  return s->linear ? ltdi_model_head_params(s->m, t->ways) : s->P;
 }
 
 /* ==== pieces =============================================================== */
 
-/* cond (ways*dim) = the task embedding of the episode's view-0 support. */
-static int task_embedding(const ltdi_eval_task *t, float *cond) {
+/* cond (ways*dim) = the model's condition of the episode's view-0 support:
+ * the task embedding (U-Net) or the prototypes of normalised features. */
+static int task_condition(const diff_state *s, const ltdi_eval_task *t, float *cond) {
+  if (s->linear)
+    return ltdi_task_prototypes(t->support, (size_t)t->dim, t->support_labels,
+                                t->ways * t->shots, t->ways, t->dim, cond, NULL);
   return ltdi_task_embedding(t->support, (size_t)t->dim, t->support_labels, t->ways * t->shots,
                              t->ways, t->dim, cond, NULL);
 }
 
 /* The model must generate this episode's head: ways and dim as the task. */
 static int check_task(const diff_state *s, const ltdi_eval_task *t) {
-  if (!s || s->dims.classes != t->ways || s->dims.in_dim != t->dim || s->m->ways != t->ways ||
-      s->m->feat_dim != t->dim)
+  if (!s || !ltdi_model_supports_ways(s->m, t->ways) || s->m->feat_dim != t->dim ||
+      (!s->linear && (s->dims.classes != t->ways || s->dims.in_dim != t->dim)))
     return LTDI_ERR_INVALID_ARG;
   return 0;
 }
 
+/* z (n, N) = the head's logits on x (n, d): the MLP's on the backend, the
+ * linear head's on the host (double, rounded to float). */
+static int logits(ltdi_backend *be, const diff_state *s, int ways, const float *w, const float *x,
+                  int n, float *z) {
+  if (!s->linear) return ltdi_head_logits(be, &s->dims, w, x, n, z);
+  double *zd = malloc((size_t)n * (size_t)ways * sizeof *zd);
+  if (!zd) return LTDI_ERR_NOMEM;
+  ltdi_linear_head_logits(w, ways, s->m->feat_dim, x, n, zd);
+  for (size_t i = 0; i < (size_t)n * ways; i++) z[i] = (float)zd[i];
+  free(zd);
+  return 0;
+}
+
 /* pred (n) = argmax of the head's logits on x (n, d). */
-static int predict(ltdi_backend *be, const ltdi_head_dims *dims, const float *w,
+static int predict(ltdi_backend *be, const diff_state *s, int ways, const float *w,
                    const float *x, int n, int32_t *pred) {
-  const int nc = dims->classes;
-  float *z = malloc((size_t)n * (size_t)nc * sizeof *z);
+  float *z = malloc((size_t)n * (size_t)ways * sizeof *z);
   if (!z) return LTDI_ERR_NOMEM;
-  int rc = ltdi_head_logits(be, dims, w, x, n, z);
-  if (rc == 0) ltdi_head_argmax(z, n, nc, pred);
+  int rc = logits(be, s, ways, w, x, n, z);
+  if (rc == 0) ltdi_head_argmax(z, n, ways, pred);
   free(z);
   return rc;
 }
 
 /* Mean cross-entropy of the head on the support's view 0; a non-finite
  * head gets +inf so it is never chosen. */
-static int support_loss(ltdi_backend *be, const ltdi_head_dims *dims, const float *w,
+static int support_loss(ltdi_backend *be, const diff_state *s, const float *w,
                         const ltdi_eval_task *t, double *loss) {
-  const int n = t->ways * t->shots, nc = dims->classes;
+  const int n = t->ways * t->shots, nc = t->ways;
   float *z = malloc((size_t)n * (size_t)nc * sizeof *z);
   if (!z) return LTDI_ERR_NOMEM;
-  int rc = ltdi_head_logits(be, dims, w, t->support, n, z);
+  int rc = logits(be, s, nc, w, t->support, n, z);
   double sum = 0.0;
   for (int j = 0; rc == 0 && j < n; j++) {
     const float *r = z + (size_t)j * nc;
@@ -198,40 +227,66 @@ static float *first_views(const ltdi_eval_task *t, int V) {
   return x;
 }
 
-/* *mse = mean over the P values of (normalised w − normalised optimum)²,
- * the optimum trained on this support with the model's recipe from the
- * recipe's init (shared, or a per-episode draw). */
-static int weight_mse(ltdi_backend *be, const diff_state *s, const ltdi_eval_task *t,
-                      const float *w, double *mse) {
+/* ref = this support's optimum with the model's recipe: the MLP from the
+ * recipe's init (shared, or a per-episode draw), the linear head from the
+ * Proto-MAML init of the prototypes cond. */
+static int reference_optimum(ltdi_backend *be, const diff_state *s, const ltdi_eval_task *t,
+                             const float *cond, float *ref) {
   const int ns = t->ways * t->shots;
   int V = s->ref_views > 0 && s->ref_views < t->views ? s->ref_views : t->views;
-  float *ref = malloc(s->P * sizeof *ref), *a = malloc(s->P * sizeof *a);
   float *x = V == t->views ? NULL : first_views(t, V);
-  int rc = (!ref || !a || (V != t->views && !x)) ? LTDI_ERR_NOMEM : 0;
-  if (!rc) {
-    ltdi_rng rng;
+  if (V != t->views && !x) return LTDI_ERR_NOMEM;
+  const float *views = x ? x : t->support_views;
+  ltdi_rng rng;
+  int rc;
+  if (s->linear) {
+    ltdi_linear_head_base(cond, t->ways, t->dim, ref);
+    ltdi_rng_init(&rng, t->seed ^ LTDI__REF_SEED_SALT, t->index);
+    rc = ltdi_linear_head_train(&s->ref_cfg, t->ways, t->dim, ref, views, V, t->support_labels,
+                                ns, &rng, NULL, NULL);
+  } else {
     if (s->shared_init) {
       ltdi_rng_init(&rng, s->init_seed, s->init_stream);
       ltdi_head_init(ref, &s->dims, &rng);
     }
     ltdi_rng_init(&rng, t->seed ^ LTDI__REF_SEED_SALT, t->index);
     if (!s->shared_init) ltdi_head_init(ref, &s->dims, &rng);
-    rc = ltdi_head_train(be, &s->dims, &s->ref_cfg, ref, x ? x : t->support_views, V,
-                         t->support_labels, ns, &rng, NULL, NULL);
+    rc = ltdi_head_train(be, &s->dims, &s->ref_cfg, ref, views, V, t->support_labels, ns, &rng,
+                         NULL, NULL);
   }
+  free(x);
+  return rc;
+}
+
+/* out (P) = w normalised as the model generates it: the U-Net's layout, or
+ * the class-token residual tokens. */
+static int normalised(const diff_state *s, const ltdi_eval_task *t, const float *cond,
+                      const float *w, float *out) {
+  if (s->linear) return ltdi_model_residual_encode(s->m, t->ways, cond, w, out);
+  ltdi_layout_normalise(&s->m->layout, w, out, 1);
+  return 0;
+}
+
+/* *mse = mean over the P values of (normalised w − normalised optimum)². */
+static int weight_mse(ltdi_backend *be, const diff_state *s, const ltdi_eval_task *t,
+                      const float *w, double *mse) {
+  const size_t P = head_size(s, t);
+  float *ref = malloc(P * sizeof *ref), *a = malloc(P * sizeof *a), *b = malloc(P * sizeof *b);
+  float *cond = malloc((size_t)t->ways * (size_t)t->dim * sizeof *cond);
+  int rc = (!ref || !a || !b || !cond) ? LTDI_ERR_NOMEM : 0;
+  if (!rc) rc = task_condition(s, t, cond);
+  if (!rc) rc = reference_optimum(be, s, t, cond, ref);
+  if (!rc) rc = normalised(s, t, cond, ref, b);
+  if (!rc) rc = normalised(s, t, cond, w, a);
   if (!rc) {
-    ltdi_layout_normalise(&s->m->layout, ref, ref, 1);
-    ltdi_layout_normalise(&s->m->layout, w, a, 1);
     double sum = 0.0;
-    for (size_t i = 0; i < s->P; i++) {
-      double e = (double)a[i] - (double)ref[i];
+    for (size_t i = 0; i < P; i++) {
+      double e = (double)a[i] - (double)b[i];
       sum += e * e;
     }
-    *mse = sum / (double)s->P;
+    *mse = sum / (double)P;
   }
-  free(ref);
-  free(a);
-  free(x);
+  free(ref), free(a), free(b), free(cond);
   return rc;
 }
 
@@ -241,8 +296,8 @@ static int generate_one(diff_state *s, const ltdi_eval_task *t, float *w) {
   if (!cond) return LTDI_ERR_NOMEM;
   uint64_t seed = ltdi_eval_head_seed(t->seed, t->index, 0);
   ltdi_gen_options go = ltdi_gen_options_default(s->m);
-  int rc = task_embedding(t, cond);
-  if (!rc) rc = generate(s, cond, &seed, 1, &go, w);
+  int rc = task_condition(s, t, cond);
+  if (!rc) rc = generate(s, t->ways, cond, &seed, 1, &go, w);
   free(cond);
   return rc;
 }
@@ -250,7 +305,7 @@ static int generate_one(diff_state *s, const ltdi_eval_task *t, float *w) {
 /* Scores head w on the queries and the weight MSE into the worker. */
 static int finish(ltdi_eval_worker *w, const diff_state *s, const ltdi_eval_task *t,
                   const float *head, int32_t *pred) {
-  int rc = predict(w->be, &s->dims, head, t->query, t->ways * t->queries, pred);
+  int rc = predict(w->be, s, t->ways, head, t->query, t->ways * t->queries, pred);
   double mse = NAN;
   if (!rc) rc = weight_mse(w->be, s, t, head, &mse);
   if (!rc) w->metric = mse;
@@ -263,7 +318,7 @@ int ltdi__eval_generate(ltdi_eval_worker *w, const ltdi_eval_task *t, int32_t *p
   diff_state *s = w->state;
   int rc = check_task(s, t);
   if (rc) return rc;
-  float *head = malloc(s->P * sizeof *head);
+  float *head = malloc(head_size(s, t) * sizeof *head);
   if (!head) return LTDI_ERR_NOMEM;
   rc = generate_one(s, t, head);
   if (!rc) rc = finish(w, s, t, head, pred);
@@ -276,19 +331,23 @@ int ltdi__eval_refine(ltdi_eval_worker *w, const ltdi_eval_task *t, int32_t *pre
   int rc = check_task(s, t);
   if (rc) return rc;
   if (w->opt->refine_steps < 0) return LTDI_ERR_INVALID_ARG;
-  float *head = malloc(s->P * sizeof *head);
+  float *head = malloc(head_size(s, t) * sizeof *head);
   if (!head) return LTDI_ERR_NOMEM;
   rc = generate_one(s, t, head);
   if (!rc && w->opt->refine_steps > 0) {
-    /* The finetune row's recipe (optimiser, lr, augmented support, no SAM)
-     * for a few steps: the generated head replaces the Gaussian init. */
-    ltdi_head_train_config cfg = w->opt->head_cfg;
+    /* A few steps of a recipe without SAM on the augmented support, the
+     * generated head replacing the init: the finetune row's for the MLP,
+     * the model's own preparation recipe for the linear head. */
+    ltdi_head_train_config cfg = s->linear ? s->ref_cfg : w->opt->head_cfg;
     cfg.steps = w->opt->refine_steps;
     cfg.sam_rho = 0.0f;
     ltdi_rng rng;
     ltdi_rng_init(&rng, t->seed ^ LTDI__REFINE_SEED_SALT, t->index);
-    rc = ltdi_head_train(w->be, &s->dims, &cfg, head, t->support_views, t->views,
-                         t->support_labels, t->ways * t->shots, &rng, NULL, NULL);
+    const int ns = t->ways * t->shots;
+    rc = s->linear ? ltdi_linear_head_train(&cfg, t->ways, t->dim, head, t->support_views,
+                                            t->views, t->support_labels, ns, &rng, NULL, NULL)
+                   : ltdi_head_train(w->be, &s->dims, &cfg, head, t->support_views, t->views,
+                                     t->support_labels, ns, &rng, NULL, NULL);
   }
   if (!rc) rc = finish(w, s, t, head, pred);
   free(head);
@@ -301,12 +360,13 @@ int ltdi__eval_best_of_n(ltdi_eval_worker *w, const ltdi_eval_task *t, int32_t *
   if (rc) return rc;
   const int n = w->opt->samples;
   if (n < 1) return LTDI_ERR_INVALID_ARG;
-  float *heads = malloc((size_t)n * s->P * sizeof *heads);
+  const size_t P = head_size(s, t);
+  float *heads = malloc((size_t)n * P * sizeof *heads);
   float *cond = malloc((size_t)t->ways * (size_t)t->dim * sizeof *cond);
   uint64_t *seeds = malloc((size_t)n * sizeof *seeds);
   if (!heads || !cond || !seeds) rc = LTDI_ERR_NOMEM;
   int best = 0;
-  if (!rc) rc = task_embedding(t, cond);
+  if (!rc) rc = task_condition(s, t, cond);
   if (!rc) {
     for (int k = 0; k < n; k++) seeds[k] = ltdi_eval_head_seed(t->seed, t->index, (uint64_t)k);
     float *big = malloc((size_t)n * (size_t)t->ways * (size_t)t->dim * sizeof *big);
@@ -320,16 +380,16 @@ int ltdi__eval_best_of_n(ltdi_eval_worker *w, const ltdi_eval_task *t, int32_t *
     go.sampler.sigma = LTDI_SIGMA_POSTERIOR;
     go.sampler.eta = 1.0f;
     go.mode = LTDI_GEN_PER_SAMPLE;
-    if (!rc) rc = generate(s, big, seeds, n, &go, heads);
+    if (!rc) rc = generate(s, t->ways, big, seeds, n, &go, heads);
     free(big);
   }
   double best_loss = INFINITY;
   for (int k = 0; !rc && k < n; k++) {
     double loss;
-    rc = support_loss(w->be, &s->dims, heads + (size_t)k * s->P, t, &loss);
+    rc = support_loss(w->be, s, heads + (size_t)k * P, t, &loss);
     if (!rc && loss < best_loss) best_loss = loss, best = k; /* ties: the lowest k */
   }
-  if (!rc) rc = finish(w, s, t, heads + (size_t)best * s->P, pred);
+  if (!rc) rc = finish(w, s, t, heads + (size_t)best * P, pred);
   free(heads);
   free(cond);
   free(seeds);

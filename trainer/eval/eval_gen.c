@@ -128,12 +128,19 @@ int ltdi_eval_model_check(const char *path, const int *ways, int n_ways, int dim
   if (rc) return ltdi_fail(err, errlen, rc, "cannot create a CPU backend: %s", ltdi_strerror(rc));
   rc = ltdi_model_load(&m, be, path, lerr, sizeof lerr);
   int d = 0, h = 0, nc = 0;
+  const int tokens = !rc && m->arch == LTDI_ARCH_CLASS_TOKENS;
   if (rc)
     ltdi_fail(err, errlen, rc, "%s: %s", path, lerr[0] ? lerr : ltdi_strerror(rc));
-  else if (ltdi_layout_head_dims(&m->layout, &d, &h, &nc) != 0)
+  else if (tokens) {
+    d = m->feat_dim;
+    for (int i = 0; !rc && i < n_ways; i++)
+      if (!ltdi_model_supports_ways(m, ways[i]))
+        rc = ltdi_fail(err, errlen, LTDI_ERR_SHAPE, "%s generates heads of 2..%d classes; cannot evaluate %d-way episodes",
+                       path, m->max_ways, ways[i]);
+  } else if (ltdi_layout_head_dims(&m->layout, &d, &h, &nc) != 0)
     rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s generates a '%s' layout, not a classifier head",
                    path, m->layout.kind);
-  for (int i = 0; !rc && i < n_ways; i++)
+  for (int i = 0; !rc && !tokens && i < n_ways; i++)
     if (ways[i] != nc || ways[i] != m->ways)
       rc = ltdi_fail(err, errlen, LTDI_ERR_SHAPE,
                      "%s generates %d-way heads; cannot evaluate %d-way episodes", path, nc,
@@ -147,14 +154,18 @@ int ltdi_eval_model_check(const char *path, const int *ways, int n_ways, int dim
   return rc;
 }
 
-int ltdi_eval_generation_timing(ltdi_eval_generator *g, const char *path, uint64_t seed,
-                                ltdi_eval_gen_timing *out, char *err, size_t errlen) {
+int ltdi_eval_generation_timing(ltdi_eval_generator *g, const char *path, int ways,
+                                uint64_t seed, ltdi_eval_gen_timing *out, char *err,
+                                size_t errlen) {
   enum { B1_CALLS = 16, BIG = 64 };
   ltdi_model *m = NULL;
   ltdi_gen_pool *pool = NULL;
   int rc = ltdi_eval_generator_get(g, path, &m, &pool, err, errlen);
   if (rc) return rc;
-  const size_t dc = (size_t)m->ways * (size_t)m->feat_dim, P = m->layout.n_params;
+  if (m->arch != LTDI_ARCH_CLASS_TOKENS) ways = m->ways;
+  if (!ltdi_model_supports_ways(m, ways))
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "%s: cannot time %d-way heads", path, ways);
+  const size_t dc = ltdi_model_cond_size(m, ways), P = ltdi_model_head_params(m, ways);
   ltdi_gen_options go = ltdi_gen_options_default(m);
   float *cond = malloc(BIG * dc * sizeof *cond), *heads = malloc(BIG * P * sizeof *heads);
   uint64_t seeds[BIG];
@@ -173,12 +184,12 @@ int ltdi_eval_generation_timing(ltdi_eval_generator *g, const char *path, uint64
     cond[i] = m->cond_mean[j] + m->cond_std[j] * ltdi_rng_normal(&rng);
   }
   for (int b = 0; b < BIG; b++) seeds[b] = ltdi_eval_head_seed(seed, 0xffffffffull, (uint64_t)b);
-  rc = ltdi_gen_pool_run_on(pool, 0, cond, seeds, 1, &go, heads); /* warm-up */
+  rc = ltdi_gen_pool_run_on_ways(pool, 0, ways, cond, seeds, 1, &go, heads); /* warm-up */
   double t0 = ltdi_now_s();
   for (int k = 0; !rc && k < B1_CALLS; k++)
-    rc = ltdi_gen_pool_run_on(pool, 0, cond + (size_t)k * dc, seeds + k, 1, &go, heads);
+    rc = ltdi_gen_pool_run_on_ways(pool, 0, ways, cond + (size_t)k * dc, seeds + k, 1, &go, heads);
   double t1 = ltdi_now_s();
-  if (!rc) rc = ltdi_gen_pool_run_on(pool, 0, cond, seeds, BIG, &go, heads);
+  if (!rc) rc = ltdi_gen_pool_run_on_ways(pool, 0, ways, cond, seeds, BIG, &go, heads);
   double t2 = ltdi_now_s();
   free(cond), free(heads);
   if (rc) return ltdi_fail(err, errlen, rc, "%s: generation failed: %s", path, ltdi_strerror(rc));

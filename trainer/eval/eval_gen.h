@@ -44,12 +44,14 @@ int ltdi_eval_model_check(const char *path, const int *ways, int n_ways, int dim
                           char *err, size_t errlen);
 
 /* Wall time per head of generation with the model's default options on
- * random task embeddings (drawn around the model's embedding statistics
+ * random task conditions (drawn around the model's embedding statistics
  * from `seed`), on pool worker 0 with its workspaces made beforehand: batch
  * 1 (16 calls of one head after a warm-up call) and batch 64 (one call).
+ * Heads of `ways` classes (a U-Net model: its own N whatever ways says).
  * 0 or a negative code with a message in err. */
-int ltdi_eval_generation_timing(ltdi_eval_generator *g, const char *path, uint64_t seed,
-                                ltdi_eval_gen_timing *out, char *err, size_t errlen);
+int ltdi_eval_generation_timing(ltdi_eval_generator *g, const char *path, int ways,
+                                uint64_t seed, ltdi_eval_gen_timing *out, char *err,
+                                size_t errlen);
 
 /* The noise seed of head k of episode `index`: a function of these alone,
  * so a row's heads depend neither on threads nor on other rows. */

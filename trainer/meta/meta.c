@@ -3,6 +3,7 @@
  * the driver with checkpoints, progress, CSV and plot. */
 #define _POSIX_C_SOURCE 200809L
 #include "trainer/meta/meta.h"
+#include "trainer/meta/meta_train_internal.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -62,6 +63,11 @@ static int meta_int(const ltdi_st_file *f, const char *key, int *out) {
 
 void ltdi_meta_data_free(ltdi_meta_data *d) {
   if (!d) return;
+  for (int k = 0; d->groups && k < d->n_groups; k++) {
+    free(d->groups[k].traj);
+    free(d->groups[k].cond);
+  }
+  free(d->groups);
   free(d->traj);
   free(d->cond);
   free(d->cond_mean);
@@ -147,7 +153,7 @@ static double target_variance(const ltdi_meta_data *d) {
 
 /* The preparation recipe's keys, copied verbatim (strings) as a JSON
  * object; eval reads them back. NULL on OOM. */
-static char *recipe_json(const ltdi_st_file *f) {
+char *ltdi__meta_recipe_json(const ltdi_st_file *f) {
   static const char *const recipe_keys[] = {"steps", "lr", "optimiser", "sam_rho",
                                             "weight_decay", "augment", "augment_views",
                                             "init", "init_seed", "init_stream"};
@@ -166,8 +172,19 @@ int ltdi_meta_data_load(ltdi_meta_data *d, const char *path, int traj_len, float
   memset(d, 0, sizeof *d);
   ltdi_layout_init(&d->layout, NULL);
   ltdi_st_file *f = NULL;
-  int rc = ltdi_st_read(path, &f, err, errlen);
-  if (rc) return rc;
+  /* A list, or one linear-head file, is class-token data. */
+  int tokens = strchr(path, ',') != NULL, rc = 0;
+  if (!tokens && ltdi_st_read(path, &f, NULL, 0) == 0) {
+    const char *head = ltdi_st_meta(f, "head");
+    tokens = head && !strcmp(head, "linear");
+  }
+  if (tokens) {
+    if (f) ltdi_st_close(f);
+    rc = ltdi__meta_tokens_load(d, path, traj_len, val_fraction, err, errlen);
+    if (rc) ltdi_meta_data_free(d);
+    return rc;
+  }
+  if (!f && (rc = ltdi_st_read(path, &f, err, errlen))) return rc; /* says why it failed */
   const float *traj = NULL, *emb = NULL;
   int rows[LTDI_SCHEDULE_MAX_L];
   rc = read_header(f, path, traj_len, d, &traj, &emb, err, errlen);
@@ -192,7 +209,7 @@ int ltdi_meta_data_load(ltdi_meta_data *d, const char *path, int traj_len, float
   }
   if (!rc) {
     d->target_var = target_variance(d);
-    if (!(d->prepare_json = recipe_json(f))) rc = LTDI_ERR_NOMEM;
+    if (!(d->prepare_json = ltdi__meta_recipe_json(f))) rc = LTDI_ERR_NOMEM;
   }
   if (rc) {
     ltdi_st_close(f);
@@ -238,6 +255,8 @@ static long prototype_hits(const ltdi_layout *l, const float *w, const float *c,
 int ltdi_meta_val_mse(ltdi_model *m, const ltdi_meta_data *d, int first, int n, uint64_t seed,
                       const ltdi_gen_options *opt, double *mse, double *proto_acc) {
   if (!m || !d || first < 0 || n < 1 || first + n > d->M || !mse) return LTDI_ERR_INVALID_ARG;
+  if (d->arch == LTDI_ARCH_CLASS_TOKENS)
+    return ltdi__meta_tokens_val_mse(m, d, n, seed, opt, mse, proto_acc);
   const size_t P = (size_t)d->P, Dc = (size_t)d->ways * d->dim;
   const int chunk = 16;
   float *w = malloc(chunk * P * sizeof(float)), *x = malloc(chunk * P * sizeof(float));
@@ -269,6 +288,7 @@ int ltdi_meta_val_mse(ltdi_model *m, const ltdi_meta_data *d, int first, int n, 
 }
 
 double ltdi_meta_mean_baseline(const ltdi_meta_data *d, int first, int n) {
+  if (d->arch == LTDI_ARCH_CLASS_TOKENS) return ltdi__meta_tokens_zero_baseline(d, n);
   const size_t P = (size_t)d->P;
   double *mean = calloc(P, sizeof(double)), acc = 0;
   if (!mean || d->n_train < 1) {

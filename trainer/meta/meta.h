@@ -72,8 +72,28 @@ typedef struct ltdi_meta_config {
 /* Defaults chosen by measurement (docs/META.md). */
 void ltdi_meta_default(ltdi_meta_config *cfg);
 
+/* One trajectories file of a class-token run: tasks of one N, normalised
+ * as residual tokens (core/model.h, ltdi_linear_residual_encode). */
+typedef struct ltdi_meta_group {
+  int ways, shots, M;
+  int n_train, n_val;    /* tasks [0, n_train) train, [n_train, M) held out */
+  int P;                 /* ways * (dim + 1) */
+  float *traj;           /* (M, L, P) residual tokens, normalised, subsampled to L */
+  float *cond;           /* (M, ways*dim) RAW prototypes */
+} ltdi_meta_group;
+
+/* The largest N a class-token model serves when its data held only smaller
+ * tasks: no parameter depends on N, so the model is not tied to them. */
+#define LTDI_META_MIN_MAX_WAYS 32
+
 /* The training data, normalised and split. */
 typedef struct ltdi_meta_data {
+  int arch;              /* LTDI_ARCH_UNET (one MLP-head file) or LTDI_ARCH_CLASS_TOKENS
+                          * (linear-head files, one group each); for class
+                          * tokens M, n_train and n_val are totals, ways and
+                          * P the largest group's, traj and cond NULL */
+  int n_groups;
+  ltdi_meta_group *groups;
   int M, L, P, ways, dim, hidden, file_L;
   int n_train, n_val;    /* tasks [0, n_train) train, [n_train, M) held out */
   float *traj;           /* (M, L, P) normalised, subsampled to L */
@@ -81,7 +101,8 @@ typedef struct ltdi_meta_data {
   float *cond_mean;      /* (dim) over the training slice */
   float *cond_std;       /* (dim) */
   double target_var;     /* mean square of the normalised points j >= 1 (training slice) */
-  ltdi_layout layout;
+  ltdi_layout layout;    /* U-Net: the head layout; class tokens: the residual
+                          * statistics (a linear-head layout of `ways` classes) */
   char *desc;            /* data description for the model file */
   char *prepare_json;    /* the weight-preparation recipe (JSON object of the
                           * trajectories file's recipe keys), stored in the model
@@ -89,7 +110,10 @@ typedef struct ltdi_meta_data {
 } ltdi_meta_data;
 
 /* Loads a trajectories file, keeps L' = traj_len rows (0: all) chosen by
- * ltdi_meta_subsample, normalises and splits. */
+ * ltdi_meta_subsample, normalises and splits. `path` may list several
+ * files separated by commas: linear-head files (`prepare --head linear`) of
+ * any N over the same features train one class-token model; an MLP-head
+ * file trains the U-Net and comes alone. */
 int ltdi_meta_data_load(ltdi_meta_data *d, const char *path, int traj_len, float val_fraction,
                         char *err, size_t errlen);
 void ltdi_meta_data_free(ltdi_meta_data *d);
@@ -100,7 +124,8 @@ void ltdi_meta_data_free(ltdi_meta_data *d);
 int ltdi_meta_subsample(int L, int L_new, int *rows);
 
 /* Mean weight MSE (normalised space) between heads generated for held-out
- * tasks [first, first+n) and their prepared optimum; task i uses seed
+ * tasks [first, first+n) (class tokens: the first n held-out tasks of every
+ * group, `first` unused) and their prepared optimum; task i uses seed
  * ltdi_meta_task_seed(seed, i). proto_acc (may be NULL) receives the share
  * of class prototypes p_n that the generated heads classify as class n — a
  * check that the heads depend on c, which the MSE alone hides when the
@@ -109,7 +134,9 @@ int ltdi_meta_val_mse(ltdi_model *m, const ltdi_meta_data *d, int first, int n, 
                       const ltdi_gen_options *opt, double *mse, double *proto_acc);
 uint64_t ltdi_meta_task_seed(uint64_t seed, int task);
 
-/* MSE of always answering the mean training optimum (a baseline that ignores c). */
+/* MSE of always answering the mean training optimum (a baseline that ignores
+ * c); for class tokens, of the zero residual (nearest centroid) on the same
+ * tasks as ltdi_meta_val_mse. */
 double ltdi_meta_mean_baseline(const ltdi_meta_data *d, int first, int n);
 
 typedef struct ltdi_meta_stats {

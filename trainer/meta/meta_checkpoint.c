@@ -23,7 +23,7 @@ int ltdi__meta_checkpoint_save(const char *path, const ltdi_model *m, const ltdi
                                const char *identity) {
   ltdi_st_writer *w = NULL;
   char num[64];
-  int64_t np = (int64_t)ltdi_unet_num_params(m->unet), tot = s->total;
+  int64_t np = (int64_t)ltdi_model_num_params(m), tot = s->total;
   int rc = ltdi_st_writer_new(&w);
   if (!rc) rc = ltdi_model_to_writer(m, w);
   if (!rc) rc = ltdi_st_writer_meta(w, "ckpt.identity", identity);
@@ -79,7 +79,7 @@ int ltdi__meta_checkpoint_load(const char *path, ltdi_model *m, ltdi__meta_state
   s->loss = malloc((size_t)s->total * sizeof(float));
   s->val = malloc((size_t)s->total * sizeof(float));
   if (!s->loss || !s->val) rc = LTDI_ERR_NOMEM;
-  int64_t np = (int64_t)ltdi_unet_num_params(m->unet), tot = s->total;
+  int64_t np = (int64_t)ltdi_model_num_params(m), tot = s->total;
   const float *p;
   char why[256] = "";
   struct { const char *name; int64_t n; float *dst; } t[] = {
@@ -90,11 +90,11 @@ int ltdi__meta_checkpoint_load(const char *path, ltdi_model *m, ltdi__meta_state
     rc = ltdi_st_get_f32(f, t[i].name, 1, shape, &p, why, sizeof why);
     if (!rc) memcpy(t[i].dst, p, (size_t)t[i].n * sizeof(float));
   }
-  /* The U-Net parameters, tensor by tensor (the identity pins the config). */
-  const int nt = ltdi_unet_num_tensors(m->unet);
+  /* The denoiser's parameters, tensor by tensor (the identity pins the config). */
+  const int nt = ltdi_model_num_tensors(m);
   for (int i = 0; !rc && i < nt; i++) {
-    ltdi_unet_tensor ut;
-    ltdi_unet_tensor_at(m->unet, i, &ut);
+    ltdi_model_tensor ut;
+    ltdi_model_tensor_at(m, i, &ut);
     int64_t shape[3] = {ut.shape[0], ut.shape[1], ut.shape[2]};
     rc = ltdi_st_get_f32(f, ut.name, ut.ndim, shape, &p, why, sizeof why);
     if (!rc) rc = m->be->upload(m->be, ut.param, p, ut.numel * sizeof(float));

@@ -67,7 +67,7 @@ static int calibrate_total(ltdi__meta_trainer *tr, int *total) {
   int rc = 0;
   for (int s = 0; s < 2 && !rc; s++) rc = ltdi__meta_train_step(tr, s, 1000, &l);
   double per = (ltdi_now_s() - t0) / 2;
-  if (!rc) rc = ltdi_unet_init(tr->m->unet, c->seed);
+  if (!rc) rc = ltdi_model_init_params(tr->m, c->seed);
   if (!rc) rc = tr->be->fill(tr->be, tr->m_out, 0.0f, tr->np);
   if (!rc) rc = tr->be->fill(tr->be, tr->v_out, 0.0f, tr->np);
   /* ~3% of the budget goes to validation and checkpoints. */

@@ -15,15 +15,64 @@
 #include "core/rng.h"
 #include "trainer/meta/meta_train_internal.h"
 
-/* One forward/backward on `batch` samples built from traj (n_traj, L, P) whose
- * standardised embeddings sit in tr->cond_h; accumulates into the grads. */
-static int grad_step(ltdi__meta_trainer *tr, const float *traj, int n_traj, ltdi_rng *rng,
-                     float *loss) {
-  ltdi_backend *be = tr->be;
+/* A training task: its trajectory (L, P), raw condition and N. For the
+ * U-Net every task is of the file's N; a class-token run draws a group (one
+ * N) first, then tasks of it, so every batch holds tasks of one N. */
+typedef struct task_ref {
+  const float *traj, *cond;
+  size_t P;
+  int ways;
+} task_ref;
+
+static int draw_group(const ltdi__meta_trainer *tr, ltdi_rng *rng) {
   const ltdi_meta_data *d = tr->d;
+  return d->arch == LTDI_ARCH_CLASS_TOKENS ? (int)ltdi_rng_below(rng, (uint32_t)d->n_groups) : 0;
+}
+
+static task_ref draw_task(const ltdi__meta_trainer *tr, int group, ltdi_rng *rng) {
+  const ltdi_meta_data *d = tr->d;
+  if (d->arch == LTDI_ARCH_CLASS_TOKENS) {
+    const ltdi_meta_group *g = &d->groups[group];
+    const int task = (int)ltdi_rng_below(rng, (uint32_t)g->n_train);
+    const size_t P = (size_t)g->P;
+    return (task_ref){g->traj + (size_t)task * d->L * P, g->cond + (size_t)task * g->ways * d->dim,
+                      P, g->ways};
+  }
+  const int task = (int)ltdi_rng_below(rng, (uint32_t)d->n_train);
+  const size_t P = (size_t)d->P;
+  return (task_ref){d->traj + (size_t)task * d->L * P, d->cond + (size_t)task * d->ways * d->dim,
+                    P, d->ways};
+}
+
+/* cond_h row block b = the standardised condition of task r. */
+static void put_cond(ltdi__meta_trainer *tr, const task_ref *r, int b) {
+  const size_t Dc = (size_t)r->ways * tr->d->dim;
+  ltdi_model_standardise_rows(tr->m, r->cond, r->ways, tr->cond_h + (size_t)b * Dc);
+}
+
+static int forward(ltdi__meta_trainer *tr, int B, int ways) {
+  if (tr->d->arch == LTDI_ARCH_CLASS_TOKENS)
+    return ltdi_cden_forward(tr->be, tr->m->cden, tr->cacts, tr->x_dev, tr->t, tr->cond_dev, B,
+                             ways, tr->eps_dev);
+  return ltdi_unet_forward(tr->be, tr->m->unet, tr->acts, tr->x_dev, tr->t, tr->cond_dev, B,
+                           tr->eps_dev);
+}
+
+static int backward(ltdi__meta_trainer *tr, int B, int ways) {
+  if (tr->d->arch == LTDI_ARCH_CLASS_TOKENS)
+    return ltdi_cden_backward(tr->be, tr->m->cden, tr->cacts, tr->d_dev, B, ways);
+  return ltdi_unet_backward(tr->be, tr->m->unet, tr->acts, tr->d_dev, B);
+}
+
+/* One forward/backward on `batch` samples of tasks of `ways` classes built
+ * from traj (n_traj, L, P) whose standardised conditions sit in tr->cond_h;
+ * accumulates into the grads. */
+static int grad_step(ltdi__meta_trainer *tr, const float *traj, int n_traj, size_t P, int ways,
+                     ltdi_rng *rng, float *loss) {
+  ltdi_backend *be = tr->be;
   const int B = tr->cfg->batch;
-  const size_t P = (size_t)d->P, Dc = (size_t)d->ways * d->dim;
-  int rc = ltdi_unet_zero_grad(tr->m->unet);
+  const size_t Dc = (size_t)ways * tr->d->dim;
+  int rc = ltdi_model_zero_grad(tr->m);
   if (!rc) rc = ltdi_diffusion_make_batch(&tr->m->sched, traj, n_traj, (long)P, NULL, B, rng,
                                           tr->x_t, tr->eps, tr->t, NULL);
   /* The batch goes up once; ε̂, the loss and its gradient stay on the
@@ -31,9 +80,7 @@ static int grad_step(ltdi__meta_trainer *tr, const float *traj, int n_traj, ltdi
   if (!rc) rc = be->upload(be, tr->x_dev, tr->x_t, B * P * sizeof(float));
   if (!rc) rc = be->upload(be, tr->tgt_dev, tr->eps, B * P * sizeof(float));
   if (!rc) rc = be->upload(be, tr->cond_dev, tr->cond_h, B * Dc * sizeof(float));
-  if (!rc)
-    rc = ltdi_unet_forward(be, tr->m->unet, tr->acts, tr->x_dev, tr->t, tr->cond_dev, B,
-                           tr->eps_dev);
+  if (!rc) rc = forward(tr, B, ways);
   /* ε̂ += κ_t x_t (the prior_var skip), per sample: each has its own t. */
   for (int b = 0; b < B && !rc; b++) {
     const float k = (float)ltdi_model_eps_skip(tr->m, tr->t[b]);
@@ -41,7 +88,7 @@ static int grad_step(ltdi__meta_trainer *tr, const float *traj, int n_traj, ltdi
   }
   if (!rc) rc = be->fill(be, tr->d_dev, 0.0f, B * P);
   if (!rc) rc = be->mse_loss(be, loss, tr->d_dev, tr->eps_dev, tr->tgt_dev, B * P);
-  if (!rc) rc = ltdi_unet_backward(be, tr->m->unet, tr->acts, tr->d_dev, B);
+  if (!rc) rc = backward(tr, B, ways);
   return rc;
 }
 
@@ -53,23 +100,21 @@ static ltdi_adam_params adam(float lr, int step) {
 /* Outer step s of REPTILE; *loss the mean inner loss. */
 static int reptile_step(ltdi__meta_trainer *tr, int s, int total, ltdi_rng *rng, float *loss) {
   const ltdi_meta_config *c = tr->cfg;
-  const ltdi_meta_data *d = tr->d;
   ltdi_backend *be = tr->be;
-  float *params = ltdi_unet_params(tr->m->unet), *grads = ltdi_unet_grads(tr->m->unet);
-  const size_t np = tr->np, P = (size_t)d->P, Dc = (size_t)d->ways * d->dim;
+  float *params = ltdi_model_params(tr->m), *grads = ltdi_model_grads(tr->m);
+  const size_t np = tr->np;
   double lsum = 0;
   int rc = be->copy(be, tr->theta0, params, np);
   if (!rc) rc = be->fill(be, tr->accum, 0.0f, np);
   for (int i = 0; !rc && i < c->meta_batch; i++) {
-    int task = (int)ltdi_rng_below(rng, (uint32_t)d->n_train);
-    for (int b = 0; b < c->batch; b++)
-      ltdi_model_standardise_cond(tr->m, d->cond + (size_t)task * Dc, 1, tr->cond_h + b * Dc);
+    task_ref r = draw_task(tr, draw_group(tr, rng), rng);
+    for (int b = 0; b < c->batch; b++) put_cond(tr, &r, b);
     if (i > 0) rc = be->copy(be, params, tr->theta0, np);
     if (!rc) rc = be->fill(be, tr->m_in, 0.0f, np);
     if (!rc) rc = be->fill(be, tr->v_in, 0.0f, np);
     for (int k = 0; !rc && k < c->inner_steps; k++) {
       float l = 0;
-      rc = grad_step(tr, d->traj + (size_t)task * d->L * P, 1, rng, &l);
+      rc = grad_step(tr, r.traj, 1, r.P, r.ways, rng, &l);
       ltdi_adam_params hp = adam(c->inner_lr, k + 1);
       if (!rc) rc = be->adam_step(be, params, grads, tr->m_in, tr->v_in, np, &hp);
       lsum += l;
@@ -93,22 +138,24 @@ static int reptile_step(ltdi__meta_trainer *tr, int s, int total, ltdi_rng *rng,
   return rc;
 }
 
-/* Step s of multi-task training: one Adam step on b samples of b tasks. */
+/* Step s of multi-task training: one Adam step on b samples of b tasks
+ * (of one N). */
 static int multitask_step(ltdi__meta_trainer *tr, int s, int total, ltdi_rng *rng, float *loss) {
   const ltdi_meta_config *c = tr->cfg;
-  const ltdi_meta_data *d = tr->d;
-  const size_t P = (size_t)d->P, Dc = (size_t)d->ways * d->dim, LP = (size_t)d->L * P;
+  const int group = draw_group(tr, rng);
+  task_ref r = {0};
   for (int b = 0; b < c->batch; b++) {
-    int task = (int)ltdi_rng_below(rng, (uint32_t)d->n_train);
-    memcpy(tr->gtraj + b * LP, d->traj + (size_t)task * LP, LP * sizeof(float));
-    ltdi_model_standardise_cond(tr->m, d->cond + (size_t)task * Dc, 1, tr->cond_h + b * Dc);
+    r = draw_task(tr, group, rng);
+    const size_t LP = (size_t)tr->d->L * r.P;
+    memcpy(tr->gtraj + b * LP, r.traj, LP * sizeof(float));
+    put_cond(tr, &r, b);
   }
-  int rc = grad_step(tr, tr->gtraj, c->batch, rng, loss);
+  int rc = grad_step(tr, tr->gtraj, c->batch, r.P, r.ways, rng, loss);
   float lr = c->anneal ? c->lr * (1.0f - (float)s / (float)total) : c->lr;
   ltdi_adam_params hp = adam(lr, s + 1);
   if (!rc)
-    rc = tr->be->adam_step(tr->be, ltdi_unet_params(tr->m->unet), ltdi_unet_grads(tr->m->unet),
-                           tr->m_out, tr->v_out, tr->np, &hp);
+    rc = tr->be->adam_step(tr->be, ltdi_model_params(tr->m), ltdi_model_grads(tr->m), tr->m_out,
+                           tr->v_out, tr->np, &hp);
   return rc;
 }
 
@@ -128,6 +175,7 @@ void ltdi__meta_trainer_free(ltdi__meta_trainer *tr) {
   free(tr->x_t), free(tr->eps), free(tr->cond_h);
   free(tr->gtraj), free(tr->t);
   ltdi_unet_acts_free(tr->acts);
+  ltdi_cden_acts_free(tr->cacts);
   ltdi_model_free(tr->m);
 }
 
@@ -139,20 +187,28 @@ int ltdi__meta_trainer_init(ltdi__meta_trainer *tr, const ltdi_meta_config *c,
   ltdi_schedule *sched = malloc(sizeof *sched);
   if (!sched) return LTDI_ERR_NOMEM;
   int rc = ltdi_schedule_init(sched, &sc);
-  ltdi_unet_config uc;
-  ltdi_unet_config_default(&uc, d->P, d->ways * d->dim);
-  if (c->base_ch > 0) uc.base_ch = c->base_ch;
-  uc.cond_map = c->cond_map;
-  if (!rc) rc = ltdi_model_create(&tr->m, be, &uc, sched, &d->layout, d->ways, d->dim);
+  const int tokens = d->arch == LTDI_ARCH_CLASS_TOKENS;
+  if (!rc && tokens) {
+    rc = ltdi__meta_tokens_model(&tr->m, be, sched, d);
+  } else if (!rc) {
+    ltdi_unet_config uc;
+    ltdi_unet_config_default(&uc, d->P, d->ways * d->dim);
+    if (c->base_ch > 0) uc.base_ch = c->base_ch;
+    uc.cond_map = c->cond_map;
+    rc = ltdi_model_create(&tr->m, be, &uc, sched, &d->layout, d->ways, d->dim);
+    if (!rc) {
+      memcpy(tr->m->cond_mean, d->cond_mean, (size_t)d->dim * sizeof(float));
+      memcpy(tr->m->cond_std, d->cond_std, (size_t)d->dim * sizeof(float));
+    }
+  }
   free(sched);
   if (rc) return rc;
-  memcpy(tr->m->cond_mean, d->cond_mean, (size_t)d->dim * sizeof(float));
-  memcpy(tr->m->cond_std, d->cond_std, (size_t)d->dim * sizeof(float));
   tr->m->prior_var = c->prior_var < 0 ? (float)d->target_var : c->prior_var;
-  rc = ltdi_unet_init(tr->m->unet, c->seed);
-  if (!rc) rc = ltdi_unet_acts_create(&tr->acts, tr->m->unet, c->batch);
+  rc = ltdi_model_init_params(tr->m, c->seed);
+  if (!rc && tokens) rc = ltdi_cden_acts_create(&tr->cacts, tr->m->cden, c->batch, c->batch * d->ways);
+  else if (!rc) rc = ltdi_unet_acts_create(&tr->acts, tr->m->unet, c->batch);
   if (rc) return rc;
-  tr->np = ltdi_unet_num_params(tr->m->unet);
+  tr->np = ltdi_model_num_params(tr->m);
   const size_t B = (size_t)c->batch, P = (size_t)d->P, Dc = (size_t)d->ways * d->dim;
   float **dev[] = {&tr->m_out, &tr->v_out};
   for (int i = 0; i < 2; i++)

@@ -16,7 +16,8 @@ typedef struct ltdi__meta_trainer {
   const ltdi_meta_data *d;
   ltdi_backend *be;
   ltdi_model *m;
-  ltdi_unet_acts *acts;
+  ltdi_unet_acts *acts;      /* U-Net */
+  ltdi_cden_acts *cacts;     /* class tokens: batch tasks of up to d->ways rows */
   size_t np;                 /* U-Net parameter count */
   float *theta0, *accum;     /* (np) REPTILE: start point and sum of adapted weights */
   float *m_in, *v_in;        /* (np) REPTILE inner Adam moments */
@@ -24,6 +25,7 @@ typedef struct ltdi__meta_trainer {
   float *x_dev, *eps_dev, *tgt_dev, *cond_dev, *d_dev; /* device (batch, P|Dc) */
   float *x_t, *eps, *cond_h; /* host (batch, P|Dc): the batch as built */
   float *gtraj;              /* host (batch, L, P): multi-task gathered trajectories */
+  int ways;                  /* N of the batch under way (class tokens) */
   int32_t *t;                /* (batch) */
 } ltdi__meta_trainer;
 
@@ -38,5 +40,20 @@ void ltdi__meta_trainer_free(ltdi__meta_trainer *tr);
  * drawing from its own rng stream of the seed so a resumed run repeats it;
  * *loss the step's mean training loss. */
 int ltdi__meta_train_step(ltdi__meta_trainer *tr, int s, int total, float *loss);
+
+/* The preparation recipe keys of a trajectories file as a JSON object (meta.c). */
+struct ltdi_st_file;
+char *ltdi__meta_recipe_json(const struct ltdi_st_file *f);
+
+/* ---- class tokens (trainer/meta/meta_tokens.c) ---------------------------------- */
+int ltdi__meta_tokens_load(ltdi_meta_data *d, const char *paths, int traj_len, float val_fraction,
+                           char *err, size_t errlen);
+int ltdi__meta_tokens_val_mse(ltdi_model *m, const ltdi_meta_data *d, int n, uint64_t seed,
+                              const ltdi_gen_options *opt, double *mse, double *proto_acc);
+double ltdi__meta_tokens_zero_baseline(const ltdi_meta_data *d, int n);
+/* The class-token model of d (max_ways = max(d->ways, LTDI_META_MIN_MAX_WAYS))
+ * with d's residual and prototype statistics, parameters zero. */
+int ltdi__meta_tokens_model(ltdi_model **m, ltdi_backend *be, const ltdi_schedule *sched,
+                            const ltdi_meta_data *d);
 
 #endif

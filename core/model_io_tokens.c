@@ -1,0 +1,114 @@
+/* core/model_io_tokens.c — the model file of a class-token model (format
+ * version 3, "arch": "class_tokens"). Keys: format, format_version, arch,
+ * class_denoiser (ltdi_cden_config_to_json), schedule, T, L, layout (the
+ * linear head of max_ways classes carrying the residual statistics),
+ * embedding (ways 0: any N; dim; the prototype standardisation), sampler,
+ * denoiser and provenance as for the U-Net; tensors: the denoiser's, under
+ * their names (core/class_denoiser.h). As strict as the U-Net's loader. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "core/model.h"
+#include "core/model_io_internal.h"
+
+#define PROTOTYPE_ORDER \
+  "one row per class in label order: p_n = mean of the L2-normalised body features of class n's support examples"
+
+int ltdi__model_tokens_to_writer(const ltdi_model *m, ltdi_st_writer *w) {
+  char num[64], cfg_json[512];
+  char *sched = NULL, *layout = NULL, *emb = NULL;
+  int rc = ltdi_cden_config_to_json(ltdi_cden_config_of(m->cden), cfg_json, sizeof cfg_json);
+  if (!rc) rc = ltdi_schedule_to_json(&m->sched, &sched);
+  if (!rc) rc = ltdi_layout_to_json(&m->layout, &layout);
+  if (!rc && !(emb = ltdi__model_embedding_json(m, PROTOTYPE_ORDER))) rc = LTDI_ERR_NOMEM;
+  if (!rc) rc = ltdi_st_writer_meta(w, "format", LTDI_MODEL_FORMAT);
+  snprintf(num, sizeof num, "%d", LTDI_MODEL_FORMAT_VERSION);
+  if (!rc) rc = ltdi_st_writer_meta(w, "format_version", num);
+  if (!rc) rc = ltdi_st_writer_meta(w, "arch", ltdi_model_arch_name(m->arch));
+  if (!rc) rc = ltdi_st_writer_meta(w, "class_denoiser", cfg_json);
+  if (!rc) rc = ltdi_st_writer_meta(w, "schedule", sched);
+  snprintf(num, sizeof num, "%d", m->sched.T);
+  if (!rc) rc = ltdi_st_writer_meta(w, "T", num);
+  snprintf(num, sizeof num, "%d", m->sched.L);
+  if (!rc) rc = ltdi_st_writer_meta(w, "L", num);
+  if (!rc) rc = ltdi_st_writer_meta(w, "layout", layout);
+  if (!rc) rc = ltdi_st_writer_meta(w, "embedding", emb);
+  if (!rc) rc = ltdi__model_write_common(m, w);
+  const int nt = ltdi_cden_num_tensors(m->cden);
+  for (int i = 0; !rc && i < nt; i++) {
+    ltdi_cden_tensor t;
+    rc = ltdi_cden_tensor_at(m->cden, i, &t);
+    if (!rc) rc = ltdi__model_write_tensor(m, w, t.name, t.ndim, t.shape, t.param, t.numel);
+  }
+  free(sched);
+  free(layout);
+  free(emb);
+  return rc;
+}
+
+/* The architecture's keys → a fresh model with the residual statistics. */
+static int build(ltdi_model **m, ltdi_backend *be, const ltdi_st_file *f, char *err,
+                 size_t errlen) {
+  static const char *const required[] = {"class_denoiser", "schedule", "T", "L", "layout",
+                                         "embedding", "sampler", "denoiser"};
+  for (size_t i = 0; i < sizeof required / sizeof required[0]; i++)
+    if (!ltdi_st_meta(f, required[i]))
+      return ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "model metadata lacks the key '%s'", required[i]);
+  ltdi_cden_config cfg;
+  if (ltdi_cden_config_from_json(ltdi_st_meta(f, "class_denoiser"), &cfg))
+    return ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "model metadata 'class_denoiser' is not a valid denoiser configuration");
+  ltdi_schedule *sched = malloc(sizeof *sched);
+  if (!sched) return LTDI_ERR_NOMEM;
+  ltdi_layout layout;
+  ltdi_layout_init(&layout, NULL);
+  int T = 0, L = 0, d = 0, max_ways = 0, rc = 0;
+  if (ltdi_schedule_from_json(sched, ltdi_st_meta(f, "schedule")))
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "model metadata 'schedule' is not a valid schedule");
+  else if (ltdi__model_parse_int_meta(f, "T", &T) || ltdi__model_parse_int_meta(f, "L", &L) ||
+           T != sched->T || L != sched->L)
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "model metadata T/L disagree with the schedule (T=%d L=%d)", sched->T, sched->L);
+  else if ((ltdi_layout_free(&layout), ltdi_layout_from_json(&layout, ltdi_st_meta(f, "layout"))) ||
+           ltdi_layout_linear_head_dims(&layout, &d, &max_ways))
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "model metadata 'layout' is not a linear-head layout");
+  else if (cfg.cond_dim != d || cfg.token_dim != d + 1)
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "the denoiser's token_dim %d / cond_dim %d do not fit a head of %d features",
+                   cfg.token_dim, cfg.cond_dim, d);
+  if (!rc) {
+    rc = ltdi_model_create_class_tokens(m, be, &cfg, sched, d, max_ways);
+    if (rc) ltdi_fail(err, errlen, rc, "cannot build the model: %s", ltdi_strerror(rc));
+  }
+  if (!rc) {
+    const ltdi_layout_tensor *tw = &layout.tensors[0], *tb = &layout.tensors[1];
+    rc = ltdi_model_set_residual_stats(*m, tw->mean, tw->std, tb->mean, tb->std);
+    if (rc) ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "model metadata 'layout': unusable residual statistics");
+  }
+  ltdi_layout_free(&layout);
+  free(sched);
+  return rc;
+}
+
+int ltdi__model_tokens_from_file(ltdi_model **out, ltdi_backend *be, const ltdi_st_file *f,
+                                 int allow_extra_tensors, char *err, size_t errlen) {
+  ltdi_model *m = NULL;
+  int rc = build(&m, be, f, err, errlen);
+  if (!rc) rc = ltdi__model_parse_embedding(m, ltdi_st_meta(f, "embedding"), err, errlen);
+  if (!rc) rc = ltdi__model_read_common(m, f, err, errlen);
+  const int nt = m ? ltdi_cden_num_tensors(m->cden) : 0;
+  for (int i = 0; !rc && i < nt; i++) {
+    ltdi_cden_tensor t;
+    ltdi_cden_tensor_at(m->cden, i, &t);
+    rc = ltdi__model_read_tensor(m, f, "denoiser", t.name, t.ndim, t.shape, t.param, t.numel,
+                                 err, errlen);
+  }
+  if (!rc && !allow_extra_tensors && f->n_tensors != nt)
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "model file has %d tensors, the denoiser has %d (unknown extra tensors)",
+                   f->n_tensors, nt);
+  if (rc) {
+    ltdi_model_free(m);
+    return rc;
+  }
+  *out = m;
+  return 0;
+}
