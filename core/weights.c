@@ -1,6 +1,7 @@
 /* core/weights.c — the contract for generated weights (core/weights.h): the
- * task embedding, the LoRA kind, and generated weights as safetensors. The
- * head kind is in core/weights_head.c. */
+ * task embedding and the prototypes of normalised features, the LoRA kind,
+ * and generated weights as safetensors. The head kinds are in
+ * core/weights_head.c (the MLP) and core/weights_linear.c. */
 #include "core/weights.h"
 
 #include <math.h>
@@ -13,22 +14,39 @@
 
 /* ---- task embedding ------------------------------------------------------------ */
 
-int ltdi_task_embedding(const float *x, size_t stride, const int32_t *labels, int n, int ways,
-                        int dim, float *cond, int *empty_class) {
-  if ((n > 0 && (!x || !labels)) || !cond || n < 0 || ways < 1 || dim < 1 ||
+void ltdi_feature_normalise(const float *z, int dim, double *out) {
+  double ss = 0.0;
+  for (int k = 0; k < dim; k++) ss += (double)z[k] * z[k];
+  const double norm = sqrt(ss);
+  for (int k = 0; k < dim; k++) out[k] = norm > 0.0 ? z[k] / norm : 0.0;
+}
+
+/* The class means of ltdi_task_embedding, of the raw rows or (normalise) of
+ * the rows divided by their L2 norm: one loop, so the two embeddings share
+ * their argument checks, errors and summation order. */
+static int class_means(const float *x, size_t stride, const int32_t *labels, int n, int ways,
+                       int dim, int normalise, float *out, int *empty_class) {
+  if ((n > 0 && (!x || !labels)) || !out || n < 0 || ways < 1 || dim < 1 ||
       stride < (size_t)dim)
     return LTDI_ERR_INVALID_ARG;
   for (int i = 0; i < n; i++)
     if (labels[i] < 0 || labels[i] >= ways) return LTDI_ERR_INVALID_ARG;
   const size_t D = (size_t)dim;
-  double *acc = calloc((size_t)ways * D, sizeof *acc);
+  /* acc (ways, d) then one row of scratch (d) for a normalised row. */
+  double *acc = calloc(((size_t)ways + 1) * D, sizeof *acc);
+  double *unit = acc ? acc + (size_t)ways * D : NULL;
   int *count = calloc((size_t)ways, sizeof *count);
   int rc = (!acc || !count) ? LTDI_ERR_NOMEM : 0;
   for (int i = 0; !rc && i < n; i++) {
     const float *row = x + (size_t)i * stride;
     double *a = acc + (size_t)labels[i] * D;
     count[labels[i]]++;
-    for (size_t k = 0; k < D; k++) a[k] += row[k];
+    if (normalise) {
+      ltdi_feature_normalise(row, dim, unit);
+      for (size_t k = 0; k < D; k++) a[k] += unit[k];
+    } else {
+      for (size_t k = 0; k < D; k++) a[k] += row[k];
+    }
   }
   for (int c = 0; !rc && c < ways; c++)
     if (count[c] == 0) {
@@ -37,9 +55,19 @@ int ltdi_task_embedding(const float *x, size_t stride, const int32_t *labels, in
     }
   for (int c = 0; !rc && c < ways; c++)
     for (size_t k = 0; k < D; k++)
-      cond[(size_t)c * D + k] = (float)(acc[(size_t)c * D + k] / count[c]);
+      out[(size_t)c * D + k] = (float)(acc[(size_t)c * D + k] / count[c]);
   free(acc), free(count);
   return rc;
+}
+
+int ltdi_task_embedding(const float *x, size_t stride, const int32_t *labels, int n, int ways,
+                        int dim, float *cond, int *empty_class) {
+  return class_means(x, stride, labels, n, ways, dim, 0, cond, empty_class);
+}
+
+int ltdi_task_prototypes(const float *x, size_t stride, const int32_t *labels, int n, int ways,
+                         int dim, float *protos, int *empty_class) {
+  return class_means(x, stride, labels, n, ways, dim, 1, protos, empty_class);
 }
 
 /* ---- LoRA ------------------------------------------------------------------------ */

@@ -1,6 +1,7 @@
 /* core/weights.h — the contract for generated weights, shared by both
  * programs: what a task embedding is, which kinds of weights a layout can
- * describe (a classifier head, a PEFT LoRA adapter) and how their tensors
+ * describe (a classifier head, a linear head on normalised features, a PEFT
+ * LoRA adapter) and how their tensors
  * are named and initialised, how a generated vector travels as safetensors,
  * and the head's own forward, logits and loss on a support set.
  *
@@ -31,6 +32,17 @@ extern "C" {
  * may be NULL, names it) or LTDI_ERR_NOMEM. */
 int ltdi_task_embedding(const float *x, size_t stride, const int32_t *labels, int n, int ways,
                         int dim, float *cond, int *empty_class);
+
+/* As ltdi_task_embedding (same arguments, order, errors and bits for the
+ * same input), but each row is first L2-normalised in double (a zero row
+ * stays zero): protos (ways, dim), p_c the mean of class c's unit features.
+ * The linear head's condition and the centroids of its Proto-MAML init. */
+int ltdi_task_prototypes(const float *x, size_t stride, const int32_t *labels, int n, int ways,
+                         int dim, float *protos, int *empty_class);
+
+/* out (dim) = z / |z| in double, or 0 when |z| = 0: the one normalisation of
+ * body features that the prototypes and the linear head share. */
+void ltdi_feature_normalise(const float *z, int dim, double *out);
 
 /* ---- the classifier head ----------------------------------------------------------- */
 
@@ -83,6 +95,43 @@ void ltdi_head_view_logits(const ltdi_head_view *v, const float *x, int n, doubl
 int ltdi_head_view_score(const ltdi_head_view *v, const float *x, const int32_t *y, int n,
                          double *acc, double *loss);
 
+/* ---- the linear head ------------------------------------------------------------- */
+
+/* logits_n(z) = W_n · ẑ + b_n with ẑ = z/|z| (z a raw body feature; |z| = 0
+ * gives ẑ = 0), flattened as "weight" (N, d) then "bias" (N): P = N(d+1).
+ * The class-token generator (core/class_denoiser.h) produces it as a
+ * residual over the Proto-MAML head ltdi_linear_head_base, whose weights
+ * carry the logit scale s below, so lr and logits are in the same units. */
+#define LTDI_LINEAR_HEAD_SCALE 10.0f /* s */
+#define LTDI_LINEAR_HEAD_TENSORS 2
+
+/* The linear head's layout: kind "linear_head", both tensors mean 0 and
+ * std 1 (the residual's statistics are fitted on data, not implied by an
+ * init). `l` must be freshly initialised or freed. 0 or LTDI_ERR_INVALID_ARG. */
+int ltdi_layout_linear_head(ltdi_layout *l, int in_dim, int classes);
+
+/* If `l` is exactly "weight" (N, d), "bias" (N), writes d and N and returns
+ * 0; otherwise LTDI_ERR_FORMAT. */
+int ltdi_layout_linear_head_dims(const ltdi_layout *l, int *in_dim, int *classes);
+
+/* w (N(d+1)) = the Proto-MAML init from protos (ways, dim), the nearest-
+ * centroid head scaled by s: W_n = 2 s p_n, b_n = −s |p_n|². Its logits are
+ * s(|ẑ|² − |ẑ − p_n|²), so its argmax is the Euclidean nearest centroid on
+ * normalised features. */
+void ltdi_linear_head_base(const float *protos, int ways, int dim, float *w);
+
+/* logits (n, ways) of raw rows x (n, dim), normalised and accumulated in
+ * double on the host: the reference forward that scores linear heads. */
+void ltdi_linear_head_logits(const float *w, int ways, int dim, const float *x, int n,
+                             double *logits);
+
+/* Mean cross-entropy and accuracy of the linear head w on raw rows x
+ * (n, dim) with labels y in 0..ways-1; an argmax tie goes to the lower
+ * class. 0, LTDI_ERR_INVALID_ARG, LTDI_ERR_NOMEM or LTDI_ERR_NONFINITE (as
+ * ltdi_head_view_score). */
+int ltdi_linear_head_score(const float *w, int ways, int dim, const float *x, const int32_t *y,
+                           int n, double *acc, double *loss);
+
 /* ---- LoRA adapters ------------------------------------------------------------------ */
 
 /* One LoRA-adapted linear module: W (out, in) += B (out, r) · A (r, in). */
@@ -104,7 +153,8 @@ int ltdi_layout_lora(ltdi_layout *l, const ltdi_lora_module *modules, int n);
 /* ---- generated weights as safetensors ------------------------------------------------ */
 
 /* The one format tag of a file or response holding generated weights; its
- * metadata key "layout" holds the layout's kind ("head", "lora"). */
+ * metadata key "layout" holds the layout's kind ("head", "linear_head",
+ * "lora"). */
 #define LTDI_WEIGHTS_FORMAT "ltdi-weights"
 
 /* Serialises w (P) as safetensors: every tensor of `l` as F32 with its

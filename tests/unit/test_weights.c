@@ -1,7 +1,9 @@
 /* tests/unit/test_weights.c — the contract for generated weights
- * (core/weights.h): the task embedding against hand-computed means, the
- * head's host forward and score against the trainer's backend forward and a
- * hand computation, and the safetensors round trip with its one format tag. */
+ * (core/weights.h): the task embedding and the prototypes of normalised
+ * rows against hand-computed means, the head's host forward and score
+ * against the trainer's backend forward and a hand computation, the linear
+ * head's layout, its Proto-MAML init against nearest centroid and its score
+ * by hand, and the safetensors round trip with its one format tag. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
@@ -161,4 +163,164 @@ Test(weights, safetensors_round_trip_with_one_format_tag) {
   free(bytes);
   ltdi_layout_free(&other);
   ltdi_layout_free(&l);
+}
+
+/* ---- the linear head ----------------------------------------------------------- */
+
+Test(weights, linear_layout_shape_and_offsets) {
+  ltdi_layout l;
+  ltdi_layout_init(&l, NULL);
+  cr_assert_eq(ltdi_layout_linear_head(&l, 6, 4), 0);
+  cr_expect_str_eq(l.kind, "linear_head");
+  cr_assert_eq(l.n_tensors, 2);
+  cr_expect_str_eq(l.tensors[0].name, "weight");
+  cr_expect(l.tensors[0].ndim == 2 && l.tensors[0].shape[0] == 4 && l.tensors[0].shape[1] == 6);
+  cr_expect_str_eq(l.tensors[1].name, "bias");
+  cr_expect(l.tensors[1].ndim == 1 && l.tensors[1].shape[0] == 4);
+  cr_expect_eq(l.tensors[0].offset, 0);
+  cr_expect_eq(l.tensors[1].offset, 24);
+  cr_expect_eq(l.n_params, 4 * (6 + 1));
+  for (int i = 0; i < 2; i++) cr_expect(l.tensors[i].mean == 0.0f && l.tensors[i].std == 1.0f);
+  int d = 0, n = 0;
+  cr_expect_eq(ltdi_layout_linear_head_dims(&l, &d, &n), 0);
+  cr_expect(d == 6 && n == 4);
+  /* The JSON round trip keeps it a linear head. */
+  char *json = NULL;
+  cr_assert_eq(ltdi_layout_to_json(&l, &json), 0);
+  ltdi_layout back;
+  ltdi_layout_init(&back, NULL);
+  cr_assert_eq(ltdi_layout_from_json(&back, json), 0);
+  cr_expect_eq(ltdi_layout_linear_head_dims(&back, &d, &n), 0);
+  cr_expect(d == 6 && n == 4);
+  free(json);
+  ltdi_layout_free(&back);
+  /* Neither kind passes for the other, and bad sizes are refused. */
+  ltdi_layout mlp;
+  ltdi_layout_init(&mlp, NULL);
+  cr_assert_eq(ltdi_layout_head(&mlp, 6, 3, 4), 0);
+  cr_expect_eq(ltdi_layout_linear_head_dims(&mlp, &d, &n), LTDI_ERR_FORMAT);
+  cr_expect_eq(ltdi_layout_head_dims(&l, &d, NULL, &n), LTDI_ERR_FORMAT);
+  cr_expect_eq(ltdi_layout_linear_head(&mlp, 0, 4), LTDI_ERR_INVALID_ARG);
+  ltdi_layout_free(&mlp);
+  ltdi_layout_free(&l);
+}
+
+Test(weights, prototypes_are_means_of_normalised_rows) {
+  /* Rows of 2 dims in a stride of 3; class 1's rows point the same way at
+   * different lengths, so their unit mean is the unit vector itself. */
+  const float x[] = {3.0f, 4.0f, 99.0f, 0.0f, 2.0f, 99.0f, 6.0f, 8.0f, 99.0f, 0.0f, 0.0f, 99.0f};
+  const int32_t y[] = {1, 0, 1, 0};
+  float p[4];
+  cr_assert_eq(ltdi_task_prototypes(x, 3, y, 4, 2, 2, p, NULL), 0);
+  /* class 0: (0, 1) and a zero row (stays zero): mean (0, 0.5). */
+  cr_expect_eq(p[0], 0.0f);
+  cr_expect_eq(p[1], 0.5f);
+  cr_expect(fabsf(p[2] - 0.6f) < 1e-7f && fabsf(p[3] - 0.8f) < 1e-7f, "%g %g", p[2], p[3]);
+  /* The raw embedding of the same rows differs: it is the plain mean. */
+  float e[4];
+  cr_assert_eq(ltdi_task_embedding(x, 3, y, 4, 2, 2, e, NULL), 0);
+  cr_expect(e[2] == 4.5f && e[3] == 6.0f);
+  double u[2];
+  ltdi_feature_normalise(x, 2, u);
+  cr_expect(u[0] == 0.6 && u[1] == 0.8, "%.17g %.17g", u[0], u[1]);
+}
+
+Test(weights, prototype_errors_match_the_embedding) {
+  const float x[] = {1.0f, 2.0f};
+  const int32_t bad[] = {0, 3}, one[] = {0, 0};
+  float c[4];
+  int empty = -1;
+  cr_expect_eq(ltdi_task_prototypes(x, 1, bad, 2, 2, 1, c, &empty), LTDI_ERR_INVALID_ARG);
+  cr_expect_eq(ltdi_task_prototypes(x, 1, one, 2, 2, 1, c, &empty), LTDI_ERR_SHAPE);
+  cr_expect_eq(empty, 1);
+  cr_expect_eq(ltdi_task_prototypes(x, 0, one, 2, 1, 1, c, NULL), LTDI_ERR_INVALID_ARG,
+               "a stride below dim");
+  cr_expect_eq(ltdi_task_prototypes(x, 1, one, 2, 1, 1, NULL, NULL), LTDI_ERR_INVALID_ARG);
+}
+
+/* per rows of each of `ways` Gaussian clusters around random centres, row i
+ * of class i % ways, each row at a random raw scale so normalisation
+ * matters. */
+static void clusters(int ways, int per, int dim, uint64_t seed, float *x, int32_t *y) {
+  ltdi_rng rng;
+  ltdi_rng_init(&rng, seed, 0);
+  float *mu = malloc((size_t)ways * dim * sizeof *mu);
+  ltdi_rng_fill_normal(&rng, mu, (long)ways * dim, 1.0f);
+  for (int i = 0; i < ways * per; i++) {
+    y[i] = i % ways;
+    float scale = 0.5f + 3.0f * ltdi_rng_uniform(&rng);
+    for (int k = 0; k < dim; k++)
+      x[i * dim + k] = scale * (mu[y[i] * dim + k] + 1.0f * ltdi_rng_normal(&rng));
+  }
+  free(mu);
+}
+
+Test(weights, linear_base_classifies_as_nearest_centroid_on_normalised_features) {
+  enum { N = 5, D = 7, PER = 4, NQ = 60 };
+  float x[(N * PER + NQ) * D], protos[N * D], w[N * (D + 1)];
+  int32_t y[N * PER + NQ];
+  clusters(N, PER + NQ / N, D, 3, x, y); /* the first N*PER rows are the support */
+  const float *xs = x, *xq = x + N * PER * D;
+  const int32_t *ys = y, *yq = y + N * PER;
+  cr_assert_eq(ltdi_task_prototypes(xs, D, ys, N * PER, N, D, protos, NULL), 0);
+  ltdi_linear_head_base(protos, N, D, w);
+  const float s = LTDI_LINEAR_HEAD_SCALE;
+  for (int c = 0; c < N; c++) {
+    double sq = 0;
+    for (int k = 0; k < D; k++) {
+      cr_expect_eq(w[c * D + k], (float)(2.0 * s * protos[c * D + k]));
+      sq += (double)protos[c * D + k] * protos[c * D + k];
+    }
+    cr_expect(fabs(w[N * D + c] + s * sq) < 1e-5, "bias %d", c);
+  }
+  double logits[(N * PER + NQ) * N];
+  int agree = 0, wrong = 0;
+  const float *rows[2] = {xs, xq};
+  const int counts[2] = {N * PER, NQ};
+  for (int set = 0; set < 2; set++) {
+    ltdi_linear_head_logits(w, N, D, rows[set], counts[set], logits);
+    for (int i = 0; i < counts[set]; i++) {
+      double u[D], best_d = INFINITY;
+      int nearest = 0, arg = 0;
+      ltdi_feature_normalise(rows[set] + i * D, D, u);
+      for (int c = 0; c < N; c++) {
+        double dd = 0, norm2 = 0;
+        for (int k = 0; k < D; k++) dd += (u[k] - protos[c * D + k]) * (u[k] - protos[c * D + k]);
+        for (int k = 0; k < D; k++) norm2 += u[k] * u[k];
+        if (dd < best_d) best_d = dd, nearest = c;
+        /* logit = s(|u|² − |u − p|²) */
+        cr_expect(fabs(logits[i * N + c] - s * (norm2 - dd)) < 1e-4, "row %d class %d", i, c);
+        if (logits[i * N + c] > logits[i * N + arg]) arg = c;
+      }
+      agree += arg == nearest;
+      if (set == 1) wrong += nearest != yq[i];
+    }
+  }
+  cr_expect_eq(agree, N * PER + NQ, "argmax is the nearest centroid for every row");
+  cr_expect(wrong > 0, "the queries are not all trivially classified (%d wrong)", wrong);
+}
+
+Test(weights, linear_score_by_hand) {
+  /* d = 2, N = 2: W = [[1, 0], [0, 2]], b = (0, -1). */
+  const float w[] = {1.0f, 0.0f, 0.0f, 2.0f, 0.0f, -1.0f};
+  const float x[] = {0.0f, 5.0f, -2.0f, 0.0f, 0.0f, 0.0f};
+  const int32_t y[] = {1, 0, 1};
+  double acc, loss;
+  cr_assert_eq(ltdi_linear_head_score(w, 2, 2, x, y, 3, &acc, &loss), 0);
+  /* row 0: ẑ = (0, 1), logits (0, 1): class 1 (right), CE log(1 + e^−1).
+   * row 1: ẑ = (−1, 0), logits (−1, −1): a tie goes to class 0 (right), CE log 2.
+   * row 2: ẑ = 0 (a zero row), logits (0, −1): class 0 (wrong), CE 1 + log(1 + e^−1). */
+  double want = (2 * log1p(exp(-1.0)) + log(2.0) + 1.0) / 3;
+  cr_expect(fabs(loss - want) < 1e-12, "loss %.15g, want %.15g", loss, want);
+  cr_expect(fabs(acc - 2.0 / 3) < 1e-15, "acc %g", acc);
+  double z[6];
+  ltdi_linear_head_logits(w, 2, 2, x, 3, z);
+  const double zwant[] = {0, 1, -1, -1, 0, -1};
+  for (int i = 0; i < 6; i++) cr_expect_eq(z[i], zwant[i], "logit %d: %g", i, z[i]);
+  const int32_t out_of_range[] = {0, 2, 0};
+  cr_expect_eq(ltdi_linear_head_score(w, 2, 2, x, out_of_range, 3, &acc, &loss),
+               LTDI_ERR_INVALID_ARG);
+  cr_expect_eq(ltdi_linear_head_score(w, 2, 2, x, y, 0, &acc, &loss), LTDI_ERR_INVALID_ARG);
+  const float huge[] = {INFINITY, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+  cr_expect_eq(ltdi_linear_head_score(huge, 2, 2, x, y, 3, &acc, &loss), LTDI_ERR_NONFINITE);
 }

@@ -1,0 +1,105 @@
+/* core/weights_linear.c — the linear head kind (core/weights.h): logits =
+ * W ẑ + b on L2-normalised body features, its layout, the Proto-MAML init
+ * that the class-token generator refines, and the host reference forward
+ * and score.
+ *
+ * Everything runs in double on the host: the head is N(d+1) numbers, and the
+ * daemon, the trainer and the tests must agree on its logits to the bit. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "core/weights.h"
+
+static const char *const TENSOR_NAMES[LTDI_LINEAR_HEAD_TENSORS] = {"weight", "bias"};
+
+int ltdi_layout_linear_head(ltdi_layout *l, int in_dim, int classes) {
+  if (l == NULL || in_dim < 1 || classes < 1) return LTDI_ERR_INVALID_ARG;
+  ltdi_layout_init(l, "linear_head");
+  const int64_t w_shape[2] = {classes, in_dim}, b_shape[1] = {classes};
+  int rc = ltdi_layout_add(l, TENSOR_NAMES[0], 2, w_shape, 0.0f, 1.0f);
+  if (rc == 0) rc = ltdi_layout_add(l, TENSOR_NAMES[1], 1, b_shape, 0.0f, 1.0f);
+  if (rc != 0) ltdi_layout_free(l);
+  return rc;
+}
+
+int ltdi_layout_linear_head_dims(const ltdi_layout *l, int *in_dim, int *classes) {
+  if (l == NULL || l->n_tensors != LTDI_LINEAR_HEAD_TENSORS) return LTDI_ERR_FORMAT;
+  const ltdi_layout_tensor *w = &l->tensors[0], *b = &l->tensors[1];
+  if (strcmp(w->name, TENSOR_NAMES[0]) != 0 || strcmp(b->name, TENSOR_NAMES[1]) != 0 ||
+      w->ndim != 2 || b->ndim != 1 || b->shape[0] != w->shape[0])
+    return LTDI_ERR_FORMAT;
+  if (w->shape[0] > INT32_MAX || w->shape[1] > INT32_MAX) return LTDI_ERR_FORMAT;
+  if (in_dim) *in_dim = (int)w->shape[1];
+  if (classes) *classes = (int)w->shape[0];
+  return 0;
+}
+
+void ltdi_linear_head_base(const float *protos, int ways, int dim, float *w) {
+  const double s = LTDI_LINEAR_HEAD_SCALE;
+  const size_t D = (size_t)dim;
+  float *bias = w + (size_t)ways * D;
+  for (int c = 0; c < ways; c++) {
+    const float *p = protos + (size_t)c * D;
+    double sq = 0.0;
+    for (size_t k = 0; k < D; k++) {
+      w[(size_t)c * D + k] = (float)(2.0 * s * p[k]);
+      sq += (double)p[k] * p[k];
+    }
+    bias[c] = (float)(-s * sq);
+  }
+}
+
+/* z (ways) = b + W u for one normalised row u (dim). */
+static void unit_logits(const float *w, int ways, int dim, const double *u, double *z) {
+  const float *bias = w + (size_t)ways * (size_t)dim;
+  for (int c = 0; c < ways; c++) {
+    const float *wc = w + (size_t)c * (size_t)dim;
+    double a = bias[c];
+    for (int k = 0; k < dim; k++) a += (double)wc[k] * u[k];
+    z[c] = a;
+  }
+}
+
+void ltdi_linear_head_logits(const float *w, int ways, int dim, const float *x, int n,
+                             double *logits) {
+  double *u = malloc((size_t)dim * sizeof *u);
+  for (int i = 0; u && i < n; i++) {
+    ltdi_feature_normalise(x + (size_t)i * (size_t)dim, dim, u);
+    unit_logits(w, ways, dim, u, logits + (size_t)i * (size_t)ways);
+  }
+  if (!u) /* no scratch: the caller sees NaN, never stale numbers */
+    for (size_t i = 0; i < (size_t)n * (size_t)ways; i++) logits[i] = NAN;
+  free(u);
+}
+
+int ltdi_linear_head_score(const float *w, int ways, int dim, const float *x, const int32_t *y,
+                           int n, double *acc, double *loss) {
+  if (!w || !x || !y || n < 1 || ways < 1 || dim < 1 || !acc || !loss)
+    return LTDI_ERR_INVALID_ARG;
+  for (int i = 0; i < n; i++)
+    if (y[i] < 0 || y[i] >= ways) return LTDI_ERR_INVALID_ARG;
+  double *u = malloc((size_t)dim * sizeof *u), *z = malloc((size_t)ways * sizeof *z);
+  if (!u || !z) {
+    free(u), free(z);
+    return LTDI_ERR_NOMEM;
+  }
+  double total = 0;
+  int correct = 0;
+  for (int i = 0; i < n; i++) {
+    ltdi_feature_normalise(x + (size_t)i * (size_t)dim, dim, u);
+    unit_logits(w, ways, dim, u, z);
+    int best = 0;
+    for (int c = 1; c < ways; c++)
+      if (z[c] > z[best]) best = c;
+    double se = 0;
+    for (int c = 0; c < ways; c++) se += exp(z[c] - z[best]);
+    total += z[best] + log(se) - z[y[i]];
+    correct += best == y[i];
+  }
+  free(u), free(z);
+  *loss = total / n;
+  *acc = (double)correct / n;
+  return isfinite(*loss) ? 0 : LTDI_ERR_NONFINITE;
+}
