@@ -205,7 +205,19 @@ void ltdi__head_pick_checkpoints(const float *hist, int n_rows, size_t P,
   free(cum);
 }
 
+void ltdi__head_write_trajectory(const float *hist, int n_rows, size_t P,
+                                 const ltdi_head_train_config *cfg, float *trajectory) {
+  int idx[10];
+  ltdi__head_pick_checkpoints(hist, n_rows, P, cfg->n_checkpoints, cfg->spacing, idx);
+  for (int j = 0; j < cfg->n_checkpoints; j++)
+    memcpy(trajectory + (size_t)j * P, hist + (size_t)idx[j] * P, P * sizeof(float));
+}
+
 /* ==== training =========================================================== */
+
+int ltdi__head_draw_view(int views, int plain, ltdi_rng *rng) {
+  return (plain || views <= 1) ? 0 : (int)ltdi_rng_below(rng, (uint32_t)views);
+}
 
 /* Copies one view per example (view 0 when `plain`, else drawn from rng) into
  * the host batch xb (n, d) and uploads it. */
@@ -213,7 +225,7 @@ static int load_batch(head_ws *ws, float *xb, const float *x, int views, int n, 
                       ltdi_rng *rng) {
   size_t d = (size_t)ws->dims.in_dim;
   for (int i = 0; i < n; i++) {
-    int v = (plain || views <= 1) ? 0 : (int)ltdi_rng_below(rng, (uint32_t)views);
+    int v = ltdi__head_draw_view(views, plain, rng);
     memcpy(xb + (size_t)i * d, x + ((size_t)i * (size_t)views + (size_t)v) * d,
            d * sizeof(float));
   }
@@ -283,12 +295,7 @@ int ltdi_head_train(ltdi_backend *be, const ltdi_head_dims *dims,
     if ((rc = load_batch(&ws, xb, x, views, n, 1, rng)) != 0) goto done;
     if ((rc = head_forward(&ws, ws.w, final_loss)) != 0) goto done;
   }
-  if (trajectory != NULL) {
-    int idx[10];
-    ltdi__head_pick_checkpoints(hist, n_rows, P, cfg->n_checkpoints, cfg->spacing, idx);
-    for (int j = 0; j < cfg->n_checkpoints; j++)
-      memcpy(trajectory + (size_t)j * P, hist + (size_t)idx[j] * P, P * sizeof(float));
-  }
+  if (trajectory != NULL) ltdi__head_write_trajectory(hist, n_rows, P, cfg, trajectory);
 done:
   free(hist);
   free(xb);

@@ -1,7 +1,9 @@
-/* trainer/prepare/head.h — the recipe that trains the classifier head g_w:
- * R^d → R^N from a Gaussian init (paper Alg. 1), recording the trajectory
- * the diffusion learns from, and the head's forward on a backend. The
- * head's tensors, order and init std are the contract of core/weights.h. */
+/* trainer/prepare/head.h — the recipes that train a classifier head g_w:
+ * R^d → R^N (paper Alg. 1), recording the trajectory the diffusion learns
+ * from: the 2-layer MLP head from a Gaussian init, on a backend (head.c), and
+ * the linear head on normalised features from its Proto-MAML init, on the
+ * host (linear_head.c). The heads' tensors, order and init are the contract
+ * of core/weights.h. */
 #ifndef LTDI_TRAINER_HEAD_H
 #define LTDI_TRAINER_HEAD_H
 
@@ -43,6 +45,29 @@ int ltdi_head_train(ltdi_backend *be, const ltdi_head_dims *dims,
                     const ltdi_head_train_config *cfg, float *w, const float *x,
                     int views, const int32_t *y, int n, ltdi_rng *rng,
                     float *trajectory, float *final_loss);
+
+/* ---- the linear head (core/weights.h "the linear head") ---------------------------
+ *
+ * A plain-C host trainer: the head is N(d+1) numbers and its forward is one
+ * small matrix product, so it needs no backend. */
+
+/* The linear head's recipe defaults (docs/PREPARE.md "The linear head"):
+ * with s folded into W, Adam's lr is in logit units. */
+ltdi_head_train_config ltdi_linear_head_train_default(void);
+
+/* Trains the linear head w (ways(dim+1); in: the init, usually
+ * ltdi_linear_head_base of the task's prototypes; out: trained) on n raw
+ * examples x (n, views, dim) with labels y in [0, ways): full-batch softmax
+ * cross-entropy of W ẑ + b, Adam or SGD with momentum 0.9 (cfg->use_adam),
+ * both with decoupled weight decay (w -= lr·wd·w), and SAM of radius
+ * cfg->sam_rho (gradient at w + ρ g/|g|, step from w). Each step draws one
+ * view per example from rng exactly as ltdi_head_train does, and the
+ * trajectory (L, P) (may be NULL) and *final_loss (view 0; may be NULL) mean
+ * what they mean there. Runs in double; w and the trajectory are floats.
+ * 0, LTDI_ERR_INVALID_ARG, LTDI_ERR_NOMEM or LTDI_ERR_NONFINITE. */
+int ltdi_linear_head_train(const ltdi_head_train_config *cfg, int ways, int dim, float *w,
+                           const float *x, int views, const int32_t *y, int n, ltdi_rng *rng,
+                           float *trajectory, float *final_loss);
 
 /* pred (n) = the class of each row of logits (n, N): the first maximum. */
 void ltdi_head_argmax(const float *logits, int n, int classes, int32_t *pred);

@@ -1,7 +1,8 @@
-/* trainer/prepare/head_internal.h — pieces of head.c that tests and the preparation
- * pipeline reach directly: the head's loss and gradient on one batch, and the
- * choice of trajectory checkpoints among the recorded steps. Not part of the
- * public head interface. */
+/* trainer/prepare/head_internal.h — pieces of head.c and linear_head.c that
+ * tests and the other trainer reach directly: each head's loss and gradient on
+ * one batch, the per-example view draw, and the choice of trajectory
+ * checkpoints among the recorded steps (one copy for both heads). Not part
+ * of the public head interface. */
 #ifndef LTDI_TRAINER_HEAD_INTERNAL_H
 #define LTDI_TRAINER_HEAD_INTERNAL_H
 
@@ -25,5 +26,21 @@ int ltdi__head_loss_grad(ltdi_backend *be, const ltdi_head_dims *dims, const flo
  * non-decreasing. */
 void ltdi__head_pick_checkpoints(const float *hist, int n_rows, size_t P,
                                  int n_checkpoints, int spacing, int *idx);
+
+/* The view example i trains on this step: 0 when `plain` or with one view,
+ * else one draw of rng in [0, views). Both heads' trainers call it once per
+ * example in example order, so a task's draws do not depend on its head. */
+int ltdi__head_draw_view(int views, int plain, ltdi_rng *rng);
+
+/* trajectory (L, P) = the rows of hist (n_rows, P) that
+ * ltdi__head_pick_checkpoints chooses for cfg's n_checkpoints and spacing. */
+void ltdi__head_write_trajectory(const float *hist, int n_rows, size_t P,
+                                 const ltdi_head_train_config *cfg, float *trajectory);
+
+/* Mean cross-entropy of the linear head w (ways(dim+1)) on raw rows x
+ * (n, dim) with labels y, in double; when grad (P) is non-NULL it receives
+ * dL/dw (overwritten). 0, LTDI_ERR_INVALID_ARG or LTDI_ERR_NOMEM. */
+int ltdi__linear_head_loss_grad(int ways, int dim, const float *w, const float *x,
+                                const int32_t *y, int n, double *loss, double *grad);
 
 #endif
