@@ -18,7 +18,7 @@ prep() { # name, extra prepare options
   local name=$1; shift
   [ -f "traj_$name.safetensors" ] ||
     "$train" prepare --body "$body" --data "$glyphs" --out "traj_$name.safetensors" \
-      --ways 5 --shots 1 --tasks "$tasks" --quiet "$@" > "prepare_$name.log"
+      --head mlp --ways 5 --shots 1 --tasks "$tasks" --quiet "$@" > "prepare_$name.log"
 }
 prep L6 --trajectory 6
 prep L4

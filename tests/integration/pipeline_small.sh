@@ -24,7 +24,8 @@ echo "== body"
 test -s "$tmp/body.safetensors" || fail "no body file"
 
 echo "== prepare (uninterrupted, 1 thread)"
-prep=(--body "$tmp/body.safetensors" --data "$tmp/glyphs" --tasks 2000 --ways 5 --shots 1 --quiet)
+# meta trains the U-Net on the mlp head, so the trajectories must be of that head.
+prep=(--body "$tmp/body.safetensors" --data "$tmp/glyphs" --head mlp --tasks 2000 --ways 5 --shots 1 --quiet)
 "$train" prepare "${prep[@]}" --threads 1 --out "$tmp/ref.safetensors"
 
 echo "== prepare (killed halfway, resumed, 2 threads)"

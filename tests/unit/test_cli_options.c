@@ -342,7 +342,8 @@ static const command_help COMMANDS[] = {
       "--shots K", "--hidden H", "--trajectory L", "--spacing S", "--sam RHO", "--optimiser O",
       "--optimizer O", "--steps S", "--lr LR", "--weight-decay WD", "--views V",
       "--no-augment", "--augment", "--shared-init", "--per-task-init", "--threads T",
-      "--seed S", "--restart", "--measure Q", "--variants FILE", "--quiet",
+      "--seed S", "--restart", "--measure Q", "--variants FILE", "--quiet", "--head H",
+      "[default linear; linear | mlp]", "With --head mlp the recipe defaults are",
       "[default 1000; 1..100000000]", "[default 5; 1..1000]", "[default off; 1..10000]"}},
     {ltdi_cmd_meta, "meta", NULL, "--batch",
      {"--trajectories FILE", "--out MODEL", "--algo A", "--outer-steps N", "--minutes M",
@@ -423,4 +424,25 @@ Test(cli_options, every_command_refuses_unknown_and_bad_options) {
     cr_expect(strstr(c.err, want) != NULL, "%s: %s", ch->argv0, c.err);
     captured_free(&c);
   }
+}
+
+Test(cli_options, prepare_refuses_init_flags_for_the_linear_head) {
+  const command_help *ch = NULL;
+  for (size_t k = 0; k < N_COMMANDS; k++)
+    if (!strcmp(COMMANDS[k].argv0, "prepare")) ch = &COMMANDS[k];
+  cr_assert_not_null(ch);
+  const char *flags[] = {"--shared-init", "--per-task-init"};
+  for (int i = 0; i < 2; i++) {
+    captured c = run_command(ch, flags[i], NULL); /* the default head is linear */
+    cr_expect_eq(c.rc, 2, "%s", flags[i]);
+    cr_expect(strstr(c.err, "is for --head mlp") != NULL, "%s: %s", flags[i], c.err);
+    captured_free(&c);
+  }
+  /* With --head mlp the same flag is an option like any other: the run goes
+   * on to the next check (no data given). */
+  captured c = run_command(ch, "--head=mlp", "--shared-init");
+  cr_expect_eq(c.rc, 2);
+  cr_expect(strstr(c.err, "is for --head mlp") == NULL, "%s", c.err);
+  cr_expect(strstr(c.err, "give --out") != NULL, "%s", c.err);
+  captured_free(&c);
 }

@@ -2,7 +2,9 @@
  * synthetic features file: the output's tensors and metadata, independence
  * from the thread count, resumption after a stop or a torn journal record
  * (bit-identical to an uninterrupted run), and refusal of a journal made
- * with other options. */
+ * with other options — for the mlp head, and (at the end) for the linear
+ * head on the clusters of synthetic_features.h, with its Proto-MAML row 0
+ * and --measure's nearest-centroid baseline. */
 #define _POSIX_C_SOURCE 200809L
 #include <criterion/criterion.h>
 #include <math.h>
@@ -68,9 +70,12 @@ static void teardown(void) {
   cr_assert_eq(system(cmd), 0);
 }
 
+/* The mlp head's small run (the tests before the linear head became the
+ * default, so they name their head). */
 static ltdi_prepare_config small_config(const char *out) {
   ltdi_prepare_config cfg;
   ltdi_prepare_default(&cfg);
+  ltdi_prepare_use_head(&cfg, LTDI_PREPARE_HEAD_MLP);
   cfg.tasks = 24;
   cfg.ways = 5;
   cfg.shots = 2;
@@ -161,6 +166,7 @@ Test(prepare, output_has_documented_tensors_and_metadata, .init = setup, .fini =
   for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
     cr_assert_not_null(ltdi_st_meta(f, keys[k]), "metadata %s missing", keys[k]);
   cr_assert_not_null(strstr(ltdi_st_meta(f, "head_layout"), "\"fc2.bias\""));
+  cr_assert_str_eq(ltdi_st_meta(f, "head"), "mlp");
   cr_assert_not_null(strstr(ltdi_st_meta(f, "class_names"), "\"cls11\""));
 
   /* Embeddings and classes follow the episodes of the seed: recompute task
@@ -477,4 +483,259 @@ Test(prepare, shared_init_gives_every_task_the_same_row_0, .init = setup, .fini 
   char err[512] = "";
   cr_assert_eq(ltdi_prepare_run(&co, &bank, &st, err, sizeof err), LTDI_ERR_EXISTS, "%s", err);
   free(ts), free(tp);
+}
+
+/* ---- the linear head ------------------------------------------------------- */
+
+#include "core/weights.h"
+#include "synthetic_features.h"
+
+#define LIN_CLASSES 12
+#define LIN_PER 8
+#define LIN_DIM 6
+#define LIN_P (5 * (LIN_DIM + 1))
+
+static ltdi_featurebank lin_bank;
+
+/* The clusters of synthetic_features.h (non-negative means, like ReLU
+ * features) as a bank with 3 views: the plain one and two perturbed copies,
+ * so the runs also cover the view draws. */
+static void setup_linear(void) {
+  setup();
+  char path[320];
+  path_in(path, sizeof path, "clusters.safetensors");
+  ltdi_test_write_clusters(path, LIN_CLASSES, LIN_PER, LIN_DIM, 11);
+  ltdi_featurebank plain;
+  char err[256] = "";
+  cr_assert_eq(ltdi_featurebank_open(&plain, NULL, NULL, path, 1, 1, 1, err, sizeof err), 0,
+               "%s", err);
+  memset(&lin_bank, 0, sizeof lin_bank);
+  lin_bank.n = plain.n, lin_bank.views = 3, lin_bank.dim = LIN_DIM;
+  lin_bank.n_classes = plain.n_classes;
+  lin_bank.labels = malloc(sizeof(int32_t) * plain.n);
+  memcpy(lin_bank.labels, plain.labels, sizeof(int32_t) * plain.n);
+  lin_bank.x = malloc(sizeof(float) * plain.n * 3 * LIN_DIM);
+  ltdi_rng rng;
+  ltdi_rng_init(&rng, 4, 4);
+  for (int i = 0; i < plain.n; i++)
+    for (int v = 0; v < 3; v++)
+      for (int k = 0; k < LIN_DIM; k++)
+        lin_bank.x[(i * 3 + v) * LIN_DIM + k] =
+            plain.x[i * LIN_DIM + k] + (v ? 0.2f * ltdi_rng_normal(&rng) : 0.0f);
+  ltdi_featurebank_free(&plain);
+}
+
+static void teardown_linear(void) {
+  lin_bank.n_classes = 0; /* no class names to free */
+  ltdi_featurebank_free(&lin_bank);
+  teardown();
+}
+
+static ltdi_prepare_config linear_config(const char *out) {
+  ltdi_prepare_config cfg;
+  ltdi_prepare_default(&cfg);
+  cr_assert_eq(cfg.head, LTDI_PREPARE_HEAD_LINEAR, "the linear head is the default");
+  cr_assert_eq(cfg.augment, 0, "the linear head's recipe trains on the plain view");
+  cfg.augment = 1; /* so the runs cover the view draws too */
+  cfg.tasks = 24;
+  cfg.ways = 5;
+  cfg.shots = 2;
+  cfg.train.steps = 40;
+  cfg.seed = 5;
+  cfg.n_threads = 1;
+  cfg.out_path = out;
+  cfg.data_source = "test";
+  cfg.quiet = 1;
+  cfg.journal_batch = 1;
+  return cfg;
+}
+
+/* Checks task t of a linear file: the embedding is the prototypes of the
+ * episode's normalised view-0 support rows, row 0 the Proto-MAML head of
+ * that embedding (bit for bit), and the optimum's support loss below it. */
+static void check_linear_task(int t, const float *traj, const float *emb, const float *loss,
+                              ltdi_class_index *idx, ltdi_episode *ep) {
+  cr_assert_eq(ltdi_episode_sample(ep, idx, 5, (uint64_t)t), 0);
+  float xs[10 * LIN_DIM], protos[5 * LIN_DIM], base[LIN_P];
+  int32_t ys[10];
+  for (int i = 0; i < 10; i++) {
+    ys[i] = i / 2;
+    memcpy(xs + i * LIN_DIM, ltdi_featurebank_row(&lin_bank, ep->support[i], 0),
+           LIN_DIM * sizeof(float));
+  }
+  cr_assert_eq(ltdi_task_prototypes(xs, LIN_DIM, ys, 10, 5, LIN_DIM, protos, NULL), 0);
+  cr_assert_eq(memcmp(protos, emb + (size_t)t * 5 * LIN_DIM, sizeof protos), 0, "task %d", t);
+  ltdi_linear_head_base(protos, 5, LIN_DIM, base);
+  const float *row0 = traj + (size_t)t * 4 * LIN_P, *opt = row0 + 3 * LIN_P;
+  cr_assert_eq(memcmp(row0, base, sizeof base), 0, "task %d: row 0 is not the base head", t);
+  double acc, l0, l1;
+  cr_assert_eq(ltdi_linear_head_score(row0, 5, LIN_DIM, xs, ys, 10, &acc, &l0), 0);
+  cr_assert_eq(ltdi_linear_head_score(opt, 5, LIN_DIM, xs, ys, 10, &acc, &l1), 0);
+  cr_assert(l1 < l0, "task %d: support loss %g at the init, %g at the optimum", t, l0, l1);
+  cr_assert(fabs(loss[t] - l1) < 1e-5 * (1 + l1), "task %d: final_loss %g vs %g", t, loss[t], l1);
+}
+
+Test(prepare_linear, row_0_is_the_base_head_and_the_optimum_fits_better, .init = setup_linear,
+     .fini = teardown_linear) {
+  char out[300];
+  path_in(out, sizeof out, "lin.safetensors");
+  ltdi_prepare_config cfg = linear_config(out);
+  ltdi_prepare_stats st;
+  run_ok(&cfg, &lin_bank, &st);
+  ltdi_st_file *f;
+  char err[256];
+  cr_assert_eq(ltdi_st_read(out, &f, err, sizeof err), 0, "%s", err);
+  int64_t s3[3] = {24, 4, LIN_P}, s2[2] = {24, 5 * LIN_DIM}, s1[1] = {24};
+  const float *traj, *emb, *loss;
+  cr_assert_eq(ltdi_st_get_f32(f, "trajectories", 3, s3, &traj, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(ltdi_st_get_f32(f, "embeddings", 2, s2, &emb, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(ltdi_st_get_f32(f, "final_loss", 1, s1, &loss, err, sizeof err), 0, "%s", err);
+  ltdi_class_index idx;
+  cr_assert_eq(ltdi_class_index_build(&idx, lin_bank.labels, lin_bank.n, lin_bank.n_classes), 0);
+  ltdi_episode ep;
+  cr_assert_eq(ltdi_episode_alloc(&ep, 5, 2, 0), 0);
+  for (int t = 0; t < 24; t++) check_linear_task(t, traj, emb, loss, &idx, &ep);
+  ltdi_episode_free(&ep);
+  ltdi_class_index_free(&idx);
+  ltdi_st_close(f);
+}
+
+Test(prepare_linear, file_metadata_names_the_head, .init = setup_linear, .fini = teardown_linear) {
+  char out[300];
+  path_in(out, sizeof out, "lin.safetensors");
+  ltdi_prepare_config cfg = linear_config(out);
+  cfg.hidden = 77; /* not the linear head's: neither stored nor in the way */
+  ltdi_prepare_stats st;
+  run_ok(&cfg, &lin_bank, &st);
+  ltdi_st_file *f;
+  char err[256];
+  cr_assert_eq(ltdi_st_read(out, &f, err, sizeof err), 0, "%s", err);
+  cr_assert_str_eq(ltdi_st_meta(f, "format"), "ltdi-trajectories");
+  cr_assert_str_eq(ltdi_st_meta(f, "head"), "linear");
+  cr_assert_str_eq(ltdi_st_meta(f, "init"), "proto-maml");
+  cr_assert_str_eq(ltdi_st_meta(f, "logit_scale"), "10");
+  cr_assert_str_eq(ltdi_st_meta(f, "param_count"), "35");
+  cr_assert_str_eq(ltdi_st_meta(f, "in_dim"), "6");
+  cr_assert_str_eq(ltdi_st_meta(f, "classes"), "5");
+  cr_assert_str_eq(ltdi_st_meta(f, "steps"), "40");
+  cr_assert_null(ltdi_st_meta(f, "hidden"), "the linear head has no hidden width");
+  cr_assert_null(ltdi_st_meta(f, "init_seed"));
+  const char *keys[] = {"sam_rho", "spacing", "augment_views", "lr", "optimiser", "seed",
+                        "weight_decay", "data_source", "class_names", "trajectory_order"};
+  for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
+    cr_assert_not_null(ltdi_st_meta(f, keys[k]), "metadata %s missing", keys[k]);
+  cr_assert_str_eq(ltdi_st_meta(f, "augment_views"), "3");
+  cr_assert_not_null(strstr(ltdi_st_meta(f, "embedding_layout"), "L2-normalised"));
+  /* head_layout is core's layout JSON: it reads back as the linear head. */
+  ltdi_layout l;
+  ltdi_layout_init(&l, NULL);
+  cr_assert_eq(ltdi_layout_from_json(&l, ltdi_st_meta(f, "head_layout")), 0);
+  int d = 0, n = 0;
+  cr_assert_eq(ltdi_layout_linear_head_dims(&l, &d, &n), 0);
+  cr_assert(d == 6 && n == 5 && l.n_params == LIN_P);
+  cr_assert_str_eq(l.kind, "linear_head");
+  cr_assert_not_null(strstr(ltdi_st_meta(f, "head_layout"), "\"logit_scale\""));
+  ltdi_layout_free(&l);
+  ltdi_st_close(f);
+}
+
+Test(prepare_linear, one_and_two_threads_give_identical_files, .init = setup_linear,
+     .fini = teardown_linear) {
+  char o1[300], o2[300], o3[300];
+  path_in(o1, sizeof o1, "t1.safetensors");
+  path_in(o2, sizeof o2, "t2.safetensors");
+  path_in(o3, sizeof o3, "t3.safetensors");
+  ltdi_prepare_config c1 = linear_config(o1), c2 = linear_config(o2), c3 = linear_config(o3);
+  c2.n_threads = 2;
+  c3.augment = 0;
+  ltdi_prepare_stats st;
+  run_ok(&c1, &lin_bank, &st);
+  run_ok(&c2, &lin_bank, &st);
+  run_ok(&c3, &lin_bank, &st);
+  assert_same_file(o1, o2);
+  size_t n1, n3;
+  uint8_t *b1 = slurp(o1, &n1), *b3 = slurp(o3, &n3);
+  cr_assert(n1 != n3 || memcmp(b1, b3, n1) != 0, "augmentation had no effect");
+  free(b1), free(b3);
+}
+
+Test(prepare_linear, resume_from_the_journal_gives_the_same_bytes, .init = setup_linear,
+     .fini = teardown_linear) {
+  char ref[300], out[300], jpath[320];
+  path_in(ref, sizeof ref, "ref.safetensors");
+  path_in(out, sizeof out, "out.safetensors");
+  snprintf(jpath, sizeof jpath, "%s.journal", out);
+  ltdi_prepare_config cr = linear_config(ref), co = linear_config(out);
+  ltdi_prepare_stats st;
+  run_ok(&cr, &lin_bank, &st);
+  co.stop_after = 7;
+  run_ok(&co, &lin_bank, &st);
+  cr_assert_eq(st.stopped, 1);
+  cr_assert(!exists(out) && exists(jpath));
+  /* An mlp run must not take the linear run's tasks. */
+  ltdi_prepare_config other = co;
+  ltdi_prepare_use_head(&other, LTDI_PREPARE_HEAD_MLP);
+  other.stop_after = 0;
+  char err[512] = "";
+  cr_assert_eq(ltdi_prepare_run(&other, &lin_bank, &st, err, sizeof err), LTDI_ERR_EXISTS, "%s",
+               err);
+  co.stop_after = 0;
+  co.n_threads = 2;
+  run_ok(&co, &lin_bank, &st);
+  cr_assert_eq(st.tasks_resumed, 7);
+  cr_assert_eq(st.tasks_computed, 24 - 7);
+  assert_same_file(ref, out);
+  cr_assert(!exists(jpath));
+}
+
+/* Nearest-centroid accuracy on task t's queries (view 0), by hand: the
+ * normalised query's closest prototype of normalised support rows. */
+static double nearest_centroid_acc(int t, int Q, ltdi_class_index *idx, ltdi_episode *ep) {
+  cr_assert_eq(ltdi_episode_sample(ep, idx, 5, (uint64_t)t), 0);
+  float xs[10 * LIN_DIM], protos[5 * LIN_DIM];
+  int32_t ys[10];
+  for (int i = 0; i < 10; i++) {
+    ys[i] = i / 2;
+    memcpy(xs + i * LIN_DIM, ltdi_featurebank_row(&lin_bank, ep->support[i], 0),
+           LIN_DIM * sizeof(float));
+  }
+  cr_assert_eq(ltdi_task_prototypes(xs, LIN_DIM, ys, 10, 5, LIN_DIM, protos, NULL), 0);
+  int correct = 0;
+  for (int i = 0; i < 5 * Q; i++) {
+    double u[LIN_DIM], best = INFINITY;
+    int arg = 0;
+    ltdi_feature_normalise(ltdi_featurebank_row(&lin_bank, ep->query[i], 0), LIN_DIM, u);
+    for (int c = 0; c < 5; c++) {
+      double dd = 0;
+      for (int k = 0; k < LIN_DIM; k++) dd += (u[k] - protos[c * LIN_DIM + k]) * (u[k] - protos[c * LIN_DIM + k]);
+      if (dd < best) best = dd, arg = c;
+    }
+    correct += arg == i / Q;
+  }
+  return (double)correct / (5 * Q);
+}
+
+Test(prepare_linear, measure_reports_nearest_centroid_as_the_init, .init = setup_linear,
+     .fini = teardown_linear) {
+  ltdi_prepare_config cfg = linear_config(NULL);
+  cfg.tasks = 10;
+  const int Q = 3;
+  ltdi_prepare_measurement m;
+  char err[256] = "";
+  cr_assert_eq(ltdi_prepare_measure(&cfg, &lin_bank, Q, &m, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(m.tasks, 10);
+  ltdi_class_index idx;
+  cr_assert_eq(ltdi_class_index_build(&idx, lin_bank.labels, lin_bank.n, lin_bank.n_classes), 0);
+  ltdi_episode ep;
+  cr_assert_eq(ltdi_episode_alloc(&ep, 5, 2, Q), 0);
+  double sum = 0;
+  for (int t = 0; t < 10; t++) sum += nearest_centroid_acc(t, Q, &idx, &ep);
+  ltdi_episode_free(&ep);
+  ltdi_class_index_free(&idx);
+  cr_assert(fabs(m.init_acc - sum / 10) < 1e-12, "init acc %g, nearest centroid %g", m.init_acc,
+            sum / 10);
+  cr_assert(m.init_acc > 0.2 && m.acc > 0.2, "better than chance: %g %g", m.init_acc, m.acc);
+  cr_assert(m.loss < m.init_loss, "support loss %g -> %g", m.init_loss, m.loss);
+  cr_assert(m.dist_to_opt[0] == 1.0 && m.dist_to_opt[3] == 0.0);
+  cr_assert(m.gain_ci95 >= 0 && isfinite(m.gain_ci95));
 }

@@ -1,7 +1,8 @@
 /* trainer/cli/cmd_prepare.c — `ltdi-train prepare`: build the feature bank
  * (body + images, or a user's features file), then run weight preparation
- * (trainer/prepare/prepare.h) into one trajectories file, resumably. With --measure
- * it instead reports the recipe's query accuracy, used to pick defaults. */
+ * (trainer/prepare/prepare.h) for the linear or the mlp head into one
+ * trajectories file, resumably. With --measure it instead reports the
+ * recipe's query accuracy against its init's, used to pick defaults. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
@@ -26,6 +27,7 @@ typedef struct prepare_args {
   ltdi_prepare_config cfg;
   const char *body, *data, *features, *variants;
   int views, measure;
+  int init;  /* --shared-init 1, --per-task-init 0, neither -1 (mlp: shared) */
 } prepare_args;
 
 static void prepare_defaults(void *p) {
@@ -33,11 +35,14 @@ static void prepare_defaults(void *p) {
   memset(a, 0, sizeof *a);
   ltdi_prepare_default(&a->cfg);
   a->views = DEFAULT_VIEWS;
+  a->init = -1;
 }
 
 static const ltdi_opt_choice SPACINGS[] = {
     {"steps", LTDI_SPACING_STEPS}, {"distance", LTDI_SPACING_DISTANCE}, {NULL, 0}};
 static const ltdi_opt_choice OPTIMISERS[] = {{"adam", 1}, {"sgd", 0}, {NULL, 0}};
+static const ltdi_opt_choice HEADS[] = {
+    {"linear", LTDI_PREPARE_HEAD_LINEAR}, {"mlp", LTDI_PREPARE_HEAD_MLP}, {NULL, 0}};
 
 static const ltdi_opt PREPARE_OPTS[] = {
     LTDI_OPT_STRING("--body", prepare_args, body, "FILE", NULL, "body file from `ltdi-train body`"),
@@ -53,7 +58,11 @@ static const ltdi_opt PREPARE_OPTS[] = {
     LTDI_OPT_INT("--ways", prepare_args, cfg.ways, 1, 1000, "N", NULL, "classes per task"),
     LTDI_OPT_INT("--shots", prepare_args, cfg.shots, 1, 1000, "K", NULL,
                  "support examples per class"),
-    LTDI_OPT_INT("--hidden", prepare_args, cfg.hidden, 1, 65536, "H", NULL, "head hidden width"),
+    LTDI_OPT_CHOICE("--head", prepare_args, cfg.head, HEADS, "H", NULL,
+                    "linear: W x/|x| + b from the task's Proto-MAML head;\n"
+                    "mlp: fc2(relu(fc1(x))) from a Gaussian init"),
+    LTDI_OPT_INT("--hidden", prepare_args, cfg.hidden, 1, 65536, "H", NULL,
+                 "hidden width of the mlp head"),
     LTDI_OPT_INT("--trajectory", prepare_args, cfg.train.n_checkpoints, 2, 10, "L", NULL,
                  "checkpoints per trajectory"),
     LTDI_OPT_CHOICE("--spacing", prepare_args, cfg.train.spacing, SPACINGS, "S", NULL,
@@ -75,10 +84,11 @@ static const ltdi_opt PREPARE_OPTS[] = {
     LTDI_OPT_FLAG("--no-augment", prepare_args, cfg.augment, 0, "train on the plain view only"),
     LTDI_OPT_FLAG("--augment", prepare_args, cfg.augment, 1,
                   "each step draws one of the views"),
-    LTDI_OPT_FLAG("--shared-init", prepare_args, cfg.shared_init, 1,
-                  "every task starts from one init (seed's shared stream)"),
-    LTDI_OPT_FLAG("--per-task-init", prepare_args, cfg.shared_init, 0,
-                  "every task starts from its own random init"),
+    LTDI_OPT_FLAG("--shared-init", prepare_args, init, 1,
+                  "mlp only (its default): every task starts from one\n"
+                  "init (seed's shared stream); refused with --head linear"),
+    LTDI_OPT_FLAG("--per-task-init", prepare_args, init, 0,
+                  "mlp only: every task starts from its own random init"),
     LTDI_OPT_INT("--threads", prepare_args, cfg.n_threads, 1, 64, "T", NULL, "worker threads"),
     LTDI_OPT_U64("--seed", prepare_args, cfg.seed, 0, UINT64_MAX, "S", NULL,
                  "task and augmentation seed"),
@@ -93,6 +103,27 @@ static const ltdi_opt PREPARE_OPTS[] = {
     LTDI_OPT_FLAG("--quiet", prepare_args, cfg.quiet, 1, "no progress lines"),
 };
 
+/* After the options: what the linear head ignores, and the mlp head's recipe
+ * defaults (those above are the linear head's), both printed from the code
+ * so the help cannot drift from it. */
+static void print_head_notes(FILE *out) {
+  ltdi_prepare_config c;
+  ltdi_prepare_default(&c);
+  ltdi_prepare_use_head(&c, LTDI_PREPARE_HEAD_MLP);
+  const ltdi_head_train_config m = c.train;
+  fprintf(out,
+          "\nThe linear head (the default) starts every task from its own Proto-MAML head\n"
+          "(the nearest-centroid head of its support on normalised features, logit\n"
+          "scale %g), so --hidden, --shared-init and --per-task-init do not apply to it.\n"
+          "With --head mlp the recipe defaults are instead --steps %d --lr %g\n"
+          "--optimiser %s --sam %g --weight-decay %g --trajectory %d --spacing %s\n"
+          "%s (flags given still win).\n",
+          (double)LTDI_LINEAR_HEAD_SCALE, m.steps, (double)m.lr, m.use_adam ? "adam" : "sgd",
+          (double)m.sam_rho, (double)m.weight_decay, m.n_checkpoints,
+          m.spacing == LTDI_SPACING_DISTANCE ? "distance" : "steps",
+          c.augment ? "--augment" : "--no-augment");
+}
+
 static const ltdi_cli PREPARE_CLI = {
     .name = "prepare",
     .synopsis = "usage: ltdi-train prepare (--body FILE --data DIR | --features FILE) --out FILE\n"
@@ -102,46 +133,81 @@ static const ltdi_cli PREPARE_CLI = {
     .n_opts = LTDI_OPT_COUNT(PREPARE_OPTS),
     .args_size = sizeof(prepare_args),
     .defaults = prepare_defaults,
+    .more = print_head_notes,
 };
+
+/* Parses words (argv without the command name, and a --variants line after
+ * them) over the defaults of the head they choose: a first pass learns
+ * --head, the recipe restarts from that head's defaults, and a second pass
+ * applies the words again, so a recipe flag given always wins and one not
+ * given is the chosen head's default. Then the init flags are checked
+ * against the head. 0, or -1 with the reason in why. */
+static int parse_for_head(int n, char **words, prepare_args *a, char *why, size_t len) {
+  prepare_defaults(a);
+  if (ltdi_cli_parse_words(&PREPARE_CLI, a, n, words, why, len) != 0) return -1;
+  if (a->cfg.head != LTDI_PREPARE_HEAD_LINEAR) {
+    const int head = a->cfg.head;
+    prepare_defaults(a);
+    ltdi_prepare_use_head(&a->cfg, head);
+    if (ltdi_cli_parse_words(&PREPARE_CLI, a, n, words, why, len) != 0) return -1;
+  }
+  if (a->cfg.head == LTDI_PREPARE_HEAD_LINEAR && a->init >= 0) {
+    snprintf(why, len, "%s is for --head mlp; the linear head starts from the task's "
+             "Proto-MAML head", a->init ? "--shared-init" : "--per-task-init");
+    return -1;
+  }
+  a->cfg.shared_init = a->init != 0;
+  return 0;
+}
 
 static int is_dir(const char *path) {
   struct stat st;
   return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-/* --measure: one line of results for cfg. */
+/* --measure: one line of results for cfg: the optimum's query accuracy, the
+ * init's (nearest centroid for the linear head) and the paired gain, the
+ * query and support losses of both, and the checkpoints' distances. */
 static int measure_one(const ltdi_prepare_config *cfg, const ltdi_featurebank *bank,
                        int queries, const char *label, char *err, size_t errlen) {
-  double acc, ci, loss, dist[10], t0 = ltdi_now_s();
-  int rc = ltdi_prepare_measure(cfg, bank, queries, &acc, &ci, &loss, dist, err, errlen);
+  ltdi_prepare_measurement m;
+  double t0 = ltdi_now_s();
+  int rc = ltdi_prepare_measure(cfg, bank, queries, &m, err, errlen);
   if (rc != 0) return rc;
-  printf("[%s] tasks %d  query acc %.2f%% +- %.2f  final loss %.4f  dist to opt:", label,
-         cfg->tasks, 100.0 * acc, 100.0 * ci, loss);
-  for (int j = 0; j < cfg->train.n_checkpoints; j++) printf(" %.3f", dist[j]);
+  printf("[%s] %s head, tasks %d  query acc %.2f%% +- %.2f  init %.2f%% +- %.2f  "
+         "gain %+.2f +- %.2f  query loss %.4f (init %.4f)  support loss %.4f (init %.4f)  "
+         "dist to opt:",
+         label, ltdi_prepare_head_name(cfg->head), m.tasks, 100.0 * m.acc, 100.0 * m.acc_ci95,
+         100.0 * m.init_acc, 100.0 * m.init_acc_ci95, 100.0 * (m.acc - m.init_acc),
+         100.0 * m.gain_ci95, m.query_loss, m.init_query_loss, m.loss, m.init_loss);
+  for (int j = 0; j < cfg->train.n_checkpoints; j++) printf(" %.3f", m.dist_to_opt[j]);
   printf("  (%.1f s)\n", ltdi_now_s() - t0);
   fflush(stdout);
   return 0;
 }
 
-/* --variants FILE: each line holds options applied on top of the command
- * line's, measured on the same feature bank. */
-static int measure_variants(const ltdi_prepare_config *base, const ltdi_featurebank *bank,
-                            int queries, const char *path, char *err, size_t errlen) {
+/* --variants FILE: each line holds options applied after the command line's
+ * (parse_for_head of both: a line may switch --head), measured on the same
+ * feature bank. */
+static int measure_variants(const ltdi_prepare_config *base, int argc, char **argv,
+                            const ltdi_featurebank *bank, int queries, const char *path,
+                            char *err, size_t errlen) {
   FILE *f = fopen(path, "r");
   if (f == NULL) return ltdi_fail(err, errlen, LTDI_ERR_IO, "cannot open %s", path);
   char line[1024];
-  int rc = 0;
+  char **toks = malloc(((size_t)argc + 64) * sizeof *toks);
+  int rc = toks ? 0 : ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
+  for (int i = 1; i < argc; i++) toks[i - 1] = argv[i];
   while (rc == 0 && fgets(line, sizeof line, f) != NULL) {
     line[strcspn(line, "\r\n")] = '\0';
     if (line[0] == '\0' || line[0] == '#') continue;
-    char copy[1024], *toks[64], why[512];
-    int nt = 0;
+    char copy[1024], why[512];
+    int nt = argc - 1;
     strcpy(copy, line);
-    for (char *t = strtok(copy, " \t"); t && nt < 63; t = strtok(NULL, " \t")) toks[nt++] = t;
+    for (char *t = strtok(copy, " \t"); t && nt < argc + 63; t = strtok(NULL, " \t"))
+      toks[nt++] = t;
     prepare_args v;
-    memset(&v, 0, sizeof v);
-    v.cfg = *base;
-    if (ltdi_cli_parse_words(&PREPARE_CLI, &v, nt, toks, why, sizeof why) != 0) {
+    if (parse_for_head(nt, toks, &v, why, sizeof why) != 0) {
       rc = ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "bad variant line: %.200s: %s", line,
                      why);
     } else if (v.cfg.tasks != base->tasks || v.cfg.ways != base->ways ||
@@ -149,12 +215,19 @@ static int measure_variants(const ltdi_prepare_config *base, const ltdi_featureb
       /* The bank holds features only for the base options' tasks. */
       rc = ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
                      "a variant may not change tasks, ways, shots or seed: %.200s", line);
+    } else if (v.cfg.augment && bank->views < 2 && base->augment != v.cfg.augment) {
+      /* The bank was built with the command line's views: one, here. */
+      rc = ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
+                     "a variant turns augmentation on, but the features have one view (give "
+                     "--augment on the command line, --no-augment in the lines without): %.200s",
+                     line);
     } else if (measure_one(&v.cfg, bank, queries, line, err, errlen) != 0) {
       /* A diverging recipe is a result, not a reason to stop the sweep. */
       printf("[%s] failed: %s\n", line, err);
       fflush(stdout);
     }
   }
+  free(toks);
   fclose(f);
   return rc;
 }
@@ -219,6 +292,9 @@ int ltdi_cmd_prepare(int argc, char **argv) {
   prepare_defaults(&a);
   int st = ltdi_cli_parse(&PREPARE_CLI, &a, argc, argv);
   if (st != LTDI_CLI_RUN) return st;
+  char why[512];
+  if (parse_for_head(argc - 1, argv + 1, &a, why, sizeof why) != 0)
+    return ltdi_cli_usage_error(&PREPARE_CLI, "%s", why);
   ltdi_prepare_config cfg = a.cfg;
   if ((a.features != NULL) == (a.body != NULL || a.data != NULL) ||
       (a.features == NULL && (a.body == NULL || a.data == NULL)) ||
@@ -232,7 +308,8 @@ int ltdi_cmd_prepare(int argc, char **argv) {
   if (open_bank(&a, &cfg, source, sizeof source, &bank, &bank_s)) return 1;
   int rc;
   if (a.measure) {
-    rc = a.variants ? measure_variants(&cfg, &bank, a.measure, a.variants, err, sizeof err)
+    rc = a.variants ? measure_variants(&cfg, argc, argv, &bank, a.measure, a.variants, err,
+                                       sizeof err)
                     : measure_one(&cfg, &bank, a.measure, "options", err, sizeof err);
   } else {
     ltdi_prepare_stats st_run;

@@ -29,11 +29,23 @@ void ltdi_prepare_default(ltdi_prepare_config *cfg) {
   cfg->ways = 5;
   cfg->shots = 1;
   cfg->hidden = 32;
-  cfg->train = ltdi_head_train_default();
-  cfg->augment = 1;
+  ltdi_prepare_use_head(cfg, LTDI_PREPARE_HEAD_LINEAR);
   cfg->shared_init = 1; /* docs/PREPARE.md "Shared init": the optimum is then a function of c */
   cfg->seed = 1;
   cfg->n_threads = 2;
+}
+
+void ltdi_prepare_use_head(ltdi_prepare_config *cfg, int head) {
+  cfg->head = head;
+  cfg->train = head == LTDI_PREPARE_HEAD_MLP ? ltdi_head_train_default()
+                                              : ltdi_linear_head_train_default();
+  /* Augmented views help the mlp head and cost the linear head query
+   * accuracy (docs/PREPARE.md), so each head has its own default. */
+  cfg->augment = head == LTDI_PREPARE_HEAD_MLP;
+}
+
+const char *ltdi_prepare_head_name(int head) {
+  return head == LTDI_PREPARE_HEAD_MLP ? "mlp" : "linear";
 }
 
 /* ==== the run's state and the task records ============================== */
@@ -135,26 +147,33 @@ static uint32_t bank_crc(const ltdi_featurebank *bank) {
 }
 
 /* Every option that changes the output, as "key=value" lines: the journal's
- * identity. The thread count is left out on purpose. */
+ * identity. The thread count is left out on purpose, and so is what the
+ * head ignores (the linear head has no hidden width); an mlp run's lines are
+ * those of the files before the linear head, so their journals still resume. */
 static char *journal_identity(const prep_run *pr) {
   const ltdi_prepare_config *c = pr->tc.cfg;
   const ltdi_featurebank *b = pr->tc.bank;
+  const int mlp = c->head == LTDI_PREPARE_HEAD_MLP;
   char *buf = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&buf, &len);
   if (f == NULL) return NULL;
+  fprintf(f, "ltdi-prepare-journal 1\n");
+  if (!mlp) fprintf(f, "head=%s\n", ltdi_prepare_head_name(c->head));
+  fprintf(f, "tasks=%d\nways=%d\nshots=%d\n", c->tasks, c->ways, c->shots);
+  if (mlp) fprintf(f, "hidden=%d\n", c->hidden);
   fprintf(f,
-          "ltdi-prepare-journal 1\ntasks=%d\nways=%d\nshots=%d\nhidden=%d\nin_dim=%d\n"
+          "in_dim=%d\n"
           "trajectory_length=%d\nspacing=%s\nsam_rho=%.9g\naugment_views=%d\nsteps=%d\n"
           "lr=%.9g\noptimiser=%s\nweight_decay=%.9g\nseed=%llu\ndata_source=%s\n"
           "bank=%d,%d,%d,%d,%08x\ninit=%s\n",
-          c->tasks, c->ways, c->shots, c->hidden, b->dim, c->train.n_checkpoints,
+          b->dim, c->train.n_checkpoints,
           ltdi__prep_spacing_name(c->train.spacing), (double)c->train.sam_rho,
           pr->tc.views_used, c->train.steps, (double)c->train.lr,
           c->train.use_adam ? "adam" : "sgd", (double)c->train.weight_decay,
           (unsigned long long)c->seed,
           c->data_source ? c->data_source : "", b->n, b->views, b->dim, b->n_classes,
-          (unsigned)bank_crc(b), c->shared_init ? "shared" : "per-task");
+          (unsigned)bank_crc(b), ltdi__prep_init_name(c));
   fclose(f);
   return buf;
 }

@@ -1,20 +1,31 @@
 /* trainer/prepare/prepare.h — weight preparation (paper Alg. 1): for M training tasks
  * sampled from a feature bank, the task embedding and a trajectory of head
- * checkpoints from the Gaussian init to the trained optimum.
+ * checkpoints from the init to the trained optimum, for one of two heads:
+ *
+ *   linear (default)  logits = W ẑ + b on L2-normalised features
+ *                     (core/weights.h), init = the task's Proto-MAML head
+ *                     ltdi_linear_head_base(embedding), trained on the host
+ *   mlp               fc2(relu(fc1(x))), init = a Gaussian draw (shared by
+ *                     all tasks or the task's own), trained on a backend
  *
  * Output: one safetensors file
  *   "trajectories" F32 [M, L, P]  row 0 the init, row L-1 the optimum; P in the
- *                                 head layout of trainer/prepare/head.h
+ *                                 head's layout (linear: weight (N, d) then
+ *                                 bias (N), P = N(d+1); mlp: head.h)
  *   "embeddings"   F32 [M, N*d]   [p_1; …; p_N], p_n the mean plain (view 0)
- *                                 feature of class n's support examples
+ *                                 feature of class n's support examples,
+ *                                 each L2-normalised first for the linear head
  *   "classes"      I32 [M, N]     bank class id of each task label
  *   "final_loss"   F32 [M]        full-batch loss of the optimum on view 0
  * with metadata: format "ltdi-trajectories", version, tasks, ways, shots,
- * in_dim, hidden, classes (= ways), param_count, trajectory_length, spacing,
- * sam_rho, augment, augment_views, steps, lr, optimiser, weight_decay, seed,
- * data_source, head_layout (JSON), class_names (JSON), embedding_layout,
- * init ("per-task" | "shared"; with "shared", every trajectory's row 0 is the
- * same vector, drawn from stream LTDI_PREPARE_SHARED_INIT_STREAM).
+ * in_dim, hidden (mlp only), classes (= ways), param_count,
+ * trajectory_length, spacing, sam_rho, augment, augment_views, steps, lr,
+ * optimiser, weight_decay, seed, data_source, head ("linear" | "mlp"),
+ * head_layout (JSON; for linear the layout of ltdi_layout_to_json plus
+ * "forward" and "logit_scale"), logit_scale (linear only), class_names
+ * (JSON), embedding_layout, trajectory_order, init ("proto-maml" for linear;
+ * for mlp "per-task" | "shared", and with "shared" every trajectory's row 0 is
+ * the same vector, drawn from stream LTDI_PREPARE_SHARED_INIT_STREAM).
  *
  * Task i is episode i of `seed` (no queries) and trains from its own rng
  * stream, so the file depends neither on the thread count nor on whether the
@@ -27,11 +38,20 @@
 #include "trainer/body/featurebank.h"
 #include "trainer/prepare/head.h"
 
+/* Which head the trajectories are of. */
+enum ltdi_prepare_head {
+  LTDI_PREPARE_HEAD_LINEAR = 0, /* core/weights.h's linear head, Proto-MAML init */
+  LTDI_PREPARE_HEAD_MLP = 1,    /* the 2-layer head of head.h, Gaussian init */
+};
+
 typedef struct ltdi_prepare_config {
-  int tasks, ways, shots, hidden;
-  ltdi_head_train_config train;
-  int augment;             /* 1: each step draws one of the bank's views; 0: view 0 only */
-  int shared_init;         /* 1: every task starts from the same init (stream
+  int head;                /* enum ltdi_prepare_head */
+  int tasks, ways, shots;
+  int hidden;              /* mlp only */
+  ltdi_head_train_config train; /* the recipe of `head` (ltdi_prepare_use_head) */
+  int augment;             /* 1: each step draws one of the bank's views; 0: view 0 only
+                            * (part of the head's recipe: ltdi_prepare_use_head) */
+  int shared_init;         /* mlp only. 1: every task starts from the same init (stream
                             * LTDI_PREPARE_SHARED_INIT_STREAM of seed); 0: own init per task */
   uint64_t seed;
   int n_threads;
@@ -56,9 +76,18 @@ typedef struct ltdi_prepare_stats {
   double mean_final_loss;
 } ltdi_prepare_stats;
 
-/* The defaults: 5-way 1-shot, 1000 tasks, hidden 32, ltdi_head_train_default(),
- * augmentation on, shared init, seed 1, 2 threads. */
+/* The defaults: the linear head with ltdi_linear_head_train_default() and
+ * no augmentation, 5-way 1-shot, 1000 tasks, seed 1, 2 threads (and for the
+ * mlp head: hidden 32, shared init). */
 void ltdi_prepare_default(ltdi_prepare_config *cfg);
+
+/* Sets cfg->head and resets its recipe to that head's defaults: cfg->train
+ * (ltdi_linear_head_train_default or ltdi_head_train_default) and
+ * cfg->augment (off for linear, on for mlp). */
+void ltdi_prepare_use_head(ltdi_prepare_config *cfg, int head);
+
+/* "linear" or "mlp", as the metadata and the journal spell it. */
+const char *ltdi_prepare_head_name(int head);
 
 /* Runs preparation over the bank and writes cfg->out_path atomically; the
  * journal cfg->out_path + ".journal" is removed on success. */
@@ -71,14 +100,24 @@ int ltdi_prepare_run(const ltdi_prepare_config *cfg, const ltdi_featurebank *ban
 int ltdi_prepare_mark_examples(const ltdi_prepare_config *cfg, int queries,
                                const int32_t *labels, int n, int n_classes, uint8_t *needed);
 
+/* What --measure reports, means over the measured tasks. "init" is the
+ * trajectory's row 0: for the linear head its Proto-MAML init, i.e. the
+ * nearest-centroid classifier on normalised features; for the mlp head a
+ * Gaussian draw. Accuracies are on the tasks' query examples (view 0). */
+typedef struct ltdi_prepare_measurement {
+  int tasks;
+  double acc, acc_ci95;           /* query accuracy of the optimum, 95% CI half-width */
+  double init_acc, init_acc_ci95; /* query accuracy of the init */
+  double gain_ci95;               /* CI half-width of the paired gain acc − init_acc */
+  double query_loss, init_query_loss; /* mean query cross-entropy */
+  double loss, init_loss;         /* mean support loss (view 0) */
+  double dist_to_opt[10];         /* ||w_j − w*|| / ||w_0 − w*||, L entries */
+} ltdi_prepare_measurement;
+
 /* Measurement for choosing the recipe (no output file): trains the heads of
  * `tasks` episodes that also hold `queries` query examples per class and
- * reports the mean query accuracy of the optimum (view 0) with its 95% CI
- * half-width, the mean final training loss, and the mean normalised distance
- * of each interior checkpoint to the optimum, ||w_j - w*|| / ||w_0 - w*||
- * (dist_to_opt, L entries). */
+ * scores the init and the optimum on them. */
 int ltdi_prepare_measure(const ltdi_prepare_config *cfg, const ltdi_featurebank *bank,
-                         int queries, double *acc_mean, double *acc_ci95,
-                         double *loss_mean, double *dist_to_opt, char *err, size_t errlen);
+                         int queries, ltdi_prepare_measurement *out, char *err, size_t errlen);
 
 #endif

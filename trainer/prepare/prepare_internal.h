@@ -23,8 +23,8 @@ typedef struct ltdi__prep_tasks {
   const ltdi_prepare_config *cfg;
   const ltdi_featurebank *bank;
   ltdi_class_index index;
-  ltdi_head_dims dims;
-  size_t P;
+  ltdi_head_dims dims; /* d, N, and h for the mlp head (0 for the linear one) */
+  size_t P;            /* the head's parameter count */
   int L, views_used;
 } ltdi__prep_tasks;
 
@@ -49,7 +49,7 @@ void ltdi__prep_scratch_free(ltdi__prep_scratch *tm);
 
 /* Samples task `task` (with the queries tm was allocated for), gathers its
  * support features, writes the embedding emb (N*d) and classes (N), and
- * trains the head into tm->w, the trajectory traj (L, P) and *loss. */
+ * trains cfg->head into tm->w, the trajectory traj (L, P) and *loss. */
 int ltdi__prep_compute_task(const ltdi__prep_tasks *tc, ltdi_backend *be, ltdi__prep_scratch *tm,
                             int task, int32_t *classes, float *emb, float *traj, float *loss);
 
@@ -65,6 +65,8 @@ int ltdi__prep_pool_run(int n_threads, int total, const uint8_t *skip, ltdi__pre
 
 /* "steps" or "distance", as the journal identity and the metadata spell it. */
 const char *ltdi__prep_spacing_name(int spacing);
+/* "proto-maml" (linear), "shared" or "per-task" (mlp): the init's name there. */
+const char *ltdi__prep_init_name(const ltdi_prepare_config *cfg);
 
 /* Writes the trajectories file of prepare.h to tc->cfg->out_path from the
  * per-task results: traj (M, L, P), emb (M, emb_n), classes (M, N), loss (M). */

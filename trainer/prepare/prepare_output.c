@@ -1,6 +1,6 @@
 /* trainer/prepare/prepare_output.c — the trajectories file that preparation
  * writes (layout and metadata in prepare.h): the four tensors, the options
- * that made them, and the head layout and class names as JSON. */
+ * that made them, and the head's layout and the class names as JSON. */
 #define _POSIX_C_SOURCE 200809L
 #include "trainer/prepare/prepare_internal.h"
 
@@ -13,6 +13,11 @@
 
 const char *ltdi__prep_spacing_name(int spacing) {
   return spacing == LTDI_SPACING_DISTANCE ? "distance" : "steps";
+}
+
+const char *ltdi__prep_init_name(const ltdi_prepare_config *cfg) {
+  if (cfg->head != LTDI_PREPARE_HEAD_MLP) return "proto-maml";
+  return cfg->shared_init ? "shared" : "per-task";
 }
 
 static int meta_int(ltdi_st_writer *w, const char *key, long long v) {
@@ -57,6 +62,28 @@ static char *head_layout_json(const ltdi_head_dims *dims) {
   return s;
 }
 
+/* The linear head's head_layout JSON: core/weights.h's layout (kind,
+ * n_params, tensors with offsets, mean and std, readable back with
+ * ltdi_layout_from_json) plus the forward and its logit scale. */
+static char *linear_layout_json(const ltdi_head_dims *dims) {
+  ltdi_layout l;
+  ltdi_layout_init(&l, NULL);
+  char *base = NULL, *s = NULL;
+  if (ltdi_layout_linear_head(&l, dims->in_dim, dims->classes) != 0) return NULL;
+  if (ltdi_layout_to_json(&l, &base) == 0) {
+    json_t *root = json_loads(base, 0, NULL);
+    if (root != NULL) {
+      json_object_set_new(root, "forward", json_string("logits = weight (x / |x|) + bias"));
+      json_object_set_new(root, "logit_scale", json_real(LTDI_LINEAR_HEAD_SCALE));
+      s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    }
+    json_decref(root);
+  }
+  free(base);
+  ltdi_layout_free(&l);
+  return s;
+}
+
 static char *class_names_json(const ltdi_featurebank *bank) {
   json_t *arr = json_array();
   for (int c = 0; c < bank->n_classes; c++)
@@ -66,23 +93,26 @@ static char *class_names_json(const ltdi_featurebank *bank) {
   return s;
 }
 
-/* The metadata of prepare.h, in the file's order: the shapes, the recipe,
- * where the data came from, and how to read the tensors. */
-static int add_metadata(ltdi_st_writer *w, const ltdi__prep_tasks *tc, const char *layout,
-                        const char *names) {
+/* The metadata of prepare.h, part 1: the shapes of what the file holds. */
+static int add_shape_metadata(ltdi_st_writer *w, const ltdi__prep_tasks *tc) {
   const ltdi_prepare_config *c = tc->cfg;
-  int M = c->tasks, N = c->ways;
   int rc = ltdi_st_writer_meta(w, "format", "ltdi-trajectories");
   if (rc == 0) rc = meta_int(w, "version", 1);
-  if (rc == 0) rc = meta_int(w, "tasks", M);
-  if (rc == 0) rc = meta_int(w, "ways", N);
+  if (rc == 0) rc = meta_int(w, "tasks", c->tasks);
+  if (rc == 0) rc = meta_int(w, "ways", c->ways);
   if (rc == 0) rc = meta_int(w, "shots", c->shots);
   if (rc == 0) rc = meta_int(w, "in_dim", tc->dims.in_dim);
-  if (rc == 0) rc = meta_int(w, "hidden", c->hidden);
-  if (rc == 0) rc = meta_int(w, "classes", N);
+  if (rc == 0 && c->head == LTDI_PREPARE_HEAD_MLP) rc = meta_int(w, "hidden", c->hidden);
+  if (rc == 0) rc = meta_int(w, "classes", c->ways);
   if (rc == 0) rc = meta_int(w, "param_count", (long long)tc->P);
   if (rc == 0) rc = meta_int(w, "trajectory_length", tc->L);
-  if (rc == 0) rc = ltdi_st_writer_meta(w, "spacing", ltdi__prep_spacing_name(c->train.spacing));
+  return rc;
+}
+
+/* Part 2: the recipe and where the data came from. */
+static int add_recipe_metadata(ltdi_st_writer *w, const ltdi__prep_tasks *tc) {
+  const ltdi_prepare_config *c = tc->cfg;
+  int rc = ltdi_st_writer_meta(w, "spacing", ltdi__prep_spacing_name(c->train.spacing));
   if (rc == 0) rc = meta_float(w, "sam_rho", c->train.sam_rho);
   if (rc == 0) rc = ltdi_st_writer_meta(w, "augment", tc->views_used > 1 ? "on" : "off");
   if (rc == 0) rc = meta_int(w, "augment_views", tc->views_used);
@@ -92,22 +122,36 @@ static int add_metadata(ltdi_st_writer *w, const ltdi__prep_tasks *tc, const cha
   if (rc == 0) rc = meta_float(w, "weight_decay", c->train.weight_decay);
   if (rc == 0) rc = meta_int(w, "seed", (long long)c->seed);
   if (rc == 0) rc = ltdi_st_writer_meta(w, "data_source", c->data_source ? c->data_source : "");
+  return rc;
+}
+
+/* Part 3: how to read the tensors, per head. */
+static int add_reading_metadata(ltdi_st_writer *w, const ltdi__prep_tasks *tc,
+                                const char *layout, const char *names) {
+  const int mlp = tc->cfg->head == LTDI_PREPARE_HEAD_MLP;
+  int rc = ltdi_st_writer_meta(w, "head", ltdi_prepare_head_name(tc->cfg->head));
   if (rc == 0) rc = ltdi_st_writer_meta(w, "head_layout", layout);
+  if (rc == 0 && !mlp) rc = meta_float(w, "logit_scale", LTDI_LINEAR_HEAD_SCALE);
   if (rc == 0) rc = ltdi_st_writer_meta(w, "class_names", names);
   if (rc == 0)
     rc = ltdi_st_writer_meta(w, "embedding_layout",
-                             "[p_1; ...; p_N], p_n = mean view-0 body feature of class n's "
-                             "support examples, in label order");
+                             mlp ? "[p_1; ...; p_N], p_n = mean view-0 body feature of class "
+                                   "n's support examples, in label order"
+                                 : "[p_1; ...; p_N], p_n = mean of the L2-normalised view-0 "
+                                   "body features of class n's support examples, in label "
+                                   "order");
   if (rc == 0)
     rc = ltdi_st_writer_meta(w, "trajectory_order",
-                             "row 0 = Gaussian init, row L-1 = trained optimum");
-  if (rc == 0) rc = ltdi_st_writer_meta(w, "init", c->shared_init ? "shared" : "per-task");
+                             mlp ? "row 0 = Gaussian init, row L-1 = trained optimum"
+                                 : "row 0 = Proto-MAML init (weight_n = 2 s p_n, bias_n = "
+                                   "-s |p_n|^2, s = logit_scale), row L-1 = trained optimum");
+  if (rc == 0) rc = ltdi_st_writer_meta(w, "init", ltdi__prep_init_name(tc->cfg));
   /* Where the shared init came from (ltdi_rng_init arguments), so a model
    * trained on this file can name the head it was taught to generate. */
-  if (rc == 0 && c->shared_init) {
+  if (rc == 0 && mlp && tc->cfg->shared_init) {
     char num[32];
     snprintf(num, sizeof num, "%llu",
-             (unsigned long long)(c->seed ^ LTDI__PREPARE_TRAIN_SEED_SALT));
+             (unsigned long long)(tc->cfg->seed ^ LTDI__PREPARE_TRAIN_SEED_SALT));
     rc = ltdi_st_writer_meta(w, "init_seed", num);
     snprintf(num, sizeof num, "%llu", (unsigned long long)LTDI_PREPARE_SHARED_INIT_STREAM);
     if (rc == 0) rc = ltdi_st_writer_meta(w, "init_stream", num);
@@ -124,13 +168,17 @@ int ltdi__prep_write_output(const ltdi__prep_tasks *tc, size_t emb_n, const floa
   if (rc != 0) return rc;
   int64_t s_traj[3] = {M, tc->L, (int64_t)tc->P}, s_emb[2] = {M, (int64_t)emb_n};
   int64_t s_cls[2] = {M, N}, s_loss[1] = {M};
-  char *layout = head_layout_json(&tc->dims), *names = class_names_json(tc->bank);
+  char *layout = c->head == LTDI_PREPARE_HEAD_MLP ? head_layout_json(&tc->dims)
+                                                  : linear_layout_json(&tc->dims);
+  char *names = class_names_json(tc->bank);
   if (layout == NULL || names == NULL) rc = LTDI_ERR_NOMEM;
   if (rc == 0) rc = ltdi_st_writer_add(w, "trajectories", LTDI_DTYPE_F32, 3, s_traj, traj);
   if (rc == 0) rc = ltdi_st_writer_add(w, "embeddings", LTDI_DTYPE_F32, 2, s_emb, emb);
   if (rc == 0) rc = ltdi_st_writer_add(w, "classes", LTDI_DTYPE_I32, 2, s_cls, classes);
   if (rc == 0) rc = ltdi_st_writer_add(w, "final_loss", LTDI_DTYPE_F32, 1, s_loss, loss);
-  if (rc == 0) rc = add_metadata(w, tc, layout, names);
+  if (rc == 0) rc = add_shape_metadata(w, tc);
+  if (rc == 0) rc = add_recipe_metadata(w, tc);
+  if (rc == 0) rc = add_reading_metadata(w, tc, layout, names);
   if (rc == 0) rc = ltdi_st_writer_write(w, c->out_path);
   free(layout);
   free(names);

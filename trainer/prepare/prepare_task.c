@@ -1,7 +1,8 @@
 /* trainer/prepare/prepare_task.c — one preparation task and the pool that runs
  * them (see prepare_internal.h): the options check, the task's episode, its
- * support features and embedding, the head trained from the (shared or own)
- * init, and worker threads pulling task indices from a shared counter.
+ * support features and embedding, the head trained from its init (the linear
+ * head's Proto-MAML head, or the mlp head's shared or own Gaussian draw),
+ * and worker threads pulling task indices from a shared counter.
  *
  * Every task is a pure function of (seed, task index), so its result does not
  * depend on which worker ran it or in which order. */
@@ -35,10 +36,11 @@ void ltdi__prep_scratch_free(ltdi__prep_scratch *tm) {
   free(tm->w);
 }
 
-int ltdi__prep_compute_task(const ltdi__prep_tasks *tc, ltdi_backend *be, ltdi__prep_scratch *tm,
-                            int task, int32_t *classes, float *emb, float *traj, float *loss) {
+/* Samples the task and copies its support features into tm->x (ns, V, d) in
+ * label order, with labels tm->y and the bank class of each label. */
+static int gather_support(const ltdi__prep_tasks *tc, ltdi__prep_scratch *tm, int task,
+                          int32_t *classes) {
   const ltdi_prepare_config *cfg = tc->cfg;
-  const ltdi_featurebank *bank = tc->bank;
   int N = cfg->ways, K = cfg->shots, d = tc->dims.in_dim, V = tc->views_used;
   int rc = ltdi_episode_sample(&tm->ep, &tc->index, cfg->seed, (uint64_t)task);
   if (rc != 0) return rc;
@@ -49,14 +51,21 @@ int ltdi__prep_compute_task(const ltdi__prep_tasks *tc, ltdi_backend *be, ltdi__
       tm->y[i] = c;
       for (int v = 0; v < V; v++)
         memcpy(tm->x + ((size_t)i * (size_t)V + (size_t)v) * (size_t)d,
-               ltdi_featurebank_row(bank, ex, v), (size_t)d * sizeof(float));
+               ltdi_featurebank_row(tc->bank, ex, v), (size_t)d * sizeof(float));
     }
   }
+  return 0;
+}
+
+/* The mlp head: the embedding of raw view-0 features, a Gaussian init
+ * (shared or the task's own) and training on the backend. */
+static int train_mlp(const ltdi__prep_tasks *tc, ltdi_backend *be, ltdi__prep_scratch *tm,
+                     ltdi_rng *rng, float *emb, float *traj, float *loss) {
+  const ltdi_prepare_config *cfg = tc->cfg;
+  int N = cfg->ways, d = tc->dims.in_dim, V = tc->views_used, ns = N * cfg->shots;
   /* The embedding of view 0 (row i's views start at x + i*V*d). */
-  rc = ltdi_task_embedding(tm->x, (size_t)V * (size_t)d, tm->y, N * K, N, d, emb, NULL);
+  int rc = ltdi_task_embedding(tm->x, (size_t)V * (size_t)d, tm->y, ns, N, d, emb, NULL);
   if (rc != 0) return rc;
-  ltdi_rng rng;
-  ltdi_rng_init(&rng, cfg->seed ^ LTDI__PREPARE_TRAIN_SEED_SALT, (uint64_t)task);
   if (cfg->shared_init) {
     /* Same init for every task: the optimum is then a function of the task
      * alone, which is what the diffusion model must learn (docs/PREPARE.md).
@@ -66,10 +75,52 @@ int ltdi__prep_compute_task(const ltdi__prep_tasks *tc, ltdi_backend *be, ltdi__
                   LTDI_PREPARE_SHARED_INIT_STREAM);
     ltdi_head_init(tm->w, &tc->dims, &init_rng);
   } else {
-    ltdi_head_init(tm->w, &tc->dims, &rng);
+    ltdi_head_init(tm->w, &tc->dims, rng);
   }
-  return ltdi_head_train(be, &tc->dims, &cfg->train, tm->w, tm->x, V, tm->y, N * K, &rng,
-                         traj, loss);
+  return ltdi_head_train(be, &tc->dims, &cfg->train, tm->w, tm->x, V, tm->y, ns, rng, traj,
+                         loss);
+}
+
+/* The linear head: the prototypes of normalised view-0 features are both the
+ * embedding and the centroids of the Proto-MAML init the training starts
+ * from, so the init is a function of the task (no draw). */
+static int train_linear(const ltdi__prep_tasks *tc, ltdi__prep_scratch *tm, ltdi_rng *rng,
+                        float *emb, float *traj, float *loss) {
+  const ltdi_prepare_config *cfg = tc->cfg;
+  int N = cfg->ways, d = tc->dims.in_dim, V = tc->views_used, ns = N * cfg->shots;
+  int rc = ltdi_task_prototypes(tm->x, (size_t)V * (size_t)d, tm->y, ns, N, d, emb, NULL);
+  if (rc != 0) return rc;
+  ltdi_linear_head_base(emb, N, d, tm->w);
+  return ltdi_linear_head_train(&cfg->train, N, d, tm->w, tm->x, V, tm->y, ns, rng, traj,
+                                loss);
+}
+
+int ltdi__prep_compute_task(const ltdi__prep_tasks *tc, ltdi_backend *be, ltdi__prep_scratch *tm,
+                            int task, int32_t *classes, float *emb, float *traj, float *loss) {
+  int rc = gather_support(tc, tm, task, classes);
+  if (rc != 0) return rc;
+  /* Both heads draw their views from the task's stream of the train family. */
+  ltdi_rng rng;
+  ltdi_rng_init(&rng, tc->cfg->seed ^ LTDI__PREPARE_TRAIN_SEED_SALT, (uint64_t)task);
+  if (tc->cfg->head == LTDI_PREPARE_HEAD_MLP)
+    return train_mlp(tc, be, tm, &rng, emb, traj, loss);
+  return train_linear(tc, tm, &rng, emb, traj, loss);
+}
+
+/* The options check of ltdi__prep_tasks_init; err says what is wrong. */
+static int check_config(const ltdi_prepare_config *cfg, const ltdi_featurebank *bank, char *err,
+                        size_t errlen) {
+  const int mlp = cfg->head == LTDI_PREPARE_HEAD_MLP;
+  if ((!mlp && cfg->head != LTDI_PREPARE_HEAD_LINEAR) || cfg->tasks < 1 || cfg->ways < 1 ||
+      cfg->shots < 1 || (mlp && cfg->hidden < 1) || cfg->train.steps < 1 ||
+      cfg->n_threads < 1 || cfg->train.n_checkpoints < 2 || cfg->train.n_checkpoints > 10 ||
+      !(cfg->train.lr > 0.0f) || !(cfg->train.sam_rho >= 0.0f) || bank->n < 1 ||
+      bank->dim < 1) {
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
+                     "invalid options: need a known head, tasks, ways, shots, hidden (mlp), "
+                     "steps, threads >= 1, lr > 0, rho >= 0, trajectory length 2..10");
+  }
+  return 0;
 }
 
 int ltdi__prep_tasks_init(ltdi__prep_tasks *tc, const ltdi_prepare_config *cfg,
@@ -77,21 +128,19 @@ int ltdi__prep_tasks_init(ltdi__prep_tasks *tc, const ltdi_prepare_config *cfg,
   memset(tc, 0, sizeof *tc);
   tc->cfg = cfg;
   tc->bank = bank;
-  if (cfg->tasks < 1 || cfg->ways < 1 || cfg->shots < 1 || cfg->hidden < 1 ||
-      cfg->train.steps < 1 || cfg->n_threads < 1 || cfg->train.n_checkpoints < 2 ||
-      cfg->train.n_checkpoints > 10 || !(cfg->train.lr > 0.0f) ||
-      !(cfg->train.sam_rho >= 0.0f) || bank->n < 1 || bank->dim < 1) {
-    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
-                     "invalid options: need tasks, ways, shots, hidden, steps, threads >= 1, "
-                     "lr > 0, rho >= 0, trajectory length 2..10");
-  }
+  int rc = check_config(cfg, bank, err, errlen);
+  if (rc != 0) return rc;
   tc->dims.in_dim = bank->dim;
-  tc->dims.hidden = cfg->hidden;
   tc->dims.classes = cfg->ways;
-  tc->P = ltdi_head_param_count(&tc->dims);
+  if (cfg->head == LTDI_PREPARE_HEAD_MLP) {
+    tc->dims.hidden = cfg->hidden;
+    tc->P = ltdi_head_param_count(&tc->dims);
+  } else {
+    tc->P = (size_t)cfg->ways * ((size_t)bank->dim + 1);
+  }
   tc->L = cfg->train.n_checkpoints;
   tc->views_used = cfg->augment ? bank->views : 1;
-  int rc = ltdi_class_index_build(&tc->index, bank->labels, bank->n, bank->n_classes);
+  rc = ltdi_class_index_build(&tc->index, bank->labels, bank->n, bank->n_classes);
   if (rc != 0) {
     return ltdi_fail(err, errlen, rc, "bad labels in the feature bank: %s", ltdi_strerror(rc));
   }
