@@ -86,8 +86,11 @@ static int read_header(const ltdi_st_file *f, const char *path, int traj_len, lt
   int64_t ts[3] = {0, 0, 0}, es[2] = {0, 0};
   int ways = 0, in_dim = 0, hidden = 0, rc = 0;
   char why[256] = "";
+  const char *head = ltdi_st_meta(f, "head"); /* absent in files from before the linear head */
   if (!fmt || strcmp(fmt, "ltdi-trajectories"))
     rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: not a trajectories file (metadata format is not \"ltdi-trajectories\")", path);
+  else if (head && strcmp(head, "mlp"))
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: trajectories of the %s head; this meta-training generates the mlp head (ltdi-train prepare --head mlp)", path, head);
   else if (meta_int(f, "ways", &ways) || meta_int(f, "in_dim", &in_dim) || meta_int(f, "hidden", &hidden))
     rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: metadata lacks integer ways, in_dim or hidden", path);
   else if ((rc = ltdi_st_get_f32(f, "trajectories", 3, ts, traj, why, sizeof why)) ||
