@@ -120,6 +120,18 @@ int ltdi_layout_linear_head_dims(const ltdi_layout *l, int *in_dim, int *classes
  * normalised features. */
 void ltdi_linear_head_base(const float *protos, int ways, int dim, float *w);
 
+/* Transductive prototypes: `iters` soft k-means steps that refine protos
+ * (ways, dim; in: ltdi_task_prototypes of the support, out: refined) with
+ * n_u unlabeled raw rows of the task's own inputs (normalised here). Each
+ * step shares every unlabeled row among the classes by the softmax of the
+ * base head of the current prototypes (ltdi_linear_head_base) and takes
+ * p_n = (counts[n] p_n + Σ_j r_jn û_j) / (counts[n] + Σ_j r_jn), counts[n]
+ * the support rows of class n. n_u = 0 or iters = 0 leaves protos as they
+ * are. 0, LTDI_ERR_INVALID_ARG (a count < 1), LTDI_ERR_NOMEM or
+ * LTDI_ERR_NONFINITE. */
+int ltdi_task_prototypes_transductive(float *protos, const int *counts, int ways, int dim,
+                                      const float *unlabeled, int n_u, int iters);
+
 /* logits (n, ways) of raw rows x (n, dim), normalised and accumulated in
  * double on the host: the reference forward that scores linear heads. */
 void ltdi_linear_head_logits(const float *w, int ways, int dim, const float *x, int n,

@@ -103,3 +103,55 @@ int ltdi_linear_head_score(const float *w, int ways, int dim, const float *x, co
   *acc = (double)correct / n;
   return isfinite(*loss) ? 0 : LTDI_ERR_NONFINITE;
 }
+
+/* ---- transductive prototypes ------------------------------------------------ */
+
+/* One soft k-means step (Ren et al. 2018, semi-supervised prototypes): each
+ * unlabeled row's softmax over the base head's logits shares it among the
+ * classes, and p_n becomes the weighted mean of its counts[n] support rows
+ * (whose mean p_n is) and its share of the unlabeled rows. */
+static int refine_once(float *protos, const int *counts, int ways, int dim, const double *u,
+                       int n_u, double *acc, double *mass, float *w, double *z) {
+  ltdi_linear_head_base(protos, ways, dim, w);
+  for (int c = 0; c < ways; c++) {
+    mass[c] = counts[c];
+    for (int k = 0; k < dim; k++) acc[(size_t)c * dim + k] = (double)counts[c] * protos[(size_t)c * dim + k];
+  }
+  for (int j = 0; j < n_u; j++) {
+    const double *uj = u + (size_t)j * dim;
+    unit_logits(w, ways, dim, uj, z);
+    double mx = z[0], se = 0;
+    for (int c = 1; c < ways; c++) mx = z[c] > mx ? z[c] : mx;
+    for (int c = 0; c < ways; c++) se += (z[c] = exp(z[c] - mx));
+    for (int c = 0; c < ways; c++) {
+      const double r = z[c] / se;
+      mass[c] += r;
+      for (int k = 0; k < dim; k++) acc[(size_t)c * dim + k] += r * uj[k];
+    }
+  }
+  for (int c = 0; c < ways; c++)
+    for (int k = 0; k < dim; k++) protos[(size_t)c * dim + k] = (float)(acc[(size_t)c * dim + k] / mass[c]);
+  for (int i = 0; i < ways * dim; i++)
+    if (!isfinite(protos[i])) return LTDI_ERR_NONFINITE;
+  return 0;
+}
+
+int ltdi_task_prototypes_transductive(float *protos, const int *counts, int ways, int dim,
+                                      const float *unlabeled, int n_u, int iters) {
+  if (!protos || !counts || ways < 1 || dim < 1 || n_u < 0 || (n_u > 0 && !unlabeled) ||
+      iters < 0)
+    return LTDI_ERR_INVALID_ARG;
+  for (int c = 0; c < ways; c++)
+    if (counts[c] < 1) return LTDI_ERR_INVALID_ARG;
+  if (n_u == 0 || iters == 0) return 0;
+  double *u = malloc((size_t)n_u * dim * sizeof *u), *acc = malloc((size_t)ways * dim * sizeof *acc);
+  double *mass = malloc((size_t)ways * sizeof *mass), *z = malloc((size_t)ways * sizeof *z);
+  float *w = malloc((size_t)ways * ((size_t)dim + 1) * sizeof *w);
+  int rc = (!u || !acc || !mass || !z || !w) ? LTDI_ERR_NOMEM : 0;
+  for (int j = 0; !rc && j < n_u; j++)
+    ltdi_feature_normalise(unlabeled + (size_t)j * dim, dim, u + (size_t)j * dim);
+  for (int it = 0; !rc && it < iters; it++)
+    rc = refine_once(protos, counts, ways, dim, u, n_u, acc, mass, w, z);
+  free(u), free(acc), free(mass), free(z), free(w);
+  return rc;
+}

@@ -73,6 +73,9 @@ static const ltdi_opt EVAL_OPTS[] = {
                  "heads drawn per episode by lt_di_best_of_n"),
     LTDI_OPT_INT("--refine-steps", ltdi__eval_args, opt.refine_steps, 0, 1000000, "K", NULL,
                  "recipe steps of lt_di_refine after generation"),
+    LTDI_OPT_INT("--transductive", ltdi__eval_args, opt.transductive, 0, 1000, "K", NULL,
+                 "soft k-means steps of the *_transductive rows (the\n"
+                 "episode's query inputs as the task's unlabeled set)"),
     LTDI_OPT_STRING("--methods", ltdi__eval_args, methods, "LIST", NULL,
                     "comma-separated, from the methods below (default: all that\n"
                     "run on features, plus the rows whose file is given)"),

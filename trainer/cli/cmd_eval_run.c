@@ -33,12 +33,15 @@ static void print_table(const ltdi_eval_options *opt, const ltdi_eval_result *re
     any_metric |= results[m].metric_name != NULL;
     any_paired |= results[m].paired_computed;
   }
-  printf("%-18s %8s %10s%s %9s %12s%s\n", "method", "acc %", "±95% CI",
+  int width = 18; /* the longest method name sets the first column */
+  for (int m = 0; m < n_methods; m++)
+    if ((int)strlen(results[m].name) > width) width = (int)strlen(results[m].name);
+  printf("%-*s %8s %10s%s %9s %12s%s\n", width, "method", "acc %", "±95% CI",
          any_paired ? "    vs NC (pp ±95%)" : "", "episodes", "ms/episode",
          any_metric ? "   weight MSE" : "");
   for (int m = 0; m < n_methods; m++) {
     const ltdi_eval_result *r = &results[m];
-    printf("%-18s %8.2f %9.2f", r->name, 100.0 * r->acc, 100.0 * r->ci95);
+    printf("%-*s %8.2f %9.2f", width, r->name, 100.0 * r->acc, 100.0 * r->ci95);
     if (any_paired && !r->paired_computed) printf(" %18s", "");
     else if (any_paired && strcmp(r->name, LTDI_EVAL_REFERENCE_METHOD) == 0)
       printf(" %18s", "reference");

@@ -49,6 +49,8 @@ typedef struct ltdi_eval_options {
   const char *model_lv_path;        /* lv_di (an L = 2 model) */
   int samples;                      /* lt_di_best_of_n: heads drawn per episode (>= 1) */
   int refine_steps;                 /* lt_di_refine: recipe steps after generation (>= 0) */
+  int transductive;                 /* *_transductive rows: soft k-means steps over the
+                                     * queries as unlabeled inputs (>= 0) */
   const struct ltdi_reptile_head *reptile; /* init of the reptile row (trainer/meta/reptile.h);
                                             NULL: the row fails, so list it only with one */
   int progress;                     /* 1: progress lines on stderr */

@@ -290,13 +290,28 @@ static int weight_mse(ltdi_backend *be, const diff_state *s, const ltdi_eval_tas
   return rc;
 }
 
-/* The lt_di head of this episode: sample 0, the model's default sampler. */
-static int generate_one(diff_state *s, const ltdi_eval_task *t, float *w) {
+/* cond = the prototypes refined with the queries as unlabeled inputs. */
+static int transductive_condition(const diff_state *s, const ltdi_eval_task *t, int iters,
+                                  float *cond) {
+  int *counts = malloc((size_t)t->ways * sizeof *counts);
+  if (!counts) return LTDI_ERR_NOMEM;
+  for (int c = 0; c < t->ways; c++) counts[c] = t->shots;
+  int rc = task_condition(s, t, cond);
+  if (!rc) rc = ltdi_task_prototypes_transductive(cond, counts, t->ways, t->dim, t->query,
+                                                  t->ways * t->queries, iters);
+  free(counts);
+  return rc;
+}
+
+/* The lt_di head of this episode: sample 0, the model's default sampler;
+ * transductive > 0 conditions it on refined prototypes (linear heads only). */
+static int generate_one(diff_state *s, const ltdi_eval_task *t, int transductive, float *w) {
   float *cond = malloc((size_t)t->ways * (size_t)t->dim * sizeof *cond);
   if (!cond) return LTDI_ERR_NOMEM;
   uint64_t seed = ltdi_eval_head_seed(t->seed, t->index, 0);
   ltdi_gen_options go = ltdi_gen_options_default(s->m);
-  int rc = task_condition(s, t, cond);
+  int rc = transductive > 0 ? transductive_condition(s, t, transductive, cond)
+                            : task_condition(s, t, cond);
   if (!rc) rc = generate(s, t->ways, cond, &seed, 1, &go, w);
   free(cond);
   return rc;
@@ -314,16 +329,27 @@ static int finish(ltdi_eval_worker *w, const diff_state *s, const ltdi_eval_task
 
 /* ==== rows ================================================================= */
 
-int ltdi__eval_generate(ltdi_eval_worker *w, const ltdi_eval_task *t, int32_t *pred) {
+static int generate_row(ltdi_eval_worker *w, const ltdi_eval_task *t, int transductive,
+                        int32_t *pred) {
   diff_state *s = w->state;
   int rc = check_task(s, t);
   if (rc) return rc;
+  if (transductive > 0 && !s->linear) return LTDI_ERR_UNSUPPORTED;
   float *head = malloc(head_size(s, t) * sizeof *head);
   if (!head) return LTDI_ERR_NOMEM;
-  rc = generate_one(s, t, head);
+  rc = generate_one(s, t, transductive, head);
   if (!rc) rc = finish(w, s, t, head, pred);
   free(head);
   return rc;
+}
+
+int ltdi__eval_generate(ltdi_eval_worker *w, const ltdi_eval_task *t, int32_t *pred) {
+  return generate_row(w, t, 0, pred);
+}
+
+int ltdi__eval_generate_transductive(ltdi_eval_worker *w, const ltdi_eval_task *t,
+                                     int32_t *pred) {
+  return generate_row(w, t, w->opt->transductive > 0 ? w->opt->transductive : 0, pred);
 }
 
 int ltdi__eval_refine(ltdi_eval_worker *w, const ltdi_eval_task *t, int32_t *pred) {
@@ -333,7 +359,7 @@ int ltdi__eval_refine(ltdi_eval_worker *w, const ltdi_eval_task *t, int32_t *pre
   if (w->opt->refine_steps < 0) return LTDI_ERR_INVALID_ARG;
   float *head = malloc(head_size(s, t) * sizeof *head);
   if (!head) return LTDI_ERR_NOMEM;
-  rc = generate_one(s, t, head);
+  rc = generate_one(s, t, 0, head);
   if (!rc && w->opt->refine_steps > 0) {
     /* A few steps of a recipe without SAM on the augmented support, the
      * generated head replacing the init: the finetune row's for the MLP,

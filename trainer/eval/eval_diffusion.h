@@ -22,6 +22,9 @@ int ltdi__eval_lv_init(ltdi_eval_worker *w, void **state);  /* opt->model_lv_pat
 void ltdi__eval_diffusion_free(void *state);
 /* One head, model's default sampler: lv_di and lt_di (by their state). */
 int ltdi__eval_generate(ltdi_eval_worker *w, const ltdi_eval_task *t, int32_t *pred);
+/* lt_di with the prototypes refined by opt->transductive soft k-means steps
+ * over the episode's queries as unlabeled inputs (class-token models). */
+int ltdi__eval_generate_transductive(ltdi_eval_worker *w, const ltdi_eval_task *t, int32_t *pred);
 /* The lt_di head + opt->refine_steps steps of the recipe on the support. */
 int ltdi__eval_refine(ltdi_eval_worker *w, const ltdi_eval_task *t, int32_t *pred);
 /* opt->samples heads with σ > 0; the one with the lowest support loss. */

@@ -1,9 +1,11 @@
 /* trainer/eval/eval_methods.c — the registry of evaluation methods: one row per
  * method `ltdi-train eval --methods` accepts. Adding a method (Lv-Di, Lt-Di,
  * REPTILE, the diffusion rows) is adding a row here; the episode loop in eval.c is untouched. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/error.h"
+#include "core/weights.h"
 #include "trainer/eval/baselines.h"
 #include "trainer/eval/eval.h"
 #include "trainer/eval/eval_diffusion.h"
@@ -65,6 +67,30 @@ static int reptile(ltdi_eval_worker *w, const ltdi_eval_task *t, int32_t *pred) 
                                         NULL);
 }
 
+/* Cosine nearest-centroid on prototypes refined with the episode's own
+ * queries as unlabeled inputs (opt->transductive soft k-means steps): the
+ * transductive baseline the transductive generator is measured against. */
+static int nearest_centroid_transductive(ltdi_eval_worker *w, const ltdi_eval_task *t,
+                                         int32_t *pred) {
+  const int N = t->ways, d = t->dim, nq = t->ways * t->queries;
+  float *protos = malloc((size_t)N * d * sizeof *protos);
+  int *counts = malloc((size_t)N * sizeof *counts);
+  int rc = (!protos || !counts) ? LTDI_ERR_NOMEM : 0;
+  for (int c = 0; !rc && c < N; c++) counts[c] = t->shots;
+  if (!rc) rc = ltdi_task_prototypes(t->support, (size_t)d, t->support_labels, N * t->shots, N, d,
+                                     protos, NULL);
+  if (!rc) rc = ltdi_task_prototypes_transductive(protos, counts, N, d, t->query, nq,
+                                                  w->opt->transductive);
+  /* One example per refined prototype: nearest centroid on them is cosine
+   * to the refined directions. */
+  int32_t *labels = malloc((size_t)N * sizeof *labels);
+  if (!rc && !labels) rc = LTDI_ERR_NOMEM;
+  for (int c = 0; !rc && c < N; c++) labels[c] = c;
+  if (!rc) rc = ltdi_nearest_centroid_classify(protos, labels, N, N, t->query, nq, d, pred);
+  free(protos), free(counts), free(labels);
+  return rc;
+}
+
 /* ==== the table ========================================================== */
 
 static const ltdi_eval_method METHODS[] = {
@@ -96,6 +122,14 @@ static const ltdi_eval_method INPUT_METHODS[] = {
      ltdi__eval_refine, ltdi__eval_lt_init, ltdi__eval_diffusion_free, "weight_mse"},
     {"lt_di_best_of_n", "--samples heads (sampler with posterior sigma), lowest support loss",
      ltdi__eval_best_of_n, ltdi__eval_lt_init, ltdi__eval_diffusion_free, "weight_mse"},
+    /* Transductive rows: the episode's queries (their inputs, never their
+     * labels) as the task's unlabeled set, --transductive steps. */
+    {"nearest_centroid_transductive",
+     "nearest_centroid on prototypes refined with the queries as unlabeled inputs",
+     nearest_centroid_transductive, NULL, NULL, NULL},
+    {"lt_di_transductive", "lt_di (class-token model) conditioned on those refined prototypes",
+     ltdi__eval_generate_transductive, ltdi__eval_lt_init, ltdi__eval_diffusion_free,
+     "weight_mse"},
 };
 
 int ltdi_eval_method_count(void) { return (int)(sizeof METHODS / sizeof METHODS[0]); }
