@@ -19,13 +19,28 @@
 #define TASK(base, off) ltdi__cden_task((base), a, (off))
 #define ROW(base, off) ltdi__cden_row((base), a, (off))
 
+/* 1 when every task of the call has the same timestep (every sampler pass):
+ * then the per-task time path is computed once and copied, bit for bit what
+ * computing it per task gives (the same row through the same ops). */
+static int one_timestep(const int32_t *t, int B) {
+  for (int b = 1; b < B; b++)
+    if (t[b] != t[0]) return 0;
+  return 1;
+}
+
+/* rows 1..B-1 of v (B, H) = row 0. */
+static int replicate(ltdi_backend *be, float *v, int B, int H) {
+  for (int b = 1; b < B; b++) RC(be->copy(be, v + (size_t)b * H, v, (size_t)H));
+  return 0;
+}
+
 /* One DeepSets block on the rows of B tasks of N classes:
  *   hf  = h + fs ⊙ h + fb        fs = film_scale(e), fb = film_shift(e) per task
  *   g   = LN(hf)
  *   a   = self(g) + pool(mean_n g)
  *   out = hf + out(SiLU(a)) */
 static int block_forward(ltdi_backend *be, const ltdi_cden *net, ltdi_cden_acts *a,
-                         const ltdi__cden_block *k, int B, int N) {
+                         const ltdi__cden_block *k, int B, int N, int same_t) {
   const float *P = net->params;
   const int H = net->cfg.width, R = B * N;
   const size_t nh = (size_t)R * H;
@@ -37,8 +52,13 @@ static int block_forward(ltdi_backend *be, const ltdi_cden *net, ltdi_cden_acts 
   float *s = ROW(act, k->r_s), *out = ROW(act, k->r_out);
 
   /* FiLM(t), broadcast over the task's classes */
-  RC(be->linear_forward(be, fs, e, P + k->p_fsw, P + k->p_fsb, B, H, H));
-  RC(be->linear_forward(be, fb, e, P + k->p_fbw, P + k->p_fbb, B, H, H));
+  const int Bt = same_t ? 1 : B;
+  RC(be->linear_forward(be, fs, e, P + k->p_fsw, P + k->p_fsb, Bt, H, H));
+  RC(be->linear_forward(be, fb, e, P + k->p_fbw, P + k->p_fbb, Bt, H, H));
+  if (same_t) {
+    RC(replicate(be, fs, B, H));
+    RC(replicate(be, fb, B, H));
+  }
   RC(be->copy(be, hf, h, nh));
   RC(be->mul_rows_add(be, hf, fs, h, B, N, H));
   RC(be->add_rows(be, hf, fb, B, N, H));
@@ -57,16 +77,23 @@ static int block_forward(ltdi_backend *be, const ltdi_cden *net, ltdi_cden_acts 
 
 /* e = SiLU(time(sinusoid(t))) per task; h0 = in([x_t ; cond]) + e per row. */
 static int embed_forward(ltdi_backend *be, const ltdi_cden *net, ltdi_cden_acts *a,
-                         const float *x_t, const int32_t *t, const float *cond, int B, int N) {
+                         const float *x_t, const int32_t *t, const float *cond, int B, int N,
+                         int same_t) {
   const ltdi_cden_config *c = &net->cfg;
   const float *P = net->params;
   const int H = c->width, D = c->token_dim, d = c->cond_dim, R = B * N;
   float *act = a->act;
   float *sinus = TASK(act, net->t_sin), *te = TASK(act, net->t_te), *e = TASK(act, net->t_e);
   float *xc = ROW(act, net->r_xc), *h0 = ROW(act, net->r_h0);
-  RC(be->timestep_embedding(be, sinus, t, B, c->time_dim));
-  RC(be->linear_forward(be, te, sinus, P + net->p_tw, P + net->p_tb, B, c->time_dim, H));
-  RC(be->silu_forward(be, e, te, (size_t)B * H));
+  const int Bt = same_t ? 1 : B;
+  RC(be->timestep_embedding(be, sinus, t, Bt, c->time_dim));
+  RC(be->linear_forward(be, te, sinus, P + net->p_tw, P + net->p_tb, Bt, c->time_dim, H));
+  RC(be->silu_forward(be, e, te, (size_t)Bt * H));
+  if (same_t) {
+    RC(replicate(be, sinus, B, c->time_dim));
+    RC(replicate(be, te, B, H));
+    RC(replicate(be, e, B, H));
+  }
   /* concat with L = 1 over R rows joins the rows: [x_t row (D) ; cond row (d)].
    * The copy also keeps the inputs for the backward (the caller may reuse
    * its buffers). */
@@ -89,8 +116,9 @@ int ltdi_cden_forward(ltdi_backend *be, ltdi_cden *net, ltdi_cden_acts *a, const
   float *act = a->act;
   a->last_tasks = a->last_ways = 0;
 
-  RC(embed_forward(be, net, a, x_t, t, cond, B, N));
-  for (int k = 0; k < c->blocks; k++) RC(block_forward(be, net, a, &net->blk[k], B, N));
+  const int same_t = one_timestep(t, B);
+  RC(embed_forward(be, net, a, x_t, t, cond, B, N, same_t));
+  for (int k = 0; k < c->blocks; k++) RC(block_forward(be, net, a, &net->blk[k], B, N, same_t));
   /* ε̂ = out(LN_final(h)) */
   float *gf = ROW(act, net->r_gf);
   RC(be->groupnorm_forward(be, gf, ROW(act, net->r_fmu), ROW(act, net->r_frs),

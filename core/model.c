@@ -50,6 +50,7 @@ int ltdi_model_create(ltdi_model **out, ltdi_backend *be, const ltdi_unet_config
   m->ways = ways;
   m->max_ways = ways;
   m->feat_dim = feat_dim;
+  m->residual_scale = 1.0f;
   m->sampler = ltdi_sampler_config_default();
   ltdi_layout_init(&m->layout, NULL);
   m->cond_mean = calloc((size_t)feat_dim, sizeof(float));
@@ -84,6 +85,7 @@ int ltdi_model_create_class_tokens(ltdi_model **out, ltdi_backend *be, const ltd
   if (!m) return LTDI_ERR_NOMEM;
   m->be = be;
   m->arch = LTDI_ARCH_CLASS_TOKENS;
+  m->residual_scale = 1.0f;
   m->sched = *sched;
   m->ways = 0;
   m->max_ways = max_ways;

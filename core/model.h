@@ -89,6 +89,9 @@ typedef struct ltdi_model {
    * variance v and is unknown, so the U-Net learns only what c and the
    * structure of x_t add (EDM-style preconditioning; docs/META.md). 0 = off. */
   float prior_var;
+  /* Class tokens: the default ltdi_gen_options.residual_scale, chosen on
+   * meta-val (docs/RESULTS.md); 1 when the file does not say. */
+  float residual_scale;
   char *trainer_version;  /* malloc'd strings, may be NULL */
   char *data;
   char *training;         /* JSON */
@@ -192,6 +195,10 @@ typedef struct ltdi_gen_options {
   ltdi_sampler_config sampler; /* usually model->sampler */
   int mode;                    /* enum ltdi_gen_mode */
   int steps;                   /* 0 or the model's T (other step counts: unsupported) */
+  /* Class tokens: the generated residual is multiplied by this before it is
+   * added to the nearest-centroid head (1: as generated, 0: nearest
+   * centroid itself); usually model->residual_scale. Ignored by the U-Net. */
+  float residual_scale;
 } ltdi_gen_options;
 
 /* The model's default sampler, steps = T, per-sample mode on the CPU and

@@ -8,6 +8,7 @@
  * a server allocates it once per worker instead of once per request (device
  * allocations cost milliseconds on CUDA). A class-token model's workspace is
  * sized for max_batch tasks of max_ways classes, so any N fits. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,6 +37,7 @@ ltdi_gen_options ltdi_gen_options_default(const ltdi_model *m) {
    * would idle through them, so there one batched forward per step. */
   o.mode = (m && strcmp(m->be->name, "cpu") != 0) ? LTDI_GEN_BATCHED : LTDI_GEN_PER_SAMPLE;
   o.steps = m ? m->sched.T : 0;
+  o.residual_scale = m ? m->residual_scale : 1.0f;
   return o;
 }
 
@@ -132,13 +134,16 @@ static int denoise(void *ctx, const float *x_t, const int32_t *t, const float *c
 /* The generated x_0 (normalised, ws->x_host) as heads: the U-Net's layout
  * de-normalised, or the class-token residual added to each task's
  * nearest-centroid head. */
-static int finish(const ltdi_gen_workspace *ws, const float *cond, int batch, float *out) {
+static int finish(const ltdi_gen_workspace *ws, const float *cond, int batch, float scale,
+                  float *out) {
   const ltdi_model *m = ws->m;
   if (m->arch != LTDI_ARCH_CLASS_TOKENS) {
     ltdi_layout_denormalise(&m->layout, ws->x_host, out, batch);
     return 0;
   }
   const size_t P = ltdi_model_head_params(m, ws->ways), Dc = ltdi_model_cond_size(m, ws->ways);
+  if (scale != 1.0f)
+    for (size_t i = 0; i < (size_t)batch * P; i++) ws->x_host[i] *= scale;
   int rc = 0;
   for (int b = 0; b < batch && !rc; b++)
     rc = ltdi_model_residual_decode(m, ws->ways, cond + (size_t)b * Dc, ws->x_host + (size_t)b * P,
@@ -158,6 +163,7 @@ int ltdi_model_generate_ways_with(ltdi_gen_workspace *ws, int ways, const float 
   if (!ltdi_sampler_form_name(o.sampler.form) || !ltdi_sampler_sigma_name(o.sampler.sigma))
     return LTDI_ERR_INVALID_ARG;
   if (o.steps != 0 && o.steps != m->sched.T) return LTDI_ERR_UNSUPPORTED;
+  if (!isfinite(o.residual_scale) || o.residual_scale < 0) return LTDI_ERR_INVALID_ARG;
   ltdi_backend *be = ws->be;
   const size_t P = ltdi_model_head_params(m, ways), Dc = ltdi_model_cond_size(m, ways);
   const size_t n = (size_t)batch * P;
@@ -168,7 +174,7 @@ int ltdi_model_generate_ways_with(ltdi_gen_workspace *ws, int ways, const float 
   if (!rc) rc = ltdi_sampler_run(be, &m->sched, &o.sampler, denoise, ws, ws->cond_dev, seeds,
                                  batch, (long)P, &buf);
   if (!rc && out_norm) memcpy(out_norm, ws->x_host, n * sizeof(float));
-  if (!rc) rc = finish(ws, cond, batch, out);
+  if (!rc) rc = finish(ws, cond, batch, o.residual_scale, out);
   return rc;
 }
 

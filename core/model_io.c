@@ -54,8 +54,12 @@ int ltdi__model_write_common(const ltdi_model *m, ltdi_st_writer *w) {
   char *samp = sampler_json(&m->sampler);
   int rc = samp ? ltdi_st_writer_meta(w, "sampler", samp) : LTDI_ERR_NOMEM;
   free(samp);
-  char den[128];
-  snprintf(den, sizeof den, "{\"predicts\":\"eps\",\"prior_var\":%.9g}", (double)m->prior_var);
+  char den[160];
+  if (m->arch == LTDI_ARCH_CLASS_TOKENS)
+    snprintf(den, sizeof den, "{\"predicts\":\"eps\",\"prior_var\":%.9g,\"residual_scale\":%.9g}",
+             (double)m->prior_var, (double)m->residual_scale);
+  else
+    snprintf(den, sizeof den, "{\"predicts\":\"eps\",\"prior_var\":%.9g}", (double)m->prior_var);
   if (!rc) rc = ltdi_st_writer_meta(w, "denoiser", den);
   if (!rc && m->trainer_version) rc = ltdi_st_writer_meta(w, "trainer_version", m->trainer_version);
   if (!rc && m->data) rc = ltdi_st_writer_meta(w, "data", m->data);
@@ -190,13 +194,16 @@ int ltdi__model_parse_denoiser(ltdi_model *m, const char *s, char *err, size_t e
   json_error_t je;
   json_t *o = json_loads(s, 0, &je);
   const char *pred = NULL;
-  double v = -1;
+  double v = -1, scale = 1.0;
   int rc = 0;
-  if (!json_is_object(o) || json_unpack(o, "{s:s, s:F}", "predicts", &pred, "prior_var", &v) ||
-      strcmp(pred, "eps") || !(v >= 0) || !isfinite(v))
-    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "metadata 'denoiser' must be {\"predicts\":\"eps\", \"prior_var\": v >= 0}");
-  else
+  if (!json_is_object(o) ||
+      json_unpack(o, "{s:s, s:F, s?F}", "predicts", &pred, "prior_var", &v, "residual_scale", &scale) ||
+      strcmp(pred, "eps") || !(v >= 0) || !isfinite(v) || !(scale >= 0) || !isfinite(scale))
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "metadata 'denoiser' must be {\"predicts\":\"eps\", \"prior_var\": v >= 0[, \"residual_scale\": a >= 0]}");
+  else {
     m->prior_var = (float)v;
+    m->residual_scale = (float)scale;
+  }
   json_decref(o);
   return rc;
 }

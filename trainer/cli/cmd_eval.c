@@ -73,6 +73,9 @@ static const ltdi_opt EVAL_OPTS[] = {
                  "heads drawn per episode by lt_di_best_of_n"),
     LTDI_OPT_INT("--refine-steps", ltdi__eval_args, opt.refine_steps, 0, 1000000, "K", NULL,
                  "recipe steps of lt_di_refine after generation"),
+    LTDI_OPT_FLOAT("--residual-scale", ltdi__eval_args, opt.residual_scale, 0.0, 100.0, "A",
+                   "the model's", "class-token models: scale of the generated\n"
+                   "residual over nearest-centroid (0 = nearest-centroid)"),
     LTDI_OPT_INT("--transductive", ltdi__eval_args, opt.transductive, 0, 1000, "K", NULL,
                  "soft k-means steps of the *_transductive rows (the\n"
                  "episode's query inputs as the task's unlabeled set)"),
@@ -102,9 +105,9 @@ static const ltdi_opt EVAL_OPTS[] = {
 static void print_methods(FILE *out) {
   fprintf(out, "\nmethods (--methods):\n");
   for (int i = 0; i < ltdi_eval_method_count(); i++)
-    fprintf(out, "  %-17s %s\n", ltdi_eval_method_at(i)->name, ltdi_eval_method_at(i)->summary);
+    fprintf(out, "  %-29s %s\n", ltdi_eval_method_at(i)->name, ltdi_eval_method_at(i)->summary);
   for (int i = 0; i < ltdi_eval_input_method_count(); i++)
-    fprintf(out, "  %-17s %s\n", ltdi_eval_input_method_at(i)->name,
+    fprintf(out, "  %-29s %s\n", ltdi_eval_input_method_at(i)->name,
             ltdi_eval_input_method_at(i)->summary);
 }
 

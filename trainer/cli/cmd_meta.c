@@ -73,6 +73,9 @@ static const ltdi_opt META_OPTS[] = {
     LTDI_OPT_FLOAT("--prior-var", meta_args, c.prior_var, 0.0, 1e6, "V", "measured from the data",
                    "eps = U-Net + k_t x_t preconditioning with prior variance V;\n"
                    "0 = off (plain U-Net)"),
+    LTDI_OPT_FLOAT("--residual-scale", meta_args, c.residual_scale, 0.0, 100.0, "A", NULL,
+                   "class tokens: the model's default scale of the generated\n"
+                   "residual (stored; training is the same whatever A is)"),
     LTDI_OPT_FLOAT("--val-fraction", meta_args, c.val_fraction, 0.0, 0.9, "F", NULL,
                    "held-out share of the tasks"),
     LTDI_OPT_INT("--val-tasks", meta_args, c.val_tasks, 0, 100000000, "n", NULL,

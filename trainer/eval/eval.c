@@ -37,6 +37,7 @@ ltdi_eval_options ltdi_eval_options_default(void) {
   o.samples = 8;
   o.refine_steps = 10;
   o.transductive = 2;
+  o.residual_scale = -1.0f;
   o.progress = 0;
   return o;
 }

@@ -49,6 +49,8 @@ typedef struct ltdi_eval_options {
   const char *model_lv_path;        /* lv_di (an L = 2 model) */
   int samples;                      /* lt_di_best_of_n: heads drawn per episode (>= 1) */
   int refine_steps;                 /* lt_di_refine: recipe steps after generation (>= 0) */
+  float residual_scale;             /* class-token rows: the generated residual's scale
+                                     * (< 0: the model's own, ltdi_gen_options) */
   int transductive;                 /* *_transductive rows: soft k-means steps over the
                                      * queries as unlabeled inputs (>= 0) */
   const struct ltdi_reptile_head *reptile; /* init of the reptile row (trainer/meta/reptile.h);

@@ -147,6 +147,13 @@ static int generate(diff_state *s, int ways, const float *cond, const uint64_t *
   return ltdi_gen_pool_run_on_ways(s->pool, s->worker, ways, cond, seeds, batch, go, out);
 }
 
+/* The model's default generation options, with the run's residual scale. */
+static ltdi_gen_options gen_options(const diff_state *s, const ltdi_eval_options *opt) {
+  ltdi_gen_options go = ltdi_gen_options_default(s->m);
+  if (opt->residual_scale >= 0) go.residual_scale = opt->residual_scale;
+  return go;
+}
+
 /* Floats of the episode's generated head. */
 static size_t head_size(const diff_state *s, const ltdi_eval_task *t) {
   return s->linear ? ltdi_model_head_params(s->m, t->ways) : s->P;
@@ -305,11 +312,12 @@ static int transductive_condition(const diff_state *s, const ltdi_eval_task *t, 
 
 /* The lt_di head of this episode: sample 0, the model's default sampler;
  * transductive > 0 conditions it on refined prototypes (linear heads only). */
-static int generate_one(diff_state *s, const ltdi_eval_task *t, int transductive, float *w) {
+static int generate_one(diff_state *s, const ltdi_eval_options *opt, const ltdi_eval_task *t,
+                        int transductive, float *w) {
   float *cond = malloc((size_t)t->ways * (size_t)t->dim * sizeof *cond);
   if (!cond) return LTDI_ERR_NOMEM;
   uint64_t seed = ltdi_eval_head_seed(t->seed, t->index, 0);
-  ltdi_gen_options go = ltdi_gen_options_default(s->m);
+  ltdi_gen_options go = gen_options(s, opt);
   int rc = transductive > 0 ? transductive_condition(s, t, transductive, cond)
                             : task_condition(s, t, cond);
   if (!rc) rc = generate(s, t->ways, cond, &seed, 1, &go, w);
@@ -337,7 +345,7 @@ static int generate_row(ltdi_eval_worker *w, const ltdi_eval_task *t, int transd
   if (transductive > 0 && !s->linear) return LTDI_ERR_UNSUPPORTED;
   float *head = malloc(head_size(s, t) * sizeof *head);
   if (!head) return LTDI_ERR_NOMEM;
-  rc = generate_one(s, t, transductive, head);
+  rc = generate_one(s, w->opt, t, transductive, head);
   if (!rc) rc = finish(w, s, t, head, pred);
   free(head);
   return rc;
@@ -359,7 +367,7 @@ int ltdi__eval_refine(ltdi_eval_worker *w, const ltdi_eval_task *t, int32_t *pre
   if (w->opt->refine_steps < 0) return LTDI_ERR_INVALID_ARG;
   float *head = malloc(head_size(s, t) * sizeof *head);
   if (!head) return LTDI_ERR_NOMEM;
-  rc = generate_one(s, t, 0, head);
+  rc = generate_one(s, w->opt, t, 0, head);
   if (!rc && w->opt->refine_steps > 0) {
     /* A few steps of a recipe without SAM on the augmented support, the
      * generated head replacing the init: the finetune row's for the MLP,
@@ -399,12 +407,16 @@ int ltdi__eval_best_of_n(ltdi_eval_worker *w, const ltdi_eval_task *t, int32_t *
     if (!big) rc = LTDI_ERR_NOMEM;
     for (int k = 0; !rc && k < n; k++)
       memcpy(big + (size_t)k * t->ways * t->dim, cond, (size_t)t->ways * t->dim * sizeof *big);
-    /* σ_t z (posterior σ̃) makes the N heads a spread around the mean
-     * sample rather than only N starting points of one ODE-like path; the
-     * per-sample mode keeps each head independent of N. */
-    ltdi_gen_options go = ltdi_gen_options_default(s->m);
-    go.sampler.sigma = LTDI_SIGMA_POSTERIOR;
-    go.sampler.eta = 1.0f;
+    /* U-Net: σ_t z (posterior σ̃) makes the N heads a spread around the
+     * mean sample rather than only N starting points of one ODE-like path.
+     * Class tokens: the model's own σ = 0 sampler from N different x_T
+     * (its heads are already a spread; docs/EVAL.md). The per-sample mode
+     * keeps each head independent of N. */
+    ltdi_gen_options go = gen_options(s, w->opt);
+    if (!s->linear) {
+      go.sampler.sigma = LTDI_SIGMA_POSTERIOR;
+      go.sampler.eta = 1.0f;
+    }
     go.mode = LTDI_GEN_PER_SAMPLE;
     if (!rc) rc = generate(s, t->ways, big, seeds, n, &go, heads);
     free(big);

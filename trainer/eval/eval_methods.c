@@ -118,9 +118,10 @@ static const ltdi_eval_method INPUT_METHODS[] = {
      ltdi__eval_generate, ltdi__eval_lv_init, ltdi__eval_diffusion_free, "weight_mse"},
     {"lt_di", "Lt-Di model (--model FILE): one generated head, default sampler",
      ltdi__eval_generate, ltdi__eval_lt_init, ltdi__eval_diffusion_free, "weight_mse"},
-    {"lt_di_refine", "the lt_di head + --refine-steps steps of the finetune recipe",
+    {"lt_di_refine", "the lt_di head + --refine-steps recipe steps (finetune's; class tokens: prepare's)",
      ltdi__eval_refine, ltdi__eval_lt_init, ltdi__eval_diffusion_free, "weight_mse"},
-    {"lt_di_best_of_n", "--samples heads (sampler with posterior sigma), lowest support loss",
+    {"lt_di_best_of_n", "--samples heads, lowest support loss (U-Net: posterior sigma; "
+                        "class tokens: sigma 0, N x_T)",
      ltdi__eval_best_of_n, ltdi__eval_lt_init, ltdi__eval_diffusion_free, "weight_mse"},
     /* Transductive rows: the episode's queries (their inputs, never their
      * labels) as the task's unlabeled set, --transductive steps. */

@@ -41,6 +41,7 @@ void ltdi_meta_default(ltdi_meta_config *c) {
   c->seed = 1;
   c->threads = 1;
   c->device = LTDI_DEVICE_CPU; /* the reference; the command defaults to auto */
+  c->residual_scale = 1.0f;
 }
 
 /* ---- data ----------------------------------------------------------------------- */

@@ -52,6 +52,8 @@ typedef struct ltdi_meta_config {
   int base_ch;           /* U-Net C0 (0: default) */
   int cond_map;          /* U-Net position-wise condition map: 1 on (default), 0 off */
   float prior_var;       /* model prior_var: < 0 measured from the data, 0 off */
+  float residual_scale;  /* class tokens: the model's default residual scale
+                          * (stored, no effect on training; chosen on meta-val) */
   float val_fraction;    /* held-out share of the tasks */
   int val_tasks;         /* held-out tasks used per measurement (0: all) */
   int val_points;        /* measurements over the run (besides the last) */

@@ -204,6 +204,7 @@ int ltdi__meta_trainer_init(ltdi__meta_trainer *tr, const ltdi_meta_config *c,
   free(sched);
   if (rc) return rc;
   tr->m->prior_var = c->prior_var < 0 ? (float)d->target_var : c->prior_var;
+  if (tokens) tr->m->residual_scale = c->residual_scale;
   rc = ltdi_model_init_params(tr->m, c->seed);
   if (!rc && tokens) rc = ltdi_cden_acts_create(&tr->cacts, tr->m->cden, c->batch, c->batch * d->ways);
   else if (!rc) rc = ltdi_unet_acts_create(&tr->acts, tr->m->unet, c->batch);
