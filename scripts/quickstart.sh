@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # scripts/quickstart.sh — the main job on the embedded default: the shipped
-# glyph body and Lt-Di model (models/) on held-out glyph scripts.
+# glyph body and class-token Lt-Di model (models/, one model for any N) on
+# held-out glyph scripts.
 #   1. build the small glyph set (fonts-noto-core) and its meta-test features
-#   2. evaluate every method, Lt-Di rows included, on 600 5-way 1-shot episodes
-#      (5 queries per class: the small set has 6-9 renderings per class)
-#   3. start ltdi-serve with the model, generate a head over HTTP for one
-#      task, show the answer and the metrics, stop the daemon (SIGTERM drain)
+#   2. evaluate every method, the generated heads included, on 600 5-way and
+#      600 20-way 1-shot episodes (5 queries per class: the small set has 6-9
+#      renderings per class), each with its paired difference to
+#      nearest-centroid
+#   3. start ltdi-serve with the model, generate a 5-way head over HTTP for
+#      one task, show the answer and the metrics, stop the daemon (SIGTERM drain)
 # Outputs go to ./work/quickstart (or $1). Run scripts/setup.sh first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-work/quickstart}
 train=build/ltdi-train serve=build/ltdi-serve
-body=models/glyphs-body.safetensors model=models/glyphs-5w1s-lt.safetensors
+body=models/glyphs-body.safetensors model=models/glyphs-lt.safetensors
 for f in "$train" "$serve"; do
   test -x "$f" || { echo "quickstart: $f missing — run scripts/setup.sh" >&2; exit 1; }
 done
@@ -26,11 +29,12 @@ fi
 
 echo "== 2. evaluation (same episodes for every method)"
 "$train" eval --features "$out/meta_test_features.safetensors" --model "$model" \
-  --ways 5 --shots 1 --queries 5 --episodes "${EPISODES:-600}" --seed 1 --json "$out/eval_5w1s.json"
+  --methods nearest_centroid,logreg,lt_di,lt_di_refine,nearest_centroid_transductive,lt_di_transductive \
+  --ways 5,20 --shots 1 --queries 5 --episodes "${EPISODES:-600}" --seed 1 --json-dir "$out"
 
 echo "== 3. the daemon"
 rm -f "$out/port" "$out/registry.db"*
-"$serve" --model "$PWD/$model" --model-name glyphs-5w1s --model-dir "$PWD/models" --port 0 \
+"$serve" --model "$PWD/$model" --model-name glyphs-lt --model-dir "$PWD/models" --port 0 \
   --port-file "$out/port" --db "$out/registry.db" > "$out/serve.log" 2>&1 &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true' EXIT
@@ -77,4 +81,4 @@ curl -sf "$url/metrics" | grep -E '^ltdi_(batch_size_count|generated_weights_tot
 kill -TERM "$pid"
 wait "$pid" || true
 trap - EXIT
-echo "quickstart: results in $out (eval_5w1s.json, response.json, serve.log)"
+echo "quickstart: results in $out (eval_5w1s.json, eval_20w1s.json, response.json, serve.log)"
