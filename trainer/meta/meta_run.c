@@ -161,7 +161,9 @@ static int run_step(meta_run *r, int s, char *err, size_t errlen) {
   st->step = s + 1;
   if (r->val_every > 0 && (st->step % r->val_every == 0) && st->step < st->total) {
     double mse;
-    if ((rc = validate(&r->tr, &mse, NULL))) return rc;
+    if ((rc = validate(&r->tr, &mse, NULL)))
+      return ltdi_fail(err, errlen, rc, "validation at step %d failed: %s", st->step,
+                       ltdi_strerror(rc));
     st->val[s] = (float)mse;
   }
   return 0;
@@ -302,6 +304,12 @@ int ltdi_meta_run(const ltdi_meta_config *c, const ltdi_meta_data *d, ltdi_meta_
     return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
                      "invalid meta-training options (need batch, meta-batch, inner steps >= 1, "
                      "T >= L-1, steps or minutes > 0)");
+  /* Validation (during the run and before the model is written) needs
+   * held-out tasks: refuse now rather than after the training. */
+  if (d->n_val < 1)
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
+                     "no held-out tasks to validate on: --val-fraction %g of %d tasks holds "
+                     "none out", (double)c->val_fraction, d->M);
   ltdi_backend *be = NULL;
   char note[512] = "";
   int rc = ltdi_backend_open(c->device, c->threads > 0 ? c->threads : 1, &be, note, sizeof note);
