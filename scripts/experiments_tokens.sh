@@ -19,6 +19,11 @@
 #       FEATDIR   where feat_meta-train.safetensors / feat_meta-test.safetensors
 #                 already are (else computed into OUTDIR from BODY and GLYPHS)
 #       VIEWS     views of the augmented Fig. 6 preparations [5]
+#       VALPOINTS held-out measurements during each run [0]: measurement only
+#                 (no model selection), the final one is always made
+#       PLAIN_FROM_FEATURES=1  prepare the two Fig. 6 variants without
+#                 augmentation from FEATDIR's meta-train features (view 0 of
+#                 the same body on the same images) instead of from images
 #       ONLY      space-separated subset of: table1 fig4 fig5 fig6 [all]
 # Every piece is skipped when its output is complete, so a rerun resumes.
 # Writes OUTDIR/results.csv (one row per meta-training run);
@@ -27,7 +32,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 body=$(realpath "$1") glyphs=$(realpath "$2") out=$3
 steps=${STEPS:-3000} batch=${BATCH:-32} tasks=${TASKS:-4000} episodes=${EPISODES:-600}
-views=${VIEWS:-5} only=${ONLY:-"table1 fig4 fig5 fig6"}
+views=${VIEWS:-5} valpoints=${VALPOINTS:-0} only=${ONLY:-"table1 fig4 fig5 fig6"}
 train=$(realpath "${TRAIN:-$PWD/build/ltdi-train}")
 mkdir -p "$out"
 out=$(realpath "$out")
@@ -110,7 +115,7 @@ run_job() { # name|trajectories|ways|shots|options
     say "meta $name ($opts)"
     # shellcheck disable=SC2086
     "$train" meta --trajectories "$traj" --out "$name.st" --batch "$batch" --threads 1 \
-      --quiet --csv "$name.csv" $opts > "$name.log" 2>&1
+      --val-points "$valpoints" --quiet --csv "$name.csv" $opts > "$name.log" 2>&1
   fi
   mkdir -p "eval_$name"
   local missing=0 w s
@@ -125,7 +130,7 @@ run_job() { # name|trajectories|ways|shots|options
   fi
 }
 export -f run_job say
-export train batch test_feat episodes
+export train batch test_feat episodes valpoints
 
 # Fig. 6 preparations come last: features from images with augmented views
 # are the expensive part. Without --augment prepare uses view 0 only
@@ -133,8 +138,10 @@ export train batch test_feat episodes
 # are prepared with --views 1 and see exactly the same inputs.
 grep -v '^fig6_' "$jobs" | xargs -d '\n' -P 1 -n 1 bash -c 'run_job "$1"' _
 if want fig6; then
-  prep traj_fig6_none.st --body "$body" --data "$glyphs" --ways 5 --shots 1 --views 1 --sam 0
-  prep traj_fig6_sam.st --body "$body" --data "$glyphs" --ways 5 --shots 1 --views 1 --sam 0.05
+  if [ "${PLAIN_FROM_FEATURES:-0}" = 1 ]; then plain=(--features "$(features meta-train)")
+  else plain=(--body "$body" --data "$glyphs" --views 1); fi
+  prep traj_fig6_none.st "${plain[@]}" --ways 5 --shots 1 --sam 0
+  prep traj_fig6_sam.st "${plain[@]}" --ways 5 --shots 1 --sam 0.05
   prep traj_fig6_aug.st --body "$body" --data "$glyphs" --ways 5 --shots 1 --views "$views" --augment --sam 0
   prep traj_fig6_samaug.st --body "$body" --data "$glyphs" --ways 5 --shots 1 --views "$views" --augment --sam 0.05
   grep '^fig6_' "$jobs" | xargs -d '\n' -P 1 -n 1 bash -c 'run_job "$1"' _

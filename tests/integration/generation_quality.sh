@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # tests/integration/generation_quality.sh TRAIN_BINARY SOURCE_DIR
 #
-# Generation quality end to end, at a fixed seed: the shipped glyph model
-# generates heads for 200 5-way 1-shot episodes of the small glyph set's
-# held-out scripts, through the real binary (features → eval). A broken
-# sampler, schedule, denoiser, normalisation or task embedding shows up here
-# even when each piece's unit test still passes.
+# Generation quality end to end, at a fixed seed: the shipped glyph models
+# generate heads for 200 episodes of the small glyph set's held-out scripts,
+# through the real binary (features → eval): the U-Net model at 5-way
+# 1-shot, and the class-token model (the default) at 5- and 20-way 1-shot
+# from the same file. A broken sampler, schedule, denoiser, normalisation,
+# residual or task embedding shows up here even when each piece's unit test
+# still passes.
+#
+# Class-token bounds (run recorded in docs/EVAL.md, "End-to-end check"):
+# lt_di within 0.01 of its recorded accuracy, its weight MSE within 0.2 %,
+# and never more than 0.01 below nearest-centroid on the same episodes.
 #
 # Bounds, from the run recorded in docs/EVAL.md ("End-to-end check"), on
 # these fixed episodes: nearest-centroid 0.8876, lt_di 0.6260 (chance 0.20),
@@ -44,6 +50,27 @@ if not nc - lt <= 0.35: fails.append(f"lt_di is {nc - lt:.4f} below nearest-cent
 if not abs(mse - 2.38264) <= 0.002 * 2.38264:
     fails.append(f"lt_di weight MSE {mse:.5f} is not 2.38264 +- 0.2 %")
 if not nc >= 0.80: fails.append(f"nearest_centroid {nc:.4f} < 0.80: the features are broken")
+for f in fails: print("FAIL:", f)
+sys.exit(1 if fails else 0)
+PY
+
+mkdir -p "$tmp/tokens"
+"$train" eval --features "$tmp/features.safetensors" --model "$src/models/glyphs-lt.safetensors" \
+  --methods nearest_centroid,lt_di --ways 5,20 --shots 1 --queries 5 --episodes 200 --seed 1 \
+  --threads 2 --device cpu --json-dir "$tmp/tokens" > "$tmp/tokens.txt" 2>&1 ||
+  { cat "$tmp/tokens.txt"; exit 1; }
+grep -v "eval episodes" "$tmp/tokens.txt"
+python3 - "$tmp/tokens" <<'PY'
+import json, sys
+recorded = {5: (0.8848, 1.61628), 20: (0.73925, 2.12974)}
+fails = []
+for ways, (acc0, mse0) in recorded.items():
+    r = json.load(open(f"{sys.argv[1]}/eval_{ways}w1s.json"))["methods"]
+    nc, lt, mse = r["nearest_centroid"]["acc"], r["lt_di"]["acc"], r["lt_di"]["weight_mse"]
+    print(f"{ways}-way: nearest_centroid {nc:.4f}, lt_di {lt:.4f}, weight MSE {mse:.7f}")
+    if not abs(lt - acc0) <= 0.01: fails.append(f"{ways}-way lt_di {lt:.4f} is not {acc0:.4f} +- 0.01")
+    if not lt >= nc - 0.01: fails.append(f"{ways}-way lt_di {lt:.4f} more than 0.01 below nearest-centroid {nc:.4f}")
+    if not abs(mse - mse0) <= 0.002 * mse0: fails.append(f"{ways}-way weight MSE {mse:.5f} is not {mse0:.5f} +- 0.2 %")
 for f in fails: print("FAIL:", f)
 sys.exit(1 if fails else 0)
 PY

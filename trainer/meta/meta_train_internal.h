@@ -25,7 +25,6 @@ typedef struct ltdi__meta_trainer {
   float *x_dev, *eps_dev, *tgt_dev, *cond_dev, *d_dev; /* device (batch, P|Dc) */
   float *x_t, *eps, *cond_h; /* host (batch, P|Dc): the batch as built */
   float *gtraj;              /* host (batch, L, P): multi-task gathered trajectories */
-  int ways;                  /* N of the batch under way (class tokens) */
   int32_t *t;                /* (batch) */
 } ltdi__meta_trainer;
 
