@@ -84,6 +84,7 @@ static int run_job(ltdi_server *s, gen_state *g, ltdi_resp *rs) {
   job->model = g->sm;
   job->opt = g->opt;
   job->n = n;
+  job->ways = m->ways; /* a U-Net's one N */
   job->cond_dim = (int)Dc;
   job->n_params = (int)P;
   job->cond = cond;
