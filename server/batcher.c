@@ -5,7 +5,9 @@
  * finished). The worker takes the oldest job, waits until either enough
  * compatible samples are queued to fill max_batch or the oldest job has
  * waited max_queue_delay_us, then removes the compatible jobs in arrival
- * order and runs them as one pass outside the lock. */
+ * order and runs them as one pass outside the lock: one run call per N
+ * among them (a call holds tasks of one N), each group's callers woken as
+ * soon as their call ends. */
 #define _POSIX_C_SOURCE 200809L
 #include "server/batcher.h"
 
@@ -89,57 +91,92 @@ static void free_job(ltdi_gen_job *j) {
   free(j);
 }
 
-/* Runs one pass over `jobs` (linked by next). Lock NOT held. */
-static void run_pass(ltdi_batcher *b, ltdi_gen_job *jobs, int total) {
-  const ltdi_gen_job *first = jobs;
-  const size_t Dc = (size_t)first->cond_dim, P = (size_t)first->n_params;
-  float *cond = NULL, *out = NULL;
-  uint64_t *seeds = NULL;
-  int rc = 0;
-  double t0 = now_ms();
-  if (!jobs->next) {
-    /* A lone job computes straight into its own buffers. */
-    rc = b->run(b->ctx, first->model, first->cond, first->seeds, total, &first->opt, jobs->out);
-  } else {
-    cond = malloc((size_t)total * Dc * sizeof *cond);
-    out = malloc((size_t)total * P * sizeof *out);
-    seeds = malloc((size_t)total * sizeof *seeds);
-    if (!cond || !out || !seeds) rc = LTDI_ERR_NOMEM;
-    size_t k = 0;
-    for (ltdi_gen_job *j = jobs; j && !rc; j = j->next) {
-      memcpy(cond + k * Dc, j->cond, (size_t)j->n * Dc * sizeof *cond);
-      memcpy(seeds + k, j->seeds, (size_t)j->n * sizeof *seeds);
-      k += (size_t)j->n;
-    }
-    if (!rc) rc = b->run(b->ctx, first->model, cond, seeds, total, &first->opt, out);
-    k = 0;
-    for (ltdi_gen_job *j = jobs; j && !rc; j = j->next) {
-      memcpy(j->out, out + k * P, (size_t)j->n * P * sizeof *out);
-      k += (size_t)j->n;
-    }
-  }
-  double t1 = now_ms();
-  free(cond), free(out), free(seeds);
-  if (b->observe) b->observe(b->ctx, total, t1 - t0);
+/* Same N, hence the same Dc and P: jobs that one run call can hold. */
+static int same_ways(const ltdi_gen_job *a, const ltdi_gen_job *b) {
+  return a->ways == b->ways && a->cond_dim == b->cond_dim && a->n_params == b->n_params;
+}
 
+/* Moves the first job of *jobs and every later one of its N, in arrival
+ * order, onto a list of their own and returns it; *jobs keeps the others,
+ * in order. *samples: the group's samples. */
+static ltdi_gen_job *take_group(ltdi_gen_job **jobs, int *samples) {
+  ltdi_gen_job *first = *jobs, *group = NULL, **tail = &group, **pp = jobs;
+  *samples = 0;
+  while (*pp) {
+    ltdi_gen_job *j = *pp;
+    if (!same_ways(j, first)) {
+      pp = &j->next;
+      continue;
+    }
+    *pp = j->next;
+    j->next = NULL;
+    *tail = j;
+    tail = &j->next;
+    *samples += j->n;
+  }
+  return group;
+}
+
+/* One run call over `group` (jobs of one N, `total` samples). Lock NOT held. */
+static int run_group(ltdi_batcher *b, ltdi_gen_job *group, int total) {
+  const ltdi_gen_job *first = group;
+  if (!group->next) /* A lone job computes straight into its own buffers. */
+    return b->run(b->ctx, first->model, first->ways, first->cond, first->seeds, total,
+                  &first->opt, group->out);
+  const size_t Dc = (size_t)first->cond_dim, P = (size_t)first->n_params;
+  float *cond = malloc((size_t)total * Dc * sizeof *cond);
+  float *out = malloc((size_t)total * P * sizeof *out);
+  uint64_t *seeds = malloc((size_t)total * sizeof *seeds);
+  int rc = (!cond || !out || !seeds) ? LTDI_ERR_NOMEM : 0;
+  size_t k = 0;
+  for (ltdi_gen_job *j = group; j && !rc; j = j->next) {
+    memcpy(cond + k * Dc, j->cond, (size_t)j->n * Dc * sizeof *cond);
+    memcpy(seeds + k, j->seeds, (size_t)j->n * sizeof *seeds);
+    k += (size_t)j->n;
+  }
+  if (!rc) rc = b->run(b->ctx, first->model, first->ways, cond, seeds, total, &first->opt, out);
+  k = 0;
+  for (ltdi_gen_job *j = group; j && !rc; j = j->next) {
+    memcpy(j->out, out + k * P, (size_t)j->n * P * sizeof *out);
+    k += (size_t)j->n;
+  }
+  free(cond), free(out), free(seeds);
+  return rc;
+}
+
+/* Hands a computed group back: its waiting callers see DONE; jobs whose
+ * callers left are freed. */
+static void finish_group(ltdi_batcher *b, ltdi_gen_job *group, int rc, double ms, int total) {
   pthread_mutex_lock(&b->mu);
-  ltdi_gen_job *j = jobs;
-  while (j) {
-    ltdi_gen_job *next = j->next;
+  for (ltdi_gen_job *j = group, *next; j; j = next) {
+    next = j->next;
     j->next = NULL;
     j->rc = rc;
-    j->compute_ms = t1 - t0;
+    j->compute_ms = ms;
     j->batch_size = total;
+    b->running -= j->n;
+    b->running_jobs--;
     if (j->state == JOB_ABANDONED)
       free_job(j);
     else
       j->state = JOB_DONE;
-    j = next;
   }
-  b->running = 0;
-  b->running_jobs = 0;
   pthread_cond_broadcast(&b->done_cv);
   pthread_mutex_unlock(&b->mu);
+}
+
+/* Runs one pass over `jobs` (linked by next): one run call per N, in the
+ * order each N first arrived. Lock NOT held. */
+static void run_pass(ltdi_batcher *b, ltdi_gen_job *jobs) {
+  while (jobs) {
+    int total = 0;
+    ltdi_gen_job *group = take_group(&jobs, &total);
+    double t0 = now_ms();
+    int rc = run_group(b, group, total);
+    double t1 = now_ms();
+    if (b->observe) b->observe(b->ctx, total, t1 - t0);
+    finish_group(b, group, rc, t1 - t0, total);
+  }
 }
 
 static void *worker_main(void *arg) {
@@ -175,7 +212,7 @@ static void *worker_main(void *arg) {
     b->running = total;
     for (ltdi_gen_job *j = list; j; j = j->next) b->running_jobs++;
     pthread_mutex_unlock(&b->mu);
-    run_pass(b, list, total);
+    run_pass(b, list);
     pthread_mutex_lock(&b->mu);
   }
   pthread_mutex_unlock(&b->mu);
@@ -212,7 +249,7 @@ int ltdi_batcher_create(ltdi_batcher **out, const ltdi_batcher_config *cfg,
 }
 
 int ltdi_batcher_submit(ltdi_batcher *b, ltdi_gen_job *job) {
-  if (!b || !job || job->n < 1 || !job->cond || !job->seeds || !job->out)
+  if (!b || !job || job->n < 1 || job->ways < 1 || !job->cond || !job->seeds || !job->out)
     return LTDI_ERR_INVALID_ARG;
   pthread_mutex_lock(&b->mu);
   int rc = 0;

@@ -1,10 +1,15 @@
 /* server/batcher.h — the dynamic batcher: a bounded queue of generation jobs
  * and one worker thread that coalesces jobs for the same model and sampler,
- * arriving within max_queue_delay_us of the oldest, into one call of the run
- * function (ltdi_model_generate in the daemon, a fake in unit tests).
+ * arriving within max_queue_delay_us of the oldest, into one pass. A job
+ * asks for heads of N classes (`ways`); a model may generate several N (a
+ * class-token model generates any N), but one call of the run function
+ * (ltdi_gen_pool_run_ways in the daemon, a fake in unit tests) holds tasks
+ * of one N, so a pass with mixed N makes one call per N, in the order each
+ * N first arrived.
  *
  * Each job carries its own seeds, so its samples are bit-identical whether
- * they were batched or alone (core/model.h, per-sample mode). A job waits at
+ * they were batched or alone, and whatever N the jobs beside it have
+ * (core/model.h, core/gen_pool.h). A job waits at
  * most its timeout in total: if it is still queued it is withdrawn; if it is
  * already being computed the caller leaves and the worker frees it. The
  * queue is bounded: submit answers LTDI_ERR_OVERFLOW when full (HTTP 503)
@@ -21,13 +26,15 @@
 extern "C" {
 #endif
 
-/* Computes `batch` samples in one pass; `model` is the job's opaque model
- * key. out (batch, P). 0 or a negative code. */
-typedef int (*ltdi_batch_run_fn)(void *ctx, void *model, const float *cond /* (B, Dc) */,
+/* Computes `batch` samples of heads of `ways` classes in one call; `model`
+ * is the job's opaque model key; Dc and P are those of that N. out
+ * (batch, P). 0 or a negative code. */
+typedef int (*ltdi_batch_run_fn)(void *ctx, void *model, int ways, const float *cond /* (B, Dc) */,
                                  const uint64_t *seeds /* (B) */, int batch,
                                  const ltdi_gen_options *opt, float *out /* (B, P) */);
 
-/* Called once per pass with its size (metrics); may be NULL. */
+/* Called once per call of the run function with its size (metrics); may be
+ * NULL. */
 typedef void (*ltdi_batch_observe_fn)(void *ctx, int batch, double compute_ms);
 
 typedef struct ltdi_batcher_config {
@@ -49,14 +56,15 @@ typedef struct ltdi_gen_job {
   void *model;            /* jobs coalesce only with the same model ... */
   ltdi_gen_options opt;   /* ... and the same options */
   int n;                  /* samples, >= 1 */
-  int cond_dim, n_params; /* Dc and P of that model */
+  int ways;               /* N: the classes of every head of the job */
+  int cond_dim, n_params; /* Dc and P of that model at that N */
   const float *cond;      /* (n, Dc) */
   const uint64_t *seeds;  /* (n) */
   float *out;             /* (n, P), written by the worker */
   /* results */
   int rc;                 /* the run function's code */
-  double queue_ms, compute_ms;
-  int batch_size;         /* samples in the pass that computed it */
+  double queue_ms, compute_ms; /* compute_ms: the call that computed it */
+  int batch_size;         /* samples in that call (the pass's jobs of its N) */
   /* private */
   int state;
   double t_enqueue;
@@ -71,7 +79,8 @@ int ltdi_batcher_create(ltdi_batcher **out, const ltdi_batcher_config *cfg,
 
 /* Queues a job (the caller keeps `job` and its buffers alive until
  * ltdi_batcher_wait returns). 0, LTDI_ERR_OVERFLOW (queue full),
- * LTDI_ERR_UNSUPPORTED (draining) or LTDI_ERR_INVALID_ARG. */
+ * LTDI_ERR_UNSUPPORTED (draining) or LTDI_ERR_INVALID_ARG (no samples,
+ * ways < 1, a buffer missing). */
 int ltdi_batcher_submit(ltdi_batcher *b, ltdi_gen_job *job);
 
 /* Waits until the job is done or timeout_ms has passed since submit.

@@ -1,8 +1,11 @@
 /* server/gen_task.c — a generation's content address and the encodings of
  * its answer (see gen_task.h). The task id hashes everything that determines
  * the weights, so a repeated request finds the stored task and is answered
- * with the very same bytes. The leading tag ("ltdi-task-v2") names the scheme:
- * changing what is hashed should bump it, so ids of two schemes never meet. */
+ * with the very same bytes. The leading tag names the scheme: changing what
+ * is hashed should bump it, so ids of two schemes never meet. U-Net tasks
+ * are "ltdi-task-v2" (their N is the model file's, which is hashed), so
+ * their ids did not change when class-token models came; class-token tasks
+ * are "ltdi-task-v3": v2 plus N, since one model generates any N. */
 #define _POSIX_C_SOURCE 200809L
 #include "server/gen_task.h"
 
@@ -31,14 +34,17 @@ static void put_floats(ltdi_sha256 *h, const float *x, size_t n) {
   }
 }
 
-void ltdi__gen_task_id(const ltdi_served_model *sm, const ltdi_gen_request *r, const float *cond,
-                       size_t Dc, uint64_t seed, const ltdi_gen_options *o, char hex[65]) {
+void ltdi__gen_task_id(const ltdi_served_model *sm, const ltdi_gen_request *r, int ways,
+                       const float *cond, size_t Dc, uint64_t seed, const ltdi_gen_options *o,
+                       char hex[65]) {
+  const int any_n = sm->m->arch == LTDI_ARCH_CLASS_TOKENS;
   ltdi_sha256 h;
   ltdi_sha256_init(&h);
-  ltdi_sha256_update(&h, "ltdi-task-v2", 13);
+  ltdi_sha256_update(&h, any_n ? "ltdi-task-v3" : "ltdi-task-v2", 13);
   ltdi_sha256_update(&h, sm->name, strlen(sm->name) + 1);
   put_u64(&h, (uint64_t)sm->version);
   ltdi_sha256_update(&h, sm->sha256, strlen(sm->sha256) + 1);
+  if (any_n) put_u64(&h, (uint64_t)ways);
   put_u64(&h, (uint64_t)sm->m->sched.T);
   put_u64(&h, seed);
   put_u64(&h, (uint64_t)r->samples);
@@ -60,22 +66,23 @@ void ltdi__gen_task_id(const ltdi_served_model *sm, const ltdi_gen_request *r, c
 }
 
 /* The generated tensors as safetensors bytes, with the task's provenance. */
-int ltdi__gen_weights_to_st(const ltdi_served_model *sm, const float *w, const char *task_id,
-                            uint64_t seed, int samples, uint8_t **bytes, size_t *n) {
-  char version[32], seed_s[32], samples_s[32];
+int ltdi__gen_weights_to_st(const ltdi_served_model *sm, const ltdi_layout *l, int ways,
+                            const float *w, const char *task_id, uint64_t seed, int samples,
+                            uint8_t **bytes, size_t *n) {
+  char version[32], seed_s[32], samples_s[32], ways_s[32];
   snprintf(version, sizeof version, "%lld", (long long)sm->version);
   snprintf(seed_s, sizeof seed_s, "%llu", (unsigned long long)seed);
   snprintf(samples_s, sizeof samples_s, "%d", samples);
+  snprintf(ways_s, sizeof ways_s, "%d", ways);
   const char *meta[] = {"task_id", task_id, "model", sm->name, "model_version", version,
-                        "seed", seed_s, "samples", samples_s};
-  return ltdi_weights_serialize(&sm->m->layout, w, meta, 5, bytes, n);
+                        "seed", seed_s, "samples", samples_s, "ways", ways_s};
+  return ltdi_weights_serialize(l, w, meta, 6, bytes, n);
 }
 
-/* The flat weight vector (P) of a stored task, in the model's layout. */
-int ltdi__gen_weights_from_st(const ltdi_served_model *sm, const uint8_t *bytes, size_t n,
-                              float *w) {
+/* The flat weight vector (P) of a stored task, in the head's layout. */
+int ltdi__gen_weights_from_st(const ltdi_layout *l, const uint8_t *bytes, size_t n, float *w) {
   char err[256];
-  return ltdi_weights_parse(&sm->m->layout, bytes, n, w, err, sizeof err);
+  return ltdi_weights_parse(l, bytes, n, w, err, sizeof err);
 }
 
 /* The four parallel arrays ltdi_api_weights_text takes, for n tensors:

@@ -20,18 +20,22 @@ extern "C" {
 
 /* The task id (64 lowercase hex digits + NUL in hex): the SHA-256 of all that
  * decides the weights — model version and file, steps, seed, samples, the
- * sampler, the backend and kernel that run it, the embedding cond (Dc), and
- * for best of N the support set. Equal ids mean the very same bytes may be answered again. */
-void ltdi__gen_task_id(const ltdi_served_model *sm, const ltdi_gen_request *r, const float *cond,
-                       size_t Dc, uint64_t seed, const ltdi_gen_options *o, char hex[65]);
-/* The weights w (P) as safetensors bytes (malloc'd) carrying the task's
- * provenance in the metadata. 0 or an error code. */
-int ltdi__gen_weights_to_st(const ltdi_served_model *sm, const float *w, const char *task_id,
-                            uint64_t seed, int samples, uint8_t **bytes, size_t *n);
-/* A stored task's safetensors bytes back into w (P) in sm's layout; nonzero
- * when they do not fit that layout. */
-int ltdi__gen_weights_from_st(const ltdi_served_model *sm, const uint8_t *bytes, size_t n,
-                              float *w);
+ * sampler, the backend and kernel that run it, for a class-token model the
+ * classes N (`ways`), the condition cond (Dc), and for best of N the
+ * support set. Equal ids mean the very same bytes may be answered again. */
+void ltdi__gen_task_id(const ltdi_served_model *sm, const ltdi_gen_request *r, int ways,
+                       const float *cond, size_t Dc, uint64_t seed, const ltdi_gen_options *o,
+                       char hex[65]);
+/* The weights w (P of layout `l`, the head of `ways` classes) as
+ * safetensors bytes (malloc'd) carrying the task's provenance in the
+ * metadata (task_id, model, model_version, seed, samples, ways). 0 or an
+ * error code. */
+int ltdi__gen_weights_to_st(const ltdi_served_model *sm, const ltdi_layout *l, int ways,
+                            const float *w, const char *task_id, uint64_t seed, int samples,
+                            uint8_t **bytes, size_t *n);
+/* A stored task's safetensors bytes back into w (P) in layout `l`; nonzero
+ * when they do not fit it. */
+int ltdi__gen_weights_from_st(const ltdi_layout *l, const uint8_t *bytes, size_t n, float *w);
 /* The weights w (P) as the API's weights object text, every tensor of the
  * layout however many (malloc'd; NULL on OOM). */
 char *ltdi__gen_weights_text(const ltdi_layout *l, const float *w);

@@ -1,15 +1,17 @@
 /* server/handlers_generate.c — POST /v1/generate.
  *
  * parse (400/422) → resolve the model reference in the registry (404/409)
- * → task embedding from support / prototypes / task_embedding (422) →
+ * → the head's N (a U-Net's one N; for a class-token model the request's:
+ * its labels, prototype rows or embedding length, 2..max_ways, else 422)
+ * and the condition from support / prototypes / task_embedding (422) →
  * content-addressed task id → stored task? answer it again : queue a job
  * for the batcher (503 when full, 504 past the deadline) → best of N by
- * support loss → safetensors bytes recorded in the registry → JSON or
- * safetensors response. The task id is the SHA-256 of everything that
- * determines the weights (model version and file, embedding, seed, steps,
- * samples, sampler; for best-of-N also the support set), so a repeated
- * request is idempotent and returns the very same bytes; it and the
- * answer's encodings are in gen_task.c. */
+ * support loss → safetensors bytes in the N-way head's layout recorded in
+ * the registry → JSON or safetensors response. The task id is the SHA-256
+ * of everything that determines the weights (model version and file, N,
+ * embedding, seed, steps, samples, sampler; for best-of-N also the support
+ * set), so a repeated request is idempotent and returns the very same
+ * bytes; it and the answer's encodings are in gen_task.c. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
@@ -38,19 +40,14 @@ static uint64_t fresh_seed(ltdi_server *s) {
   return (z ^ (z >> 31)) & 0x7FFFFFFFFFFFFFFFull;
 }
 
-/* Mean cross-entropy and accuracy of the generated head on the support set. */
-static int support_eval(const ltdi_served_model *sm, const float *w, const ltdi_gen_request *r,
-                        double *acc, double *loss) {
-  ltdi_head_view v;
-  int rc = ltdi_head_view_of(&sm->m->layout, w, &v);
-  return rc ? rc : ltdi_head_view_score(&v, r->values, r->labels, r->rows, acc, loss);
-}
-
 /* Everything one generation carries from the job to the response. */
 typedef struct gen_state {
   ltdi_gen_request r;
   ltdi_model_version v;
   ltdi_served_model *sm;
+  int ways;        /* N of the head */
+  size_t Dc, P;    /* condition floats and head parameters at that N */
+  ltdi_layout head; /* the N-way head's layout */
   float *cond;     /* (Dc) */
   float *w;        /* (P) the answer */
   uint8_t *st;     /* its safetensors bytes */
@@ -63,10 +60,45 @@ typedef struct gen_state {
   int batch_size;
 } gen_state;
 
+/* Mean cross-entropy and accuracy of a generated head w (P) on the support
+ * set: a class-token model's linear head on normalised features, or a
+ * U-Net's MLP head. */
+static int support_eval(const gen_state *g, const float *w, double *acc, double *loss) {
+  const ltdi_model *m = g->sm->m;
+  const ltdi_gen_request *r = &g->r;
+  if (m->arch == LTDI_ARCH_CLASS_TOKENS)
+    return ltdi_linear_head_score(w, g->ways, m->feat_dim, r->values, r->labels, r->rows, acc,
+                                  loss);
+  ltdi_head_view v;
+  int rc = ltdi_head_view_of(&m->layout, w, &v);
+  return rc ? rc : ltdi_head_view_score(&v, r->values, r->labels, r->rows, acc, loss);
+}
+
+/* g->w (P) = the sample of out (samples, P) with the lowest support loss
+ * (the only one without best of N); frees out. 0 or fills rs. */
+static int keep_best(gen_state *g, float *out, ltdi_resp *rs) {
+  const size_t P = g->P;
+  g->best = 0;
+  if (g->have_support) {
+    for (int i = 0; i < g->r.samples; i++) {
+      double a = 0, l = 0;
+      if (support_eval(g, out + (size_t)i * P, &a, &l)) l = INFINITY;
+      if (i == 0 || l < g->loss) g->loss = l, g->acc = a, g->best = i;
+    }
+  }
+  g->w = malloc(P * sizeof *g->w);
+  if (g->w) memcpy(g->w, out + (size_t)g->best * P, P * sizeof *g->w);
+  free(out);
+  if (!g->w) {
+    ltdi__resp_error(rs, 503, "out of memory");
+    return -1;
+  }
+  return 0;
+}
+
 /* Queues the samples and waits; fills g->w (P) with the best one. 0 or fills rs. */
 static int run_job(ltdi_server *s, gen_state *g, ltdi_resp *rs) {
-  const ltdi_model *m = g->sm->m;
-  const size_t Dc = (size_t)m->ways * m->feat_dim, P = m->layout.n_params;
+  const size_t Dc = g->Dc, P = g->P;
   const int n = g->r.samples;
   ltdi_gen_job *job = calloc(1, sizeof *job);
   float *cond = malloc((size_t)n * Dc * sizeof *cond), *out = malloc((size_t)n * P * sizeof *out);
@@ -84,6 +116,7 @@ static int run_job(ltdi_server *s, gen_state *g, ltdi_resp *rs) {
   job->model = g->sm;
   job->opt = g->opt;
   job->n = n;
+  job->ways = g->ways;
   job->cond_dim = (int)Dc;
   job->n_params = (int)P;
   job->cond = cond;
@@ -126,27 +159,11 @@ static int run_job(ltdi_server *s, gen_state *g, ltdi_resp *rs) {
     return -1;
   }
   ltdi_metrics_generated(s->metrics, n, (long)((size_t)n * P));
-  g->best = 0;
-  if (g->have_support) {
-    for (int i = 0; i < n; i++) {
-      double a = 0, l = 0;
-      if (support_eval(g->sm, out + (size_t)i * P, &g->r, &a, &l)) l = INFINITY;
-      if (i == 0 || l < g->loss) g->loss = l, g->acc = a, g->best = i;
-    }
-  }
-  g->w = malloc(P * sizeof *g->w);
-  if (!g->w) {
-    free(out);
-    ltdi__resp_error(rs, 503, "out of memory");
-    return -1;
-  }
-  memcpy(g->w, out + (size_t)g->best * P, P * sizeof *g->w);
-  free(out);
-  return 0;
+  return keep_best(g, out, rs);
 }
 
 static void record_task(ltdi_server *s, gen_state *g, ltdi_resp *rs) {
-  const size_t Dc = (size_t)g->sm->m->ways * g->sm->m->feat_dim;
+  const size_t Dc = g->Dc;
   ltdi_task_record t;
   memset(&t, 0, sizeof t);
   snprintf(t.task_id, sizeof t.task_id, "%s", g->task_id);
@@ -155,6 +172,7 @@ static void record_task(ltdi_server *s, gen_state *g, ltdi_resp *rs) {
   t.seed = g->seed;
   t.steps = g->sm->m->sched.T;
   t.samples = g->r.samples;
+  t.ways = g->ways;
   ltdi_sha256_hex(g->cond, Dc * sizeof(float), t.embedding_sha256);
   t.support_accuracy = g->have_support ? g->acc : NAN;
   t.support_loss = g->have_support ? g->loss : NAN;
@@ -177,6 +195,7 @@ static void respond(ltdi_server *s, const ltdi_req *rq, gen_state *g, ltdi_resp 
     ltdi__resp_header(rs, "X-Task-Id", "%s", g->task_id);
     ltdi__resp_header(rs, "X-Model", "%s@%lld", g->sm->name, (long long)g->sm->version);
     ltdi__resp_header(rs, "X-Seed", "%llu", (unsigned long long)g->seed);
+    ltdi__resp_header(rs, "X-Ways", "%d", g->ways);
     ltdi__resp_header(rs, "X-Queue-Ms", "%.3f", g->queue_ms);
     ltdi__resp_header(rs, "X-Compute-Ms", "%.3f", g->compute_ms);
     ltdi__resp_header(rs, "X-Batch-Size", "%d", g->batch_size);
@@ -190,7 +209,7 @@ static void respond(ltdi_server *s, const ltdi_req *rq, gen_state *g, ltdi_resp 
     return;
   }
   json_t *o = json_object();
-  char *wt = ltdi__gen_weights_text(&g->sm->m->layout, g->w);
+  char *wt = ltdi__gen_weights_text(&g->head, g->w);
   if (!o || !wt) {
     json_decref(o), free(wt);
     ltdi__resp_error(rs, 503, "out of memory");
@@ -200,6 +219,7 @@ static void respond(ltdi_server *s, const ltdi_req *rq, gen_state *g, ltdi_resp 
   json_object_set_new(o, "model", json_pack("{s:s,s:I}", "name", g->sm->name, "version",
                                             (json_int_t)g->sm->version));
   json_object_set_new(o, "seed", json_integer((json_int_t)g->seed));
+  json_object_set_new(o, "ways", json_integer(g->ways));
   json_object_set_new(o, "steps", json_integer(g->sm->m->sched.T));
   json_object_set_new(o, "samples", json_integer(g->r.samples));
   json_object_set_new(o, "sampler", json_pack("{s:s,s:s,s:f}", "form",
@@ -215,7 +235,7 @@ static void respond(ltdi_server *s, const ltdi_req *rq, gen_state *g, ltdi_resp 
     if (sj && g->best >= 0) json_object_set_new(sj, "best_sample", json_integer(g->best));
     json_object_set_new(o, "support", sj);
   }
-  json_object_set_new(o, "layout", json_string(g->sm->m->layout.kind));
+  json_object_set_new(o, "layout", json_string(g->head.kind));
   ltdi__resp_json_weights(rs, 200, o, wt);
 }
 
@@ -250,69 +270,106 @@ static int find_model(ltdi_server *s, gen_state *g, ltdi_resp *rs) {
   return 0;
 }
 
+/* N, the N-way head's layout and the condition. A U-Net has its one N and
+ * is conditioned on raw class means; a class-token model takes N from the
+ * request (2..max_ways) and is conditioned on prototypes of L2-normalised
+ * features. 0 or fills rs (422, 503). */
+static int task_condition(gen_state *g, ltdi_resp *rs) {
+  const ltdi_model *m = g->sm->m;
+  const int tokens = m->arch == LTDI_ARCH_CLASS_TOKENS;
+  ltdi_api_error e;
+  g->ways = m->ways;
+  if (tokens && ltdi_api_request_ways(&g->r, m->feat_dim, ltdi_served_min_ways(m), m->max_ways,
+                                      &g->ways, &e)) {
+    ltdi__resp_api_error(rs, &e);
+    return -1;
+  }
+  g->Dc = ltdi_model_cond_size(m, g->ways);
+  g->P = ltdi_model_head_params(m, g->ways);
+  if (!g->Dc || !g->P) {
+    ltdi__resp_error(rs, 422, "this model does not generate %d-way heads", g->ways);
+    return -1;
+  }
+  g->cond = malloc(g->Dc * sizeof *g->cond);
+  if (!g->cond || ltdi_model_head_layout(m, g->ways, &g->head)) {
+    ltdi__resp_error(rs, 503, "out of memory");
+    return -1;
+  }
+  int rc = tokens ? ltdi_api_task_prototypes(&g->r, g->ways, m->feat_dim, g->cond, &e)
+                  : ltdi_api_task_embedding(&g->r, g->ways, m->feat_dim, g->cond, &e);
+  if (rc) {
+    ltdi__resp_api_error(rs, &e);
+    return -1;
+  }
+  return 0;
+}
+
+/* The checks that need the model, N, the condition, the sampler and the
+ * task id. 0 or fills rs. */
+static int prepare(ltdi_server *s, gen_state *g, ltdi_resp *rs) {
+  const ltdi_model *m = g->sm->m;
+  if (g->r.steps != 0 && g->r.steps != m->sched.T) {
+    ltdi__resp_error(rs, 422, "steps: this model samples with its T = %d steps; give 0 or %d",
+                     m->sched.T, m->sched.T);
+    return -1;
+  }
+  if (g->r.samples > 1 && !g->sm->scores_support) {
+    ltdi__resp_error(rs, 422, "samples: best of N needs a classifier-head model (support loss)");
+    return -1;
+  }
+  if (task_condition(g, rs)) return -1;
+  g->have_support = g->r.kind == LTDI_COND_SUPPORT && g->sm->scores_support;
+  g->seed = g->r.has_seed ? g->r.seed : fresh_seed(s);
+  g->opt = ltdi_gen_pool_options(g->sm->compute);
+  if (g->r.samples > 1 && g->opt.sampler.sigma == LTDI_SIGMA_NONE) {
+    /* Without σ_t z every draw lands near the conditional mean, so best of
+     * N would choose among near-copies: sample stochastically instead. */
+    g->opt.sampler.sigma = LTDI_SIGMA_BETA;
+    g->opt.sampler.eta = 1.0f;
+  }
+  ltdi__gen_task_id(g->sm, &g->r, g->ways, g->cond, g->Dc, g->seed, &g->opt, g->task_id);
+  return 0;
+}
+
+/* Answers from the registry when this task was generated before: the very
+ * bytes recorded then. 1 when it did (g->w, g->st filled), else 0. */
+static int find_stored(ltdi_server *s, gen_state *g) {
+  ltdi_task_record prev;
+  memset(&prev, 0, sizeof prev);
+  char err[256];
+  if (ltdi_registry_get_task(s->reg, g->task_id, 1, &prev, err, sizeof err) == 0 && prev.weights) {
+    g->w = malloc(g->P * sizeof *g->w);
+    if (g->w && ltdi__gen_weights_from_st(&g->head, prev.weights, prev.weights_size, g->w) == 0) {
+      g->cached = 1;
+      g->st = prev.weights, g->st_len = prev.weights_size;
+      prev.weights = NULL;
+      g->queue_ms = g->compute_ms = 0;
+      g->batch_size = 0;
+      if (g->have_support && support_eval(g, g->w, &g->acc, &g->loss)) g->have_support = 0;
+      g->best = g->r.samples > 1 ? -1 : 0; /* which sample won is not stored */
+    } else {
+      free(g->w);
+      g->w = NULL;
+    }
+  }
+  ltdi_task_record_clear(&prev);
+  return g->cached;
+}
+
 void ltdi__h_generate(ltdi_server *s, const ltdi_req *rq, ltdi_resp *rs) {
   gen_state g;
   memset(&g, 0, sizeof g);
+  ltdi_layout_init(&g.head, NULL);
   g.t0 = now_ms();
   ltdi_api_error e;
   if (ltdi_api_parse_generate(rq->body, rq->body_len, (int)s->cfg.max_samples, &g.r, &e)) {
     ltdi__resp_api_error(rs, &e);
     return;
   }
-  if (find_model(s, &g, rs)) goto done;
-  const ltdi_model *m = g.sm->m;
-  const size_t Dc = (size_t)m->ways * m->feat_dim, P = m->layout.n_params;
-  if (g.r.steps != 0 && g.r.steps != m->sched.T) {
-    ltdi__resp_error(rs, 422, "steps: this model samples with its T = %d steps; give 0 or %d",
-                     m->sched.T, m->sched.T);
-    goto done;
-  }
-  if (g.r.samples > 1 && !g.sm->is_head) {
-    ltdi__resp_error(rs, 422, "samples: best of N needs a classifier-head model (support loss)");
-    goto done;
-  }
-  g.cond = malloc(Dc * sizeof *g.cond);
-  if (!g.cond) {
-    ltdi__resp_error(rs, 503, "out of memory");
-    goto done;
-  }
-  if (ltdi_api_task_embedding(&g.r, m->ways, m->feat_dim, g.cond, &e)) {
-    ltdi__resp_api_error(rs, &e);
-    goto done;
-  }
-  g.have_support = g.r.kind == LTDI_COND_SUPPORT && g.sm->is_head;
-  g.seed = g.r.has_seed ? g.r.seed : fresh_seed(s);
-  g.opt = ltdi_gen_pool_options(g.sm->compute);
-  if (g.r.samples > 1 && g.opt.sampler.sigma == LTDI_SIGMA_NONE) {
-    /* Without σ_t z every draw lands near the conditional mean, so best of
-     * N would choose among near-copies: sample stochastically instead. */
-    g.opt.sampler.sigma = LTDI_SIGMA_BETA;
-    g.opt.sampler.eta = 1.0f;
-  }
-  ltdi__gen_task_id(g.sm, &g.r, g.cond, Dc, g.seed, &g.opt, g.task_id);
-
-  ltdi_task_record prev;
-  memset(&prev, 0, sizeof prev);
-  char err[256];
-  if (ltdi_registry_get_task(s->reg, g.task_id, 1, &prev, err, sizeof err) == 0 && prev.weights) {
-    g.w = malloc(P * sizeof *g.w);
-    if (g.w && ltdi__gen_weights_from_st(g.sm, prev.weights, prev.weights_size, g.w) == 0) {
-      g.cached = 1;
-      g.st = prev.weights, g.st_len = prev.weights_size;
-      prev.weights = NULL;
-      g.queue_ms = g.compute_ms = 0;
-      g.batch_size = 0;
-      if (g.have_support && support_eval(g.sm, g.w, &g.r, &g.acc, &g.loss)) g.have_support = 0;
-      g.best = g.r.samples > 1 ? -1 : 0; /* which sample won is not stored */
-    } else {
-      free(g.w);
-      g.w = NULL;
-    }
-  }
-  ltdi_task_record_clear(&prev);
-  if (!g.cached) {
+  if (find_model(s, &g, rs) || prepare(s, &g, rs)) goto done;
+  if (!find_stored(s, &g)) {
     if (run_job(s, &g, rs)) goto done;
-    if (ltdi__gen_weights_to_st(g.sm, g.w, g.task_id, g.seed, g.r.samples, &g.st,
+    if (ltdi__gen_weights_to_st(g.sm, &g.head, g.ways, g.w, g.task_id, g.seed, g.r.samples, &g.st,
                                 &g.st_len)) {
       ltdi__resp_error(rs, 503, "out of memory for the safetensors response");
       goto done;
@@ -325,6 +382,7 @@ done:
   ltdi_model_set_release(s->models, g.sm);
   ltdi_model_version_clear(&g.v);
   ltdi_gen_request_free(&g.r);
+  ltdi_layout_free(&g.head);
   free(g.cond);
   free(g.w);
   free(g.st);

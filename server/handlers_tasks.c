@@ -24,6 +24,8 @@ static json_t *task_json(const ltdi_task_record *t) {
                         "created_at", (json_int_t)t->created_at, "weights_bytes",
                         (json_int_t)t->weights_size);
   if (!o) return NULL;
+  /* 0: recorded before the registry kept N (schema 2). */
+  json_object_set_new(o, "ways", json_integer(t->ways));
   json_t *sup = json_object(), *tim = json_object();
   if (sup) {
     json_object_set_new(sup, "accuracy", num_or_null(t->support_accuracy));

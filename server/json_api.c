@@ -11,7 +11,6 @@
 #include <string.h>
 
 #include "base/error.h"
-#include "core/weights.h"
 
 int ltdi_api_fail(ltdi_api_error *e, int status, int rc, const char *fmt, ...) {
   e->status = status;
@@ -244,43 +243,6 @@ int ltdi_api_parse_generate(const char *body, size_t len, int max_samples, ltdi_
   json_decref(o);
   if (rc) ltdi_gen_request_free(r);
   return rc;
-}
-
-int ltdi_api_task_embedding(const ltdi_gen_request *r, int ways, int feat_dim, float *cond,
-                            ltdi_api_error *e) {
-  const size_t Dc = (size_t)ways * (size_t)feat_dim;
-  switch (r->kind) {
-  case LTDI_COND_TASK_EMBEDDING:
-    if ((size_t)r->cols != Dc)
-      return FAIL422("task_embedding has %d values; the model wants %zu (ways %d x feat_dim %d)",
-                     r->cols, Dc, ways, feat_dim);
-    memcpy(cond, r->values, Dc * sizeof *cond);
-    return 0;
-  case LTDI_COND_PROTOTYPES:
-    if (r->rows != ways)
-      return FAIL422("prototypes has %d rows; the model generates %d-way heads", r->rows, ways);
-    if (r->cols != feat_dim)
-      return FAIL422("prototypes rows have %d values; the model wants feat_dim %d", r->cols, feat_dim);
-    memcpy(cond, r->values, Dc * sizeof *cond);
-    return 0;
-  case LTDI_COND_SUPPORT: {
-    if (r->cols != feat_dim)
-      return FAIL422("support.embeddings rows have %d values; the model wants feat_dim %d",
-                     r->cols, feat_dim);
-    for (int i = 0; i < r->rows; i++)
-      if (r->labels[i] < 0 || r->labels[i] >= ways)
-        return FAIL422("support.labels[%d] = %d is outside 0..%d (a %d-way model)", i,
-                       (int)r->labels[i], ways - 1, ways);
-    int empty = -1;
-    int rc = ltdi_task_embedding(r->values, (size_t)feat_dim, r->labels, r->rows, ways, feat_dim,
-                                 cond, &empty);
-    if (rc == LTDI_ERR_SHAPE) return FAIL422("support.labels: class %d has no examples", empty);
-    if (rc) return ltdi_api_fail(e, 503, rc, "out of memory");
-    return 0;
-  }
-  default:
-    return ltdi_api_fail(e, 500, LTDI_ERR_INVALID_ARG, "request has no task embedding");
-  }
 }
 
 json_t *ltdi_api_tensor_json(int ndim, const int64_t *shape, const float *data) {

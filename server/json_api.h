@@ -1,7 +1,7 @@
 /* server/json_api.h — the JSON side of the HTTP API: parsing and validating
  * POST /v1/generate bodies (400 for malformed JSON, 422 naming the field for
- * well-formed but invalid values), turning a request into the model's task
- * embedding, the one error shape {"error":{"code","type","message"}}, and
+ * well-formed but invalid values; json_api.c), turning a request into the
+ * model's N and condition (json_api_task.c), the one error shape {"error":{"code","type","message"}}, and
  * named tensors as JSON ({"fc1.weight": {"shape": [h, d], "data": [...]}},
  * data row-major, float32 printed with 9 significant digits so it round-trips
  * exactly). No HTTP here, so tests/unit/test_server_api.c can drive it. */
@@ -76,6 +76,21 @@ void ltdi_gen_request_free(ltdi_gen_request *r);
  * cond (ways * feat_dim). 0 or a negative code with *e set. */
 int ltdi_api_task_embedding(const ltdi_gen_request *r, int ways, int feat_dim,
                             float *cond /* (ways*feat_dim) */, ltdi_api_error *e);
+
+/* The same checks and errors for a model conditioned on prototypes of
+ * L2-normalised features (a class-token model): a support set gives
+ * ltdi_task_prototypes; prototypes and task_embedding are taken as given,
+ * so the client must have normalised them the same way. */
+int ltdi_api_task_prototypes(const ltdi_gen_request *r, int ways, int feat_dim,
+                             float *cond /* (ways*feat_dim) */, ltdi_api_error *e);
+
+/* The number of classes N a request asks for, for a model that generates
+ * heads of any N in min_ways..max_ways over feat_dim features: a support
+ * set's distinct labels (they must be 0..N-1, each present), the rows of
+ * prototypes, or task_embedding's length / feat_dim (which must divide).
+ * 0, or 422 naming the field — and the limits when N is outside them. */
+int ltdi_api_request_ways(const ltdi_gen_request *r, int feat_dim, int min_ways, int max_ways,
+                          int *ways, ltdi_api_error *e);
 
 /* {"shape": [...], "data": [...]} for one tensor, or NULL on OOM. */
 json_t *ltdi_api_tensor_json(int ndim, const int64_t *shape, const float *data);

@@ -102,21 +102,24 @@ static double now_ms(void) {
   return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
 }
 
-/* One generation per worker from a fixed embedding: proves the whole path
- * works and touches every page of the parameters and workspaces before the
- * first request. */
+/* One generation per worker from a fixed condition (every row the
+ * conditioning mean), for heads of the largest N the model generates
+ * (a U-Net's one N): proves the whole path works and touches every page of
+ * the parameters and workspaces before the first request. */
 static int warm_up(ltdi_served_model *sm, int workers) {
   const ltdi_model *m = sm->m;
-  const size_t Dc = (size_t)m->ways * (size_t)m->feat_dim;
+  const int ways = m->max_ways;
+  const size_t Dc = ltdi_model_cond_size(m, ways), P = ltdi_model_head_params(m, ways);
+  if (!Dc || !P) return LTDI_ERR_INVALID_ARG;
   float *c = calloc((size_t)workers * Dc, sizeof *c);
-  float *w = malloc((size_t)workers * m->layout.n_params * sizeof *w);
+  float *w = malloc((size_t)workers * P * sizeof *w);
   uint64_t *seeds = calloc((size_t)workers, sizeof *seeds);
   int rc = (!c || !w || !seeds) ? LTDI_ERR_NOMEM : 0;
   if (!rc) {
-    for (size_t r = 0; r < (size_t)workers * (size_t)m->ways; r++)
+    for (size_t r = 0; r < (size_t)workers * (size_t)ways; r++)
       memcpy(c + r * (size_t)m->feat_dim, m->cond_mean, (size_t)m->feat_dim * sizeof *c);
     ltdi_gen_options o = ltdi_gen_pool_options(sm->compute);
-    rc = ltdi_gen_pool_run(sm->compute, c, seeds, workers, &o, w);
+    rc = ltdi_gen_pool_run_ways(sm->compute, ways, c, seeds, workers, &o, w);
   }
   free(c), free(w), free(seeds);
   return rc;
@@ -150,8 +153,10 @@ int ltdi_model_set_load(ltdi_model_set *s, const char *name, int64_t version, co
   }
   rc = ltdi_model_load(&sm->m, sm->be, path, err, errlen);
   if (!rc) {
-    sm->is_head = ltdi_layout_head_dims(&sm->m->layout, &sm->head_d, &sm->head_h, &sm->head_n) == 0 &&
+    sm->is_head = sm->m->arch == LTDI_ARCH_UNET &&
+                  ltdi_layout_head_dims(&sm->m->layout, &sm->head_d, &sm->head_h, &sm->head_n) == 0 &&
                   sm->head_d == sm->m->feat_dim && sm->head_n == sm->m->ways;
+    sm->scores_support = sm->is_head || sm->m->arch == LTDI_ARCH_CLASS_TOKENS;
     rc = ltdi_gen_pool_create(&sm->compute, sm->m, s->workers, s->capacity, s->kernel,
                              s->blas_threads);
     if (rc) ltdi_fail(err, errlen, rc, "cannot start the model's workers: %s", ltdi_strerror(rc));
@@ -237,16 +242,53 @@ int ltdi_model_set_list(ltdi_model_set *s, char (*names)[64], int64_t *versions,
   return n;
 }
 
+/* The layout's tensors as [{"name", "shape"}]; with class_axis, the first
+ * axis of every tensor is the class axis and reads "N" (a class-token
+ * model's heads have any N). */
+static json_t *tensors_json(const ltdi_layout *l, int class_axis) {
+  json_t *tensors = json_array();
+  for (int i = 0; tensors && i < l->n_tensors; i++) {
+    const ltdi_layout_tensor *t = &l->tensors[i];
+    json_t *shape = json_array();
+    for (int k = 0; shape && k < t->ndim; k++)
+      json_array_append_new(shape, class_axis && k == 0 ? json_string("N") : json_integer(t->shape[k]));
+    json_t *e = json_object();
+    json_object_set_new(e, "name", json_string(t->name));
+    json_object_set_new(e, "shape", shape);
+    json_array_append_new(tensors, e);
+  }
+  return tensors;
+}
+
+int ltdi_served_min_ways(const ltdi_model *m) {
+  return m->arch == LTDI_ARCH_CLASS_TOKENS ? 2 : m->ways;
+}
+
+/* What N means differs by architecture: a U-Net generates heads of its one
+ * N (ways, embedding_dim = N·d and n_params are numbers); a class-token
+ * model any N in min_ways..max_ways, so those three are null and the head's
+ * size follows from N (n_params_per_class = d + 1). */
+static void ways_json(json_t *o, const ltdi_model *m) {
+  const int tokens = m->arch == LTDI_ARCH_CLASS_TOKENS;
+  json_object_set_new(o, "arch", json_string(ltdi_model_arch_name(m->arch)));
+  json_object_set_new(o, "min_ways", json_integer(ltdi_served_min_ways(m)));
+  json_object_set_new(o, "max_ways", json_integer(m->max_ways));
+  json_object_set_new(o, "ways", tokens ? json_null() : json_integer(m->ways));
+  json_object_set_new(o, "feat_dim", json_integer(m->feat_dim));
+  json_object_set_new(o, "embedding_dim",
+                      tokens ? json_null() : json_integer((json_int_t)m->ways * m->feat_dim));
+  json_object_set_new(o, "n_params",
+                      tokens ? json_null() : json_integer((json_int_t)m->layout.n_params));
+  if (tokens) json_object_set_new(o, "n_params_per_class", json_integer(m->feat_dim + 1));
+}
+
 char *ltdi_model_summary_json(const ltdi_model *m) {
   json_t *o = json_object();
   if (!o) return NULL;
   int d = 0, h = 0, n = 0;
   json_object_set_new(o, "layout_kind", json_string(m->layout.kind));
-  json_object_set_new(o, "ways", json_integer(m->ways));
-  json_object_set_new(o, "feat_dim", json_integer(m->feat_dim));
-  json_object_set_new(o, "embedding_dim", json_integer((json_int_t)m->ways * m->feat_dim));
-  json_object_set_new(o, "n_params", json_integer((json_int_t)m->layout.n_params));
-  if (ltdi_layout_head_dims(&m->layout, &d, &h, &n) == 0)
+  ways_json(o, m);
+  if (m->arch == LTDI_ARCH_UNET && ltdi_layout_head_dims(&m->layout, &d, &h, &n) == 0)
     json_object_set_new(o, "hidden", json_integer(h));
   json_object_set_new(o, "T", json_integer(m->sched.T));
   json_object_set_new(o, "L", json_integer(m->sched.L));
@@ -255,17 +297,7 @@ char *ltdi_model_summary_json(const ltdi_model *m) {
   json_object_set_new(smp, "sigma", json_string(ltdi_sampler_sigma_name(m->sampler.sigma)));
   json_object_set_new(smp, "eta", json_real(m->sampler.eta));
   json_object_set_new(o, "sampler", smp);
-  json_t *tensors = json_array();
-  for (int i = 0; i < m->layout.n_tensors; i++) {
-    const ltdi_layout_tensor *t = &m->layout.tensors[i];
-    json_t *shape = json_array();
-    for (int k = 0; k < t->ndim; k++) json_array_append_new(shape, json_integer(t->shape[k]));
-    json_t *e = json_object();
-    json_object_set_new(e, "name", json_string(t->name));
-    json_object_set_new(e, "shape", shape);
-    json_array_append_new(tensors, e);
-  }
-  json_object_set_new(o, "tensors", tensors);
+  json_object_set_new(o, "tensors", tensors_json(&m->layout, m->arch == LTDI_ARCH_CLASS_TOKENS));
   if (m->trainer_version) json_object_set_new(o, "trainer_version", json_string(m->trainer_version));
   if (m->data) json_object_set_new(o, "data", json_string(m->data));
   char *txt = json_dumps(o, JSON_COMPACT);

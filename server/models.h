@@ -26,8 +26,12 @@ typedef struct ltdi_served_model {
   ltdi_backend *be; /* private to this model; used by one thread at a time */
   ltdi_model *m;
   ltdi_gen_pool *compute; /* its workers (core/gen_pool.h) */
-  int is_head;            /* layout is the 2-layer head: support metrics work */
+  int is_head;            /* U-Net whose layout is the 2-layer head */
   int head_d, head_h, head_n;
+  /* A generated head can be scored on a support set (best of N, the
+   * support metrics): a U-Net's MLP head (is_head), or a class-token
+   * model's linear head on normalised features. */
+  int scores_support;
   double warmup_ms;
   /* private */
   int refs;
@@ -90,7 +94,16 @@ int ltdi_model_set_load_version(ltdi_model_set *set, ltdi_registry *reg,
 
 int ltdi_model_file_check(const char *path, char **meta_json, char *err, size_t errlen);
 
-/* The registry summary of a loaded model (malloc'd JSON object text). */
+/* The smallest N a model generates heads of: 2 for a class-token model
+ * (core/model.h), a U-Net's one N otherwise. */
+int ltdi_served_min_ways(const ltdi_model *m);
+
+/* The registry summary of a loaded model (malloc'd JSON object text):
+ * arch, min_ways, max_ways and ways (a U-Net's fixed N; null for a
+ * class-token model, which generates any N in min_ways..max_ways), feat_dim,
+ * and the head: embedding_dim and n_params (null for a class-token model:
+ * N·d and N·(d+1)), layout_kind and tensors (a class-token model's shapes
+ * have the string "N" for the class axis), T, L, sampler, provenance. */
 char *ltdi_model_summary_json(const ltdi_model *m);
 
 #ifdef __cplusplus

@@ -15,12 +15,13 @@
 #include "server/server_internal.h"
 #include "server/registry/sha256.h"
 
-/* The batcher's run function: the model's workers compute the pass. */
-static int run_batch(void *ctx, void *model, const float *cond, const uint64_t *seeds, int batch,
-                     const ltdi_gen_options *opt, float *out) {
+/* The batcher's run function: the model's workers compute one N's share
+ * of the pass (a U-Net's one N, or any N of a class-token model). */
+static int run_batch(void *ctx, void *model, int ways, const float *cond, const uint64_t *seeds,
+                     int batch, const ltdi_gen_options *opt, float *out) {
   (void)ctx;
   ltdi_served_model *sm = model;
-  return ltdi_gen_pool_run(sm->compute, cond, seeds, batch, opt, out);
+  return ltdi_gen_pool_run_ways(sm->compute, ways, cond, seeds, batch, opt, out);
 }
 
 static void observe_batch(void *ctx, int batch, double compute_ms) {

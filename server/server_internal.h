@@ -40,7 +40,7 @@ struct ltdi_server {
 };
 
 #define LTDI_MAX_PARAMS 4
-#define LTDI_MAX_HEADERS 10
+#define LTDI_MAX_HEADERS 12
 
 typedef struct ltdi_req {
   struct MHD_Connection *conn;

@@ -79,8 +79,21 @@ static const char *const m1[] = {
   NULL,
 };
 
-const ltdi_migration ltdi__migrations[] = {
-  {1, "0001_init.sql", m1},
+static const char *const m2[] = {
+  "-- schema/0002_task_ways.sql — the number of classes N of each recorded\n",
+  "-- generation. A class-token model generates heads of any N from 2 to its\n",
+  "-- max_ways, so the model version alone no longer says how many classes a\n",
+  "-- task's head has. Rows recorded before this migration read 0 (\"not\n",
+  "-- recorded\"; their model's one N is in its version's metadata).\n",
+  "ALTER TABLE tasks ADD COLUMN ways INTEGER NOT NULL DEFAULT 0 CHECK (ways >= 0);\n",
+  "\n",
+  "PRAGMA user_version = 2;\n",
+  NULL,
 };
 
-const int ltdi__n_migrations = 1;
+const ltdi_migration ltdi__migrations[] = {
+  {1, "0001_init.sql", m1},
+  {2, "0002_task_ways.sql", m2},
+};
+
+const int ltdi__n_migrations = 2;

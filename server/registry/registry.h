@@ -112,6 +112,8 @@ typedef struct ltdi_task_record {
   uint64_t seed; /* stored bit-for-bit as a signed 64-bit integer */
   int32_t steps;
   int32_t samples;
+  int32_t ways;  /* classes N of the generated head; 0 = not recorded (rows
+                  * from before schema 2) */
   char embedding_sha256[LTDI_REG_HASH_MAX]; /* lowercase hex */
   double support_accuracy; /* NAN when not measured (no support set) */
   double support_loss;     /* NAN when not measured */

@@ -159,6 +159,7 @@ int ltdi_registry_put_task(ltdi_registry *reg, const ltdi_task_record *t, int *e
     return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "invalid model name or version");
   if (t->steps < 1 || t->samples < 1 || t->batch_size < 0)
     return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "steps and samples must be >= 1");
+  if (t->ways < 0) return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "ways must be >= 0");
   if (!ltdi__reg_valid_hex64(t->embedding_sha256))
     return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
                      "embedding_sha256 is not 64 lowercase hex digits");
@@ -174,8 +175,8 @@ int ltdi_registry_put_task(ltdi_registry *reg, const ltdi_task_record *t, int *e
   int r = ltdi__reg_prepare(
       reg,
       "INSERT INTO tasks(task_id, model, version, seed, steps, samples, embedding_sha256, "
-      "weights, support_accuracy, support_loss, queue_ms, compute_ms, batch_size, created_at) "
-      "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) "
+      "weights, support_accuracy, support_loss, queue_ms, compute_ms, batch_size, created_at, "
+      "ways) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) "
       "ON CONFLICT(task_id) DO NOTHING",
       &st, err, errlen);
   if (!r) {
@@ -193,6 +194,7 @@ int ltdi_registry_put_task(ltdi_registry *reg, const ltdi_task_record *t, int *e
     bind_real(st, 12, t->compute_ms);
     sqlite3_bind_int(st, 13, t->batch_size);
     sqlite3_bind_int64(st, 14, ltdi__reg_now_ms());
+    sqlite3_bind_int(st, 15, t->ways);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
       r = ltdi_fail(err, errlen, LTDI_ERR_NOT_FOUND, "unknown model version %s@%" PRId64,
@@ -208,9 +210,9 @@ int ltdi_registry_put_task(ltdi_registry *reg, const ltdi_task_record *t, int *e
 #define TASK_COLS                                                                   \
   "seq, task_id, model, version, seed, steps, samples, embedding_sha256, "          \
   "length(weights), support_accuracy, support_loss, queue_ms, compute_ms, batch_size, " \
-  "created_at"
+  "created_at, ways"
 
-/* Reads TASK_COLS (weights, if selected, is column 15). */
+/* Reads TASK_COLS (weights, if selected, is column 16). */
 static void read_task(sqlite3_stmt *st, ltdi_task_record *t) {
   memset(t, 0, sizeof *t);
   ltdi__reg_copy_col(st, 1, t->task_id, sizeof t->task_id);
@@ -228,6 +230,7 @@ static void read_task(sqlite3_stmt *st, ltdi_task_record *t) {
   t->compute_ms = column_real(st, 12);
   t->batch_size = sqlite3_column_int(st, 13);
   t->created_at = sqlite3_column_int64(st, 14);
+  t->ways = sqlite3_column_int(st, 15);
 }
 
 int ltdi_registry_get_task(ltdi_registry *reg, const char *task_id, int with_weights,
@@ -247,8 +250,8 @@ int ltdi_registry_get_task(ltdi_registry *reg, const char *task_id, int with_wei
     if (rc == SQLITE_ROW) {
       read_task(st, out);
       if (with_weights) {
-        const void *b = sqlite3_column_blob(st, 15);
-        size_t nb = (size_t)sqlite3_column_bytes(st, 15);
+        const void *b = sqlite3_column_blob(st, 16);
+        size_t nb = (size_t)sqlite3_column_bytes(st, 16);
         out->weights = nb ? malloc(nb) : NULL;
         if (!b || !out->weights) {
           r = ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");

@@ -13,7 +13,9 @@
 # Skips (exit 0, message "SKIP") only when schemathesis cannot be installed.
 # unloadVersion is left out of the fuzzing: unloading the default model makes
 # GET /ready answer 503 by design, which the no-5xx check would count; the
-# libcurl client (serve_client.c) tests unloading.
+# libcurl client (serve_client.c) tests unloading. Two daemons are fuzzed in
+# turn: a U-Net model on every operation, then a class-token model (any N)
+# on generation and the version and task reads that report N.
 set -u
 BIN_DIR=$(dirname "${1:-./ltdi-train}")
 SRC=${2:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -46,28 +48,40 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# fuzz NAME MODEL_FILE [schemathesis options...]: one daemon serving
+# MODEL_FILE from its own registry, fuzzed; returns non-zero on a failure.
+fuzz() {
+  local name=$1 model=$2
+  shift 2
+  mkdir -p "$WORK/$name"
+  "$SERVE" --host 127.0.0.1 --port 0 --port-file "$WORK/$name/port" --model-dir "$WORK" \
+    --model "$model" --db "$WORK/$name/registry.db" --max-body-bytes 1048576 \
+    --queue-capacity 4096 --max-in-flight 4096 --request-timeout-ms 60000 \
+    2> "$WORK/$name/daemon.log" &
+  PID=$!
+  for _ in $(seq 1 200); do [ -s "$WORK/$name/port" ] && break; sleep 0.05; done
+  [ -s "$WORK/$name/port" ] || { echo "$name: daemon did not start:"; cat "$WORK/$name/daemon.log"; return 1; }
+  local url="http://127.0.0.1:$(cat "$WORK/$name/port")"
+  timeout "$SECONDS_MAX" "$ST" run "$SRC/openapi.yaml" --url "$url" \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
+    --phases examples,coverage,fuzzing --max-examples "$EXAMPLES" --seed 1 \
+    --request-timeout 60 --no-color "$@" 2>&1 | tail -n 120
+  local rc=${PIPESTATUS[0]}
+  if ! kill -0 "$PID" 2>/dev/null; then
+    echo "FAIL ($name): the daemon died during fuzzing"; cat "$WORK/$name/daemon.log"; return 1
+  fi
+  curl -fsS "$url/health" >/dev/null || { echo "FAIL ($name): /health does not answer after fuzzing"; return 1; }
+  kill -TERM "$PID"; wait "$PID"; PID=
+  if [ "$rc" = 124 ]; then echo "FAIL ($name): schemathesis exceeded ${SECONDS_MAX}s"; return 1; fi
+  [ "$rc" = 0 ] || { echo "FAIL ($name): schemathesis found problems (exit $rc)"; return 1; }
+  echo "schemathesis ($name): no 5xx, no spec violation, daemon alive"
+}
+
 "$CLIENT" --make-model "$WORK/fuzz.safetensors" 3 8 5 || { echo "cannot write a model" >&2; exit 1; }
-"$SERVE" --host 127.0.0.1 --port 0 --port-file "$WORK/port" --model-dir "$WORK" \
-  --model fuzz.safetensors --db "$WORK/registry.db" --max-body-bytes 1048576 \
-  --queue-capacity 4096 --max-in-flight 4096 --request-timeout-ms 60000 \
-  2> "$WORK/daemon.log" &
-PID=$!
-for _ in $(seq 1 200); do [ -s "$WORK/port" ] && break; sleep 0.05; done
-[ -s "$WORK/port" ] || { echo "daemon did not start:"; cat "$WORK/daemon.log"; exit 1; }
-PORT=$(cat "$WORK/port")
-URL="http://127.0.0.1:$PORT"
+fuzz unet fuzz.safetensors --exclude-operation-id unloadVersion || exit 1
 
-timeout "$SECONDS_MAX" "$ST" run "$SRC/openapi.yaml" --url "$URL" \
-  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
-  --phases examples,coverage,fuzzing --max-examples "$EXAMPLES" --seed 1 \
-  --exclude-operation-id unloadVersion \
-  --request-timeout 60 --no-color 2>&1 | tail -n 120
-RC=${PIPESTATUS[0]}
-
-if ! kill -0 "$PID" 2>/dev/null; then
-  echo "FAIL: the daemon died during fuzzing"; cat "$WORK/daemon.log"; exit 1
-fi
-curl -fsS "$URL/health" >/dev/null || { echo "FAIL: /health does not answer after fuzzing"; exit 1; }
-if [ "$RC" = 124 ]; then echo "FAIL: schemathesis exceeded ${SECONDS_MAX}s"; exit 1; fi
-[ "$RC" = 0 ] || { echo "FAIL: schemathesis found problems (exit $RC)"; exit 1; }
-echo "schemathesis: no 5xx, no spec violation, daemon alive"
+# A class-token model (d = 2, N in 2..8, so fuzzed prototypes and
+# embeddings often have a servable N): the generation and what it records.
+"$CLIENT" --make-class-token-model "$WORK/tokens.safetensors" 2 8 || { echo "cannot write a class-token model" >&2; exit 1; }
+fuzz class_tokens tokens.safetensors \
+  --include-operation-id-regex '^(generate|getVersion|listVersions|listTasks|getTask|getTaskWeights)$' || exit 1

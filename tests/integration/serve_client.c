@@ -12,6 +12,7 @@
  *
  * usage: serve_client LTDI_SERVE_BINARY [WORK_DIR]
  *        serve_client --make-model PATH [WAYS DIM HIDDEN]   (for scripts)
+ *        serve_client --make-class-token-model PATH [DIM MAX_WAYS]
  * Exits 0 when every check passed. */
 #define _XOPEN_SOURCE 700
 #include <curl/curl.h>
@@ -81,6 +82,31 @@ static int make_model(const char *path, int ways, int dim, int hidden, uint64_t 
   }
   ltdi_model_free(m);
   ltdi_layout_free(&l);
+  ltdi_backend_destroy(be);
+  return rc;
+}
+
+/* A class-token model (any N in 2..max_ways) with random parameters. */
+static int make_class_token_model(const char *path, int dim, int max_ways, uint64_t seed) {
+  ltdi_backend *be = NULL;
+  if (ltdi_backend_cpu_create(&be, 1)) return -1;
+  ltdi_schedule s;
+  ltdi_schedule_config sc = ltdi_schedule_config_default(8, 3);
+  ltdi_cden_config cfg;
+  ltdi_model *m = NULL;
+  int rc = ltdi_schedule_init(&s, &sc);
+  if (!rc) {
+    ltdi_cden_config_default(&cfg, dim + 1, dim);
+    cfg.width = 16, cfg.time_dim = 8;
+    rc = ltdi_model_create_class_tokens(&m, be, &cfg, &s, dim, max_ways);
+  }
+  if (!rc) {
+    ltdi_rng rng;
+    ltdi_rng_init(&rng, seed, 5);
+    ltdi_rng_fill_normal(&rng, ltdi_model_params(m), (long)ltdi_model_num_params(m), 0.1f);
+    rc = ltdi_model_save(m, path);
+  }
+  ltdi_model_free(m);
   ltdi_backend_destroy(be);
   return rc;
 }
@@ -1031,6 +1057,10 @@ int main(int argc, char **argv) {
     int ways = argc > 3 ? atoi(argv[3]) : WAYS, dim = argc > 4 ? atoi(argv[4]) : DIM;
     int hid = argc > 5 ? atoi(argv[5]) : HID;
     return make_model(argv[2], ways, dim, hid, 1) ? 1 : 0;
+  }
+  if (argc >= 3 && !strcmp(argv[1], "--make-class-token-model")) {
+    int dim = argc > 3 ? atoi(argv[3]) : DIM, max_ways = argc > 4 ? atoi(argv[4]) : 8;
+    return make_class_token_model(argv[2], dim, max_ways, 1) ? 1 : 0;
   }
   if (argc < 2) {
     fprintf(stderr, "usage: serve_client LTDI_SERVE_BINARY [WORK_DIR]\n");

@@ -1,7 +1,8 @@
 /* tests/unit/test_registry.c — the SQLite model/task registry (server/registry/registry.h).
  *
- * Migrations (from empty, idempotent reopen, newer file refused, embedded copy
- * equal to the schema/ files), version numbering, every model-reference form and
+ * Migrations (from empty, idempotent reopen, a schema-1 file with tasks
+ * migrated in place, newer file refused, embedded copy equal to the schema/
+ * files), version numbering, every model-reference form and
  * its errors, aliases, keyset pagination (every row exactly once, also while
  * rows are inserted), task idempotency and exact blob round trips, foreign
  * keys, concurrent callers, the statement cache's private copies, and a
@@ -110,6 +111,49 @@ Test(registry, migrates_from_empty_and_reopens_idempotently) {
   cr_assert_eq(ltdi_registry_user_version(reg, &uv, g_err, sizeof g_err), 0);
   cr_assert_eq(uv, ltdi_registry_schema_version());
   cr_assert_eq(add(reg, "alpha", LTDI_VERSION_READY), 2);
+  cr_assert_eq(ltdi_registry_check(reg, g_err, sizeof g_err), 0, "%s", g_err);
+  ltdi_registry_close(reg);
+}
+
+static ltdi_task_record make_task(const char *seed_text, const char *model, int64_t version,
+                                  uint8_t *buf, size_t n);
+
+/* A registry written by a schema-1 daemon (no tasks.ways) is migrated in
+ * place: its tasks are kept and read ways 0 ("not recorded"); new tasks
+ * record their N. */
+Test(registry, schema_1_tasks_migrate_to_ways_0) {
+  sqlite3 *db;
+  cr_assert_eq(sqlite3_open(db_path(), &db), SQLITE_OK);
+  char *v1 = ltdi__migration_text(&ltdi__migrations[0]);
+  cr_assert_not_null(v1);
+  cr_assert_eq(sqlite3_exec(db, v1, NULL, NULL, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
+  free(v1);
+  char sha[65], emb[65], tid[65], sql[1024];
+  hex_of("net", sha), hex_of("emb", emb), hex_of("old-task", tid);
+  snprintf(sql, sizeof sql,
+           "INSERT INTO models VALUES('net', 1);"
+           "INSERT INTO model_versions(name, version, path, sha256, size_bytes, status, "
+           "created_at) VALUES('net', 1, '/m/x', '%s', 10, 'READY', 1);"
+           "INSERT INTO tasks(task_id, model, version, seed, steps, samples, embedding_sha256, "
+           "weights, batch_size, created_at) VALUES('%s', 'net', 1, 5, 10, 1, '%s', x'0102', "
+           "1, 2);",
+           sha, tid, emb);
+  cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
+  sqlite3_close(db);
+  cr_assert_eq(raw_int("PRAGMA user_version"), 1);
+
+  ltdi_registry *reg = open_db();
+  cr_assert_eq(raw_int("PRAGMA user_version"), ltdi_registry_schema_version());
+  ltdi_task_record got;
+  cr_assert_eq(ltdi_registry_get_task(reg, tid, 1, &got, g_err, sizeof g_err), 0, "%s", g_err);
+  cr_assert_eq(got.ways, 0, "a task from before the migration: N not recorded");
+  cr_assert_eq(got.weights_size, 2);
+  ltdi_task_record_clear(&got);
+  uint8_t buf[8];
+  ltdi_task_record t = make_task("new-task", "net", 1, buf, sizeof buf);
+  cr_assert_eq(ltdi_registry_put_task(reg, &t, NULL, g_err, sizeof g_err), 0, "%s", g_err);
+  cr_assert_eq(ltdi_registry_get_task(reg, t.task_id, 0, &got, g_err, sizeof g_err), 0);
+  cr_assert_eq(got.ways, 7);
   cr_assert_eq(ltdi_registry_check(reg, g_err, sizeof g_err), 0, "%s", g_err);
   ltdi_registry_close(reg);
 }
@@ -539,6 +583,7 @@ static ltdi_task_record make_task(const char *seed_text, const char *model, int6
   t.queue_ms = 0.25;
   t.compute_ms = 12.5;
   t.batch_size = 3;
+  t.ways = 7;
   for (size_t i = 0; i < n; i++) buf[i] = (uint8_t)(i * 131u + 7u);
   t.weights = buf;
   t.weights_size = n;
@@ -582,6 +627,7 @@ Test(registry, tasks_are_idempotent_and_weights_round_trip) {
   cr_assert_eq(got.queue_ms, 0.25);
   cr_assert_eq(got.compute_ms, 12.5);
   cr_assert_eq(got.batch_size, 3);
+  cr_assert_eq(got.ways, 7, "the head's N round-trips");
   cr_assert_gt(got.created_at, 1600000000000LL);
   ltdi_task_record_clear(&got);
   cr_assert_null(got.weights);
@@ -607,6 +653,9 @@ Test(registry, tasks_are_idempotent_and_weights_round_trip) {
   bad.steps = 0;
   cr_assert_eq(ltdi_registry_put_task(reg, &bad, NULL, g_err, sizeof g_err), LTDI_ERR_INVALID_ARG);
   bad.steps = 1;
+  bad.ways = -1;
+  cr_assert_eq(ltdi_registry_put_task(reg, &bad, NULL, g_err, sizeof g_err), LTDI_ERR_INVALID_ARG);
+  bad.ways = 0;
   snprintf(bad.embedding_sha256, sizeof bad.embedding_sha256, "xyz");
   cr_assert_eq(ltdi_registry_put_task(reg, &bad, NULL, g_err, sizeof g_err), LTDI_ERR_INVALID_ARG);
   snprintf(bad.task_id, sizeof bad.task_id, "has space");

@@ -2,8 +2,10 @@
  * jobs arriving within the delay coalesce up to max_batch, only with the
  * same model; every job gets exactly its own results; a full queue refuses;
  * a job past its deadline is withdrawn (queued) or handed over (running);
- * drain finishes queued work and refuses new work; and with the real
- * sampler, a batched job is bit-identical to the same job run alone. */
+ * drain finishes queued work and refuses new work; jobs of different N
+ * share a pass as one run call per N; and with the real samplers (a U-Net,
+ * and a class-token model with jobs of N = 2, 5, 3 on its workers), a
+ * batched job is bit-identical to the same job run alone. */
 #define _POSIX_C_SOURCE 200809L
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -12,40 +14,47 @@
 #include <time.h>
 
 #include "base/error.h"
+#include "core/gen_pool.h"
 #include "core/model.h"
 #include "core/rng.h"
 #include "server/batcher.h"
 
-#define DC 3
-#define P 4
+#define DC 3 /* condition floats per class */
+#define P 4  /* parameters per class */
 
-/* The fake sampler: out[b][p] = model_tag * 1000 + seed_b + Σ cond_b + p,
- * and it records the size and model of every pass. A gate can hold it. */
+/* The fake sampler: out[b][p] = ways * 10000 + model_tag * 1000 + seed_b +
+ * Σ cond_b + p, over Dc = DC·ways and P·ways values, and it records the
+ * size, model and N of every call. A gate can hold it. */
 typedef struct fake {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   int gate_closed, in_run;
-  int n_passes, sizes[256];
+  int n_passes, sizes[256], ways[256];
   void *models[256];
 } fake;
 
-static int fake_run(void *ctx, void *model, const float *cond, const uint64_t *seeds, int batch,
-                    const ltdi_gen_options *opt, float *out) {
+static float fake_value(int ways, void *model, uint64_t seed, float cond_sum, int p) {
+  return (float)ways * 10000 + (float)(intptr_t)model * 1000 + (float)seed + cond_sum + (float)p;
+}
+
+static int fake_run(void *ctx, void *model, int ways, const float *cond, const uint64_t *seeds,
+                    int batch, const ltdi_gen_options *opt, float *out) {
   fake *f = ctx;
   (void)opt;
   pthread_mutex_lock(&f->mu);
   f->in_run = 1;
   pthread_cond_broadcast(&f->cv);
   while (f->gate_closed) pthread_cond_wait(&f->cv, &f->mu);
-  if (f->n_passes < 256) f->sizes[f->n_passes] = batch, f->models[f->n_passes] = model;
+  if (f->n_passes < 256)
+    f->sizes[f->n_passes] = batch, f->models[f->n_passes] = model, f->ways[f->n_passes] = ways;
   f->n_passes++;
   f->in_run = 0;
   pthread_mutex_unlock(&f->mu);
-  const float tag = (float)(intptr_t)model;
+  const int Dc = DC * ways, Pn = P * ways;
   for (int b = 0; b < batch; b++) {
     float s = 0;
-    for (int k = 0; k < DC; k++) s += cond[b * DC + k];
-    for (int p = 0; p < P; p++) out[b * P + p] = tag * 1000 + (float)seeds[b] + s + (float)p;
+    for (int k = 0; k < Dc; k++) s += cond[b * Dc + k];
+    for (int p = 0; p < Pn; p++) out[b * Pn + p] = fake_value(ways, model, seeds[b], s, p);
   }
   return 0;
 }
@@ -69,37 +78,41 @@ static void wait_in_run(fake *f) {
   pthread_mutex_unlock(&f->mu);
 }
 
-/* A heap job of n samples for model `tag` with seeds base.. and cond = k. */
-static ltdi_gen_job *make_job(int tag, int n, uint64_t base) {
+/* A heap job of n samples of `ways`-class heads for model `tag` with seeds
+ * base.. and cond = i + k. */
+static ltdi_gen_job *make_job_ways(int tag, int ways, int n, uint64_t base) {
+  const int Dc = DC * ways;
   ltdi_gen_job *j = calloc(1, sizeof *j);
-  float *c = malloc(sizeof(float) * n * DC);
+  float *c = malloc(sizeof(float) * n * Dc);
   uint64_t *s = malloc(sizeof(uint64_t) * n);
   for (int i = 0; i < n; i++) {
     s[i] = base + (uint64_t)i;
-    for (int k = 0; k < DC; k++) c[i * DC + k] = (float)(i + k);
+    for (int k = 0; k < Dc; k++) c[i * Dc + k] = (float)(i + k);
   }
   j->model = (void *)(intptr_t)tag;
   j->opt = ltdi_gen_options_default(NULL);
   j->n = n;
-  j->cond_dim = DC;
-  j->n_params = P;
+  j->ways = ways;
+  j->cond_dim = Dc;
+  j->n_params = P * ways;
   j->cond = c;
   j->seeds = s;
-  j->out = malloc(sizeof(float) * n * P);
+  j->out = malloc(sizeof(float) * n * P * ways);
   return j;
 }
+
+static ltdi_gen_job *make_job(int tag, int n, uint64_t base) { return make_job_ways(tag, 1, n, base); }
 
 static void free_job(ltdi_gen_job *j) {
   free((void *)j->cond), free((void *)j->seeds), free(j->out), free(j);
 }
 
 static void check_job(const ltdi_gen_job *j) {
-  const float tag = (float)(intptr_t)j->model;
   for (int b = 0; b < j->n; b++) {
     float s = 0;
-    for (int k = 0; k < DC; k++) s += j->cond[b * DC + k];
-    for (int p = 0; p < P; p++)
-      cr_assert_eq(j->out[b * P + p], tag * 1000 + (float)j->seeds[b] + s + (float)p,
+    for (int k = 0; k < j->cond_dim; k++) s += j->cond[b * j->cond_dim + k];
+    for (int p = 0; p < j->n_params; p++)
+      cr_assert_eq(j->out[b * j->n_params + p], fake_value(j->ways, j->model, j->seeds[b], s, p),
                    "job result %d/%d is not its own", b, p);
   }
 }
@@ -172,10 +185,10 @@ Test(batcher, queue_full_timeout_and_drain) {
 
 /* ---- with the real sampler ------------------------------------------------------------ */
 
-static int model_run(void *ctx, void *model, const float *cond, const uint64_t *seeds, int batch,
-                     const ltdi_gen_options *opt, float *out) {
+static int model_run(void *ctx, void *model, int ways, const float *cond, const uint64_t *seeds,
+                     int batch, const ltdi_gen_options *opt, float *out) {
   (void)ctx;
-  return ltdi_model_generate(model, cond, seeds, batch, opt, out, NULL);
+  return ltdi_model_generate_ways(model, ways, cond, seeds, batch, opt, out, NULL);
 }
 
 Test(batcher, batched_equals_alone_bit_for_bit) {
@@ -211,6 +224,7 @@ Test(batcher, batched_equals_alone_bit_for_bit) {
     jobs[i].model = m;
     jobs[i].opt = ltdi_gen_options_default(m);
     jobs[i].n = 1 + (i % 2);
+    jobs[i].ways = 3;
     jobs[i].cond_dim = Dcm;
     jobs[i].n_params = Pm;
     jobs[i].cond = conds + (size_t)i * 2 * Dcm;
@@ -277,4 +291,160 @@ Test(batcher, starts_when_every_client_has_a_job) {
   ltdi_batcher_free(b);
   for (int i = 0; i < 3; i++) free_job(jobs[i]);
   free_job(lone);
+}
+
+/* ---- jobs of different N ------------------------------------------------------------ */
+
+/* Jobs of one model and sampler but different N share a pass, and the pass
+ * makes one run call per N, in the order each N first arrived: five jobs of
+ * N = 2, 5, 2, 3, 5 → calls of N 2 (3 samples), 5 (3), 3 (1). Every job
+ * gets its own N's results. */
+Test(batcher, mixed_ways_make_one_call_per_ways) {
+  fake f;
+  fake_init(&f);
+  atomic_int clients;
+  atomic_init(&clients, 5);
+  ltdi_batcher_config cfg = {.max_batch = 32, .max_queue_delay_us = 60 * 1000000L,
+                             .queue_capacity = 16, .clients = &clients};
+  ltdi_batcher *b = NULL;
+  cr_assert_eq(ltdi_batcher_create(&b, &cfg, fake_run, NULL, &f), 0);
+  const int ways[5] = {2, 5, 2, 3, 5}, n[5] = {1, 2, 2, 1, 1};
+  ltdi_gen_job *jobs[5];
+  for (int i = 0; i < 5; i++) {
+    jobs[i] = make_job_ways(1, ways[i], n[i], 100 * (uint64_t)i);
+    cr_assert_eq(ltdi_batcher_submit(b, jobs[i]), 0);
+  }
+  const int want_batch[5] = {3, 3, 3, 1, 3};
+  for (int i = 0; i < 5; i++) {
+    int handed = 0;
+    cr_assert_eq(ltdi_batcher_wait(b, jobs[i], 20000, &handed), 0, "job %d still waiting", i);
+    cr_assert_eq(jobs[i]->rc, 0);
+    check_job(jobs[i]);
+    cr_assert_eq(jobs[i]->batch_size, want_batch[i], "job %d: batch %d", i, jobs[i]->batch_size);
+  }
+  cr_assert_eq(f.n_passes, 3, "one call per N: %d calls", f.n_passes);
+  cr_assert(f.ways[0] == 2 && f.ways[1] == 5 && f.ways[2] == 3, "calls of N %d, %d, %d",
+            f.ways[0], f.ways[1], f.ways[2]);
+  cr_assert(f.sizes[0] == 3 && f.sizes[1] == 3 && f.sizes[2] == 1);
+  ltdi_gen_job *no_n = make_job_ways(1, 1, 1, 0);
+  no_n->ways = 0;
+  cr_assert_eq(ltdi_batcher_submit(b, no_n), LTDI_ERR_INVALID_ARG, "a job without N is refused");
+  free_job(no_n);
+  ltdi_batcher_free(b);
+  for (int i = 0; i < 5; i++) free_job(jobs[i]);
+}
+
+/* The daemon's run function on a class-token model's workers, with a gate
+ * on its first call so the test can see that the whole pass was taken. */
+typedef struct pool_ctx {
+  ltdi_gen_pool *pool;
+  fake gate; /* only its gate and in_run */
+  int n_calls, ways[16];
+} pool_ctx;
+
+static int pool_run(void *ctx, void *model, int ways, const float *cond, const uint64_t *seeds,
+                    int batch, const ltdi_gen_options *opt, float *out) {
+  pool_ctx *c = ctx;
+  (void)model;
+  pthread_mutex_lock(&c->gate.mu);
+  c->gate.in_run = 1;
+  pthread_cond_broadcast(&c->gate.cv);
+  while (c->gate.gate_closed) pthread_cond_wait(&c->gate.cv, &c->gate.mu);
+  if (c->n_calls < 16) c->ways[c->n_calls] = ways;
+  c->n_calls++;
+  pthread_mutex_unlock(&c->gate.mu);
+  return ltdi_gen_pool_run_ways(c->pool, ways, cond, seeds, batch, opt, out);
+}
+
+static ltdi_model *class_token_model(ltdi_backend *be, int dim, int max_ways) {
+  ltdi_schedule s;
+  ltdi_schedule_config sc = ltdi_schedule_config_default(8, 3);
+  cr_assert_eq(ltdi_schedule_init(&s, &sc), 0);
+  ltdi_cden_config cfg;
+  ltdi_cden_config_default(&cfg, dim + 1, dim);
+  cfg.width = 16, cfg.time_dim = 8;
+  ltdi_model *m = NULL;
+  cr_assert_eq(ltdi_model_create_class_tokens(&m, be, &cfg, &s, dim, max_ways), 0);
+  ltdi_rng rng;
+  ltdi_rng_init(&rng, 23, 7);
+  ltdi_rng_fill_normal(&rng, ltdi_model_params(m), (long)ltdi_model_num_params(m), 0.2f);
+  cr_assert_eq(ltdi_model_set_residual_stats(m, 0.1f, 0.5f, -0.2f, 0.8f), 0);
+  m->sampler.sigma = LTDI_SIGMA_BETA; /* noise at every step: seeds matter throughout */
+  return m;
+}
+
+/* Concurrent jobs of N = 2, 5 and 3 on one class-token model form one
+ * pass (the queue is empty while its first call runs), run as one call
+ * per N, and each job's weights are bit-identical to the same job run
+ * alone on the same workers, and to each of its samples alone. */
+Test(batcher, mixed_ways_equal_alone_bit_for_bit) {
+  enum { DIM = 6, MAXW = 8, NJ = 3 };
+  ltdi_backend *be = NULL;
+  cr_assert_eq(ltdi_backend_cpu_create(&be, 1), 0);
+  ltdi_model *m = class_token_model(be, DIM, MAXW);
+  pool_ctx c;
+  memset(&c, 0, sizeof c);
+  fake_init(&c.gate);
+  cr_assert_eq(ltdi_gen_pool_create(&c.pool, m, 2, 16, LTDI_KERNEL_INVARIANT, 1), 0);
+  atomic_int clients;
+  atomic_init(&clients, NJ);
+  ltdi_batcher_config cfg = {.max_batch = 16, .max_queue_delay_us = 60 * 1000000L,
+                             .queue_capacity = 16, .clients = &clients};
+  ltdi_batcher *b = NULL;
+  cr_assert_eq(ltdi_batcher_create(&b, &cfg, pool_run, NULL, &c), 0);
+  const int ways[NJ] = {2, 5, 3}, n[NJ] = {2, 1, 2};
+  ltdi_gen_job jobs[NJ];
+  float *cond[NJ], *out[NJ];
+  uint64_t seeds[NJ][2];
+  ltdi_rng rng;
+  ltdi_rng_init(&rng, 5, 2);
+  gate(&c.gate, 1);
+  for (int i = 0; i < NJ; i++) {
+    const int Dc = ways[i] * DIM, Pn = ways[i] * (DIM + 1);
+    cond[i] = malloc(sizeof(float) * (size_t)(n[i] * Dc));
+    out[i] = malloc(sizeof(float) * (size_t)(n[i] * Pn));
+    ltdi_rng_fill_normal(&rng, cond[i], n[i] * Dc, 0.4f);
+    seeds[i][0] = 900 + 31 * (uint64_t)i, seeds[i][1] = 3 + (uint64_t)i;
+    memset(&jobs[i], 0, sizeof jobs[i]);
+    jobs[i].model = m;
+    jobs[i].opt = ltdi_gen_pool_options(c.pool);
+    jobs[i].n = n[i];
+    jobs[i].ways = ways[i];
+    jobs[i].cond_dim = Dc;
+    jobs[i].n_params = Pn;
+    jobs[i].cond = cond[i];
+    jobs[i].seeds = seeds[i];
+    jobs[i].out = out[i];
+    cr_assert_eq(ltdi_batcher_submit(b, &jobs[i]), 0);
+  }
+  wait_in_run(&c.gate);
+  cr_assert_eq(ltdi_batcher_depth(b), 0, "the three jobs were not taken into one pass");
+  gate(&c.gate, 0);
+  for (int i = 0; i < NJ; i++) {
+    int handed;
+    cr_assert_eq(ltdi_batcher_wait(b, &jobs[i], 60000, &handed), 0);
+    cr_assert_eq(jobs[i].rc, 0, "job %d: %s", i, ltdi_strerror(jobs[i].rc));
+    cr_assert_eq(jobs[i].batch_size, n[i]);
+  }
+  cr_assert_eq(c.n_calls, NJ);
+  cr_assert(c.ways[0] == 2 && c.ways[1] == 5 && c.ways[2] == 3);
+  for (int i = 0; i < NJ; i++) {
+    const size_t Dc = (size_t)ways[i] * DIM, Pn = (size_t)ways[i] * (DIM + 1);
+    float alone[2 * MAXW * (DIM + 1)];
+    ltdi_gen_options o = ltdi_gen_pool_options(c.pool);
+    cr_assert_eq(ltdi_gen_pool_run_ways(c.pool, ways[i], cond[i], seeds[i], n[i], &o, alone), 0);
+    cr_assert_eq(memcmp(alone, out[i], sizeof(float) * n[i] * Pn), 0,
+                 "N = %d: the mixed pass differs from the job alone", ways[i]);
+    for (int k = 0; k < n[i]; k++) {
+      cr_assert_eq(ltdi_gen_pool_run_ways(c.pool, ways[i], cond[i] + k * Dc, &seeds[i][k], 1, &o,
+                                          alone), 0);
+      cr_assert_eq(memcmp(alone, out[i] + k * Pn, sizeof(float) * Pn), 0,
+                   "N = %d sample %d differs from its run alone", ways[i], k);
+    }
+    free(cond[i]), free(out[i]);
+  }
+  ltdi_batcher_free(b);
+  ltdi_gen_pool_free(c.pool);
+  ltdi_model_free(m);
+  ltdi_backend_destroy(be);
 }
