@@ -60,8 +60,10 @@ void ltdi_gen_request_free(ltdi_gen_request *r) {
   if (!r) return;
   free(r->values);
   free(r->labels);
+  free(r->unlabeled);
   r->values = NULL;
   r->labels = NULL;
+  r->unlabeled = NULL;
 }
 
 #define FAIL422(...) ltdi_api_fail(e, 422, LTDI_ERR_INVALID_ARG, __VA_ARGS__)
@@ -85,8 +87,10 @@ static int read_row(json_t *a, const char *path, int row, float *dst, int want, 
   return 0;
 }
 
-/* A non-empty array of equally long non-empty number arrays → r->values. */
-static int read_matrix(json_t *a, const char *path, ltdi_gen_request *r, ltdi_api_error *e) {
+/* A non-empty array of equally long non-empty number arrays → *values
+ * (rows, cols), malloc'd. */
+static int read_matrix_into(json_t *a, const char *path, float **values, int *n_rows, int *n_cols,
+                            ltdi_api_error *e) {
   if (!json_is_array(a) || json_array_size(a) == 0)
     return FAIL422("%s must be a non-empty array of arrays of numbers", path);
   size_t rows = json_array_size(a);
@@ -108,16 +112,20 @@ static int read_matrix(json_t *a, const char *path, ltdi_gen_request *r, ltdi_ap
       return FAIL422("%s[%zu] has %zu values but %s[0] has %zu", path, i, json_array_size(ri),
                      path, cols);
   }
-  r->values = malloc(rows * cols * sizeof(float));
-  if (!r->values) return ltdi_api_fail(e, 503, LTDI_ERR_NOMEM, "out of memory for %s", path);
-  r->rows = (int)rows;
-  r->cols = (int)cols;
+  *values = malloc(rows * cols * sizeof(float));
+  if (!*values) return ltdi_api_fail(e, 503, LTDI_ERR_NOMEM, "out of memory for %s", path);
+  *n_rows = (int)rows;
+  *n_cols = (int)cols;
   for (size_t i = 0; i < rows; i++) {
     json_t *ri = json_array_get(a, i);
-    int rc = read_row(ri, path, (int)i, r->values + i * cols, (int)cols, e);
+    int rc = read_row(ri, path, (int)i, *values + i * cols, (int)cols, e);
     if (rc) return rc;
   }
   return 0;
+}
+
+static int read_matrix(json_t *a, const char *path, ltdi_gen_request *r, ltdi_api_error *e) {
+  return read_matrix_into(a, path, &r->values, &r->rows, &r->cols, e);
 }
 
 /* support: {"embeddings": [[...], ...], "labels": [...]}. */
@@ -176,7 +184,7 @@ static int parse_condition(json_t *o, ltdi_gen_request *r, ltdi_api_error *e) {
 }
 
 static int parse_fields(json_t *o, int max_samples, ltdi_gen_request *r, ltdi_api_error *e) {
-  static const char *KNOWN[] = {"model", "support", "prototypes", "task_embedding",
+  static const char *KNOWN[] = {"model", "support", "prototypes", "task_embedding", "unlabeled",
                                 "seed",  "steps",   "samples",    "format", NULL};
   const char *key;
   json_t *v;
@@ -195,6 +203,10 @@ static int parse_fields(json_t *o, int max_samples, ltdi_gen_request *r, ltdi_ap
   }
   int rc = parse_condition(o, r, e);
   if (rc) return rc;
+  /* The task's own unlabeled inputs (transductive prototypes, json_api_task.c). */
+  if ((v = json_object_get(o, "unlabeled")) && !json_is_null(v) &&
+      (rc = read_matrix_into(v, "unlabeled", &r->unlabeled, &r->n_unlabeled, &r->unlabeled_cols, e)))
+    return rc;
   if ((v = json_object_get(o, "seed")) && !json_is_null(v)) {
     if (!json_is_integer(v) || json_integer_value(v) < 0)
       return FAIL422("seed must be an integer in 0..9223372036854775807");

@@ -56,6 +56,9 @@ typedef struct ltdi_gen_request {
   int rows, cols;                     /* shape of values */
   float *values;                      /* (rows, cols) malloc'd */
   int32_t *labels;                    /* (rows) malloc'd, support only */
+  float *unlabeled;                   /* (n_unlabeled, unlabeled_cols) malloc'd or NULL: the
+                                       * task's own unlabeled inputs (class-token models) */
+  int n_unlabeled, unlabeled_cols;
   uint64_t seed;
   int has_seed;
   int steps;   /* 0 = the model's T */
@@ -80,7 +83,11 @@ int ltdi_api_task_embedding(const ltdi_gen_request *r, int ways, int feat_dim,
 /* The same checks and errors for a model conditioned on prototypes of
  * L2-normalised features (a class-token model): a support set gives
  * ltdi_task_prototypes; prototypes and task_embedding are taken as given,
- * so the client must have normalised them the same way. */
+ * so the client must have normalised them the same way. With `unlabeled`
+ * (support sets only: the refinement weighs each class's support count),
+ * the prototypes are refined by LTDI_API_TRANSDUCTIVE_STEPS soft k-means
+ * steps over those inputs (ltdi_task_prototypes_transductive). */
+#define LTDI_API_TRANSDUCTIVE_STEPS 1 /* chosen on meta-val, docs/RESULTS.md */
 int ltdi_api_task_prototypes(const ltdi_gen_request *r, int ways, int feat_dim,
                              float *cond /* (ways*feat_dim) */, ltdi_api_error *e);
 

@@ -59,12 +59,35 @@ static int task_condition(const ltdi_gen_request *r, int ways, int feat_dim, con
 
 int ltdi_api_task_embedding(const ltdi_gen_request *r, int ways, int feat_dim, float *cond,
                             ltdi_api_error *e) {
+  if (r->unlabeled)
+    return FAIL422("unlabeled needs a class-token model (this one generates fixed-N MLP heads)");
   return task_condition(r, ways, feat_dim, ltdi_task_embedding, cond, e);
+}
+
+/* cond (ways, d) refined with the request's unlabeled rows. */
+static int refine(const ltdi_gen_request *r, int ways, int feat_dim, float *cond,
+                  ltdi_api_error *e) {
+  if (r->kind != LTDI_COND_SUPPORT)
+    return FAIL422("unlabeled needs a support set (the refinement weighs each class's support count)");
+  if (r->unlabeled_cols != feat_dim)
+    return FAIL422("unlabeled rows have %d values; the model wants feat_dim %d", r->unlabeled_cols,
+                   feat_dim);
+  int *counts = calloc((size_t)ways, sizeof *counts);
+  if (!counts) return ltdi_api_fail(e, 503, LTDI_ERR_NOMEM, "out of memory");
+  for (int i = 0; i < r->rows; i++) counts[r->labels[i]]++;
+  int rc = ltdi_task_prototypes_transductive(cond, counts, ways, feat_dim, r->unlabeled,
+                                             r->n_unlabeled, LTDI_API_TRANSDUCTIVE_STEPS);
+  free(counts);
+  if (rc == LTDI_ERR_NOMEM) return ltdi_api_fail(e, 503, rc, "out of memory");
+  if (rc) return FAIL422("unlabeled: the prototypes cannot be refined (%s)", ltdi_strerror(rc));
+  return 0;
 }
 
 int ltdi_api_task_prototypes(const ltdi_gen_request *r, int ways, int feat_dim, float *cond,
                              ltdi_api_error *e) {
-  return task_condition(r, ways, feat_dim, ltdi_task_prototypes, cond, e);
+  int rc = task_condition(r, ways, feat_dim, ltdi_task_prototypes, cond, e);
+  if (!rc && r->unlabeled) rc = refine(r, ways, feat_dim, cond, e);
+  return rc;
 }
 
 /* N of a support set: labels 0..N-1, every one of them present. The range

@@ -162,6 +162,45 @@ Test(api, task_embedding_from_support) {
   ltdi_gen_request_free(&r);
 }
 
+/* unlabeled: the support's prototypes refined by one soft k-means step
+ * (compared with ltdi_task_prototypes_transductive itself), refused with
+ * any other condition, another width, or a U-Net model. */
+Test(api, unlabeled_refines_the_prototypes) {
+  const char *body =
+      "{\"support\":{\"embeddings\":[[1,0],[0,1],[0.9,0.1]],\"labels\":[0,1,0]},"
+      "\"unlabeled\":[[0.8,0.6],[0.1,1],[1,0.2]]}";
+  ltdi_gen_request r;
+  ltdi_api_error e;
+  cr_assert_eq(parse(body, &r, &e), 0, "%s", e.message);
+  cr_assert_eq(r.n_unlabeled, 3);
+  float cond[4], plain[4];
+  const float u[6] = {0.8f, 0.6f, 0.1f, 1.0f, 1.0f, 0.2f};
+  const int counts[2] = {2, 1};
+  cr_assert_eq(ltdi_api_task_prototypes(&r, 2, 2, cond, &e), 0, "%s", e.message);
+  const float x[6] = {1, 0, 0, 1, 0.9f, 0.1f};
+  const int32_t y[3] = {0, 1, 0};
+  cr_assert_eq(ltdi_task_prototypes(x, 2, y, 3, 2, 2, plain, NULL), 0);
+  cr_assert_eq(ltdi_task_prototypes_transductive(plain, counts, 2, 2, u, 3,
+                                                 LTDI_API_TRANSDUCTIVE_STEPS), 0);
+  cr_expect_eq(memcmp(cond, plain, sizeof cond), 0);
+  cr_assert_eq(ltdi_task_prototypes(x, 2, y, 3, 2, 2, plain, NULL), 0);
+  cr_expect_neq(memcmp(cond, plain, sizeof cond), 0, "the unlabeled rows moved nothing");
+  cr_assert_neq(ltdi_api_task_prototypes(&r, 2, 3, cond, &e), 0);
+  cr_assert_neq(ltdi_api_task_embedding(&r, 2, 2, cond, &e), 0);
+  cr_assert(strstr(e.message, "class-token"), "%s", e.message);
+  ltdi_gen_request_free(&r);
+  cr_assert_eq(parse("{\"prototypes\":[[1,0],[0,1]],\"unlabeled\":[[1,0]]}", &r, &e), 0);
+  cr_assert_neq(ltdi_api_task_prototypes(&r, 2, 2, cond, &e), 0);
+  cr_assert(strstr(e.message, "unlabeled needs a support set"), "%s", e.message);
+  cr_assert_eq(e.status, 422);
+  ltdi_gen_request_free(&r);
+  cr_assert_eq(parse("{\"support\":{\"embeddings\":[[1,0],[0,1]],\"labels\":[0,1]},"
+                     "\"unlabeled\":[[1,0,3]]}", &r, &e), 0);
+  cr_assert_neq(ltdi_api_task_prototypes(&r, 2, 2, cond, &e), 0);
+  cr_assert(strstr(e.message, "unlabeled rows have 3 values"), "%s", e.message);
+  ltdi_gen_request_free(&r);
+}
+
 /* N of a request for a model of any N in 2..max_ways (here 2..4, d = 2). */
 Test(api, ways_from_request) {
   ltdi_gen_request r;
