@@ -48,9 +48,8 @@ static char *sampler_json(const ltdi_sampler_config *c) {
   return s;
 }
 
-/* Everything after the architecture's own keys: sampler, denoiser,
- * provenance and extras, then the parameters through `tensor_at`. */
-int ltdi__model_write_common(const ltdi_model *m, ltdi_st_writer *w) {
+/* The sampler, denoiser, provenance and extra keys. */
+static int write_tail(const ltdi_model *m, ltdi_st_writer *w) {
   char *samp = sampler_json(&m->sampler);
   int rc = samp ? ltdi_st_writer_meta(w, "sampler", samp) : LTDI_ERR_NOMEM;
   free(samp);
@@ -70,29 +69,34 @@ int ltdi__model_write_common(const ltdi_model *m, ltdi_st_writer *w) {
 }
 
 /* Parameters: downloaded tensor by tensor (backend memory may be a GPU's). */
-int ltdi__model_write_tensor(const ltdi_model *m, ltdi_st_writer *w, const char *name, int ndim,
-                             const int64_t *shape, const float *param, size_t numel) {
-  float *host = malloc((numel ? numel : 1) * sizeof(float));
-  if (!host) return LTDI_ERR_NOMEM;
-  int rc = m->be->download(m->be, host, param, numel * sizeof(float));
-  if (!rc) rc = ltdi_st_writer_add(w, name, LTDI_DTYPE_F32, ndim, shape, host);
+static int write_tensors(const ltdi_model *m, ltdi_st_writer *w) {
+  float *host = NULL;
+  int rc = 0;
+  for (int i = 0; !rc && i < ltdi_model_num_tensors(m); i++) {
+    ltdi_model_tensor t;
+    rc = ltdi_model_tensor_at(m, i, &t);
+    float *h = rc ? NULL : realloc(host, (t.numel ? t.numel : 1) * sizeof(float));
+    if (!rc && !h) rc = LTDI_ERR_NOMEM;
+    if (rc) break;
+    host = h;
+    rc = m->be->download(m->be, host, t.param, t.numel * sizeof(float));
+    if (!rc) rc = ltdi_st_writer_add(w, t.name, LTDI_DTYPE_F32, t.ndim, t.shape, host);
+  }
   free(host);
   return rc;
 }
 
-int ltdi_model_to_writer(const ltdi_model *m, ltdi_st_writer *w) {
-  if (!m || !w) return LTDI_ERR_INVALID_ARG;
-  if (m->arch == LTDI_ARCH_CLASS_TOKENS) return ltdi__model_tokens_to_writer(m, w);
-  char num[64], unet_json[1024];
-  char *sched = NULL, *layout = NULL, *emb = NULL;
-  int rc = ltdi_unet_config_to_json(ltdi_unet_config_of(m->unet), unet_json, sizeof unet_json);
-  if (!rc) rc = ltdi_schedule_to_json(&m->sched, &sched);
+int ltdi__model_write(const ltdi_model *m, ltdi_st_writer *w, int version,
+                      const char *const *arch_meta, int n_arch_meta, const char *order) {
+  char num[64], *sched = NULL, *layout = NULL, *emb = NULL;
+  int rc = ltdi_schedule_to_json(&m->sched, &sched);
   if (!rc) rc = ltdi_layout_to_json(&m->layout, &layout);
-  if (!rc && !(emb = ltdi__model_embedding_json(m, EMBEDDING_ORDER))) rc = LTDI_ERR_NOMEM;
+  if (!rc && !(emb = ltdi__model_embedding_json(m, order))) rc = LTDI_ERR_NOMEM;
   if (!rc) rc = ltdi_st_writer_meta(w, "format", LTDI_MODEL_FORMAT);
-  snprintf(num, sizeof num, "%d", LTDI_MODEL_FORMAT_VERSION_UNET);
+  snprintf(num, sizeof num, "%d", version);
   if (!rc) rc = ltdi_st_writer_meta(w, "format_version", num);
-  if (!rc) rc = ltdi_st_writer_meta(w, "unet", unet_json);
+  for (int i = 0; !rc && i < n_arch_meta; i++)
+    rc = ltdi_st_writer_meta(w, arch_meta[2 * i], arch_meta[2 * i + 1]);
   if (!rc) rc = ltdi_st_writer_meta(w, "schedule", sched);
   snprintf(num, sizeof num, "%d", m->sched.T);
   if (!rc) rc = ltdi_st_writer_meta(w, "T", num);
@@ -100,16 +104,19 @@ int ltdi_model_to_writer(const ltdi_model *m, ltdi_st_writer *w) {
   if (!rc) rc = ltdi_st_writer_meta(w, "L", num);
   if (!rc) rc = ltdi_st_writer_meta(w, "layout", layout);
   if (!rc) rc = ltdi_st_writer_meta(w, "embedding", emb);
-  if (!rc) rc = ltdi__model_write_common(m, w);
-  const int nt = ltdi_unet_num_tensors(m->unet);
-  for (int i = 0; !rc && i < nt; i++) {
-    ltdi_unet_tensor t;
-    rc = ltdi_unet_tensor_at(m->unet, i, &t);
-    if (!rc) rc = ltdi__model_write_tensor(m, w, t.name, t.ndim, t.shape, t.param, t.numel);
-  }
-  free(sched);
-  free(layout);
-  free(emb);
+  if (!rc) rc = write_tail(m, w);
+  if (!rc) rc = write_tensors(m, w);
+  free(sched), free(layout), free(emb);
+  return rc;
+}
+
+int ltdi_model_to_writer(const ltdi_model *m, ltdi_st_writer *w) {
+  if (!m || !w) return LTDI_ERR_INVALID_ARG;
+  if (m->arch == LTDI_ARCH_CLASS_TOKENS) return ltdi__model_tokens_to_writer(m, w);
+  char unet_json[1024];
+  int rc = ltdi_unet_config_to_json(ltdi_unet_config_of(m->unet), unet_json, sizeof unet_json);
+  const char *const arch_meta[] = {"unet", unet_json};
+  if (!rc) rc = ltdi__model_write(m, w, LTDI_MODEL_FORMAT_VERSION_UNET, arch_meta, 1, EMBEDDING_ORDER);
   return rc;
 }
 

@@ -13,10 +13,12 @@
 
 /* The "embedding" JSON (ways, dim, cond_dim, order, mean, std); malloc'd. */
 char *ltdi__model_embedding_json(const ltdi_model *m, const char *order);
-/* sampler, denoiser, trainer_version, data, training and the extras. */
-int ltdi__model_write_common(const ltdi_model *m, ltdi_st_writer *w);
-int ltdi__model_write_tensor(const ltdi_model *m, ltdi_st_writer *w, const char *name, int ndim,
-                             const int64_t *shape, const float *param, size_t numel);
+/* The whole file of either architecture: format, format_version, the
+ * architecture's own keys (n_arch_meta (key, value) pairs), schedule, T, L,
+ * layout, embedding (with `order`), sampler, denoiser, provenance, extras,
+ * then every parameter tensor. */
+int ltdi__model_write(const ltdi_model *m, ltdi_st_writer *w, int version,
+                      const char *const *arch_meta, int n_arch_meta, const char *order);
 
 int ltdi__model_parse_int_meta(const ltdi_st_file *f, const char *key, int *out);
 int ltdi__model_parse_embedding(ltdi_model *m, const char *s, char *err, size_t errlen);

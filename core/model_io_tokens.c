@@ -5,7 +5,6 @@
  * embedding (ways 0: any N; dim; the prototype standardisation), sampler,
  * denoiser and provenance as for the U-Net; tensors: the denoiser's, under
  * their names (core/class_denoiser.h). As strict as the U-Net's loader. */
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,34 +16,11 @@
   "one row per class in label order: p_n = mean of the L2-normalised body features of class n's support examples"
 
 int ltdi__model_tokens_to_writer(const ltdi_model *m, ltdi_st_writer *w) {
-  char num[64], cfg_json[512];
-  char *sched = NULL, *layout = NULL, *emb = NULL;
+  char cfg_json[512];
   int rc = ltdi_cden_config_to_json(ltdi_cden_config_of(m->cden), cfg_json, sizeof cfg_json);
-  if (!rc) rc = ltdi_schedule_to_json(&m->sched, &sched);
-  if (!rc) rc = ltdi_layout_to_json(&m->layout, &layout);
-  if (!rc && !(emb = ltdi__model_embedding_json(m, PROTOTYPE_ORDER))) rc = LTDI_ERR_NOMEM;
-  if (!rc) rc = ltdi_st_writer_meta(w, "format", LTDI_MODEL_FORMAT);
-  snprintf(num, sizeof num, "%d", LTDI_MODEL_FORMAT_VERSION);
-  if (!rc) rc = ltdi_st_writer_meta(w, "format_version", num);
-  if (!rc) rc = ltdi_st_writer_meta(w, "arch", ltdi_model_arch_name(m->arch));
-  if (!rc) rc = ltdi_st_writer_meta(w, "class_denoiser", cfg_json);
-  if (!rc) rc = ltdi_st_writer_meta(w, "schedule", sched);
-  snprintf(num, sizeof num, "%d", m->sched.T);
-  if (!rc) rc = ltdi_st_writer_meta(w, "T", num);
-  snprintf(num, sizeof num, "%d", m->sched.L);
-  if (!rc) rc = ltdi_st_writer_meta(w, "L", num);
-  if (!rc) rc = ltdi_st_writer_meta(w, "layout", layout);
-  if (!rc) rc = ltdi_st_writer_meta(w, "embedding", emb);
-  if (!rc) rc = ltdi__model_write_common(m, w);
-  const int nt = ltdi_cden_num_tensors(m->cden);
-  for (int i = 0; !rc && i < nt; i++) {
-    ltdi_cden_tensor t;
-    rc = ltdi_cden_tensor_at(m->cden, i, &t);
-    if (!rc) rc = ltdi__model_write_tensor(m, w, t.name, t.ndim, t.shape, t.param, t.numel);
-  }
-  free(sched);
-  free(layout);
-  free(emb);
+  const char *const arch_meta[] = {"arch", ltdi_model_arch_name(m->arch), "class_denoiser",
+                                   cfg_json};
+  if (!rc) rc = ltdi__model_write(m, w, LTDI_MODEL_FORMAT_VERSION, arch_meta, 2, PROTOTYPE_ORDER);
   return rc;
 }
 
