@@ -36,7 +36,7 @@ def nice_ticks(lo, hi, n=5):
     start = math.floor(lo / step) * step
     ticks, t = [], start
     while t <= hi + step * 0.5:
-        ticks.append(round(t, 10))
+        ticks.append(0.0 if abs(t) < step * 1e-6 else round(t, 10))
         t += step
     return ticks
 
@@ -150,7 +150,7 @@ class Panel:
                     out.append(f'<circle cx="{X:.1f}" cy="{Y:.1f}" r="4" fill="{colour}"/>')
             legend.append((label, colour, "dash" if dash else "line"))
         for i, (label, colour, kind) in enumerate(legend):
-            lx, ly = self.x0 + 8, self.y0 + 14 + 15 * i
+            lx, ly = self.x0 + 8 + 165 * (i % 2), self.y0 + self.h + 56 + 15 * (i // 2)
             extra = {"dash": ' stroke-dasharray="6,4"', "dot": ' stroke-dasharray="2,3"'}.get(kind, "")
             out.append(f'<line x1="{lx}" y1="{ly - 4}" x2="{lx + 20}" y2="{ly - 4}" '
                        f'stroke="{colour}" stroke-width="2"{extra}/>')
@@ -166,7 +166,7 @@ class Panel:
                 'stroke-width="1.2"/>')
 
 
-def write_svg(path, title, panels, width=900, height=380):
+def write_svg(path, title, panels, width=900, height=420):
     body = "\n".join(p.render() for p in panels)
     svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}" font-family="DejaVu Sans, Arial, sans-serif">\n'
