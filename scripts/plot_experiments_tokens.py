@@ -50,8 +50,8 @@ class Panel:
         self.xticks, self.xlabels = xticks, xlabels
         self.series, self.hlines, self.bars = [], [], []
 
-    def add(self, label, xs, ys, err=None, dash=False, marker="circle", offset=0.0):
-        self.series.append((label, xs, ys, err, dash, marker, offset))
+    def add(self, label, xs, ys, err=None, dash=False, marker="circle", offset=0.0, colour=None):
+        self.series.append((label, xs, ys, err, dash, marker, offset, colour))
 
     def hline(self, label, y, colour="#777777"):
         self.hlines.append((label, y, colour))
@@ -128,8 +128,8 @@ class Panel:
             out.append(f'<rect x="{px(x) - bw / 2:.1f}" y="{top:.1f}" width="{bw:.1f}" '
                        f'height="{max(base - top, 0.5):.1f}" fill="{colour}" opacity="0.8"/>')
             out.append(self._errbar(px(x), py(y - e), py(y + e)))
-        for k, (label, xs, ys, err, dash, marker, offset) in enumerate(self.series):
-            colour = COLOURS[k % len(COLOURS)]
+        for k, (label, xs, ys, err, dash, marker, offset, colour) in enumerate(self.series):
+            colour = colour or COLOURS[k % len(COLOURS)]
             pts = [(px(x + offset), py(y)) for x, y in zip(xs, ys) if math.isfinite(y)]
             if len(pts) > 1:
                 d = " ".join(f"{a:.1f},{b:.1f}" for a, b in pts)
@@ -150,7 +150,7 @@ class Panel:
                     out.append(f'<circle cx="{X:.1f}" cy="{Y:.1f}" r="4" fill="{colour}"/>')
             legend.append((label, colour, "dash" if dash else "line"))
         for i, (label, colour, kind) in enumerate(legend):
-            lx, ly = self.x0 + 8 + 165 * (i % 2), self.y0 + self.h + 56 + 15 * (i // 2)
+            lx, ly = self.x0 + 8, self.y0 + self.h + 54 + 15 * i
             extra = {"dash": ' stroke-dasharray="6,4"', "dot": ' stroke-dasharray="2,3"'}.get(kind, "")
             out.append(f'<line x1="{lx}" y1="{ly - 4}" x2="{lx + 20}" y2="{ly - 4}" '
                        f'stroke="{colour}" stroke-width="2"{extra}/>')
@@ -166,7 +166,7 @@ class Panel:
                 'stroke-width="1.2"/>')
 
 
-def write_svg(path, title, panels, width=900, height=420):
+def write_svg(path, title, panels, width=900, height=450):
     body = "\n".join(p.render() for p in panels)
     svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}" font-family="DejaVu Sans, Arial, sans-serif">\n'
@@ -223,11 +223,12 @@ def main():
                   [str(T) for T in Ts])
     k = 0
     for L in (4, 2):
-        for pair, lab in (("5w1s", "5w1s"), ("20w1s", "20w1s")):
+        for c, (pair, lab) in enumerate((("5w1s", "5w1s"), ("20w1s", "20w1s"))):
             rs = [get(f"fig5_T{T}_L{L}") for T in Ts]
             right.add(f"L = {L}, {lab}", lx, [pp(r, f"vs_nc_{pair}") for r in rs],
                       [pp(r, f"vs_nc_{pair}_ci95") for r in rs], dash=(L == 2),
-                      offset=(k - 1.5) * 0.025)
+                      marker="square" if L == 2 else "circle",
+                      offset=(k - 1.5) * 0.025, colour=COLOURS[c])
             k += 1
     write_svg(os.path.join(out, "tokens_fig5.svg"),
               "Fig. 5 (class tokens): diffusion steps T, trajectory (L = 4) vs vanilla (L = 2)",

@@ -74,3 +74,35 @@ for ways, (acc0, mse0) in recorded.items():
 for f in fails: print("FAIL:", f)
 sys.exit(1 if fails else 0)
 PY
+
+# `generate` from one class-token model file for two N, and a refusal past max_ways.
+python3 - "$tmp" <<'PY'
+import json, math, random, struct, sys
+def write(path, rows):
+    n, d = len(rows), len(rows[0])
+    hdr = json.dumps({"prototypes": {"dtype": "F32", "shape": [n, d], "data_offsets": [0, 4 * n * d]}}).encode()
+    hdr += b" " * (-len(hdr) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(hdr)) + hdr + struct.pack("<%df" % (n * d), *[v for r in rows for v in r]))
+random.seed(3)
+for n in (3, 12, 33):
+    rows = [[random.gauss(0, 1) for _ in range(64)] for _ in range(n)]
+    rows = [[v / math.sqrt(sum(x * x for x in r)) for v in r] for r in rows]
+    write(f"{sys.argv[1]}/p{n}.safetensors", rows)
+PY
+for n in 3 12; do
+  "$train" generate --model "$src/models/glyphs-lt.safetensors" --prototypes "$tmp/p$n.safetensors" \
+    --out "$tmp/h$n.json" --device cpu > /dev/null
+  python3 - "$tmp/h$n.json" "$n" <<'PY'
+import json, sys
+h, n = json.load(open(sys.argv[1])), int(sys.argv[2])
+shapes = {k: v["shape"] for k, v in h["tensors"].items()}
+assert h["layout"] == "linear_head" and shapes == {"weight": [n, 64], "bias": [n]}, shapes
+print(f"generate: {n}-way linear head {shapes}")
+PY
+done
+if "$train" generate --model "$src/models/glyphs-lt.safetensors" --prototypes "$tmp/p33.safetensors" \
+     --out "$tmp/h33.json" --device cpu 2> "$tmp/h33.err"; then
+  echo "FAIL: a 33-way head was generated past max_ways 32"; exit 1
+fi
+grep -q "2 <= N <= 32" "$tmp/h33.err" || { cat "$tmp/h33.err"; exit 1; }

@@ -53,7 +53,9 @@ static const ltdi_opt GENERATE_OPTS[] = {
                     "features file of the support set (per-class tensors, or\n"
                     "features + labels); classes in label order"),
     LTDI_OPT_STRING("--prototypes", generate_args, prototypes, "FILE", NULL,
-                    "safetensors with \"prototypes\" F32 [N, d] instead"),
+                    "safetensors with \"prototypes\" F32 [N, d] instead (a\n"
+                    "class-token model: class means of L2-normalised features,\n"
+                    "any N it supports)"),
     LTDI_OPT_STRING("--out", generate_args, out, "FILE", NULL, "the generated head (required)"),
     LTDI_OPT_CHOICE("--format", generate_args, format, FORMATS, "F",
                     "from the extension, else safetensors", "file format of --out"),
@@ -80,49 +82,80 @@ static const ltdi_cli GENERATE_CLI = {
     .defaults = generate_defaults,
 };
 
-/* c (ways*d) = the class means of the support features, in label order. */
-static int prototypes_from_features(const char *path, const ltdi_model *m, float *c, char *err,
-                                    size_t errlen) {
+/* The task: its N and its condition c (N*d, malloc'd) — the class means of
+ * the support features (U-Net) or the prototypes of their L2-normalised
+ * rows (class tokens), in label order. A class-token model takes N from
+ * the file; a U-Net model needs its own N. */
+static int check_ways(const char *path, const ltdi_model *m, int ways, int dim, char *err,
+                      size_t errlen) {
+  if (dim != m->feat_dim || !ltdi_model_supports_ways(m, ways)) {
+    if (m->arch == LTDI_ARCH_CLASS_TOKENS)
+      return ltdi_fail(err, errlen, LTDI_ERR_SHAPE,
+                       "%s has %d classes of %d-dim features; the model generates heads for "
+                       "2..%d classes of %d-dim features",
+                       path, ways, dim, m->max_ways, m->feat_dim);
+    return ltdi_fail(err, errlen, LTDI_ERR_SHAPE,
+                     "%s has %d classes of %d-dim features; the model generates heads for "
+                     "%d classes of %d-dim features",
+                     path, ways, dim, m->ways, m->feat_dim);
+  }
+  return 0;
+}
+
+static int prototypes_from_features(const char *path, const ltdi_model *m, int *ways, float **c,
+                                    char *err, size_t errlen) {
   ltdi_featureset fs;
   int rc = ltdi_features_load(path, &fs, err, errlen);
   if (rc) return rc;
   int empty = -1;
-  if (fs.dim != m->feat_dim || fs.n_classes != m->ways)
-    rc = ltdi_fail(err, errlen, LTDI_ERR_SHAPE,
-                   "%s has %d classes of %d-dim features; the model generates heads for "
-                   "%d classes of %d-dim features",
-                   path, fs.n_classes, fs.dim, m->ways, m->feat_dim);
-  else if ((rc = ltdi_task_embedding(fs.x, (size_t)fs.dim, fs.labels, fs.n, m->ways, fs.dim, c,
-                                     &empty)) == LTDI_ERR_SHAPE)
-    ltdi_fail(err, errlen, rc, "%s: class %d has no support examples", path, empty);
-  else if (rc)
-    ltdi_fail(err, errlen, rc, "%s: %s", path, ltdi_strerror(rc));
+  rc = check_ways(path, m, fs.n_classes, fs.dim, err, errlen);
+  if (!rc && !(*c = malloc((size_t)fs.n_classes * fs.dim * sizeof **c))) rc = LTDI_ERR_NOMEM;
+  if (!rc) {
+    *ways = fs.n_classes;
+    rc = m->arch == LTDI_ARCH_CLASS_TOKENS
+             ? ltdi_task_prototypes(fs.x, (size_t)fs.dim, fs.labels, fs.n, *ways, fs.dim, *c, &empty)
+             : ltdi_task_embedding(fs.x, (size_t)fs.dim, fs.labels, fs.n, *ways, fs.dim, *c, &empty);
+    if (rc == LTDI_ERR_SHAPE) ltdi_fail(err, errlen, rc, "%s: class %d has no support examples", path, empty);
+    else if (rc) ltdi_fail(err, errlen, rc, "%s: %s", path, ltdi_strerror(rc));
+  }
   ltdi_featureset_free(&fs);
   return rc;
 }
 
-static int prototypes_from_file(const char *path, const ltdi_model *m, float *c, char *err,
-                                size_t errlen) {
+static int prototypes_from_file(const char *path, const ltdi_model *m, int *ways, float **c,
+                                char *err, size_t errlen) {
   ltdi_st_file *f = NULL;
   int rc = ltdi_st_read(path, &f, err, errlen);
   if (rc) return rc;
   const ltdi_st_tensor *t = ltdi_st_find(f, "prototypes");
-  if (!t || t->dtype != LTDI_DTYPE_F32 || t->numel != (int64_t)m->ways * m->feat_dim ||
-      (t->ndim == 2 && (t->shape[0] != m->ways || t->shape[1] != m->feat_dim))) {
-    rc = ltdi_fail(err, errlen, LTDI_ERR_SHAPE,
-                   "%s: needs an F32 tensor \"prototypes\" [%d, %d] (the model's ways x "
-                   "feature dim)",
-                   path, m->ways, m->feat_dim);
+  const int any_n = m->arch == LTDI_ARCH_CLASS_TOKENS;
+  const int64_t d = m->feat_dim;
+  int n = 0;
+  if (t && t->dtype == LTDI_DTYPE_F32 && t->ndim == 2 && t->shape[1] == d && t->shape[0] <= 4096)
+    n = (int)t->shape[0];
+  else if (t && t->dtype == LTDI_DTYPE_F32 && t->ndim == 1 && !any_n && t->numel == m->ways * d)
+    n = m->ways;
+  if (!n || !ltdi_model_supports_ways(m, n)) {
+    rc = any_n ? ltdi_fail(err, errlen, LTDI_ERR_SHAPE,
+                           "%s: needs an F32 tensor \"prototypes\" [N, %d] with 2 <= N <= %d "
+                           "(rows: the classes' means of L2-normalised features)",
+                           path, m->feat_dim, m->max_ways)
+               : ltdi_fail(err, errlen, LTDI_ERR_SHAPE,
+                           "%s: needs an F32 tensor \"prototypes\" [%d, %d] (the model's ways x "
+                           "feature dim)",
+                           path, m->ways, m->feat_dim);
+  } else if (!(*c = malloc((size_t)n * d * sizeof **c))) {
+    rc = LTDI_ERR_NOMEM;
   } else {
-    memcpy(c, t->data, (size_t)t->numel * sizeof(float));
+    *ways = n;
+    memcpy(*c, t->data, (size_t)n * d * sizeof **c);
   }
   ltdi_st_close(f);
   return rc;
 }
 
-static int write_head(const char *path, int json, const ltdi_model *m, const float *w,
+static int write_head(const char *path, int json, const ltdi_layout *l, const float *w,
                       uint64_t seed, const char *model_path, const ltdi_sampler_config *sc) {
-  const ltdi_layout *l = &m->layout;
   if (json) {
     json_t *root = json_object(), *tensors = json_object();
     json_object_set_new(root, "format", json_string(LTDI_WEIGHTS_FORMAT));
@@ -186,26 +219,30 @@ int ltdi_cmd_generate(int argc, char **argv) {
                      m->sched.T, steps);
     o.mode = batched ? LTDI_GEN_BATCHED : LTDI_GEN_PER_SAMPLE;
   }
+  int ways = 0;
+  if (!rc) rc = support ? prototypes_from_features(support, m, &ways, &c, err, sizeof err)
+                        : prototypes_from_file(protos, m, &ways, &c, err, sizeof err);
+  ltdi_layout layout;
+  ltdi_layout_init(&layout, NULL);
   if (!rc) {
-    c = malloc((size_t)m->ways * m->feat_dim * sizeof(float));
-    w = malloc(m->layout.n_params * sizeof(float));
-    if (!c || !w) rc = LTDI_ERR_NOMEM;
+    ltdi_layout_free(&layout);
+    rc = ltdi_model_head_layout(m, ways, &layout);
   }
-  if (!rc) rc = support ? prototypes_from_features(support, m, c, err, sizeof err)
-                        : prototypes_from_file(protos, m, c, err, sizeof err);
+  if (!rc && !(w = malloc(layout.n_params * sizeof(float)))) rc = LTDI_ERR_NOMEM;
   double t0 = ltdi_now_s();
   if (!rc) {
-    rc = ltdi_model_generate(m, c, &seed, 1, &o, w, NULL);
+    rc = ltdi_model_generate_ways(m, ways, c, &seed, 1, &o, w, NULL);
     if (rc) ltdi_fail(err, sizeof err, rc, "generation failed: %s", ltdi_strerror(rc));
   }
   double dt = ltdi_now_s() - t0;
   if (!rc) {
-    rc = write_head(out, json, m, w, seed, model_path, &o.sampler);
+    rc = write_head(out, json, &layout, w, seed, model_path, &o.sampler);
     if (rc) ltdi_fail(err, sizeof err, rc, "cannot write %s: %s", out, ltdi_strerror(rc));
   }
   if (rc) fprintf(stderr, "generate: %s\n", err[0] ? err : ltdi_strerror(rc));
-  else printf("generate: wrote %s (%zu weights, seed %llu, %s, %.1f ms)\n", out,
-              m->layout.n_params, (unsigned long long)seed, be->name, dt * 1e3);
+  else printf("generate: wrote %s (%d-way %s, %zu weights, seed %llu, %s, %.1f ms)\n", out, ways,
+              layout.kind, layout.n_params, (unsigned long long)seed, be->name, dt * 1e3);
+  ltdi_layout_free(&layout);
   free(c), free(w);
   ltdi_model_free(m);
   ltdi_backend_destroy(be);
