@@ -324,3 +324,38 @@ Test(weights, linear_score_by_hand) {
   const float huge[] = {INFINITY, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
   cr_expect_eq(ltdi_linear_head_score(huge, 2, 2, x, y, 3, &acc, &loss), LTDI_ERR_NONFINITE);
 }
+
+/* One soft k-means step by hand: the softmax of the base head's logits
+ * s(2 p·û − |p|²) shares each normalised unlabeled row among the classes;
+ * p_n' = (counts[n] p_n + Σ r_jn û_j) / (counts[n] + Σ r_jn). */
+Test(weights, transductive_prototypes_one_step_by_hand) {
+  float protos[4] = {1.0f, 0.0f, 0.0f, 1.0f};
+  const int counts[2] = {2, 1};
+  const float u[4] = {3.0f, 4.0f, 2.0f, 0.0f}; /* normalised: (0.6, 0.8), (1, 0) */
+  const double uh[2][2] = {{0.6, 0.8}, {1.0, 0.0}}, p0[2][2] = {{1, 0}, {0, 1}};
+  double acc[2][2] = {{2 * 1.0, 0}, {0, 1 * 1.0}}, mass[2] = {2, 1};
+  const double s = LTDI_LINEAR_HEAD_SCALE;
+  for (int j = 0; j < 2; j++) {
+    double z[2], se = 0;
+    for (int c = 0; c < 2; c++) z[c] = s * (2 * (p0[c][0] * uh[j][0] + p0[c][1] * uh[j][1]) - 1.0);
+    const double mx = z[0] > z[1] ? z[0] : z[1];
+    for (int c = 0; c < 2; c++) se += exp(z[c] - mx);
+    for (int c = 0; c < 2; c++) {
+      const double r = exp(z[c] - mx) / se;
+      mass[c] += r;
+      acc[c][0] += r * uh[j][0], acc[c][1] += r * uh[j][1];
+    }
+  }
+  cr_assert_eq(ltdi_task_prototypes_transductive(protos, counts, 2, 2, u, 2, 1), 0);
+  for (int c = 0; c < 2; c++)
+    for (int k = 0; k < 2; k++)
+      cr_expect_float_eq(protos[c * 2 + k], (float)(acc[c][k] / mass[c]), 1e-6, "class %d dim %d", c, k);
+  /* No unlabeled rows or no steps: unchanged; a class without support: refused. */
+  float keep[4] = {0.5f, 0.5f, -1.0f, 0.0f}, same[4];
+  memcpy(same, keep, sizeof keep);
+  cr_expect_eq(ltdi_task_prototypes_transductive(keep, counts, 2, 2, u, 0, 3), 0);
+  cr_expect_eq(ltdi_task_prototypes_transductive(keep, counts, 2, 2, u, 2, 0), 0);
+  cr_expect_eq(memcmp(keep, same, sizeof keep), 0);
+  const int bad[2] = {1, 0};
+  cr_expect_eq(ltdi_task_prototypes_transductive(keep, bad, 2, 2, u, 2, 1), LTDI_ERR_INVALID_ARG);
+}
