@@ -11,7 +11,6 @@
 #define _POSIX_C_SOURCE 200809L
 #include "trainer/eval/eval_diffusion.h"
 
-#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,69 +42,8 @@ typedef struct diff_state {
   int linear;                     /* 1: a class-token model (linear head of any N) */
   ltdi_head_dims dims;            /* U-Net: of the generated head (the model's layout) */
   size_t P;                       /* U-Net: its size (linear: per task, head_params) */
-  ltdi_head_train_config ref_cfg; /* recipe the model's trajectories were prepared with */
-  int ref_views;                  /* views the recipe drew from (0: all the bank has) */
-  int shared_init;                /* 1: the reference starts from one fixed init */
-  uint64_t init_seed, init_stream;
+  ltdi__eval_recipe ref;          /* recipe the model's trajectories were prepared with */
 } diff_state;
-
-/* A number from a JSON value that may be a number or a numeric string (the
- * trajectories file stores its metadata as strings). */
-static int json_num(json_t *v, double *out) {
-  if (json_is_number(v)) {
-    *out = json_number_value(v);
-    return 1;
-  }
-  if (json_is_string(v)) {
-    char *end = NULL;
-    double x = strtod(json_string_value(v), &end);
-    if (end != json_string_value(v) && *end == '\0') {
-      *out = x;
-      return 1;
-    }
-  }
-  return 0;
-}
-
-/* The reference recipe: ltdi_head_train_default(), overridden by the model's
- * "prepare" metadata key when present (docs/EVAL.md lists the fields). */
-static void read_recipe(diff_state *s) {
-  s->ref_cfg = s->linear ? ltdi_linear_head_train_default() : ltdi_head_train_default();
-  s->ref_views = 0;
-  s->shared_init = 0;
-  const char *json = NULL;
-  for (int i = 0; i < s->m->n_extra; i++)
-    if (!strcmp(s->m->extra_keys[i], "prepare")) json = s->m->extra_values[i];
-  if (!json) return;
-  json_t *root = json_loads(json, 0, NULL);
-  if (!json_is_object(root)) {
-    json_decref(root);
-    return;
-  }
-  double x;
-  if (json_num(json_object_get(root, "steps"), &x) && x >= 0) s->ref_cfg.steps = (int)x;
-  if (json_num(json_object_get(root, "lr"), &x) && x > 0) s->ref_cfg.lr = (float)x;
-  if (json_num(json_object_get(root, "sam_rho"), &x) && x >= 0) s->ref_cfg.sam_rho = (float)x;
-  if (json_num(json_object_get(root, "weight_decay"), &x) && x >= 0)
-    s->ref_cfg.weight_decay = (float)x;
-  if (json_num(json_object_get(root, "augment_views"), &x) && x >= 1) s->ref_views = (int)x;
-  const char *o = json_string_value(json_object_get(root, "optimiser"));
-  if (o) s->ref_cfg.use_adam = strcmp(o, "sgd") != 0;
-  const char *aug = json_string_value(json_object_get(root, "augment"));
-  if (aug && !strcmp(aug, "off")) s->ref_views = 1;
-  const char *init = json_string_value(json_object_get(root, "init"));
-  double seed, stream;
-  if (init && !strcmp(init, "shared") && json_num(json_object_get(root, "init_seed"), &seed) &&
-      json_num(json_object_get(root, "init_stream"), &stream)) {
-    s->shared_init = 1;
-    /* Seeds beyond 2^53 do not survive a JSON number; strings do. */
-    const char *ss = json_string_value(json_object_get(root, "init_seed"));
-    const char *st = json_string_value(json_object_get(root, "init_stream"));
-    s->init_seed = ss ? strtoull(ss, NULL, 0) : (uint64_t)seed;
-    s->init_stream = st ? strtoull(st, NULL, 0) : (uint64_t)stream;
-  }
-  json_decref(root);
-}
 
 static int state_init(ltdi_eval_worker *w, const char *path, void **state) {
   if (!path) return LTDI_ERR_INVALID_ARG;
@@ -124,7 +62,7 @@ static int state_init(ltdi_eval_worker *w, const char *path, void **state) {
   s->m = m;
   s->worker = w->index;
   s->P = s->linear ? 0 : m->layout.n_params;
-  read_recipe(s);
+  ltdi__eval_read_recipe(m, s->linear, &s->ref);
   *state = s;
   return 0;
 }
@@ -240,7 +178,7 @@ static float *first_views(const ltdi_eval_task *t, int V) {
 static int reference_optimum(ltdi_backend *be, const diff_state *s, const ltdi_eval_task *t,
                              const float *cond, float *ref) {
   const int ns = t->ways * t->shots;
-  int V = s->ref_views > 0 && s->ref_views < t->views ? s->ref_views : t->views;
+  int V = s->ref.views > 0 && s->ref.views < t->views ? s->ref.views : t->views;
   float *x = V == t->views ? NULL : first_views(t, V);
   if (V != t->views && !x) return LTDI_ERR_NOMEM;
   const float *views = x ? x : t->support_views;
@@ -249,16 +187,16 @@ static int reference_optimum(ltdi_backend *be, const diff_state *s, const ltdi_e
   if (s->linear) {
     ltdi_linear_head_base(cond, t->ways, t->dim, ref);
     ltdi_rng_init(&rng, t->seed ^ LTDI__REF_SEED_SALT, t->index);
-    rc = ltdi_linear_head_train(&s->ref_cfg, t->ways, t->dim, ref, views, V, t->support_labels,
+    rc = ltdi_linear_head_train(&s->ref.cfg, t->ways, t->dim, ref, views, V, t->support_labels,
                                 ns, &rng, NULL, NULL);
   } else {
-    if (s->shared_init) {
-      ltdi_rng_init(&rng, s->init_seed, s->init_stream);
+    if (s->ref.shared_init) {
+      ltdi_rng_init(&rng, s->ref.init_seed, s->ref.init_stream);
       ltdi_head_init(ref, &s->dims, &rng);
     }
     ltdi_rng_init(&rng, t->seed ^ LTDI__REF_SEED_SALT, t->index);
-    if (!s->shared_init) ltdi_head_init(ref, &s->dims, &rng);
-    rc = ltdi_head_train(be, &s->dims, &s->ref_cfg, ref, views, V, t->support_labels, ns, &rng,
+    if (!s->ref.shared_init) ltdi_head_init(ref, &s->dims, &rng);
+    rc = ltdi_head_train(be, &s->dims, &s->ref.cfg, ref, views, V, t->support_labels, ns, &rng,
                          NULL, NULL);
   }
   free(x);
@@ -372,7 +310,7 @@ int ltdi__eval_refine(ltdi_eval_worker *w, const ltdi_eval_task *t, int32_t *pre
     /* A few steps of a recipe without SAM on the augmented support, the
      * generated head replacing the init: the finetune row's for the MLP,
      * the model's own preparation recipe for the linear head. */
-    ltdi_head_train_config cfg = s->linear ? s->ref_cfg : w->opt->head_cfg;
+    ltdi_head_train_config cfg = s->linear ? s->ref.cfg : w->opt->head_cfg;
     cfg.steps = w->opt->refine_steps;
     cfg.sam_rho = 0.0f;
     ltdi_rng rng;

@@ -15,6 +15,22 @@
 
 #include "trainer/eval/eval.h"
 
+/* ---- the reference recipe (internal; trainer/eval/eval_recipe.c) ----------- */
+
+#include "core/model.h"
+#include "trainer/prepare/head.h"
+
+typedef struct ltdi__eval_recipe {
+  ltdi_head_train_config cfg; /* steps, lr, optimiser, SAM, weight decay */
+  int views;                  /* views the recipe drew from (0: all the bank has) */
+  int shared_init;            /* 1: the reference starts from one fixed init (MLP) */
+  uint64_t init_seed, init_stream;
+} ltdi__eval_recipe;
+
+/* The defaults of the model's head kind (linear: the linear recipe),
+ * overridden by its "prepare" metadata key when present. */
+void ltdi__eval_read_recipe(const ltdi_model *m, int linear, ltdi__eval_recipe *r);
+
 /* ---- rows (internal: for the registry table) ------------------------------ */
 
 int ltdi__eval_lt_init(ltdi_eval_worker *w, void **state);  /* opt->model_path */
