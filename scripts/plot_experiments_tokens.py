@@ -310,7 +310,7 @@ def tables(rows):
              [f"T = {T}, L = {L}" for T in (5, 10, 20, 50) for L in (2, 4)], ["5w1s", "20w1s"])
     ablation("Fig. 6: preparation (5-way 1-shot)",
              ["fig6_none", "fig6_sam", "fig6_aug", "fig6_samaug"],
-             ["no SAM, no aug (default)", "SAM 0.05", "augment (views)", "SAM 0.05 + augment"],
+             ["no SAM, no aug (default)", "SAM 0.05", "augment", "SAM 0.05 + augment"],
              ["5w1s"])
 
 
