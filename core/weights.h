@@ -132,6 +132,12 @@ void ltdi_linear_head_base(const float *protos, int ways, int dim, float *w);
 int ltdi_task_prototypes_transductive(float *protos, const int *counts, int ways, int dim,
                                       const float *unlabeled, int n_u, int iters);
 
+/* ltdi_task_prototypes of a support set (same arguments and errors), then
+ * ltdi_task_prototypes_transductive with each class's support count. */
+int ltdi_task_prototypes_refined(const float *x, size_t stride, const int32_t *labels, int n,
+                                 int ways, int dim, const float *unlabeled, int n_u, int iters,
+                                 float *protos, int *empty_class);
+
 /* logits (n, ways) of raw rows x (n, dim), normalised and accumulated in
  * double on the host: the reference forward that scores linear heads. */
 void ltdi_linear_head_logits(const float *w, int ways, int dim, const float *x, int n,

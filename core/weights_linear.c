@@ -155,3 +155,16 @@ int ltdi_task_prototypes_transductive(float *protos, const int *counts, int ways
   free(u), free(acc), free(mass), free(z), free(w);
   return rc;
 }
+
+int ltdi_task_prototypes_refined(const float *x, size_t stride, const int32_t *labels, int n,
+                                 int ways, int dim, const float *unlabeled, int n_u, int iters,
+                                 float *protos, int *empty_class) {
+  int rc = ltdi_task_prototypes(x, stride, labels, n, ways, dim, protos, empty_class);
+  if (rc) return rc;
+  int *counts = calloc((size_t)ways, sizeof *counts);
+  if (!counts) return LTDI_ERR_NOMEM;
+  for (int i = 0; i < n; i++) counts[labels[i]]++; /* labels checked by the prototypes */
+  rc = ltdi_task_prototypes_transductive(protos, counts, ways, dim, unlabeled, n_u, iters);
+  free(counts);
+  return rc;
+}

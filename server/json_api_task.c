@@ -64,7 +64,8 @@ int ltdi_api_task_embedding(const ltdi_gen_request *r, int ways, int feat_dim, f
   return task_condition(r, ways, feat_dim, ltdi_task_embedding, cond, e);
 }
 
-/* cond (ways, d) refined with the request's unlabeled rows. */
+/* cond (ways, d) = the support's prototypes refined with the request's
+ * unlabeled rows (the support was checked by task_condition). */
 static int refine(const ltdi_gen_request *r, int ways, int feat_dim, float *cond,
                   ltdi_api_error *e) {
   if (r->kind != LTDI_COND_SUPPORT)
@@ -72,12 +73,9 @@ static int refine(const ltdi_gen_request *r, int ways, int feat_dim, float *cond
   if (r->unlabeled_cols != feat_dim)
     return FAIL422("unlabeled rows have %d values; the model wants feat_dim %d", r->unlabeled_cols,
                    feat_dim);
-  int *counts = calloc((size_t)ways, sizeof *counts);
-  if (!counts) return ltdi_api_fail(e, 503, LTDI_ERR_NOMEM, "out of memory");
-  for (int i = 0; i < r->rows; i++) counts[r->labels[i]]++;
-  int rc = ltdi_task_prototypes_transductive(cond, counts, ways, feat_dim, r->unlabeled,
-                                             r->n_unlabeled, LTDI_API_TRANSDUCTIVE_STEPS);
-  free(counts);
+  int rc = ltdi_task_prototypes_refined(r->values, (size_t)feat_dim, r->labels, r->rows, ways,
+                                        feat_dim, r->unlabeled, r->n_unlabeled,
+                                        LTDI_API_TRANSDUCTIVE_STEPS, cond, NULL);
   if (rc == LTDI_ERR_NOMEM) return ltdi_api_fail(e, 503, rc, "out of memory");
   if (rc) return FAIL422("unlabeled: the prototypes cannot be refined (%s)", ltdi_strerror(rc));
   return 0;

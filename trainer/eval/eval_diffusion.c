@@ -236,16 +236,10 @@ static int weight_mse(ltdi_backend *be, const diff_state *s, const ltdi_eval_tas
 }
 
 /* cond = the prototypes refined with the queries as unlabeled inputs. */
-static int transductive_condition(const diff_state *s, const ltdi_eval_task *t, int iters,
-                                  float *cond) {
-  int *counts = malloc((size_t)t->ways * sizeof *counts);
-  if (!counts) return LTDI_ERR_NOMEM;
-  for (int c = 0; c < t->ways; c++) counts[c] = t->shots;
-  int rc = task_condition(s, t, cond);
-  if (!rc) rc = ltdi_task_prototypes_transductive(cond, counts, t->ways, t->dim, t->query,
-                                                  t->ways * t->queries, iters);
-  free(counts);
-  return rc;
+static int transductive_condition(const ltdi_eval_task *t, int iters, float *cond) {
+  return ltdi_task_prototypes_refined(t->support, (size_t)t->dim, t->support_labels,
+                                      t->ways * t->shots, t->ways, t->dim, t->query,
+                                      t->ways * t->queries, iters, cond, NULL);
 }
 
 /* The lt_di head of this episode: sample 0, the model's default sampler;
@@ -256,7 +250,7 @@ static int generate_one(diff_state *s, const ltdi_eval_options *opt, const ltdi_
   if (!cond) return LTDI_ERR_NOMEM;
   uint64_t seed = ltdi_eval_head_seed(t->seed, t->index, 0);
   ltdi_gen_options go = gen_options(s, opt);
-  int rc = transductive > 0 ? transductive_condition(s, t, transductive, cond)
+  int rc = transductive > 0 ? transductive_condition(t, transductive, cond)
                             : task_condition(s, t, cond);
   if (!rc) rc = generate(s, t->ways, cond, &seed, 1, &go, w);
   free(cond);

@@ -74,20 +74,16 @@ static int nearest_centroid_transductive(ltdi_eval_worker *w, const ltdi_eval_ta
                                          int32_t *pred) {
   const int N = t->ways, d = t->dim, nq = t->ways * t->queries;
   float *protos = malloc((size_t)N * d * sizeof *protos);
-  int *counts = malloc((size_t)N * sizeof *counts);
-  int rc = (!protos || !counts) ? LTDI_ERR_NOMEM : 0;
-  for (int c = 0; !rc && c < N; c++) counts[c] = t->shots;
-  if (!rc) rc = ltdi_task_prototypes(t->support, (size_t)d, t->support_labels, N * t->shots, N, d,
-                                     protos, NULL);
-  if (!rc) rc = ltdi_task_prototypes_transductive(protos, counts, N, d, t->query, nq,
-                                                  w->opt->transductive);
+  int rc = !protos ? LTDI_ERR_NOMEM : 0;
+  if (!rc) rc = ltdi_task_prototypes_refined(t->support, (size_t)d, t->support_labels, N * t->shots,
+                                             N, d, t->query, nq, w->opt->transductive, protos, NULL);
   /* One example per refined prototype: nearest centroid on them is cosine
    * to the refined directions. */
   int32_t *labels = malloc((size_t)N * sizeof *labels);
   if (!rc && !labels) rc = LTDI_ERR_NOMEM;
   for (int c = 0; !rc && c < N; c++) labels[c] = c;
   if (!rc) rc = ltdi_nearest_centroid_classify(protos, labels, N, N, t->query, nq, d, pred);
-  free(protos), free(counts), free(labels);
+  free(protos), free(labels);
   return rc;
 }
 

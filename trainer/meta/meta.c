@@ -52,7 +52,7 @@ int ltdi_meta_subsample(int L, int L_new, int *rows) {
   return 0;
 }
 
-static int meta_int(const ltdi_st_file *f, const char *key, int *out) {
+int ltdi__meta_int(const ltdi_st_file *f, const char *key, int *out) {
   const char *s = ltdi_st_meta(f, key);
   char *end;
   if (!s) return -1;
@@ -92,7 +92,7 @@ static int read_header(const ltdi_st_file *f, const char *path, int traj_len, lt
     rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: not a trajectories file (metadata format is not \"ltdi-trajectories\")", path);
   else if (head && strcmp(head, "mlp"))
     rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: trajectories of the %s head; this meta-training generates the mlp head (ltdi-train prepare --head mlp)", path, head);
-  else if (meta_int(f, "ways", &ways) || meta_int(f, "in_dim", &in_dim) || meta_int(f, "hidden", &hidden))
+  else if (ltdi__meta_int(f, "ways", &ways) || ltdi__meta_int(f, "in_dim", &in_dim) || ltdi__meta_int(f, "hidden", &hidden))
     rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: metadata lacks integer ways, in_dim or hidden", path);
   else if ((rc = ltdi_st_get_f32(f, "trajectories", 3, ts, traj, why, sizeof why)) ||
            (rc = ltdi_st_get_f32(f, "embeddings", 2, es, emb, why, sizeof why)))
@@ -238,13 +238,7 @@ uint64_t ltdi_meta_task_seed(uint64_t seed, int task) {
   return z ^ (z >> 31);
 }
 
-/* How many of the task's N prototypes c (N, d) the generated head w (a head
- * layout) puts in their own class; z (N*N) is scratch. */
-static long prototype_hits(const ltdi_layout *l, const float *w, const float *c, int N,
-                           double *z) {
-  ltdi_head_view v;
-  if (ltdi_head_view_of(l, w, &v) || v.dims.classes != N) return 0;
-  ltdi_head_view_logits(&v, c, N, z);
+long ltdi__meta_own_class_hits(const double *z, int N) {
   long hits = 0;
   for (int k = 0; k < N; k++) {
     const double *zk = z + (size_t)k * N;
@@ -254,6 +248,16 @@ static long prototype_hits(const ltdi_layout *l, const float *w, const float *c,
     hits += best == k;
   }
   return hits;
+}
+
+/* How many of the task's N prototypes c (N, d) the generated head w (a head
+ * layout) puts in their own class; z (N*N) is scratch. */
+static long prototype_hits(const ltdi_layout *l, const float *w, const float *c, int N,
+                           double *z) {
+  ltdi_head_view v;
+  if (ltdi_head_view_of(l, w, &v) || v.dims.classes != N) return 0;
+  ltdi_head_view_logits(&v, c, N, z);
+  return ltdi__meta_own_class_hits(z, N);
 }
 
 int ltdi_meta_val_mse(ltdi_model *m, const ltdi_meta_data *d, int first, int n, uint64_t seed,

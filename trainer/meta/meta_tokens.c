@@ -20,15 +20,6 @@
 
 #define MAX_FILES 16
 
-static int meta_int(const ltdi_st_file *f, const char *key, int *out) {
-  const char *s = ltdi_st_meta(f, key);
-  char *end;
-  long v = s ? strtol(s, &end, 10) : 0;
-  if (!s || *s == '\0' || *end != '\0' || v < 0 || v > 1000000000L) return LTDI_ERR_FORMAT;
-  *out = (int)v;
-  return 0;
-}
-
 /* One file into group g: shapes checked, rows subsampled, residual tokens
  * in raw units (statistics mean 0, std 1: normalised later). */
 static int load_group(ltdi_meta_data *d, ltdi_meta_group *g, const char *path, int traj_len,
@@ -43,7 +34,7 @@ static int load_group(ltdi_meta_data *d, ltdi_meta_group *g, const char *path, i
   char why[256] = "";
   if (!head || strcmp(head, "linear"))
     rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: not a linear-head trajectories file (make it with `prepare --head linear`; an MLP-head file trains the U-Net alone)", path);
-  else if (meta_int(f, "ways", &g->ways) || meta_int(f, "in_dim", &in_dim) || g->ways < 2)
+  else if (ltdi__meta_int(f, "ways", &g->ways) || ltdi__meta_int(f, "in_dim", &in_dim) || g->ways < 2)
     rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: metadata lacks integer ways >= 2 or in_dim", path);
   else if ((rc = ltdi_st_get_f32(f, "trajectories", 3, ts, &traj, why, sizeof why)) ||
            (rc = ltdi_st_get_f32(f, "embeddings", 2, es, &emb, why, sizeof why)))
@@ -65,7 +56,7 @@ static int load_group(ltdi_meta_data *d, ltdi_meta_group *g, const char *path, i
   if (!rc && (d->L > LTDI_SCHEDULE_MAX_L || ltdi_meta_subsample(file_L, d->L, rows)))
     rc = ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "trajectory length %d: must be 2..%d (the file's L)", traj_len, file_L);
   if (!rc) {
-    meta_int(f, "shots", &g->shots);
+    ltdi__meta_int(f, "shots", &g->shots);
     g->M = (int)ts[0];
     g->P = (int)ts[2];
     g->traj = malloc((size_t)g->M * d->L * g->P * sizeof(float));
@@ -229,14 +220,7 @@ int ltdi__meta_tokens_model(ltdi_model **m, ltdi_backend *be, const ltdi_schedul
 /* The share of a task's own prototypes that its head w puts in their class. */
 static long prototype_hits(const float *w, const float *protos, int N, int dim, double *z) {
   ltdi_linear_head_logits(w, N, dim, protos, N, z);
-  long hits = 0;
-  for (int k = 0; k < N; k++) {
-    int best = 0;
-    for (int n = 1; n < N; n++)
-      if (z[(size_t)k * N + n] > z[(size_t)k * N + best]) best = n;
-    hits += best == k;
-  }
-  return hits;
+  return ltdi__meta_own_class_hits(z, N);
 }
 
 static int val_group(ltdi_model *m, const ltdi_meta_data *d, const ltdi_meta_group *g, int base,

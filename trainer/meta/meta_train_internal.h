@@ -43,6 +43,11 @@ int ltdi__meta_train_step(ltdi__meta_trainer *tr, int s, int total, float *loss)
 /* The preparation recipe keys of a trajectories file as a JSON object (meta.c). */
 struct ltdi_st_file;
 char *ltdi__meta_recipe_json(const struct ltdi_st_file *f);
+/* A positive integer metadata value (1..1e8) → *out; -1 when absent or not that. */
+int ltdi__meta_int(const struct ltdi_st_file *f, const char *key, int *out);
+/* How many rows k of logits z (N, N) have their maximum at class k (ties to
+ * the lower class): the prototypes a generated head puts in their own class. */
+long ltdi__meta_own_class_hits(const double *z, int N);
 
 /* ---- class tokens (trainer/meta/meta_tokens.c) ---------------------------------- */
 int ltdi__meta_tokens_load(ltdi_meta_data *d, const char *paths, int traj_len, float val_fraction,
