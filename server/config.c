@@ -40,10 +40,18 @@ static const setting SETTINGS[] = {
     INT(max_queue_delay_us, 2000, 0, 1000000, "how long the batcher waits to fill a batch"),
     INT(queue_capacity, 256, 1, 65536, "queued generation requests before 503"),
     INT(request_timeout_ms, 30000, 1, 600000, "queue + compute deadline per request (504)"),
-    INT(max_body_bytes, 4194304, 1024, 1073741824, "largest request body (413)"),
-    INT(max_connections, 256, 1, 10000, "open HTTP connections"),
+    INT(max_body_bytes, 1048576, 1024, 1073741824, "largest request body (413)"),
+    INT(max_parse_bytes, 268435456, 1048576, 68719476736LL,
+        "memory all JSON bodies being parsed may hold at once (503 past it)"),
+    INT(max_connections, 256, 1, 10000, "open HTTP connections, the reserve included"),
+    INT(reserved_connections, 16, 0, 1000,
+        "of max_connections, kept for /health and /ready when the rest are taken"),
+    INT(max_connections_per_ip, 64, 0, 10000, "open connections from one client address; 0 = no limit"),
     INT(max_in_flight, 512, 1, 100000, "requests being handled at once before 503"),
     INT(connection_timeout_s, 30, 1, 3600, "idle connection timeout"),
+    INT(header_timeout_ms, 10000, 100, 3600000,
+        "longest time from a connection's start (or its previous answer) to a whole request head (408)"),
+    INT(body_timeout_ms, 60000, 100, 3600000, "longest time to receive a request body (408)"),
     INT(max_samples, 16, 1, 256, "largest best-of-N `samples`"),
     INT(drain_timeout_s, 30, 0, 3600, "SIGTERM: longest wait for queued work"),
     STR(device, "auto", "auto | cpu | cuda: where models run; auto = CUDA if usable, else CPU"),
@@ -144,6 +152,12 @@ int ltdi_serve_config_parse(ltdi_serve_config *c, int argc, char **argv, int *wa
     }
     flag_of(hit, name, sizeof name);
     if (set_value(c, hit, val, name, err, errlen)) return LTDI_ERR_INVALID_ARG;
+  }
+  /* A reserve as large as the pool would leave nothing for generation. */
+  if (c->reserved_connections >= c->max_connections) {
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
+                     "--reserved-connections %lld must be below --max-connections %lld",
+                     c->reserved_connections, c->max_connections);
   }
   return 0;
 }

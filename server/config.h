@@ -30,9 +30,14 @@ typedef struct ltdi_serve_config {
   long long queue_capacity;
   long long request_timeout_ms;
   long long max_body_bytes;
+  long long max_parse_bytes;
   long long max_connections;
+  long long reserved_connections;
+  long long max_connections_per_ip;
   long long max_in_flight;
   long long connection_timeout_s;
+  long long header_timeout_ms;
+  long long body_timeout_ms;
   long long max_samples;
   long long drain_timeout_s;
   char device[16];          /* auto | cpu | cuda */

@@ -363,6 +363,7 @@ void ltdi__h_generate(ltdi_server *s, const ltdi_req *rq, ltdi_resp *rs) {
   g.t0 = now_ms();
   ltdi_api_error e;
   if (ltdi_api_parse_generate(rq->body, rq->body_len, (int)s->cfg.max_samples, &g.r, &e)) {
+    if (e.status == 503) ltdi_metrics_rejected(s->metrics, "parse_memory");
     ltdi__resp_api_error(rs, &e);
     return;
   }

@@ -197,8 +197,17 @@ void ltdi__h_version_unload(ltdi_server *s, const ltdi_req *rq, ltdi_resp *rs) {
   ltdi_model_version_clear(&v);
 }
 
-/* Parses a JSON object body. NULL after filling rs (400). */
+enum { LTDI_REGISTRY_BODY_MAX = 65536 };
+
+/* Parses a JSON object body. NULL after filling rs (400, 413). */
 static json_t *body_object(const ltdi_req *rq, ltdi_resp *rs) {
+  /* Registry bodies are a few names and a path: a small cap keeps their
+   * parse out of the body-parsing budget's business (json_budget.h). */
+  if (rq->body_len > LTDI_REGISTRY_BODY_MAX) {
+    ltdi__resp_error(rs, 413, "registry request bodies are limited to %d bytes",
+                     LTDI_REGISTRY_BODY_MAX);
+    return NULL;
+  }
   json_error_t je;
   json_t *o = json_loadb(rq->body ? rq->body : "", rq->body_len, JSON_REJECT_DUPLICATES, &je);
   if (!o) {

@@ -1,9 +1,12 @@
 /* server/http.c — the libmicrohttpd glue: one thread per connection (a
- * handler may block waiting for its batch), a connection cap, bodies
- * accumulated up to max_body_bytes (413 beyond), an in-flight cap (503),
- * API-key checks, the routing table, and the response helpers the handlers
- * use. Every response, errors included, goes through here, so metrics see
- * every request with its route template and status. */
+ * handler may block waiting for its batch), connection caps in total and
+ * per client address with deadlines and a reserve for probes
+ * (http_guard.h), checks of each request head (framing, reserve, declared
+ * size), bodies accumulated up to max_body_bytes (413 beyond), an in-flight
+ * cap (503), API-key checks and the routing table. Every response the
+ * daemon makes, errors included, goes through send_resp, so metrics see
+ * every request with its route template and status; the ones
+ * libmicrohttpd makes itself are reshaped in http_mhd_errors.c. */
 #define _POSIX_C_SOURCE 200809L
 #include <arpa/inet.h>
 #include <microhttpd.h>
@@ -14,10 +17,12 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <pthread.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "base/error.h"
+#include "server/http_guard.h"
 #include "server/server_internal.h"
 
 /* ---- routing table ---------------------------------------------------------- */
@@ -72,141 +77,13 @@ static int match(const char *tmpl, const char *url, ltdi_req *rq) {
   return *t == '\0' && *u == '\0';
 }
 
-/* ---- response helpers ---------------------------------------------------------- */
-
-void ltdi__resp_bytes(ltdi_resp *rs, int status, const char *content_type, void *body, size_t len) {
-  free(rs->body);
-  rs->status = status;
-  rs->content_type = content_type;
-  rs->body = body;
-  rs->len = len;
-}
-
-static void resp_oom(ltdi_resp *rs) {
-  static const char msg[] =
-      "{\"error\":{\"code\":503,\"type\":\"overloaded_error\",\"message\":\"out of memory\"}}";
-  char *b = malloc(sizeof msg);
-  if (b) memcpy(b, msg, sizeof msg);
-  ltdi__resp_bytes(rs, 503, "application/json", b, b ? sizeof msg - 1 : 0);
-}
-
-void ltdi__resp_json(ltdi_resp *rs, int status, json_t *o) {
-  char *txt = o ? json_dumps(o, LTDI_API_DUMP_FLAGS) : NULL;
-  json_decref(o);
-  if (!txt) {
-    resp_oom(rs);
-    return;
-  }
-  ltdi__resp_bytes(rs, status, "application/json", txt, strlen(txt));
-}
-
-void ltdi__resp_json_weights(ltdi_resp *rs, int status, json_t *o, char *weights_text) {
-  char *txt = (o && weights_text) ? json_dumps(o, LTDI_API_DUMP_FLAGS) : NULL;
-  json_decref(o);
-  size_t n = txt ? strlen(txt) : 0, nw = weights_text ? strlen(weights_text) : 0;
-  char *all = (txt && n >= 2) ? malloc(n + nw + 16) : NULL;
-  if (!all) {
-    free(txt);
-    free(weights_text);
-    resp_oom(rs);
-    return;
-  }
-  /* txt ends with '}': reopen it, append the member, close it again. */
-  memcpy(all, txt, n - 1);
-  size_t k = n - 1;
-  k += (size_t)sprintf(all + k, "%s\"weights\":", n > 2 ? "," : "");
-  memcpy(all + k, weights_text, nw);
-  k += nw;
-  all[k++] = '}';
-  all[k] = '\0';
-  free(txt);
-  free(weights_text);
-  ltdi__resp_bytes(rs, status, "application/json", all, k);
-}
-
-static void resp_error_msg(ltdi_resp *rs, int status, const char *type, const char *msg) {
-  char *b = ltdi_api_error_body(status, type, msg);
-  if (!b) {
-    resp_oom(rs);
-    return;
-  }
-  ltdi__resp_bytes(rs, status, "application/json", b, strlen(b));
-}
-
-void ltdi__resp_error(ltdi_resp *rs, int status, const char *fmt, ...) {
-  char msg[512];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  resp_error_msg(rs, status, NULL, msg);
-}
-
-void ltdi__resp_api_error(ltdi_resp *rs, const ltdi_api_error *e) {
-  resp_error_msg(rs, e->status, e->type, e->message);
-}
-
-void ltdi__resp_header(ltdi_resp *rs, const char *name, const char *fmt, ...) {
-  if (rs->n_hdr >= LTDI_MAX_HEADERS) return;
-  snprintf(rs->hdr_name[rs->n_hdr], sizeof rs->hdr_name[0], "%s", name);
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(rs->hdr_value[rs->n_hdr], sizeof rs->hdr_value[0], fmt, ap);
-  va_end(ap);
-  rs->n_hdr++;
-}
-
-void ltdi__resp_code(ltdi_resp *rs, int rc, const char *what) {
-  switch (rc) {
-  case LTDI_ERR_NOT_FOUND: ltdi__resp_error(rs, 404, "%s", what); break;
-  case LTDI_ERR_INVALID_ARG: ltdi__resp_error(rs, 422, "%s", what); break;
-  case LTDI_ERR_EXISTS: ltdi__resp_error(rs, 409, "%s", what); break;
-  case LTDI_ERR_NOMEM:
-  case LTDI_ERR_IO:
-    ltdi__resp_header(rs, "Retry-After", "1");
-    ltdi__resp_error(rs, 503, "%s", what);
-    break;
-  default: ltdi__resp_error(rs, 500, "%s", what); break;
-  }
-}
-
-const char *ltdi__query(const ltdi_req *rq, const char *key) {
-  return MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, key);
-}
-
-const char *ltdi__header(const ltdi_req *rq, const char *name) {
-  return MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, name);
-}
-
-int ltdi__wants_safetensors(const ltdi_req *rq) {
-  const char *f = ltdi__query(rq, "format");
-  if (f) return !strcmp(f, "safetensors");
-  const char *acc = ltdi__header(rq, "Accept");
-  return acc && strstr(acc, "application/octet-stream") && !strstr(acc, "application/json");
-}
-
-int ltdi__page_args(const ltdi_req *rq, ltdi_resp *rs, size_t *page_size, const char **token) {
-  const char *ps = ltdi__query(rq, "page_size");
-  *page_size = 0;
-  if (ps) {
-    char *end = NULL;
-    long v = strtol(ps, &end, 10);
-    if (!*ps || *end || v < 1 || v > LTDI_REG_PAGE_MAX) {
-      ltdi__resp_error(rs, 422, "page_size must be an integer in 1..%d", LTDI_REG_PAGE_MAX);
-      return -1;
-    }
-    *page_size = (size_t)v;
-  }
-  *token = ltdi__query(rq, "page_token");
-  return 0;
-}
-
 /* ---- connection state and the access handler ---------------------------------------------- */
 
 typedef struct conn_state {
   char *body;
   size_t len, cap;
   int too_large;
+  int answered; /* answered on its head: the rest of the request is ignored */
   struct timespec t0;
 } conn_state;
 
@@ -231,7 +108,7 @@ static enum MHD_Result send_resp(ltdi_server *s, struct MHD_Connection *conn, co
   /* While draining, keep-alive clients are told to go so the drain ends. */
   if (atomic_load(&s->draining)) MHD_add_response_header(r, "Connection", "close");
   for (int i = 0; i < rs->n_hdr; i++) MHD_add_response_header(r, rs->hdr_name[i], rs->hdr_value[i]);
-  enum MHD_Result ok = MHD_queue_response(conn, (unsigned)rs->status, r);
+  enum MHD_Result ok = ltdi__http_queue(conn, (unsigned)rs->status, r);
   MHD_destroy_response(r);
   ltdi_metrics_request(s->metrics, endpoint, rs->status, st ? since(&st->t0) : 0.0);
   return ok;
@@ -298,6 +175,97 @@ static void dispatch(ltdi_server *s, struct MHD_Connection *conn, const char *ur
   hit->fn(s, &rq, rs);
 }
 
+/* The guard's record of conn (NULL if it could not track it). */
+static ltdi_conn *guard_of(struct MHD_Connection *conn) {
+  const union MHD_ConnectionInfo *ci =
+      MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+  return ci ? (ltdi_conn *)ci->socket_context : NULL;
+}
+
+typedef struct header_count {
+  int content_length, transfer_encoding, conflict;
+  const char *first;
+} header_count;
+
+static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value) {
+  (void)kind;
+  header_count *hc = cls;
+  if (!strcasecmp(key, "Content-Length")) {
+    if (hc->content_length++ && strcmp(hc->first, value ? value : "")) hc->conflict = 1;
+    if (!hc->first) hc->first = value ? value : "";
+  } else if (!strcasecmp(key, "Transfer-Encoding")) {
+    hc->transfer_encoding++;
+  }
+  return MHD_YES;
+}
+
+/* Checks a request head as soon as it is complete: a framing a proxy in
+ * front could read differently (conflicting Content-Length headers, or
+ * Content-Length with Transfer-Encoding: request smuggling), a connection
+ * from the reserve asking for more than a probe, and a declared body over
+ * the limit. 0 to go on, else the status of the answer put in rs. */
+static int check_head(ltdi_server *s, struct MHD_Connection *conn, const char *url, ltdi_resp *rs,
+                      const char **endpoint) {
+  header_count hc = {0, 0, 0, NULL};
+  MHD_get_connection_values(conn, MHD_HEADER_KIND, count_header, &hc);
+  if (hc.conflict || (hc.content_length && hc.transfer_encoding)) {
+    *endpoint = "(bad framing)";
+    ltdi__resp_header(rs, "Connection", "close");
+    ltdi__resp_error(rs, 400, "%s", hc.conflict
+                                        ? "conflicting Content-Length headers"
+                                        : "Content-Length together with Transfer-Encoding");
+    return 400;
+  }
+  const int probe = url && (!strcmp(url, "/health") || !strcmp(url, "/ready"));
+  if (ltdi_conn_in_reserve(guard_of(conn)) && !probe) {
+    *endpoint = "(reserve)";
+    ltdi_metrics_rejected(s->metrics, "connections");
+    ltdi__resp_header(rs, "Retry-After", "1");
+    ltdi__resp_header(rs, "Connection", "close");
+    ltdi__resp_error(rs, 503, "every connection slot is taken (max_connections %lld, of which "
+                              "%lld are kept for /health and /ready)",
+                     s->cfg.max_connections, s->cfg.reserved_connections);
+    return 503;
+  }
+  if (hc.first && strtoull(hc.first, NULL, 10) > (unsigned long long)s->cfg.max_body_bytes) {
+    *endpoint = "(body too large)";
+    ltdi__resp_error(rs, 413, "request body exceeds %lld bytes", s->cfg.max_body_bytes);
+    return 413;
+  }
+  return 0;
+}
+
+/* Appends one chunk of the body; past the limit (or out of memory) the
+ * body is dropped and the request answered 413 once complete. */
+static void add_body(ltdi_server *s, struct MHD_Connection *conn, conn_state *st,
+                     const char *upload, size_t n) {
+  if (st->too_large) return;
+  size_t need = st->len + n;
+  if (need > (size_t)s->cfg.max_body_bytes) {
+    st->too_large = 1;
+  } else if (need + 1 > st->cap) {
+    /* A declared length is allocated once and exactly; a chunked body grows. */
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+    size_t cap = cl ? (size_t)strtoull(cl, NULL, 10) + 1 : (st->cap ? st->cap * 2 : 4096);
+    while (cap < need + 1) cap *= 2;
+    char *b = realloc(st->body, cap);
+    if (!b)
+      st->too_large = 1;
+    else
+      st->body = b, st->cap = cap;
+  }
+  if (st->too_large) {
+    free(st->body);
+    st->body = NULL;
+    st->len = st->cap = 0;
+    return;
+  }
+  memcpy(st->body + st->len, upload, n);
+  st->len += n;
+  st->body[st->len] = '\0';
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload,
                                   size_t *upload_size, void **con_cls) {
@@ -305,59 +273,34 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   (void)version;
   conn_state *st = *con_cls;
   if (!st) {
+    /* The head is complete. */
+    if (ltdi_conn_enter(s->guard, guard_of(conn), LTDI_CONN_BODY)) return MHD_NO;
     st = calloc(1, sizeof *st);
     if (!st) return MHD_NO; /* drops the connection: nothing else can be done */
     clock_gettime(CLOCK_MONOTONIC, &st->t0);
     *con_cls = st;
-    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
-    if (cl && strtoull(cl, NULL, 10) > (unsigned long long)s->cfg.max_body_bytes) {
-      /* Answer before reading the body; MHD then closes the connection. */
-      st->too_large = 1;
-      ltdi_resp rs;
-      memset(&rs, 0, sizeof rs);
-      ltdi__resp_error(&rs, 413, "request body exceeds %lld bytes", s->cfg.max_body_bytes);
-      return send_resp(s, conn, "(body too large)", &rs, st);
+    ltdi_resp rs;
+    memset(&rs, 0, sizeof rs);
+    const char *endpoint = "(unknown)";
+    if (check_head(s, conn, url, &rs, &endpoint)) {
+      /* Answered before the body is read; libmicrohttpd then closes. */
+      st->too_large = st->answered = 1;
+      return send_resp(s, conn, endpoint, &rs, st);
     }
     return MHD_YES;
   }
   if (*upload_size) {
-    if (!st->too_large) {
-      size_t need = st->len + *upload_size;
-      if (need > (size_t)s->cfg.max_body_bytes) {
-        st->too_large = 1;
-        free(st->body);
-        st->body = NULL;
-        st->len = st->cap = 0;
-      } else {
-        if (need + 1 > st->cap) {
-          size_t cap = st->cap ? st->cap : 4096;
-          while (cap < need + 1) cap *= 2;
-          char *b = realloc(st->body, cap);
-          if (!b) {
-            /* Out of memory: treat like an oversized body, answered below. */
-            st->too_large = 1;
-            free(st->body);
-            st->body = NULL;
-            st->len = st->cap = 0;
-          } else {
-            st->body = b, st->cap = cap;
-          }
-        }
-        if (!st->too_large) {
-          memcpy(st->body + st->len, upload, *upload_size);
-          st->len += *upload_size;
-          st->body[st->len] = '\0';
-        }
-      }
-    }
+    add_body(s, conn, st, upload, *upload_size);
     *upload_size = 0;
     return MHD_YES;
   }
   /* The whole request is here. */
+  if (st->answered) return MHD_YES;
+  if (ltdi_conn_enter(s->guard, guard_of(conn), LTDI_CONN_BUSY)) return MHD_NO;
   ltdi_resp rs;
   memset(&rs, 0, sizeof rs);
   const char *endpoint = "(unknown)";
-  int limited = !(url && !strcmp(url, "/health"));
+  int limited = !(url && (!strcmp(url, "/health") || !strcmp(url, "/ready")));
   int now = limited ? atomic_fetch_add(&s->in_flight, 1) + 1 : 0;
   if (limited && now > s->cfg.max_in_flight) {
     ltdi_metrics_rejected(s->metrics, "in_flight");
@@ -374,29 +317,64 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
-  (void)cls, (void)conn, (void)toe;
+  ltdi_server *s = cls;
+  (void)toe;
   conn_state *st = *con_cls;
   if (st) {
     free(st->body);
     free(st);
   }
   *con_cls = NULL;
+  (void)ltdi_conn_enter(s->guard, guard_of(conn), LTDI_CONN_IDLE);
 }
 
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
                           enum MHD_ConnectionNotificationCode toe) {
-  (void)conn, (void)socket_context;
   ltdi_server *s = cls;
-  if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+  if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
     atomic_fetch_add(&s->open_connections, 1);
-  else if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    *socket_context = ci ? ltdi_conn_guard_open(s->guard, ci->connect_fd) : NULL;
+    /* A connection without deadlines is one a slow client could keep: end it. */
+    if (!*socket_context && ci) shutdown(ci->connect_fd, SHUT_RDWR);
+  } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
     atomic_fetch_sub(&s->open_connections, 1);
+    ltdi_conn_guard_close(s->guard, *socket_context);
+    *socket_context = NULL;
+  }
 }
 
+static void on_deadline(void *ctx, const char *reason) {
+  ltdi_server *s = ctx;
+  ltdi_metrics_rejected(s->metrics, reason);
+}
+
+/* libmicrohttpd logs every refused connection: under a flood of them, at
+ * most LOG_BURST lines per LOG_WINDOW_S seconds reach stderr, and the next
+ * window starts with how many were left out. */
+#define LOG_BURST 20
+#define LOG_WINDOW_S 10
+
 static void mhd_log(void *cls, const char *fmt, va_list ap) {
-  (void)cls;
-  fputs("ltdi-serve: http: ", stderr);
-  vfprintf(stderr, fmt, ap);
+  ltdi_server *s = cls;
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  pthread_mutex_lock(&s->log_mu);
+  if (now.tv_sec - s->log_window >= LOG_WINDOW_S) {
+    if (s->log_suppressed)
+      fprintf(stderr, "ltdi-serve: http: %ld more messages left out in %d s\n", s->log_suppressed,
+              LOG_WINDOW_S);
+    s->log_window = now.tv_sec, s->log_lines = 0, s->log_suppressed = 0;
+  }
+  if (s->log_lines < LOG_BURST) {
+    s->log_lines++;
+    fputs("ltdi-serve: http: ", stderr);
+    vfprintf(stderr, fmt, ap);
+  } else {
+    s->log_suppressed++;
+  }
+  pthread_mutex_unlock(&s->log_mu);
 }
 
 int ltdi__http_start(ltdi_server *s, int *port, char *err, size_t errlen) {
@@ -408,22 +386,29 @@ int ltdi__http_start(ltdi_server *s, int *port, char *err, size_t errlen) {
     return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
                      "--host '%s' is not an IPv4 address", s->cfg.host);
   }
+  const ltdi_serve_config *c = &s->cfg;
+  ltdi_guard_config gc = {(long)c->header_timeout_ms, (long)c->body_timeout_ms,
+                          (long)c->connection_timeout_s * 1000, (int)c->max_connections,
+                          (int)c->reserved_connections};
+  if (ltdi_conn_guard_create(&s->guard, &gc, on_deadline, s))
+    return ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "cannot start the connection watchdog");
   unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
                    MHD_USE_ITC | MHD_USE_ERROR_LOG;
   s->mhd = MHD_start_daemon(
-      flags, (uint16_t)s->cfg.port, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER,
-      mhd_log, s, MHD_OPTION_SOCK_ADDR,
-      (struct sockaddr *)&addr, MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->cfg.max_connections,
-      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->cfg.connection_timeout_s,
-      MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
-      MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024), MHD_OPTION_LISTEN_BACKLOG_SIZE,
-      (unsigned)1024, MHD_OPTION_END);
+      flags, (uint16_t)c->port, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
+      MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_CONNECTION_LIMIT,
+      (unsigned)c->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+      (unsigned)c->max_connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
+      (unsigned)c->connection_timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+      MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_THREAD_STACK_SIZE,
+      (size_t)(512 * 1024), MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024, MHD_OPTION_END);
   if (!s->mhd) {
-    return ltdi_fail(err, errlen, LTDI_ERR_IO,
-                     "cannot listen on %s:%lld", s->cfg.host, s->cfg.port);
+    ltdi_conn_guard_free(s->guard);
+    s->guard = NULL;
+    return ltdi_fail(err, errlen, LTDI_ERR_IO, "cannot listen on %s:%lld", c->host, c->port);
   }
   const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
-  *port = info ? (int)info->port : (int)s->cfg.port;
+  *port = info ? (int)info->port : (int)c->port;
   return 0;
 }
 
@@ -434,6 +419,8 @@ void ltdi__http_quiesce(ltdi_server *s) {
 void ltdi__http_stop(ltdi_server *s) {
   if (s->mhd) MHD_stop_daemon(s->mhd);
   s->mhd = NULL;
+  ltdi_conn_guard_free(s->guard); /* every connection is closed now */
+  s->guard = NULL;
   if (s->listen_fd >= 0) close(s->listen_fd); /* quiesce handed the socket to us */
   s->listen_fd = -1;
 }

@@ -3,6 +3,7 @@
  * e.g. "support.embeddings[3][7] is not a finite float32". */
 #define _POSIX_C_SOURCE 200809L
 #include "server/json_api.h"
+#include "server/json_budget.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -30,12 +31,16 @@ const char *ltdi_api_error_type(int status) {
   case 404: return "not_found_error";
   case 405: return "method_not_allowed";
   case 406: return "not_acceptable";
+  case 408: return "timeout_error";
   case 409: return "conflict_error";
-  case 413: return "request_too_large";
+  case 413:
+  case 414:
+  case 431: return "request_too_large";
   case 422: return "validation_error";
   case 429: return "rate_limit_error";
   case 503: return "overloaded_error";
   case 504: return "timeout_error";
+  case 505: return "http_version_not_supported";
   default: return status >= 500 ? "internal_error" : "invalid_request_error";
   }
 }
@@ -243,7 +248,11 @@ int ltdi_api_parse_generate(const char *body, size_t len, int max_samples, ltdi_
   r->samples = 1;
   r->format = LTDI_FORMAT_UNSET;
   json_error_t jerr;
-  json_t *o = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES, &jerr);
+  ltdi_json_bounded tree = ltdi_json_bounded_load(body, len, JSON_REJECT_DUPLICATES, &jerr);
+  json_t *o = tree.root;
+  if (!o && tree.over_budget)
+    return ltdi_api_fail(e, 503, LTDI_ERR_NOMEM,
+                         "too many large bodies are being parsed at once (max_parse_bytes); retry");
   if (!o)
     return ltdi_api_fail(e, 400, LTDI_ERR_FORMAT, "malformed JSON at line %d column %d: %s",
                          jerr.line, jerr.column, jerr.text);
@@ -252,7 +261,7 @@ int ltdi_api_parse_generate(const char *body, size_t len, int max_samples, ltdi_
     rc = ltdi_api_fail(e, 400, LTDI_ERR_FORMAT, "the request body must be a JSON object");
   else
     rc = parse_fields(o, max_samples, r, e);
-  json_decref(o);
+  ltdi_json_bounded_free(&tree);
   if (rc) ltdi_gen_request_free(r);
   return rc;
 }

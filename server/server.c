@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "base/error.h"
+#include "server/json_budget.h"
 #include "server/server_internal.h"
 #include "server/registry/sha256.h"
 
@@ -123,6 +124,8 @@ int ltdi_server_create(ltdi_server **out, const ltdi_serve_config *cfg, char *er
   if (!s) return LTDI_ERR_NOMEM;
   s->cfg = *cfg;
   s->listen_fd = -1;
+  pthread_mutex_init(&s->log_mu, NULL);
+  ltdi_json_budget_set((size_t)cfg->max_parse_bytes);
   atomic_init(&s->in_flight, 0);
   atomic_init(&s->open_connections, 0);
   atomic_init(&s->draining, 0);
@@ -201,5 +204,6 @@ void ltdi_server_free(ltdi_server *s) {
   ltdi_metrics_free(s->metrics);
   ltdi_auth_free(s->auth);
   ltdi_registry_close(s->reg);
+  pthread_mutex_destroy(&s->log_mu);
   free(s);
 }

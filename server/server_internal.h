@@ -6,6 +6,7 @@
 #define LTDI_SERVER_INTERNAL_H
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -21,6 +22,8 @@
 
 struct MHD_Daemon;
 struct MHD_Connection;
+struct MHD_Response;
+struct ltdi_conn_guard;
 
 struct ltdi_server {
   ltdi_serve_config cfg;
@@ -31,6 +34,9 @@ struct ltdi_server {
   ltdi_model_set *models;
   ltdi_batcher *batcher;
   struct MHD_Daemon *mhd;
+  struct ltdi_conn_guard *guard; /* connection deadlines and the reserve (http_guard.h) */
+  pthread_mutex_t log_mu;        /* libmicrohttpd's log lines, rate-limited (http.c) */
+  long log_window, log_lines, log_suppressed;
   int listen_fd; /* after quiesce: the listening socket MHD gave back, else -1 */
   atomic_int in_flight;
   atomic_int open_connections; /* TCP connections now open (the batcher's clients) */
@@ -94,7 +100,10 @@ int ltdi__wants_safetensors(const ltdi_req *rq);
 /* Parses page_size/page_token query args; 0 or fills rs with 422. */
 int ltdi__page_args(const ltdi_req *rq, ltdi_resp *rs, size_t *page_size, const char **token);
 
-/* ---- listener (http.c) ---- */
+/* ---- listener (http.c, http_mhd_errors.c) ---- */
+/* Queues a response of the daemon's own (libmicrohttpd's MHD_queue_response;
+ * the name MHD_queue_response itself is taken by http_mhd_errors.c). */
+int ltdi__http_queue(struct MHD_Connection *conn, unsigned int status, struct MHD_Response *r);
 int ltdi__http_start(ltdi_server *s, int *port, char *err, size_t errlen);
 void ltdi__http_quiesce(ltdi_server *s); /* stop accepting new connections */
 void ltdi__http_stop(ltdi_server *s);    /* close everything, join threads */
