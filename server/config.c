@@ -41,7 +41,7 @@ static const setting SETTINGS[] = {
     INT(queue_capacity, 256, 1, 65536, "queued generation requests before 503"),
     INT(request_timeout_ms, 30000, 1, 600000, "queue + compute deadline per request (504)"),
     INT(max_body_bytes, 1048576, 1024, 1073741824, "largest request body (413)"),
-    INT(max_parse_bytes, 268435456, 1048576, 68719476736LL,
+    INT(max_parse_bytes, 67108864, 1048576, 68719476736LL,
         "memory all JSON bodies being parsed may hold at once (503 past it)"),
     INT(max_connections, 256, 1, 10000, "open HTTP connections, the reserve included"),
     INT(reserved_connections, 16, 0, 1000,

@@ -10,12 +10,14 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
-/* A parse whose tree held at least this much trims the heap when freed:
- * glibc keeps freed small chunks in per-thread arenas otherwise, and the
- * daemon's resident size would stay at its peak. */
+/* After a parse that held at least this much, the heap is trimmed once no
+ * bounded parse holds memory any more: glibc keeps freed small chunks in
+ * its arenas otherwise, and the daemon's resident size would stay at its
+ * peak. */
 #define TRIM_AFTER_BYTES ((size_t)4 << 20)
 
 static atomic_size_t g_in_use;
+static atomic_int g_trim_pending;
 static atomic_size_t g_max = (size_t)256 << 20;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
@@ -23,7 +25,7 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static _Thread_local struct {
   int active;
   int over;
-  size_t charged;
+  size_t charged, peak;
 } t_parse;
 
 static void *budget_malloc(size_t n) {
@@ -38,6 +40,7 @@ static void *budget_malloc(size_t n) {
     return NULL;
   }
   t_parse.charged += u;
+  if (t_parse.charged > t_parse.peak) t_parse.peak = t_parse.charged;
   return p;
 }
 
@@ -48,6 +51,11 @@ static void budget_free(void *p) {
     atomic_fetch_sub(&g_in_use, u);
   }
   free(p);
+}
+
+/* The last parse out after a large one gives the freed memory back. */
+static void trim_if_idle(void) {
+  if (atomic_load(&g_in_use) == 0 && atomic_exchange(&g_trim_pending, 0)) malloc_trim(0);
 }
 
 static void install(void) { json_set_alloc_funcs(budget_malloc, budget_free); }
@@ -63,11 +71,13 @@ ltdi_json_bounded ltdi_json_bounded_load(const char *buf, size_t len, size_t fla
                                          json_error_t *jerr) {
   pthread_once(&g_once, install);
   ltdi_json_bounded b = {NULL, 0, 0};
-  t_parse.active = 1, t_parse.over = 0, t_parse.charged = 0;
+  t_parse.active = 1, t_parse.over = 0, t_parse.charged = 0, t_parse.peak = 0;
   b.root = json_loadb(buf ? buf : "", len, flags, jerr);
   b.over_budget = !b.root && t_parse.over;
   b.charged = t_parse.charged; /* a failed parse has freed its partial tree */
   t_parse.active = 0;
+  if (t_parse.peak >= TRIM_AFTER_BYTES) atomic_store(&g_trim_pending, 1);
+  if (!b.root) trim_if_idle();
   return b;
 }
 
@@ -79,6 +89,6 @@ void ltdi_json_bounded_free(ltdi_json_bounded *b) {
    * exactly what the parse charged. */
   atomic_fetch_sub(&g_in_use, t_parse.charged);
   t_parse.active = 0;
-  if (b->charged >= TRIM_AFTER_BYTES) malloc_trim(0);
   b->root = NULL, b->charged = 0;
+  trim_if_idle();
 }
