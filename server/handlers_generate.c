@@ -356,6 +356,19 @@ static int find_stored(ltdi_server *s, gen_state *g) {
   return g->cached;
 }
 
+/* While the registry cannot write, a new generation could not be recorded
+ * and would answer 503 after its whole sampling pass: refuse it before
+ * computing (a stored one is still answered). The probe is /ready's, so a
+ * daemon that nobody polls also notices when space returns. */
+static int registry_refuses(ltdi_server *s, ltdi_resp *rs) {
+  char err[LTDI_REG_REASON_MAX + 64];
+  if (!ltdi_registry_probe_write(s->reg, LTDI__REGISTRY_PROBE_INTERVAL_MS, err, sizeof err))
+    return 0;
+  ltdi__resp_header(rs, "Retry-After", "1");
+  ltdi__resp_error(rs, 503, "registry cannot write: %s", err);
+  return -1;
+}
+
 void ltdi__h_generate(ltdi_server *s, const ltdi_req *rq, ltdi_resp *rs) {
   gen_state g;
   memset(&g, 0, sizeof g);
@@ -369,7 +382,7 @@ void ltdi__h_generate(ltdi_server *s, const ltdi_req *rq, ltdi_resp *rs) {
   }
   if (find_model(s, &g, rs) || prepare(s, &g, rs)) goto done;
   if (!find_stored(s, &g)) {
-    if (run_job(s, &g, rs)) goto done;
+    if (registry_refuses(s, rs) || run_job(s, &g, rs)) goto done;
     if (ltdi__gen_weights_to_st(g.sm, &g.head, g.ways, g.w, g.task_id, g.seed, g.r.samples, &g.st,
                                 &g.st_len)) {
       ltdi__resp_error(rs, 503, "out of memory for the safetensors response");

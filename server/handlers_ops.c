@@ -1,6 +1,7 @@
 /* server/handlers_ops.c — the operational endpoints: GET /health (liveness,
  * never needs a key), GET /ready (200 only once the default model is loaded
- * and warmed up) and GET /metrics (Prometheus text). */
+ * and warmed up, and while the registry can write) and GET /metrics
+ * (Prometheus text). */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,10 +16,12 @@ void ltdi__h_health(ltdi_server *s, const ltdi_req *rq, ltdi_resp *rs) {
                                      atomic_load(&s->draining) != 0));
 }
 
-/* 1 when the default model resolves to a version held in memory; `why`
- * says what is missing otherwise. */
+/* 1 when the default model resolves to a version held in memory and the
+ * registry can write; `why` says what is missing otherwise. The registry
+ * matters because every generation records its task: on a full disk each
+ * one would answer 503, so the daemon must not look ready. */
 static int default_ready(ltdi_server *s, char *why, size_t n, ltdi_model_version *v) {
-  char err[256] = "";
+  char err[LTDI_REG_REASON_MAX + 64] = "";
   int rc = ltdi_registry_resolve(s->reg, NULL, v, err, sizeof err);
   if (rc) {
     snprintf(why, n, "no default model: %s", err);
@@ -30,6 +33,10 @@ static int default_ready(ltdi_server *s, char *why, size_t n, ltdi_model_version
     return 0;
   }
   ltdi_model_set_release(s->models, sm);
+  if (ltdi_registry_probe_write(s->reg, LTDI__REGISTRY_PROBE_INTERVAL_MS, err, sizeof err)) {
+    snprintf(why, n, "registry cannot write: %s", err);
+    return 0;
+  }
   return 1;
 }
 
@@ -67,6 +74,10 @@ void ltdi__h_metrics(ltdi_server *s, const ltdi_req *rq, ltdi_resp *rs) {
   memset(&v, 0, sizeof v);
   live.ready = default_ready(s, why, sizeof why, &v);
   ltdi_model_version_clear(&v);
+  ltdi_registry_write_state ws;
+  ltdi_registry_get_write_state(s->reg, &ws);
+  live.registry_writable = ws.writable;
+  live.registry_write_failures = ws.failures;
   live.n_loaded = ltdi_model_set_list(s->models, names, versions, shas, CAP);
   for (int i = 0; i < live.n_loaded; i++) {
     live.loaded_names[i] = names[i];

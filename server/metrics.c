@@ -228,8 +228,20 @@ char *ltdi_metrics_render(ltdi_metrics *m, const ltdi_metrics_live *live) {
             "# TYPE ltdi_queue_depth gauge\nltdi_queue_depth %d\n", live->queue_depth);
     put(&s, "# HELP ltdi_in_flight Requests being handled.\n"
             "# TYPE ltdi_in_flight gauge\nltdi_in_flight %d\n", live->in_flight);
-    put(&s, "# HELP ltdi_ready 1 when the default model is loaded and warmed up.\n"
+    put(&s, "# HELP ltdi_ready 1 when /ready answers 200: the default model is loaded and "
+            "warmed up and the registry can write.\n"
             "# TYPE ltdi_ready gauge\nltdi_ready %d\n", live->ready);
+    /* The counter lives in the registry (it sees every write); a scrape
+     * copies it, so it counts from the daemon's start like the others. */
+    put(&s, "# HELP ltdi_registry_writable 0 after a registry write failed for storage (disk "
+            "full, I/O error, read-only) until a write or /ready's probe succeeds.\n"
+            "# TYPE ltdi_registry_writable gauge\nltdi_registry_writable %d\n",
+        live->registry_writable);
+    put(&s, "# HELP ltdi_registry_write_failures_total Registry writes that failed for "
+            "storage (probes not counted).\n"
+            "# TYPE ltdi_registry_write_failures_total counter\n"
+            "ltdi_registry_write_failures_total %llu\n",
+        (unsigned long long)live->registry_write_failures);
     put(&s, "# HELP ltdi_backend_info Compute backend.\n# TYPE ltdi_backend_info gauge\n"
             "ltdi_backend_info{backend=\"%s\"} 1\n", live->backend ? live->backend : "cpu");
     put(&s, "# HELP ltdi_model_loaded_info Model versions held in memory.\n"

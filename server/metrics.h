@@ -1,6 +1,7 @@
 /* server/metrics.h — the daemon's Prometheus metrics: request counts by
  * endpoint and status, request-duration, queue-wait, compute and batch-size
- * histograms, generated weights, and info gauges. Thread-safe (one mutex);
+ * histograms, generated weights, the registry's write health, and info
+ * gauges. Thread-safe (one mutex);
  * endpoint labels are static route templates such as "/v1/models/{name}". */
 #ifndef LTDI_SERVER_METRICS_H
 #define LTDI_SERVER_METRICS_H
@@ -32,7 +33,9 @@ typedef struct ltdi_metrics_live {
   const char *backend;   /* "cpu" / "cuda" */
   int queue_depth;
   int in_flight;
-  int ready;
+  int ready;                        /* what /ready answers: 1 = 200 */
+  int registry_writable;            /* the registry's last write reached the disk */
+  uint64_t registry_write_failures; /* its writes that failed for storage */
   int n_loaded;
   const char *loaded_names[64];
   int64_t loaded_versions[64];

@@ -45,6 +45,11 @@ struct ltdi_server {
   uint64_t seed_base;
 };
 
+/* While the registry cannot write, /ready, /metrics and /v1/generate probe
+ * it (ltdi_registry_probe_write) at most once in this interval, however
+ * many clients call them. */
+#define LTDI__REGISTRY_PROBE_INTERVAL_MS 1000
+
 #define LTDI_MAX_PARAMS 4
 #define LTDI_MAX_HEADERS 12
 

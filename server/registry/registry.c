@@ -5,7 +5,8 @@
  *
  * Model versions live in registry_versions.c; the default model and resolving
  * references in registry_resolve.c; listing and page tokens in
- * registry_list.c; aliases and tasks in registry_tasks.c. The contract is in
+ * registry_list.c; aliases and tasks in registry_tasks.c; whether writes
+ * reach the disk in registry_writable.c. The contract is in
  * registry.h; docs/REGISTRY.md explains the schema and the choices
  * (WAL + synchronous=NORMAL, one mutex). */
 #define _POSIX_C_SOURCE 200809L
@@ -44,8 +45,12 @@ int ltdi__reg_sqlfail(ltdi_registry *reg, int rc, const char *what, char *err,
                       size_t errlen) {
   int code = map_sqlite(rc);
   if (code == 0) code = LTDI_ERR_IO; /* called on an unexpected ROW/DONE */
-  return ltdi_fail(err, errlen, code, "%s: %s", what,
-                   reg && reg->db ? sqlite3_errmsg(reg->db) : sqlite3_errstr(rc));
+  const char *msg = reg && reg->db ? sqlite3_errmsg(reg->db) : sqlite3_errstr(rc);
+  if (reg) {
+    reg->fail_rc = rc;
+    snprintf(reg->fail_msg, sizeof reg->fail_msg, "%s: %s", what, msg);
+  }
+  return ltdi_fail(err, errlen, code, "%s: %s", what, msg);
 }
 
 int ltdi__reg_prepare(ltdi_registry *reg, const char *sql, sqlite3_stmt **st, char *err,

@@ -15,7 +15,8 @@
  * PRAGMA user_version) and turns on WAL, a busy timeout and foreign keys.
  * Every statement is prepared with bound values; no SQL is built from values.
  * Every write is one transaction, so a SIGKILL at any moment leaves either the
- * whole write or none of it (tests/integration/registry_sigkill.sh).
+ * whole write or none of it (tests/integration/registry_sigkill.sh). Whether
+ * writes still reach the disk is tracked (ltdi_registry_probe_write).
  *
  * Thread safety: one connection per handle, guarded by a mutex inside the
  * handle, so every function may be called from any thread at the same time.
@@ -270,6 +271,44 @@ int ltdi_registry_count_tasks(ltdi_registry *reg, const char *model_filter, int6
 /* Runs PRAGMA integrity_check and PRAGMA foreign_key_check; 0 when both are
  * clean, LTDI_ERR_FORMAT with the first complaint in err otherwise. */
 int ltdi_registry_check(ltdi_registry *reg, char *err, size_t errlen);
+
+/* ---- can writes reach the disk? ---------------------------------------- *
+ * Every write above records how it ended. One that fails for storage —
+ * SQLite's FULL, IOERR, READONLY, CANTOPEN or PERM (a full disk, an I/O
+ * error, a file or directory that became read-only or vanished) — marks
+ * the registry not writable and is counted; a later write that commits a
+ * change marks it writable again. Other failures (a bad argument, a
+ * missing row, a lock held by another process past the busy timeout) say
+ * nothing about the disk and leave the state alone. */
+
+#define LTDI_REG_PROBE_MIN_BYTES 65536 /* smallest probe write, see probe_write */
+
+typedef struct ltdi_registry_write_state {
+  int writable;            /* 0 from a storage failure until a write succeeds */
+  uint64_t failures;       /* storage failures of writes since open (probes not counted) */
+  char reason[LTDI_REG_REASON_MAX]; /* "what: sqlite message" while !writable, else "" */
+} ltdi_registry_write_state;
+
+/* Copies the state; does no I/O. */
+void ltdi_registry_get_write_state(ltdi_registry *reg, ltdi_registry_write_state *out);
+
+/* 0 when the registry is writable. While it is not, this first tries one
+ * probe write, unless the last probe was less than min_interval_ms ago (a
+ * caller polled by many clients passes e.g. 1000; 0 always probes), and
+ * returns LTDI_ERR_IO with the reason in err while it still fails. While
+ * the registry is writable it writes nothing: ordinary writes keep the
+ * state current, so a disk that fills while nothing writes is noticed by
+ * the next write that fails.
+ *
+ * The probe commits a row of zeros to `settings` and deletes it again (two
+ * transactions, so its pages really are written), at least
+ * LTDI_REG_PROBE_MIN_BYTES and at least the largest task weights put_task
+ * was given. The size is the point: in WAL mode a commit appends to the
+ * -wal file, and on a full disk only a write that fits in the part of that
+ * file already written succeeds, so a tiny probe could pass where a
+ * task's write fails, and the daemon would flap between ready and not. */
+int ltdi_registry_probe_write(ltdi_registry *reg, int64_t min_interval_ms, char *err,
+                              size_t errlen);
 
 /* Validators the daemon can use before it calls in (0 or INVALID_ARG). */
 int ltdi_registry_valid_name(const char *name);

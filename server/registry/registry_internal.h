@@ -28,13 +28,23 @@ struct ltdi_registry {
   pthread_mutex_t mu;
   ltdi__reg_cached cache[LTDI__REG_CACHE];
   int n_cache;
+  /* How writes end (registry_writable.c); all under mu. */
+  int fail_rc;                          /* last SQLite failure of this call, 0 if none */
+  char fail_msg[LTDI_REG_REASON_MAX];   /* its "what: message" */
+  int64_t changes_at_lock;              /* sqlite3_total_changes64 when the write began */
+  int unwritable;                       /* a write failed for storage, none succeeded since */
+  char unwritable_reason[LTDI_REG_REASON_MAX];
+  uint64_t write_failures;              /* such failures of ordinary writes since open */
+  int64_t last_probe_ms;                /* CLOCK_MONOTONIC of the last probe; 0 = never */
+  size_t largest_task;                  /* bytes of the largest weights put_task was given */
 };
 
 /* The columns ltdi__reg_read_version expects, in order. */
 #define LTDI__REG_VERSION_COLS \
   "name, version, path, sha256, size_bytes, status, reason, metadata, created_at, loaded"
 
-/* Maps an SQLite result code to an ltdi code, writing "what: sqlite message". */
+/* Maps an SQLite result code to an ltdi code, writing "what: sqlite message"
+ * (and remembering both for ltdi__reg_write_unlock). */
 int ltdi__reg_sqlfail(ltdi_registry *reg, int rc, const char *what, char *err,
                       size_t errlen);
 /* A statement for `sql`, from the registry's cache when one is free (lock
@@ -48,6 +58,12 @@ void ltdi__reg_release(ltdi_registry *reg, sqlite3_stmt *st);
 int ltdi__reg_exec(ltdi_registry *reg, const char *sql, char *err, size_t errlen);
 /* ROLLBACK if a transaction is open; never fails visibly. */
 void ltdi__reg_rollback(ltdi_registry *reg);
+
+/* Every write function takes and drops the lock with these two instead of
+ * pthread_mutex_lock/unlock, so the registry learns how each write ended
+ * (ltdi_registry_get_write_state). unlock returns r, the write's result. */
+void ltdi__reg_write_lock(ltdi_registry *reg);
+int ltdi__reg_write_unlock(ltdi_registry *reg, int r);
 
 int64_t ltdi__reg_now_ms(void);
 /* Copies text column `col` into dst (truncating, always terminated). */

@@ -62,7 +62,7 @@ int ltdi_registry_set_default_model(ltdi_registry *reg, const char *name, char *
                                     size_t errlen) {
   if (name && ltdi_registry_valid_name(name))
     return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "invalid model name");
-  pthread_mutex_lock(&reg->mu);
+  ltdi__reg_write_lock(reg);
   sqlite3_stmt *st;
   int r = ltdi__reg_prepare(reg, name ? "INSERT INTO settings(key, value) VALUES('default_model', ?1) "
                                         "ON CONFLICT(key) DO UPDATE SET value = excluded.value"
@@ -74,8 +74,7 @@ int ltdi_registry_set_default_model(ltdi_registry *reg, const char *name, char *
     if (rc != SQLITE_DONE) r = ltdi__reg_sqlfail(reg, rc, "set default model", err, errlen);
     ltdi__reg_release(reg, st);
   }
-  pthread_mutex_unlock(&reg->mu);
-  return r;
+  return ltdi__reg_write_unlock(reg, r);
 }
 
 /* Copies the first column of a one-row query with no parameters into out

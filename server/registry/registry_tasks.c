@@ -22,7 +22,7 @@ int ltdi_registry_set_alias(ltdi_registry *reg, const char *name, const char *al
                             int64_t version, char *err, size_t errlen) {
   if (ltdi_registry_valid_name(name) || ltdi_registry_valid_alias(alias))
     return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "invalid model name or alias");
-  pthread_mutex_lock(&reg->mu);
+  ltdi__reg_write_lock(reg);
   sqlite3_stmt *st;
   /* The foreign key (name, version) → model_versions refuses a missing
    * version inside the statement itself: nothing to check beforehand. */
@@ -42,14 +42,13 @@ int ltdi_registry_set_alias(ltdi_registry *reg, const char *name, const char *al
     else if (rc != SQLITE_DONE) r = ltdi__reg_sqlfail(reg, rc, "set alias", err, errlen);
     ltdi__reg_release(reg, st);
   }
-  pthread_mutex_unlock(&reg->mu);
-  return r;
+  return ltdi__reg_write_unlock(reg, r);
 }
 
 int ltdi_registry_delete_alias(ltdi_registry *reg, const char *name, const char *alias,
                                char *err, size_t errlen) {
   if (!name || !alias) return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "no name or alias");
-  pthread_mutex_lock(&reg->mu);
+  ltdi__reg_write_lock(reg);
   sqlite3_stmt *st;
   int r = ltdi__reg_prepare(reg, "DELETE FROM aliases WHERE name = ?1 AND alias = ?2", &st,
                             err, errlen);
@@ -62,8 +61,7 @@ int ltdi_registry_delete_alias(ltdi_registry *reg, const char *name, const char 
       r = ltdi_fail(err, errlen, LTDI_ERR_NOT_FOUND, "unknown alias %s@%s", name, alias);
     ltdi__reg_release(reg, st);
   }
-  pthread_mutex_unlock(&reg->mu);
-  return r;
+  return ltdi__reg_write_unlock(reg, r);
 }
 
 int ltdi_registry_list_aliases(ltdi_registry *reg, const char *name,
@@ -167,7 +165,9 @@ int ltdi_registry_put_task(ltdi_registry *reg, const ltdi_task_record *t, int *e
     return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "weights empty or over 2 GiB");
   int64_t seed;
   memcpy(&seed, &t->seed, sizeof seed); /* uint64 stored bit for bit */
-  pthread_mutex_lock(&reg->mu);
+  ltdi__reg_write_lock(reg);
+  /* The probe write must be able to take a task this size (registry.h). */
+  if (t->weights_size > reg->largest_task) reg->largest_task = t->weights_size;
   sqlite3_stmt *st;
   /* One statement, so one implicit transaction: a kill leaves the row whole
    * or absent. DO NOTHING only on task_id, so CHECK and foreign-key failures
@@ -203,8 +203,7 @@ int ltdi_registry_put_task(ltdi_registry *reg, const ltdi_task_record *t, int *e
     else if (existed) *existed = sqlite3_changes(reg->db) == 0;
     ltdi__reg_release(reg, st);
   }
-  pthread_mutex_unlock(&reg->mu);
-  return r;
+  return ltdi__reg_write_unlock(reg, r);
 }
 
 #define TASK_COLS                                                                   \

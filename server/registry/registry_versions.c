@@ -138,7 +138,7 @@ int ltdi_registry_add_version(ltdi_registry *reg, const char *name, const char *
     return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "sha256 is not 64 lowercase hex digits");
   if (size_bytes < 0 || !ltdi_version_status_name(status))
     return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "bad size or status");
-  pthread_mutex_lock(&reg->mu);
+  ltdi__reg_write_lock(reg);
   sqlite3_stmt *st = NULL;
   int64_t now = ltdi__reg_now_ms();
   int r = ltdi__reg_exec(reg, "BEGIN IMMEDIATE", err, errlen);
@@ -193,8 +193,7 @@ int ltdi_registry_add_version(ltdi_registry *reg, const char *name, const char *
 out:
   ltdi__reg_release(reg, st);
   if (r) ltdi__reg_rollback(reg);
-  pthread_mutex_unlock(&reg->mu);
-  return r;
+  return ltdi__reg_write_unlock(reg, r);
 }
 
 int ltdi_registry_set_status(ltdi_registry *reg, const char *name, int64_t version,
@@ -202,7 +201,7 @@ int ltdi_registry_set_status(ltdi_registry *reg, const char *name, int64_t versi
                              char *err, size_t errlen) {
   if (!name || !ltdi_version_status_name(status))
     return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "bad name or status");
-  pthread_mutex_lock(&reg->mu);
+  ltdi__reg_write_lock(reg);
   sqlite3_stmt *st;
   int r = ltdi__reg_prepare(reg, "UPDATE model_versions SET status = ?3, reason = ?4 "
                                  "WHERE name = ?1 AND version = ?2", &st, err, errlen);
@@ -214,14 +213,13 @@ int ltdi_registry_set_status(ltdi_registry *reg, const char *name, int64_t versi
     r = step_write(reg, st, "set status", name, version, err, errlen);
     ltdi__reg_release(reg, st);
   }
-  pthread_mutex_unlock(&reg->mu);
-  return r;
+  return ltdi__reg_write_unlock(reg, r);
 }
 
 int ltdi_registry_set_loaded(ltdi_registry *reg, const char *name, int64_t version,
                              int loaded, char *err, size_t errlen) {
   if (!name) return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "no name");
-  pthread_mutex_lock(&reg->mu);
+  ltdi__reg_write_lock(reg);
   sqlite3_stmt *st;
   int r = ltdi__reg_prepare(reg, "UPDATE model_versions SET loaded = ?3 "
                                  "WHERE name = ?1 AND version = ?2", &st, err, errlen);
@@ -232,13 +230,11 @@ int ltdi_registry_set_loaded(ltdi_registry *reg, const char *name, int64_t versi
     r = step_write(reg, st, "set loaded", name, version, err, errlen);
     ltdi__reg_release(reg, st);
   }
-  pthread_mutex_unlock(&reg->mu);
-  return r;
+  return ltdi__reg_write_unlock(reg, r);
 }
 
 int ltdi_registry_clear_loaded(ltdi_registry *reg, char *err, size_t errlen) {
-  pthread_mutex_lock(&reg->mu);
+  ltdi__reg_write_lock(reg);
   int r = ltdi__reg_exec(reg, "UPDATE model_versions SET loaded = 0 WHERE loaded <> 0", err, errlen);
-  pthread_mutex_unlock(&reg->mu);
-  return r;
+  return ltdi__reg_write_unlock(reg, r);
 }

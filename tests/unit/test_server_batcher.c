@@ -18,6 +18,7 @@
 #include "core/model.h"
 #include "core/rng.h"
 #include "server/batcher.h"
+#include "tests/unit/class_token_model.h"
 
 #define DC 3 /* condition floats per class */
 #define P 4  /* parameters per class */
@@ -357,18 +358,7 @@ static int pool_run(void *ctx, void *model, int ways, const float *cond, const u
 }
 
 static ltdi_model *class_token_model(ltdi_backend *be, int dim, int max_ways) {
-  ltdi_schedule s;
-  ltdi_schedule_config sc = ltdi_schedule_config_default(8, 3);
-  cr_assert_eq(ltdi_schedule_init(&s, &sc), 0);
-  ltdi_cden_config cfg;
-  ltdi_cden_config_default(&cfg, dim + 1, dim);
-  cfg.width = 16, cfg.time_dim = 8;
-  ltdi_model *m = NULL;
-  cr_assert_eq(ltdi_model_create_class_tokens(&m, be, &cfg, &s, dim, max_ways), 0);
-  ltdi_rng rng;
-  ltdi_rng_init(&rng, 23, 7);
-  ltdi_rng_fill_normal(&rng, ltdi_model_params(m), (long)ltdi_model_num_params(m), 0.2f);
-  cr_assert_eq(ltdi_model_set_residual_stats(m, 0.1f, 0.5f, -0.2f, 0.8f), 0);
+  ltdi_model *m = ltdi_test_class_token_model(be, dim, max_ways, 23);
   m->sampler.sigma = LTDI_SIGMA_BETA; /* noise at every step: seeds matter throughout */
   return m;
 }
