@@ -33,25 +33,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "core/model.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
 
-static int g_fail = 0, g_checks = 0;
-static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
-
-#define CHECK(cond, ...)                                                    \
-  do {                                                                      \
-    pthread_mutex_lock(&g_mu);                                              \
-    g_checks++;                                                             \
-    if (!(cond)) {                                                          \
-      g_fail++;                                                             \
-      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                  \
-      fprintf(stderr, __VA_ARGS__);                                         \
-      fputc('\n', stderr);                                                  \
-    }                                                                       \
-    pthread_mutex_unlock(&g_mu);                                            \
-  } while (0)
 
 static const char *g_bin;
 static char g_dir[512];

@@ -35,21 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static int g_fail = 0, g_checks = 0;
-static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
-
-#define CHECK(cond, ...)                                   \
-  do {                                                     \
-    pthread_mutex_lock(&g_mu);                             \
-    g_checks++;                                            \
-    if (!(cond)) {                                         \
-      g_fail++;                                            \
-      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-      fprintf(stderr, __VA_ARGS__);                        \
-      fputc('\n', stderr);                                 \
-    }                                                      \
-    pthread_mutex_unlock(&g_mu);                           \
-  } while (0)
+#include "check.h"
 
 static const char *g_bin;
 static char g_dir[512];
