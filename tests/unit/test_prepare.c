@@ -739,3 +739,68 @@ Test(prepare_linear, measure_reports_nearest_centroid_as_the_init, .init = setup
   cr_assert(m.dist_to_opt[0] == 1.0 && m.dist_to_opt[3] == 0.0);
   cr_assert(m.gain_ci95 >= 0 && isfinite(m.gain_ci95));
 }
+
+/* --train-shots: the head trains on 6 examples per class while the
+ * embedding and row 0 come from the first 2 of them (the support); 0 and
+ * shots itself give the file of a run without it; fewer than shots is
+ * refused. */
+Test(prepare_linear, train_shots_trains_on_more_than_the_support, .init = setup_linear,
+     .fini = teardown_linear) {
+  char out[300], plain[300], same[300];
+  path_in(out, sizeof out, "lin_t6.safetensors");
+  path_in(plain, sizeof plain, "lin_t0.safetensors");
+  path_in(same, sizeof same, "lin_t2.safetensors");
+  ltdi_prepare_config cfg = linear_config(out);
+  cfg.train_shots = 6;
+  ltdi_prepare_stats st;
+  run_ok(&cfg, &lin_bank, &st);
+  ltdi_prepare_config c0 = linear_config(plain), c2 = linear_config(same);
+  c2.train_shots = 2;
+  run_ok(&c0, &lin_bank, &st);
+  run_ok(&c2, &lin_bank, &st);
+  assert_same_file(plain, same);
+  ltdi_prepare_config bad = linear_config(out);
+  bad.train_shots = 1;
+  char err[256] = "";
+  cr_assert_eq(ltdi_prepare_run(&bad, &lin_bank, &st, err, sizeof err),
+               LTDI_ERR_INVALID_ARG);
+  ltdi_st_file *f;
+  cr_assert_eq(ltdi_st_read(out, &f, err, sizeof err), 0, "%s", err);
+  cr_assert_str_eq(ltdi_st_meta(f, "train_shots"), "6");
+  cr_assert_str_eq(ltdi_st_meta(f, "shots"), "2");
+  int64_t s3[3] = {24, 4, LIN_P}, s2[2] = {24, 5 * LIN_DIM}, s1[1] = {24};
+  const float *traj, *emb, *loss;
+  cr_assert_eq(ltdi_st_get_f32(f, "trajectories", 3, s3, &traj, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(ltdi_st_get_f32(f, "embeddings", 2, s2, &emb, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(ltdi_st_get_f32(f, "final_loss", 1, s1, &loss, err, sizeof err), 0, "%s", err);
+  ltdi_class_index idx;
+  cr_assert_eq(ltdi_class_index_build(&idx, lin_bank.labels, lin_bank.n, lin_bank.n_classes), 0);
+  ltdi_episode ep;
+  cr_assert_eq(ltdi_episode_alloc(&ep, 5, 6, 0), 0);
+  for (int t = 0; t < 24; t++) {
+    cr_assert_eq(ltdi_episode_sample(&ep, &idx, 5, (uint64_t)t), 0);
+    float xs[30 * LIN_DIM], protos[5 * LIN_DIM], base[LIN_P];
+    int32_t ys[30];
+    for (int c = 0; c < 5; c++)
+      for (int k = 0; k < 6; k++) { /* the support first, then the rest */
+        int i = k < 2 ? c * 2 + k : 10 + c * 4 + (k - 2);
+        ys[i] = c;
+        memcpy(xs + i * LIN_DIM, ltdi_featurebank_row(&lin_bank, ep.support[c * 6 + k], 0),
+               LIN_DIM * sizeof(float));
+      }
+    cr_assert_eq(ltdi_task_prototypes(xs, LIN_DIM, ys, 10, 5, LIN_DIM, protos, NULL), 0);
+    cr_assert_eq(memcmp(protos, emb + (size_t)t * 5 * LIN_DIM, sizeof protos), 0, "task %d", t);
+    ltdi_linear_head_base(protos, 5, LIN_DIM, base);
+    const float *row0 = traj + (size_t)t * 4 * LIN_P, *opt = row0 + 3 * LIN_P;
+    cr_assert_eq(memcmp(row0, base, sizeof base), 0, "task %d: row 0 is not the support's head", t);
+    double acc, l0, l1;
+    cr_assert_eq(ltdi_linear_head_score(row0, 5, LIN_DIM, xs, ys, 30, &acc, &l0), 0);
+    cr_assert_eq(ltdi_linear_head_score(opt, 5, LIN_DIM, xs, ys, 30, &acc, &l1), 0);
+    cr_assert(l1 < l0, "task %d: loss on the 30 training rows %g at the init, %g after", t, l0, l1);
+    cr_assert(fabs(loss[t] - l1) < 1e-5 * (1 + l1), "task %d: final_loss %g vs %g over 30 rows",
+              t, loss[t], l1);
+  }
+  ltdi_episode_free(&ep);
+  ltdi_class_index_free(&idx);
+  ltdi_st_close(f);
+}

@@ -58,6 +58,9 @@ static const ltdi_opt PREPARE_OPTS[] = {
     LTDI_OPT_INT("--ways", prepare_args, cfg.ways, 1, 1000, "N", NULL, "classes per task"),
     LTDI_OPT_INT("--shots", prepare_args, cfg.shots, 1, 1000, "K", NULL,
                  "support examples per class"),
+    LTDI_OPT_INT("--train-shots", prepare_args, cfg.train_shots, 0, 1000, "K", NULL,
+                 "examples per class the head trains on (0: --shots); the\n"
+                 "embedding and the init still come from the --shots support"),
     LTDI_OPT_CHOICE("--head", prepare_args, cfg.head, HEADS, "H", NULL,
                     "linear: W x/|x| + b from the task's Proto-MAML head;\n"
                     "mlp: fc2(relu(fc1(x))) from a Gaussian init"),

@@ -161,6 +161,8 @@ static char *journal_identity(const prep_run *pr) {
   fprintf(f, "ltdi-prepare-journal 1\n");
   if (!mlp) fprintf(f, "head=%s\n", ltdi_prepare_head_name(c->head));
   fprintf(f, "tasks=%d\nways=%d\nshots=%d\n", c->tasks, c->ways, c->shots);
+  /* Only when used, so journals of runs without it still resume. */
+  if (c->train_shots > c->shots) fprintf(f, "train_shots=%d\n", c->train_shots);
   if (mlp) fprintf(f, "hidden=%d\n", c->hidden);
   fprintf(f,
           "in_dim=%d\n"

@@ -47,6 +47,10 @@ enum ltdi_prepare_head {
 typedef struct ltdi_prepare_config {
   int head;                /* enum ltdi_prepare_head */
   int tasks, ways, shots;
+  int train_shots;         /* 0: shots. More: the head trains on this many examples per
+                            * class, of which the first `shots` are the support that the
+                            * embedding and the init come from (a target that knows more
+                            * than the support: docs/PREPARE.md, "Training shots") */
   int hidden;              /* mlp only */
   ltdi_head_train_config train; /* the recipe of `head` (ltdi_prepare_use_head) */
   int augment;             /* 1: each step draws one of the bank's views; 0: view 0 only

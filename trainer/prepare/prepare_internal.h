@@ -28,16 +28,24 @@ typedef struct ltdi__prep_tasks {
   int L, views_used;
 } ltdi__prep_tasks;
 
-/* Per-task scratch, allocated once per worker call. */
+/* Examples per class the head trains on: shots, or train_shots when larger. */
+static inline int ltdi__prep_train_shots(const ltdi_prepare_config *cfg) {
+  return cfg->train_shots > cfg->shots ? cfg->train_shots : cfg->shots;
+}
+
+/* Per-task scratch, allocated once per worker call. The rows of x are the
+ * support (ways*shots, label order) and then the further training examples
+ * (ways*(train_shots - shots), label order). */
 typedef struct ltdi__prep_scratch {
   ltdi_episode ep;
-  float *x;    /* (ways*shots, views_used, d) */
-  int32_t *y;  /* (ways*shots) */
+  float *x;    /* (ways*train_shots, views_used, d) */
+  int32_t *y;  /* (ways*train_shots) */
   float *w;    /* (P) */
 } ltdi__prep_scratch;
 
 /* Checks cfg, fills tc and builds the class index; tasks with `queries`
- * query examples per class need ways classes of shots + queries examples.
+ * query examples per class need ways classes of train_shots + queries
+ * examples.
  * On failure err says why and nothing is left to free. */
 int ltdi__prep_tasks_init(ltdi__prep_tasks *tc, const ltdi_prepare_config *cfg,
                           const ltdi_featurebank *bank, int queries, char *err, size_t errlen);

@@ -101,6 +101,7 @@ static int add_shape_metadata(ltdi_st_writer *w, const ltdi__prep_tasks *tc) {
   if (rc == 0) rc = meta_int(w, "tasks", c->tasks);
   if (rc == 0) rc = meta_int(w, "ways", c->ways);
   if (rc == 0) rc = meta_int(w, "shots", c->shots);
+  if (rc == 0 && c->train_shots > c->shots) rc = meta_int(w, "train_shots", c->train_shots);
   if (rc == 0) rc = meta_int(w, "in_dim", tc->dims.in_dim);
   if (rc == 0 && c->head == LTDI_PREPARE_HEAD_MLP) rc = meta_int(w, "hidden", c->hidden);
   if (rc == 0) rc = meta_int(w, "classes", c->ways);

@@ -20,8 +20,8 @@
 
 int ltdi__prep_scratch_alloc(ltdi__prep_scratch *tm, const ltdi__prep_tasks *tc, int queries) {
   memset(tm, 0, sizeof *tm);
-  int ns = tc->cfg->ways * tc->cfg->shots;
-  int rc = ltdi_episode_alloc(&tm->ep, tc->cfg->ways, tc->cfg->shots, queries);
+  int kt = ltdi__prep_train_shots(tc->cfg), ns = tc->cfg->ways * kt;
+  int rc = ltdi_episode_alloc(&tm->ep, tc->cfg->ways, kt, queries);
   if (rc != 0) return rc;
   tm->x = malloc((size_t)ns * (size_t)tc->views_used * (size_t)tc->dims.in_dim * sizeof(float));
   tm->y = malloc((size_t)ns * sizeof(int32_t));
@@ -36,18 +36,20 @@ void ltdi__prep_scratch_free(ltdi__prep_scratch *tm) {
   free(tm->w);
 }
 
-/* Samples the task and copies its support features into tm->x (ns, V, d) in
- * label order, with labels tm->y and the bank class of each label. */
+/* Samples the task and copies its training features into tm->x (N*Kt, V, d):
+ * the first S of each class (the support, N*S rows in label order), then the
+ * rest (label order), with labels tm->y and the bank class of each label. */
 static int gather_support(const ltdi__prep_tasks *tc, ltdi__prep_scratch *tm, int task,
                           int32_t *classes) {
   const ltdi_prepare_config *cfg = tc->cfg;
-  int N = cfg->ways, K = cfg->shots, d = tc->dims.in_dim, V = tc->views_used;
+  int N = cfg->ways, S = cfg->shots, Kt = ltdi__prep_train_shots(cfg), d = tc->dims.in_dim;
+  int V = tc->views_used;
   int rc = ltdi_episode_sample(&tm->ep, &tc->index, cfg->seed, (uint64_t)task);
   if (rc != 0) return rc;
   for (int c = 0; c < N; c++) {
     classes[c] = tm->ep.classes[c];
-    for (int k = 0; k < K; k++) {
-      int i = c * K + k, ex = tm->ep.support[i];
+    for (int k = 0; k < Kt; k++) {
+      int i = k < S ? c * S + k : N * S + c * (Kt - S) + (k - S), ex = tm->ep.support[c * Kt + k];
       tm->y[i] = c;
       for (int v = 0; v < V; v++)
         memcpy(tm->x + ((size_t)i * (size_t)V + (size_t)v) * (size_t)d,
@@ -63,7 +65,8 @@ static int train_mlp(const ltdi__prep_tasks *tc, ltdi_backend *be, ltdi__prep_sc
                      ltdi_rng *rng, float *emb, float *traj, float *loss) {
   const ltdi_prepare_config *cfg = tc->cfg;
   int N = cfg->ways, d = tc->dims.in_dim, V = tc->views_used, ns = N * cfg->shots;
-  /* The embedding of view 0 (row i's views start at x + i*V*d). */
+  int nt = N * ltdi__prep_train_shots(cfg);
+  /* The embedding of the support's view 0 (row i's views start at x + i*V*d). */
   int rc = ltdi_task_embedding(tm->x, (size_t)V * (size_t)d, tm->y, ns, N, d, emb, NULL);
   if (rc != 0) return rc;
   if (cfg->shared_init) {
@@ -77,7 +80,7 @@ static int train_mlp(const ltdi__prep_tasks *tc, ltdi_backend *be, ltdi__prep_sc
   } else {
     ltdi_head_init(tm->w, &tc->dims, rng);
   }
-  return ltdi_head_train(be, &tc->dims, &cfg->train, tm->w, tm->x, V, tm->y, ns, rng, traj,
+  return ltdi_head_train(be, &tc->dims, &cfg->train, tm->w, tm->x, V, tm->y, nt, rng, traj,
                          loss);
 }
 
@@ -88,10 +91,11 @@ static int train_linear(const ltdi__prep_tasks *tc, ltdi__prep_scratch *tm, ltdi
                         float *emb, float *traj, float *loss) {
   const ltdi_prepare_config *cfg = tc->cfg;
   int N = cfg->ways, d = tc->dims.in_dim, V = tc->views_used, ns = N * cfg->shots;
+  int nt = N * ltdi__prep_train_shots(cfg);
   int rc = ltdi_task_prototypes(tm->x, (size_t)V * (size_t)d, tm->y, ns, N, d, emb, NULL);
   if (rc != 0) return rc;
   ltdi_linear_head_base(emb, N, d, tm->w);
-  return ltdi_linear_head_train(&cfg->train, N, d, tm->w, tm->x, V, tm->y, ns, rng, traj,
+  return ltdi_linear_head_train(&cfg->train, N, d, tm->w, tm->x, V, tm->y, nt, rng, traj,
                                 loss);
 }
 
@@ -112,12 +116,14 @@ static int check_config(const ltdi_prepare_config *cfg, const ltdi_featurebank *
                         size_t errlen) {
   const int mlp = cfg->head == LTDI_PREPARE_HEAD_MLP;
   if ((!mlp && cfg->head != LTDI_PREPARE_HEAD_LINEAR) || cfg->tasks < 1 || cfg->ways < 1 ||
-      cfg->shots < 1 || (mlp && cfg->hidden < 1) || cfg->train.steps < 1 ||
+      cfg->shots < 1 || (cfg->train_shots != 0 && cfg->train_shots < cfg->shots) ||
+      (mlp && cfg->hidden < 1) || cfg->train.steps < 1 ||
       cfg->n_threads < 1 || cfg->train.n_checkpoints < 2 || cfg->train.n_checkpoints > 10 ||
       !(cfg->train.lr > 0.0f) || !(cfg->train.sam_rho >= 0.0f) || bank->n < 1 ||
       bank->dim < 1) {
     return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
-                     "invalid options: need a known head, tasks, ways, shots, hidden (mlp), "
+                     "invalid options: need a known head, tasks, ways, shots, train shots 0 or "
+                     ">= shots, hidden (mlp), "
                      "steps, threads >= 1, lr > 0, rho >= 0, trajectory length 2..10");
   }
   return 0;
@@ -144,14 +150,14 @@ int ltdi__prep_tasks_init(ltdi__prep_tasks *tc, const ltdi_prepare_config *cfg,
   if (rc != 0) {
     return ltdi_fail(err, errlen, rc, "bad labels in the feature bank: %s", ltdi_strerror(rc));
   }
-  int big = 0;
+  int big = 0, kt = ltdi__prep_train_shots(cfg);
   for (int c = 0; c < bank->n_classes; c++)
-    if (ltdi_class_size(&tc->index, c) >= cfg->shots + queries) big++;
+    if (ltdi_class_size(&tc->index, c) >= kt + queries) big++;
   if (big < cfg->ways) {
     ltdi_class_index_free(&tc->index);
     return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
                      "only %d classes have at least %d examples; %d-way tasks need %d of them",
-                     big, cfg->shots + queries, cfg->ways, cfg->ways);
+                     big, kt + queries, cfg->ways, cfg->ways);
   }
   return 0;
 }
@@ -162,10 +168,11 @@ int ltdi_prepare_mark_examples(const ltdi_prepare_config *cfg, int queries,
   int rc = ltdi_class_index_build(&index, labels, n, n_classes);
   if (rc != 0) return rc;
   ltdi_episode ep;
-  rc = ltdi_episode_alloc(&ep, cfg->ways, cfg->shots, queries);
+  const int kt = ltdi__prep_train_shots(cfg);
+  rc = ltdi_episode_alloc(&ep, cfg->ways, kt, queries);
   for (int t = 0; rc == 0 && t < cfg->tasks; t++) {
     rc = ltdi_episode_sample(&ep, &index, cfg->seed, (uint64_t)t);
-    for (int i = 0; rc == 0 && i < cfg->ways * cfg->shots; i++) needed[ep.support[i]] = 1;
+    for (int i = 0; rc == 0 && i < cfg->ways * kt; i++) needed[ep.support[i]] = 1;
     for (int i = 0; rc == 0 && i < cfg->ways * queries; i++) needed[ep.query[i]] = 1;
   }
   ltdi_episode_free(&ep);
