@@ -13,7 +13,7 @@
 
 #include "base/error.h"
 #include "server/server_internal.h"
-#include "server/registry/sha256.h"
+#include "core/sha256.h"
 
 int64_t ltdi__parse_version(const char *txt) {
   if (!txt || !*txt || strlen(txt) > 18) return 0;

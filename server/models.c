@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "base/error.h"
-#include "server/registry/sha256.h"
+#include "core/sha256.h"
 
 #define MAX_LOADED 64
 

@@ -13,7 +13,7 @@
 
 #include "base/error.h"
 #include "server/server_internal.h"
-#include "server/registry/sha256.h"
+#include "core/sha256.h"
 
 /* The batcher's run function: the model's workers compute one N's share
  * of the pass (a U-Net's one N, or any N of a class-token model). */

@@ -1,4 +1,4 @@
-/* tests/unit/test_sha256.c — server/registry/sha256.h against the FIPS 180-2 example
+/* tests/unit/test_sha256.c — core/sha256.h against the FIPS 180-2 example
  * vectors, and streaming in odd chunk sizes against the one-shot digest. */
 #define _POSIX_C_SOURCE 200809L
 #include <criterion/criterion.h>
@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "base/error.h"
-#include "server/registry/sha256.h"
+#include "core/sha256.h"
 
 Test(sha256, published_vectors) {
   char hex[65];

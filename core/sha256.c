@@ -1,9 +1,10 @@
-/* server/registry/sha256.c — SHA-256 as specified in FIPS 180-4, section 6.2.
+/* core/sha256.c — SHA-256 as specified in FIPS 180-4, section 6.2.
  *
- * Written for clarity over speed: hashing a model file of tens of megabytes
- * once at registration, and a few kilobytes per request, is not a hot path. */
+ * Written for clarity over speed: hashing a model file of a few megabytes at
+ * registration and at each load, and a few kilobytes per request, is not a
+ * hot path. */
 #define _POSIX_C_SOURCE 200809L
-#include "server/registry/sha256.h"
+#include "core/sha256.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -1,11 +1,14 @@
-/* server/registry/sha256.h — SHA-256 (FIPS 180-4), for the registry's content addresses.
+/* core/sha256.h — SHA-256 (FIPS 180-4): content addresses and checksums.
  *
- * The registry stores the sha256 of every model file and of every task
- * embedding, and task ids are sha256 digests of what determines a generation
- * (model version, embedding, seed, steps). This is a plain streaming
- * implementation; it allocates nothing and cannot fail except on file I/O. */
-#ifndef LTDI_SERVER_SHA256_H
-#define LTDI_SERVER_SHA256_H
+ * Model and body files carry the sha256 of their tensor data (the
+ * safetensors key "data_sha256", core/safetensors.h); the registry stores
+ * the sha256 of every model file and of every task embedding, and task ids
+ * are sha256 digests of what determines a generation (model version,
+ * embedding, seed, steps). It lives in core/ so the file readers below the
+ * daemon can verify what they read. A plain streaming implementation: it
+ * allocates nothing and cannot fail except on file I/O. */
+#ifndef LTDI_CORE_SHA256_H
+#define LTDI_CORE_SHA256_H
 
 #include <stddef.h>
 #include <stdint.h>
