@@ -1,7 +1,10 @@
-/* tests/unit/test_model_checksum.c — the data checksum of safetensors files
- * ("data_sha256", core/safetensors.h): the writer's key is the SHA-256 of
- * the data section, both readers check it, and a file copied tensor by
- * tensor is the same file. */
+/* tests/unit/test_model_checksum.c — the data checksum of model and body
+ * files ("data_sha256", core/safetensors.h): the writer's key is the
+ * SHA-256 of the data section and both readers check it, for any file; one
+ * flipped bit anywhere in the tensor data of a model or body file is
+ * refused by the buffer and the path loaders, naming the file; files
+ * without the key (older ones) still load, unverified, and generate what
+ * they did. */
 #define _POSIX_C_SOURCE 200809L
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -10,11 +13,54 @@
 #include <unistd.h>
 
 #include "base/error.h"
+#include "core/gen_pool.h"
+#include "core/model.h"
 #include "core/sha256.h"
 #include "tests/unit/model_files.h"
+#include "trainer/body/conv4.h"
+
+enum { D = 6, MAXW = 5 };
+
+static ltdi_backend *be;
+
+static void setup(void) { cr_assert_eq(ltdi_backend_cpu_create(&be, 1), 0); }
+static void teardown(void) { ltdi_backend_destroy(be); }
+
+TestSuite(model_checksum, .init = setup, .fini = teardown);
 
 static void tmp_path(char *out, size_t n, const char *tag) {
   snprintf(out, n, "/tmp/ltdi_checksum_%s_%d.safetensors", tag, (int)getpid());
+}
+
+static uint8_t *slurp(const char *path, size_t *n) {
+  uint8_t *b = NULL;
+  char err[256] = "";
+  cr_assert_eq(ltdi_file_read(path, &b, n, err, sizeof err), 0, "%s", err);
+  return b;
+}
+
+/* A model file at `path` and its copy without the checksum at `old`
+ * (256 bytes each). */
+static void new_and_old(const char *tag, uint64_t seed, char *path, char *old) {
+  char t[64];
+  snprintf(t, sizeof t, "%s_new", tag);
+  tmp_path(path, 256, t);
+  snprintf(t, sizeof t, "%s_old", tag);
+  tmp_path(old, 256, t);
+  write_class_token_model(path, D, MAXW, seed);
+  copy_without_checksum(path, old);
+}
+
+/* One 3-way head from `m` at a fixed condition and seed. */
+static void head_of(ltdi_model *m, float *w) {
+  float c[3 * D];
+  for (int i = 0; i < 3 * D; i++) c[i] = 0.1f * (float)(i % 7) - 0.2f;
+  ltdi_gen_pool *p = NULL;
+  cr_assert_eq(ltdi_gen_pool_create(&p, m, 1, 1, LTDI_KERNEL_INVARIANT, 1), 0);
+  ltdi_gen_options o = ltdi_gen_pool_options(p);
+  uint64_t seed = 9;
+  cr_assert_eq(ltdi_gen_pool_run_ways(p, 3, c, &seed, 1, &o, w), 0);
+  ltdi_gen_pool_free(p);
 }
 
 /* The container's part, for any file: the writer's key is the sha256 of the
@@ -59,4 +105,125 @@ Test(model_checksum, the_container_checks_any_file_that_carries_one) {
   cr_assert(strstr(err, path) != NULL, "%s", err);
   free(b);
   remove(path);
+}
+
+Test(model_checksum, saved_models_carry_the_sha256_of_their_data) {
+  char path[256];
+  tmp_path(path, sizeof path, "saved");
+  write_class_token_model(path, D, MAXW, 1);
+  size_t n;
+  uint8_t *b = slurp(path, &n);
+  const size_t d = data_start(b, n);
+  char want[65];
+  ltdi_sha256_hex(b + d, n - d, want);
+  ltdi_st_file *f = NULL;
+  char err[512] = "";
+  cr_assert_eq(ltdi_st_parse(b, n, &f, err, sizeof err), 0, "%s", err);
+  cr_assert_str_eq(ltdi_st_meta(f, LTDI_ST_CHECKSUM_KEY), want);
+  ltdi_st_close(f);
+  ltdi_model *m = NULL;
+  cr_assert_eq(ltdi_model_load(&m, be, path, err, sizeof err), 0, "%s", err);
+  cr_assert_str_eq(m->data_sha256, want, "the loaded model keeps the verified checksum");
+  ltdi_model_free(m);
+  free(b);
+  remove(path);
+}
+
+Test(model_checksum, one_flipped_bit_is_refused_naming_the_file) {
+  char path[256], bad[256], err[512];
+  tmp_path(path, sizeof path, "good");
+  tmp_path(bad, sizeof bad, "flipped");
+  write_class_token_model(path, D, MAXW, 2);
+  size_t n;
+  uint8_t *b = slurp(path, &n);
+  ltdi_model *m = NULL;
+  /* The buffer loader is the path loader's parser: same model, same head. */
+  float w1[3 * (D + 1)], w2[3 * (D + 1)];
+  cr_assert_eq(ltdi_model_load_buffer(&m, be, b, n, path, err, sizeof err), 0, "%s", err);
+  head_of(m, w1);
+  ltdi_model_free(m);
+  cr_assert_eq(ltdi_model_load(&m, be, path, err, sizeof err), 0, "%s", err);
+  head_of(m, w2);
+  ltdi_model_free(m);
+  cr_assert_eq(memcmp(w1, w2, sizeof w1), 0);
+  const double where[] = {0.0, 0.37, 1.0};
+  for (int i = 0; i < 3; i++)
+    for (int bit = 0; bit < 8; bit += 7) {
+      uint8_t *c = malloc(n);
+      memcpy(c, b, n);
+      size_t at = flip_data_bit(c, n, where[i], bit);
+      err[0] = '\0';
+      m = (ltdi_model *)1;
+      int rc = ltdi_model_load_buffer(&m, be, c, n, "models/x.safetensors", err, sizeof err);
+      cr_assert_eq(rc, LTDI_ERR_CHECKSUM, "flip at byte %zu bit %d: rc %d (%s)", at, bit, rc, err);
+      cr_assert_null(m);
+      cr_assert(strstr(err, "models/x.safetensors") && strstr(err, "data_sha256") &&
+                    strstr(err, "corrupt"),
+                "%s", err);
+      if (i == 1 && bit == 0) {
+        write_bytes(bad, c, n);
+        cr_assert_eq(ltdi_model_load(&m, be, bad, err, sizeof err), LTDI_ERR_CHECKSUM);
+        cr_assert(strstr(err, bad) != NULL, "the message names the file: %s", err);
+      }
+      free(c);
+    }
+  free(b);
+  remove(path), remove(bad);
+}
+
+Test(model_checksum, older_files_without_the_key_load_unverified) {
+  char path[256], old[256], err[512] = "";
+  new_and_old("plain", 3, path, old);
+  ltdi_st_file *f = NULL;
+  cr_assert_eq(ltdi_st_read(old, &f, err, sizeof err), 0, "%s", err);
+  cr_assert_null(ltdi_st_meta(f, LTDI_ST_CHECKSUM_KEY));
+  ltdi_st_close(f);
+  ltdi_model *a = NULL, *b = NULL;
+  cr_assert_eq(ltdi_model_load(&a, be, path, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(ltdi_model_load(&b, be, old, err, sizeof err), 0, "%s", err);
+  cr_assert_str_eq(b->data_sha256, "", "an older file says it was not verified");
+  float wa[3 * (D + 1)], wb[3 * (D + 1)];
+  head_of(a, wa);
+  head_of(b, wb);
+  cr_assert_eq(memcmp(wa, wb, sizeof wa), 0, "the same model either way");
+  ltdi_model_free(a), ltdi_model_free(b);
+  remove(path), remove(old);
+}
+
+Test(model_checksum, a_malformed_checksum_is_a_format_error) {
+  char path[256], err[512] = "";
+  tmp_path(path, sizeof path, "malformed");
+  write_class_token_model(path, D, MAXW, 4);
+  ltdi_model *m = NULL;
+  cr_assert_eq(ltdi_model_load(&m, be, path, err, sizeof err), 0, "%s", err);
+  ltdi_st_writer *w = NULL;
+  cr_assert_eq(ltdi_st_writer_new(&w), 0);
+  cr_assert_eq(ltdi_model_to_writer(m, w), 0);
+  ltdi_st_writer_set_checksum(w, 0);
+  cr_assert_eq(ltdi_st_writer_meta(w, LTDI_ST_CHECKSUM_KEY, "not-a-digest"), 0);
+  cr_assert_eq(ltdi_st_writer_write(w, path), 0);
+  ltdi_st_writer_free(w);
+  ltdi_model_free(m);
+  cr_assert_eq(ltdi_model_load(&m, be, path, err, sizeof err), LTDI_ERR_FORMAT);
+  cr_assert(strstr(err, "data_sha256") != NULL, "%s", err);
+  remove(path);
+}
+
+Test(model_checksum, body_files_carry_it_too) {
+  char path[256], bad[256], err[512] = "";
+  tmp_path(path, sizeof path, "body");
+  tmp_path(bad, sizeof bad, "body_flipped");
+  ltdi_conv4 net;
+  cr_assert_eq(ltdi_conv4_create(&net, 28, 28, 3), 0);
+  ltdi_conv4_init(&net, 7);
+  cr_assert_eq(ltdi_conv4_save(&net, path, "test"), 0);
+  ltdi_conv4_free(&net);
+  ltdi_st_file *f = NULL;
+  cr_assert_eq(ltdi_st_read(path, &f, err, sizeof err), 0, "%s", err);
+  cr_assert_not_null(ltdi_st_meta(f, LTDI_ST_CHECKSUM_KEY));
+  ltdi_st_close(f);
+  copy_flipped(path, bad, 0.8);
+  cr_assert_eq(ltdi_conv4_load(&net, bad, err, sizeof err), LTDI_ERR_CHECKSUM);
+  cr_assert(strstr(err, bad) != NULL, "%s", err);
+  remove(path), remove(bad);
 }
