@@ -4,7 +4,8 @@
  * flipped bit anywhere in the tensor data of a model or body file is
  * refused by the buffer and the path loaders, naming the file; files
  * without the key (older ones) still load, unverified, and generate what
- * they did. */
+ * they did; `ltdi-train checksum` seals such a file without changing a
+ * byte of its data or a metadata string; the shipped files carry one. */
 #define _POSIX_C_SOURCE 200809L
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include "core/sha256.h"
 #include "tests/unit/model_files.h"
 #include "trainer/body/conv4.h"
+#include "trainer/cli/commands.h"
 
 enum { D = 6, MAXW = 5 };
 
@@ -209,6 +211,71 @@ Test(model_checksum, a_malformed_checksum_is_a_format_error) {
   remove(path);
 }
 
+/* The metadata pairs of `f` but the key `skip`, as "key=value\n" lines in
+ * file order. */
+static char *meta_text(const ltdi_st_file *f, const char *skip) {
+  size_t cap = 1;
+  for (int i = 0; i < f->n_meta; i++) cap += strlen(f->meta_keys[i]) + strlen(f->meta_values[i]) + 2;
+  char *t = calloc(cap, 1);
+  for (int i = 0; i < f->n_meta; i++)
+    if (!skip || strcmp(f->meta_keys[i], skip))
+      strcat(strcat(strcat(strcat(t, f->meta_keys[i]), "="), f->meta_values[i]), "\n");
+  return t;
+}
+
+static int run_checksum(const char *a1, const char *a2, const char *a3) {
+  char *argv[] = {"checksum", (char *)a1, (char *)a2, (char *)a3, NULL};
+  return ltdi_cmd_checksum(a3 ? 4 : 3, argv);
+}
+
+Test(model_checksum, the_checksum_command_seals_older_files_byte_for_byte) {
+  char path[256], old[256], err[512] = "";
+  new_and_old("cmd", 5, path, old);
+  size_t n0, n1;
+  uint8_t *b0 = slurp(old, &n0);
+  cr_assert_eq(run_checksum("--check", "--file", old), 1, "--check fails on a file without one");
+  uint8_t *same = slurp(old, &n1);
+  cr_assert(n1 == n0 && !memcmp(same, b0, n0), "--check changes nothing");
+  free(same);
+  cr_assert_eq(run_checksum("--file", old, NULL), 0);
+  uint8_t *b1 = slurp(old, &n1);
+  const size_t d0 = data_start(b0, n0), d1 = data_start(b1, n1);
+  cr_assert_eq(n0 - d0, n1 - d1);
+  cr_assert_eq(memcmp(b0 + d0, b1 + d1, n0 - d0), 0, "the data section is unchanged");
+  ltdi_st_file *f0 = NULL, *f1 = NULL;
+  cr_assert_eq(ltdi_st_parse(b0, n0, &f0, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(ltdi_st_parse(b1, n1, &f1, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(f1->n_tensors, f0->n_tensors);
+  for (int i = 0; i < f0->n_tensors; i++) {
+    const ltdi_st_tensor *t0 = &f0->tensors[i], *t1 = &f1->tensors[i];
+    cr_assert_str_eq(t1->name, t0->name);
+    cr_assert(t1->dtype == t0->dtype && t1->ndim == t0->ndim && t1->begin == t0->begin &&
+                  t1->end == t0->end && !memcmp(t1->shape, t0->shape, sizeof t0->shape),
+              "tensor %s", t0->name);
+  }
+  char *m0 = meta_text(f0, NULL), *m1 = meta_text(f1, LTDI_ST_CHECKSUM_KEY);
+  cr_assert_str_eq(m1, m0, "every metadata string is kept");
+  cr_assert_eq(f1->n_meta, f0->n_meta + 1);
+  char want[65];
+  ltdi_sha256_hex(b1 + d1, n1 - d1, want);
+  cr_assert_str_eq(ltdi_st_meta(f1, LTDI_ST_CHECKSUM_KEY), want);
+  free(m0), free(m1);
+  ltdi_st_close(f0), ltdi_st_close(f1);
+  /* Sealed: --check passes, and a second run leaves the file as it is. */
+  cr_assert_eq(run_checksum("--check", "--file", old), 0);
+  cr_assert_eq(run_checksum("--file", old, NULL), 0);
+  uint8_t *b2 = slurp(old, &n0);
+  cr_assert(n0 == n1 && !memcmp(b2, b1, n1));
+  /* A corrupt file is refused, not sealed again. */
+  flip_data_bit(b2, n0, 0.5, 1);
+  write_bytes(old, b2, n0);
+  cr_assert_eq(run_checksum("--file", old, NULL), 1);
+  uint8_t *b3 = slurp(old, &n1);
+  cr_assert(n1 == n0 && !memcmp(b3, b2, n0), "the corrupt file is left as it was");
+  free(b0), free(b1), free(b2), free(b3);
+  remove(path), remove(old);
+}
+
 Test(model_checksum, body_files_carry_it_too) {
   char path[256], bad[256], err[512] = "";
   tmp_path(path, sizeof path, "body");
@@ -226,4 +293,27 @@ Test(model_checksum, body_files_carry_it_too) {
   cr_assert_eq(ltdi_conv4_load(&net, bad, err, sizeof err), LTDI_ERR_CHECKSUM);
   cr_assert(strstr(err, bad) != NULL, "%s", err);
   remove(path), remove(bad);
+}
+
+Test(model_checksum, the_shipped_files_carry_a_verified_checksum) {
+  const char *files[] = {LTDI_SOURCE_DIR "/models/glyphs-lt.safetensors",
+                         LTDI_SOURCE_DIR "/models/glyphs-5w1s-lt.safetensors",
+                         LTDI_SOURCE_DIR "/models/glyphs-body.safetensors"};
+  char err[512] = "";
+  for (int i = 0; i < 3; i++) {
+    ltdi_st_file *f = NULL;
+    cr_assert_eq(ltdi_st_read(files[i], &f, err, sizeof err), 0, "%s", err);
+    cr_assert_not_null(ltdi_st_meta(f, LTDI_ST_CHECKSUM_KEY), "%s has no data_sha256", files[i]);
+    ltdi_st_close(f);
+  }
+  /* The U-Net file too refuses a flipped bit. */
+  size_t n;
+  uint8_t *b = slurp(files[1], &n);
+  ltdi_model *m = NULL;
+  cr_assert_eq(ltdi_model_load_buffer(&m, be, b, n, files[1], err, sizeof err), 0, "%s", err);
+  cr_assert_eq(strlen(m->data_sha256), 64);
+  ltdi_model_free(m);
+  flip_data_bit(b, n, 0.61, 3);
+  cr_assert_eq(ltdi_model_load_buffer(&m, be, b, n, files[1], err, sizeof err), LTDI_ERR_CHECKSUM);
+  free(b);
 }
