@@ -6,7 +6,7 @@
  * are sha256 digests of what determines a generation (model version,
  * embedding, seed, steps). It lives in core/ so the file readers below the
  * daemon can verify what they read. A plain streaming implementation: it
- * allocates nothing and cannot fail except on file I/O. */
+ * allocates nothing and cannot fail. */
 #ifndef LTDI_CORE_SHA256_H
 #define LTDI_CORE_SHA256_H
 
@@ -33,11 +33,6 @@ void ltdi_sha256_final(ltdi_sha256 *s, uint8_t digest[32]);
 void ltdi_sha256_hex(const void *data, size_t n, char hex[65]);
 /* Lowercase hex of a 32-byte digest. */
 void ltdi_sha256_digest_hex(const uint8_t digest[32], char hex[65]);
-
-/* Digest and byte size of a whole file; LTDI_ERR_IO / NOT_FOUND with a reason
- * in err. size may be NULL. */
-int ltdi_sha256_file(const char *path, char hex[65], int64_t *size, char *err,
-                     size_t errlen);
 
 #ifdef __cplusplus
 }

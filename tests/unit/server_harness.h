@@ -3,8 +3,9 @@
  * (server/server.h) on an ephemeral loopback port with one CPU worker and
  * the invariant kernel, and one libcurl request at a time. A test computes
  * the weights it expects with the same model file and kernel
- * (harness_pool), so it can compare them bit for bit. Static functions
- * only: one test file includes it. */
+ * (harness_pool_of), so it can compare them bit for bit. Static functions
+ * only, for the test files that include it (test_server_api.c,
+ * test_server_modelfile.c). */
 #ifndef LTDI_TESTS_SERVER_HARNESS_H
 #define LTDI_TESTS_SERVER_HARNESS_H
 
@@ -71,12 +72,12 @@ static void harness_stop(harness *h) {
   rmdir(h->dir);
 }
 
-/* The served model file, loaded again with the daemon's kernel and one
- * worker: what a request alone computes. */
-static ltdi_gen_pool *harness_pool(const harness *h, ltdi_backend **be, ltdi_model **m) {
+/* A model file loaded with the daemon's kernel and one worker: what a
+ * request for it alone computes. */
+static ltdi_gen_pool *harness_pool_of(const char *path, ltdi_backend **be, ltdi_model **m) {
   char err[256] = "";
   cr_assert_eq(ltdi_backend_cpu_create(be, 1), 0);
-  cr_assert_eq(ltdi_model_load(m, *be, h->model_path, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(ltdi_model_load(m, *be, path, err, sizeof err), 0, "%s", err);
   ltdi_gen_pool *p = NULL;
   cr_assert_eq(ltdi_gen_pool_create(&p, *m, 1, 16, LTDI_KERNEL_INVARIANT, 1), 0);
   return p;

@@ -536,29 +536,10 @@ Test(api, weights_text_is_json) {
 
 #include "core/rng.h"
 #include "core/weights.h"
+#include "tests/unit/model_files.h"
 #include "tests/unit/server_harness.h"
 
 enum { TD = 8, TMAXW = 24 }; /* the class-token model's feat_dim and max_ways */
-
-static void write_class_token_model(const char *path) {
-  ltdi_backend *be = NULL;
-  cr_assert_eq(ltdi_backend_cpu_create(&be, 1), 0);
-  ltdi_schedule s;
-  ltdi_schedule_config sc = ltdi_schedule_config_default(8, 3);
-  cr_assert_eq(ltdi_schedule_init(&s, &sc), 0);
-  ltdi_cden_config cfg;
-  ltdi_cden_config_default(&cfg, TD + 1, TD);
-  cfg.width = 16, cfg.time_dim = 8;
-  ltdi_model *m = NULL;
-  cr_assert_eq(ltdi_model_create_class_tokens(&m, be, &cfg, &s, TD, TMAXW), 0);
-  ltdi_rng rng;
-  ltdi_rng_init(&rng, 41, 7);
-  ltdi_rng_fill_normal(&rng, ltdi_model_params(m), (long)ltdi_model_num_params(m), 0.2f);
-  cr_assert_eq(ltdi_model_set_residual_stats(m, 0.1f, 0.5f, -0.2f, 0.8f), 0);
-  cr_assert_eq(ltdi_model_save(m, path), 0);
-  ltdi_model_free(m);
-  ltdi_backend_destroy(be);
-}
 
 /* A growing text buffer for request bodies. */
 typedef struct body_buf {
@@ -685,9 +666,9 @@ static ltdi_gen_pool *g_pool;
 
 static void any_n_setup(void) {
   harness_dir(&g_h);
-  write_class_token_model(g_h.model_path);
+  write_class_token_model(g_h.model_path, TD, TMAXW, 41);
   harness_start(&g_h);
-  g_pool = harness_pool(&g_h, &g_be, &g_m);
+  g_pool = harness_pool_of(g_h.model_path, &g_be, &g_m);
 }
 
 static void any_n_teardown(void) {
@@ -943,7 +924,7 @@ Test(serve_unet, fixed_n_as_before) {
   harness_start(&h);
   ltdi_backend *be = NULL;
   ltdi_model *m = NULL;
-  ltdi_gen_pool *p = harness_pool(&h, &be, &m);
+  ltdi_gen_pool *p = harness_pool_of(h.model_path, &be, &m);
   enum { ROWS = 7 };
   float x[ROWS * UD], means[UWAYS * UD];
   float *w = malloc(m->layout.n_params * sizeof *w);

@@ -44,18 +44,3 @@ Test(sha256, streaming_equals_one_shot_at_every_padding_boundary) {
     }
   }
 }
-
-Test(sha256, file_digest_and_size) {
-  char path[] = "/tmp/ltdi_sha256_XXXXXX";
-  int fd = mkstemp(path);
-  cr_assert_geq(fd, 0);
-  cr_assert_eq(write(fd, "abc", 3), 3);
-  close(fd);
-  char hex[65], err[128];
-  int64_t size = -1;
-  cr_assert_eq(ltdi_sha256_file(path, hex, &size, err, sizeof err), 0);
-  cr_assert_str_eq(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-  cr_assert_eq(size, 3);
-  unlink(path);
-  cr_assert_eq(ltdi_sha256_file(path, hex, &size, err, sizeof err), LTDI_ERR_NOT_FOUND);
-}
