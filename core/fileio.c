@@ -86,8 +86,11 @@ int ltdi_file_read(const char *path, uint8_t **bytes, size_t *nbytes, char *err,
   if (!bytes || !nbytes || !path) return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "NULL argument");
   *bytes = NULL;
   *nbytes = 0;
+  /* O_NONBLOCK: a FIFO in the file's place is refused below instead of
+   * blocking the open until a writer comes; reads of a regular file
+   * ignore it. */
   int fd;
-  do fd = open(path, O_RDONLY | O_CLOEXEC);
+  do fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   while (fd < 0 && errno == EINTR);
   if (fd < 0) return fail_errno(err, errlen, path, "", errno);
   struct stat st;

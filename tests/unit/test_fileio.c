@@ -57,6 +57,13 @@ Test(fileio, errors_name_the_path_and_say_whether_to_retry) {
   cr_assert(strstr(err, "/nonexistent/ltdi.safetensors") != NULL, "%s", err);
   cr_assert_eq(ltdi_file_read("/tmp", &b, &n, err, sizeof err), LTDI_ERR_IO);
   cr_assert(strstr(err, "not a regular file") != NULL, "%s", err);
+  /* A FIFO without a writer is refused at once, not waited on. */
+  char fifo[80];
+  snprintf(fifo, sizeof fifo, "%s.fifo", g_path);
+  cr_assert_eq(mkfifo(fifo, 0600), 0);
+  cr_assert_eq(ltdi_file_read(fifo, &b, &n, err, sizeof err), LTDI_ERR_IO);
+  cr_assert(strstr(err, "not a regular file") != NULL, "%s", err);
+  remove(fifo);
   const int again[] = {EIO, EAGAIN, EINTR, ENOMEM, EMFILE, ENFILE, ENOBUFS, EBUSY, ETIMEDOUT};
   for (size_t i = 0; i < sizeof again / sizeof again[0]; i++)
     cr_assert_eq(ltdi_file_errno_code(again[i]), LTDI_ERR_AGAIN, "%s", strerror(again[i]));
