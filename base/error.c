@@ -24,6 +24,10 @@ const char *ltdi_errname(int code) {
   }
 }
 
+int ltdi_error_is_transient(int code) {
+  return code == LTDI_ERR_AGAIN || code == LTDI_ERR_NOMEM;
+}
+
 int ltdi_fail(char *err, size_t errlen, int code, const char *fmt, ...) {
   if (err != NULL && errlen > 0) {
     va_list ap;

@@ -28,7 +28,9 @@ extern "C" {
   X(OVERFLOW, "size overflow")                                                \
   X(NONFINITE, "value is NaN or infinite")                                    \
   X(DEVICE, "device (CUDA) error")                                            \
-  X(EXISTS, "already exists")
+  X(EXISTS, "already exists")                                                 \
+  X(AGAIN, "temporary failure, try again")                                    \
+  X(CHECKSUM, "data does not match its checksum")
 
 enum ltdi_error {
   LTDI_OK = 0,
@@ -53,6 +55,13 @@ int ltdi_fail(char *err, size_t errlen, int code, const char *fmt, ...)
 
 /* The symbolic name of `code`, e.g. "LTDI_ERR_FORMAT". */
 const char *ltdi_errname(int code);
+
+/* 1 when the same call may succeed if tried again later, so a caller should
+ * not record the failure as a property of its input: LTDI_ERR_AGAIN (a read
+ * that failed with EIO, EAGAIN, EMFILE, ...: ltdi_file_errno_code) and
+ * LTDI_ERR_NOMEM. 0 for every other code, e.g. LTDI_ERR_FORMAT or
+ * LTDI_ERR_CHECKSUM, which say the data itself is bad. */
+int ltdi_error_is_transient(int code);
 
 #ifdef __cplusplus
 }

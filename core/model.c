@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "core/model_io_internal.h"
 
 /* ---- lifetime ------------------------------------------------------------------- */
 
@@ -205,11 +206,6 @@ void ltdi_model_free(ltdi_model *m) {
   free(m);
 }
 
-/* Keys the model writes itself; an extra key may not shadow them. */
-static const char *const RESERVED[] = {"format", "format_version", "unet", "schedule", "T", "L",
-                                       "layout", "embedding", "sampler", "denoiser", "arch",
-                                       "class_denoiser", NULL};
-
 int ltdi_model_set_info(ltdi_model *m, const char *key, const char *value) {
   if (!m || !key || !value) return LTDI_ERR_INVALID_ARG;
   char **slot = NULL;
@@ -217,8 +213,8 @@ int ltdi_model_set_info(ltdi_model *m, const char *key, const char *value) {
   else if (!strcmp(key, "data")) slot = &m->data;
   else if (!strcmp(key, "training")) slot = &m->training;
   if (!slot) {
-    for (int i = 0; RESERVED[i]; i++)
-      if (!strcmp(key, RESERVED[i])) return LTDI_ERR_INVALID_ARG;
+    /* Keys the model writes itself; an extra key may not shadow them. */
+    if (ltdi__model_is_known_key(key)) return LTDI_ERR_INVALID_ARG;
     for (int i = 0; i < m->n_extra; i++)
       if (!strcmp(m->extra_keys[i], key)) slot = &m->extra_values[i];
     if (!slot) {

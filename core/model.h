@@ -16,8 +16,11 @@
  *   sampler (JSON: form, sigma, eta — the default for generation),
  *   denoiser (JSON: {"predicts": "eps", "prior_var": v}, see prior_var below),
  *   data (free text: what it was trained on), training (JSON: options and
- *   results of the training run), plus any extra keys set by the trainer.
- * The loader validates every one of these and names what is wrong.
+ *   results of the training run), data_sha256 (hex SHA-256 of the whole data
+ *   section, core/safetensors.h), plus any extra keys set by the trainer.
+ * The loader validates every one of these and names what is wrong; a file
+ * without data_sha256 (written before it existed) loads unverified, which
+ * m->data_sha256 = "" says.
  *
  * Determinism (ARCHITECTURE.md "Contracts"): generation draws sample b's noise
  * from seeds[b] only, and by default evaluates the U-Net one sample at a time
@@ -98,6 +101,10 @@ typedef struct ltdi_model {
   int n_extra;
   char *extra_keys[LTDI_MODEL_MAX_EXTRA];
   char *extra_values[LTDI_MODEL_MAX_EXTRA];
+  /* The file's "data_sha256", verified against its tensor data when it was
+   * read; "" when the file had none (older files) or the model was not
+   * read from a file. Saving always writes a fresh one. */
+  char data_sha256[65];
 } ltdi_model;
 
 /* A model with freshly created (zero) U-Net parameters; initialise them with
@@ -175,7 +182,16 @@ int ltdi_model_save(const ltdi_model *m, const char *path);
  * LTDI_ERR_SHAPE, LTDI_ERR_NOT_FOUND, LTDI_ERR_INVALID_ARG or LTDI_ERR_NOMEM. */
 int ltdi_model_from_file(ltdi_model **out, ltdi_backend *be, const struct ltdi_st_file *f,
                          int allow_extra_tensors, char *err, size_t errlen);
-/* Reads and validates a model file. */
+/* Parses and validates a whole model file held in memory (the caller keeps
+ * `bytes`): the parser of ltdi_model_load, for a caller that must know the
+ * bytes it loads (the daemon hashes them first). Errors are
+ * ltdi_model_from_file's, LTDI_ERR_TRUNCATED, or LTDI_ERR_CHECKSUM when the
+ * tensor data does not match the file's data_sha256; err starts with `name`
+ * (the path the bytes came from). */
+int ltdi_model_load_buffer(ltdi_model **out, ltdi_backend *be, const void *bytes, size_t nbytes,
+                           const char *name, char *err, size_t errlen);
+/* Reads a model file whole (ltdi_file_read: LTDI_ERR_AGAIN for a read that
+ * may succeed later) and loads it with ltdi_model_load_buffer. */
 int ltdi_model_load(ltdi_model **out, ltdi_backend *be, const char *path, char *err,
                     size_t errlen);
 

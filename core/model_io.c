@@ -4,7 +4,10 @@
  * example). The loader trusts nothing: every key is parsed and cross-checked
  * (T and L against the schedule, P against the layout and the U-Net, the
  * embedding width against the U-Net's cond_dim) and every tensor must have
- * its exact shape. */
+ * its exact shape. The writer puts the sha256 of the tensor data into the
+ * header ("data_sha256"), which the safetensors reader verifies. A path is
+ * read whole and parsed from memory, like a caller's buffer
+ * (ltdi_model_load_buffer), so one parser serves both. */
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
@@ -13,6 +16,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "core/fileio.h"
 #include "core/model.h"
 #include "core/model_io_internal.h"
 #include "core/safetensors.h"
@@ -92,6 +96,9 @@ int ltdi__model_write(const ltdi_model *m, ltdi_st_writer *w, int version,
   int rc = ltdi_schedule_to_json(&m->sched, &sched);
   if (!rc) rc = ltdi_layout_to_json(&m->layout, &layout);
   if (!rc && !(emb = ltdi__model_embedding_json(m, order))) rc = LTDI_ERR_NOMEM;
+  /* The data's sha256 goes into the header at serialisation, over every
+   * tensor the writer then holds (a checkpoint's optimiser state too). */
+  ltdi_st_writer_set_checksum(w, 1);
   if (!rc) rc = ltdi_st_writer_meta(w, "format", LTDI_MODEL_FORMAT);
   snprintf(num, sizeof num, "%d", version);
   if (!rc) rc = ltdi_st_writer_meta(w, "format_version", num);
@@ -234,14 +241,17 @@ static int peek_embedding(const char *s, int *ways, int *dim) {
 int ltdi__model_is_known_key(const char *k) {
   static const char *const known[] = {"format", "format_version", "unet", "schedule", "T", "L",
                                       "layout", "embedding", "sampler", "denoiser", "arch",
-                                      "class_denoiser", NULL};
+                                      "class_denoiser", LTDI_ST_CHECKSUM_KEY, NULL};
   for (int i = 0; known[i]; i++)
     if (!strcmp(k, known[i])) return 1;
   return 0;
 }
 
-/* Sampler, denoiser and the extra keys of any architecture. */
+/* Sampler, denoiser, the data checksum (the reader verified it) and the
+ * extra keys of any architecture. */
 int ltdi__model_read_common(ltdi_model *m, const ltdi_st_file *f, char *err, size_t errlen) {
+  const char *sum = ltdi_st_meta(f, LTDI_ST_CHECKSUM_KEY);
+  snprintf(m->data_sha256, sizeof m->data_sha256, "%s", sum ? sum : "");
   int rc = ltdi__model_parse_sampler(&m->sampler, ltdi_st_meta(f, "sampler"), err, errlen);
   if (!rc) rc = ltdi__model_parse_denoiser(m, ltdi_st_meta(f, "denoiser"), err, errlen);
   for (int i = 0; !rc && i < f->n_meta; i++)
@@ -342,14 +352,25 @@ int ltdi_model_from_file(ltdi_model **out, ltdi_backend *be, const ltdi_st_file 
   return 0;
 }
 
+int ltdi_model_load_buffer(ltdi_model **out, ltdi_backend *be, const void *bytes, size_t nbytes,
+                           const char *name, char *err, size_t errlen) {
+  if (out) *out = NULL;
+  ltdi_st_file *f = NULL;
+  char why[512] = "";
+  int rc = ltdi_st_parse(bytes, nbytes, &f, why, sizeof why);
+  if (!rc) rc = ltdi_model_from_file(out, be, f, 0, why, sizeof why);
+  if (rc) ltdi_fail(err, errlen, rc, "%s: %s", name ? name : "model", why[0] ? why : ltdi_strerror(rc));
+  ltdi_st_close(f);
+  return rc;
+}
+
 int ltdi_model_load(ltdi_model **out, ltdi_backend *be, const char *path, char *err,
                     size_t errlen) {
-  ltdi_st_file *f = NULL;
-  int rc = ltdi_st_read(path, &f, err, errlen);
-  if (rc) return rc;
-  char why[512] = "";
-  rc = ltdi_model_from_file(out, be, f, 0, why, sizeof why);
-  if (rc) ltdi_fail(err, errlen, rc, "%s: %s", path, why[0] ? why : ltdi_strerror(rc));
-  ltdi_st_close(f);
+  if (out) *out = NULL;
+  uint8_t *bytes = NULL;
+  size_t n = 0;
+  int rc = ltdi_file_read(path, &bytes, &n, err, errlen);
+  if (!rc) rc = ltdi_model_load_buffer(out, be, bytes, n, path, err, errlen);
+  free(bytes);
   return rc;
 }

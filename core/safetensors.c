@@ -1,5 +1,5 @@
 /* core/safetensors.c — the safetensors reader (the writer is in
- * safetensors_write.c).
+ * safetensors_write.c, the dtype table and lookups in safetensors_lookup.c).
  *
  * Byte layout (see safetensors.h for the full description):
  *   [0, 8)      N = header length, u64 little-endian (decoded byte by byte)
@@ -11,6 +11,8 @@
  * against LTDI_ST_MAX_HEADER and the file size, each entry's dtype, shape and
  * offsets, and finally that the tensors, sorted by offset, tile the data
  * section exactly (no overlap, no hole, no trailing bytes), as upstream does.
+ * When the metadata has "data_sha256" (safetensors.h), the data section
+ * must hash to it.
  *
  * Endianness: the header length is decoded explicitly, but tensor data is
  * handed out as stored (little-endian), so the host must be little-endian;
@@ -28,6 +30,9 @@
 #include <sys/stat.h>
 
 #include "base/error.h"
+#include "core/fileio.h"
+#include "core/safetensors_internal.h"
+#include "core/sha256.h"
 
 #if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__) && \
     __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -36,56 +41,7 @@
 
 #define ST_DATA_ALIGN 64
 
-/* ---- dtypes --------------------------------------------------------------- */
-
-static const struct {
-  const char *name;
-  size_t size;
-} dtype_table[LTDI_DTYPE_COUNT] = {
-    [LTDI_DTYPE_BOOL] = {"BOOL", 1}, [LTDI_DTYPE_U8] = {"U8", 1},
-    [LTDI_DTYPE_I8] = {"I8", 1},     [LTDI_DTYPE_I16] = {"I16", 2},
-    [LTDI_DTYPE_U16] = {"U16", 2},   [LTDI_DTYPE_F16] = {"F16", 2},
-    [LTDI_DTYPE_BF16] = {"BF16", 2}, [LTDI_DTYPE_I32] = {"I32", 4},
-    [LTDI_DTYPE_U32] = {"U32", 4},   [LTDI_DTYPE_F32] = {"F32", 4},
-    [LTDI_DTYPE_I64] = {"I64", 8},   [LTDI_DTYPE_U64] = {"U64", 8},
-    [LTDI_DTYPE_F64] = {"F64", 8},
-};
-
-const char *ltdi_dtype_name(ltdi_dtype dtype) {
-  if ((int)dtype < 0 || dtype >= LTDI_DTYPE_COUNT) return NULL;
-  return dtype_table[dtype].name;
-}
-
-size_t ltdi_dtype_size(ltdi_dtype dtype) {
-  if ((int)dtype < 0 || dtype >= LTDI_DTYPE_COUNT) return 0;
-  return dtype_table[dtype].size;
-}
-
-int ltdi_dtype_parse(const char *name, ltdi_dtype *out) {
-  if (!name) return LTDI_ERR_FORMAT;
-  for (int i = 0; i < LTDI_DTYPE_COUNT; i++) {
-    if (strcmp(name, dtype_table[i].name) == 0) {
-      if (out) *out = (ltdi_dtype)i;
-      return LTDI_OK;
-    }
-  }
-  return LTDI_ERR_FORMAT;
-}
-
 /* ---- helpers -------------------------------------------------------------- */
-
-/* Writes "[d0, d1, ...]" into buf (len > 0), truncating if it does not fit. */
-static void shape_str(char *buf, size_t len, int ndim, const int64_t *shape) {
-  size_t pos = 0;
-  for (int i = -1; i <= ndim && pos < len; i++) {
-    int n;
-    if (i < 0) n = snprintf(buf + pos, len - pos, "[");
-    else if (i == ndim) n = snprintf(buf + pos, len - pos, "]");
-    else n = snprintf(buf + pos, len - pos, "%s%" PRId64, i ? ", " : "", shape[i]);
-    if (n < 0) return;
-    pos += (size_t)n;
-  }
-}
 
 static uint64_t read_le64(const uint8_t *p) {
   uint64_t v = 0;
@@ -176,7 +132,7 @@ static int parse_entry(const char *name, const json_t *e, uint64_t data_size, lt
                      name, t->begin, t->end);
   if (t->end - t->begin != nbyte) {
     char sh[256];
-    shape_str(sh, sizeof sh, t->ndim, t->shape);
+    ltdi__st_shape_str(sh, sizeof sh, t->ndim, t->shape);
     return ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
                      "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] do not match shape "
                      "%s of %s (%" PRIu64 " bytes)", name, t->begin, t->end, sh,
@@ -325,9 +281,25 @@ static int alloc_file(uint64_t data_size, ltdi_st_file **out, char *err, size_t 
   return LTDI_OK;
 }
 
-static void point_tensors(ltdi_st_file *f) {
+/* Points the tensors into the data copy, then checks the data against its
+ * "data_sha256" when the file has one: the last step of both readers. */
+static int finish_file(ltdi_st_file *f, char *err, size_t errlen) {
   for (int i = 0; i < f->n_tensors; i++)
     f->tensors[i].data = (const uint8_t *)f->data + f->tensors[i].begin;
+  const char *want = ltdi_st_meta(f, LTDI_ST_CHECKSUM_KEY);
+  if (!want) return LTDI_OK;
+  size_t k = 0;
+  while (k < 64 && want[k] && strchr("0123456789abcdef", want[k])) k++;
+  if (k != 64 || want[64])
+    return ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "metadata '%s' is not 64 lowercase hex digits",
+                     LTDI_ST_CHECKSUM_KEY);
+  char have[65];
+  ltdi_sha256_hex(f->data, f->data_size, have);
+  if (strcmp(have, want))
+    return ltdi_fail(err, errlen, LTDI_ERR_CHECKSUM, "the tensor data does not match its %s "
+                     "(recorded %.12s..., computed %.12s...): the file is corrupt",
+                     LTDI_ST_CHECKSUM_KEY, want, have);
+  return LTDI_OK;
 }
 
 int ltdi_st_parse(const void *bytes, size_t nbytes, ltdi_st_file **out, char *err,
@@ -350,9 +322,22 @@ int ltdi_st_parse(const void *bytes, size_t nbytes, ltdi_st_file **out, char *er
     return rc;
   }
   if (data_size) memcpy(f->data, b + 8 + n, (size_t)data_size);
-  point_tensors(f);
+  if ((rc = finish_file(f, err, errlen)) != 0) {
+    ltdi_st_close(f);
+    return rc;
+  }
   *out = f;
   return LTDI_OK;
+}
+
+/* A short fread: a failed read (its errno says whether to retry), or a file
+ * that ends early. */
+static int short_read(FILE *fp, const char *where, char *err, size_t errlen) {
+  if (ferror(fp))
+    return ltdi_fail(err, errlen, ltdi_file_errno_code(errno), "read failed in the %s: %s", where,
+                     strerror(errno));
+  return ltdi_fail(err, errlen, LTDI_ERR_TRUNCATED, "short read in the %s (file changed while "
+                   "reading?)", where);
 }
 
 /* Reads a file in three checked steps (length, header, data) straight into
@@ -360,13 +345,14 @@ int ltdi_st_parse(const void *bytes, size_t nbytes, ltdi_st_file **out, char *er
 static int read_file(FILE *fp, ltdi_st_file **out, char *err, size_t errlen) {
   struct stat st;
   if (fstat(fileno(fp), &st) != 0)
-    return ltdi_fail(err, errlen, LTDI_ERR_IO, "stat failed: %s", strerror(errno));
+    return ltdi_fail(err, errlen, ltdi_file_errno_code(errno), "stat failed: %s", strerror(errno));
   if (!S_ISREG(st.st_mode)) return ltdi_fail(err, errlen, LTDI_ERR_IO, "not a regular file");
   uint64_t fsize = (uint64_t)st.st_size;
   uint8_t lenbuf[8];
-  if (fsize < 8 || fread(lenbuf, 1, 8, fp) != 8)
+  if (fsize < 8)
     return ltdi_fail(err, errlen, LTDI_ERR_TRUNCATED, "%" PRIu64 " bytes, shorter than the 8-byte "
                      "header length field", fsize);
+  if (fread(lenbuf, 1, 8, fp) != 8) return short_read(fp, "header length", err, errlen);
   uint64_t n = read_le64(lenbuf);
   int rc = check_header_len(n, fsize, err, errlen);
   if (rc) return rc;
@@ -374,7 +360,7 @@ static int read_file(FILE *fp, ltdi_st_file **out, char *err, size_t errlen) {
   if (!hdr) return ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory for the header");
   if (fread(hdr, 1, (size_t)n, fp) != (size_t)n) {
     free(hdr);
-    return ltdi_fail(err, errlen, LTDI_ERR_TRUNCATED, "short read in the header");
+    return short_read(fp, "header", err, errlen);
   }
   uint64_t data_size = fsize - 8 - n;
   ltdi_st_file *f;
@@ -385,13 +371,12 @@ static int read_file(FILE *fp, ltdi_st_file **out, char *err, size_t errlen) {
   rc = parse_header(hdr, (size_t)n, data_size, f, err, errlen);
   free(hdr);
   if (rc == 0 && data_size && fread(f->data, 1, (size_t)data_size, fp) != (size_t)data_size)
-    rc = ltdi_fail(err, errlen, LTDI_ERR_TRUNCATED, "short read in the data section (file changed "
-                   "while reading?)");
+    rc = short_read(fp, "data section", err, errlen);
+  if (rc == 0) rc = finish_file(f, err, errlen);
   if (rc) {
     ltdi_st_close(f);
     return rc;
   }
-  point_tensors(f);
   *out = f;
   return LTDI_OK;
 }
@@ -403,57 +388,11 @@ int ltdi_st_read(const char *path, ltdi_st_file **out, char *err, size_t errlen)
   FILE *fp = fopen(path, "rb");
   if (!fp) {
     int e = errno;
-    return ltdi_fail(err, errlen, e == ENOENT ? LTDI_ERR_NOT_FOUND : LTDI_ERR_IO, "%s: %s", path,
-                     strerror(e));
+    return ltdi_fail(err, errlen, ltdi_file_errno_code(e), "%s: %s", path, strerror(e));
   }
   char why[512] = "";
   int rc = read_file(fp, out, why, sizeof why);
   fclose(fp);
   if (rc) ltdi_fail(err, errlen, rc, "%s: %s", path, why);
   return rc;
-}
-
-/* ---- lookups ------------------------------------------------------------- */
-
-const ltdi_st_tensor *ltdi_st_find(const ltdi_st_file *file, const char *name) {
-  if (!file || !name) return NULL;
-  for (int i = 0; i < file->n_tensors; i++)
-    if (strcmp(file->tensors[i].name, name) == 0) return &file->tensors[i];
-  return NULL;
-}
-
-const char *ltdi_st_meta(const ltdi_st_file *file, const char *key) {
-  if (!file || !key) return NULL;
-  for (int i = 0; i < file->n_meta; i++)
-    if (strcmp(file->meta_keys[i], key) == 0) return file->meta_values[i];
-  return NULL;
-}
-
-int ltdi_st_get_f32(const ltdi_st_file *file, const char *name, int ndim, int64_t *shape,
-                    const float **data, char *err, size_t errlen) {
-  const ltdi_st_tensor *t = ltdi_st_find(file, name);
-  if (!t) return ltdi_fail(err, errlen, LTDI_ERR_NOT_FOUND, "tensor '%s' not found",
-                           name ? name : "(null)");
-  if (t->dtype != LTDI_DTYPE_F32)
-    return ltdi_fail(err, errlen, LTDI_ERR_SHAPE, "tensor '%s' is %s, expected F32", name,
-                     ltdi_dtype_name(t->dtype));
-  char have[256];
-  shape_str(have, sizeof have, t->ndim, t->shape);
-  if (t->ndim != ndim)
-    return ltdi_fail(err, errlen, LTDI_ERR_SHAPE,
-                     "tensor '%s' has shape %s, expected %d dims", name, have, ndim);
-  if (shape) {
-    for (int i = 0; i < ndim; i++) {
-      if (shape[i] > 0 && shape[i] != t->shape[i]) {
-        char want[256];
-        shape_str(want, sizeof want, ndim, shape);
-        return ltdi_fail(err, errlen, LTDI_ERR_SHAPE, "tensor '%s' has shape %s, expected %s "
-                         "(<= 0 = any)", name, have, want);
-      }
-    }
-    for (int i = 0; i < ndim; i++)
-      if (shape[i] <= 0) shape[i] = t->shape[i];
-  }
-  if (data) *data = (const float *)t->data;
-  return LTDI_OK;
 }

@@ -10,12 +10,21 @@
  * The reader trusts nothing: it rejects headers over LTDI_ST_MAX_HEADER bytes,
  * files shorter than their header claims, non-object JSON, unknown dtypes,
  * shapes whose byte size disagrees with the offsets, offsets past the end of
- * the data section, overlapping tensors, and holes in the data section. Every
- * rejection returns LTDI_ERR_FORMAT or LTDI_ERR_TRUNCATED and writes a
+ * the data section, overlapping tensors, holes in the data section, and data
+ * that does not match its checksum (below). Every rejection returns
+ * LTDI_ERR_FORMAT, LTDI_ERR_TRUNCATED or LTDI_ERR_CHECKSUM and writes a
  * human-readable reason into `err`.
  *
  * The data section is copied into its own 64-byte-aligned allocation, so
- * `tensor->data` may be cast to float* whatever the header length was. */
+ * `tensor->data` may be cast to float* whatever the header length was.
+ *
+ * The data checksum (ltdi's convention, not upstream's): a writer with
+ * ltdi_st_writer_set_checksum on adds the `__metadata__` key "data_sha256",
+ * the lowercase hex SHA-256 of the whole data section [8+N, EOF) — every
+ * tensor's bytes in file order, nothing of the header. Both readers verify
+ * it whenever it is present: a mismatch is LTDI_ERR_CHECKSUM (a flipped bit
+ * anywhere in the tensor data), a value that is not 64 hex digits
+ * LTDI_ERR_FORMAT. A file without the key reads as before, unverified. */
 #ifndef LTDI_CORE_SAFETENSORS_H
 #define LTDI_CORE_SAFETENSORS_H
 
@@ -28,6 +37,7 @@ extern "C" {
 
 #define LTDI_ST_MAX_HEADER (100u * 1024u * 1024u) /* 100 MB, as upstream */
 #define LTDI_ST_MAX_DIMS 8
+#define LTDI_ST_CHECKSUM_KEY "data_sha256"
 
 typedef enum ltdi_dtype {
   LTDI_DTYPE_BOOL, LTDI_DTYPE_U8, LTDI_DTYPE_I8, LTDI_DTYPE_I16, LTDI_DTYPE_U16,
@@ -63,10 +73,12 @@ typedef struct ltdi_st_file {
   size_t data_size;
 } ltdi_st_file;
 
-/* Parses a whole file held in memory. */
+/* Parses a whole file held in memory (which the caller keeps). */
 int ltdi_st_parse(const void *bytes, size_t nbytes, ltdi_st_file **out,
                   char *err, size_t errlen);
-/* Reads and parses `path` (error text names the path). */
+/* Reads and parses `path` (error text names the path), streaming the data
+ * section into its aligned copy. A failed read is LTDI_ERR_AGAIN, _IO or
+ * _NOT_FOUND as for ltdi_file_read (core/fileio.h). */
 int ltdi_st_read(const char *path, ltdi_st_file **out, char *err, size_t errlen);
 void ltdi_st_close(ltdi_st_file *file);
 
@@ -90,6 +102,14 @@ int ltdi_st_writer_add(ltdi_st_writer *w, const char *name, ltdi_dtype dtype, in
                        const int64_t *shape, const void *data);
 /* Adds or replaces a metadata string. */
 int ltdi_st_writer_meta(ltdi_st_writer *w, const char *key, const char *value);
+/* on = 1: serialising adds (or overwrites) the metadata key "data_sha256"
+ * with the SHA-256 of the data section as written (see the top). */
+void ltdi_st_writer_set_checksum(ltdi_st_writer *w, int on);
+/* Adds every tensor of `f` in data-offset order (so the data section is
+ * written back byte for byte) and every metadata string as it is; a copied
+ * "data_sha256" stays right only while the tensors do, so a writer that
+ * adds or changes any should have the checksum on (it then recomputes it). */
+int ltdi_st_writer_add_file(ltdi_st_writer *w, const ltdi_st_file *f);
 /* Serialises to memory (malloc'd, caller frees). Header padded to 8 bytes. */
 int ltdi_st_writer_serialize(ltdi_st_writer *w, uint8_t **bytes, size_t *nbytes);
 /* Writes `path` atomically: a temporary file in the same directory, fsync,

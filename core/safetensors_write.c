@@ -5,7 +5,9 @@
  * non-empty), the JSON is compact and padded with spaces to a multiple of 8
  * bytes so the data section starts 8-byte aligned in the file. Writing to a
  * path goes through a temporary file in the same directory, fsync and rename,
- * so readers see either the old file or the complete new one.
+ * so readers see either the old file or the complete new one. With the
+ * checksum on, "data_sha256" (the SHA-256 of the data section, computed
+ * from the entries as they will be written) is the last metadata key.
  *
  * Like the reader, tensor bytes are written as they are in memory, which is
  * the little-endian layout safetensors requires only on a little-endian host
@@ -23,6 +25,7 @@
 #include <unistd.h>
 
 #include "base/error.h"
+#include "core/sha256.h"
 
 typedef struct st_entry {
   char *name;
@@ -38,6 +41,7 @@ struct ltdi_st_writer {
   int n, cap;
   char **meta_keys, **meta_values; /* (n_meta) */
   int n_meta, cap_meta;
+  int checksum; /* add LTDI_ST_CHECKSUM_KEY when serialising */
 };
 
 static char *dup_str(const char *s) {
@@ -154,7 +158,35 @@ int ltdi_st_writer_meta(ltdi_st_writer *w, const char *key, const char *value) {
   return LTDI_OK;
 }
 
+void ltdi_st_writer_set_checksum(ltdi_st_writer *w, int on) {
+  if (w) w->checksum = on != 0;
+}
+
+int ltdi_st_writer_add_file(ltdi_st_writer *w, const ltdi_st_file *f) {
+  if (!w || !f) return LTDI_ERR_INVALID_ARG;
+  int rc = 0;
+  /* f->tensors is in data-offset order, the order the writer lays out. */
+  for (int i = 0; !rc && i < f->n_tensors; i++) {
+    const ltdi_st_tensor *t = &f->tensors[i];
+    rc = ltdi_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data);
+  }
+  for (int i = 0; !rc && i < f->n_meta; i++)
+    rc = ltdi_st_writer_meta(w, f->meta_keys[i], f->meta_values[i]);
+  return rc;
+}
+
 /* ---- serialisation ------------------------------------------------------- */
+
+/* The hex SHA-256 of the data section the entries make. */
+static void data_sha256(const ltdi_st_writer *w, char hex[65]) {
+  ltdi_sha256 h;
+  uint8_t d[32];
+  ltdi_sha256_init(&h);
+  for (int i = 0; i < w->n; i++)
+    if (w->entries[i].nbyte) ltdi_sha256_update(&h, w->entries[i].data, w->entries[i].nbyte);
+  ltdi_sha256_final(&h, d);
+  ltdi_sha256_digest_hex(d, hex);
+}
 
 static int set_new(json_t *obj, const char *key, json_t *val) {
   return val ? json_object_set_new(obj, key, val) : -1;
@@ -167,11 +199,17 @@ static int build_header(const ltdi_st_writer *w, uint8_t **out, size_t *out_len,
   json_t *root = json_object();
   if (!root) return LTDI_ERR_NOMEM;
   int bad = 0;
-  if (w->n_meta > 0) {
+  if (w->n_meta > 0 || w->checksum) {
     json_t *m = json_object();
     bad |= set_new(root, "__metadata__", m);
     for (int i = 0; m && i < w->n_meta; i++)
-      bad |= set_new(m, w->meta_keys[i], json_string(w->meta_values[i]));
+      if (!w->checksum || strcmp(w->meta_keys[i], LTDI_ST_CHECKSUM_KEY))
+        bad |= set_new(m, w->meta_keys[i], json_string(w->meta_values[i]));
+    if (m && w->checksum) {
+      char hex[65];
+      data_sha256(w, hex);
+      bad |= set_new(m, LTDI_ST_CHECKSUM_KEY, json_string(hex));
+    }
   }
   uint64_t off = 0;
   for (int i = 0; !bad && i < w->n; i++) {

@@ -16,7 +16,7 @@
 #include "base/error.h"
 #include "core/safetensors.h"
 #include "core/weights.h"
-#include "server/registry/sha256.h"
+#include "core/sha256.h"
 
 /* Integers and floats enter the hash as little-endian bytes, written out one
  * by one, so a task id does not depend on the host's byte order. */

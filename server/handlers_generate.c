@@ -23,7 +23,7 @@
 #include "core/weights.h"
 #include "server/gen_task.h"
 #include "server/server_internal.h"
-#include "server/registry/sha256.h"
+#include "core/sha256.h"
 
 static double now_ms(void) {
   struct timespec ts;

@@ -2,7 +2,10 @@
  * register (admin; realpath-checked against model_dir, validated, READY or
  * FAILED with a reason), aliases, and hot load/unload of a version. A load
  * validates and warms the new version up before it is published, so a
- * failure leaves the version being served untouched. */
+ * failure leaves the version being served untouched. Both read the file
+ * once and judge those bytes; a read that failed for the moment (EIO,
+ * EMFILE, ...) or a lack of memory answers 503 with Retry-After and
+ * records nothing. */
 #define _XOPEN_SOURCE 700
 #include <errno.h>
 #include <limits.h>
@@ -13,7 +16,6 @@
 
 #include "base/error.h"
 #include "server/server_internal.h"
-#include "server/registry/sha256.h"
 
 int64_t ltdi__parse_version(const char *txt) {
   if (!txt || !*txt || strlen(txt) > 18) return 0;
@@ -166,7 +168,8 @@ void ltdi__h_version_load(ltdi_server *s, const ltdi_req *rq, ltdi_resp *rs) {
   } else {
     char err[512] = "";
     int status;
-    if (ltdi_model_set_load_version(s->models, s->reg, &v, &status, err, sizeof err)) {
+    if (ltdi_model_set_load_version(s->models, s->reg, &v, NULL, &status, err, sizeof err)) {
+      if (status == 503) ltdi__resp_header(rs, "Retry-After", "1");
       ltdi__resp_error(rs, status, "loading %s@%lld failed: %s", v.name, (long long)v.version, err);
     } else {
       ltdi_model_version_clear(&v);
@@ -299,18 +302,23 @@ void ltdi__h_models_register(ltdi_server *s, const ltdi_req *rq, ltdi_resp *rs) 
   } else if (!path || !*path || strlen(path) >= LTDI_REG_PATH_MAX) {
     ltdi__resp_error(rs, 422, "path must be a non-empty string (relative to the model directory)");
   } else if (check_path(s, path, real, rs) == 0) {
-    char sha[65], err[512] = "", e2[256] = "";
-    int64_t size = 0, version = 0;
+    char err[512] = "", e2[256] = "";
+    int64_t version = 0;
     char *meta = NULL;
-    int rc = ltdi_sha256_file(real, sha, &size, err, sizeof err);
-    if (rc) {
+    /* One read: the sha256 recorded is that of the bytes validated. */
+    ltdi_model_bytes b;
+    int rc = ltdi_model_bytes_read(real, &b, err, sizeof err);
+    int bad = rc ? 0 : ltdi_model_bytes_check(&b, real, &meta, err, sizeof err);
+    if (ltdi_error_is_transient(rc) || ltdi_error_is_transient(bad)) {
+      /* Nothing is recorded: the same request may succeed in a moment. */
+      ltdi__resp_header(rs, "Retry-After", "1");
+      ltdi__resp_error(rs, 503, "path: %s", err);
+    } else if (rc) {
       ltdi__resp_error(rs, 422, "path: %s", err);
     } else {
-      int bad = ltdi_model_file_check(real, &meta, err, sizeof err);
-      rc = ltdi_registry_add_version(s->reg, name, real, sha, size,
+      rc = ltdi_registry_add_version(s->reg, name, real, b.sha256, (int64_t)b.n,
                                      bad ? LTDI_VERSION_FAILED : LTDI_VERSION_READY,
                                      bad ? err : NULL, meta, &version, e2, sizeof e2);
-      free(meta);
       ltdi_model_version v;
       memset(&v, 0, sizeof v);
       if (!rc) rc = ltdi_registry_get_version(s->reg, name, version, &v, e2, sizeof e2);
@@ -320,6 +328,8 @@ void ltdi__h_models_register(ltdi_server *s, const ltdi_req *rq, ltdi_resp *rs) 
         ltdi__resp_json(rs, 201, ltdi__version_json(&v));
       ltdi_model_version_clear(&v);
     }
+    free(meta);
+    ltdi_model_bytes_free(&b);
   }
   json_decref(o);
 }

@@ -104,6 +104,7 @@ void ltdi__resp_code(ltdi_resp *rs, int rc, const char *what) {
   case LTDI_ERR_EXISTS: ltdi__resp_error(rs, 409, "%s", what); break;
   case LTDI_ERR_NOMEM:
   case LTDI_ERR_IO:
+  case LTDI_ERR_AGAIN:
     ltdi__resp_header(rs, "Retry-After", "1");
     ltdi__resp_error(rs, 503, "%s", what);
     break;

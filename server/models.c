@@ -11,7 +11,8 @@
 #include <unistd.h>
 
 #include "base/error.h"
-#include "server/registry/sha256.h"
+#include "core/fileio.h"
+#include "core/sha256.h"
 
 #define MAX_LOADED 64
 
@@ -125,8 +126,33 @@ static int warm_up(ltdi_served_model *sm, int workers) {
   return rc;
 }
 
-int ltdi_model_set_load(ltdi_model_set *s, const char *name, int64_t version, const char *path,
-                        const char *sha256, char *err, size_t errlen) {
+/* ---- reading a model file once ------------------------------------------------ */
+
+int ltdi_model_bytes_read(const char *path, ltdi_model_bytes *out, char *err, size_t errlen) {
+  memset(out, 0, sizeof *out);
+  int rc = ltdi_file_read(path, &out->bytes, &out->n, err, errlen);
+  if (!rc) ltdi_sha256_hex(out->bytes, out->n, out->sha256);
+  return rc;
+}
+
+void ltdi_model_bytes_free(ltdi_model_bytes *b) {
+  if (!b) return;
+  free(b->bytes);
+  memset(b, 0, sizeof *b);
+}
+
+/* Older files load, but the operator should know their data is unchecked. */
+static void note_unverified(const ltdi_model *m, const char *path) {
+  if (!m->data_sha256[0])
+    fprintf(stderr, "ltdi-serve: %s has no data_sha256 (written before model files carried "
+            "one): its tensor data is not verified; `ltdi-train checksum --file %s` adds one\n",
+            path, path);
+}
+
+/* ---- loading ------------------------------------------------------------------ */
+
+int ltdi_model_set_load(ltdi_model_set *s, const char *name, int64_t version,
+                        const ltdi_model_bytes *b, const char *path, char *err, size_t errlen) {
   pthread_mutex_lock(&s->mu);
   int exists = find(s, name, version) >= 0, n = 0;
   for (int i = 0; i < MAX_LOADED; i++) n += s->slot[i] != NULL;
@@ -142,7 +168,7 @@ int ltdi_model_set_load(ltdi_model_set *s, const char *name, int64_t version, co
   ltdi_served_model *sm = calloc(1, sizeof *sm);
   if (!sm) return LTDI_ERR_NOMEM;
   snprintf(sm->name, sizeof sm->name, "%s", name);
-  snprintf(sm->sha256, sizeof sm->sha256, "%s", sha256 ? sha256 : "");
+  snprintf(sm->sha256, sizeof sm->sha256, "%s", b->sha256);
   sm->version = version;
   char note[256] = "";
   int rc = ltdi_backend_open(s->device, s->blas_threads, &sm->be, note, sizeof note);
@@ -151,8 +177,9 @@ int ltdi_model_set_load(ltdi_model_set *s, const char *name, int64_t version, co
     return ltdi_fail(err, errlen, rc, "cannot create a backend: %s",
                      note[0] ? note : ltdi_strerror(rc));
   }
-  rc = ltdi_model_load(&sm->m, sm->be, path, err, errlen);
+  rc = ltdi_model_load_buffer(&sm->m, sm->be, b->bytes, b->n, path, err, errlen);
   if (!rc) {
+    note_unverified(sm->m, path);
     sm->is_head = sm->m->arch == LTDI_ARCH_UNET &&
                   ltdi_layout_head_dims(&sm->m->layout, &sm->head_d, &sm->head_h, &sm->head_n) == 0 &&
                   sm->head_d == sm->m->feat_dim && sm->head_n == sm->m->ways;
@@ -300,12 +327,14 @@ char *ltdi_model_summary_json(const ltdi_model *m) {
   json_object_set_new(o, "tensors", tensors_json(&m->layout, m->arch == LTDI_ARCH_CLASS_TOKENS));
   if (m->trainer_version) json_object_set_new(o, "trainer_version", json_string(m->trainer_version));
   if (m->data) json_object_set_new(o, "data", json_string(m->data));
+  json_object_set_new(o, "data_sha256", m->data_sha256[0] ? json_string(m->data_sha256) : json_null());
   char *txt = json_dumps(o, JSON_COMPACT);
   json_decref(o);
   return txt;
 }
 
-int ltdi_model_file_check(const char *path, char **meta_json, char *err, size_t errlen) {
+int ltdi_model_bytes_check(const ltdi_model_bytes *b, const char *path, char **meta_json,
+                           char *err, size_t errlen) {
   *meta_json = NULL;
   ltdi_backend *be = NULL;
   int rc = ltdi_backend_cpu_create(&be, 1);
@@ -313,29 +342,39 @@ int ltdi_model_file_check(const char *path, char **meta_json, char *err, size_t 
     return ltdi_fail(err, errlen, rc, "cannot create a backend: %s", ltdi_strerror(rc));
   }
   ltdi_model *m = NULL;
-  rc = ltdi_model_load(&m, be, path, err, errlen);
-  if (!rc) *meta_json = ltdi_model_summary_json(m);
+  rc = ltdi_model_load_buffer(&m, be, b->bytes, b->n, path, err, errlen);
+  if (!rc) {
+    note_unverified(m, path);
+    *meta_json = ltdi_model_summary_json(m);
+  }
   ltdi_model_free(m);
   ltdi_backend_destroy(be);
   return rc;
 }
 
 int ltdi_model_set_load_version(ltdi_model_set *set, ltdi_registry *reg,
-                                const ltdi_model_version *v, int *http_status, char *err,
-                                size_t errlen) {
-  char sha[65];
-  int64_t size = 0;
+                                const ltdi_model_version *v, const ltdi_model_bytes *have,
+                                int *http_status, char *err, size_t errlen) {
   *http_status = 200;
-  /* The file must still be the one that was registered. */
-  int rc = ltdi_sha256_file(v->path, sha, &size, err, errlen);
-  if (!rc && strcmp(sha, v->sha256))
-    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
-                   "%s changed since it was registered (sha256 %s, registered %s)", v->path, sha,
-                   v->sha256);
-  if (!rc) rc = ltdi_model_set_load(set, v->name, v->version, v->path, v->sha256, err, errlen);
-  if (rc == LTDI_ERR_EXISTS) return 0; /* already loaded: loading is idempotent */
-  if (rc == LTDI_ERR_OVERFLOW || rc == LTDI_ERR_NOMEM) {
-    *http_status = rc == LTDI_ERR_NOMEM ? 503 : 409;
+  ltdi_served_model *loaded = ltdi_model_set_acquire(set, v->name, v->version);
+  ltdi_model_set_release(set, loaded);
+  if (loaded) return 0; /* loading is idempotent, and needs no read */
+  ltdi_model_bytes own;
+  memset(&own, 0, sizeof own);
+  int rc = have ? 0 : ltdi_model_bytes_read(v->path, &own, err, errlen);
+  const ltdi_model_bytes *b = have ? have : &own;
+  /* What is loaded must be what was registered: the sha256 of these bytes. */
+  if (!rc && strcmp(b->sha256, v->sha256))
+    rc = ltdi_fail(err, errlen, LTDI_ERR_CHECKSUM,
+                   "%s changed since it was registered (sha256 %s, registered %s)", v->path,
+                   b->sha256, v->sha256);
+  if (!rc) rc = ltdi_model_set_load(set, v->name, v->version, b, v->path, err, errlen);
+  ltdi_model_bytes_free(&own);
+  if (rc == LTDI_ERR_EXISTS) return 0; /* a concurrent load won */
+  if (rc == LTDI_ERR_OVERFLOW || ltdi_error_is_transient(rc)) {
+    /* No room, or a failure of the moment (a read error, memory): the
+     * version stays as it was and a later load may succeed. */
+    *http_status = rc == LTDI_ERR_OVERFLOW ? 409 : 503;
     return rc;
   }
   if (rc) {

@@ -1,5 +1,6 @@
 /* server/models.h — the model versions the daemon holds in memory, keyed by
- * name@version. Loading reads and validates the file into a private backend
+ * name@version. Loading reads the file once, checks its sha256 and
+ * validates those same bytes into a private backend
  * (CPU or CUDA), starts its compute workers, runs an optional warm-up
  * generation on each, and only then publishes the
  * version, so a failed load never disturbs what is being served. Versions
@@ -61,11 +62,28 @@ const char *ltdi_model_set_backend(const ltdi_model_set *s);
 /* Frees every model (callers must have released theirs). */
 void ltdi_model_set_free(ltdi_model_set *s);
 
-/* Loads `path` as name@version. 0; LTDI_ERR_EXISTS when already loaded
- * (nothing changes); LTDI_ERR_OVERFLOW when max_loaded versions are held;
- * or the loader's error with the reason in err. */
-int ltdi_model_set_load(ltdi_model_set *s, const char *name, int64_t version, const char *path,
-                        const char *sha256, char *err, size_t errlen);
+/* A model file read once: its bytes and their SHA-256, the registry's
+ * content address. The daemon hashes, validates and loads the same bytes,
+ * so a file replaced in between cannot be served under the other's
+ * digest. */
+typedef struct ltdi_model_bytes {
+  uint8_t *bytes; /* (n) malloc'd */
+  size_t n;
+  char sha256[65];
+} ltdi_model_bytes;
+
+/* Reads `path` whole into *out and hashes it. 0 or ltdi_file_read's error
+ * (LTDI_ERR_AGAIN or LTDI_ERR_NOMEM: try again later) with the reason in
+ * err; *out is empty on error. */
+int ltdi_model_bytes_read(const char *path, ltdi_model_bytes *out, char *err, size_t errlen);
+void ltdi_model_bytes_free(ltdi_model_bytes *b);
+
+/* Loads the bytes `b` (read from `path`, which messages name) as
+ * name@version. 0; LTDI_ERR_EXISTS when already loaded (nothing changes);
+ * LTDI_ERR_OVERFLOW when max_loaded versions are held; or the loader's
+ * error with the reason in err. */
+int ltdi_model_set_load(ltdi_model_set *s, const char *name, int64_t version,
+                        const ltdi_model_bytes *b, const char *path, char *err, size_t errlen);
 
 /* Unpublishes name@version; LTDI_ERR_NOT_FOUND when it was not loaded. */
 int ltdi_model_set_unload(ltdi_model_set *s, const char *name, int64_t version);
@@ -78,21 +96,29 @@ void ltdi_model_set_release(ltdi_model_set *s, ltdi_served_model *sm);
 int ltdi_model_set_list(ltdi_model_set *s, char (*names)[64], int64_t *versions,
                         char (*shas)[65], int cap);
 
-/* Validates a model file without keeping it: 0 or the loader's error with
- * the reason in err; *meta_json (malloc'd, may be NULL on OOM) summarises
- * the model for the registry. */
 /* Loads the registered version v into the set and marks it loaded in the
- * registry (the load endpoint and start-up). The file must still have the
- * registered sha256; a file that no longer loads marks the version FAILED
- * with the reason, and whatever was serving still is. Loading a loaded
- * version is a no-op. 0, or a negative code with err set and *http_status
- * the answer it calls for (409 no room, 422 a bad file, 503 out of memory
- * or a registry failure). */
+ * registry (the load endpoint and start-up), from `have` when the caller
+ * has just read the file (start-up), else from v->path read now. The bytes
+ * must have the registered sha256. A permanent failure (the file changed
+ * or is not a valid model any more: a wrong checksum, format or shape)
+ * marks the version FAILED with the reason; a transient one
+ * (ltdi_error_is_transient: a read error such as EIO or EMFILE, out of
+ * memory) leaves its status as it was, so a later load retries. Either
+ * way whatever was serving still is. Loading a loaded version is a no-op
+ * that does not read the file. 0, or a negative code with err set and
+ * *http_status the answer it calls for (409 no room, 422 a bad file, 503 a
+ * transient failure or a registry failure: answer with Retry-After). */
 int ltdi_model_set_load_version(ltdi_model_set *set, ltdi_registry *reg,
-                                const ltdi_model_version *v, int *http_status, char *err,
-                                size_t errlen);
+                                const ltdi_model_version *v, const ltdi_model_bytes *have,
+                                int *http_status, char *err, size_t errlen);
 
-int ltdi_model_file_check(const char *path, char **meta_json, char *err, size_t errlen);
+/* Validates the bytes of a model file (read from `path`, which messages
+ * name) without keeping the model: 0 or the loader's error with the reason
+ * in err; *meta_json (malloc'd, may be NULL on OOM) summarises the model
+ * for the registry. A file without data_sha256 is valid, with a line on
+ * stderr saying its tensor data is not verified. */
+int ltdi_model_bytes_check(const ltdi_model_bytes *b, const char *path, char **meta_json,
+                           char *err, size_t errlen);
 
 /* The smallest N a model generates heads of: 2 for a class-token model
  * (core/model.h), a U-Net's one N otherwise. */
@@ -103,7 +129,9 @@ int ltdi_served_min_ways(const ltdi_model *m);
  * class-token model, which generates any N in min_ways..max_ways), feat_dim,
  * and the head: embedding_dim and n_params (null for a class-token model:
  * N·d and N·(d+1)), layout_kind and tensors (a class-token model's shapes
- * have the string "N" for the class axis), T, L, sampler, provenance. */
+ * have the string "N" for the class axis), T, L, sampler, provenance, and
+ * data_sha256 (the verified checksum of the tensor data; null for a file
+ * written before model files carried one). */
 char *ltdi_model_summary_json(const ltdi_model *m);
 
 #ifdef __cplusplus

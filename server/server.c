@@ -14,7 +14,6 @@
 #include "base/error.h"
 #include "server/json_budget.h"
 #include "server/server_internal.h"
-#include "server/registry/sha256.h"
 
 /* The batcher's run function: the model's workers compute one N's share
  * of the pass (a U-Net's one N, or any N of a class-token model). */
@@ -42,14 +41,49 @@ static uint64_t random_u64(void) {
   return x;
 }
 
+/* The version of `name` to serve for the bytes b read from `real`: the
+ * newest READY one with the same sha256 and path, else a new one registered
+ * after validating those same bytes (READY, or FAILED with the reason). 0
+ * with *version, or -1 after saying why on stderr; a transient failure
+ * (out of memory) records nothing, so the next start tries again. */
+static int startup_version(ltdi_server *s, const char *name, const char *real,
+                           const ltdi_model_bytes *b, int64_t *version) {
+  ltdi_model_version *rows = NULL;
+  size_t nr = 0;
+  char next[LTDI_REG_TOKEN_MAX];
+  *version = 0;
+  if (!ltdi_registry_list_versions(s->reg, name, LTDI_REG_PAGE_MAX, NULL, &rows, &nr, next, NULL, 0))
+    for (size_t i = 0; i < nr && !*version; i++)
+      if (!strcmp(rows[i].sha256, b->sha256) && !strcmp(rows[i].path, real) &&
+          rows[i].status == LTDI_VERSION_READY)
+        *version = rows[i].version;
+  ltdi_model_versions_free(rows, nr);
+  if (*version) return 0;
+  char *meta = NULL, err[512] = "", e2[256] = "";
+  int bad = ltdi_model_bytes_check(b, real, &meta, err, sizeof err), rc = 0;
+  if (!ltdi_error_is_transient(bad))
+    rc = ltdi_registry_add_version(s->reg, name, real, b->sha256, (int64_t)b->n,
+                                   bad ? LTDI_VERSION_FAILED : LTDI_VERSION_READY,
+                                   bad ? err : NULL, meta, version, e2, sizeof e2);
+  free(meta);
+  if (rc || bad) {
+    fprintf(stderr, "ltdi-serve: --model %s: %s\n", s->cfg.model, rc ? e2 : err);
+    return -1;
+  }
+  return 0;
+}
+
 /* Registers cfg.model (unless a READY version with the same bytes exists),
- * makes it the default model and loads it. Problems are reported and leave
- * the daemon running, not ready. */
+ * makes it the default model and loads it, all from one read of the file.
+ * Problems are reported and leave the daemon running, not ready. */
 static void startup_model(ltdi_server *s) {
-  char err[512] = "", real[PATH_MAX], joined[PATH_MAX + LTDI_CFG_PATH_MAX + 2], sha[65];
+  char err[512] = "", real[PATH_MAX], joined[PATH_MAX + LTDI_CFG_PATH_MAX + 2];
   const ltdi_serve_config *c = &s->cfg;
   ltdi_model_version v;
   memset(&v, 0, sizeof v);
+  ltdi_model_bytes b;
+  memset(&b, 0, sizeof b);
+  const ltdi_model_bytes *have = NULL;
   if (c->model[0]) {
     if (c->model[0] == '/')
       snprintf(joined, sizeof joined, "%s", c->model);
@@ -70,39 +104,18 @@ static void startup_model(ltdi_server *s) {
       char *dot = strchr(name, '.');
       if (dot && dot != name) *dot = '\0';
     }
-    int64_t size = 0, version = 0;
-    if (ltdi_registry_valid_name(name) || ltdi_sha256_file(real, sha, &size, err, sizeof err)) {
+    int64_t version = 0;
+    if (ltdi_registry_valid_name(name) || ltdi_model_bytes_read(real, &b, err, sizeof err)) {
       fprintf(stderr, "ltdi-serve: --model %s: %s\n", c->model, err[0] ? err : "bad model name");
       return;
     }
-    /* Reuse the newest READY version with the same bytes and path. */
-    ltdi_model_version *rows = NULL;
-    size_t nr = 0;
-    char next[LTDI_REG_TOKEN_MAX];
-    if (!ltdi_registry_list_versions(s->reg, name, LTDI_REG_PAGE_MAX, NULL, &rows, &nr, next, NULL, 0))
-      for (size_t i = 0; i < nr && !version; i++)
-        if (!strcmp(rows[i].sha256, sha) && !strcmp(rows[i].path, real) &&
-            rows[i].status == LTDI_VERSION_READY)
-          version = rows[i].version;
-    ltdi_model_versions_free(rows, nr);
-    if (!version) {
-      char *meta = NULL;
-      int bad = ltdi_model_file_check(real, &meta, err, sizeof err);
-      char e2[256] = "";
-      int rc = ltdi_registry_add_version(s->reg, name, real, sha, size,
-                                         bad ? LTDI_VERSION_FAILED : LTDI_VERSION_READY,
-                                         bad ? err : NULL, meta, &version, e2, sizeof e2);
-      free(meta);
-      if (rc || bad) {
-        fprintf(stderr, "ltdi-serve: --model %s: %s\n", c->model, rc ? e2 : err);
-        return;
-      }
-    }
+    if (startup_version(s, name, real, &b, &version)) goto done;
     ltdi_registry_set_default_model(s->reg, name, NULL, 0);
     if (ltdi_registry_get_version(s->reg, name, version, &v, err, sizeof err)) {
       fprintf(stderr, "ltdi-serve: registry: %s\n", err);
-      return;
+      goto done;
     }
+    have = &b; /* the bytes just hashed are the ones loaded */
   } else if (ltdi_registry_resolve(s->reg, NULL, &v, err, sizeof err)) {
     fprintf(stderr, "ltdi-serve: no start-up model (%s); not ready until one is loaded\n", err);
     return;
@@ -111,11 +124,13 @@ static void startup_model(ltdi_server *s) {
   if (v.status != LTDI_VERSION_READY)
     fprintf(stderr, "ltdi-serve: default model %s@%lld is %s\n", v.name, (long long)v.version,
             ltdi_version_status_name(v.status));
-  else if (ltdi_model_set_load_version(s->models, s->reg, &v, &status, err, sizeof err))
+  else if (ltdi_model_set_load_version(s->models, s->reg, &v, have, &status, err, sizeof err))
     fprintf(stderr, "ltdi-serve: loading %s@%lld failed: %s\n", v.name, (long long)v.version, err);
   else
     fprintf(stderr, "ltdi-serve: serving %s@%lld (%s)\n", v.name, (long long)v.version, v.path);
+done:
   ltdi_model_version_clear(&v);
+  ltdi_model_bytes_free(&b);
 }
 
 int ltdi_server_create(ltdi_server **out, const ltdi_serve_config *cfg, char *err, size_t errlen) {

@@ -30,7 +30,7 @@
 
 #include "base/error.h"
 #include "server/registry/registry.h"
-#include "server/registry/sha256.h"
+#include "core/sha256.h"
 
 #define CRASH_MODELS 4
 #define CRASH_MAX_BLOB 100000

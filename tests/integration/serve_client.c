@@ -3,7 +3,8 @@
  * (ltdi_model_create + ltdi_model_save), starts the daemon on an ephemeral
  * loopback port (--port 0 --port-file), and covers every endpoint and every
  * error path: generation in JSON and safetensors, idempotent task ids, the
- * task store, registry writes with the realpath check, aliases, hot
+ * task store, registry writes with the realpath check and a model file
+ * with a flipped bit (FAILED by its data checksum), aliases, hot
  * load/unload (a failed load leaves the serving version untouched), API
  * keys, 400/404/405/409/413/422/503/504, concurrency (many client threads;
  * metrics show batches > 1 and every result equals its sequential twin
@@ -610,6 +611,29 @@ static void test_registry(const daemon *d) {
             strlen(S(json_object_get(o, "reason"))) > 0,
         "broken file is FAILED with a reason: %s", r.body);
   json_decref(o);
+  resp_free(&r);
+  /* One bit flipped in the last byte of the tensor data: the data checksum
+   * refuses it, naming the file. */
+  snprintf(path, sizeof path, "%s/flipped.safetensors", g_dir);
+  char v2[700];
+  snprintf(v2, sizeof v2, "%s/head_v2.safetensors", g_dir);
+  copy_file(v2, path);
+  f = fopen(path, "r+b");
+  CHECK(f && fseek(f, -1, SEEK_END) == 0, "open the copy");
+  int last = f ? fgetc(f) : EOF;
+  if (f && last != EOF && fseek(f, -1, SEEK_END) == 0) fputc(last ^ 0x10, f);
+  if (f) fclose(f);
+  r = http(d, "POST", "/v1/models", "{\"name\":\"flipped\",\"path\":\"flipped.safetensors\"}", NULL);
+  expect(&r, 201, "register a file with a flipped bit");
+  o = jbody(&r);
+  CHECK(!strcmp(S(json_object_get(o, "status")), "FAILED") &&
+            strstr(S(json_object_get(o, "reason")), "flipped.safetensors") &&
+            strstr(S(json_object_get(o, "reason")), "data_sha256"),
+        "a flipped bit is FAILED, naming the file and the checksum: %s", r.body);
+  json_decref(o);
+  resp_free(&r);
+  r = http(d, "POST", "/v1/models/flipped/versions/1/load", NULL, NULL);
+  expect(&r, 409, "a flipped bit never loads");
   resp_free(&r);
   r = http(d, "POST", "/v1/models", "{\"name\":\"evil\",\"path\":\"/etc/passwd\"}", NULL);
   expect_msg(&r, 403, "outside", "absolute path outside");

@@ -3,7 +3,7 @@
  * (server/server.h) on an ephemeral loopback port with one CPU worker and
  * the invariant kernel, and one libcurl request at a time. A test computes
  * the weights it expects with the same model file and kernel
- * (harness_pool), so it can compare them bit for bit. Static functions
+ * (harness_pool_of), so it can compare them bit for bit. Static functions
  * only: each test file that includes it is its own binary. */
 #ifndef LTDI_TESTS_SERVER_HARNESS_H
 #define LTDI_TESTS_SERVER_HARNESS_H
@@ -21,7 +21,6 @@
 #include "core/gen_pool.h"
 #include "core/model.h"
 #include "server/server.h"
-#include "tests/unit/class_token_model.h"
 
 typedef struct harness {
   char dir[256];
@@ -35,17 +34,6 @@ static void harness_dir(harness *h) {
   snprintf(h->dir, sizeof h->dir, "/tmp/ltdi_serve_test_XXXXXX");
   cr_assert_not_null(mkdtemp(h->dir));
   snprintf(h->model_path, sizeof h->model_path, "%s/model.safetensors", h->dir);
-}
-
-/* A small class-token model (tests/unit/class_token_model.h) saved at
- * path: feature width d, heads of N = 2..max_ways. */
-static void harness_write_class_token_model(const char *path, int d, int max_ways) {
-  ltdi_backend *be = NULL;
-  cr_assert_eq(ltdi_backend_cpu_create(&be, 1), 0);
-  ltdi_model *m = ltdi_test_class_token_model(be, d, max_ways, 41);
-  cr_assert_eq(ltdi_model_save(m, path), 0);
-  ltdi_model_free(m);
-  ltdi_backend_destroy(be);
 }
 
 /* Serves h->model_path as the default model "model". */
@@ -83,13 +71,13 @@ static void harness_stop(harness *h) {
   rmdir(h->dir);
 }
 
-/* The served model file, loaded again with the daemon's kernel and one
- * worker: what a request alone computes. (inline: a test file that compares
- * no weights leaves it unused without a warning.) */
-static inline ltdi_gen_pool *harness_pool(const harness *h, ltdi_backend **be, ltdi_model **m) {
+/* A model file loaded with the daemon's kernel and one worker: what a
+ * request for it alone computes. (inline: a test file that compares no
+ * weights leaves it unused without a warning.) */
+static inline ltdi_gen_pool *harness_pool_of(const char *path, ltdi_backend **be, ltdi_model **m) {
   char err[256] = "";
   cr_assert_eq(ltdi_backend_cpu_create(be, 1), 0);
-  cr_assert_eq(ltdi_model_load(m, *be, h->model_path, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(ltdi_model_load(m, *be, path, err, sizeof err), 0, "%s", err);
   ltdi_gen_pool *p = NULL;
   cr_assert_eq(ltdi_gen_pool_create(&p, *m, 1, 16, LTDI_KERNEL_INVARIANT, 1), 0);
   return p;

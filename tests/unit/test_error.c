@@ -1,5 +1,6 @@
 /* tests/unit/test_error.c — the error table: every code has its own message
- * and name, codes stay clear of -errno values, unknown codes are handled. */
+ * and name, codes stay clear of -errno values, unknown codes are handled,
+ * and only LTDI_ERR_AGAIN and LTDI_ERR_NOMEM count as transient. */
 #include <criterion/criterion.h>
 #include <limits.h>
 #include <string.h>
@@ -77,4 +78,14 @@ Test(error, fail_formats_the_reason_and_returns_the_code) {
   err[0] = 'z';
   cr_assert_eq(ltdi_fail(err, 0, 0, "ignored"), 0);
   cr_assert_eq(err[0], 'z');
+}
+
+/* Only a failure of the moment is worth a retry; bad data never is. */
+Test(error, transient_codes) {
+  for (int i = 0; i < N_CODES; i++) {
+    int c = table[i].code;
+    int want = c == LTDI_ERR_AGAIN || c == LTDI_ERR_NOMEM;
+    cr_assert_eq(ltdi_error_is_transient(c), want, "%s", table[i].name);
+  }
+  cr_assert_eq(ltdi_error_is_transient(0), 0);
 }

@@ -112,7 +112,8 @@ Test(model, round_trip_bit_identical) {
 
 /* Writes a copy of the model file with one change: a metadata key replaced
  * (meta_key != NULL), a tensor dropped (drop != NULL), or a tensor's shape
- * flattened (flatten != NULL). Returns the load error code. */
+ * flattened (flatten != NULL), with a fresh data checksum (the file is well
+ * formed, its content wrong). Returns the load error code. */
 static int load_modified(const char *meta_key, const char *meta_value, const char *drop,
                          const char *flatten, char *err, size_t errlen) {
   ltdi_model *m = make_model(2);
@@ -127,6 +128,7 @@ static int load_modified(const char *meta_key, const char *meta_value, const cha
   cr_assert_eq(ltdi_st_parse(bytes, nb, &f, err, errlen), 0);
   free(bytes);
   cr_assert_eq(ltdi_st_writer_new(&w), 0);
+  ltdi_st_writer_set_checksum(w, 1);
   for (int i = 0; i < f->n_meta; i++)
     cr_assert_eq(ltdi_st_writer_meta(w, f->meta_keys[i], f->meta_values[i]), 0);
   if (meta_key) cr_assert_eq(ltdi_st_writer_meta(w, meta_key, meta_value), 0);

@@ -21,7 +21,7 @@
 
 #include "base/error.h"
 #include "server/registry/registry.h"
-#include "server/registry/sha256.h"
+#include "core/sha256.h"
 #include "tests/unit/full_disk_vfs.h"
 
 static char g_dir[128], g_path[160], g_err[512];

@@ -536,6 +536,7 @@ Test(api, weights_text_is_json) {
 
 #include "core/rng.h"
 #include "core/weights.h"
+#include "tests/unit/model_files.h"
 #include "tests/unit/server_harness.h"
 
 enum { TD = 8, TMAXW = 24 }; /* the class-token model's feat_dim and max_ways */
@@ -665,9 +666,9 @@ static ltdi_gen_pool *g_pool;
 
 static void any_n_setup(void) {
   harness_dir(&g_h);
-  harness_write_class_token_model(g_h.model_path, TD, TMAXW);
+  write_class_token_model(g_h.model_path, TD, TMAXW, 41);
   harness_start(&g_h);
-  g_pool = harness_pool(&g_h, &g_be, &g_m);
+  g_pool = harness_pool_of(g_h.model_path, &g_be, &g_m);
 }
 
 static void any_n_teardown(void) {
@@ -923,7 +924,7 @@ Test(serve_unet, fixed_n_as_before) {
   harness_start(&h);
   ltdi_backend *be = NULL;
   ltdi_model *m = NULL;
-  ltdi_gen_pool *p = harness_pool(&h, &be, &m);
+  ltdi_gen_pool *p = harness_pool_of(h.model_path, &be, &m);
   enum { ROWS = 7 };
   float x[ROWS * UD], means[UWAYS * UD];
   float *w = malloc(m->layout.n_params * sizeof *w);

@@ -18,7 +18,7 @@
 #include "core/model.h"
 #include "core/rng.h"
 #include "server/batcher.h"
-#include "tests/unit/class_token_model.h"
+#include "tests/unit/model_files.h"
 
 #define DC 3 /* condition floats per class */
 #define P 4  /* parameters per class */
@@ -357,12 +357,6 @@ static int pool_run(void *ctx, void *model, int ways, const float *cond, const u
   return ltdi_gen_pool_run_ways(c->pool, ways, cond, seeds, batch, opt, out);
 }
 
-static ltdi_model *class_token_model(ltdi_backend *be, int dim, int max_ways) {
-  ltdi_model *m = ltdi_test_class_token_model(be, dim, max_ways, 23);
-  m->sampler.sigma = LTDI_SIGMA_BETA; /* noise at every step: seeds matter throughout */
-  return m;
-}
-
 /* Concurrent jobs of N = 2, 5 and 3 on one class-token model form one
  * pass (the queue is empty while its first call runs), run as one call
  * per N, and each job's weights are bit-identical to the same job run
@@ -371,7 +365,8 @@ Test(batcher, mixed_ways_equal_alone_bit_for_bit) {
   enum { DIM = 6, MAXW = 8, NJ = 3 };
   ltdi_backend *be = NULL;
   cr_assert_eq(ltdi_backend_cpu_create(&be, 1), 0);
-  ltdi_model *m = class_token_model(be, DIM, MAXW);
+  ltdi_model *m = random_class_token_model(be, DIM, MAXW, 23);
+  m->sampler.sigma = LTDI_SIGMA_BETA; /* noise at every step: seeds matter throughout */
   pool_ctx c;
   memset(&c, 0, sizeof c);
   fake_init(&c.gate);

@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "tests/unit/full_disk_vfs.h"
+#include "tests/unit/model_files.h"
 #include "tests/unit/server_harness.h"
 
 enum { D = 8, MAXW = 4 }; /* the model's feature width and largest N */
@@ -59,7 +60,7 @@ static harness g_h;
 
 static void setup(void) {
   harness_dir(&g_h);
-  harness_write_class_token_model(g_h.model_path, D, MAXW);
+  write_class_token_model(g_h.model_path, D, MAXW, 41);
   cr_assert_eq(full_disk_install(), SQLITE_OK); /* before the daemon opens its registry */
   harness_start(&g_h);
 }

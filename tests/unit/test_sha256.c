@@ -1,4 +1,4 @@
-/* tests/unit/test_sha256.c — server/registry/sha256.h against the FIPS 180-2 example
+/* tests/unit/test_sha256.c — core/sha256.h against the FIPS 180-2 example
  * vectors, and streaming in odd chunk sizes against the one-shot digest. */
 #define _POSIX_C_SOURCE 200809L
 #include <criterion/criterion.h>
@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "base/error.h"
-#include "server/registry/sha256.h"
+#include "core/sha256.h"
 
 Test(sha256, published_vectors) {
   char hex[65];
@@ -43,19 +43,4 @@ Test(sha256, streaming_equals_one_shot_at_every_padding_boundary) {
       cr_assert_str_eq(streamed, one, "n=%zu chunk=%zu", n, chunk);
     }
   }
-}
-
-Test(sha256, file_digest_and_size) {
-  char path[] = "/tmp/ltdi_sha256_XXXXXX";
-  int fd = mkstemp(path);
-  cr_assert_geq(fd, 0);
-  cr_assert_eq(write(fd, "abc", 3), 3);
-  close(fd);
-  char hex[65], err[128];
-  int64_t size = -1;
-  cr_assert_eq(ltdi_sha256_file(path, hex, &size, err, sizeof err), 0);
-  cr_assert_str_eq(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-  cr_assert_eq(size, 3);
-  unlink(path);
-  cr_assert_eq(ltdi_sha256_file(path, hex, &size, err, sizeof err), LTDI_ERR_NOT_FOUND);
 }

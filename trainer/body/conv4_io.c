@@ -11,8 +11,10 @@
  *   classifier.bias            [n_classes]                optional
  * Metadata: format "ltdi-body", version, height, width, feature_dim,
  * channels, blocks, n_classes, data, plus whatever the trainer adds (epochs,
- * accuracies). The names follow PyTorch's, so a Python reader can load the
- * body into an equivalent nn.Module. */
+ * accuracies), and data_sha256, the checksum of the tensor data that the
+ * safetensors reader verifies (bodies written before it loaded unverified).
+ * The names follow PyTorch's, so a Python reader can load the body into an
+ * equivalent nn.Module. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -49,6 +51,7 @@ int ltdi_conv4_save_meta(const ltdi_conv4 *net, const char *path, const char *da
   ltdi_st_writer *w = NULL;
   int rc = ltdi_st_writer_new(&w);
   if (rc != 0) return rc;
+  ltdi_st_writer_set_checksum(w, 1);
   char name[64];
   for (int b = 0; b < NB && rc == 0; b++) {
     int64_t wshape[4] = {C, b == 0 ? 1 : C, 3, 3};

@@ -205,6 +205,9 @@ int ltdi_cmd_generate(int argc, char **argv) {
   if (ltdi_cli_backend_open("generate", want, 1, &be)) return 1;
   int rc = ltdi_model_load(&m, be, model_path, err, sizeof err);
   ltdi_gen_options o = ltdi_gen_options_default(m);
+  if (!rc && !m->data_sha256[0])
+    fprintf(stderr, "generate: note: %s has no data_sha256 (an older file): its tensor data is "
+            "not verified; `ltdi-train checksum --file %s` adds one\n", model_path, model_path);
   if (!rc) {
     if (sampler && (o.sampler.form = ltdi_sampler_form_from_name(sampler)) < 0)
       rc = ltdi_fail(err, sizeof err, LTDI_ERR_INVALID_ARG,

@@ -13,5 +13,6 @@ int ltdi_cmd_generate(int argc, char **argv); /* trainer/cli/cmd_generate.c */
 int ltdi_cmd_reptile(int argc, char **argv); /* trainer/cli/cmd_reptile.c */
 
 int ltdi_cmd_features(int argc, char **argv); /* trainer/cli/cmd_features.c */
+int ltdi_cmd_checksum(int argc, char **argv); /* trainer/cli/cmd_checksum.c */
 
 #endif

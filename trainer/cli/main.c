@@ -20,6 +20,7 @@ static const command COMMANDS[] = {
     {"generate", ltdi_cmd_generate, "generate a classifier head for a new task"},
     {"eval", ltdi_cmd_eval, "evaluate methods on meta-test episodes"},
     {"reptile", ltdi_cmd_reptile, "meta-learn the head init with REPTILE (eval --reptile)"},
+    {"checksum", ltdi_cmd_checksum, "add or check the data checksum of model and body files"},
 };
 
 static void usage(FILE *out) {

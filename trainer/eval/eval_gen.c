@@ -74,6 +74,9 @@ static int load(ltdi_eval_generator *g, const char *path, loaded **out, char *er
   char lerr[384] = "";
   int rc = ltdi_model_load(&l->m, g->be, path, lerr, sizeof lerr);
   if (rc) return ltdi_fail(err, errlen, rc, "%s: %s", path, lerr[0] ? lerr : ltdi_strerror(rc));
+  if (!l->m->data_sha256[0])
+    fprintf(stderr, "eval: note: %s has no data_sha256 (an older file): its tensor data is not "
+            "verified; `ltdi-train checksum --file %s` adds one\n", path, path);
   /* Per-sample forwards on the CPU: bit-identical whatever the batch. */
   rc = ltdi_gen_pool_create(&l->pool, l->m, g->threads, g->threads, LTDI_KERNEL_PER_SAMPLE, 1);
   if (!rc && !(l->path = strdup(path))) rc = LTDI_ERR_NOMEM;

@@ -1,11 +1,14 @@
-/* server/registry/sha256.h — SHA-256 (FIPS 180-4), for the registry's content addresses.
+/* core/sha256.h — SHA-256 (FIPS 180-4): content addresses and checksums.
  *
- * The registry stores the sha256 of every model file and of every task
- * embedding, and task ids are sha256 digests of what determines a generation
- * (model version, embedding, seed, steps). This is a plain streaming
- * implementation; it allocates nothing and cannot fail except on file I/O. */
-#ifndef LTDI_SERVER_SHA256_H
-#define LTDI_SERVER_SHA256_H
+ * Model and body files carry the sha256 of their tensor data (the
+ * safetensors key "data_sha256", core/safetensors.h); the registry stores
+ * the sha256 of every model file and of every task embedding, and task ids
+ * are sha256 digests of what determines a generation (model version,
+ * embedding, seed, steps). It lives in core/ so the file readers below the
+ * daemon can verify what they read. A plain streaming implementation: it
+ * allocates nothing and cannot fail. */
+#ifndef LTDI_CORE_SHA256_H
+#define LTDI_CORE_SHA256_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -30,11 +33,6 @@ void ltdi_sha256_final(ltdi_sha256 *s, uint8_t digest[32]);
 void ltdi_sha256_hex(const void *data, size_t n, char hex[65]);
 /* Lowercase hex of a 32-byte digest. */
 void ltdi_sha256_digest_hex(const uint8_t digest[32], char hex[65]);
-
-/* Digest and byte size of a whole file; LTDI_ERR_IO / NOT_FOUND with a reason
- * in err. size may be NULL. */
-int ltdi_sha256_file(const char *path, char hex[65], int64_t *size, char *err,
-                     size_t errlen);
 
 #ifdef __cplusplus
 }

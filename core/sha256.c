@@ -1,15 +1,11 @@
-/* server/registry/sha256.c — SHA-256 as specified in FIPS 180-4, section 6.2.
+/* core/sha256.c — SHA-256 as specified in FIPS 180-4, section 6.2.
  *
- * Written for clarity over speed: hashing a model file of tens of megabytes
- * once at registration, and a few kilobytes per request, is not a hot path. */
-#define _POSIX_C_SOURCE 200809L
-#include "server/registry/sha256.h"
+ * Written for clarity over speed: hashing a model file of a few megabytes at
+ * registration and at each load, and a few kilobytes per request, is not a
+ * hot path. */
+#include "core/sha256.h"
 
-#include <errno.h>
-#include <stdio.h>
 #include <string.h>
-
-#include "base/error.h"
 
 /* The first 32 bits of the fractional parts of the cube roots of the first 64
  * primes (FIPS 180-4, 4.2.2). */
@@ -115,29 +111,4 @@ void ltdi_sha256_hex(const void *data, size_t n, char hex[65]) {
   ltdi_sha256_update(&s, data, n);
   ltdi_sha256_final(&s, d);
   ltdi_sha256_digest_hex(d, hex);
-}
-
-int ltdi_sha256_file(const char *path, char hex[65], int64_t *size, char *err,
-                     size_t errlen) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    int e = errno;
-    return ltdi_fail(err, errlen, e == ENOENT ? LTDI_ERR_NOT_FOUND : LTDI_ERR_IO,
-                     "%s: %s", path, strerror(e));
-  }
-  ltdi_sha256 s;
-  ltdi_sha256_init(&s);
-  uint8_t buf[1 << 16];
-  size_t got;
-  while ((got = fread(buf, 1, sizeof buf, f)) > 0) ltdi_sha256_update(&s, buf, got);
-  int bad = ferror(f);
-  fclose(f);
-  if (bad) {
-    return ltdi_fail(err, errlen, LTDI_ERR_IO, "%s: read error", path);
-  }
-  if (size) *size = (int64_t)s.nbytes;
-  uint8_t d[32];
-  ltdi_sha256_final(&s, d);
-  ltdi_sha256_digest_hex(d, hex);
-  return 0;
 }
