@@ -550,28 +550,33 @@ static ltdi_prepare_config linear_config(const char *out) {
   return cfg;
 }
 
-/* Checks task t of a linear file: the embedding is the prototypes of the
- * episode's normalised view-0 support rows, row 0 the Proto-MAML head of
- * that embedding (bit for bit), and the optimum's support loss below it. */
+/* Checks task t of a linear 5-way file of S shots trained on Kt per class
+ * (ep allocated with Kt shots): the embedding is the prototypes of the
+ * episode's normalised view-0 support rows (the first S of each class), row
+ * 0 the Proto-MAML head of that embedding (bit for bit), and the optimum's
+ * loss on all 5*Kt training rows below row 0's and equal to final_loss. */
 static void check_linear_task(int t, const float *traj, const float *emb, const float *loss,
-                              ltdi_class_index *idx, ltdi_episode *ep) {
+                              ltdi_class_index *idx, ltdi_episode *ep, int S, int Kt) {
   cr_assert_eq(ltdi_episode_sample(ep, idx, 5, (uint64_t)t), 0);
-  float xs[10 * LIN_DIM], protos[5 * LIN_DIM], base[LIN_P];
-  int32_t ys[10];
-  for (int i = 0; i < 10; i++) {
-    ys[i] = i / 2;
-    memcpy(xs + i * LIN_DIM, ltdi_featurebank_row(&lin_bank, ep->support[i], 0),
-           LIN_DIM * sizeof(float));
-  }
-  cr_assert_eq(ltdi_task_prototypes(xs, LIN_DIM, ys, 10, 5, LIN_DIM, protos, NULL), 0);
+  float xs[5 * 8 * LIN_DIM], protos[5 * LIN_DIM], base[LIN_P];
+  int32_t ys[5 * 8];
+  cr_assert_leq(Kt, 8);
+  for (int c = 0; c < 5; c++)
+    for (int k = 0; k < Kt; k++) { /* the support first, then the rest */
+      int i = k < S ? c * S + k : 5 * S + c * (Kt - S) + (k - S);
+      ys[i] = c;
+      memcpy(xs + i * LIN_DIM, ltdi_featurebank_row(&lin_bank, ep->support[c * Kt + k], 0),
+             LIN_DIM * sizeof(float));
+    }
+  cr_assert_eq(ltdi_task_prototypes(xs, LIN_DIM, ys, 5 * S, 5, LIN_DIM, protos, NULL), 0);
   cr_assert_eq(memcmp(protos, emb + (size_t)t * 5 * LIN_DIM, sizeof protos), 0, "task %d", t);
   ltdi_linear_head_base(protos, 5, LIN_DIM, base);
   const float *row0 = traj + (size_t)t * 4 * LIN_P, *opt = row0 + 3 * LIN_P;
   cr_assert_eq(memcmp(row0, base, sizeof base), 0, "task %d: row 0 is not the base head", t);
   double acc, l0, l1;
-  cr_assert_eq(ltdi_linear_head_score(row0, 5, LIN_DIM, xs, ys, 10, &acc, &l0), 0);
-  cr_assert_eq(ltdi_linear_head_score(opt, 5, LIN_DIM, xs, ys, 10, &acc, &l1), 0);
-  cr_assert(l1 < l0, "task %d: support loss %g at the init, %g at the optimum", t, l0, l1);
+  cr_assert_eq(ltdi_linear_head_score(row0, 5, LIN_DIM, xs, ys, 5 * Kt, &acc, &l0), 0);
+  cr_assert_eq(ltdi_linear_head_score(opt, 5, LIN_DIM, xs, ys, 5 * Kt, &acc, &l1), 0);
+  cr_assert(l1 < l0, "task %d: training loss %g at the init, %g at the optimum", t, l0, l1);
   cr_assert(fabs(loss[t] - l1) < 1e-5 * (1 + l1), "task %d: final_loss %g vs %g", t, loss[t], l1);
 }
 
@@ -594,7 +599,7 @@ Test(prepare_linear, row_0_is_the_base_head_and_the_optimum_fits_better, .init =
   cr_assert_eq(ltdi_class_index_build(&idx, lin_bank.labels, lin_bank.n, lin_bank.n_classes), 0);
   ltdi_episode ep;
   cr_assert_eq(ltdi_episode_alloc(&ep, 5, 2, 0), 0);
-  for (int t = 0; t < 24; t++) check_linear_task(t, traj, emb, loss, &idx, &ep);
+  for (int t = 0; t < 24; t++) check_linear_task(t, traj, emb, loss, &idx, &ep, 2, 2);
   ltdi_episode_free(&ep);
   ltdi_class_index_free(&idx);
   ltdi_st_close(f);
@@ -777,29 +782,7 @@ Test(prepare_linear, train_shots_trains_on_more_than_the_support, .init = setup_
   cr_assert_eq(ltdi_class_index_build(&idx, lin_bank.labels, lin_bank.n, lin_bank.n_classes), 0);
   ltdi_episode ep;
   cr_assert_eq(ltdi_episode_alloc(&ep, 5, 6, 0), 0);
-  for (int t = 0; t < 24; t++) {
-    cr_assert_eq(ltdi_episode_sample(&ep, &idx, 5, (uint64_t)t), 0);
-    float xs[30 * LIN_DIM], protos[5 * LIN_DIM], base[LIN_P];
-    int32_t ys[30];
-    for (int c = 0; c < 5; c++)
-      for (int k = 0; k < 6; k++) { /* the support first, then the rest */
-        int i = k < 2 ? c * 2 + k : 10 + c * 4 + (k - 2);
-        ys[i] = c;
-        memcpy(xs + i * LIN_DIM, ltdi_featurebank_row(&lin_bank, ep.support[c * 6 + k], 0),
-               LIN_DIM * sizeof(float));
-      }
-    cr_assert_eq(ltdi_task_prototypes(xs, LIN_DIM, ys, 10, 5, LIN_DIM, protos, NULL), 0);
-    cr_assert_eq(memcmp(protos, emb + (size_t)t * 5 * LIN_DIM, sizeof protos), 0, "task %d", t);
-    ltdi_linear_head_base(protos, 5, LIN_DIM, base);
-    const float *row0 = traj + (size_t)t * 4 * LIN_P, *opt = row0 + 3 * LIN_P;
-    cr_assert_eq(memcmp(row0, base, sizeof base), 0, "task %d: row 0 is not the support's head", t);
-    double acc, l0, l1;
-    cr_assert_eq(ltdi_linear_head_score(row0, 5, LIN_DIM, xs, ys, 30, &acc, &l0), 0);
-    cr_assert_eq(ltdi_linear_head_score(opt, 5, LIN_DIM, xs, ys, 30, &acc, &l1), 0);
-    cr_assert(l1 < l0, "task %d: loss on the 30 training rows %g at the init, %g after", t, l0, l1);
-    cr_assert(fabs(loss[t] - l1) < 1e-5 * (1 + l1), "task %d: final_loss %g vs %g over 30 rows",
-              t, loss[t], l1);
-  }
+  for (int t = 0; t < 24; t++) check_linear_task(t, traj, emb, loss, &idx, &ep, 2, 6);
   ltdi_episode_free(&ep);
   ltdi_class_index_free(&idx);
   ltdi_st_close(f);
