@@ -580,16 +580,11 @@ static void check_linear_task(int t, const float *traj, const float *emb, const 
   cr_assert(fabs(loss[t] - l1) < 1e-5 * (1 + l1), "task %d: final_loss %g vs %g", t, loss[t], l1);
 }
 
-Test(prepare_linear, row_0_is_the_base_head_and_the_optimum_fits_better, .init = setup_linear,
-     .fini = teardown_linear) {
-  char out[300];
-  path_in(out, sizeof out, "lin.safetensors");
-  ltdi_prepare_config cfg = linear_config(out);
-  ltdi_prepare_stats st;
-  run_ok(&cfg, &lin_bank, &st);
+/* check_linear_task for each of the 24 tasks of a linear file. */
+static void check_linear_file(const char *path, int S, int Kt) {
   ltdi_st_file *f;
   char err[256];
-  cr_assert_eq(ltdi_st_read(out, &f, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(ltdi_st_read(path, &f, err, sizeof err), 0, "%s", err);
   int64_t s3[3] = {24, 4, LIN_P}, s2[2] = {24, 5 * LIN_DIM}, s1[1] = {24};
   const float *traj, *emb, *loss;
   cr_assert_eq(ltdi_st_get_f32(f, "trajectories", 3, s3, &traj, err, sizeof err), 0, "%s", err);
@@ -598,11 +593,21 @@ Test(prepare_linear, row_0_is_the_base_head_and_the_optimum_fits_better, .init =
   ltdi_class_index idx;
   cr_assert_eq(ltdi_class_index_build(&idx, lin_bank.labels, lin_bank.n, lin_bank.n_classes), 0);
   ltdi_episode ep;
-  cr_assert_eq(ltdi_episode_alloc(&ep, 5, 2, 0), 0);
-  for (int t = 0; t < 24; t++) check_linear_task(t, traj, emb, loss, &idx, &ep, 2, 2);
+  cr_assert_eq(ltdi_episode_alloc(&ep, 5, Kt, 0), 0);
+  for (int t = 0; t < 24; t++) check_linear_task(t, traj, emb, loss, &idx, &ep, S, Kt);
   ltdi_episode_free(&ep);
   ltdi_class_index_free(&idx);
   ltdi_st_close(f);
+}
+
+Test(prepare_linear, row_0_is_the_base_head_and_the_optimum_fits_better, .init = setup_linear,
+     .fini = teardown_linear) {
+  char out[300];
+  path_in(out, sizeof out, "lin.safetensors");
+  ltdi_prepare_config cfg = linear_config(out);
+  ltdi_prepare_stats st;
+  run_ok(&cfg, &lin_bank, &st);
+  check_linear_file(out, 2, 2);
 }
 
 Test(prepare_linear, file_metadata_names_the_head, .init = setup_linear, .fini = teardown_linear) {
@@ -773,17 +778,6 @@ Test(prepare_linear, train_shots_trains_on_more_than_the_support, .init = setup_
   cr_assert_eq(ltdi_st_read(out, &f, err, sizeof err), 0, "%s", err);
   cr_assert_str_eq(ltdi_st_meta(f, "train_shots"), "6");
   cr_assert_str_eq(ltdi_st_meta(f, "shots"), "2");
-  int64_t s3[3] = {24, 4, LIN_P}, s2[2] = {24, 5 * LIN_DIM}, s1[1] = {24};
-  const float *traj, *emb, *loss;
-  cr_assert_eq(ltdi_st_get_f32(f, "trajectories", 3, s3, &traj, err, sizeof err), 0, "%s", err);
-  cr_assert_eq(ltdi_st_get_f32(f, "embeddings", 2, s2, &emb, err, sizeof err), 0, "%s", err);
-  cr_assert_eq(ltdi_st_get_f32(f, "final_loss", 1, s1, &loss, err, sizeof err), 0, "%s", err);
-  ltdi_class_index idx;
-  cr_assert_eq(ltdi_class_index_build(&idx, lin_bank.labels, lin_bank.n, lin_bank.n_classes), 0);
-  ltdi_episode ep;
-  cr_assert_eq(ltdi_episode_alloc(&ep, 5, 6, 0), 0);
-  for (int t = 0; t < 24; t++) check_linear_task(t, traj, emb, loss, &idx, &ep, 2, 6);
-  ltdi_episode_free(&ep);
-  ltdi_class_index_free(&idx);
   ltdi_st_close(f);
+  check_linear_file(out, 2, 6);
 }
