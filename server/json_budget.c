@@ -18,7 +18,7 @@
 
 static atomic_size_t g_in_use;
 static atomic_int g_trim_pending;
-static atomic_size_t g_max = (size_t)256 << 20;
+static atomic_size_t g_max = (size_t)64 << 20; /* the daemon sets --max-parse-bytes */
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 /* The parse running on this thread: only its allocations are charged. */
