@@ -175,6 +175,12 @@ static void dispatch(ltdi_server *s, struct MHD_Connection *conn, const char *ur
   hit->fn(s, &rq, rs);
 }
 
+/* The probes a load balancer sends: kept answering in the reserve and
+ * outside the in-flight cap. */
+static int is_probe(const char *url) {
+  return url && (!strcmp(url, "/health") || !strcmp(url, "/ready"));
+}
+
 /* The guard's record of conn (NULL if it could not track it). */
 static ltdi_conn *guard_of(struct MHD_Connection *conn) {
   const union MHD_ConnectionInfo *ci =
@@ -217,8 +223,7 @@ static int check_head(ltdi_server *s, struct MHD_Connection *conn, const char *u
                                         : "Content-Length together with Transfer-Encoding");
     return 400;
   }
-  const int probe = url && (!strcmp(url, "/health") || !strcmp(url, "/ready"));
-  if (ltdi_conn_in_reserve(guard_of(conn)) && !probe) {
+  if (ltdi_conn_in_reserve(guard_of(conn)) && !is_probe(url)) {
     *endpoint = "(reserve)";
     ltdi_metrics_rejected(s->metrics, "connections");
     ltdi__resp_header(rs, "Retry-After", "1");
@@ -300,7 +305,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   ltdi_resp rs;
   memset(&rs, 0, sizeof rs);
   const char *endpoint = "(unknown)";
-  int limited = !(url && (!strcmp(url, "/health") || !strcmp(url, "/ready")));
+  int limited = !is_probe(url);
   int now = limited ? atomic_fetch_add(&s->in_flight, 1) + 1 : 0;
   if (limited && now > s->cfg.max_in_flight) {
     ltdi_metrics_rejected(s->metrics, "in_flight");

@@ -184,9 +184,9 @@ static int parse_answer(const char *txt, int *json_error) {
   return status;
 }
 
-/* Sends `req` (n bytes) on a fresh connection and reads the answer. */
-static int exchange(int port, const char *req, size_t n, int *json_error) {
-  int fd = dial(port, "127.0.0.1"), closed;
+/* Sends `req` (n bytes) on a fresh connection from `from` and reads the answer. */
+static int exchange_from(int port, const char *from, const char *req, size_t n, int *json_error) {
+  int fd = dial(port, from), closed;
   if (fd < 0) return -1;
   send_all(fd, req, n);
   char *txt = read_all(fd, 10000, &closed);
@@ -196,17 +196,15 @@ static int exchange(int port, const char *req, size_t n, int *json_error) {
   return status;
 }
 
+static int exchange(int port, const char *req, size_t n, int *json_error) {
+  return exchange_from(port, "127.0.0.1", req, n, json_error);
+}
+
 static int get_status(int port, const char *from, const char *path) {
   char req[256];
   int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", path);
-  int fd = dial(port, from), closed, je;
-  if (fd < 0) return -1;
-  send_all(fd, req, (size_t)n);
-  char *txt = read_all(fd, 10000, &closed);
-  int status = parse_answer(txt, &je);
-  free(txt);
-  close(fd);
-  return status;
+  int je;
+  return exchange_from(port, from, req, (size_t)n, &je);
 }
 
 /* ---- 1: libmicrohttpd's own errors and the smuggling guards ---------------------- */
