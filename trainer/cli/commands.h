@@ -14,5 +14,7 @@ int ltdi_cmd_reptile(int argc, char **argv); /* trainer/cli/cmd_reptile.c */
 
 int ltdi_cmd_features(int argc, char **argv); /* trainer/cli/cmd_features.c */
 int ltdi_cmd_checksum(int argc, char **argv); /* trainer/cli/cmd_checksum.c */
+int ltdi_cmd_lora_init(int argc, char **argv);   /* trainer/cli/cmd_lora.c */
+int ltdi_cmd_lora_export(int argc, char **argv); /* trainer/cli/cmd_lora.c */
 
 #endif

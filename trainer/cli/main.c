@@ -21,12 +21,14 @@ static const command COMMANDS[] = {
     {"eval", ltdi_cmd_eval, "evaluate methods on meta-test episodes"},
     {"reptile", ltdi_cmd_reptile, "meta-learn the head init with REPTILE (eval --reptile)"},
     {"checksum", ltdi_cmd_checksum, "add or check the data checksum of model and body files"},
+    {"lora-init", ltdi_cmd_lora_init, "write a LoRA adapter of a BERT encoder, initialised as PEFT"},
+    {"lora-export", ltdi_cmd_lora_export, "write an ltdi LoRA file as a PEFT adapter folder"},
 };
 
 static void usage(FILE *out) {
   fprintf(out, "usage: ltdi-train <command> [options]\n\ncommands:\n");
   for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
-    fprintf(out, "  %-8s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+    fprintf(out, "  %-11s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
   fprintf(out, "\n`ltdi-train <command> --help` lists a command's options.\n");
 }
 
