@@ -318,7 +318,7 @@ Test(cli_options, help_lists_every_flag_with_its_default) {
 typedef struct command_help {
   int (*fn)(int, char **);
   const char *argv0;
-  const char *sub;         /* "glyphs" for data, else NULL */
+  const char *sub;         /* "glyphs" or "wordnet" for data, else NULL */
   const char *number;      /* an integer flag of the command */
   const char *needles[40]; /* every flag, and some "[default X; bounds]" */
 } command_help;
@@ -329,6 +329,10 @@ static const command_help COMMANDS[] = {
      {"--out DIR", "--small", "--fonts DIR", "--min-instances N", "--size N", "--seed S",
       "--threads N", "--min-corr F", "--quiet", "[default 28; 8..256]", "[default 0.3; -1..1]",
       "[default 20, 5 with --small; 1..1000000]"}},
+    {ltdi_cmd_data, "data", "wordnet", "--min-per-class",
+     {"--out DIR", "--wordnet DIR", "--seed S", "--min-per-class N", "--split A,B,C",
+      "[default /usr/share/wordnet]", "[default 40; 1..1000000]",
+      "[default 25,10,10; 1..1000, up to 3 values]"}},
     {ltdi_cmd_body, "body", NULL, "--batch",
      {"--data DIR", "--out PATH", "--epochs E", "--max-epochs E", "--batch N", "--lr X",
       "--weight-decay X", "--minutes M", "--threads T", "--seed S", "--val-fraction F",

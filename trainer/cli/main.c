@@ -12,7 +12,7 @@ typedef struct command {
 } command;
 
 static const command COMMANDS[] = {
-    {"data", ltdi_cmd_data, "build a data set (the glyph benchmark)"},
+    {"data", ltdi_cmd_data, "build a data set (the glyph or WordNet benchmark)"},
     {"body", ltdi_cmd_body, "pre-train the frozen Conv4 body"},
     {"features", ltdi_cmd_features, "write body features of an image set (for --features)"},
     {"prepare", ltdi_cmd_prepare, "prepare training tasks: embeddings + SAM trajectories"},
