@@ -278,7 +278,7 @@ struct ltdi_backend {
                             const float *dout, const float *inp, const float *weight,
                             const float *mean, const float *rstd, int rows, int C);
   /* The exact (erf) GELU: out = 0.5 x (1 + erf(x / sqrt 2)); its backward
-   * dinp += dout (Phi(x) + x phi(x)). */
+   * dinp += dout (Phi(x) + x phi(x)). out may equal inp. */
   int (*gelu_forward)(ltdi_backend *be, float *out, const float *inp, size_t n);
   int (*gelu_backward)(ltdi_backend *be, float *dinp, const float *dout, const float *inp,
                        size_t n);
