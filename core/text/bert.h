@@ -149,6 +149,29 @@ int ltdi_bert_forward(ltdi_bert *m, ltdi_bert_acts *a, const int32_t *ids,
 const float *ltdi_bert_acts_output(const ltdi_bert_acts *a);
 const float *ltdi_bert_acts_hidden(const ltdi_bert_acts *a, int layer);
 
+/* ---- texts (core/text/bert_embed.c) -------------------------------------- */
+
+struct ltdi_tokenizer; /* core/text/tokenizer.h */
+
+/* Embeds n UTF-8 texts (texts[i], lens[i] bytes) into out (n, C), a HOST
+ * array, in input order: each text is tokenised ([CLS] ... [SEP], cut to
+ * max_length ids), the texts are sorted by token count and encoded in
+ * batches of up to max_batch of similar length, so little padding is
+ * computed. max_length in [2, max_position]. LTDI_ERR_FORMAT when a text is
+ * not valid UTF-8 or holds a NUL byte, with *bad (may be NULL) set to its
+ * index (else -1); LTDI_ERR_INVALID_ARG, LTDI_ERR_NOMEM, backend errors. */
+int ltdi_bert_embed_texts(ltdi_bert *m, const struct ltdi_tokenizer *tok,
+                          const char *const *texts, const size_t *lens, int n, int max_length,
+                          int max_batch, float *out, int *bad);
+
+/* Opens DIR/vocab.txt as the tokenizer of encoder folder `dir`, lowercasing
+ * as DIR/tokenizer_config.json's do_lower_case says (true when the file or
+ * the key is absent, as for BERT's uncased models). Errors as
+ * ltdi_tokenizer_open, or LTDI_ERR_FORMAT for a tokenizer_config.json that
+ * is not a JSON object or whose do_lower_case is not a boolean. */
+int ltdi_bert_tokenizer_open(struct ltdi_tokenizer **out, const char *dir, char *err,
+                             size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif

@@ -14,5 +14,6 @@ int ltdi_cmd_reptile(int argc, char **argv); /* trainer/cli/cmd_reptile.c */
 
 int ltdi_cmd_features(int argc, char **argv); /* trainer/cli/cmd_features.c */
 int ltdi_cmd_checksum(int argc, char **argv); /* trainer/cli/cmd_checksum.c */
+int ltdi_cmd_embed(int argc, char **argv);    /* trainer/cli/cmd_embed.c */
 
 #endif

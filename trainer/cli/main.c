@@ -21,6 +21,7 @@ static const command COMMANDS[] = {
     {"eval", ltdi_cmd_eval, "evaluate methods on meta-test episodes"},
     {"reptile", ltdi_cmd_reptile, "meta-learn the head init with REPTILE (eval --reptile)"},
     {"checksum", ltdi_cmd_checksum, "add or check the data checksum of model and body files"},
+    {"embed", ltdi_cmd_embed, "sentence embeddings of a text file with a BERT encoder"},
 };
 
 static void usage(FILE *out) {
