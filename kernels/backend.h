@@ -80,6 +80,16 @@ struct ltdi_backend {
   int (*sgemm)(ltdi_backend *be, int trans_a, int trans_b, int m, int n, int k,
                float alpha, const float *a, int lda, const float *b, int ldb,
                float beta, float *c, int ldc);
+  /* `batch` independent sgemms: for i < batch, C_i = alpha op(A_i) op(B_i)
+   * + beta C_i with X_i = x + i * stride_x (floats), each with sgemm's
+   * contract and leading dimensions (cuBLAS's SgemmStridedBatched, row-major).
+   * A stride may be 0 (the same matrix for every i); the C_i must not
+   * overlap. The BERT encoder's attention runs on it with lda = hidden, so
+   * the heads of a (B, T, H, D) tensor are read in place, no permute. */
+  int (*sgemm_strided_batched)(ltdi_backend *be, int trans_a, int trans_b, int m, int n,
+                               int k, float alpha, const float *a, int lda, size_t stride_a,
+                               const float *b, int ldb, size_t stride_b, float beta, float *c,
+                               int ldc, size_t stride_c, int batch);
   /* y[i] += alpha * x[i] */
   int (*axpy)(ltdi_backend *be, float *y, const float *x, float alpha, size_t n);
   /* x[i] = value */
@@ -245,6 +255,78 @@ struct ltdi_backend {
   /* dg[b][c] += Σ_n dout*m; dm += g*dout; either may be NULL */
   int (*mul_rows_add_backward)(ltdi_backend *be, float *dg, float *dm, const float *dout,
                                const float *g, const float *m, int batch, int N, int C);
+
+  /* ---- text encoder: the BERT family (core/text/bert.h) ----------------
+   * Shapes per call: R rows of C values (a row is one token's hidden
+   * vector); B sequences of T positions (padding after lengths[b] valid
+   * tokens); H heads. `ids` and `lengths` are int32 in backend memory. The
+   * CPU backend rejects an id outside [0, vocab) or a length outside [1, T]
+   * with LTDI_ERR_INVALID_ARG; the CUDA backend cannot see device values
+   * without waiting, so it clamps them instead (it never reads outside a
+   * table) and the caller (core/text/bert.c) validates them on the host. */
+  /* Layer-norm over the last dimension of inp (R, C), PyTorch's LayerNorm:
+   *   out = (inp - mean) * rstd * weight + bias, rstd = 1 / sqrt(var + eps)
+   * with the biased variance, statistics in double. mean and rstd (R) are
+   * saved for the backward; either may be NULL when none follows. out may
+   * equal inp when no backward follows (the backward reads inp). */
+  int (*layernorm_forward)(ltdi_backend *be, float *out, float *mean, float *rstd,
+                           const float *inp, const float *weight, const float *bias, int rows,
+                           int C, float eps);
+  /* dinp (R, C), dweight, dbias (C) += the gradients; any may be NULL
+   * (weight is needed only for dinp). */
+  int (*layernorm_backward)(ltdi_backend *be, float *dinp, float *dweight, float *dbias,
+                            const float *dout, const float *inp, const float *weight,
+                            const float *mean, const float *rstd, int rows, int C);
+  /* The exact (erf) GELU: out = 0.5 x (1 + erf(x / sqrt 2)); its backward
+   * dinp += dout (Phi(x) + x phi(x)). out may equal inp. */
+  int (*gelu_forward)(ltdi_backend *be, float *out, const float *inp, size_t n);
+  int (*gelu_backward)(ltdi_backend *be, float *dinp, const float *dout, const float *inp,
+                       size_t n);
+  /* Attention weights with a key-padding mask. scores and probs are
+   * (B, H, T, T): row (b, h, i) of probs is softmax_j(scale * scores) over
+   * the keys j < lengths[b] and exactly 0 for j >= lengths[b] (what an
+   * additive mask of -inf, or of float's lowest, gives). Padded query rows
+   * i >= lengths[b] are computed like the others (their outputs are masked
+   * later, by the pooling). probs may equal scores. */
+  int (*attn_softmax_forward)(ltdi_backend *be, float *probs, const float *scores,
+                              const int32_t *lengths, int batch, int heads, int T,
+                              float scale);
+  /* dscores (B, H, T, T) += scale * probs (dprobs - sum_j probs dprobs), row
+   * by row; dscores must not alias dprobs. Masked keys get 0 (probs is 0). */
+  int (*attn_softmax_backward)(ltdi_backend *be, float *dscores, const float *dprobs,
+                               const float *probs, int batch, int heads, int T, float scale);
+  /* BERT's embedding sum, in Hugging Face's order of additions:
+   *   out (B, T, C)[b][t] = (word (vocab, C)[ids[b][t]] + type (C)) + pos (>=T, C)[t]
+   * with one token-type row for every token (BERT's token type 0). */
+  int (*embedding_forward)(ltdi_backend *be, float *out, const int32_t *ids, const float *word,
+                           const float *pos, const float *type, int batch, int T, int C,
+                           int vocab);
+  /* dword[ids[b][t]] += dout[b][t] (a scatter-add, tokens in order), dpos[t]
+   * += sum_b dout[b][t], dtype += sum over all tokens; any may be NULL. The
+   * encoder's embeddings stay frozen, so only tests call it today. */
+  int (*embedding_backward)(ltdi_backend *be, float *dword, float *dpos, float *dtype,
+                            const float *dout, const int32_t *ids, int batch, int T, int C,
+                            int vocab);
+  /* Masked mean over tokens (sentence-transformers' mean pooling):
+   *   out (B, C)[b] = sum_{t < lengths[b]} inp (B, T, C)[b][t] / lengths[b]
+   * summed in ascending t in double, rounded once. */
+  int (*mean_pool_forward)(ltdi_backend *be, float *out, const float *inp,
+                           const int32_t *lengths, int batch, int T, int C);
+  /* dinp[b][t] += dout[b] / lengths[b] for t < lengths[b]; padded rows get 0. */
+  int (*mean_pool_backward)(ltdi_backend *be, float *dinp, const float *dout,
+                            const int32_t *lengths, int batch, int T, int C);
+  /* Row-wise L2 normalisation, torch.nn.functional.normalize's:
+   *   out (R, C) = inp / max(||inp row||, eps), norm (R) = ||inp row||
+   * (the sum of squares in double). out may equal inp. */
+  int (*l2_normalize_forward)(ltdi_backend *be, float *out, float *norm, const float *inp,
+                              int rows, int C, float eps);
+  /* With y = out (the forward's result) and n = max(norm, eps):
+   * dinp += (dout - y (y . dout)) / n when norm > eps, else dout / eps (the
+   * clamp is constant there). Reads out, not inp, so the forward may run in
+   * place. */
+  int (*l2_normalize_backward)(ltdi_backend *be, float *dinp, const float *dout,
+                               const float *out, const float *norm, int rows, int C,
+                               float eps);
 
   /* ---- diffusion ------------------------------------------------------ */
   /* One reverse step, per element in double (the subtraction cancels most

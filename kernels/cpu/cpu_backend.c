@@ -4,7 +4,7 @@
  * implements every entry. Memory is plain host memory (64-byte aligned so
  * BLAS and the compiler's vector loops see aligned rows); sgemm is OpenBLAS.
  * The op families live beside this file (cpu_conv.c, cpu_norm.c,
- * cpu_activation.c, cpu_optim.c, cpu_glue.c, cpu_set.c); this file only
+ * cpu_activation.c, cpu_optim.c, cpu_glue.c, cpu_set.c, cpu_text.c); this file only
  * wires them together. */
 #define _POSIX_C_SOURCE 200809L
 
@@ -95,6 +95,24 @@ int ltdi__cpu_sgemm(ltdi_backend *be, int trans_a, int trans_b, int m, int n, in
   return 0;
 }
 
+/* Each product through ltdi__cpu_sgemm, so the batch-invariant mode holds
+ * per matrix too (the attention of one sequence then gives the same bits
+ * whatever else is in the batch). */
+static int cpu_sgemm_strided_batched(ltdi_backend *be, int trans_a, int trans_b, int m, int n,
+                                     int k, float alpha, const float *a, int lda,
+                                     size_t stride_a, const float *b, int ldb, size_t stride_b,
+                                     float beta, float *c, int ldc, size_t stride_c,
+                                     int batch) {
+  if (batch <= 0) return LTDI_ERR_INVALID_ARG;
+  for (int i = 0; i < batch; i++) {
+    int rc = ltdi__cpu_sgemm(be, trans_a, trans_b, m, n, k, alpha, a + (size_t)i * stride_a,
+                             lda, b + (size_t)i * stride_b, ldb, beta,
+                             c + (size_t)i * stride_c, ldc);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
 /* Only this file knows cpu_destroy, so it is what marks a CPU backend. */
 int ltdi_backend_cpu_set_batch_invariant(ltdi_backend *be, int on) {
   if (be == NULL || be->destroy != cpu_destroy || be->ctx == NULL) return LTDI_ERR_INVALID_ARG;
@@ -148,6 +166,7 @@ int ltdi_backend_cpu_create(ltdi_backend **out, int n_threads) {
   be->synchronize = cpu_synchronize;
 
   be->sgemm = ltdi__cpu_sgemm;
+  be->sgemm_strided_batched = cpu_sgemm_strided_batched;
   be->axpy = cpu_axpy;
   be->fill = cpu_fill;
   be->linear_forward = ltdi__cpu_linear_forward;
@@ -201,6 +220,19 @@ int ltdi_backend_cpu_create(ltdi_backend **out, int n_threads) {
   be->mul_rows_add = ltdi__cpu_mul_rows_add;
   be->mul_rows_add_backward = ltdi__cpu_mul_rows_add_backward;
   be->diffusion_step = ltdi__cpu_diffusion_step;
+
+  be->layernorm_forward = ltdi__cpu_layernorm_forward;
+  be->layernorm_backward = ltdi__cpu_layernorm_backward;
+  be->gelu_forward = ltdi__cpu_gelu_forward;
+  be->gelu_backward = ltdi__cpu_gelu_backward;
+  be->attn_softmax_forward = ltdi__cpu_attn_softmax_forward;
+  be->attn_softmax_backward = ltdi__cpu_attn_softmax_backward;
+  be->embedding_forward = ltdi__cpu_embedding_forward;
+  be->embedding_backward = ltdi__cpu_embedding_backward;
+  be->mean_pool_forward = ltdi__cpu_mean_pool_forward;
+  be->mean_pool_backward = ltdi__cpu_mean_pool_backward;
+  be->l2_normalize_forward = ltdi__cpu_l2_normalize_forward;
+  be->l2_normalize_backward = ltdi__cpu_l2_normalize_backward;
 
   *out = be;
   return 0;

@@ -2,7 +2,7 @@
  *
  * The CPU backend is split by topic (memory/algebra, convolutions,
  * normalisation, activations and loss, optimisers, the U-Net's glue,
- * the class-token denoiser's set glue); each file defines its
+ * the class-token denoiser's set glue, the BERT encoder's ops); each file defines its
  * table entries as internal `ltdi__cpu_*` functions and cpu_backend.c wires
  * them into the ltdi_backend table. Nothing outside kernels/cpu includes
  * this header. */
@@ -157,6 +157,38 @@ int ltdi__cpu_mul_rows_add(ltdi_backend *be, float *out, const float *g, const f
                            int batch, int N, int C);
 int ltdi__cpu_mul_rows_add_backward(ltdi_backend *be, float *dg, float *dm, const float *dout,
                                     const float *g, const float *m, int batch, int N, int C);
+
+/* ---- cpu_text.c --------------------------------------------------------- */
+int ltdi__cpu_layernorm_forward(ltdi_backend *be, float *out, float *mean, float *rstd,
+                                const float *inp, const float *weight, const float *bias,
+                                int rows, int C, float eps);
+int ltdi__cpu_layernorm_backward(ltdi_backend *be, float *dinp, float *dweight, float *dbias,
+                                 const float *dout, const float *inp, const float *weight,
+                                 const float *mean, const float *rstd, int rows, int C);
+int ltdi__cpu_gelu_forward(ltdi_backend *be, float *out, const float *inp, size_t n);
+int ltdi__cpu_gelu_backward(ltdi_backend *be, float *dinp, const float *dout,
+                            const float *inp, size_t n);
+int ltdi__cpu_attn_softmax_forward(ltdi_backend *be, float *probs, const float *scores,
+                                   const int32_t *lengths, int batch, int heads, int T,
+                                   float scale);
+int ltdi__cpu_attn_softmax_backward(ltdi_backend *be, float *dscores, const float *dprobs,
+                                    const float *probs, int batch, int heads, int T,
+                                    float scale);
+int ltdi__cpu_embedding_forward(ltdi_backend *be, float *out, const int32_t *ids,
+                                const float *word, const float *pos, const float *type,
+                                int batch, int T, int C, int vocab);
+int ltdi__cpu_embedding_backward(ltdi_backend *be, float *dword, float *dpos, float *dtype,
+                                 const float *dout, const int32_t *ids, int batch, int T,
+                                 int C, int vocab);
+int ltdi__cpu_mean_pool_forward(ltdi_backend *be, float *out, const float *inp,
+                                const int32_t *lengths, int batch, int T, int C);
+int ltdi__cpu_mean_pool_backward(ltdi_backend *be, float *dinp, const float *dout,
+                                 const int32_t *lengths, int batch, int T, int C);
+int ltdi__cpu_l2_normalize_forward(ltdi_backend *be, float *out, float *norm, const float *inp,
+                                   int rows, int C, float eps);
+int ltdi__cpu_l2_normalize_backward(ltdi_backend *be, float *dinp, const float *dout,
+                                    const float *out, const float *norm, int rows, int C,
+                                    float eps);
 
 /* ---- cpu_gemm_invariant.c ----------------------------------------------- */
 /* ltdi__cpu_sgemm's contract with one addition: C[i][j] is ONE accumulator

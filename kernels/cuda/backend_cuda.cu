@@ -263,6 +263,20 @@ static void fill_table(ltdi_backend *be) {
   be->mul_rows_add_backward = ltdi__cuda_mul_rows_add_backward;
   be->mse_loss = ltdi__cuda_mse_loss;
   be->diffusion_step = ltdi__cuda_diffusion_step;
+
+  be->sgemm_strided_batched = ltdi__cuda_sgemm_strided_batched;
+  be->layernorm_forward = ltdi__cuda_layernorm_forward;
+  be->layernorm_backward = ltdi__cuda_layernorm_backward;
+  be->gelu_forward = ltdi__cuda_gelu_forward;
+  be->gelu_backward = ltdi__cuda_gelu_backward;
+  be->attn_softmax_forward = ltdi__cuda_attn_softmax_forward;
+  be->attn_softmax_backward = ltdi__cuda_attn_softmax_backward;
+  be->embedding_forward = ltdi__cuda_embedding_forward;
+  be->embedding_backward = ltdi__cuda_embedding_backward;
+  be->mean_pool_forward = ltdi__cuda_mean_pool_forward;
+  be->mean_pool_backward = ltdi__cuda_mean_pool_backward;
+  be->l2_normalize_forward = ltdi__cuda_l2_normalize_forward;
+  be->l2_normalize_backward = ltdi__cuda_l2_normalize_backward;
 }
 
 extern "C" int ltdi_backend_cuda_create(ltdi_backend **out, int device) {

@@ -1,4 +1,5 @@
-/* kernels/cuda/cuda_dense.cu — row-major sgemm on cuBLAS and the linear layer.
+/* kernels/cuda/cuda_dense.cu — row-major sgemm (single and strided-batched) on
+ * cuBLAS and the linear layer.
  *
  * cuBLAS is column-major. A row-major C = op(A)·op(B) is, read column-major,
  * C^T = op(B)^T·op(A)^T, so we call cuBLAS with the operands swapped and m/n
@@ -17,6 +18,22 @@ int ltdi__cuda_sgemm(ltdi_backend *be, int trans_a, int trans_b, int m, int n, i
                                 trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
                                 trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, ldb,
                                 a, lda, &beta, c, ldc));
+  return 0;
+}
+
+int ltdi__cuda_sgemm_strided_batched(ltdi_backend *be, int trans_a, int trans_b, int m, int n,
+                                     int k, float alpha, const float *a, int lda,
+                                     size_t stride_a, const float *b, int ldb, size_t stride_b,
+                                     float beta, float *c, int ldc, size_t stride_c,
+                                     int batch) {
+  if (m <= 0 || n <= 0 || k <= 0 || batch <= 0 || a == NULL || b == NULL || c == NULL)
+    return LTDI_ERR_INVALID_ARG;
+  if (lda < (trans_a ? m : k) || ldb < (trans_b ? k : n) || ldc < n) return LTDI_ERR_INVALID_ARG;
+  /* The same operand swap as ltdi__cuda_sgemm, matrix by matrix. */
+  LTDI_CUBLAS_CHECK(cublasSgemmStridedBatched(
+      ltdi__cuda_ctx_of(be)->cublas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+      trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, ldb, (long long)stride_b, a, lda,
+      (long long)stride_a, &beta, c, ldc, (long long)stride_c, batch));
   return 0;
 }
 

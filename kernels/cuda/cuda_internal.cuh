@@ -7,7 +7,8 @@
  * convolution paths), cuda_norm.cu, cuda_loss_pool.cu, cuda_optim.cu,
  * cuda_elementwise.cu (fill, axpy, copy, activations, diffusion step, shared
  * broadcast/reduce helpers), cuda_glue.cu (the U-Net's data-movement
- * ops) and cuda_set.cu (the class-token denoiser's set glue). Each
+ * ops), cuda_set.cu (the class-token denoiser's set glue) and cuda_text.cu
+ * (the BERT encoder's ops). Each
  * defines its table entries as internal `ltdi__cuda_*` functions;
  * backend_cuda.cu wires them in. Nothing outside kernels/cuda includes
  * this header.
@@ -207,6 +208,11 @@ int ltdi__cuda_channel_sum(ltdi_backend *be, float *dst, const float *src, const
 int ltdi__cuda_sgemm(ltdi_backend *be, int trans_a, int trans_b, int m, int n, int k,
                      float alpha, const float *a, int lda, const float *b, int ldb,
                      float beta, float *c, int ldc);
+int ltdi__cuda_sgemm_strided_batched(ltdi_backend *be, int trans_a, int trans_b, int m, int n,
+                                     int k, float alpha, const float *a, int lda,
+                                     size_t stride_a, const float *b, int ldb, size_t stride_b,
+                                     float beta, float *c, int ldc, size_t stride_c,
+                                     int batch);
 int ltdi__cuda_linear_forward(ltdi_backend *be, float *out, const float *inp,
                               const float *weight, const float *bias, int batch,
                               int in_features, int out_features);
@@ -345,5 +351,37 @@ int ltdi__cuda_mul_rows_add(ltdi_backend *be, float *out, const float *g, const 
                             int batch, int N, int C);
 int ltdi__cuda_mul_rows_add_backward(ltdi_backend *be, float *dg, float *dm, const float *dout,
                                      const float *g, const float *m, int batch, int N, int C);
+
+/* cuda_text.cu */
+int ltdi__cuda_layernorm_forward(ltdi_backend *be, float *out, float *mean, float *rstd,
+                                 const float *inp, const float *weight, const float *bias,
+                                 int rows, int C, float eps);
+int ltdi__cuda_layernorm_backward(ltdi_backend *be, float *dinp, float *dweight, float *dbias,
+                                  const float *dout, const float *inp, const float *weight,
+                                  const float *mean, const float *rstd, int rows, int C);
+int ltdi__cuda_gelu_forward(ltdi_backend *be, float *out, const float *inp, size_t n);
+int ltdi__cuda_gelu_backward(ltdi_backend *be, float *dinp, const float *dout,
+                             const float *inp, size_t n);
+int ltdi__cuda_attn_softmax_forward(ltdi_backend *be, float *probs, const float *scores,
+                                    const int32_t *lengths, int batch, int heads, int T,
+                                    float scale);
+int ltdi__cuda_attn_softmax_backward(ltdi_backend *be, float *dscores, const float *dprobs,
+                                     const float *probs, int batch, int heads, int T,
+                                     float scale);
+int ltdi__cuda_embedding_forward(ltdi_backend *be, float *out, const int32_t *ids,
+                                 const float *word, const float *pos, const float *type,
+                                 int batch, int T, int C, int vocab);
+int ltdi__cuda_embedding_backward(ltdi_backend *be, float *dword, float *dpos, float *dtype,
+                                  const float *dout, const int32_t *ids, int batch, int T,
+                                  int C, int vocab);
+int ltdi__cuda_mean_pool_forward(ltdi_backend *be, float *out, const float *inp,
+                                 const int32_t *lengths, int batch, int T, int C);
+int ltdi__cuda_mean_pool_backward(ltdi_backend *be, float *dinp, const float *dout,
+                                  const int32_t *lengths, int batch, int T, int C);
+int ltdi__cuda_l2_normalize_forward(ltdi_backend *be, float *out, float *norm,
+                                    const float *inp, int rows, int C, float eps);
+int ltdi__cuda_l2_normalize_backward(ltdi_backend *be, float *dinp, const float *dout,
+                                     const float *out, const float *norm, int rows, int C,
+                                     float eps);
 
 #endif

@@ -55,11 +55,11 @@ static inline float at(const float *X, int ld, bool trans, int i, int j) {
   return trans ? X[(size_t)j + (size_t)i * ld] : X[(size_t)i + (size_t)j * ld];
 }
 
-cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa,
-                           cublasOperation_t transb, int m, int n, int k, const float *alpha,
-                           const float *A, int lda, const float *B, int ldb, const float *beta,
-                           float *C, int ldc) {
-  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+/* One GEMM of a (batched) call, checked and queued. */
+static cublasStatus_t sgemm_one(cublasHandle_t handle, cublasOperation_t transa,
+                                cublasOperation_t transb, int m, int n, int k, const float *alpha,
+                                const float *A, int lda, const float *B, int ldb,
+                                const float *beta, float *C, int ldc, const char *who) {
   const bool ta = transa != CUBLAS_OP_N, tb = transb != CUBLAS_OP_N;
   const int rows_a = ta ? k : m, rows_b = tb ? n : k;
   if (m < 0 || n < 0 || k < 0 || !alpha || !beta || lda < (rows_a > 1 ? rows_a : 1) ||
@@ -73,8 +73,8 @@ cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa,
   const size_t c_bytes = ((size_t)(n - 1) * ldc + m) * sizeof(float);
   if ((a_bytes && !emu::is_device(A, a_bytes)) || (b_bytes && !emu::is_device(B, b_bytes)) ||
       !emu::is_device(C, c_bytes))
-    emu::fatal("cublasSgemm: an operand is not (entirely) device memory: A %p (%zu bytes), "
-               "B %p (%zu), C %p (%zu)", (const void *)A, a_bytes, (const void *)B, b_bytes,
+    emu::fatal("%s: an operand is not (entirely) device memory: A %p (%zu bytes), "
+               "B %p (%zu), C %p (%zu)", who, (const void *)A, a_bytes, (const void *)B, b_bytes,
                (void *)C, c_bytes);
   const float al = *alpha, be = *beta;
   emu::enqueue(handle->stream, [=]() {
@@ -86,5 +86,34 @@ cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa,
         *c = be == 0.0f ? al * s : al * s + be * *c;
       }
   });
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa,
+                           cublasOperation_t transb, int m, int n, int k, const float *alpha,
+                           const float *A, int lda, const float *B, int ldb, const float *beta,
+                           float *C, int ldc) {
+  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+  return sgemm_one(handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
+                   "cublasSgemm");
+}
+
+/* cuBLAS's contract: matrix i at X + i*strideX, batchCount >= 0; every
+ * matrix is checked to be device memory, each GEMM queued in order (the
+ * backend never overlaps outputs, which cuBLAS leaves undefined). */
+cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t handle, cublasOperation_t transa,
+                                         cublasOperation_t transb, int m, int n, int k,
+                                         const float *alpha, const float *A, int lda,
+                                         long long strideA, const float *B, int ldb,
+                                         long long strideB, const float *beta, float *C,
+                                         int ldc, long long strideC, int batchCount) {
+  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (batchCount < 0) return CUBLAS_STATUS_INVALID_VALUE;
+  for (int i = 0; i < batchCount; i++) {
+    cublasStatus_t st = sgemm_one(handle, transa, transb, m, n, k, alpha, A + i * strideA, lda,
+                                  B + i * strideB, ldb, beta, C + i * strideC, ldc,
+                                  "cublasSgemmStridedBatched");
+    if (st != CUBLAS_STATUS_SUCCESS) return st;
+  }
   return CUBLAS_STATUS_SUCCESS;
 }

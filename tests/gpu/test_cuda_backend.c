@@ -30,7 +30,11 @@ Test(cuda_backend, every_entry_is_implemented) {
       ENTRY(concat_backward), ENTRY(upsample2), ENTRY(upsample2_backward),
       ENTRY(timestep_embedding), ENTRY(mse_loss), ENTRY(add_rows), ENTRY(add_rows_backward),
       ENTRY(mean_rows), ENTRY(mean_rows_backward), ENTRY(mul_rows_add),
-      ENTRY(mul_rows_add_backward), ENTRY(diffusion_step),
+      ENTRY(mul_rows_add_backward), ENTRY(diffusion_step), ENTRY(sgemm_strided_batched),
+      ENTRY(layernorm_forward), ENTRY(layernorm_backward), ENTRY(gelu_forward),
+      ENTRY(gelu_backward), ENTRY(attn_softmax_forward), ENTRY(attn_softmax_backward),
+      ENTRY(embedding_forward), ENTRY(embedding_backward), ENTRY(mean_pool_forward),
+      ENTRY(mean_pool_backward), ENTRY(l2_normalize_forward), ENTRY(l2_normalize_backward),
   };
 #undef ENTRY
   for (size_t i = 0; i < sizeof entries / sizeof *entries; i++)

@@ -377,6 +377,10 @@ static const command_help COMMANDS[] = {
       "--threads T", "--seed S", "--val SPEC", "--val-episodes E", "--variants FILE",
       "--quiet", "[default 2000; 1..100000000]", "[default adam; adam | sgd]",
       "[default 300; 1..1000000]", "[default no limit; > 0]"}},
+    {ltdi_cmd_embed, "embed", NULL, "--batch",
+     {"--encoder DIR", "--text FILE", "--out FILE", "--max-length N", "--batch B",
+      "--threads T", "--device D", "[default 128, or max_position_embeddings if fewer; 2..8192]",
+      "[default 32; 1..4096]"}},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 

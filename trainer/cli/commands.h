@@ -16,5 +16,6 @@ int ltdi_cmd_features(int argc, char **argv); /* trainer/cli/cmd_features.c */
 int ltdi_cmd_checksum(int argc, char **argv); /* trainer/cli/cmd_checksum.c */
 int ltdi_cmd_lora_init(int argc, char **argv);   /* trainer/cli/cmd_lora.c */
 int ltdi_cmd_lora_export(int argc, char **argv); /* trainer/cli/cmd_lora.c */
+int ltdi_cmd_embed(int argc, char **argv);    /* trainer/cli/cmd_embed.c */
 
 #endif

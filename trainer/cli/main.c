@@ -23,6 +23,7 @@ static const command COMMANDS[] = {
     {"checksum", ltdi_cmd_checksum, "add or check the data checksum of model and body files"},
     {"lora-init", ltdi_cmd_lora_init, "write a LoRA adapter of a BERT encoder, initialised as PEFT"},
     {"lora-export", ltdi_cmd_lora_export, "write an ltdi LoRA file as a PEFT adapter folder"},
+    {"embed", ltdi_cmd_embed, "sentence embeddings of a text file with a BERT encoder"},
 };
 
 static void usage(FILE *out) {

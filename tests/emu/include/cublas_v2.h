@@ -1,7 +1,8 @@
 /* tests/emu/include/cublas_v2.h — the part of cuBLAS the CUDA backend uses,
- * for the CPU emulation (tests/emu/README.md). cublasSgemm is a naive
- * column-major GEMM with cuBLAS's argument rules, queued on the handle's
- * stream like every other piece of device work. */
+ * for the CPU emulation (tests/emu/README.md). cublasSgemm and its
+ * strided-batched form are naive column-major GEMMs with cuBLAS's argument
+ * rules, queued on the handle's stream like every other piece of device
+ * work. */
 #ifndef LTDI_EMU_CUBLAS_V2_H
 #define LTDI_EMU_CUBLAS_V2_H
 
@@ -42,5 +43,11 @@ cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa,
                            cublasOperation_t transb, int m, int n, int k, const float *alpha,
                            const float *A, int lda, const float *B, int ldb, const float *beta,
                            float *C, int ldc);
+cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t handle, cublasOperation_t transa,
+                                         cublasOperation_t transb, int m, int n, int k,
+                                         const float *alpha, const float *A, int lda,
+                                         long long strideA, const float *B, int ldb,
+                                         long long strideB, const float *beta, float *C,
+                                         int ldc, long long strideC, int batchCount);
 
 #endif
