@@ -7,11 +7,13 @@
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "base/error.h"
+#include "kernels/cpu/blas_core.h"
 #include "server/config.h"
 #include "server/server.h"
 
@@ -33,6 +35,7 @@ static void limit_malloc_arenas(void) {
 }
 
 int main(int argc, char **argv) {
+  ltdi_blas_core_reexec(argv); /* may execute this program again: first */
   limit_malloc_arenas();
   ltdi_serve_config cfg;
   char err[1024] = "";
@@ -67,6 +70,8 @@ int main(int argc, char **argv) {
     return 1;
   }
   fprintf(stderr, "ltdi-serve: listening on http://%s:%d\n", cfg.host, port);
+  fprintf(stderr, "ltdi-serve: OpenBLAS kernels %s%s\n", ltdi_blas_core_name(),
+          getenv("OPENBLAS_CORETYPE") ? " (OPENBLAS_CORETYPE)" : "");
   struct timespec nap = {0, 50 * 1000 * 1000};
   while (!g_stop) nanosleep(&nap, NULL);
   fprintf(stderr, "ltdi-serve: signal received, draining\n");

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "kernels/backend.h"
+#include "kernels/cpu/blas_core.h"
 
 #define N_BLOCKS 4
 
@@ -32,6 +33,7 @@ static float *fbuf(ltdi_backend *be, size_t n) {
 }
 
 int main(int argc, char **argv) {
+  ltdi_blas_core_reexec(argv); /* OpenBLAS's best kernels for the peer figures */
   const int batch = argc > 1 ? atoi(argv[1]) : 64;
   const int threads = argc > 2 ? atoi(argv[2]) : 2;
   const int iters = argc > 3 ? atoi(argv[3]) : 20;

@@ -44,6 +44,7 @@
 #include "core/gen_pool.h"
 #ifdef LTDI_HAVE_CUDA
 #include "kernels/cuda/backend_cuda.h"
+#include "kernels/cpu/blas_core.h"
 #endif
 
 #define SHIPPED_MODEL "models/glyphs-5w1s-lt.safetensors"
@@ -324,6 +325,7 @@ static void run_point(ltdi_model *m, const ltdi_gen_options *opt_in, int workers
 }
 
 int main(int argc, char **argv) {
+  ltdi_blas_core_reexec(argv); /* OpenBLAS's best kernels for the peer figures */
   options o;
   if (parse_args(argc, argv, &o)) {
     usage();

@@ -31,6 +31,7 @@
 #include "core/model.h"
 #include "core/rng.h"
 #include "core/gen_pool.h"
+#include "kernels/cpu/blas_core.h"
 
 #define WAYS 5
 #define DIM 64
@@ -243,6 +244,7 @@ static result load(int port, int conc, double seconds, atomic_ullong *seed) {
 }
 
 int main(int argc, char **argv) {
+  ltdi_blas_core_reexec(argv); /* OpenBLAS's best kernels for the peer figures */
   if (argc < 2) {
     fprintf(stderr, "usage: bench_serve LTDI_SERVE [--seconds S] [--long S] [--conc LIST] [--cpu-kernel K]\n");
     return 2;

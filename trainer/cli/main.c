@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "kernels/cpu/blas_core.h"
 #include "trainer/cli/commands.h"
 
 typedef struct command {
@@ -34,6 +35,7 @@ static void usage(FILE *out) {
 }
 
 int main(int argc, char **argv) {
+  ltdi_blas_core_reexec(argv); /* may execute this program again: first */
   if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
     usage(argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
