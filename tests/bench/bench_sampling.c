@@ -41,10 +41,10 @@
 #include "core/model.h"
 #include "core/rng.h"
 #include "kernels/backend.h"
+#include "kernels/cpu/blas_core.h"
 #include "core/gen_pool.h"
 #ifdef LTDI_HAVE_CUDA
 #include "kernels/cuda/backend_cuda.h"
-#include "kernels/cpu/blas_core.h"
 #endif
 
 #define SHIPPED_MODEL "models/glyphs-5w1s-lt.safetensors"
