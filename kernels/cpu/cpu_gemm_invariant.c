@@ -10,19 +10,18 @@
  *   C[i][j] = alpha * acc            (beta == 0, C not read)
  *   C[i][j] = alpha * acc + beta * C[i][j]   (otherwise)
  *
- * with the multiply-add fused on the AVX2+FMA path and rounded twice on the
- * portable path, the same way for every element of every call.
+ * with the multiply-add fused on the x86 paths (AVX2+FMA, AVX-512) and
+ * rounded twice on the portable path, the same way for every element of
+ * every call. The two x86 paths give the same bits as each other: a model's
+ * outputs do not depend on which of those CPUs served them.
  *
  * How it stays fast: op(B) is packed one column panel at a time (K x W,
- * W = 8*nv floats, zero-padded past N) and op(A) is read in place, MR rows
- * at a time, by a register-blocked micro-kernel that holds an MR x W tile
- * of accumulators. Nothing blocks K, so each accumulator is one chain. All
- * micro-kernels are instances of one template (rowk below) that differ only
- * in how many accumulator registers they keep — each lane's arithmetic is
- * the same instruction sequence — so the choice of tile (by M) and the
- * narrower kernel for the last panel change the speed, never the bits. A
- * last panel narrower than its vectors runs into a local tile whose padding
- * columns (zero in the packed panel) are computed and discarded.
+ * zero-padded past N) and a register-blocked micro-kernel holds an MR x W
+ * tile of accumulators, one FMA chain each; the tile and the panel width
+ * change with M and N, the arithmetic of an element never does. This file
+ * has the entry, the choice of path from the CPU's flags, the portable
+ * path and the kept packings of constant B; cpu_gemm_invariant_avx2.c and
+ * cpu_gemm_invariant_avx512.c the x86 kernels (cpu_gemm_invariant.h).
  * Single-threaded: the server runs samples on separate workers. */
 #include <stdatomic.h>
 #include <stddef.h>
@@ -30,40 +29,52 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "kernels/cpu/cpu_gemm_invariant.h"
 #include "kernels/cpu/cpu_internal.h"
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define LTDI__GEMM_X86 1
-#include <immintrin.h>
-#else
-#define LTDI__GEMM_X86 0
+/* ==== choice of path ===================================================== */
+
+static atomic_int g_forced_path = LTDI__GEMM_AUTO;
+
+int ltdi__cpu_gemm_path_supported(int path) {
+  switch (path) {
+    case LTDI__GEMM_PORTABLE: return 1;
+#if LTDI__GEMM_X86
+    case LTDI__GEMM_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case LTDI__GEMM_AVX512:
+      /* The kernels are compiled for F, VL, BW and DQ (F is what they use);
+       * the shared panel packers need AVX2. */
+      return ltdi__cpu_gemm_path_supported(LTDI__GEMM_AVX2) &&
+             __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
 #endif
-
-/* One call's operands; op(A)(i, k) = a[i*rs + k*ks] read in place. */
-typedef struct gemm_job {
-  int m, n, k, trans_b;
-  float alpha, beta;
-  const float *a;
-  ptrdiff_t rs, ks; /* op(A) row and k strides */
-  const float *b;
-  ptrdiff_t ldb;
-  float *c;
-  ptrdiff_t ldc;
-} gemm_job;
-
-static atomic_int g_force_portable;
-
-void ltdi__cpu_gemm_force_portable(int on) {
-  atomic_store_explicit(&g_force_portable, on != 0, memory_order_relaxed);
+    default: return 0;
+  }
 }
 
-int ltdi__cpu_gemm_uses_avx2(void) {
-#if LTDI__GEMM_X86
-  if (atomic_load_explicit(&g_force_portable, memory_order_relaxed)) return 0;
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
+int ltdi__cpu_gemm_force_path(int path) {
+  if (path != LTDI__GEMM_AUTO && !ltdi__cpu_gemm_path_supported(path))
+    return path >= LTDI__GEMM_PORTABLE && path <= LTDI__GEMM_AVX512 ? LTDI_ERR_UNSUPPORTED
+                                                                     : LTDI_ERR_INVALID_ARG;
+  atomic_store_explicit(&g_forced_path, path, memory_order_relaxed);
   return 0;
-#endif
+}
+
+int ltdi__cpu_gemm_path(void) {
+  const int forced = atomic_load_explicit(&g_forced_path, memory_order_relaxed);
+  if (forced != LTDI__GEMM_AUTO) return forced;
+  if (ltdi__cpu_gemm_path_supported(LTDI__GEMM_AVX512)) return LTDI__GEMM_AVX512;
+  if (ltdi__cpu_gemm_path_supported(LTDI__GEMM_AVX2)) return LTDI__GEMM_AVX2;
+  return LTDI__GEMM_PORTABLE;
+}
+
+const char *ltdi__cpu_gemm_path_name(int path) {
+  switch (path) {
+    case LTDI__GEMM_PORTABLE: return "portable";
+    case LTDI__GEMM_AVX2: return "AVX2+FMA";
+    case LTDI__GEMM_AVX512: return "AVX-512";
+    default: return "?";
+  }
 }
 
 /* The packing buffer lives in the backend (freed by its destroy): a panel
@@ -81,8 +92,8 @@ static float *pack_buffer(ltdi_backend *be, size_t n) {
   return p;
 }
 
-/* dst (K, w) = op(B)[:, j0 .. j0+nr), columns nr..w-1 zero. */
-static void pack_b(const gemm_job *g, int j0, int nr, int w, float *dst) {
+/* The layout of ltdi__gemm_pack_fn, in plain C. */
+void ltdi__gemm_pack_b(const ltdi__gemm_job *g, int j0, int nr, int w, float *dst) {
   const int K = g->k;
   if (!g->trans_b) {
     for (int k = 0; k < K; k++) {
@@ -171,14 +182,14 @@ static void port_rows(int mr, int nr, int K, const float *a, ptrdiff_t rs, ptrdi
 }
 
 /* pre: every panel packed beforehand (panel j0 at pre + K*j0), or NULL to
- * pack each into pb. Likewise for run_avx2. */
-static void run_portable(const gemm_job *g, float *pb, const float *pre) {
+ * pack each into pb, as for the x86 paths. */
+static void run_portable(const ltdi__gemm_job *g, float *pb, const float *pre) {
   for (int j0 = 0; j0 < g->n; j0 += PORT_W) {
     const int nr = g->n - j0 < PORT_W ? g->n - j0 : PORT_W;
     if (pre)
       pb = (float *)pre + (size_t)g->k * j0;
     else
-      pack_b(g, j0, nr, PORT_W, pb);
+      ltdi__gemm_pack_b(g, j0, nr, PORT_W, pb);
     for (int i0 = 0; i0 < g->m; i0 += PORT_MR) {
       const int mr = g->m - i0 < PORT_MR ? g->m - i0 : PORT_MR;
       port_rows(mr, nr, g->k, g->a + i0 * g->rs, g->rs, g->ks, pb, g->alpha, g->beta,
@@ -187,244 +198,52 @@ static void run_portable(const gemm_job *g, float *pb, const float *pre) {
   }
 }
 
-/* ==== AVX2 + FMA path =================================================== */
-
-#if LTDI__GEMM_X86
-#define LTDI__AVX2 __attribute__((target("avx2,fma")))
-
-#define AVX_MAX_MR 8 /* rows of the tallest tile */
-#define AVX_MAX_NV 8 /* vectors of the widest tile */
-#define AVX_MAX_TILE 96 /* floats of the largest tile in avx_kernels */
-
-typedef void (*avx_kernel_fn)(int K, const float *a, ptrdiff_t rs, ptrdiff_t ks,
-                              const float *pb, float alpha, float beta, float *c,
-                              ptrdiff_t ldc);
-
-/* The template: an MR x (8*NV) tile, accumulators acc[r][v] (8 columns
- * each). Per k, NV vectors of the panel and MR broadcasts of op(A) feed
- * MR*NV independent FMA chains. Inlined into each instance below with
- * constant MR and NV, so the loops unroll and acc stays in registers. */
-static inline __attribute__((always_inline)) LTDI__AVX2 void
-rowk(const int MR, const int NV, int K, const float *a, ptrdiff_t rs, ptrdiff_t ks,
-     const float *pb, float alpha, float beta, float *c, ptrdiff_t ldc) {
-  __m256 acc[AVX_MAX_MR][AVX_MAX_NV];
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; r++)
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; v++) acc[r][v] = _mm256_setzero_ps();
-  const float *ap = a;
-  for (int k = 0; k < K; k++) {
-    __m256 bv[8];
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; v++) bv[v] = _mm256_load_ps(pb + 8 * v);
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; r++) {
-      const __m256 av = _mm256_broadcast_ss(ap + r * rs);
-#pragma GCC unroll 8
-      for (int v = 0; v < NV; v++) acc[r][v] = _mm256_fmadd_ps(av, bv[v], acc[r][v]);
-    }
-    ap += ks;
-    pb += 8 * NV;
-  }
-  const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; r++)
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; v++) {
-      float *cp = c + r * ldc + 8 * v;
-      __m256 t = _mm256_mul_ps(va, acc[r][v]);
-      if (beta != 0.0f) t = _mm256_add_ps(t, _mm256_mul_ps(vb, _mm256_loadu_ps(cp)));
-      _mm256_storeu_ps(cp, t);
-    }
-}
-
-#define LTDI__KERNEL(MR, NV)                                                                  \
-  static LTDI__AVX2 void avx_k##MR##x##NV(int K, const float *a, ptrdiff_t rs, ptrdiff_t ks, \
-                                          const float *pb, float alpha, float beta, float *c, \
-                                          ptrdiff_t ldc) {                                   \
-    rowk(MR, NV, K, a, rs, ks, pb, alpha, beta, c, ldc);                                     \
-  }
-/* Every (rows, vectors) pair the tile choice below can ask for. */
-LTDI__KERNEL(1, 1) LTDI__KERNEL(1, 2) LTDI__KERNEL(1, 3) LTDI__KERNEL(1, 4)
-LTDI__KERNEL(1, 5) LTDI__KERNEL(1, 6) LTDI__KERNEL(1, 7) LTDI__KERNEL(1, 8)
-LTDI__KERNEL(2, 1) LTDI__KERNEL(2, 2) LTDI__KERNEL(2, 3) LTDI__KERNEL(2, 4)
-LTDI__KERNEL(2, 5) LTDI__KERNEL(2, 6)
-LTDI__KERNEL(3, 1) LTDI__KERNEL(3, 2) LTDI__KERNEL(3, 3) LTDI__KERNEL(3, 4)
-LTDI__KERNEL(4, 1) LTDI__KERNEL(4, 2) LTDI__KERNEL(4, 3)
-LTDI__KERNEL(5, 1) LTDI__KERNEL(5, 2) LTDI__KERNEL(6, 1) LTDI__KERNEL(6, 2)
-LTDI__KERNEL(7, 1) LTDI__KERNEL(8, 1)
-
-/* pack_b for op(B) = b on the AVX2 path: vector copies instead of a memcpy
- * call per row (a row of a panel is only 24 floats), the ragged end read
- * with a masked load so nothing past column j0 + nr is touched. */
-static LTDI__AVX2 void pack_bn_avx2(const gemm_job *g, int j0, int nr, int w, float *dst) {
-  const int full = nr / 8, rem = nr % 8;
-  const __m256i mask =
-      _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-  for (int k = 0; k < g->k; k++) {
-    const float *s = g->b + k * g->ldb + j0;
-    float *d = dst + (size_t)k * w;
-    for (int v = 0; v < full; v++) _mm256_store_ps(d + 8 * v, _mm256_loadu_ps(s + 8 * v));
-    if (rem) _mm256_store_ps(d + 8 * full, _mm256_maskload_ps(s + 8 * full, mask));
-  }
-}
-
-/* pack_b for op(B) = b^T on the AVX2 path: 8 rows of b by 8 k at a time,
- * transposed in registers. A linear layer's weight is transposed on every
- * call, and at batch 1 that outweighs its arithmetic: with pack_b's scalar
- * copy it was 60% of a batch-1 U-Net forward (the 320 x 2304 condition
- * map); this is 3-4 times faster. */
-static LTDI__AVX2 void pack_bt_avx2(const gemm_job *g, int j0, int nr, int w, float *dst) {
-  const int K = g->k, K8 = K & ~7, nr8 = nr & ~7;
-  for (int jb = 0; jb < nr8; jb += 8) {
-    const float *s = g->b + (j0 + jb) * g->ldb;
-    const ptrdiff_t ld = g->ldb;
-    for (int k = 0; k < K8; k += 8) {
-      const __m256 r0 = _mm256_loadu_ps(s + k), r1 = _mm256_loadu_ps(s + ld + k);
-      const __m256 r2 = _mm256_loadu_ps(s + 2 * ld + k), r3 = _mm256_loadu_ps(s + 3 * ld + k);
-      const __m256 r4 = _mm256_loadu_ps(s + 4 * ld + k), r5 = _mm256_loadu_ps(s + 5 * ld + k);
-      const __m256 r6 = _mm256_loadu_ps(s + 6 * ld + k), r7 = _mm256_loadu_ps(s + 7 * ld + k);
-      /* pairs of rows interleaved, then quads, then the 128-bit halves */
-      const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-      const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-      const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-      const __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-      const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-      const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-      const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-      const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-      float *d = dst + (size_t)k * w + jb;
-      _mm256_store_ps(d, _mm256_permute2f128_ps(u0, u4, 0x20));
-      _mm256_store_ps(d + w, _mm256_permute2f128_ps(u1, u5, 0x20));
-      _mm256_store_ps(d + 2 * w, _mm256_permute2f128_ps(u2, u6, 0x20));
-      _mm256_store_ps(d + 3 * w, _mm256_permute2f128_ps(u3, u7, 0x20));
-      _mm256_store_ps(d + 4 * w, _mm256_permute2f128_ps(u0, u4, 0x31));
-      _mm256_store_ps(d + 5 * w, _mm256_permute2f128_ps(u1, u5, 0x31));
-      _mm256_store_ps(d + 6 * w, _mm256_permute2f128_ps(u2, u6, 0x31));
-      _mm256_store_ps(d + 7 * w, _mm256_permute2f128_ps(u3, u7, 0x31));
-    }
-    for (int k = K8; k < K; k++)
-      for (int j = 0; j < 8; j++) dst[(size_t)k * w + jb + j] = s[j * ld + k];
-  }
-  /* the last, partial group of 8 columns and the zero padding */
-  for (int k = 0; k < K; k++) {
-    float *d = dst + (size_t)k * w;
-    for (int j = nr8; j < nr; j++) d[j] = g->b[(j0 + j) * g->ldb + k];
-    for (int j = nr; j < w; j++) d[j] = 0.0f;
-  }
-}
-
-static const avx_kernel_fn avx_kernels[AVX_MAX_MR + 1][AVX_MAX_NV + 1] = {
-    [1] = {NULL, avx_k1x1, avx_k1x2, avx_k1x3, avx_k1x4, avx_k1x5, avx_k1x6, avx_k1x7,
-           avx_k1x8},
-    [2] = {NULL, avx_k2x1, avx_k2x2, avx_k2x3, avx_k2x4, avx_k2x5, avx_k2x6},
-    [3] = {NULL, avx_k3x1, avx_k3x2, avx_k3x3, avx_k3x4},
-    [4] = {NULL, avx_k4x1, avx_k4x2, avx_k4x3},
-    [5] = {NULL, avx_k5x1, avx_k5x2},
-    [6] = {NULL, avx_k6x1, avx_k6x2},
-    [7] = {NULL, avx_k7x1},
-    [8] = {NULL, avx_k8x1},
-};
-
-/* Rows per tile for a panel of nv vectors: about 12 accumulators (of 16
- * registers) so the FMA latency is hidden, fewer where the broadcasts
- * would outnumber the FMAs. avx_kernels holds every (mr <= rows, nv). */
-static const int avx_rows_for_nv[AVX_MAX_NV + 1] = {0, 8, 6, 4, 3, 2, 2, 1, 1};
-
-/* The panel width: 24 columns (4 x 24 tiles measured best on the U-Net's
- * shapes, also against 6 x 16 and 3 x 32); wider panels for 1 to 3 rows
- * (linear layers at small batch) so a tile still has enough chains. */
-static int avx_panel_nv(int m) {
-  static const int nv_for_rows[4] = {0, 8, 6, 4};
-  return m < 4 ? nv_for_rows[m] : 3;
-}
-
-static void pack_panel_avx2(const gemm_job *g, int j0, int nr, int w, float *dst) {
-  if (g->trans_b)
-    pack_bt_avx2(g, j0, nr, w, dst);
-  else
-    pack_bn_avx2(g, j0, nr, w, dst);
-}
-
-static void run_avx2(const gemm_job *g, float *pb, const float *pre) {
-  const int W = 8 * avx_panel_nv(g->m);
-  for (int j0 = 0; j0 < g->n; j0 += W) {
-    const int nr = g->n - j0 < W ? g->n - j0 : W;
-    const int nv = (nr + 7) / 8, w = 8 * nv, MR = avx_rows_for_nv[nv];
-    if (pre)
-      pb = (float *)pre + (size_t)g->k * j0;
-    else
-      pack_panel_avx2(g, j0, nr, w, pb);
-    for (int i0 = 0; i0 < g->m; i0 += MR) {
-      const int mr = g->m - i0 < MR ? g->m - i0 : MR;
-      const avx_kernel_fn kern = avx_kernels[mr][nv];
-      const float *a = g->a + i0 * g->rs;
-      float *c = g->c + i0 * g->ldc + j0;
-      if (nr == w) {
-        kern(g->k, a, g->rs, g->ks, pb, g->alpha, g->beta, c, g->ldc);
-        continue;
-      }
-      /* A ragged last panel: the same kernel on a padded copy of the tile. */
-      _Alignas(32) float tile[AVX_MAX_TILE];
-      memset(tile, 0, sizeof(float) * mr * w);
-      if (g->beta != 0.0f)
-        for (int r = 0; r < mr; r++) memcpy(tile + r * w, c + r * g->ldc, sizeof(float) * nr);
-      kern(g->k, a, g->rs, g->ks, pb, g->alpha, g->beta, tile, w);
-      for (int r = 0; r < mr; r++) memcpy(c + r * g->ldc, tile + r * w, sizeof(float) * nr);
-    }
-  }
-}
-#endif /* LTDI__GEMM_X86 */
-
 /* ==== entry ============================================================= */
 
 /* Checks a call and fills its job; 0 or LTDI_ERR_INVALID_ARG. */
 static int make_job(ltdi_backend *be, int trans_a, int trans_b, int m, int n, int k,
                     float alpha, const float *a, int lda, const float *b, int ldb, float beta,
-                    float *c, int ldc, gemm_job *g) {
+                    float *c, int ldc, ltdi__gemm_job *g) {
   if (be == NULL || be->ctx == NULL) return LTDI_ERR_INVALID_ARG;
   if (m <= 0 || n <= 0 || k <= 0 || a == NULL || b == NULL || c == NULL)
     return LTDI_ERR_INVALID_ARG;
   if (lda < (trans_a ? m : k) || ldb < (trans_b ? k : n) || ldc < n)
     return LTDI_ERR_INVALID_ARG;
-  *g = (gemm_job){m, n, k, trans_b != 0, alpha, beta, a, trans_a ? 1 : lda,
-                  trans_a ? lda : 1, b, ldb, c, ldc};
+  *g = (ltdi__gemm_job){m, n, k, trans_b != 0, alpha, beta, a, trans_a ? 1 : lda,
+                        trans_a ? lda : 1, b, ldb, c, ldc};
   return 0;
 }
 
-/* Runs a checked job; pre as for run_portable. */
-static int run_job(ltdi_backend *be, const gemm_job *g, const float *pre) {
-  const int avx = ltdi__cpu_gemm_uses_avx2();
-  const size_t w = avx ? 64 : PORT_W; /* the widest AVX2 panel: 8 * AVX_MAX_NV */
-  float *pb = pre ? NULL : pack_buffer(be, (size_t)g->k * w);
+/* Runs a checked job on `path`; pre as for run_portable. */
+static int run_job(ltdi_backend *be, int path, const ltdi__gemm_job *g, const float *pre) {
+  float *pb = pre ? NULL : pack_buffer(be, (size_t)g->k * LTDI__GEMM_MAX_PANEL);
   if (pre == NULL && pb == NULL) return LTDI_ERR_NOMEM;
+  switch (path) {
 #if LTDI__GEMM_X86
-  if (avx) {
-    run_avx2(g, pb, pre);
-    return 0;
-  }
+    case LTDI__GEMM_AVX512: ltdi__gemm_avx512_run(g, pb, pre); return 0;
+    case LTDI__GEMM_AVX2: ltdi__gemm_avx2_run(g, pb, pre); return 0;
 #endif
-  run_portable(g, pb, pre);
-  return 0;
+    default: run_portable(g, pb, pre); return 0;
+  }
 }
 
 int ltdi__cpu_sgemm_invariant(ltdi_backend *be, int trans_a, int trans_b, int m, int n, int k,
                               float alpha, const float *a, int lda, const float *b, int ldb,
                               float beta, float *c, int ldc) {
-  gemm_job g;
+  ltdi__gemm_job g;
   int rc = make_job(be, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, &g);
-  return rc ? rc : run_job(be, &g, NULL);
+  return rc ? rc : run_job(be, ltdi__cpu_gemm_path(), &g, NULL);
 }
 
 /* ==== kept packings of a constant B ====================================== */
 
 #define MAX_PACKED_B 64
 
-/* Every panel of one B, as run_avx2 / run_portable would pack them for a
- * call whose panel width is `width`: panel j0 at panels + K*j0. */
+/* Every panel of one B, as a path would pack them for a call whose panel
+ * width is `width`: panel j0 at panels + K*j0. */
 struct ltdi__cpu_packed_b {
   const float *b;
-  int n, k, ldb, trans_b, width, avx;
+  int n, k, ldb, trans_b, width, path;
   float *panels;
 };
 
@@ -437,48 +256,56 @@ void ltdi__cpu_packed_b_clear(ltdi_backend *be) {
   ctx->n_packed_b = 0;
 }
 
-/* The kept packing for g's B, built on first use; NULL when it cannot be
- * kept (the table is full, or memory ran out): the caller packs as usual. */
-static const float *packed_b_for(ltdi_backend *be, const gemm_job *g) {
-  ltdi__cpu_ctx *ctx = be->ctx;
-  const int avx = ltdi__cpu_gemm_uses_avx2();
-  int width = PORT_W;
+/* A path's panel width for m rows, the vector a ragged last panel is
+ * rounded up to, and its packer. */
+static void path_panels(int path, int m, int *width, int *vec, ltdi__gemm_pack_fn *pack) {
+  *width = PORT_W, *vec = PORT_W, *pack = ltdi__gemm_pack_b;
 #if LTDI__GEMM_X86
-  if (avx) width = 8 * avx_panel_nv(g->m);
+  if (path == LTDI__GEMM_AVX2) *width = ltdi__gemm_avx2_panel(m), *vec = 8;
+  if (path == LTDI__GEMM_AVX512) *width = ltdi__gemm_avx512_panel(m), *vec = 16;
+  if (path != LTDI__GEMM_PORTABLE) *pack = ltdi__gemm_pack_avx2;
+#else
+  (void)path, (void)m;
 #endif
+}
+
+/* The kept packing for g's B on `path`, built on first use; NULL when it
+ * cannot be kept (the table is full, or memory ran out): the caller packs
+ * as usual. */
+static const float *packed_b_for(ltdi_backend *be, int path, const ltdi__gemm_job *g) {
+  ltdi__cpu_ctx *ctx = be->ctx;
+  int width, vec;
+  ltdi__gemm_pack_fn pack;
+  path_panels(path, g->m, &width, &vec, &pack);
   for (int i = 0; i < ctx->n_packed_b; i++) {
     const struct ltdi__cpu_packed_b *e = &ctx->packed_b[i];
     if (e->b == g->b && e->n == g->n && e->k == g->k && e->ldb == g->ldb &&
-        e->trans_b == g->trans_b && e->width == width && e->avx == avx)
+        e->trans_b == g->trans_b && e->width == width && e->path == path)
       return e->panels;
   }
   if (ctx->n_packed_b >= MAX_PACKED_B) return NULL;
   if (ctx->packed_b == NULL &&
       (ctx->packed_b = calloc(MAX_PACKED_B, sizeof *ctx->packed_b)) == NULL)
     return NULL;
-  const size_t cols = ((size_t)g->n + 7) & ~(size_t)7, floats = (size_t)g->k * cols;
+  /* The last panel is rounded up to at most 16 columns on every path. */
+  const size_t cols = ((size_t)g->n + 15) & ~(size_t)15, floats = (size_t)g->k * cols;
   float *panels = aligned_alloc(64, ((floats + 15) & ~(size_t)15) * sizeof(float));
   if (panels == NULL) return NULL;
   for (int j0 = 0; j0 < g->n; j0 += width) {
     const int nr = g->n - j0 < width ? g->n - j0 : width;
-    float *dst = panels + (size_t)g->k * j0;
-#if LTDI__GEMM_X86
-    if (avx) {
-      pack_panel_avx2(g, j0, nr, 8 * ((nr + 7) / 8), dst);
-      continue;
-    }
-#endif
-    pack_b(g, j0, nr, PORT_W, dst);
+    pack(g, j0, nr, (nr + vec - 1) / vec * vec, panels + (size_t)g->k * j0);
   }
-  ctx->packed_b[ctx->n_packed_b++] =
-      (struct ltdi__cpu_packed_b){g->b, g->n, g->k, (int)g->ldb, g->trans_b, width, avx, panels};
+  ctx->packed_b[ctx->n_packed_b++] = (struct ltdi__cpu_packed_b){
+      g->b, g->n, g->k, (int)g->ldb, g->trans_b, width, path, panels};
   return panels;
 }
 
 int ltdi__cpu_sgemm_invariant_const_b(ltdi_backend *be, int trans_a, int trans_b, int m, int n,
                                       int k, float alpha, const float *a, int lda,
                                       const float *b, int ldb, float beta, float *c, int ldc) {
-  gemm_job g;
+  ltdi__gemm_job g;
   int rc = make_job(be, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, &g);
-  return rc ? rc : run_job(be, &g, packed_b_for(be, &g));
+  if (rc) return rc;
+  const int path = ltdi__cpu_gemm_path();
+  return run_job(be, path, &g, packed_b_for(be, path, &g));
 }

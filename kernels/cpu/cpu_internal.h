@@ -195,8 +195,9 @@ int ltdi__cpu_l2_normalize_backward(ltdi_backend *be, float *dinp, const float *
  * summed over k = 0..K-1 in order, then alpha*acc + beta*C[i][j] (C is not
  * read when beta == 0), so its bits depend only on row i of op(A), column j
  * of op(B), K, alpha, beta and C[i][j] — never on M, N or the tiling. The
- * AVX2+FMA path (fused chain) and the portable path (multiply, then add)
- * round differently from each other; each is invariant on its own. */
+ * x86 paths (AVX2+FMA and AVX-512) fuse each multiply-add and give the same
+ * bits as each other; the portable path (multiply, then add) rounds
+ * differently and is invariant on its own. */
 int ltdi__cpu_sgemm_invariant(ltdi_backend *be, int trans_a, int trans_b, int m, int n, int k,
                               float alpha, const float *a, int lda, const float *b, int ldb,
                               float beta, float *c, int ldc);
@@ -209,10 +210,21 @@ int ltdi__cpu_sgemm_invariant_const_b(ltdi_backend *be, int trans_a, int trans_b
                                       const float *b, int ldb, float beta, float *c, int ldc);
 /* Frees the kept packings (the setter and destroy call it). */
 void ltdi__cpu_packed_b_clear(ltdi_backend *be);
-/* Tests only: 1 forces the portable path even where AVX2+FMA is present,
- * 0 restores the runtime choice. Process-wide. */
-void ltdi__cpu_gemm_force_portable(int on);
-/* 1 when the next invariant sgemm takes the AVX2+FMA path. */
-int ltdi__cpu_gemm_uses_avx2(void);
+/* The invariant sgemm's paths. AUTO: the best the CPU has. */
+enum {
+  LTDI__GEMM_AUTO = -1,
+  LTDI__GEMM_PORTABLE = 0, /* generic vectors, product and sum rounded apart */
+  LTDI__GEMM_AVX2 = 1,     /* AVX2+FMA */
+  LTDI__GEMM_AVX512 = 2    /* AVX-512 F/VL/BW/DQ; bit for bit the AVX2 results */
+};
+/* 1 when this build and CPU can run `path`. */
+int ltdi__cpu_gemm_path_supported(int path);
+/* Tests and benchmarks: every later call takes `path` (process-wide), or
+ * the runtime choice again with LTDI__GEMM_AUTO. LTDI_ERR_UNSUPPORTED where
+ * the CPU lacks it (nothing changes then). */
+int ltdi__cpu_gemm_force_path(int path);
+/* The path the next invariant sgemm takes, and a name for logs. */
+int ltdi__cpu_gemm_path(void);
+const char *ltdi__cpu_gemm_path_name(int path);
 
 #endif

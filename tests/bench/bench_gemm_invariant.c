@@ -14,8 +14,9 @@
  *   invariant backend is compared bit for bit with each head generated alone.
  *
  *   bench_gemm_invariant [--model FILE] [--seconds S] [--no-gemm] [--no-gen]
- *                        [--portable]
- * --portable forces the invariant kernel's portable path (no AVX2).
+ *                        [--path portable|avx2|avx512] [--portable]
+ * --path forces the invariant kernel's path (default: the best the CPU has);
+ * --portable is --path portable.
  * Exit status 0, 1 when something failed or the bitwise check did not hold. */
 #define _POSIX_C_SOURCE 200809L
 
@@ -190,7 +191,7 @@ static int gen_table(ltdi_model *m, double seconds) {
   }
   if (rc) fprintf(stderr, "bench_gemm_invariant: generation failed: %s\n", ltdi_strerror(rc));
   printf("\nGeneration, %d steps, P = %zu, 1 thread (%s kernel), median of %d rounds\n",
-         m->sched.T, P, ltdi__cpu_gemm_uses_avx2() ? "AVX2+FMA" : "portable", rounds);
+         m->sched.T, P, ltdi__cpu_gemm_path_name(ltdi__cpu_gemm_path()), rounds);
   printf("%-22s %5s | %9s %9s\n", "backend, mode", "batch", "ms/head", "best");
   int bad = rc != 0;
   for (int i = 0; i < nrows && !rc; i++) {
@@ -215,29 +216,49 @@ static int gen_table(ltdi_model *m, double seconds) {
   return bad;
 }
 
+/* --path's names, in LTDI__GEMM_* order. */
+static const char *const path_args[] = {"portable", "avx2", "avx512"};
+
 int main(int argc, char **argv) {
   ltdi_blas_core_reexec(argv); /* OpenBLAS's best kernels for the peer figures */
   const char *path = SHIPPED_MODEL;
   double seconds = 2.0;
-  int do_gemm = 1, do_gen = 1;
+  int do_gemm = 1, do_gen = 1, force = LTDI__GEMM_AUTO;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--model") && i + 1 < argc) path = argv[++i];
     else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = atof(argv[++i]);
     else if (!strcmp(argv[i], "--no-gemm")) do_gemm = 0;
     else if (!strcmp(argv[i], "--no-gen")) do_gen = 0;
-    else if (!strcmp(argv[i], "--portable")) ltdi__cpu_gemm_force_portable(1);
-    else {
+    else if (!strcmp(argv[i], "--portable")) force = LTDI__GEMM_PORTABLE;
+    else if (!strcmp(argv[i], "--path") && i + 1 < argc) {
+      const char *name = argv[++i];
+      force = -2;
+      for (int p = 0; p < 3; p++)
+        if (!strcmp(name, path_args[p])) force = p;
+      if (force == -2) {
+        fprintf(stderr, "bench_gemm_invariant: --path %s: expected portable, avx2 or avx512\n",
+                name);
+        return 1;
+      }
+    } else {
       fprintf(stderr, "usage: bench_gemm_invariant [--model FILE] [--seconds S] [--no-gemm] "
-                      "[--no-gen] [--portable]\n");
+                      "[--no-gen] [--path portable|avx2|avx512] [--portable]\n");
       return 1;
     }
+  }
+  if (ltdi__cpu_gemm_force_path(force) != 0) {
+    fprintf(stderr, "bench_gemm_invariant: this CPU cannot run the %s path\n",
+            ltdi__cpu_gemm_path_name(force));
+    return 1;
   }
   ltdi_backend *be = NULL;
   if (ltdi_backend_cpu_create(&be, 1) != 0) {
     fprintf(stderr, "bench_gemm_invariant: cannot create the CPU backend\n");
     return 1;
   }
-  printf("invariant sgemm path: %s\n", ltdi__cpu_gemm_uses_avx2() ? "AVX2+FMA" : "portable");
+  printf("invariant sgemm path: %s%s; OpenBLAS core: %s\n",
+         ltdi__cpu_gemm_path_name(ltdi__cpu_gemm_path()), force == LTDI__GEMM_AUTO ? "" : " (forced)",
+         ltdi_blas_core_name());
   int bad = do_gemm ? gemm_table(be, seconds / 10) : 0;
   if (do_gen) {
     ltdi_model *m = NULL;

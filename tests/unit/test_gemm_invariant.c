@@ -60,21 +60,21 @@ static ltdi_backend *make_backend(void) {
   return be;
 }
 
-/* The paths to run: the portable one always, AVX2 where the CPU has it. */
+/* The paths to run: 0 portable, 1 AVX2, 2 AVX-512 (LTDI__GEMM_*), those
+ * the CPU has. */
 static int n_paths(void) {
-  ltdi__cpu_gemm_force_portable(0);
-  const int avx = ltdi__cpu_gemm_uses_avx2();
-  if (!avx) cr_log_warn("no AVX2+FMA on this CPU: only the portable path is tested");
-  return avx ? 2 : 1;
+  ltdi__cpu_gemm_force_path(LTDI__GEMM_AUTO);
+  int n = 1;
+  while (n < 3 && ltdi__cpu_gemm_path_supported(n)) n++;
+  return n;
 }
 
-/* Path p: 0 portable, 1 AVX2. */
 static void use_path(int p) {
-  ltdi__cpu_gemm_force_portable(p == 0);
-  cr_assert_eq(ltdi__cpu_gemm_uses_avx2(), p == 1);
+  cr_assert_eq(ltdi__cpu_gemm_force_path(p), 0);
+  cr_assert_eq(ltdi__cpu_gemm_path(), p);
 }
 
-static const char *path_name(int p) { return p ? "avx2" : "portable"; }
+static const char *path_name(int p) { return ltdi__cpu_gemm_path_name(p); }
 
 /* op(A)[i][p] and op(B)[p][j] from their stored layouts. */
 static float op_a(const float *a, int ta, int lda, int i, int p) {
@@ -172,7 +172,7 @@ Test(gemm_invariant, matches_cblas) {
       for (int tb = 0; tb < 2; tb++) check_vs_cblas(be, ta, tb, 37, 29, 1201, 0.5f, 1.0f, 3);
     cr_log_info("%s: %d products checked against cblas", path_name(p), calls + 4);
   }
-  ltdi__cpu_gemm_force_portable(0);
+  ltdi__cpu_gemm_force_path(LTDI__GEMM_AUTO);
   ltdi_backend_destroy(be);
 }
 
@@ -258,7 +258,7 @@ Test(gemm_invariant, every_element_is_the_documented_chain) {
         free(a), free(b), free(c0), free(c), free(want);
       }
   }
-  ltdi__cpu_gemm_force_portable(0);
+  ltdi__cpu_gemm_force_path(LTDI__GEMM_AUTO);
   ltdi_backend_destroy(be);
 }
 
@@ -340,7 +340,7 @@ Test(gemm_invariant, batch_invariance_bitwise) {
         check_slices(be, p, t & 1, t >> 1, shapes[s][0], shapes[s][1], shapes[s][2],
                      s % 2 ? 0.5f : 0.0f);
   }
-  ltdi__cpu_gemm_force_portable(0);
+  ltdi__cpu_gemm_force_path(LTDI__GEMM_AUTO);
   ltdi_backend_destroy(be);
 }
 
@@ -421,7 +421,7 @@ Test(gemm_invariant, backend_ops_batch_vs_single) {
     cr_assert_eq(ltdi_backend_cpu_set_batch_invariant(be, 1), 0);
     backend_ops_vs_single(be, path_name(p), 1);
   }
-  ltdi__cpu_gemm_force_portable(0);
+  ltdi__cpu_gemm_force_path(LTDI__GEMM_AUTO);
   /* Not asserted (OpenBLAS may happen to agree on some shapes), only shown:
    * what the mode is for. */
   cr_assert_eq(ltdi_backend_cpu_set_batch_invariant(be, 0), 0);
@@ -465,7 +465,7 @@ Test(gemm_invariant, unet_forward_batch_vs_single) {
     snprintf(what, sizeof what, "%s U-Net forward, batch 5 vs 1", path_name(p));
     expect_bitwise(what, eb, es, (size_t)B * P);
   }
-  ltdi__cpu_gemm_force_portable(0);
+  ltdi__cpu_gemm_force_path(LTDI__GEMM_AUTO);
   free(x), free(cond), free(eb), free(es);
   ltdi_unet_acts_free(a1);
   ltdi_unet_acts_free(a5);

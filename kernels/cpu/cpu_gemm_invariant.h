@@ -1,0 +1,61 @@
+/* kernels/cpu/cpu_gemm_invariant.h — what the files of the batch-invariant
+ * sgemm share: one call's operands, the packing of op(B) panels, and each
+ * instruction-set path's entry points.
+ *
+ *   cpu_gemm_invariant.c         entry, path choice, portable path, kept packings
+ *   cpu_gemm_invariant_avx2.c    AVX2+FMA micro-kernels and the x86 panel packers
+ *   cpu_gemm_invariant_avx512.c  AVX-512 micro-kernels (same bits as AVX2)
+ *
+ * Every path computes each element as the contract in cpu_internal.h spells
+ * it; a path only chooses how many elements run side by side. Nothing here
+ * is used outside these three files. */
+#ifndef LTDI_KERNELS_CPU_GEMM_INVARIANT_H
+#define LTDI_KERNELS_CPU_GEMM_INVARIANT_H
+
+#include <stddef.h>
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define LTDI__GEMM_X86 1
+#else
+#define LTDI__GEMM_X86 0
+#endif
+
+/* One call's operands; op(A)(i, k) = a[i*rs + k*ks] read in place. */
+typedef struct ltdi__gemm_job {
+  int m, n, k, trans_b;
+  float alpha, beta;
+  const float *a;
+  ptrdiff_t rs, ks; /* op(A) row and k strides */
+  const float *b;
+  ptrdiff_t ldb;
+  float *c;
+  ptrdiff_t ldc;
+} ltdi__gemm_job;
+
+/* A panel of op(B): dst (K, w) = op(B)[:, j0 .. j0+nr), row k at dst + k*w,
+ * columns nr..w-1 zero. Panel j0 of a whole packing lies at K*j0 floats. */
+typedef void (*ltdi__gemm_pack_fn)(const ltdi__gemm_job *g, int j0, int nr, int w, float *dst);
+
+/* The portable packer (plain C); any w >= nr. */
+void ltdi__gemm_pack_b(const ltdi__gemm_job *g, int j0, int nr, int w, float *dst);
+
+#if LTDI__GEMM_X86
+/* The AVX2 packer, for both x86 paths: w a multiple of 8, dst 32-byte
+ * aligned. Needs AVX2 (every AVX-512 CPU has it). */
+void ltdi__gemm_pack_avx2(const ltdi__gemm_job *g, int j0, int nr, int w, float *dst);
+
+/* Panel width in floats for a call with m rows (a multiple of the path's
+ * vector: a ragged last panel is packed w = that vector times however many
+ * it needs), and the path itself. pb: a buffer of K * LTDI__GEMM_MAX_PANEL
+ * floats, 64-byte aligned, to pack each panel into; or pre: every panel
+ * packed beforehand (panel j0 at pre + K*j0, each 64-byte aligned). */
+int ltdi__gemm_avx2_panel(int m);
+void ltdi__gemm_avx2_run(const ltdi__gemm_job *g, float *pb, const float *pre);
+int ltdi__gemm_avx512_panel(int m);
+void ltdi__gemm_avx512_run(const ltdi__gemm_job *g, float *pb, const float *pre);
+#endif
+
+/* The widest panel of any path, in floats (AVX-512: 8 vectors of 16). */
+#define LTDI__GEMM_MAX_PANEL 128
+
+#endif
