@@ -1,19 +1,29 @@
 /* tests/unit/test_gemm_invariant.c — the batch-invariant sgemm
- * (kernels/cpu/cpu_gemm_invariant.c) and the CPU backend's batch-invariant
+ * (kernels/cpu/cpu_gemm_invariant*.c) and the CPU backend's batch-invariant
  * mode (ltdi_backend_cpu_set_batch_invariant).
  *
  *  - accuracy against cblas_sgemm: all four transposes, odd sizes 1..67,
  *    alpha/beta variations, padded leading dimensions (padding untouched);
  *  - the contract itself, bitwise: every element equals the documented
- *    in-order chain computed here one element at a time (fmaf on the AVX2
- *    path, a rounded product then a rounded sum on the portable path);
+ *    in-order chain computed here one element at a time with libm's fmaf
+ *    (x86 paths) or a rounded product then a rounded sum (portable path):
+ *    every tile and edge of every path (M 1..18 against panel edges), a
+ *    random sweep of M, N, K in 1..70 with transposes, alpha/beta, padded
+ *    lda/ldb/ldc (padding untouched) and both entry points, and special
+ *    values (zeros of both signs, subnormals, overflow, infinities);
  *  - batch invariance, bitwise: the full product against column slices
- *    (N = 1 and uneven splits), row slices and 1 x 1 calls;
+ *    (N = 1 and uneven splits), row slices and 1 x 1 calls; a row of op(A)
+ *    among other rows at any M and position gives the same row of C, a
+ *    column of op(B) among other columns at any N the same column;
+ *  - AVX-512 against AVX2, bitwise: the same inputs through both paths,
+ *    memcmp of the whole C (the two paths promise the same bits);
  *  - through the backend: conv1d/conv2d/linear forwards at batch 8 against
  *    8 single-sample calls, and a whole U-Net forward at batch 5 against 5
  *    single forwards, bit for bit with the mode on.
- * Every check runs on the portable path and, where the CPU has AVX2+FMA, on
- * the AVX2 path (ltdi__cpu_gemm_force_portable picks). */
+ * Every check runs on every path the CPU has — portable always, AVX2+FMA
+ * and AVX-512 where present (ltdi__cpu_gemm_force_path picks; the tests
+ * log which ran). The AVX-512-only test skips without AVX-512, or fails
+ * with LTDI_REQUIRE_AVX512=1 in the environment. */
 #include <cblas.h>
 #include <criterion/criterion.h>
 #include <float.h>
@@ -27,6 +37,7 @@
 #include "core/unet.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_internal.h"
+#include "tests/reference.h"
 
 /* ==== helpers =========================================================== */
 
@@ -61,11 +72,16 @@ static ltdi_backend *make_backend(void) {
 }
 
 /* The paths to run: 0 portable, 1 AVX2, 2 AVX-512 (LTDI__GEMM_*), those
- * the CPU has. */
+ * the CPU has; logged once per test, so the output says which ran. */
 static int n_paths(void) {
+  static int logged;
   ltdi__cpu_gemm_force_path(LTDI__GEMM_AUTO);
   int n = 1;
   while (n < 3 && ltdi__cpu_gemm_path_supported(n)) n++;
+  if (!logged++)
+    cr_log_info("paths tested: portable%s%s%s", n > 1 ? ", AVX2+FMA" : "",
+                n > 2 ? ", AVX-512" : "",
+                n < 3 ? (n < 2 ? " (no AVX2+FMA, no AVX-512 here)" : " (no AVX-512 here)") : "");
   return n;
 }
 
@@ -76,12 +92,18 @@ static void use_path(int p) {
 
 static const char *path_name(int p) { return ltdi__cpu_gemm_path_name(p); }
 
-/* op(A)[i][p] and op(B)[p][j] from their stored layouts. */
+/* op(A)[i][p] and op(B)[p][j] in their stored layouts. */
+static float *op_a_at(float *a, int ta, int lda, int i, int p) {
+  return ta ? &a[(size_t)p * lda + i] : &a[(size_t)i * lda + p];
+}
+static float *op_b_at(float *b, int tb, int ldb, int p, int j) {
+  return tb ? &b[(size_t)j * ldb + p] : &b[(size_t)p * ldb + j];
+}
 static float op_a(const float *a, int ta, int lda, int i, int p) {
-  return ta ? a[(size_t)p * lda + i] : a[(size_t)i * lda + p];
+  return *op_a_at((float *)a, ta, lda, i, p);
 }
 static float op_b(const float *b, int tb, int ldb, int p, int j) {
-  return tb ? b[(size_t)j * ldb + p] : b[(size_t)p * ldb + j];
+  return *op_b_at((float *)b, tb, ldb, p, j);
 }
 
 /* Index of the first element whose bits differ, or -1. */
@@ -203,18 +225,29 @@ Test(gemm_invariant, rejects_bad_arguments) {
   cr_expect_eq(ltdi_backend_cpu_set_batch_invariant(&other, 1), LTDI_ERR_INVALID_ARG);
   cr_expect_eq(ltdi_backend_cpu_set_batch_invariant(be, 1), 0);
   cr_expect_eq(be->sgemm(be, 0, 0, 2, 2, 2, 1, z, 1, z, 2, 0, z, 2), LTDI_ERR_INVALID_ARG);
+  /* Forcing a path: unknown ones are rejected, ones this CPU lacks refused
+   * without changing the choice. */
+  const int before = ltdi__cpu_gemm_path();
+  cr_expect_eq(ltdi__cpu_gemm_force_path(3), LTDI_ERR_INVALID_ARG);
+  cr_expect_eq(ltdi__cpu_gemm_force_path(-2), LTDI_ERR_INVALID_ARG);
+  for (int p = LTDI__GEMM_PORTABLE; p <= LTDI__GEMM_AVX512; p++)
+    if (!ltdi__cpu_gemm_path_supported(p))
+      cr_expect_eq(ltdi__cpu_gemm_force_path(p), LTDI_ERR_UNSUPPORTED, "%s", path_name(p));
+  cr_expect_eq(ltdi__cpu_gemm_path(), before);
+  cr_expect(ltdi__cpu_gemm_path_supported(LTDI__GEMM_PORTABLE));
   ltdi_backend_destroy(be);
 }
 
 /* ==== the contract, element by element ================================== */
 
-/* C[i][j] as the contract spells it, one element at a time. */
-static float chain(int avx, const float *a, int ta, int lda, const float *b, int tb, int ldb,
+/* C[i][j] as the contract spells it, one element at a time: libm's fmaf on
+ * the x86 paths, a rounded product and a rounded sum on the portable one. */
+static float chain(int fused, const float *a, int ta, int lda, const float *b, int tb, int ldb,
                    int i, int j, int k, float alpha, float beta, float c) {
   float acc = 0.0f;
   for (int p = 0; p < k; p++) {
     const float x = op_a(a, ta, lda, i, p), y = op_b(b, tb, ldb, p, j);
-    if (avx) {
+    if (fused) {
       acc = fmaf(x, y, acc);
     } else {
       const float prod = x * y; /* rounded on its own: ISO C mode does not contract */
@@ -229,33 +262,194 @@ static float chain(int avx, const float *a, int ta, int lda, const float *b, int
   return t;
 }
 
+/* Equal bits, or both NaN (libm and the vector units may pick different
+ * NaNs; only the special-value inputs make any). */
+static int same_value(float x, float y) {
+  return memcmp(&x, &y, sizeof x) == 0 || (isnan(x) && isnan(y));
+}
+
+/* One call (k, m, n, transposes, alpha/beta, padding of lda/ldb/ldc) on
+ * path p through ltdi__cpu_sgemm_invariant or, with const_b, twice through
+ * ltdi__cpu_sgemm_invariant_const_b (the packing built, then reused), every
+ * element against chain() and every padding element of C (columns n..ldc-1
+ * and a row past m) unchanged. a and b are filled by the caller when
+ * given, else random. Returns 1 when all held. */
+typedef struct chain_case {
+  int ta, tb, m, n, k, pad_a, pad_b, pad_c, const_b;
+  float alpha, beta;
+} chain_case;
+
+static int check_chain_on(ltdi_backend *be, int p, const chain_case *t, const float *a_in,
+                          const float *b_in) {
+  const int lda = (t->ta ? t->m : t->k) + t->pad_a, ldb = (t->tb ? t->k : t->n) + t->pad_b;
+  const int ldc = t->n + t->pad_c;
+  const size_t na = (size_t)(t->ta ? t->k : t->m) * lda, nb = (size_t)(t->tb ? t->n : t->k) * ldb;
+  const size_t nc = (size_t)(t->m + 1) * ldc;
+  float *a = a_in ? dup_buf(a_in, na) : rand_buf(na, -1, 1);
+  float *b = b_in ? dup_buf(b_in, nb) : rand_buf(nb, -1, 1);
+  float *c0 = rand_buf(nc, -1, 1);
+  if (t->beta == 0.0f) /* beta 0: C is not read, so NaN there must not matter */
+    for (int i = 0; i < t->m; i++)
+      for (int j = 0; j < t->n; j++) c0[(size_t)i * ldc + j] = NAN;
+  float *c = dup_buf(c0, nc), *want = dup_buf(c0, nc);
+  for (int i = 0; i < t->m; i++)
+    for (int j = 0; j < t->n; j++)
+      want[(size_t)i * ldc + j] = chain(p != LTDI__GEMM_PORTABLE, a, t->ta, lda, b, t->tb, ldb,
+                                        i, j, t->k, t->alpha, t->beta, c0[(size_t)i * ldc + j]);
+  int ok = 1;
+  for (int rep = 0; rep < (t->const_b ? 2 : 1) && ok; rep++) {
+    memcpy(c, c0, nc * sizeof *c);
+    const int rc =
+        t->const_b ? ltdi__cpu_sgemm_invariant_const_b(be, t->ta, t->tb, t->m, t->n, t->k,
+                                                       t->alpha, a, lda, b, ldb, t->beta, c, ldc)
+                   : ltdi__cpu_sgemm_invariant(be, t->ta, t->tb, t->m, t->n, t->k, t->alpha, a,
+                                               lda, b, ldb, t->beta, c, ldc);
+    cr_assert_eq(rc, 0);
+    for (size_t e = 0; e < nc && ok; e++)
+      if (!same_value(c[e], want[e])) {
+        ok = 0;
+        const int i = (int)(e / ldc), j = (int)(e % ldc);
+        cr_expect(0,
+                  "%s%s ta=%d tb=%d m=%d n=%d k=%d alpha=%g beta=%g pads %d/%d/%d%s: C[%d][%d] "
+                  "= %a, the chain gives %a%s",
+                  path_name(p), t->const_b ? " const_b" : "", t->ta, t->tb, t->m, t->n, t->k,
+                  t->alpha, t->beta, t->pad_a, t->pad_b, t->pad_c, rep ? " (kept packing)" : "",
+                  i, j, c[e], want[e], i >= t->m || j >= t->n ? " (padding written)" : "");
+      }
+  }
+  if (t->const_b) ltdi__cpu_packed_b_clear(be); /* a later buffer may reuse b's address */
+  free(a), free(b), free(c0), free(c), free(want);
+  return ok;
+}
+
+static int check_chain(ltdi_backend *be, int p, const chain_case *t) {
+  return check_chain_on(be, p, t, NULL, NULL);
+}
+
+/* The alpha/beta pairs the cases cycle through: plain, scaled, and the
+ * beta paths (C read and scaled). */
+static const float g_ab[][2] = {{1.0f, 0.0f}, {0.9f, -0.6f}, {-1.0f, 1.0f}, {2.5f, 0.0f},
+                                {1.0f, 1.0f}, {0.3f, 2.0f}};
+#define N_AB ((int)(sizeof g_ab / sizeof g_ab[0]))
+
+/* Shapes from the U-Net and the linear layers, and odd ones. */
 Test(gemm_invariant, every_element_is_the_documented_chain) {
   ltdi_backend *be = make_backend();
-  static const int shapes[][3] = {{1, 1, 1},   {1, 67, 300}, {5, 9, 96},   {6, 17, 7},
-                                  {13, 50, 33}, {32, 36, 384}, {4, 130, 64}, {9, 7, 1201}};
+  static const int shapes[][3] = {{1, 1, 1},   {1, 67, 300}, {5, 9, 96},    {6, 17, 7},
+                                  {13, 50, 33}, {32, 36, 384}, {4, 130, 64}, {9, 7, 1201},
+                                  {32, 288, 96}, {64, 100, 192}, {2, 260, 40}, {17, 33, 5}};
+  for (int p = 0; p < n_paths(); p++) {
+    use_path(p);
+    int bad = 0;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+      for (int t = 0; t < 4; t++) {
+        const float *ab = g_ab[(s + t) % N_AB];
+        const chain_case cc = {t & 1, t >> 1, shapes[s][0], shapes[s][1], shapes[s][2], 1, 2,
+                               (int)s % 3, (int)(s + t) % 2, ab[0], ab[1]};
+        bad += !check_chain(be, p, &cc);
+      }
+    cr_log_info("%s: %d U-Net-like shapes x 4 transposes, %d differ from the chain",
+                path_name(p), (int)(sizeof shapes / sizeof shapes[0]), bad);
+  }
+  ltdi__cpu_gemm_force_path(LTDI__GEMM_AUTO);
+  ltdi_backend_destroy(be);
+}
+
+/* Every tile of every path: M = 1..18 (every row count of a tile, and
+ * the ragged last row tile after full ones) against widths on both sides
+ * of each vector and panel edge (8, 16, 24, 48, 64, 128 columns). */
+Test(gemm_invariant, every_tile_and_edge) {
+  ltdi_backend *be = make_backend();
+  static const int ns[] = {1, 7, 8, 9, 15, 16, 17, 23, 24, 25, 31, 33, 47, 48, 49,
+                           63, 64, 65, 95, 97, 111, 127, 128, 129, 143};
+  const int nn = (int)(sizeof ns / sizeof ns[0]);
+  for (int p = 0; p < n_paths(); p++) {
+    use_path(p);
+    int calls = 0, bad = 0;
+    for (int m = 1; m <= 18; m++)
+      for (int ni = 0; ni < nn; ni++, calls++) {
+        const float *ab = g_ab[(m + ni) % N_AB];
+        const chain_case cc = {(m + ni) % 2, (m / 2 + ni) % 2, m, ns[ni], 1 + (m * 7 + ni) % 19,
+                               ni % 2, m % 3, (m + ni) % 4, 0, ab[0], ab[1]};
+        bad += !check_chain(be, p, &cc);
+      }
+    cr_log_info("%s: %d tile/edge shapes, %d differ from the chain", path_name(p), calls, bad);
+  }
+  ltdi__cpu_gemm_force_path(LTDI__GEMM_AUTO);
+  ltdi_backend_destroy(be);
+}
+
+/* Random M, N, K in 1..70, random transposes, alpha/beta, paddings and
+ * entry point. */
+Test(gemm_invariant, random_odd_sizes_follow_the_chain) {
+  ltdi_backend *be = make_backend();
+  for (int p = 0; p < n_paths(); p++) {
+    use_path(p);
+    int bad = 0;
+    enum { CASES = 240 };
+    for (int t = 0; t < CASES; t++) {
+      const float *ab = g_ab[(int)(urand() * N_AB)];
+      const chain_case cc = {urand() < 0.5,
+                             urand() < 0.5,
+                             1 + (int)(urand() * 70),
+                             1 + (int)(urand() * 70),
+                             1 + (int)(urand() * 70),
+                             (int)(urand() * 4),
+                             (int)(urand() * 4),
+                             (int)(urand() * 6),
+                             urand() < 0.25,
+                             ab[0],
+                             ab[1]};
+      bad += !check_chain(be, p, &cc);
+    }
+    cr_log_info("%s: %d random products (M, N, K in 1..70), %d differ from the chain",
+                path_name(p), CASES, bad);
+  }
+  ltdi__cpu_gemm_force_path(LTDI__GEMM_AUTO);
+  ltdi_backend_destroy(be);
+}
+
+/* op(A) and op(B) with zeros of both signs, subnormals, values whose
+ * products overflow or underflow, and a few infinities, so the chain's
+ * special cases (-0 + +0, inf - inf, inf * 0) are met; NaN results must be
+ * NaN on every path. */
+static float *special_buf(size_t n) {
+  static const float v[] = {0.0f, -0.0f, 1e-40f, -3e-39f, 1e-20f, 1e30f, -2e30f,
+                            1.0f, -1.0f, 0.5f,   INFINITY, -INFINITY};
+  float *x = rand_buf(n, -1, 1);
+  for (size_t i = 0; i < n; i++) {
+    const double u = urand();
+    if (u < 0.3) x[i] = v[(size_t)(urand() * 10)]; /* finite specials */
+    else if (u < 0.31) x[i] = v[10 + (size_t)(urand() * 2)];
+  }
+  return x;
+}
+
+/* A zero row of op(A) against a negative column of op(B): every product
+ * of that element is -0, and the chain from +0 gives +0, not -0. */
+static void plant_negative_zeros(float *a, int ta, int lda, float *b, int tb, int ldb, int m,
+                                 int n, int k) {
+  const int zi = m > 1, zj = n > 3 ? 3 : n - 1;
+  for (int q = 0; q < k; q++) {
+    *op_a_at(a, ta, lda, zi, q) = 0.0f;
+    *op_b_at(b, tb, ldb, q, zj) = -0.75f;
+  }
+}
+
+Test(gemm_invariant, special_values_follow_the_chain) {
+  ltdi_backend *be = make_backend();
+  static const int shapes[][3] = {{5, 19, 33}, {16, 48, 64}, {1, 130, 9}, {13, 17, 70}};
   for (int p = 0; p < n_paths(); p++) {
     use_path(p);
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
       for (int t = 0; t < 4; t++) {
-        const int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2], ta = t & 1, tb = t >> 1;
-        const int lda = (ta ? m : k) + 1, ldb = (tb ? k : n) + 2, ldc = n;
-        const float alpha = t == 3 ? 1.0f : 0.9f, beta = t == 0 ? 0.0f : -0.6f;
-        float *a = rand_buf((size_t)(ta ? k : m) * lda, -1, 1);
-        float *b = rand_buf((size_t)(tb ? n : k) * ldb, -1, 1);
-        float *c0 = rand_buf((size_t)m * ldc, -1, 1), *c = dup_buf(c0, (size_t)m * ldc);
-        float *want = rand_buf((size_t)m * ldc, 0, 0);
-        cr_assert_eq(ltdi__cpu_sgemm_invariant(be, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta,
-                                               c, ldc),
-                     0);
-        for (int i = 0; i < m; i++)
-          for (int j = 0; j < n; j++)
-            want[i * ldc + j] = chain(p, a, ta, lda, b, tb, ldb, i, j, k, alpha, beta,
-                                      c0[i * ldc + j]);
-        char what[96];
-        snprintf(what, sizeof what, "%s m=%d n=%d k=%d ta=%d tb=%d", path_name(p), m, n, k, ta,
-                 tb);
-        expect_bitwise(what, c, want, (size_t)m * ldc);
-        free(a), free(b), free(c0), free(c), free(want);
+        const chain_case cc = {t & 1, t >> 1, shapes[s][0], shapes[s][1], shapes[s][2],
+                               0, 0, 1, 0, t == 2 ? -1.0f : 1.0f, t % 2 ? 0.5f : 0.0f};
+        float *a = special_buf((size_t)cc.m * cc.k), *b = special_buf((size_t)cc.k * cc.n);
+        plant_negative_zeros(a, cc.ta, cc.ta ? cc.m : cc.k, b, cc.tb, cc.tb ? cc.k : cc.n, cc.m,
+                             cc.n, cc.k);
+        check_chain_on(be, p, &cc, a, b);
+        free(a), free(b);
       }
   }
   ltdi__cpu_gemm_force_path(LTDI__GEMM_AUTO);
@@ -340,6 +534,145 @@ Test(gemm_invariant, batch_invariance_bitwise) {
         check_slices(be, p, t & 1, t >> 1, shapes[s][0], shapes[s][1], shapes[s][2],
                      s % 2 ? 0.5f : 0.0f);
   }
+  ltdi__cpu_gemm_force_path(LTDI__GEMM_AUTO);
+  ltdi_backend_destroy(be);
+}
+
+/* A row of op(A) placed at a random position among random other rows, at
+ * M = 1..40, must give the same row of C as when it is alone (M = 1); a
+ * column of op(B) among random other columns, at N = 1..70, the same
+ * column. The neighbours and the sizes are what a batch changes. */
+static void check_company(ltdi_backend *be, int p, int ta, int tb, int k, float beta) {
+  enum { N0 = 53, M0 = 19, TRIALS = 24 };
+  const float alpha = 0.75f;
+  char what[128];
+  float *x = rand_buf(k, -1, 1), *y = rand_buf(k, -1, 1);
+  float *crow0 = rand_buf(N0, -1, 1), *ccol0 = rand_buf(M0, -1, 1);
+
+  /* rows: B fixed (k x N0), the row alone first */
+  const int ldb0 = tb ? k : N0;
+  float *b0 = rand_buf((size_t)(tb ? N0 : k) * ldb0, -1, 1);
+  float *alone = dup_buf(crow0, N0);
+  cr_assert_eq(ltdi__cpu_sgemm_invariant(be, ta, tb, 1, N0, k, alpha, x, ta ? 1 : k, b0, ldb0,
+                                         beta, alone, N0),
+               0);
+  for (int t = 0; t < TRIALS; t++) {
+    const int m = 1 + (int)(urand() * 40), at = (int)(urand() * m), lda = ta ? m : k;
+    float *a = rand_buf((size_t)m * k, -1, 1), *c = rand_buf((size_t)m * N0, -1, 1);
+    for (int q = 0; q < k; q++) *op_a_at(a, ta, lda, at, q) = x[q];
+    memcpy(c + (size_t)at * N0, crow0, N0 * sizeof *c);
+    cr_assert_eq(ltdi__cpu_sgemm_invariant(be, ta, tb, m, N0, k, alpha, a, lda, b0, ldb0, beta, c,
+                                           N0),
+                 0);
+    snprintf(what, sizeof what, "%s ta=%d tb=%d k=%d: row %d of %d vs alone", path_name(p), ta,
+             tb, k, at, m);
+    expect_bitwise(what, c + (size_t)at * N0, alone, N0);
+    free(a), free(c);
+  }
+  free(b0), free(alone);
+
+  /* columns: A fixed (M0 x k), the column alone first */
+  const int lda0 = ta ? M0 : k;
+  float *a0 = rand_buf((size_t)M0 * k, -1, 1);
+  float *col = dup_buf(ccol0, M0), *got = rand_buf(M0, 0, 0);
+  cr_assert_eq(ltdi__cpu_sgemm_invariant(be, ta, tb, M0, 1, k, alpha, a0, lda0, y, tb ? k : 1,
+                                         beta, col, 1),
+               0);
+  for (int t = 0; t < TRIALS; t++) {
+    const int n = 1 + (int)(urand() * 70), at = (int)(urand() * n), ldb = tb ? k : n;
+    float *b = rand_buf((size_t)n * k, -1, 1), *c = rand_buf((size_t)M0 * n, -1, 1);
+    for (int q = 0; q < k; q++) *op_b_at(b, tb, ldb, q, at) = y[q];
+    for (int i = 0; i < M0; i++) c[(size_t)i * n + at] = ccol0[i];
+    cr_assert_eq(ltdi__cpu_sgemm_invariant(be, ta, tb, M0, n, k, alpha, a0, lda0, b, ldb, beta, c,
+                                           n),
+                 0);
+    for (int i = 0; i < M0; i++) got[i] = c[(size_t)i * n + at];
+    snprintf(what, sizeof what, "%s ta=%d tb=%d k=%d: column %d of %d vs alone", path_name(p),
+             ta, tb, k, at, n);
+    expect_bitwise(what, got, col, M0);
+    free(b), free(c);
+  }
+  free(a0), free(col), free(got);
+  free(x), free(y), free(crow0), free(ccol0);
+}
+
+Test(gemm_invariant, rows_and_columns_whatever_their_company) {
+  ltdi_backend *be = make_backend();
+  static const int ks[] = {1, 7, 64, 129, 384};
+  for (int p = 0; p < n_paths(); p++) {
+    use_path(p);
+    for (int t = 0; t < 4; t++)
+      for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++)
+        check_company(be, p, t & 1, t >> 1, ks[ki], ki % 2 ? 0.5f : 0.0f);
+  }
+  ltdi__cpu_gemm_force_path(LTDI__GEMM_AUTO);
+  ltdi_backend_destroy(be);
+}
+
+/* ==== AVX-512 against AVX2 =============================================== */
+
+/* The same inputs through the AVX2 and the AVX-512 path, both entry
+ * points, memcmp of all of C with its padding: a model's outputs must not
+ * depend on which of the two CPUs served them. */
+static int avx512_vs_avx2(ltdi_backend *be, int ta, int tb, int m, int n, int k, float alpha,
+                          float beta, int pad, int special) {
+  const int lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad, ldc = n + pad;
+  const size_t na = (size_t)(ta ? k : m) * lda, nb = (size_t)(tb ? n : k) * ldb;
+  const size_t nc = (size_t)m * ldc;
+  float *a = special ? special_buf(na) : rand_buf(na, -1, 1);
+  float *b = special ? special_buf(nb) : rand_buf(nb, -1, 1);
+  float *c0 = rand_buf(nc, -1, 1), *c[2][2];
+  if (special) plant_negative_zeros(a, ta, lda, b, tb, ldb, m, n, k);
+  for (int q = 0; q < 2; q++) {
+    use_path(q ? LTDI__GEMM_AVX512 : LTDI__GEMM_AVX2);
+    for (int cb = 0; cb < 2; cb++) {
+      c[q][cb] = dup_buf(c0, nc);
+      cr_assert_eq(cb ? ltdi__cpu_sgemm_invariant_const_b(be, ta, tb, m, n, k, alpha, a, lda, b,
+                                                          ldb, beta, c[q][cb], ldc)
+                      : ltdi__cpu_sgemm_invariant(be, ta, tb, m, n, k, alpha, a, lda, b, ldb,
+                                                  beta, c[q][cb], ldc),
+                   0);
+    }
+    ltdi__cpu_packed_b_clear(be);
+  }
+  int same = 1;
+  for (int cb = 0; cb < 2; cb++) {
+    const long d = first_diff(c[1][cb], c[0][cb], nc);
+    if (d >= 0) {
+      same = 0;
+      cr_expect(0, "%s ta=%d tb=%d m=%d n=%d k=%d alpha=%g beta=%g pad=%d: AVX-512 C[%ld][%ld] "
+                   "= %a, AVX2 %a",
+                cb ? "const_b" : "sgemm", ta, tb, m, n, k, alpha, beta, pad, d / ldc, d % ldc,
+                c[1][cb][d], c[0][cb][d]);
+    }
+  }
+  free(a), free(b), free(c0);
+  for (int q = 0; q < 2; q++) free(c[q][0]), free(c[q][1]);
+  return same;
+}
+
+Test(gemm_invariant, avx512_equals_avx2_bitwise) {
+  if (!ltdi__cpu_gemm_path_supported(LTDI__GEMM_AVX512))
+    LTDI_MISSING("LTDI_REQUIRE_AVX512", "no AVX-512 F/VL/BW/DQ on this CPU: AVX-512 not tested");
+  ltdi_backend *be = make_backend();
+  /* The denoisers' shapes (conv: M = out_ch, K = in_ch * 3, N = batch * L;
+   * linear: M = batch, B = weight^T; the condition map) at batch 1 and 32. */
+  static const int unet[][4] = {{32, 288, 96, 0},   {64, 2304, 384, 0}, {32, 36, 192, 0},
+                                {64, 9, 384, 0},    {32, 512, 512, 1},  {1, 512, 512, 1},
+                                {32, 2304, 320, 1}, {1, 2304, 320, 1},  {67, 9, 1200, 0}};
+  int cases = 0, same = 0;
+  for (size_t s = 0; s < sizeof unet / sizeof unet[0]; s++, cases++)
+    same += avx512_vs_avx2(be, 0, unet[s][3], unet[s][0], unet[s][1], unet[s][2], 1.0f, 0.0f, 0,
+                           0);
+  for (int t = 0; t < 200; t++, cases++) {
+    const float *ab = g_ab[t % N_AB];
+    same += avx512_vs_avx2(be, urand() < 0.5, urand() < 0.5, 1 + (int)(urand() * 70),
+                           1 + (int)(urand() * 150), 1 + (int)(urand() * 70), ab[0], ab[1],
+                           (int)(urand() * 4), t % 5 == 0);
+  }
+  cr_log_info("AVX-512 vs AVX2: %d of %d products bit-identical (each through both entry "
+              "points)",
+              same, cases);
   ltdi__cpu_gemm_force_path(LTDI__GEMM_AUTO);
   ltdi_backend_destroy(be);
 }
