@@ -216,7 +216,7 @@ static int make_job(ltdi_backend *be, int trans_a, int trans_b, int m, int n, in
 
 /* Runs a checked job on `path`; pre as for run_portable. */
 static int run_job(ltdi_backend *be, int path, const ltdi__gemm_job *g, const float *pre) {
-  float *pb = pre ? NULL : pack_buffer(be, (size_t)g->k * LTDI__GEMM_MAX_PANEL);
+  float *pb = pre ? NULL : pack_buffer(be, (size_t)g->k * LTDI__GEMM_MAX_BLOCK);
   if (pre == NULL && pb == NULL) return LTDI_ERR_NOMEM;
   switch (path) {
 #if LTDI__GEMM_X86

@@ -43,6 +43,12 @@ void ltdi__gemm_pack_b(const ltdi__gemm_job *g, int j0, int nr, int w, float *ds
 /* The AVX2 packer, for both x86 paths: w a multiple of 8, dst 32-byte
  * aligned. Needs AVX2 (every AVX-512 CPU has it). */
 void ltdi__gemm_pack_avx2(const ltdi__gemm_job *g, int j0, int nr, int w, float *dst);
+/* Columns jb .. jb+ncols as consecutive panels of width W (the last one
+ * rounded up to a multiple of vec, 8 or 16), panel j at dst + K*(j - jb):
+ * what ltdi__gemm_pack_avx2 gives panel by panel, read from b in an order
+ * the memory system follows better. */
+void ltdi__gemm_pack_block_avx2(const ltdi__gemm_job *g, int jb, int ncols, int W, int vec,
+                                float *dst);
 
 /* Panel width in floats for a call with m rows (a multiple of the path's
  * vector: a ragged last panel is packed w = that vector times however many
@@ -55,7 +61,20 @@ int ltdi__gemm_avx512_panel(int m);
 void ltdi__gemm_avx512_run(const ltdi__gemm_job *g, float *pb, const float *pre);
 #endif
 
-/* The widest panel of any path, in floats (AVX-512: 8 vectors of 16). */
+/* The widest panel of any path, in floats (AVX-512: 8 vectors of 16), and
+ * the widest block of panels packed at once: pb holds K * LTDI__GEMM_MAX_BLOCK. */
 #define LTDI__GEMM_MAX_PANEL 128
+#define LTDI__GEMM_MAX_BLOCK 256
+
+/* Columns packed at once on the x86 paths for panels of width W: as many
+ * whole panels as keep the packed block near 256 KiB (it stays in L2 with
+ * op(A) and C beside it, on a 512 KiB L2 too), at least one, at most
+ * LTDI__GEMM_MAX_BLOCK columns. A speed choice only: the packing's layout
+ * and every element's arithmetic are the same whatever the block. */
+static inline int ltdi__gemm_block_cols(int W, int K) {
+  int np = (int)((256 * 1024 / sizeof(float)) / (size_t)K) / W;
+  if (np * W > LTDI__GEMM_MAX_BLOCK) np = LTDI__GEMM_MAX_BLOCK / W;
+  return (np < 1 ? 1 : np) * W;
+}
 
 #endif

@@ -128,19 +128,22 @@ int ltdi__gemm_avx512_panel(int m) { return 16 * z_panel_nv(m); }
 
 void ltdi__gemm_avx512_run(const ltdi__gemm_job *g, float *pb, const float *pre) {
   const int W = ltdi__gemm_avx512_panel(g->m);
-  for (int j0 = 0; j0 < g->n; j0 += W) {
-    const int nr = g->n - j0 < W ? g->n - j0 : W;
-    const int nv = (nr + 15) / 16, MR = z_rows_for_nv[nv];
-    const int tail = nr - 16 * (nv - 1); /* columns in the last vector, 1..16 */
-    const __mmask16 last = (__mmask16)((1u << tail) - 1u);
-    if (pre)
-      pb = (float *)pre + (size_t)g->k * j0;
-    else
-      ltdi__gemm_pack_avx2(g, j0, nr, 16 * nv, pb);
-    for (int i0 = 0; i0 < g->m; i0 += MR) {
-      const int mr = g->m - i0 < MR ? g->m - i0 : MR;
-      z_kernels[nv][mr](g->k, g->a + i0 * g->rs, g->rs, g->ks, pb, g->alpha, g->beta,
-                        g->c + i0 * g->ldc + j0, g->ldc, last);
+  const int NB = ltdi__gemm_block_cols(W, g->k);
+  for (int jb = 0; jb < g->n; jb += NB) {
+    const int nb = g->n - jb < NB ? g->n - jb : NB;
+    if (!pre) ltdi__gemm_pack_block_avx2(g, jb, nb, W, 16, pb);
+    const float *blk = pre ? pre + (size_t)g->k * jb : pb;
+    for (int j = 0; j < nb; j += W) {
+      const int nr = nb - j < W ? nb - j : W;
+      const int nv = (nr + 15) / 16, MR = z_rows_for_nv[nv];
+      const int tail = nr - 16 * (nv - 1); /* columns in the last vector, 1..16 */
+      const __mmask16 last = (__mmask16)((1u << tail) - 1u);
+      const float *panel = blk + (size_t)g->k * j;
+      for (int i0 = 0; i0 < g->m; i0 += MR) {
+        const int mr = g->m - i0 < MR ? g->m - i0 : MR;
+        z_kernels[nv][mr](g->k, g->a + i0 * g->rs, g->rs, g->ks, panel, g->alpha, g->beta,
+                          g->c + i0 * g->ldc + jb + j, g->ldc, last);
+      }
     }
   }
 }

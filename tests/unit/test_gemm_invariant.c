@@ -337,7 +337,10 @@ Test(gemm_invariant, every_element_is_the_documented_chain) {
   ltdi_backend *be = make_backend();
   static const int shapes[][3] = {{1, 1, 1},   {1, 67, 300}, {5, 9, 96},    {6, 17, 7},
                                   {13, 50, 33}, {32, 36, 384}, {4, 130, 64}, {9, 7, 1201},
-                                  {32, 288, 96}, {64, 100, 192}, {2, 260, 40}, {17, 33, 5}};
+                                  {32, 288, 96}, {64, 100, 192}, {2, 260, 40}, {17, 33, 5},
+                                  {11, 290, 1100}};
+  /* (The last three cross the x86 paths' blocks of packed panels: several
+   * panels a block at K = 40 and 96, one or two at K = 1100.) */
   for (int p = 0; p < n_paths(); p++) {
     use_path(p);
     int bad = 0;
