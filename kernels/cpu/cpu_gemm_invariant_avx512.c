@@ -11,11 +11,13 @@
  * GCC does not contract the epilogue's multiply and add into an FMA, so
  * they stay two roundings, as on the AVX2 path.
  *
- * op(B) is packed one column panel at a time (K x W, W = 16*nv floats,
- * zero-padded past N, by the AVX2 packer), op(A) read in place MR rows at
- * a time. Nothing blocks K. A ragged last panel or tile edge is stored
- * through an AVX-512 mask: the padding lanes are computed on the zero
- * columns and never written, and C is read through the same mask.
+ * op(B) is packed in blocks of column panels (K x W, W = 16*nv floats,
+ * zero-padded past N, by the AVX2 packer) or, when it is small and not
+ * transposed, read in place with the same panel geometry; op(A) is read in
+ * place MR rows at a time. Nothing blocks K. The last vector of a ragged
+ * panel is loaded and stored through an AVX-512 mask: its padding lanes
+ * are computed on zeros and never written, and C is read through the same
+ * mask.
  *
  * Compiled by function attributes, so the file builds without global
  * -mavx512 flags; the entry calls it only where the CPU has F, VL, BW, DQ
@@ -31,7 +33,8 @@
 #define Z_MAX_NV 8  /* vectors of the widest tile */
 
 typedef void (*z_kernel_fn)(int K, const float *a, ptrdiff_t rs, ptrdiff_t ks, const float *pb,
-                            float alpha, float beta, float *c, ptrdiff_t ldc, __mmask16 last);
+                            ptrdiff_t ldp, float alpha, float beta, float *c, ptrdiff_t ldc,
+                            __mmask16 last);
 
 /* The template: an MR x (16*NV) tile, accumulators acc[r][v]. Per k, NV
  * vectors of the panel and MR broadcasts of op(A) feed MR*NV independent
@@ -40,7 +43,8 @@ typedef void (*z_kernel_fn)(int K, const float *a, ptrdiff_t rs, ptrdiff_t ks, c
  * unroll and acc stays in registers. */
 static inline __attribute__((always_inline)) LTDI__AVX512 void
 ztile(const int MR, const int NV, int K, const float *a, ptrdiff_t rs, ptrdiff_t ks,
-      const float *pb, float alpha, float beta, float *c, ptrdiff_t ldc, __mmask16 last) {
+      const float *pb, ptrdiff_t ldp, float alpha, float beta, float *c, ptrdiff_t ldc,
+      __mmask16 last) {
   __m512 acc[Z_MAX_MR][Z_MAX_NV];
 #pragma GCC unroll 16
   for (int r = 0; r < MR; r++)
@@ -50,7 +54,8 @@ ztile(const int MR, const int NV, int K, const float *a, ptrdiff_t rs, ptrdiff_t
   for (int k = 0; k < K; k++) {
     __m512 bv[Z_MAX_NV];
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; v++) bv[v] = _mm512_load_ps(pb + 16 * v);
+    for (int v = 0; v < NV - 1; v++) bv[v] = _mm512_loadu_ps(pb + 16 * v);
+    bv[NV - 1] = _mm512_maskz_loadu_ps(last, pb + 16 * (NV - 1));
 #pragma GCC unroll 16
     for (int r = 0; r < MR; r++) {
       const __m512 av = _mm512_set1_ps(ap[r * rs]);
@@ -58,7 +63,7 @@ ztile(const int MR, const int NV, int K, const float *a, ptrdiff_t rs, ptrdiff_t
       for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
     }
     ap += ks;
-    pb += 16 * NV;
+    pb += ldp;
   }
   const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
 #pragma GCC unroll 16
@@ -75,9 +80,10 @@ ztile(const int MR, const int NV, int K, const float *a, ptrdiff_t rs, ptrdiff_t
 
 #define ZK(MR, NV)                                                                           \
   static LTDI__AVX512 void zk_##MR##x##NV(int K, const float *a, ptrdiff_t rs, ptrdiff_t ks,  \
-                                          const float *pb, float alpha, float beta, float *c, \
-                                          ptrdiff_t ldc, __mmask16 last) {                   \
-    ztile(MR, NV, K, a, rs, ks, pb, alpha, beta, c, ldc, last);                              \
+                                          const float *pb, ptrdiff_t ldp, float alpha,        \
+                                          float beta, float *c, ptrdiff_t ldc,                \
+                                          __mmask16 last) {                                   \
+    ztile(MR, NV, K, a, rs, ks, pb, ldp, alpha, beta, c, ldc, last);                         \
   }
 /* Every (rows, vectors) pair the tile choice below can ask for: rows up to
  * z_rows_for_nv[nv]. */
@@ -126,22 +132,32 @@ static int z_panel_nv(int m) {
 
 int ltdi__gemm_avx512_panel(int m) { return 16 * z_panel_nv(m); }
 
+/* op(B) = b is read in place, not packed, when its rows span at most this
+ * many bytes: it then stays in L2 while the row tiles pass over each panel,
+ * and the packing would have been a quarter of the call (32 x 288 x 96:
+ * 109 -> 154 GFLOP/s). A wider B is packed: its rows are too far apart for
+ * the prefetcher and for L1's sets. */
+#define Z_IN_PLACE_BYTES (400.0 * 1024)
+
 void ltdi__gemm_avx512_run(const ltdi__gemm_job *g, float *pb, const float *pre) {
   const int W = ltdi__gemm_avx512_panel(g->m);
-  const int NB = ltdi__gemm_block_cols(W, g->k);
+  const int inplace =
+      !pre && !g->trans_b && (double)g->k * (double)g->ldb * sizeof(float) <= Z_IN_PLACE_BYTES;
+  const int NB = inplace ? g->n : ltdi__gemm_block_cols(W, g->k);
   for (int jb = 0; jb < g->n; jb += NB) {
     const int nb = g->n - jb < NB ? g->n - jb : NB;
-    if (!pre) ltdi__gemm_pack_block_avx2(g, jb, nb, W, 16, pb);
+    if (!pre && !inplace) ltdi__gemm_pack_block_avx2(g, jb, nb, W, 16, pb);
     const float *blk = pre ? pre + (size_t)g->k * jb : pb;
     for (int j = 0; j < nb; j += W) {
       const int nr = nb - j < W ? nb - j : W;
       const int nv = (nr + 15) / 16, MR = z_rows_for_nv[nv];
       const int tail = nr - 16 * (nv - 1); /* columns in the last vector, 1..16 */
       const __mmask16 last = (__mmask16)((1u << tail) - 1u);
-      const float *panel = blk + (size_t)g->k * j;
+      const float *panel = inplace ? g->b + jb + j : blk + (size_t)g->k * j;
+      const ptrdiff_t ldp = inplace ? g->ldb : 16 * nv;
       for (int i0 = 0; i0 < g->m; i0 += MR) {
         const int mr = g->m - i0 < MR ? g->m - i0 : MR;
-        z_kernels[nv][mr](g->k, g->a + i0 * g->rs, g->rs, g->ks, panel, g->alpha, g->beta,
+        z_kernels[nv][mr](g->k, g->a + i0 * g->rs, g->rs, g->ks, panel, ldp, g->alpha, g->beta,
                           g->c + i0 * g->ldc + jb + j, g->ldc, last);
       }
     }

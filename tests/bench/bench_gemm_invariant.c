@@ -6,7 +6,12 @@
  *
  *   GEMM table: conv forward as a GEMM, C (M, N) = W (M, K) . col (K, N) with
  *   M = out_ch, K = in_ch * 3, N = batch * L; linear, C (B, N) = X (B, K) .
- *   W (N, K)^T. GFLOP/s = 2 M N K / time, best of a few timed runs.
+ *   W (N, K)^T. GFLOP/s = 2 M N K / time, fastest of a few timed runs that
+ *   alternate between OpenBLAS, the invariant sgemm on each x86 path the
+ *   CPU has (AVX-512, AVX2+FMA; or the one --path forces) and, for linear
+ *   layers, the invariant sgemm with its kept packing of the weight (what
+ *   linear_forward calls); x = invariant / OpenBLAS throughput, summarised
+ *   per path at batch 1 and 32.
  *
  *   Generation table (the shipped model): ms per head for OpenBLAS per-sample
  *   and batched forwards, and for the invariant backend batched and
@@ -53,63 +58,121 @@ static float *fbuf(size_t n, uint32_t seed) {
   return p;
 }
 
-/* Seconds per call of each mode: short timed runs alternate between
- * OpenBLAS and the invariant kernel, and the fastest run of each counts, so
- * other load on the machine slows both alike and mostly drops out. */
-static int time_pair(ltdi_backend *be, int tb, int m, int n, int k, const float *a,
-                     const float *b, float *c, double budget, double best[2]) {
+/* ==== GEMM table ========================================================= */
+
+/* The modes a row times: OpenBLAS, the invariant sgemm on each path in
+ * g_paths, and, for a transposed B (a linear layer), the invariant sgemm
+ * with its kept packing of B (ltdi__cpu_sgemm_invariant_const_b, what the
+ * linear layers call) on g_paths[0]. */
+enum { MAX_MODES = 5 };
+static int g_paths[3], g_npaths;
+
+typedef struct ratio_log { /* invariant / OpenBLAS per mode, for the summary */
+  double r[MAX_MODES][64];
+  int n[MAX_MODES];
+} ratio_log;
+
+static int n_modes(int tb) { return 1 + g_npaths + (tb != 0); }
+
+static int run_mode(ltdi_backend *be, int mode, int tb, int m, int n, int k, const float *a,
+                    const float *b, float *c) {
   const int lda = k, ldb = tb ? k : n;
-  best[0] = best[1] = 1e30;
+  if (mode == 0) return be->sgemm(be, 0, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, n);
+  ltdi__cpu_gemm_force_path(g_paths[mode <= g_npaths ? mode - 1 : 0]);
+  if (mode <= g_npaths)
+    return ltdi__cpu_sgemm_invariant(be, 0, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, n);
+  return ltdi__cpu_sgemm_invariant_const_b(be, 0, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c,
+                                           n);
+}
+
+/* Seconds per call of each mode: short timed runs alternate between the
+ * modes, and the fastest run of each counts, so other load on the machine
+ * slows them alike and mostly drops out. */
+static int time_modes(ltdi_backend *be, int tb, int m, int n, int k, const float *a,
+                      const float *b, float *c, double budget, double best[MAX_MODES]) {
+  const int nm = n_modes(tb);
+  for (int i = 0; i < nm; i++) best[i] = 1e30;
   const double t_end = now_s() + budget;
   for (int round = 0; round < 4 || now_s() < t_end; round++) {
-    for (int inv = 0; inv < 2; inv++) {
-      ltdi_backend_cpu_set_batch_invariant(be, inv);
+    for (int mode = 0; mode < nm; mode++) {
       int reps = 0;
       const double t0 = now_s();
       double t;
       do {
-        if (be->sgemm(be, 0, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, n) != 0) return 1;
+        if (run_mode(be, mode, tb, m, n, k, a, b, c) != 0) return 1;
         reps++;
         t = now_s() - t0;
       } while (t < 2e-3);
-      if (t / reps < best[inv]) best[inv] = t / reps;
+      if (t / reps < best[mode]) best[mode] = t / reps;
     }
   }
-  ltdi_backend_cpu_set_batch_invariant(be, 0);
+  ltdi__cpu_packed_b_clear(be);
   return 0;
 }
 
 static int gemm_row(ltdi_backend *be, const char *what, int tb, int m, int n, int k,
-                    double budget) {
+                    double budget, ratio_log *log) {
   float *a = fbuf((size_t)m * k, 1), *b = fbuf((size_t)k * n, 2), *c = fbuf((size_t)m * n, 3);
-  double t[2];
-  const int rc = time_pair(be, tb, m, n, k, a, b, c, budget, t);
+  double t[MAX_MODES];
+  const int rc = time_modes(be, tb, m, n, k, a, b, c, budget, t);
   free(a), free(b), free(c);
   if (rc) return 1;
-  const double fl = 2.0 * m * n * k;
-  printf("%-7s %4d %5d %4d | %8.1f %8.1f | %7.2f %7.2f | %5.2f\n", what, m, n, k, t[0] * 1e6,
-         t[1] * 1e6, fl / t[0] * 1e-9, fl / t[1] * 1e-9, t[0] / t[1]);
+  const double fl = 2.0 * m * n * k * 1e-9;
+  printf("%-7s %4d %5d %4d | %8.1f", what, m, n, k, fl / t[0]);
+  for (int mode = 1; mode <= g_npaths + 1; mode++) {
+    if (mode >= n_modes(tb)) {
+      printf(" | %8s %5s", "-", "");
+      continue;
+    }
+    printf(" | %8.1f %5.2f", fl / t[mode], t[0] / t[mode]);
+    if (log->n[mode] < 64) log->r[mode][log->n[mode]++] = t[0] / t[mode];
+  }
+  printf("\n");
   return 0;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  const double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static void summary(const char *what, ratio_log *log) {
+  for (int mode = 1; mode <= g_npaths + 1; mode++) {
+    const int n = log->n[mode];
+    if (n == 0) continue;
+    qsort(log->r[mode], n, sizeof(double), cmp_double);
+    printf("  %-8s %-14s: invariant / OpenBLAS min %.2f, median %.2f, max %.2f over %d shapes\n",
+           what, mode <= g_npaths ? ltdi__cpu_gemm_path_name(g_paths[mode - 1]) : "kept B",
+           log->r[mode][0], log->r[mode][n / 2], log->r[mode][n - 1], n);
+  }
 }
 
 static int gemm_table(ltdi_backend *be, double budget) {
   static const int Ms[] = {32, 64}, Ks[] = {96, 192, 384}, Ls[] = {9, 18, 36, 72};
   static const int Bs[] = {1, 32}, LinN[] = {128, 256, 512}, LinK[] = {128, 256, 512};
+  static ratio_log logs[2]; /* batch 1, batch 32 */
   int bad = 0;
-  printf("\nGEMM, 1 thread (us per call, GFLOP/s; ratio = OpenBLAS time / invariant time)\n");
-  printf("%-7s %4s %5s %4s | %8s %8s | %7s %7s | %5s\n", "shape", "M", "N", "K", "blas us",
-         "inv us", "blas GF", "inv GF", "ratio");
+  printf("\nGEMM, 1 thread: GFLOP/s = 2 M N K / time, fastest of alternating runs;\n"
+         "x = invariant / OpenBLAS (core %s); kept B: the linear layers' kept packing, %s\n",
+         ltdi_blas_core_name(), ltdi__cpu_gemm_path_name(g_paths[0]));
+  printf("%-7s %4s %5s %4s | %8s", "shape", "M", "N", "K", "OpenBLAS");
+  for (int p = 0; p < g_npaths; p++) printf(" | %8s %5s", ltdi__cpu_gemm_path_name(g_paths[p]), "x");
+  printf(" | %8s %5s\n", "kept B", "x");
   for (size_t bi = 0; bi < 2; bi++)
     for (size_t mi = 0; mi < 2; mi++)
       for (size_t ki = 0; ki < 3; ki++)
         for (size_t li = 0; li < 4; li++)
-          bad |= gemm_row(be, "conv", 0, Ms[mi], Bs[bi] * Ls[li], Ks[ki], budget);
+          bad |= gemm_row(be, "conv", 0, Ms[mi], Bs[bi] * Ls[li], Ks[ki], budget, &logs[bi]);
   for (size_t bi = 0; bi < 2; bi++)
     for (size_t ni = 0; ni < 3; ni++)
       for (size_t ki = 0; ki < 3; ki++)
-        bad |= gemm_row(be, "linear", 1, Bs[bi], LinN[ni], LinK[ki], budget);
+        bad |= gemm_row(be, "linear", 1, Bs[bi], LinN[ni], LinK[ki], budget, &logs[bi]);
   /* The model's widest layer: the condition map, cond_dim 320 -> S * L = 64 * 36. */
-  for (size_t bi = 0; bi < 2; bi++) bad |= gemm_row(be, "condmap", 1, Bs[bi], 2304, 320, budget);
+  for (size_t bi = 0; bi < 2; bi++)
+    bad |= gemm_row(be, "condmap", 1, Bs[bi], 2304, 320, budget, &logs[bi]);
+  printf("\n");
+  summary("batch 1", &logs[0]);
+  summary("batch 32", &logs[1]);
   return bad;
 }
 
@@ -136,11 +199,6 @@ static int gen_once(ltdi_model *m, gen_row *row, const float *cond, const uint64
   if (secs) *secs = now_s() - t0;
   ltdi_backend_cpu_set_batch_invariant(m->be, 0);
   return rc;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  const double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
 }
 
 /* Each head of `row` against the same head generated alone at batch 1 on
@@ -257,9 +315,15 @@ int main(int argc, char **argv) {
     return 1;
   }
   printf("invariant sgemm path: %s%s; OpenBLAS core: %s\n",
-         ltdi__cpu_gemm_path_name(ltdi__cpu_gemm_path()), force == LTDI__GEMM_AUTO ? "" : " (forced)",
-         ltdi_blas_core_name());
+         ltdi__cpu_gemm_path_name(ltdi__cpu_gemm_path()),
+         force == LTDI__GEMM_AUTO ? " (the CPU's best)" : " (forced)", ltdi_blas_core_name());
+  /* The GEMM table's paths: the forced one, or every x86 path the CPU has. */
+  if (force != LTDI__GEMM_AUTO) g_paths[g_npaths++] = force;
+  for (int p = LTDI__GEMM_AVX512; force == LTDI__GEMM_AUTO && p >= LTDI__GEMM_AVX2; p--)
+    if (ltdi__cpu_gemm_path_supported(p)) g_paths[g_npaths++] = p;
+  if (g_npaths == 0) g_paths[g_npaths++] = LTDI__GEMM_PORTABLE;
   int bad = do_gemm ? gemm_table(be, seconds / 10) : 0;
+  ltdi__cpu_gemm_force_path(force); /* the generation table runs on the run's own path */
   if (do_gen) {
     ltdi_model *m = NULL;
     char err[256] = "";
