@@ -2,8 +2,10 @@
  * batch-invariant sgemm (cpu_gemm_invariant.c has the contract and the
  * entry; cpu_gemm_invariant.h what the files share).
  *
- * op(B) is packed one column panel at a time (K x W, W = 8*nv floats,
- * zero-padded past N) and op(A) is read in place, MR rows at a time, by a
+ * op(B) is packed in blocks of column panels (K x W, W = 8*nv floats,
+ * zero-padded past N; a row of b at a time across the block, with
+ * prefetch) or, when small and not transposed, read in place (a ragged last
+ * panel still packed); op(A) is read in place, MR rows at a time, by a
  * register-blocked micro-kernel that holds an MR x W tile of accumulators.
  * Nothing blocks K, so each accumulator is one FMA chain over k in order.
  * All micro-kernels are instances of one template (rowk below) that differ
@@ -30,16 +32,17 @@
 #define AVX_MAX_TILE 96 /* floats of the largest tile in avx_kernels */
 
 typedef void (*avx_kernel_fn)(int K, const float *a, ptrdiff_t rs, ptrdiff_t ks,
-                              const float *pb, float alpha, float beta, float *c,
+                              const float *pb, ptrdiff_t ldp, float alpha, float beta, float *c,
                               ptrdiff_t ldc);
 
 /* The template: an MR x (8*NV) tile, accumulators acc[r][v] (8 columns
- * each). Per k, NV vectors of the panel and MR broadcasts of op(A) feed
- * MR*NV independent FMA chains. Inlined into each instance below with
- * constant MR and NV, so the loops unroll and acc stays in registers. */
+ * each). Per k, NV vectors of the panel (row k at pb + k*ldp: packed, or
+ * op(B) itself) and MR broadcasts of op(A) feed MR*NV independent FMA
+ * chains. Inlined into each instance below with constant MR and NV, so
+ * the loops unroll and acc stays in registers. */
 static inline __attribute__((always_inline)) LTDI__AVX2 void
 rowk(const int MR, const int NV, int K, const float *a, ptrdiff_t rs, ptrdiff_t ks,
-     const float *pb, float alpha, float beta, float *c, ptrdiff_t ldc) {
+     const float *pb, ptrdiff_t ldp, float alpha, float beta, float *c, ptrdiff_t ldc) {
   __m256 acc[AVX_MAX_MR][AVX_MAX_NV];
 #pragma GCC unroll 8
   for (int r = 0; r < MR; r++)
@@ -49,7 +52,7 @@ rowk(const int MR, const int NV, int K, const float *a, ptrdiff_t rs, ptrdiff_t 
   for (int k = 0; k < K; k++) {
     __m256 bv[8];
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; v++) bv[v] = _mm256_load_ps(pb + 8 * v);
+    for (int v = 0; v < NV; v++) bv[v] = _mm256_loadu_ps(pb + 8 * v);
 #pragma GCC unroll 8
     for (int r = 0; r < MR; r++) {
       const __m256 av = _mm256_broadcast_ss(ap + r * rs);
@@ -57,7 +60,7 @@ rowk(const int MR, const int NV, int K, const float *a, ptrdiff_t rs, ptrdiff_t 
       for (int v = 0; v < NV; v++) acc[r][v] = _mm256_fmadd_ps(av, bv[v], acc[r][v]);
     }
     ap += ks;
-    pb += 8 * NV;
+    pb += ldp;
   }
   const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
 #pragma GCC unroll 8
@@ -73,9 +76,9 @@ rowk(const int MR, const int NV, int K, const float *a, ptrdiff_t rs, ptrdiff_t 
 
 #define LTDI__KERNEL(MR, NV)                                                                  \
   static LTDI__AVX2 void avx_k##MR##x##NV(int K, const float *a, ptrdiff_t rs, ptrdiff_t ks, \
-                                          const float *pb, float alpha, float beta, float *c, \
-                                          ptrdiff_t ldc) {                                   \
-    rowk(MR, NV, K, a, rs, ks, pb, alpha, beta, c, ldc);                                     \
+                                          const float *pb, ptrdiff_t ldp, float alpha,       \
+                                          float beta, float *c, ptrdiff_t ldc) {             \
+    rowk(MR, NV, K, a, rs, ks, pb, ldp, alpha, beta, c, ldc);                                \
   }
 /* Every (rows, vectors) pair the tile choice below can ask for. */
 LTDI__KERNEL(1, 1) LTDI__KERNEL(1, 2) LTDI__KERNEL(1, 3) LTDI__KERNEL(1, 4)
@@ -230,22 +233,31 @@ int ltdi__gemm_avx2_panel(int m) { return 8 * avx_panel_nv(m); }
 
 void ltdi__gemm_avx2_run(const ltdi__gemm_job *g, float *pb, const float *pre) {
   const int W = 8 * avx_panel_nv(g->m);
-  const int NB = ltdi__gemm_block_cols(W, g->k);
+  const int inplace = !pre && ltdi__gemm_b_in_place(g);
+  const int NB = inplace ? g->n : ltdi__gemm_block_cols(W, g->k);
   for (int jb = 0; jb < g->n; jb += NB) {
     const int nb = g->n - jb < NB ? g->n - jb : NB;
-    if (!pre) ltdi__gemm_pack_block_avx2(g, jb, nb, W, 8, pb);
+    if (!pre && !inplace) ltdi__gemm_pack_block_avx2(g, jb, nb, W, 8, pb);
     const float *blk = pre ? pre + (size_t)g->k * jb : pb;
     for (int j = 0; j < nb; j += W) {
       const int nr = nb - j < W ? nb - j : W;
       const int nv = (nr + 7) / 8, w = 8 * nv, MR = avx_rows_for_nv[nv];
       const float *panel = blk + (size_t)g->k * j;
+      ptrdiff_t ldp = w;
+      if (inplace && nr == w) { /* whole vectors: op(B) itself */
+        panel = g->b + jb + j;
+        ldp = g->ldb;
+      } else if (inplace) { /* a ragged last panel, packed with its zeros */
+        ltdi__gemm_pack_avx2(g, jb + j, nr, w, pb);
+        panel = pb;
+      }
       for (int i0 = 0; i0 < g->m; i0 += MR) {
         const int mr = g->m - i0 < MR ? g->m - i0 : MR;
         const avx_kernel_fn kern = avx_kernels[mr][nv];
         const float *a = g->a + i0 * g->rs;
         float *c = g->c + i0 * g->ldc + jb + j;
         if (nr == w) {
-          kern(g->k, a, g->rs, g->ks, panel, g->alpha, g->beta, c, g->ldc);
+          kern(g->k, a, g->rs, g->ks, panel, ldp, g->alpha, g->beta, c, g->ldc);
           continue;
         }
         /* A ragged last panel: the same kernel on a padded copy of the tile. */
@@ -253,7 +265,7 @@ void ltdi__gemm_avx2_run(const ltdi__gemm_job *g, float *pb, const float *pre) {
         memset(tile, 0, sizeof(float) * mr * w);
         if (g->beta != 0.0f)
           for (int r = 0; r < mr; r++) memcpy(tile + r * w, c + r * g->ldc, sizeof(float) * nr);
-        kern(g->k, a, g->rs, g->ks, panel, g->alpha, g->beta, tile, w);
+        kern(g->k, a, g->rs, g->ks, panel, ldp, g->alpha, g->beta, tile, w);
         for (int r = 0; r < mr; r++) memcpy(c + r * g->ldc, tile + r * w, sizeof(float) * nr);
       }
     }

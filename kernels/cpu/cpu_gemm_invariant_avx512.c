@@ -132,17 +132,9 @@ static int z_panel_nv(int m) {
 
 int ltdi__gemm_avx512_panel(int m) { return 16 * z_panel_nv(m); }
 
-/* op(B) = b is read in place, not packed, when its rows span at most this
- * many bytes: it then stays in L2 while the row tiles pass over each panel,
- * and the packing would have been a quarter of the call (32 x 288 x 96:
- * 109 -> 154 GFLOP/s). A wider B is packed: its rows are too far apart for
- * the prefetcher and for L1's sets. */
-#define Z_IN_PLACE_BYTES (400.0 * 1024)
-
 void ltdi__gemm_avx512_run(const ltdi__gemm_job *g, float *pb, const float *pre) {
   const int W = ltdi__gemm_avx512_panel(g->m);
-  const int inplace =
-      !pre && !g->trans_b && (double)g->k * (double)g->ldb * sizeof(float) <= Z_IN_PLACE_BYTES;
+  const int inplace = !pre && ltdi__gemm_b_in_place(g);
   const int NB = inplace ? g->n : ltdi__gemm_block_cols(W, g->k);
   for (int jb = 0; jb < g->n; jb += NB) {
     const int nb = g->n - jb < NB ? g->n - jb : NB;
