@@ -15,10 +15,12 @@
  * every call. The two x86 paths give the same bits as each other: a model's
  * outputs do not depend on which of those CPUs served them.
  *
- * How it stays fast: op(B) is packed one column panel at a time (K x W,
- * zero-padded past N) and a register-blocked micro-kernel holds an MR x W
- * tile of accumulators, one FMA chain each; the tile and the panel width
- * change with M and N, the arithmetic of an element never does. This file
+ * How it stays fast: op(B) is cut into column panels (K x W; packed and
+ * zero-padded past N, or on the x86 paths read in place when it is small
+ * and not transposed) and a register-blocked micro-kernel holds an MR x W
+ * tile of accumulators, one FMA chain each, over all of K; the tile, the
+ * panel width and how op(B) is packed change with M, N and K, the
+ * arithmetic of an element never does. This file
  * has the entry, the choice of path from the CPU's flags, the portable
  * path and the kept packings of constant B; cpu_gemm_invariant_avx2.c and
  * cpu_gemm_invariant_avx512.c the x86 kernels (cpu_gemm_invariant.h).

@@ -19,7 +19,8 @@
  *    memcmp of the whole C (the two paths promise the same bits);
  *  - through the backend: conv1d/conv2d/linear forwards at batch 8 against
  *    8 single-sample calls, and a whole U-Net forward at batch 5 against 5
- *    single forwards, bit for bit with the mode on.
+ *    single forwards (and AVX-512 against AVX2), bit for bit with the mode
+ *    on.
  * Every check runs on every path the CPU has — portable always, AVX2+FMA
  * and AVX-512 where present (ltdi__cpu_gemm_force_path picks; the tests
  * log which ran). The AVX-512-only test skips without AVX-512, or fails
@@ -769,9 +770,10 @@ Test(gemm_invariant, backend_ops_batch_vs_single) {
 }
 
 /* A whole U-Net forward (the default configuration on a small weight
- * vector) at batch 5 against 5 forwards at batch 1. The parameters are
- * randomised past their initialisation, whose zero output layers would
- * make every output exactly 0 whatever the rounding. */
+ * vector) at batch 5 against 5 forwards at batch 1, and on AVX-512 against
+ * AVX2. The parameters are randomised past their initialisation, whose
+ * zero output layers would make every output exactly 0 whatever the
+ * rounding. */
 Test(gemm_invariant, unet_forward_batch_vs_single) {
   enum { B = 5, P = 300, DC = 40 };
   ltdi_backend *be = make_backend();
@@ -789,6 +791,7 @@ Test(gemm_invariant, unet_forward_batch_vs_single) {
   float *x = rand_buf((size_t)B * P, -2, 2), *cond = rand_buf((size_t)B * DC, -1, 1);
   float *eb = rand_buf((size_t)B * P, 0, 0), *es = rand_buf((size_t)B * P, 0, 0);
   const int32_t t[B] = {1, 17, 250, 999, 4};
+  float *e_avx2 = rand_buf((size_t)B * P, 0, 0); /* the AVX2 path's batch-5 output */
   cr_assert_eq(ltdi_backend_cpu_set_batch_invariant(be, 1), 0);
   for (int p = 0; p < n_paths(); p++) {
     use_path(p);
@@ -802,9 +805,13 @@ Test(gemm_invariant, unet_forward_batch_vs_single) {
     char what[64];
     snprintf(what, sizeof what, "%s U-Net forward, batch 5 vs 1", path_name(p));
     expect_bitwise(what, eb, es, (size_t)B * P);
+    /* The model's outputs must not depend on which x86 CPU served them. */
+    if (p == LTDI__GEMM_AVX2) memcpy(e_avx2, eb, (size_t)B * P * sizeof *eb);
+    if (p == LTDI__GEMM_AVX512)
+      expect_bitwise("U-Net forward, AVX-512 vs AVX2", eb, e_avx2, (size_t)B * P);
   }
   ltdi__cpu_gemm_force_path(LTDI__GEMM_AUTO);
-  free(x), free(cond), free(eb), free(es);
+  free(x), free(cond), free(eb), free(es), free(e_avx2);
   ltdi_unet_acts_free(a1);
   ltdi_unet_acts_free(a5);
   ltdi_unet_free(u);
