@@ -39,9 +39,12 @@ static void usage(FILE *out) {
   for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
     fprintf(out, "  %-11s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
   fprintf(out, "\n`ltdi-train <command> --help` lists a command's options.\n");
-  fprintf(out, "\ndistributed: %s; under mpirun or srun --mpi=pmix:", ltdi_dist_describe());
-  for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
-    if (COMMANDS[i].distributed) fprintf(out, " %s", COMMANDS[i].name);
+  fprintf(out, "\ndistributed: %s", ltdi_dist_describe());
+  if (ltdi_dist_available()) {
+    fprintf(out, "; under mpirun or srun --mpi=pmix:");
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+      if (COMMANDS[i].distributed) fprintf(out, " %s", COMMANDS[i].name);
+  }
   fprintf(out, " (docs/DISTRIBUTED.md)\n");
 }
 

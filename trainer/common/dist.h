@@ -17,6 +17,13 @@
  * rank 0 to the last), so a sum over a fixed list of parts does not depend on
  * how the parts are spread over the ranks (docs/DISTRIBUTED.md).
  *
+ * GPUs: one rank per GPU. When several ranks share a node, ltdi_dist_init
+ * gives each its own GPU by narrowing CUDA_VISIBLE_DEVICES to the rank's
+ * place on the node (unless the launcher already left one GPU visible, or
+ * LTDI_NO_GPU_BIND is set). Between CUDA backends, in a build with NCCL,
+ * ltdi_dist_ordered_sum_on moves the running sum GPU to GPU with NCCL
+ * (communicator from ncclGetUniqueId on rank 0, broadcast over MPI).
+ *
  * Threads: MPI is initialised for MPI_THREAD_FUNNELED; call these only from
  * the thread that called ltdi_dist_init (worker pools never do).
  *
@@ -29,6 +36,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "kernels/backend.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -48,7 +57,10 @@ void ltdi_dist_abort(int status);
 
 int ltdi_dist_rank(void); /* 0 .. size-1 */
 int ltdi_dist_size(void); /* 1 when not distributed */
-/* "MPI (<library version>)" or "off (built without MPI)": for --help. */
+/* 1 in a build with MPI (whether or not this process was launched under it). */
+int ltdi_dist_available(void);
+/* "MPI (<library version>)" (", NCCL <version>" with NCCL) or "off (built
+ * without MPI)": for --help. */
 const char *ltdi_dist_describe(void);
 
 /* The contiguous block [*first, *first + *count) of `total` items that rank
@@ -78,6 +90,13 @@ int ltdi_dist_ordered_sum(float *sum, const float *parts, int n_parts, size_t n)
 /* x (n) on every rank = the sum over ranks, added in rank order (one part
  * per rank of ltdi_dist_ordered_sum). */
 int ltdi_dist_allreduce_sum(float *x, size_t n);
+/* ltdi_dist_ordered_sum with sum and parts in be's memory (device memory of
+ * a GPU backend): the adds are be->axpy(…, 1.0f, …), which round exactly as
+ * the host's, and the running sum goes from rank to rank directly (CPU
+ * backend), by NCCL (CUDA backend in a build with NCCL) or through host
+ * memory. Every rank must use the same kind of backend. */
+int ltdi_dist_ordered_sum_on(ltdi_backend *be, float *sum, const float *parts, int n_parts,
+                             size_t n);
 
 #ifdef __cplusplus
 }

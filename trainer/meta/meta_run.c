@@ -370,6 +370,19 @@ int ltdi_meta_run(const ltdi_meta_config *c, const ltdi_meta_data *d, ltdi_meta_
     return ltdi_fail(err, errlen, rc, "%s", note[0] ? note : "cannot create the backend");
   ltdi_device_note(note); /* an auto fallback, said once */
   snprintf(stats->backend, sizeof stats->backend, "%s", be->name);
+  /* The ranks must round alike: one on a GPU and one on the CPU would
+   * drift apart without noticing. */
+  char root[sizeof stats->backend];
+  memcpy(root, stats->backend, sizeof root);
+  rc = ltdi_dist_bcast(root, sizeof root, 0);
+  int differ = rc ? rc : ltdi_dist_any(strcmp(root, be->name) != 0);
+  if (differ) {
+    rc = ltdi_fail(err, errlen, differ < 0 ? differ : LTDI_ERR_DEVICE,
+                   "rank %d trains on %s but rank 0 on %s: every rank needs the same device "
+                   "(one GPU per rank, or --device cpu)", ltdi_dist_rank(), be->name, root);
+    ltdi_backend_destroy(be);
+    return rc;
+  }
   meta_run r;
   memset(&r, 0, sizeof r);
   rc = run_open(&r, c, d, be, err, errlen);

@@ -10,10 +10,11 @@
  * Distributed or grouped steps (meta.h) cut a step into pieces: gradient
  * groups of the batch (multi-task) or the tasks (REPTILE). Every rank draws
  * the whole step from the step's stream, computes its block of pieces and
- * brings each piece's result to the host as one part: the vector (np) and
- * the piece's losses in slots of their own, zero elsewhere. The parts of all
- * ranks are summed in piece order (ltdi_dist_ordered_sum), which fixes every
- * rounding; a loss slot sums one nonzero with zeros, so it stays exact. */
+ * keeps each piece's result as one part in backend memory: the vector (np)
+ * and the piece's losses in slots of their own, zero elsewhere. The parts
+ * of all ranks are summed in piece order (ltdi_dist_ordered_sum_on, GPU to
+ * GPU by NCCL where it can), which fixes every rounding; a loss slot sums
+ * one nonzero with zeros, so it stays exact. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdlib.h>
 #include <string.h>
@@ -125,6 +126,15 @@ int ltdi__meta_split(const ltdi__meta_trainer *tr) {
   return tr->size > 1 || (tr->cfg->algo == LTDI_META_MULTITASK && tr->groups > 1);
 }
 
+/* Part j of this rank: v (np, backend memory) and the loss slots as they
+ * stand in tr->slots. */
+static int put_part(ltdi__meta_trainer *tr, int j, const float *v) {
+  ltdi_backend *be = tr->be;
+  float *part = tr->parts + (size_t)j * tr->part_n;
+  int rc = be->copy(be, part, v, tr->np);
+  return rc ? rc : be->upload(be, part + tr->np, tr->slots, tr->n_slots * sizeof(float));
+}
+
 
 static ltdi_adam_params adam(float lr, int step) {
   ltdi_adam_params hp = {lr, 0.9f, 0.999f, 1e-8f, 0.0f, step};
@@ -151,25 +161,24 @@ static int reptile_tasks_split(ltdi__meta_trainer *tr, ltdi_rng *rng, double *ls
       for (int k = 0; !rc && k < c->inner_steps; k++) rc = draw_batch(tr, r.traj, 1, r.P, rng);
       continue;
     }
-    float *part = tr->parts + (size_t)(i - first) * tr->part_n;
     for (int b = 0; b < c->batch; b++) put_cond(tr, &r, b);
     rc = be->copy(be, params, tr->theta0, np);
     if (!rc) rc = be->fill(be, tr->m_in, 0.0f, np);
     if (!rc) rc = be->fill(be, tr->v_in, 0.0f, np);
-    memset(part + np, 0, (tr->part_n - np) * sizeof(float));
+    memset(tr->slots, 0, tr->n_slots * sizeof(float));
     for (int k = 0; !rc && k < c->inner_steps; k++) {
       float l = 0;
       rc = grad_step(tr, r.traj, 1, r.P, r.ways, rng, &l);
       ltdi_adam_params hp = adam(c->inner_lr, k + 1);
       if (!rc) rc = be->adam_step(be, params, grads, tr->m_in, tr->v_in, np, &hp);
-      part[np + (size_t)i * c->inner_steps + k] = l;
+      tr->slots[(size_t)i * c->inner_steps + k] = l;
     }
-    if (!rc) rc = be->download(be, part, params, np * sizeof(float));
+    if (!rc) rc = put_part(tr, i - first, params);
   }
-  if (!rc) rc = ltdi_dist_ordered_sum(tr->psum, tr->parts, count, tr->part_n);
-  if (!rc) rc = be->upload(be, tr->accum, tr->psum, np * sizeof(float));
-  for (size_t j = 0; !rc && j < (size_t)c->meta_batch * c->inner_steps; j++)
-    *lsum += tr->psum[np + j];
+  if (!rc) rc = ltdi_dist_ordered_sum_on(be, tr->psum, tr->parts, count, tr->part_n);
+  if (!rc) rc = be->copy(be, tr->accum, tr->psum, np);
+  if (!rc) rc = be->download(be, tr->slots, tr->psum + np, tr->n_slots * sizeof(float));
+  for (size_t j = 0; !rc && j < tr->n_slots; j++) *lsum += tr->slots[j];
   return rc;
 }
 
@@ -228,20 +237,22 @@ static int grouped_grad(ltdi__meta_trainer *tr, const float *traj, size_t P, int
   const size_t np = tr->np;
   int first, count;
   ltdi_dist_block(G, tr->rank, tr->size, &first, &count);
+  float *grads = ltdi_model_grads(tr->m);
   int rc = draw_batch(tr, traj, tr->cfg->batch, P, rng);
   for (int j = 0; !rc && j < count; j++) {
     const int g = first + j;
-    float *part = tr->parts + (size_t)j * tr->part_n;
-    memset(part + np, 0, (tr->part_n - np) * sizeof(float));
-    rc = batch_grad(tr, g * Bg, Bg, P, ways, &part[np + g]);
-    if (!rc) rc = be->download(be, part, ltdi_model_grads(tr->m), np * sizeof(float));
+    memset(tr->slots, 0, tr->n_slots * sizeof(float));
+    rc = batch_grad(tr, g * Bg, Bg, P, ways, &tr->slots[g]);
+    if (!rc) rc = put_part(tr, j, grads);
   }
-  if (!rc) rc = ltdi_dist_ordered_sum(tr->psum, tr->parts, count, tr->part_n);
+  if (!rc) rc = ltdi_dist_ordered_sum_on(be, tr->psum, tr->parts, count, tr->part_n);
+  /* grads = sum · (1/G), one rounding on every backend. */
+  if (!rc) rc = be->fill(be, grads, 0.0f, np);
+  if (!rc) rc = be->axpy(be, grads, tr->psum, 1.0f / (float)G, np);
+  if (!rc) rc = be->download(be, tr->slots, tr->psum + np, tr->n_slots * sizeof(float));
   double lsum = 0;
-  for (size_t i = 0; !rc && i < np; i++) tr->psum[i] /= (float)G;
-  for (int g = 0; !rc && g < G; g++) lsum += tr->psum[np + g];
+  for (int g = 0; !rc && g < G; g++) lsum += tr->slots[g];
   *loss = (float)(lsum / G);
-  if (!rc) rc = be->upload(be, ltdi_model_grads(tr->m), tr->psum, np * sizeof(float));
   return rc;
 }
 
@@ -277,12 +288,13 @@ int ltdi__meta_train_step(ltdi__meta_trainer *tr, int s, int total, float *loss)
 void ltdi__meta_trainer_free(ltdi__meta_trainer *tr) {
   ltdi_backend *be = tr->be;
   float *dev[] = {tr->theta0, tr->accum, tr->m_in, tr->v_in, tr->m_out, tr->v_out,
-                  tr->x_dev, tr->eps_dev, tr->tgt_dev, tr->cond_dev, tr->d_dev};
+                  tr->x_dev, tr->eps_dev, tr->tgt_dev, tr->cond_dev, tr->d_dev,
+                  tr->parts, tr->psum};
   for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
     if (dev[i]) be->free(be, dev[i]);
   free(tr->x_t), free(tr->eps), free(tr->cond_h);
   free(tr->gtraj), free(tr->t);
-  free(tr->parts), free(tr->psum);
+  free(tr->slots);
   ltdi_unet_acts_free(tr->acts);
   ltdi_cden_acts_free(tr->cacts);
   ltdi_model_free(tr->m);
@@ -350,14 +362,16 @@ int ltdi__meta_trainer_init(ltdi__meta_trainer *tr, const ltdi_meta_config *c,
   /* Pieces: tasks with k loss slots each, or groups with one. */
   const int reptile = c->algo == LTDI_META_REPTILE;
   tr->pieces = reptile ? c->meta_batch : tr->groups;
-  tr->part_n = tr->np + (size_t)tr->pieces * (reptile ? c->inner_steps : 1);
+  tr->n_slots = (size_t)tr->pieces * (reptile ? c->inner_steps : 1);
+  tr->part_n = tr->np + tr->n_slots;
   int first, most = 0;
   for (int r = 0; r < tr->size; r++) {
     int n;
     ltdi_dist_block(tr->pieces, r, tr->size, &first, &n);
     if (n > most) most = n;
   }
-  tr->parts = malloc(((size_t)most > 0 ? (size_t)most : 1) * tr->part_n * sizeof(float));
-  tr->psum = malloc(tr->part_n * sizeof(float));
-  return tr->parts && tr->psum ? 0 : LTDI_ERR_NOMEM;
+  tr->parts = be->alloc(be, ((size_t)most > 0 ? (size_t)most : 1) * tr->part_n * sizeof(float));
+  tr->psum = be->alloc(be, tr->part_n * sizeof(float));
+  tr->slots = malloc(tr->n_slots * sizeof(float));
+  return tr->parts && tr->psum && tr->slots ? 0 : LTDI_ERR_NOMEM;
 }

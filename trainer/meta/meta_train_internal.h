@@ -30,9 +30,11 @@ typedef struct ltdi__meta_trainer {
   int rank, size;
   int groups;                /* multi-task gradient groups (the effective grad_groups) */
   int pieces;                /* units of the step: groups (multi-task) or tasks (REPTILE) */
-  size_t part_n;             /* np + the loss slots: a part's length */
-  float *parts;              /* host (max block of pieces, part_n): this rank's pieces */
-  float *psum;               /* host (part_n): their sum over all ranks, in piece order */
+  size_t n_slots;            /* loss slots: one per group, or k per task */
+  size_t part_n;             /* np + n_slots: a part's length */
+  float *parts;              /* device (max block of pieces, part_n): this rank's pieces */
+  float *psum;               /* device (part_n): their sum over all ranks, in piece order */
+  float *slots;              /* host (n_slots): one part's loss slots, or the summed ones */
 } ltdi__meta_trainer;
 
 /* The effective grad_groups of c: 0 becomes the rank count. */
