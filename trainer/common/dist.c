@@ -281,8 +281,10 @@ static int recv_floats(float *x, size_t len, int peer) {
 
 /* ==== the fixed-order sum ================================================ */
 
-/* Floats move in pieces of 1 Mi (4 MiB), so the chain pipelines. */
-#define DIST_FLOATS_PIECE ((size_t)1 << 20)
+/* Floats move in pieces of 64 Ki (256 KiB): small enough that the chain
+ * pipelines (a hop costs one piece, not the vector), large enough that the
+ * per-message latency stays small beside it. */
+#define DIST_FLOATS_PIECE ((size_t)1 << 16)
 
 /* Where a chain's vectors live and how the running sum moves: host memory
  * (be NULL), a backend's memory that is host memory (the CPU backend), or
