@@ -26,8 +26,11 @@ mpi=(mpirun --allow-run-as-root --oversubscribe --mca btl self,tcp --mca btl_tcp
 tmp=$(mktemp -d)
 job=
 cleanup() {
-  # Only the job this script started, by its id.
-  if [ -n "$job" ]; then kill -9 "$job" 2> /dev/null || true; fi
+  # Only the job this script started and its ranks, by their ids.
+  if [ -n "$job" ]; then
+    for p in $(pgrep -P "$job" 2> /dev/null); do kill -9 "$p" 2> /dev/null || true; done
+    kill -9 "$job" 2> /dev/null || true
+  fi
   rm -rf "$tmp"
 }
 trap cleanup EXIT
