@@ -30,7 +30,8 @@ static const command COMMANDS[] = {
     {"eval", ltdi_cmd_eval, "evaluate methods on meta-test episodes", 1},
     {"reptile", ltdi_cmd_reptile, "meta-learn the head init with REPTILE (eval --reptile)", 0},
     {"checksum", ltdi_cmd_checksum, "add or check the data checksum of model and body files", 0},
-    {"lora-init", ltdi_cmd_lora_init, "write a LoRA adapter of a BERT encoder, initialised as PEFT", 0},
+    {"lora-init", ltdi_cmd_lora_init,
+     "write a LoRA adapter of a BERT encoder, initialised as PEFT", 0},
     {"lora-export", ltdi_cmd_lora_export, "write an ltdi LoRA file as a PEFT adapter folder", 0},
 };
 

@@ -13,7 +13,6 @@
 #include "base/error.h"
 
 #if defined(LTDI_HAVE_MPI)
-#include <limits.h>
 #include <mpi.h>
 #endif
 #if defined(LTDI_HAVE_NCCL)
@@ -343,7 +342,8 @@ static int chain_bcast(const chain_mem *cm, float *x, size_t n, int root) {
     int rc = 0;
     if (g_dist.rank == root) rc = cm->be->download(cm->be, cm->stage, x + off, len * sizeof(float));
     if (!rc) rc = ltdi_dist_bcast(cm->stage, len * sizeof(float), root);
-    if (!rc && g_dist.rank != root) rc = cm->be->upload(cm->be, x + off, cm->stage, len * sizeof(float));
+    if (!rc && g_dist.rank != root)
+      rc = cm->be->upload(cm->be, x + off, cm->stage, len * sizeof(float));
     if (rc) return rc;
   }
   return 0;
@@ -358,7 +358,8 @@ static int chain_sum(const chain_mem *cm, float *sum, const float *parts, int n_
   for (size_t off = 0; off < n; off += DIST_FLOATS_PIECE) {
     size_t len = n - off < DIST_FLOATS_PIECE ? n - off : DIST_FLOATS_PIECE;
     int rc = rank == 0 ? chain_zero(cm, sum + off, len) : chain_recv(cm, sum + off, len, rank - 1);
-    for (int p = 0; !rc && p < n_parts; p++) rc = chain_add(cm, sum + off, parts + (size_t)p * n + off, len);
+    for (int p = 0; !rc && p < n_parts; p++)
+      rc = chain_add(cm, sum + off, parts + (size_t)p * n + off, len);
     if (!rc && rank + 1 < size) rc = chain_send(cm, sum + off, len, rank + 1);
     if (rc) return rc;
   }
