@@ -23,7 +23,8 @@ packages=(build-essential cmake pkg-config libopenblas-dev libjansson-dev libfre
           libpng-dev zlib1g-dev libcriterion-dev fonts-noto-core python3 python3-pip
           libsqlite3-dev libmicrohttpd-dev libcurl4-openssl-dev curl
           python3-numpy python3-torch  # python3-torch: the U-Net reference test
-          python3-venv wordnet-base)  # wordnet-base: the text tasks (ltdi-train data wordnet)
+          python3-venv wordnet-base  # wordnet-base: the text tasks (ltdi-train data wordnet)
+          libopenmpi-dev openmpi-bin)  # distributed training (docs/DISTRIBUTED.md)
 if [ "$full_fonts" = 1 ]; then
   mapfile -t extra < <(grep -v '^#' scripts/fonts-full.txt)
   packages+=("${extra[@]}")

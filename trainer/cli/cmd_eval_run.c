@@ -10,6 +10,7 @@
 
 #include "base/error.h"
 #include "trainer/cli/cmd_eval.h"
+#include "trainer/common/dist.h"
 #include "trainer/common/progress.h"
 #include "trainer/eval/eval_gen.h"
 #include "trainer/meta/reptile.h"
@@ -71,6 +72,7 @@ static int run_one(const ltdi_featurebank *bank, const ltdi_eval_options *opt,
     fprintf(stderr, "ltdi-train eval: %s\n", err[0] ? err : ltdi_strerror(rc));
     return 1;
   }
+  if (ltdi_dist_rank() > 0) return 0; /* rank 0 reports and writes */
   print_table(opt, results, n_methods);
   if (gen)
     printf("generation: %.2f ms/head at batch 1, %.2f ms/head at batch 64 (%s)\n",
@@ -106,14 +108,15 @@ static int open_pool(const ltdi__eval_args *a, const ltdi_reptile_head *head,
     data_spec = malloc(len);
     if (!data_spec) return 1;
     snprintf(data_spec, len, "%s/meta-test", a->data);
-    if (is_dir(data_spec))
-      fprintf(stderr, "ltdi-train eval: using %s (the meta-test split)\n", data_spec);
-    else
+    if (!is_dir(data_spec))
       snprintf(data_spec, len, "%s", a->data);
+    else if (ltdi_dist_rank() == 0)
+      fprintf(stderr, "ltdi-train eval: using %s (the meta-test split)\n", data_spec);
   }
   *t_start = ltdi_now_s();
   char err[512] = "";
-  fprintf(stderr, "ltdi-train eval: loading %s\n", a->features ? a->features : a->data);
+  if (ltdi_dist_rank() == 0)
+    fprintf(stderr, "ltdi-train eval: loading %s\n", a->features ? a->features : a->data);
   int rc = ltdi_featurebank_open(bank, a->features ? NULL : a->body,
                                  a->features ? NULL : (data_spec ? data_spec : a->data),
                                  a->features, a->views, a->opt.seed, a->opt.threads, err,
@@ -156,18 +159,23 @@ int ltdi__eval_run(ltdi__eval_args *a, ltdi_device want, const ltdi_eval_method 
     }
     ltdi_device_note(note);
   }
+  /* Under MPI each rank runs its share of the episodes; rank 0 talks. */
+  const int rank = ltdi_dist_rank();
+  if (rank > 0) a->opt.progress = 0;
   double t_start = 0.0;
   if (open_pool(a, a->opt.reptile, bank, &t_start)) return 1;
   double t_bank = ltdi_now_s() - t_start;
   const ltdi_eval_options *o = &a->opt;
-  fprintf(stderr,
-          "ltdi-train eval: %d examples, %d classes, dim %d, %d view%s (%.1f s); %d queries, "
-          "%d episodes, seed %" PRIu64 ", %d threads%s%s\n",
-          bank->n, bank->n_classes, bank->dim, bank->views, bank->views == 1 ? "" : "s", t_bank,
-          o->queries, o->episodes, o->seed, o->threads, diffusion ? ", heads generated on " : "",
-          diffusion ? ltdi_eval_generator_device(o->generator) : "");
+  if (rank == 0)
+    fprintf(stderr,
+            "ltdi-train eval: %d examples, %d classes, dim %d, %d view%s (%.1f s); %d queries, "
+            "%d episodes, seed %" PRIu64 ", %d threads%s%s\n",
+            bank->n, bank->n_classes, bank->dim, bank->views, bank->views == 1 ? "" : "s",
+            t_bank, o->queries, o->episodes, o->seed, o->threads,
+            diffusion ? ", heads generated on " : "",
+            diffusion ? ltdi_eval_generator_device(o->generator) : "");
   ltdi_eval_gen_timing gen_timing, *gen = NULL;
-  const char *timed = a->model ? a->model : a->model_lv;
+  const char *timed = rank > 0 ? NULL : a->model ? a->model : a->model_lv;
   if (timed) {
     char err[512] = "";
     if (ltdi_eval_generation_timing(o->generator, timed, a->ways[0], o->seed, &gen_timing, err,

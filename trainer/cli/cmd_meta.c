@@ -13,6 +13,7 @@
 #include "trainer/cli/cli_device.h"
 #include "trainer/cli/commands.h"
 #include "trainer/cli/options.h"
+#include "trainer/common/dist.h"
 #include "trainer/meta/meta.h"
 
 /* ==== options ============================================================= */
@@ -62,6 +63,10 @@ static const ltdi_opt META_OPTS[] = {
                   "keep the outer / multitask lr constant (default: linear to 0)"),
     LTDI_OPT_INT("--batch", meta_args, c.batch, 1, 4096, "b", NULL,
                  "diffusion samples per step"),
+    LTDI_OPT_INT("--grad-groups", meta_args, c.grad_groups, 1, 4096, "G", "the rank count",
+                 "multitask: cut each batch into G fixed groups whose\n"
+                 "gradients are summed in order; with G fixed the model\n"
+                 "is the same for any rank count (G divides --batch)"),
     LTDI_OPT_INT("--T", meta_args, c.T, 1, LTDI_SCHEDULE_MAX_T, "T", NULL, "diffusion steps"),
     LTDI_OPT_INT("--subsample-trajectory", meta_args, c.traj_len, 2, LTDI_SCHEDULE_MAX_L, "L'",
                  "the file's L",
@@ -148,6 +153,8 @@ int ltdi_cmd_meta(int argc, char **argv) {
   if (!c.traj_path || !c.out_path)
     return ltdi_cli_usage_error(&META_CLI, "--trajectories and --out are required");
   if (ltdi_cli_device("meta", a.device, &c.device)) return 2;
+  const int rank = ltdi_dist_rank();
+  if (rank > 0) c.quiet = 1; /* rank 0 reports */
   char err[1024] = "";
   ltdi_meta_data d;
   int rc = ltdi_meta_data_load(&d, c.traj_path, c.traj_len, c.val_fraction, err, sizeof err);
@@ -155,7 +162,7 @@ int ltdi_cmd_meta(int argc, char **argv) {
     fprintf(stderr, "meta: %s\n", err[0] ? err : ltdi_strerror(rc));
     return 1;
   }
-  fprintf(stderr, "meta: %s\n", d.desc);
+  if (rank == 0) fprintf(stderr, "meta: %s\n", d.desc);
   ltdi_meta_stats st_run;
   rc = ltdi_meta_run(&c, &d, &st_run, err, sizeof err);
   if (rc) {
@@ -165,8 +172,14 @@ int ltdi_cmd_meta(int argc, char **argv) {
     ltdi_meta_data_free(&d);
     return 1;
   }
-  printf("meta: %s on %s, %d outer steps (%d resumed), %.0f samples, %.1f s\n",
-         c.algo == LTDI_META_REPTILE ? "reptile" : "multitask", st_run.backend,
+  if (rank > 0 || st_run.stopped) { /* only rank 0 has the model */
+    ltdi_meta_data_free(&d);
+    return 0;
+  }
+  char ranks[32] = "";
+  if (ltdi_dist_size() > 1) snprintf(ranks, sizeof ranks, " x %d ranks", ltdi_dist_size());
+  printf("meta: %s on %s%s, %d outer steps (%d resumed), %.0f samples, %.1f s\n",
+         c.algo == LTDI_META_REPTILE ? "reptile" : "multitask", st_run.backend, ranks,
          st_run.steps_done, st_run.steps_resumed, st_run.samples, st_run.seconds);
   const int tokens = d.arch == LTDI_ARCH_CLASS_TOKENS;
   printf("meta: final train loss %.5f, held-out weight MSE %.5f (subchain sampler), "

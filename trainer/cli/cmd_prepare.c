@@ -15,6 +15,7 @@
 #include "trainer/cli/options.h"
 #include "trainer/body/featurebank.h"
 #include "trainer/body/featurebank_internal.h"
+#include "trainer/common/dist.h"
 #include "trainer/prepare/prepare.h"
 #include "trainer/common/progress.h"
 
@@ -305,6 +306,10 @@ int ltdi_cmd_prepare(int argc, char **argv) {
     return ltdi_cli_usage_error(&PREPARE_CLI,
                                 "give --out and either --features FILE or --body FILE --data DIR");
 
+  /* Under MPI every rank builds the same bank; rank 0 alone reports. */
+  if (ltdi_dist_size() > 1 && a.measure)
+    return ltdi_cli_usage_error(&PREPARE_CLI, "--measure runs in one process, not under mpirun");
+  if (ltdi_dist_rank() > 0) cfg.quiet = 1;
   char source[4096], err[1024] = "";
   ltdi_featurebank bank;
   double bank_s = 0.0;
@@ -319,10 +324,12 @@ int ltdi_cmd_prepare(int argc, char **argv) {
     rc = ltdi_prepare_run(&cfg, &bank, &st_run, err, sizeof err);
     if (rc == 0 && !st_run.stopped) {
       double rate = st_run.seconds > 0 ? st_run.tasks_computed / st_run.seconds : 0.0;
+      char ranks[32] = "";
+      if (ltdi_dist_size() > 1) snprintf(ranks, sizeof ranks, " x %d ranks", ltdi_dist_size());
       printf("prepare: wrote %s: %d tasks (%d resumed), %.1f s, %.2f tasks/s on %d "
-             "thread(s), mean final loss %.4f, features %.1f s, peak RSS %.0f MiB\n",
+             "thread(s)%s, mean final loss %.4f, features %.1f s, peak RSS %.0f MiB\n",
              cfg.out_path, cfg.tasks, st_run.tasks_resumed, st_run.seconds, rate,
-             cfg.n_threads, st_run.mean_final_loss, bank_s, ltdi_peak_rss_mib());
+             cfg.n_threads, ranks, st_run.mean_final_loss, bank_s, ltdi_peak_rss_mib());
     }
   }
   ltdi_featurebank_free(&bank);

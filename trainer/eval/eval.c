@@ -2,7 +2,12 @@
  * worker threads pull episode indices from a shared counter, gather each
  * episode from the feature bank, run every method on it and store one
  * accuracy per (method, episode) slot, so the summary does not depend on
- * which thread ran which episode. */
+ * which thread ran which episode.
+ *
+ * Under MPI (trainer/common/dist.h) rank r runs the episodes i with
+ * i mod size = r; rank 0 gathers every rank's slots, takes each episode's
+ * from the rank that ran it and broadcasts the whole table, so every rank
+ * summarises the same numbers as one process would. */
 #define _POSIX_C_SOURCE 200809L
 #include "trainer/eval/eval.h"
 #include "trainer/eval/eval_gen.h"
@@ -17,6 +22,7 @@
 
 #include "base/error.h"
 #include "trainer/data/episode.h"
+#include "trainer/common/dist.h"
 #include "trainer/common/progress.h"
 #include "trainer/common/stats.h"
 
@@ -57,6 +63,7 @@ typedef struct eval_shared {
   double *diff;    /* (episodes) scratch: one row's paired differences */
   pthread_mutex_t mu; /* guards everything below */
   int next, done, rc;
+  int rank, size;  /* this rank runs the episodes i with i % size == rank */
   int workers; /* started so far: the next worker's index */
   double *running; /* (n_methods) sum of finished accuracies, for progress */
   char *err;
@@ -236,6 +243,7 @@ static void *worker_main(void *arg) {
   }
   for (;;) {
     pthread_mutex_lock(&sh->mu);
+    while (sh->next < o->episodes && sh->next % sh->size != sh->rank) sh->next++;
     int i = (sh->rc == 0 && sh->next < o->episodes) ? sh->next++ : -1;
     pthread_mutex_unlock(&sh->mu);
     if (i < 0) break;
@@ -256,6 +264,43 @@ done:
   buffers_free(&b);
   ltdi_backend_destroy(be);
   return NULL;
+}
+
+/* ==== the ranks ========================================================== */
+
+/* Rank 0 gathers every rank's (acc, metric) slots and time, keeps episode
+ * i from rank i % size and broadcasts the table; the times add up. */
+static int gather_episodes(eval_shared *sh) {
+  const int size = sh->size, nm = sh->n_methods, E = sh->opt->episodes;
+  if (size == 1) return 0;
+  const size_t slots = (size_t)nm * E, n = (2 * slots + nm) * sizeof(double);
+  double *mine = malloc(n), *all = sh->rank == 0 ? malloc(n * size) : NULL;
+  size_t *counts = malloc((size_t)size * sizeof *counts);
+  int rc = mine && counts && (sh->rank != 0 || all) ? 0 : LTDI_ERR_NOMEM;
+  if (!rc) {
+    memcpy(mine, sh->acc, slots * sizeof(double));
+    memcpy(mine + slots, sh->metric, slots * sizeof(double));
+    memcpy(mine + 2 * slots, sh->seconds, (size_t)nm * sizeof(double));
+    for (int r = 0; r < size; r++) counts[r] = n;
+    rc = ltdi_dist_gatherv(mine, n, all, counts, 0);
+  }
+  for (int r = 0; !rc && sh->rank == 0 && r < size; r++) {
+    const double *from = all + (size_t)r * (n / sizeof(double));
+    for (int m = 0; m < nm; m++) {
+      for (int i = r; i < E; i += size) {
+        sh->acc[(size_t)m * E + i] = from[(size_t)m * E + i];
+        sh->metric[(size_t)m * E + i] = from[slots + (size_t)m * E + i];
+      }
+      if (r > 0) sh->seconds[m] += from[2 * slots + m];
+    }
+  }
+  if (!rc) rc = ltdi_dist_bcast(sh->acc, slots * sizeof(double), 0);
+  if (!rc) rc = ltdi_dist_bcast(sh->metric, slots * sizeof(double), 0);
+  if (!rc) rc = ltdi_dist_bcast(sh->seconds, (size_t)nm * sizeof(double), 0);
+  free(mine);
+  free(all);
+  free(counts);
+  return rc;
 }
 
 /* ==== the run ============================================================ */
@@ -372,6 +417,8 @@ int ltdi_eval_run(const ltdi_featurebank *bank, const ltdi_eval_options *opt,
   sh.n_methods = n_methods;
   sh.err = err;
   sh.errlen = errlen;
+  sh.rank = ltdi_dist_rank();
+  sh.size = ltdi_dist_size();
   sh.acc = calloc((size_t)n_methods * (size_t)opt->episodes, sizeof *sh.acc);
   sh.metric = calloc((size_t)n_methods * (size_t)opt->episodes, sizeof *sh.metric);
   sh.seconds = calloc((size_t)n_methods, sizeof *sh.seconds);
@@ -393,7 +440,9 @@ int ltdi_eval_run(const ltdi_featurebank *bank, const ltdi_eval_options *opt,
   }
   if (!sh.gen) sh.gen = own;
   pthread_mutex_init(&sh.mu, NULL);
-  if (opt->progress) ltdi_progress_start(&sh.progress, "eval episodes", opt->episodes);
+  if (opt->progress)
+    ltdi_progress_start(&sh.progress, "eval episodes",
+                        (opt->episodes - sh.rank + sh.size - 1) / sh.size);
   int started = 0;
   for (; started < opt->threads; started++)
     if (pthread_create(&tids[started], NULL, worker_main, &sh) != 0) {
@@ -404,6 +453,8 @@ int ltdi_eval_run(const ltdi_featurebank *bank, const ltdi_eval_options *opt,
   pthread_mutex_destroy(&sh.mu);
   rc = sh.rc;
   if (opt->progress) ltdi_progress_finish(&sh.progress, rc == 0 ? "done" : "failed");
+  if (rc == 0 && (rc = gather_episodes(&sh)) != 0)
+    (void)ltdi_fail(err, errlen, rc, "gathering the episodes of the ranks: %s", ltdi_strerror(rc));
   if (rc == 0) collect_results(&sh, results, per_episode);
   ltdi_eval_generator_free(own);
 out:

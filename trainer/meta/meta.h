@@ -22,7 +22,19 @@
  * (seed, 1000 + s), so a run killed and resumed from its checkpoint
  * (OUT.ckpt, written atomically every checkpoint_every steps: parameters,
  * optimiser moments, step, loss history) ends bit-identical to an
- * uninterrupted run with the same options and thread count. */
+ * uninterrupted run with the same options and thread count.
+ *
+ * Distributed (under MPI, trainer/common/dist.h): every rank draws the whole
+ * step from the same stream and holds the same parameters; the work is split
+ * and the pieces are added in one fixed order (ltdi_dist_ordered_sum).
+ * REPTILE: rank r adapts its contiguous block of the meta_batch tasks (and
+ * only replays the draws of the others), and the adapted weights are summed
+ * in task order: the model is bit-identical to the single-process one for
+ * any rank count. Multi-task: the batch is cut into grad_groups fixed groups
+ * of batch/grad_groups samples, each group's gradient is computed on its
+ * own and the group gradients are summed in group order: bit-identical for
+ * any rank count at a fixed grad_groups (which 0 sets to the rank count).
+ * Only rank 0 validates and writes checkpoints, CSV, plot and model. */
 #ifndef LTDI_TRAINER_META_H
 #define LTDI_TRAINER_META_H
 
@@ -42,6 +54,10 @@ typedef struct ltdi_meta_config {
   int meta_batch;        /* REPTILE: tasks per outer step */
   int inner_steps;       /* REPTILE: k */
   int batch;             /* diffusion samples per inner step (multi-task: per step) */
+  int grad_groups;       /* multi-task: fixed groups the batch is cut into, each one's
+                          * gradient computed alone and the sum taken in group order
+                          * (divides batch; spread over the ranks); 0: the rank
+                          * count, so 1 in one process (the whole batch at once) */
   float inner_lr;        /* REPTILE inner Adam lr */
   float outer_lr;        /* REPTILE outer lr (Adam or SGD) */
   int outer_opt;         /* enum ltdi_meta_outer */

@@ -5,7 +5,13 @@
  * checkpoints, and at the end validates and writes the model, CSV and plot.
  *
  * Every step draws from its own rng stream, so a run resumed from a
- * checkpoint gives the same model as one that never stopped. */
+ * checkpoint gives the same model as one that never stopped.
+ *
+ * Under MPI every rank runs this driver on the same data and keeps the same
+ * parameters; rank 0 alone validates and writes (checkpoints, CSV, plot,
+ * model), and the step count of a time budget is rank 0's. Every rank
+ * resumes from the checkpoint file, which rank 0 cannot replace before all
+ * have read it: its next write follows a step that needs every rank. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
@@ -13,6 +19,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "trainer/common/dist.h"
 #include "trainer/common/progress.h"
 #include "trainer/meta/meta_train_internal.h"
 
@@ -47,6 +54,12 @@ static void identity(const ltdi_meta_config *c, const ltdi_meta_data *d, const l
            (double)c->lr, c->anneal, c->T, d->L, c->base_ch, (double)c->val_fraction,
            (unsigned long long)c->seed, c->threads, d->M, d->P, d->file_L, (double)c->prior_var,
            c->cond_map, d->desc);
+  /* Gradient groups change the rounding of multi-task steps; said only
+   * when used, so older checkpoints still resume. */
+  size_t len = strlen(buf);
+  const int groups = ltdi__meta_grad_groups(c);
+  if (c->algo == LTDI_META_MULTITASK && groups > 1 && len < n)
+    snprintf(buf + len, n - len, " grad_groups=%d", groups);
 }
 
 static int samples_per_step(const ltdi_meta_config *c) {
@@ -116,11 +129,29 @@ static int run_fresh(meta_run *r) {
   int rc = 0;
   st->total = r->tr.cfg->outer_steps;
   if (st->total < 1) rc = calibrate_total(&r->tr, &st->total);
+  /* Each rank timed its own steps; all take rank 0's count. */
+  if (!rc) rc = ltdi_dist_bcast(&st->total, sizeof st->total, 0);
   st->loss = malloc((size_t)st->total * sizeof(float));
   st->val = malloc((size_t)st->total * sizeof(float));
   if (!rc && (!st->loss || !st->val)) rc = LTDI_ERR_NOMEM;
   for (int i = 0; !rc && i < st->total; i++) st->loss[i] = st->val[i] = NAN;
   return rc;
+}
+
+/* Every rank must start from the same step of the same run: a checkpoint
+ * that only some ranks see (OUT not on a file system they share) would
+ * split the job. */
+static int ranks_agree(meta_run *r, char *err, size_t errlen) {
+  int mine[2] = {r->st.step, r->st.total}, root[2] = {r->st.step, r->st.total};
+  int rc = ltdi_dist_bcast(root, sizeof root, 0);
+  int differ = rc ? rc : ltdi_dist_any(mine[0] != root[0] || mine[1] != root[1]);
+  if (differ < 0) return ltdi_fail(err, errlen, differ, "ranks: %s", ltdi_strerror(differ));
+  if (differ)
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
+                     "the ranks start from different points (rank %d: step %d of %d, rank 0: "
+                     "step %d of %d): is %s on a file system every rank shares?",
+                     ltdi_dist_rank(), mine[0], mine[1], root[0], root[1], r->ckpt);
+  return 0;
 }
 
 /* Sets up the model on be and the state to run from. Whatever this leaves
@@ -137,6 +168,7 @@ static int run_open(meta_run *r, const ltdi_meta_config *c, const ltdi_meta_data
   int resumed = 0;
   if (!c->restart) rc = run_resume(r, &resumed, err, errlen);
   if (!rc && !resumed) rc = run_fresh(r);
+  if (!rc && ltdi_dist_size() > 1) rc = ranks_agree(r, err, errlen);
   return rc;
 }
 
@@ -159,7 +191,8 @@ static int run_step(meta_run *r, int s, char *err, size_t errlen) {
   r->smooth = isnan(r->smooth) ? loss : 0.98 * r->smooth + 0.02 * loss;
   st->samples += samples_per_step(c);
   st->step = s + 1;
-  if (r->val_every > 0 && (st->step % r->val_every == 0) && st->step < st->total) {
+  if (r->val_every > 0 && (st->step % r->val_every == 0) && st->step < st->total &&
+      ltdi_dist_rank() == 0) {
     double mse;
     if ((rc = validate(&r->tr, &mse, NULL)))
       return ltdi_fail(err, errlen, rc, "validation at step %d failed: %s", st->step,
@@ -219,7 +252,8 @@ static int run_loop(meta_run *r, ltdi_meta_stats *stats, char *err, size_t errle
     new_steps++;
     st->elapsed = elapsed0 + (ltdi_now_s() - t_start);
     if (!c->quiet) report_progress(r, s);
-    if (st->step % r->ckpt_every == 0 && st->step < st->total) rc = run_checkpoint(r, err, errlen);
+    if (st->step % r->ckpt_every == 0 && st->step < st->total && ltdi_dist_rank() == 0)
+      rc = run_checkpoint(r, err, errlen);
     if (c->stop_after > 0 && new_steps >= c->stop_after && st->step < st->total) {
       stats->stopped = 1;
       break;
@@ -234,18 +268,21 @@ static int run_loop(meta_run *r, ltdi_meta_stats *stats, char *err, size_t errle
 static void training_json(const meta_run *r, const ltdi_meta_stats *stats, int nv, char *buf,
                           size_t n) {
   const ltdi_meta_config *c = r->tr.cfg;
+  char groups[48] = "";
+  if (c->algo == LTDI_META_MULTITASK && r->tr.groups > 1)
+    snprintf(groups, sizeof groups, ",\"grad_groups\":%d", r->tr.groups);
   snprintf(buf, n,
            "{\"algo\":\"%s\",\"outer_steps\":%d,\"meta_batch\":%d,\"inner_steps\":%d,"
            "\"batch\":%d,\"inner_lr\":%.6g,\"outer_lr\":%.6g,\"outer_opt\":\"%s\",\"lr\":%.6g,"
            "\"anneal\":%d,\"seed\":%llu,\"samples\":%.0f,\"seconds\":%.1f,\"final_loss\":%.6g,"
            "\"val_weight_mse\":%.6g,\"val_tasks\":%d,\"val_mean_baseline_mse\":%.6g,"
-           "\"val_proto_acc\":%.4f,\"prior_var\":%.6g,\"device\":\"%s\"}",
+           "\"val_proto_acc\":%.4f,\"prior_var\":%.6g,\"device\":\"%s\"%s}",
            c->algo == LTDI_META_REPTILE ? "reptile" : "multitask", r->st.total, c->meta_batch,
            c->inner_steps, c->batch, (double)c->inner_lr, (double)c->outer_lr,
            c->outer_opt == LTDI_OUTER_ADAM ? "adam" : "sgd", (double)c->lr, c->anneal,
            (unsigned long long)c->seed, r->st.samples, r->st.elapsed, stats->final_loss,
            stats->val_mse, nv, stats->baseline_mse, stats->proto_acc,
-           (double)r->tr.m->prior_var, r->tr.be->name);
+           (double)r->tr.m->prior_var, r->tr.be->name, groups);
 }
 
 /* Stores the run's record in the model and writes it to c->out_path. */
@@ -274,6 +311,10 @@ static int run_finish(meta_run *r, ltdi_meta_stats *stats, char *err, size_t err
   const ltdi_meta_data *d = r->tr.d;
   ltdi__meta_state *st = &r->st;
   double mse = NAN;
+  if (ltdi_dist_rank() > 0) { /* rank 0 validates and writes */
+    finish_stats(stats, st);
+    return 0;
+  }
   int rc = validate(&r->tr, &mse, &stats->proto_acc);
   if (rc) ltdi_fail(err, errlen, rc, "validation failed: %s", ltdi_strerror(rc));
   if (!rc && st->total > 0) st->val[st->total - 1] = (float)mse;
@@ -310,6 +351,18 @@ int ltdi_meta_run(const ltdi_meta_config *c, const ltdi_meta_data *d, ltdi_meta_
     return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
                      "no held-out tasks to validate on: --val-fraction %g of %d tasks holds "
                      "none out", (double)c->val_fraction, d->M);
+  const int groups = ltdi__meta_grad_groups(c), ranks = ltdi_dist_size();
+  if (c->algo == LTDI_META_MULTITASK && c->batch % groups != 0)
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
+                     "--batch %d is not a multiple of the %d gradient groups (%s)", c->batch,
+                     groups, c->grad_groups > 0 ? "--grad-groups" : "one per rank");
+  if (ltdi_dist_rank() == 0 && ranks > 1 && !c->quiet) {
+    const int pieces = c->algo == LTDI_META_MULTITASK ? groups : c->meta_batch;
+    if (pieces < ranks)
+      fprintf(stderr, "meta: note: %d %s for %d ranks, so %d ranks have no work in a step\n",
+              pieces, c->algo == LTDI_META_MULTITASK ? "gradient groups" : "tasks per step",
+              ranks, ranks - pieces);
+  }
   ltdi_backend *be = NULL;
   char note[512] = "";
   int rc = ltdi_backend_open(c->device, c->threads > 0 ? c->threads : 1, &be, note, sizeof note);
@@ -317,6 +370,19 @@ int ltdi_meta_run(const ltdi_meta_config *c, const ltdi_meta_data *d, ltdi_meta_
     return ltdi_fail(err, errlen, rc, "%s", note[0] ? note : "cannot create the backend");
   ltdi_device_note(note); /* an auto fallback, said once */
   snprintf(stats->backend, sizeof stats->backend, "%s", be->name);
+  /* The ranks must round alike: one on a GPU and one on the CPU would
+   * drift apart without noticing. */
+  char root[sizeof stats->backend];
+  memcpy(root, stats->backend, sizeof root);
+  rc = ltdi_dist_bcast(root, sizeof root, 0);
+  int differ = rc ? rc : ltdi_dist_any(strcmp(root, be->name) != 0);
+  if (differ) {
+    rc = ltdi_fail(err, errlen, differ < 0 ? differ : LTDI_ERR_DEVICE,
+                   "rank %d trains on %s but rank 0 on %s: every rank needs the same device "
+                   "(one GPU per rank, or --device cpu)", ltdi_dist_rank(), be->name, root);
+    ltdi_backend_destroy(be);
+    return rc;
+  }
   meta_run r;
   memset(&r, 0, sizeof r);
   rc = run_open(&r, c, d, be, err, errlen);

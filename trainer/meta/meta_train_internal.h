@@ -26,7 +26,22 @@ typedef struct ltdi__meta_trainer {
   float *x_t, *eps, *cond_h; /* host (batch, P|Dc): the batch as built */
   float *gtraj;              /* host (batch, L, P): multi-task gathered trajectories */
   int32_t *t;                /* (batch) */
+  /* Distributed (or grouped) steps, trainer/meta/meta.h: */
+  int rank, size;
+  int groups;                /* multi-task gradient groups (the effective grad_groups) */
+  int pieces;                /* units of the step: groups (multi-task) or tasks (REPTILE) */
+  size_t n_slots;            /* loss slots: one per group, or k per task */
+  size_t part_n;             /* np + n_slots: a part's length */
+  float *parts;              /* device (max block of pieces, part_n): this rank's pieces */
+  float *psum;               /* device (part_n): their sum over all ranks, in piece order */
+  float *slots;              /* host (n_slots): one part's loss slots, or the summed ones */
 } ltdi__meta_trainer;
+
+/* The effective grad_groups of c: 0 becomes the rank count. */
+int ltdi__meta_grad_groups(const ltdi_meta_config *c);
+/* 1 when steps are cut into pieces summed by ltdi_dist_ordered_sum (more than
+ * one rank, or more than one gradient group). */
+int ltdi__meta_split(const ltdi__meta_trainer *tr);
 
 /* Creates the model of c on be (freshly initialised from c->seed, with d's
  * embedding statistics) and the buffers c->algo needs. On failure tr may be

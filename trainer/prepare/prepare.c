@@ -7,7 +7,16 @@
  * Workers (one CPU backend each) pull task indices from a shared counter;
  * every task is a pure function of (seed, task index), so results land in
  * per-task slots and the output is the same for any thread count and any
- * interruption pattern. */
+ * interruption pattern.
+ *
+ * Distributed (trainer/common/dist.h): each rank journals what it computes
+ * in its own file (rank 0: OUT.journal, the single-process name; rank r:
+ * OUT.journal.r). After every rank has reopened its journal the ranks swap
+ * which tasks they hold; a task's owner is the lowest rank holding it, or
+ * task i mod size when none does, and computes it when needed. The owners
+ * send their tasks to rank 0, which alone writes OUT; only then do the
+ * journals go. The file is therefore the same for any rank count, and a
+ * job killed at any point resumes from every journal its ranks find. */
 #define _POSIX_C_SOURCE 200809L
 #include "trainer/prepare/prepare.h"
 
@@ -19,6 +28,7 @@
 #include <zlib.h>
 
 #include "base/error.h"
+#include "trainer/common/dist.h"
 #include "trainer/common/journal.h"
 #include "trainer/common/progress.h"
 #include "trainer/prepare/prepare_internal.h"
@@ -57,7 +67,11 @@ typedef struct prep_run {
   float *emb;         /* (M, N*d) */
   int32_t *classes;   /* (M, N) */
   float *loss;        /* (M) */
-  uint8_t *done;      /* (M) */
+  uint8_t *done;      /* (M) held by this rank */
+  uint8_t *skip;      /* (M) not for this rank to compute */
+  int16_t *owner;     /* (M) the rank that holds, or computes, each task */
+  int rank, size;
+  int n_held;         /* tasks held by any rank after the resume */
   ltdi_journal journal;
   int journal_open;
   char *identity;     /* journal_identity() */
@@ -80,6 +94,18 @@ static void payload_unpack(prep_run *pr, int task, const uint8_t *p) {
   p += pr->emb_n * 4;
   memcpy(pr->traj + (size_t)task * pr->traj_n, p, pr->traj_n * 4);
   pr->done[task] = 1;
+}
+
+/* The inverse: task's slot into a payload (for sending it to rank 0). */
+static void payload_pack(const prep_run *pr, int task, uint8_t *p) {
+  int N = pr->tc.cfg->ways;
+  memcpy(p, pr->classes + (size_t)task * N, (size_t)N * 4);
+  p += (size_t)N * 4;
+  memcpy(p, pr->loss + task, 4);
+  p += 4;
+  memcpy(p, pr->emb + (size_t)task * pr->emb_n, pr->emb_n * 4);
+  p += pr->emb_n * 4;
+  memcpy(p, pr->traj + (size_t)task * pr->traj_n, pr->traj_n * 4);
 }
 
 /* Takes one record of a resumed journal into its slot. */
@@ -196,16 +222,25 @@ static int prep_run_alloc(prep_run *pr, char *err, size_t errlen) {
   pr->classes = malloc(M * N * sizeof(int32_t));
   pr->loss = malloc(M * sizeof(float));
   pr->done = calloc(M, 1);
+  pr->skip = calloc(M, 1);
+  pr->owner = calloc(M, sizeof *pr->owner);
+  pr->rank = ltdi_dist_rank();
+  pr->size = ltdi_dist_size();
   pr->stop_after = cfg->stop_after;
   pr->quiet = cfg->quiet;
   pthread_mutex_init(&pr->lock, NULL);
   pr->identity = journal_identity(pr);
-  pr->jpath = malloc(strlen(cfg->out_path) + 9);
-  if (!pr->traj || !pr->emb || !pr->classes || !pr->loss || !pr->done || !pr->identity ||
-      !pr->jpath) {
+  pr->jpath = malloc(strlen(cfg->out_path) + 24);
+  if (!pr->traj || !pr->emb || !pr->classes || !pr->loss || !pr->done || !pr->skip ||
+      !pr->owner || !pr->identity || !pr->jpath) {
     return ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory for %zu tasks", M);
   }
-  sprintf(pr->jpath, "%s.journal", cfg->out_path);
+  if (pr->size > 32767)
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "at most 32767 ranks, not %d", pr->size);
+  if (pr->rank == 0)
+    sprintf(pr->jpath, "%s.journal", cfg->out_path);
+  else
+    sprintf(pr->jpath, "%s.journal.%d", cfg->out_path, pr->rank);
   return 0;
 }
 
@@ -219,11 +254,40 @@ static void prep_run_free(prep_run *pr) {
   free(pr->classes);
   free(pr->loss);
   free(pr->done);
+  free(pr->skip);
+  free(pr->owner);
   ltdi_class_index_free(&pr->tc.index);
 }
 
-/* Opens the journal (or starts it afresh with cfg->restart), taking the tasks
- * an interrupted run finished into their slots. */
+/* Every rank learns which tasks every rank holds (rank 0 gathers the done
+ * flags and broadcasts them all), then owner, skip and n_held follow the
+ * same rule on every rank. One rank: each task is its own, to compute
+ * unless done. */
+static int share_holdings(prep_run *pr) {
+  const int M = pr->tc.cfg->tasks, size = pr->size;
+  uint8_t *all = malloc((size_t)M * size);
+  size_t *counts = malloc((size_t)size * sizeof *counts);
+  int rc = all && counts ? 0 : LTDI_ERR_NOMEM;
+  for (int r = 0; r < size && counts; r++) counts[r] = (size_t)M;
+  if (!rc) rc = ltdi_dist_gatherv(pr->done, (size_t)M, all, counts, 0);
+  if (!rc) rc = ltdi_dist_bcast(all, (size_t)M * size, 0);
+  pr->n_held = 0;
+  for (int i = 0; !rc && i < M; i++) {
+    int owner = -1;
+    for (int r = 0; r < size && owner < 0; r++)
+      if (all[(size_t)r * M + i]) owner = r;
+    pr->n_held += owner >= 0;
+    pr->owner[i] = (int16_t)(owner >= 0 ? owner : i % size);
+    pr->skip[i] = pr->owner[i] != pr->rank || pr->done[i];
+  }
+  free(all);
+  free(counts);
+  return rc;
+}
+
+/* Opens this rank's journal (or starts it afresh with cfg->restart), taking
+ * the tasks an interrupted run finished into their slots, and shares with
+ * the other ranks who holds what. */
 static int prep_run_resume(prep_run *pr, ltdi_prepare_stats *stats, char *err, size_t errlen) {
   const ltdi_prepare_config *cfg = pr->tc.cfg;
   int rc = ltdi_journal_open(&pr->journal, pr->jpath, pr->identity, pr->payload_size,
@@ -231,10 +295,14 @@ static int prep_run_resume(prep_run *pr, ltdi_prepare_stats *stats, char *err, s
                              journal_visit, pr, err, errlen);
   if (rc != 0) return rc;
   pr->journal_open = 1;
-  stats->tasks_resumed = pr->n_done;
-  if (!cfg->quiet && pr->n_done > 0)
-    fprintf(stderr, "prepare: resuming, %d of %d tasks already in %s\n", pr->n_done,
-            cfg->tasks, pr->jpath);
+  rc = share_holdings(pr);
+  if (rc != 0)
+    return ltdi_fail(err, errlen, rc, "swapping resumed tasks between ranks: %s",
+                     ltdi_strerror(rc));
+  stats->tasks_resumed = pr->n_held;
+  if (!cfg->quiet && pr->n_held > 0)
+    fprintf(stderr, "prepare: resuming, %d of %d tasks already in %s%s\n", pr->n_held,
+            cfg->tasks, pr->jpath, pr->size > 1 ? " and the other ranks' journals" : "");
   return 0;
 }
 
@@ -244,20 +312,60 @@ static int prep_run_tasks(prep_run *pr, ltdi_prepare_stats *stats, char *err, si
   const ltdi_prepare_config *cfg = pr->tc.cfg;
   double t0 = ltdi_now_s();
   pr->last_flush_s = t0;
-  /* Progress counts this run's tasks only, so rate and ETA stay honest. */
-  ltdi_progress_start(&pr->progress, "prepare", cfg->tasks - pr->n_done);
-  int rc = ltdi__prep_pool_run(cfg->n_threads, cfg->tasks, pr->done, prepare_task, pr);
-  stats->seconds = ltdi_now_s() - t0;
-  stats->tasks_computed = pr->n_new;
+  /* Progress counts this rank's tasks of this run only, so rate and ETA
+   * stay honest. */
+  int mine = 0;
+  for (int i = 0; i < cfg->tasks; i++) mine += !pr->skip[i];
+  ltdi_progress_start(&pr->progress, "prepare", mine);
+  int rc = ltdi__prep_pool_run(cfg->n_threads, cfg->tasks, pr->skip, prepare_task, pr);
   int rc_close = ltdi_journal_close(&pr->journal);
   pr->journal_open = 0;
   if (rc == 0) rc = rc_close;
-  if (rc != 0) {
+  if (rc < 0) {
     return ltdi_fail(err, errlen, rc, "preparing tasks: %s (finished tasks are kept in %s)",
                      ltdi_strerror(rc), pr->jpath);
   }
   if (!cfg->quiet) ltdi_progress_finish(&pr->progress, NULL);
-  if (pr->n_done < cfg->tasks) stats->stopped = 1;
+  /* Stopped when any rank stopped: then no rank gathers or writes. */
+  int stopped = ltdi_dist_any(pr->n_new < mine);
+  if (stopped < 0)
+    return ltdi_fail(err, errlen, stopped, "ranks: %s", ltdi_strerror(stopped));
+  stats->seconds = ltdi_now_s() - t0;
+  stats->tasks_computed = cfg->tasks - pr->n_held; /* by all ranks, when not stopped */
+  if (stopped) {
+    stats->tasks_computed = pr->n_new;
+    stats->stopped = 1;
+  }
+  return 0;
+}
+
+/* Rank 0 receives every task it lacks from the task's owner, each rank's in
+ * task order. */
+static int gather_tasks(prep_run *pr, char *err, size_t errlen) {
+  const int M = pr->tc.cfg->tasks, size = pr->size, rank = pr->rank;
+  if (size == 1) return 0;
+  size_t *counts = calloc((size_t)size, sizeof *counts), total = 0;
+  if (counts == NULL) return ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
+  for (int i = 0; i < M; i++)
+    if (pr->owner[i] != 0) counts[pr->owner[i]] += pr->payload_size;
+  for (int r = 0; r < size; r++) total += counts[r];
+  /* Rank 0 sends nothing; the others send only their own tasks. */
+  uint8_t *buf = malloc((rank == 0 ? total : counts[rank]) + 1);
+  int rc = buf ? 0 : LTDI_ERR_NOMEM;
+  size_t off = 0;
+  for (int i = 0; !rc && rank != 0 && i < M; i++) {
+    if (pr->owner[i] != rank) continue;
+    payload_pack(pr, i, buf + off);
+    off += pr->payload_size;
+  }
+  if (!rc) rc = ltdi_dist_gatherv(buf, rank == 0 ? 0 : counts[rank], buf, counts, 0);
+  /* The receive buffer holds rank 1's tasks, then rank 2's, ... */
+  for (int r = 1, pos = 0; !rc && rank == 0 && r < size; r++)
+    for (int i = 0; i < M; i++)
+      if (pr->owner[i] == r) payload_unpack(pr, i, buf + (size_t)pos++ * pr->payload_size);
+  free(buf);
+  free(counts);
+  if (rc) return ltdi_fail(err, errlen, rc, "gathering tasks on rank 0: %s", ltdi_strerror(rc));
   return 0;
 }
 
@@ -278,6 +386,19 @@ static int prep_run_finish(prep_run *pr, ltdi_prepare_stats *stats, char *err, s
   return 0;
 }
 
+/* Rank 0 has every task: it writes the file; the other ranks' journals go
+ * once it has. A failure on rank 0 ends the job (trainer/cli/main.c) with
+ * every journal kept. */
+static int prep_run_end(prep_run *pr, ltdi_prepare_stats *stats, char *err, size_t errlen) {
+  int rc = gather_tasks(pr, err, errlen);
+  if (!rc && pr->rank == 0) rc = prep_run_finish(pr, stats, err, errlen);
+  if (rc || pr->size == 1) return rc;
+  rc = ltdi_dist_barrier();
+  if (rc) return ltdi_fail(err, errlen, rc, "ranks: %s", ltdi_strerror(rc));
+  if (pr->rank != 0) unlink(pr->jpath);
+  return 0;
+}
+
 int ltdi_prepare_run(const ltdi_prepare_config *cfg, const ltdi_featurebank *bank,
                      ltdi_prepare_stats *stats, char *err, size_t errlen) {
   ltdi_prepare_stats local;
@@ -293,7 +414,7 @@ int ltdi_prepare_run(const ltdi_prepare_config *cfg, const ltdi_featurebank *ban
   rc = prep_run_alloc(&pr, err, errlen);
   if (rc == 0) rc = prep_run_resume(&pr, stats, err, errlen);
   if (rc == 0) rc = prep_run_tasks(&pr, stats, err, errlen);
-  if (rc == 0 && !stats->stopped) rc = prep_run_finish(&pr, stats, err, errlen);
+  if (rc == 0 && !stats->stopped) rc = prep_run_end(&pr, stats, err, errlen);
   prep_run_free(&pr);
   return rc;
 }

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# tests/bench/bench_dist.sh TRAIN_BINARY [RANKS]
+#
+# Strong scaling of the distributed commands (docs/DISTRIBUTED.md): the same
+# job on one process and on RANKS (default 2) ranks of one thread each, on
+# loopback. Not run by ctest. Prints one line per job: the command's own
+# time (prepare: the task loop; meta: the training loop) and the wall time
+# of the whole launch, each the least of REPEAT (default 3) runs, since a
+# shared machine only ever adds time; and checks that the outputs are
+# identical.
+#   prepare  linear head, 5-way 1-shot, 16000 tasks over 64-dim features
+#   meta     the shipped U-Net's size (P = 2245, 5 x 64-dim condition, base
+#            channels 32), batch 32: multi-task with --grad-groups 2 (the
+#            one-process baseline also as one group, today's path), and
+#            REPTILE with 2 tasks of 5 inner steps per outer step
+set -euo pipefail
+train=$1
+ranks=${2:-2}
+repeat=${REPEAT:-3}
+mpi=(mpirun --allow-run-as-root --oversubscribe --mca btl self,tcp --mca btl_tcp_if_include lo
+     --mca oob_tcp_if_include lo)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+python3 - "$tmp" <<'PY'
+import json, random, struct, sys
+out = sys.argv[1]
+
+def write(path, tensors, meta=None):
+    hdr, blobs, off = {}, [], 0
+    for name, (dtype, shape, vals) in tensors.items():
+        b = struct.pack("<%d%s" % (len(vals), {"F32": "f", "I32": "i"}[dtype]), *vals)
+        hdr[name] = {"dtype": dtype, "shape": shape, "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    if meta:
+        hdr["__metadata__"] = meta
+    h = json.dumps(hdr).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    open(path, "wb").write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+rng = random.Random(3)
+d, classes, per = 64, 64, 30
+centres = [[rng.gauss(0.0, 1.0) for _ in range(d)] for _ in range(classes)]
+feats, labels = [], []
+for c in range(classes):
+    for _ in range(per):
+        feats += [abs(x + rng.gauss(0.0, 0.6)) for x in centres[c]]
+        labels.append(c)
+write(out + "/f64.safetensors", {"features": ("F32", [len(labels), d], feats),
+                                 "labels": ("I32", [len(labels)], labels)})
+M, L, ways, dim, hid = 100, 4, 5, 64, 32
+P = dim * hid + hid + hid * ways + ways
+write(out + "/traj.safetensors",
+      {"trajectories": ("F32", [M, L, P], [rng.gauss(0.0, 0.3) for _ in range(M * L * P)]),
+       "embeddings": ("F32", [M, ways * dim], [rng.gauss(0.0, 1.0) for _ in range(M * ways * dim)])},
+      {"format": "ltdi-trajectories", "ways": str(ways), "in_dim": str(dim),
+       "hidden": str(hid), "shots": "1", "data_source": "synthetic"})
+PY
+
+tensors_of() {
+  python3 - "$1" <<'PY'
+import hashlib, json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+hdr = json.loads(raw[8:8 + n])
+hdr.pop("__metadata__", None)
+print(hashlib.sha256(json.dumps(hdr, sort_keys=True).encode() + raw[8 + n:]).hexdigest())
+PY
+}
+
+# run LABEL N ARGS...: N = 0 a plain process, else N ranks. Prints the
+# label, the command's own seconds and the wall seconds (least of $repeat).
+run() {
+  local label=$1 n=$2
+  shift 2
+  local t0 t1 own wall best_own=999999 best_wall=999999
+  for _ in $(seq 1 "$repeat"); do
+    t0=$(date +%s.%N)
+    if [ "$n" = 0 ]; then "$train" "$@" > "$tmp/out" 2>&1; else "${mpi[@]}" -np "$n" "$train" "$@" > "$tmp/out" 2>&1; fi
+    t1=$(date +%s.%N)
+    own=$(sed -n 's/^prepare: wrote [^:]*: [0-9]* tasks ([0-9]* resumed), \([0-9.]*\) s,.*/\1/p; s/^meta: .* samples, \([0-9.]*\) s$/\1/p' "$tmp/out" | head -n 1)
+    wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
+    best_own=$(awk -v a="${own:-999999}" -v b="$best_own" 'BEGIN { print (a < b ? a : b) }')
+    best_wall=$(awk -v a="$wall" -v b="$best_wall" 'BEGIN { print (a < b ? a : b) }')
+  done
+  printf '%-44s own %7.1f s   wall %7.2f s\n' "$label" "$best_own" "$best_wall"
+}
+
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+prep=(prepare --features "$tmp/f64.safetensors" --tasks 16000 --ways 5 --shots 1 --quiet)
+run "prepare, 1 process, 1 thread" 0 "${prep[@]}" --threads 1 --out "$tmp/p0.st"
+run "prepare, 1 process, $ranks threads" 0 "${prep[@]}" --threads "$ranks" --out "$tmp/pt.st"
+run "prepare, $ranks ranks x 1 thread" "$ranks" "${prep[@]}" --threads 1 --out "$tmp/pn.st"
+cmp "$tmp/p0.st" "$tmp/pn.st" || echo "WARNING: prepare outputs differ"
+
+mt=(meta --trajectories "$tmp/traj.safetensors" --outer-steps 60 --batch 32 --T 20 --threads 1
+    --val-tasks 2 --val-points 0 --checkpoint-every 1000 --device cpu --quiet --restart)
+run "meta multitask, 1 process, 1 group" 0 "${mt[@]}" --grad-groups 1 --out "$tmp/m1.st"
+run "meta multitask, 1 process, --grad-groups $ranks" 0 "${mt[@]}" --grad-groups "$ranks" --out "$tmp/m0.st"
+run "meta multitask, $ranks ranks, --grad-groups $ranks" "$ranks" "${mt[@]}" --grad-groups "$ranks" --out "$tmp/mn.st"
+[ "$(tensors_of "$tmp/m0.st")" = "$(tensors_of "$tmp/mn.st")" ] || echo "WARNING: meta multitask models differ"
+rp=("${mt[@]}" --algo reptile --meta-batch "$ranks" --inner-steps 5 --outer-steps 10)
+run "meta reptile, 1 process" 0 "${rp[@]}" --out "$tmp/r0.st"
+run "meta reptile, $ranks ranks" "$ranks" "${rp[@]}" --out "$tmp/rn.st"
+[ "$(tensors_of "$tmp/r0.st")" = "$(tensors_of "$tmp/rn.st")" ] || echo "WARNING: meta reptile models differ"
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
