@@ -24,6 +24,7 @@ static const command COMMANDS[] = {
     {"lora-init", ltdi_cmd_lora_init, "write a LoRA adapter of a BERT encoder, initialised as PEFT"},
     {"lora-export", ltdi_cmd_lora_export, "write an ltdi LoRA file as a PEFT adapter folder"},
     {"embed", ltdi_cmd_embed, "sentence embeddings of a text file with a BERT encoder"},
+    {"text-eval", ltdi_cmd_text_eval, "evaluate text methods on the episodes of a TSV split"},
 };
 
 static void usage(FILE *out) {
