@@ -3,18 +3,21 @@
  * threads (or --threads). Built, never run by ctest.
  *
  *   bench_bert [ENCODER_DIR [N_GLOSSES [BATCH]]] [--threads 1,2] [--unsorted]
- *              [--repeat R] [--json FILE]
+ *              [--repeat R] [--sgemm auto|openblas|ltdi] [--json FILE]
  *
  * Defaults: the reference venv's all-MiniLM-L6-v2, 512 glosses (every 100th
  * synset of /usr/share/wordnet/data.noun), batches of 32, max length 128,
  * glosses sorted by token count (as `ltdi-train embed` batches them;
  * --unsorted keeps WordNet's order), 3 timed passes per thread count, the
- * best reported (the least disturbed by other processes). Tokenisation is
+ * best reported (the least disturbed by other processes), and the sgemm
+ * `ltdi-train text-eval --sgemm auto` would take (ltdi's batch-invariant
+ * one, single-threaded, where OpenBLAS runs kernels older than the CPU;
+ * OpenBLAS's elsewhere). Tokenisation is
  * done once, outside the timing; a warm-up batch runs first. Tokens counted
  * are the valid ones (padding is computed but not counted).
  *
  * --json FILE writes the run and the exact batches: {"encoder", "glosses",
- * "tokens", "batch", "max_length", "sorted", "texts": [gloss...],
+ * "tokens", "batch", "max_length", "sorted", "sgemm", "blas_core", "texts": [gloss...],
  * "batches": [[[ids of a gloss]...]...], "runs": [{"threads", "seconds"
  * (best pass), "tokens_per_s", "passes": [seconds...]}]}, so
  * tests/bench/bench_bert_torch.py can time PyTorch on the same ids. */
@@ -118,17 +121,19 @@ static json_t *batches_json(const seq *s, int n, int batch) {
 
 static void usage(void) {
   fprintf(stderr, "usage: bench_bert [ENCODER_DIR [N_GLOSSES [BATCH]]] [--threads 1,2] "
-                  "[--unsorted] [--repeat R] [--json FILE]\n");
+                  "[--unsorted] [--repeat R] [--sgemm auto|openblas|ltdi] [--json FILE]\n");
   exit(2);
 }
 
 int main(int argc, char **argv) {
   const char *dir = ".venv-ref/encoder", *json_path = NULL;
   int want = 512, batch = 32, sorted = 1, repeat = 3, n_threads = 2;
+  const char *sgemm = "auto";
   int threads[MAX_THREADS] = {1, 2};
   int positional = 0;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--unsorted")) sorted = 0;
+    else if (!strcmp(argv[i], "--sgemm") && i + 1 < argc) sgemm = argv[++i];
     else if (!strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
     else if (!strcmp(argv[i], "--repeat") && i + 1 < argc) repeat = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
@@ -146,6 +151,11 @@ int main(int argc, char **argv) {
     else usage();
   }
   if (want < 1 || batch < 1 || repeat < 1 || n_threads < 1) usage();
+  if (strcmp(sgemm, "auto") && strcmp(sgemm, "openblas") && strcmp(sgemm, "ltdi")) usage();
+  /* As `ltdi-train text-eval --sgemm auto`: ltdi's batch-invariant sgemm
+   * where OpenBLAS runs kernels older than the CPU. */
+  const int own = !strcmp(sgemm, "ltdi") ||
+                  (!strcmp(sgemm, "auto") && ltdi_backend_cpu_blas_is_generic());
   char err[1024] = "";
   ltdi_tokenizer *tok = NULL;
   int rc = ltdi_bert_tokenizer_open(&tok, dir, err, sizeof err);
@@ -165,13 +175,15 @@ int main(int argc, char **argv) {
     if (s[i].len > longest) longest = s[i].len;
   }
   printf("bench_bert: %s, %d glosses, %.1f tokens each on average (%d..%d), batch %d, %s, "
-         "best of %d\n", dir, n, (double)tokens / n, shortest, longest, batch,
-         sorted ? "sorted by length" : "unsorted", repeat);
+         "best of %d; sgemm %s (OpenBLAS core %s)\n", dir, n, (double)tokens / n, shortest,
+         longest, batch, sorted ? "sorted by length" : "unsorted", repeat,
+         own ? "ltdi's batch-invariant, one thread" : "OpenBLAS", ltdi_backend_cpu_blas_core());
 
   json_t *runs = json_array();
   for (int ti = 0; ti < n_threads; ti++) {
     ltdi_backend *be = NULL;
     if ((rc = ltdi_backend_cpu_create(&be, threads[ti]))) die("backend", rc, "");
+    if (own && (rc = ltdi_backend_cpu_set_batch_invariant(be, 1))) die("backend", rc, "");
     ltdi_bert *m = NULL;
     if ((rc = ltdi_bert_open(&m, be, dir, err, sizeof err))) die("encoder", rc, err);
     ltdi_bert_acts *a = NULL;
@@ -197,10 +209,12 @@ int main(int argc, char **argv) {
   if (json_path) {
     json_t *texts = json_array();
     for (int i = 0; i < n; i++) json_array_append_new(texts, json_string(s[i].text));
-    json_t *root = json_pack("{s:s, s:i, s:I, s:i, s:i, s:b, s:o, s:o, s:o}", "encoder", dir,
-                             "glosses", n, "tokens", (json_int_t)tokens, "batch", batch,
-                             "max_length", MAX_LEN, "sorted", sorted, "texts", texts,
-                             "batches", batches_json(s, n, batch), "runs", runs);
+    json_t *root = json_pack("{s:s, s:i, s:I, s:i, s:i, s:b, s:s, s:s, s:o, s:o, s:o}",
+                             "encoder", dir, "glosses", n, "tokens", (json_int_t)tokens,
+                             "batch", batch, "max_length", MAX_LEN, "sorted", sorted, "sgemm",
+                             own ? "ltdi" : "openblas", "blas_core",
+                             ltdi_backend_cpu_blas_core(), "texts", texts, "batches",
+                             batches_json(s, n, batch), "runs", runs);
     if (!root || json_dump_file(root, json_path, JSON_COMPACT) != 0)
       die(json_path, LTDI_ERR_IO, "cannot write");
     json_decref(root);

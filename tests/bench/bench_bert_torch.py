@@ -3,13 +3,15 @@
 
   .venv-ref/bin/python tests/bench/bench_bert_torch.py BENCH_BERT
       [--encoder DIR] [--glosses N] [--batch B] [--threads 1,2] [--unsorted]
-      [--repeat R] [--json FILE]
+      [--repeat R] [--sgemm auto|openblas|ltdi] [--json FILE]
 
 BENCH_BERT is the C benchmark (build target bench_bert, tests/bench/bench_bert.c).
 It is run first with --json: it tokenises every 100th gloss of WordNet's
 data.noun with ltdi's tokenizer, times ltdi_bert_forward over batches of B
 (sorted by token count unless --unsorted) at each thread count, and writes
-the exact batches of token ids. This script then checks those ids against
+the exact batches of token ids; --sgemm is passed on (auto: ltdi's own
+AVX2 sgemm where OpenBLAS runs kernels older than the CPU, as
+`ltdi-train text-eval` does). This script then checks those ids against
 the reference tokenizer (transformers' BertTokenizerFast of the same folder)
 and times transformers' AutoModel on the SAME ids and batches: float32,
 eval mode, torch.inference_mode(), torch.set_num_threads(T), the padding
@@ -47,11 +49,12 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
-def run_c(bench, encoder, glosses, batch, threads, unsorted, repeat):
+def run_c(bench, encoder, glosses, batch, threads, unsorted, repeat, sgemm):
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "bench_bert.json")
         cmd = [bench, encoder, str(glosses), str(batch), "--threads",
-               ",".join(map(str, threads)), "--repeat", str(repeat), "--json", out]
+               ",".join(map(str, threads)), "--repeat", str(repeat), "--sgemm", sgemm,
+               "--json", out]
         if unsorted:
             cmd.append("--unsorted")
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -100,13 +103,14 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--unsorted", action="store_true")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--sgemm", default="auto", choices=["auto", "openblas", "ltdi"])
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
 
     load_before = os.getloadavg()
     data, cmd = run_c(args.bench, args.encoder, args.glosses, args.batch, threads,
-                      args.unsorted, args.repeat)
+                      args.unsorted, args.repeat, args.sgemm)
     tok = AutoTokenizer.from_pretrained(args.encoder)
     bad, n = check_tokens(tok, data)
     print(f"tokenisation: {n - bad}/{n} glosses give the reference tokenizer's ids")
@@ -136,6 +140,8 @@ def main():
     core = os.environ.get("OPENBLAS_CORETYPE")
     print(f"\nmachine: {cpu_model()}, {os.cpu_count()} CPUs; OPENBLAS_CORETYPE="
           f"{core if core else '(unset)'}")
+    print(f"ltdi's sgemm: {data['sgemm']} (OpenBLAS core {data['blas_core']}); PyTorch's "
+          f"matrix products: its own build's BLAS")
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min)")
     print(f"{data['glosses']} glosses, {tokens} tokens, batch {data['batch']}, "
           f"{'sorted by length' if data['sorted'] else 'unsorted'}")
@@ -147,7 +153,8 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": cpu_model(), "cpus": os.cpu_count(),
-                       "openblas_coretype": core, "load_before": load_before,
+                       "openblas_coretype": core, "sgemm": data["sgemm"],
+                       "blas_core": data["blas_core"], "load_before": load_before,
                        "load_after": load_after, "torch": torch.__version__,
                        "c_command": cmd, "glosses": data["glosses"], "tokens": tokens,
                        "batch": data["batch"], "sorted": data["sorted"],

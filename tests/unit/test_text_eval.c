@@ -2,14 +2,15 @@
  * (trainer/eval/text_eval.h, `ltdi-train text-eval`) on a tiny random BERT
  * (tests/unit/bert_tiny.h) with a 23-word vocabulary and a synthetic
  * 5-class TSV of 600 texts (more than two embedding chunks), written here:
- *  - every feature row equals its text embedded alone (within 1e-5:
- *    OpenBLAS rounds differently per batch shape) and is in the set's order;
+ *  - every feature row equals its text embedded alone (within 1e-5 with
+ *    OpenBLAS's sgemm, which rounds differently per batch shape; bit for
+ *    bit with ltdi's batch-invariant one) and is in the set's order;
  *  - the nearest-centroid and logreg rows give, episode by episode, exactly
  *    the accuracy of direct calls to trainer/eval/baselines.h on episodes
  *    sampled and gathered here; the summary is the mean, CI and paired
  *    difference of those accuracies, computed here;
- *  - features (bit for bit) and per-episode accuracies do not depend on the
- *    thread count;
+ *  - features (bit for bit, with either sgemm) and per-episode accuracies
+ *    do not depend on the thread count;
  *  - the command's JSON has the documented fields and the run's numbers, a
  *    second run reads its features file, and bad input (a class too small,
  *    a missing or malformed file, a features file of other texts, an
@@ -102,12 +103,21 @@ static void load_set(ltdi_textset *set) {
   cr_assert_eq(set->n, CLASSES * PER_CLASS);
 }
 
-static void embed(const ltdi_textset *set, int threads, ltdi_text_features *f) {
+static void embed_with(const ltdi_textset *set, int threads, ltdi_text_sgemm sgemm,
+                       ltdi_text_features *f) {
   char err[512] = "";
-  cr_assert_eq(ltdi_text_features_embed(set, g_dir, P, 7, threads, 0, f, err, sizeof err), 0,
-               "%s", err);
+  ltdi_text_embed_options o = ltdi_text_embed_default();
+  o.max_length = P;
+  o.batch = 7;
+  o.threads = threads;
+  o.sgemm = sgemm;
+  cr_assert_eq(ltdi_text_features_embed(set, g_dir, &o, f, err, sizeof err), 0, "%s", err);
   cr_assert_eq(f->n, set->n);
   cr_assert_eq(f->dim, C);
+}
+
+static void embed(const ltdi_textset *set, int threads, ltdi_text_features *f) {
+  embed_with(set, threads, LTDI_TEXT_SGEMM_AUTO, f);
 }
 
 static ltdi_text_eval_options small_options(void) {
@@ -130,13 +140,18 @@ static void two_methods(const ltdi_text_eval_method **m) {
   cr_assert_str_eq(m[0]->name, "nearest_centroid");
 }
 
-Test(text_eval, features_equal_each_text_alone) {
+/* Every row against its text encoded alone on a backend of the same sgemm:
+ * within 1e-5 with OpenBLAS's (it rounds differently per batch shape), bit
+ * for bit with ltdi's batch-invariant one. */
+static void check_rows_alone(ltdi_text_sgemm sgemm) {
   ltdi_textset set;
   load_set(&set);
   ltdi_text_features f;
-  embed(&set, 2, &f);
+  embed_with(&set, 2, sgemm, &f);
+  cr_expect_str_eq(f.sgemm, sgemm == LTDI_TEXT_SGEMM_LTDI ? "ltdi" : "openblas");
   ltdi_backend *be = NULL;
   cr_assert_eq(ltdi_backend_cpu_create(&be, 1), 0);
+  if (sgemm == LTDI_TEXT_SGEMM_LTDI) cr_assert_eq(ltdi_backend_cpu_set_batch_invariant(be, 1), 0);
   char err[512] = "";
   ltdi_bert *m = NULL;
   cr_assert_eq(ltdi_bert_open(&m, be, g_dir, err, sizeof err), 0, "%s", err);
@@ -154,6 +169,9 @@ Test(text_eval, features_equal_each_text_alone) {
       cr_assert_leq(fabsf(alone[k] - f.x[(size_t)i * C + k]), 1e-5f,
                     "text %d (%s) element %d: %g vs %g alone", i, set.texts[i], k,
                     f.x[(size_t)i * C + k], alone[k]);
+    if (sgemm == LTDI_TEXT_SGEMM_LTDI)
+      cr_assert_eq(memcmp(alone, f.x + (size_t)i * C, sizeof alone), 0,
+                   "text %d: not the bits of the text alone with the batch-invariant sgemm", i);
   }
   ltdi_bert_acts_free(a);
   ltdi_tokenizer_close(tok);
@@ -161,6 +179,11 @@ Test(text_eval, features_equal_each_text_alone) {
   ltdi_backend_destroy(be);
   ltdi_text_features_free(&f);
   ltdi_textset_free(&set);
+}
+
+Test(text_eval, features_equal_each_text_alone) {
+  check_rows_alone(LTDI_TEXT_SGEMM_OPENBLAS);
+  check_rows_alone(LTDI_TEXT_SGEMM_LTDI);
 }
 
 /* Mean and 1.96 * sample std / sqrt(n), written out here. */
@@ -245,10 +268,16 @@ Test(text_eval, results_do_not_depend_on_threads) {
   ltdi_textset set;
   load_set(&set);
   ltdi_text_features f1, f3;
-  embed(&set, 1, &f1);
-  embed(&set, 3, &f3);
-  cr_assert_eq(memcmp(f1.x, f3.x, (size_t)set.n * C * sizeof *f1.x), 0,
-               "features differ between 1 and 3 embedding threads");
+  for (int sg = LTDI_TEXT_SGEMM_OPENBLAS; sg <= LTDI_TEXT_SGEMM_LTDI; sg++) {
+    embed_with(&set, 1, (ltdi_text_sgemm)sg, &f1);
+    embed_with(&set, 3, (ltdi_text_sgemm)sg, &f3);
+    cr_assert_eq(memcmp(f1.x, f3.x, (size_t)set.n * C * sizeof *f1.x), 0,
+                 "features (sgemm %s) differ between 1 and 3 embedding threads", f1.sgemm);
+    if (sg == LTDI_TEXT_SGEMM_OPENBLAS) {
+      ltdi_text_features_free(&f1);
+      ltdi_text_features_free(&f3);
+    }
+  }
   cr_expect_str_eq(f1.texts_sha256, f3.texts_sha256);
   const ltdi_text_eval_method *methods[2];
   two_methods(methods);
@@ -351,6 +380,11 @@ Test(text_eval, command_json_fields_and_features_file) {
     cr_expect(num(emb, "seconds") >= 0.0);
     cr_expect_eq(json_is_true(json_object_get(emb, "cached")), pass == 1);
     cr_expect_str_eq(json_string_value(json_object_get(emb, "features")), feat);
+    const char *sg = json_string_value(json_object_get(emb, "sgemm"));
+    cr_assert_not_null(sg, "no embedding.sgemm");
+    cr_expect(!strcmp(sg, "ltdi") || !strcmp(sg, "openblas"), "embedding.sgemm '%s'", sg);
+    cr_expect_str_eq(json_string_value(json_object_get(emb, "blas_core")),
+                     ltdi_backend_cpu_blas_core());
 
     /* The same run through the API, on features embedded here. */
     ltdi_textset set;

@@ -27,7 +27,13 @@ typedef struct text_eval_args {
   ltdi_text_eval_options opt;
   const char *encoder, *data, *out, *features, *methods;
   int embed_threads;
+  int sgemm; /* ltdi_text_sgemm */
 } text_eval_args;
+
+static const ltdi_opt_choice SGEMMS[] = {{"auto", LTDI_TEXT_SGEMM_AUTO},
+                                         {"openblas", LTDI_TEXT_SGEMM_OPENBLAS},
+                                         {"ltdi", LTDI_TEXT_SGEMM_LTDI},
+                                         {NULL, 0}};
 
 static void text_eval_defaults(void *p) {
   text_eval_args *a = p;
@@ -62,6 +68,10 @@ static const ltdi_opt TEXT_EVAL_OPTS[] = {
                  "results do not depend on it"),
     LTDI_OPT_INT("--embed-threads", text_eval_args, embed_threads, 1, LTDI_TEXT_EVAL_MAX_THREADS,
                  "T", "--threads", "workers of the embedding pass"),
+    LTDI_OPT_CHOICE("--sgemm", text_eval_args, sgemm, SGEMMS, "S", "auto",
+                    "auto | openblas | ltdi: the embedding's matrix products;\n"
+                    "auto takes ltdi's AVX2 kernel where OpenBLAS runs generic\n"
+                    "pre-AVX2 kernels (set OPENBLAS_CORETYPE to change its choice)"),
     LTDI_OPT_STRING("--methods", text_eval_args, methods, "LIST", DEFAULT_METHODS,
                     "comma-separated, from the methods below"),
     LTDI_OPT_DOUBLE("--logreg-l2", text_eval_args, opt.logreg.l2, 0.0, 1e12, "L", NULL,
@@ -171,8 +181,10 @@ static int get_features(const text_eval_args *a, const ltdi_textset *set,
     err[0] = '\0';
   }
   const double t0 = ltdi_now_s();
-  rc = ltdi_text_features_embed(set, a->encoder, a->opt.max_length, a->opt.batch,
-                                a->embed_threads, a->opt.progress, f, err, sizeof err);
+  ltdi_text_embed_options eo = {.max_length = a->opt.max_length, .batch = a->opt.batch,
+                                .threads = a->embed_threads, .sgemm = (ltdi_text_sgemm)a->sgemm,
+                                .progress = a->opt.progress};
+  rc = ltdi_text_features_embed(set, a->encoder, &eo, f, err, sizeof err);
   info->embed_seconds = ltdi_now_s() - t0;
   if (rc) {
     fprintf(stderr, "ltdi-train text-eval: %s\n", err[0] ? err : ltdi_strerror(rc));
@@ -248,15 +260,19 @@ int ltdi_cmd_text_eval(int argc, char **argv) {
                               .n_classes = set.n_classes, .features = a.features};
   int status = get_features(&a, &set, &f, &info);
   info.dim = f.dim;
+  info.sgemm = f.sgemm;
+  info.blas_core = ltdi_backend_cpu_blas_core();
   ltdi_text_eval_result results[LTDI_TEXT_EVAL_MAX_METHODS];
   double t_eval = ltdi_now_s();
   if (!status) {
     printf("text-eval: %s: %d texts, %d classes; encoder %s (dim %d)\n", a.data, set.n,
            set.n_classes, a.encoder, f.dim);
     if (info.features_cached) printf("features: read from %s\n", a.features);
-    else printf("features: %d texts embedded in %.1f s by %d worker%s (%.1f texts/s)\n", set.n,
-                info.embed_seconds, a.embed_threads, a.embed_threads > 1 ? "s" : "",
-                set.n / (info.embed_seconds > 0 ? info.embed_seconds : 1e-9));
+    else printf("features: %d texts embedded in %.1f s by %d worker%s (%.1f texts/s; sgemm %s, "
+                "OpenBLAS core %s)\n", set.n, info.embed_seconds, a.embed_threads,
+                a.embed_threads > 1 ? "s" : "",
+                set.n / (info.embed_seconds > 0 ? info.embed_seconds : 1e-9), f.sgemm,
+                ltdi_backend_cpu_blas_core());
     fflush(stdout);
     t_eval = ltdi_now_s();
     rc = ltdi_text_eval_run(&set, &f, &a.opt, methods, n_methods, results, NULL, err, sizeof err);

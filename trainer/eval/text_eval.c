@@ -356,6 +356,8 @@ int ltdi_text_eval_write_json(const char *path, const ltdi_text_eval_options *op
     bad |= json_object_set_new(emb, "threads", json_integer(info->embed_threads)) != 0;
     bad |= set_str_or_null(emb, "features", info->features);
     bad |= json_object_set_new(emb, "cached", json_boolean(info->features_cached)) != 0;
+    bad |= set_str_or_null(emb, "sgemm", info->sgemm && info->sgemm[0] ? info->sgemm : NULL);
+    bad |= set_str_or_null(emb, "blas_core", info->blas_core);
     bad |= json_object_set(root, "embedding", emb) != 0;
   }
   for (int m = 0; m < n_methods && !bad; m++) {

@@ -20,7 +20,9 @@
  * texts in order, each followed by LF), "encoder_sha256" (the encoder
  * folder's config.json, model.safetensors, vocab.txt and, when present,
  * tokenizer_config.json, each as its name, a NUL, its 8-byte little-endian
- * size and its bytes), "max_length" — and a data checksum.
+ * size and its bytes), "max_length" — a data checksum, and for the reader
+ * "sgemm" (whose matrix products made them; not checked: it changes only
+ * the rounding).
  *
  * ---- Episodes --------------------------------------------------------------
  * Episode i is ltdi_text_episode_sample(set, seed, i): the same for every
@@ -60,7 +62,29 @@ typedef struct ltdi_text_features {
   char texts_sha256[65];
   char encoder_sha256[65];
   int max_length;
+  char sgemm[16]; /* "openblas" or "ltdi": whose sgemm embedded them ("" unknown) */
 } ltdi_text_features;
+
+/* Whose sgemm the embedding workers use. AUTO: ltdi's batch-invariant one
+ * (AVX2+FMA) where OpenBLAS runs a kernel set older than the CPU
+ * (ltdi_backend_cpu_blas_is_generic: several times faster there), else
+ * OpenBLAS's. Either is deterministic; they differ by float rounding. */
+typedef enum ltdi_text_sgemm {
+  LTDI_TEXT_SGEMM_AUTO = 0,
+  LTDI_TEXT_SGEMM_OPENBLAS = 1,
+  LTDI_TEXT_SGEMM_LTDI = 2,
+} ltdi_text_sgemm;
+
+typedef struct ltdi_text_embed_options {
+  int max_length; /* tokens per text, [CLS] and [SEP] included; 2..max_position_embeddings */
+  int batch;      /* texts per forward */
+  int threads;    /* workers, each with its own one-thread backend and encoder copy */
+  ltdi_text_sgemm sgemm;
+  int progress;   /* 1: progress lines on stderr */
+} ltdi_text_embed_options;
+
+/* max length 128, batch 32, 2 threads, AUTO, no progress. */
+ltdi_text_embed_options ltdi_text_embed_default(void);
 
 void ltdi_text_features_free(ltdi_text_features *f);
 
@@ -69,15 +93,13 @@ void ltdi_text_features_free(ltdi_text_features *f);
 void ltdi_text_features_texts_digest(const ltdi_textset *set, char hex[65]);
 int ltdi_text_features_encoder_digest(const char *dir, char hex[65], char *err, size_t errlen);
 
-/* Embeds every text of `set` with the encoder of folder `dir`: texts cut to
- * max_length tokens ([CLS] and [SEP] included, 2 <= max_length <=
- * max_position_embeddings), up to `batch` texts per forward, `threads`
- * workers (see the top). progress: 1 prints progress lines on stderr.
- * out receives n, dim, x, the digests and max_length. Errors name the
- * folder's file (ltdi_bert_open), the text (set->path:line for a text the
- * tokenizer refuses) or the option; LTDI_ERR_NOMEM. */
-int ltdi_text_features_embed(const ltdi_textset *set, const char *dir, int max_length,
-                             int batch, int threads, int progress, ltdi_text_features *out,
+/* Embeds every text of `set` with the encoder of folder `dir` as opt says
+ * (see the top; opt NULL: the defaults). out receives n, dim, x, the
+ * digests, max_length and the sgemm used. Errors name the folder's file
+ * (ltdi_bert_open), the text (set->path:line for a text the tokenizer
+ * refuses) or the option; LTDI_ERR_NOMEM. */
+int ltdi_text_features_embed(const ltdi_textset *set, const char *dir,
+                             const ltdi_text_embed_options *opt, ltdi_text_features *out,
                              char *err, size_t errlen);
 
 /* Writes f to `path` atomically (format at the top). 0 or the writer's error. */
@@ -195,16 +217,18 @@ typedef struct ltdi_text_eval_info {
   int embed_threads;       /* workers of the embedding */
   const char *features;    /* the features file, or NULL */
   int features_cached;     /* 1: read from that file, not embedded */
+  const char *sgemm;       /* whose sgemm embedded them ("openblas", "ltdi"; NULL: unknown) */
+  const char *blas_core;   /* OpenBLAS's kernel set in this run (NULL: unknown) */
 } ltdi_text_eval_info;
 
 /* Writes
  *   {"data", "encoder", "texts", "classes", "dim", "ways", "shots", "queries",
  *    "episodes", "seed", "max_length", "threads",
- *    "embedding": {"seconds", "threads", "features", "cached"},
+ *    "embedding": {"seconds", "threads", "features", "cached", "sgemm", "blas_core"},
  *    "methods": {name: {"acc", "ci95", "seconds", "seconds_per_task",
  *                       "paired_vs_nearest_centroid": {"diff", "ci95"}}}}
  * acc, ci95 and the paired numbers as fractions; the paired object only
- * when computed; "features" null without a file. 0, LTDI_ERR_NOMEM or
+ * when computed; "features", "sgemm", "blas_core" null when unknown. 0, LTDI_ERR_NOMEM or
  * LTDI_ERR_IO. */
 int ltdi_text_eval_write_json(const char *path, const ltdi_text_eval_options *opt,
                               const ltdi_text_eval_info *info,

@@ -77,7 +77,14 @@ int ltdi_text_features_encoder_digest(const char *dir, char hex[65], char *err, 
 
 /* ==== the embedding workers =============================================== */
 
+ltdi_text_embed_options ltdi_text_embed_default(void) {
+  ltdi_text_embed_options o = {.max_length = 128, .batch = 32, .threads = 2,
+                               .sgemm = LTDI_TEXT_SGEMM_AUTO, .progress = 0};
+  return o;
+}
+
 typedef struct embed_shared {
+  int own_sgemm; /* 1: the backends run ltdi's batch-invariant sgemm */
   const ltdi_textset *set;
   const ltdi_bert_config *cfg;
   const ltdi_st_file *weights;
@@ -155,6 +162,8 @@ static void *embed_worker(void *arg) {
    * thread's sgemm rounds the same on every run. */
   if (!rc && (rc = ltdi_backend_cpu_create(&be, 1)))
     embed_fail(sh, rc, "cannot create a CPU backend: %s", ltdi_strerror(rc));
+  if (!rc && sh->own_sgemm && (rc = ltdi_backend_cpu_set_batch_invariant(be, 1)))
+    embed_fail(sh, rc, "cannot switch to ltdi's sgemm: %s", ltdi_strerror(rc));
   if (!rc && (rc = ltdi_bert_load(&m, be, sh->cfg, sh->weights, sh->origin, err, sizeof err)))
     embed_fail(sh, rc, "%s", err[0] ? err : ltdi_strerror(rc));
   while (!rc) {
@@ -215,11 +224,13 @@ static int embed_run(embed_shared *sh, int threads) {
   return sh->rc;
 }
 
-int ltdi_text_features_embed(const ltdi_textset *set, const char *dir, int max_length,
-                             int batch, int threads, int progress, ltdi_text_features *out,
+int ltdi_text_features_embed(const ltdi_textset *set, const char *dir,
+                             const ltdi_text_embed_options *opt, ltdi_text_features *out,
                              char *err, size_t errlen) {
   if (!out) return LTDI_ERR_INVALID_ARG;
   memset(out, 0, sizeof *out);
+  const ltdi_text_embed_options o = opt ? *opt : ltdi_text_embed_default();
+  const int max_length = o.max_length, batch = o.batch, threads = o.threads;
   if (!set || set->n < 1 || !dir || batch < 1 || threads < 1 ||
       threads > LTDI_TEXT_EVAL_MAX_THREADS)
     return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
@@ -266,7 +277,10 @@ int ltdi_text_features_embed(const ltdi_textset *set, const char *dir, int max_l
   sh.out = out->x;
   sh.err = err;
   sh.errlen = errlen;
-  sh.show = progress;
+  sh.show = o.progress;
+  sh.own_sgemm = o.sgemm == LTDI_TEXT_SGEMM_LTDI ||
+                 (o.sgemm == LTDI_TEXT_SGEMM_AUTO && ltdi_backend_cpu_blas_is_generic());
+  snprintf(out->sgemm, sizeof out->sgemm, "%s", sh.own_sgemm ? "ltdi" : "openblas");
   rc = embed_run(&sh, threads);
 done:
   free(order);
@@ -290,6 +304,7 @@ int ltdi_text_features_write(const char *path, const ltdi_text_features *f, cons
   if (!rc) rc = ltdi_st_writer_meta(w, "encoder_sha256", f->encoder_sha256);
   if (!rc) rc = ltdi_st_writer_meta(w, "max_length", ml);
   if (!rc && dir) rc = ltdi_st_writer_meta(w, "encoder", dir);
+  if (!rc && f->sgemm[0]) rc = ltdi_st_writer_meta(w, "sgemm", f->sgemm);
   if (!rc) rc = ltdi_st_writer_meta(w, "pooling", "mean over tokens, L2-normalised");
   if (!rc) {
     ltdi_st_writer_set_checksum(w, 1);
@@ -341,6 +356,8 @@ int ltdi_text_features_read(const char *path, ltdi_text_features *out, char *err
     out->max_length = (int)mlv;
     memcpy(out->texts_sha256, ts, 65);
     memcpy(out->encoder_sha256, es, 65);
+    const char *sg = ltdi_st_meta(st, "sgemm");
+    snprintf(out->sgemm, sizeof out->sgemm, "%s", sg ? sg : "");
   }
   ltdi_st_close(st);
   if (rc) ltdi_text_features_free(out);
