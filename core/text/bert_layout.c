@@ -13,6 +13,7 @@
 
 #include "base/error.h"
 #include "core/text/bert_internal.h"
+#include "core/text/lora.h"
 
 /* ==== parameter table ===================================================== */
 
@@ -40,8 +41,8 @@ static size_t add_param(builder *bd, const char *name, int ndim, int64_t s0, int
 }
 
 /* `prefix`.weight (n_out, n_in) and `prefix`.bias (n_out). */
-static void add_linear(builder *bd, const char *prefix, int n_out, int n_in,
-                       ltdi__bert_linear *lin) {
+static void add_linear(builder *bd, const char *prefix, int n_out, int n_in, int layer,
+                       ltdi_lora_module module, ltdi__bert_linear *lin) {
   char name[LTDI_BERT_NAME_MAX];
   snprintf(name, sizeof name, "%s.weight", prefix);
   lin->w = add_param(bd, name, 2, n_out, n_in);
@@ -49,6 +50,8 @@ static void add_linear(builder *bd, const char *prefix, int n_out, int n_in,
   lin->b = add_param(bd, name, 1, n_out, 0);
   lin->n_in = n_in;
   lin->n_out = n_out;
+  lin->layer = layer;
+  lin->module = (int)module;
 }
 
 static void add_norm(builder *bd, const char *prefix, int C, size_t *w, size_t *b) {
@@ -71,13 +74,14 @@ static int build(ltdi_bert *m) {
     ltdi__bert_layer *ly = &m->layer[l];
     char p[LTDI_BERT_NAME_MAX];
 #define PREFIX(suffix) (snprintf(p, sizeof p, "encoder.layer.%d.%s", l, (suffix)), p)
-    add_linear(&bd, PREFIX("attention.self.query"), C, C, &ly->query);
-    add_linear(&bd, PREFIX("attention.self.key"), C, C, &ly->key);
-    add_linear(&bd, PREFIX("attention.self.value"), C, C, &ly->value);
-    add_linear(&bd, PREFIX("attention.output.dense"), C, C, &ly->attn_out);
+    add_linear(&bd, PREFIX("attention.self.query"), C, C, l, LTDI_LORA_QUERY, &ly->query);
+    add_linear(&bd, PREFIX("attention.self.key"), C, C, l, LTDI_LORA_KEY, &ly->key);
+    add_linear(&bd, PREFIX("attention.self.value"), C, C, l, LTDI_LORA_VALUE, &ly->value);
+    add_linear(&bd, PREFIX("attention.output.dense"), C, C, l, LTDI_LORA_ATTN_OUTPUT,
+               &ly->attn_out);
     add_norm(&bd, PREFIX("attention.output.LayerNorm"), C, &ly->ln1_w, &ly->ln1_b);
-    add_linear(&bd, PREFIX("intermediate.dense"), I, C, &ly->inter);
-    add_linear(&bd, PREFIX("output.dense"), C, I, &ly->out);
+    add_linear(&bd, PREFIX("intermediate.dense"), I, C, l, LTDI_LORA_INTERMEDIATE, &ly->inter);
+    add_linear(&bd, PREFIX("output.dense"), C, I, l, LTDI_LORA_OUTPUT, &ly->out);
     add_norm(&bd, PREFIX("output.LayerNorm"), C, &ly->ln2_w, &ly->ln2_b);
 #undef PREFIX
   }
