@@ -11,6 +11,8 @@
  *    difference of those accuracies, computed here;
  *  - features (bit for bit, with either sgemm) and per-episode accuracies
  *    do not depend on the thread count;
+ *  - the finetune row gives, episode by episode, the accuracy of direct
+ *    calls to trainer/prepare/lora_train.h, on any thread count;
  *  - the command's JSON has the documented fields and the run's numbers, a
  *    second run reads its features file, and bad input (a class too small,
  *    a missing or malformed file, a features file of other texts, an
@@ -32,6 +34,7 @@
 #include "trainer/data/episode.h"
 #include "trainer/eval/baselines.h"
 #include "trainer/eval/text_eval.h"
+#include "trainer/prepare/lora_train.h"
 #include "tests/unit/bert_tiny.h"
 
 static char g_dir[256], g_tsv[300];
@@ -297,6 +300,74 @@ Test(text_eval, results_do_not_depend_on_threads) {
   }
   ltdi_text_features_free(&f1);
   ltdi_text_features_free(&f3);
+  ltdi_textset_free(&set);
+}
+
+/* The fine-tune row is trainer/prepare/lora_train.h's recipe and head:
+ * episode by episode the same accuracy as the two calls made here on the
+ * same episode, on 1 or 3 threads. */
+Test(text_eval, finetune_row_equals_direct_lora_calls) {
+  ltdi_textset set;
+  load_set(&set);
+  ltdi_text_features f;
+  embed(&set, 2, &f);
+  ltdi_text_eval_options o = small_options();
+  o.episodes = 4;
+  o.finetune_steps = 3;
+  o.encoder = g_dir;
+  const ltdi_text_eval_method *methods[2] = {ltdi_text_eval_method_find("nc"),
+                                             ltdi_text_eval_method_find("finetune")};
+  cr_assert_not_null(methods[1]);
+  cr_expect_eq(methods[1]->needs_encoder, 1);
+  ltdi_text_eval_result r[2];
+  double per1[2 * 4], per3[2 * 4];
+  char err[512] = "";
+  o.threads = 1;
+  cr_assert_eq(ltdi_text_eval_run(&set, &f, &o, methods, 2, r, per1, err, sizeof err), 0, "%s",
+               err);
+  o.threads = 3;
+  cr_assert_eq(ltdi_text_eval_run(&set, &f, &o, methods, 2, r, per3, err, sizeof err), 0, "%s",
+               err);
+  cr_expect_eq(memcmp(per1, per3, sizeof per1), 0, "finetune depends on the thread count");
+
+  ltdi_lora_trainer_options to;
+  ltdi_lora_trainer_default_options(&to);
+  to.encoder = g_dir;
+  to.max_length = P;
+  ltdi_lora_trainer *tr = NULL;
+  cr_assert_eq(ltdi_lora_trainer_create(&tr, &to, err, sizeof err), 0, "%s", err);
+  float *params = malloc(ltdi_lora_trainer_param_count(tr) * sizeof *params);
+  float *means = malloc((size_t)o.ways * ltdi_lora_trainer_hidden_size(tr) * sizeof *means);
+  const int ns = o.ways * o.shots, nq = o.ways * o.queries;
+  const char **st = malloc((size_t)ns * sizeof *st), **qt = malloc((size_t)nq * sizeof *qt);
+  int32_t *sy = malloc((size_t)ns * sizeof *sy), *qy = malloc((size_t)nq * sizeof *qy);
+  ltdi_episode ep;
+  cr_assert_eq(ltdi_episode_alloc(&ep, o.ways, o.shots, o.queries), 0);
+  ltdi_lora_train_config cfg = ltdi_lora_train_default();
+  cfg.steps = 3;
+  for (int i = 0; i < o.episodes; i++) {
+    cr_assert_eq(ltdi_text_episode_sample(&ep, &set, o.seed, (uint64_t)i, err, sizeof err), 0);
+    for (int k = 0; k < ns; k++) st[k] = set.texts[ep.support[k]], sy[k] = k / o.shots;
+    for (int k = 0; k < nq; k++) qt[k] = set.texts[ep.query[k]], qy[k] = k / o.queries;
+    const ltdi_lora_task task = {.ways = o.ways, .n = ns, .texts = st, .labels = sy,
+                                 .seed = o.seed * 0x9E3779B97F4A7C15ull + (uint64_t)i};
+    cr_assert_eq(ltdi_lora_train_task(tr, &task, &cfg, NULL, params, means, NULL, err,
+                                      sizeof err), 0, "%s", err);
+    double acc = -1.0;
+    cr_assert_eq(ltdi_lora_task_accuracy(tr, params, means, o.ways, qt, qy, nq, &acc, NULL, err,
+                                         sizeof err), 0, "%s", err);
+    cr_expect_eq(per1[4 + i], acc, "episode %d: finetune row %g, direct calls %g", i,
+                 per1[4 + i], acc);
+  }
+  /* Without the encoder folder the row cannot run. */
+  o.encoder = NULL;
+  cr_expect_eq(ltdi_text_eval_run(&set, &f, &o, methods, 2, r, NULL, err, sizeof err),
+               LTDI_ERR_INVALID_ARG);
+  cr_expect(strstr(err, "finetune") != NULL, "%s", err);
+  ltdi_episode_free(&ep);
+  free(params), free(means), free(st), free(qt), free(sy), free(qy);
+  ltdi_lora_trainer_free(tr);
+  ltdi_text_features_free(&f);
   ltdi_textset_free(&set);
 }
 

@@ -74,6 +74,8 @@ static const ltdi_opt TEXT_EVAL_OPTS[] = {
                     "pre-AVX2 kernels (set OPENBLAS_CORETYPE to change its choice)"),
     LTDI_OPT_STRING("--methods", text_eval_args, methods, "LIST", DEFAULT_METHODS,
                     "comma-separated, from the methods below"),
+    LTDI_OPT_INT("--finetune-steps", text_eval_args, opt.finetune_steps, 0, 1000000, "N",
+                 "the recipe's", "finetune: Adam steps per task"),
     LTDI_OPT_DOUBLE("--logreg-l2", text_eval_args, opt.logreg.l2, 0.0, 1e12, "L", NULL,
                     "logreg's L2 penalty on a sum over examples (1 = scikit-learn's C = 1)"),
     LTDI_OPT_STRING("--features", text_eval_args, features, "FILE", NULL,

@@ -145,12 +145,13 @@ static int run_episode(run_shared *sh, ltdi_text_eval_worker *w, void *const *st
   gather(sh, b, (uint64_t)i, &t);
   for (int m = 0; m < sh->n_methods; m++) {
     w->state = states[m];
+    w->err[0] = '\0';
     const double t0 = ltdi_now_s();
     rc = sh->methods[m]->classify(w, &t, b->pred);
     secs[m] += ltdi_now_s() - t0;
     if (rc) {
       run_fail(sh, rc, "method %s failed on episode %d: %s", sh->methods[m]->name, i,
-               ltdi_strerror(rc));
+               w->err[0] ? w->err : ltdi_strerror(rc));
       return rc;
     }
     int correct = 0;
@@ -190,12 +191,13 @@ static void *run_worker(void *arg) {
     return NULL;
   }
   pthread_mutex_lock(&sh->mu);
-  ltdi_text_eval_worker w = {.index = sh->workers++, .opt = sh->opt, .state = NULL};
+  ltdi_text_eval_worker w = {.index = sh->workers++, .opt = sh->opt, .state = NULL, .err = ""};
   pthread_mutex_unlock(&sh->mu);
   for (; n_init < nm; n_init++) {
     const ltdi_text_eval_method *m = sh->methods[n_init];
+    w.err[0] = '\0';
     if (m->thread_init && (rc = m->thread_init(&w, &states[n_init]))) {
-      run_fail(sh, rc, "method %s: setup failed: %s", m->name, ltdi_strerror(rc));
+      run_fail(sh, rc, "method %s: setup failed: %s", m->name, w.err[0] ? w.err : ltdi_strerror(rc));
       break;
     }
   }

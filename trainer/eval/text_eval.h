@@ -128,6 +128,7 @@ typedef struct ltdi_text_eval_options {
   int max_length;         /* tokens per text for methods that run the encoder */
   int batch;              /* texts per forward for methods that run the encoder */
   ltdi_logreg_config logreg;
+  int finetune_steps;     /* finetune: Adam steps per task (0: ltdi_lora_train_default()'s) */
   const char *encoder;    /* the encoder folder, for methods that open their own copy */
   int progress;           /* 1: progress lines on stderr */
 } ltdi_text_eval_options;
@@ -157,6 +158,7 @@ typedef struct ltdi_text_eval_worker {
   int index; /* 0..threads-1, in the order the workers started */
   const ltdi_text_eval_options *opt;
   void *state; /* what the method's thread_init made (NULL without one) */
+  char err[512]; /* a failing method's explanation (cleared before each call) */
 } ltdi_text_eval_worker;
 
 typedef struct ltdi_text_eval_method {
