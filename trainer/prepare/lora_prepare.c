@@ -332,9 +332,9 @@ static char *journal_identity(const lp_run *r) {
   fprintf(f, "text=%s\ntext_sha256=%s\nbase_model_sha256=%s\ntargets=", c->text_path,
           r->sh.text_sha, s->base_model_sha256);
   print_targets(f, s, 0);
-  fprintf(f, "\nr=%d\nalpha=%.9g\nfirst_layer=%d\nmax_length=%d\nmax_batch=%d\n", s->r,
-          (double)s->alpha, c->trainer.first_layer, c->trainer.max_length,
-          c->trainer.max_batch);
+  fprintf(f, "\nr=%d\nalpha=%.9g\nfirst_layer=%d\nmax_length=%d\n", s->r, (double)s->alpha,
+          c->trainer.first_layer, c->trainer.max_length);
+  fprintf(f, "max_batch=%d\nmax_tokens=%d\n", c->trainer.max_batch, c->trainer.max_tokens);
   fprintf(f,
           "steps=%d\nlr=%.9g\nlogit_scale=%.9g\nsam_rho=%.9g\nweight_decay=%.9g\nbatch=%d\n"
           "init_seed=%llu\ntrajectory_length=%d\nspacing=%s\n",
@@ -454,6 +454,7 @@ static int add_metadata(ltdi_st_writer *w, const lp_run *r, const char *names) {
   if (rc == 0) rc = ltdi_st_writer_meta(w, "spacing", spacing_name(t->spacing));
   if (rc == 0) rc = meta_int(w, "max_length", c->trainer.max_length);
   if (rc == 0) rc = meta_int(w, "max_batch", c->trainer.max_batch);
+  if (rc == 0) rc = meta_int(w, "max_tokens", c->trainer.max_tokens);
   if (rc == 0) rc = meta_int(w, "seed", (long long)c->seed);
   if (rc == 0) rc = ltdi_st_writer_meta(w, "data_source", src);
   if (rc == 0) rc = ltdi_st_writer_meta(w, "class_names", names);

@@ -26,9 +26,9 @@
  * ltdi's adapter file, and first_layer); base_model, base_model_sha256
  * (of DIR/model.safetensors); the recipe (head "cosine", logit_scale,
  * optimiser, steps, lr, sam_rho, weight_decay, batch, init "peft",
- * init_seed, spacing, max_length, max_batch); seed, data_source (the text
- * file and its sha256), class_names (JSON), embedding_layout,
- * trajectory_order. */
+ * init_seed, spacing, max_length, max_batch, max_tokens); seed,
+ * data_source (the text file and its sha256), class_names (JSON),
+ * embedding_layout, trajectory_order. */
 #ifndef LTDI_TRAINER_LORA_PREPARE_H
 #define LTDI_TRAINER_LORA_PREPARE_H
 
@@ -44,7 +44,7 @@ extern "C" {
 #define LTDI_LORA_PREPARE_SALT 0x6c6f72612d707265ull
 
 typedef struct ltdi_lora_prepare_config {
-  ltdi_lora_trainer_options trainer; /* encoder, adapter shape, max_length, max_batch */
+  ltdi_lora_trainer_options trainer; /* encoder, adapter shape, max_length, chunks */
   ltdi_lora_train_config train;      /* the recipe */
   const char *text_path;             /* label<TAB>text file the tasks come from */
   int tasks, ways, shots;
