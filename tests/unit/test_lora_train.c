@@ -29,6 +29,8 @@
 #include "core/text/lora.h"
 #include "tests/reference.h"
 #include "tests/unit/lora_text_fixture.h"
+#include "trainer/cli/commands.h"
+#include "trainer/data/episode.h"
 #include "trainer/data/textset.h"
 #include "trainer/prepare/head.h"
 #include "trainer/prepare/lora_train.h"
@@ -376,4 +378,150 @@ Test(lora_train, bad_tasks_and_recipes_are_refused) {
   cr_expect_neq(ltdi_lora_trainer_create(&bad, &o, err, sizeof err), 0);
   cr_expect(strstr(err, "/nonexistent/encoder") != NULL, "%s", err);
   cr_expect_null(bad);
+}
+
+/* ==== a trained adapter through PEFT ===================================== */
+
+#define REF_PYTHON LTDI_SOURCE_DIR "/.venv-ref/bin/python"
+#define REF_SCRIPT LTDI_SOURCE_DIR "/tests/python/bert_lora_reference.py"
+#define REF_ENCODER LTDI_SOURCE_DIR "/.venv-ref/encoder"
+#define REF_TOL 1e-4
+
+static char r_dir[256];
+
+static void ref_setup(void) {
+  snprintf(r_dir, sizeof r_dir, "/tmp/ltdi_test_lora_train_ref_XXXXXX");
+  cr_assert_not_null(mkdtemp(r_dir));
+}
+
+static void ref_teardown(void) {
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", r_dir);
+  if (system(cmd) != 0) cr_log_warn("could not remove %s", r_dir);
+}
+
+TestSuite(lora_train_reference, .init = ref_setup, .fini = ref_teardown);
+
+static float *read_f32(const char *path, size_t n) {
+  float *x = malloc(n * sizeof *x);
+  FILE *f = fopen(path, "rb");
+  cr_assert(x && f, "cannot read %s", path);
+  cr_assert_eq(fread(x, sizeof *x, n, f), n, "%s: short", path);
+  fclose(f);
+  return x;
+}
+
+Test(lora_train_reference, trained_adapter_loads_in_peft_with_the_same_accuracy) {
+  if (access(REF_PYTHON, X_OK) != 0 || access(REF_ENCODER "/model.safetensors", R_OK) != 0 ||
+      access("/usr/share/wordnet/data.noun", R_OK) != 0)
+    LTDI_REFERENCE_MISSING("no %s, encoder or /usr/share/wordnet (the text reference)",
+                           REF_PYTHON);
+  /* WordNet's meta-test split; its episode 0 of seed 1, 5-way 20-shot. */
+  char wn[300], err[1024] = "";
+  snprintf(wn, sizeof wn, "%s/wordnet", r_dir);
+  char *dargv[] = {"data", "wordnet", "--out", wn, NULL};
+  cr_assert_eq(ltdi_cmd_data(4, dargv), 0);
+  char tsv[320];
+  snprintf(tsv, sizeof tsv, "%s/meta-test.tsv", wn);
+  ltdi_textset set;
+  cr_assert_eq(ltdi_textset_load(tsv, NULL, &set, err, sizeof err), 0, "%s", err);
+  enum { N = 5, K = 20, Q = 20, NS = N * K, NQ = N * Q };
+  ltdi_episode ep;
+  cr_assert_eq(ltdi_episode_alloc(&ep, N, K, Q), 0);
+  cr_assert_eq(ltdi_text_episode_sample(&ep, &set, 1, 0, err, sizeof err), 0, "%s", err);
+  const char *texts[NS + NQ];
+  int32_t labels[NS + NQ];
+  for (int i = 0; i < NS; i++) texts[i] = set.texts[ep.support[i]], labels[i] = i / K;
+  for (int i = 0; i < NQ; i++) texts[NS + i] = set.texts[ep.query[i]], labels[NS + i] = i / Q;
+
+  /* The recipe, a few steps (the check is of the adapter, not the gain). */
+  ltdi_lora_trainer_options o;
+  ltdi_lora_trainer_default_options(&o);
+  o.encoder = REF_ENCODER;
+  ltdi_lora_trainer *t = NULL;
+  cr_assert_eq(ltdi_lora_trainer_create(&t, &o, err, sizeof err), 0, "%s", err);
+  const size_t P = ltdi_lora_trainer_param_count(t);
+  const int CE = ltdi_lora_trainer_hidden_size(t);
+  ltdi_lora_train_config cfg = ltdi_lora_train_default();
+  cfg.steps = 5;
+  const ltdi_lora_task task = {N, NS, texts, labels, 0, 0};
+  float *params = malloc(P * sizeof *params), *means = malloc((size_t)N * CE * sizeof *means);
+  cr_assert_eq(ltdi_lora_train_task(t, &task, &cfg, NULL, params, means, NULL, err, sizeof err),
+               0, "%s", err);
+  double acc = 0.0, nc = 0.0;
+  int32_t pred[NQ];
+  cr_assert_eq(ltdi_lora_task_accuracy(t, params, means, N, texts + NS, labels + NS, NQ, &acc,
+                                       pred, err, sizeof err),
+               0, "%s", err);
+  cr_assert_eq(ltdi_lora_task_accuracy(t, NULL, means, N, texts + NS, labels + NS, NQ, &nc, NULL,
+                                       err, sizeof err),
+               0);
+  float *emb = malloc((size_t)NQ * CE * sizeof *emb);
+  cr_assert_eq(ltdi_lora_embed(t, params, texts + NS, NQ, emb, err, sizeof err), 0);
+
+  /* The PEFT folder of the trained adapter, as lora-export writes it. */
+  ltdi_lora *l = NULL;
+  cr_assert_eq(ltdi_lora_create(&l, ltdi_lora_trainer_spec(t), err, sizeof err), 0, "%s", err);
+  cr_assert_eq(ltdi_lora_set_params(l, params, P), 0);
+  char adir[320], txt[320], out[320], base[340];
+  snprintf(adir, sizeof adir, "%s/adapter", r_dir);
+  snprintf(txt, sizeof txt, "%s/texts.txt", r_dir);
+  snprintf(out, sizeof out, "%s/peft.f32", r_dir);
+  snprintf(base, sizeof base, "%s.base", out);
+  cr_assert_eq(ltdi_lora_write_peft(l, adir, 0, err, sizeof err), 0, "%s", err);
+  FILE *f = fopen(txt, "w");
+  cr_assert_not_null(f);
+  for (int i = 0; i < NS + NQ; i++) fprintf(f, "%s\n", texts[i]);
+  cr_assert_eq(fclose(f), 0);
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd, "'%s' '%s' embed '%s' '%s' '%s' '%s' %d", REF_PYTHON, REF_SCRIPT,
+           REF_ENCODER, adir, txt, out, o.max_length);
+  cr_assert_eq(system(cmd), 0, "reference failed: %s", cmd);
+  const size_t all = (size_t)(NS + NQ) * CE;
+  float *py = read_f32(out, all), *py_base = read_f32(base, all);
+
+  /* The queries' adapted embeddings. */
+  double worst = 0.0;
+  for (int i = 0; i < NQ * CE; i++) {
+    const double d = fabs((double)emb[i] - py[(size_t)NS * CE + i]);
+    worst = fmax(worst, d);
+    cr_expect_leq(d, REF_TOL, "query %d element %d: ltdi %.9g PEFT %.9g", i / CE, i % CE, emb[i],
+                  py[(size_t)NS * CE + i]);
+  }
+  /* The cosine head on PEFT's side alone: the class means of its base
+   * encoder's support embeddings, its adapted query embeddings. */
+  double *pm = calloc((size_t)N * CE, sizeof *pm);
+  for (int i = 0; i < NS; i++)
+    for (int k = 0; k < CE; k++) pm[labels[i] * CE + k] += py_base[(size_t)i * CE + k];
+  for (int c = 0; c < N; c++) {
+    double nn = 0.0;
+    for (int k = 0; k < CE; k++) nn += pm[c * CE + k] * pm[c * CE + k];
+    for (int k = 0; k < CE; k++) pm[c * CE + k] /= sqrt(nn);
+  }
+  int right = 0, differ = 0, near_ties = 0;
+  for (int i = 0; i < NQ; i++) {
+    double z[N], best = -INFINITY, second = -INFINITY;
+    int arg = 0;
+    for (int c = 0; c < N; c++) {
+      z[c] = 0.0;
+      for (int k = 0; k < CE; k++) z[c] += py[(size_t)(NS + i) * CE + k] * pm[c * CE + k];
+      if (z[c] > best) second = best, best = z[c], arg = c;
+      else if (z[c] > second) second = z[c];
+    }
+    right += arg == labels[NS + i];
+    if (best - second < 1e-3) near_ties++; /* a 1e-4 difference may flip these */
+    else if (arg != pred[i]) differ++;
+  }
+  const double acc_py = (double)right / NQ;
+  cr_expect_eq(differ, 0, "%d clear predictions differ between ltdi and PEFT", differ);
+  cr_expect_leq(fabs(acc_py - acc), (double)near_ties / NQ + 1e-12,
+                "query accuracy: ltdi %.4f, PEFT %.4f (%d near ties)", acc, acc_py, near_ties);
+  cr_log_info("meta-test episode 0, %d steps: query accuracy ltdi %.2f%%, PEFT %.2f%% "
+              "(nearest centroid %.2f%%); max |ltdi - PEFT| over the query embeddings %.3g",
+              cfg.steps, 100 * acc, 100 * acc_py, 100 * nc, worst);
+  free(pm), free(py), free(py_base), free(emb), free(params), free(means);
+  ltdi_lora_free(l);
+  ltdi_lora_trainer_free(t);
+  ltdi_episode_free(&ep);
+  ltdi_textset_free(&set);
 }
