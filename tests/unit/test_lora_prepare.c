@@ -283,3 +283,39 @@ Test(lora_prepare, command_line_writes_the_same_file) {
                   "--out", out, NULL};
   cr_expect_eq(ltdi_cmd_prepare(9, bad2), 2);
 }
+
+Test(lora_prepare, a_checkpoint_exports_as_a_peft_folder) {
+  char out[300], dir[300];
+  path_in(out, sizeof out, "out.safetensors");
+  path_in(dir, sizeof dir, "adapter");
+  ltdi_lora_prepare_config c = small_config(out, 3, 5);
+  ltdi_lora_prepare_stats st;
+  run_ok(&c, &st);
+  ltdi_st_file *f = NULL;
+  char err[512] = "";
+  cr_assert_eq(ltdi_st_read(out, &f, err, sizeof err), 0, "%s", err);
+  int64_t shape[3] = {3, L, 256};
+  const float *traj = get_f32(f, "trajectories", 3, shape);
+  ltdi_lora *l = NULL;
+  cr_assert_eq(ltdi_lora_prepare_read_adapter(out, 2, -1, &l, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(l->count, 256u);
+  cr_expect_eq(memcmp(l->params, traj + (2 * L + L - 1) * 256, 256 * sizeof(float)), 0,
+               "not task 2's last checkpoint");
+  cr_expect_eq(l->spec.r, 2);
+  cr_expect_str_eq(l->spec.base_model, g_enc);
+  cr_expect_eq(strlen(l->spec.base_model_sha256), 64u);
+  ltdi_lora_free(l);
+  cr_expect_eq(ltdi_lora_prepare_read_adapter(out, 3, -1, &l, err, sizeof err),
+               LTDI_ERR_INVALID_ARG);
+  cr_expect(strstr(err, "out of range") != NULL, "%s", err);
+  cr_expect_neq(ltdi_lora_prepare_read_adapter(g_tsv, 0, -1, &l, err, sizeof err), 0,
+                "a file that is not a trajectories file");
+  /* lora-export writes task 1's row 1; the PEFT reader reads it back. */
+  char *argv[] = {"lora-export", "--trajectories", out, "--task", "1", "--row", "1", "--out",
+                  dir, NULL};
+  cr_assert_eq(ltdi_cmd_lora_export(9, argv), 0);
+  cr_assert_eq(ltdi_lora_read_peft(dir, &l, err, sizeof err), 0, "%s", err);
+  cr_expect_eq(memcmp(l->params, traj + (1 * L + 1) * 256, 256 * sizeof(float)), 0);
+  ltdi_lora_free(l);
+  ltdi_st_close(f);
+}

@@ -91,6 +91,15 @@ typedef struct ltdi_lora_measurement {
 int ltdi_lora_prepare_measure(const ltdi_lora_prepare_config *cfg, int queries,
                               ltdi_lora_measurement *out, char *err, size_t errlen);
 
+/* Reads checkpoint `row` (0 .. L-1; -1 = the last, the trained adapter) of
+ * task `task` from a trajectories file this module wrote, with the spec its
+ * metadata records (provenance included), as an adapter `lora-export` can
+ * write as a PEFT folder. LTDI_ERR_FORMAT naming the key or tensor that is
+ * missing or inconsistent, LTDI_ERR_INVALID_ARG for a task or row out of
+ * range, the reader's errors. */
+int ltdi_lora_prepare_read_adapter(const char *path, int task, int row, ltdi_lora **out,
+                                   char *err, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif
