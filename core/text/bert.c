@@ -134,7 +134,8 @@ int ltdi__bert_pool_forward(const ltdi_bert *m, ltdi_bert_acts *a, const float *
 int ltdi_bert_forward(ltdi_bert *m, ltdi_bert_acts *a, const int32_t *ids,
                       const int32_t *lengths, int batch, int T, float *out) {
   if (m == NULL || a == NULL || a->net != m || ids == NULL || lengths == NULL || batch < 1 ||
-      T < 1 || batch > a->max_batch || T > a->max_len || T > m->cfg.max_position)
+      T < 1 || batch > a->max_batch || T > a->max_len || T > m->cfg.max_position ||
+      (long)batch * T > a->max_rows)
     return LTDI_ERR_INVALID_ARG;
   const int L = m->cfg.num_layers;
   RC(ltdi__bert_embed_forward(m, a, ids, lengths, batch, T));

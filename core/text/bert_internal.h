@@ -5,8 +5,9 @@
  * by walking the network once in the file's order (bert_layout.c). The
  * activations are llm.c-style named pointers into one backend buffer: a
  * size table per layer (ltdi__bert_layer_acts, its fields in forward order)
- * laid out for (max_batch, max_len); a call with fewer sequences or
- * positions uses a prefix of each tensor, contiguous for its own B and T. */
+ * laid out for (max_batch, max_len) and at most max_rows = B·T rows; a
+ * call with fewer sequences or positions uses a prefix of each tensor,
+ * contiguous for its own B and T. */
 #ifndef LTDI_CORE_TEXT_BERT_INTERNAL_H
 #define LTDI_CORE_TEXT_BERT_INTERNAL_H
 
@@ -82,12 +83,12 @@ struct ltdi_bert_lora_acts; /* core/text/bert_lora.h */
 struct ltdi_bert_acts {
   ltdi_backend *be;
   const ltdi_bert *net;
-  int max_batch, max_len;
+  int max_batch, max_len, max_rows; /* a call: B <= max_batch, T <= max_len, B·T <= max_rows */
   ltdi_bert_keep keep;
   int last_batch, last_len; /* of the last forward; 0 before any */
-  int32_t *ids;             /* (max_batch · max_len) backend memory */
+  int32_t *ids;             /* (max_rows) backend memory */
   int32_t *lengths;         /* (max_batch) backend memory */
-  int32_t *host_ids;        /* (max_batch · max_len) staging, padding zeroed */
+  int32_t *host_ids;        /* (max_rows) staging, padding zeroed */
   float *emb;               /* (R, C) the embedding sum: LN_emb's input */
   float *mean0, *rstd0;     /* (R) */
   float *h0;                /* (R, C) LN_emb(emb): layer 0's input */

@@ -233,9 +233,10 @@ static void take_layer(cursor *cur, ltdi__bert_layer_acts *la, size_t R, size_t 
 /* The whole layout over base (NULL: only counts); returns the floats used. */
 static size_t lay_out(ltdi_bert_acts *a, float *base) {
   const ltdi_bert_config *c = &a->net->cfg;
-  const size_t R = (size_t)a->max_batch * a->max_len, C = (size_t)c->hidden_size;
+  const size_t R = (size_t)a->max_rows, C = (size_t)c->hidden_size;
   const size_t I = (size_t)c->intermediate_size;
-  const size_t S = (size_t)a->max_batch * c->num_heads * a->max_len * a->max_len;
+  /* B·H·T·T <= max_rows·H·max_len when B·T <= max_rows and T <= max_len. */
+  const size_t S = (size_t)a->max_rows * c->num_heads * a->max_len;
   cursor cur = {base, 0};
   a->emb = take(&cur, R * C);
   a->mean0 = take(&cur, R);
@@ -256,15 +257,21 @@ static size_t lay_out(ltdi_bert_acts *a, float *base) {
 
 int ltdi_bert_acts_create(ltdi_bert_acts **out, const ltdi_bert *m, int max_batch, int max_len,
                           ltdi_bert_keep keep) {
+  return ltdi_bert_acts_create_rows(out, m, max_batch, max_len, 0, keep);
+}
+
+int ltdi_bert_acts_create_rows(ltdi_bert_acts **out, const ltdi_bert *m, int max_batch,
+                               int max_len, int max_rows, ltdi_bert_keep keep) {
   if (out == NULL) return LTDI_ERR_INVALID_ARG;
   *out = NULL;
   if (m == NULL || max_batch <= 0 || max_len <= 0 || max_len > m->cfg.max_position ||
-      (keep != LTDI_BERT_KEEP_LAST && keep != LTDI_BERT_KEEP_ALL))
+      max_rows < 0 || (keep != LTDI_BERT_KEEP_LAST && keep != LTDI_BERT_KEEP_ALL))
     return LTDI_ERR_INVALID_ARG;
   /* The backend takes rows as int; keep R·I and the cache far inside. */
-  const double R = (double)max_batch * max_len;
-  if (R * m->cfg.intermediate_size > 1e9 ||
-      (double)max_batch * m->cfg.num_heads * max_len * max_len > 1e9)
+  const double full = (double)max_batch * max_len;
+  if (full > 1e9) return LTDI_ERR_OVERFLOW;
+  const double R = max_rows == 0 || max_rows > full ? full : max_rows;
+  if (R * m->cfg.intermediate_size > 1e9 || R * m->cfg.num_heads * max_len > 1e9)
     return LTDI_ERR_OVERFLOW;
   ltdi_bert_acts *a = calloc(1, sizeof *a);
   if (a == NULL) return LTDI_ERR_NOMEM;
@@ -273,9 +280,10 @@ int ltdi_bert_acts_create(ltdi_bert_acts **out, const ltdi_bert *m, int max_batc
   a->net = m;
   a->max_batch = max_batch;
   a->max_len = max_len;
+  a->max_rows = (int)R;
   a->keep = keep;
   a->n_floats = lay_out(a, NULL);
-  const size_t n_ids = (size_t)max_batch * max_len;
+  const size_t n_ids = (size_t)a->max_rows;
   a->memory = be->alloc(be, a->n_floats * sizeof(float));
   a->ids = be->alloc(be, n_ids * sizeof(int32_t));
   a->lengths = be->alloc(be, (size_t)max_batch * sizeof(int32_t));

@@ -157,7 +157,7 @@ struct ltdi_bert_lora_acts {
   ltdi_bert *m;
   const ltdi_bert_lora *shape; /* the adapter it was made for: sizes and offsets */
   ltdi_bert_acts *base;        /* the encoder's training cache */
-  int max_batch, max_len;
+  int max_batch, max_len, max_rows;
   const ltdi_bert_lora *cur;   /* the adapter of the forward under way, or NULL */
   const ltdi_bert_lora *last;  /* of the last forward (NULL: frozen) */
   int last_B, last_T;          /* 0: no forward to run a backward of */
@@ -192,9 +192,9 @@ static float *take(cursor *c, size_t n) {
 static size_t lay_out(ltdi_bert_lora_acts *a, float *base) {
   const ltdi_bert_lora *lo = a->shape;
   const ltdi_bert_config *c = &a->m->cfg;
-  const size_t R = (size_t)a->max_batch * a->max_len, C = (size_t)c->hidden_size;
+  const size_t R = (size_t)a->max_rows, C = (size_t)c->hidden_size;
   const size_t I = (size_t)c->intermediate_size, r = (size_t)lo->r;
-  const size_t S = (size_t)a->max_batch * c->num_heads * a->max_len * a->max_len;
+  const size_t S = (size_t)a->max_rows * c->num_heads * a->max_len; /* >= B·H·T·T */
   cursor cur = {base, 0};
   for (int l = lo->first; l < lo->L; l++)
     for (int k = 0; k < LTDI_LORA_MODULE_COUNT; k++)
@@ -217,12 +217,13 @@ static size_t lay_out(ltdi_bert_lora_acts *a, float *base) {
 }
 
 int ltdi_bert_lora_acts_create(ltdi_bert_lora_acts **out, const ltdi_bert_lora *lo,
-                               int max_batch, int max_len) {
+                               int max_batch, int max_len, int max_rows) {
   if (out == NULL) return LTDI_ERR_INVALID_ARG;
   *out = NULL;
   if (lo == NULL) return LTDI_ERR_INVALID_ARG;
   ltdi_bert_acts *base = NULL;
-  int rc = ltdi_bert_acts_create(&base, lo->m, max_batch, max_len, LTDI_BERT_KEEP_ALL);
+  int rc = ltdi_bert_acts_create_rows(&base, lo->m, max_batch, max_len, max_rows,
+                                      LTDI_BERT_KEEP_ALL);
   if (rc) return rc;
   ltdi_bert_lora_acts *a = calloc(1, sizeof *a);
   if (a == NULL) {
@@ -234,6 +235,7 @@ int ltdi_bert_lora_acts_create(ltdi_bert_lora_acts **out, const ltdi_bert_lora *
   a->base = base;
   a->max_batch = max_batch;
   a->max_len = max_len;
+  a->max_rows = base->max_rows;
   a->n_floats = lay_out(a, NULL);
   ltdi_backend *be = lo->m->be;
   a->memory = be->alloc(be, a->n_floats * sizeof(float));
@@ -271,7 +273,7 @@ static int fits(const ltdi_bert_lora_acts *a, const ltdi_bert_lora *lo) {
 
 static int batch_ok(const ltdi_bert_lora_acts *a, int B, int T) {
   return B >= 1 && T >= 1 && B <= a->max_batch && T <= a->max_len &&
-         T <= a->m->cfg.max_position;
+         T <= a->m->cfg.max_position && (long)B * T <= a->max_rows;
 }
 
 /* ==== the delta (the hook of ltdi__bert_linear_forward) =================== */

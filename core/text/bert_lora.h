@@ -84,10 +84,10 @@ typedef struct ltdi_bert_lora_acts ltdi_bert_lora_acts;
 
 /* A cache for forwards and backwards of lo's adapter (or of another adapter
  * of the same spec and first layer on the same encoder) on batches of up to
- * max_batch sequences of up to max_len tokens. Errors as
- * ltdi_bert_acts_create. */
+ * max_batch sequences of up to max_len tokens and at most max_rows = B·T
+ * (0: max_batch · max_len). Errors as ltdi_bert_acts_create_rows. */
 int ltdi_bert_lora_acts_create(ltdi_bert_lora_acts **out, const ltdi_bert_lora *lo,
-                               int max_batch, int max_len);
+                               int max_batch, int max_len, int max_rows);
 void ltdi_bert_lora_acts_free(ltdi_bert_lora_acts *a);
 /* Floats of backend memory the cache holds. */
 size_t ltdi_bert_lora_acts_floats(const ltdi_bert_lora_acts *a);

@@ -212,7 +212,7 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < host->count; i++) host->params[i] += 1e-3f; /* B nonzero */
   CHECK("upload", ltdi_bert_lora_set(lo, host->params, host->count));
   ltdi_bert_lora_acts *a = NULL;
-  CHECK("cache", ltdi_bert_lora_acts_create(&a, lo, chunk, max_len));
+  CHECK("cache", ltdi_bert_lora_acts_create(&a, lo, chunk, max_len, 0));
   const int C = c->hidden_size, n_chunks = (n + chunk - 1) / chunk;
   float **prefix = calloc((size_t)n_chunks, sizeof *prefix);
   float *dout = be->alloc(be, (size_t)chunk * C * sizeof(float));

@@ -67,7 +67,7 @@ static void run_on(ltdi_backend *be, const ltdi_lora *l, int first, const int32_
   cr_assert_eq(ltdi_bert_lora_create(&lo, m, &l->spec, first, err, sizeof err), 0, "%s", err);
   cr_assert_eq(ltdi_bert_lora_set(lo, l->params, l->count), 0);
   ltdi_bert_lora_acts *a = NULL;
-  cr_assert_eq(ltdi_bert_lora_acts_create(&a, lo, B, T), 0);
+  cr_assert_eq(ltdi_bert_lora_acts_create(&a, lo, B, T, 0), 0);
   float *dout = be->alloc(be, B * C * sizeof(float));
   float *hidden = be->alloc(be, B * T * C * sizeof(float));
   cr_assert(dout && hidden);

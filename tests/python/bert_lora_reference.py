@@ -10,7 +10,9 @@ tests/unit/test_lora_train.c (the *_reference suites).
       the mean of last_hidden_state over the attention mask, then
       F.normalize -- sentence-transformers' recipe for all-MiniLM-L6-v2 --
       tokenised by AutoTokenizer with truncation at MAX_LENGTH (default
-      128). OUT.f32 gets the (N, C) embeddings as raw little-endian float32.
+      128). OUT.f32 gets the (N, C) embeddings as raw little-endian float32,
+      OUT.f32.base those of the base encoder alone (before the adapter is
+      loaded), the same way.
       Fails (exit 1) when the adapter moves no embedding by more than 1e-3
       against the base encoder: a comparison with an adapter that does
       nothing would show nothing.
@@ -64,6 +66,7 @@ def main(argv):
     if not moved > 1e-3:
         fail("the adapter moves the embeddings by only %g" % moved)
     emb.tofile(out_path)
+    base_emb.tofile(out_path + ".base")
     print("bert_lora_reference: %d texts, the adapter moves embeddings by up to %.3g"
           % (len(texts), moved), file=sys.stderr)
     return 0

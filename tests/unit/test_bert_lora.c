@@ -288,7 +288,7 @@ Test(bert_lora, forward_matches_naive_peft_formula) {
       randomise(l, 11 + (uint64_t)ci, 0.4f);
       ltdi_bert_lora *lo = bind_ok(f.m, l, first);
       ltdi_bert_lora_acts *a = NULL;
-      cr_assert_eq(ltdi_bert_lora_acts_create(&a, lo, TB, TT), 0);
+      cr_assert_eq(ltdi_bert_lora_acts_create(&a, lo, TB, TT, 0), 0);
       float got[TB * TC], base[TB * TC];
       cr_assert_eq(ltdi_bert_lora_forward(a, lo, f.ids, T_LENGTHS, TB, TT, got), 0);
       cr_assert_eq(ltdi_bert_lora_forward(a, NULL, f.ids, T_LENGTHS, TB, TT, base), 0);
@@ -326,7 +326,7 @@ Test(bert_lora, zero_B_gives_the_base_forward_bits) {
   ltdi_lora_init_peft(l, 9); /* A uniform, B = 0 */
   ltdi_bert_lora *lo = bind_ok(f.m, l, 0);
   ltdi_bert_lora_acts *a = NULL;
-  cr_assert_eq(ltdi_bert_lora_acts_create(&a, lo, TB, TT), 0);
+  cr_assert_eq(ltdi_bert_lora_acts_create(&a, lo, TB, TT, 0), 0);
   ltdi_bert_acts *ba = NULL;
   cr_assert_eq(ltdi_bert_acts_create(&ba, f.m, TB, TT, LTDI_BERT_KEEP_LAST), 0);
   float got[TB * TC], want[TB * TC];
@@ -350,7 +350,7 @@ static void check_gradients(const char *targets, int first, int use_prefix) {
   randomise(l, 21, 0.4f);
   ltdi_bert_lora *lo = bind_ok(f.m, l, first);
   ltdi_bert_lora_acts *a = NULL;
-  cr_assert_eq(ltdi_bert_lora_acts_create(&a, lo, TB, TT), 0);
+  cr_assert_eq(ltdi_bert_lora_acts_create(&a, lo, TB, TT, 0), 0);
   ltdi_backend *be = f.be;
   float w[TB * TC];
   ltdi_rng rng;
@@ -443,7 +443,7 @@ Test(bert_lora, prefix_path_equals_the_whole_forward) {
     randomise(l, 31, 0.4f);
     ltdi_bert_lora *lo = bind_ok(f.m, l, first);
     ltdi_bert_lora_acts *a = NULL;
-    cr_assert_eq(ltdi_bert_lora_acts_create(&a, lo, TB, TT), 0);
+    cr_assert_eq(ltdi_bert_lora_acts_create(&a, lo, TB, TT, 0), 0);
     ltdi_backend *be = f.be;
     float w[TB * TC], e1[TB * TC], e2[TB * TC];
     for (int i = 0; i < TB * TC; i++) w[i] = (float)((i * 7) % 5) - 2.0f;
@@ -497,7 +497,7 @@ Test(bert_lora, bad_bindings_and_calls_are_refused) {
   ok->params[3] = NAN;
   cr_assert_eq(ltdi_bert_lora_set(lo, ok->params, ok->count), LTDI_ERR_NONFINITE);
   ltdi_bert_lora_acts *a = NULL;
-  cr_assert_eq(ltdi_bert_lora_acts_create(&a, lo, 2, 4), 0);
+  cr_assert_eq(ltdi_bert_lora_acts_create(&a, lo, 2, 4, 0), 0);
   int32_t ids[TB * TT] = {0}, lengths[TB] = {1, 1, 1, 1};
   cr_assert_eq(ltdi_bert_lora_forward(a, lo, ids, lengths, 3, 4, NULL), LTDI_ERR_INVALID_ARG,
                "batch above the cache");
@@ -629,7 +629,7 @@ Test(bert_lora_reference, peft_model_gives_the_same_embeddings) {
   for (int i = 0; i < N_SENT; i++) memcpy(packed + i * T, ids + i * MAXLEN, (size_t)T * 4);
   ltdi_bert_lora *lo = bind_ok(m, l, 0);
   ltdi_bert_lora_acts *a = NULL;
-  cr_assert_eq(ltdi_bert_lora_acts_create(&a, lo, N_SENT, T), 0);
+  cr_assert_eq(ltdi_bert_lora_acts_create(&a, lo, N_SENT, T, 0), 0);
   float *got = malloc((size_t)N_SENT * C * sizeof *got);
   cr_assert_eq(ltdi_bert_lora_forward(a, lo, packed, lengths, N_SENT, T, got), 0);
 

@@ -21,6 +21,7 @@ void ltdi_prepare_lora_defaults(ltdi_prepare_lora_args *a, ltdi_prepare_config *
   a->first_layer = o.first_layer;
   a->max_length = o.max_length;
   a->max_batch = o.max_batch;
+  a->max_tokens = o.max_tokens;
   a->batch = t.batch;
   a->logit_scale = t.logit_scale;
   a->init_seed = t.init_seed;
@@ -69,6 +70,7 @@ int ltdi_prepare_lora_main(const ltdi_prepare_lora_args *a, const ltdi_prepare_c
   lp.trainer.first_layer = a->first_layer;
   lp.trainer.max_length = a->max_length;
   lp.trainer.max_batch = a->max_batch;
+  lp.trainer.max_tokens = a->max_tokens;
   lp.train.steps = cfg->train.steps;
   lp.train.lr = cfg->train.lr;
   lp.train.logit_scale = a->logit_scale;

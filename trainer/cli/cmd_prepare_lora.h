@@ -24,6 +24,7 @@ typedef struct ltdi_prepare_lora_args {
   int first_layer;      /* --lora-first-layer */
   int max_length;       /* --max-length */
   int max_batch;        /* --chunk */
+  int max_tokens;       /* --chunk-tokens */
   int batch;            /* --batch-size */
   float logit_scale;    /* --logit-scale */
   uint64_t init_seed;   /* --init-seed */

@@ -10,6 +10,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "trainer/prepare/lora_prepare.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <pthread.h>
@@ -332,9 +333,9 @@ static char *journal_identity(const lp_run *r) {
   fprintf(f, "text=%s\ntext_sha256=%s\nbase_model_sha256=%s\ntargets=", c->text_path,
           r->sh.text_sha, s->base_model_sha256);
   print_targets(f, s, 0);
-  fprintf(f, "\nr=%d\nalpha=%.9g\nfirst_layer=%d\nmax_length=%d\nmax_batch=%d\n", s->r,
-          (double)s->alpha, c->trainer.first_layer, c->trainer.max_length,
-          c->trainer.max_batch);
+  fprintf(f, "\nr=%d\nalpha=%.9g\nfirst_layer=%d\nmax_length=%d\n", s->r, (double)s->alpha,
+          c->trainer.first_layer, c->trainer.max_length);
+  fprintf(f, "max_batch=%d\nmax_tokens=%d\n", c->trainer.max_batch, c->trainer.max_tokens);
   fprintf(f,
           "steps=%d\nlr=%.9g\nlogit_scale=%.9g\nsam_rho=%.9g\nweight_decay=%.9g\nbatch=%d\n"
           "init_seed=%llu\ntrajectory_length=%d\nspacing=%s\n",
@@ -454,6 +455,7 @@ static int add_metadata(ltdi_st_writer *w, const lp_run *r, const char *names) {
   if (rc == 0) rc = ltdi_st_writer_meta(w, "spacing", spacing_name(t->spacing));
   if (rc == 0) rc = meta_int(w, "max_length", c->trainer.max_length);
   if (rc == 0) rc = meta_int(w, "max_batch", c->trainer.max_batch);
+  if (rc == 0) rc = meta_int(w, "max_tokens", c->trainer.max_tokens);
   if (rc == 0) rc = meta_int(w, "seed", (long long)c->seed);
   if (rc == 0) rc = ltdi_st_writer_meta(w, "data_source", src);
   if (rc == 0) rc = ltdi_st_writer_meta(w, "class_names", names);
@@ -664,4 +666,129 @@ int ltdi_lora_prepare_measure(const ltdi_lora_prepare_config *cfg, int queries,
   free(buf);
   ltdi_textset_free(&sh.set);
   return rc;
+}
+
+/* ==== reading an adapter back ============================================== */
+
+/* A whole decimal in [lo, hi]; 0 or -1. */
+static int meta_long(const ltdi_st_file *f, const char *key, long lo, long hi, long *v) {
+  const char *s = ltdi_st_meta(f, key);
+  if (s == NULL || *s == '\0') return -1;
+  char *end = NULL;
+  errno = 0;
+  *v = strtol(s, &end, 10);
+  return errno || *end || *v < lo || *v > hi ? -1 : 0;
+}
+
+/* n comma-separated feature counts; 0 or -1. */
+static int meta_features(const ltdi_st_file *f, const char *key, int n, int *vals) {
+  const char *s = ltdi_st_meta(f, key);
+  for (int k = 0; s != NULL && k < n; k++) {
+    char *end = NULL;
+    errno = 0;
+    const long v = strtol(s, &end, 10);
+    if (errno || end == s || v < 1 || v > LTDI_LORA_MAX_FEATURES) return -1;
+    vals[k] = (int)v;
+    if (k + 1 < n && *end != ',') return -1;
+    if (k + 1 == n && *end != '\0') return -1;
+    s = end + 1;
+  }
+  return s == NULL ? -1 : 0;
+}
+
+/* The spec a trajectories file's metadata records. */
+static int read_spec(const ltdi_st_file *f, const char *path, ltdi_lora_spec *s, char *err,
+                     size_t errlen) {
+  memset(s, 0, sizeof *s);
+  const char *fmt = ltdi_st_meta(f, "format"), *bad = NULL;
+  long nl = 0, r = 0;
+  if (fmt == NULL || strcmp(fmt, "ltdi-lora-trajectories") != 0) bad = "format";
+  else if (meta_long(f, "n_layers", 1, LTDI_LORA_MAX_LAYERS, &nl)) bad = "n_layers";
+  else if (meta_long(f, "r", 1, LTDI_LORA_MAX_R, &r)) bad = "r";
+  s->n_layers = (int)nl;
+  s->r = (int)r;
+  const char *a = bad ? NULL : ltdi_st_meta(f, "alpha");
+  if (!bad) {
+    char *end = NULL;
+    s->alpha = a ? strtof(a, &end) : 0.0f;
+    if (a == NULL || *a == '\0' || *end) bad = "alpha";
+  }
+  const char *names = bad ? NULL : ltdi_st_meta(f, "target_modules");
+  if (!bad && (names == NULL || strlen(names) >= 256)) bad = "target_modules";
+  if (!bad) {
+    char buf[256], *save = NULL;
+    strcpy(buf, names);
+    for (char *tok = strtok_r(buf, ",", &save); tok && !bad; tok = strtok_r(NULL, ",", &save)) {
+      ltdi_lora_module m;
+      if (s->n_targets == LTDI_LORA_MODULE_COUNT || ltdi_lora_module_parse(tok, &m) != 0)
+        bad = "target_modules";
+      else
+        s->targets[s->n_targets++].module = m;
+    }
+    if (s->n_targets == 0) bad = "target_modules";
+  }
+  int in[LTDI_LORA_MODULE_COUNT], outf[LTDI_LORA_MODULE_COUNT];
+  if (!bad && meta_features(f, "in_features", s->n_targets, in)) bad = "in_features";
+  if (!bad && meta_features(f, "out_features", s->n_targets, outf)) bad = "out_features";
+  for (int i = 0; !bad && i < s->n_targets; i++) {
+    s->targets[i].in_features = in[i];
+    s->targets[i].out_features = outf[i];
+  }
+  const char *bm = ltdi_st_meta(f, "base_model"), *sha = ltdi_st_meta(f, "base_model_sha256");
+  if (!bad && bm && strlen(bm) >= sizeof s->base_model) bad = "base_model";
+  if (!bad && sha && strlen(sha) >= sizeof s->base_model_sha256) bad = "base_model_sha256";
+  if (bad) {
+    const char *v = ltdi_st_meta(f, bad);
+    return ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
+                     "%s: not an ltdi LoRA trajectories file: metadata \"%s\" is %s%.200s%s",
+                     path, bad, v ? "'" : "missing", v ? v : "", v ? "'" : "");
+  }
+  if (bm) strcpy(s->base_model, bm);
+  if (sha) strcpy(s->base_model_sha256, sha);
+  return 0;
+}
+
+int ltdi_lora_prepare_read_adapter(const char *path, int task, int row, ltdi_lora **out,
+                                   char *err, size_t errlen) {
+  if (out == NULL || path == NULL)
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "no path or output");
+  *out = NULL;
+  ltdi_st_file *f = NULL;
+  int rc = ltdi_st_read(path, &f, err, errlen);
+  if (rc) return rc;
+  ltdi_lora_spec spec;
+  ltdi_lora *l = NULL;
+  char why[512] = "";
+  rc = read_spec(f, path, &spec, err, errlen);
+  if (rc == 0 && (rc = ltdi_lora_create(&l, &spec, why, sizeof why)) != 0)
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: bad LoRA spec in metadata: %s", path,
+                   why);
+  const ltdi_st_tensor *tr = rc == 0 ? ltdi_st_find(f, "trajectories") : NULL;
+  if (rc == 0 && (tr == NULL || tr->dtype != LTDI_DTYPE_F32 || tr->ndim != 3 ||
+                  tr->shape[2] != (int64_t)l->count))
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT,
+                   "%s: tensor \"trajectories\" is not F32 [tasks, L, %zu] (the spec's count)",
+                   path, l ? l->count : 0);
+  if (rc == 0) {
+    const int64_t M = tr->shape[0], L = tr->shape[1];
+    if (row < 0) row = (int)L - 1;
+    if (task < 0 || task >= M || row >= L) {
+      rc = ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
+                     "%s: task %d / row %d out of range (%lld tasks, %lld rows)", path, task,
+                     row, (long long)M, (long long)L);
+    } else {
+      const size_t at = ((size_t)task * (size_t)L + (size_t)row) * l->count;
+      const float *v = (const float *)tr->data + at;
+      rc = ltdi_lora_set_params(l, v, l->count);
+      if (rc) rc = ltdi_fail(err, errlen, rc, "%s: task %d row %d: a value is not finite", path,
+                             task, row);
+    }
+  }
+  ltdi_st_close(f);
+  if (rc) {
+    ltdi_lora_free(l);
+    return rc;
+  }
+  *out = l;
+  return 0;
 }

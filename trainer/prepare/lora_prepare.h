@@ -26,9 +26,9 @@
  * ltdi's adapter file, and first_layer); base_model, base_model_sha256
  * (of DIR/model.safetensors); the recipe (head "cosine", logit_scale,
  * optimiser, steps, lr, sam_rho, weight_decay, batch, init "peft",
- * init_seed, spacing, max_length, max_batch); seed, data_source (the text
- * file and its sha256), class_names (JSON), embedding_layout,
- * trajectory_order. */
+ * init_seed, spacing, max_length, max_batch, max_tokens); seed,
+ * data_source (the text file and its sha256), class_names (JSON),
+ * embedding_layout, trajectory_order. */
 #ifndef LTDI_TRAINER_LORA_PREPARE_H
 #define LTDI_TRAINER_LORA_PREPARE_H
 
@@ -44,7 +44,7 @@ extern "C" {
 #define LTDI_LORA_PREPARE_SALT 0x6c6f72612d707265ull
 
 typedef struct ltdi_lora_prepare_config {
-  ltdi_lora_trainer_options trainer; /* encoder, adapter shape, max_length, max_batch */
+  ltdi_lora_trainer_options trainer; /* encoder, adapter shape, max_length, chunks */
   ltdi_lora_train_config train;      /* the recipe */
   const char *text_path;             /* label<TAB>text file the tasks come from */
   int tasks, ways, shots;
@@ -90,6 +90,15 @@ typedef struct ltdi_lora_measurement {
 
 int ltdi_lora_prepare_measure(const ltdi_lora_prepare_config *cfg, int queries,
                               ltdi_lora_measurement *out, char *err, size_t errlen);
+
+/* Reads checkpoint `row` (0 .. L-1; -1 = the last, the trained adapter) of
+ * task `task` from a trajectories file this module wrote, with the spec its
+ * metadata records (provenance included), as an adapter `lora-export` can
+ * write as a PEFT folder. LTDI_ERR_FORMAT naming the key or tensor that is
+ * missing or inconsistent, LTDI_ERR_INVALID_ARG for a task or row out of
+ * range, the reader's errors. */
+int ltdi_lora_prepare_read_adapter(const char *path, int task, int row, ltdi_lora **out,
+                                   char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -38,7 +38,8 @@ void ltdi_lora_trainer_default_options(ltdi_lora_trainer_options *opt) {
   opt->alpha = 16.0f;
   opt->first_layer = 0;
   opt->max_length = 64;
-  opt->max_batch = 8;
+  opt->max_batch = 64;
+  opt->max_tokens = 768;
   opt->device = LTDI_DEVICE_CPU;
   opt->cpu_threads = 1;
 }
@@ -74,7 +75,7 @@ struct ltdi_lora_trainer {
   int C;
   /* backend memory */
   float *adam_m, *adam_v, *sam_e; /* (n_tail) */
-  float *x;                  /* (max_batch, max_length, C) a chunk's gathered prefix */
+  float *x;                  /* (max_tokens, C) a chunk's gathered prefix (B, T, C) */
   float *dout;               /* (max_batch, C) d loss / d embeddings of a chunk */
   float *prefix;             /* (prefix_cap, C) every text's prefix rows, unpadded */
   size_t prefix_cap;
@@ -84,7 +85,10 @@ struct ltdi_lora_trainer {
   int32_t *lens;             /* (cap) */
   size_t *pofs;              /* (cap) first prefix row of each text */
   int *order;                /* (cap) a step's texts, sorted by length */
-  int32_t *packed;           /* (max_batch, max_length) a chunk's ids */
+  int32_t *packed;           /* (max_tokens) a chunk's ids (B, T) */
+  int *starts;               /* (cap + 1) chunk boundaries of a length-sorted list */
+  int *plan_cut;             /* (cap + 1) the chunk plan's dynamic programme */
+  double *plan_cost;         /* (cap + 1) */
   int32_t *clens;            /* (max_batch) */
   int32_t *ylab;             /* (max_batch) a chunk's labels */
   float *e;                  /* (max_batch, C) */
@@ -112,7 +116,8 @@ void ltdi_lora_trainer_free(ltdi_lora_trainer *t) {
   ltdi_tokenizer_close(t->tok);
   ltdi_bert_free(t->m);
   ltdi_backend_destroy(be);
-  free(t->ids), free(t->lens), free(t->pofs), free(t->order);
+  free(t->ids), free(t->lens), free(t->pofs), free(t->order), free(t->starts);
+  free(t->plan_cut), free(t->plan_cost);
   free(t->packed), free(t->clens), free(t->ylab), free(t->e), free(t->de);
   free(t->encoder), free(t->targets);
   free(t);
@@ -127,17 +132,21 @@ static int check_options(const ltdi_lora_trainer_options *o, char *err, size_t e
   if (o->max_batch < 1)
     return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "max_batch %d: at least 1",
                      o->max_batch);
+  if (o->max_tokens < o->max_length)
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
+                     "max_tokens %d is below max_length %d: a long text would not fit a chunk",
+                     o->max_tokens, o->max_length);
   return 0;
 }
 
 /* Everything sized by the options; the per-task arrays come later. */
 static int alloc_buffers(ltdi_lora_trainer *t) {
   ltdi_backend *be = t->be;
-  const size_t C = (size_t)t->C, mb = (size_t)t->opt.max_batch, ml = (size_t)t->opt.max_length;
+  const size_t C = (size_t)t->C, mb = (size_t)t->opt.max_batch, mt = (size_t)t->opt.max_tokens;
   t->adam_m = be->alloc(be, 3 * (t->n_tail ? t->n_tail : 1) * sizeof(float));
-  t->x = be->alloc(be, mb * ml * C * sizeof(float));
+  t->x = be->alloc(be, mt * C * sizeof(float));
   t->dout = be->alloc(be, mb * C * sizeof(float));
-  t->packed = malloc(mb * ml * sizeof *t->packed);
+  t->packed = malloc(mt * sizeof *t->packed);
   t->clens = malloc(mb * sizeof *t->clens);
   t->ylab = malloc(mb * sizeof *t->ylab);
   t->e = malloc(mb * C * sizeof *t->e);
@@ -187,9 +196,10 @@ int ltdi_lora_trainer_create(ltdi_lora_trainer **out, const ltdi_lora_trainer_op
     t->tail = ltdi_bert_lora_trainable_offset(t->lo);
     t->n_tail = t->P - t->tail;
     t->C = c->hidden_size;
-    rc = ltdi_bert_lora_acts_create(&t->acts, t->lo, opt->max_batch, opt->max_length);
-    if (rc) rc = ltdi_fail(err, errlen, rc, "activations for %d texts of %d tokens: %s",
-                           opt->max_batch, opt->max_length, ltdi_strerror(rc));
+    rc = ltdi_bert_lora_acts_create(&t->acts, t->lo, opt->max_batch, opt->max_length,
+                                    opt->max_tokens);
+    if (rc) rc = ltdi_fail(err, errlen, rc, "activations for %d tokens: %s", opt->max_tokens,
+                           ltdi_strerror(rc));
   }
   if (rc == 0 && (rc = alloc_buffers(t)) != 0)
     rc = ltdi_fail(err, errlen, rc, "out of memory for the trainer's buffers");
@@ -234,7 +244,13 @@ static int reserve(ltdi_lora_trainer *t, int n, size_t tokens) {
     if (pofs) t->pofs = pofs;
     int *order = realloc(t->order, (size_t)n * sizeof *order);
     if (order) t->order = order;
-    if (!ids || !lens || !pofs || !order) return LTDI_ERR_NOMEM;
+    int *starts = realloc(t->starts, ((size_t)n + 1) * sizeof *starts);
+    if (starts) t->starts = starts;
+    int *pcut = realloc(t->plan_cut, ((size_t)n + 1) * sizeof *pcut);
+    if (pcut) t->plan_cut = pcut;
+    double *cost = realloc(t->plan_cost, ((size_t)n + 1) * sizeof *cost);
+    if (cost) t->plan_cost = cost;
+    if (!ids || !lens || !pofs || !order || !starts || !pcut || !cost) return LTDI_ERR_NOMEM;
     t->cap = n;
   }
   if (tokens > t->prefix_cap) {
@@ -284,6 +300,39 @@ static void sort_by_length(const ltdi_lora_trainer *t, int *idx, int n) {
   }
 }
 
+/* Rows below which a chunk costs about as much as this many: OpenBLAS's
+ * sgemm on the encoder's shapes ran at ~70 GFLOP/s for 128-256 rows and
+ * ~130 from ~400 rows up (one thread, AVX-512), so a chunk of 256 rows
+ * took as long as one of 400. */
+#define CHUNK_MIN_ROWS 384
+
+/* Cuts the length-sorted texts idx[0..n) into chunks, t->starts[k] ..
+ * t->starts[k+1] for k < the returned count: each of at most max_batch
+ * texts and max_tokens padded tokens (B·T, T its longest), the plan of
+ * least sum of max(B·T, CHUNK_MIN_ROWS) — little padding, few small
+ * GEMMs (a dynamic programme over the cut points, n is ~100). */
+static int plan_chunks(ltdi_lora_trainer *t, const int *idx, int n) {
+  double *best = t->plan_cost; /* best[j]: least cost of idx[0..j) */
+  int *cut = t->plan_cut;      /* cut[j]: where the last chunk of best[j] starts */
+  best[0] = 0.0;
+  for (int j = 1; j <= n; j++) {
+    best[j] = INFINITY;
+    cut[j] = j - 1;
+    const long T = t->lens[idx[j - 1]]; /* sorted: the longest of any chunk ending at j */
+    for (int i = j - 1; i >= 0 && j - i <= t->opt.max_batch; i--) {
+      const long rows = (long)(j - i) * T;
+      if (rows > t->opt.max_tokens) break;
+      const double c = best[i] + (double)(rows > CHUNK_MIN_ROWS ? rows : CHUNK_MIN_ROWS);
+      if (c < best[j]) best[j] = c, cut[j] = i;
+    }
+  }
+  int count = 0;
+  for (int j = n; j > 0; j = cut[j]) count++;
+  t->starts[count] = n;
+  for (int j = n, k = count; j > 0; j = cut[j]) t->starts[--k] = cut[j];
+  return count;
+}
+
 /* A chunk: texts idx[0..B), padded to T = the longest. */
 static int chunk_len(const ltdi_lora_trainer *t, const int *idx, int B) {
   int T = 1;
@@ -313,8 +362,9 @@ static int run_prefix(ltdi_lora_trainer *t, int n, float *emb) {
   ltdi_backend *be = t->be;
   const size_t C = (size_t)t->C;
   size_t row = 0;
-  for (int s = 0; s < n; s += t->opt.max_batch) {
-    const int B = n - s < t->opt.max_batch ? n - s : t->opt.max_batch;
+  const int n_chunks = plan_chunks(t, t->order, n);
+  for (int k = 0; k < n_chunks; k++) {
+    const int s = t->starts[k], B = t->starts[k + 1] - s;
     const int *idx = t->order + s;
     const int T = chunk_len(t, idx, B);
     pack_ids(t, idx, B, T);
@@ -413,8 +463,9 @@ static int batch_pass(ltdi_lora_trainer *t, const task_run *tr, const int *idx, 
   ltdi_backend *be = t->be;
   const int C = t->C, N = tr->task->ways;
   *loss = 0.0;
-  for (int s = 0; s < n; s += t->opt.max_batch) {
-    const int B = n - s < t->opt.max_batch ? n - s : t->opt.max_batch;
+  const int n_chunks = plan_chunks(t, idx, n);
+  for (int k = 0; k < n_chunks; k++) {
+    const int s = t->starts[k], B = t->starts[k + 1] - s;
     const int T = chunk_len(t, idx + s, B);
     TRY(gather(t, idx + s, B, T));
     TRY(ltdi_bert_lora_forward_prefix(t->acts, t->lo, t->x, t->clens, B, T, t->e));
@@ -579,8 +630,9 @@ int ltdi_lora_embed(ltdi_lora_trainer *t, const float *params, const char *const
   for (int i = 0; i < n; i++) t->order[i] = i;
   sort_by_length(t, t->order, n);
   const size_t C = (size_t)t->C;
-  for (int s = 0; s < n; s += t->opt.max_batch) {
-    const int B = n - s < t->opt.max_batch ? n - s : t->opt.max_batch;
+  const int n_chunks = plan_chunks(t, t->order, n);
+  for (int k = 0; k < n_chunks; k++) {
+    const int s = t->starts[k], B = t->starts[k + 1] - s;
     const int *idx = t->order + s;
     const int T = chunk_len(t, idx, B);
     pack_ids(t, idx, B, T);

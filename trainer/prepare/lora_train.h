@@ -22,8 +22,9 @@
  * tokenizer, the adapter and every buffer, reused from task to task. Each
  * task's texts are tokenised once, the frozen prefix (the layers below the
  * first adapted one) runs once per text, and every step runs the adapted
- * layers on length-sorted chunks of at most `max_batch` texts, so little
- * padding is computed; the gradient of the whole batch is the sum of the
+ * layers on chunks of length-sorted texts cut so that little padding and
+ * few small GEMMs are computed (at most max_batch texts and max_tokens
+ * padded tokens each); the gradient of the whole batch is the sum of the
  * chunks' (the loss is a sum over examples). The result is a pure function
  * of the task, the config and the trainer's options: the same on any
  * thread, in any order. */
@@ -48,13 +49,15 @@ typedef struct ltdi_lora_trainer_options {
   float alpha;          /* lora_alpha: the delta is scaled by alpha / r */
   int first_layer;      /* lowest adapted layer; the layers below are the frozen prefix */
   int max_length;       /* tokens per text, [CLS] and [SEP] included (longer texts cut) */
-  int max_batch;        /* texts per forward chunk: memory and GEMM size */
+  int max_batch;        /* texts per forward chunk at most */
+  int max_tokens;       /* padded tokens per chunk at most (>= max_length): the cache's rows */
   ltdi_device device;   /* backend (kernels/backend.h); CPU by default */
   int cpu_threads;      /* BLAS threads of a CPU backend; 1 by default */
 } ltdi_lora_trainer_options;
 
-/* query,value, r 8, alpha 16, first layer 0, max_length 64, max_batch 8,
- * the CPU with one thread; encoder NULL (the caller sets it). */
+/* query,value, r 8, alpha 16, first layer 0, max_length 64, max_batch 64,
+ * max_tokens 768, the CPU with one thread; encoder NULL (the caller sets
+ * it). */
 void ltdi_lora_trainer_default_options(ltdi_lora_trainer_options *opt);
 
 /* The recipe's knobs. */
