@@ -72,13 +72,13 @@ int ltdi_task_prototypes(const float *x, size_t stride, const int32_t *labels, i
 
 /* ---- LoRA ------------------------------------------------------------------------ */
 
-int ltdi_layout_lora(ltdi_layout *l, const ltdi_lora_module *modules, int n) {
+int ltdi_layout_lora(ltdi_layout *l, const ltdi_layout_lora_module *modules, int n) {
   if (l == NULL || modules == NULL || n < 1) return LTDI_ERR_INVALID_ARG;
   ltdi_layout_init(l, "lora");
   char name[LTDI_LAYOUT_NAME_MAX];
   int rc = 0;
   for (int i = 0; i < n && rc == 0; i++) {
-    const ltdi_lora_module *m = &modules[i];
+    const ltdi_layout_lora_module *m = &modules[i];
     if (m->path == NULL || m->in_features < 1 || m->out_features < 1 || m->rank < 1) {
       rc = LTDI_ERR_INVALID_ARG;
       break;

@@ -153,12 +153,12 @@ int ltdi_linear_head_score(const float *w, int ways, int dim, const float *x, co
 /* ---- LoRA adapters ------------------------------------------------------------------ */
 
 /* One LoRA-adapted linear module: W (out, in) += B (out, r) · A (r, in). */
-typedef struct ltdi_lora_module {
+typedef struct ltdi_layout_lora_module {
   const char *path; /* module path in the base model, e.g. "model.layers.0.self_attn.q_proj" */
   int in_features;
   int out_features;
   int rank;
-} ltdi_lora_module;
+} ltdi_layout_lora_module;
 
 /* The PEFT layout of n modules: for each, in order,
  *   base_model.model.<path>.lora_A.weight (r, in), std 1/√in
@@ -166,7 +166,7 @@ typedef struct ltdi_lora_module {
  * (fan-in Gaussians, as for the head). PEFT itself starts B at zero; when
  * trajectories start there, set the statistics with ltdi_layout_fit_stats.
  * `l` must be freshly initialised or freed; kind becomes "lora". */
-int ltdi_layout_lora(ltdi_layout *l, const ltdi_lora_module *modules, int n);
+int ltdi_layout_lora(ltdi_layout *l, const ltdi_layout_lora_module *modules, int n);
 
 /* ---- generated weights as safetensors ------------------------------------------------ */
 

@@ -359,6 +359,18 @@ int ltdi_backend_cpu_create(ltdi_backend **out, int n_threads);
  * be is not a CPU backend. */
 int ltdi_backend_cpu_set_batch_invariant(ltdi_backend *be, int on);
 
+/* The kernel set OpenBLAS chose for this CPU, as it names it ("SkylakeX",
+ * "Haswell", "Prescott", ...); the OPENBLAS_CORETYPE environment variable,
+ * read when the library loads, overrides its choice. */
+const char *ltdi_backend_cpu_blas_core(void);
+
+/* 1 when OpenBLAS runs a kernel set older than the CPU: one without AVX2
+ * and FMA (Prescott, Nehalem, Sandybridge, ...) on a CPU that has both, as
+ * happens where it does not know the CPU model (some virtual machines).
+ * There the batch-invariant sgemm (AVX2+FMA, one thread) is several times
+ * faster than OpenBLAS's, so a caller free to choose may switch it on. */
+int ltdi_backend_cpu_blas_is_generic(void);
+
 /* Destroys any backend (NULL is allowed). */
 void ltdi_backend_destroy(ltdi_backend *be);
 

@@ -18,13 +18,15 @@
     if (rc_ != 0) return rc_; \
   } while (0)
 
-/* The one entry of every linear layer. The base weights are frozen; a
- * low-rank delta on this linear would be added here, after the product. */
-int ltdi__bert_linear_forward(const ltdi_bert *m, const ltdi__bert_linear *lin, float *out,
-                              const float *inp, int rows) {
+/* The one entry of every linear layer. The base weights are frozen; an
+ * adapter's low-rank delta on this linear is added after the product. */
+int ltdi__bert_linear_forward(const ltdi_bert *m, const ltdi_bert_acts *a,
+                              const ltdi__bert_linear *lin, float *out, const float *inp,
+                              int rows) {
   ltdi_backend *be = m->be;
-  return be->linear_forward(be, out, inp, m->params + lin->w, m->params + lin->b, rows,
-                            lin->n_in, lin->n_out);
+  RC(be->linear_forward(be, out, inp, m->params + lin->w, m->params + lin->b, rows, lin->n_in,
+                        lin->n_out));
+  return a->lora ? ltdi__bert_lora_linear_forward(a->lora, lin, out, inp, rows) : 0;
 }
 
 /* probs (B, H, T, T) = masked softmax(q_h k_h^T / sqrt(D)); ctx (B, T, C)
@@ -57,17 +59,17 @@ static int layer_forward(const ltdi_bert *m, const ltdi_bert_acts *a, int l, con
   const int C = m->cfg.hidden_size, I = m->cfg.intermediate_size, R = B * T;
   const size_t rc = (size_t)R * C;
   const float eps = m->cfg.layer_norm_eps;
-  RC(ltdi__bert_linear_forward(m, &ly->query, la->q, x, R));
-  RC(ltdi__bert_linear_forward(m, &ly->key, la->k, x, R));
-  RC(ltdi__bert_linear_forward(m, &ly->value, la->v, x, R));
+  RC(ltdi__bert_linear_forward(m, a, &ly->query, la->q, x, R));
+  RC(ltdi__bert_linear_forward(m, a, &ly->key, la->k, x, R));
+  RC(ltdi__bert_linear_forward(m, a, &ly->value, la->v, x, R));
   RC(attention(m, a, la, B, T));
-  RC(ltdi__bert_linear_forward(m, &ly->attn_out, la->res1, la->ctx, R));
+  RC(ltdi__bert_linear_forward(m, a, &ly->attn_out, la->res1, la->ctx, R));
   RC(be->axpy(be, la->res1, x, 1.0f, rc));
   RC(be->layernorm_forward(be, la->h1, la->mean1, la->rstd1, la->res1, P + ly->ln1_w,
                            P + ly->ln1_b, R, C, eps));
-  RC(ltdi__bert_linear_forward(m, &ly->inter, la->ff_pre, la->h1, R));
+  RC(ltdi__bert_linear_forward(m, a, &ly->inter, la->ff_pre, la->h1, R));
   RC(be->gelu_forward(be, la->ff, la->ff_pre, (size_t)R * I));
-  RC(ltdi__bert_linear_forward(m, &ly->out, la->res2, la->ff, R));
+  RC(ltdi__bert_linear_forward(m, a, &ly->out, la->res2, la->ff, R));
   RC(be->axpy(be, la->res2, la->h1, 1.0f, rc));
   RC(be->layernorm_forward(be, la->h2, la->mean2, la->rstd2, la->res2, P + ly->ln2_w,
                            P + ly->ln2_b, R, C, eps));
@@ -93,28 +95,33 @@ static int stage_inputs(const ltdi_bert *m, ltdi_bert_acts *a, const int32_t *id
   return 0;
 }
 
-int ltdi_bert_forward(ltdi_bert *m, ltdi_bert_acts *a, const int32_t *ids,
-                      const int32_t *lengths, int batch, int T, float *out) {
-  if (m == NULL || a == NULL || a->net != m || ids == NULL || lengths == NULL || batch < 1 ||
-      T < 1 || batch > a->max_batch || T > a->max_len || T > m->cfg.max_position)
-    return LTDI_ERR_INVALID_ARG;
+int ltdi__bert_embed_forward(const ltdi_bert *m, ltdi_bert_acts *a, const int32_t *ids,
+                             const int32_t *lengths, int B, int T) {
   ltdi_backend *be = m->be;
   const ltdi_bert_config *c = &m->cfg;
   const float *P = m->params;
-  const int B = batch, C = c->hidden_size, R = B * T;
   a->last_batch = a->last_len = 0;
   RC(stage_inputs(m, a, ids, lengths, B, T));
-
   /* h0 = LN_emb((word[id] + type[0]) + pos[t]) */
-  RC(be->embedding_forward(be, a->emb, a->ids, P + m->word, P + m->pos, P + m->type, B, T, C,
-                           c->vocab_size));
-  RC(be->layernorm_forward(be, a->h0, a->mean0, a->rstd0, a->emb, P + m->emb_ln_w,
-                           P + m->emb_ln_b, R, C, c->layer_norm_eps));
-  const float *x = a->h0;
-  for (int l = 0; l < c->num_layers; l++) {
+  RC(be->embedding_forward(be, a->emb, a->ids, P + m->word, P + m->pos, P + m->type, B, T,
+                           c->hidden_size, c->vocab_size));
+  return be->layernorm_forward(be, a->h0, a->mean0, a->rstd0, a->emb, P + m->emb_ln_w,
+                               P + m->emb_ln_b, B * T, c->hidden_size, c->layer_norm_eps);
+}
+
+int ltdi__bert_layers_forward(const ltdi_bert *m, ltdi_bert_acts *a, const float *x, int l0,
+                              int l1, int B, int T) {
+  for (int l = l0; l < l1; l++) {
     RC(layer_forward(m, a, l, x, B, T));
     x = a->layer[l].h2;
   }
+  return 0;
+}
+
+int ltdi__bert_pool_forward(const ltdi_bert *m, ltdi_bert_acts *a, const float *x, int B, int T,
+                            float *out) {
+  ltdi_backend *be = m->be;
+  const int C = m->cfg.hidden_size;
   /* e = normalize(mean over the valid tokens) */
   RC(be->mean_pool_forward(be, a->pooled, x, a->lengths, B, T, C));
   RC(be->l2_normalize_forward(be, a->out, a->norm, a->pooled, B, C, LTDI_BERT_L2_EPS));
@@ -122,4 +129,16 @@ int ltdi_bert_forward(ltdi_bert *m, ltdi_bert_acts *a, const int32_t *ids,
   a->last_batch = B;
   a->last_len = T;
   return 0;
+}
+
+int ltdi_bert_forward(ltdi_bert *m, ltdi_bert_acts *a, const int32_t *ids,
+                      const int32_t *lengths, int batch, int T, float *out) {
+  if (m == NULL || a == NULL || a->net != m || ids == NULL || lengths == NULL || batch < 1 ||
+      T < 1 || batch > a->max_batch || T > a->max_len || T > m->cfg.max_position ||
+      (long)batch * T > a->max_rows)
+    return LTDI_ERR_INVALID_ARG;
+  const int L = m->cfg.num_layers;
+  RC(ltdi__bert_embed_forward(m, a, ids, lengths, batch, T));
+  RC(ltdi__bert_layers_forward(m, a, a->h0, 0, L, batch, T));
+  return ltdi__bert_pool_forward(m, a, L > 0 ? a->layer[L - 1].h2 : a->h0, batch, T, out);
 }

@@ -125,6 +125,12 @@ typedef enum ltdi_bert_keep {
  * tokens (max_len <= max_position). LTDI_ERR_INVALID_ARG, _OVERFLOW, _NOMEM. */
 int ltdi_bert_acts_create(ltdi_bert_acts **out, const ltdi_bert *m, int max_batch, int max_len,
                           ltdi_bert_keep keep);
+/* The same with at most max_rows = B·T rows per call (0: max_batch ·
+ * max_len), so a cache can serve many short sequences or a few long ones
+ * in the memory of max_rows rows: a forward of B sequences of T positions
+ * needs B <= max_batch, T <= max_len and B·T <= max_rows. */
+int ltdi_bert_acts_create_rows(ltdi_bert_acts **out, const ltdi_bert *m, int max_batch,
+                               int max_len, int max_rows, ltdi_bert_keep keep);
 void ltdi_bert_acts_free(ltdi_bert_acts *a);
 /* Floats of backend memory the cache holds. */
 size_t ltdi_bert_acts_floats(const ltdi_bert_acts *a);
@@ -136,9 +142,9 @@ size_t ltdi_bert_acts_floats(const ltdi_bert_acts *a);
  * [CLS] ... [SEP], as ltdi_tokenizer_encode gives them) and the rest
  * padding, never read. Writes the L2-normalised embeddings to `out` (B, C),
  * a HOST array, unless out is NULL (then they stay in the cache:
- * ltdi_bert_acts_output). LTDI_ERR_INVALID_ARG when batch or T is out of
- * the cache's range, a length is outside [1, T] or a valid id outside
- * [0, vocab_size); backend errors otherwise. */
+ * ltdi_bert_acts_output). LTDI_ERR_INVALID_ARG when batch, T or batch·T
+ * is out of the cache's range, a length is outside [1, T] or a valid id
+ * outside [0, vocab_size); backend errors otherwise. */
 int ltdi_bert_forward(ltdi_bert *m, ltdi_bert_acts *a, const int32_t *ids,
                       const int32_t *lengths, int batch, int T, float *out);
 

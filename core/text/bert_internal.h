@@ -1,12 +1,13 @@
 /* core/text/bert_internal.h — private declarations shared by core/text/bert*.c
- * (and, later, the LoRA adapter of the query and value linears).
+ * and the LoRA adapter of its linears (core/text/bert_lora.c).
  *
  * Parameters are described by offsets into the one parameter buffer, built
  * by walking the network once in the file's order (bert_layout.c). The
  * activations are llm.c-style named pointers into one backend buffer: a
  * size table per layer (ltdi__bert_layer_acts, its fields in forward order)
- * laid out for (max_batch, max_len); a call with fewer sequences or
- * positions uses a prefix of each tensor, contiguous for its own B and T. */
+ * laid out for (max_batch, max_len) and at most max_rows = B·T rows; a
+ * call with fewer sequences or positions uses a prefix of each tensor,
+ * contiguous for its own B and T. */
 #ifndef LTDI_CORE_TEXT_BERT_INTERNAL_H
 #define LTDI_CORE_TEXT_BERT_INTERNAL_H
 
@@ -26,11 +27,13 @@ typedef struct ltdi__bert_tdesc {
 } ltdi__bert_tdesc;
 
 /* One linear layer out (R, n_out) = inp (R, n_in) W^T + b: W (n_out, n_in)
- * at param offset w, b (n_out) at offset b. A low-rank delta (LoRA: out +=
- * s (inp A^T) B^T) will hang here, read by ltdi__bert_linear_forward. */
+ * at param offset w, b (n_out) at offset b. `layer` and `module` (an
+ * ltdi_lora_module, core/text/lora.h) name it for a low-rank delta (LoRA:
+ * out += s (inp A^T) B^T), added by ltdi__bert_linear_forward. */
 typedef struct ltdi__bert_linear {
   size_t w, b;
   int n_in, n_out;
+  int layer, module;
 } ltdi__bert_linear;
 
 typedef struct ltdi__bert_layer {
@@ -75,15 +78,17 @@ typedef struct ltdi__bert_layer_acts {
 _Static_assert(sizeof(ltdi__bert_layer_acts) == LTDI__BERT_LAYER_ACTS * sizeof(float *),
                "ltdi__bert_layer_acts holds only its float pointers");
 
+struct ltdi_bert_lora_acts; /* core/text/bert_lora.h */
+
 struct ltdi_bert_acts {
   ltdi_backend *be;
   const ltdi_bert *net;
-  int max_batch, max_len;
+  int max_batch, max_len, max_rows; /* a call: B <= max_batch, T <= max_len, B·T <= max_rows */
   ltdi_bert_keep keep;
   int last_batch, last_len; /* of the last forward; 0 before any */
-  int32_t *ids;             /* (max_batch · max_len) backend memory */
+  int32_t *ids;             /* (max_rows) backend memory */
   int32_t *lengths;         /* (max_batch) backend memory */
-  int32_t *host_ids;        /* (max_batch · max_len) staging, padding zeroed */
+  int32_t *host_ids;        /* (max_rows) staging, padding zeroed */
   float *emb;               /* (R, C) the embedding sum: LN_emb's input */
   float *mean0, *rstd0;     /* (R) */
   float *h0;                /* (R, C) LN_emb(emb): layer 0's input */
@@ -93,12 +98,41 @@ struct ltdi_bert_acts {
   float *out;               /* (B, C) pooled / max(norm, eps) */
   float *memory;            /* the one backend buffer all of the above point into */
   size_t n_floats;
+  /* The adapter a forward adds, or NULL: set by core/text/bert_lora.c for
+   * the length of one adapted forward, so every linear of this cache gets
+   * its low-rank delta (and keeps what the delta's backward reads). */
+  struct ltdi_bert_lora_acts *lora;
 };
 
-/* out (rows, lin->n_out) = inp (rows, lin->n_in) W^T + b, on m's backend.
- * Every linear layer of the encoder calls this, so a low-rank delta on a
- * chosen linear is added in one place. */
-int ltdi__bert_linear_forward(const ltdi_bert *m, const ltdi__bert_linear *lin, float *out,
-                              const float *inp, int rows);
+/* out (rows, lin->n_out) = inp (rows, lin->n_in) W^T + b, on m's backend,
+ * plus a->lora's delta on this linear when there is one. Every linear layer
+ * of the encoder calls this, so the delta is added in one place. */
+int ltdi__bert_linear_forward(const ltdi_bert *m, const ltdi_bert_acts *a,
+                              const ltdi__bert_linear *lin, float *out, const float *inp,
+                              int rows);
+
+/* The delta of `lin` (core/text/bert_lora.c): out (rows, n_out) += s (inp
+ * A^T) B^T when the adapter of la targets lin, else nothing. */
+int ltdi__bert_lora_linear_forward(struct ltdi_bert_lora_acts *la, const ltdi__bert_linear *lin,
+                                   float *out, const float *inp, int rows);
+
+/* ---- the forward in pieces (bert.c), for the adapter's prefix runs ------- */
+
+/* Checks and uploads ids (B, T) and lengths (B) (host arrays, as
+ * ltdi_bert_forward takes them) into a, then writes the embeddings' output
+ * a->h0 (R, C). Clears a->last_batch. */
+int ltdi__bert_embed_forward(const ltdi_bert *m, ltdi_bert_acts *a, const int32_t *ids,
+                             const int32_t *lengths, int B, int T);
+
+/* Runs layers [l0, l1) on x (R, C), the input of layer l0 (backend memory,
+ * a->h0 or a layer's h2 or any buffer of that shape); a->lengths must hold
+ * the batch's lengths. Layer l > l0 reads layer l-1's h2. */
+int ltdi__bert_layers_forward(const ltdi_bert *m, ltdi_bert_acts *a, const float *x, int l0,
+                              int l1, int B, int T);
+
+/* Pools x (R, C), the last layer's output, into the normalised a->out
+ * (B, C), downloaded to host `out` unless NULL; sets a->last_batch/len. */
+int ltdi__bert_pool_forward(const ltdi_bert *m, ltdi_bert_acts *a, const float *x, int B, int T,
+                            float *out);
 
 #endif

@@ -13,6 +13,7 @@
 
 #include "base/error.h"
 #include "core/text/bert_internal.h"
+#include "core/text/lora.h"
 
 /* ==== parameter table ===================================================== */
 
@@ -40,8 +41,8 @@ static size_t add_param(builder *bd, const char *name, int ndim, int64_t s0, int
 }
 
 /* `prefix`.weight (n_out, n_in) and `prefix`.bias (n_out). */
-static void add_linear(builder *bd, const char *prefix, int n_out, int n_in,
-                       ltdi__bert_linear *lin) {
+static void add_linear(builder *bd, const char *prefix, int n_out, int n_in, int layer,
+                       ltdi_lora_module module, ltdi__bert_linear *lin) {
   char name[LTDI_BERT_NAME_MAX];
   snprintf(name, sizeof name, "%s.weight", prefix);
   lin->w = add_param(bd, name, 2, n_out, n_in);
@@ -49,6 +50,8 @@ static void add_linear(builder *bd, const char *prefix, int n_out, int n_in,
   lin->b = add_param(bd, name, 1, n_out, 0);
   lin->n_in = n_in;
   lin->n_out = n_out;
+  lin->layer = layer;
+  lin->module = (int)module;
 }
 
 static void add_norm(builder *bd, const char *prefix, int C, size_t *w, size_t *b) {
@@ -71,13 +74,14 @@ static int build(ltdi_bert *m) {
     ltdi__bert_layer *ly = &m->layer[l];
     char p[LTDI_BERT_NAME_MAX];
 #define PREFIX(suffix) (snprintf(p, sizeof p, "encoder.layer.%d.%s", l, (suffix)), p)
-    add_linear(&bd, PREFIX("attention.self.query"), C, C, &ly->query);
-    add_linear(&bd, PREFIX("attention.self.key"), C, C, &ly->key);
-    add_linear(&bd, PREFIX("attention.self.value"), C, C, &ly->value);
-    add_linear(&bd, PREFIX("attention.output.dense"), C, C, &ly->attn_out);
+    add_linear(&bd, PREFIX("attention.self.query"), C, C, l, LTDI_LORA_QUERY, &ly->query);
+    add_linear(&bd, PREFIX("attention.self.key"), C, C, l, LTDI_LORA_KEY, &ly->key);
+    add_linear(&bd, PREFIX("attention.self.value"), C, C, l, LTDI_LORA_VALUE, &ly->value);
+    add_linear(&bd, PREFIX("attention.output.dense"), C, C, l, LTDI_LORA_ATTN_OUTPUT,
+               &ly->attn_out);
     add_norm(&bd, PREFIX("attention.output.LayerNorm"), C, &ly->ln1_w, &ly->ln1_b);
-    add_linear(&bd, PREFIX("intermediate.dense"), I, C, &ly->inter);
-    add_linear(&bd, PREFIX("output.dense"), C, I, &ly->out);
+    add_linear(&bd, PREFIX("intermediate.dense"), I, C, l, LTDI_LORA_INTERMEDIATE, &ly->inter);
+    add_linear(&bd, PREFIX("output.dense"), C, I, l, LTDI_LORA_OUTPUT, &ly->out);
     add_norm(&bd, PREFIX("output.LayerNorm"), C, &ly->ln2_w, &ly->ln2_b);
 #undef PREFIX
   }
@@ -229,9 +233,10 @@ static void take_layer(cursor *cur, ltdi__bert_layer_acts *la, size_t R, size_t 
 /* The whole layout over base (NULL: only counts); returns the floats used. */
 static size_t lay_out(ltdi_bert_acts *a, float *base) {
   const ltdi_bert_config *c = &a->net->cfg;
-  const size_t R = (size_t)a->max_batch * a->max_len, C = (size_t)c->hidden_size;
+  const size_t R = (size_t)a->max_rows, C = (size_t)c->hidden_size;
   const size_t I = (size_t)c->intermediate_size;
-  const size_t S = (size_t)a->max_batch * c->num_heads * a->max_len * a->max_len;
+  /* B·H·T·T <= max_rows·H·max_len when B·T <= max_rows and T <= max_len. */
+  const size_t S = (size_t)a->max_rows * c->num_heads * a->max_len;
   cursor cur = {base, 0};
   a->emb = take(&cur, R * C);
   a->mean0 = take(&cur, R);
@@ -252,15 +257,21 @@ static size_t lay_out(ltdi_bert_acts *a, float *base) {
 
 int ltdi_bert_acts_create(ltdi_bert_acts **out, const ltdi_bert *m, int max_batch, int max_len,
                           ltdi_bert_keep keep) {
+  return ltdi_bert_acts_create_rows(out, m, max_batch, max_len, 0, keep);
+}
+
+int ltdi_bert_acts_create_rows(ltdi_bert_acts **out, const ltdi_bert *m, int max_batch,
+                               int max_len, int max_rows, ltdi_bert_keep keep) {
   if (out == NULL) return LTDI_ERR_INVALID_ARG;
   *out = NULL;
   if (m == NULL || max_batch <= 0 || max_len <= 0 || max_len > m->cfg.max_position ||
-      (keep != LTDI_BERT_KEEP_LAST && keep != LTDI_BERT_KEEP_ALL))
+      max_rows < 0 || (keep != LTDI_BERT_KEEP_LAST && keep != LTDI_BERT_KEEP_ALL))
     return LTDI_ERR_INVALID_ARG;
   /* The backend takes rows as int; keep R·I and the cache far inside. */
-  const double R = (double)max_batch * max_len;
-  if (R * m->cfg.intermediate_size > 1e9 ||
-      (double)max_batch * m->cfg.num_heads * max_len * max_len > 1e9)
+  const double full = (double)max_batch * max_len;
+  if (full > 1e9) return LTDI_ERR_OVERFLOW;
+  const double R = max_rows == 0 || max_rows > full ? full : max_rows;
+  if (R * m->cfg.intermediate_size > 1e9 || R * m->cfg.num_heads * max_len > 1e9)
     return LTDI_ERR_OVERFLOW;
   ltdi_bert_acts *a = calloc(1, sizeof *a);
   if (a == NULL) return LTDI_ERR_NOMEM;
@@ -269,9 +280,10 @@ int ltdi_bert_acts_create(ltdi_bert_acts **out, const ltdi_bert *m, int max_batc
   a->net = m;
   a->max_batch = max_batch;
   a->max_len = max_len;
+  a->max_rows = (int)R;
   a->keep = keep;
   a->n_floats = lay_out(a, NULL);
-  const size_t n_ids = (size_t)max_batch * max_len;
+  const size_t n_ids = (size_t)a->max_rows;
   a->memory = be->alloc(be, a->n_floats * sizeof(float));
   a->ids = be->alloc(be, n_ids * sizeof(int32_t));
   a->lengths = be->alloc(be, (size_t)max_batch * sizeof(int32_t));

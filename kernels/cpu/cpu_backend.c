@@ -11,6 +11,7 @@
 #include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "base/error.h"
 #include "kernels/backend.h"
@@ -121,11 +122,22 @@ int ltdi_backend_cpu_set_batch_invariant(ltdi_backend *be, int on) {
   return 0;
 }
 
+/* y += alpha x in blocks of a fixed count through a local copy of x (x may
+ * be y): -O2's cheapest vectoriser takes the inner loops, and each element
+ * gets the same multiply and add as one by one, so the same bits. */
+#define LTDI__AXPY_BLOCK 16
+
 static int cpu_axpy(ltdi_backend *be, float *y, const float *x, float alpha, size_t n) {
   (void)be;
   if (n == 0) return 0;
   if (y == NULL || x == NULL) return LTDI_ERR_INVALID_ARG;
-  for (size_t i = 0; i < n; i++) y[i] += alpha * x[i];
+  size_t i = 0;
+  for (; i + LTDI__AXPY_BLOCK <= n; i += LTDI__AXPY_BLOCK) {
+    float t[LTDI__AXPY_BLOCK];
+    for (int j = 0; j < LTDI__AXPY_BLOCK; j++) t[j] = x[i + j];
+    for (int j = 0; j < LTDI__AXPY_BLOCK; j++) y[i + j] += alpha * t[j];
+  }
+  for (; i < n; i++) y[i] += alpha * x[i];
   return 0;
 }
 
@@ -134,6 +146,25 @@ static int cpu_fill(ltdi_backend *be, float *x, float value, size_t n) {
   if (n == 0) return 0;
   if (x == NULL) return LTDI_ERR_INVALID_ARG;
   for (size_t i = 0; i < n; i++) x[i] = value;
+  return 0;
+}
+
+const char *ltdi_backend_cpu_blas_core(void) {
+  const char *name = openblas_get_corename();
+  return name ? name : "unknown";
+}
+
+int ltdi_backend_cpu_blas_is_generic(void) {
+  /* OpenBLAS's x86 targets without AVX2+FMA kernels (its names, any case). */
+  static const char *const old[] = {"prescott", "core2", "penryn", "dunnington", "nehalem",
+                                    "atom", "sandybridge", "opteron", "opteron_sse3",
+                                    "barcelona", "bobcat", "bulldozer", "piledriver", "nano",
+                                    "katmai", "coppermine", "northwood", "banias", "athlon",
+                                    "generic"};
+  if (!ltdi__cpu_gemm_uses_avx2()) return 0;
+  const char *name = ltdi_backend_cpu_blas_core();
+  for (size_t i = 0; i < sizeof old / sizeof *old; i++)
+    if (strcasecmp(name, old[i]) == 0) return 1;
   return 0;
 }
 

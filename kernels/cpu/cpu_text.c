@@ -1,7 +1,8 @@
 /* kernels/cpu/cpu_text.c — the BERT encoder's ops on the CPU: layer-norm
- * over the last dimension, the exact GELU, the masked attention softmax,
- * the embedding sum, masked mean pooling and L2 normalisation, each with
- * its backward (kernels/backend.h has the contracts).
+ * over the last dimension, the masked attention softmax, the embedding
+ * sum, masked mean pooling and L2 normalisation, each with its backward
+ * (kernels/backend.h has the contracts). The exact GELU is in
+ * kernels/cpu/cpu_gelu.c.
  *
  * Sums that the CUDA backend (kernels/cuda/cuda_text.cu) also forms one
  * thread per output — the pooling, the parameter gradients of layer-norm
@@ -17,8 +18,6 @@
 #include "base/error.h"
 #include "kernels/cpu/cpu_internal.h"
 
-#define SQRT1_2 0.70710678118654752440
-#define INV_SQRT_2PI 0.39894228040143267794
 
 /* ==== layer-norm ========================================================= */
 
@@ -89,33 +88,6 @@ int ltdi__cpu_layernorm_backward(ltdi_backend *be, float *dinp, float *dweight, 
       if (dbias) dbias[c] += (float)acc[C + c];
     }
     free(acc);
-  }
-  return 0;
-}
-
-/* ==== GELU =============================================================== */
-
-int ltdi__cpu_gelu_forward(ltdi_backend *be, float *out, const float *inp, size_t n) {
-  (void)be;
-  if (n == 0) return 0;
-  if (!out || !inp) return LTDI_ERR_INVALID_ARG;
-  for (size_t i = 0; i < n; i++) {
-    const float x = inp[i];
-    out[i] = 0.5f * x * (1.0f + erff(x * (float)SQRT1_2));
-  }
-  return 0;
-}
-
-int ltdi__cpu_gelu_backward(ltdi_backend *be, float *dinp, const float *dout,
-                            const float *inp, size_t n) {
-  (void)be;
-  if (n == 0 || dinp == NULL) return 0;
-  if (!dout || !inp) return LTDI_ERR_INVALID_ARG;
-  for (size_t i = 0; i < n; i++) {
-    const float x = inp[i];
-    const float cdf = 0.5f * (1.0f + erff(x * (float)SQRT1_2));
-    const float pdf = (float)INV_SQRT_2PI * expf(-0.5f * x * x);
-    dinp[i] += dout[i] * (cdf + x * pdf);
   }
   return 0;
 }

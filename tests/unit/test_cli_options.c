@@ -381,6 +381,12 @@ static const command_help COMMANDS[] = {
      {"--encoder DIR", "--text FILE", "--out FILE", "--max-length N", "--batch B",
       "--threads T", "--device D", "[default 128, or max_position_embeddings if fewer; 2..8192]",
       "[default 32; 1..4096]"}},
+    {ltdi_cmd_text_eval, "text-eval", NULL, "--episodes",
+     {"--encoder DIR", "--data FILE", "--ways N", "--shots K", "--queries Q", "--episodes E",
+      "--seed S", "--max-length N", "--batch B", "--threads T", "--embed-threads T",
+      "--sgemm S", "--methods LIST", "--finetune-steps N", "--logreg-l2 L", "--features FILE",
+      "--out FILE", "--quiet", "[default 300; 1..100000000]", "[default 20; 1..100000]",
+      "[default nearest_centroid,logreg]", "nearest_centroid (nc)", "logreg", "finetune"}},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 

@@ -78,6 +78,9 @@ Test(kernels_ops, memory_and_vector_ops) {
   cr_assert_eq(be->synchronize(be), 0);
   cr_assert_eq(be->download(be, back, x, sizeof back), 0);
   for (int i = 0; i < 37; i++) cr_expect_eq(back[i], 3.0f * host[i]);
+  /* In place (x is y): y = y + 2 y, blocks and remainder alike. */
+  cr_assert_eq(be->axpy(be, x, x, 2.0f, 37), 0);
+  for (int i = 0; i < 37; i++) cr_expect_eq(x[i], 9.0f * host[i]);
   cr_assert_eq(be->fill(be, x, 1.25f, 37), 0);
   for (int i = 0; i < 37; i++) cr_expect_eq(x[i], 1.25f);
   cr_expect_eq(be->fill(be, NULL, 1.0f, 3), LTDI_ERR_INVALID_ARG);
@@ -130,9 +133,16 @@ Test(kernels_ops, sgemm_all_transposes) {
 
 /* ==== linear ============================================================ */
 
+/* O = 5 and 37: the bias add's remainder alone, and blocks of 16 with one. */
+static void linear_forward_case(int B, int I, int O);
+
 Test(kernels_ops, linear_forward) {
+  linear_forward_case(6, 9, 5);
+  linear_forward_case(3, 7, 37);
+}
+
+static void linear_forward_case(int B, int I, int O) {
   ltdi_backend *be = make_backend(1);
-  const int B = 6, I = 9, O = 5;
   float *x = rand_buf(B * I, -1, 1), *w = rand_buf(O * I, -1, 1), *b = rand_buf(O, -1, 1);
   float *out = rand_buf(B * O, 0, 0);
   double *want = dzeros(B * O);

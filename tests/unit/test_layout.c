@@ -91,7 +91,7 @@ Test(layout, normalised_head_init_is_standard_normal) {
 /* ---- LoRA ----------------------------------------------------------------------------- */
 
 Test(layout, lora_names_shapes_offsets) {
-  const ltdi_lora_module mods[2] = {{"model.layers.0.self_attn.q_proj", 64, 64, 4},
+  const ltdi_layout_lora_module mods[2] = {{"model.layers.0.self_attn.q_proj", 64, 64, 4},
                                     {"model.layers.0.self_attn.v_proj", 64, 32, 4}};
   cr_assert_eq(ltdi_layout_lora(&L, mods, 2), 0);
   cr_expect_str_eq(L.kind, "lora");
@@ -112,7 +112,7 @@ Test(layout, lora_names_shapes_offsets) {
   cr_expect(fabsf(L.tensors[1].std - 0.5f) < 1e-7f);   /* 1/√r */
   cr_expect_eq(ltdi_layout_head_dims(&L, NULL, NULL, NULL), LTDI_ERR_FORMAT);
   ltdi_layout_free(&L);
-  const ltdi_lora_module bad = {"x", 0, 4, 2};
+  const ltdi_layout_lora_module bad = {"x", 0, 4, 2};
   cr_expect_eq(ltdi_layout_lora(&L, &bad, 1), LTDI_ERR_INVALID_ARG);
   cr_expect_eq(L.n_tensors, 0);
 }
@@ -203,7 +203,7 @@ Test(layout, json_round_trip_is_exact) {
   ltdi_layout_free(&back);
   free(js);
   ltdi_layout_free(&L);
-  const ltdi_lora_module mods[3] = {{"a.q", 8, 8, 2}, {"a.k", 8, 4, 2}, {"b.o", 16, 8, 1}};
+  const ltdi_layout_lora_module mods[3] = {{"a.q", 8, 8, 2}, {"a.k", 8, 4, 2}, {"b.o", 16, 8, 1}};
   cr_assert_eq(ltdi_layout_lora(&L, mods, 3), 0);
   cr_assert_eq(ltdi_layout_to_json(&L, &js), 0);
   cr_assert_eq(ltdi_layout_from_json(&back, js), 0, "%s", js);

@@ -123,7 +123,7 @@ Test(weights, score_by_hand) {
   cr_expect_eq(ltdi_head_view_score(&v, x, out_of_range, 2, &acc, &loss), LTDI_ERR_INVALID_ARG);
   ltdi_layout lora;
   ltdi_layout_init(&lora, NULL);
-  const ltdi_lora_module mod = {"q", 2, 2, 1};
+  const ltdi_layout_lora_module mod = {"q", 2, 2, 1};
   cr_assert_eq(ltdi_layout_lora(&lora, &mod, 1), 0);
   cr_expect_eq(ltdi_head_view_of(&lora, w, &v), LTDI_ERR_FORMAT, "a LoRA layout is no head");
   ltdi_layout_free(&lora);

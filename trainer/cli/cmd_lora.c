@@ -17,6 +17,7 @@
 #include "core/text/lora.h"
 #include "trainer/cli/commands.h"
 #include "trainer/cli/options.h"
+#include "trainer/prepare/lora_prepare.h"
 
 /* ---- lora-init -------------------------------------------------------------- */
 
@@ -161,18 +162,28 @@ int ltdi_cmd_lora_init(int argc, char **argv) {
 
 typedef struct lora_export_args {
   const char *lora;
+  const char *trajectories;
+  int task, row;
   const char *out;
   const char *base_model;
   int replace;
 } lora_export_args;
 
 static void lora_export_defaults(void *p) {
-  memset(p, 0, sizeof(lora_export_args));
+  lora_export_args *a = p;
+  memset(a, 0, sizeof *a);
+  a->row = -1;
 }
 
 static const ltdi_opt LORA_EXPORT_OPTS[] = {
     LTDI_OPT_STRING("--lora", lora_export_args, lora, "FILE", NULL,
-                    "an ltdi LoRA file: lora-init's, or a generated one (required)"),
+                    "an ltdi LoRA file: lora-init's, or a generated one"),
+    LTDI_OPT_STRING("--trajectories", lora_export_args, trajectories, "FILE", NULL,
+                    "instead of --lora: a checkpoint of `prepare --encoder`'s file"),
+    LTDI_OPT_INT("--task", lora_export_args, task, 0, 100000000, "I", NULL,
+                 "with --trajectories: the task"),
+    LTDI_OPT_INT("--row", lora_export_args, row, -1, 9, "J", "the last",
+                 "with --trajectories: the checkpoint (0 the init)"),
     LTDI_OPT_STRING("--out", lora_export_args, out, "DIR", NULL,
                     "the PEFT folder to create (required)"),
     LTDI_OPT_STRING("--base-model", lora_export_args, base_model, "NAME", "the file's",
@@ -185,6 +196,7 @@ static const ltdi_cli LORA_EXPORT_CLI = {
     .name = "ltdi-train lora-export",
     .synopsis = "usage: ltdi-train lora-export --lora FILE --out DIR [--base-model NAME] "
                 "[--replace]\n"
+                "       ltdi-train lora-export --trajectories FILE --task I [--row J] --out DIR\n"
                 "\n"
                 "Writes the adapter as a PEFT folder (adapter_config.json,\n"
                 "adapter_model.safetensors), atomically. In Python:\n"
@@ -200,10 +212,13 @@ int ltdi_cmd_lora_export(int argc, char **argv) {
   lora_export_defaults(&a);
   int st = ltdi_cli_parse(&LORA_EXPORT_CLI, &a, argc, argv);
   if (st != LTDI_CLI_RUN) return st;
-  if (!a.lora || !a.out) return ltdi_cli_usage_error(&LORA_EXPORT_CLI, "give --lora and --out");
+  if (!a.lora == !a.trajectories || !a.out)
+    return ltdi_cli_usage_error(&LORA_EXPORT_CLI, "give --out and one of --lora, --trajectories");
   ltdi_lora *l = NULL;
   char err[1024];
-  if (ltdi_lora_load(a.lora, &l, err, sizeof err) != 0) {
+  if ((a.lora ? ltdi_lora_load(a.lora, &l, err, sizeof err)
+              : ltdi_lora_prepare_read_adapter(a.trajectories, a.task, a.row, &l, err,
+                                               sizeof err)) != 0) {
     fprintf(stderr, "lora-export: %s\n", err);
     return 1;
   }

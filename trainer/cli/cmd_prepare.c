@@ -2,7 +2,10 @@
  * (body + images, or a user's features file), then run weight preparation
  * (trainer/prepare/prepare.h) for the linear or the mlp head into one
  * trajectories file, resumably. With --measure it instead reports the
- * recipe's query accuracy against its init's, used to pick defaults. */
+ * recipe's query accuracy against its init's, used to pick defaults.
+ * With --encoder DIR --text FILE it prepares LoRA adapters of a text
+ * encoder instead (trainer/prepare/lora_prepare.h, run by
+ * trainer/cli/cmd_prepare_lora.c). */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
@@ -18,6 +21,7 @@
 #include "trainer/common/dist.h"
 #include "trainer/prepare/prepare.h"
 #include "trainer/common/progress.h"
+#include "trainer/cli/cmd_prepare_lora.h"
 
 #define DEFAULT_VIEWS 5
 
@@ -29,6 +33,7 @@ typedef struct prepare_args {
   const char *body, *data, *features, *variants;
   int views, measure;
   int init;  /* --shared-init 1, --per-task-init 0, neither -1 (mlp: shared) */
+  ltdi_prepare_lora_args lora; /* --encoder: LoRA adapters of a text encoder */
 } prepare_args;
 
 static void prepare_defaults(void *p) {
@@ -37,6 +42,7 @@ static void prepare_defaults(void *p) {
   ltdi_prepare_default(&a->cfg);
   a->views = DEFAULT_VIEWS;
   a->init = -1;
+  ltdi_prepare_lora_defaults(&a->lora, NULL);
 }
 
 static const ltdi_opt_choice SPACINGS[] = {
@@ -105,6 +111,34 @@ static const ltdi_opt PREPARE_OPTS[] = {
                     "with --measure: one line of options per variant,\n"
                     "each measured on the same features"),
     LTDI_OPT_FLAG("--quiet", prepare_args, cfg.quiet, 1, "no progress lines"),
+    /* LoRA adapters of a text encoder (the notes after the table). */
+    LTDI_OPT_STRING("--encoder", prepare_args, lora.encoder, "DIR", NULL,
+                    "LoRA of this BERT encoder folder instead of a head"),
+    LTDI_OPT_STRING("--text", prepare_args, lora.text, "FILE", NULL,
+                    "with --encoder: the label<TAB>text file of the tasks"),
+    LTDI_OPT_STRING("--lora-targets", prepare_args, lora.targets, "LIST", NULL,
+                    "adapted modules: query, key, value,\n"
+                    "attention.output.dense, intermediate.dense, output.dense"),
+    LTDI_OPT_INT("--lora-r", prepare_args, lora.r, 1, LTDI_PREPARE_LORA_MAX_R, "R", NULL,
+                 "LoRA rank"),
+    LTDI_OPT_FLOAT_GT("--lora-alpha", prepare_args, lora.alpha, 0.0, 1e6, "A", NULL,
+                      "lora_alpha (the delta is scaled by alpha / r)"),
+    LTDI_OPT_INT("--lora-first-layer", prepare_args, lora.first_layer, 0, 1000, "L", NULL,
+                 "lowest adapted layer; the layers below run once per text"),
+    LTDI_OPT_INT("--max-length", prepare_args, lora.max_length, 2, 100000, "N", NULL,
+                 "tokens per text, [CLS] and [SEP] included"),
+    LTDI_OPT_INT("--chunk", prepare_args, lora.max_batch, 1, 4096, "N", NULL,
+                 "texts per forward chunk at most"),
+    LTDI_OPT_INT("--chunk-tokens", prepare_args, lora.max_tokens, 2, 1000000, "N", NULL,
+                 "padded tokens per forward chunk at most (memory)"),
+    LTDI_OPT_INT("--batch-size", prepare_args, lora.batch, 0, 1000000, "N", NULL,
+                 "support texts per step, 0 = the whole support"),
+    LTDI_OPT_FLOAT_GT("--logit-scale", prepare_args, lora.logit_scale, 0.0, 1e6, "S", NULL,
+                      "s of the cosine head s cos(e, m_c)"),
+    LTDI_OPT_U64("--init-seed", prepare_args, lora.init_seed, 0, UINT64_MAX, "S", NULL,
+                 "seed of the shared PEFT init of every task's adapter"),
+    LTDI_OPT_INT("--trajectory-length", prepare_args, cfg.train.n_checkpoints, 2, 10, "L",
+                 NULL, "= --trajectory"),
 };
 
 /* After the options: what the linear head ignores, and the mlp head's recipe
@@ -126,12 +160,14 @@ static void print_head_notes(FILE *out) {
           (double)m.sam_rho, (double)m.weight_decay, m.n_checkpoints,
           m.spacing == LTDI_SPACING_DISTANCE ? "distance" : "steps",
           c.augment ? "--augment" : "--no-augment");
+  ltdi_prepare_lora_notes(out);
 }
 
 static const ltdi_cli PREPARE_CLI = {
     .name = "prepare",
     .synopsis = "usage: ltdi-train prepare (--body FILE --data DIR | --features FILE) --out FILE\n"
                 "                          [options]\n"
+                "       ltdi-train prepare --encoder DIR --text FILE.tsv --out FILE [options]\n"
                 "Runs on the CPU only (--device is for meta, generate and eval).\n",
     .opts = PREPARE_OPTS,
     .n_opts = LTDI_OPT_COUNT(PREPARE_OPTS),
@@ -149,6 +185,12 @@ static const ltdi_cli PREPARE_CLI = {
 static int parse_for_head(int n, char **words, prepare_args *a, char *why, size_t len) {
   prepare_defaults(a);
   if (ltdi_cli_parse_words(&PREPARE_CLI, a, n, words, why, len) != 0) return -1;
+  if (a->lora.encoder != NULL) {
+    /* LoRA: the recipe restarts from the fine-tune's defaults. */
+    prepare_defaults(a);
+    ltdi_prepare_lora_defaults(&a->lora, &a->cfg);
+    return ltdi_cli_parse_words(&PREPARE_CLI, a, n, words, why, len) != 0 ? -1 : 0;
+  }
   if (a->cfg.head != LTDI_PREPARE_HEAD_LINEAR) {
     const int head = a->cfg.head;
     prepare_defaults(a);
@@ -299,6 +341,16 @@ int ltdi_cmd_prepare(int argc, char **argv) {
   char why[512];
   if (parse_for_head(argc - 1, argv + 1, &a, why, sizeof why) != 0)
     return ltdi_cli_usage_error(&PREPARE_CLI, "%s", why);
+  if (a.lora.encoder != NULL || a.lora.text != NULL) {
+    if (a.lora.encoder == NULL || a.lora.text == NULL || (a.cfg.out_path == NULL && !a.measure))
+      return ltdi_cli_usage_error(&PREPARE_CLI,
+                                  "LoRA preparation needs --encoder, --text and --out");
+    if (a.body || a.data || a.features || a.variants)
+      return ltdi_cli_usage_error(&PREPARE_CLI,
+                                  "--encoder prepares LoRA adapters from --text: no --body, "
+                                  "--data, --features or --variants");
+    return ltdi_prepare_lora_main(&a.lora, &a.cfg, a.measure);
+  }
   ltdi_prepare_config cfg = a.cfg;
   if ((a.features != NULL) == (a.body != NULL || a.data != NULL) ||
       (a.features == NULL && (a.body == NULL || a.data == NULL)) ||

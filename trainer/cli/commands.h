@@ -17,5 +17,6 @@ int ltdi_cmd_checksum(int argc, char **argv); /* trainer/cli/cmd_checksum.c */
 int ltdi_cmd_lora_init(int argc, char **argv);   /* trainer/cli/cmd_lora.c */
 int ltdi_cmd_lora_export(int argc, char **argv); /* trainer/cli/cmd_lora.c */
 int ltdi_cmd_embed(int argc, char **argv);    /* trainer/cli/cmd_embed.c */
+int ltdi_cmd_text_eval(int argc, char **argv); /* trainer/cli/cmd_text_eval.c */
 
 #endif

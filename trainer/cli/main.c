@@ -35,6 +35,7 @@ static const command COMMANDS[] = {
      "write a LoRA adapter of a BERT encoder, initialised as PEFT", 0},
     {"lora-export", ltdi_cmd_lora_export, "write an ltdi LoRA file as a PEFT adapter folder", 0},
     {"embed", ltdi_cmd_embed, "sentence embeddings of a text file with a BERT encoder", 0},
+    {"text-eval", ltdi_cmd_text_eval, "evaluate text methods on the episodes of a TSV split", 0},
 };
 
 static void usage(FILE *out) {

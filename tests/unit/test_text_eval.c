@@ -1,0 +1,559 @@
+/* tests/unit/test_text_eval.c — few-shot text evaluation
+ * (trainer/eval/text_eval.h, `ltdi-train text-eval`) on a tiny random BERT
+ * (tests/unit/bert_tiny.h) with a 23-word vocabulary and a synthetic
+ * 5-class TSV of 600 texts (more than two embedding chunks), written here:
+ *  - every feature row equals its text embedded alone (within 1e-5 with
+ *    OpenBLAS's sgemm, which rounds differently per batch shape; bit for
+ *    bit with ltdi's batch-invariant one) and is in the set's order;
+ *  - the nearest-centroid and logreg rows give, episode by episode, exactly
+ *    the accuracy of direct calls to trainer/eval/baselines.h on episodes
+ *    sampled and gathered here; the summary is the mean, CI and paired
+ *    difference of those accuracies, computed here;
+ *  - features (bit for bit, with either sgemm) and per-episode accuracies
+ *    do not depend on the thread count;
+ *  - the finetune row gives, episode by episode, the accuracy of direct
+ *    calls to trainer/prepare/lora_train.h, on any thread count;
+ *  - the command's JSON has the documented fields and the run's numbers, a
+ *    second run reads its features file, and bad input (a class too small,
+ *    a missing or malformed file, a features file of other texts, an
+ *    unknown method) fails with the file or class named. */
+#define _POSIX_C_SOURCE 200809L
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/error.h"
+#include "core/text/bert.h"
+#include "core/text/tokenizer.h"
+#include "trainer/cli/commands.h"
+#include "trainer/data/episode.h"
+#include "trainer/eval/baselines.h"
+#include "trainer/eval/text_eval.h"
+#include "trainer/prepare/lora_train.h"
+#include "tests/unit/bert_tiny.h"
+
+static char g_dir[256], g_tsv[300];
+
+static const char *VOCAB[] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the",  "a",
+                              "cat",   "dog",   "sat",   "on",    "mat",    "##s",  "hello",
+                              "world", ",",     ".",     "!",     "big",    "small", "red",
+                              "blue",  "run"};
+enum { NV = sizeof VOCAB / sizeof *VOCAB, C = 8, P = 16, CLASSES = 5, PER_CLASS = 120 };
+
+/* Class c's text j: a key word of the class (replaced by "the" in every
+ * third text, so the classes overlap) and four words that make the 120
+ * texts of a class distinct. */
+static void synth_text(int c, int j, char *out, size_t n) {
+  static const char *key[] = {"cat", "dog", "mat", "hello", "run"};
+  static const char *a[] = {"big", "small", "red", "blue"};
+  static const char *b[] = {"world", "sat", "on"};
+  static const char *p[] = {",", ".", "!", "the", "a"};
+  static const char *m[] = {"", " cats"};
+  snprintf(out, n, "%s %s %s %s%s", j % 3 == 0 ? "the" : key[c], a[j % 4], b[(j / 4) % 3],
+           p[(j / 12) % 5], m[(j / 60) % 2]);
+}
+
+static void write_file(const char *path, const char *bytes) {
+  FILE *f = fopen(path, "wb");
+  cr_assert_not_null(f, "cannot write %s", path);
+  fputs(bytes, f);
+  fclose(f);
+}
+
+static void setup(void) {
+  snprintf(g_dir, sizeof g_dir, "/tmp/ltdi_test_text_eval_XXXXXX");
+  cr_assert_not_null(mkdtemp(g_dir));
+  tiny_bert tb;
+  tiny_bert_init(&tb, NV, C, 2, 2, 12, P, 33);
+  tiny_bert_write(&tb, g_dir, NULL, NULL, NULL, NULL);
+  tiny_bert_free(&tb);
+  char path[300];
+  snprintf(path, sizeof path, "%s/vocab.txt", g_dir);
+  FILE *f = fopen(path, "w");
+  cr_assert_not_null(f);
+  for (int i = 0; i < NV; i++) fprintf(f, "%s\n", VOCAB[i]);
+  fclose(f);
+  snprintf(g_tsv, sizeof g_tsv, "%s/set.tsv", g_dir);
+  f = fopen(g_tsv, "w");
+  cr_assert_not_null(f);
+  fprintf(f, "# synthetic\n");
+  /* Classes interleaved, so the set's order is not the class order. */
+  for (int j = 0; j < PER_CLASS; j++)
+    for (int c = 0; c < CLASSES; c++) {
+      char t[128];
+      synth_text(c, j, t, sizeof t);
+      fprintf(f, "class%d\t%s\n", c, t);
+    }
+  fclose(f);
+}
+
+static void teardown(void) {
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+  if (system(cmd) != 0) cr_log_warn("could not remove %s", g_dir);
+}
+
+TestSuite(text_eval, .init = setup, .fini = teardown, .timeout = 120);
+
+static void load_set(ltdi_textset *set) {
+  char err[512] = "";
+  cr_assert_eq(ltdi_textset_load(g_tsv, NULL, set, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(set->n, CLASSES * PER_CLASS);
+}
+
+static void embed_with(const ltdi_textset *set, int threads, ltdi_text_sgemm sgemm,
+                       ltdi_text_features *f) {
+  char err[512] = "";
+  ltdi_text_embed_options o = ltdi_text_embed_default();
+  o.max_length = P;
+  o.batch = 7;
+  o.threads = threads;
+  o.sgemm = sgemm;
+  cr_assert_eq(ltdi_text_features_embed(set, g_dir, &o, f, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(f->n, set->n);
+  cr_assert_eq(f->dim, C);
+}
+
+static void embed(const ltdi_textset *set, int threads, ltdi_text_features *f) {
+  embed_with(set, threads, LTDI_TEXT_SGEMM_AUTO, f);
+}
+
+static ltdi_text_eval_options small_options(void) {
+  ltdi_text_eval_options o = ltdi_text_eval_options_default();
+  o.ways = 3;
+  o.shots = 5;
+  o.queries = 6;
+  o.episodes = 24;
+  o.seed = 11;
+  o.threads = 1;
+  o.max_length = P;
+  return o;
+}
+
+static void two_methods(const ltdi_text_eval_method **m) {
+  m[0] = ltdi_text_eval_method_find("nc");
+  m[1] = ltdi_text_eval_method_find("logreg");
+  cr_assert_not_null(m[0]);
+  cr_assert_not_null(m[1]);
+  cr_assert_str_eq(m[0]->name, "nearest_centroid");
+}
+
+/* Every row against its text encoded alone on a backend of the same sgemm:
+ * within 1e-5 with OpenBLAS's (it rounds differently per batch shape), bit
+ * for bit with ltdi's batch-invariant one. */
+static void check_rows_alone(ltdi_text_sgemm sgemm) {
+  ltdi_textset set;
+  load_set(&set);
+  ltdi_text_features f;
+  embed_with(&set, 2, sgemm, &f);
+  cr_expect_str_eq(f.sgemm, sgemm == LTDI_TEXT_SGEMM_LTDI ? "ltdi" : "openblas");
+  ltdi_backend *be = NULL;
+  cr_assert_eq(ltdi_backend_cpu_create(&be, 1), 0);
+  if (sgemm == LTDI_TEXT_SGEMM_LTDI) cr_assert_eq(ltdi_backend_cpu_set_batch_invariant(be, 1), 0);
+  char err[512] = "";
+  ltdi_bert *m = NULL;
+  cr_assert_eq(ltdi_bert_open(&m, be, g_dir, err, sizeof err), 0, "%s", err);
+  ltdi_tokenizer *tok = NULL;
+  cr_assert_eq(ltdi_bert_tokenizer_open(&tok, g_dir, err, sizeof err), 0, "%s", err);
+  ltdi_bert_acts *a = NULL;
+  cr_assert_eq(ltdi_bert_acts_create(&a, m, 1, P, LTDI_BERT_KEEP_LAST), 0);
+  for (int i = 0; i < set.n; i++) {
+    int32_t ids[P];
+    int n = 0;
+    cr_assert_eq(ltdi_tokenizer_encode(tok, set.texts[i], strlen(set.texts[i]), P, ids, &n), 0);
+    float alone[C];
+    cr_assert_eq(ltdi_bert_forward(m, a, ids, &n, 1, n, alone), 0);
+    for (int k = 0; k < C; k++)
+      cr_assert_leq(fabsf(alone[k] - f.x[(size_t)i * C + k]), 1e-5f,
+                    "text %d (%s) element %d: %g vs %g alone", i, set.texts[i], k,
+                    f.x[(size_t)i * C + k], alone[k]);
+    if (sgemm == LTDI_TEXT_SGEMM_LTDI)
+      cr_assert_eq(memcmp(alone, f.x + (size_t)i * C, sizeof alone), 0,
+                   "text %d: not the bits of the text alone with the batch-invariant sgemm", i);
+  }
+  ltdi_bert_acts_free(a);
+  ltdi_tokenizer_close(tok);
+  ltdi_bert_free(m);
+  ltdi_backend_destroy(be);
+  ltdi_text_features_free(&f);
+  ltdi_textset_free(&set);
+}
+
+Test(text_eval, features_equal_each_text_alone) {
+  check_rows_alone(LTDI_TEXT_SGEMM_OPENBLAS);
+  check_rows_alone(LTDI_TEXT_SGEMM_LTDI);
+}
+
+/* Mean and 1.96 * sample std / sqrt(n), written out here. */
+static void mean_ci(const double *x, int n, double *mean, double *ci) {
+  double s = 0.0, ss = 0.0;
+  for (int i = 0; i < n; i++) s += x[i];
+  *mean = s / n;
+  for (int i = 0; i < n; i++) ss += (x[i] - *mean) * (x[i] - *mean);
+  *ci = 1.96 * sqrt(ss / (n - 1) / n);
+}
+
+Test(text_eval, frozen_rows_equal_direct_baseline_calls) {
+  ltdi_textset set;
+  load_set(&set);
+  ltdi_text_features f;
+  embed(&set, 2, &f);
+  ltdi_text_eval_options o = small_options();
+  o.threads = 3;
+  const ltdi_text_eval_method *methods[2];
+  two_methods(methods);
+  ltdi_text_eval_result r[2];
+  double per[2 * 24];
+  char err[512] = "";
+  cr_assert_eq(ltdi_text_eval_run(&set, &f, &o, methods, 2, r, per, err, sizeof err), 0, "%s",
+               err);
+
+  const int ns = o.ways * o.shots, nq = o.ways * o.queries, E = o.episodes;
+  float *sx = malloc((size_t)ns * C * sizeof *sx), *qx = malloc((size_t)nq * C * sizeof *qx);
+  int32_t *sy = malloc((size_t)ns * sizeof *sy), *qy = malloc((size_t)nq * sizeof *qy);
+  int32_t *pred = malloc((size_t)nq * sizeof *pred);
+  double direct[2][24], diff[24];
+  ltdi_episode ep;
+  cr_assert_eq(ltdi_episode_alloc(&ep, o.ways, o.shots, o.queries), 0);
+  int below_one = 0;
+  for (int i = 0; i < E; i++) {
+    cr_assert_eq(ltdi_text_episode_sample(&ep, &set, o.seed, (uint64_t)i, err, sizeof err), 0);
+    /* Episode label c: rows c*shots.. of the support, c*queries.. of the queries. */
+    for (int k = 0; k < ns; k++) {
+      memcpy(sx + (size_t)k * C, f.x + (size_t)ep.support[k] * C, C * sizeof *sx);
+      sy[k] = k / o.shots;
+      cr_assert_eq(set.labels[ep.support[k]], ep.classes[k / o.shots]);
+    }
+    for (int k = 0; k < nq; k++) {
+      memcpy(qx + (size_t)k * C, f.x + (size_t)ep.query[k] * C, C * sizeof *qx);
+      qy[k] = k / o.queries;
+    }
+    for (int mth = 0; mth < 2; mth++) {
+      if (mth == 0) cr_assert_eq(ltdi_nearest_centroid_classify(sx, sy, ns, o.ways, qx, nq, C, pred), 0);
+      else cr_assert_eq(ltdi_logreg_classify(&o.logreg, sx, sy, ns, o.ways, qx, nq, C, pred), 0);
+      int correct = 0;
+      for (int k = 0; k < nq; k++) correct += pred[k] == qy[k];
+      direct[mth][i] = (double)correct / nq;
+      cr_expect_eq(per[mth * E + i], direct[mth][i], "%s episode %d: %g, direct call %g",
+                   methods[mth]->name, i, per[mth * E + i], direct[mth][i]);
+      below_one += direct[mth][i] < 1.0;
+    }
+    diff[i] = direct[1][i] - direct[0][i];
+  }
+  cr_expect_gt(below_one, 0, "every episode perfect: the comparison says little");
+  for (int mth = 0; mth < 2; mth++) {
+    double mean, ci;
+    mean_ci(direct[mth], E, &mean, &ci);
+    cr_expect_float_eq(r[mth].acc, mean, 1e-12);
+    cr_expect_float_eq(r[mth].ci95, ci, 1e-12);
+    cr_expect_eq(r[mth].episodes, E);
+    cr_expect_eq(r[mth].paired_computed, 1);
+    cr_expect(r[mth].seconds_per_task >= 0.0 && r[mth].seconds_per_task * E <= r[mth].seconds + 1e-12);
+  }
+  double dmean, dci;
+  mean_ci(diff, E, &dmean, &dci);
+  cr_expect_float_eq(r[1].paired_diff, dmean, 1e-12);
+  cr_expect_float_eq(r[1].paired_ci95, dci, 1e-12);
+  cr_expect_eq(r[0].paired_diff, 0.0);
+  cr_expect_eq(r[0].paired_ci95, 0.0);
+  ltdi_episode_free(&ep);
+  free(sx), free(qx), free(sy), free(qy), free(pred);
+  ltdi_text_features_free(&f);
+  ltdi_textset_free(&set);
+}
+
+Test(text_eval, results_do_not_depend_on_threads) {
+  ltdi_textset set;
+  load_set(&set);
+  ltdi_text_features f1, f3;
+  for (int sg = LTDI_TEXT_SGEMM_OPENBLAS; sg <= LTDI_TEXT_SGEMM_LTDI; sg++) {
+    embed_with(&set, 1, (ltdi_text_sgemm)sg, &f1);
+    embed_with(&set, 3, (ltdi_text_sgemm)sg, &f3);
+    cr_assert_eq(memcmp(f1.x, f3.x, (size_t)set.n * C * sizeof *f1.x), 0,
+                 "features (sgemm %s) differ between 1 and 3 embedding threads", f1.sgemm);
+    if (sg == LTDI_TEXT_SGEMM_OPENBLAS) {
+      ltdi_text_features_free(&f1);
+      ltdi_text_features_free(&f3);
+    }
+  }
+  cr_expect_str_eq(f1.texts_sha256, f3.texts_sha256);
+  const ltdi_text_eval_method *methods[2];
+  two_methods(methods);
+  ltdi_text_eval_options o = small_options();
+  double per1[2 * 24], per4[2 * 24];
+  ltdi_text_eval_result r1[2], r4[2];
+  char err[512] = "";
+  o.threads = 1;
+  cr_assert_eq(ltdi_text_eval_run(&set, &f1, &o, methods, 2, r1, per1, err, sizeof err), 0);
+  o.threads = 4;
+  cr_assert_eq(ltdi_text_eval_run(&set, &f3, &o, methods, 2, r4, per4, err, sizeof err), 0);
+  cr_expect_eq(memcmp(per1, per4, sizeof per1), 0, "per-episode accuracies differ");
+  for (int m = 0; m < 2; m++) {
+    cr_expect_eq(r1[m].acc, r4[m].acc);
+    cr_expect_eq(r1[m].ci95, r4[m].ci95);
+    cr_expect_eq(r1[m].paired_diff, r4[m].paired_diff);
+  }
+  ltdi_text_features_free(&f1);
+  ltdi_text_features_free(&f3);
+  ltdi_textset_free(&set);
+}
+
+/* The fine-tune row is trainer/prepare/lora_train.h's recipe and head:
+ * episode by episode the same accuracy as the two calls made here on the
+ * same episode, on 1 or 3 threads. */
+Test(text_eval, finetune_row_equals_direct_lora_calls) {
+  ltdi_textset set;
+  load_set(&set);
+  ltdi_text_features f;
+  embed(&set, 2, &f);
+  ltdi_text_eval_options o = small_options();
+  o.episodes = 4;
+  o.finetune_steps = 3;
+  o.encoder = g_dir;
+  const ltdi_text_eval_method *methods[2] = {ltdi_text_eval_method_find("nc"),
+                                             ltdi_text_eval_method_find("finetune")};
+  cr_assert_not_null(methods[1]);
+  cr_expect_eq(methods[1]->needs_encoder, 1);
+  ltdi_text_eval_result r[2];
+  double per1[2 * 4], per3[2 * 4];
+  char err[512] = "";
+  o.threads = 1;
+  cr_assert_eq(ltdi_text_eval_run(&set, &f, &o, methods, 2, r, per1, err, sizeof err), 0, "%s",
+               err);
+  o.threads = 3;
+  cr_assert_eq(ltdi_text_eval_run(&set, &f, &o, methods, 2, r, per3, err, sizeof err), 0, "%s",
+               err);
+  cr_expect_eq(memcmp(per1, per3, sizeof per1), 0, "finetune depends on the thread count");
+
+  ltdi_lora_trainer_options to;
+  ltdi_lora_trainer_default_options(&to);
+  to.encoder = g_dir;
+  to.max_length = P;
+  ltdi_lora_trainer *tr = NULL;
+  cr_assert_eq(ltdi_lora_trainer_create(&tr, &to, err, sizeof err), 0, "%s", err);
+  float *params = malloc(ltdi_lora_trainer_param_count(tr) * sizeof *params);
+  float *means = malloc((size_t)o.ways * ltdi_lora_trainer_hidden_size(tr) * sizeof *means);
+  const int ns = o.ways * o.shots, nq = o.ways * o.queries;
+  const char **st = malloc((size_t)ns * sizeof *st), **qt = malloc((size_t)nq * sizeof *qt);
+  int32_t *sy = malloc((size_t)ns * sizeof *sy), *qy = malloc((size_t)nq * sizeof *qy);
+  ltdi_episode ep;
+  cr_assert_eq(ltdi_episode_alloc(&ep, o.ways, o.shots, o.queries), 0);
+  ltdi_lora_train_config cfg = ltdi_lora_train_default();
+  cfg.steps = 3;
+  for (int i = 0; i < o.episodes; i++) {
+    cr_assert_eq(ltdi_text_episode_sample(&ep, &set, o.seed, (uint64_t)i, err, sizeof err), 0);
+    for (int k = 0; k < ns; k++) st[k] = set.texts[ep.support[k]], sy[k] = k / o.shots;
+    for (int k = 0; k < nq; k++) qt[k] = set.texts[ep.query[k]], qy[k] = k / o.queries;
+    const ltdi_lora_task task = {.ways = o.ways, .n = ns, .texts = st, .labels = sy,
+                                 .seed = o.seed * 0x9E3779B97F4A7C15ull + (uint64_t)i};
+    cr_assert_eq(ltdi_lora_train_task(tr, &task, &cfg, NULL, params, means, NULL, err,
+                                      sizeof err), 0, "%s", err);
+    double acc = -1.0;
+    cr_assert_eq(ltdi_lora_task_accuracy(tr, params, means, o.ways, qt, qy, nq, &acc, NULL, err,
+                                         sizeof err), 0, "%s", err);
+    cr_expect_eq(per1[4 + i], acc, "episode %d: finetune row %g, direct calls %g", i,
+                 per1[4 + i], acc);
+  }
+  /* Without the encoder folder the row cannot run. */
+  o.encoder = NULL;
+  cr_expect_eq(ltdi_text_eval_run(&set, &f, &o, methods, 2, r, NULL, err, sizeof err),
+               LTDI_ERR_INVALID_ARG);
+  cr_expect(strstr(err, "finetune") != NULL, "%s", err);
+  ltdi_episode_free(&ep);
+  free(params), free(means), free(st), free(qt), free(sy), free(qy);
+  ltdi_lora_trainer_free(tr);
+  ltdi_text_features_free(&f);
+  ltdi_textset_free(&set);
+}
+
+/* ==== the command =========================================================== */
+
+typedef struct captured {
+  int rc;
+  char err[8192];
+} captured;
+
+/* Runs `ltdi-train text-eval --encoder DIR <args...>` with stdout and
+ * stderr captured; args end with NULL. */
+static captured run_cmd(const char *first, ...) {
+  char *argv[48];
+  int argc = 0;
+  argv[argc++] = "text-eval";
+  argv[argc++] = "--encoder";
+  argv[argc++] = g_dir;
+  argv[argc++] = "--quiet";
+  va_list ap;
+  va_start(ap, first);
+  for (const char *s = first; s && argc < 47; s = va_arg(ap, const char *)) argv[argc++] = (char *)s;
+  va_end(ap);
+  argv[argc] = NULL;
+  FILE *e = tmpfile(), *o = tmpfile();
+  cr_assert(e && o);
+  fflush(stderr);
+  fflush(stdout);
+  int se = dup(2), so = dup(1);
+  dup2(fileno(e), 2);
+  dup2(fileno(o), 1);
+  captured c;
+  c.rc = ltdi_cmd_text_eval(argc, argv);
+  fflush(stderr);
+  fflush(stdout);
+  dup2(se, 2);
+  dup2(so, 1);
+  close(se);
+  close(so);
+  rewind(e);
+  size_t n = fread(c.err, 1, sizeof c.err - 1, e);
+  c.err[n] = '\0';
+  fclose(e);
+  fclose(o);
+  return c;
+}
+
+static double num(json_t *o, const char *key) {
+  json_t *v = json_object_get(o, key);
+  cr_assert(json_is_number(v), "JSON key '%s' missing or not a number", key);
+  return json_number_value(v);
+}
+
+Test(text_eval, command_json_fields_and_features_file) {
+  char out[300], feat[300];
+  snprintf(out, sizeof out, "%s/r.json", g_dir);
+  snprintf(feat, sizeof feat, "%s/f.safetensors", g_dir);
+  for (int pass = 0; pass < 2; pass++) { /* pass 1 reads the features file */
+    captured c = run_cmd("--data", g_tsv, "--ways", "3", "--shots", "5", "--queries", "6",
+                         "--episodes", "24", "--seed", "11", "--max-length", "16", "--batch", "7",
+                         "--threads", "2", "--methods", "nc,logreg", "--features", feat,
+                         "--out", out, NULL);
+    cr_assert_eq(c.rc, 0, "pass %d: %s", pass, c.err);
+    json_error_t je;
+    json_t *root = json_load_file(out, 0, &je);
+    cr_assert_not_null(root, "%s: %s", out, je.text);
+    cr_expect_str_eq(json_string_value(json_object_get(root, "data")), g_tsv);
+    cr_expect_str_eq(json_string_value(json_object_get(root, "encoder")), g_dir);
+    cr_expect_eq(num(root, "texts"), CLASSES * PER_CLASS);
+    cr_expect_eq(num(root, "classes"), CLASSES);
+    cr_expect_eq(num(root, "dim"), C);
+    cr_expect_eq(num(root, "ways"), 3);
+    cr_expect_eq(num(root, "shots"), 5);
+    cr_expect_eq(num(root, "queries"), 6);
+    cr_expect_eq(num(root, "episodes"), 24);
+    cr_expect_eq(num(root, "seed"), 11);
+    cr_expect_eq(num(root, "max_length"), 16);
+    cr_expect_eq(num(root, "threads"), 2);
+    json_t *emb = json_object_get(root, "embedding");
+    cr_assert(json_is_object(emb));
+    cr_expect(num(emb, "seconds") >= 0.0);
+    cr_expect_eq(json_is_true(json_object_get(emb, "cached")), pass == 1);
+    cr_expect_str_eq(json_string_value(json_object_get(emb, "features")), feat);
+    const char *sg = json_string_value(json_object_get(emb, "sgemm"));
+    cr_assert_not_null(sg, "no embedding.sgemm");
+    cr_expect(!strcmp(sg, "ltdi") || !strcmp(sg, "openblas"), "embedding.sgemm '%s'", sg);
+    cr_expect_str_eq(json_string_value(json_object_get(emb, "blas_core")),
+                     ltdi_backend_cpu_blas_core());
+
+    /* The same run through the API, on features embedded here. */
+    ltdi_textset set;
+    load_set(&set);
+    ltdi_text_features f;
+    embed(&set, 1, &f);
+    ltdi_text_eval_options o = small_options();
+    const ltdi_text_eval_method *methods[2];
+    two_methods(methods);
+    ltdi_text_eval_result r[2];
+    char err[512] = "";
+    cr_assert_eq(ltdi_text_eval_run(&set, &f, &o, methods, 2, r, NULL, err, sizeof err), 0);
+    json_t *ms = json_object_get(root, "methods");
+    cr_assert(json_is_object(ms));
+    cr_expect_eq(json_object_size(ms), 2);
+    for (int m = 0; m < 2; m++) {
+      json_t *row = json_object_get(ms, r[m].name);
+      cr_assert(json_is_object(row), "no methods.%s", r[m].name);
+      cr_expect_float_eq(num(row, "acc"), r[m].acc, 1e-9);
+      cr_expect_float_eq(num(row, "ci95"), r[m].ci95, 1e-9);
+      cr_expect(num(row, "seconds") >= 0.0);
+      cr_expect_float_eq(num(row, "seconds_per_task"), num(row, "seconds") / 24, 1e-9);
+      json_t *p = json_object_get(row, "paired_vs_nearest_centroid");
+      cr_assert(json_is_object(p), "no paired object on %s", r[m].name);
+      cr_expect_float_eq(num(p, "diff"), r[m].paired_diff, 1e-9);
+      cr_expect_float_eq(num(p, "ci95"), r[m].paired_ci95, 1e-9);
+    }
+    cr_expect_float_eq(num(json_object_get(json_object_get(ms, "logreg"),
+                                           "paired_vs_nearest_centroid"), "diff"),
+                       r[1].acc - r[0].acc, 1e-9);
+    json_decref(root);
+    ltdi_text_features_free(&f);
+    ltdi_textset_free(&set);
+  }
+  /* The features file holds the set's rows, in its order. */
+  ltdi_text_features f;
+  char err[512] = "";
+  cr_assert_eq(ltdi_text_features_read(feat, &f, err, sizeof err), 0, "%s", err);
+  cr_expect_eq(f.n, CLASSES * PER_CLASS);
+  cr_expect_eq(f.max_length, 16);
+  ltdi_text_features_free(&f);
+}
+
+static void expect_fails(captured c, int rc, const char *needle) {
+  cr_expect_eq(c.rc, rc, "exit %d, not %d (wanted '%s'): %s", c.rc, rc, needle, c.err);
+  cr_expect(strstr(c.err, needle) != NULL, "stderr '%s' does not say '%s'", c.err, needle);
+}
+
+Test(text_eval, bad_input_is_named) {
+  /* 120 texts per class cannot give 30 support + 100 queries. */
+  expect_fails(run_cmd("--data", g_tsv, "--shots", "30", "--queries", "100", NULL), 1,
+               "class 'class0' has 120 examples");
+  expect_fails(run_cmd("--data", g_tsv, "--ways", "6", "--shots", "2", "--queries", "2", NULL), 1,
+               "5 classes; a 6-way episode needs 6");
+  char path[300];
+  snprintf(path, sizeof path, "%s/missing.tsv", g_dir);
+  expect_fails(run_cmd("--data", path, NULL), 1, "missing.tsv");
+  snprintf(path, sizeof path, "%s/bad.tsv", g_dir);
+  write_file(path, "a\tthe cat\nb\tthe dog\nno tab here\n");
+  expect_fails(run_cmd("--data", path, NULL), 1, "bad.tsv:3");
+  expect_fails(run_cmd("--data", g_tsv, "--methods", "nc,bogus", NULL), 2, "unknown method 'bogus'");
+  expect_fails(run_cmd("--data", g_tsv, "--methods", "nc,nearest_centroid", NULL), 2, "listed twice");
+  expect_fails(run_cmd("--data", g_tsv, "--max-length", "17", "--shots", "2", "--queries", "2",
+                       NULL), 1, "max_position_embeddings 16");
+  expect_fails(run_cmd("--shots", "2", NULL), 2, "--encoder and --data are required");
+
+  /* A features file made from other texts. */
+  char small[300], feat[300];
+  snprintf(small, sizeof small, "%s/small.tsv", g_dir);
+  write_file(small, "a\tthe cat\na\tthe cats\na\ta cat\nb\tthe dog\nb\ta dog\nb\tbig dog\n");
+  snprintf(feat, sizeof feat, "%s/other.safetensors", g_dir);
+  captured c = run_cmd("--data", small, "--ways", "2", "--shots", "2", "--queries", "1",
+                       "--episodes", "3", "--features", feat, NULL);
+  cr_assert_eq(c.rc, 0, "%s", c.err);
+  expect_fails(run_cmd("--data", g_tsv, "--shots", "2", "--queries", "2", "--features", feat,
+                       NULL), 1, "other texts");
+  expect_fails(run_cmd("--data", small, "--ways", "2", "--shots", "2", "--queries", "1",
+                       "--features", feat, "--max-length", "8", NULL), 1, "max length 16, not 8");
+  /* Not a features file. */
+  snprintf(path, sizeof path, "%s/model.safetensors", g_dir);
+  expect_fails(run_cmd("--data", small, "--ways", "2", "--shots", "2", "--queries", "1",
+                       "--features", path, NULL), 1, "not a features file");
+  /* A missing encoder folder names its config. */
+  const char *argv[] = {"text-eval", "--encoder", "/nonexistent/enc", "--data", g_tsv,
+                        "--quiet", NULL};
+  FILE *e = tmpfile();
+  fflush(stderr);
+  int se = dup(2);
+  dup2(fileno(e), 2);
+  int rc = ltdi_cmd_text_eval(6, (char **)argv);
+  fflush(stderr);
+  dup2(se, 2);
+  close(se);
+  rewind(e);
+  char buf[2048];
+  size_t n = fread(buf, 1, sizeof buf - 1, e);
+  buf[n] = '\0';
+  fclose(e);
+  cr_expect_eq(rc, 1);
+  cr_expect(strstr(buf, "/nonexistent/enc/config.json") != NULL, "stderr: %s", buf);
+}
