@@ -349,6 +349,12 @@ int ltdi_cmd_prepare(int argc, char **argv) {
       return ltdi_cli_usage_error(&PREPARE_CLI,
                                   "--encoder prepares LoRA adapters from --text: no --body, "
                                   "--data, --features or --variants");
+    /* LoRA tasks are not sharded over ranks yet: every rank would do the
+     * whole job and race on the output. */
+    if (ltdi_dist_size() > 1)
+      return ltdi_cli_usage_error(&PREPARE_CLI,
+                                  "--encoder (LoRA) preparation runs in one process, not under "
+                                  "mpirun; use --threads");
     return ltdi_prepare_lora_main(&a.lora, &a.cfg, a.measure);
   }
   ltdi_prepare_config cfg = a.cfg;
