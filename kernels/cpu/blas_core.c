@@ -17,12 +17,19 @@ const char *ltdi_blas_core_name(void) { return openblas_get_corename(); }
  * Anything else OpenBLAS chose (Haswell, Zen, SkylakeX, CooperLake,
  * SapphireRapids, ...) was a deliberate match and stays. */
 static int is_pre_avx2_core(const char *name) {
-  static const char *const WEAK[] = {"prescott", "core2", "penryn", "dunnington",
-                                     "nehalem",  "atom",  "sandybridge", "katmai",
-                                     "coppermine", "northwood", "banias", "generic"};
+  static const char *const WEAK[] = {
+      "prescott", "core2",     "penryn",    "dunnington", "nehalem", "atom",
+      "sandybridge", "opteron", "opteron_sse3", "barcelona", "bobcat", "bulldozer",
+      "piledriver", "nano",    "katmai",    "coppermine", "northwood", "banias",
+      "athlon",   "generic"};
   for (size_t i = 0; i < sizeof WEAK / sizeof WEAK[0]; i++)
     if (strcasecmp(name, WEAK[i]) == 0) return 1;
   return 0;
+}
+
+int ltdi_blas_core_is_weak(void) {
+  const char *name = ltdi_blas_core_name();
+  return name != NULL && is_pre_avx2_core(name);
 }
 
 static int env_on(const char *name) {

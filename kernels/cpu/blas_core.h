@@ -18,6 +18,10 @@ extern "C" {
 /* The core OpenBLAS chose (its own name for it, e.g. "Prescott"). */
 const char *ltdi_blas_core_name(void);
 
+/* 1 when that core has no AVX2 kernels: OpenBLAS's generic fallback or a
+ * core from before Haswell (its names, any case), else 0. */
+int ltdi_blas_core_is_weak(void);
+
 /* The core to ask for instead, or NULL when OpenBLAS's choice stands: it
  * chose a core with AVX2 or better, or OPENBLAS_CORETYPE is already set
  * (by the user, or by a re-execution). Otherwise, by the CPU's flags:

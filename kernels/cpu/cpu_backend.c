@@ -16,6 +16,7 @@
 #include "base/error.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_internal.h"
+#include "kernels/cpu/blas_core.h"
 
 /* ==== scratch =========================================================== */
 
@@ -150,22 +151,12 @@ static int cpu_fill(ltdi_backend *be, float *x, float value, size_t n) {
 }
 
 const char *ltdi_backend_cpu_blas_core(void) {
-  const char *name = openblas_get_corename();
+  const char *name = ltdi_blas_core_name();
   return name ? name : "unknown";
 }
 
 int ltdi_backend_cpu_blas_is_generic(void) {
-  /* OpenBLAS's x86 targets without AVX2+FMA kernels (its names, any case). */
-  static const char *const old[] = {"prescott", "core2", "penryn", "dunnington", "nehalem",
-                                    "atom", "sandybridge", "opteron", "opteron_sse3",
-                                    "barcelona", "bobcat", "bulldozer", "piledriver", "nano",
-                                    "katmai", "coppermine", "northwood", "banias", "athlon",
-                                    "generic"};
-  if (!ltdi__cpu_gemm_uses_avx2()) return 0;
-  const char *name = ltdi_backend_cpu_blas_core();
-  for (size_t i = 0; i < sizeof old / sizeof *old; i++)
-    if (strcasecmp(name, old[i]) == 0) return 1;
-  return 0;
+  return ltdi__cpu_gemm_path() != LTDI__GEMM_PORTABLE && ltdi_blas_core_is_weak();
 }
 
 /* ==== the table ========================================================= */
