@@ -28,7 +28,7 @@
  * file's order, as llm.c's malloc_and_point_parameters), uploaded once; the
  * activations in an ltdi_bert_acts sized for (max_batch, max_len) and
  * reused across calls. A training cache keeps every layer's activations
- * (what a backward through the encoder needs: LoRA on query/value later);
+ * (what a backward through the encoder needs: core/text/bert_lora.h);
  * an inference cache keeps one layer's, shared by all layers.
  *
  * Every linear layer runs through one function (ltdi__bert_linear_forward,
