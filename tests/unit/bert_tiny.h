@@ -20,6 +20,19 @@
 #include "core/rng.h"
 #include "core/safetensors.h"
 
+/* A fresh directory /tmp/ltdi_<tag>_XXXXXX in dir (room for 256), and its
+ * removal with everything in it: the tests' working folder. */
+static inline void tb_tmpdir_make(char *dir, const char *tag) {
+  snprintf(dir, 256, "/tmp/ltdi_%s_XXXXXX", tag);
+  cr_assert_not_null(mkdtemp(dir));
+}
+
+static inline void tb_tmpdir_remove(const char *dir) {
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  if (system(cmd) != 0) cr_log_warn("could not remove %s", dir);
+}
+
 #define TB_MAX_TENSORS (5 + 16 * 4)
 
 typedef struct tb_tensor {

@@ -43,16 +43,8 @@
 
 static char g_dir[256];
 
-static void make_tmpdir(void) {
-  snprintf(g_dir, sizeof g_dir, "/tmp/ltdi_test_bert_lora_XXXXXX");
-  cr_assert_not_null(mkdtemp(g_dir));
-}
-
-static void remove_tmpdir(void) {
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-  if (system(cmd) != 0) cr_log_warn("could not remove %s", g_dir);
-}
+static void make_tmpdir(void) { tb_tmpdir_make(g_dir, "test_bert_lora"); }
+static void remove_tmpdir(void) { tb_tmpdir_remove(g_dir); }
 
 TestSuite(bert_lora, .init = make_tmpdir, .fini = remove_tmpdir);
 TestSuite(bert_lora_reference, .init = make_tmpdir, .fini = remove_tmpdir);
