@@ -29,6 +29,22 @@
  *   block<k>.pool.weight (H,H), block<k>.out.{weight (H,H), bias (H)},
  *   final_norm.{weight (H), bias (H)}, out.weight (D, H), out.bias (D).
  *
+ * Two optional parts (config fields 0 = absent, so older files read as before):
+ *   positions > 0   a learned table pos (positions, H) added to h row by row:
+ *                   token n of every task gets pos[n] (a call must then have
+ *                   ways == positions). The LoRA generator's tokens are the
+ *                   adapter's (layer, module, rank) pieces, always in the same
+ *                   order, and pos is their learned identity. cond_dim may be
+ *                   0 then (no per-token condition: in sees x_t alone).
+ *   set_dim > 0     a DeepSets encoder of a second, condition-only set of S
+ *                   rows per task (the task's N class means, any S):
+ *                     u = SiLU(set_in(m_s)),  g = set_out(mean over s of u)
+ *                   and the time embedding becomes e = SiLU(time(s) + g), so
+ *                   the set reaches every token through e (input and FiLM).
+ *                   The order of the set's rows cannot matter (a mean).
+ *   Their tensors follow out.bias: pos.weight (positions, H),
+ *   set_in.{weight (H, set_dim), bias (H)}, set_out.{weight (H,H), bias (H)}.
+ *
  * Batch independence: every op is per task (the mean runs over one task's
  * rows only, in row order), so with a batch-invariant backend a task's
  * output does not depend on the other tasks of the batch or on their N.
@@ -58,9 +74,11 @@ typedef struct ltdi_cden_config {
   int width;     /* H */
   int blocks;    /* 1..LTDI_CDEN_MAX_BLOCKS */
   int time_dim;  /* E: sinusoidal embedding width, even */
+  int positions; /* 0, or the fixed token count of the learned position table */
+  int set_dim;   /* 0, or the width of a condition set's rows (the set encoder) */
 } ltdi_cden_config;
 
-/* H = 128, 2 blocks, E = 64. */
+/* H = 128, 2 blocks, E = 64, no positions, no set. */
 void ltdi_cden_config_default(ltdi_cden_config *cfg, int token_dim, int cond_dim);
 /* 0 or LTDI_ERR_INVALID_ARG. */
 int ltdi_cden_config_check(const ltdi_cden_config *cfg);
@@ -107,6 +125,10 @@ int ltdi_cden_acts_create(ltdi_cden_acts **out, const ltdi_cden *net, int max_ta
  * LTDI_ERR_INVALID_ARG. */
 int ltdi_cden_acts_create_inference(ltdi_cden_acts **out, const ltdi_cden *net, int max_tasks,
                                     int max_rows);
+/* Either of the above (with_grads 1 or 0) with room for up to max_set_rows
+ * condition-set rows in all (a net with set_dim > 0 needs max_set_rows >= 1). */
+int ltdi_cden_acts_create_set(ltdi_cden_acts **out, const ltdi_cden *net, int max_tasks,
+                              int max_rows, int max_set_rows, int with_grads);
 void ltdi_cden_acts_free(ltdi_cden_acts *acts);
 size_t ltdi_cden_acts_size(const ltdi_cden_acts *acts); /* floats held */
 
@@ -119,12 +141,19 @@ size_t ltdi_cden_acts_size(const ltdi_cden_acts *acts); /* floats held */
  * backend error. */
 int ltdi_cden_forward(ltdi_backend *be, ltdi_cden *net, ltdi_cden_acts *acts, const float *x_t,
                       const int32_t *t, const float *cond, int tasks, int ways, float *eps_out);
+/* The forward of a net with a set encoder (set_dim > 0): set (tasks·set_size,
+ * set_dim) backend memory, task b's rows b·set_size .. in any order; cond
+ * may be NULL when cond_dim is 0. ltdi_cden_forward is this with no set
+ * (LTDI_ERR_INVALID_ARG for a net that has one, and the reverse). */
+int ltdi_cden_forward_set(ltdi_backend *be, ltdi_cden *net, ltdi_cden_acts *acts,
+                          const float *x_t, const int32_t *t, const float *cond,
+                          const float *set, int tasks, int ways, int set_size, float *eps_out);
 /* Backward of the last forward on acts (same tasks and ways): ACCUMULATES
  * into the grads buffer; the input gradients are overwritten in acts. */
 int ltdi_cden_backward(ltdi_backend *be, ltdi_cden *net, ltdi_cden_acts *acts,
                        const float *deps_out, int tasks, int ways);
 /* Gradients w.r.t. x_t (tasks·ways, D) and cond (tasks·ways, d) of the last
- * backward, backend memory. */
+ * backward, backend memory (not the set's: it is data, never trained). */
 const float *ltdi_cden_acts_dx(const ltdi_cden_acts *acts);
 const float *ltdi_cden_acts_dcond(const ltdi_cden_acts *acts);
 

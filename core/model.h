@@ -37,6 +37,7 @@
 #include "core/class_denoiser.h"
 #include "core/schedule.h"
 #include "core/unet.h"
+#include "core/text/lora.h"
 #include "core/weights.h"
 #include "kernels/backend.h"
 
@@ -67,6 +68,15 @@ enum ltdi_model_arch {
    * (core/weights.h, "the linear head"): any N from 2 to max_ways, the
    * condition one prototype of normalised features per class. */
   LTDI_ARCH_CLASS_TOKENS = 1,
+  /* A LoRA adapter of a text encoder (core/text/lora.h) as tokens, one per
+   * (layer, module, rank) piece (core/model_lora.c): the class-token
+   * denoiser with a learned position per piece and a set encoder over the
+   * task's N class means (core/class_denoiser.h, positions and set_dim), so
+   * the condition does not depend on the order of the classes and any N
+   * from 2 to max_ways is served. The diffusion generates the residual
+   * over the mean trained adapter of the training tasks (lora_base): an
+   * untrained model is exactly that task-agnostic adapter. */
+  LTDI_ARCH_LORA_TOKENS = 2,
 };
 
 typedef struct ltdi_model {
@@ -95,6 +105,13 @@ typedef struct ltdi_model {
   /* Class tokens: the default ltdi_gen_options.residual_scale, chosen on
    * meta-val (docs/RESULTS.md); 1 when the file does not say. */
   float residual_scale;
+  /* LoRA tokens only (NULL otherwise): the adapter's shape and base model,
+   * the shared init every prepared trajectory started from, and the base
+   * the residual is taken over (the mean trained adapter); host, (P) each.
+   * `layout` then is the adapter's flat layout (kind "lora", one tensor per
+   * A and B under its PEFT key name) holding the residual's statistics. */
+  ltdi_lora_spec *lora;
+  float *lora_init, *lora_base;
   char *trainer_version;  /* malloc'd strings, may be NULL */
   char *data;
   char *training;         /* JSON */
@@ -126,17 +143,30 @@ void ltdi_model_free(ltdi_model *m);
 int ltdi_model_create_class_tokens(ltdi_model **out, ltdi_backend *be, const ltdi_cden_config *cfg,
                                    const ltdi_schedule *sched, int feat_dim, int max_ways);
 
+/* A LoRA-token model (arch LTDI_ARCH_LORA_TOKENS) for adapters of `spec`
+ * conditioned on class means of feat_dim features, 2..max_ways classes,
+ * with fresh (zero) denoiser parameters. cfg must have token_dim and
+ * positions of ltdi_lora_token_shape(spec), cond_dim 0 and set_dim
+ * feat_dim. lora_init and lora_base start at 0, the residual statistics at
+ * mean 0, std 1 (ltdi_model_set_lora_base sets all three). 0,
+ * LTDI_ERR_INVALID_ARG, LTDI_ERR_UNSUPPORTED (targets of unequal in + out
+ * widths) or LTDI_ERR_NOMEM. */
+int ltdi_model_create_lora_tokens(ltdi_model **out, ltdi_backend *be, const ltdi_cden_config *cfg,
+                                  const ltdi_schedule *sched, const ltdi_lora_spec *spec,
+                                  int feat_dim, int max_ways);
+
 /* 1 when m generates heads of `ways` classes (U-Net: ways == m->ways;
  * class tokens: 2 <= ways <= max_ways), else 0. */
 int ltdi_model_supports_ways(const ltdi_model *m, int ways);
-/* P of a generated head of `ways` classes, 0 when unsupported. */
+/* P of a generated head of `ways` classes (LoRA tokens: the adapter's
+ * float count, whatever N), 0 when unsupported. */
 size_t ltdi_model_head_params(const ltdi_model *m, int ways);
 /* Condition floats of one task of `ways` classes (ways * feat_dim). */
 size_t ltdi_model_cond_size(const ltdi_model *m, int ways);
 /* The layout of a generated head of `ways` classes, into a fresh or freed
  * `out` (the caller frees it). 0, LTDI_ERR_INVALID_ARG or LTDI_ERR_NOMEM. */
 int ltdi_model_head_layout(const ltdi_model *m, int ways, ltdi_layout *out);
-/* "unet" or "class_tokens". */
+/* "unet", "class_tokens" or "lora_tokens". */
 const char *ltdi_model_arch_name(int arch);
 
 /* The denoiser's parameters whatever the architecture (the trainer's
@@ -229,6 +259,9 @@ ltdi_gen_options ltdi_gen_options_default(const ltdi_model *m);
  *         prototypes of L2-normalised features (ltdi_task_prototypes)
  *   seeds (B)                host: sample b's noise comes from seeds[b] only
  *   out   (B, P)             host: DE-normalised weights in the layout's order
+ *                            (LoRA tokens: the adapter's flat vector, core/text/lora.h;
+ *                            cond is then the N L2-normalised class means of the
+ *                            base encoder, (B, ways*feat_dim), in any class order)
  * out_norm (B, P) (may be NULL) receives the normalised x_0: the U-Net's in
  * layout order, a class-token model's residual tokens (N, d+1) per sample
  * (ltdi_model_residual_encode's order).
@@ -298,6 +331,36 @@ int ltdi_linear_residual_decode(const ltdi_layout *stats, int ways, int dim, con
 /* Sets the residual statistics (weight and bias tensors) of a class-token model. */
 int ltdi_model_set_residual_stats(ltdi_model *m, float mean_w, float std_w, float mean_b,
                                   float std_b);
+
+/* ---- the LoRA tokens (core/model_lora.c) -------------------------------------- */
+
+/* The token view of an adapter of `spec`: token (layer, target, k), in
+ * layout order of (layer, target) and then rank k, is [row k of A (in
+ * floats) ; column k of B (out floats)], so n_tokens = n_layers·n_targets·r
+ * and token_dim = in + out. 0 or LTDI_ERR_UNSUPPORTED (targets whose
+ * in + out differ: the tokens would have different sizes) or
+ * LTDI_ERR_INVALID_ARG (a bad spec). */
+int ltdi_lora_token_shape(const ltdi_lora_spec *spec, int *n_tokens, int *token_dim);
+/* tokens (n_tokens, token_dim) from a flat adapter vector, and back; the
+ * two buffers must not overlap. */
+void ltdi_lora_tokens_from_flat(const ltdi_lora_spec *spec, const float *flat, float *tokens);
+void ltdi_lora_tokens_to_flat(const ltdi_lora_spec *spec, const float *tokens, float *flat);
+/* An adapter (flat, P) as the normalised residual tokens the diffusion
+ * works on: tokens of (θ − lora_base − μ)/σ with μ, σ of θ's tensor in
+ * m->layout; decode is the inverse. 0 or LTDI_ERR_INVALID_ARG (not a
+ * LoRA-token model). */
+int ltdi_model_lora_encode(const ltdi_model *m, const float *adapter, float *tokens);
+int ltdi_model_lora_decode(const ltdi_model *m, const float *tokens, float *adapter);
+/* Sets lora_init, lora_base (P each, copied) and the residual statistics:
+ * the mean and std of every tensor of `stats` (a layout of the adapter's
+ * tensors in flat order, e.g. ltdi_model_lora_layout's, fitted on
+ * θ − base), checked finite. 0 or LTDI_ERR_INVALID_ARG / LTDI_ERR_NONFINITE. */
+int ltdi_model_set_lora_base(ltdi_model *m, const float *init, const float *base,
+                             const ltdi_layout *stats);
+/* The adapter's flat layout (kind "lora": every A and B under its PEFT key
+ * name, base_model.model.encoder.layer.{i}.<path>.lora_{A,B}.weight, mean 0,
+ * std 1), into a fresh or freed `out`. 0, LTDI_ERR_INVALID_ARG or NOMEM. */
+int ltdi_model_lora_layout(const ltdi_lora_spec *spec, ltdi_layout *out);
 
 #ifdef __cplusplus
 }
