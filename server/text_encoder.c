@@ -44,10 +44,9 @@ int ltdi_text_encoder_open(ltdi_text_encoder **out, const char *dir, int max_len
   if (!rc) rc = ltdi_backend_cpu_create(&e->be, 1);
   if (!rc) rc = ltdi_bert_open(&e->bert, e->be, dir, err, errlen);
   if (!rc) rc = ltdi_bert_tokenizer_open(&e->tok, dir, err, errlen);
+  /* The encoder cannot look further than its positions: texts are cut there. */
   if (!rc && max_length > ltdi_bert_config_of(e->bert)->max_position)
-    rc = ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
-                   "text_max_length %d is above the encoder's %d positions", max_length,
-                   ltdi_bert_config_of(e->bert)->max_position);
+    e->max_length = ltdi_bert_config_of(e->bert)->max_position;
   if (rc) {
     ltdi_text_encoder_free(e);
     return rc;

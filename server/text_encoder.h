@@ -20,8 +20,8 @@ extern "C" {
 typedef struct ltdi_text_encoder ltdi_text_encoder;
 
 /* Opens DIR (config.json, model.safetensors, vocab.txt) and hashes its
- * weights file. Texts are cut to max_length tokens and embedded max_batch
- * at a time. 0 or the encoder's error with the file named in err. */
+ * weights file. Texts are cut to max_length tokens (at most the encoder's
+ * max_position_embeddings) and embedded max_batch at a time. 0 or the encoder's error with the file named in err. */
 int ltdi_text_encoder_open(ltdi_text_encoder **out, const char *dir, int max_length, int max_batch,
                            char *err, size_t errlen);
 void ltdi_text_encoder_free(ltdi_text_encoder *e);
