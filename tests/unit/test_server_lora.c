@@ -637,13 +637,13 @@ static int have_peft(char *py, size_t n) {
 /* ltdi's own score of adapter `lo_params` on the query texts: the cosine
  * head on the frozen encoder's class means (the recipe's, lora_train.h). */
 static int ltdi_right(local *L, const ltdi_lora_spec *spec, const float *params, const float *means,
-                      const char *const *q, const int *ql, int nq) {
+                      const char *const *q, const int *ql, int nq, float *qemb) {
   char err[256];
   ltdi_bert_lora *lo = NULL;
   cr_assert_eq(ltdi_bert_lora_create(&lo, L->bert, spec, 0, err, sizeof err), 0, "%s", err);
   cr_assert_eq(ltdi_bert_lora_set(lo, params, ltdi_bert_lora_count(lo)), 0);
   ltdi_bert_lora_acts *a = NULL;
-  cr_assert_eq(ltdi_bert_lora_acts_create(&a, lo, 1, 64, 0), 0);
+  cr_assert_eq(ltdi_bert_lora_acts_create(&a, lo, 1, MAXLEN, 0), 0);
   int right = 0;
   for (int i = 0; i < nq; i++) {
     int32_t ids[64], len = 0;
@@ -652,6 +652,7 @@ static int ltdi_right(local *L, const ltdi_lora_spec *spec, const float *params,
     len = n;
     float e[C_DIM];
     cr_assert_eq(ltdi_bert_lora_forward(a, lo, ids, &len, 1, n, e), 0);
+    memcpy(qemb + (size_t)i * C_DIM, e, sizeof e);
     int best = 0;
     double bs = -INFINITY;
     for (int c = 0; c < 3; c++) {
@@ -697,8 +698,10 @@ Test(server_lora, peft_scores_the_served_adapter_as_ltdi_does) {
   snprintf(task, sizeof task, "%s/task.json", w.dir);
   cr_assert_eq(json_dump_file(o, task, 0), 0);
   json_decref(o);
-  snprintf(cmd, sizeof cmd, "'%s' '%s/tests/python/peft_serve_score.py' '%s' '%s' '%s'", py,
-           LTDI_SOURCE_DIR, w.enc, dir, task);
+  char embp[400];
+  snprintf(embp, sizeof embp, "%s/peft_emb.f32", w.dir);
+  snprintf(cmd, sizeof cmd, "'%s' '%s/tests/python/peft_serve_score.py' '%s' '%s' '%s' '%s'", py,
+           LTDI_SOURCE_DIR, w.enc, dir, task, embp);
   FILE *p = popen(cmd, "r");
   cr_assert_not_null(p);
   int peft_right = -1, total = 0;
@@ -710,8 +713,29 @@ Test(server_lora, peft_scores_the_served_adapter_as_ltdi_does) {
   float means[3 * C_DIM];
   local_means(&L, means, NULL);
   ltdi_lora *l = read_folder(dir);
-  int right = ltdi_right(&L, &l->spec, ltdi_lora_params(l), means, Q, QL, nq);
+  float qemb[10 * C_DIM], frozen[10 * C_DIM];
+  int right = ltdi_right(&L, &l->spec, ltdi_lora_params(l), means, Q, QL, nq, qemb);
   cr_expect_eq(total, nq);
+  /* PEFT's adapted embeddings are ltdi's, to float rounding, and differ
+   * from the frozen encoder's: the adapter was applied, and as ltdi does. */
+  uint8_t *pe = NULL;
+  size_t pn = 0;
+  file_bytes(embp, &pe, &pn);
+  cr_assert_eq(pn, sizeof qemb);
+  const float *pf = (const float *)pe;
+  size_t qlen[10];
+  for (int i = 0; i < nq; i++) qlen[i] = strlen(Q[i]);
+  cr_assert_eq(ltdi_bert_embed_texts(L.bert, L.tok, Q, qlen, nq, MAXLEN, 64, frozen, NULL), 0);
+  double worst = 0, moved = 0;
+  for (int i = 0; i < nq * C_DIM; i++) {
+    worst = fmax(worst, fabs((double)pf[i] - qemb[i]));
+    moved = fmax(moved, fabs((double)frozen[i] - qemb[i]));
+  }
+  cr_expect_lt(worst, 1e-4, "PEFT's adapted embeddings differ from ltdi's by %g", worst);
+  cr_expect_gt(moved, 1e-3, "the adapter does not change the embeddings (%g)", moved);
+  cr_log_info("PEFT %d/%d, ltdi %d/%d; embeddings within %.2g, moved %.2g by the adapter",
+              peft_right, nq, right, nq, worst, moved);
+  free(pe);
   cr_expect_eq(peft_right, right, "PEFT scores %d/%d, ltdi %d/%d", peft_right, nq, right, nq);
   ltdi_lora_free(l);
   local_close(&L);
