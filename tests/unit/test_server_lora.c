@@ -39,6 +39,7 @@
 #include "core/text/tokenizer.h"
 #include "server/server.h"
 #include "tests/unit/lora_text_fixture.h"
+#include "tests/unit/model_files.h"
 
 #define C_DIM 16 /* the encoder's width = the model's feat_dim */
 #define MAXW 5
@@ -573,6 +574,74 @@ Test(server_lora, bad_input_names_the_field) {
   cr_expect_eq(g.status, 404);
   free(g.body);
   world_stop(&w);
+  tb_tmpdir_remove(w.dir);
+}
+
+Test(server_lora, head_models_refuse_lora_requests_and_the_reverse) {
+  world w;
+  world_files(&w);
+  char p[400];
+  snprintf(p, sizeof p, "%s/head.safetensors", w.dir);
+  write_class_token_model(p, C_DIM, 4, 3);
+  world_start(&w, 0, 32);
+  const char *reg = "{\"name\":\"head\",\"path\":\"head.safetensors\"}";
+  resp r = req(w.port, "POST", "/v1/models", reg, strlen(reg));
+  cr_assert_eq(r.status, 201, "%.300s", r.body);
+  free(r.body);
+  r = req(w.port, "POST", "/v1/models/head/versions/1/load", "", 0);
+  cr_assert_eq(r.status, 200, "%.300s", r.body);
+  free(r.body);
+  const char *texts = "{\"model\":\"head\",\"support\":{\"texts\":[\"waa\",\"wab\"],\"labels\":[0,1]}}";
+  expect_error(&w, texts, strlen(texts), 422, "support.texts");
+  json_t *M = json_array();
+  for (int c = 0; c < 2; c++) {
+    json_t *row = json_array();
+    for (int k = 0; k < C_DIM; k++) json_array_append_new(row, json_real(k == c ? 1.0 : 0.0));
+    json_array_append_new(M, row);
+  }
+  json_t *o = json_pack("{s:s,s:o,s:i}", "model", "head", "prototypes", M, "seed", 1);
+  json_object_set_new(o, "format", json_string("peft"));
+  char *peft = json_dumps(o, JSON_COMPACT);
+  expect_error(&w, peft, strlen(peft), 422, "format");
+  /* A head task has no adapter. */
+  json_object_set_new(o, "format", json_string("json"));
+  char *ok = json_dumps(o, JSON_COMPACT);
+  r = post(&w, ok);
+  cr_assert_eq(r.status, 200, "%.300s", r.body);
+  json_t *ro = as_json(&r);
+  char path[200];
+  snprintf(path, sizeof path, "/v1/tasks/%s/adapter", json_string_value(json_object_get(ro, "task_id")));
+  resp g = req(w.port, "GET", path, NULL, 0);
+  cr_expect_eq(g.status, 422, "%.300s", g.body);
+  cr_expect(g.body && strstr(g.body, "no adapter"), "%.300s", g.body);
+  resp mh = req(w.port, "GET", "/v1/models?kind=head", NULL, 0);
+  json_t *mho = as_json(&mh);
+  cr_expect_eq(json_array_size(json_object_get(mho, "models")), 1);
+  cr_expect_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(mho, "models"), 0), "name")), "head");
+  resp bad = req(w.port, "GET", "/v1/models?kind=bert", NULL, 0);
+  cr_expect_eq(bad.status, 422);
+  json_decref(o), json_decref(ro), json_decref(mho);
+  free(peft), free(ok), free(r.body), free(g.body), free(mh.body), free(bad.body);
+  world_stop(&w);
+  tb_tmpdir_remove(w.dir);
+}
+
+Test(server_lora, a_missing_base_file_stops_the_daemon_naming_it) {
+  world w;
+  world_files(&w);
+  char p[400];
+  snprintf(p, sizeof p, "%s/model.safetensors", w.enc);
+  cr_assert_eq(unlink(p), 0);
+  ltdi_serve_config c;
+  ltdi_serve_config_defaults(&c);
+  snprintf(c.model_dir, sizeof c.model_dir, "%s", w.dir);
+  snprintf(c.db, sizeof c.db, "%s/registry.db", w.dir);
+  snprintf(c.device, sizeof c.device, "cpu");
+  snprintf(c.encoder_dir, sizeof c.encoder_dir, "%s", w.enc);
+  char err[512] = "";
+  ltdi_server *s = NULL;
+  cr_expect_neq(ltdi_server_create(&s, &c, err, sizeof err), 0);
+  cr_expect(strstr(err, "--encoder-dir") && strstr(err, "model.safetensors"), "%s", err);
   tb_tmpdir_remove(w.dir);
 }
 
