@@ -4,6 +4,7 @@
  * held-out weight MSE for both sampler forms (sub-chain and the paper's).
  * --device picks the backend (trainer/cli/cli_device.h). */
 #define _POSIX_C_SOURCE 200809L
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,9 +134,11 @@ static int report_paper_sampler(const ltdi_meta_config *c, const ltdi_meta_data 
     o.sampler.form = LTDI_SAMPLER_PAPER;
     int n = c->val_tasks > 0 && c->val_tasks < d->n_val ? c->val_tasks : d->n_val;
     double mse, acc;
-    if (n > 0 && !ltdi_meta_val_mse(m, d, d->n_train, n, c->seed, &o, &mse, &acc))
-      printf("meta: with the paper's sampler form: held-out weight MSE %.5f, prototype accuracy %.3f\n",
-             mse, acc);
+    if (n > 0 && !ltdi_meta_val_mse(m, d, d->n_train, n, c->seed, &o, &mse, &acc)) {
+      printf("meta: with the paper's sampler form: held-out weight MSE %.5f", mse);
+      if (isfinite(acc)) printf(", prototype accuracy %.3f", acc); /* not for LoRA */
+      printf("\n");
+    }
   } else {
     fprintf(stderr, "meta: cannot reload %s: %s\n", c->out_path, err);
     rc = 1;
