@@ -27,7 +27,8 @@ int ltdi__lora_condition(ltdi_server *s, const ltdi_served_model *sm, const ltdi
                    ltdi_text_encoder_dim(s->encoder), sm->m->feat_dim);
   int empty = -1, bad = -1;
   int rc = ltdi_text_encoder_class_means(s->encoder, (const char *const *)r->texts, r->text_lens,
-                                         r->labels, r->rows, ways, cond, &empty, &bad);
+                                         r->labels, r->rows, ways, sm->text_max_length, cond,
+                                         &empty, &bad);
   if (rc == LTDI_ERR_FORMAT && bad >= 0)
     return FAIL422("support.texts[%d] is not valid UTF-8 (or holds a NUL byte)", bad);
   if (rc == LTDI_ERR_SHAPE) return FAIL422("support.labels: class %d has no examples", empty);

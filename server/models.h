@@ -34,6 +34,10 @@ typedef struct ltdi_served_model {
    * model's linear head on normalised features. */
   int scores_support;
   int is_lora; /* LoRA tokens: generates adapters of m->lora, conditioned on class means */
+  /* LoRA: the tokens per text its trajectories were prepared with (the
+   * model's "prepare" metadata JSON, key max_length), 0 when it does not
+   * say (the daemon's --text-max-length then). */
+  int text_max_length;
   double warmup_ms;
   /* private */
   int refs;

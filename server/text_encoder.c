@@ -72,10 +72,13 @@ int ltdi_text_encoder_dim(const ltdi_text_encoder *e) {
 
 int ltdi_text_encoder_class_means(ltdi_text_encoder *e, const char *const *texts,
                                   const size_t *lens, const int32_t *labels, int n, int ways,
-                                  float *means, int *empty_class, int *bad_text) {
+                                  int max_length, float *means, int *empty_class, int *bad_text) {
+  const int top = ltdi_bert_config_of(e->bert)->max_position;
+  if (max_length <= 0) max_length = e->max_length;
+  if (max_length > top) max_length = top;
   pthread_mutex_lock(&e->mu);
   int rc = ltdi_text_embed_class_means(e->bert, e->tok, texts, lens, labels, n, ways,
-                                       e->max_length, e->max_batch, means, empty_class, bad_text);
+                                       max_length, e->max_batch, means, empty_class, bad_text);
   pthread_mutex_unlock(&e->mu);
   return rc;
 }

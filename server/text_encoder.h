@@ -31,12 +31,13 @@ const char *ltdi_text_encoder_dir(const ltdi_text_encoder *e);
 int ltdi_text_encoder_dim(const ltdi_text_encoder *e); /* C, the embedding width */
 
 /* means (ways, C): the L2-normalised class means of the texts (texts[i] of
- * lens[i] bytes, labels in [0, ways)). 0; LTDI_ERR_FORMAT with *bad_text
+ * lens[i] bytes, labels in [0, ways)), each cut to max_length tokens (0:
+ * the encoder's setting; at most its positions). 0; LTDI_ERR_FORMAT with *bad_text
  * set (a text that is not UTF-8); LTDI_ERR_SHAPE with *empty_class set;
  * LTDI_ERR_NOMEM or a backend error. Thread-safe (serialised). */
 int ltdi_text_encoder_class_means(ltdi_text_encoder *e, const char *const *texts,
                                   const size_t *lens, const int32_t *labels, int n, int ways,
-                                  float *means, int *empty_class, int *bad_text);
+                                  int max_length, float *means, int *empty_class, int *bad_text);
 
 #ifdef __cplusplus
 }
