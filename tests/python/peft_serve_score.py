@@ -5,7 +5,7 @@ that ltdi-serve wrote, for tests/unit/test_server_lora.c.
 
 TASK_JSON: {"support": [texts], "labels": [ints], "queries": [texts],
 "query_labels": [ints], "max_length": n}. The adapter is loaded as a user
-would, PeftModel.from_pretrained(base, DIR), base the BertModel of ENCODER;
+would, PeftModel.from_pretrained(AutoModel.from_pretrained(ENCODER), DIR);
 sentence embeddings are sentence-transformers' (mean over the attention
 mask, then L2-normalised); the head is ltdi's recipe (lora_train.h): class
 means m_c of the FROZEN encoder's support embeddings, L2-normalised, and a
@@ -21,14 +21,19 @@ import warnings
 import torch
 from peft import PeftModel
 from safetensors.torch import load_file
-from transformers import BertConfig, BertModel, BertTokenizer
+from transformers import AutoModel, BertConfig, BertModel, BertTokenizer
 
 
 def load_base(enc_dir):
-    """BertModel of the folder. Its model.safetensors may lack the "format"
-    metadata transformers' from_pretrained insists on (ltdi's test fixture),
-    so the weights are loaded by hand, every embeddings/encoder tensor
-    required; the pooler is not used by sentence embeddings."""
+    """The folder's model as a user loads it, AutoModel.from_pretrained; a
+    model.safetensors without the "format" metadata from_pretrained insists
+    on (ltdi's random test fixture) is loaded by hand instead, every
+    embeddings/encoder tensor required (the pooler is not used by sentence
+    embeddings)."""
+    try:
+        return AutoModel.from_pretrained(enc_dir).eval()
+    except AttributeError:
+        pass
     model = BertModel(BertConfig.from_pretrained(enc_dir), add_pooling_layer=False)
     state = load_file(enc_dir + "/model.safetensors")
     state = {k[5:] if k.startswith("bert.") else k: v for k, v in state.items()}

@@ -45,6 +45,10 @@
 #define MAXW 5
 #define RANK 2
 #define MAXLEN 24 /* the fixture encoder's positions: the daemon cuts texts there */
+#define DIM_MAX 1024
+
+/* The encoder of the test at hand: the fixture's, or the real MiniLM's. */
+static int g_dim = C_DIM, g_maxlen = MAXLEN;
 
 typedef struct world {
   char dir[256], enc[300], enc2[300], adapters[300];
@@ -68,8 +72,10 @@ static void write_model(const char *path, const char *enc_dir, uint64_t seed) {
   cr_assert_eq(ltdi_backend_cpu_create(&be, 1), 0);
   ltdi_lora_spec spec;
   char err[256], model_file[400];
-  cr_assert_eq(ltdi_lora_spec_bert(&spec, 2, C_DIM, C_DIM + C_DIM / 2, "query,value", RANK, 4.0f,
-                                   err, sizeof err), 0, "%s", err);
+  ltdi_bert_config bc;
+  cr_assert_eq(ltdi_bert_config_read(enc_dir, &bc, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(ltdi_lora_spec_bert(&spec, bc.num_layers, bc.hidden_size, bc.intermediate_size,
+                                   "query,value", RANK, 4.0f, err, sizeof err), 0, "%s", err);
   snprintf(spec.base_model, sizeof spec.base_model, "tiny-bert");
   snprintf(model_file, sizeof model_file, "%s/model.safetensors", enc_dir);
   sha_of(model_file, spec.base_model_sha256);
@@ -80,9 +86,9 @@ static void write_model(const char *path, const char *enc_dir, uint64_t seed) {
   cr_assert_eq(ltdi_lora_token_shape(&spec, &n_tok, &tok_dim), 0);
   ltdi_cden_config cfg;
   ltdi_cden_config_default(&cfg, tok_dim, 0);
-  cfg.width = 16, cfg.time_dim = 8, cfg.positions = n_tok, cfg.set_dim = C_DIM;
+  cfg.width = 16, cfg.time_dim = 8, cfg.positions = n_tok, cfg.set_dim = bc.hidden_size;
   ltdi_model *m = NULL;
-  cr_assert_eq(ltdi_model_create_lora_tokens(&m, be, &cfg, &sch, &spec, C_DIM, MAXW), 0);
+  cr_assert_eq(ltdi_model_create_lora_tokens(&m, be, &cfg, &sch, &spec, bc.hidden_size, MAXW), 0);
   ltdi_rng rng;
   ltdi_rng_init(&rng, seed, 7);
   ltdi_rng_fill_normal(&rng, ltdi_model_params(m), (long)ltdi_model_num_params(m), 0.2f);
@@ -283,9 +289,9 @@ static void local_means(local *L, float *means, float *emb) {
   size_t lens[TASK_N];
   int32_t labels[TASK_N];
   for (int i = 0; i < TASK_N; i++) lens[i] = strlen(TEXTS[i]), labels[i] = LABELS[i];
-  cr_assert_eq(ltdi_text_embed_class_means(L->bert, L->tok, TEXTS, lens, labels, TASK_N, 3, MAXLEN,
+  cr_assert_eq(ltdi_text_embed_class_means(L->bert, L->tok, TEXTS, lens, labels, TASK_N, 3, g_maxlen,
                                            64, means, NULL, NULL), 0);
-  if (emb) cr_assert_eq(ltdi_bert_embed_texts(L->bert, L->tok, TEXTS, lens, TASK_N, MAXLEN, 64, emb, NULL), 0);
+  if (emb) cr_assert_eq(ltdi_bert_embed_texts(L->bert, L->tok, TEXTS, lens, TASK_N, g_maxlen, 64, emb, NULL), 0);
 }
 
 /* The adapter (P) for seed, generated alone. */
@@ -712,21 +718,21 @@ static int ltdi_right(local *L, const ltdi_lora_spec *spec, const float *params,
   cr_assert_eq(ltdi_bert_lora_create(&lo, L->bert, spec, 0, err, sizeof err), 0, "%s", err);
   cr_assert_eq(ltdi_bert_lora_set(lo, params, ltdi_bert_lora_count(lo)), 0);
   ltdi_bert_lora_acts *a = NULL;
-  cr_assert_eq(ltdi_bert_lora_acts_create(&a, lo, 1, MAXLEN, 0), 0);
+  cr_assert_eq(ltdi_bert_lora_acts_create(&a, lo, 1, g_maxlen, 0), 0);
   int right = 0;
   for (int i = 0; i < nq; i++) {
-    int32_t ids[64], len = 0;
+    int32_t ids[512], len = 0;
     int n = 0;
-    cr_assert_eq(ltdi_tokenizer_encode(L->tok, q[i], strlen(q[i]), MAXLEN, ids, &n), 0);
+    cr_assert_eq(ltdi_tokenizer_encode(L->tok, q[i], strlen(q[i]), g_maxlen, ids, &n), 0);
     len = n;
-    float e[C_DIM];
+    float e[DIM_MAX];
     cr_assert_eq(ltdi_bert_lora_forward(a, lo, ids, &len, 1, n, e), 0);
-    memcpy(qemb + (size_t)i * C_DIM, e, sizeof e);
+    memcpy(qemb + (size_t)i * g_dim, e, (size_t)g_dim * sizeof *e);
     int best = 0;
     double bs = -INFINITY;
     for (int c = 0; c < 3; c++) {
       double d = 0;
-      for (int k = 0; k < C_DIM; k++) d += (double)e[k] * means[c * C_DIM + k];
+      for (int k = 0; k < g_dim; k++) d += (double)e[k] * means[c * g_dim + k];
       if (d > bs) bs = d, best = c;
     }
     right += best == ql[i];
@@ -736,11 +742,10 @@ static int ltdi_right(local *L, const ltdi_lora_spec *spec, const float *params,
   return right;
 }
 
-Test(server_lora, peft_scores_the_served_adapter_as_ltdi_does) {
-  char py[400];
-  if (!have_peft(py, sizeof py)) cr_skip_test("no .venv-ref with peft and transformers");
-  world w;
-  world_files(&w);
+/* Serves a task over HTTP, lets PEFT score the adapter folder, and
+ * compares with ltdi's score and embeddings. */
+static void peft_check(world *wp, const char *py) {
+  world w = *wp;
   world_start(&w, 0, 32);
   char *body = texts_body(3, "peft");
   resp r = post(&w, body);
@@ -763,7 +768,7 @@ Test(server_lora, peft_scores_the_served_adapter_as_ltdi_does) {
     json_array_append_new(jql, json_integer(QL[i]));
   }
   json_t *o = json_pack("{s:o,s:o,s:o,s:o,s:i}", "support", jt, "labels", jl, "queries", jq,
-                        "query_labels", jql, "max_length", MAXLEN);
+                        "query_labels", jql, "max_length", g_maxlen);
   snprintf(task, sizeof task, "%s/task.json", w.dir);
   cr_assert_eq(json_dump_file(o, task, 0), 0);
   json_decref(o);
@@ -779,10 +784,10 @@ Test(server_lora, peft_scores_the_served_adapter_as_ltdi_does) {
   /* ltdi's score of the same adapter. */
   local L;
   local_open(&L, &w);
-  float means[3 * C_DIM];
+  float means[3 * DIM_MAX];
   local_means(&L, means, NULL);
   ltdi_lora *l = read_folder(dir);
-  float qemb[10 * C_DIM], frozen[10 * C_DIM];
+  static float qemb[10 * DIM_MAX], frozen[10 * DIM_MAX];
   int right = ltdi_right(&L, &l->spec, ltdi_lora_params(l), means, Q, QL, nq, qemb);
   cr_expect_eq(total, nq);
   /* PEFT's adapted embeddings are ltdi's, to float rounding, and differ
@@ -790,13 +795,13 @@ Test(server_lora, peft_scores_the_served_adapter_as_ltdi_does) {
   uint8_t *pe = NULL;
   size_t pn = 0;
   file_bytes(embp, &pe, &pn);
-  cr_assert_eq(pn, sizeof qemb);
+  cr_assert_eq(pn, (size_t)nq * g_dim * sizeof(float));
   const float *pf = (const float *)pe;
   size_t qlen[10];
   for (int i = 0; i < nq; i++) qlen[i] = strlen(Q[i]);
-  cr_assert_eq(ltdi_bert_embed_texts(L.bert, L.tok, Q, qlen, nq, MAXLEN, 64, frozen, NULL), 0);
+  cr_assert_eq(ltdi_bert_embed_texts(L.bert, L.tok, Q, qlen, nq, g_maxlen, 64, frozen, NULL), 0);
   double worst = 0, moved = 0;
-  for (int i = 0; i < nq * C_DIM; i++) {
+  for (int i = 0; i < nq * g_dim; i++) {
     worst = fmax(worst, fabs((double)pf[i] - qemb[i]));
     moved = fmax(moved, fabs((double)frozen[i] - qemb[i]));
   }
@@ -810,5 +815,39 @@ Test(server_lora, peft_scores_the_served_adapter_as_ltdi_does) {
   local_close(&L);
   free(r.body), free(body);
   world_stop(&w);
+}
+
+Test(server_lora, peft_scores_the_served_adapter_as_ltdi_does) {
+  char py[400];
+  if (!have_peft(py, sizeof py)) cr_skip_test("no .venv-ref with peft and transformers");
+  world w;
+  world_files(&w);
+  peft_check(&w, py);
+  tb_tmpdir_remove(w.dir);
+}
+
+/* The same with the real all-MiniLM-L6-v2 of .venv-ref/encoder (loaded by
+ * PEFT with AutoModel.from_pretrained, as a user would). */
+Test(server_lora, peft_scores_a_minilm_adapter_as_ltdi_does) {
+  char py[400], enc[280], probe[500];
+  snprintf(enc, sizeof enc, "%s/.venv-ref/encoder", LTDI_SOURCE_DIR);
+  snprintf(probe, sizeof probe, "%s/model.safetensors", enc);
+  if (!have_peft(py, sizeof py) || access(probe, R_OK))
+    cr_skip_test("no .venv-ref with peft, transformers and the MiniLM encoder");
+  world w;
+  memset(&w, 0, sizeof w);
+  tb_tmpdir_make(w.dir, "serve_lora_minilm");
+  snprintf(w.enc, sizeof w.enc, "%s", enc);
+  snprintf(w.adapters, sizeof w.adapters, "%s/adapters", w.dir);
+  cr_assert_eq(mkdir(w.adapters, 0755), 0);
+  char p[400];
+  snprintf(p, sizeof p, "%s/lora.safetensors", w.dir);
+  write_model(p, w.enc, 5);
+  ltdi_bert_config bc;
+  char err[256];
+  cr_assert_eq(ltdi_bert_config_read(enc, &bc, err, sizeof err), 0, "%s", err);
+  g_dim = bc.hidden_size, g_maxlen = 64;
+  cr_assert_leq(g_dim, DIM_MAX);
+  peft_check(&w, py);
   tb_tmpdir_remove(w.dir);
 }
