@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -160,6 +161,12 @@ int ltdi_server_create(ltdi_server **out, const ltdi_serve_config *cfg, char *er
   if (!rc) rc = ltdi_registry_clear_loaded(s->reg, err, errlen);
   if (!rc) rc = ltdi_auth_create(&s->auth, cfg->api_key_file, cfg->admin_key_file, err, errlen);
   if (!rc && (rc = ltdi_metrics_create(&s->metrics))) ltdi_fail(err, errlen, rc, "out of memory");
+  /* An adapter folder that cannot be written would fail every LoRA answer. */
+  struct stat ad;
+  if (!rc && cfg->adapter_dir[0] &&
+      (stat(cfg->adapter_dir, &ad) != 0 || !S_ISDIR(ad.st_mode) || access(cfg->adapter_dir, W_OK | X_OK)))
+    rc = ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "--adapter-dir %s: not a writable directory",
+                   cfg->adapter_dir);
   if (!rc && cfg->encoder_dir[0]) {
     char e2[400] = "";
     rc = ltdi_text_encoder_open(&s->encoder, cfg->encoder_dir, (int)cfg->text_max_length,

@@ -632,7 +632,7 @@ Test(server_lora, head_models_refuse_lora_requests_and_the_reverse) {
   tb_tmpdir_remove(w.dir);
 }
 
-Test(server_lora, a_missing_base_file_stops_the_daemon_naming_it) {
+Test(server_lora, a_missing_base_file_or_adapter_dir_stops_the_daemon_naming_it) {
   world w;
   world_files(&w);
   char p[400];
@@ -648,6 +648,11 @@ Test(server_lora, a_missing_base_file_stops_the_daemon_naming_it) {
   ltdi_server *s = NULL;
   cr_expect_neq(ltdi_server_create(&s, &c, err, sizeof err), 0);
   cr_expect(strstr(err, "--encoder-dir") && strstr(err, "model.safetensors"), "%s", err);
+  /* And an adapter folder that is not there. */
+  snprintf(c.encoder_dir, sizeof c.encoder_dir, "%s", w.enc2);
+  snprintf(c.adapter_dir, sizeof c.adapter_dir, "%s/nowhere", w.dir);
+  cr_expect_neq(ltdi_server_create(&s, &c, err, sizeof err), 0);
+  cr_expect(strstr(err, "--adapter-dir"), "%s", err);
   tb_tmpdir_remove(w.dir);
 }
 
