@@ -13,10 +13,18 @@
  *    do not depend on the thread count;
  *  - the finetune row gives, episode by episode, the accuracy of direct
  *    calls to trainer/prepare/lora_train.h, on any thread count;
+ *  - the mean adapter of a trajectories file written by weight preparation
+ *    is, bit for bit, the mean of its tasks' trained adapters read one by
+ *    one, and the mean row gives, episode by episode, the accuracy of the
+ *    recipe's head through that adapter computed here, on any thread
+ *    count; an adapter of another shape, or a row without its source, is
+ *    refused with the option named;
  *  - the command's JSON has the documented fields and the run's numbers, a
  *    second run reads its features file, and bad input (a class too small,
  *    a missing or malformed file, a features file of other texts, an
- *    unknown method) fails with the file or class named. */
+ *    unknown method, an adapter source made for another encoder) fails
+ *    with the file or class named; the adapter rows report their seconds
+ *    per adapter. */
 #define _POSIX_C_SOURCE 200809L
 #include <criterion/criterion.h>
 #include <jansson.h>
@@ -34,6 +42,7 @@
 #include "trainer/data/episode.h"
 #include "trainer/eval/baselines.h"
 #include "trainer/eval/text_eval.h"
+#include "trainer/prepare/lora_prepare.h"
 #include "trainer/prepare/lora_train.h"
 #include "tests/unit/bert_tiny.h"
 
@@ -65,21 +74,26 @@ static void write_file(const char *path, const char *bytes) {
   fclose(f);
 }
 
-static void setup(void) {
-  snprintf(g_dir, sizeof g_dir, "/tmp/ltdi_test_text_eval_XXXXXX");
-  cr_assert_not_null(mkdtemp(g_dir));
+/* A tiny encoder folder: weights of `seed`, the 23-word vocabulary. */
+static void write_encoder(const char *dir, uint64_t seed) {
   tiny_bert tb;
-  tiny_bert_init(&tb, NV, C, 2, 2, 12, P, 33);
-  tiny_bert_write(&tb, g_dir, NULL, NULL, NULL, NULL);
+  tiny_bert_init(&tb, NV, C, 2, 2, 12, P, seed);
+  tiny_bert_write(&tb, dir, NULL, NULL, NULL, NULL);
   tiny_bert_free(&tb);
-  char path[300];
-  snprintf(path, sizeof path, "%s/vocab.txt", g_dir);
+  char path[400];
+  snprintf(path, sizeof path, "%s/vocab.txt", dir);
   FILE *f = fopen(path, "w");
   cr_assert_not_null(f);
   for (int i = 0; i < NV; i++) fprintf(f, "%s\n", VOCAB[i]);
   fclose(f);
+}
+
+static void setup(void) {
+  snprintf(g_dir, sizeof g_dir, "/tmp/ltdi_test_text_eval_XXXXXX");
+  cr_assert_not_null(mkdtemp(g_dir));
+  write_encoder(g_dir, 33);
   snprintf(g_tsv, sizeof g_tsv, "%s/set.tsv", g_dir);
-  f = fopen(g_tsv, "w");
+  FILE *f = fopen(g_tsv, "w");
   cr_assert_not_null(f);
   fprintf(f, "# synthetic\n");
   /* Classes interleaved, so the set's order is not the class order. */
@@ -371,6 +385,154 @@ Test(text_eval, finetune_row_equals_direct_lora_calls) {
   ltdi_textset_free(&set);
 }
 
+/* ==== the mean adapter ====================================================== */
+
+enum { TRAJ_TASKS = 4 };
+
+/* `ltdi-train prepare --encoder` on the set: TRAJ_TASKS tasks of 3 ways, 5
+ * shots, 2 steps, adapters of rank r (the recipe's is 8) of encoder `enc`. */
+static void write_trajectories(const char *path, const char *enc, int r) {
+  ltdi_lora_prepare_config c;
+  ltdi_lora_prepare_default(&c);
+  c.trainer.encoder = enc;
+  c.trainer.r = r;
+  c.trainer.max_length = P;
+  c.train.steps = 2;
+  c.train.lr = 3e-2f;
+  c.train.n_checkpoints = 3;
+  c.text_path = g_tsv;
+  c.tasks = TRAJ_TASKS;
+  c.ways = 3;
+  c.shots = 5;
+  c.seed = 5;
+  c.n_threads = 1;
+  c.out_path = path;
+  c.quiet = 1;
+  ltdi_lora_prepare_stats st;
+  char err[1024] = "";
+  int rc = ltdi_lora_prepare_run(&c, &st, err, sizeof err);
+  cr_assert_eq(rc, 0, "prepare: %s (%s)", ltdi_strerror(rc), err);
+}
+
+Test(text_eval, mean_row_is_the_mean_adapter_through_the_recipe_head) {
+  char traj[300], err[1024] = "";
+  snprintf(traj, sizeof traj, "%s/traj.safetensors", g_dir);
+  write_trajectories(traj, g_dir, 8);
+  ltdi_lora *mean = NULL;
+  int M = 0;
+  cr_assert_eq(ltdi_text_eval_mean_adapter(traj, &mean, &M, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(M, TRAJ_TASKS);
+  /* The mean, from the tasks' adapters read one by one. */
+  const size_t np = mean->count;
+  double *sum = calloc(np, sizeof *sum);
+  float *want = malloc(np * sizeof *want);
+  int differs = 0;
+  for (int m = 0; m < TRAJ_TASKS; m++) {
+    ltdi_lora *one = NULL;
+    cr_assert_eq(ltdi_lora_prepare_read_adapter(traj, m, -1, &one, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(one->count, np);
+    for (size_t j = 0; j < np; j++) sum[j] += one->params[j];
+    differs += memcmp(one->params, mean->params, np * sizeof *want) != 0;
+    ltdi_lora_free(one);
+  }
+  for (size_t j = 0; j < np; j++) want[j] = (float)(sum[j] / TRAJ_TASKS);
+  cr_expect_eq(memcmp(want, mean->params, np * sizeof *want), 0, "not the tasks' mean");
+  cr_expect_eq(differs, TRAJ_TASKS, "the mean equals a task's adapter");
+  cr_expect_eq(mean->spec.r, 8);
+  cr_expect_eq(strlen(mean->spec.base_model_sha256), 64);
+
+  /* The row, on 1 and 3 threads. */
+  ltdi_textset set;
+  load_set(&set);
+  ltdi_text_features f;
+  embed(&set, 2, &f);
+  ltdi_text_eval_options o = small_options();
+  o.episodes = 6;
+  o.encoder = g_dir;
+  o.mean_adapter = mean;
+  const ltdi_text_eval_method *methods[2] = {ltdi_text_eval_method_find("nc"),
+                                             ltdi_text_eval_method_find("mean")};
+  cr_assert_not_null(methods[1]);
+  ltdi_text_eval_result r[2];
+  double per1[2 * 6], per3[2 * 6];
+  o.threads = 1;
+  cr_assert_eq(ltdi_text_eval_run(&set, &f, &o, methods, 2, r, per1, err, sizeof err), 0, "%s",
+               err);
+  cr_expect_eq(r[1].has_adapter, 1);
+  cr_expect_eq(r[1].seconds_per_adapter, 0.0, "one adapter for all tasks: no time per task");
+  cr_expect_eq(r[0].has_adapter, 0);
+  o.threads = 3;
+  cr_assert_eq(ltdi_text_eval_run(&set, &f, &o, methods, 2, r, per3, err, sizeof err), 0, "%s",
+               err);
+  cr_expect_eq(memcmp(per1, per3, sizeof per1), 0, "mean depends on the thread count");
+
+  /* The recipe's head through `want`, episode by episode. */
+  ltdi_lora_trainer_options to;
+  ltdi_lora_trainer_default_options(&to);
+  to.encoder = g_dir;
+  to.max_length = P;
+  ltdi_lora_trainer *tr = NULL;
+  cr_assert_eq(ltdi_lora_trainer_create(&tr, &to, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(ltdi_lora_trainer_param_count(tr), np);
+  const int ns = o.ways * o.shots, nq = o.ways * o.queries;
+  const char **st = malloc((size_t)ns * sizeof *st), **qt = malloc((size_t)nq * sizeof *qt);
+  int32_t *sy = malloc((size_t)ns * sizeof *sy), *qy = malloc((size_t)nq * sizeof *qy);
+  float means[3 * C];
+  int moved = 0;
+  ltdi_episode ep;
+  cr_assert_eq(ltdi_episode_alloc(&ep, o.ways, o.shots, o.queries), 0);
+  for (int i = 0; i < o.episodes; i++) {
+    cr_assert_eq(ltdi_text_episode_sample(&ep, &set, o.seed, (uint64_t)i, err, sizeof err), 0);
+    for (int k = 0; k < ns; k++) st[k] = set.texts[ep.support[k]], sy[k] = k / o.shots;
+    for (int k = 0; k < nq; k++) qt[k] = set.texts[ep.query[k]], qy[k] = k / o.queries;
+    cr_assert_eq(ltdi_lora_class_means(tr, st, sy, ns, o.ways, means, err, sizeof err), 0, "%s",
+                 err);
+    double acc = -1.0;
+    cr_assert_eq(ltdi_lora_task_accuracy(tr, want, means, o.ways, qt, qy, nq, &acc, NULL, err,
+                                         sizeof err), 0, "%s", err);
+    cr_expect_eq(per1[6 + i], acc, "episode %d: mean row %g, direct calls %g", i, per1[6 + i],
+                 acc);
+    /* The adapter must matter for the comparison to say something. */
+    int32_t pa[3 * 6], pf[3 * 6];
+    double acc0 = -1.0;
+    cr_assert_eq(ltdi_lora_task_accuracy(tr, want, means, o.ways, qt, qy, nq, &acc, pa, err,
+                                         sizeof err), 0, "%s", err);
+    cr_assert_eq(ltdi_lora_task_accuracy(tr, NULL, means, o.ways, qt, qy, nq, &acc0, pf, err,
+                                         sizeof err), 0, "%s", err);
+    moved += memcmp(pa, pf, sizeof pa) != 0;
+  }
+  cr_expect_gt(moved, 0, "the mean adapter changes no prediction: the test says little");
+
+  /* Without the adapter, or with one of another rank, the row is refused. */
+  o.mean_adapter = NULL;
+  cr_expect_eq(ltdi_text_eval_run(&set, &f, &o, methods, 2, r, NULL, err, sizeof err),
+               LTDI_ERR_INVALID_ARG);
+  cr_expect(strstr(err, "mean") && strstr(err, "--lora-trajectories"), "%s", err);
+  char traj2[300];
+  snprintf(traj2, sizeof traj2, "%s/traj_r2.safetensors", g_dir);
+  write_trajectories(traj2, g_dir, 2);
+  ltdi_lora *mean2 = NULL;
+  cr_assert_eq(ltdi_text_eval_mean_adapter(traj2, &mean2, NULL, err, sizeof err), 0, "%s", err);
+  o.mean_adapter = mean2;
+  cr_expect_eq(ltdi_text_eval_run(&set, &f, &o, methods, 2, r, NULL, err, sizeof err),
+               LTDI_ERR_INVALID_ARG);
+  cr_expect(strstr(err, "r 2") && strstr(err, "r 8") && strstr(err, "recipe"), "%s", err);
+  /* Not a trajectories file. */
+  char bogus[300];
+  snprintf(bogus, sizeof bogus, "%s/model.safetensors", g_dir);
+  ltdi_lora *none = NULL;
+  cr_expect_eq(ltdi_text_eval_mean_adapter(bogus, &none, NULL, err, sizeof err), LTDI_ERR_FORMAT);
+  cr_expect(strstr(err, bogus) != NULL, "%s", err);
+  cr_expect_null(none);
+  ltdi_episode_free(&ep);
+  free(st), free(qt), free(sy), free(qy), free(sum), free(want);
+  ltdi_lora_trainer_free(tr);
+  ltdi_lora_free(mean);
+  ltdi_lora_free(mean2);
+  ltdi_text_features_free(&f);
+  ltdi_textset_free(&set);
+}
+
 /* ==== the command =========================================================== */
 
 typedef struct captured {
@@ -556,4 +718,62 @@ Test(text_eval, bad_input_is_named) {
   fclose(e);
   cr_expect_eq(rc, 1);
   cr_expect(strstr(buf, "/nonexistent/enc/config.json") != NULL, "stderr: %s", buf);
+}
+
+/* The adapter rows through the command: the JSON's adapters object and
+ * seconds per adapter; each row's source is checked before the embedding
+ * (a missing option, an adapter file made for another encoder, a model
+ * file that is not one). */
+Test(text_eval, command_adapter_rows_and_their_sources) {
+  char traj[300], out[300];
+  snprintf(traj, sizeof traj, "%s/traj.safetensors", g_dir);
+  snprintf(out, sizeof out, "%s/adapters.json", g_dir);
+  write_trajectories(traj, g_dir, 8);
+  captured c = run_cmd("--data", g_tsv, "--ways", "3", "--shots", "5", "--queries", "6",
+                       "--episodes", "3", "--max-length", "16", "--threads", "2",
+                       "--methods", "nc,finetune,mean", "--finetune-steps", "2",
+                       "--lora-trajectories", traj, "--out", out, NULL);
+  cr_assert_eq(c.rc, 0, "%s", c.err);
+  json_error_t je;
+  json_t *root = json_load_file(out, 0, &je);
+  cr_assert_not_null(root, "%s: %s", out, je.text);
+  json_t *ad = json_object_get(root, "adapters");
+  cr_assert(json_is_object(ad), "no adapters object");
+  cr_expect_str_eq(json_string_value(json_object_get(ad, "lora_trajectories")), traj);
+  cr_expect_eq(num(ad, "mean_tasks"), TRAJ_TASKS);
+  cr_expect_eq(num(ad, "refine_steps"), LTDI_TEXT_EVAL_REFINE_STEPS);
+  cr_expect_eq(num(ad, "finetune_steps"), 2);
+  cr_expect(json_is_null(json_object_get(ad, "lt_di_model")));
+  json_t *ms = json_object_get(root, "methods");
+  cr_expect(json_is_null(json_object_get(json_object_get(ms, "nearest_centroid"),
+                                         "seconds_per_adapter")), "nc has no adapter");
+  json_t *ft = json_object_get(ms, "finetune"), *mn = json_object_get(ms, "mean");
+  cr_expect_gt(num(ft, "seconds_per_adapter"), 0.0);
+  cr_expect_leq(num(ft, "seconds_per_adapter"), num(ft, "seconds_per_task"));
+  cr_expect_eq(num(mn, "seconds_per_adapter"), 0.0);
+  cr_expect(json_is_object(json_object_get(mn, "paired_vs_nearest_centroid")));
+  json_decref(root);
+
+  expect_fails(run_cmd("--data", g_tsv, "--shots", "2", "--queries", "2", "--methods", "mean",
+                       NULL), 1, "method mean: needs the training tasks' trajectories "
+                                 "(--lora-trajectories FILE)");
+  expect_fails(run_cmd("--data", g_tsv, "--shots", "2", "--queries", "2", "--methods", "lt_di",
+                       NULL), 1, "method lt_di: needs a LoRA-token model (--model FILE)");
+  expect_fails(run_cmd("--data", g_tsv, "--shots", "2", "--queries", "2", "--methods", "lv_di",
+                       NULL), 1, "(--model-lv FILE)");
+  expect_fails(run_cmd("--data", g_tsv, "--shots", "2", "--queries", "2", "--methods", "refine",
+                       "--refine-steps", "0", NULL), 2, "--refine-steps");
+  /* Trajectories of an encoder of the same shape but other weights. */
+  char other[300], traj_o[300];
+  snprintf(other, sizeof other, "%s/other_encoder", g_dir);
+  snprintf(traj_o, sizeof traj_o, "%s/traj_other.safetensors", g_dir);
+  write_encoder(other, 34);
+  write_trajectories(traj_o, other, 8);
+  expect_fails(run_cmd("--data", g_tsv, "--shots", "2", "--queries", "2", "--methods", "mean",
+                       "--lora-trajectories", traj_o, NULL), 1, "was made for another base model");
+  /* A model file that is not an ltdi model. */
+  char bogus[300];
+  snprintf(bogus, sizeof bogus, "%s/model.safetensors", g_dir);
+  expect_fails(run_cmd("--data", g_tsv, "--shots", "2", "--queries", "2", "--methods", "lt_di",
+                       "--model", bogus, NULL), 1, bogus);
 }
