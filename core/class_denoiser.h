@@ -117,6 +117,8 @@ int ltdi_cden_tensor_at(const ltdi_cden *net, int i, ltdi_cden_tensor *t);
 int ltdi_cden_tensor_find(const ltdi_cden *net, const char *name); /* index or LTDI_ERR_NOT_FOUND */
 /* Multiply-adds of one forward over `rows` tokens of `tasks` tasks. */
 double ltdi_cden_forward_flops(const ltdi_cden *net, int tasks, int rows);
+/* The same with `set_rows` condition-set rows in all. */
+double ltdi_cden_forward_flops_set(const ltdi_cden *net, int tasks, int rows, int set_rows);
 
 /* Activations for up to max_tasks tasks holding up to max_rows tokens in all. */
 int ltdi_cden_acts_create(ltdi_cden_acts **out, const ltdi_cden *net, int max_tasks,

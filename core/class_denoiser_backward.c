@@ -17,6 +17,7 @@
 
 #define TASK(base, off) ltdi__cden_task((base), a, (off))
 #define ROW(base, off) ltdi__cden_row((base), a, (off))
+#define SROW(base, off) ltdi__cden_srow((base), a, (off))
 
 /* The backward of block_forward: from d out (in dact at r_out) to d h (at
  * r_in, the previous stage's output), the block's parameter gradients and
@@ -59,10 +60,30 @@ static int block_backward(ltdi_backend *be, const ltdi_cden *net, ltdi_cden_acts
   return 0;
 }
 
+/* The backward of set_forward, from d g (= d te: te = time(s) + g). */
+static int set_backward(ltdi_backend *be, const ltdi_cden *net, ltdi_cden_acts *a,
+                        const float *dg, int B, int S) {
+  const ltdi_cden_config *c = &net->cfg;
+  const float *P = net->params;
+  float *G = net->grads;
+  const int H = c->width, RS = B * S;
+  float *act = a->act, *dact = a->dact;
+  float *dv = TASK(dact, net->t_sv), *du = SROW(dact, net->s_u), *dpre = SROW(dact, net->s_pre);
+  RC(be->linear_backward(be, dv, G + net->p_sow, G + net->p_sob, dg, TASK(act, net->t_sv),
+                         P + net->p_sow, B, H, H));
+  RC(be->mean_rows_backward(be, du, dv, B, S, H));
+  RC(be->silu_backward(be, dpre, du, SROW(act, net->s_pre), (size_t)RS * H));
+  /* the set is data: no gradient flows into it */
+  RC(be->linear_backward(be, NULL, G + net->p_siw, G + net->p_sib, dpre, SROW(act, net->s_in),
+                         P + net->p_siw, RS, c->set_dim, H));
+  return 0;
+}
+
 /* The backward of embed_forward: from d h0 to the input gradients (dx and
- * dcond, overwritten) and, with d e complete, into the time layer. */
+ * dcond, overwritten) and, with d e complete, into the time layer (and the
+ * set encoder). */
 static int embed_backward(ltdi_backend *be, const ltdi_cden *net, ltdi_cden_acts *a, int B,
-                          int N) {
+                          int N, int S) {
   const ltdi_cden_config *c = &net->cfg;
   const float *P = net->params;
   float *G = net->grads;
@@ -70,14 +91,22 @@ static int embed_backward(ltdi_backend *be, const ltdi_cden *net, ltdi_cden_acts
   float *act = a->act, *dact = a->dact;
   float *dh0 = ROW(dact, net->r_h0), *dxc = ROW(dact, net->r_xc), *de = TASK(dact, net->t_e);
   RC(be->add_rows_backward(be, de, dh0, B, N, H));
+  if (c->positions > 0)
+    for (int b = 0; b < B; b++)
+      RC(be->axpy(be, G + net->p_pos, dh0 + (size_t)b * N * H, 1.0f, (size_t)N * H));
   RC(be->linear_backward(be, dxc, G + net->p_inw, G + net->p_inb, dh0, ROW(act, net->r_xc),
                          P + net->p_inw, R, D + d, H));
   RC(be->fill(be, a->dx, 0.0f, (size_t)R * D));
-  RC(be->fill(be, a->dcond, 0.0f, (size_t)R * d));
-  RC(be->concat_backward(be, a->dx, a->dcond, dxc, R, D, d, 1));
-  /* e = SiLU(te), te = time(sinusoid(t)) */
+  if (d > 0) {
+    RC(be->fill(be, a->dcond, 0.0f, (size_t)R * d));
+    RC(be->concat_backward(be, a->dx, a->dcond, dxc, R, D, d, 1));
+  } else {
+    RC(be->axpy(be, a->dx, dxc, 1.0f, (size_t)R * D));
+  }
+  /* e = SiLU(te), te = time(sinusoid(t)) [+ g] */
   float *dte = TASK(dact, net->t_te);
   RC(be->silu_backward(be, dte, de, TASK(act, net->t_te), (size_t)B * H));
+  if (S > 0) RC(set_backward(be, net, a, dte, B, S));
   RC(be->linear_backward(be, NULL, G + net->p_tw, G + net->p_tb, dte, TASK(act, net->t_sin),
                          P + net->p_tw, B, c->time_dim, H));
   return 0;
@@ -96,9 +125,7 @@ int ltdi_cden_backward(ltdi_backend *be, ltdi_cden *net, ltdi_cden_acts *a,
   float *G = net->grads;
   const int B = tasks, N = ways, R = tasks * ways, H = c->width;
   float *act = a->act, *dact = a->dact;
-  const size_t total =
-      net->act_per_task * (size_t)a->max_tasks + net->act_per_row * (size_t)a->max_rows;
-  RC(be->fill(be, dact, 0.0f, total));
+  RC(be->fill(be, dact, 0.0f, ltdi__cden_acts_floats(a)));
 
   /* ε̂ = out(gf), gf = LN_final(h) */
   const size_t r_h = net->blk[c->blocks - 1].r_out;
@@ -109,5 +136,5 @@ int ltdi_cden_backward(ltdi_backend *be, ltdi_cden *net, ltdi_cden_acts *a,
                             ROW(act, r_h), P + net->p_fnw, ROW(act, net->r_fmu),
                             ROW(act, net->r_frs), R, H, 1, 1));
   for (int k = c->blocks - 1; k >= 0; k--) RC(block_backward(be, net, a, &net->blk[k], B, N));
-  return embed_backward(be, net, a, B, N);
+  return embed_backward(be, net, a, B, N, a->last_set_size);
 }

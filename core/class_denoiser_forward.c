@@ -18,6 +18,7 @@
 
 #define TASK(base, off) ltdi__cden_task((base), a, (off))
 #define ROW(base, off) ltdi__cden_row((base), a, (off))
+#define SROW(base, off) ltdi__cden_srow((base), a, (off))
 
 /* 1 when every task of the call has the same timestep (every sampler pass):
  * then the per-task time path is computed once and copied, bit for bit what
@@ -40,7 +41,7 @@ static int replicate(ltdi_backend *be, float *v, int B, int H) {
  *   a   = self(g) + pool(mean_n g)
  *   out = hf + out(SiLU(a)) */
 static int block_forward(ltdi_backend *be, const ltdi_cden *net, ltdi_cden_acts *a,
-                         const ltdi__cden_block *k, int B, int N, int same_t) {
+                         const ltdi__cden_block *k, int B, int N, int same_e) {
   const float *P = net->params;
   const int H = net->cfg.width, R = B * N;
   const size_t nh = (size_t)R * H;
@@ -52,10 +53,10 @@ static int block_forward(ltdi_backend *be, const ltdi_cden *net, ltdi_cden_acts 
   float *s = ROW(act, k->r_s), *out = ROW(act, k->r_out);
 
   /* FiLM(t), broadcast over the task's classes */
-  const int Bt = same_t ? 1 : B;
+  const int Bt = same_e ? 1 : B;
   RC(be->linear_forward(be, fs, e, P + k->p_fsw, P + k->p_fsb, Bt, H, H));
   RC(be->linear_forward(be, fb, e, P + k->p_fbw, P + k->p_fbb, Bt, H, H));
-  if (same_t) {
+  if (same_e) {
     RC(replicate(be, fs, B, H));
     RC(replicate(be, fb, B, H));
   }
@@ -75,10 +76,30 @@ static int block_forward(ltdi_backend *be, const ltdi_cden *net, ltdi_cden_acts 
   return 0;
 }
 
-/* e = SiLU(time(sinusoid(t))) per task; h0 = in([x_t ; cond]) + e per row. */
+/* g = set_out(mean over the task's S rows of SiLU(set_in(m))) per task: the
+ * set encoder (core/class_denoiser.h). The set rows are copied in first,
+ * for the backward (the caller may reuse its buffer). */
+static int set_forward(ltdi_backend *be, const ltdi_cden *net, ltdi_cden_acts *a,
+                       const float *set, int B, int S) {
+  const ltdi_cden_config *c = &net->cfg;
+  const float *P = net->params;
+  const int H = c->width, RS = B * S;
+  float *act = a->act;
+  float *in = SROW(act, net->s_in), *pre = SROW(act, net->s_pre), *u = SROW(act, net->s_u);
+  float *v = TASK(act, net->t_sv), *g = TASK(act, net->t_sg);
+  RC(be->copy(be, in, set, (size_t)RS * c->set_dim));
+  RC(be->linear_forward(be, pre, in, P + net->p_siw, P + net->p_sib, RS, c->set_dim, H));
+  RC(be->silu_forward(be, u, pre, (size_t)RS * H));
+  RC(be->mean_rows(be, v, u, B, S, H));
+  RC(be->linear_forward(be, g, v, P + net->p_sow, P + net->p_sob, B, H, H));
+  return 0;
+}
+
+/* e = SiLU(time(sinusoid(t)) [+ g]) per task; h0 = in([x_t ; cond]) [+ pos] + e
+ * per row. */
 static int embed_forward(ltdi_backend *be, const ltdi_cden *net, ltdi_cden_acts *a,
-                         const float *x_t, const int32_t *t, const float *cond, int B, int N,
-                         int same_t) {
+                         const float *x_t, const int32_t *t, const float *cond,
+                         const float *set, int B, int N, int S, int same_t) {
   const ltdi_cden_config *c = &net->cfg;
   const float *P = net->params;
   const int H = c->width, D = c->token_dim, d = c->cond_dim, R = B * N;
@@ -88,37 +109,54 @@ static int embed_forward(ltdi_backend *be, const ltdi_cden *net, ltdi_cden_acts 
   const int Bt = same_t ? 1 : B;
   RC(be->timestep_embedding(be, sinus, t, Bt, c->time_dim));
   RC(be->linear_forward(be, te, sinus, P + net->p_tw, P + net->p_tb, Bt, c->time_dim, H));
-  RC(be->silu_forward(be, e, te, (size_t)Bt * H));
   if (same_t) {
     RC(replicate(be, sinus, B, c->time_dim));
     RC(replicate(be, te, B, H));
-    RC(replicate(be, e, B, H));
   }
+  if (set != NULL) {
+    RC(set_forward(be, net, a, set, B, S));
+    RC(be->axpy(be, te, TASK(act, net->t_sg), 1.0f, (size_t)B * H));
+  }
+  RC(be->silu_forward(be, e, te, (size_t)B * H));
   /* concat with L = 1 over R rows joins the rows: [x_t row (D) ; cond row (d)].
    * The copy also keeps the inputs for the backward (the caller may reuse
    * its buffers). */
-  RC(be->concat(be, xc, x_t, cond, R, D, d, 1));
+  if (d > 0)
+    RC(be->concat(be, xc, x_t, cond, R, D, d, 1));
+  else
+    RC(be->copy(be, xc, x_t, (size_t)R * D));
   RC(be->linear_forward(be, h0, xc, P + net->p_inw, P + net->p_inb, R, D + d, H));
+  if (c->positions > 0)
+    for (int b = 0; b < B; b++)
+      RC(be->axpy(be, h0 + (size_t)b * N * H, P + net->p_pos, 1.0f, (size_t)N * H));
   RC(be->add_rows(be, h0, e, B, N, H));
   return 0;
 }
 
-int ltdi_cden_forward(ltdi_backend *be, ltdi_cden *net, ltdi_cden_acts *a, const float *x_t,
-                      const int32_t *t, const float *cond, int tasks, int ways,
-                      float *eps_out) {
-  if (be == NULL || net == NULL || a == NULL || x_t == NULL || t == NULL || cond == NULL ||
-      eps_out == NULL || a->net != net || tasks < 1 || ways < 1 || tasks > a->max_tasks ||
+int ltdi_cden_forward_set(ltdi_backend *be, ltdi_cden *net, ltdi_cden_acts *a,
+                          const float *x_t, const int32_t *t, const float *cond,
+                          const float *set, int tasks, int ways, int set_size, float *eps_out) {
+  if (be == NULL || net == NULL || a == NULL || x_t == NULL || t == NULL || eps_out == NULL ||
+      a->net != net || tasks < 1 || ways < 1 || tasks > a->max_tasks ||
       (int64_t)tasks * ways > a->max_rows)
     return LTDI_ERR_INVALID_ARG;
   const ltdi_cden_config *c = &net->cfg;
+  if ((cond == NULL) != (c->cond_dim == 0) || (set == NULL) != (c->set_dim == 0) ||
+      (c->positions > 0 && ways != c->positions))
+    return LTDI_ERR_INVALID_ARG;
+  if (set != NULL && (set_size < 1 || (int64_t)tasks * set_size > a->max_set_rows))
+    return LTDI_ERR_INVALID_ARG;
   const float *P = net->params;
   const int B = tasks, N = ways, R = tasks * ways, H = c->width;
   float *act = a->act;
-  a->last_tasks = a->last_ways = 0;
+  a->last_tasks = a->last_ways = a->last_set_size = 0;
 
   const int same_t = one_timestep(t, B);
-  RC(embed_forward(be, net, a, x_t, t, cond, B, N, same_t));
-  for (int k = 0; k < c->blocks; k++) RC(block_forward(be, net, a, &net->blk[k], B, N, same_t));
+  RC(embed_forward(be, net, a, x_t, t, cond, set, B, N, set ? set_size : 0, same_t));
+  /* With a set, e differs between tasks even at one timestep: the blocks'
+   * FiLM then runs per task. */
+  const int same_e = same_t && set == NULL;
+  for (int k = 0; k < c->blocks; k++) RC(block_forward(be, net, a, &net->blk[k], B, N, same_e));
   /* ε̂ = out(LN_final(h)) */
   float *gf = ROW(act, net->r_gf);
   RC(be->groupnorm_forward(be, gf, ROW(act, net->r_fmu), ROW(act, net->r_frs),
@@ -127,5 +165,12 @@ int ltdi_cden_forward(ltdi_backend *be, ltdi_cden *net, ltdi_cden_acts *a, const
   RC(be->linear_forward(be, eps_out, gf, P + net->p_ow, P + net->p_ob, R, H, c->token_dim));
   a->last_tasks = tasks;
   a->last_ways = ways;
+  a->last_set_size = set ? set_size : 0;
   return 0;
+}
+
+int ltdi_cden_forward(ltdi_backend *be, ltdi_cden *net, ltdi_cden_acts *a, const float *x_t,
+                      const int32_t *t, const float *cond, int tasks, int ways,
+                      float *eps_out) {
+  return ltdi_cden_forward_set(be, net, a, x_t, t, cond, NULL, tasks, ways, 0, eps_out);
 }

@@ -8,7 +8,8 @@
  * (the timestep embedding, the FiLM vectors, the class mean; (B, ·)) and
  * per-ROW ones (one per token; (B·N, ·)). The buffer holds the per-task
  * region first, max_tasks × act_per_task floats, then the per-row region,
- * max_rows × act_per_row floats; a per-task tensor at offset o starts at
+ * max_rows × act_per_row floats, then (with a set encoder) the per-SET-ROW
+ * region, max_set_rows × act_per_set_row floats; a per-task tensor at offset o starts at
  * max_tasks·o, a per-row one at max_tasks·act_per_task + max_rows·o, and a
  * call with fewer tasks or rows uses a prefix of each. The activation
  * gradients use the same offsets in a second buffer, zeroed at the start of
@@ -22,8 +23,9 @@
 
 #include "core/class_denoiser.h"
 
-/* in, time (2 each), 11 per block, final_norm and out (2 each). */
-#define LTDI__CDEN_MAX_TENSORS (4 + 11 * LTDI_CDEN_MAX_BLOCKS + 4)
+/* in, time (2 each), 11 per block, final_norm and out (2 each), pos (1),
+ * set_in and set_out (2 each). */
+#define LTDI__CDEN_MAX_TENSORS (4 + 11 * LTDI_CDEN_MAX_BLOCKS + 4 + 5)
 
 typedef struct ltdi__cden_tdesc {
   char name[LTDI_CDEN_NAME_MAX];
@@ -67,6 +69,9 @@ struct ltdi_cden {
   size_t p_tw, p_tb;    /* time (H, E), (H) */
   size_t p_fnw, p_fnb;  /* final_norm (H), (H) */
   size_t p_ow, p_ob;    /* out (D, H), (D) */
+  size_t p_pos;         /* pos (positions, H), when positions > 0 */
+  size_t p_siw, p_sib;  /* set_in (H, set_dim), (H), when set_dim > 0 */
+  size_t p_sow, p_sob;  /* set_out (H, H), (H) */
   ltdi__cden_block blk[LTDI_CDEN_MAX_BLOCKS];
 
   size_t t_sin;         /* (E) sinusoid(t) */
@@ -75,17 +80,22 @@ struct ltdi_cden {
   size_t r_h0;          /* (H) in(xc) + e */
   size_t r_gf;          /* (H) LN_final(h) */
   size_t r_fmu, r_frs;  /* (1) its mean and invstd */
+  size_t t_sv, t_sg;    /* (H) set: mean over the set of u, set_out of it */
+  size_t s_in;          /* (set_dim) per set row: the set row, kept for the backward */
+  size_t s_pre, s_u;    /* (H) per set row: set_in(m), SiLU of it */
   size_t act_per_task;  /* floats per task, all per-task activations */
   size_t act_per_row;   /* floats per row, all per-row activations */
+  size_t act_per_set_row; /* floats per condition-set row */
   double macs_per_task; /* multiply-adds of one forward per task ... */
-  double macs_per_row;  /* ... and per token */
+  double macs_per_row;  /* ... per token ... */
+  double macs_per_set_row; /* ... and per condition-set row */
 };
 
 struct ltdi_cden_acts {
   ltdi_backend *be;
   const ltdi_cden *net;
-  int max_tasks, max_rows;
-  int last_tasks, last_ways; /* of the last forward; 0 before any */
+  int max_tasks, max_rows, max_set_rows;
+  int last_tasks, last_ways, last_set_size; /* of the last forward; 0 before any */
   float *act;                /* (max_tasks·act_per_task + max_rows·act_per_row) */
   float *dact;               /* same layout: activation gradients; NULL for inference */
   float *dx;                 /* (max_rows, D) */
@@ -100,6 +110,19 @@ static inline float *ltdi__cden_task(float *base, const ltdi_cden_acts *a, size_
 /* A per-row activation at offset off in buffer base. */
 static inline float *ltdi__cden_row(float *base, const ltdi_cden_acts *a, size_t off) {
   return base + (size_t)a->max_tasks * a->net->act_per_task + (size_t)a->max_rows * off;
+}
+
+/* A per-set-row activation at offset off in buffer base. */
+static inline float *ltdi__cden_srow(float *base, const ltdi_cden_acts *a, size_t off) {
+  return base + (size_t)a->max_tasks * a->net->act_per_task +
+         (size_t)a->max_rows * a->net->act_per_row + (size_t)a->max_set_rows * off;
+}
+
+/* Floats in one of the cache's two activation buffers (act, dact). */
+static inline size_t ltdi__cden_acts_floats(const ltdi_cden_acts *a) {
+  const ltdi_cden *net = a->net;
+  return net->act_per_task * (size_t)a->max_tasks + net->act_per_row * (size_t)a->max_rows +
+         net->act_per_set_row * (size_t)a->max_set_rows;
 }
 
 #endif

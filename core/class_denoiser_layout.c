@@ -29,22 +29,29 @@ void ltdi_cden_config_default(ltdi_cden_config *cfg, int token_dim, int cond_dim
 }
 
 int ltdi_cden_config_check(const ltdi_cden_config *c) {
-  if (c == NULL || c->token_dim <= 0 || c->cond_dim <= 0 || c->width <= 0 || c->blocks < 1 ||
+  if (c == NULL || c->token_dim <= 0 || c->cond_dim < 0 || c->width <= 0 || c->blocks < 1 ||
       c->blocks > LTDI_CDEN_MAX_BLOCKS || c->time_dim <= 0 || c->time_dim % 2 != 0)
     return LTDI_ERR_INVALID_ARG;
   /* Keep every size product far from int overflow (the backend takes ints). */
   if (c->token_dim > (1 << 16) || c->cond_dim > (1 << 16) || c->width > 8192 ||
       c->time_dim > 8192)
     return LTDI_ERR_INVALID_ARG;
+  if (c->positions < 0 || c->positions > (1 << 16) || c->set_dim < 0 || c->set_dim > (1 << 16))
+    return LTDI_ERR_INVALID_ARG;
   return 0;
 }
 
 int ltdi_cden_config_to_json(const ltdi_cden_config *c, char *buf, size_t buflen) {
   if (c == NULL || buf == NULL) return LTDI_ERR_INVALID_ARG;
+  /* The optional parts only when present, so a plain class-token config
+   * reads as it always did. */
+  char extra[64] = "";
+  if (c->positions || c->set_dim)
+    snprintf(extra, sizeof extra, ",\"positions\":%d,\"set_dim\":%d", c->positions, c->set_dim);
   int n = snprintf(buf, buflen,
                    "{\"token_dim\":%d,\"cond_dim\":%d,\"width\":%d,\"blocks\":%d,"
-                   "\"time_dim\":%d}",
-                   c->token_dim, c->cond_dim, c->width, c->blocks, c->time_dim);
+                   "\"time_dim\":%d%s}",
+                   c->token_dim, c->cond_dim, c->width, c->blocks, c->time_dim, extra);
   return (n < 0 || (size_t)n >= buflen) ? LTDI_ERR_OVERFLOW : 0;
 }
 
@@ -71,6 +78,8 @@ int ltdi_cden_config_from_json(const char *text, ltdi_cden_config *cfg) {
   rc = rc ? rc : json_int(root, "width", &c.width);
   rc = rc ? rc : json_int(root, "blocks", &c.blocks);
   rc = rc ? rc : json_int(root, "time_dim", &c.time_dim);
+  if (!rc && json_object_get(root, "positions")) rc = json_int(root, "positions", &c.positions);
+  if (!rc && json_object_get(root, "set_dim")) rc = json_int(root, "set_dim", &c.set_dim);
   json_decref(root);
   if (rc == 0) rc = ltdi_cden_config_check(&c);
   if (rc == 0) *cfg = c;
@@ -104,10 +113,13 @@ static size_t add_param(builder *bd, const char *prefix, const char *name, int n
   return t->offset;
 }
 
+/* Where a layer's multiply-adds count. */
+enum { PER_TASK, PER_ROW, PER_SET_ROW };
+
 /* A linear layer `name` (out, in), with a bias unless pb is NULL; its
- * multiply-adds count per task or per row. */
+ * multiply-adds count per task, per row or per set row. */
 static void lin_params(builder *bd, const char *prefix, const char *name, int out, int in,
-                       size_t *pw, size_t *pb, int per_row) {
+                       size_t *pw, size_t *pb, int per) {
   char full[LTDI_CDEN_NAME_MAX];
   snprintf(full, sizeof full, "%s.weight", name);
   *pw = add_param(bd, prefix, full, 2, out, in);
@@ -115,7 +127,10 @@ static void lin_params(builder *bd, const char *prefix, const char *name, int ou
     snprintf(full, sizeof full, "%s.bias", name);
     *pb = add_param(bd, prefix, full, 1, out, 0);
   }
-  *(per_row ? &bd->net->macs_per_row : &bd->net->macs_per_task) += (double)out * in;
+  ltdi_cden *net = bd->net;
+  *(per == PER_ROW ? &net->macs_per_row
+                   : per == PER_SET_ROW ? &net->macs_per_set_row : &net->macs_per_task) +=
+      (double)out * in;
 }
 
 static void norm_params(builder *bd, const char *prefix, const char *name, int ch, size_t *pw,
@@ -141,17 +156,23 @@ static size_t row_act(ltdi_cden *net, size_t n) {
   return off;
 }
 
+static size_t set_row_act(ltdi_cden *net, size_t n) {
+  size_t off = net->act_per_set_row;
+  net->act_per_set_row += (n + 15) / 16 * 16;
+  return off;
+}
+
 static void add_block(builder *bd, ltdi__cden_block *k, int index, size_t r_in) {
   ltdi_cden *net = bd->net;
   const int H = net->cfg.width;
   char pre[16];
   snprintf(pre, sizeof pre, "block%d", index);
-  lin_params(bd, pre, "film_scale", H, H, &k->p_fsw, &k->p_fsb, 0);
-  lin_params(bd, pre, "film_shift", H, H, &k->p_fbw, &k->p_fbb, 0);
+  lin_params(bd, pre, "film_scale", H, H, &k->p_fsw, &k->p_fsb, PER_TASK);
+  lin_params(bd, pre, "film_shift", H, H, &k->p_fbw, &k->p_fbb, PER_TASK);
   norm_params(bd, pre, "norm", H, &k->p_nw, &k->p_nb);
-  lin_params(bd, pre, "self", H, H, &k->p_sw, &k->p_sb, 1);
-  lin_params(bd, pre, "pool", H, H, &k->p_pw, NULL, 0);
-  lin_params(bd, pre, "out", H, H, &k->p_ow, &k->p_ob, 1);
+  lin_params(bd, pre, "self", H, H, &k->p_sw, &k->p_sb, PER_ROW);
+  lin_params(bd, pre, "pool", H, H, &k->p_pw, NULL, PER_TASK);
+  lin_params(bd, pre, "out", H, H, &k->p_ow, &k->p_ob, PER_ROW);
   k->t_fs = task_act(net, (size_t)H);
   k->t_fb = task_act(net, (size_t)H);
   k->t_m = task_act(net, (size_t)H);
@@ -170,8 +191,8 @@ static int build(ltdi_cden *net) {
   builder bd = {net, 0};
   const ltdi_cden_config *c = &net->cfg;
   const int H = c->width, D = c->token_dim, d = c->cond_dim;
-  lin_params(&bd, "", "in", H, D + d, &net->p_inw, &net->p_inb, 1);
-  lin_params(&bd, "", "time", H, c->time_dim, &net->p_tw, &net->p_tb, 0);
+  lin_params(&bd, "", "in", H, D + d, &net->p_inw, &net->p_inb, PER_ROW);
+  lin_params(&bd, "", "time", H, c->time_dim, &net->p_tw, &net->p_tb, PER_TASK);
   net->t_sin = task_act(net, (size_t)c->time_dim);
   net->t_te = task_act(net, (size_t)H);
   net->t_e = task_act(net, (size_t)H);
@@ -183,10 +204,22 @@ static int build(ltdi_cden *net) {
     prev = net->blk[k].r_out;
   }
   norm_params(&bd, "", "final_norm", H, &net->p_fnw, &net->p_fnb);
-  lin_params(&bd, "", "out", D, H, &net->p_ow, &net->p_ob, 1);
+  lin_params(&bd, "", "out", D, H, &net->p_ow, &net->p_ob, PER_ROW);
   net->r_gf = row_act(net, (size_t)H);
   net->r_fmu = row_act(net, 1);
   net->r_frs = row_act(net, 1);
+  /* The optional parts come last, so a plain class-token net keeps its
+   * offsets and its initialisation draws. */
+  if (c->positions > 0) net->p_pos = add_param(&bd, "", "pos.weight", 2, c->positions, H);
+  if (c->set_dim > 0) {
+    lin_params(&bd, "", "set_in", H, c->set_dim, &net->p_siw, &net->p_sib, PER_SET_ROW);
+    lin_params(&bd, "", "set_out", H, H, &net->p_sow, &net->p_sob, PER_TASK);
+    net->t_sv = task_act(net, (size_t)H);
+    net->t_sg = task_act(net, (size_t)H);
+    net->s_in = set_row_act(net, (size_t)c->set_dim);
+    net->s_pre = set_row_act(net, (size_t)H);
+    net->s_u = set_row_act(net, (size_t)H);
+  }
   return bd.overflow ? LTDI_ERR_OVERFLOW : 0;
 }
 
@@ -290,16 +323,24 @@ double ltdi_cden_forward_flops(const ltdi_cden *net, int tasks, int rows) {
   return net->macs_per_task * tasks + net->macs_per_row * rows;
 }
 
+double ltdi_cden_forward_flops_set(const ltdi_cden *net, int tasks, int rows, int set_rows) {
+  if (net == NULL || set_rows < 0) return 0.0;
+  return ltdi_cden_forward_flops(net, tasks, rows) + net->macs_per_set_row * set_rows;
+}
+
 /* ==== activation cache =================================================== */
 
 static int acts_create(ltdi_cden_acts **out, const ltdi_cden *net, int max_tasks, int max_rows,
-                       int grads) {
+                       int max_set_rows, int grads) {
   if (out == NULL) return LTDI_ERR_INVALID_ARG;
   *out = NULL;
-  if (net == NULL || max_tasks <= 0 || max_rows <= 0) return LTDI_ERR_INVALID_ARG;
+  if (net == NULL || max_tasks <= 0 || max_rows <= 0 || max_set_rows < 0 ||
+      (net->cfg.set_dim > 0 && max_set_rows == 0))
+    return LTDI_ERR_INVALID_ARG;
   const size_t cap = ((size_t)1 << 40) / sizeof(float);
-  if (net->act_per_task > cap / 2 / (size_t)max_tasks ||
-      net->act_per_row > cap / 2 / (size_t)max_rows)
+  if (net->act_per_task > cap / 3 / (size_t)max_tasks ||
+      net->act_per_row > cap / 3 / (size_t)max_rows ||
+      (max_set_rows > 0 && net->act_per_set_row > cap / 3 / (size_t)max_set_rows))
     return LTDI_ERR_OVERFLOW;
   ltdi_cden_acts *a = calloc(1, sizeof *a);
   if (a == NULL) return LTDI_ERR_NOMEM;
@@ -308,13 +349,16 @@ static int acts_create(ltdi_cden_acts **out, const ltdi_cden *net, int max_tasks
   a->net = net;
   a->max_tasks = max_tasks;
   a->max_rows = max_rows;
-  const size_t n = net->act_per_task * (size_t)max_tasks + net->act_per_row * (size_t)max_rows;
+  a->max_set_rows = net->cfg.set_dim > 0 ? max_set_rows : 0;
+  const size_t n = ltdi__cden_acts_floats(a);
   a->act = be->alloc(be, n * sizeof(float));
   int ok = a->act != NULL;
   if (grads) {
     a->dact = be->alloc(be, n * sizeof(float));
     a->dx = be->alloc(be, (size_t)max_rows * net->cfg.token_dim * sizeof(float));
-    a->dcond = be->alloc(be, (size_t)max_rows * net->cfg.cond_dim * sizeof(float));
+    /* cond_dim may be 0: a one-float buffer keeps the pointer valid */
+    const size_t dcond_n = (size_t)max_rows * net->cfg.cond_dim;
+    a->dcond = be->alloc(be, (dcond_n ? dcond_n : 1) * sizeof(float));
     ok = ok && a->dact != NULL && a->dx != NULL && a->dcond != NULL;
   }
   if (!ok) {
@@ -327,12 +371,17 @@ static int acts_create(ltdi_cden_acts **out, const ltdi_cden *net, int max_tasks
 
 int ltdi_cden_acts_create(ltdi_cden_acts **out, const ltdi_cden *net, int max_tasks,
                           int max_rows) {
-  return acts_create(out, net, max_tasks, max_rows, 1);
+  return acts_create(out, net, max_tasks, max_rows, 0, 1);
 }
 
 int ltdi_cden_acts_create_inference(ltdi_cden_acts **out, const ltdi_cden *net, int max_tasks,
                                     int max_rows) {
-  return acts_create(out, net, max_tasks, max_rows, 0);
+  return acts_create(out, net, max_tasks, max_rows, 0, 0);
+}
+
+int ltdi_cden_acts_create_set(ltdi_cden_acts **out, const ltdi_cden *net, int max_tasks,
+                              int max_rows, int max_set_rows, int with_grads) {
+  return acts_create(out, net, max_tasks, max_rows, max_set_rows, with_grads != 0);
 }
 
 void ltdi_cden_acts_free(ltdi_cden_acts *a) {
@@ -349,8 +398,7 @@ void ltdi_cden_acts_free(ltdi_cden_acts *a) {
 size_t ltdi_cden_acts_size(const ltdi_cden_acts *a) {
   if (a == NULL) return 0;
   const ltdi_cden *net = a->net;
-  const size_t n =
-      net->act_per_task * (size_t)a->max_tasks + net->act_per_row * (size_t)a->max_rows;
+  const size_t n = ltdi__cden_acts_floats(a);
   if (a->dact == NULL) return n;
   const size_t in = (size_t)a->max_rows * (size_t)(net->cfg.token_dim + net->cfg.cond_dim);
   return 2 * n + in;

@@ -20,7 +20,7 @@ static char *dup_str(const char *s) {
   return d;
 }
 
-static int copy_layout(ltdi_layout *dst, const ltdi_layout *src) {
+int ltdi__model_copy_layout(ltdi_layout *dst, const ltdi_layout *src) {
   ltdi_layout_init(dst, src->kind);
   for (int i = 0; i < src->n_tensors; i++) {
     const ltdi_layout_tensor *t = &src->tensors[i];
@@ -62,7 +62,7 @@ int ltdi_model_create(ltdi_model **out, ltdi_backend *be, const ltdi_unet_config
   }
   for (int i = 0; i < feat_dim; i++) m->cond_std[i] = 1.0f;
   ltdi_layout_free(&m->layout);
-  rc = copy_layout(&m->layout, layout);
+  rc = ltdi__model_copy_layout(&m->layout, layout);
   if (!rc) rc = ltdi_unet_create(&m->unet, be, cfg);
   if (rc) {
     ltdi_model_free(m);
@@ -108,16 +108,19 @@ int ltdi_model_create_class_tokens(ltdi_model **out, ltdi_backend *be, const ltd
   return 0;
 }
 
+/* Both token architectures keep their denoiser in m->cden. */
+#define TOKENS(m) ((m)->arch != LTDI_ARCH_UNET)
+
 int ltdi_model_supports_ways(const ltdi_model *m, int ways) {
   if (!m) return 0;
-  if (m->arch == LTDI_ARCH_CLASS_TOKENS) return ways >= 2 && ways <= m->max_ways;
+  if (TOKENS(m)) return ways >= 2 && ways <= m->max_ways;
   return ways == m->ways;
 }
 
 size_t ltdi_model_head_params(const ltdi_model *m, int ways) {
   if (!ltdi_model_supports_ways(m, ways)) return 0;
   if (m->arch == LTDI_ARCH_CLASS_TOKENS) return (size_t)ways * ((size_t)m->feat_dim + 1);
-  return m->layout.n_params;
+  return m->layout.n_params; /* the U-Net's head, the LoRA adapter */
 }
 
 size_t ltdi_model_cond_size(const ltdi_model *m, int ways) {
@@ -126,7 +129,7 @@ size_t ltdi_model_cond_size(const ltdi_model *m, int ways) {
 
 int ltdi_model_head_layout(const ltdi_model *m, int ways, ltdi_layout *out) {
   if (!out || !ltdi_model_supports_ways(m, ways)) return LTDI_ERR_INVALID_ARG;
-  if (m->arch != LTDI_ARCH_CLASS_TOKENS) return copy_layout(out, &m->layout);
+  if (m->arch != LTDI_ARCH_CLASS_TOKENS) return ltdi__model_copy_layout(out, &m->layout);
   /* Same tensors as the stored layout, with N rows instead of max_ways. */
   int rc = ltdi_layout_linear_head(out, m->feat_dim, ways);
   for (int i = 0; !rc && i < out->n_tensors; i++) {
@@ -140,11 +143,10 @@ const char *ltdi_model_arch_name(int arch) {
   switch (arch) {
   case LTDI_ARCH_UNET: return "unet";
   case LTDI_ARCH_CLASS_TOKENS: return "class_tokens";
+  case LTDI_ARCH_LORA_TOKENS: return "lora_tokens";
   default: return NULL;
   }
 }
-
-#define TOKENS(m) ((m)->arch == LTDI_ARCH_CLASS_TOKENS)
 
 size_t ltdi_model_num_params(const ltdi_model *m) {
   return TOKENS(m) ? ltdi_cden_num_params(m->cden) : ltdi_unet_num_params(m->unet);
@@ -163,6 +165,8 @@ int ltdi_model_init_params(ltdi_model *m, uint64_t seed) {
 }
 double ltdi_model_forward_flops(const ltdi_model *m, int ways) {
   if (!ltdi_model_supports_ways(m, ways)) return 0.0;
+  if (m->arch == LTDI_ARCH_LORA_TOKENS)
+    return ltdi_cden_forward_flops_set(m->cden, 1, ltdi_cden_config_of(m->cden)->positions, ways);
   return TOKENS(m) ? ltdi_cden_forward_flops(m->cden, 1, ways) : ltdi_unet_forward_flops(m->unet, 1);
 }
 
@@ -196,6 +200,9 @@ void ltdi_model_free(ltdi_model *m) {
   ltdi_layout_free(&m->layout);
   free(m->cond_mean);
   free(m->cond_std);
+  free(m->lora);
+  free(m->lora_init);
+  free(m->lora_base);
   free(m->trainer_version);
   free(m->data);
   free(m->training);

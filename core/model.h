@@ -347,10 +347,12 @@ void ltdi_lora_tokens_from_flat(const ltdi_lora_spec *spec, const float *flat, f
 void ltdi_lora_tokens_to_flat(const ltdi_lora_spec *spec, const float *tokens, float *flat);
 /* An adapter (flat, P) as the normalised residual tokens the diffusion
  * works on: tokens of (θ − lora_base − μ)/σ with μ, σ of θ's tensor in
- * m->layout; decode is the inverse. 0 or LTDI_ERR_INVALID_ARG (not a
- * LoRA-token model). */
+ * m->layout; decode is the inverse with the residual scaled, θ = lora_base
+ * + scale·(μ + σ x) (scale 1: the inverse; 0: lora_base exactly). 0 or
+ * LTDI_ERR_INVALID_ARG (not a LoRA-token model). */
 int ltdi_model_lora_encode(const ltdi_model *m, const float *adapter, float *tokens);
-int ltdi_model_lora_decode(const ltdi_model *m, const float *tokens, float *adapter);
+int ltdi_model_lora_decode(const ltdi_model *m, const float *tokens, float scale,
+                           float *adapter);
 /* Sets lora_init, lora_base (P each, copied) and the residual statistics:
  * the mean and std of every tensor of `stats` (a layout of the adapter's
  * tensors in flat order, e.g. ltdi_model_lora_layout's, fitted on

@@ -73,9 +73,15 @@ int ltdi_gen_workspace_create(ltdi_gen_workspace **out, const ltdi_model *m, ltd
   const size_t Dc = ltdi_model_cond_size(m, m->max_ways), B = (size_t)max_batch;
   ws->max_P = P;
   ws->max_Dc = Dc;
-  int rc = m->arch == LTDI_ARCH_CLASS_TOKENS
-               ? ltdi_cden_acts_create_inference(&ws->cacts, m->cden, tasks, tasks * m->max_ways)
-               : ltdi_unet_acts_create_inference(&ws->acts, m->unet, tasks);
+  int rc;
+  if (m->arch == LTDI_ARCH_LORA_TOKENS)
+    rc = ltdi_cden_acts_create_set(&ws->cacts, m->cden, tasks,
+                                   tasks * ltdi_cden_config_of(m->cden)->positions,
+                                   tasks * m->max_ways, 0);
+  else if (m->arch == LTDI_ARCH_CLASS_TOKENS)
+    rc = ltdi_cden_acts_create_inference(&ws->cacts, m->cden, tasks, tasks * m->max_ways);
+  else
+    rc = ltdi_unet_acts_create_inference(&ws->acts, m->unet, tasks);
   if (!rc && (P == 0 || Dc == 0)) rc = LTDI_ERR_INVALID_ARG;
   if (!rc) {
     ws->x_dev = be->alloc(be, B * P * sizeof(float));
@@ -103,6 +109,9 @@ int ltdi_gen_workspace_max_batch(const ltdi_gen_workspace *ws) { return ws ? ws-
 static int forward(ltdi_gen_workspace *ws, const float *x_t, const int32_t *t, const float *cond,
                    int tasks, float *eps) {
   const ltdi_model *m = ws->m;
+  if (m->arch == LTDI_ARCH_LORA_TOKENS) /* the class means are the set */
+    return ltdi_cden_forward_set(ws->be, m->cden, ws->cacts, x_t, t, NULL, cond, tasks,
+                                 ltdi_cden_config_of(m->cden)->positions, ws->ways, eps);
   if (m->arch == LTDI_ARCH_CLASS_TOKENS)
     return ltdi_cden_forward(ws->be, m->cden, ws->cacts, x_t, t, cond, tasks, ws->ways, eps);
   return ltdi_unet_forward(ws->be, m->unet, ws->acts, x_t, t, cond, tasks, eps);
@@ -132,16 +141,22 @@ static int denoise(void *ctx, const float *x_t, const int32_t *t, const float *c
 }
 
 /* The generated x_0 (normalised, ws->x_host) as heads: the U-Net's layout
- * de-normalised, or the class-token residual added to each task's
- * nearest-centroid head. */
+ * de-normalised, the class-token residual added to each task's
+ * nearest-centroid head, or the LoRA residual added to the mean adapter. */
 static int finish(const ltdi_gen_workspace *ws, const float *cond, int batch, float scale,
                   float *out) {
   const ltdi_model *m = ws->m;
-  if (m->arch != LTDI_ARCH_CLASS_TOKENS) {
+  if (m->arch == LTDI_ARCH_UNET) {
     ltdi_layout_denormalise(&m->layout, ws->x_host, out, batch);
     return 0;
   }
   const size_t P = ltdi_model_head_params(m, ws->ways), Dc = ltdi_model_cond_size(m, ws->ways);
+  if (m->arch == LTDI_ARCH_LORA_TOKENS) {
+    int rc = 0; /* the scale applies to the de-normalised residual: 0 is the base */
+    for (int b = 0; b < batch && !rc; b++)
+      rc = ltdi_model_lora_decode(m, ws->x_host + (size_t)b * P, scale, out + (size_t)b * P);
+    return rc;
+  }
   if (scale != 1.0f)
     for (size_t i = 0; i < (size_t)batch * P; i++) ws->x_host[i] *= scale;
   int rc = 0;

@@ -58,7 +58,7 @@ static int write_tail(const ltdi_model *m, ltdi_st_writer *w) {
   int rc = samp ? ltdi_st_writer_meta(w, "sampler", samp) : LTDI_ERR_NOMEM;
   free(samp);
   char den[160];
-  if (m->arch == LTDI_ARCH_CLASS_TOKENS)
+  if (m->arch != LTDI_ARCH_UNET)
     snprintf(den, sizeof den, "{\"predicts\":\"eps\",\"prior_var\":%.9g,\"residual_scale\":%.9g}",
              (double)m->prior_var, (double)m->residual_scale);
   else
@@ -119,7 +119,7 @@ int ltdi__model_write(const ltdi_model *m, ltdi_st_writer *w, int version,
 
 int ltdi_model_to_writer(const ltdi_model *m, ltdi_st_writer *w) {
   if (!m || !w) return LTDI_ERR_INVALID_ARG;
-  if (m->arch == LTDI_ARCH_CLASS_TOKENS) return ltdi__model_tokens_to_writer(m, w);
+  if (m->arch != LTDI_ARCH_UNET) return ltdi__model_tokens_to_writer(m, w);
   char unet_json[1024];
   int rc = ltdi_unet_config_to_json(ltdi_unet_config_of(m->unet), unet_json, sizeof unet_json);
   const char *const arch_meta[] = {"unet", unet_json};
@@ -241,7 +241,7 @@ static int peek_embedding(const char *s, int *ways, int *dim) {
 int ltdi__model_is_known_key(const char *k) {
   static const char *const known[] = {"format", "format_version", "unet", "schedule", "T", "L",
                                       "layout", "embedding", "sampler", "denoiser", "arch",
-                                      "class_denoiser", LTDI_ST_CHECKSUM_KEY, NULL};
+                                      "class_denoiser", "lora", LTDI_ST_CHECKSUM_KEY, NULL};
   for (int i = 0; known[i]; i++)
     if (!strcmp(k, known[i])) return 1;
   return 0;
@@ -294,8 +294,8 @@ int ltdi_model_from_file(ltdi_model **out, ltdi_backend *be, const ltdi_st_file 
                 LTDI_MODEL_FORMAT_VERSION_MIN, LTDI_MODEL_FORMAT_VERSION);
   const char *arch = ltdi_st_meta(f, "arch");
   if (arch && strcmp(arch, "unet") != 0) {
-    if (strcmp(arch, "class_tokens") != 0)
-      return ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "unknown model arch '%s' (this build knows unet, class_tokens)", arch);
+    if (strcmp(arch, "class_tokens") != 0 && strcmp(arch, "lora_tokens") != 0)
+      return ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "unknown model arch '%s' (this build knows unet, class_tokens, lora_tokens)", arch);
     return ltdi__model_tokens_from_file(out, be, f, allow_extra_tensors, err, errlen);
   }
   static const char *const required[] = {"unet", "schedule", "T", "L", "layout", "embedding", "sampler", "denoiser"};

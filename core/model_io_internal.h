@@ -33,4 +33,15 @@ int ltdi__model_tokens_to_writer(const ltdi_model *m, ltdi_st_writer *w);
 int ltdi__model_tokens_from_file(ltdi_model **out, ltdi_backend *be, const ltdi_st_file *f,
                                  int allow_extra_tensors, char *err, size_t errlen);
 
+/* The LoRA-token additions (core/model_io_lora.c): the "lora" key's JSON
+ * (malloc'd), the model from the file's keys (cfg, sched and layout already
+ * parsed), and the init and base tensors. */
+char *ltdi__model_lora_json(const ltdi_model *m);
+int ltdi__model_lora_build(ltdi_model **m, ltdi_backend *be, const ltdi_st_file *f,
+                           const ltdi_cden_config *cfg, const ltdi_schedule *sched,
+                           const ltdi_layout *layout, char *err, size_t errlen);
+int ltdi__model_lora_write_tensors(const ltdi_model *m, ltdi_st_writer *w);
+int ltdi__model_lora_read_tensors(ltdi_model *m, const ltdi_st_file *f, char *err,
+                                  size_t errlen);
+
 #endif
