@@ -19,6 +19,12 @@
  *    recipe's head through that adapter computed here, on any thread
  *    count; an adapter of another shape, or a row without its source, is
  *    refused with the option named;
+ *  - a LoRA-token model (core/model.h) at residual scale 0 generates its
+ *    lora_base: with the mean adapter as the base, lt_di and lv_di equal
+ *    the mean row episode by episode and refine equals the recipe's steps
+ *    from the mean adapter, called here; at scale 1 lt_di equals direct
+ *    ltdi_model_generate_ways calls with the documented seed, changes
+ *    predictions, and does not depend on the thread count;
  *  - the command's JSON has the documented fields and the run's numbers, a
  *    second run reads its features file, and bad input (a class too small,
  *    a missing or malformed file, a features file of other texts, an
@@ -36,11 +42,14 @@
 #include <unistd.h>
 
 #include "base/error.h"
+#include "core/model.h"
+#include "core/rng.h"
 #include "core/text/bert.h"
 #include "core/text/tokenizer.h"
 #include "trainer/cli/commands.h"
 #include "trainer/data/episode.h"
 #include "trainer/eval/baselines.h"
+#include "trainer/eval/eval_gen.h"
 #include "trainer/eval/text_eval.h"
 #include "trainer/prepare/lora_prepare.h"
 #include "trainer/prepare/lora_train.h"
@@ -529,6 +538,170 @@ Test(text_eval, mean_row_is_the_mean_adapter_through_the_recipe_head) {
   ltdi_lora_trainer_free(tr);
   ltdi_lora_free(mean);
   ltdi_lora_free(mean2);
+  ltdi_text_features_free(&f);
+  ltdi_textset_free(&set);
+}
+
+/* ==== the generated adapters ================================================ */
+
+/* A LoRA-token model of the recipe's adapter for the tiny encoder
+ * (2 layers, query and value 8 -> 8, r 8: 32 tokens of 16), random
+ * denoiser weights and residual statistics, T 6, L `L`, 2..4 classes,
+ * base = `base`. */
+static ltdi_model *make_lora_model(ltdi_backend *be, const float *base, int L, uint64_t seed) {
+  char err[512] = "";
+  ltdi_lora_spec spec;
+  cr_assert_eq(ltdi_text_eval_recipe_spec(g_dir, &spec, err, sizeof err), 0, "%s", err);
+  int n_tok = 0, tok_dim = 0;
+  cr_assert_eq(ltdi_lora_token_shape(&spec, &n_tok, &tok_dim), 0);
+  ltdi_cden_config cfg;
+  ltdi_cden_config_default(&cfg, tok_dim, 0);
+  cfg.width = 16, cfg.time_dim = 8, cfg.positions = n_tok, cfg.set_dim = C;
+  ltdi_schedule sch;
+  ltdi_schedule_config sc = ltdi_schedule_config_default(6, L);
+  cr_assert_eq(ltdi_schedule_init(&sch, &sc), 0);
+  ltdi_model *m = NULL;
+  cr_assert_eq(ltdi_model_create_lora_tokens(&m, be, &cfg, &sch, &spec, C, 4), 0);
+  ltdi_rng rng;
+  ltdi_rng_init(&rng, seed, 5);
+  ltdi_rng_fill_normal(&rng, ltdi_model_params(m), (long)ltdi_model_num_params(m), 0.2f);
+  const size_t np = m->layout.n_params;
+  float *init = calloc(np, sizeof *init);
+  ltdi_layout stats;
+  ltdi_layout_init(&stats, NULL);
+  cr_assert_eq(ltdi_model_lora_layout(&spec, &stats), 0);
+  for (int i = 0; i < stats.n_tensors; i++) stats.tensors[i].std = 0.3f;
+  cr_assert_eq(ltdi_model_set_lora_base(m, init, base, &stats), 0);
+  ltdi_layout_free(&stats);
+  free(init);
+  return m;
+}
+
+Test(text_eval, generated_rows_equal_the_mean_at_scale_zero_and_direct_generation) {
+  char traj[300], err[1024] = "";
+  snprintf(traj, sizeof traj, "%s/traj.safetensors", g_dir);
+  write_trajectories(traj, g_dir, 8);
+  ltdi_lora *mean = NULL;
+  cr_assert_eq(ltdi_text_eval_mean_adapter(traj, &mean, NULL, err, sizeof err), 0, "%s", err);
+  ltdi_backend *be = NULL;
+  cr_assert_eq(ltdi_backend_cpu_create(&be, 1), 0);
+  ltdi_model *lt = make_lora_model(be, mean->params, 3, 1);
+  ltdi_model *lv = make_lora_model(be, mean->params, 2, 2);
+  const size_t np = mean->count;
+  cr_assert_eq(lt->layout.n_params, np);
+
+  ltdi_textset set;
+  load_set(&set);
+  ltdi_text_features f;
+  embed(&set, 2, &f);
+  ltdi_text_eval_options o = small_options();
+  enum { E = 5, NM = 5 };
+  o.episodes = E;
+  o.encoder = g_dir;
+  o.mean_adapter = mean;
+  o.lt_di = lt;
+  o.lv_di = lv;
+  o.refine_steps = 2;
+  o.residual_scale = 0.0f;
+  const char *names[NM] = {"nc", "mean", "lt_di", "lv_di", "refine"};
+  const ltdi_text_eval_method *methods[NM];
+  for (int m = 0; m < NM; m++) cr_assert_not_null(methods[m] = ltdi_text_eval_method_find(names[m]));
+  ltdi_text_eval_result r[NM];
+  double per[NM * E], per3[NM * E];
+  o.threads = 2;
+  cr_assert_eq(ltdi_text_eval_run(&set, &f, &o, methods, NM, r, per, err, sizeof err), 0, "%s",
+               err);
+  cr_expect_eq(memcmp(per + 2 * E, per + 1 * E, E * sizeof *per), 0, "lt_di at scale 0 is not mean");
+  cr_expect_eq(memcmp(per + 3 * E, per + 1 * E, E * sizeof *per), 0, "lv_di at scale 0 is not mean");
+  for (int m = 2; m < NM; m++) {
+    cr_expect_eq(r[m].has_adapter, 1, "%s", names[m]);
+    cr_expect_gt(r[m].seconds_per_adapter, 0.0, "%s", names[m]);
+  }
+
+  /* Direct calls: refine from the mean adapter; lt_di at scale 1. */
+  ltdi_lora_trainer_options to;
+  ltdi_lora_trainer_default_options(&to);
+  to.encoder = g_dir;
+  to.max_length = P;
+  ltdi_lora_trainer *tr = NULL;
+  cr_assert_eq(ltdi_lora_trainer_create(&tr, &to, err, sizeof err), 0, "%s", err);
+  const int ns = o.ways * o.shots, nq = o.ways * o.queries;
+  const char **st = malloc((size_t)ns * sizeof *st), **qt = malloc((size_t)nq * sizeof *qt);
+  int32_t *sy = malloc((size_t)ns * sizeof *sy), *qy = malloc((size_t)nq * sizeof *qy);
+  float means[3 * C], means2[3 * C];
+  float *gen = malloc(np * sizeof *gen), *fin = malloc(np * sizeof *fin);
+  ltdi_lora_train_config cfg = ltdi_lora_train_default();
+  cfg.steps = 2;
+  double gen_acc[E];
+  int moved = 0;
+  ltdi_gen_options go = ltdi_gen_options_default(lt);
+  go.mode = LTDI_GEN_PER_SAMPLE;
+  go.residual_scale = 1.0f;
+  ltdi_episode ep;
+  cr_assert_eq(ltdi_episode_alloc(&ep, o.ways, o.shots, o.queries), 0);
+  for (int i = 0; i < E; i++) {
+    cr_assert_eq(ltdi_text_episode_sample(&ep, &set, o.seed, (uint64_t)i, err, sizeof err), 0);
+    for (int k = 0; k < ns; k++) st[k] = set.texts[ep.support[k]], sy[k] = k / o.shots;
+    for (int k = 0; k < nq; k++) qt[k] = set.texts[ep.query[k]], qy[k] = k / o.queries;
+    const ltdi_lora_task task = {.ways = o.ways, .n = ns, .texts = st, .labels = sy,
+                                 .seed = o.seed * 0x9E3779B97F4A7C15ull + (uint64_t)i};
+    cr_assert_eq(ltdi_lora_train_task_from(tr, &task, &cfg, mean->params, NULL, fin, means2, NULL,
+                                           err, sizeof err), 0, "%s", err);
+    double acc = -1.0;
+    cr_assert_eq(ltdi_lora_task_accuracy(tr, fin, means2, o.ways, qt, qy, nq, &acc, NULL, err,
+                                         sizeof err), 0, "%s", err);
+    cr_expect_eq(per[4 * E + i], acc, "episode %d: refine row %g, direct calls %g", i,
+                 per[4 * E + i], acc);
+    cr_assert_eq(ltdi_lora_class_means(tr, st, sy, ns, o.ways, means, err, sizeof err), 0);
+    const uint64_t seed = ltdi_eval_head_seed(o.seed, (uint64_t)i, 0);
+    cr_assert_eq(ltdi_model_generate_ways(lt, o.ways, means, &seed, 1, &go, gen, NULL), 0);
+    cr_assert_eq(ltdi_lora_task_accuracy(tr, gen, means, o.ways, qt, qy, nq, &gen_acc[i], NULL,
+                                         err, sizeof err), 0, "%s", err);
+    int32_t pg[3 * 6], pm[3 * 6];
+    cr_assert_eq(ltdi_lora_task_accuracy(tr, gen, means, o.ways, qt, qy, nq, &acc, pg, err,
+                                         sizeof err), 0);
+    cr_assert_eq(ltdi_lora_task_accuracy(tr, mean->params, means, o.ways, qt, qy, nq, &acc, pm,
+                                         err, sizeof err), 0);
+    moved += memcmp(pg, pm, sizeof pg) != 0;
+  }
+  cr_expect_gt(moved, 0, "the generated residual changes no prediction: the test says little");
+  /* lt_di at scale 1 (and refine from it), on 1 and 3 threads. */
+  o.residual_scale = 1.0f;
+  const ltdi_text_eval_method *gm[2] = {methods[2], methods[4]};
+  o.threads = 1;
+  cr_assert_eq(ltdi_text_eval_run(&set, &f, &o, gm, 2, r, per, err, sizeof err), 0, "%s", err);
+  o.threads = 3;
+  cr_assert_eq(ltdi_text_eval_run(&set, &f, &o, gm, 2, r, per3, err, sizeof err), 0, "%s", err);
+  cr_expect_eq(memcmp(per, per3, 2 * E * sizeof *per), 0, "generated rows depend on the threads");
+  for (int i = 0; i < E; i++)
+    cr_expect_eq(per[i], gen_acc[i], "episode %d: lt_di row %g, direct generation %g", i, per[i],
+                 gen_acc[i]);
+
+  /* A model of the wrong kind for the row, or of fewer classes. */
+  o.ways = 5;
+  cr_expect_eq(ltdi_text_eval_run(&set, &f, &o, gm, 1, r, NULL, err, sizeof err),
+               LTDI_ERR_INVALID_ARG);
+  cr_expect(strstr(err, "2..4 classes, not 5-way") != NULL, "%s", err);
+  o.ways = 3;
+  ltdi_model *heads = NULL;
+  ltdi_cden_config hc;
+  ltdi_cden_config_default(&hc, C + 1, C);
+  ltdi_schedule sch;
+  ltdi_schedule_config sc = ltdi_schedule_config_default(6, 3);
+  cr_assert_eq(ltdi_schedule_init(&sch, &sc), 0);
+  cr_assert_eq(ltdi_model_create_class_tokens(&heads, be, &hc, &sch, C, 5), 0);
+  o.lt_di = heads;
+  cr_expect_eq(ltdi_text_eval_run(&set, &f, &o, gm, 1, r, NULL, err, sizeof err),
+               LTDI_ERR_INVALID_ARG);
+  cr_expect(strstr(err, "lt_di") && strstr(err, "not a LoRA-token"), "%s", err);
+  ltdi_model_free(heads);
+  ltdi_episode_free(&ep);
+  free(st), free(qt), free(sy), free(qy), free(gen), free(fin);
+  ltdi_lora_trainer_free(tr);
+  ltdi_model_free(lt);
+  ltdi_model_free(lv);
+  ltdi_backend_destroy(be);
+  ltdi_lora_free(mean);
   ltdi_text_features_free(&f);
   ltdi_textset_free(&set);
 }

@@ -91,6 +91,9 @@ static const ltdi_opt TEXT_EVAL_OPTS[] = {
                     "lv_di: a LoRA-token model trained on (init, final) pairs (L = 2)"),
     LTDI_OPT_INT("--refine-steps", text_eval_args, opt.refine_steps, 1, 1000000, "K", NULL,
                  "refine: recipe steps from lt_di's adapter"),
+    LTDI_OPT_FLOAT("--residual-scale", text_eval_args, opt.residual_scale, 0.0, 100.0, "A",
+                   "the model's", "lt_di, lv_di, refine: scale of the generated residual\n"
+                   "over the model's mean adapter (0 = the mean adapter)"),
     LTDI_OPT_DOUBLE("--logreg-l2", text_eval_args, opt.logreg.l2, 0.0, 1e12, "L", NULL,
                     "logreg's L2 penalty on a sum over examples (1 = scikit-learn's C = 1)"),
     LTDI_OPT_STRING("--features", text_eval_args, features, "FILE", NULL,

@@ -33,6 +33,7 @@ ltdi_text_eval_options ltdi_text_eval_options_default(void) {
   o.batch = 32;
   o.logreg = ltdi_logreg_default();
   o.refine_steps = LTDI_TEXT_EVAL_REFINE_STEPS;
+  o.residual_scale = -1.0f;
   return o;
 }
 
@@ -398,6 +399,9 @@ int ltdi_text_eval_write_json(const char *path, const ltdi_text_eval_options *op
     const int ft_steps = opt->finetune_steps > 0 ? opt->finetune_steps
                                                  : ltdi_lora_train_default().steps;
     bad |= json_object_set_new(ad, "finetune_steps", json_integer(ft_steps)) != 0;
+    bad |= json_object_set_new(ad, "residual_scale", opt->residual_scale >= 0.0f
+                                                         ? json_real(opt->residual_scale)
+                                                         : json_null()) != 0;
     bad |= json_object_set(root, "adapters", ad) != 0;
   }
   for (int m = 0; m < n_methods && !bad; m++) {

@@ -163,12 +163,16 @@ typedef struct ltdi_text_eval_options {
   const struct ltdi_model *lt_di; /* lt_di and refine: a LoRA-token model */
   const struct ltdi_model *lv_di; /* lv_di: a LoRA-token model (L = 2, by role) */
   int refine_steps;               /* refine: recipe steps from lt_di's adapter (>= 1) */
+  float residual_scale;           /* lt_di, lv_di, refine: the generated residual's scale
+                                   * over the model's lora_base (0: the base itself); < 0:
+                                   * each model's own (ltdi_gen_options_default) */
 } ltdi_text_eval_options;
 
 /* Defaults: the issue's 5-way 20-shot with 20 queries (textset.h), 300
  * episodes, seed 1, 2 threads, max length 128, batch 32,
  * ltdi_logreg_default(), no encoder folder, no progress, no adapter
- * sources, LTDI_TEXT_EVAL_REFINE_STEPS refine steps. */
+ * sources, LTDI_TEXT_EVAL_REFINE_STEPS refine steps, the models' residual
+ * scales (-1). */
 ltdi_text_eval_options ltdi_text_eval_options_default(void);
 
 /* ==== methods ============================================================= */
@@ -276,13 +280,14 @@ typedef struct ltdi_text_eval_info {
  *    "episodes", "seed", "max_length", "threads",
  *    "embedding": {"seconds", "threads", "features", "cached", "sgemm", "blas_core"},
  *    "adapters": {"lora_trajectories", "mean_tasks", "lt_di_model", "lv_di_model",
- *                 "refine_steps", "finetune_steps"},
+ *                 "refine_steps", "finetune_steps", "residual_scale"},
  *    "methods": {name: {"acc", "ci95", "seconds", "seconds_per_task",
  *                       "seconds_per_adapter",
  *                       "paired_vs_nearest_centroid": {"diff", "ci95"}}}}
  * acc, ci95 and the paired numbers as fractions; the paired object only
  * when computed; "features", "sgemm", "blas_core", the adapters' sources
- * and "seconds_per_adapter" null when unknown or not applicable;
+ * and "seconds_per_adapter" null when unknown or not applicable
+ * ("residual_scale" null: each model's own);
  * "finetune_steps" is the recipe's when opt says 0. 0, LTDI_ERR_NOMEM or
  * LTDI_ERR_IO. */
 int ltdi_text_eval_write_json(const char *path, const ltdi_text_eval_options *opt,

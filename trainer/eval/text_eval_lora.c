@@ -284,6 +284,7 @@ static int generate(ltdi_text_eval_worker *w, adapter_state *s, const ltdi_text_
   const uint64_t seed = ltdi_eval_head_seed(t->seed, t->index, 0);
   ltdi_gen_options go = ltdi_gen_options_default(s->model);
   go.mode = LTDI_GEN_PER_SAMPLE; /* the workspace's; per-sample results do not depend on batching */
+  if (w->opt->residual_scale >= 0.0f) go.residual_scale = w->opt->residual_scale;
   int rc = ltdi_model_generate_ways_with(s->ws, t->ways, s->means, &seed, 1, &go, out, NULL);
   if (rc) snprintf(w->err, sizeof w->err, "generating the adapter: %s", ltdi_strerror(rc));
   return rc;
