@@ -949,4 +949,47 @@ Test(text_eval, command_adapter_rows_and_their_sources) {
   snprintf(bogus, sizeof bogus, "%s/model.safetensors", g_dir);
   expect_fails(run_cmd("--data", g_tsv, "--shots", "2", "--queries", "2", "--methods", "lt_di",
                        "--model", bogus, NULL), 1, bogus);
+
+  /* LoRA-token model files: generated rows in the JSON; one that records
+   * another base model's hash is refused. */
+  char err[1024] = "", mfile[300], mbad[300];
+  snprintf(mfile, sizeof mfile, "%s/lt.safetensors", g_dir);
+  snprintf(mbad, sizeof mbad, "%s/lt_other_base.safetensors", g_dir);
+  ltdi_lora *mean = NULL;
+  cr_assert_eq(ltdi_text_eval_mean_adapter(traj, &mean, NULL, err, sizeof err), 0, "%s", err);
+  ltdi_backend *be = NULL;
+  cr_assert_eq(ltdi_backend_cpu_create(&be, 1), 0);
+  ltdi_model *m = make_lora_model(be, mean->params, 3, 4);
+  snprintf(m->lora->base_model_sha256, sizeof m->lora->base_model_sha256, "%s",
+           mean->spec.base_model_sha256);
+  cr_assert_eq(ltdi_model_save(m, mfile), 0);
+  snprintf(m->lora->base_model_sha256, sizeof m->lora->base_model_sha256, "%064d", 0);
+  cr_assert_eq(ltdi_model_save(m, mbad), 0);
+  ltdi_model_free(m);
+  ltdi_backend_destroy(be);
+  ltdi_lora_free(mean);
+  c = run_cmd("--data", g_tsv, "--ways", "3", "--shots", "5", "--queries", "6", "--episodes", "3",
+              "--max-length", "16", "--methods", "nc,lt_di,refine,lv_di", "--model", mfile,
+              "--model-lv", mfile, "--refine-steps", "1", "--out", out, NULL);
+  cr_assert_eq(c.rc, 0, "%s", c.err);
+  cr_expect(strstr(c.err, "--model-lv") && strstr(c.err, "L = 3"), "no note on lv_di's L: %s",
+            c.err);
+  root = json_load_file(out, 0, &je);
+  cr_assert_not_null(root, "%s: %s", out, je.text);
+  ad = json_object_get(root, "adapters");
+  cr_expect_str_eq(json_string_value(json_object_get(ad, "lt_di_model")), mfile);
+  cr_expect_str_eq(json_string_value(json_object_get(ad, "lv_di_model")), mfile);
+  cr_expect_eq(num(ad, "refine_steps"), 1);
+  ms = json_object_get(root, "methods");
+  for (int k = 0; k < 3; k++) {
+    json_t *row = json_object_get(ms, (const char *[]){"lt_di", "refine", "lv_di"}[k]);
+    cr_assert(json_is_object(row), "row %d missing", k);
+    cr_expect_gt(num(row, "seconds_per_adapter"), 0.0);
+    cr_expect(json_is_object(json_object_get(row, "paired_vs_nearest_centroid")));
+  }
+  /* the same model and seed: lt_di and lv_di are the same row */
+  cr_expect_eq(num(json_object_get(ms, "lt_di"), "acc"), num(json_object_get(ms, "lv_di"), "acc"));
+  json_decref(root);
+  expect_fails(run_cmd("--data", g_tsv, "--shots", "2", "--queries", "2", "--methods", "lt_di",
+                       "--model", mbad, NULL), 1, "was made for another base model");
 }
