@@ -204,6 +204,10 @@ int ltdi_cmd_generate(int argc, char **argv) {
   float *c = NULL, *w = NULL;
   if (ltdi_cli_backend_open("generate", want, 1, &be)) return 1;
   int rc = ltdi_model_load(&m, be, model_path, err, sizeof err);
+  if (!rc && m->arch == LTDI_ARCH_LORA_TOKENS)
+    rc = ltdi_fail(err, sizeof err, LTDI_ERR_INVALID_ARG,
+                   "%s generates LoRA adapters, not heads: serve it with ltdi-serve "
+                   "--encoder-dir or evaluate it with text-eval", model_path);
   ltdi_gen_options o = ltdi_gen_options_default(m);
   if (!rc && !m->data_sha256[0])
     fprintf(stderr, "generate: note: %s has no data_sha256 (an older file): its tensor data is "

@@ -4,6 +4,7 @@
  * held-out weight MSE for both sampler forms (sub-chain and the paper's).
  * --device picks the backend (trainer/cli/cli_device.h). */
 #define _POSIX_C_SOURCE 200809L
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +74,7 @@ static const ltdi_opt META_OPTS[] = {
                  "train with L' of the file's checkpoints (init and\n"
                  "optimum always kept; 2 = Lv-Di)"),
     LTDI_OPT_INT("--base-ch", meta_args, c.base_ch, 1, 4096, "C", "32", "U-Net base channels"),
+    LTDI_OPT_INT("--width", meta_args, c.width, 1, 4096, "H", "128", "LoRA-token denoiser width"),
     LTDI_OPT_INT("--cond-map", meta_args, c.cond_map, 0, 1, "0|1", NULL,
                  "position-wise condition map in the U-Net"),
     LTDI_OPT_FLOAT("--prior-var", meta_args, c.prior_var, 0.0, 1e6, "V", "measured from the data",
@@ -132,9 +134,11 @@ static int report_paper_sampler(const ltdi_meta_config *c, const ltdi_meta_data 
     o.sampler.form = LTDI_SAMPLER_PAPER;
     int n = c->val_tasks > 0 && c->val_tasks < d->n_val ? c->val_tasks : d->n_val;
     double mse, acc;
-    if (n > 0 && !ltdi_meta_val_mse(m, d, d->n_train, n, c->seed, &o, &mse, &acc))
-      printf("meta: with the paper's sampler form: held-out weight MSE %.5f, prototype accuracy %.3f\n",
-             mse, acc);
+    if (n > 0 && !ltdi_meta_val_mse(m, d, d->n_train, n, c->seed, &o, &mse, &acc)) {
+      printf("meta: with the paper's sampler form: held-out weight MSE %.5f", mse);
+      if (isfinite(acc)) printf(", prototype accuracy %.3f", acc); /* not for LoRA */
+      printf("\n");
+    }
   } else {
     fprintf(stderr, "meta: cannot reload %s: %s\n", c->out_path, err);
     rc = 1;
@@ -182,10 +186,15 @@ int ltdi_cmd_meta(int argc, char **argv) {
          c.algo == LTDI_META_REPTILE ? "reptile" : "multitask", st_run.backend, ranks,
          st_run.steps_done, st_run.steps_resumed, st_run.samples, st_run.seconds);
   const int tokens = d.arch == LTDI_ARCH_CLASS_TOKENS;
-  printf("meta: final train loss %.5f, held-out weight MSE %.5f (subchain sampler), "
-         "%s baseline %.5f, prototype accuracy of generated heads %.3f (chance %.3f)\n",
-         st_run.final_loss, st_run.val_mse, tokens ? "nearest-centroid (zero residual)" : "mean-optimum",
-         st_run.baseline_mse, st_run.proto_acc, 1.0 / d.ways);
+  if (d.arch == LTDI_ARCH_LORA_TOKENS)
+    printf("meta: final train loss %.5f, held-out weight MSE %.5f (subchain sampler), "
+           "mean-adapter (zero residual) baseline %.5f\n",
+           st_run.final_loss, st_run.val_mse, st_run.baseline_mse);
+  else
+    printf("meta: final train loss %.5f, held-out weight MSE %.5f (subchain sampler), "
+           "%s baseline %.5f, prototype accuracy of generated heads %.3f (chance %.3f)\n",
+           st_run.final_loss, st_run.val_mse, tokens ? "nearest-centroid (zero residual)" : "mean-optimum",
+           st_run.baseline_mse, st_run.proto_acc, 1.0 / d.ways);
   rc = report_paper_sampler(&c, &d, st_run.backend);
   printf("meta: wrote %s\n", c.out_path);
   ltdi_meta_data_free(&d);

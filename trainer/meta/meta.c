@@ -75,6 +75,8 @@ void ltdi_meta_data_free(ltdi_meta_data *d) {
   free(d->cond_std);
   free(d->desc);
   free(d->prepare_json);
+  free(d->lora_init);
+  free(d->lora_base);
   ltdi_layout_free(&d->layout);
   memset(d, 0, sizeof *d);
 }
@@ -177,10 +179,17 @@ int ltdi_meta_data_load(ltdi_meta_data *d, const char *path, int traj_len, float
   ltdi_layout_init(&d->layout, NULL);
   ltdi_st_file *f = NULL;
   /* A list, or one linear-head file, is class-token data. */
-  int tokens = strchr(path, ',') != NULL, rc = 0;
+  int tokens = strchr(path, ',') != NULL, lora = 0, rc = 0;
   if (!tokens && ltdi_st_read(path, &f, NULL, 0) == 0) {
-    const char *head = ltdi_st_meta(f, "head");
+    const char *head = ltdi_st_meta(f, "head"), *format = ltdi_st_meta(f, "format");
     tokens = head && !strcmp(head, "linear");
+    lora = format && !strcmp(format, "ltdi-lora-trajectories");
+  }
+  if (lora) { /* the loader reads the file again, as the spec's reader does */
+    ltdi_st_close(f);
+    rc = ltdi__meta_lora_load(d, path, traj_len, val_fraction, err, errlen);
+    if (rc) ltdi_meta_data_free(d);
+    return rc;
   }
   if (tokens) {
     if (f) ltdi_st_close(f);
@@ -265,6 +274,10 @@ int ltdi_meta_val_mse(ltdi_model *m, const ltdi_meta_data *d, int first, int n, 
   if (!m || !d || first < 0 || n < 1 || first + n > d->M || !mse) return LTDI_ERR_INVALID_ARG;
   if (d->arch == LTDI_ARCH_CLASS_TOKENS)
     return ltdi__meta_tokens_val_mse(m, d, n, seed, opt, mse, proto_acc);
+  if (d->arch == LTDI_ARCH_LORA_TOKENS) {
+    if (proto_acc) *proto_acc = NAN; /* an adapter has no prototypes to classify */
+    return ltdi__meta_lora_val_mse(m, d, n, seed, opt, mse);
+  }
   const size_t P = (size_t)d->P, Dc = (size_t)d->ways * d->dim;
   const int chunk = 16;
   float *w = malloc(chunk * P * sizeof(float)), *x = malloc(chunk * P * sizeof(float));
@@ -296,7 +309,7 @@ int ltdi_meta_val_mse(ltdi_model *m, const ltdi_meta_data *d, int first, int n, 
 }
 
 double ltdi_meta_mean_baseline(const ltdi_meta_data *d, int first, int n) {
-  if (d->arch == LTDI_ARCH_CLASS_TOKENS) return ltdi__meta_tokens_zero_baseline(d, n);
+  if (d->arch != LTDI_ARCH_UNET) return ltdi__meta_tokens_zero_baseline(d, n);
   const size_t P = (size_t)d->P;
   double *mean = calloc(P, sizeof(double)), acc = 0;
   if (!mean || d->n_train < 1) {

@@ -66,6 +66,7 @@ typedef struct ltdi_meta_config {
   int T;                 /* diffusion steps */
   int traj_len;          /* L' to train with (0: the file's L); keeps init and optimum */
   int base_ch;           /* U-Net C0 (0: default) */
+  int width;             /* LoRA tokens: the denoiser's H (0: default) */
   int cond_map;          /* U-Net position-wise condition map: 1 on (default), 0 off */
   float prior_var;       /* model prior_var: < 0 measured from the data, 0 off */
   float residual_scale;  /* class tokens: the model's default residual scale
@@ -125,6 +126,12 @@ typedef struct ltdi_meta_data {
   char *prepare_json;    /* the weight-preparation recipe (JSON object of the
                           * trajectories file's recipe keys), stored in the model
                           * as "prepare" so eval can rebuild the prepared optimum */
+  /* LoRA tokens (one LoRA trajectories file, one group; dim = the class
+   * means' width): the adapter's spec, the shared init, and the base the
+   * residual is over (the mean training optimum); layout then holds the
+   * per-tensor residual statistics. */
+  ltdi_lora_spec lora;
+  float *lora_init, *lora_base; /* (P) each */
 } ltdi_meta_data;
 
 /* Loads a trajectories file, keeps L' = traj_len rows (0: all) chosen by

@@ -268,7 +268,8 @@ static int run_loop(meta_run *r, ltdi_meta_stats *stats, char *err, size_t errle
 static void training_json(const meta_run *r, const ltdi_meta_stats *stats, int nv, char *buf,
                           size_t n) {
   const ltdi_meta_config *c = r->tr.cfg;
-  char groups[48] = "";
+  char groups[48] = "", pacc[32] = "null"; /* null: not measured (LoRA) */
+  if (isfinite(stats->proto_acc)) snprintf(pacc, sizeof pacc, "%.4f", stats->proto_acc);
   if (c->algo == LTDI_META_MULTITASK && r->tr.groups > 1)
     snprintf(groups, sizeof groups, ",\"grad_groups\":%d", r->tr.groups);
   snprintf(buf, n,
@@ -276,12 +277,12 @@ static void training_json(const meta_run *r, const ltdi_meta_stats *stats, int n
            "\"batch\":%d,\"inner_lr\":%.6g,\"outer_lr\":%.6g,\"outer_opt\":\"%s\",\"lr\":%.6g,"
            "\"anneal\":%d,\"seed\":%llu,\"samples\":%.0f,\"seconds\":%.1f,\"final_loss\":%.6g,"
            "\"val_weight_mse\":%.6g,\"val_tasks\":%d,\"val_mean_baseline_mse\":%.6g,"
-           "\"val_proto_acc\":%.4f,\"prior_var\":%.6g,\"device\":\"%s\"%s}",
+           "\"val_proto_acc\":%s,\"prior_var\":%.6g,\"device\":\"%s\"%s}",
            c->algo == LTDI_META_REPTILE ? "reptile" : "multitask", r->st.total, c->meta_batch,
            c->inner_steps, c->batch, (double)c->inner_lr, (double)c->outer_lr,
            c->outer_opt == LTDI_OUTER_ADAM ? "adam" : "sgd", (double)c->lr, c->anneal,
            (unsigned long long)c->seed, r->st.samples, r->st.elapsed, stats->final_loss,
-           stats->val_mse, nv, stats->baseline_mse, stats->proto_acc,
+           stats->val_mse, nv, stats->baseline_mse, pacc,
            (double)r->tr.m->prior_var, r->tr.be->name, groups);
 }
 

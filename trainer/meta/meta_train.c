@@ -36,12 +36,12 @@ typedef struct task_ref {
 
 static int draw_group(const ltdi__meta_trainer *tr, ltdi_rng *rng) {
   const ltdi_meta_data *d = tr->d;
-  return d->arch == LTDI_ARCH_CLASS_TOKENS ? (int)ltdi_rng_below(rng, (uint32_t)d->n_groups) : 0;
+  return d->arch != LTDI_ARCH_UNET ? (int)ltdi_rng_below(rng, (uint32_t)d->n_groups) : 0;
 }
 
 static task_ref draw_task(const ltdi__meta_trainer *tr, int group, ltdi_rng *rng) {
   const ltdi_meta_data *d = tr->d;
-  if (d->arch == LTDI_ARCH_CLASS_TOKENS) {
+  if (d->arch != LTDI_ARCH_UNET) { /* token data lives in groups */
     const ltdi_meta_group *g = &d->groups[group];
     const int task = (int)ltdi_rng_below(rng, (uint32_t)g->n_train);
     const size_t P = (size_t)g->P;
@@ -62,6 +62,10 @@ static void put_cond(ltdi__meta_trainer *tr, const task_ref *r, int b) {
 
 /* The forward of B samples whose steps are t (B). */
 static int forward(ltdi__meta_trainer *tr, const int32_t *t, int B, int ways) {
+  if (tr->d->arch == LTDI_ARCH_LORA_TOKENS) /* the class means are the set */
+    return ltdi_cden_forward_set(tr->be, tr->m->cden, tr->cacts, tr->x_dev, t, NULL,
+                                 tr->cond_dev, B, ltdi_cden_config_of(tr->m->cden)->positions,
+                                 ways, tr->eps_dev);
   if (tr->d->arch == LTDI_ARCH_CLASS_TOKENS)
     return ltdi_cden_forward(tr->be, tr->m->cden, tr->cacts, tr->x_dev, t, tr->cond_dev, B,
                              ways, tr->eps_dev);
@@ -70,6 +74,9 @@ static int forward(ltdi__meta_trainer *tr, const int32_t *t, int B, int ways) {
 }
 
 static int backward(ltdi__meta_trainer *tr, int B, int ways) {
+  if (tr->d->arch == LTDI_ARCH_LORA_TOKENS)
+    return ltdi_cden_backward(tr->be, tr->m->cden, tr->cacts, tr->d_dev, B,
+                              ltdi_cden_config_of(tr->m->cden)->positions);
   if (tr->d->arch == LTDI_ARCH_CLASS_TOKENS)
     return ltdi_cden_backward(tr->be, tr->m->cden, tr->cacts, tr->d_dev, B, ways);
   return ltdi_unet_backward(tr->be, tr->m->unet, tr->acts, tr->d_dev, B);
@@ -312,8 +319,10 @@ int ltdi__meta_trainer_init(ltdi__meta_trainer *tr, const ltdi_meta_config *c,
   ltdi_schedule *sched = malloc(sizeof *sched);
   if (!sched) return LTDI_ERR_NOMEM;
   int rc = ltdi_schedule_init(sched, &sc);
-  const int tokens = d->arch == LTDI_ARCH_CLASS_TOKENS;
-  if (!rc && tokens) {
+  const int tokens = d->arch != LTDI_ARCH_UNET;
+  if (!rc && d->arch == LTDI_ARCH_LORA_TOKENS) {
+    rc = ltdi__meta_lora_model(&tr->m, be, sched, d, c->width);
+  } else if (!rc && tokens) {
     rc = ltdi__meta_tokens_model(&tr->m, be, sched, d);
   } else if (!rc) {
     ltdi_unet_config uc;
@@ -331,7 +340,12 @@ int ltdi__meta_trainer_init(ltdi__meta_trainer *tr, const ltdi_meta_config *c,
   tr->m->prior_var = c->prior_var < 0 ? (float)d->target_var : c->prior_var;
   if (tokens) tr->m->residual_scale = c->residual_scale;
   rc = ltdi_model_init_params(tr->m, c->seed);
-  if (!rc && tokens) rc = ltdi_cden_acts_create(&tr->cacts, tr->m->cden, c->batch, c->batch * d->ways);
+  if (!rc && d->arch == LTDI_ARCH_LORA_TOKENS)
+    rc = ltdi_cden_acts_create_set(&tr->cacts, tr->m->cden, c->batch,
+                                   c->batch * ltdi_cden_config_of(tr->m->cden)->positions,
+                                   c->batch * d->ways, 1);
+  else if (!rc && tokens)
+    rc = ltdi_cden_acts_create(&tr->cacts, tr->m->cden, c->batch, c->batch * d->ways);
   else if (!rc) rc = ltdi_unet_acts_create(&tr->acts, tr->m->unet, c->batch);
   if (rc) return rc;
   tr->np = ltdi_model_num_params(tr->m);

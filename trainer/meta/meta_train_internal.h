@@ -75,4 +75,15 @@ double ltdi__meta_tokens_zero_baseline(const ltdi_meta_data *d, int n);
 int ltdi__meta_tokens_model(ltdi_model **m, ltdi_backend *be, const ltdi_schedule *sched,
                             const ltdi_meta_data *d);
 
+/* ---- LoRA tokens (trainer/meta/meta_lora.c) ------------------------------------- */
+int ltdi__meta_lora_load(ltdi_meta_data *d, const char *path, int traj_len, float val_fraction,
+                         char *err, size_t errlen);
+/* The LoRA-token model of d (width 0: the denoiser's default H), with d's
+ * base, residual and class-mean statistics, parameters zero. */
+int ltdi__meta_lora_model(ltdi_model **m, ltdi_backend *be, const ltdi_schedule *sched,
+                          const ltdi_meta_data *d, int width);
+/* Weight MSE (normalised tokens) of the first n held-out tasks. */
+int ltdi__meta_lora_val_mse(ltdi_model *m, const ltdi_meta_data *d, int n, uint64_t seed,
+                            const ltdi_gen_options *opt, double *mse);
+
 #endif
