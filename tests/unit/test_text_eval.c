@@ -51,6 +51,7 @@
 #include "trainer/eval/baselines.h"
 #include "trainer/eval/eval_gen.h"
 #include "trainer/eval/text_eval.h"
+#include "trainer/meta/meta.h"
 #include "trainer/prepare/lora_prepare.h"
 #include "trainer/prepare/lora_train.h"
 #include "tests/unit/bert_tiny.h"
@@ -429,7 +430,7 @@ Test(text_eval, mean_row_is_the_mean_adapter_through_the_recipe_head) {
   write_trajectories(traj, g_dir, 8);
   ltdi_lora *mean = NULL;
   int M = 0;
-  cr_assert_eq(ltdi_text_eval_mean_adapter(traj, &mean, &M, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(ltdi_text_eval_mean_adapter(traj, 0, &mean, &M, err, sizeof err), 0, "%s", err);
   cr_assert_eq(M, TRAJ_TASKS);
   /* The mean, from the tasks' adapters read one by one. */
   const size_t np = mean->count;
@@ -449,6 +450,22 @@ Test(text_eval, mean_row_is_the_mean_adapter_through_the_recipe_head) {
   cr_expect_eq(differs, TRAJ_TASKS, "the mean equals a task's adapter");
   cr_expect_eq(mean->spec.r, 8);
   cr_expect_eq(strlen(mean->spec.base_model_sha256), 64);
+  /* Over the meta-trainer's training slice: its lora_base, bit for bit. */
+  ltdi_meta_data md;
+  cr_assert_eq(ltdi_meta_data_load(&md, traj, 0, 0.25f, err, sizeof err), 0, "%s", err);
+  cr_assert(md.n_train > 1 && md.n_train < TRAJ_TASKS, "training slice of %d", md.n_train);
+  ltdi_lora *slice = NULL;
+  cr_assert_eq(ltdi_text_eval_mean_adapter(traj, md.n_train, &slice, &M, err, sizeof err), 0,
+               "%s", err);
+  cr_expect_eq(M, md.n_train);
+  cr_expect_eq(memcmp(slice->params, md.lora_base, np * sizeof *want), 0,
+               "the mean of the first %d tasks is not the meta-trainer's lora_base", md.n_train);
+  cr_expect_neq(memcmp(slice->params, mean->params, np * sizeof *want), 0);
+  ltdi_lora_free(slice);
+  ltdi_meta_data_free(&md);
+  cr_expect_eq(ltdi_text_eval_mean_adapter(traj, TRAJ_TASKS + 1, &slice, NULL, err, sizeof err),
+               LTDI_ERR_INVALID_ARG);
+  cr_expect(strstr(err, "holds 4 tasks, not 5") != NULL, "%s", err);
 
   /* The row, on 1 and 3 threads. */
   ltdi_textset set;
@@ -521,7 +538,7 @@ Test(text_eval, mean_row_is_the_mean_adapter_through_the_recipe_head) {
   snprintf(traj2, sizeof traj2, "%s/traj_r2.safetensors", g_dir);
   write_trajectories(traj2, g_dir, 2);
   ltdi_lora *mean2 = NULL;
-  cr_assert_eq(ltdi_text_eval_mean_adapter(traj2, &mean2, NULL, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(ltdi_text_eval_mean_adapter(traj2, 0, &mean2, NULL, err, sizeof err), 0, "%s", err);
   o.mean_adapter = mean2;
   cr_expect_eq(ltdi_text_eval_run(&set, &f, &o, methods, 2, r, NULL, err, sizeof err),
                LTDI_ERR_INVALID_ARG);
@@ -530,7 +547,7 @@ Test(text_eval, mean_row_is_the_mean_adapter_through_the_recipe_head) {
   char bogus[300];
   snprintf(bogus, sizeof bogus, "%s/model.safetensors", g_dir);
   ltdi_lora *none = NULL;
-  cr_expect_eq(ltdi_text_eval_mean_adapter(bogus, &none, NULL, err, sizeof err), LTDI_ERR_FORMAT);
+  cr_expect_eq(ltdi_text_eval_mean_adapter(bogus, 0, &none, NULL, err, sizeof err), LTDI_ERR_FORMAT);
   cr_expect(strstr(err, bogus) != NULL, "%s", err);
   cr_expect_null(none);
   ltdi_episode_free(&ep);
@@ -582,7 +599,7 @@ Test(text_eval, generated_rows_equal_the_mean_at_scale_zero_and_direct_generatio
   snprintf(traj, sizeof traj, "%s/traj.safetensors", g_dir);
   write_trajectories(traj, g_dir, 8);
   ltdi_lora *mean = NULL;
-  cr_assert_eq(ltdi_text_eval_mean_adapter(traj, &mean, NULL, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(ltdi_text_eval_mean_adapter(traj, 0, &mean, NULL, err, sizeof err), 0, "%s", err);
   ltdi_backend *be = NULL;
   cr_assert_eq(ltdi_backend_cpu_create(&be, 1), 0);
   ltdi_model *lt = make_lora_model(be, mean->params, 3, 1);
@@ -956,7 +973,7 @@ Test(text_eval, command_adapter_rows_and_their_sources) {
   snprintf(mfile, sizeof mfile, "%s/lt.safetensors", g_dir);
   snprintf(mbad, sizeof mbad, "%s/lt_other_base.safetensors", g_dir);
   ltdi_lora *mean = NULL;
-  cr_assert_eq(ltdi_text_eval_mean_adapter(traj, &mean, NULL, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(ltdi_text_eval_mean_adapter(traj, 0, &mean, NULL, err, sizeof err), 0, "%s", err);
   ltdi_backend *be = NULL;
   cr_assert_eq(ltdi_backend_cpu_create(&be, 1), 0);
   ltdi_model *m = make_lora_model(be, mean->params, 3, 4);

@@ -31,6 +31,7 @@ typedef struct text_eval_args {
   ltdi_text_eval_options opt;
   const char *encoder, *data, *out, *features, *methods;
   const char *trajectories, *model, *model_lv; /* the adapter rows' sources */
+  int mean_tasks;                              /* mean: the first N tasks (0: all) */
   int embed_threads;
   int sgemm; /* ltdi_text_sgemm */
 } text_eval_args;
@@ -85,6 +86,9 @@ static const ltdi_opt TEXT_EVAL_OPTS[] = {
                     "mean: the training tasks' LoRA trajectories (`prepare --encoder\n"
                     "... --text meta-train.tsv`); the row's adapter is the mean of\n"
                     "their trained adapters"),
+    LTDI_OPT_INT("--mean-tasks", text_eval_args, mean_tasks, 0, INT_MAX, "N", "all",
+                 "mean: average the first N tasks of the file only (the meta-\n"
+                 "trainer's lora_base is the mean of its training slice)"),
     LTDI_OPT_STRING("--model", text_eval_args, model, "FILE", NULL,
                     "lt_di, refine: a LoRA-token model (L >= 3) of this encoder"),
     LTDI_OPT_STRING("--model-lv", text_eval_args, model_lv, "FILE", NULL,
@@ -286,7 +290,8 @@ static int load_sources(text_eval_args *a, sources *s, char *err, size_t errlen)
   memset(s, 0, sizeof *s);
   int rc = 0;
   if (a->trajectories)
-    rc = ltdi_text_eval_mean_adapter(a->trajectories, &s->mean, &s->mean_tasks, err, errlen);
+    rc = ltdi_text_eval_mean_adapter(a->trajectories, a->mean_tasks, &s->mean, &s->mean_tasks,
+                                     err, errlen);
   if (!rc && (a->model || a->model_lv) && (rc = ltdi_backend_cpu_create(&s->be, 1)))
     rc = ltdi_fail(err, errlen, rc, "cannot create a CPU backend: %s", ltdi_strerror(rc));
   if (!rc && a->model) rc = ltdi_model_load(&s->lt_di, s->be, a->model, err, errlen);

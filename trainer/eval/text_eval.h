@@ -297,13 +297,18 @@ int ltdi_text_eval_write_json(const char *path, const ltdi_text_eval_options *op
 /* ==== the adapter rows' sources (text_eval_lora.c) ========================= */
 
 /* The mean adapter of a trajectories file of `ltdi-train prepare --encoder
- * ... --text ...` (trainer/prepare/lora_prepare.h): element j is the float
- * of (sum over tasks m, in file order, of trajectories[m, L-1, j] in
- * double) / M, with the spec (provenance included) the file records.
- * *n_tasks (may be NULL) = M. Errors of ltdi_lora_prepare_read_adapter,
- * naming the file; LTDI_ERR_NONFINITE when a value is not finite. */
-int ltdi_text_eval_mean_adapter(const char *path, ltdi_lora **out, int *n_tasks, char *err,
-                                size_t errlen);
+ * ... --text ...` (trainer/prepare/lora_prepare.h) over its first M tasks
+ * (M = max_tasks, or every task when max_tasks is 0): element j is the
+ * float of (sum over tasks m < M, in file order, of trajectories[m, L-1, j]
+ * in double) / M — the arithmetic of the LoRA meta-trainer's lora_base
+ * over its training slice (trainer/meta/meta_lora.c), so with that slice's
+ * M the two are the same bits — with the spec (provenance included) the
+ * file records. *n_tasks (may be NULL) = M. Errors of
+ * ltdi_lora_prepare_read_adapter, naming the file; LTDI_ERR_INVALID_ARG
+ * when max_tasks is negative or above the file's tasks;
+ * LTDI_ERR_NONFINITE when a value is not finite. */
+int ltdi_text_eval_mean_adapter(const char *path, int max_tasks, ltdi_lora **out, int *n_tasks,
+                                char *err, size_t errlen);
 
 /* The fine-tune recipe's adapter spec for the encoder folder `encoder`
  * (ltdi_lora_trainer_default_options' targets, r and alpha on its

@@ -27,9 +27,10 @@
 
 /* ==== the sources =========================================================== */
 
-int ltdi_text_eval_mean_adapter(const char *path, ltdi_lora **out, int *n_tasks, char *err,
-                                size_t errlen) {
-  if (!path || !out) return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "no path or output");
+int ltdi_text_eval_mean_adapter(const char *path, int max_tasks, ltdi_lora **out, int *n_tasks,
+                                char *err, size_t errlen) {
+  if (!path || !out || max_tasks < 0)
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "no path or output, or tasks < 0");
   *out = NULL;
   /* The spec and the tensor's shape are checked by the reader of one
    * adapter; the sum then reads the same file's whole tensor. */
@@ -47,7 +48,13 @@ int ltdi_text_eval_mean_adapter(const char *path, ltdi_lora **out, int *n_tasks,
                    path);
     goto done;
   }
-  const int64_t M = tr->shape[0], L = tr->shape[1];
+  const int64_t L = tr->shape[1];
+  if (max_tasks > tr->shape[0]) {
+    rc = ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "%s holds %lld tasks, not %d", path,
+                   (long long)tr->shape[0], max_tasks);
+    goto done;
+  }
+  const int64_t M = max_tasks > 0 ? max_tasks : tr->shape[0];
   if (!(acc = calloc(P, sizeof *acc))) {
     rc = ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory for the mean of %s", path);
     goto done;
