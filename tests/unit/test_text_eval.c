@@ -633,7 +633,11 @@ Test(text_eval, generated_rows_equal_the_mean_at_scale_zero_and_direct_generatio
   for (int m = 2; m < NM; m++) {
     cr_expect_eq(r[m].has_adapter, 1, "%s", names[m]);
     cr_expect_gt(r[m].seconds_per_adapter, 0.0, "%s", names[m]);
+    cr_expect_eq(r[m].has_generation, 1, "%s", names[m]);
+    cr_expect(r[m].seconds_per_generation > 0.0 &&
+              r[m].seconds_per_generation <= r[m].seconds_per_adapter, "%s", names[m]);
   }
+  cr_expect_eq(r[1].has_generation, 0, "mean generates nothing");
 
   /* Direct calls: refine from the mean adapter; lt_di at scale 1. */
   ltdi_lora_trainer_options to;
@@ -941,6 +945,8 @@ Test(text_eval, command_adapter_rows_and_their_sources) {
   cr_expect_gt(num(ft, "seconds_per_adapter"), 0.0);
   cr_expect_leq(num(ft, "seconds_per_adapter"), num(ft, "seconds_per_task"));
   cr_expect_eq(num(mn, "seconds_per_adapter"), 0.0);
+  cr_expect(json_is_null(json_object_get(ft, "seconds_per_generation")));
+  cr_expect(json_is_null(json_object_get(mn, "seconds_per_generation")));
   cr_expect(json_is_object(json_object_get(mn, "paired_vs_nearest_centroid")));
   json_decref(root);
 
@@ -1002,6 +1008,7 @@ Test(text_eval, command_adapter_rows_and_their_sources) {
     json_t *row = json_object_get(ms, (const char *[]){"lt_di", "refine", "lv_di"}[k]);
     cr_assert(json_is_object(row), "row %d missing", k);
     cr_expect_gt(num(row, "seconds_per_adapter"), 0.0);
+    cr_expect_gt(num(row, "seconds_per_generation"), 0.0);
     cr_expect(json_is_object(json_object_get(row, "paired_vs_nearest_centroid")));
   }
   /* the same model and seed: lt_di and lv_di are the same row */

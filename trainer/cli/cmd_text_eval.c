@@ -139,7 +139,8 @@ static const ltdi_cli TEXT_EVAL_CLI = {
               "vs NC column applies it to the per-episode differences\n"
               "acc(row) - acc(nearest_centroid). ms/adapter is the time to make one\n"
               "task's adapter (support embedding included, query scoring not); x FT is\n"
-              "the fine-tune's time per adapter over the row's.\n",
+              "the fine-tune's time per adapter over the row's; ms/gen is the part of\n"
+              "ms/adapter in the generator alone.\n",
     .more = print_methods,
 };
 
@@ -239,10 +240,10 @@ static void print_table(const ltdi_text_eval_options *o, const ltdi_text_eval_re
     if (strcmp(r[m].name, "finetune") == 0 && r[m].has_adapter) ft = r[m].seconds_per_adapter;
   }
   /* "±" is two bytes and one column: a field that holds it is one byte wider. */
-  printf("%-*s %8s %10s %20s %12s %12s %9s\n", width, "method", "acc %", "±95% CI",
-         "vs NC (pp ±95%)", "ms/task", "ms/adapter", "x FT");
+  printf("%-*s %8s %10s %20s %12s %12s %9s %9s\n", width, "method", "acc %", "±95% CI",
+         "vs NC (pp ±95%)", "ms/task", "ms/adapter", "x FT", "ms/gen");
   for (int m = 0; m < n; m++) {
-    char cell[64] = "", ad[32] = "-", speed[32] = "-";
+    char cell[64] = "", ad[32] = "-", speed[32] = "-", gen[32] = "-";
     if (!r[m].paired_computed) snprintf(cell, sizeof cell, "-");
     else if (strcmp(r[m].name, LTDI_TEXT_EVAL_REFERENCE) == 0) snprintf(cell, sizeof cell, "reference");
     else snprintf(cell, sizeof cell, "%+.2f ± %.2f", 100.0 * r[m].paired_diff,
@@ -250,9 +251,10 @@ static void print_table(const ltdi_text_eval_options *o, const ltdi_text_eval_re
     if (r[m].has_adapter) snprintf(ad, sizeof ad, "%.3f", 1000.0 * r[m].seconds_per_adapter);
     if (r[m].has_adapter && ft > 0.0 && r[m].seconds_per_adapter > 0.0)
       snprintf(speed, sizeof speed, "%.1f", ft / r[m].seconds_per_adapter);
+    if (r[m].has_generation) snprintf(gen, sizeof gen, "%.2f", 1000.0 * r[m].seconds_per_generation);
     const int pad = strstr(cell, "±") ? 20 : 19;
-    printf("%-*s %8.2f %9.2f %*s %12.3f %12s %9s\n", width, r[m].name, 100.0 * r[m].acc,
-           100.0 * r[m].ci95, pad, cell, 1000.0 * r[m].seconds_per_task, ad, speed);
+    printf("%-*s %8.2f %9.2f %*s %12.3f %12s %9s %9s\n", width, r[m].name, 100.0 * r[m].acc,
+           100.0 * r[m].ci95, pad, cell, 1000.0 * r[m].seconds_per_task, ad, speed, gen);
   }
 }
 

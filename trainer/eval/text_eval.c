@@ -47,8 +47,8 @@ typedef struct run_shared {
   int n_methods;
   double *acc;     /* (n_methods, episodes) */
   double *seconds; /* (n_methods) */
-  double *adapter_seconds; /* (n_methods) */
-  int *adapters;   /* (n_methods) episodes whose row reported an adapter time */
+  double *adapter_seconds, *generate_seconds; /* (n_methods) */
+  int *adapters, *generated; /* (n_methods) episodes whose row reported each time */
   pthread_mutex_t mu; /* guards everything below */
   int next, done, rc, workers;
   double *running; /* (n_methods) sums of finished accuracies, for progress */
@@ -136,9 +136,15 @@ static void gather(const run_shared *sh, task_buffers *b, uint64_t index,
 /* ==== the worker ============================================================ */
 
 /* Every method on episode i: accuracies into sh->acc, time into secs. */
+/* A worker's sums per method. */
+typedef struct worker_times {
+  double secs[LTDI_TEXT_EVAL_MAX_METHODS], adapter[LTDI_TEXT_EVAL_MAX_METHODS];
+  double generate[LTDI_TEXT_EVAL_MAX_METHODS];
+  int adapters[LTDI_TEXT_EVAL_MAX_METHODS], generated[LTDI_TEXT_EVAL_MAX_METHODS];
+} worker_times;
+
 static int run_episode(run_shared *sh, ltdi_text_eval_worker *w, void *const *states,
-                       double *secs, double *adapter_secs, int *adapters, task_buffers *b,
-                       int i) {
+                       worker_times *wt, task_buffers *b, int i) {
   const ltdi_text_eval_options *o = sh->opt;
   const int nq = o->ways * o->queries;
   char err[512] = "";
@@ -152,11 +158,12 @@ static int run_episode(run_shared *sh, ltdi_text_eval_worker *w, void *const *st
   for (int m = 0; m < sh->n_methods; m++) {
     w->state = states[m];
     w->err[0] = '\0';
-    w->adapter_seconds = -1.0;
+    w->adapter_seconds = w->generate_seconds = -1.0;
     const double t0 = ltdi_now_s();
     rc = sh->methods[m]->classify(w, &t, b->pred);
-    secs[m] += ltdi_now_s() - t0;
-    if (w->adapter_seconds >= 0.0) adapter_secs[m] += w->adapter_seconds, adapters[m]++;
+    wt->secs[m] += ltdi_now_s() - t0;
+    if (w->adapter_seconds >= 0.0) wt->adapter[m] += w->adapter_seconds, wt->adapters[m]++;
+    if (w->generate_seconds >= 0.0) wt->generate[m] += w->generate_seconds, wt->generated[m]++;
     if (rc) {
       run_fail(sh, rc, "method %s failed on episode %d: %s", sh->methods[m]->name, i,
                w->err[0] ? w->err : ltdi_strerror(rc));
@@ -190,8 +197,8 @@ static void *run_worker(void *arg) {
   run_shared *sh = arg;
   const int nm = sh->n_methods;
   void *states[LTDI_TEXT_EVAL_MAX_METHODS] = {0};
-  double secs[LTDI_TEXT_EVAL_MAX_METHODS] = {0}, adapter_secs[LTDI_TEXT_EVAL_MAX_METHODS] = {0};
-  int adapters[LTDI_TEXT_EVAL_MAX_METHODS] = {0};
+  worker_times wt;
+  memset(&wt, 0, sizeof wt);
   task_buffers b;
   int n_init = 0;
   int rc = buffers_alloc(&b, sh->opt, sh->f->dim);
@@ -215,14 +222,15 @@ static void *run_worker(void *arg) {
     const int i = (sh->rc == 0 && sh->next < sh->opt->episodes) ? sh->next++ : -1;
     pthread_mutex_unlock(&sh->mu);
     if (i < 0) break;
-    if ((rc = run_episode(sh, &w, states, secs, adapter_secs, adapters, &b, i)) == 0)
-      record_done(sh, i);
+    if ((rc = run_episode(sh, &w, states, &wt, &b, i)) == 0) record_done(sh, i);
   }
   pthread_mutex_lock(&sh->mu);
   for (int m = 0; m < nm; m++) {
-    sh->seconds[m] += secs[m];
-    sh->adapter_seconds[m] += adapter_secs[m];
-    sh->adapters[m] += adapters[m];
+    sh->seconds[m] += wt.secs[m];
+    sh->adapter_seconds[m] += wt.adapter[m];
+    sh->adapters[m] += wt.adapters[m];
+    sh->generate_seconds[m] += wt.generate[m];
+    sh->generated[m] += wt.generated[m];
   }
   pthread_mutex_unlock(&sh->mu);
   for (int m = 0; m < n_init; m++)
@@ -295,6 +303,10 @@ static int collect(const run_shared *sh, ltdi_text_eval_result *results, double 
       r->adapter_seconds = sh->adapter_seconds[m];
       r->seconds_per_adapter = sh->adapter_seconds[m] / sh->adapters[m];
     }
+    if (sh->generated[m] > 0) {
+      r->has_generation = 1;
+      r->seconds_per_generation = sh->generate_seconds[m] / sh->generated[m];
+    }
     if (ref >= 0) {
       /* Pairing cancels the episodes' shared difficulty (docs/EVAL.md). */
       const double *b = sh->acc + (size_t)ref * E;
@@ -330,8 +342,11 @@ int ltdi_text_eval_run(const ltdi_textset *set, const ltdi_text_features *f,
   sh.running = calloc((size_t)n_methods, sizeof *sh.running);
   sh.adapter_seconds = calloc((size_t)n_methods, sizeof *sh.adapter_seconds);
   sh.adapters = calloc((size_t)n_methods, sizeof *sh.adapters);
+  sh.generate_seconds = calloc((size_t)n_methods, sizeof *sh.generate_seconds);
+  sh.generated = calloc((size_t)n_methods, sizeof *sh.generated);
   pthread_t *tids = calloc((size_t)opt->threads, sizeof *tids);
-  if (!sh.acc || !sh.seconds || !sh.running || !sh.adapter_seconds || !sh.adapters || !tids) {
+  if (!sh.acc || !sh.seconds || !sh.running || !sh.adapter_seconds || !sh.adapters ||
+      !sh.generate_seconds || !sh.generated || !tids) {
     rc = ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
     goto out;
   }
@@ -351,7 +366,7 @@ int ltdi_text_eval_run(const ltdi_textset *set, const ltdi_text_features *f,
     (void)ltdi_fail(err, errlen, rc, "out of memory");
 out:
   free(sh.acc), free(sh.seconds), free(sh.running), free(tids);
-  free(sh.adapter_seconds), free(sh.adapters);
+  free(sh.adapter_seconds), free(sh.adapters), free(sh.generate_seconds), free(sh.generated);
   return rc;
 }
 
@@ -416,6 +431,9 @@ int ltdi_text_eval_write_json(const char *path, const ltdi_text_eval_options *op
     bad |= json_object_set_new(o, "seconds_per_adapter", r->has_adapter
                                                              ? json_real(r->seconds_per_adapter)
                                                              : json_null()) != 0;
+    bad |= json_object_set_new(o, "seconds_per_generation",
+                               r->has_generation ? json_real(r->seconds_per_generation)
+                                                 : json_null()) != 0;
     if (r->paired_computed) {
       json_t *p = json_pack("{s:f, s:f}", "diff", r->paired_diff, "ci95", r->paired_ci95);
       bad |= !p || json_object_set_new(o, "paired_vs_" LTDI_TEXT_EVAL_REFERENCE, p) != 0;

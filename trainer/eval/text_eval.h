@@ -55,7 +55,8 @@
  *             support texts from it (ltdi_lora_train_task_from).
  * Each also reports the seconds it took to make the adapter (the support's
  * frozen embedding included where the adapter needs it: the fine-tune's
- * head, the generator's condition; the query scoring excluded). */
+ * head, the generator's condition; the query scoring excluded), and a
+ * generating row the part of that in the generation alone. */
 #ifndef LTDI_TRAINER_TEXT_EVAL_H
 #define LTDI_TRAINER_TEXT_EVAL_H
 
@@ -197,8 +198,9 @@ typedef struct ltdi_text_eval_worker {
   void *state; /* what the method's thread_init made (NULL without one) */
   char err[512]; /* a failing method's explanation (cleared before each call) */
   /* A row that makes an adapter sets this to the seconds it took for this
-   * task (see the top); -1 before each call, left so by the others. */
-  double adapter_seconds;
+   * task (see the top), and a generating row the part of it spent in the
+   * model's generation alone; -1 before each call, left so by the others. */
+  double adapter_seconds, generate_seconds;
 } ltdi_text_eval_worker;
 
 typedef struct ltdi_text_eval_method {
@@ -241,6 +243,11 @@ typedef struct ltdi_text_eval_result {
    * adapters (summed over episodes and threads) and per adapter; else 0. */
   int has_adapter;
   double adapter_seconds, seconds_per_adapter;
+  /* The generating rows (lt_di, lv_di, refine): has_generation = 1 and the
+   * part of the adapter time spent in ltdi_model_generate_ways, per
+   * adapter; else 0. */
+  int has_generation;
+  double seconds_per_generation;
 } ltdi_text_eval_result;
 
 /* Runs `methods` on opt->episodes episodes of `set` with its frozen
@@ -282,11 +289,12 @@ typedef struct ltdi_text_eval_info {
  *    "adapters": {"lora_trajectories", "mean_tasks", "lt_di_model", "lv_di_model",
  *                 "refine_steps", "finetune_steps", "residual_scale"},
  *    "methods": {name: {"acc", "ci95", "seconds", "seconds_per_task",
- *                       "seconds_per_adapter",
+ *                       "seconds_per_adapter", "seconds_per_generation",
  *                       "paired_vs_nearest_centroid": {"diff", "ci95"}}}}
  * acc, ci95 and the paired numbers as fractions; the paired object only
  * when computed; "features", "sgemm", "blas_core", the adapters' sources
- * and "seconds_per_adapter" null when unknown or not applicable
+ * and "seconds_per_adapter" / "seconds_per_generation" null when unknown or
+ * not applicable
  * ("residual_scale" null: each model's own);
  * "finetune_steps" is the recipe's when opt says 0. 0, LTDI_ERR_NOMEM or
  * LTDI_ERR_IO. */

@@ -288,11 +288,13 @@ static int frozen_means(ltdi_text_eval_worker *w, adapter_state *s,
 /* out (P) = the model's adapter for the task, conditioned on s->means. */
 static int generate(ltdi_text_eval_worker *w, adapter_state *s, const ltdi_text_eval_task *t,
                     float *out) {
+  const double t0 = ltdi_now_s();
   const uint64_t seed = ltdi_eval_head_seed(t->seed, t->index, 0);
   ltdi_gen_options go = ltdi_gen_options_default(s->model);
   go.mode = LTDI_GEN_PER_SAMPLE; /* the workspace's; per-sample results do not depend on batching */
   if (w->opt->residual_scale >= 0.0f) go.residual_scale = w->opt->residual_scale;
   int rc = ltdi_model_generate_ways_with(s->ws, t->ways, s->means, &seed, 1, &go, out, NULL);
+  w->generate_seconds = ltdi_now_s() - t0;
   if (rc) snprintf(w->err, sizeof w->err, "generating the adapter: %s", ltdi_strerror(rc));
   return rc;
 }
