@@ -12,6 +12,9 @@
  *  - minibatches and SAM train and are deterministic; an adapter above
  *    layer 0 leaves the frozen layers' entries at the init;
  *  - the frozen encoder's accuracy is nearest centroid on the host;
+ *  - training from a given start: from the PEFT init it is the recipe bit
+ *    for bit, from elsewhere the trajectory starts there, and a start that
+ *    is not finite is refused;
  *  - bad tasks and recipes are refused;
  *  - the lora_train_reference suite: an adapter trained on one meta-test
  *    task of WordNet (all-MiniLM-L6-v2) written as a PEFT folder and
@@ -329,6 +332,49 @@ Test(lora_train, frozen_accuracy_is_nearest_centroid) {
   cr_expect_geq(s1, s0, "support accuracy %.3f -> %.3f", s0, s1);
   cr_log_info("tiny task: queries NC %.3f; support %.3f -> %.3f after training", acc, s0, s1);
   free(fin);
+  ltdi_lora_trainer_free(t);
+}
+
+/* Starting from a given adapter: from the PEFT init it is the plain
+ * recipe, bit for bit; from another adapter the trajectory starts there,
+ * the result differs from the recipe's and the loss at the start falls;
+ * a start that is not finite is refused before any work. */
+Test(lora_train, training_from_a_given_start) {
+  ltdi_lora_trainer *t = trainer_ok("query,value", 0);
+  const size_t P = ltdi_lora_trainer_param_count(t);
+  task_texts tt;
+  make_task(&tt, 0);
+  const ltdi_lora_task task = as_task(&tt, 0);
+  const ltdi_lora_train_config cfg = recipe(4, 1e-2f);
+  float *traj = malloc(4 * P * sizeof *traj), *traj2 = malloc(4 * P * sizeof *traj2);
+  float *fin = malloc(P * sizeof *fin), *fin2 = malloc(P * sizeof *fin2);
+  float *start = malloc(P * sizeof *start);
+  float means[WAYS * C], means2[WAYS * C], loss = 0.0f, loss2 = 0.0f;
+  char err[512] = "";
+  cr_assert_eq(ltdi_lora_train_task(t, &task, &cfg, traj, fin, means, &loss, err, sizeof err),
+               0, "%s", err);
+  cr_assert_eq(ltdi_lora_trainer_init_params(t, cfg.init_seed, start), 0);
+  cr_assert_eq(ltdi_lora_train_task_from(t, &task, &cfg, start, traj2, fin2, means2, &loss2, err,
+                                         sizeof err), 0, "%s", err);
+  cr_expect_eq(memcmp(traj, traj2, 4 * P * sizeof *traj), 0, "from the init: not the recipe");
+  cr_expect_eq(memcmp(means, means2, sizeof means), 0);
+  cr_expect_eq(memcmp(&loss, &loss2, sizeof loss), 0);
+  /* Another start: the recipe's result plus a fixed offset on every B. */
+  for (size_t i = 0; i < P; i++) start[i] = fin[i] + 0.05f * (float)((int)(i % 7) - 3);
+  cr_assert_eq(ltdi_lora_train_task_from(t, &task, &cfg, start, traj2, fin2, means2, &loss2, err,
+                                         sizeof err), 0, "%s", err);
+  cr_expect_eq(memcmp(traj2, start, P * sizeof *start), 0, "row 0 is not the start");
+  cr_expect_eq(memcmp(traj2 + 3 * P, fin2, P * sizeof *fin2), 0, "row L-1 is not the result");
+  cr_expect_neq(memcmp(fin, fin2, P * sizeof *fin), 0, "the start was ignored");
+  cr_expect_eq(memcmp(means, means2, sizeof means), 0, "the head depends on the start");
+  const double at_start = loss_at(t, start, &tt, means, cfg.logit_scale);
+  cr_expect_lt(loss2, at_start, "support loss %.4f at the start, %.4f after", at_start,
+               (double)loss2);
+  start[5] = NAN;
+  cr_expect_eq(ltdi_lora_train_task_from(t, &task, &cfg, start, NULL, fin2, NULL, NULL, err,
+                                         sizeof err), LTDI_ERR_NONFINITE);
+  cr_expect(strstr(err, "value 5") != NULL, "%s", err);
+  free(traj), free(traj2), free(fin), free(fin2), free(start);
   ltdi_lora_trainer_free(t);
 }
 

@@ -13,10 +13,24 @@
  *    do not depend on the thread count;
  *  - the finetune row gives, episode by episode, the accuracy of direct
  *    calls to trainer/prepare/lora_train.h, on any thread count;
+ *  - the mean adapter of a trajectories file written by weight preparation
+ *    is, bit for bit, the mean of its tasks' trained adapters read one by
+ *    one, and the mean row gives, episode by episode, the accuracy of the
+ *    recipe's head through that adapter computed here, on any thread
+ *    count; an adapter of another shape, or a row without its source, is
+ *    refused with the option named;
+ *  - a LoRA-token model (core/model.h) at residual scale 0 generates its
+ *    lora_base: with the mean adapter as the base, lt_di and lv_di equal
+ *    the mean row episode by episode and refine equals the recipe's steps
+ *    from the mean adapter, called here; at scale 1 lt_di equals direct
+ *    ltdi_model_generate_ways calls with the documented seed, changes
+ *    predictions, and does not depend on the thread count;
  *  - the command's JSON has the documented fields and the run's numbers, a
  *    second run reads its features file, and bad input (a class too small,
  *    a missing or malformed file, a features file of other texts, an
- *    unknown method) fails with the file or class named. */
+ *    unknown method, an adapter source made for another encoder) fails
+ *    with the file or class named; the adapter rows report their seconds
+ *    per adapter. */
 #define _POSIX_C_SOURCE 200809L
 #include <criterion/criterion.h>
 #include <jansson.h>
@@ -28,12 +42,17 @@
 #include <unistd.h>
 
 #include "base/error.h"
+#include "core/model.h"
+#include "core/rng.h"
 #include "core/text/bert.h"
 #include "core/text/tokenizer.h"
 #include "trainer/cli/commands.h"
 #include "trainer/data/episode.h"
 #include "trainer/eval/baselines.h"
+#include "trainer/eval/eval_gen.h"
 #include "trainer/eval/text_eval.h"
+#include "trainer/meta/meta.h"
+#include "trainer/prepare/lora_prepare.h"
 #include "trainer/prepare/lora_train.h"
 #include "tests/unit/bert_tiny.h"
 
@@ -65,21 +84,26 @@ static void write_file(const char *path, const char *bytes) {
   fclose(f);
 }
 
-static void setup(void) {
-  snprintf(g_dir, sizeof g_dir, "/tmp/ltdi_test_text_eval_XXXXXX");
-  cr_assert_not_null(mkdtemp(g_dir));
+/* A tiny encoder folder: weights of `seed`, the 23-word vocabulary. */
+static void write_encoder(const char *dir, uint64_t seed) {
   tiny_bert tb;
-  tiny_bert_init(&tb, NV, C, 2, 2, 12, P, 33);
-  tiny_bert_write(&tb, g_dir, NULL, NULL, NULL, NULL);
+  tiny_bert_init(&tb, NV, C, 2, 2, 12, P, seed);
+  tiny_bert_write(&tb, dir, NULL, NULL, NULL, NULL);
   tiny_bert_free(&tb);
-  char path[300];
-  snprintf(path, sizeof path, "%s/vocab.txt", g_dir);
+  char path[400];
+  snprintf(path, sizeof path, "%s/vocab.txt", dir);
   FILE *f = fopen(path, "w");
   cr_assert_not_null(f);
   for (int i = 0; i < NV; i++) fprintf(f, "%s\n", VOCAB[i]);
   fclose(f);
+}
+
+static void setup(void) {
+  snprintf(g_dir, sizeof g_dir, "/tmp/ltdi_test_text_eval_XXXXXX");
+  cr_assert_not_null(mkdtemp(g_dir));
+  write_encoder(g_dir, 33);
   snprintf(g_tsv, sizeof g_tsv, "%s/set.tsv", g_dir);
-  f = fopen(g_tsv, "w");
+  FILE *f = fopen(g_tsv, "w");
   cr_assert_not_null(f);
   fprintf(f, "# synthetic\n");
   /* Classes interleaved, so the set's order is not the class order. */
@@ -371,6 +395,338 @@ Test(text_eval, finetune_row_equals_direct_lora_calls) {
   ltdi_textset_free(&set);
 }
 
+/* ==== the mean adapter ====================================================== */
+
+enum { TRAJ_TASKS = 4 };
+
+/* `ltdi-train prepare --encoder` on the set: TRAJ_TASKS tasks of 3 ways, 5
+ * shots, 2 steps, adapters of rank r (the recipe's is 8) of encoder `enc`. */
+static void write_trajectories(const char *path, const char *enc, int r) {
+  ltdi_lora_prepare_config c;
+  ltdi_lora_prepare_default(&c);
+  c.trainer.encoder = enc;
+  c.trainer.r = r;
+  c.trainer.max_length = P;
+  c.train.steps = 2;
+  c.train.lr = 3e-2f;
+  c.train.n_checkpoints = 3;
+  c.text_path = g_tsv;
+  c.tasks = TRAJ_TASKS;
+  c.ways = 3;
+  c.shots = 5;
+  c.seed = 5;
+  c.n_threads = 1;
+  c.out_path = path;
+  c.quiet = 1;
+  ltdi_lora_prepare_stats st;
+  char err[1024] = "";
+  int rc = ltdi_lora_prepare_run(&c, &st, err, sizeof err);
+  cr_assert_eq(rc, 0, "prepare: %s (%s)", ltdi_strerror(rc), err);
+}
+
+Test(text_eval, mean_row_is_the_mean_adapter_through_the_recipe_head) {
+  char traj[300], err[1024] = "";
+  snprintf(traj, sizeof traj, "%s/traj.safetensors", g_dir);
+  write_trajectories(traj, g_dir, 8);
+  ltdi_lora *mean = NULL;
+  int M = 0;
+  cr_assert_eq(ltdi_text_eval_mean_adapter(traj, 0, &mean, &M, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(M, TRAJ_TASKS);
+  /* The mean, from the tasks' adapters read one by one. */
+  const size_t np = mean->count;
+  double *sum = calloc(np, sizeof *sum);
+  float *want = malloc(np * sizeof *want);
+  int differs = 0;
+  for (int m = 0; m < TRAJ_TASKS; m++) {
+    ltdi_lora *one = NULL;
+    cr_assert_eq(ltdi_lora_prepare_read_adapter(traj, m, -1, &one, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(one->count, np);
+    for (size_t j = 0; j < np; j++) sum[j] += one->params[j];
+    differs += memcmp(one->params, mean->params, np * sizeof *want) != 0;
+    ltdi_lora_free(one);
+  }
+  for (size_t j = 0; j < np; j++) want[j] = (float)(sum[j] / TRAJ_TASKS);
+  cr_expect_eq(memcmp(want, mean->params, np * sizeof *want), 0, "not the tasks' mean");
+  cr_expect_eq(differs, TRAJ_TASKS, "the mean equals a task's adapter");
+  cr_expect_eq(mean->spec.r, 8);
+  cr_expect_eq(strlen(mean->spec.base_model_sha256), 64);
+  /* Over the meta-trainer's training slice: its lora_base, bit for bit. */
+  ltdi_meta_data md;
+  cr_assert_eq(ltdi_meta_data_load(&md, traj, 0, 0.25f, err, sizeof err), 0, "%s", err);
+  cr_assert(md.n_train > 1 && md.n_train < TRAJ_TASKS, "training slice of %d", md.n_train);
+  ltdi_lora *slice = NULL;
+  cr_assert_eq(ltdi_text_eval_mean_adapter(traj, md.n_train, &slice, &M, err, sizeof err), 0,
+               "%s", err);
+  cr_expect_eq(M, md.n_train);
+  cr_expect_eq(memcmp(slice->params, md.lora_base, np * sizeof *want), 0,
+               "the mean of the first %d tasks is not the meta-trainer's lora_base", md.n_train);
+  cr_expect_neq(memcmp(slice->params, mean->params, np * sizeof *want), 0);
+  ltdi_lora_free(slice);
+  ltdi_meta_data_free(&md);
+  cr_expect_eq(ltdi_text_eval_mean_adapter(traj, TRAJ_TASKS + 1, &slice, NULL, err, sizeof err),
+               LTDI_ERR_INVALID_ARG);
+  cr_expect(strstr(err, "holds 4 tasks, not 5") != NULL, "%s", err);
+
+  /* The row, on 1 and 3 threads. */
+  ltdi_textset set;
+  load_set(&set);
+  ltdi_text_features f;
+  embed(&set, 2, &f);
+  ltdi_text_eval_options o = small_options();
+  o.episodes = 6;
+  o.encoder = g_dir;
+  o.mean_adapter = mean;
+  const ltdi_text_eval_method *methods[2] = {ltdi_text_eval_method_find("nc"),
+                                             ltdi_text_eval_method_find("mean")};
+  cr_assert_not_null(methods[1]);
+  ltdi_text_eval_result r[2];
+  double per1[2 * 6], per3[2 * 6];
+  o.threads = 1;
+  cr_assert_eq(ltdi_text_eval_run(&set, &f, &o, methods, 2, r, per1, err, sizeof err), 0, "%s",
+               err);
+  cr_expect_eq(r[1].has_adapter, 1);
+  cr_expect_eq(r[1].seconds_per_adapter, 0.0, "one adapter for all tasks: no time per task");
+  cr_expect_eq(r[0].has_adapter, 0);
+  o.threads = 3;
+  cr_assert_eq(ltdi_text_eval_run(&set, &f, &o, methods, 2, r, per3, err, sizeof err), 0, "%s",
+               err);
+  cr_expect_eq(memcmp(per1, per3, sizeof per1), 0, "mean depends on the thread count");
+
+  /* The recipe's head through `want`, episode by episode. */
+  ltdi_lora_trainer_options to;
+  ltdi_lora_trainer_default_options(&to);
+  to.encoder = g_dir;
+  to.max_length = P;
+  ltdi_lora_trainer *tr = NULL;
+  cr_assert_eq(ltdi_lora_trainer_create(&tr, &to, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(ltdi_lora_trainer_param_count(tr), np);
+  const int ns = o.ways * o.shots, nq = o.ways * o.queries;
+  const char **st = malloc((size_t)ns * sizeof *st), **qt = malloc((size_t)nq * sizeof *qt);
+  int32_t *sy = malloc((size_t)ns * sizeof *sy), *qy = malloc((size_t)nq * sizeof *qy);
+  float means[3 * C];
+  int moved = 0;
+  ltdi_episode ep;
+  cr_assert_eq(ltdi_episode_alloc(&ep, o.ways, o.shots, o.queries), 0);
+  for (int i = 0; i < o.episodes; i++) {
+    cr_assert_eq(ltdi_text_episode_sample(&ep, &set, o.seed, (uint64_t)i, err, sizeof err), 0);
+    for (int k = 0; k < ns; k++) st[k] = set.texts[ep.support[k]], sy[k] = k / o.shots;
+    for (int k = 0; k < nq; k++) qt[k] = set.texts[ep.query[k]], qy[k] = k / o.queries;
+    cr_assert_eq(ltdi_lora_class_means(tr, st, sy, ns, o.ways, means, err, sizeof err), 0, "%s",
+                 err);
+    double acc = -1.0;
+    cr_assert_eq(ltdi_lora_task_accuracy(tr, want, means, o.ways, qt, qy, nq, &acc, NULL, err,
+                                         sizeof err), 0, "%s", err);
+    cr_expect_eq(per1[6 + i], acc, "episode %d: mean row %g, direct calls %g", i, per1[6 + i],
+                 acc);
+    /* The adapter must matter for the comparison to say something. */
+    int32_t pa[3 * 6], pf[3 * 6];
+    double acc0 = -1.0;
+    cr_assert_eq(ltdi_lora_task_accuracy(tr, want, means, o.ways, qt, qy, nq, &acc, pa, err,
+                                         sizeof err), 0, "%s", err);
+    cr_assert_eq(ltdi_lora_task_accuracy(tr, NULL, means, o.ways, qt, qy, nq, &acc0, pf, err,
+                                         sizeof err), 0, "%s", err);
+    moved += memcmp(pa, pf, sizeof pa) != 0;
+  }
+  cr_expect_gt(moved, 0, "the mean adapter changes no prediction: the test says little");
+
+  /* Without the adapter, or with one of another rank, the row is refused. */
+  o.mean_adapter = NULL;
+  cr_expect_eq(ltdi_text_eval_run(&set, &f, &o, methods, 2, r, NULL, err, sizeof err),
+               LTDI_ERR_INVALID_ARG);
+  cr_expect(strstr(err, "mean") && strstr(err, "--lora-trajectories"), "%s", err);
+  char traj2[300];
+  snprintf(traj2, sizeof traj2, "%s/traj_r2.safetensors", g_dir);
+  write_trajectories(traj2, g_dir, 2);
+  ltdi_lora *mean2 = NULL;
+  cr_assert_eq(ltdi_text_eval_mean_adapter(traj2, 0, &mean2, NULL, err, sizeof err), 0, "%s", err);
+  o.mean_adapter = mean2;
+  cr_expect_eq(ltdi_text_eval_run(&set, &f, &o, methods, 2, r, NULL, err, sizeof err),
+               LTDI_ERR_INVALID_ARG);
+  cr_expect(strstr(err, "r 2") && strstr(err, "r 8") && strstr(err, "recipe"), "%s", err);
+  /* Not a trajectories file. */
+  char bogus[300];
+  snprintf(bogus, sizeof bogus, "%s/model.safetensors", g_dir);
+  ltdi_lora *none = NULL;
+  cr_expect_eq(ltdi_text_eval_mean_adapter(bogus, 0, &none, NULL, err, sizeof err), LTDI_ERR_FORMAT);
+  cr_expect(strstr(err, bogus) != NULL, "%s", err);
+  cr_expect_null(none);
+  ltdi_episode_free(&ep);
+  free(st), free(qt), free(sy), free(qy), free(sum), free(want);
+  ltdi_lora_trainer_free(tr);
+  ltdi_lora_free(mean);
+  ltdi_lora_free(mean2);
+  ltdi_text_features_free(&f);
+  ltdi_textset_free(&set);
+}
+
+/* ==== the generated adapters ================================================ */
+
+/* A LoRA-token model of the recipe's adapter for the tiny encoder
+ * (2 layers, query and value 8 -> 8, r 8: 32 tokens of 16), random
+ * denoiser weights and residual statistics, T 6, L `L`, 2..4 classes,
+ * base = `base`. */
+static ltdi_model *make_lora_model(ltdi_backend *be, const float *base, int L, uint64_t seed) {
+  char err[512] = "";
+  ltdi_lora_spec spec;
+  cr_assert_eq(ltdi_text_eval_recipe_spec(g_dir, &spec, err, sizeof err), 0, "%s", err);
+  int n_tok = 0, tok_dim = 0;
+  cr_assert_eq(ltdi_lora_token_shape(&spec, &n_tok, &tok_dim), 0);
+  ltdi_cden_config cfg;
+  ltdi_cden_config_default(&cfg, tok_dim, 0);
+  cfg.width = 16, cfg.time_dim = 8, cfg.positions = n_tok, cfg.set_dim = C;
+  ltdi_schedule sch;
+  ltdi_schedule_config sc = ltdi_schedule_config_default(6, L);
+  cr_assert_eq(ltdi_schedule_init(&sch, &sc), 0);
+  ltdi_model *m = NULL;
+  cr_assert_eq(ltdi_model_create_lora_tokens(&m, be, &cfg, &sch, &spec, C, 4), 0);
+  ltdi_rng rng;
+  ltdi_rng_init(&rng, seed, 5);
+  ltdi_rng_fill_normal(&rng, ltdi_model_params(m), (long)ltdi_model_num_params(m), 0.2f);
+  const size_t np = m->layout.n_params;
+  float *init = calloc(np, sizeof *init);
+  ltdi_layout stats;
+  ltdi_layout_init(&stats, NULL);
+  cr_assert_eq(ltdi_model_lora_layout(&spec, &stats), 0);
+  for (int i = 0; i < stats.n_tensors; i++) stats.tensors[i].std = 0.3f;
+  cr_assert_eq(ltdi_model_set_lora_base(m, init, base, &stats), 0);
+  ltdi_layout_free(&stats);
+  free(init);
+  return m;
+}
+
+Test(text_eval, generated_rows_equal_the_mean_at_scale_zero_and_direct_generation) {
+  char traj[300], err[1024] = "";
+  snprintf(traj, sizeof traj, "%s/traj.safetensors", g_dir);
+  write_trajectories(traj, g_dir, 8);
+  ltdi_lora *mean = NULL;
+  cr_assert_eq(ltdi_text_eval_mean_adapter(traj, 0, &mean, NULL, err, sizeof err), 0, "%s", err);
+  ltdi_backend *be = NULL;
+  cr_assert_eq(ltdi_backend_cpu_create(&be, 1), 0);
+  ltdi_model *lt = make_lora_model(be, mean->params, 3, 1);
+  ltdi_model *lv = make_lora_model(be, mean->params, 2, 2);
+  const size_t np = mean->count;
+  cr_assert_eq(lt->layout.n_params, np);
+
+  ltdi_textset set;
+  load_set(&set);
+  ltdi_text_features f;
+  embed(&set, 2, &f);
+  ltdi_text_eval_options o = small_options();
+  enum { E = 5, NM = 5 };
+  o.episodes = E;
+  o.encoder = g_dir;
+  o.mean_adapter = mean;
+  o.lt_di = lt;
+  o.lv_di = lv;
+  o.refine_steps = 2;
+  o.residual_scale = 0.0f;
+  const char *names[NM] = {"nc", "mean", "lt_di", "lv_di", "refine"};
+  const ltdi_text_eval_method *methods[NM];
+  for (int m = 0; m < NM; m++) cr_assert_not_null(methods[m] = ltdi_text_eval_method_find(names[m]));
+  ltdi_text_eval_result r[NM];
+  double per[NM * E], per3[NM * E];
+  o.threads = 2;
+  cr_assert_eq(ltdi_text_eval_run(&set, &f, &o, methods, NM, r, per, err, sizeof err), 0, "%s",
+               err);
+  cr_expect_eq(memcmp(per + 2 * E, per + 1 * E, E * sizeof *per), 0, "lt_di at scale 0 is not mean");
+  cr_expect_eq(memcmp(per + 3 * E, per + 1 * E, E * sizeof *per), 0, "lv_di at scale 0 is not mean");
+  for (int m = 2; m < NM; m++) {
+    cr_expect_eq(r[m].has_adapter, 1, "%s", names[m]);
+    cr_expect_gt(r[m].seconds_per_adapter, 0.0, "%s", names[m]);
+    cr_expect_eq(r[m].has_generation, 1, "%s", names[m]);
+    cr_expect(r[m].seconds_per_generation > 0.0 &&
+              r[m].seconds_per_generation <= r[m].seconds_per_adapter, "%s", names[m]);
+  }
+  cr_expect_eq(r[1].has_generation, 0, "mean generates nothing");
+
+  /* Direct calls: refine from the mean adapter; lt_di at scale 1. */
+  ltdi_lora_trainer_options to;
+  ltdi_lora_trainer_default_options(&to);
+  to.encoder = g_dir;
+  to.max_length = P;
+  ltdi_lora_trainer *tr = NULL;
+  cr_assert_eq(ltdi_lora_trainer_create(&tr, &to, err, sizeof err), 0, "%s", err);
+  const int ns = o.ways * o.shots, nq = o.ways * o.queries;
+  const char **st = malloc((size_t)ns * sizeof *st), **qt = malloc((size_t)nq * sizeof *qt);
+  int32_t *sy = malloc((size_t)ns * sizeof *sy), *qy = malloc((size_t)nq * sizeof *qy);
+  float means[3 * C], means2[3 * C];
+  float *gen = malloc(np * sizeof *gen), *fin = malloc(np * sizeof *fin);
+  ltdi_lora_train_config cfg = ltdi_lora_train_default();
+  cfg.steps = 2;
+  double gen_acc[E];
+  int moved = 0;
+  ltdi_gen_options go = ltdi_gen_options_default(lt);
+  go.mode = LTDI_GEN_PER_SAMPLE;
+  go.residual_scale = 1.0f;
+  ltdi_episode ep;
+  cr_assert_eq(ltdi_episode_alloc(&ep, o.ways, o.shots, o.queries), 0);
+  for (int i = 0; i < E; i++) {
+    cr_assert_eq(ltdi_text_episode_sample(&ep, &set, o.seed, (uint64_t)i, err, sizeof err), 0);
+    for (int k = 0; k < ns; k++) st[k] = set.texts[ep.support[k]], sy[k] = k / o.shots;
+    for (int k = 0; k < nq; k++) qt[k] = set.texts[ep.query[k]], qy[k] = k / o.queries;
+    const ltdi_lora_task task = {.ways = o.ways, .n = ns, .texts = st, .labels = sy,
+                                 .seed = o.seed * 0x9E3779B97F4A7C15ull + (uint64_t)i};
+    cr_assert_eq(ltdi_lora_train_task_from(tr, &task, &cfg, mean->params, NULL, fin, means2, NULL,
+                                           err, sizeof err), 0, "%s", err);
+    double acc = -1.0;
+    cr_assert_eq(ltdi_lora_task_accuracy(tr, fin, means2, o.ways, qt, qy, nq, &acc, NULL, err,
+                                         sizeof err), 0, "%s", err);
+    cr_expect_eq(per[4 * E + i], acc, "episode %d: refine row %g, direct calls %g", i,
+                 per[4 * E + i], acc);
+    cr_assert_eq(ltdi_lora_class_means(tr, st, sy, ns, o.ways, means, err, sizeof err), 0);
+    const uint64_t seed = ltdi_eval_head_seed(o.seed, (uint64_t)i, 0);
+    cr_assert_eq(ltdi_model_generate_ways(lt, o.ways, means, &seed, 1, &go, gen, NULL), 0);
+    cr_assert_eq(ltdi_lora_task_accuracy(tr, gen, means, o.ways, qt, qy, nq, &gen_acc[i], NULL,
+                                         err, sizeof err), 0, "%s", err);
+    int32_t pg[3 * 6], pm[3 * 6];
+    cr_assert_eq(ltdi_lora_task_accuracy(tr, gen, means, o.ways, qt, qy, nq, &acc, pg, err,
+                                         sizeof err), 0);
+    cr_assert_eq(ltdi_lora_task_accuracy(tr, mean->params, means, o.ways, qt, qy, nq, &acc, pm,
+                                         err, sizeof err), 0);
+    moved += memcmp(pg, pm, sizeof pg) != 0;
+  }
+  cr_expect_gt(moved, 0, "the generated residual changes no prediction: the test says little");
+  /* lt_di at scale 1 (and refine from it), on 1 and 3 threads. */
+  o.residual_scale = 1.0f;
+  const ltdi_text_eval_method *gm[2] = {methods[2], methods[4]};
+  o.threads = 1;
+  cr_assert_eq(ltdi_text_eval_run(&set, &f, &o, gm, 2, r, per, err, sizeof err), 0, "%s", err);
+  o.threads = 3;
+  cr_assert_eq(ltdi_text_eval_run(&set, &f, &o, gm, 2, r, per3, err, sizeof err), 0, "%s", err);
+  cr_expect_eq(memcmp(per, per3, 2 * E * sizeof *per), 0, "generated rows depend on the threads");
+  for (int i = 0; i < E; i++)
+    cr_expect_eq(per[i], gen_acc[i], "episode %d: lt_di row %g, direct generation %g", i, per[i],
+                 gen_acc[i]);
+
+  /* A model of the wrong kind for the row, or of fewer classes. */
+  o.ways = 5;
+  cr_expect_eq(ltdi_text_eval_run(&set, &f, &o, gm, 1, r, NULL, err, sizeof err),
+               LTDI_ERR_INVALID_ARG);
+  cr_expect(strstr(err, "2..4 classes, not 5-way") != NULL, "%s", err);
+  o.ways = 3;
+  ltdi_model *heads = NULL;
+  ltdi_cden_config hc;
+  ltdi_cden_config_default(&hc, C + 1, C);
+  ltdi_schedule sch;
+  ltdi_schedule_config sc = ltdi_schedule_config_default(6, 3);
+  cr_assert_eq(ltdi_schedule_init(&sch, &sc), 0);
+  cr_assert_eq(ltdi_model_create_class_tokens(&heads, be, &hc, &sch, C, 5), 0);
+  o.lt_di = heads;
+  cr_expect_eq(ltdi_text_eval_run(&set, &f, &o, gm, 1, r, NULL, err, sizeof err),
+               LTDI_ERR_INVALID_ARG);
+  cr_expect(strstr(err, "lt_di") && strstr(err, "not a LoRA-token"), "%s", err);
+  ltdi_model_free(heads);
+  ltdi_episode_free(&ep);
+  free(st), free(qt), free(sy), free(qy), free(gen), free(fin);
+  ltdi_lora_trainer_free(tr);
+  ltdi_model_free(lt);
+  ltdi_model_free(lv);
+  ltdi_backend_destroy(be);
+  ltdi_lora_free(mean);
+  ltdi_text_features_free(&f);
+  ltdi_textset_free(&set);
+}
+
 /* ==== the command =========================================================== */
 
 typedef struct captured {
@@ -556,4 +912,108 @@ Test(text_eval, bad_input_is_named) {
   fclose(e);
   cr_expect_eq(rc, 1);
   cr_expect(strstr(buf, "/nonexistent/enc/config.json") != NULL, "stderr: %s", buf);
+}
+
+/* The adapter rows through the command: the JSON's adapters object and
+ * seconds per adapter; each row's source is checked before the embedding
+ * (a missing option, an adapter file made for another encoder, a model
+ * file that is not one). */
+Test(text_eval, command_adapter_rows_and_their_sources) {
+  char traj[300], out[300];
+  snprintf(traj, sizeof traj, "%s/traj.safetensors", g_dir);
+  snprintf(out, sizeof out, "%s/adapters.json", g_dir);
+  write_trajectories(traj, g_dir, 8);
+  captured c = run_cmd("--data", g_tsv, "--ways", "3", "--shots", "5", "--queries", "6",
+                       "--episodes", "3", "--max-length", "16", "--threads", "2",
+                       "--methods", "nc,finetune,mean", "--finetune-steps", "2",
+                       "--lora-trajectories", traj, "--out", out, NULL);
+  cr_assert_eq(c.rc, 0, "%s", c.err);
+  json_error_t je;
+  json_t *root = json_load_file(out, 0, &je);
+  cr_assert_not_null(root, "%s: %s", out, je.text);
+  json_t *ad = json_object_get(root, "adapters");
+  cr_assert(json_is_object(ad), "no adapters object");
+  cr_expect_str_eq(json_string_value(json_object_get(ad, "lora_trajectories")), traj);
+  cr_expect_eq(num(ad, "mean_tasks"), TRAJ_TASKS);
+  cr_expect_eq(num(ad, "refine_steps"), LTDI_TEXT_EVAL_REFINE_STEPS);
+  cr_expect_eq(num(ad, "finetune_steps"), 2);
+  cr_expect(json_is_null(json_object_get(ad, "lt_di_model")));
+  json_t *ms = json_object_get(root, "methods");
+  cr_expect(json_is_null(json_object_get(json_object_get(ms, "nearest_centroid"),
+                                         "seconds_per_adapter")), "nc has no adapter");
+  json_t *ft = json_object_get(ms, "finetune"), *mn = json_object_get(ms, "mean");
+  cr_expect_gt(num(ft, "seconds_per_adapter"), 0.0);
+  cr_expect_leq(num(ft, "seconds_per_adapter"), num(ft, "seconds_per_task"));
+  cr_expect_eq(num(mn, "seconds_per_adapter"), 0.0);
+  cr_expect(json_is_null(json_object_get(ft, "seconds_per_generation")));
+  cr_expect(json_is_null(json_object_get(mn, "seconds_per_generation")));
+  cr_expect(json_is_object(json_object_get(mn, "paired_vs_nearest_centroid")));
+  json_decref(root);
+
+  expect_fails(run_cmd("--data", g_tsv, "--shots", "2", "--queries", "2", "--methods", "mean",
+                       NULL), 1, "method mean: needs the training tasks' trajectories "
+                                 "(--lora-trajectories FILE)");
+  expect_fails(run_cmd("--data", g_tsv, "--shots", "2", "--queries", "2", "--methods", "lt_di",
+                       NULL), 1, "method lt_di: needs a LoRA-token model (--model FILE)");
+  expect_fails(run_cmd("--data", g_tsv, "--shots", "2", "--queries", "2", "--methods", "lv_di",
+                       NULL), 1, "(--model-lv FILE)");
+  expect_fails(run_cmd("--data", g_tsv, "--shots", "2", "--queries", "2", "--methods", "refine",
+                       "--refine-steps", "0", NULL), 2, "--refine-steps");
+  /* Trajectories of an encoder of the same shape but other weights. */
+  char other[300], traj_o[300];
+  snprintf(other, sizeof other, "%s/other_encoder", g_dir);
+  snprintf(traj_o, sizeof traj_o, "%s/traj_other.safetensors", g_dir);
+  write_encoder(other, 34);
+  write_trajectories(traj_o, other, 8);
+  expect_fails(run_cmd("--data", g_tsv, "--shots", "2", "--queries", "2", "--methods", "mean",
+                       "--lora-trajectories", traj_o, NULL), 1, "was made for another base model");
+  /* A model file that is not an ltdi model. */
+  char bogus[300];
+  snprintf(bogus, sizeof bogus, "%s/model.safetensors", g_dir);
+  expect_fails(run_cmd("--data", g_tsv, "--shots", "2", "--queries", "2", "--methods", "lt_di",
+                       "--model", bogus, NULL), 1, bogus);
+
+  /* LoRA-token model files: generated rows in the JSON; one that records
+   * another base model's hash is refused. */
+  char err[1024] = "", mfile[300], mbad[300];
+  snprintf(mfile, sizeof mfile, "%s/lt.safetensors", g_dir);
+  snprintf(mbad, sizeof mbad, "%s/lt_other_base.safetensors", g_dir);
+  ltdi_lora *mean = NULL;
+  cr_assert_eq(ltdi_text_eval_mean_adapter(traj, 0, &mean, NULL, err, sizeof err), 0, "%s", err);
+  ltdi_backend *be = NULL;
+  cr_assert_eq(ltdi_backend_cpu_create(&be, 1), 0);
+  ltdi_model *m = make_lora_model(be, mean->params, 3, 4);
+  snprintf(m->lora->base_model_sha256, sizeof m->lora->base_model_sha256, "%s",
+           mean->spec.base_model_sha256);
+  cr_assert_eq(ltdi_model_save(m, mfile), 0);
+  snprintf(m->lora->base_model_sha256, sizeof m->lora->base_model_sha256, "%064d", 0);
+  cr_assert_eq(ltdi_model_save(m, mbad), 0);
+  ltdi_model_free(m);
+  ltdi_backend_destroy(be);
+  ltdi_lora_free(mean);
+  c = run_cmd("--data", g_tsv, "--ways", "3", "--shots", "5", "--queries", "6", "--episodes", "3",
+              "--max-length", "16", "--methods", "nc,lt_di,refine,lv_di", "--model", mfile,
+              "--model-lv", mfile, "--refine-steps", "1", "--out", out, NULL);
+  cr_assert_eq(c.rc, 0, "%s", c.err);
+  cr_expect(strstr(c.err, "--model-lv") && strstr(c.err, "L = 3"), "no note on lv_di's L: %s",
+            c.err);
+  root = json_load_file(out, 0, &je);
+  cr_assert_not_null(root, "%s: %s", out, je.text);
+  ad = json_object_get(root, "adapters");
+  cr_expect_str_eq(json_string_value(json_object_get(ad, "lt_di_model")), mfile);
+  cr_expect_str_eq(json_string_value(json_object_get(ad, "lv_di_model")), mfile);
+  cr_expect_eq(num(ad, "refine_steps"), 1);
+  ms = json_object_get(root, "methods");
+  for (int k = 0; k < 3; k++) {
+    json_t *row = json_object_get(ms, (const char *[]){"lt_di", "refine", "lv_di"}[k]);
+    cr_assert(json_is_object(row), "row %d missing", k);
+    cr_expect_gt(num(row, "seconds_per_adapter"), 0.0);
+    cr_expect_gt(num(row, "seconds_per_generation"), 0.0);
+    cr_expect(json_is_object(json_object_get(row, "paired_vs_nearest_centroid")));
+  }
+  /* the same model and seed: lt_di and lv_di are the same row */
+  cr_expect_eq(num(json_object_get(ms, "lt_di"), "acc"), num(json_object_get(ms, "lv_di"), "acc"));
+  json_decref(root);
+  expect_fails(run_cmd("--data", g_tsv, "--shots", "2", "--queries", "2", "--methods", "lt_di",
+                       "--model", mbad, NULL), 1, "was made for another base model");
 }

@@ -4,8 +4,10 @@
  *
  * Order of work, so that mistakes show before the slow part: the command
  * line, the methods, the TSV file and whether its classes fit the episode,
- * the encoder's config; then the frozen features (read from --features when
- * that file exists and matches, else embedded and, with --features,
+ * the encoder's config, the adapter rows' sources (--lora-trajectories,
+ * --model, --model-lv: read, and checked against the recipe's shape and
+ * the encoder's weights); then the frozen features (read from --features
+ * when that file exists and matches, else embedded and, with --features,
  * written), then the episodes. */
 #define _POSIX_C_SOURCE 200809L
 #include <inttypes.h>
@@ -15,17 +17,21 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "core/model.h"
 #include "core/text/bert.h"
 #include "trainer/cli/commands.h"
 #include "trainer/cli/options.h"
 #include "trainer/common/progress.h"
 #include "trainer/eval/text_eval.h"
+#include "trainer/prepare/lora_train.h"
 
 #define DEFAULT_METHODS "nearest_centroid,logreg"
 
 typedef struct text_eval_args {
   ltdi_text_eval_options opt;
   const char *encoder, *data, *out, *features, *methods;
+  const char *trajectories, *model, *model_lv; /* the adapter rows' sources */
+  int mean_tasks;                              /* mean: the first N tasks (0: all) */
   int embed_threads;
   int sgemm; /* ltdi_text_sgemm */
 } text_eval_args;
@@ -76,6 +82,22 @@ static const ltdi_opt TEXT_EVAL_OPTS[] = {
                     "comma-separated, from the methods below"),
     LTDI_OPT_INT("--finetune-steps", text_eval_args, opt.finetune_steps, 0, 1000000, "N",
                  "the recipe's", "finetune: Adam steps per task"),
+    LTDI_OPT_STRING("--lora-trajectories", text_eval_args, trajectories, "FILE", NULL,
+                    "mean: the training tasks' LoRA trajectories (`prepare --encoder\n"
+                    "... --text meta-train.tsv`); the row's adapter is the mean of\n"
+                    "their trained adapters"),
+    LTDI_OPT_INT("--mean-tasks", text_eval_args, mean_tasks, 0, INT_MAX, "N", "all",
+                 "mean: average the first N tasks of the file only (the meta-\n"
+                 "trainer's lora_base is the mean of its training slice)"),
+    LTDI_OPT_STRING("--model", text_eval_args, model, "FILE", NULL,
+                    "lt_di, refine: a LoRA-token model (L >= 3) of this encoder"),
+    LTDI_OPT_STRING("--model-lv", text_eval_args, model_lv, "FILE", NULL,
+                    "lv_di: a LoRA-token model trained on (init, final) pairs (L = 2)"),
+    LTDI_OPT_INT("--refine-steps", text_eval_args, opt.refine_steps, 1, 1000000, "K", NULL,
+                 "refine: recipe steps from lt_di's adapter"),
+    LTDI_OPT_FLOAT("--residual-scale", text_eval_args, opt.residual_scale, 0.0, 100.0, "A",
+                   "the model's", "lt_di, lv_di, refine: scale of the generated residual\n"
+                   "over the model's mean adapter (0 = the mean adapter)"),
     LTDI_OPT_DOUBLE("--logreg-l2", text_eval_args, opt.logreg.l2, 0.0, 1e12, "L", NULL,
                     "logreg's L2 penalty on a sum over examples (1 = scikit-learn's C = 1)"),
     LTDI_OPT_STRING("--features", text_eval_args, features, "FILE", NULL,
@@ -85,6 +107,7 @@ static const ltdi_opt TEXT_EVAL_OPTS[] = {
     LTDI_OPT_STRING("--out", text_eval_args, out, "FILE", NULL,
                     "write the results as JSON: {\"episodes\",\"seed\",...,\n"
                     "\"methods\": {name: {\"acc\",\"ci95\",\"seconds_per_task\",\n"
+                    "\"seconds_per_adapter\",\n"
                     "\"paired_vs_nearest_centroid\": {\"diff\",\"ci95\"}}}}\n"
                     "(fractions in [0,1])"),
     LTDI_OPT_FLAG("--quiet", text_eval_args, opt.progress, 0, "no progress lines"),
@@ -114,7 +137,10 @@ static const ltdi_cli TEXT_EVAL_CLI = {
     .defaults = text_eval_defaults,
     .epilog = "ci95 is the half-width 1.96 * sample std / sqrt(episodes) of the mean; the\n"
               "vs NC column applies it to the per-episode differences\n"
-              "acc(row) - acc(nearest_centroid).\n",
+              "acc(row) - acc(nearest_centroid). ms/adapter is the time to make one\n"
+              "task's adapter (support embedding included, query scoring not); x FT is\n"
+              "the fine-tune's time per adapter over the row's; ms/gen is the part of\n"
+              "ms/adapter in the generator alone.\n",
     .more = print_methods,
 };
 
@@ -200,27 +226,102 @@ static int get_features(const text_eval_args *a, const ltdi_textset *set,
   return 0;
 }
 
-/* The table: accuracies, CIs and paired differences in percentage points. */
+/* The table: accuracies, CIs and paired differences in percentage points;
+ * the time per task and, for the adapter rows, per adapter and how many
+ * times less than the fine-tune's. */
 static void print_table(const ltdi_text_eval_options *o, const ltdi_text_eval_result *r,
                         int n) {
   printf("%d-way %d-shot, %d queries/class, %d episodes, seed %" PRIu64 "\n", o->ways, o->shots,
          o->queries, o->episodes, o->seed);
   int width = 16;
-  for (int m = 0; m < n; m++)
-    if ((int)strlen(r[m].name) > width) width = (int)strlen(r[m].name);
-  /* "±" is two bytes and one column: a field that holds it is one byte wider. */
-  printf("%-*s %8s %10s %20s %12s\n", width, "method", "acc %", "±95% CI", "vs NC (pp ±95%)",
-         "ms/task");
+  double ft = -1.0; /* the fine-tune's seconds per adapter, when it ran */
   for (int m = 0; m < n; m++) {
-    char cell[64] = "";
+    if ((int)strlen(r[m].name) > width) width = (int)strlen(r[m].name);
+    if (strcmp(r[m].name, "finetune") == 0 && r[m].has_adapter) ft = r[m].seconds_per_adapter;
+  }
+  /* "±" is two bytes and one column: a field that holds it is one byte wider. */
+  printf("%-*s %8s %10s %20s %12s %12s %9s %9s\n", width, "method", "acc %", "±95% CI",
+         "vs NC (pp ±95%)", "ms/task", "ms/adapter", "x FT", "ms/gen");
+  for (int m = 0; m < n; m++) {
+    char cell[64] = "", ad[32] = "-", speed[32] = "-", gen[32] = "-";
     if (!r[m].paired_computed) snprintf(cell, sizeof cell, "-");
     else if (strcmp(r[m].name, LTDI_TEXT_EVAL_REFERENCE) == 0) snprintf(cell, sizeof cell, "reference");
     else snprintf(cell, sizeof cell, "%+.2f ± %.2f", 100.0 * r[m].paired_diff,
                   100.0 * r[m].paired_ci95);
+    if (r[m].has_adapter) snprintf(ad, sizeof ad, "%.3f", 1000.0 * r[m].seconds_per_adapter);
+    if (r[m].has_adapter && ft > 0.0 && r[m].seconds_per_adapter > 0.0)
+      snprintf(speed, sizeof speed, "%.1f", ft / r[m].seconds_per_adapter);
+    if (r[m].has_generation) snprintf(gen, sizeof gen, "%.2f", 1000.0 * r[m].seconds_per_generation);
     const int pad = strstr(cell, "±") ? 20 : 19;
-    printf("%-*s %8.2f %9.2f %*s %12.3f\n", width, r[m].name, 100.0 * r[m].acc,
-           100.0 * r[m].ci95, pad, cell, 1000.0 * r[m].seconds_per_task);
+    printf("%-*s %8.2f %9.2f %*s %12.3f %12s %9s %9s\n", width, r[m].name, 100.0 * r[m].acc,
+           100.0 * r[m].ci95, pad, cell, 1000.0 * r[m].seconds_per_task, ad, speed, gen);
   }
+}
+
+/* The adapter rows' sources: the mean adapter, the models (host
+ * parameters on one CPU backend; the workers run their own). */
+typedef struct sources {
+  ltdi_lora *mean;
+  int mean_tasks;
+  ltdi_backend *be;
+  ltdi_model *lt_di, *lv_di;
+} sources;
+
+static void sources_free(sources *s) {
+  ltdi_lora_free(s->mean);
+  ltdi_model_free(s->lt_di);
+  ltdi_model_free(s->lv_di);
+  ltdi_backend_destroy(s->be);
+  memset(s, 0, sizeof *s);
+}
+
+/* 0 when `spec` (of source `what`) records no base model hash or the
+ * encoder's (hex), else LTDI_ERR_INVALID_ARG naming both. */
+static int check_base(const ltdi_lora_spec *spec, const char *what, const char *encoder,
+                      const char *hex, char *err, size_t errlen) {
+  if (!spec || !spec->base_model_sha256[0] || strcmp(spec->base_model_sha256, hex) == 0) return 0;
+  return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
+                   "%s was made for another base model: its base_model_sha256 %s is not the "
+                   "sha256 %s of %s/model.safetensors", what, spec->base_model_sha256, hex,
+                   encoder);
+}
+
+/* Reads --lora-trajectories, --model and --model-lv, checks that they
+ * were made for this encoder's weights, and points the options at them. */
+static int load_sources(text_eval_args *a, sources *s, char *err, size_t errlen) {
+  memset(s, 0, sizeof *s);
+  int rc = 0;
+  if (a->trajectories)
+    rc = ltdi_text_eval_mean_adapter(a->trajectories, a->mean_tasks, &s->mean, &s->mean_tasks,
+                                     err, errlen);
+  if (!rc && (a->model || a->model_lv) && (rc = ltdi_backend_cpu_create(&s->be, 1)))
+    rc = ltdi_fail(err, errlen, rc, "cannot create a CPU backend: %s", ltdi_strerror(rc));
+  if (!rc && a->model) rc = ltdi_model_load(&s->lt_di, s->be, a->model, err, errlen);
+  if (!rc && a->model_lv) rc = ltdi_model_load(&s->lv_di, s->be, a->model_lv, err, errlen);
+  if (!rc && (s->mean || s->lt_di || s->lv_di)) {
+    char path[4096], hex[65];
+    if ((size_t)snprintf(path, sizeof path, "%s/model.safetensors", a->encoder) >= sizeof path)
+      rc = ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "%s: path too long", a->encoder);
+    if (!rc) rc = ltdi_lora_file_sha256(path, hex, err, errlen);
+    if (!rc && s->mean) rc = check_base(&s->mean->spec, a->trajectories, a->encoder, hex, err, errlen);
+    if (!rc && s->lt_di) rc = check_base(s->lt_di->lora, a->model, a->encoder, hex, err, errlen);
+    if (!rc && s->lv_di) rc = check_base(s->lv_di->lora, a->model_lv, a->encoder, hex, err, errlen);
+  }
+  /* The paper's roles: Lt-Di learns from L >= 3 checkpoints, Lv-Di from 2. */
+  if (!rc && s->lt_di && s->lt_di->sched.L < 3)
+    fprintf(stderr, "ltdi-train text-eval: note: --model %s has L = %d (Lv-Di's); lt_di "
+            "reports it as given\n", a->model, s->lt_di->sched.L);
+  if (!rc && s->lv_di && s->lv_di->sched.L != 2)
+    fprintf(stderr, "ltdi-train text-eval: note: --model-lv %s has L = %d, not 2; lv_di "
+            "reports it as given\n", a->model_lv, s->lv_di->sched.L);
+  if (rc) {
+    sources_free(s);
+    return rc;
+  }
+  a->opt.mean_adapter = s->mean;
+  a->opt.lt_di = s->lt_di;
+  a->opt.lv_di = s->lv_di;
+  return 0;
 }
 
 int ltdi_cmd_text_eval(int argc, char **argv) {
@@ -253,13 +354,26 @@ int ltdi_cmd_text_eval(int argc, char **argv) {
     rc = ltdi_fail(err, sizeof err, LTDI_ERR_INVALID_ARG,
                    "--max-length %d is past the encoder's max_position_embeddings %d",
                    a.opt.max_length, cfg.max_position);
+  sources src;
+  memset(&src, 0, sizeof src);
+  if (!rc) rc = load_sources(&a, &src, err, sizeof err);
+  /* What each row needs from them, before the embedding. */
+  for (int m = 0; !rc && m < n_methods; m++) {
+    char why[768] = "";
+    if (methods[m]->check && (rc = methods[m]->check(&a.opt, why, sizeof why)))
+      (void)ltdi_fail(err, sizeof err, rc, "method %s: %s", methods[m]->name,
+                      why[0] ? why : ltdi_strerror(rc));
+  }
   if (rc) {
     fprintf(stderr, "ltdi-train text-eval: %s\n", err[0] ? err : ltdi_strerror(rc));
+    sources_free(&src);
     ltdi_textset_free(&set);
     return 1;
   }
   ltdi_text_eval_info info = {.data = a.data, .encoder = a.encoder, .n_texts = set.n,
-                              .n_classes = set.n_classes, .features = a.features};
+                              .n_classes = set.n_classes, .features = a.features,
+                              .lora_trajectories = a.trajectories, .mean_tasks = src.mean_tasks,
+                              .lt_di_model = a.model, .lv_di_model = a.model_lv};
   int status = get_features(&a, &set, &f, &info);
   info.dim = f.dim;
   info.sgemm = f.sgemm;
@@ -269,6 +383,8 @@ int ltdi_cmd_text_eval(int argc, char **argv) {
   if (!status) {
     printf("text-eval: %s: %d texts, %d classes; encoder %s (dim %d)\n", a.data, set.n,
            set.n_classes, a.encoder, f.dim);
+    if (src.mean)
+      printf("mean: the mean of %d trained adapters of %s\n", src.mean_tasks, a.trajectories);
     if (info.features_cached) printf("features: read from %s\n", a.features);
     else printf("features: %d texts embedded in %.1f s by %d worker%s (%.1f texts/s; sgemm %s, "
                 "OpenBLAS core %s)\n", set.n, info.embed_seconds, a.embed_threads,
@@ -300,6 +416,7 @@ int ltdi_cmd_text_eval(int argc, char **argv) {
       fprintf(stderr, "ltdi-train text-eval: wrote %s\n", a.out);
     }
   }
+  sources_free(&src);
   ltdi_text_features_free(&f);
   ltdi_textset_free(&set);
   return status;

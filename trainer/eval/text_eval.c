@@ -18,6 +18,7 @@
 #include "trainer/common/progress.h"
 #include "trainer/common/stats.h"
 #include "trainer/data/episode.h"
+#include "trainer/prepare/lora_train.h"
 
 ltdi_text_eval_options ltdi_text_eval_options_default(void) {
   ltdi_text_eval_options o;
@@ -31,6 +32,8 @@ ltdi_text_eval_options ltdi_text_eval_options_default(void) {
   o.max_length = 128;
   o.batch = 32;
   o.logreg = ltdi_logreg_default();
+  o.refine_steps = LTDI_TEXT_EVAL_REFINE_STEPS;
+  o.residual_scale = -1.0f;
   return o;
 }
 
@@ -44,6 +47,8 @@ typedef struct run_shared {
   int n_methods;
   double *acc;     /* (n_methods, episodes) */
   double *seconds; /* (n_methods) */
+  double *adapter_seconds, *generate_seconds; /* (n_methods) */
+  int *adapters, *generated; /* (n_methods) episodes whose row reported each time */
   pthread_mutex_t mu; /* guards everything below */
   int next, done, rc, workers;
   double *running; /* (n_methods) sums of finished accuracies, for progress */
@@ -131,8 +136,15 @@ static void gather(const run_shared *sh, task_buffers *b, uint64_t index,
 /* ==== the worker ============================================================ */
 
 /* Every method on episode i: accuracies into sh->acc, time into secs. */
+/* A worker's sums per method. */
+typedef struct worker_times {
+  double secs[LTDI_TEXT_EVAL_MAX_METHODS], adapter[LTDI_TEXT_EVAL_MAX_METHODS];
+  double generate[LTDI_TEXT_EVAL_MAX_METHODS];
+  int adapters[LTDI_TEXT_EVAL_MAX_METHODS], generated[LTDI_TEXT_EVAL_MAX_METHODS];
+} worker_times;
+
 static int run_episode(run_shared *sh, ltdi_text_eval_worker *w, void *const *states,
-                       double *secs, task_buffers *b, int i) {
+                       worker_times *wt, task_buffers *b, int i) {
   const ltdi_text_eval_options *o = sh->opt;
   const int nq = o->ways * o->queries;
   char err[512] = "";
@@ -146,9 +158,12 @@ static int run_episode(run_shared *sh, ltdi_text_eval_worker *w, void *const *st
   for (int m = 0; m < sh->n_methods; m++) {
     w->state = states[m];
     w->err[0] = '\0';
+    w->adapter_seconds = w->generate_seconds = -1.0;
     const double t0 = ltdi_now_s();
     rc = sh->methods[m]->classify(w, &t, b->pred);
-    secs[m] += ltdi_now_s() - t0;
+    wt->secs[m] += ltdi_now_s() - t0;
+    if (w->adapter_seconds >= 0.0) wt->adapter[m] += w->adapter_seconds, wt->adapters[m]++;
+    if (w->generate_seconds >= 0.0) wt->generate[m] += w->generate_seconds, wt->generated[m]++;
     if (rc) {
       run_fail(sh, rc, "method %s failed on episode %d: %s", sh->methods[m]->name, i,
                w->err[0] ? w->err : ltdi_strerror(rc));
@@ -182,7 +197,8 @@ static void *run_worker(void *arg) {
   run_shared *sh = arg;
   const int nm = sh->n_methods;
   void *states[LTDI_TEXT_EVAL_MAX_METHODS] = {0};
-  double secs[LTDI_TEXT_EVAL_MAX_METHODS] = {0};
+  worker_times wt;
+  memset(&wt, 0, sizeof wt);
   task_buffers b;
   int n_init = 0;
   int rc = buffers_alloc(&b, sh->opt, sh->f->dim);
@@ -206,10 +222,16 @@ static void *run_worker(void *arg) {
     const int i = (sh->rc == 0 && sh->next < sh->opt->episodes) ? sh->next++ : -1;
     pthread_mutex_unlock(&sh->mu);
     if (i < 0) break;
-    if ((rc = run_episode(sh, &w, states, secs, &b, i)) == 0) record_done(sh, i);
+    if ((rc = run_episode(sh, &w, states, &wt, &b, i)) == 0) record_done(sh, i);
   }
   pthread_mutex_lock(&sh->mu);
-  for (int m = 0; m < nm; m++) sh->seconds[m] += secs[m];
+  for (int m = 0; m < nm; m++) {
+    sh->seconds[m] += wt.secs[m];
+    sh->adapter_seconds[m] += wt.adapter[m];
+    sh->adapters[m] += wt.adapters[m];
+    sh->generate_seconds[m] += wt.generate[m];
+    sh->generated[m] += wt.generated[m];
+  }
   pthread_mutex_unlock(&sh->mu);
   for (int m = 0; m < n_init; m++)
     if (sh->methods[m]->thread_free && states[m]) sh->methods[m]->thread_free(states[m]);
@@ -249,6 +271,11 @@ static int check_run(const ltdi_textset *set, const ltdi_text_features *f,
       return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
                        "method %s runs the encoder: it needs the encoder folder",
                        methods[m]->name);
+    char why[768] = "";
+    int rc = methods[m]->check ? methods[m]->check(o, why, sizeof why) : 0;
+    if (rc)
+      return ltdi_fail(err, errlen, rc, "method %s: %s", methods[m]->name,
+                       why[0] ? why : ltdi_strerror(rc));
   }
   return ltdi_text_episode_check(set, o->ways, o->shots, o->queries, err, errlen);
 }
@@ -271,6 +298,15 @@ static int collect(const run_shared *sh, ltdi_text_eval_result *results, double 
     r->seconds = sh->seconds[m];
     r->seconds_per_task = sh->seconds[m] / E;
     ltdi_stats_mean_ci95(a, E, &r->acc, &r->ci95);
+    if (sh->adapters[m] > 0) {
+      r->has_adapter = 1;
+      r->adapter_seconds = sh->adapter_seconds[m];
+      r->seconds_per_adapter = sh->adapter_seconds[m] / sh->adapters[m];
+    }
+    if (sh->generated[m] > 0) {
+      r->has_generation = 1;
+      r->seconds_per_generation = sh->generate_seconds[m] / sh->generated[m];
+    }
     if (ref >= 0) {
       /* Pairing cancels the episodes' shared difficulty (docs/EVAL.md). */
       const double *b = sh->acc + (size_t)ref * E;
@@ -304,8 +340,13 @@ int ltdi_text_eval_run(const ltdi_textset *set, const ltdi_text_features *f,
   sh.acc = calloc((size_t)n_methods * (size_t)opt->episodes, sizeof *sh.acc);
   sh.seconds = calloc((size_t)n_methods, sizeof *sh.seconds);
   sh.running = calloc((size_t)n_methods, sizeof *sh.running);
+  sh.adapter_seconds = calloc((size_t)n_methods, sizeof *sh.adapter_seconds);
+  sh.adapters = calloc((size_t)n_methods, sizeof *sh.adapters);
+  sh.generate_seconds = calloc((size_t)n_methods, sizeof *sh.generate_seconds);
+  sh.generated = calloc((size_t)n_methods, sizeof *sh.generated);
   pthread_t *tids = calloc((size_t)opt->threads, sizeof *tids);
-  if (!sh.acc || !sh.seconds || !sh.running || !tids) {
+  if (!sh.acc || !sh.seconds || !sh.running || !sh.adapter_seconds || !sh.adapters ||
+      !sh.generate_seconds || !sh.generated || !tids) {
     rc = ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
     goto out;
   }
@@ -325,6 +366,7 @@ int ltdi_text_eval_run(const ltdi_textset *set, const ltdi_text_features *f,
     (void)ltdi_fail(err, errlen, rc, "out of memory");
 out:
   free(sh.acc), free(sh.seconds), free(sh.running), free(tids);
+  free(sh.adapter_seconds), free(sh.adapters), free(sh.generate_seconds), free(sh.generated);
   return rc;
 }
 
@@ -340,7 +382,8 @@ int ltdi_text_eval_write_json(const char *path, const ltdi_text_eval_options *op
   if (!path || !opt || !info || (n_methods > 0 && !results) || n_methods < 0)
     return LTDI_ERR_INVALID_ARG;
   json_t *root = json_object(), *emb = json_object(), *methods = json_object();
-  int bad = !root || !emb || !methods;
+  json_t *ad = json_object();
+  int bad = !root || !emb || !methods || !ad;
   if (!bad) {
     bad |= set_str_or_null(root, "data", info->data);
     bad |= set_str_or_null(root, "encoder", info->encoder);
@@ -361,6 +404,20 @@ int ltdi_text_eval_write_json(const char *path, const ltdi_text_eval_options *op
     bad |= set_str_or_null(emb, "sgemm", info->sgemm && info->sgemm[0] ? info->sgemm : NULL);
     bad |= set_str_or_null(emb, "blas_core", info->blas_core);
     bad |= json_object_set(root, "embedding", emb) != 0;
+    bad |= set_str_or_null(ad, "lora_trajectories", info->lora_trajectories);
+    bad |= json_object_set_new(ad, "mean_tasks", info->lora_trajectories
+                                                     ? json_integer(info->mean_tasks)
+                                                     : json_null()) != 0;
+    bad |= set_str_or_null(ad, "lt_di_model", info->lt_di_model);
+    bad |= set_str_or_null(ad, "lv_di_model", info->lv_di_model);
+    bad |= json_object_set_new(ad, "refine_steps", json_integer(opt->refine_steps)) != 0;
+    const int ft_steps = opt->finetune_steps > 0 ? opt->finetune_steps
+                                                 : ltdi_lora_train_default().steps;
+    bad |= json_object_set_new(ad, "finetune_steps", json_integer(ft_steps)) != 0;
+    bad |= json_object_set_new(ad, "residual_scale", opt->residual_scale >= 0.0f
+                                                         ? json_real(opt->residual_scale)
+                                                         : json_null()) != 0;
+    bad |= json_object_set(root, "adapters", ad) != 0;
   }
   for (int m = 0; m < n_methods && !bad; m++) {
     const ltdi_text_eval_result *r = &results[m];
@@ -371,6 +428,12 @@ int ltdi_text_eval_write_json(const char *path, const ltdi_text_eval_options *op
     bad |= json_object_set_new(o, "ci95", json_real(r->ci95)) != 0;
     bad |= json_object_set_new(o, "seconds", json_real(r->seconds)) != 0;
     bad |= json_object_set_new(o, "seconds_per_task", json_real(r->seconds_per_task)) != 0;
+    bad |= json_object_set_new(o, "seconds_per_adapter", r->has_adapter
+                                                             ? json_real(r->seconds_per_adapter)
+                                                             : json_null()) != 0;
+    bad |= json_object_set_new(o, "seconds_per_generation",
+                               r->has_generation ? json_real(r->seconds_per_generation)
+                                                 : json_null()) != 0;
     if (r->paired_computed) {
       json_t *p = json_pack("{s:f, s:f}", "diff", r->paired_diff, "ci95", r->paired_ci95);
       bad |= !p || json_object_set_new(o, "paired_vs_" LTDI_TEXT_EVAL_REFERENCE, p) != 0;
@@ -383,6 +446,7 @@ int ltdi_text_eval_write_json(const char *path, const ltdi_text_eval_options *op
     rc = LTDI_ERR_IO;
   json_decref(methods);
   json_decref(emb);
+  json_decref(ad);
   json_decref(root);
   return rc;
 }

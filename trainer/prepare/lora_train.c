@@ -534,8 +534,8 @@ static int check_task(const ltdi_lora_task *task, const ltdi_lora_train_config *
 
 /* The body of ltdi_lora_train_task, with its scratch allocated. */
 static int train(ltdi_lora_trainer *t, const ltdi_lora_task *task,
-                 const ltdi_lora_train_config *cfg, float *means, float *hist, int *perm,
-                 int *idx, float *init, float *final_loss) {
+                 const ltdi_lora_train_config *cfg, const float *start, float *means,
+                 float *hist, int *perm, int *idx, float *init, float *final_loss) {
   ltdi_backend *be = t->be;
   const int n = task->n;
   task_run tr = {task, cfg, means};
@@ -546,8 +546,9 @@ static int train(ltdi_lora_trainer *t, const ltdi_lora_task *task,
   if (rc == 0) rc = class_means(emb, task->labels, n, task->ways, t->C, means);
   free(emb);
   TRY(rc);
-  /* The shared init; fresh Adam moments. */
-  TRY(ltdi_lora_trainer_init_params(t, cfg->init_seed, init));
+  /* The shared init (or the caller's start); fresh Adam moments. */
+  if (start) memcpy(init, start, t->P * sizeof *init);
+  else TRY(ltdi_lora_trainer_init_params(t, cfg->init_seed, init));
   TRY(ltdi_bert_lora_set(t->lo, init, t->P));
   TRY(be->fill(be, t->adam_m, 0.0f, 2 * t->n_tail));
   if (hist) memcpy(hist, init, t->P * sizeof *hist);
@@ -574,8 +575,20 @@ int ltdi_lora_train_task(ltdi_lora_trainer *t, const ltdi_lora_task *task,
                          const ltdi_lora_train_config *cfg, float *trajectory,
                          float *final_params, float *class_means_out, float *final_loss,
                          char *err, size_t errlen) {
+  return ltdi_lora_train_task_from(t, task, cfg, NULL, trajectory, final_params,
+                                   class_means_out, final_loss, err, errlen);
+}
+
+int ltdi_lora_train_task_from(ltdi_lora_trainer *t, const ltdi_lora_task *task,
+                              const ltdi_lora_train_config *cfg, const float *start,
+                              float *trajectory, float *final_params, float *class_means_out,
+                              float *final_loss, char *err, size_t errlen) {
   if (t == NULL) return LTDI_ERR_INVALID_ARG;
   TRY(check_task(task, cfg, err, errlen));
+  for (size_t i = 0; start && i < t->P; i++)
+    if (!isfinite(start[i]))
+      return ltdi_fail(err, errlen, LTDI_ERR_NONFINITE,
+                       "the starting adapter's value %zu is not finite", i);
   TRY(tokenize(t, task->texts, task->n, err, errlen));
   const size_t P = t->P;
   const int rows = cfg->steps + 1;
@@ -584,7 +597,7 @@ int ltdi_lora_train_task(ltdi_lora_trainer *t, const ltdi_lora_task *task,
   float *init = malloc(P * sizeof *init);
   int *perm = malloc((size_t)task->n * sizeof *perm), *idx = malloc((size_t)task->n * sizeof *idx);
   int rc = (trajectory && !hist) || !means || !init || !perm || !idx ? LTDI_ERR_NOMEM : 0;
-  if (rc == 0) rc = train(t, task, cfg, means, hist, perm, idx, init, final_loss);
+  if (rc == 0) rc = train(t, task, cfg, start, means, hist, perm, idx, init, final_loss);
   if (rc == 0 && final_params) rc = ltdi_bert_lora_get(t->lo, final_params, P);
   if (rc == 0 && class_means_out)
     memcpy(class_means_out, means, (size_t)task->ways * t->C * sizeof *means);

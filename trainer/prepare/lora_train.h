@@ -127,6 +127,17 @@ int ltdi_lora_train_task(ltdi_lora_trainer *t, const ltdi_lora_task *task,
                          float *final_params, float *class_means, float *final_loss, char *err,
                          size_t errlen);
 
+/* ltdi_lora_train_task from `start` (P, host) instead of the PEFT init:
+ * the recipe's steps with fresh Adam moments, as a few refining steps on
+ * an adapter that came from elsewhere (a generated one,
+ * trainer/eval/text_eval.h's "refine"); the trajectory's row 0 is then
+ * `start`. start NULL is ltdi_lora_train_task itself (cfg->init_seed's
+ * PEFT init). LTDI_ERR_NONFINITE also for a start that is not finite. */
+int ltdi_lora_train_task_from(ltdi_lora_trainer *t, const ltdi_lora_task *task,
+                              const ltdi_lora_train_config *cfg, const float *start,
+                              float *trajectory, float *final_params, float *class_means,
+                              float *final_loss, char *err, size_t errlen);
+
 /* Embeddings out (n, C) of texts through the encoder adapted by params (P,
  * host; NULL: the frozen encoder). */
 int ltdi_lora_embed(ltdi_lora_trainer *t, const float *params, const char *const *texts, int n,
