@@ -9,6 +9,10 @@
 #      nearest-centroid
 #   3. start ltdi-serve with the model, generate a 5-way head over HTTP for
 #      one task, show the answer and the metrics, stop the daemon (SIGTERM drain)
+#   4. start ltdi-serve with the shipped LoRA generator over the MiniLM
+#      encoder, send an unseen WordNet task's support texts, load the PEFT
+#      folder it answers with PEFT and print its query accuracy next to the
+#      frozen encoder's nearest centroid
 # Outputs go to ./work/quickstart (or $1). Run scripts/setup.sh first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -81,4 +85,34 @@ curl -sf "$url/metrics" | grep -E '^ltdi_(batch_size_count|generated_weights_tot
 kill -TERM "$pid"
 wait "$pid" || true
 trap - EXIT
-echo "quickstart: results in $out (eval_5w1s.json, eval_20w1s.json, response.json, serve.log)"
+
+echo "== 4. a LoRA adapter for an unseen text task, over HTTP"
+# The shipped LoRA generator over the MiniLM encoder of the reference venv
+# (scripts/setup.sh); the task is drawn from WordNet's meta-test categories.
+lora=models/wordnet-lora.safetensors encoder=.venv-ref/encoder
+if [ ! -f "$out/wordnet/manifest.json" ]; then
+  rm -rf "$out/wordnet"
+  "$train" data wordnet --out "$out/wordnet"
+fi
+rm -rf "$out/lora" && mkdir -p "$out/lora/adapters"
+"$serve" --model "$PWD/$lora" --model-name wordnet-lora --model-dir "$PWD/models" \
+  --encoder-dir "$PWD/$encoder" --adapter-dir "$out/lora/adapters" --port 0 \
+  --port-file "$out/lora/port" --db "$out/lora/registry.db" > "$out/lora/serve.log" 2>&1 &
+pid=$!
+trap 'kill "$pid" 2>/dev/null || true' EXIT
+ready=0
+for _ in $(seq 1 600); do
+  if [ -s "$out/lora/port" ] && curl -sf "http://127.0.0.1:$(cat "$out/lora/port")/ready" > /dev/null; then
+    ready=1
+    break
+  fi
+  kill -0 "$pid" 2>/dev/null || break
+  sleep 0.1
+done
+[ "$ready" = 1 ] || { echo "quickstart: the LoRA daemon did not become ready:" >&2; cat "$out/lora/serve.log" >&2; exit 1; }
+.venv-ref/bin/python scripts/lora_task_demo.py "http://127.0.0.1:$(cat "$out/lora/port")" \
+  "$encoder" "$out/wordnet/meta-test.tsv" "$out/lora"
+kill -TERM "$pid"
+wait "$pid" || true
+trap - EXIT
+echo "quickstart: results in $out (eval_5w1s.json, eval_20w1s.json, response.json, serve.log, lora/)"

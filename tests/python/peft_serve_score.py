@@ -59,9 +59,9 @@ def embed(model, tok, texts, max_length):
     return torch.stack(out)
 
 
-def main():
-    enc_dir, adapter_dir, task_path = sys.argv[1:4]
-    task = json.load(open(task_path))
+def score(enc_dir, adapter_dir, task):
+    """(right through the adapter, right through the frozen encoder, the
+    adapted query embeddings) of the task's queries."""
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
     base = load_base(enc_dir)
@@ -70,13 +70,22 @@ def main():
     model = PeftModel.from_pretrained(base, adapter_dir).eval()
     with model.disable_adapter():
         sup = embed(model, tok, task["support"], ml).double()
+        q_frozen = embed(model, tok, task["queries"], ml).double()
     labels = torch.tensor(task["labels"])
     ways = int(labels.max()) + 1
     means = torch.stack([sup[labels == c].sum(0) for c in range(ways)])
     means = means / means.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     q = embed(model, tok, task["queries"], ml).double()
-    pred = (q @ means.T).argmax(dim=1)
-    right = int((pred == torch.tensor(task["query_labels"])).sum())
+    truth = torch.tensor(task["query_labels"])
+    right = int(((q @ means.T).argmax(dim=1) == truth).sum())
+    right_frozen = int(((q_frozen @ means.T).argmax(dim=1) == truth).sum())
+    return right, right_frozen, q
+
+
+def main():
+    enc_dir, adapter_dir, task_path = sys.argv[1:4]
+    task = json.load(open(task_path))
+    right, _, q = score(enc_dir, adapter_dir, task)
     if len(sys.argv) > 4:  # the adapted query embeddings, raw little-endian float32
         q.float().numpy().astype("<f4").tofile(sys.argv[4])
     print(right, len(task["queries"]))
