@@ -371,6 +371,11 @@ const char *ltdi_backend_cpu_blas_core(void);
  * faster than OpenBLAS's, so a caller free to choose may switch it on. */
 int ltdi_backend_cpu_blas_is_generic(void);
 
+/* The path the batch-invariant sgemm runs on this CPU ("AVX-512",
+ * "AVX2+FMA" or "portable"), chosen at run time from the CPU's flags; the
+ * AVX-512 path gives the AVX2 path's bits. */
+const char *ltdi_backend_cpu_invariant_sgemm_path(void);
+
 /* Destroys any backend (NULL is allowed). */
 void ltdi_backend_destroy(ltdi_backend *be);
 

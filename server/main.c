@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "base/error.h"
+#include "kernels/backend.h"
 #include "kernels/cpu/blas_core.h"
 #include "server/config.h"
 #include "server/server.h"
@@ -70,8 +71,9 @@ int main(int argc, char **argv) {
     return 1;
   }
   fprintf(stderr, "ltdi-serve: listening on http://%s:%d\n", cfg.host, port);
-  fprintf(stderr, "ltdi-serve: OpenBLAS kernels %s%s\n", ltdi_blas_core_name(),
-          getenv("OPENBLAS_CORETYPE") ? " (OPENBLAS_CORETYPE)" : "");
+  fprintf(stderr, "ltdi-serve: OpenBLAS kernels %s%s, batch-invariant sgemm %s\n",
+          ltdi_blas_core_name(), getenv("OPENBLAS_CORETYPE") ? " (OPENBLAS_CORETYPE)" : "",
+          ltdi_backend_cpu_invariant_sgemm_path());
   struct timespec nap = {0, 50 * 1000 * 1000};
   while (!g_stop) nanosleep(&nap, NULL);
   fprintf(stderr, "ltdi-serve: signal received, draining\n");

@@ -155,6 +155,10 @@ const char *ltdi_backend_cpu_blas_core(void) {
   return name ? name : "unknown";
 }
 
+const char *ltdi_backend_cpu_invariant_sgemm_path(void) {
+  return ltdi__cpu_gemm_path_name(ltdi__cpu_gemm_path());
+}
+
 int ltdi_backend_cpu_blas_is_generic(void) {
   return ltdi__cpu_gemm_path() != LTDI__GEMM_PORTABLE && ltdi_blas_core_is_weak();
 }
