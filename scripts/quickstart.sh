@@ -36,23 +36,30 @@ echo "== 2. evaluation (same episodes for every method)"
   --methods nearest_centroid,logreg,lt_di,lt_di_refine,nearest_centroid_transductive,lt_di_transductive \
   --ways 5,20 --shots 1 --queries 5 --episodes "${EPISODES:-600}" --seed 1 --json-dir "$out"
 
+# start_daemon DIR ARGS...: ltdi-serve ARGS on an ephemeral port with its
+# port file, registry and log in DIR; sets pid and url once it is ready.
+start_daemon() {
+  local dir=$1
+  shift
+  rm -f "$dir/port" "$dir/registry.db"*
+  "$serve" "$@" --port 0 --port-file "$dir/port" --db "$dir/registry.db" > "$dir/serve.log" 2>&1 &
+  pid=$!
+  trap 'kill "$pid" 2>/dev/null || true' EXIT
+  for _ in $(seq 1 600); do
+    if [ -s "$dir/port" ] && curl -sf "http://127.0.0.1:$(cat "$dir/port")/ready" > /dev/null; then
+      url="http://127.0.0.1:$(cat "$dir/port")"
+      return 0
+    fi
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "quickstart: the daemon did not become ready:" >&2
+  cat "$dir/serve.log" >&2
+  exit 1
+}
+
 echo "== 3. the daemon"
-rm -f "$out/port" "$out/registry.db"*
-"$serve" --model "$PWD/$model" --model-name glyphs-lt --model-dir "$PWD/models" --port 0 \
-  --port-file "$out/port" --db "$out/registry.db" > "$out/serve.log" 2>&1 &
-pid=$!
-trap 'kill "$pid" 2>/dev/null || true' EXIT
-ready=0
-for _ in $(seq 1 300); do
-  if [ -s "$out/port" ] && curl -sf "http://127.0.0.1:$(cat "$out/port")/ready" > /dev/null; then
-    ready=1
-    break
-  fi
-  kill -0 "$pid" 2>/dev/null || break
-  sleep 0.1
-done
-[ "$ready" = 1 ] || { echo "quickstart: the daemon did not become ready:" >&2; cat "$out/serve.log" >&2; exit 1; }
-url="http://127.0.0.1:$(cat "$out/port")"
+start_daemon "$out" --model "$PWD/$model" --model-name glyphs-lt --model-dir "$PWD/models"
 # One task: the first example of each of the first five meta-test classes.
 python3 - "$out/meta_test_features.safetensors" > "$out/request.json" <<'PY'
 import json, struct, sys
@@ -95,23 +102,9 @@ if [ ! -f "$out/wordnet/manifest.json" ]; then
   "$train" data wordnet --out "$out/wordnet"
 fi
 rm -rf "$out/lora" && mkdir -p "$out/lora/adapters"
-"$serve" --model "$PWD/$lora" --model-name wordnet-lora --model-dir "$PWD/models" \
-  --encoder-dir "$PWD/$encoder" --adapter-dir "$out/lora/adapters" --port 0 \
-  --port-file "$out/lora/port" --db "$out/lora/registry.db" > "$out/lora/serve.log" 2>&1 &
-pid=$!
-trap 'kill "$pid" 2>/dev/null || true' EXIT
-ready=0
-for _ in $(seq 1 600); do
-  if [ -s "$out/lora/port" ] && curl -sf "http://127.0.0.1:$(cat "$out/lora/port")/ready" > /dev/null; then
-    ready=1
-    break
-  fi
-  kill -0 "$pid" 2>/dev/null || break
-  sleep 0.1
-done
-[ "$ready" = 1 ] || { echo "quickstart: the LoRA daemon did not become ready:" >&2; cat "$out/lora/serve.log" >&2; exit 1; }
-.venv-ref/bin/python scripts/lora_task_demo.py "http://127.0.0.1:$(cat "$out/lora/port")" \
-  "$encoder" "$out/wordnet/meta-test.tsv" "$out/lora"
+start_daemon "$out/lora" --model "$PWD/$lora" --model-name wordnet-lora --model-dir "$PWD/models" \
+  --encoder-dir "$PWD/$encoder" --adapter-dir "$out/lora/adapters"
+.venv-ref/bin/python scripts/lora_task_demo.py "$url" "$encoder" "$out/wordnet/meta-test.tsv" "$out/lora"
 kill -TERM "$pid"
 wait "$pid" || true
 trap - EXIT

@@ -38,6 +38,7 @@
 #include "core/text/text_means.h"
 #include "core/text/tokenizer.h"
 #include "server/server.h"
+#include "tests/unit/http_client.h"
 #include "tests/unit/lora_text_fixture.h"
 #include "tests/unit/model_files.h"
 
@@ -153,83 +154,13 @@ static void world_stop(world *w) {
 
 /* ---- HTTP ------------------------------------------------------------------ */
 
-typedef struct resp {
-  long status;
-  char *body;
-  size_t len;
-  char headers[8192];
-} resp;
-
-static size_t on_body(char *p, size_t sz, size_t n, void *ud) {
-  resp *r = ud;
-  char *q = realloc(r->body, r->len + sz * n + 1);
-  if (!q) return 0;
-  r->body = q;
-  memcpy(r->body + r->len, p, sz * n);
-  r->len += sz * n;
-  r->body[r->len] = '\0';
-  return sz * n;
+static http_resp req(int port, const char *method, const char *path, const char *body,
+                     size_t blen) {
+  return http_request(port, method, path, body, blen, NULL);
 }
 
-static size_t on_header(char *p, size_t sz, size_t n, void *ud) {
-  resp *r = ud;
-  size_t have = strlen(r->headers), add = sz * n;
-  if (have + add < sizeof r->headers) memcpy(r->headers + have, p, add), r->headers[have + add] = 0;
-  return sz * n;
-}
-
-static resp req(int port, const char *method, const char *path, const char *body, size_t blen) {
-  resp r;
-  memset(&r, 0, sizeof r);
-  char url[512];
-  snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
-  CURL *c = curl_easy_init();
-  cr_assert_not_null(c);
-  struct curl_slist *hd = curl_slist_append(NULL, "Content-Type: application/json");
-  curl_easy_setopt(c, CURLOPT_URL, url);
-  curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-  if (body) {
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)blen);
-  }
-  curl_easy_setopt(c, CURLOPT_HTTPHEADER, hd);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
-  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-  curl_easy_setopt(c, CURLOPT_HEADERDATA, &r);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT, 120L);
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-  CURLcode cc = curl_easy_perform(c);
-  if (cc == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
-  curl_slist_free_all(hd);
-  curl_easy_cleanup(c);
-  return r;
-}
-
-static resp post(const world *w, const char *body) {
+static http_resp post(const world *w, const char *body) {
   return req(w->port, "POST", "/v1/generate", body, strlen(body));
-}
-
-static void header_of(const resp *r, const char *name, char *out, size_t cap) {
-  out[0] = '\0';
-  size_t n = strlen(name);
-  for (const char *p = r->headers; *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : p + strlen(p)) {
-    if (strncasecmp(p, name, n) || p[n] != ':') continue;
-    const char *v = p + n + 1;
-    while (*v == ' ') v++;
-    size_t k = strcspn(v, "\r\n");
-    if (k >= cap) k = cap - 1;
-    memcpy(out, v, k);
-    out[k] = '\0';
-    return;
-  }
-}
-
-static json_t *as_json(const resp *r) {
-  json_error_t je;
-  json_t *o = json_loadb(r->body ? r->body : "", r->len, 0, &je);
-  cr_assert_not_null(o, "not JSON: %.300s", r->body ? r->body : "");
-  return o;
 }
 
 /* ---- tasks ------------------------------------------------------------------ */
@@ -335,11 +266,11 @@ Test(server_lora, texts_give_the_generated_adapter_as_a_tar_a_folder_and_again) 
   world_files(&w);
   world_start(&w, 0, 32);
   char *body = texts_body(42, "peft");
-  resp r = post(&w, body);
+  http_resp r = post(&w, body);
   cr_assert_eq(r.status, 200, "%ld %.400s", r.status, r.body);
   char ct[128], id[80];
-  header_of(&r, "Content-Type", ct, sizeof ct);
-  header_of(&r, "X-Task-Id", id, sizeof id);
+  http_header(&r, "Content-Type", ct, sizeof ct);
+  http_header(&r, "X-Task-Id", id, sizeof id);
   cr_expect_str_eq(ct, "application/x-tar");
   cr_assert_eq(strlen(id), 64);
   /* tar(1) unpacks it into <task_id>/ with PEFT's two files. */
@@ -372,18 +303,18 @@ Test(server_lora, texts_give_the_generated_adapter_as_a_tar_a_folder_and_again) 
   /* GET /v1/tasks/{id}/adapter: the very same tar; the same request again too. */
   char path[200];
   snprintf(path, sizeof path, "/v1/tasks/%s/adapter", id);
-  resp g = req(w.port, "GET", path, NULL, 0);
+  http_resp g = req(w.port, "GET", path, NULL, 0);
   cr_assert_eq(g.status, 200, "%.300s", g.body);
   cr_expect(g.len == r.len && memcmp(g.body, r.body, r.len) == 0, "GET adapter differs from POST");
-  resp again = post(&w, body);
+  http_resp again = post(&w, body);
   cr_expect(again.len == r.len && memcmp(again.body, r.body, r.len) == 0, "a repeat differs");
   char cached[16];
-  header_of(&again, "X-Cached", cached, sizeof cached);
+  http_header(&again, "X-Cached", cached, sizeof cached);
   cr_expect_str_eq(cached, "true");
   /* A stored task whose folder is gone gets it back. */
   snprintf(cmd, sizeof cmd, "rm -rf '%s/%s'", w.adapters, id);
   cr_assert_eq(system(cmd), 0);
-  resp third = post(&w, body);
+  http_resp third = post(&w, body);
   cr_expect_eq(third.status, 200);
   snprintf(a, sizeof a, "%s/%s/adapter_model.safetensors", out, id);
   snprintf(b, sizeof b, "%s/%s/adapter_model.safetensors", w.adapters, id);
@@ -400,9 +331,9 @@ Test(server_lora, json_safetensors_embeddings_and_prototypes_agree) {
   world_files(&w);
   world_start(&w, 0, 32);
   char *body = texts_body(7, "json");
-  resp r = post(&w, body);
+  http_resp r = post(&w, body);
   cr_assert_eq(r.status, 200, "%.400s", r.body);
-  json_t *o = as_json(&r);
+  json_t *o = http_json(&r);
   const char *id = json_string_value(json_object_get(o, "task_id"));
   cr_assert_not_null(id);
   cr_expect_str_eq(json_string_value(json_object_get(o, "layout")), "lora");
@@ -416,7 +347,7 @@ Test(server_lora, json_safetensors_embeddings_and_prototypes_agree) {
   cr_expect_eq(json_integer_value(json_array_get(json_object_get(a0, "shape"), 0)), RANK);
   /* safetensors: adapter_model.safetensors itself. */
   char *sbody = texts_body(7, "safetensors");
-  resp st = post(&w, sbody);
+  http_resp st = post(&w, sbody);
   cr_assert_eq(st.status, 200);
   char p[600];
   snprintf(p, sizeof p, "%s/%s/adapter_model.safetensors", w.adapters, id);
@@ -446,15 +377,15 @@ Test(server_lora, json_safetensors_embeddings_and_prototypes_agree) {
   json_t *bp = json_pack("{s:o,s:i,s:s}", "prototypes", M, "seed", 7, "format", "json");
   char *tb = json_dumps(be, JSON_COMPACT | JSON_REAL_PRECISION(9));
   char *tp = json_dumps(bp, JSON_COMPACT | JSON_REAL_PRECISION(9));
-  resp re = post(&w, tb), rp = post(&w, tp);
+  http_resp re = post(&w, tb), rp = post(&w, tp);
   cr_assert_eq(re.status, 200, "%.300s", re.body);
   cr_assert_eq(rp.status, 200, "%.300s", rp.body);
-  json_t *oe = as_json(&re), *op = as_json(&rp);
+  json_t *oe = http_json(&re), *op = http_json(&rp);
   cr_expect_str_eq(json_string_value(json_object_get(oe, "task_id")), id);
   cr_expect_str_eq(json_string_value(json_object_get(op, "task_id")), id);
   /* kind and the adapter's spec in the registry, filterable. */
-  resp ml = req(w.port, "GET", "/v1/models?kind=lora", NULL, 0);
-  json_t *mo = as_json(&ml);
+  http_resp ml = req(w.port, "GET", "/v1/models?kind=lora", NULL, 0);
+  json_t *mo = http_json(&ml);
   json_t *m0 = json_array_get(json_object_get(mo, "models"), 0);
   cr_assert_not_null(m0, "%.300s", ml.body);
   cr_expect_str_eq(json_string_value(json_object_get(m0, "kind")), "lora");
@@ -462,8 +393,8 @@ Test(server_lora, json_safetensors_embeddings_and_prototypes_agree) {
   cr_expect_eq(json_integer_value(json_object_get(lo, "r")), RANK);
   cr_expect_str_eq(json_string_value(json_object_get(lo, "base_model_sha256")), L.m->lora->base_model_sha256);
   cr_expect_eq(json_array_size(json_object_get(lo, "target_modules")), 2);
-  resp mh = req(w.port, "GET", "/v1/models?kind=head", NULL, 0);
-  json_t *mho = as_json(&mh);
+  http_resp mh = req(w.port, "GET", "/v1/models?kind=head", NULL, 0);
+  json_t *mho = http_json(&mh);
   cr_expect_eq(json_array_size(json_object_get(mho, "models")), 0);
   json_decref(o), json_decref(oe), json_decref(op), json_decref(be), json_decref(bp);
   json_decref(mo), json_decref(mho);
@@ -479,7 +410,7 @@ Test(server_lora, json_safetensors_embeddings_and_prototypes_agree) {
 typedef struct racer {
   const world *w;
   uint64_t seed;
-  resp r;
+  http_resp r;
 } racer;
 
 static void *race(void *p) {
@@ -511,7 +442,7 @@ Test(server_lora, concurrent_requests_batch_and_match_single_ones) {
   int batched = 0;
   for (int i = 0; i < 4; i++) {
     cr_assert_eq(x[i].r.status, 200, "%.300s", x[i].r.body);
-    json_t *o = as_json(&x[i].r);
+    json_t *o = http_json(&x[i].r);
     batched |= json_integer_value(json_object_get(json_object_get(o, "timings"), "batch_size")) > 1;
     float *want = local_adapter(&L, means, x[i].seed);
     const char *id = json_string_value(json_object_get(o, "task_id"));
@@ -535,7 +466,7 @@ Test(server_lora, concurrent_requests_batch_and_match_single_ones) {
 
 static void expect_error(const world *w, const char *body, size_t len, long status,
                          const char *needle) {
-  resp r = req(w->port, "POST", "/v1/generate", body, len);
+  http_resp r = req(w->port, "POST", "/v1/generate", body, len);
   cr_expect_eq(r.status, status, "%s -> %ld %.300s", body, r.status, r.body);
   cr_expect(r.body && strstr(r.body, needle), "%.200s: message lacks '%s': %.300s", body, needle,
             r.body);
@@ -570,13 +501,13 @@ Test(server_lora, bad_input_names_the_field) {
   expect_error(&w, fmt, strlen(fmt), 422, "format");
   /* A LoRA model of another base: refused at registration, naming it. */
   const char *reg = "{\"name\":\"other\",\"path\":\"other.safetensors\"}";
-  resp r = req(w.port, "POST", "/v1/models", reg, strlen(reg));
+  http_resp r = req(w.port, "POST", "/v1/models", reg, strlen(reg));
   cr_expect_eq(r.status, 422, "%ld %.300s", r.status, r.body);
   cr_expect(r.body && strstr(r.body, "other.safetensors") && strstr(r.body, "sha256"), "%.300s",
             r.body);
   free(r.body);
   /* The adapter of a task that does not exist. */
-  resp g = req(w.port, "GET", "/v1/tasks/00/adapter", NULL, 0);
+  http_resp g = req(w.port, "GET", "/v1/tasks/00/adapter", NULL, 0);
   cr_expect_eq(g.status, 404);
   free(g.body);
   world_stop(&w);
@@ -591,7 +522,7 @@ Test(server_lora, head_models_refuse_lora_requests_and_the_reverse) {
   write_class_token_model(p, C_DIM, 4, 3);
   world_start(&w, 0, 32);
   const char *reg = "{\"name\":\"head\",\"path\":\"head.safetensors\"}";
-  resp r = req(w.port, "POST", "/v1/models", reg, strlen(reg));
+  http_resp r = req(w.port, "POST", "/v1/models", reg, strlen(reg));
   cr_assert_eq(r.status, 201, "%.300s", r.body);
   free(r.body);
   r = req(w.port, "POST", "/v1/models/head/versions/1/load", "", 0);
@@ -614,17 +545,17 @@ Test(server_lora, head_models_refuse_lora_requests_and_the_reverse) {
   char *ok = json_dumps(o, JSON_COMPACT);
   r = post(&w, ok);
   cr_assert_eq(r.status, 200, "%.300s", r.body);
-  json_t *ro = as_json(&r);
+  json_t *ro = http_json(&r);
   char path[200];
   snprintf(path, sizeof path, "/v1/tasks/%s/adapter", json_string_value(json_object_get(ro, "task_id")));
-  resp g = req(w.port, "GET", path, NULL, 0);
+  http_resp g = req(w.port, "GET", path, NULL, 0);
   cr_expect_eq(g.status, 422, "%.300s", g.body);
   cr_expect(g.body && strstr(g.body, "no adapter"), "%.300s", g.body);
-  resp mh = req(w.port, "GET", "/v1/models?kind=head", NULL, 0);
-  json_t *mho = as_json(&mh);
+  http_resp mh = req(w.port, "GET", "/v1/models?kind=head", NULL, 0);
+  json_t *mho = http_json(&mh);
   cr_expect_eq(json_array_size(json_object_get(mho, "models")), 1);
   cr_expect_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(mho, "models"), 0), "name")), "head");
-  resp bad = req(w.port, "GET", "/v1/models?kind=bert", NULL, 0);
+  http_resp bad = req(w.port, "GET", "/v1/models?kind=bert", NULL, 0);
   cr_expect_eq(bad.status, 422);
   json_decref(o), json_decref(ro), json_decref(mho);
   free(peft), free(ok), free(r.body), free(g.body), free(mh.body), free(bad.body);
@@ -693,10 +624,10 @@ Test(server_lora, the_adapter_folder_survives_sigkill_mid_write) {
   /* Restarted, the same request writes the whole folder. */
   world_start(&w, 0, 32);
   char *body = texts_body(9, "peft");
-  resp r = post(&w, body);
+  http_resp r = post(&w, body);
   cr_assert_eq(r.status, 200, "%.300s", r.body);
   char id[80], dir[600];
-  header_of(&r, "X-Task-Id", id, sizeof id);
+  http_header(&r, "X-Task-Id", id, sizeof id);
   snprintf(dir, sizeof dir, "%s/%s", w.adapters, id);
   ltdi_lora *l = read_folder(dir);
   ltdi_lora_free(l);
@@ -753,10 +684,10 @@ static void peft_check(world *wp, const char *py) {
   world w = *wp;
   world_start(&w, 0, 32);
   char *body = texts_body(3, "peft");
-  resp r = post(&w, body);
+  http_resp r = post(&w, body);
   cr_assert_eq(r.status, 200, "%.300s", r.body);
   char id[80], dir[600], task[400], cmd[2400];
-  header_of(&r, "X-Task-Id", id, sizeof id);
+  http_header(&r, "X-Task-Id", id, sizeof id);
   snprintf(dir, sizeof dir, "%s/%s", w.adapters, id);
   /* Queries: the task's words in other orders. */
   static const char *Q[] = {"wab waa", "waa wac wad", "wab n9", "waf wae", "wae wag n8",
