@@ -60,6 +60,10 @@ static const setting SETTINGS[] = {
     INT(blas_threads, 1, 1, 64, "OpenBLAS threads of each worker's backend"),
     INT(warmup, 1, 0, 1, "run one generation when a model is loaded"),
     INT(max_loaded_models, 4, 1, 64, "model versions held in memory at once"),
+    STR(encoder_dir, "", "base text encoder folder (config.json, model.safetensors, vocab.txt) for LoRA models; empty = none"),
+    STR(adapter_dir, "", "also write every generated LoRA adapter as the PEFT folder DIR/<task_id>/; empty = none"),
+    INT(text_max_length, 64, 2, 4096, "tokens per support text, [CLS] and [SEP] included (longer texts are cut)"),
+    INT(text_max_batch, 64, 1, 4096, "support texts per encoder forward"),
 };
 #define N_SETTINGS ((int)(sizeof SETTINGS / sizeof SETTINGS[0]))
 

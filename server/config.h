@@ -46,6 +46,10 @@ typedef struct ltdi_serve_config {
   long long blas_threads;
   long long warmup;
   long long max_loaded_models;
+  char encoder_dir[LTDI_CFG_PATH_MAX]; /* LoRA models' base encoder ("" = none) */
+  char adapter_dir[LTDI_CFG_PATH_MAX]; /* PEFT folders of generated adapters ("" = none) */
+  long long text_max_length;           /* tokens per support text */
+  long long text_max_batch;            /* texts per encoder forward */
 } ltdi_serve_config;
 
 /* Fills every field with its default. */

@@ -37,7 +37,7 @@ static void put_floats(ltdi_sha256 *h, const float *x, size_t n) {
 void ltdi__gen_task_id(const ltdi_served_model *sm, const ltdi_gen_request *r, int ways,
                        const float *cond, size_t Dc, uint64_t seed, const ltdi_gen_options *o,
                        char hex[65]) {
-  const int any_n = sm->m->arch == LTDI_ARCH_CLASS_TOKENS;
+  const int any_n = sm->m->arch != LTDI_ARCH_UNET; /* class or LoRA tokens: any N */
   ltdi_sha256 h;
   ltdi_sha256_init(&h);
   ltdi_sha256_update(&h, any_n ? "ltdi-task-v3" : "ltdi-task-v2", 13);

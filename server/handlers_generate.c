@@ -21,6 +21,7 @@
 
 #include "base/error.h"
 #include "core/weights.h"
+#include "server/gen_lora.h"
 #include "server/gen_task.h"
 #include "server/server_internal.h"
 #include "core/sha256.h"
@@ -50,8 +51,9 @@ typedef struct gen_state {
   ltdi_layout head; /* the N-way head's layout */
   float *cond;     /* (Dc) */
   float *w;        /* (P) the answer */
-  uint8_t *st;     /* its safetensors bytes */
+  uint8_t *st;     /* its safetensors bytes (LoRA: adapter_model.safetensors as PEFT's) */
   size_t st_len;
+  char *peft_config; /* LoRA: adapter_config.json */
   uint64_t seed;
   ltdi_gen_options opt;
   char task_id[65];
@@ -191,6 +193,23 @@ static void respond(ltdi_server *s, const ltdi_req *rq, gen_state *g, ltdi_resp 
   int st = g->r.format == LTDI_FORMAT_SAFETENSORS ||
            (g->r.format == LTDI_FORMAT_UNSET && ltdi__wants_safetensors(rq));
   (void)s;
+  if (g->r.format == LTDI_FORMAT_PEFT) {
+    uint8_t *tar = NULL;
+    size_t n = 0;
+    if (ltdi__lora_tar(g->task_id, g->peft_config, g->st, g->st_len, &tar, &n)) {
+      ltdi__resp_error(rs, 503, "out of memory for the adapter's tar");
+      return;
+    }
+    ltdi__resp_header(rs, "X-Task-Id", "%s", g->task_id);
+    ltdi__resp_header(rs, "X-Model", "%s@%lld", g->sm->name, (long long)g->sm->version);
+    ltdi__resp_header(rs, "X-Seed", "%llu", (unsigned long long)g->seed);
+    ltdi__resp_header(rs, "X-Ways", "%d", g->ways);
+    ltdi__resp_header(rs, "X-Cached", "%s", g->cached ? "true" : "false");
+    ltdi__resp_header(rs, "X-Batch-Size", "%d", g->batch_size);
+    ltdi__resp_header(rs, "Content-Disposition", "attachment; filename=\"%.64s.tar\"", g->task_id);
+    ltdi__resp_bytes(rs, 200, "application/x-tar", tar, n);
+    return;
+  }
   if (st) {
     ltdi__resp_header(rs, "X-Task-Id", "%s", g->task_id);
     ltdi__resp_header(rs, "X-Model", "%s@%lld", g->sm->name, (long long)g->sm->version);
@@ -236,6 +255,10 @@ static void respond(ltdi_server *s, const ltdi_req *rq, gen_state *g, ltdi_resp 
     json_object_set_new(o, "support", sj);
   }
   json_object_set_new(o, "layout", json_string(g->head.kind));
+  if (g->peft_config) {
+    json_t *cfg = json_loads(g->peft_config, 0, NULL);
+    json_object_set_new(o, "adapter_config", cfg ? cfg : json_null());
+  }
   ltdi__resp_json_weights(rs, 200, o, wt);
 }
 
@@ -274,12 +297,24 @@ static int find_model(ltdi_server *s, gen_state *g, ltdi_resp *rs) {
  * is conditioned on raw class means; a class-token model takes N from the
  * request (2..max_ways) and is conditioned on prototypes of L2-normalised
  * features. 0 or fills rs (422, 503). */
-static int task_condition(gen_state *g, ltdi_resp *rs) {
+static int task_condition(ltdi_server *s, gen_state *g, ltdi_resp *rs) {
   const ltdi_model *m = g->sm->m;
-  const int tokens = m->arch == LTDI_ARCH_CLASS_TOKENS;
+  const int tokens = m->arch == LTDI_ARCH_CLASS_TOKENS, lora = g->sm->is_lora;
   ltdi_api_error e;
   g->ways = m->ways;
-  if (tokens && ltdi_api_request_ways(&g->r, m->feat_dim, ltdi_served_min_ways(m), m->max_ways,
+  if (!lora && g->r.kind == LTDI_COND_TEXTS) {
+    ltdi__resp_error(rs, 422, "support.texts: model %s@%lld generates classifier heads over "
+                     "feature vectors; give support.embeddings (texts need a LoRA model)",
+                     g->sm->name, (long long)g->sm->version);
+    return -1;
+  }
+  if (!lora && g->r.format == LTDI_FORMAT_PEFT) {
+    ltdi__resp_error(rs, 422, "format: \"peft\" is a LoRA model's adapter folder; model %s@%lld "
+                     "generates classifier heads (use json or safetensors)", g->sm->name,
+                     (long long)g->sm->version);
+    return -1;
+  }
+  if ((tokens || lora) && ltdi_api_request_ways(&g->r, m->feat_dim, ltdi_served_min_ways(m), m->max_ways,
                                       &g->ways, &e)) {
     ltdi__resp_api_error(rs, &e);
     return -1;
@@ -295,8 +330,9 @@ static int task_condition(gen_state *g, ltdi_resp *rs) {
     ltdi__resp_error(rs, 503, "out of memory");
     return -1;
   }
-  int rc = tokens ? ltdi_api_task_prototypes(&g->r, g->ways, m->feat_dim, g->cond, &e)
-                  : ltdi_api_task_embedding(&g->r, g->ways, m->feat_dim, g->cond, &e);
+  int rc = lora     ? ltdi__lora_condition(s, g->sm, &g->r, g->ways, g->cond, &e)
+           : tokens ? ltdi_api_task_prototypes(&g->r, g->ways, m->feat_dim, g->cond, &e)
+                    : ltdi_api_task_embedding(&g->r, g->ways, m->feat_dim, g->cond, &e);
   if (rc) {
     ltdi__resp_api_error(rs, &e);
     return -1;
@@ -317,7 +353,7 @@ static int prepare(ltdi_server *s, gen_state *g, ltdi_resp *rs) {
     ltdi__resp_error(rs, 422, "samples: best of N needs a classifier-head model (support loss)");
     return -1;
   }
-  if (task_condition(g, rs)) return -1;
+  if (task_condition(s, g, rs)) return -1;
   g->have_support = g->r.kind == LTDI_COND_SUPPORT && g->sm->scores_support;
   g->seed = g->r.has_seed ? g->r.seed : fresh_seed(s);
   g->opt = ltdi_gen_pool_options(g->sm->compute);
@@ -339,7 +375,8 @@ static int find_stored(ltdi_server *s, gen_state *g) {
   char err[256];
   if (ltdi_registry_get_task(s->reg, g->task_id, 1, &prev, err, sizeof err) == 0 && prev.weights) {
     g->w = malloc(g->P * sizeof *g->w);
-    if (g->w && ltdi__gen_weights_from_st(&g->head, prev.weights, prev.weights_size, g->w) == 0) {
+    if (g->w && ltdi__gen_weights_from_st(&g->head, prev.weights, prev.weights_size, g->w) == 0 &&
+        (!g->sm->is_lora || (g->peft_config = ltdi_lora_peft_config_text(g->sm->m->lora)))) {
       g->cached = 1;
       g->st = prev.weights, g->st_len = prev.weights_size;
       prev.weights = NULL;
@@ -369,6 +406,20 @@ static int registry_refuses(ltdi_server *s, ltdi_resp *rs) {
   return -1;
 }
 
+/* --adapter-dir: the adapter's PEFT folder DIR/<task_id>/, written
+ * atomically (a stored task's too, should its folder be gone). A failure
+ * answers 503: the task is recorded, so a retry only writes the folder. */
+static int write_adapter_dir(ltdi_server *s, gen_state *g, ltdi_resp *rs) {
+  char err[600] = "";
+  int rc = ltdi__lora_write_dir(s->cfg.adapter_dir, g->task_id, g->sm->m->lora, g->w, g->P, err,
+                                sizeof err);
+  if (!rc) return 0;
+  fprintf(stderr, "ltdi-serve: --adapter-dir: %s\n", err);
+  ltdi__resp_header(rs, "Retry-After", "1");
+  ltdi__resp_error(rs, 503, "adapter_dir: cannot write the adapter folder: %s", err);
+  return -1;
+}
+
 void ltdi__h_generate(ltdi_server *s, const ltdi_req *rq, ltdi_resp *rs) {
   gen_state g;
   memset(&g, 0, sizeof g);
@@ -383,14 +434,19 @@ void ltdi__h_generate(ltdi_server *s, const ltdi_req *rq, ltdi_resp *rs) {
   if (find_model(s, &g, rs) || prepare(s, &g, rs)) goto done;
   if (!find_stored(s, &g)) {
     if (registry_refuses(s, rs) || run_job(s, &g, rs)) goto done;
-    if (ltdi__gen_weights_to_st(g.sm, &g.head, g.ways, g.w, g.task_id, g.seed, g.r.samples, &g.st,
-                                &g.st_len)) {
-      ltdi__resp_error(rs, 503, "out of memory for the safetensors response");
+    int bad = g.sm->is_lora ? ltdi__lora_files(g.sm->m->lora, g.w, g.P, &g.peft_config, &g.st,
+                                               &g.st_len)
+                            : ltdi__gen_weights_to_st(g.sm, &g.head, g.ways, g.w, g.task_id,
+                                                      g.seed, g.r.samples, &g.st, &g.st_len);
+    if (bad) {
+      if (bad == LTDI_ERR_NONFINITE) ltdi__resp_error(rs, 500, "the sampler diverged (non-finite weights)");
+      else ltdi__resp_error(rs, 503, "out of memory for the safetensors response");
       goto done;
     }
     record_task(s, &g, rs);
     if (rs->status) goto done;
   }
+  if (g.sm->is_lora && s->cfg.adapter_dir[0] && write_adapter_dir(s, &g, rs)) goto done;
   respond(s, rq, &g, rs);
 done:
   ltdi_model_set_release(s->models, g.sm);
@@ -400,4 +456,5 @@ done:
   free(g.cond);
   free(g.w);
   free(g.st);
+  free(g.peft_config);
 }

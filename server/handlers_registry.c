@@ -40,12 +40,18 @@ json_t *ltdi__version_json(const ltdi_model_version *v) {
   return o;
 }
 
+/* kind and, for a LoRA model, its adapter (base model and sha256, target
+ * modules, rank, alpha) are the newest version's. */
 static json_t *model_info_json(const ltdi_model_info *m) {
-  return json_pack("{s:s,s:I,s:I,s:I,s:I,s:I}", "name", m->name, "created_at",
-                   (json_int_t)m->created_at, "n_versions", (json_int_t)m->n_versions,
-                   "latest_version", (json_int_t)m->latest_version, "latest_ready_version",
-                   (json_int_t)m->latest_ready_version, "loaded_version",
-                   (json_int_t)m->loaded_version);
+  json_t *o = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:s}", "name", m->name, "created_at",
+                        (json_int_t)m->created_at, "n_versions", (json_int_t)m->n_versions,
+                        "latest_version", (json_int_t)m->latest_version, "latest_ready_version",
+                        (json_int_t)m->latest_ready_version, "loaded_version",
+                        (json_int_t)m->loaded_version, "kind", m->kind);
+  json_t *lora = m->lora_json[0] ? json_loads(m->lora_json, 0, NULL) : NULL;
+  if (o) json_object_set_new(o, "lora", lora ? lora : json_null());
+  else json_decref(lora);
+  return o;
 }
 
 /* Registry failure → response; "not found" messages name the thing. */
@@ -63,8 +69,13 @@ void ltdi__h_models_list(ltdi_server *s, const ltdi_req *rq, ltdi_resp *rs) {
   ltdi_model_info *rows = NULL;
   size_t n = 0;
   char next[LTDI_REG_TOKEN_MAX] = "", err[256] = "";
-  int rc = ltdi_registry_list_models(s->reg, ltdi__query(rq, "name"), ps, tok, &rows, &n, next,
-                                     err, sizeof err);
+  const char *kind = ltdi__query(rq, "kind");
+  if (kind && strcmp(kind, "head") && strcmp(kind, "lora")) {
+    ltdi__resp_error(rs, 422, "kind must be head or lora");
+    return;
+  }
+  int rc = ltdi_registry_list_models_kind(s->reg, ltdi__query(rq, "name"), kind, ps, tok, &rows,
+                                          &n, next, err, sizeof err);
   if (rc) {
     reg_fail(rs, rc, err);
     return;
@@ -309,7 +320,11 @@ void ltdi__h_models_register(ltdi_server *s, const ltdi_req *rq, ltdi_resp *rs) 
     ltdi_model_bytes b;
     int rc = ltdi_model_bytes_read(real, &b, err, sizeof err);
     int bad = rc ? 0 : ltdi_model_bytes_check(&b, real, &meta, err, sizeof err);
-    if (ltdi_error_is_transient(rc) || ltdi_error_is_transient(bad)) {
+    int base = rc || bad ? 0 : ltdi_model_set_check_base(s->models, meta, path, err, sizeof err);
+    if (base) {
+      /* Nothing is recorded: the file is fine, this daemon's encoder is not its base. */
+      ltdi__resp_error(rs, 422, "path: %s", err);
+    } else if (ltdi_error_is_transient(rc) || ltdi_error_is_transient(bad)) {
       /* Nothing is recorded: the same request may succeed in a moment. */
       ltdi__resp_header(rs, "Retry-After", "1");
       ltdi__resp_error(rs, 503, "path: %s", err);

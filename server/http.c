@@ -52,6 +52,7 @@ static const route ROUTES[] = {
     {"GET", "/v1/tasks", ltdi__h_tasks_list, LTDI_ACCESS_READ},
     {"GET", "/v1/tasks/{id}", ltdi__h_task_get, LTDI_ACCESS_READ},
     {"GET", "/v1/tasks/{id}/weights", ltdi__h_task_weights, LTDI_ACCESS_READ},
+    {"GET", "/v1/tasks/{id}/adapter", ltdi__h_task_adapter, LTDI_ACCESS_READ},
 };
 #define N_ROUTES ((int)(sizeof ROUTES / sizeof ROUTES[0]))
 

@@ -66,6 +66,11 @@ void ltdi_gen_request_free(ltdi_gen_request *r) {
   free(r->values);
   free(r->labels);
   free(r->unlabeled);
+  for (int i = 0; r->texts && i < r->rows; i++) free(r->texts[i]);
+  free(r->texts);
+  free(r->text_lens);
+  r->texts = NULL;
+  r->text_lens = NULL;
   r->values = NULL;
   r->labels = NULL;
   r->unlabeled = NULL;
@@ -133,25 +138,63 @@ static int read_matrix(json_t *a, const char *path, ltdi_gen_request *r, ltdi_ap
   return read_matrix_into(a, path, &r->values, &r->rows, &r->cols, e);
 }
 
-/* support: {"embeddings": [[...], ...], "labels": [...]}. */
+/* support.texts: a non-empty array of non-empty strings (jansson has
+ * checked they are UTF-8 without NUL: a body that is not is malformed
+ * JSON, 400) → r->texts, r->text_lens, r->rows. */
+static int read_texts(json_t *a, ltdi_gen_request *r, ltdi_api_error *e) {
+  if (!json_is_array(a) || json_array_size(a) == 0)
+    return FAIL422("support.texts must be a non-empty array of strings");
+  size_t n = json_array_size(a);
+  if (n > LTDI_API_MAX_ROWS) return FAIL422("support.texts has more than %d texts", LTDI_API_MAX_ROWS);
+  for (size_t i = 0; i < n; i++) {
+    json_t *t = json_array_get(a, i);
+    if (!json_is_string(t)) return FAIL422("support.texts[%zu] must be a string", i);
+    if (json_string_length(t) == 0) return FAIL422("support.texts[%zu] is empty", i);
+  }
+  r->texts = calloc(n, sizeof *r->texts);
+  r->text_lens = calloc(n, sizeof *r->text_lens);
+  if (!r->texts || !r->text_lens) return ltdi_api_fail(e, 503, LTDI_ERR_NOMEM, "out of memory for support.texts");
+  r->rows = (int)n; /* before the copies: ltdi_gen_request_free frees rows strings */
+  for (size_t i = 0; i < n; i++) {
+    json_t *t = json_array_get(a, i);
+    size_t len = json_string_length(t);
+    r->texts[i] = malloc(len + 1);
+    if (!r->texts[i]) return ltdi_api_fail(e, 503, LTDI_ERR_NOMEM, "out of memory for support.texts");
+    memcpy(r->texts[i], json_string_value(t), len + 1);
+    r->text_lens[i] = len;
+  }
+  return 0;
+}
+
+/* support: {"embeddings": [[...], ...], "labels": [...]} or, for a LoRA
+ * model, {"texts": [...], "labels": [...]}. */
 static int parse_support(json_t *sup, ltdi_gen_request *r, ltdi_api_error *e) {
   const char *key;
   json_t *v;
   int rc;
   r->kind = LTDI_COND_SUPPORT;
-  if (!json_is_object(sup)) return FAIL422("support must be an object with embeddings and labels");
+  if (!json_is_object(sup))
+    return FAIL422("support must be an object with embeddings (or texts) and labels");
   json_object_foreach(sup, key, v) {
-    if (strcmp(key, "embeddings") && strcmp(key, "labels"))
+    if (strcmp(key, "embeddings") && strcmp(key, "labels") && strcmp(key, "texts"))
       return FAIL422("unknown field 'support.%.64s'", key);
   }
   json_t *emb2 = json_object_get(sup, "embeddings"), *lab = json_object_get(sup, "labels");
-  if (!emb2) return FAIL422("support.embeddings is required");
+  json_t *txt = json_object_get(sup, "texts");
+  if (emb2 && txt) return FAIL422("support: give embeddings or texts, not both");
+  if (!emb2 && !txt) return FAIL422("support.embeddings (or support.texts) is required");
   if (!lab) return FAIL422("support.labels is required");
-  if ((rc = read_matrix(emb2, "support.embeddings", r, e))) return rc;
+  if (txt) {
+    r->kind = LTDI_COND_TEXTS;
+    if ((rc = read_texts(txt, r, e))) return rc;
+  } else if ((rc = read_matrix(emb2, "support.embeddings", r, e))) {
+    return rc;
+  }
+  const char *what = txt ? "support.texts has" : "support.embeddings has";
   if (!json_is_array(lab)) return FAIL422("support.labels must be an array of integers");
   if (json_array_size(lab) != (size_t)r->rows)
-    return FAIL422("support.labels has %zu entries but support.embeddings has %d rows",
-                   json_array_size(lab), r->rows);
+    return FAIL422("support.labels has %zu entries but %s %d %s", json_array_size(lab), what,
+                   r->rows, txt ? "texts" : "rows");
   r->labels = malloc((size_t)r->rows * sizeof *r->labels);
   if (!r->labels) return ltdi_api_fail(e, 503, LTDI_ERR_NOMEM, "out of memory for labels");
   for (int i = 0; i < r->rows; i++) {
@@ -228,7 +271,7 @@ static int parse_fields(json_t *o, int max_samples, ltdi_gen_request *r, ltdi_ap
       return FAIL422("samples must be an integer in 1..%d", max_samples);
     r->samples = (int)json_integer_value(v);
   }
-  if (r->samples > 1 && r->kind != LTDI_COND_SUPPORT)
+  if (r->samples > 1 && r->kind != LTDI_COND_SUPPORT && r->kind != LTDI_COND_TEXTS)
     return FAIL422("samples > 1 (best of N by support loss) needs a support set");
   if ((v = json_object_get(o, "format")) && !json_is_null(v)) {
     const char *f = json_is_string(v) ? json_string_value(v) : "";
@@ -236,8 +279,10 @@ static int parse_fields(json_t *o, int max_samples, ltdi_gen_request *r, ltdi_ap
       r->format = LTDI_FORMAT_JSON;
     else if (!strcmp(f, "safetensors"))
       r->format = LTDI_FORMAT_SAFETENSORS;
+    else if (!strcmp(f, "peft"))
+      r->format = LTDI_FORMAT_PEFT;
     else
-      return FAIL422("format must be \"json\" or \"safetensors\"");
+      return FAIL422("format must be \"json\", \"safetensors\" or \"peft\"");
   }
   return 0;
 }
@@ -253,6 +298,12 @@ int ltdi_api_parse_generate(const char *body, size_t len, int max_samples, ltdi_
   if (!o && tree.over_budget)
     return ltdi_api_fail(e, 503, LTDI_ERR_NOMEM,
                          "too many large bodies are being parsed at once (max_parse_bytes); retry");
+  if (!o && (strstr(jerr.text, "decode byte") || strstr(jerr.text, "nvalid Unicode") ||
+             strstr(jerr.text, "\\u0000")))
+    return ltdi_api_fail(e, 400, LTDI_ERR_FORMAT,
+                         "the body is not valid UTF-8 JSON at line %d column %d (every string, "
+                         "support.texts included, must be UTF-8 without NUL): %s",
+                         jerr.line, jerr.column, jerr.text);
   if (!o)
     return ltdi_api_fail(e, 400, LTDI_ERR_FORMAT, "malformed JSON at line %d column %d: %s",
                          jerr.line, jerr.column, jerr.text);

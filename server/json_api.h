@@ -46,9 +46,17 @@ enum ltdi_cond_kind {
   LTDI_COND_SUPPORT = 1,        /* support.embeddings (n, d) + support.labels (n) */
   LTDI_COND_PROTOTYPES = 2,     /* prototypes (N, d) */
   LTDI_COND_TASK_EMBEDDING = 3, /* task_embedding (N*d) */
+  LTDI_COND_TEXTS = 4,          /* support.texts (n) + support.labels (n): a LoRA model's
+                                 * support set, embedded by the daemon's encoder */
 };
 
-enum ltdi_out_format { LTDI_FORMAT_UNSET = -1, LTDI_FORMAT_JSON = 0, LTDI_FORMAT_SAFETENSORS = 1 };
+/* PEFT: a LoRA model's adapter as a tar of its PEFT folder (server/tar.h). */
+enum ltdi_out_format {
+  LTDI_FORMAT_UNSET = -1,
+  LTDI_FORMAT_JSON = 0,
+  LTDI_FORMAT_SAFETENSORS = 1,
+  LTDI_FORMAT_PEFT = 2,
+};
 
 typedef struct ltdi_gen_request {
   char model[LTDI_API_MODEL_REF_MAX]; /* "" = the default model */
@@ -56,6 +64,8 @@ typedef struct ltdi_gen_request {
   int rows, cols;                     /* shape of values */
   float *values;                      /* (rows, cols) malloc'd */
   int32_t *labels;                    /* (rows) malloc'd, support only */
+  char **texts;                       /* (rows) malloc'd NUL-terminated strings, texts only */
+  size_t *text_lens;                  /* (rows) their byte lengths */
   float *unlabeled;                   /* (n_unlabeled, unlabeled_cols) malloc'd or NULL: the
                                        * task's own unlabeled inputs (class-token models) */
   int n_unlabeled, unlabeled_cols;
@@ -90,6 +100,16 @@ int ltdi_api_task_embedding(const ltdi_gen_request *r, int ways, int feat_dim,
 #define LTDI_API_TRANSDUCTIVE_STEPS 1 /* chosen on meta-val, docs/RESULTS.md */
 int ltdi_api_task_prototypes(const ltdi_gen_request *r, int ways, int feat_dim,
                              float *cond /* (ways*feat_dim) */, ltdi_api_error *e);
+
+/* The condition of a LoRA-token model (core/model.h): the N L2-normalised
+ * class means of the base encoder's embeddings. support.embeddings (the
+ * encoder's sentence embeddings, as a client computed them) give
+ * ltdi_text_class_means, the trainer's own (core/text/text_means.h);
+ * prototypes and task_embedding are taken as given. support.texts are the
+ * daemon's to embed (handlers_generate.c), not this function's. 0 or 422
+ * naming the field. */
+int ltdi_api_lora_condition(const ltdi_gen_request *r, int ways, int feat_dim,
+                            float *cond /* (ways*feat_dim) */, ltdi_api_error *e);
 
 /* The number of classes N a request asks for, for a model that generates
  * heads of any N in min_ways..max_ways over feat_dim features: a support

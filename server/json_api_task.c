@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "core/text/text_means.h"
 #include "core/weights.h"
 
 #define FAIL422(...) ltdi_api_fail(e, 422, LTDI_ERR_INVALID_ARG, __VA_ARGS__)
@@ -121,6 +122,9 @@ int ltdi_api_request_ways(const ltdi_gen_request *r, int feat_dim, int min_ways,
                      r->cols, feat_dim);
     rc = support_ways(r, max_ways, &n, e);
     break;
+  case LTDI_COND_TEXTS: /* the encoder's width is checked against feat_dim at load */
+    rc = support_ways(r, max_ways, &n, e);
+    break;
   case LTDI_COND_PROTOTYPES:
     field = "prototypes";
     if (r->cols != feat_dim)
@@ -143,5 +147,24 @@ int ltdi_api_request_ways(const ltdi_gen_request *r, int feat_dim, int min_ways,
                    "(min_ways %d, max_ways %d)", field, n, n == 1 ? "class" : "classes", min_ways,
                    max_ways, min_ways, max_ways);
   *ways = (int)n;
+  return 0;
+}
+
+int ltdi_api_lora_condition(const ltdi_gen_request *r, int ways, int feat_dim, float *cond,
+                            ltdi_api_error *e) {
+  if (r->unlabeled)
+    return FAIL422("unlabeled: a LoRA model is conditioned on class means only");
+  if (r->kind == LTDI_COND_TEXTS)
+    return ltdi_api_fail(e, 500, LTDI_ERR_INVALID_ARG, "support.texts are embedded by the daemon");
+  if (r->kind != LTDI_COND_SUPPORT) return task_condition(r, ways, feat_dim, NULL, cond, e);
+  if (r->cols != feat_dim)
+    return FAIL422("support.embeddings rows have %d values; the model's base encoder has %d",
+                   r->cols, feat_dim);
+  int empty = -1;
+  int rc = ltdi_text_class_means(r->values, r->labels, r->rows, ways, feat_dim, cond, &empty);
+  if (rc == LTDI_ERR_SHAPE) return FAIL422("support.labels: class %d has no examples", empty);
+  if (rc == LTDI_ERR_INVALID_ARG)
+    return FAIL422("support.labels must be in 0..%d (a %d-way task)", ways - 1, ways);
+  if (rc) return ltdi_api_fail(e, 503, rc, "out of memory");
   return 0;
 }

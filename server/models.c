@@ -21,6 +21,8 @@ struct ltdi_model_set {
   ltdi_served_model *slot[MAX_LOADED];
   int max_loaded, warmup, workers, blas_threads, capacity, kernel;
   ltdi_device device; /* CPU or CUDA, resolved once */
+  char base_sha256[65]; /* the daemon's encoder's; "" = no encoder */
+  int base_dim;
 };
 
 static int kernel_from_name(const char *name) {
@@ -68,6 +70,8 @@ int ltdi_model_set_create(ltdi_model_set **out, const ltdi_model_set_config *cfg
   s->blas_threads = cfg->blas_threads;
   s->capacity = cfg->capacity > 0 ? cfg->capacity : 1;
   s->kernel = kernel;
+  if (cfg->base_sha256) snprintf(s->base_sha256, sizeof s->base_sha256, "%s", cfg->base_sha256);
+  s->base_dim = cfg->base_dim;
   *out = s;
   return 0;
 }
@@ -149,6 +153,21 @@ static void note_unverified(const ltdi_model *m, const char *path) {
             path, path);
 }
 
+/* The max_length a LoRA model's trajectories were prepared with, from its
+ * "prepare" metadata (a JSON object of strings or numbers); 0 when absent. */
+static int prepared_max_length(const ltdi_model *m) {
+  for (int i = 0; i < m->n_extra; i++) {
+    if (strcmp(m->extra_keys[i], "prepare")) continue;
+    json_t *o = json_loads(m->extra_values[i], 0, NULL);
+    json_t *v = json_object_get(o, "max_length");
+    long n = json_is_integer(v) ? (long)json_integer_value(v)
+             : json_is_string(v) ? strtol(json_string_value(v), NULL, 10) : 0;
+    json_decref(o);
+    return n >= 2 && n <= 1 << 20 ? (int)n : 0;
+  }
+  return 0;
+}
+
 /* ---- loading ------------------------------------------------------------------ */
 
 int ltdi_model_set_load(ltdi_model_set *s, const char *name, int64_t version,
@@ -184,6 +203,14 @@ int ltdi_model_set_load(ltdi_model_set *s, const char *name, int64_t version,
                   ltdi_layout_head_dims(&sm->m->layout, &sm->head_d, &sm->head_h, &sm->head_n) == 0 &&
                   sm->head_d == sm->m->feat_dim && sm->head_n == sm->m->ways;
     sm->scores_support = sm->is_head || sm->m->arch == LTDI_ARCH_CLASS_TOKENS;
+    sm->is_lora = sm->m->arch == LTDI_ARCH_LORA_TOKENS;
+    if (sm->is_lora) sm->text_max_length = prepared_max_length(sm->m);
+    char *summary = sm->is_lora ? ltdi_model_summary_json(sm->m) : NULL;
+    if (sm->is_lora && !summary) rc = LTDI_ERR_NOMEM;
+    if (!rc) rc = ltdi_model_set_check_base(s, summary, path, err, errlen);
+    free(summary);
+  }
+  if (!rc) {
     rc = ltdi_gen_pool_create(&sm->compute, sm->m, s->workers, s->capacity, s->kernel,
                              s->blas_threads);
     if (rc) ltdi_fail(err, errlen, rc, "cannot start the model's workers: %s", ltdi_strerror(rc));
@@ -288,7 +315,7 @@ static json_t *tensors_json(const ltdi_layout *l, int class_axis) {
 }
 
 int ltdi_served_min_ways(const ltdi_model *m) {
-  return m->arch == LTDI_ARCH_CLASS_TOKENS ? 2 : m->ways;
+  return m->arch == LTDI_ARCH_UNET ? m->ways : 2;
 }
 
 /* What N means differs by architecture: a U-Net generates heads of its one
@@ -296,7 +323,7 @@ int ltdi_served_min_ways(const ltdi_model *m) {
  * model any N in min_ways..max_ways, so those three are null and the head's
  * size follows from N (n_params_per_class = d + 1). */
 static void ways_json(json_t *o, const ltdi_model *m) {
-  const int tokens = m->arch == LTDI_ARCH_CLASS_TOKENS;
+  const int tokens = m->arch != LTDI_ARCH_UNET, lora = m->arch == LTDI_ARCH_LORA_TOKENS;
   json_object_set_new(o, "arch", json_string(ltdi_model_arch_name(m->arch)));
   json_object_set_new(o, "min_ways", json_integer(ltdi_served_min_ways(m)));
   json_object_set_new(o, "max_ways", json_integer(m->max_ways));
@@ -304,9 +331,27 @@ static void ways_json(json_t *o, const ltdi_model *m) {
   json_object_set_new(o, "feat_dim", json_integer(m->feat_dim));
   json_object_set_new(o, "embedding_dim",
                       tokens ? json_null() : json_integer((json_int_t)m->ways * m->feat_dim));
-  json_object_set_new(o, "n_params",
-                      tokens ? json_null() : json_integer((json_int_t)m->layout.n_params));
-  if (tokens) json_object_set_new(o, "n_params_per_class", json_integer(m->feat_dim + 1));
+  json_object_set_new(o, "n_params", tokens && !lora ? json_null()
+                                                    : json_integer((json_int_t)m->layout.n_params));
+  if (tokens && !lora) json_object_set_new(o, "n_params_per_class", json_integer(m->feat_dim + 1));
+}
+
+/* A LoRA model's adapter: what a serving stack needs to know to use it,
+ * and all ltdi_lora_spec holds (GET /v1/tasks/{id}/adapter rebuilds the
+ * adapter's config from it). */
+static json_t *lora_json(const ltdi_lora_spec *sp) {
+  json_t *t = json_array(), *in = json_array(), *out = json_array();
+  for (int i = 0; t && in && out && i < sp->n_targets; i++) {
+    json_array_append_new(t, json_string(ltdi_lora_module_name(sp->targets[i].module)));
+    json_array_append_new(in, json_integer(sp->targets[i].in_features));
+    json_array_append_new(out, json_integer(sp->targets[i].out_features));
+  }
+  size_t count = 0;
+  ltdi_lora_spec_check(sp, &count, NULL, 0);
+  return json_pack("{s:s,s:s,s:o,s:o,s:o,s:i,s:i,s:f,s:I}", "base_model", sp->base_model,
+                   "base_model_sha256", sp->base_model_sha256, "target_modules", t,
+                   "in_features", in, "out_features", out, "n_layers", sp->n_layers, "r", sp->r,
+                   "alpha", (double)sp->alpha, "n_params", (json_int_t)count);
 }
 
 char *ltdi_model_summary_json(const ltdi_model *m) {
@@ -314,6 +359,9 @@ char *ltdi_model_summary_json(const ltdi_model *m) {
   if (!o) return NULL;
   int d = 0, h = 0, n = 0;
   json_object_set_new(o, "layout_kind", json_string(m->layout.kind));
+  const int lora = m->arch == LTDI_ARCH_LORA_TOKENS && m->lora;
+  json_object_set_new(o, "kind", json_string(lora ? "lora" : "head"));
+  if (lora) json_object_set_new(o, "lora", lora_json(m->lora));
   ways_json(o, m);
   if (m->arch == LTDI_ARCH_UNET && ltdi_layout_head_dims(&m->layout, &d, &h, &n) == 0)
     json_object_set_new(o, "hidden", json_integer(h));
@@ -331,6 +379,35 @@ char *ltdi_model_summary_json(const ltdi_model *m) {
   char *txt = json_dumps(o, JSON_COMPACT);
   json_decref(o);
   return txt;
+}
+
+int ltdi_model_set_check_base(const ltdi_model_set *s, const char *summary_json, const char *what,
+                              char *err, size_t errlen) {
+  if (!summary_json || !s->base_sha256[0]) return 0;
+  json_t *o = json_loads(summary_json, 0, NULL);
+  json_t *lo = json_object_get(o, "lora");
+  int rc = 0;
+  if (o && json_is_object(lo)) {
+    const char *sha = json_string_value(json_object_get(lo, "base_model_sha256"));
+    const char *base = json_string_value(json_object_get(lo, "base_model"));
+    json_int_t dim = json_integer_value(json_object_get(o, "feat_dim"));
+    if (!sha || !sha[0])
+      rc = ltdi_fail(err, errlen, LTDI_ERR_UNSUPPORTED,
+                     "LoRA model %s records no base_model_sha256 (base '%s'), so it cannot be "
+                     "checked against --encoder-dir's model.safetensors (sha256 %s)",
+                     what, base ? base : "", s->base_sha256);
+    else if (strcmp(sha, s->base_sha256))
+      rc = ltdi_fail(err, errlen, LTDI_ERR_UNSUPPORTED,
+                     "LoRA model %s was trained on base model '%s' with sha256 %s, but "
+                     "--encoder-dir's model.safetensors has sha256 %s: serve it with its own "
+                     "base encoder", what, base ? base : "", sha, s->base_sha256);
+    else if (dim != s->base_dim)
+      rc = ltdi_fail(err, errlen, LTDI_ERR_UNSUPPORTED,
+                     "LoRA model %s is conditioned on %lld-wide class means; the encoder's "
+                     "embeddings are %d wide", what, (long long)dim, s->base_dim);
+  }
+  json_decref(o);
+  return rc;
 }
 
 int ltdi_model_bytes_check(const ltdi_model_bytes *b, const char *path, char **meta_json,
@@ -359,6 +436,12 @@ int ltdi_model_set_load_version(ltdi_model_set *set, ltdi_registry *reg,
   ltdi_served_model *loaded = ltdi_model_set_acquire(set, v->name, v->version);
   ltdi_model_set_release(set, loaded);
   if (loaded) return 0; /* loading is idempotent, and needs no read */
+  /* A LoRA model of another base than the daemon's encoder: 422, and the
+   * version stays as it is (a daemon with the right encoder serves it). */
+  if (ltdi_model_set_check_base(set, v->metadata_json, v->name, err, errlen)) {
+    *http_status = 422;
+    return LTDI_ERR_UNSUPPORTED;
+  }
   ltdi_model_bytes own;
   memset(&own, 0, sizeof own);
   int rc = have ? 0 : ltdi_model_bytes_read(v->path, &own, err, errlen);

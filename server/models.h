@@ -33,6 +33,11 @@ typedef struct ltdi_served_model {
    * support metrics): a U-Net's MLP head (is_head), or a class-token
    * model's linear head on normalised features. */
   int scores_support;
+  int is_lora; /* LoRA tokens: generates adapters of m->lora, conditioned on class means */
+  /* LoRA: the tokens per text its trajectories were prepared with (the
+   * model's "prepare" metadata JSON, key max_length), 0 when it does not
+   * say (the daemon's --text-max-length then). */
+  int text_max_length;
   double warmup_ms;
   /* private */
   int refs;
@@ -49,6 +54,12 @@ typedef struct ltdi_model_set_config {
   int compute_threads; /* CPU workers per model; 0 = online CPUs */
   int blas_threads;    /* OpenBLAS threads of each CPU worker */
   int capacity;        /* the largest pass: max(max_batch, max_samples) */
+  /* The daemon's base text encoder (--encoder-dir), or NULL: a LoRA model
+   * is loaded only when it records this sha256 as its base_model_sha256
+   * and its class means are base_dim wide. Without an encoder LoRA models
+   * load unchecked and serve clients that embed texts themselves. */
+  const char *base_sha256;
+  int base_dim;
 } ltdi_model_set_config;
 
 /* Resolves the device once (auto: CUDA when usable, else the CPU, with one
@@ -112,6 +123,15 @@ int ltdi_model_set_load_version(ltdi_model_set *set, ltdi_registry *reg,
                                 const ltdi_model_version *v, const ltdi_model_bytes *have,
                                 int *http_status, char *err, size_t errlen);
 
+/* 0 when the set can serve a model of this summary (ltdi_model_summary_json
+ * text; NULL or a head model: always), else LTDI_ERR_UNSUPPORTED with the
+ * reason in err naming the model `what`, its base and both digests: a LoRA
+ * model whose base_model_sha256 is not the daemon's encoder's, is empty, or
+ * whose feat_dim is not the encoder's width. A daemon setting, not a fault
+ * of the file: the version is not marked FAILED for it. */
+int ltdi_model_set_check_base(const ltdi_model_set *s, const char *summary_json, const char *what,
+                              char *err, size_t errlen);
+
 /* Validates the bytes of a model file (read from `path`, which messages
  * name) without keeping the model: 0 or the loader's error with the reason
  * in err; *meta_json (malloc'd, may be NULL on OOM) summarises the model
@@ -125,7 +145,9 @@ int ltdi_model_bytes_check(const ltdi_model_bytes *b, const char *path, char **m
 int ltdi_served_min_ways(const ltdi_model *m);
 
 /* The registry summary of a loaded model (malloc'd JSON object text):
- * arch, min_ways, max_ways and ways (a U-Net's fixed N; null for a
+ * kind ("head" or "lora"), for a LoRA model lora {base_model,
+ * base_model_sha256, target_modules, in_features, out_features, n_layers,
+ * r, alpha, n_params}, arch, min_ways, max_ways and ways (a U-Net's fixed N; null for a
  * class-token model, which generates any N in min_ways..max_ways), feat_dim,
  * and the head: embedding_dim and n_params (null for a class-token model:
  * N·d and N·(d+1)), layout_kind and tensors (a class-token model's shapes

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -61,6 +62,11 @@ static int startup_version(ltdi_server *s, const char *name, const char *real,
   if (*version) return 0;
   char *meta = NULL, err[512] = "", e2[256] = "";
   int bad = ltdi_model_bytes_check(b, real, &meta, err, sizeof err), rc = 0;
+  if (!bad && ltdi_model_set_check_base(s->models, meta, real, err, sizeof err)) {
+    fprintf(stderr, "ltdi-serve: --model %s: %s\n", s->cfg.model, err);
+    free(meta);
+    return -1; /* not recorded: the same file serves with the right encoder */
+  }
   if (!ltdi_error_is_transient(bad))
     rc = ltdi_registry_add_version(s->reg, name, real, b->sha256, (int64_t)b->n,
                                    bad ? LTDI_VERSION_FAILED : LTDI_VERSION_READY,
@@ -155,11 +161,25 @@ int ltdi_server_create(ltdi_server **out, const ltdi_serve_config *cfg, char *er
   if (!rc) rc = ltdi_registry_clear_loaded(s->reg, err, errlen);
   if (!rc) rc = ltdi_auth_create(&s->auth, cfg->api_key_file, cfg->admin_key_file, err, errlen);
   if (!rc && (rc = ltdi_metrics_create(&s->metrics))) ltdi_fail(err, errlen, rc, "out of memory");
+  /* An adapter folder that cannot be written would fail every LoRA answer. */
+  struct stat ad;
+  if (!rc && cfg->adapter_dir[0] &&
+      (stat(cfg->adapter_dir, &ad) != 0 || !S_ISDIR(ad.st_mode) || access(cfg->adapter_dir, W_OK | X_OK)))
+    rc = ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "--adapter-dir %s: not a writable directory",
+                   cfg->adapter_dir);
+  if (!rc && cfg->encoder_dir[0]) {
+    char e2[400] = "";
+    rc = ltdi_text_encoder_open(&s->encoder, cfg->encoder_dir, (int)cfg->text_max_length,
+                                (int)cfg->text_max_batch, e2, sizeof e2);
+    if (rc) ltdi_fail(err, errlen, rc, "--encoder-dir %s: %s", cfg->encoder_dir, e2);
+  }
   if (!rc) {
     ltdi_model_set_config mc = {(int)cfg->max_loaded_models, (int)cfg->warmup, cfg->device,
                                 cfg->cpu_kernel, (int)cfg->compute_threads, (int)cfg->blas_threads,
                                 (int)(cfg->max_batch > cfg->max_samples ? cfg->max_batch
-                                                                        : cfg->max_samples)};
+                                                                        : cfg->max_samples),
+                                s->encoder ? ltdi_text_encoder_sha256(s->encoder) : NULL,
+                                s->encoder ? ltdi_text_encoder_dim(s->encoder) : 0};
     rc = ltdi_model_set_create(&s->models, &mc, err, errlen);
   }
   if (!rc) {
@@ -216,6 +236,7 @@ void ltdi_server_free(ltdi_server *s) {
   ltdi__http_stop(s);
   ltdi_batcher_free(s->batcher);
   ltdi_model_set_free(s->models);
+  ltdi_text_encoder_free(s->encoder);
   ltdi_metrics_free(s->metrics);
   ltdi_auth_free(s->auth);
   ltdi_registry_close(s->reg);

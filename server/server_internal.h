@@ -19,6 +19,7 @@
 #include "server/models.h"
 #include "server/registry/registry.h"
 #include "server/server.h"
+#include "server/text_encoder.h"
 
 struct MHD_Daemon;
 struct MHD_Connection;
@@ -33,6 +34,7 @@ struct ltdi_server {
   ltdi_metrics *metrics;
   ltdi_model_set *models;
   ltdi_batcher *batcher;
+  ltdi_text_encoder *encoder; /* --encoder-dir: LoRA models' base encoder, or NULL */
   struct MHD_Daemon *mhd;
   struct ltdi_conn_guard *guard; /* connection deadlines and the reserve (http_guard.h) */
   pthread_mutex_t log_mu;        /* libmicrohttpd's log lines, rate-limited (http.c) */
@@ -130,6 +132,7 @@ void ltdi__h_alias_delete(ltdi_server *s, const ltdi_req *rq, ltdi_resp *rs);
 void ltdi__h_tasks_list(ltdi_server *s, const ltdi_req *rq, ltdi_resp *rs);
 void ltdi__h_task_get(ltdi_server *s, const ltdi_req *rq, ltdi_resp *rs);
 void ltdi__h_task_weights(ltdi_server *s, const ltdi_req *rq, ltdi_resp *rs);
+void ltdi__h_task_adapter(ltdi_server *s, const ltdi_req *rq, ltdi_resp *rs);
 
 /* ---- shared pieces (handlers_registry.c) ---- */
 /* A version row as the API's ModelVersion object (NULL on OOM). */

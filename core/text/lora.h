@@ -198,6 +198,17 @@ int ltdi_lora_load(const char *path, ltdi_lora **out, char *err, size_t errlen);
 int ltdi_lora_write_peft(const ltdi_lora *lora, const char *dir, int flags, char *err,
                          size_t errlen);
 
+/* The folder's two files in memory, the very bytes ltdi_lora_write_peft
+ * writes: *config (adapter_config.json, NUL-terminated) and *weights
+ * (adapter_model.safetensors, *nweights bytes), both malloc'd. The daemon
+ * answers with them and stores them (server/). 0, LTDI_ERR_NOMEM or
+ * LTDI_ERR_OVERFLOW. */
+int ltdi_lora_peft_serialize(const ltdi_lora *lora, char **config, uint8_t **weights,
+                             size_t *nweights);
+/* adapter_config.json alone: it depends only on the spec (malloc'd; NULL on
+ * OOM). */
+char *ltdi_lora_peft_config_text(const ltdi_lora_spec *spec);
+
 /* Reads a PEFT LoRA folder of a BERT encoder (one ltdi_lora_write_peft
  * wrote, or a user's): adapter_config.json must be a LoraConfig of PEFT
  * 0.13.2 (an unknown key is an error, as it is for PEFT) with peft_type

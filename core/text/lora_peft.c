@@ -134,6 +134,25 @@ static int weights_bytes(const ltdi_lora *l, uint8_t **bytes, size_t *nbytes) {
   return rc;
 }
 
+int ltdi_lora_peft_serialize(const ltdi_lora *lora, char **config, uint8_t **weights,
+                             size_t *nweights) {
+  if (!lora || !config || !weights || !nweights) return LTDI_ERR_INVALID_ARG;
+  *config = NULL, *weights = NULL, *nweights = 0;
+  char *c = config_json(&lora->spec);
+  if (!c) return LTDI_ERR_NOMEM;
+  int rc = weights_bytes(lora, weights, nweights);
+  if (rc) {
+    free(c);
+    return rc;
+  }
+  *config = c;
+  return 0;
+}
+
+char *ltdi_lora_peft_config_text(const ltdi_lora_spec *spec) {
+  return spec ? config_json(spec) : NULL;
+}
+
 /* ---- the file system ------------------------------------------------------ */
 
 static int write_all(int fd, const void *p, size_t n) {
@@ -259,12 +278,11 @@ int ltdi_lora_write_peft(const ltdi_lora *lora, const char *dir, int flags, char
     if (rc) return rc;
   }
 
-  char *config = config_json(&lora->spec);
+  char *config = NULL;
   uint8_t *weights = NULL;
   size_t nweights = 0;
-  int rc = config ? weights_bytes(lora, &weights, &nweights) : LTDI_ERR_NOMEM;
+  int rc = ltdi_lora_peft_serialize(lora, &config, &weights, &nweights);
   if (rc) {
-    free(config);
     return ltdi_fail(err, errlen, rc, "%s: cannot serialise the adapter: %s", path,
                      ltdi_strerror(rc));
   }

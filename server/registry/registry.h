@@ -97,6 +97,8 @@ typedef struct ltdi_model_info {
   int64_t latest_version;       /* highest version number, 0 if none */
   int64_t latest_ready_version; /* highest READY version, 0 if none */
   int64_t loaded_version;       /* highest loaded version, 0 if none */
+  char kind[8];                 /* the newest version's: "head" or "lora" */
+  char lora_json[2048];         /* its "lora" summary object (JSON text), "" for a head */
 } ltdi_model_info;
 
 typedef struct ltdi_model_alias {
@@ -210,6 +212,13 @@ int ltdi_registry_get_default_model(ltdi_registry *reg, char out[LTDI_REG_NAME_M
  * that substring (case-sensitive, matched literally). */
 int ltdi_registry_get_model(ltdi_registry *reg, const char *name, ltdi_model_info *out,
                             char *err, size_t errlen);
+/* The same keeping only models whose newest version is of kind
+ * `kind_filter` ("head", "lora"; NULL = all). */
+int ltdi_registry_list_models_kind(ltdi_registry *reg, const char *name_filter,
+                                   const char *kind_filter, size_t page_size,
+                                   const char *page_token, ltdi_model_info **rows, size_t *n,
+                                   char next_token[LTDI_REG_TOKEN_MAX], char *err,
+                                   size_t errlen);
 int ltdi_registry_list_models(ltdi_registry *reg, const char *name_filter,
                               size_t page_size, const char *page_token,
                               ltdi_model_info **rows, size_t *n,

@@ -100,7 +100,17 @@ static int parse_i64(const char *s, int64_t *out) {
   "(SELECT coalesce(max(version), 0) FROM model_versions v WHERE v.name = m.name "    \
   " AND v.status = 'READY'), "                                                        \
   "(SELECT coalesce(max(version), 0) FROM model_versions v WHERE v.name = m.name "    \
-  " AND v.loaded = 1) FROM models m "
+  " AND v.loaded = 1), " MODEL_KIND ", " MODEL_LORA " FROM models m "
+
+/* A model's kind and LoRA spec are its newest version's (the metadata
+ * summary's "kind" and "lora", server/models.h): a file without "kind"
+ * predates LoRA models and generates heads. */
+#define MODEL_KIND                                                                    \
+  "(SELECT coalesce(json_extract(v.metadata, '$.kind'), 'head') FROM model_versions v " \
+  " WHERE v.name = m.name ORDER BY v.version DESC LIMIT 1)"
+#define MODEL_LORA                                                                    \
+  "(SELECT json_extract(v.metadata, '$.lora') FROM model_versions v "                 \
+  " WHERE v.name = m.name ORDER BY v.version DESC LIMIT 1)"
 
 static void read_model_info(sqlite3_stmt *st, ltdi_model_info *out) {
   memset(out, 0, sizeof *out);
@@ -110,6 +120,10 @@ static void read_model_info(sqlite3_stmt *st, ltdi_model_info *out) {
   out->latest_version = sqlite3_column_int64(st, 3);
   out->latest_ready_version = sqlite3_column_int64(st, 4);
   out->loaded_version = sqlite3_column_int64(st, 5);
+  if (sqlite3_column_type(st, 6) == SQLITE_TEXT) ltdi__reg_copy_col(st, 6, out->kind, sizeof out->kind);
+  else snprintf(out->kind, sizeof out->kind, "head");
+  if (sqlite3_column_type(st, 7) == SQLITE_TEXT)
+    ltdi__reg_copy_col(st, 7, out->lora_json, sizeof out->lora_json);
 }
 
 int ltdi_registry_get_model(ltdi_registry *reg, const char *name, ltdi_model_info *out,
@@ -149,6 +163,15 @@ int ltdi_registry_list_models(ltdi_registry *reg, const char *name_filter,
                               ltdi_model_info **rows, size_t *n,
                               char next_token[LTDI_REG_TOKEN_MAX], char *err,
                               size_t errlen) {
+  return ltdi_registry_list_models_kind(reg, name_filter, NULL, page_size, page_token, rows, n,
+                                        next_token, err, errlen);
+}
+
+int ltdi_registry_list_models_kind(ltdi_registry *reg, const char *name_filter,
+                                   const char *kind_filter, size_t page_size,
+                                   const char *page_token, ltdi_model_info **rows, size_t *n,
+                                   char next_token[LTDI_REG_TOKEN_MAX], char *err,
+                                   size_t errlen) {
   *rows = NULL;
   *n = 0;
   next_token[0] = '\0';
@@ -167,10 +190,12 @@ int ltdi_registry_list_models(ltdi_registry *reg, const char *name_filter,
    * special case. */
   int r = ltdi__reg_prepare(reg, MODEL_INFO_SELECT
                             "WHERE m.name > ?1 AND (?2 IS NULL OR instr(m.name, ?2) > 0) "
+                            "AND (?4 IS NULL OR " MODEL_KIND " = ?4) "
                             "ORDER BY m.name LIMIT ?3", &st, err, errlen);
   if (!r) {
     sqlite3_bind_text(st, 1, after, -1, SQLITE_TRANSIENT);
     if (name_filter) sqlite3_bind_text(st, 2, name_filter, -1, SQLITE_TRANSIENT);
+    if (kind_filter) sqlite3_bind_text(st, 4, kind_filter, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 3, (int64_t)limit + 1);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {

@@ -162,7 +162,9 @@ static double target_variance(const ltdi_meta_data *d) {
 char *ltdi__meta_recipe_json(const ltdi_st_file *f) {
   static const char *const recipe_keys[] = {"steps", "lr", "optimiser", "sam_rho",
                                             "weight_decay", "augment", "augment_views",
-                                            "init", "init_seed", "init_stream"};
+                                            "init", "init_seed", "init_stream",
+                                            /* LoRA: what the daemon cuts texts to, the head */
+                                            "max_length", "logit_scale"};
   json_t *recipe = json_object();
   for (size_t k = 0; recipe && k < sizeof recipe_keys / sizeof recipe_keys[0]; k++) {
     const char *v = ltdi_st_meta(f, recipe_keys[k]);

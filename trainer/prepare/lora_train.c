@@ -22,6 +22,7 @@
 #include "core/sha256.h"
 #include "core/text/bert.h"
 #include "core/text/bert_lora.h"
+#include "core/text/text_means.h"
 #include "core/text/tokenizer.h"
 #include "trainer/prepare/head_internal.h" /* ltdi__head_pick_checkpoints */
 
@@ -401,24 +402,11 @@ static int gather(ltdi_lora_trainer *t, const int *idx, int B, int T) {
 
 /* ==== the head ============================================================ */
 
-/* means (N, C) = normalised class means of emb (n, C). */
+/* means (N, C) = normalised class means of emb (n, C): the one
+ * implementation the daemon also conditions on (core/text/text_means.h). */
 static int class_means(const float *emb, const int32_t *labels, int n, int N, int C,
                        float *means) {
-  double *acc = calloc((size_t)N * C, sizeof *acc);
-  int *count = calloc((size_t)N, sizeof *count);
-  int rc = acc && count ? 0 : LTDI_ERR_NOMEM;
-  for (int i = 0; rc == 0 && i < n; i++) {
-    count[labels[i]]++;
-    for (int k = 0; k < C; k++) acc[(size_t)labels[i] * C + k] += emb[(size_t)i * C + k];
-  }
-  for (int c = 0; rc == 0 && c < N; c++) {
-    double ss = 0.0;
-    for (int k = 0; k < C; k++) ss += acc[(size_t)c * C + k] * acc[(size_t)c * C + k];
-    const double inv = 1.0 / fmax(sqrt(ss), 1e-12); /* the mean's norm: the count cancels */
-    for (int k = 0; k < C; k++) means[(size_t)c * C + k] = (float)(acc[(size_t)c * C + k] * inv);
-  }
-  free(acc), free(count);
-  return rc;
+  return ltdi_text_class_means(emb, labels, n, N, C, means, NULL);
 }
 
 /* The cosine head on a chunk's embeddings e (B, C) (already unit norm):
