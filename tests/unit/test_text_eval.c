@@ -938,6 +938,7 @@ Test(text_eval, command_adapter_rows_and_their_sources) {
   cr_expect_eq(num(ad, "refine_steps"), LTDI_TEXT_EVAL_REFINE_STEPS);
   cr_expect_eq(num(ad, "finetune_steps"), 2);
   cr_expect(json_is_null(json_object_get(ad, "lt_di_model")));
+  cr_expect(json_is_null(json_object_get(ad, "residual_scale")), "no --residual-scale: null");
   json_t *ms = json_object_get(root, "methods");
   cr_expect(json_is_null(json_object_get(json_object_get(ms, "nearest_centroid"),
                                          "seconds_per_adapter")), "nc has no adapter");
@@ -993,7 +994,8 @@ Test(text_eval, command_adapter_rows_and_their_sources) {
   ltdi_lora_free(mean);
   c = run_cmd("--data", g_tsv, "--ways", "3", "--shots", "5", "--queries", "6", "--episodes", "3",
               "--max-length", "16", "--methods", "nc,lt_di,refine,lv_di", "--model", mfile,
-              "--model-lv", mfile, "--refine-steps", "1", "--out", out, NULL);
+              "--model-lv", mfile, "--refine-steps", "1", "--residual-scale", "0.5", "--out", out,
+              NULL);
   cr_assert_eq(c.rc, 0, "%s", c.err);
   cr_expect(strstr(c.err, "--model-lv") && strstr(c.err, "L = 3"), "no note on lv_di's L: %s",
             c.err);
@@ -1003,6 +1005,7 @@ Test(text_eval, command_adapter_rows_and_their_sources) {
   cr_expect_str_eq(json_string_value(json_object_get(ad, "lt_di_model")), mfile);
   cr_expect_str_eq(json_string_value(json_object_get(ad, "lv_di_model")), mfile);
   cr_expect_eq(num(ad, "refine_steps"), 1);
+  cr_expect_float_eq(num(ad, "residual_scale"), 0.5, 1e-9);
   ms = json_object_get(root, "methods");
   for (int k = 0; k < 3; k++) {
     json_t *row = json_object_get(ms, (const char *[]){"lt_di", "refine", "lv_di"}[k]);
