@@ -349,12 +349,11 @@ int ltdi_cmd_prepare(int argc, char **argv) {
       return ltdi_cli_usage_error(&PREPARE_CLI,
                                   "--encoder prepares LoRA adapters from --text: no --body, "
                                   "--data, --features or --variants");
-    /* LoRA tasks are not sharded over ranks yet: every rank would do the
-     * whole job and race on the output. */
-    if (ltdi_dist_size() > 1)
-      return ltdi_cli_usage_error(&PREPARE_CLI,
-                                  "--encoder (LoRA) preparation runs in one process, not under "
-                                  "mpirun; use --threads");
+    /* Under MPI the tasks are sharded over the ranks and rank 0 alone
+     * reports (trainer/prepare/prepare_shard.h); --measure is not sharded. */
+    if (ltdi_dist_size() > 1 && a.measure)
+      return ltdi_cli_usage_error(&PREPARE_CLI, "--measure runs in one process, not under mpirun");
+    if (ltdi_dist_rank() > 0) a.cfg.quiet = 1;
     return ltdi_prepare_lora_main(&a.lora, &a.cfg, a.measure);
   }
   ltdi_prepare_config cfg = a.cfg;

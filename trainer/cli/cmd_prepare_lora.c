@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "trainer/common/dist.h"
 #include "trainer/common/progress.h"
 #include "trainer/prepare/lora_prepare.h"
 
@@ -110,11 +111,13 @@ int ltdi_prepare_lora_main(const ltdi_prepare_lora_args *a, const ltdi_prepare_c
   } else {
     ltdi_lora_prepare_stats st;
     rc = ltdi_lora_prepare_run(&lp, &st, err, sizeof err);
+    char ranks[32] = ""; /* rank 0 reports for the job (the others' stdout is closed) */
+    if (ltdi_dist_size() > 1) snprintf(ranks, sizeof ranks, " x %d ranks", ltdi_dist_size());
     if (rc == 0 && !st.stopped)
-      printf("prepare: wrote %s: %d tasks (%d resumed), %.1f s, %.3f tasks/s on %d thread(s) "
+      printf("prepare: wrote %s: %d tasks (%d resumed), %.1f s, %.3f tasks/s on %d thread(s)%s "
              "(%.0f per 30 min), mean final loss %.4f, peak RSS %.0f MiB\n",
              lp.out_path, lp.tasks, st.tasks_resumed, st.seconds,
-             st.seconds > 0 ? st.tasks_computed / st.seconds : 0.0, lp.n_threads,
+             st.seconds > 0 ? st.tasks_computed / st.seconds : 0.0, lp.n_threads, ranks,
              st.seconds > 0 ? 1800.0 * st.tasks_computed / st.seconds : 0.0,
              st.mean_final_loss, ltdi_peak_rss_mib());
   }

@@ -6,7 +6,13 @@
  * Results land in per-task slots, so the output is the same for any thread
  * count and any pattern of interruptions. The journal's identity holds
  * every option that changes a result (not the thread count), the sha256 of
- * the encoder's weights and of the text file. */
+ * the encoder's weights and of the text file.
+ *
+ * Under MPI the tasks are sharded over the ranks exactly as the head
+ * path's are (trainer/prepare/prepare_shard.h, shared code): each rank
+ * journals the tasks it computes in its own file, the ranks swap who holds
+ * what after a resume, the owners send their tasks to rank 0, and rank 0
+ * alone writes the file, the same bytes for any rank count. */
 #define _POSIX_C_SOURCE 200809L
 #include "trainer/prepare/lora_prepare.h"
 
@@ -23,11 +29,13 @@
 #include "core/safetensors.h"
 #include "core/text/bert.h"
 #include "core/text/lora.h"
+#include "trainer/common/dist.h"
 #include "trainer/common/journal.h"
 #include "trainer/common/progress.h"
 #include "trainer/common/stats.h"
 #include "trainer/data/textset.h"
 #include "trainer/prepare/head_internal.h" /* ltdi__head_pick_checkpoints */
+#include "trainer/prepare/prepare_shard.h"
 
 void ltdi_lora_prepare_default(ltdi_lora_prepare_config *cfg) {
   memset(cfg, 0, sizeof *cfg);
@@ -235,7 +243,11 @@ typedef struct lp_run {
   float *emb;        /* (M, N*C) */
   int32_t *classes;  /* (M, N) */
   float *loss;       /* (M) */
-  uint8_t *done;     /* (M) */
+  uint8_t *done;     /* (M) held by this rank */
+  uint8_t *skip;     /* (M) not for this rank to compute */
+  int16_t *owner;    /* (M) the rank that holds, or computes, each task */
+  int rank, size;
+  int n_held;        /* tasks held by any rank after the resume */
   ltdi_journal journal;
   int journal_open;
   char *identity;
@@ -247,7 +259,8 @@ typedef struct lp_run {
 } lp_run;
 
 /* Payload: classes i32 (N) | final loss f32 | embedding f32 (N*C) | trajectory f32 (L*P). */
-static void payload_unpack(lp_run *r, int task, const uint8_t *p) {
+static void payload_unpack(void *ctx, int task, const uint8_t *p) {
+  lp_run *r = ctx;
   const int N = r->sh.cfg->ways;
   memcpy(r->classes + (size_t)task * N, p, (size_t)N * 4);
   p += (size_t)N * 4;
@@ -257,6 +270,19 @@ static void payload_unpack(lp_run *r, int task, const uint8_t *p) {
   p += r->emb_n * 4;
   memcpy(r->traj + (size_t)task * r->traj_n, p, r->traj_n * 4);
   r->done[task] = 1;
+}
+
+/* The inverse: task's slot into a payload (for sending it to rank 0). */
+static void payload_pack(const void *ctx, int task, uint8_t *p) {
+  const lp_run *r = ctx;
+  const int N = r->sh.cfg->ways;
+  memcpy(p, r->classes + (size_t)task * N, (size_t)N * 4);
+  p += (size_t)N * 4;
+  memcpy(p, r->loss + task, 4);
+  p += 4;
+  memcpy(p, r->emb + (size_t)task * r->emb_n, r->emb_n * 4);
+  p += r->emb_n * 4;
+  memcpy(p, r->traj + (size_t)task * r->traj_n, r->traj_n * 4);
 }
 
 static int journal_visit(void *ctx, uint32_t index, const void *payload) {
@@ -351,6 +377,7 @@ static void run_free(lp_run *r) {
   pthread_mutex_destroy(&r->lock);
   free(r->identity), free(r->jpath);
   free(r->traj), free(r->emb), free(r->classes), free(r->loss), free(r->done);
+  free(r->skip), free(r->owner);
   ltdi_textset_free(&r->sh.set);
 }
 
@@ -365,13 +392,20 @@ static int run_alloc(lp_run *r, char *err, size_t errlen) {
   r->classes = malloc(M * N * sizeof(int32_t));
   r->loss = malloc(M * sizeof(float));
   r->done = calloc(M, 1);
+  r->skip = calloc(M, 1);
+  r->owner = calloc(M, sizeof *r->owner);
+  r->rank = ltdi_dist_rank();
+  r->size = ltdi_dist_size();
   r->stop_after = cfg->stop_after;
   r->identity = journal_identity(r);
-  r->jpath = malloc(strlen(cfg->out_path) + 9);
-  if (!r->traj || !r->emb || !r->classes || !r->loss || !r->done || !r->identity || !r->jpath)
+  r->jpath = ltdi__prep_journal_path(cfg->out_path, r->rank);
+  if (!r->traj || !r->emb || !r->classes || !r->loss || !r->done || !r->skip || !r->owner ||
+      !r->identity || !r->jpath)
     return ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory for %zu tasks of %zu floats",
                      M, r->traj_n);
-  sprintf(r->jpath, "%s.journal", cfg->out_path);
+  if (r->size > LTDI__PREP_MAX_RANKS)
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "at most %d ranks, not %d",
+                     LTDI__PREP_MAX_RANKS, r->size);
   return 0;
 }
 
@@ -491,6 +525,81 @@ static int write_output(const lp_run *r) {
   return rc;
 }
 
+/* Opens this rank's journal (or starts it afresh with cfg->restart), taking
+ * the tasks an interrupted run finished into their slots, and shares with
+ * the other ranks who holds what. */
+static int run_resume(lp_run *r, ltdi_lora_prepare_stats *stats, char *err, size_t errlen) {
+  const ltdi_lora_prepare_config *cfg = r->sh.cfg;
+  int rc = ltdi_journal_open(&r->journal, r->jpath, r->identity, r->payload_size,
+                             cfg->journal_batch > 0 ? cfg->journal_batch : 4, cfg->restart,
+                             journal_visit, r, err, errlen);
+  if (rc) return rc;
+  r->journal_open = 1;
+  rc = ltdi__prep_share_holdings(cfg->tasks, r->done, r->owner, r->skip, &r->n_held);
+  if (rc)
+    return ltdi_fail(err, errlen, rc, "swapping resumed tasks between ranks: %s",
+                     ltdi_strerror(rc));
+  stats->tasks_resumed = r->n_held;
+  if (!cfg->quiet && r->n_held > 0)
+    fprintf(stderr, "prepare: resuming, %d of %d tasks already in %s%s\n", r->n_held,
+            cfg->tasks, r->jpath, r->size > 1 ? " and the other ranks' journals" : "");
+  return 0;
+}
+
+/* Computes this rank's tasks not yet done and closes the journal;
+ * stats->stopped when stop_after ended the run (on any rank) first. */
+static int run_tasks(lp_run *r, ltdi_lora_prepare_stats *stats, char *err, size_t errlen) {
+  const ltdi_lora_prepare_config *cfg = r->sh.cfg;
+  int mine = 0;
+  for (int i = 0; i < cfg->tasks; i++) mine += !r->skip[i];
+  const double t0 = ltdi_now_s();
+  r->last_flush_s = t0;
+  /* Progress counts this rank's tasks of this run only, so rate and ETA
+   * stay honest. */
+  ltdi_progress_start(&r->progress, "prepare", mine);
+  int rc = pool_run(&r->sh, cfg->tasks, r->skip, prepare_task, r, err, errlen);
+  stats->seconds = ltdi_now_s() - t0;
+  const int rc_close = ltdi_journal_close(&r->journal);
+  r->journal_open = 0;
+  if (rc == 0 && rc_close)
+    rc = ltdi_fail(err, errlen, rc_close, "closing the journal %s", r->jpath);
+  if (rc < 0) {
+    char why[1024];
+    snprintf(why, sizeof why, "%s", err ? err : "");
+    return ltdi_fail(err, errlen, rc, "%s (finished tasks are kept in %s)", why, r->jpath);
+  }
+  if (!cfg->quiet) ltdi_progress_finish(&r->progress, NULL);
+  /* Stopped when any rank stopped: then no rank gathers or writes. */
+  const int stopped = ltdi_dist_any(r->n_new < mine);
+  if (stopped < 0) return ltdi_fail(err, errlen, stopped, "ranks: %s", ltdi_strerror(stopped));
+  stats->tasks_computed = stopped ? r->n_new : cfg->tasks - r->n_held; /* by all ranks */
+  stats->stopped = stopped;
+  return 0;
+}
+
+/* Rank 0 gathers every task, writes the file and drops its journal; the
+ * other ranks' journals go once it has. A failure on rank 0 ends the job
+ * (trainer/cli/main.c) with every journal kept. */
+static int run_end(lp_run *r, ltdi_lora_prepare_stats *stats, char *err, size_t errlen) {
+  const ltdi_lora_prepare_config *cfg = r->sh.cfg;
+  int rc = ltdi__prep_gather_tasks(cfg->tasks, r->payload_size, r->owner, payload_pack,
+                                   payload_unpack, r);
+  if (rc) return ltdi_fail(err, errlen, rc, "gathering tasks on rank 0: %s", ltdi_strerror(rc));
+  if (r->rank == 0) {
+    double sum = 0.0;
+    for (int t = 0; t < cfg->tasks; t++) sum += r->loss[t];
+    stats->mean_final_loss = sum / cfg->tasks;
+    rc = write_output(r);
+    if (rc)
+      return ltdi_fail(err, errlen, rc, "writing %s: %s (finished tasks are kept in %s)",
+                       cfg->out_path, ltdi_strerror(rc), r->jpath);
+    unlink(r->jpath); /* the output is complete and durable; the journal is spent */
+  }
+  rc = ltdi__prep_end_journals(r->jpath);
+  if (rc) return ltdi_fail(err, errlen, rc, "ranks: %s", ltdi_strerror(rc));
+  return 0;
+}
+
 int ltdi_lora_prepare_run(const ltdi_lora_prepare_config *cfg, ltdi_lora_prepare_stats *stats,
                           char *err, size_t errlen) {
   ltdi_lora_prepare_stats local;
@@ -507,47 +616,9 @@ int ltdi_lora_prepare_run(const ltdi_lora_prepare_config *cfg, ltdi_lora_prepare
     return rc;
   }
   rc = run_alloc(&r, err, errlen);
-  if (rc == 0) {
-    rc = ltdi_journal_open(&r.journal, r.jpath, r.identity, r.payload_size,
-                           cfg->journal_batch > 0 ? cfg->journal_batch : 4, cfg->restart,
-                           journal_visit, &r, err, errlen);
-    r.journal_open = rc == 0;
-  }
-  if (rc == 0) {
-    stats->tasks_resumed = r.n_done;
-    if (!cfg->quiet && r.n_done > 0)
-      fprintf(stderr, "prepare: resuming, %d of %d tasks already in %s\n", r.n_done,
-              cfg->tasks, r.jpath);
-    const double t0 = ltdi_now_s();
-    r.last_flush_s = t0;
-    ltdi_progress_start(&r.progress, "prepare", cfg->tasks - r.n_done);
-    rc = pool_run(&r.sh, cfg->tasks, r.done, prepare_task, &r, err, errlen);
-    stats->seconds = ltdi_now_s() - t0;
-    stats->tasks_computed = r.n_new;
-    const int rc_close = ltdi_journal_close(&r.journal);
-    r.journal_open = 0;
-    if (rc == 0 && rc_close)
-      rc = ltdi_fail(err, errlen, rc_close, "closing the journal %s", r.jpath);
-    if (rc) {
-      char why[1024];
-      snprintf(why, sizeof why, "%s", err ? err : "");
-      ltdi_fail(err, errlen, rc, "%s (finished tasks are kept in %s)", why, r.jpath);
-    } else if (!cfg->quiet) {
-      ltdi_progress_finish(&r.progress, NULL);
-    }
-    if (rc == 0 && r.n_done < cfg->tasks) stats->stopped = 1;
-  }
-  if (rc == 0 && !stats->stopped) {
-    double sum = 0.0;
-    for (int t = 0; t < cfg->tasks; t++) sum += r.loss[t];
-    stats->mean_final_loss = sum / cfg->tasks;
-    rc = write_output(&r);
-    if (rc)
-      ltdi_fail(err, errlen, rc, "writing %s: %s (finished tasks are kept in %s)",
-                cfg->out_path, ltdi_strerror(rc), r.jpath);
-    else
-      unlink(r.jpath); /* the output is complete and durable; the journal is spent */
-  }
+  if (rc == 0) rc = run_resume(&r, stats, err, errlen);
+  if (rc == 0) rc = run_tasks(&r, stats, err, errlen);
+  if (rc == 0 && !stats->stopped) rc = run_end(&r, stats, err, errlen);
   run_free(&r);
   return rc;
 }

@@ -9,14 +9,15 @@
  * per-task slots and the output is the same for any thread count and any
  * interruption pattern.
  *
- * Distributed (trainer/common/dist.h): each rank journals what it computes
- * in its own file (rank 0: OUT.journal, the single-process name; rank r:
- * OUT.journal.r). After every rank has reopened its journal the ranks swap
- * which tasks they hold; a task's owner is the lowest rank holding it, or
- * task i mod size when none does, and computes it when needed. The owners
- * send their tasks to rank 0, which alone writes OUT; only then do the
- * journals go. The file is therefore the same for any rank count, and a
- * job killed at any point resumes from every journal its ranks find. */
+ * Distributed (trainer/prepare/prepare_shard.h, shared with the LoRA path):
+ * each rank journals what it computes in its own file (rank 0: OUT.journal,
+ * the single-process name; rank r: OUT.journal.r). After every rank has
+ * reopened its journal the ranks swap which tasks they hold; a task's owner
+ * is the lowest rank holding it, or task i mod size when none does, and
+ * computes it when needed. The owners send their tasks to rank 0, which
+ * alone writes OUT; only then do the journals go. The file is therefore the
+ * same for any rank count, and a job killed at any point resumes from every
+ * journal its ranks find. */
 #define _POSIX_C_SOURCE 200809L
 #include "trainer/prepare/prepare.h"
 
@@ -32,6 +33,7 @@
 #include "trainer/common/journal.h"
 #include "trainer/common/progress.h"
 #include "trainer/prepare/prepare_internal.h"
+#include "trainer/prepare/prepare_shard.h"
 
 void ltdi_prepare_default(ltdi_prepare_config *cfg) {
   memset(cfg, 0, sizeof *cfg);
@@ -84,7 +86,8 @@ typedef struct prep_run {
 } prep_run;
 
 /* Payload: classes i32 (N) | final loss f32 | embedding f32 (N*d) | trajectory f32 (L*P). */
-static void payload_unpack(prep_run *pr, int task, const uint8_t *p) {
+static void payload_unpack(void *ctx, int task, const uint8_t *p) {
+  prep_run *pr = ctx;
   int N = pr->tc.cfg->ways;
   memcpy(pr->classes + (size_t)task * N, p, (size_t)N * 4);
   p += (size_t)N * 4;
@@ -97,7 +100,8 @@ static void payload_unpack(prep_run *pr, int task, const uint8_t *p) {
 }
 
 /* The inverse: task's slot into a payload (for sending it to rank 0). */
-static void payload_pack(const prep_run *pr, int task, uint8_t *p) {
+static void payload_pack(const void *ctx, int task, uint8_t *p) {
+  const prep_run *pr = ctx;
   int N = pr->tc.cfg->ways;
   memcpy(p, pr->classes + (size_t)task * N, (size_t)N * 4);
   p += (size_t)N * 4;
@@ -230,17 +234,14 @@ static int prep_run_alloc(prep_run *pr, char *err, size_t errlen) {
   pr->quiet = cfg->quiet;
   pthread_mutex_init(&pr->lock, NULL);
   pr->identity = journal_identity(pr);
-  pr->jpath = malloc(strlen(cfg->out_path) + 24);
+  pr->jpath = ltdi__prep_journal_path(cfg->out_path, pr->rank);
   if (!pr->traj || !pr->emb || !pr->classes || !pr->loss || !pr->done || !pr->skip ||
       !pr->owner || !pr->identity || !pr->jpath) {
     return ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory for %zu tasks", M);
   }
-  if (pr->size > 32767)
-    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "at most 32767 ranks, not %d", pr->size);
-  if (pr->rank == 0)
-    sprintf(pr->jpath, "%s.journal", cfg->out_path);
-  else
-    sprintf(pr->jpath, "%s.journal.%d", cfg->out_path, pr->rank);
+  if (pr->size > LTDI__PREP_MAX_RANKS)
+    return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "at most %d ranks, not %d",
+                     LTDI__PREP_MAX_RANKS, pr->size);
   return 0;
 }
 
@@ -259,32 +260,6 @@ static void prep_run_free(prep_run *pr) {
   ltdi_class_index_free(&pr->tc.index);
 }
 
-/* Every rank learns which tasks every rank holds (rank 0 gathers the done
- * flags and broadcasts them all), then owner, skip and n_held follow the
- * same rule on every rank. One rank: each task is its own, to compute
- * unless done. */
-static int share_holdings(prep_run *pr) {
-  const int M = pr->tc.cfg->tasks, size = pr->size;
-  uint8_t *all = malloc((size_t)M * size);
-  size_t *counts = malloc((size_t)size * sizeof *counts);
-  int rc = all && counts ? 0 : LTDI_ERR_NOMEM;
-  for (int r = 0; r < size && counts; r++) counts[r] = (size_t)M;
-  if (!rc) rc = ltdi_dist_gatherv(pr->done, (size_t)M, all, counts, 0);
-  if (!rc) rc = ltdi_dist_bcast(all, (size_t)M * size, 0);
-  pr->n_held = 0;
-  for (int i = 0; !rc && i < M; i++) {
-    int owner = -1;
-    for (int r = 0; r < size && owner < 0; r++)
-      if (all[(size_t)r * M + i]) owner = r;
-    pr->n_held += owner >= 0;
-    pr->owner[i] = (int16_t)(owner >= 0 ? owner : i % size);
-    pr->skip[i] = pr->owner[i] != pr->rank || pr->done[i];
-  }
-  free(all);
-  free(counts);
-  return rc;
-}
-
 /* Opens this rank's journal (or starts it afresh with cfg->restart), taking
  * the tasks an interrupted run finished into their slots, and shares with
  * the other ranks who holds what. */
@@ -295,7 +270,7 @@ static int prep_run_resume(prep_run *pr, ltdi_prepare_stats *stats, char *err, s
                              journal_visit, pr, err, errlen);
   if (rc != 0) return rc;
   pr->journal_open = 1;
-  rc = share_holdings(pr);
+  rc = ltdi__prep_share_holdings(cfg->tasks, pr->done, pr->owner, pr->skip, &pr->n_held);
   if (rc != 0)
     return ltdi_fail(err, errlen, rc, "swapping resumed tasks between ranks: %s",
                      ltdi_strerror(rc));
@@ -339,32 +314,10 @@ static int prep_run_tasks(prep_run *pr, ltdi_prepare_stats *stats, char *err, si
   return 0;
 }
 
-/* Rank 0 receives every task it lacks from the task's owner, each rank's in
- * task order. */
+/* Rank 0 receives every task it lacks from the task's owner. */
 static int gather_tasks(prep_run *pr, char *err, size_t errlen) {
-  const int M = pr->tc.cfg->tasks, size = pr->size, rank = pr->rank;
-  if (size == 1) return 0;
-  size_t *counts = calloc((size_t)size, sizeof *counts), total = 0;
-  if (counts == NULL) return ltdi_fail(err, errlen, LTDI_ERR_NOMEM, "out of memory");
-  for (int i = 0; i < M; i++)
-    if (pr->owner[i] != 0) counts[pr->owner[i]] += pr->payload_size;
-  for (int r = 0; r < size; r++) total += counts[r];
-  /* Rank 0 sends nothing; the others send only their own tasks. */
-  uint8_t *buf = malloc((rank == 0 ? total : counts[rank]) + 1);
-  int rc = buf ? 0 : LTDI_ERR_NOMEM;
-  size_t off = 0;
-  for (int i = 0; !rc && rank != 0 && i < M; i++) {
-    if (pr->owner[i] != rank) continue;
-    payload_pack(pr, i, buf + off);
-    off += pr->payload_size;
-  }
-  if (!rc) rc = ltdi_dist_gatherv(buf, rank == 0 ? 0 : counts[rank], buf, counts, 0);
-  /* The receive buffer holds rank 1's tasks, then rank 2's, ... */
-  for (int r = 1, pos = 0; !rc && rank == 0 && r < size; r++)
-    for (int i = 0; i < M; i++)
-      if (pr->owner[i] == r) payload_unpack(pr, i, buf + (size_t)pos++ * pr->payload_size);
-  free(buf);
-  free(counts);
+  int rc = ltdi__prep_gather_tasks(pr->tc.cfg->tasks, pr->payload_size, pr->owner, payload_pack,
+                                   payload_unpack, pr);
   if (rc) return ltdi_fail(err, errlen, rc, "gathering tasks on rank 0: %s", ltdi_strerror(rc));
   return 0;
 }
@@ -392,10 +345,9 @@ static int prep_run_finish(prep_run *pr, ltdi_prepare_stats *stats, char *err, s
 static int prep_run_end(prep_run *pr, ltdi_prepare_stats *stats, char *err, size_t errlen) {
   int rc = gather_tasks(pr, err, errlen);
   if (!rc && pr->rank == 0) rc = prep_run_finish(pr, stats, err, errlen);
-  if (rc || pr->size == 1) return rc;
-  rc = ltdi_dist_barrier();
+  if (rc) return rc;
+  rc = ltdi__prep_end_journals(pr->jpath);
   if (rc) return ltdi_fail(err, errlen, rc, "ranks: %s", ltdi_strerror(rc));
-  if (pr->rank != 0) unlink(pr->jpath);
   return 0;
 }
 
