@@ -337,9 +337,10 @@ int ltdi_model_set_residual_stats(ltdi_model *m, float mean_w, float std_w, floa
 /* The token view of an adapter of `spec`: token (layer, target, k), in
  * layout order of (layer, target) and then rank k, is [row k of A (in
  * floats) ; column k of B (out floats)], so n_tokens = n_layers·n_targets·r
- * and token_dim = in + out. 0 or LTDI_ERR_UNSUPPORTED (targets whose
- * in + out differ: the tokens would have different sizes) or
- * LTDI_ERR_INVALID_ARG (a bad spec). */
+ * and token_dim = in + out. 0, LTDI_ERR_UNSUPPORTED (targets whose in +
+ * out differ: the tokens would have different sizes; more than 65,536
+ * tokens, the denoiser's position limit) or LTDI_ERR_INVALID_ARG (a bad
+ * spec). */
 int ltdi_lora_token_shape(const ltdi_lora_spec *spec, int *n_tokens, int *token_dim);
 /* tokens (n_tokens, token_dim) from a flat adapter vector, and back; the
  * two buffers must not overlap. */
@@ -348,8 +349,8 @@ void ltdi_lora_tokens_to_flat(const ltdi_lora_spec *spec, const float *tokens, f
 /* An adapter (flat, P) as the normalised residual tokens the diffusion
  * works on: tokens of (θ − lora_base − μ)/σ with μ, σ of θ's tensor in
  * m->layout; decode is the inverse with the residual scaled, θ = lora_base
- * + scale·(μ + σ x) (scale 1: the inverse; 0: lora_base exactly). 0 or
- * LTDI_ERR_INVALID_ARG (not a LoRA-token model). */
+ * + scale·(μ + σ x) (scale 1: the inverse; 0: lora_base exactly). 0,
+ * LTDI_ERR_INVALID_ARG (not a LoRA-token model) or (encode) LTDI_ERR_NOMEM. */
 int ltdi_model_lora_encode(const ltdi_model *m, const float *adapter, float *tokens);
 int ltdi_model_lora_decode(const ltdi_model *m, const float *tokens, float scale,
                            float *adapter);

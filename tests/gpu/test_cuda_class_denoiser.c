@@ -2,7 +2,9 @@
  * (core/class_denoiser.h) on the CUDA backend against the CPU backend: the
  * same parameters and inputs on both, one forward and one backward, the
  * output, both input gradients and every parameter gradient compared; then
- * a call of another N through the same caches. The op-level comparisons are
+ * a call of another N through the same caches; and the LoRA generator's
+ * configuration (positions, the set encoder, no per-token condition) with
+ * sets of two sizes. The op-level comparisons are
  * in test_cuda_ops_*.c; this file checks that the ops compose (the offsets
  * into the activation caches, the per-task and per-row regions, the
  * accumulation order of the backward) in device memory.
@@ -112,6 +114,45 @@ Test(cuda_cden, forward_backward_match_the_cpu) {
   step_and_compare(mc, mg, ac, ag, 3, 5, 100);
   step_and_compare(mc, mg, ac, ag, 1, 20, 200);
   step_and_compare(mc, mg, ac, ag, 2, 2, 300);
+  ltdi_cden_acts_free(ag);
+  ltdi_cden_acts_free(ac);
+  ltdi_cden_free(mg);
+  ltdi_cden_free(mc);
+}
+
+/* The LoRA generator's shape in small (core/model_lora.c): 12 tokens of 16
+ * numbers with learned positions, no per-token condition, a set encoder
+ * over rows of 24: 3 tasks of 5 set rows, then 2 of 3 through the same
+ * caches. */
+Test(cuda_cden, the_set_encoder_and_positions_match_the_cpu) {
+  ltdi_cden_config c;
+  ltdi_cden_config_default(&c, 16, 0);
+  c.width = 32, c.positions = 12, c.set_dim = 24;
+  ltdi_cden *mc = NULL, *mg = NULL;
+  cr_assert_eq(ltdi_cden_create(&mc, cpu, &c), 0);
+  cr_assert_eq(ltdi_cden_create(&mg, gpu, &c), 0, "create on cuda: %s", ltdi_cuda_last_error());
+  same_params(mc, mg);
+  ltdi_cden_acts *ac = NULL, *ag = NULL;
+  cr_assert_eq(ltdi_cden_acts_create_set(&ac, mc, 3, 36, 15, 1), 0);
+  cr_assert_eq(ltdi_cden_acts_create_set(&ag, mg, 3, 36, 15, 1), 0);
+  const int Bs[2] = {3, 2}, Ss[2] = {5, 3};
+  for (int v = 0; v < 2; v++) {
+    const int B = Bs[v], S = Ss[v];
+    const size_t nx = (size_t)B * 12 * 16;
+    int32_t t[3] = {7, 7, 7}; /* one timestep, as the sampler calls it */
+    if (v == 1) t[1] = 400;
+    tpair x = t_rand(nx, 500 + v), set = t_rand((size_t)B * S * 24, 600 + v);
+    tpair deps = t_rand(nx, 700 + v), eps = t_make(nx, NULL);
+    BOTH_OK(ltdi_cden_forward_set(cpu, mc, ac, x.h, t, NULL, set.h, B, 12, S, eps.h),
+            ltdi_cden_forward_set(gpu, mg, ag, x.d, t, NULL, set.d, B, 12, S, eps.d));
+    t_expect(&eps, "output");
+    BOTH_OK(ltdi_cden_zero_grad(mc), ltdi_cden_zero_grad(mg));
+    BOTH_OK(ltdi_cden_backward(cpu, mc, ac, deps.h, B, 12),
+            ltdi_cden_backward(gpu, mg, ag, deps.d, B, 12));
+    expect_close_n(ltdi_cden_acts_dx(ac), ltdi_cden_acts_dx(ag), nx, "d x_t");
+    expect_grads_close(mc, mg);
+    t_free(&x), t_free(&set), t_free(&deps), t_free(&eps);
+  }
   ltdi_cden_acts_free(ag);
   ltdi_cden_acts_free(ac);
   ltdi_cden_free(mg);

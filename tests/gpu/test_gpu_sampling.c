@@ -197,6 +197,34 @@ static void step_state_free(ltdi_backend *be, step_state *s) {
   ltdi_unet_acts_free(s->acts);
 }
 
+/* The parameters after one Adam step, tensor by tensor. The step moves a
+ * parameter by lr·g/(|g| + eps), whose derivative in g is at most lr/eps =
+ * 1 here, so the backends' parameters may differ by their own rounding,
+ * 1e-4 (|p| + 1), plus the gradients' bound passed through unchanged,
+ * 1e-4 (|g| + the tensor's gradient rms) (expect_grads_close). */
+static void expect_params_close(const ltdi_unet *u, const float *ref, const float *got,
+                                const float *grad) {
+  for (int k = 0; k < ltdi_unet_num_tensors(u); k++) {
+    ltdi_unet_tensor T;
+    cr_assert_eq(ltdi_unet_tensor_at(u, k, &T), 0);
+    double ss = 0;
+    for (size_t i = T.offset; i < T.offset + T.numel; i++) ss += (double)grad[i] * grad[i];
+    const double rms = sqrt(ss / (double)T.numel);
+    size_t bad = 0, worst = T.offset;
+    double worst_excess = -INFINITY;
+    for (size_t i = T.offset; i < T.offset + T.numel; i++) {
+      const double diff = fabs((double)got[i] - ref[i]);
+      const double tol = 1e-4 * (fabs(ref[i]) + 1.0) + 1e-4 * (fabs(grad[i]) + rms);
+      if (!(diff <= tol)) bad++; /* NaN counts as a failure */
+      const double excess = isnan(diff) ? INFINITY : diff / tol;
+      if (excess > worst_excess) worst_excess = excess, worst = i;
+    }
+    cr_expect_eq(bad, 0, "parameters of %s after Adam: %zu of %zu elements off; worst [%zu] "
+                 "cuda %.9g cpu %.9g", T.name, bad, T.numel, worst - T.offset, got[worst],
+                 ref[worst]);
+  }
+}
+
 Test(gpu_sampling, training_step_matches_cpu) {
   enum { B = 8 };
   const size_t P = m_cpu->layout.n_params, Dc = (size_t)m_cpu->ways * m_cpu->feat_dim;
@@ -242,7 +270,7 @@ Test(gpu_sampling, training_step_matches_cpu) {
    * gradient that is rounding noise on both backends (a sum that cancels)
    * could flip sign and move by 2·lr however right the kernels are; with
    * eps = lr the step passes δ through unchanged, so the parameters keep the
-   * gradients' bound, while an Adam kernel that is wrong (no bias
+   * gradients' bound (expect_params_close), while an Adam kernel that is wrong (no bias
    * correction, wrong sign, no step) still differs by up to ~lr, 5-10× the
    * bound for the parameters' sizes (|p| < 1 mostly). */
   const ltdi_adam_params hp = {.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-3f,
@@ -255,7 +283,7 @@ Test(gpu_sampling, training_step_matches_cpu) {
   cr_assert_eq(rc, 0, "adam on cuda: %s", ltdi_strerror(rc));
   ref = fetch(cpu, ltdi_unet_params(m_cpu->unet), np);
   got = fetch(gpu, ltdi_unet_params(m_gpu->unet), np);
-  expect_close("parameters after Adam", ref, got, np);
+  expect_params_close(m_cpu->unet, ref, got, ltdi_unet_grads(m_cpu->unet));
   free(ref), free(got);
 
   step_state_free(cpu, &sc);
