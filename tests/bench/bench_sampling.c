@@ -17,7 +17,7 @@
  *                  [--mode default|batched|per-sample|serve] [--workers W]
  *                  [--gemm N] [--tag NAME] [--ways N]
  *
- * --ways N: the classes of each generated head (a class-token model
+ * --ways N: the classes of each generated head (a class-token or LoRA model
  * generates any N; default 5; a U-Net model its own N whatever is given).
  *
  * --mode serve (CPU): generation as ltdi-serve runs it by default, by the
@@ -376,7 +376,7 @@ int main(int argc, char **argv) {
   snprintf(mode_buf, sizeof mode_buf, "serve (%d workers, invariant sgemm)", workers);
   const char *mode_tok = workers ? "serve" : opt.mode == LTDI_GEN_BATCHED ? "batched" : "per-sample";
   const char *mode_name = workers ? mode_buf : mode_tok;
-  g_ways = m->arch == LTDI_ARCH_CLASS_TOKENS ? o.ways : m->ways;
+  g_ways = m->arch != LTDI_ARCH_UNET ? o.ways : m->ways; /* token models: any N */
   const int Dc = (int)ltdi_model_cond_size(m, g_ways);
   if (Dc == 0) {
     fprintf(stderr, "bench_sampling: %s does not generate %d-way heads\n", path, g_ways);
