@@ -4,7 +4,8 @@
  * mean training optimum, the residual tokens decode back to the prepared
  * adapters), and a multi-task and a REPTILE run that lower the training
  * loss and write a LoRA model file that loads, whose untrained-scale
- * generation is the base and whose generation is reproducible. */
+ * generation is the base and whose generation is reproducible; and the
+ * same file as flat adapters for the paper's U-Net (`meta --flat-unet`). */
 #define _POSIX_C_SOURCE 200809L
 #include <criterion/criterion.h>
 #include <math.h>
@@ -206,4 +207,50 @@ Test(meta_lora, multitask_and_reptile_train_and_write_a_lora_model) {
               "%s: the training loss did not fall (%g -> %g)", names[k], first, last);
     check_model(out);
   }
+}
+
+/* The flat view: the U-Net's data, the adapter's layout with statistics
+ * of the training optima (so those are mean 0, std 1 per tensor after
+ * normalisation), the condition the class means in label order; and a
+ * short run writes a U-Net model over that layout. */
+Test(meta_lora, the_same_file_as_flat_adapters_for_the_unet) {
+  ltdi_meta_data d;
+  char err[1024] = "";
+  cr_assert_eq(ltdi_meta_data_load_lora_flat(&d, g_traj, 0, 0.25f, err, sizeof err), 0, "%s", err);
+  cr_expect_eq(d.arch, LTDI_ARCH_UNET);
+  cr_expect_str_eq(d.layout.kind, "lora");
+  cr_expect_eq(d.ways, WAYS);
+  cr_expect_eq(d.dim, C);
+  cr_assert_eq((size_t)d.P, d.layout.n_params);
+  for (int ti = 0; ti < d.layout.n_tensors; ti++) {
+    const ltdi_layout_tensor *t = &d.layout.tensors[ti];
+    double s1 = 0, s2 = 0;
+    for (int i = 0; i < d.n_train; i++)
+      for (size_t e = 0; e < t->size; e++) {
+        const double v = d.traj[((size_t)i * d.L + d.L - 1) * d.P + t->offset + e];
+        s1 += v, s2 += v * v;
+      }
+    const double n = (double)d.n_train * t->size, mu = s1 / n;
+    cr_expect(fabs(mu) < 1e-3 && fabs(sqrt(s2 / n - mu * mu) - 1.0) < 1e-3,
+              "%s: normalised optima mean %g std %g", t->name, mu, sqrt(s2 / n - mu * mu));
+  }
+  ltdi_meta_config c;
+  ltdi_meta_default(&c);
+  char out[400];
+  snprintf(out, sizeof out, "%s/flat.safetensors", g_dir);
+  c.traj_path = g_traj, c.out_path = out, c.outer_steps = 10, c.batch = 4, c.T = 10;
+  c.base_ch = 8, c.val_fraction = 0.25f, c.val_tasks = 2, c.quiet = 1;
+  ltdi_meta_stats st;
+  cr_assert_eq(ltdi_meta_run(&c, &d, &st, err, sizeof err), 0, "meta: %s", err);
+  cr_expect(isnan(st.proto_acc), "a flat adapter has no prototype accuracy");
+  ltdi_meta_data_free(&d);
+  ltdi_backend *be = NULL;
+  cr_assert_eq(ltdi_backend_cpu_create(&be, 1), 0);
+  ltdi_model *m = NULL;
+  cr_assert_eq(ltdi_model_load(&m, be, out, err, sizeof err), 0, "%s", err);
+  cr_expect_eq(m->arch, LTDI_ARCH_UNET);
+  cr_expect_str_eq(m->layout.kind, "lora");
+  cr_expect_eq(m->ways, WAYS);
+  ltdi_model_free(m);
+  ltdi_backend_destroy(be);
 }

@@ -22,6 +22,7 @@
 typedef struct meta_args {
   ltdi_meta_config c;
   const char *device;
+  int flat_unet; /* LoRA trajectories into the paper's flat U-Net */
 } meta_args;
 
 static void meta_defaults(void *p) {
@@ -104,6 +105,9 @@ static const ltdi_opt META_OPTS[] = {
     LTDI_OPT_FLAG("--restart", meta_args, c.restart, 1,
                   "discard an existing checkpoint instead of resuming"),
     LTDI_OPT_FLAG("--quiet", meta_args, c.quiet, 1, "no progress lines"),
+    LTDI_OPT_FLAG("--flat-unet", meta_args, flat_unet, 1,
+                  "LoRA trajectories: the paper's flat U-Net over the whole adapter, "
+                  "conditioned on the concatenated class means, instead of the LoRA tokens"),
 };
 
 static const ltdi_cli META_CLI = {
@@ -161,7 +165,10 @@ int ltdi_cmd_meta(int argc, char **argv) {
   if (rank > 0) c.quiet = 1; /* rank 0 reports */
   char err[1024] = "";
   ltdi_meta_data d;
-  int rc = ltdi_meta_data_load(&d, c.traj_path, c.traj_len, c.val_fraction, err, sizeof err);
+  int rc = a.flat_unet ? ltdi_meta_data_load_lora_flat(&d, c.traj_path, c.traj_len,
+                                                       c.val_fraction, err, sizeof err)
+                       : ltdi_meta_data_load(&d, c.traj_path, c.traj_len, c.val_fraction, err,
+                                             sizeof err);
   if (rc) {
     fprintf(stderr, "meta: %s\n", err[0] ? err : ltdi_strerror(rc));
     return 1;

@@ -4,6 +4,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "trainer/meta/meta.h"
 #include "trainer/meta/meta_train_internal.h"
+#include "trainer/prepare/lora_prepare.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -115,6 +116,55 @@ static int read_header(const ltdi_st_file *f, const char *path, int traj_len, lt
   return 0;
 }
 
+/* read_header for a LoRA trajectories file (trainer/prepare/lora_prepare.h):
+ * the adapter's layout from the file's spec, its per-tensor statistics
+ * fitted on the training slice's optima (the split split_and_standardise
+ * makes next). */
+static int read_lora_header(const ltdi_st_file *f, const char *path, int traj_len,
+                            float val_fraction, ltdi_meta_data *d, const float **traj,
+                            const float **emb, char *err, size_t errlen) {
+  ltdi_lora *init = NULL;
+  int rc = ltdi_lora_prepare_read_adapter(path, 0, 0, &init, err, errlen);
+  if (rc) return rc;
+  d->lora = init->spec;
+  ltdi_lora_free(init);
+  int64_t ts[3] = {0}, es[2] = {0};
+  char why[256] = "";
+  int ways = 0, dim = 0;
+  if ((rc = ltdi_st_get_f32(f, "trajectories", 3, ts, traj, why, sizeof why)) ||
+      (rc = ltdi_st_get_f32(f, "embeddings", 2, es, emb, why, sizeof why)))
+    return ltdi_fail(err, errlen, rc, "%s: %s", path, why);
+  if (ltdi__meta_int(f, "ways", &ways) || ltdi__meta_int(f, "embedding_dim", &dim))
+    return ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: metadata lacks integer ways or embedding_dim", path);
+  ltdi_layout_free(&d->layout);
+  if ((rc = ltdi_model_lora_layout(&d->lora, &d->layout)))
+    return ltdi_fail(err, errlen, rc, "%s: cannot build the adapter's layout", path);
+  if (ts[2] != (int64_t)d->layout.n_params || es[0] != ts[0] || es[1] != (int64_t)ways * dim ||
+      ts[1] < 2 || ts[0] < 2)
+    return ltdi_fail(err, errlen, LTDI_ERR_SHAPE, "%s: trajectories [%lld,%lld,%lld] / embeddings [%lld,%lld] disagree with %d-way tasks and an adapter of %zu floats",
+                     path, (long long)ts[0], (long long)ts[1], (long long)ts[2], (long long)es[0],
+                     (long long)es[1], ways, d->layout.n_params);
+  d->M = (int)ts[0];
+  d->file_L = (int)ts[1];
+  d->L = traj_len > 0 ? traj_len : d->file_L;
+  d->P = (int)ts[2];
+  d->ways = ways;
+  d->dim = dim;
+  /* statistics of the training slice's optima (row L-1 of each task) */
+  long n_val = lround((double)d->M * val_fraction);
+  if (val_fraction > 0 && n_val < 1) n_val = 1;
+  if (n_val >= d->M) n_val = d->M - 1;
+  const long n_train = d->M - (n_val < 0 ? 0 : n_val);
+  float *opt = malloc((size_t)n_train * d->P * sizeof *opt);
+  if (!opt) return LTDI_ERR_NOMEM;
+  for (long i = 0; i < n_train; i++)
+    memcpy(opt + (size_t)i * d->P, *traj + ((size_t)i * d->file_L + d->file_L - 1) * d->P,
+           (size_t)d->P * sizeof *opt);
+  rc = ltdi_layout_fit_stats(&d->layout, opt, n_train, 1e-6f);
+  free(opt);
+  return rc;
+}
+
 /* The held-out split, and the standardisation statistics of c per feature
  * dimension over the training slice. 0 or LTDI_ERR_NOMEM. */
 static int split_and_standardise(ltdi_meta_data *d, float val_fraction) {
@@ -175,6 +225,16 @@ char *ltdi__meta_recipe_json(const ltdi_st_file *f) {
   return txt;
 }
 
+static int load_unet(ltdi_meta_data *d, const char *path, int traj_len, float val_fraction,
+                     int lora, char *err, size_t errlen);
+
+int ltdi_meta_data_load_lora_flat(ltdi_meta_data *d, const char *path, int traj_len,
+                                  float val_fraction, char *err, size_t errlen) {
+  memset(d, 0, sizeof *d);
+  ltdi_layout_init(&d->layout, NULL);
+  return load_unet(d, path, traj_len, val_fraction, 1, err, errlen);
+}
+
 int ltdi_meta_data_load(ltdi_meta_data *d, const char *path, int traj_len, float val_fraction,
                         char *err, size_t errlen) {
   memset(d, 0, sizeof *d);
@@ -199,10 +259,21 @@ int ltdi_meta_data_load(ltdi_meta_data *d, const char *path, int traj_len, float
     if (rc) ltdi_meta_data_free(d);
     return rc;
   }
-  if (!f && (rc = ltdi_st_read(path, &f, err, errlen))) return rc; /* says why it failed */
+  if (f) ltdi_st_close(f);
+  return load_unet(d, path, traj_len, val_fraction, 0, err, errlen);
+}
+
+/* The U-Net's data: an MLP-head trajectories file, or (lora) a LoRA one as
+ * flat adapters. */
+static int load_unet(ltdi_meta_data *d, const char *path, int traj_len, float val_fraction,
+                     int lora, char *err, size_t errlen) {
+  ltdi_st_file *f = NULL;
+  int rc = ltdi_st_read(path, &f, err, errlen);
+  if (rc) return rc; /* says why it failed */
   const float *traj = NULL, *emb = NULL;
   int rows[LTDI_SCHEDULE_MAX_L];
-  rc = read_header(f, path, traj_len, d, &traj, &emb, err, errlen);
+  rc = lora ? read_lora_header(f, path, traj_len, val_fraction, d, &traj, &emb, err, errlen)
+            : read_header(f, path, traj_len, d, &traj, &emb, err, errlen);
   if (!rc && (d->L > LTDI_SCHEDULE_MAX_L || ltdi_meta_subsample(d->file_L, d->L, rows)))
     rc = ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG, "trajectory length %d: must be 2..%d (the file's L)", traj_len, d->file_L);
   const size_t P = (size_t)d->P, Dc = (size_t)d->ways * d->dim;
@@ -232,10 +303,16 @@ int ltdi_meta_data_load(ltdi_meta_data *d, const char *path, int traj_len, float
     return rc;
   }
   const char *src = ltdi_st_meta(f, "data_source"), *shots = ltdi_st_meta(f, "shots");
-  snprintf(d->desc, 4096, "trajectories %s: %d tasks (%d train, %d held out), %d-way %s-shot, "
-           "head %d-%d-%d, file L %d, trained L %d; data_source %s",
-           path, d->M, d->n_train, d->n_val, d->ways, shots ? shots : "?", d->dim, d->hidden,
-           d->ways, d->file_L, d->L, src ? src : "unknown");
+  if (lora)
+    snprintf(d->desc, 4096, "LoRA trajectories %s as flat adapters: %d tasks (%d train, %d held "
+             "out), %d-way %s-shot, %d floats over %d-dim class means, file L %d, trained L %d; "
+             "data_source %s", path, d->M, d->n_train, d->n_val, d->ways, shots ? shots : "?",
+             d->P, d->dim, d->file_L, d->L, src ? src : "unknown");
+  else
+    snprintf(d->desc, 4096, "trajectories %s: %d tasks (%d train, %d held out), %d-way %s-shot, "
+             "head %d-%d-%d, file L %d, trained L %d; data_source %s",
+             path, d->M, d->n_train, d->n_val, d->ways, shots ? shots : "?", d->dim, d->hidden,
+             d->ways, d->file_L, d->L, src ? src : "unknown");
   ltdi_st_close(f);
   return 0;
 }
@@ -306,7 +383,9 @@ int ltdi_meta_val_mse(ltdi_model *m, const ltdi_meta_data *d, int first, int n, 
   free(x);
   free(z);
   if (!rc) *mse = acc / ((double)n * P);
-  if (!rc && proto_acc) *proto_acc = (double)hits / ((double)n * d->ways);
+  /* a flat adapter (--flat-unet) has no prototypes to classify */
+  if (!rc && proto_acc)
+    *proto_acc = strcmp(d->layout.kind, "lora") ? (double)hits / ((double)n * d->ways) : NAN;
   return rc;
 }
 

@@ -141,6 +141,15 @@ typedef struct ltdi_meta_data {
  * file trains the U-Net and comes alone. */
 int ltdi_meta_data_load(ltdi_meta_data *d, const char *path, int traj_len, float val_fraction,
                         char *err, size_t errlen);
+/* The same for the paper's flat U-Net over a LoRA trajectories file (`meta
+ * --arch unet`): the adapter as one flat vector in core/text/lora.h's
+ * layout, normalised per A and B tensor with statistics fitted on the
+ * training optima, and the condition the concatenated class means
+ * [m_1; ...; m_N] in label order (the U-Net's task embedding). The
+ * comparison the structured LoRA-token denoiser is measured against
+ * (docs/LORA.md). */
+int ltdi_meta_data_load_lora_flat(ltdi_meta_data *d, const char *path, int traj_len,
+                                  float val_fraction, char *err, size_t errlen);
 void ltdi_meta_data_free(ltdi_meta_data *d);
 
 /* rows (L_new) = the trajectory rows kept when subsampling L to L_new:
