@@ -18,68 +18,29 @@
 #include "core/model_io_internal.h"
 
 char *ltdi__model_lora_json(const ltdi_model *m) {
-  const ltdi_lora_spec *s = m->lora;
-  json_t *mods = json_array(), *ins = json_array(), *outs = json_array();
-  for (int i = 0; i < s->n_targets; i++) {
-    json_array_append_new(mods, json_string(ltdi_lora_module_name(s->targets[i].module)));
-    json_array_append_new(ins, json_integer(s->targets[i].in_features));
-    json_array_append_new(outs, json_integer(s->targets[i].out_features));
-  }
-  json_t *o = json_pack("{s:i, s:i, s:f, s:o, s:o, s:o, s:s, s:s, s:i}", "n_layers",
-                        s->n_layers, "r", s->r, "alpha", (double)s->alpha, "target_modules", mods,
-                        "in_features", ins, "out_features", outs, "base_model", s->base_model,
-                        "base_model_sha256", s->base_model_sha256, "max_ways", m->max_ways);
-  char *text = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
+  char *spec = ltdi_lora_spec_to_json(m->lora);
+  json_t *o = spec ? json_loads(spec, JSON_DECODE_ANY, NULL) : NULL;
+  free(spec);
+  if (o) json_object_set_new(o, "max_ways", json_integer(m->max_ways));
+  char *text = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9))
+                 : NULL;
   json_decref(o);
   return text;
 }
 
+/* The "lora" key: the spec (ltdi_lora_spec_from_json) and max_ways. */
 static int parse_spec(const char *text, ltdi_lora_spec *s, int *max_ways, char *err,
                       size_t errlen) {
-  json_error_t je;
-  json_t *o = text ? json_loads(text, 0, &je) : NULL, *mods = NULL, *ins = NULL, *outs = NULL;
-  const char *base = NULL, *sha = NULL;
-  double alpha = 0;
-  memset(s, 0, sizeof *s);
-  int rc = 0;
-  if (!o ||
-      json_unpack(o, "{s:i, s:i, s:F, s:o, s:o, s:o, s:s, s:s, s:i}", "n_layers", &s->n_layers,
-                  "r", &s->r, "alpha", &alpha, "target_modules", &mods, "in_features", &ins,
-                  "out_features", &outs, "base_model", &base, "base_model_sha256", &sha,
-                  "max_ways", max_ways) ||
-      !json_is_array(mods) || !json_is_array(ins) || !json_is_array(outs) ||
-      json_array_size(mods) < 1 || json_array_size(mods) > LTDI_LORA_MODULE_COUNT ||
-      json_array_size(ins) != json_array_size(mods) ||
-      json_array_size(outs) != json_array_size(mods) ||
-      strlen(base) >= sizeof s->base_model || strlen(sha) >= sizeof s->base_model_sha256)
-    rc = LTDI_ERR_FORMAT;
-  for (size_t i = 0; !rc && i < json_array_size(mods); i++) {
-    const char *name = json_string_value(json_array_get(mods, i));
-    json_t *in = json_array_get(ins, i), *out = json_array_get(outs, i);
-    if (!name || ltdi_lora_module_parse(name, &s->targets[i].module) || !json_is_integer(in) ||
-        !json_is_integer(out) || json_integer_value(in) < 1 ||
-        json_integer_value(in) > LTDI_LORA_MAX_FEATURES || json_integer_value(out) < 1 ||
-        json_integer_value(out) > LTDI_LORA_MAX_FEATURES)
-      rc = LTDI_ERR_FORMAT;
-    else {
-      s->targets[i].in_features = (int)json_integer_value(in);
-      s->targets[i].out_features = (int)json_integer_value(out);
-    }
-  }
-  if (!rc) {
-    s->n_targets = (int)json_array_size(mods);
-    s->alpha = (float)alpha;
-    strcpy(s->base_model, base);
-    strcpy(s->base_model_sha256, sha);
-  }
-  json_decref(o);
-  char why[256] = "";
-  size_t count = 0;
-  if (rc)
-    return ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "model metadata 'lora' is not an adapter spec {n_layers, r, alpha, target_modules, in_features, out_features, base_model, base_model_sha256, max_ways}");
-  if (ltdi_lora_spec_check(s, &count, why, sizeof why))
+  char why[384] = "";
+  if (ltdi_lora_spec_from_json(text, s, why, sizeof why))
     return ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "model metadata 'lora': %s", why);
-  return 0;
+  json_t *o = json_loads(text, 0, NULL);
+  json_t *mw = json_object_get(o, "max_ways");
+  const int ok = json_is_integer(mw) && json_integer_value(mw) >= 2 &&
+                 json_integer_value(mw) <= LTDI_MODEL_MAX_WAYS_LIMIT;
+  if (ok) *max_ways = (int)json_integer_value(mw);
+  json_decref(o);
+  return ok ? 0 : ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "model metadata 'lora' lacks max_ways (2..%d)", LTDI_MODEL_MAX_WAYS_LIMIT);
 }
 
 int ltdi__model_lora_build(ltdi_model **m, ltdi_backend *be, const ltdi_st_file *f,

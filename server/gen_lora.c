@@ -81,50 +81,16 @@ int ltdi__lora_write_dir(const char *adapter_dir, const char *task_id, const ltd
   return rc == LTDI_ERR_EXISTS ? 0 : rc; /* a concurrent request for the same task won */
 }
 
-/* An int array of n entries into out[k].<field>. */
-static int ints(json_t *a, int n, int *out, size_t stride) {
-  if (!json_is_array(a) || (int)json_array_size(a) != n) return -1;
-  for (int k = 0; k < n; k++) {
-    json_t *v = json_array_get(a, (size_t)k);
-    if (!json_is_integer(v)) return -1;
-    *(int *)((char *)out + (size_t)k * stride) = (int)json_integer_value(v);
-  }
-  return 0;
-}
-
 int ltdi__lora_spec_from_summary(const char *summary_json, ltdi_lora_spec *spec) {
   memset(spec, 0, sizeof *spec);
   json_t *o = summary_json ? json_loads(summary_json, 0, NULL) : NULL;
   json_t *lo = json_object_get(o, "lora");
-  int rc = json_is_object(lo) ? 0 : LTDI_ERR_NOT_FOUND;
-  json_t *t = json_object_get(lo, "target_modules");
-  const char *base = json_string_value(json_object_get(lo, "base_model"));
-  const char *sha = json_string_value(json_object_get(lo, "base_model_sha256"));
-  if (!rc && (!json_is_array(t) || json_array_size(t) < 1 ||
-              json_array_size(t) > LTDI_LORA_MODULE_COUNT || !base || !sha ||
-              strlen(base) >= sizeof spec->base_model || strlen(sha) >= sizeof spec->base_model_sha256))
-    rc = LTDI_ERR_FORMAT;
-  if (!rc) {
-    spec->n_targets = (int)json_array_size(t);
-    for (int k = 0; !rc && k < spec->n_targets; k++) {
-      const char *name = json_string_value(json_array_get(t, (size_t)k));
-      if (!name || ltdi_lora_module_parse(name, &spec->targets[k].module)) rc = LTDI_ERR_FORMAT;
-    }
-    if (!rc && (ints(json_object_get(lo, "in_features"), spec->n_targets,
-                     &spec->targets[0].in_features, sizeof spec->targets[0]) ||
-                ints(json_object_get(lo, "out_features"), spec->n_targets,
-                     &spec->targets[0].out_features, sizeof spec->targets[0])))
-      rc = LTDI_ERR_FORMAT;
-    spec->n_layers = (int)json_integer_value(json_object_get(lo, "n_layers"));
-    spec->r = (int)json_integer_value(json_object_get(lo, "r"));
-    spec->alpha = (float)json_number_value(json_object_get(lo, "alpha"));
-    if (!rc) {
-      strcpy(spec->base_model, base);
-      strcpy(spec->base_model_sha256, sha);
-    }
-  }
-  size_t count = 0;
-  if (!rc && ltdi_lora_spec_check(spec, &count, NULL, 0)) rc = LTDI_ERR_FORMAT;
+  char *text = json_is_object(lo) ? json_dumps(lo, JSON_COMPACT) : NULL;
+  int rc = !json_is_object(lo) ? LTDI_ERR_NOT_FOUND
+           : !text             ? LTDI_ERR_NOMEM
+           : ltdi_lora_spec_from_json(text, spec, NULL, 0) ? LTDI_ERR_FORMAT
+                                                           : 0;
+  free(text);
   json_decref(o);
   return rc;
 }

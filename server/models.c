@@ -340,18 +340,13 @@ static void ways_json(json_t *o, const ltdi_model *m) {
  * and all ltdi_lora_spec holds (GET /v1/tasks/{id}/adapter rebuilds the
  * adapter's config from it). */
 static json_t *lora_json(const ltdi_lora_spec *sp) {
-  json_t *t = json_array(), *in = json_array(), *out = json_array();
-  for (int i = 0; t && in && out && i < sp->n_targets; i++) {
-    json_array_append_new(t, json_string(ltdi_lora_module_name(sp->targets[i].module)));
-    json_array_append_new(in, json_integer(sp->targets[i].in_features));
-    json_array_append_new(out, json_integer(sp->targets[i].out_features));
-  }
+  char *spec = ltdi_lora_spec_to_json(sp);
+  json_t *o = spec ? json_loads(spec, 0, NULL) : NULL;
+  free(spec);
   size_t count = 0;
   ltdi_lora_spec_check(sp, &count, NULL, 0);
-  return json_pack("{s:s,s:s,s:o,s:o,s:o,s:i,s:i,s:f,s:I}", "base_model", sp->base_model,
-                   "base_model_sha256", sp->base_model_sha256, "target_modules", t,
-                   "in_features", in, "out_features", out, "n_layers", sp->n_layers, "r", sp->r,
-                   "alpha", (double)sp->alpha, "n_params", (json_int_t)count);
+  if (o) json_object_set_new(o, "n_params", json_integer((json_int_t)count));
+  return o;
 }
 
 char *ltdi_model_summary_json(const ltdi_model *m) {

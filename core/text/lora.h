@@ -93,6 +93,15 @@ int ltdi_lora_spec_bert(ltdi_lora_spec *spec, int n_layers, int hidden, int inte
  * LTDI_ERR_OVERFLOW with the reason in err. */
 int ltdi_lora_spec_check(const ltdi_lora_spec *spec, size_t *count, char *err, size_t errlen);
 
+/* The spec as a compact JSON object (core/text/lora_spec_json.c): keys
+ * n_layers, r, alpha, target_modules (in the spec's order), in_features and
+ * out_features (one per target), base_model, base_model_sha256. malloc'd;
+ * NULL on OOM. The reader takes that object (other keys are ignored, so a
+ * caller may add its own) and checks it as ltdi_lora_spec_check: 0 or
+ * LTDI_ERR_FORMAT with the reason in err. */
+char *ltdi_lora_spec_to_json(const ltdi_lora_spec *spec);
+int ltdi_lora_spec_from_json(const char *json, ltdi_lora_spec *spec, char *err, size_t errlen);
+
 /* alpha / r: the factor PEFT multiplies B·A by. */
 float ltdi_lora_scaling(const ltdi_lora_spec *spec);
 
