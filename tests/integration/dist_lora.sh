@@ -14,25 +14,7 @@
 # Exits 77 (skipped) when ltdi-train was built without MPI.
 set -euo pipefail
 train=$1
-fail() { echo "FAIL: $*" >&2; exit 1; }
-if ! "$train" --help | grep -q "^distributed: MPI"; then
-  echo "SKIP: ltdi-train built without MPI (LTDI_MPI=OFF)"
-  exit 77
-fi
-command -v mpirun > /dev/null || fail "ltdi-train is built with MPI but mpirun is not on PATH (scripts/setup.sh installs openmpi-bin)"
-mpi=(mpirun --allow-run-as-root --oversubscribe --mca btl self,tcp --mca btl_tcp_if_include lo
-     --mca oob_tcp_if_include lo)
-tmp=$(mktemp -d)
-job=
-cleanup() {
-  # Only the job this script started and its ranks, by their ids.
-  if [ -n "$job" ]; then
-    for p in $(pgrep -P "$job" 2> /dev/null); do kill -9 "$p" 2> /dev/null || true; done
-    kill -9 "$job" 2> /dev/null || true
-  fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+. "$(dirname "$0")/lib/dist_setup.sh"
 
 # A tiny random BERT (hidden 8, 2 layers, 2 heads; the layout of
 # tests/unit/bert_tiny.h) as an encoder folder, and 6 classes x 30 texts

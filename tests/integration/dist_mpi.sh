@@ -15,17 +15,7 @@
 set -euo pipefail
 train=$1
 src=$2
-fail() { echo "FAIL: $*" >&2; exit 1; }
-if ! "$train" --help | grep -q "^distributed: MPI"; then
-  echo "SKIP: ltdi-train built without MPI (LTDI_MPI=OFF)"
-  exit 77
-fi
-command -v mpirun > /dev/null || fail "ltdi-train is built with MPI but mpirun is not on PATH (scripts/setup.sh installs openmpi-bin)"
-# Loopback only; as root Open MPI wants to be told that it may run.
-mpi=(mpirun --allow-run-as-root --oversubscribe --mca btl self,tcp --mca btl_tcp_if_include lo
-     --mca oob_tcp_if_include lo)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/lib/dist_setup.sh"
 model=$src/models/glyphs-5w1s-lt.safetensors
 test -f "$model" || fail "no shipped model $model"
 
