@@ -15,6 +15,7 @@
 
 #include "core/rng.h"
 #include "tests/unit/bert_tiny.h"
+#include "trainer/prepare/lora_prepare.h"
 
 #define LTF_NCLS 6        /* classes in the text file */
 #define LTF_PER 30        /* texts per class */
@@ -70,6 +71,38 @@ static inline void ltf_write_texts(const char *path, uint64_t seed) {
       fprintf(f, " n%d\n", i); /* an unknown word, and no two texts alike */
     }
   cr_assert_eq(fclose(f), 0);
+}
+
+/* The tiny world's preparation (trainer/prepare/lora_prepare.h): rank-2
+ * query/value adapters (alpha 4) of the encoder folder enc over the texts
+ * of tsv, `tasks` tasks of ways x shots, `steps` recipe steps (lr 1e-2,
+ * logit scale 10), L checkpoints, seed 9, one thread, quiet, into out. */
+static inline ltdi_lora_prepare_config ltf_prepare_config(const char *enc, const char *tsv,
+                                                          const char *out, int tasks, int ways,
+                                                          int shots, int steps, int L) {
+  ltdi_lora_prepare_config c;
+  ltdi_lora_prepare_default(&c);
+  c.trainer.encoder = enc;
+  c.trainer.targets = "query,value";
+  c.trainer.r = 2;
+  c.trainer.alpha = 4.0f;
+  c.trainer.max_length = 16;
+  c.trainer.max_batch = 5;
+  c.trainer.max_tokens = 48;
+  c.train.steps = steps;
+  c.train.lr = 1e-2f;
+  c.train.logit_scale = 10.0f;
+  c.train.init_seed = 3;
+  c.train.n_checkpoints = L;
+  c.text_path = tsv;
+  c.tasks = tasks;
+  c.ways = ways;
+  c.shots = shots;
+  c.seed = 9;
+  c.n_threads = 1;
+  c.out_path = out;
+  c.quiet = 1;
+  return c;
 }
 
 #endif

@@ -53,29 +53,7 @@ static void path_in(char *buf, size_t n, const char *name) {
 }
 
 static ltdi_lora_prepare_config small_config(const char *out, int tasks, int steps) {
-  ltdi_lora_prepare_config c;
-  ltdi_lora_prepare_default(&c);
-  c.trainer.encoder = g_enc;
-  c.trainer.targets = "query,value";
-  c.trainer.r = 2;
-  c.trainer.alpha = 4.0f;
-  c.trainer.max_length = 16;
-  c.trainer.max_batch = 5;
-  c.trainer.max_tokens = 48;
-  c.train.steps = steps;
-  c.train.lr = 1e-2f;
-  c.train.logit_scale = 10.0f;
-  c.train.init_seed = 3;
-  c.train.n_checkpoints = L;
-  c.text_path = g_tsv;
-  c.tasks = tasks;
-  c.ways = WAYS;
-  c.shots = SHOTS;
-  c.seed = 9;
-  c.n_threads = 1;
-  c.out_path = out;
-  c.quiet = 1;
-  return c;
+  return ltf_prepare_config(g_enc, g_tsv, out, tasks, WAYS, SHOTS, steps, L);
 }
 
 static void run_ok(const ltdi_lora_prepare_config *c, ltdi_lora_prepare_stats *st) {
