@@ -24,15 +24,20 @@ int ltdi_diffusion_noise_at(const ltdi_schedule *s, const float *traj, long P, i
   return 0;
 }
 
-int ltdi_diffusion_make_batch(const ltdi_schedule *s, const float *traj, int n_traj, long P,
-                              const float *gamma_by_j, int batch, ltdi_rng *rng, float *x_t,
-                              float *eps, int32_t *t, float *gamma) {
+int ltdi_diffusion_make_batch_rows(const ltdi_schedule *s, const float *traj, int n_traj, long P,
+                                   const float *gamma_by_j, int batch, int first, int count,
+                                   ltdi_rng *rng, float *x_t, float *eps, int32_t *t,
+                                   float *gamma) {
   if (s == NULL || traj == NULL || n_traj < 1 || P < 1 || batch < 1 || rng == NULL ||
-      x_t == NULL || eps == NULL || t == NULL)
+      x_t == NULL || eps == NULL || t == NULL || first < 0 || count < 0 || first + count > batch)
     return LTDI_ERR_INVALID_ARG;
   const size_t traj_size = (size_t)s->L * (size_t)P;
   for (int b = 0; b < batch; b++) {
     const int tb = 1 + (int)ltdi_rng_below(rng, (uint32_t)s->T);
+    if (b < first || b >= first + count) {
+      ltdi_rng_skip_normals(rng, P);
+      continue;
+    }
     float *eb = eps + (size_t)b * (size_t)P;
     ltdi_rng_fill_normal(rng, eb, P, 1.0f);
     int j = 0;
@@ -43,4 +48,11 @@ int ltdi_diffusion_make_batch(const ltdi_schedule *s, const float *traj, int n_t
     if (gamma) gamma[b] = gamma_by_j ? gamma_by_j[j] : 1.0f;
   }
   return 0;
+}
+
+int ltdi_diffusion_make_batch(const ltdi_schedule *s, const float *traj, int n_traj, long P,
+                              const float *gamma_by_j, int batch, ltdi_rng *rng, float *x_t,
+                              float *eps, int32_t *t, float *gamma) {
+  return ltdi_diffusion_make_batch_rows(s, traj, n_traj, P, gamma_by_j, batch, 0, batch, rng,
+                                        x_t, eps, t, gamma);
 }

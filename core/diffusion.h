@@ -70,6 +70,14 @@ int ltdi_diffusion_make_batch(const ltdi_schedule *s, const float *traj /* (n_tr
                               ltdi_rng *rng, float *x_t /* (batch, P) */,
                               float *eps /* (batch, P) */, int32_t *t /* (batch) */,
                               float *gamma /* (batch) */);
+/* ltdi_diffusion_make_batch for samples [first, first + count) only: x_t,
+ * eps, t and gamma get those rows, the other samples' draws are only
+ * skipped (ltdi_rng_skip_normals), so rng ends as after the whole batch and
+ * the rows hold the same numbers. For a batch whose rows ranks share. */
+int ltdi_diffusion_make_batch_rows(const ltdi_schedule *s, const float *traj, int n_traj, long P,
+                                   const float *gamma_by_j, int batch, int first, int count,
+                                   ltdi_rng *rng, float *x_t, float *eps, int32_t *t,
+                                   float *gamma);
 
 /* ---- sampling ----------------------------------------------------------------- */
 

@@ -91,3 +91,28 @@ void ltdi_rng_shuffle(ltdi_rng *rng, int32_t *items, int n) {
 void ltdi_rng_fill_normal(ltdi_rng *rng, float *x, long n, float std) {
   for (long i = 0; i < n; i++) x[i] = std * ltdi_rng_normal(rng);
 }
+
+/* Past k words of the stream: the rest of the current block, whole blocks
+ * by the counter alone, then the block holding the next word. */
+static void skip_u32(ltdi_rng *rng, uint64_t k) {
+  const uint64_t left = (uint64_t)(4 - rng->used);
+  if (k <= left) {
+    rng->used += (int)k;
+    return;
+  }
+  k -= left;
+  uint64_t ctr = ((uint64_t)rng->ctr[1] << 32 | rng->ctr[0]) + k / 4;
+  rng->ctr[0] = (uint32_t)ctr, rng->ctr[1] = (uint32_t)(ctr >> 32);
+  rng->used = 4;
+  if (k % 4) {
+    (void)ltdi_rng_u32(rng);
+    rng->used = (int)(k % 4);
+  }
+}
+
+void ltdi_rng_skip_normals(ltdi_rng *rng, long n) {
+  if (n <= 0) return;
+  if (rng->has_spare) rng->has_spare = 0, n--;
+  skip_u32(rng, 2 * (uint64_t)(n / 2)); /* a pair takes two words */
+  if (n % 2) (void)ltdi_rng_normal(rng); /* the last pair's second one waits */
+}

@@ -37,6 +37,10 @@ uint32_t ltdi_rng_below(ltdi_rng *rng, uint32_t n);
 void ltdi_rng_shuffle(ltdi_rng *rng, int32_t *items, int n);
 /* Fills x[0..n) with N(0, std^2). */
 void ltdi_rng_fill_normal(ltdi_rng *rng, float *x, long n, float std);
+/* Moves the generator past n normals exactly as ltdi_rng_fill_normal(n)
+ * would (the same state for every later draw), without computing them:
+ * for work split over ranks that replays the draws of others' share. */
+void ltdi_rng_skip_normals(ltdi_rng *rng, long n);
 
 /* One Philox block as a pure function, for tests and for kernels that draw
  * numbers in parallel: out = Philox4x32-10(counter, key). */

@@ -133,6 +133,38 @@ Test(diffusion, make_batch_draws_every_t_and_builds_consistent_samples) {
   free(traj), free(xt), free(eps), free(t), free(gamma);
 }
 
+/* make_batch_rows gives a block of rows exactly as the whole batch has
+ * them, and leaves the rng where the whole batch does. */
+Test(diffusion, make_batch_rows_equal_the_whole_batch_rows) {
+  const long P = 7; /* odd: rows start with and without a spare normal */
+  const int n_traj = 5, B = 10, L = 4, T = 20;
+  init_default(T, L);
+  float *traj = randn((long)n_traj * L * P, 9);
+  const size_t bytes = (size_t)B * P * sizeof(float);
+  float *xa = malloc(bytes), *ea = malloc(bytes), *xb = calloc(1, bytes), *eb = calloc(1, bytes);
+  int32_t ta[10], tb[10] = {0};
+  const int firsts[] = {0, 3, 9, 0}, counts[] = {4, 5, 1, 0};
+  for (int k = 0; k < 4; k++) {
+    ltdi_rng ra, rb;
+    ltdi_rng_init(&ra, 11, 2);
+    ltdi_rng_init(&rb, 11, 2);
+    cr_assert_eq(ltdi_diffusion_make_batch(&S, traj, n_traj, P, NULL, B, &ra, xa, ea, ta, NULL), 0);
+    cr_assert_eq(ltdi_diffusion_make_batch_rows(&S, traj, n_traj, P, NULL, B, firsts[k], counts[k],
+                                                &rb, xb, eb, tb, NULL), 0);
+    for (int b = firsts[k]; b < firsts[k] + counts[k]; b++) {
+      cr_assert_eq(ta[b], tb[b], "row %d", b);
+      cr_assert_eq(memcmp(xa + b * P, xb + b * P, P * sizeof(float)), 0, "row %d", b);
+      cr_assert_eq(memcmp(ea + b * P, eb + b * P, P * sizeof(float)), 0, "row %d", b);
+    }
+    cr_assert_eq(ltdi_rng_u32(&ra), ltdi_rng_u32(&rb), "the stream goes on alike");
+  }
+  ltdi_rng r;
+  ltdi_rng_init(&r, 1, 1);
+  cr_assert_eq(ltdi_diffusion_make_batch_rows(&S, traj, n_traj, P, NULL, B, 8, 3, &r, xb, eb, tb,
+                                              NULL), LTDI_ERR_INVALID_ARG);
+  free(traj), free(xa), free(ea), free(xb), free(eb);
+}
+
 /* The trainer's loss (trainer/meta/meta_train.c): the backend's mse_loss on
  * ε̂ against the ε targets, γ = 1. */
 Test(diffusion, loss_and_gradient_by_hand) {

@@ -45,6 +45,34 @@ Test(dist, blocks_cover_in_order_and_differ_by_at_most_one) {
     }
 }
 
+/* Shards tile [0, n) in rank order, start on 64-float lines below n_shard,
+ * split n_shard evenly to within a line, and give [n_shard, n) to the last. */
+Test(dist, shards_tile_the_vector_on_lines_with_the_tail_on_the_last_rank) {
+  const size_t cases[][2] = {{0, 0}, {1, 1}, {63, 63}, {64, 64}, {1000, 1000},
+                             {1000, 990}, {130, 0}, {1106144, 1106140}};
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
+    for (int size = 1; size <= 9; size++) {
+      const size_t n = cases[k][0], n_shard = cases[k][1];
+      size_t next = 0, lo = (size_t)-1, hi = 0;
+      for (int r = 0; r < size; r++) {
+        size_t first, count;
+        ltdi_dist_shard(n, n_shard, r, size, &first, &count);
+        cr_assert_eq(first, next, "n %zu/%zu size %d rank %d", n, n_shard, r, size);
+        if (first < n_shard) cr_assert_eq(first % 64, 0, "rank %d starts at %zu", r, first);
+        if (r == size - 1) {
+          cr_assert_eq(first + count, n, "the last shard ends at n");
+        } else {
+          cr_assert_leq(first + count, n_shard, "only the last rank holds the tail");
+          if (count < lo) lo = count;
+          if (count > hi) hi = count;
+        }
+        next += count;
+      }
+      cr_assert_eq(next, n);
+      if (size > 2) cr_assert_leq(hi - lo, 64, "n_shard %zu size %d: %zu..%zu", n_shard, size, lo, hi);
+    }
+}
+
 /* parts (n_parts, n): signs and exponents spread over 2^-20 .. 2^20, so
  * that rounding depends on the order of the adds. */
 static float *spread_parts(int n_parts, size_t n, uint64_t seed) {

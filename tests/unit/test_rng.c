@@ -193,3 +193,28 @@ Test(rng, shuffle_is_a_uniform_permutation) {
   for (int i = 0; i < 6; i++) chi2 += (counts[i] - expect) * (counts[i] - expect) / expect;
   cr_assert_lt(chi2, chi2_limit(5, 5.0), "permutation chi-square %g", chi2);
 }
+
+/* Skipping n normals leaves the generator exactly where drawing them does:
+ * from states with and without a spare normal and at every word of a
+ * block, over counts that cross blocks, odd and even. */
+Test(rng, skip_normals_ends_where_drawing_them_ends) {
+  const long counts[] = {0, 1, 2, 3, 4, 5, 7, 8, 9, 2245, 10000};
+  float drawn[10000];
+  for (int lead = 0; lead < 6; lead++) /* lead normals / words before the skip */
+    for (int words = 0; words < 4; words++)
+      for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++) {
+        ltdi_rng a, b;
+        ltdi_rng_init(&a, 99, 5);
+        for (int w = 0; w < words; w++) (void)ltdi_rng_u32(&a);
+        for (int i = 0; i < lead; i++) (void)ltdi_rng_normal(&a);
+        b = a;
+        ltdi_rng_fill_normal(&a, drawn, counts[k], 1.0f);
+        ltdi_rng_skip_normals(&b, counts[k]);
+        for (int i = 0; i < 9; i++) {
+          float x = ltdi_rng_normal(&a), y = ltdi_rng_normal(&b);
+          cr_assert_eq(memcmp(&x, &y, sizeof x), 0, "lead %d words %d n %ld: draw %d", lead,
+                       words, counts[k], i);
+          cr_assert_eq(ltdi_rng_u32(&a), ltdi_rng_u32(&b));
+        }
+      }
+}

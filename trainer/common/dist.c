@@ -54,7 +54,7 @@ static long env_count(const char *name) {
 /* Messages are cut into pieces MPI's int counts can hold. */
 #define DIST_BYTES_PIECE ((size_t)1 << 30)
 #define DIST_TAG_GATHER 17
-#define DIST_TAG_CHAIN 18
+#define DIST_TAG_SUM 18
 
 /* 1 when an MPI process manager started this process: the variables that
  * Open MPI's mpirun, MPICH's hydra and Slurm's PMIx/PMI2 plugins set. */
@@ -213,13 +213,22 @@ int ltdi_dist_gatherv(const void *send, size_t n, void *recv, const size_t *coun
   return 0;
 }
 
+/* counts[r] = rank r's `mine`, on every rank. */
+static int all_counts(int mine, int *counts) {
+  if (!g_dist.mpi || g_dist.size == 1) {
+    counts[0] = mine;
+    return 0;
+  }
+  return mpi_rc(MPI_Allgather(&mine, 1, MPI_INT, counts, 1, MPI_INT, MPI_COMM_WORLD));
+}
+
 static int send_floats(const float *x, size_t len, int peer) {
-  return mpi_rc(MPI_Send(x, (int)len, MPI_FLOAT, peer, DIST_TAG_CHAIN, MPI_COMM_WORLD));
+  return mpi_rc(MPI_Send(x, (int)len, MPI_FLOAT, peer, DIST_TAG_SUM, MPI_COMM_WORLD));
 }
 
 static int recv_floats(float *x, size_t len, int peer) {
   return mpi_rc(
-      MPI_Recv(x, (int)len, MPI_FLOAT, peer, DIST_TAG_CHAIN, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
+      MPI_Recv(x, (int)len, MPI_FLOAT, peer, DIST_TAG_SUM, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
 }
 
 #else /* !LTDI_HAVE_MPI */
@@ -265,7 +274,12 @@ int ltdi_dist_gatherv(const void *send, size_t n, void *recv, const size_t *coun
   return 0;
 }
 
-/* A chain never leaves a rank of one. */
+static int all_counts(int mine, int *counts) {
+  counts[0] = mine;
+  return 0;
+}
+
+/* A sum never leaves a rank of one. */
 static int send_floats(const float *x, size_t len, int peer) {
   (void)x, (void)len, (void)peer;
   return LTDI_ERR_UNSUPPORTED;
@@ -280,22 +294,22 @@ static int recv_floats(float *x, size_t len, int peer) {
 
 /* ==== the fixed-order sum ================================================ */
 
-/* Floats move in pieces of 64 Ki (256 KiB): small enough that the chain
- * pipelines (a hop costs one piece, not the vector), large enough that the
+/* Floats move in pieces of 64 Ki (256 KiB): small enough that a piece's
+ * receive and add overlap the next piece's transfer, large enough that the
  * per-message latency stays small beside it. */
 #define DIST_FLOATS_PIECE ((size_t)1 << 16)
 
-/* Where a chain's vectors live and how the running sum moves: host memory
+/* Where a sum's vectors live and how they move: host memory
  * (be NULL), a backend's memory that is host memory (the CPU backend), or
  * a GPU's, which goes through `stage` (a host piece) or NCCL. */
-typedef struct chain_mem {
+typedef struct sum_mem {
   ltdi_backend *be;
   int host;     /* the vectors are host-addressable */
-  int nccl;     /* the running sum moves by NCCL */
+  int nccl;     /* the pieces move by NCCL */
   float *stage; /* (DIST_FLOATS_PIECE) host copy for the rest */
-} chain_mem;
+} sum_mem;
 
-static int chain_zero(const chain_mem *cm, float *x, size_t len) {
+static int sum_zero(const sum_mem *cm, float *x, size_t len) {
   if (cm->be == NULL) {
     memset(x, 0, len * sizeof(float));
     return 0;
@@ -306,7 +320,7 @@ static int chain_zero(const chain_mem *cm, float *x, size_t len) {
 /* s += x: the one rounding of the sum. The host loop and be->axpy with
  * alpha 1 (x·1 is exact, so even a fused multiply-add rounds x + s once)
  * give the same bits. */
-static int chain_add(const chain_mem *cm, float *s, const float *x, size_t len) {
+static int sum_add(const sum_mem *cm, float *s, const float *x, size_t len) {
   if (cm->be == NULL) {
     for (size_t i = 0; i < len; i++) s[i] += x[i];
     return 0;
@@ -314,7 +328,7 @@ static int chain_add(const chain_mem *cm, float *s, const float *x, size_t len) 
   return cm->be->axpy(cm->be, s, x, 1.0f, len);
 }
 
-static int chain_send(const chain_mem *cm, const float *x, size_t len, int peer) {
+static int sum_send(const sum_mem *cm, const float *x, size_t len, int peer) {
 #if defined(LTDI_HAVE_NCCL)
   if (cm->nccl) return ltdi__dist_nccl_send(cm->be, x, len, peer);
 #endif
@@ -323,7 +337,7 @@ static int chain_send(const chain_mem *cm, const float *x, size_t len, int peer)
   return rc ? rc : send_floats(cm->stage, len, peer);
 }
 
-static int chain_recv(const chain_mem *cm, float *x, size_t len, int peer) {
+static int sum_recv(const sum_mem *cm, float *x, size_t len, int peer) {
 #if defined(LTDI_HAVE_NCCL)
   if (cm->nccl) return ltdi__dist_nccl_recv(cm->be, x, len, peer);
 #endif
@@ -332,7 +346,7 @@ static int chain_recv(const chain_mem *cm, float *x, size_t len, int peer) {
   return rc ? rc : cm->be->upload(cm->be, x, cm->stage, len * sizeof(float));
 }
 
-static int chain_bcast(const chain_mem *cm, float *x, size_t n, int root) {
+static int sum_bcast(const sum_mem *cm, float *x, size_t n, int root) {
 #if defined(LTDI_HAVE_NCCL)
   if (cm->nccl) return ltdi__dist_nccl_bcast(cm->be, x, n, root);
 #endif
@@ -349,38 +363,125 @@ static int chain_bcast(const chain_mem *cm, float *x, size_t n, int root) {
   return 0;
 }
 
-/* The chain: piece by piece, rank r receives the running sum of ranks
- * 0..r-1 (rank 0 starts from zeros), adds its parts in order and passes it
- * on; the last rank then holds the total and broadcasts it. While rank r+1
- * adds piece k, rank r already works on piece k+1. */
-static int chain_sum(const chain_mem *cm, float *sum, const float *parts, int n_parts, size_t n) {
+void ltdi_dist_shard(size_t n, size_t n_shard, int rank, int size, size_t *first,
+                     size_t *count) {
+  if (n_shard > n) n_shard = n;
+  if (size < 1 || rank < 0 || rank >= size) {
+    *first = 0, *count = 0;
+    return;
+  }
+  /* Whole lines of 64 floats, so a shard's vector loops start aligned. */
+  const size_t lines = (n_shard + 63) / 64;
+  size_t lo = lines * (size_t)rank / (size_t)size * 64;
+  size_t hi = rank == size - 1 ? n : lines * (size_t)(rank + 1) / (size_t)size * 64;
+  if (lo > n_shard) lo = n_shard;
+  if (hi > n) hi = n;
+  if (hi < lo) hi = lo;
+  *first = lo, *count = hi - lo;
+}
+
+/* The sum, owner by owner: rank o's shard of sum (piece by piece) starts
+ * from zeros on rank o, which adds every part of every rank in rank order,
+ * receiving the other ranks' pieces; the others send theirs. Every rank
+ * walks the owners in the same order, so a send always meets its receive.
+ * Per rank, about its share of the vector goes out per part and comes in
+ * per other part, instead of the whole running sum through every rank. */
+static int shard_sum(const sum_mem *cm, float *sum, const float *parts, int n_parts, size_t n,
+                     size_t n_shard) {
   const int rank = g_dist.rank, size = g_dist.size;
-  for (size_t off = 0; off < n; off += DIST_FLOATS_PIECE) {
-    size_t len = n - off < DIST_FLOATS_PIECE ? n - off : DIST_FLOATS_PIECE;
-    int rc = rank == 0 ? chain_zero(cm, sum + off, len) : chain_recv(cm, sum + off, len, rank - 1);
-    for (int p = 0; !rc && p < n_parts; p++)
-      rc = chain_add(cm, sum + off, parts + (size_t)p * n + off, len);
-    if (!rc && rank + 1 < size) rc = chain_send(cm, sum + off, len, rank + 1);
+  int *counts = malloc((size_t)size * sizeof(int));
+  float *tmp = NULL;
+  const size_t tmp_bytes = DIST_FLOATS_PIECE * sizeof(float);
+  const int dev_tmp = cm->be != NULL && !cm->host;
+  int rc = counts ? all_counts(n_parts, counts) : LTDI_ERR_NOMEM;
+  if (!rc && size > 1) {
+    tmp = dev_tmp ? cm->be->alloc(cm->be, tmp_bytes) : malloc(tmp_bytes);
+    if (tmp == NULL) rc = LTDI_ERR_NOMEM;
+  }
+  for (int o = 0; !rc && o < size; o++) {
+    size_t first, count;
+    ltdi_dist_shard(n, n_shard, o, size, &first, &count);
+    for (size_t off = first; !rc && off < first + count; off += DIST_FLOATS_PIECE) {
+      const size_t len = first + count - off < DIST_FLOATS_PIECE ? first + count - off
+                                                                  : DIST_FLOATS_PIECE;
+      if (rank != o) {
+        for (int p = 0; !rc && p < n_parts; p++)
+          rc = sum_send(cm, parts + (size_t)p * n + off, len, o);
+        continue;
+      }
+      rc = sum_zero(cm, sum + off, len);
+      for (int r = 0; !rc && r < size; r++)
+        for (int p = 0; !rc && p < counts[r]; p++) {
+          if (r == rank) {
+            rc = sum_add(cm, sum + off, parts + (size_t)p * n + off, len);
+          } else {
+            rc = sum_recv(cm, tmp, len, r);
+            if (!rc) rc = sum_add(cm, sum + off, tmp, len);
+          }
+        }
+    }
+  }
+  if (tmp) dev_tmp ? cm->be->free(cm->be, tmp) : free(tmp);
+  free(counts);
+  return rc;
+}
+
+/* Every rank's shard of x to all ranks, owner by owner. */
+static int shard_gather(const sum_mem *cm, float *x, size_t n, size_t n_shard) {
+  for (int o = 0; o < g_dist.size && g_dist.size > 1; o++) {
+    size_t first, count;
+    ltdi_dist_shard(n, n_shard, o, g_dist.size, &first, &count);
+    int rc = count ? sum_bcast(cm, x + first, count, o) : 0;
     if (rc) return rc;
   }
-  return size > 1 ? chain_bcast(cm, sum, n, size - 1) : 0;
+  return 0;
+}
+
+static int whole_sum(const sum_mem *cm, float *sum, const float *parts, int n_parts, size_t n) {
+  int rc = shard_sum(cm, sum, parts, n_parts, n, n);
+  return rc ? rc : shard_gather(cm, sum, n, n);
 }
 
 int ltdi_dist_ordered_sum(float *sum, const float *parts, int n_parts, size_t n) {
-  chain_mem cm = {NULL, 1, 0, NULL};
-  return chain_sum(&cm, sum, parts, n_parts, n);
+  sum_mem cm = {NULL, 1, 0, NULL};
+  return whole_sum(&cm, sum, parts, n_parts, n);
+}
+
+/* The backend memory of a sum: host-addressable on the CPU backend, NCCL
+ * between GPUs where the build has it, else through a host stage. */
+static int sum_mem_on(sum_mem *cm, ltdi_backend *be) {
+  *cm = (sum_mem){be, strcmp(be->name, "cpu") == 0, 0, NULL};
+#if defined(LTDI_HAVE_NCCL)
+  cm->nccl = g_dist.size > 1 && strcmp(be->name, "cuda") == 0;
+#endif
+  if (g_dist.size > 1 && !cm->host && !cm->nccl &&
+      (cm->stage = malloc(DIST_FLOATS_PIECE * sizeof(float))) == NULL)
+    return LTDI_ERR_NOMEM;
+  return 0;
 }
 
 int ltdi_dist_ordered_sum_on(ltdi_backend *be, float *sum, const float *parts, int n_parts,
                              size_t n) {
-  chain_mem cm = {be, strcmp(be->name, "cpu") == 0, 0, NULL};
-#if defined(LTDI_HAVE_NCCL)
-  cm.nccl = g_dist.size > 1 && strcmp(be->name, "cuda") == 0;
-#endif
-  if (g_dist.size > 1 && !cm.host && !cm.nccl &&
-      (cm.stage = malloc(DIST_FLOATS_PIECE * sizeof(float))) == NULL)
-    return LTDI_ERR_NOMEM;
-  int rc = chain_sum(&cm, sum, parts, n_parts, n);
+  sum_mem cm;
+  int rc = sum_mem_on(&cm, be);
+  if (!rc) rc = whole_sum(&cm, sum, parts, n_parts, n);
+  free(cm.stage);
+  return rc;
+}
+
+int ltdi_dist_ordered_sum_shard_on(ltdi_backend *be, float *sum, const float *parts,
+                                   int n_parts, size_t n, size_t n_shard) {
+  sum_mem cm;
+  int rc = sum_mem_on(&cm, be);
+  if (!rc) rc = shard_sum(&cm, sum, parts, n_parts, n, n_shard);
+  free(cm.stage);
+  return rc;
+}
+
+int ltdi_dist_shard_gather_on(ltdi_backend *be, float *x, size_t n, size_t n_shard) {
+  sum_mem cm;
+  int rc = sum_mem_on(&cm, be);
+  if (!rc) rc = shard_gather(&cm, x, n, n_shard);
   free(cm.stage);
   return rc;
 }

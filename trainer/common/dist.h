@@ -13,15 +13,15 @@
  * without MPI does, without Open MPI's singleton start-up (about 0.3 s).
  *
  * Determinism: every collective here gives the same bits on every rank, and
- * ltdi_dist_ordered_sum adds its vectors in one fixed order (a chain from
- * rank 0 to the last), so a sum over a fixed list of parts does not depend on
+ * ltdi_dist_ordered_sum adds its vectors in one fixed order (each element
+ * on its owner, parts in rank order), so a sum over a fixed list of parts does not depend on
  * how the parts are spread over the ranks (docs/DISTRIBUTED.md).
  *
  * GPUs: one rank per GPU. When several ranks share a node, ltdi_dist_init
  * gives each its own GPU by narrowing CUDA_VISIBLE_DEVICES to the rank's
  * place on the node (unless the launcher already left one GPU visible, or
  * LTDI_NO_GPU_BIND is set). Between CUDA backends, in a build with NCCL,
- * ltdi_dist_ordered_sum_on moves the running sum GPU to GPU with NCCL
+ * ltdi_dist_ordered_sum_on moves the pieces GPU to GPU with NCCL
  * (communicator from ncclGetUniqueId on rank 0, broadcast over MPI).
  *
  * Threads: MPI is initialised for MPI_THREAD_FUNNELED; call these only from
@@ -84,8 +84,9 @@ int ltdi_dist_gatherv(const void *send, size_t n, void *recv, const size_t *coun
  * the vectors of all ranks in rank order: rank 0's n_parts vectors (parts,
  * (n_parts, n) row-major), then rank 1's, and so on. A rank may hold none.
  * The order fixes every rounding, so the same list of vectors spread over
- * any number of ranks gives the same bits; a chain from rank 0 to the last,
- * pipelined in pieces, then a broadcast. sum must not overlap parts. */
+ * any number of ranks gives the same bits. Each rank sums its shard
+ * (ltdi_dist_shard) of the vector, then the shards are broadcast. sum must
+ * not overlap parts. */
 int ltdi_dist_ordered_sum(float *sum, const float *parts, int n_parts, size_t n);
 /* x (n) on every rank = the sum over ranks, added in rank order (one part
  * per rank of ltdi_dist_ordered_sum). */
@@ -97,6 +98,21 @@ int ltdi_dist_allreduce_sum(float *x, size_t n);
  * memory. Every rank must use the same kind of backend. */
 int ltdi_dist_ordered_sum_on(ltdi_backend *be, float *sum, const float *parts, int n_parts,
                              size_t n);
+
+/* A vector of n floats cut into one shard per rank, for work that each rank
+ * does on its own part only (a sharded optimiser step): rank `rank` of
+ * `size` owns [*first, *first + *count), whole lines of 64 floats of the
+ * first n_shard in rank order; the last rank also owns [n_shard, n). */
+void ltdi_dist_shard(size_t n, size_t n_shard, int rank, int size, size_t *first,
+                     size_t *count);
+/* ltdi_dist_ordered_sum_on for this rank's shard only (ltdi_dist_shard(n,
+ * n_shard)): the same bits there, sum's other elements untouched. Moves
+ * half the bytes of the whole sum. */
+int ltdi_dist_ordered_sum_shard_on(ltdi_backend *be, float *sum, const float *parts,
+                                   int n_parts, size_t n, size_t n_shard);
+/* x (n, be's memory) on every rank = each rank's shard of it, as owned by
+ * ltdi_dist_shard(n, n_shard). */
+int ltdi_dist_shard_gather_on(ltdi_backend *be, float *x, size_t n, size_t n_shard);
 
 #ifdef __cplusplus
 }

@@ -252,8 +252,14 @@ static int run_loop(meta_run *r, ltdi_meta_stats *stats, char *err, size_t errle
     new_steps++;
     st->elapsed = elapsed0 + (ltdi_now_s() - t_start);
     if (!c->quiet) report_progress(r, s);
-    if (st->step % r->ckpt_every == 0 && st->step < st->total && ltdi_dist_rank() == 0)
-      rc = run_checkpoint(r, err, errlen);
+    if (st->step % r->ckpt_every == 0 && st->step < st->total) {
+      rc = ltdi__meta_gather_moments(&r->tr);
+      if (rc) {
+        ltdi_fail(err, errlen, rc, "cannot gather the optimiser state: %s", ltdi_strerror(rc));
+        break;
+      }
+      if (ltdi_dist_rank() == 0) rc = run_checkpoint(r, err, errlen);
+    }
     if (c->stop_after > 0 && new_steps >= c->stop_after && st->step < st->total) {
       stats->stopped = 1;
       break;

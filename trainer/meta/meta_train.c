@@ -8,13 +8,14 @@
  * be->upload/download; the checkpoint (meta_run.c) downloads the moments.
  *
  * Distributed or grouped steps (meta.h) cut a step into pieces: gradient
- * groups of the batch (multi-task) or the tasks (REPTILE). Every rank draws
- * the whole step from the step's stream, computes its block of pieces and
- * keeps each piece's result as one part in backend memory: the vector (np)
- * and the piece's losses in slots of their own, zero elsewhere. The parts
- * of all ranks are summed in piece order (ltdi_dist_ordered_sum_on, GPU to
- * GPU by NCCL where it can), which fixes every rounding; a loss slot sums
- * one nonzero with zeros, so it stays exact. */
+ * groups of the batch (multi-task) or the tasks (REPTILE). Every rank goes
+ * through the whole step's stream (drawing or skipping the others' draws),
+ * computes its block of pieces and keeps each piece's result as one part
+ * in backend memory: the vector (np) and the piece's losses in slots of
+ * their own, zero elsewhere. The parts of all ranks are summed in piece
+ * order (trainer/common/dist.h, GPU to GPU by NCCL where it can), which
+ * fixes every rounding; a loss slot sums one nonzero with zeros, so it
+ * stays exact. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +89,14 @@ static int draw_batch(ltdi__meta_trainer *tr, const float *traj, int n_traj, siz
                       ltdi_rng *rng) {
   return ltdi_diffusion_make_batch(&tr->m->sched, traj, n_traj, (long)P, NULL, tr->cfg->batch,
                                    rng, tr->x_t, tr->eps, tr->t, NULL);
+}
+
+/* draw_batch for rows [first, first + count) only, the rest skipped. */
+static int draw_rows(ltdi__meta_trainer *tr, const float *traj, int n_traj, size_t P, int first,
+                     int count, ltdi_rng *rng) {
+  return ltdi_diffusion_make_batch_rows(&tr->m->sched, traj, n_traj, (long)P, NULL,
+                                        tr->cfg->batch, first, count, rng, tr->x_t, tr->eps,
+                                        tr->t, NULL);
 }
 
 /* The gradient (into the zeroed grads) and *loss of samples [first, first+B)
@@ -231,36 +240,56 @@ static int reptile_step(ltdi__meta_trainer *tr, int s, int total, ltdi_rng *rng,
   return rc;
 }
 
-/* The multi-task gradient in groups: the batch drawn whole from traj
- * (batch, L, P), cut into tr->groups groups of batch/groups samples; this
- * rank computes its block of groups, part j being group g's gradient with
- * its loss in slot g. The grads become the sum in group order over the
- * group count (the mean over the batch, as in one piece) and *loss the
- * mean of the group losses. */
-static int grouped_grad(ltdi__meta_trainer *tr, const float *traj, size_t P, int ways,
-                        ltdi_rng *rng, float *loss) {
+/* The multi-task step in groups: the batch (from traj (batch, L, P)) cut
+ * into tr->groups groups of batch/groups samples; this rank draws and
+ * computes only its block of groups (the others' draws are skipped), part
+ * j being group g's gradient with its loss in slot g. The gradient is the
+ * sum in group order over the group count (the mean over the batch, as in
+ * one piece), and the Adam step is sharded: each rank sums, scales and
+ * updates only its shard of the parameters (ltdi_dist_shard), then the
+ * shards are gathered. Adam is elementwise, so the bits are those of one
+ * process's whole update, and no rank spends the time of the whole update.
+ * *loss is the mean of the group losses. */
+static int grouped_step(ltdi__meta_trainer *tr, const float *traj, size_t P, int ways,
+                        const ltdi_adam_params *hp, ltdi_rng *rng, float *loss) {
   ltdi_backend *be = tr->be;
   const int G = tr->groups, Bg = tr->cfg->batch / G;
   const size_t np = tr->np;
   int first, count;
   ltdi_dist_block(G, tr->rank, tr->size, &first, &count);
-  float *grads = ltdi_model_grads(tr->m);
-  int rc = draw_batch(tr, traj, tr->cfg->batch, P, rng);
+  size_t s0, sn; /* this rank's shard of the parameters */
+  ltdi_dist_shard(tr->part_n, np, tr->rank, tr->size, &s0, &sn);
+  if (s0 + sn > np) sn = np - s0; /* the loss slots ride with the last shard */
+  float *params = ltdi_model_params(tr->m), *grads = ltdi_model_grads(tr->m);
+  int rc = draw_rows(tr, traj, tr->cfg->batch, P, first * Bg, count * Bg, rng);
   for (int j = 0; !rc && j < count; j++) {
     const int g = first + j;
     memset(tr->slots, 0, tr->n_slots * sizeof(float));
     rc = batch_grad(tr, g * Bg, Bg, P, ways, &tr->slots[g]);
     if (!rc) rc = put_part(tr, j, grads);
   }
-  if (!rc) rc = ltdi_dist_ordered_sum_on(be, tr->psum, tr->parts, count, tr->part_n);
-  /* grads = sum · (1/G), one rounding on every backend. */
-  if (!rc) rc = be->fill(be, grads, 0.0f, np);
-  if (!rc) rc = be->axpy(be, grads, tr->psum, 1.0f / (float)G, np);
-  if (!rc) rc = be->download(be, tr->slots, tr->psum + np, tr->n_slots * sizeof(float));
+  if (!rc)
+    rc = ltdi_dist_ordered_sum_shard_on(be, tr->psum, tr->parts, count, tr->part_n, np);
+  /* grads = sum · (1/G), one rounding on every backend; then Adam. */
+  if (!rc && sn) rc = be->fill(be, grads + s0, 0.0f, sn);
+  if (!rc && sn) rc = be->axpy(be, grads + s0, tr->psum + s0, 1.0f / (float)G, sn);
+  if (!rc && sn)
+    rc = be->adam_step(be, params + s0, grads + s0, tr->m_out + s0, tr->v_out + s0, sn, hp);
+  if (!rc) rc = ltdi_dist_shard_gather_on(be, params, np, np);
+  /* The losses: the last rank holds their sums. */
+  if (!rc && tr->rank == tr->size - 1)
+    rc = be->download(be, tr->slots, tr->psum + np, tr->n_slots * sizeof(float));
+  if (!rc) rc = ltdi_dist_bcast(tr->slots, tr->n_slots * sizeof(float), tr->size - 1);
   double lsum = 0;
   for (int g = 0; !rc && g < G; g++) lsum += tr->slots[g];
   *loss = (float)(lsum / G);
   return rc;
+}
+
+int ltdi__meta_gather_moments(ltdi__meta_trainer *tr) {
+  if (!ltdi__meta_split(tr) || tr->cfg->algo != LTDI_META_MULTITASK || tr->size == 1) return 0;
+  int rc = ltdi_dist_shard_gather_on(tr->be, tr->m_out, tr->np, tr->np);
+  return rc ? rc : ltdi_dist_shard_gather_on(tr->be, tr->v_out, tr->np, tr->np);
 }
 
 /* Step s of multi-task training: one Adam step on b samples of b tasks
@@ -275,10 +304,10 @@ static int multitask_step(ltdi__meta_trainer *tr, int s, int total, ltdi_rng *rn
     memcpy(tr->gtraj + b * LP, r.traj, LP * sizeof(float));
     put_cond(tr, &r, b);
   }
-  int rc = ltdi__meta_split(tr) ? grouped_grad(tr, tr->gtraj, r.P, r.ways, rng, loss)
-                                : grad_step(tr, tr->gtraj, c->batch, r.P, r.ways, rng, loss);
   float lr = c->anneal ? c->lr * (1.0f - (float)s / (float)total) : c->lr;
   ltdi_adam_params hp = adam(lr, s + 1);
+  if (ltdi__meta_split(tr)) return grouped_step(tr, tr->gtraj, r.P, r.ways, &hp, rng, loss);
+  int rc = grad_step(tr, tr->gtraj, c->batch, r.P, r.ways, rng, loss);
   if (!rc)
     rc = tr->be->adam_step(tr->be, ltdi_model_params(tr->m), ltdi_model_grads(tr->m), tr->m_out,
                            tr->v_out, tr->np, &hp);
@@ -340,13 +369,18 @@ int ltdi__meta_trainer_init(ltdi__meta_trainer *tr, const ltdi_meta_config *c,
   tr->m->prior_var = c->prior_var < 0 ? (float)d->target_var : c->prior_var;
   if (tokens) tr->m->residual_scale = c->residual_scale;
   rc = ltdi_model_init_params(tr->m, c->seed);
+  /* The caches hold the largest forward: a group when multi-task is cut
+   * into groups, else the batch. Sized to the batch, a group's backward
+   * would clear twice the cache it uses, every group. */
+  const int fwd = c->algo == LTDI_META_MULTITASK && ltdi__meta_split(tr) ? c->batch / tr->groups
+                                                                         : c->batch;
   if (!rc && d->arch == LTDI_ARCH_LORA_TOKENS)
-    rc = ltdi_cden_acts_create_set(&tr->cacts, tr->m->cden, c->batch,
-                                   c->batch * ltdi_cden_config_of(tr->m->cden)->positions,
-                                   c->batch * d->ways, 1);
+    rc = ltdi_cden_acts_create_set(&tr->cacts, tr->m->cden, fwd,
+                                   fwd * ltdi_cden_config_of(tr->m->cden)->positions,
+                                   fwd * d->ways, 1);
   else if (!rc && tokens)
-    rc = ltdi_cden_acts_create(&tr->cacts, tr->m->cden, c->batch, c->batch * d->ways);
-  else if (!rc) rc = ltdi_unet_acts_create(&tr->acts, tr->m->unet, c->batch);
+    rc = ltdi_cden_acts_create(&tr->cacts, tr->m->cden, fwd, fwd * d->ways);
+  else if (!rc) rc = ltdi_unet_acts_create(&tr->acts, tr->m->unet, fwd);
   if (rc) return rc;
   tr->np = ltdi_model_num_params(tr->m);
   const size_t B = (size_t)c->batch, P = (size_t)d->P, Dc = (size_t)d->ways * d->dim;

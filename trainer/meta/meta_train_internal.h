@@ -42,6 +42,10 @@ int ltdi__meta_grad_groups(const ltdi_meta_config *c);
 /* 1 when steps are cut into pieces summed by ltdi_dist_ordered_sum (more than
  * one rank, or more than one gradient group). */
 int ltdi__meta_split(const ltdi__meta_trainer *tr);
+/* Brings every rank's shard of the Adam moments, which a sharded
+ * multi-task step updates on its owner only, to all ranks (a no-op
+ * otherwise). Every rank must call it; before a checkpoint. */
+int ltdi__meta_gather_moments(ltdi__meta_trainer *tr);
 
 /* Creates the model of c on be (freshly initialised from c->seed, with d's
  * embedding statistics) and the buffers c->algo needs. On failure tr may be
