@@ -294,9 +294,10 @@ static int recv_floats(float *x, size_t len, int peer) {
 
 /* ==== the fixed-order sum ================================================ */
 
-/* Floats move in pieces of 64 Ki (256 KiB): small enough that a piece's
- * receive and add overlap the next piece's transfer, large enough that the
- * per-message latency stays small beside it. */
+/* Floats move in pieces of 64 Ki (256 KiB): the size of the one receive
+ * buffer and host stage a sum needs, whatever the vector's length, and large
+ * enough that the per-message latency stays small beside a piece. The sends
+ * and receives block, so pieces do not overlap: see docs/DISTRIBUTED.md. */
 #define DIST_FLOATS_PIECE ((size_t)1 << 16)
 
 /* Where a sum's vectors live and how they move: host memory

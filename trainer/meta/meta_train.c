@@ -249,6 +249,8 @@ static int reptile_step(ltdi__meta_trainer *tr, int s, int total, ltdi_rng *rng,
  * updates only its shard of the parameters (ltdi_dist_shard), then the
  * shards are gathered. Adam is elementwise, so the bits are those of one
  * process's whole update, and no rank spends the time of the whole update.
+ * The grads outside this rank's shard are left as its last group's: only
+ * the parameters and (before a checkpoint) the moments are gathered.
  * *loss is the mean of the group losses. */
 static int grouped_step(ltdi__meta_trainer *tr, const float *traj, size_t P, int ways,
                         const ltdi_adam_params *hp, ltdi_rng *rng, float *loss) {
