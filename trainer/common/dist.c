@@ -6,6 +6,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "trainer/common/dist.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,13 @@ static long env_count(const char *name) {
 #if defined(LTDI_HAVE_MPI)
 
 /* ==== MPI ================================================================ */
+
+/* The host sum's inbox (host_shard_sum) lives from one sum to the next: a fresh one every step would
+ * cost the page faults of a vector's worth of new pages each time. */
+static struct {
+  float *buf;
+  size_t cap; /* floats */
+} g_inbox;
 
 /* Messages are cut into pieces MPI's int counts can hold. */
 #define DIST_BYTES_PIECE ((size_t)1 << 30)
@@ -127,6 +135,8 @@ void ltdi_dist_finalize(void) {
 #endif
   if (g_dist.mpi) MPI_Finalize();
   g_dist.mpi = 0;
+  free(g_inbox.buf);
+  g_inbox.buf = NULL, g_inbox.cap = 0;
 }
 
 int ltdi_dist_available(void) { return 1; }
@@ -294,10 +304,12 @@ static int recv_floats(float *x, size_t len, int peer) {
 
 /* ==== the fixed-order sum ================================================ */
 
-/* Floats move in pieces of 64 Ki (256 KiB): the size of the one receive
- * buffer and host stage a sum needs, whatever the vector's length, and large
- * enough that the per-message latency stays small beside a piece. The sends
- * and receives block, so pieces do not overlap: see docs/DISTRIBUTED.md. */
+/* Floats move in pieces of 64 Ki (256 KiB), large enough that the
+ * per-message latency stays small beside a piece. On a GPU's memory a
+ * piece is the size of the one receive buffer and host stage a sum needs,
+ * whatever the vector's length, and the sends and receives block, so
+ * pieces do not overlap; on host memory all pieces are in flight at once
+ * (host_shard_sum): see docs/DISTRIBUTED.md. */
 #define DIST_FLOATS_PIECE ((size_t)1 << 16)
 
 /* Where a sum's vectors live and how they move: host memory
@@ -381,6 +393,109 @@ void ltdi_dist_shard(size_t n, size_t n_shard, int rank, int size, size_t *first
   *first = lo, *count = hi - lo;
 }
 
+#if defined(LTDI_HAVE_MPI)
+/* The sum and the gather on host memory with every message in flight at
+ * once (more than one rank). The blocking owner-by-owner schedule below
+ * uses one direction of each link at a time; here every rank posts the
+ * receives of its own shard and the sends of its slices of everyone
+ * else's shard first, then adds in the same rank order as it arrives, so
+ * the bits are those of the blocking schedule and the transfers of all
+ * owners, and the adds, overlap. Costs a host inbox of the other ranks'
+ * parts of the own shard (their part count times the shard). */
+static float *inbox_of(size_t floats) {
+  if (floats > g_inbox.cap) {
+    free(g_inbox.buf);
+    g_inbox.cap = 0;
+    if ((g_inbox.buf = malloc(floats * sizeof(float))) == NULL) return NULL;
+    g_inbox.cap = floats;
+  }
+  return g_inbox.buf;
+}
+
+static size_t pieces_of(size_t count) { return (count + DIST_FLOATS_PIECE - 1) / DIST_FLOATS_PIECE; }
+
+static size_t piece_len(size_t count, size_t k) {
+  const size_t off = k * DIST_FLOATS_PIECE;
+  return count - off < DIST_FLOATS_PIECE ? count - off : DIST_FLOATS_PIECE;
+}
+
+static int host_shard_sum(const sum_mem *cm, float *sum, const float *parts, int n_parts,
+                          size_t n, size_t n_shard, const int *counts) {
+  const int rank = g_dist.rank, size = g_dist.size;
+  size_t first, count, others = 0, n_send = 0;
+  ltdi_dist_shard(n, n_shard, rank, size, &first, &count);
+  for (int r = 0; r < size; r++) {
+    size_t f, c;
+    ltdi_dist_shard(n, n_shard, r, size, &f, &c);
+    if (r != rank) others += (size_t)counts[r], n_send += (size_t)n_parts * pieces_of(c);
+  }
+  const size_t n_recv = others * pieces_of(count);
+  float *inbox = inbox_of(others * count > 0 ? others * count : 1);
+  MPI_Request *req = malloc((n_recv + n_send > 0 ? n_recv + n_send : 1) * sizeof *req);
+  int rc = inbox && req ? 0 : LTDI_ERR_NOMEM;
+  size_t q = 0;
+  /* Receives in (rank, part, piece) order; a pair's messages match in the
+   * order they were posted, so one tag serves them all. */
+  for (int r = 0; !rc && r < size; r++)
+    for (int p = 0; r != rank && !rc && p < counts[r]; p++)
+      for (size_t k = 0; !rc && k < pieces_of(count); k++, q++)
+        rc = mpi_rc(MPI_Irecv(inbox + (q / pieces_of(count)) * count + k * DIST_FLOATS_PIECE,
+                              (int)piece_len(count, k), MPI_FLOAT, r, DIST_TAG_SUM,
+                              MPI_COMM_WORLD, &req[q]));
+  /* Sends to the next owners first, so no owner is everyone's first. */
+  for (int i = 1; !rc && i < size; i++) {
+    const int o = (rank + i) % size;
+    size_t f, c;
+    ltdi_dist_shard(n, n_shard, o, size, &f, &c);
+    for (int p = 0; !rc && p < n_parts; p++)
+      for (size_t k = 0; !rc && k < pieces_of(c); k++, q++)
+        rc = mpi_rc(MPI_Isend(parts + (size_t)p * n + f + k * DIST_FLOATS_PIECE,
+                              (int)piece_len(c, k), MPI_FLOAT, o, DIST_TAG_SUM, MPI_COMM_WORLD,
+                              &req[q]));
+  }
+  if (!rc) rc = sum_zero(cm, sum + first, count);
+  size_t got = 0; /* receives waited for */
+  for (int r = 0; !rc && r < size; r++)
+    for (int p = 0; !rc && p < counts[r]; p++) {
+      if (r == rank) {
+        rc = sum_add(cm, sum + first, parts + (size_t)p * n + first, count);
+        continue;
+      }
+      for (size_t k = 0; !rc && k < pieces_of(count); k++, got++) {
+        rc = mpi_rc(MPI_Wait(&req[got], MPI_STATUS_IGNORE));
+        if (!rc)
+          rc = sum_add(cm, sum + first + k * DIST_FLOATS_PIECE,
+                       inbox + (got / pieces_of(count)) * count + k * DIST_FLOATS_PIECE,
+                       piece_len(count, k));
+      }
+    }
+  /* An MPI error aborts the job (MPI_ERRORS_ARE_FATAL), so requests are
+   * never left pending on buffers freed here. */
+  if (!rc) rc = mpi_rc(MPI_Waitall((int)n_send, req + n_recv, MPI_STATUSES_IGNORE));
+  free(req);
+  return rc;
+}
+
+/* Every rank's shard of host x to all ranks in one collective. 1 when the
+ * vector is too long for MPI's int counts (then the caller broadcasts). */
+static int host_shard_gather(float *x, size_t n, size_t n_shard, int *rc) {
+  const int size = g_dist.size;
+  if (n > (size_t)INT_MAX) return 1;
+  int *counts = malloc(2 * (size_t)size * sizeof(int));
+  *rc = counts ? 0 : LTDI_ERR_NOMEM;
+  for (int r = 0; !*rc && r < size; r++) {
+    size_t f, c;
+    ltdi_dist_shard(n, n_shard, r, size, &f, &c);
+    counts[r] = (int)c, counts[size + r] = (int)f;
+  }
+  if (!*rc)
+    *rc = mpi_rc(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x, counts, counts + size,
+                                MPI_FLOAT, MPI_COMM_WORLD));
+  free(counts);
+  return 0;
+}
+#endif
+
 /* The sum, owner by owner: rank o's shard of sum (piece by piece) starts
  * from zeros on rank o, which adds every part of every rank in rank order,
  * receiving the other ranks' pieces; the others send theirs. Every rank
@@ -395,6 +510,13 @@ static int shard_sum(const sum_mem *cm, float *sum, const float *parts, int n_pa
   const size_t tmp_bytes = DIST_FLOATS_PIECE * sizeof(float);
   const int dev_tmp = cm->be != NULL && !cm->host;
   int rc = counts ? all_counts(n_parts, counts) : LTDI_ERR_NOMEM;
+#if defined(LTDI_HAVE_MPI)
+  if (!rc && size > 1 && cm->host && !cm->nccl && n <= (size_t)INT_MAX) {
+    rc = host_shard_sum(cm, sum, parts, n_parts, n, n_shard, counts);
+    free(counts);
+    return rc;
+  }
+#endif
   if (!rc && size > 1) {
     tmp = dev_tmp ? cm->be->alloc(cm->be, tmp_bytes) : malloc(tmp_bytes);
     if (tmp == NULL) rc = LTDI_ERR_NOMEM;
@@ -429,6 +551,11 @@ static int shard_sum(const sum_mem *cm, float *sum, const float *parts, int n_pa
 
 /* Every rank's shard of x to all ranks, owner by owner. */
 static int shard_gather(const sum_mem *cm, float *x, size_t n, size_t n_shard) {
+#if defined(LTDI_HAVE_MPI)
+  int gather_rc = 0;
+  if (g_dist.size > 1 && cm->host && !cm->nccl && !host_shard_gather(x, n, n_shard, &gather_rc))
+    return gather_rc;
+#endif
   for (int o = 0; o < g_dist.size && g_dist.size > 1; o++) {
     size_t first, count;
     ltdi_dist_shard(n, n_shard, o, g_dist.size, &first, &count);
