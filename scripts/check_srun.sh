@@ -17,7 +17,7 @@
 #   - the same under `--mpi=pmi2` when srun lists it and Open MPI has a PMI-2
 #     client (Debian's has none); otherwise checks that `srun --mpi=pmi2`
 #     fails in MPI_Init on every task and writes nothing;
-#   - checks that `srun -n 2 --mpi=none` is refused by the second task, that
+#   - checks that `srun -n 2 --mpi=none` is refused by both tasks, that
 #     a batch step (`sbatch -n 2`, one process) runs as one process, and that
 #     mpirun inside an allocation (`salloc -n 2 mpirun`) gives the same file;
 #   - stops the daemons it started and removes the scratch folder.
@@ -279,14 +279,16 @@ for plugin in $plugins; do
   echo "data: refused (status $rc)"
 done
 
-echo "== srun -n 2 --mpi=none (no process manager: task 1 must refuse)"
+echo "== srun -n 2 --mpi=none (no process manager: every task must refuse)"
 set +e
 timeout 120 srun -n 2 --mpi=none --time=2 "$train" "${prep[@]}" --out "$d/prep_none.safetensors" > "$d/prep_none.out" 2>&1
 rc=$?
 set -e
 [ "$rc" != 0 ] || fail "--mpi=none: srun exited 0"
 grep -q "without an MPI process manager" "$d/prep_none.out" || { cat "$d/prep_none.out"; fail "--mpi=none: no reason given"; }
-echo "refused (status $rc): $(grep -m1 -o "started by srun as task 1.*" "$d/prep_none.out" | cut -c1-80)..."
+[ "$(grep -c "without an MPI process manager" "$d/prep_none.out")" = 2 ] || { cat "$d/prep_none.out"; fail "--mpi=none: not both tasks refused"; }
+test ! -e "$d/prep_none.safetensors" || fail "--mpi=none: a refused job wrote output"
+echo "refused by both tasks (status $rc), no output: $(grep -m1 -o "started by srun as task 0.*" "$d/prep_none.out" | cut -c1-60)..."
 
 echo "== a batch step (sbatch -n 2, no srun): one process"
 timeout 120 sbatch -n 2 --time=2 -W -o "$d/batch.out" \

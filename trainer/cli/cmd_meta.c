@@ -189,7 +189,7 @@ int ltdi_cmd_meta(int argc, char **argv) {
   }
   char ranks[32] = "";
   if (ltdi_dist_size() > 1) snprintf(ranks, sizeof ranks, " x %d ranks", ltdi_dist_size());
-  printf("meta: %s on %s%s, %d outer steps (%d resumed), %.0f samples, %.1f s\n",
+  printf("meta: %s on %s%s, %d outer steps (%d resumed), %.0f samples, %.2f s\n",
          c.algo == LTDI_META_REPTILE ? "reptile" : "multitask", st_run.backend, ranks,
          st_run.steps_done, st_run.steps_resumed, st_run.samples, st_run.seconds);
   const int tokens = d.arch == LTDI_ARCH_CLASS_TOKENS;

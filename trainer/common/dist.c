@@ -109,12 +109,14 @@ static void bind_gpu(void) {
 
 int ltdi_dist_init(int *argc, char ***argv, char *err, size_t errlen) {
   if (!launched_by_mpi()) {
-    /* Task 0 cannot tell, but every other task of such a step fails here. */
-    if (env_count("SLURM_PROCID") > 0)
+    /* srun sets SLURM_STEP_NUM_TASKS in each task of a step (a batch
+     * script's own step has only SLURM_NTASKS), so every task of such a
+     * step, task 0 included, refuses instead of doing the whole job. */
+    if (env_count("SLURM_STEP_NUM_TASKS") > 1 || env_count("SLURM_PROCID") > 0)
       return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
-                       "started by srun as task %ld of several without an MPI process manager, "
-                       "so every task would do the whole job: run srun --mpi=pmix (or pmi2)",
-                       env_count("SLURM_PROCID"));
+                       "started by srun as task %ld of %ld without an MPI process manager, "
+                       "so every task would do the whole job: run srun --mpi=pmix",
+                       env_count("SLURM_PROCID"), env_count("SLURM_STEP_NUM_TASKS"));
     return 0;
   }
   int provided = 0;
