@@ -135,60 +135,16 @@ done
 listed=$(srun --mpi=list 2>&1 | grep -owE "none|pmi2|pmix|pmix_v[0-9]+" | sort -u | tr '\n' ' ')
 echo "== $(sinfo --version), node localhost idle; srun --mpi=list: $listed"
 
-# Inputs, deterministic (those of dist_mpi.sh): 16-dim features of 12
-# classes x 8 (prepare), 64-dim features of 8 classes x 6 (eval with the
-# shipped 64-dim model), and a tiny mlp-head trajectories file (P = 23).
-python3 - "$tmp/data" << 'PY'
-import json, random, struct, sys
-out = sys.argv[1]
-
-def write(path, tensors, meta=None):
-    hdr, blobs, off = {}, [], 0
-    for name, (dtype, shape, vals) in tensors.items():
-        b = struct.pack("<%d%s" % (len(vals), {"F32": "f", "I32": "i"}[dtype]), *vals)
-        hdr[name] = {"dtype": dtype, "shape": shape, "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    if meta:
-        hdr["__metadata__"] = meta
-    h = json.dumps(hdr).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    open(path, "wb").write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
-
-def clusters(path, d, classes, per, rng):
-    centres = [[rng.gauss(0.0, 1.0) for _ in range(d)] for _ in range(classes)]
-    feats, labels = [], []
-    for c in range(classes):
-        for _ in range(per):
-            feats += [abs(x + rng.gauss(0.0, 0.5)) for x in centres[c]]
-            labels.append(c)
-    write(path, {"features": ("F32", [len(labels), d], feats),
-                 "labels": ("I32", [len(labels)], labels)})
-
-rng = random.Random(7)
-clusters(out + "/f16.safetensors", 16, 12, 8, rng)
-clusters(out + "/f64.safetensors", 64, 8, 6, rng)
-M, L, ways, dim, hid = 12, 3, 2, 4, 3
-P = dim * hid + hid + hid * ways + ways
-write(out + "/mlp_traj.safetensors",
-      {"trajectories": ("F32", [M, L, P], [rng.gauss(0.0, 0.3) for _ in range(M * L * P)]),
-       "embeddings": ("F32", [M, ways * dim], [rng.gauss(0.0, 1.0) for _ in range(M * ways * dim)])},
-      {"format": "ltdi-trajectories", "ways": str(ways), "in_dim": str(dim),
-       "hidden": str(hid), "shots": "1", "data_source": "synthetic"})
-PY
+# Inputs, deterministic (those of dist_mpi.sh, tests/integration/lib/synth.py):
+# 16-dim features of 12 classes x 8 (prepare), 64-dim features of 8 classes
+# x 6 (eval with the shipped 64-dim model), and a tiny mlp-head trajectories
+# file (P = 23).
+synth=$src/tests/integration/lib/synth.py
+python3 "$synth" dist "$tmp/data"
 
 # The tensors of a safetensors file without its metadata (meta's model
 # records its wall time there).
-tensors_of() {
-  python3 - "$1" << 'PY'
-import hashlib, json, struct, sys
-raw = open(sys.argv[1], "rb").read()
-n = struct.unpack("<Q", raw[:8])[0]
-hdr = json.loads(raw[8:8 + n])
-hdr.pop("__metadata__", None)
-print(hashlib.sha256(json.dumps(hdr, sort_keys=True).encode() + raw[8 + n:]).hexdigest())
-PY
-}
+tensors_of() { python3 "$synth" hash "$1"; }
 methods_of() { python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))["methods"], sort_keys=True))' "$1"; }
 
 # Open MPI on loopback, as the tests run it under mpirun.

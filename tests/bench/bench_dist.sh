@@ -17,8 +17,14 @@ set -euo pipefail
 train=$1
 ranks=${2:-2}
 repeat=${REPEAT:-3}
-mpi=(mpirun --allow-run-as-root --oversubscribe --mca btl self,tcp --mca btl_tcp_if_include lo
-     --mca oob_tcp_if_include lo)
+# BTL=tcp (the default, as the tests: loopback TCP) or BTL=sm (Open MPI's
+# own choice within a node: shared memory).
+mpi=(mpirun --allow-run-as-root --oversubscribe)
+case ${BTL:-tcp} in
+  tcp) mpi+=(--mca btl self,tcp --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo) ;;
+  sm) ;;
+  *) echo "bench_dist.sh: BTL must be tcp or sm" >&2; exit 2 ;;
+esac
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -84,10 +90,10 @@ run() {
     best_own=$(awk -v a="${own:-999999}" -v b="$best_own" 'BEGIN { print (a < b ? a : b) }')
     best_wall=$(awk -v a="$wall" -v b="$best_wall" 'BEGIN { print (a < b ? a : b) }')
   done
-  printf '%-44s own %7.1f s   wall %7.2f s\n' "$label" "$best_own" "$best_wall"
+  printf '%-44s own %7.2f s   wall %7.2f s\n' "$label" "$best_own" "$best_wall"
 }
 
-echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "btl ${BTL:-tcp}; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 prep=(prepare --features "$tmp/f64.safetensors" --tasks 16000 --ways 5 --shots 1 --quiet)
 run "prepare, 1 process, 1 thread" 0 "${prep[@]}" --threads 1 --out "$tmp/p0.st"
 run "prepare, 1 process, $ranks threads" 0 "${prep[@]}" --threads "$ranks" --out "$tmp/pt.st"

@@ -17,52 +17,11 @@ set -euo pipefail
 train=$1
 . "$(dirname "$0")/lib/dist_setup.sh"
 
-python3 - "$tmp" <<'PY'
-import json, random, struct, sys
-out = sys.argv[1]
-
-def write(path, tensors, meta=None):
-    hdr, blobs, off = {}, [], 0
-    for name, (dtype, shape, vals) in tensors.items():
-        b = struct.pack("<%d%s" % (len(vals), {"F32": "f", "I32": "i"}[dtype]), *vals)
-        hdr[name] = {"dtype": dtype, "shape": shape, "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    if meta:
-        hdr["__metadata__"] = meta
-    h = json.dumps(hdr).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    open(path, "wb").write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
-
-rng = random.Random(11)
-d, classes, per = 16, 12, 8
-centres = [[rng.gauss(0.0, 1.0) for _ in range(d)] for _ in range(classes)]
-feats, labels = [], []
-for c in range(classes):
-    for _ in range(per):
-        feats += [abs(x + rng.gauss(0.0, 0.5)) for x in centres[c]]
-        labels.append(c)
-write(out + "/f16.safetensors", {"features": ("F32", [len(labels), d], feats),
-                                 "labels": ("I32", [len(labels)], labels)})
-M, L, ways, dim, hid = 12, 3, 2, 4, 3
-P = dim * hid + hid + hid * ways + ways
-write(out + "/mlp_traj.safetensors",
-      {"trajectories": ("F32", [M, L, P], [rng.gauss(0.0, 0.3) for _ in range(M * L * P)]),
-       "embeddings": ("F32", [M, ways * dim], [rng.gauss(0.0, 1.0) for _ in range(M * ways * dim)])},
-      {"format": "ltdi-trajectories", "ways": str(ways), "in_dim": str(dim),
-       "hidden": str(hid), "shots": "1", "data_source": "synthetic"})
-PY
-
-tensors_of() {
-  python3 - "$1" <<'PY'
-import hashlib, json, struct, sys
-raw = open(sys.argv[1], "rb").read()
-n = struct.unpack("<Q", raw[:8])[0]
-hdr = json.loads(raw[8:8 + n])
-hdr.pop("__metadata__", None)
-print(hashlib.sha256(json.dumps(hdr, sort_keys=True).encode() + raw[8 + n:]).hexdigest())
-PY
-}
+synth="$(dirname "$0")/lib/synth.py"
+python3 "$synth" faults "$tmp"
+# The tensors of a safetensors file without its metadata (meta's model
+# records its wall time there).
+tensors_of() { python3 "$synth" hash "$1"; }
 
 # The pid of rank $2 among the children of mpirun $1 (its environment says
 # which rank it is), or nothing yet.

@@ -24,60 +24,25 @@ unset LTDI_DEVICE
 # Inputs: the prototypes of one 5-way task (64-dim, as the shipped model
 # wants), a features file of 8 classes x 6 examples, and a tiny trajectories
 # file (2-way, 4-dim features, hidden 3: P = 23) for meta. Deterministic.
-python3 - "$tmp" <<'PY'
-import json, math, random, struct, sys
+synth="$(dirname "$0")/lib/synth.py"
+python3 - "$tmp" "$(dirname "$synth")" <<'PY'
+import random, sys
+sys.path.insert(0, sys.argv[2])
+from synth import clusters, mlp_trajectories, write
 out = sys.argv[1]
-
-def write(path, tensors, meta=None):
-    hdr, blobs, off = {}, [], 0
-    for name, (dtype, shape, vals) in tensors.items():
-        fmt = "<%d%s" % (len(vals), {"F32": "f", "I32": "i"}[dtype])
-        b = struct.pack(fmt, *vals)
-        hdr[name] = {"dtype": dtype, "shape": shape, "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    if meta:
-        hdr["__metadata__"] = meta
-    h = json.dumps(hdr).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    open(path, "wb").write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
 
 rng = random.Random(7)
 d = 64
 protos = [rng.gauss(0.0, 1.0) for _ in range(5 * d)]
 write(out + "/protos.safetensors", {"prototypes": ("F32", [5, d], protos)})
 
-centres = [[rng.gauss(0.0, 1.0) for _ in range(d)] for _ in range(8)]
-feats, labels = [], []
-for c in range(8):
-    for _ in range(6):
-        feats += [x + rng.gauss(0.0, 0.5) for x in centres[c]]
-        labels.append(c)
-write(out + "/features.safetensors",
-      {"features": ("F32", [len(labels), d], feats), "labels": ("I32", [len(labels)], labels)})
-
-M, L, ways, dim, hid = 12, 3, 2, 4, 3
-P = dim * hid + hid + hid * ways + ways
-traj = [rng.gauss(0.0, 0.3) for _ in range(M * L * P)]
-emb = [rng.gauss(0.0, 1.0) for _ in range(M * ways * dim)]
-write(out + "/traj.safetensors",
-      {"trajectories": ("F32", [M, L, P], traj), "embeddings": ("F32", [M, ways * dim], emb)},
-      {"format": "ltdi-trajectories", "ways": str(ways), "in_dim": str(dim),
-       "hidden": str(hid), "shots": "1", "data_source": "synthetic"})
+clusters(out + "/features.safetensors", d, 8, 6, rng, absolute=False)
+mlp_trajectories(out + "/traj.safetensors", rng)
 PY
 
 # The tensors of a safetensors file, without its metadata (meta's model
 # records its wall time there).
-tensors_of() {
-  python3 - "$1" <<'PY'
-import hashlib, json, struct, sys
-raw = open(sys.argv[1], "rb").read()
-n = struct.unpack("<Q", raw[:8])[0]
-hdr = json.loads(raw[8:8 + n])
-hdr.pop("__metadata__", None)
-print(hashlib.sha256(json.dumps(hdr, sort_keys=True).encode() + raw[8 + n:]).hexdigest())
-PY
-}
+tensors_of() { python3 "$synth" hash "$1"; }
 
 gen=(generate --model "$model" --prototypes "$tmp/protos.safetensors" --seed 5)
 
