@@ -28,52 +28,9 @@ esac
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-python3 - "$tmp" <<'PY'
-import json, random, struct, sys
-out = sys.argv[1]
-
-def write(path, tensors, meta=None):
-    hdr, blobs, off = {}, [], 0
-    for name, (dtype, shape, vals) in tensors.items():
-        b = struct.pack("<%d%s" % (len(vals), {"F32": "f", "I32": "i"}[dtype]), *vals)
-        hdr[name] = {"dtype": dtype, "shape": shape, "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    if meta:
-        hdr["__metadata__"] = meta
-    h = json.dumps(hdr).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    open(path, "wb").write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
-
-rng = random.Random(3)
-d, classes, per = 64, 64, 30
-centres = [[rng.gauss(0.0, 1.0) for _ in range(d)] for _ in range(classes)]
-feats, labels = [], []
-for c in range(classes):
-    for _ in range(per):
-        feats += [abs(x + rng.gauss(0.0, 0.6)) for x in centres[c]]
-        labels.append(c)
-write(out + "/f64.safetensors", {"features": ("F32", [len(labels), d], feats),
-                                 "labels": ("I32", [len(labels)], labels)})
-M, L, ways, dim, hid = 100, 4, 5, 64, 32
-P = dim * hid + hid + hid * ways + ways
-write(out + "/traj.safetensors",
-      {"trajectories": ("F32", [M, L, P], [rng.gauss(0.0, 0.3) for _ in range(M * L * P)]),
-       "embeddings": ("F32", [M, ways * dim], [rng.gauss(0.0, 1.0) for _ in range(M * ways * dim)])},
-      {"format": "ltdi-trajectories", "ways": str(ways), "in_dim": str(dim),
-       "hidden": str(hid), "shots": "1", "data_source": "synthetic"})
-PY
-
-tensors_of() {
-  python3 - "$1" <<'PY'
-import hashlib, json, struct, sys
-raw = open(sys.argv[1], "rb").read()
-n = struct.unpack("<Q", raw[:8])[0]
-hdr = json.loads(raw[8:8 + n])
-hdr.pop("__metadata__", None)
-print(hashlib.sha256(json.dumps(hdr, sort_keys=True).encode() + raw[8 + n:]).hexdigest())
-PY
-}
+synth="$(dirname "$0")/../integration/lib/synth.py"
+python3 "$synth" bench "$tmp"
+tensors_of() { python3 "$synth" hash "$1"; }
 
 # run LABEL N ARGS...: N = 0 a plain process, else N ranks. Prints the
 # label, the command's own seconds and the wall seconds (least of $repeat).
