@@ -5,16 +5,19 @@
 
 IN holds the model's parameters under their layout names ("in.weight",
 "block0.film_scale.weight", ..., core/class_denoiser.h), the inputs
-"input.x_t" (B, N, D) F32, "input.t" (B,) I32, "input.cond" (B, N, d) F32,
-the upstream gradient "input.deps" (B, N, D) F32, and the architecture as
-JSON in the metadata key "cden_config". The network is built here from the
+"input.x_t" (B, N, D) F32, "input.t" (B,) I32, "input.cond" (B, N, d) F32
+(absent when d is 0), "input.set" (B, S, set_dim) F32 for a net with a set
+encoder, the upstream gradient "input.deps" (B, N, D) F32, and the
+architecture as JSON in the metadata key "cden_config" (the optional
+"positions" and "set_dim" fields build the learned position table and the
+set encoder of the LoRA generator). The network is built here from the
 architecture description (core/class_denoiser.h, docs/CLASS_DENOISER.md) out
 of torch.nn modules (Linear, LayerNorm), loaded with
 load_state_dict(strict=True) -- so a parameter missing on either side or of
 the wrong shape fails -- and run in float64, so the reference carries no
 float32 rounding of its own. OUT receives "output.eps" (B, N, D),
-"grad.<name>" for every parameter, "grad.input.x_t" and "grad.input.cond",
-all F32, for the loss sum(eps * deps).
+"grad.<name>" for every parameter, "grad.input.x_t" and (when d > 0)
+"grad.input.cond", all F32, for the loss sum(eps * deps).
 
 Safetensors is read and written by hand (struct + json): the format is an
 8-byte little-endian header length, a JSON header, then the raw data.
@@ -114,10 +117,25 @@ class ClassDenoiser(nn.Module):
             self.add_module(f"block{k}", Block(H))
         self.final_norm = nn.LayerNorm(H, eps=1e-5)
         self.out = nn.Linear(H, D)
+        # The optional parts, registered after `out` as the file orders them.
+        positions, set_dim = cfg.get("positions", 0), cfg.get("set_dim", 0)
+        if positions:
+            self.pos = nn.Embedding(positions, H)  # its table is "pos.weight"
+        if set_dim:
+            self.set_in = nn.Linear(set_dim, H)
+            self.set_out = nn.Linear(H, H)
 
-    def forward(self, x_t, t, cond):
-        e = F.silu(self.time(sinusoid(t, self.time_dim).to(self.time.weight.dtype)))
-        h = self._modules["in"](torch.cat([x_t, cond], dim=-1)) + e[:, None, :]
+    def forward(self, x_t, t, cond=None, cset=None):
+        te = self.time(sinusoid(t, self.time_dim).to(self.time.weight.dtype))
+        if hasattr(self, "set_in"):
+            # DeepSets over the task's condition set: the mean makes its order irrelevant.
+            te = te + self.set_out(F.silu(self.set_in(cset)).mean(dim=1))
+        e = F.silu(te)
+        tokens = x_t if cond is None else torch.cat([x_t, cond], dim=-1)
+        h = self._modules["in"](tokens)
+        if hasattr(self, "pos"):
+            h = h + self.pos.weight[None, :, :]
+        h = h + e[:, None, :]
         for k in range(self.blocks):
             h = self._modules[f"block{k}"](h, e)
         return self.out(self.final_norm(h))
@@ -134,16 +152,27 @@ def main(argv):
     model.load_state_dict(state, strict=True)
 
     x_t = tensors["input.x_t"].to(torch.float64).requires_grad_(True)
-    cond = tensors["input.cond"].to(torch.float64).requires_grad_(True)
+    cond = tensors.get("input.cond")
+    if cond is not None:
+        cond = cond.to(torch.float64).requires_grad_(True)
+    cset = tensors.get("input.set")
+    if cset is not None:
+        cset = cset.to(torch.float64)
     t = tensors["input.t"].to(torch.int64)
     deps = tensors["input.deps"].to(torch.float64)
-    if x_t.dim() != 3 or cond.shape[:2] != x_t.shape[:2] or t.shape != x_t.shape[:1]:
+    if x_t.dim() != 3 or t.shape != x_t.shape[:1] or (cond is not None and cond.shape[:2] != x_t.shape[:2]) \
+            or (cset is not None and cset.shape[0] != x_t.shape[0]):
         print("inputs disagree on (tasks, ways)", file=sys.stderr)
         return 1
-    eps = model(x_t, t, cond)
+    if (cond is None) != (cfg["cond_dim"] == 0) or (cset is None) != (cfg.get("set_dim", 0) == 0):
+        print("inputs disagree with the configuration (cond_dim, set_dim)", file=sys.stderr)
+        return 1
+    eps = model(x_t, t, cond, cset)
     (eps * deps).sum().backward()
 
-    out = {"output.eps": eps, "grad.input.x_t": x_t.grad, "grad.input.cond": cond.grad}
+    out = {"output.eps": eps, "grad.input.x_t": x_t.grad}
+    if cond is not None:
+        out["grad.input.cond"] = cond.grad
     for name, p in model.named_parameters():
         out["grad." + name] = p.grad
     write_safetensors(argv[2], out)

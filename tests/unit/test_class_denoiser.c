@@ -106,11 +106,13 @@ typedef struct inputs {
   int B, N;
   float *x, *cond, *deps, *eps;
   int32_t *t;
+  int S;      /* condition-set rows per task, for a net with a set encoder */
+  float *set; /* (B·S, set_dim) or NULL */
 } inputs;
 
 static inputs make_inputs(const ltdi_cden_config *c, int B, int N) {
   const size_t R = (size_t)B * N;
-  inputs in = {B, N, NULL, NULL, NULL, NULL, NULL};
+  inputs in = {B, N, NULL, NULL, NULL, NULL, NULL, 0, NULL};
   in.x = rand_buf(R * c->token_dim, -2, 2);
   in.cond = rand_buf(R * c->cond_dim, -1.5f, 1.5f);
   in.deps = rand_buf(R * c->token_dim, -1, 1);
@@ -123,7 +125,7 @@ static inputs make_inputs(const ltdi_cden_config *c, int B, int N) {
 }
 
 static void free_inputs(inputs *in) {
-  free(in->x), free(in->cond), free(in->deps), free(in->eps), free(in->t);
+  free(in->x), free(in->cond), free(in->deps), free(in->eps), free(in->t), free(in->set);
 }
 
 static int bits_equal(const float *a, const float *b, size_t n) {
@@ -683,12 +685,13 @@ static void write_reference_input(const char *path, const ltdi_cden *net,
     add_f32(w, t.name, t.ndim, t.shape, t.param);
   }
   const int64_t sx[3] = {in->B, in->N, c->token_dim}, sc[3] = {in->B, in->N, c->cond_dim};
-  const int64_t st[1] = {in->B};
+  const int64_t st[1] = {in->B}, ss[3] = {in->B, in->S, c->set_dim};
   add_f32(w, "input.x_t", 3, sx, in->x);
-  add_f32(w, "input.cond", 3, sc, in->cond);
+  if (c->cond_dim > 0) add_f32(w, "input.cond", 3, sc, in->cond);
+  if (in->set) add_f32(w, "input.set", 3, ss, in->set);
   add_f32(w, "input.deps", 3, sx, in->deps);
   cr_assert_eq(ltdi_st_writer_add(w, "input.t", LTDI_DTYPE_I32, 1, st, in->t), 0);
-  char json[256];
+  char json[512];
   cr_assert_eq(ltdi_cden_config_to_json(c, json, sizeof json), 0);
   cr_assert_eq(ltdi_st_writer_meta(w, "cden_config", json), 0);
   cr_assert_eq(ltdi_st_writer_write(w, path), 0);
@@ -700,13 +703,16 @@ static void write_reference_input(const char *path, const ltdi_cden *net,
 static void compare_all(const ltdi_st_file *ref, ltdi_cden *net, ltdi_cden_acts *a,
                         const inputs *in, const ltdi_cden_config *c, const char *tag) {
   const size_t R = (size_t)in->B * in->N;
-  int failed = 0, compared = 3;
+  int failed = 0, compared = 2;
   double worst = compare(ref, "output.eps", in->eps, R * c->token_dim, &failed), r;
   const char *worst_name = "output.eps";
   r = compare(ref, "grad.input.x_t", ltdi_cden_acts_dx(a), R * c->token_dim, &failed);
   if (r > worst) worst = r, worst_name = "grad.input.x_t";
-  r = compare(ref, "grad.input.cond", ltdi_cden_acts_dcond(a), R * c->cond_dim, &failed);
-  if (r > worst) worst = r, worst_name = "grad.input.cond";
+  if (c->cond_dim > 0) {
+    r = compare(ref, "grad.input.cond", ltdi_cden_acts_dcond(a), R * c->cond_dim, &failed);
+    if (r > worst) worst = r, worst_name = "grad.input.cond";
+    compared++;
+  }
   for (int i = 0; i < ltdi_cden_num_tensors(net); i++) {
     ltdi_cden_tensor t;
     ltdi_cden_tensor_at(net, i, &t);
@@ -723,7 +729,8 @@ static void compare_all(const ltdi_st_file *ref, ltdi_cden *net, ltdi_cden_acts 
   cr_expect_eq(failed, 0, "%d tensors outside tolerance", failed);
 }
 
-static void check_against_torch(ltdi_cden_config c, int B, int N, const char *tag) {
+/* S: condition-set rows per task when c has a set encoder (else unused). */
+static void check_against_torch(ltdi_cden_config c, int B, int N, int S, const char *tag) {
   if (!have_torch())
     LTDI_REFERENCE_MISSING("/usr/bin/python3 cannot import torch; install it with "
                            "`apt-get install -y python3-torch` to run the PyTorch reference "
@@ -732,9 +739,15 @@ static void check_against_torch(ltdi_cden_config c, int B, int N, const char *ta
   ltdi_cden *net = make_net(be, c);
   randomize(net, 2024);
   ltdi_cden_acts *a = NULL;
-  cr_assert_eq(ltdi_cden_acts_create(&a, net, B, B * N), 0);
   inputs in = make_inputs(&c, B, N);
-  cr_assert_eq(ltdi_cden_forward(be, net, a, in.x, in.t, in.cond, B, N, in.eps), 0);
+  if (c.set_dim > 0) {
+    in.S = S;
+    in.set = rand_buf((size_t)B * S * c.set_dim, -1, 1);
+  }
+  cr_assert_eq(ltdi_cden_acts_create_set(&a, net, B, B * N, in.set ? B * S : 0, 1), 0);
+  cr_assert_eq(ltdi_cden_forward_set(be, net, a, in.x, in.t, c.cond_dim ? in.cond : NULL, in.set,
+                                     B, N, in.S, in.eps),
+               0);
   cr_assert_eq(ltdi_cden_zero_grad(net), 0);
   cr_assert_eq(ltdi_cden_backward(be, net, a, in.deps, B, N), 0);
 
@@ -767,7 +780,7 @@ Test(class_denoiser_reference, torch_small_odd_config) {
   c.width = 24;
   c.blocks = 3;
   c.time_dim = 10;
-  check_against_torch(c, 3, 5, "small");
+  check_against_torch(c, 3, 5, 0, "small");
 }
 
 /* One class per task: the mean is the token itself. */
@@ -776,7 +789,7 @@ Test(class_denoiser_reference, torch_one_class) {
   ltdi_cden_config_default(&c, 7, 5);
   c.width = 16;
   c.time_dim = 8;
-  check_against_torch(c, 4, 1, "one_class");
+  check_against_torch(c, 4, 1, 0, "one_class");
 }
 
 /* The default for the linear head (D 65, d 64, H 128, 2 blocks, E 64):
@@ -784,12 +797,36 @@ Test(class_denoiser_reference, torch_one_class) {
 Test(class_denoiser_reference, torch_default_config_5way) {
   ltdi_cden_config c;
   ltdi_cden_config_default(&c, 65, 64);
-  check_against_torch(c, 2, 5, "default5");
+  check_against_torch(c, 2, 5, 0, "default5");
 }
 
 /* ... one of 20. */
 Test(class_denoiser_reference, torch_default_config_20way) {
   ltdi_cden_config c;
   ltdi_cden_config_default(&c, 65, 64);
-  check_against_torch(c, 1, 20, "default20");
+  check_against_torch(c, 1, 20, 0, "default20");
+}
+
+/* The LoRA generator's optional parts (core/class_denoiser.h): the learned
+ * position table and the set encoder, no per-token condition (d 0), at
+ * small odd sizes: D 11, 6 positions, set rows of 9 (4 per task), H 20. */
+Test(class_denoiser_reference, torch_positions_and_set) {
+  ltdi_cden_config c;
+  ltdi_cden_config_default(&c, 11, 0);
+  c.width = 20;
+  c.time_dim = 8;
+  c.positions = 6;
+  c.set_dim = 9;
+  check_against_torch(c, 3, 6, 4, "pos_set");
+}
+
+/* Both optional parts beside a per-token condition (d 5). */
+Test(class_denoiser_reference, torch_positions_set_and_cond) {
+  ltdi_cden_config c;
+  ltdi_cden_config_default(&c, 7, 5);
+  c.width = 16;
+  c.time_dim = 6;
+  c.positions = 4;
+  c.set_dim = 3;
+  check_against_torch(c, 2, 4, 7, "pos_set_cond");
 }
