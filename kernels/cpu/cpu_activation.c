@@ -1,7 +1,8 @@
 /* kernels/cpu/cpu_activation.c — linear layer, activations, max-pool and the
  * softmax cross-entropy loss on the CPU.
  *
- * These are the element-wise and small dense ops around the convolutions:
+ * These are the element-wise and small dense ops around the convolutions
+ * (the SiLU has its own file, cpu_silu.c):
  * each forward overwrites its output, each backward adds (+=) into the
  * gradients it is given (NULL gradients are skipped). */
 #include <limits.h>
@@ -9,21 +10,9 @@
 
 #include "base/error.h"
 #include "kernels/cpu/cpu_internal.h"
+#include "kernels/cpu/cpu_rows.h"
 
 /* ==== linear ============================================================ */
-
-/* row (n) += bias (n), in blocks of a fixed count so that -O2's cheapest
- * vectoriser takes the inner loop (a loop of unknown count needs an
- * epilogue it refuses); the same additions as one by one, so the same
- * bits. The BERT encoder spent 4% of its time in this loop scalar. */
-#define LTDI__BIAS_BLOCK 16
-
-static void add_bias_row(float *restrict row, const float *restrict bias, int n) {
-  int o = 0;
-  for (; o + LTDI__BIAS_BLOCK <= n; o += LTDI__BIAS_BLOCK)
-    for (int j = 0; j < LTDI__BIAS_BLOCK; j++) row[o + j] += bias[o + j];
-  for (; o < n; o++) row[o] += bias[o];
-}
 
 int ltdi__cpu_linear_forward(ltdi_backend *be, float *out, const float *inp,
                              const float *weight, const float *bias, int batch,
@@ -43,7 +32,8 @@ int ltdi__cpu_linear_forward(ltdi_backend *be, float *out, const float *inp,
                                  in_features, weight, in_features, 0.0f, out, out_features);
   if (rc) return rc;
   if (bias != NULL)
-    for (int b = 0; b < batch; b++) add_bias_row(out + (size_t)b * out_features, bias, out_features);
+    for (int b = 0; b < batch; b++) /* the BERT encoder spent 4% of its time here, scalar */
+      ltdi__row_add(out + (size_t)b * out_features, bias, (size_t)out_features);
   return 0;
 }
 
@@ -95,17 +85,6 @@ int ltdi__cpu_relu_backward(ltdi_backend *be, float *dinp, const float *dout,
   return 0;
 }
 
-/* Scalar expf per element: each element's result is independent of its
- * position, which the batch-invariant mode relies on. (A 4-lane polynomial
- * exp measured no faster on this path: the division dominates.) */
-int ltdi__cpu_silu_forward(ltdi_backend *be, float *out, const float *inp, size_t n) {
-  (void)be;
-  if (n == 0) return 0;
-  if (out == NULL || inp == NULL) return LTDI_ERR_INVALID_ARG;
-  for (size_t i = 0; i < n; i++) out[i] = inp[i] / (1.0f + expf(-inp[i]));
-  return 0;
-}
-
 int ltdi__cpu_mse_loss(ltdi_backend *be, float *loss, float *dpred, const float *pred,
                        const float *target, size_t n) {
   (void)be;
@@ -120,20 +99,6 @@ int ltdi__cpu_mse_loss(ltdi_backend *be, float *loss, float *dpred, const float 
   total *= inv_n;
   *loss = (float)total;
   return isfinite(total) ? 0 : LTDI_ERR_NONFINITE;
-}
-
-/* d/dx x s(x) = s (1 + x (1 - s)), s = sigmoid(x). */
-int ltdi__cpu_silu_backward(ltdi_backend *be, float *dinp, const float *dout,
-                            const float *inp, size_t n) {
-  (void)be;
-  if (n == 0 || dinp == NULL) return 0;
-  if (dout == NULL || inp == NULL) return LTDI_ERR_INVALID_ARG;
-  for (size_t i = 0; i < n; i++) {
-    const float x = inp[i];
-    const float s = 1.0f / (1.0f + expf(-x));
-    dinp[i] += dout[i] * s * (1.0f + x * (1.0f - s));
-  }
-  return 0;
 }
 
 /* ==== max-pool ========================================================== */

@@ -6,8 +6,7 @@
  * Why its own file: in the BERT encoder's training step the GELU of the
  * (tokens, 1536) feed-forward activations took a third of the time with
  * libm's scalar erff. On x86 with AVX2 + FMA it runs 8 lanes at a time:
- *   t = |x| / sqrt 2, e = exp(-x^2 / 2)      (Cephes' expf: Cody-Waite
- *                                            reduction, degree-5 polynomial)
+ *   t = |x| / sqrt 2, e = exp(-x^2 / 2)      (cpu_vexp.h: Cephes' expf)
  *   t <= 1:  erf(t) = t P(t^2)               P degree 6
  *   t > 1:   erfc(t) = e R(1 / (1 + t))      R degree 10 (t clamped to 9.5,
  *                                            where erfc < 1e-40)
@@ -31,12 +30,9 @@
 #define SQRT1_2 0.70710678118654752440
 #define INV_SQRT_2PI 0.39894228040143267794
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define LTDI__GELU_X86 1
-#include <immintrin.h>
-#else
-#define LTDI__GELU_X86 0
-#endif
+#include "kernels/cpu/cpu_vexp.h"
+
+#define LTDI__GELU_X86 LTDI__VEXP_X86
 
 /* ==== portable ============================================================ */
 
@@ -59,37 +55,13 @@ static void gelu_backward_libm(float *dinp, const float *dout, const float *inp,
 /* ==== AVX2 + FMA ========================================================== */
 
 #if LTDI__GELU_X86
-#define LTDI__AVX2 __attribute__((target("avx2,fma")))
-
-static int use_avx2(void) {
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
-
-/* exp(y) for y in [-87, 0] (clamped below): Cephes' expf. */
-static inline __attribute__((always_inline)) LTDI__AVX2 __m256 v_exp(__m256 y) {
-  y = _mm256_max_ps(y, _mm256_set1_ps(-87.0f));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(y, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), y);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  const __m256i bits =
-      _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
-}
 
 /* Phi(x) and e = exp(-x^2/2) of 8 lanes (the file's header has the method). */
-static inline __attribute__((always_inline)) LTDI__AVX2 __m256 v_phi(__m256 x, __m256 *e_out) {
+static inline __attribute__((always_inline)) LTDI__AVX2_FMA __m256 v_phi(__m256 x, __m256 *e_out) {
   const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
   const __m256 half = _mm256_set1_ps(0.5f);
   const __m256 t = _mm256_mul_ps(_mm256_andnot_ps(sign, x), _mm256_set1_ps((float)SQRT1_2));
-  const __m256 e = v_exp(_mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(-0.5f), x), x));
+  const __m256 e = ltdi__v8_exp_nonpos(_mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(-0.5f), x), x));
   /* t <= 1: erf(t) = t P(t^2) */
   const __m256 s = _mm256_mul_ps(t, t);
   __m256 pa = _mm256_set1_ps(7.89816258e-05f);
@@ -126,7 +98,7 @@ static inline __attribute__((always_inline)) LTDI__AVX2 __m256 v_phi(__m256 x, _
   return phi;
 }
 
-static LTDI__AVX2 void gelu_forward_avx2(float *out, const float *inp, size_t n) {
+static LTDI__AVX2_FMA void gelu_forward_avx2(float *out, const float *inp, size_t n) {
   size_t i = 0;
   __m256 e;
   for (; i + 8 <= n; i += 8) {
@@ -142,13 +114,13 @@ static LTDI__AVX2 void gelu_forward_avx2(float *out, const float *inp, size_t n)
   }
 }
 
-static inline __attribute__((always_inline)) LTDI__AVX2 __m256 v_dgelu(__m256 x) {
+static inline __attribute__((always_inline)) LTDI__AVX2_FMA __m256 v_dgelu(__m256 x) {
   __m256 e;
   const __m256 phi = v_phi(x, &e);
   return _mm256_fmadd_ps(_mm256_mul_ps(x, _mm256_set1_ps((float)INV_SQRT_2PI)), e, phi);
 }
 
-static LTDI__AVX2 void gelu_backward_avx2(float *dinp, const float *dout, const float *inp,
+static LTDI__AVX2_FMA void gelu_backward_avx2(float *dinp, const float *dout, const float *inp,
                                           size_t n) {
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -174,7 +146,7 @@ int ltdi__cpu_gelu_forward(ltdi_backend *be, float *out, const float *inp, size_
   if (n == 0) return 0;
   if (!out || !inp) return LTDI_ERR_INVALID_ARG;
 #if LTDI__GELU_X86
-  if (use_avx2()) {
+  if (ltdi__have_avx2_fma()) {
     gelu_forward_avx2(out, inp, n);
     return 0;
   }
@@ -189,7 +161,7 @@ int ltdi__cpu_gelu_backward(ltdi_backend *be, float *dinp, const float *dout,
   if (n == 0 || dinp == NULL) return 0;
   if (!dout || !inp) return LTDI_ERR_INVALID_ARG;
 #if LTDI__GELU_X86
-  if (use_avx2()) {
+  if (ltdi__have_avx2_fma()) {
     gelu_backward_avx2(dinp, dout, inp, n);
     return 0;
   }

@@ -76,6 +76,12 @@ int ltdi__cpu_groupnorm_backward(ltdi_backend *be, float *dinp, float *dgamma,
                                  const float *gamma, const float *mean,
                                  const float *invstd, int batch, int ch, int spatial,
                                  int groups);
+/* y[c] = x[c] (float)(gamma[c] is) + (float)(beta[c] - gamma[c] is mu), the
+ * group-norm's affine step over n channels of spatial 1, with the vector
+ * path (AVX2, where the CPU has it) on or off: both give the same bits. */
+void ltdi__cpu_affine_channels_path(float *restrict y, const float *restrict x,
+                                    const float *restrict gamma, const float *restrict beta,
+                                    double is, double mu, int n, int vector);
 
 /* ---- cpu_activation.c --------------------------------------------------- */
 int ltdi__cpu_linear_forward(ltdi_backend *be, float *out, const float *inp,
@@ -86,9 +92,6 @@ int ltdi__cpu_linear_backward(ltdi_backend *be, float *dinp, float *dweight, flo
                               int batch, int in_features, int out_features);
 int ltdi__cpu_relu_forward(ltdi_backend *be, float *out, const float *inp, size_t n);
 int ltdi__cpu_relu_backward(ltdi_backend *be, float *dinp, const float *dout,
-                            const float *inp, size_t n);
-int ltdi__cpu_silu_forward(ltdi_backend *be, float *out, const float *inp, size_t n);
-int ltdi__cpu_silu_backward(ltdi_backend *be, float *dinp, const float *dout,
                             const float *inp, size_t n);
 int ltdi__cpu_maxpool2d_forward(ltdi_backend *be, float *out, int32_t *argmax,
                                 const float *inp, int batch, int ch, int height,
@@ -165,6 +168,19 @@ int ltdi__cpu_layernorm_forward(ltdi_backend *be, float *out, float *mean, float
 int ltdi__cpu_layernorm_backward(ltdi_backend *be, float *dinp, float *dweight, float *dbias,
                                  const float *dout, const float *inp, const float *weight,
                                  const float *mean, const float *rstd, int rows, int C);
+
+/* ---- cpu_silu.c --------------------------------------------------------- */
+int ltdi__cpu_silu_forward(ltdi_backend *be, float *out, const float *inp, size_t n);
+int ltdi__cpu_silu_backward(ltdi_backend *be, float *dinp, const float *dout,
+                            const float *inp, size_t n);
+/* The same with the vector path on (1, where the CPU has AVX2 + FMA) or
+ * off (0): both give the same bits, which the tests check. */
+void ltdi__cpu_silu_forward_path(float *out, const float *inp, size_t n, int vector);
+void ltdi__cpu_silu_backward_path(float *dinp, const float *dout, const float *inp, size_t n,
+                                  int vector);
+int ltdi__cpu_silu_have_vector(void);
+
+/* ---- cpu_gelu.c --------------------------------------------------------- */
 int ltdi__cpu_gelu_forward(ltdi_backend *be, float *out, const float *inp, size_t n);
 int ltdi__cpu_gelu_backward(ltdi_backend *be, float *dinp, const float *dout,
                             const float *inp, size_t n);

@@ -14,6 +14,7 @@
 
 #include "base/error.h"
 #include "kernels/cpu/cpu_internal.h"
+#include "kernels/cpu/cpu_rows.h"
 
 static int dims_ok(int batch, int N, int C) { return batch > 0 && N > 0 && C > 0; }
 
@@ -37,11 +38,7 @@ int ltdi__cpu_add_rows(ltdi_backend *be, float *h, const float *v, int batch, in
   (void)be;
   if (!h || !v || !dims_ok(batch, N, C)) return LTDI_ERR_INVALID_ARG;
   for (int b = 0; b < batch; b++)
-    for (int n = 0; n < N; n++) {
-      float *row = h + at(b, n, 0, N, C);
-      const float *vb = v + (size_t)b * C;
-      for (int c = 0; c < C; c++) row[c] += vb[c];
-    }
+    for (int n = 0; n < N; n++) ltdi__row_add(h + at(b, n, 0, N, C), v + (size_t)b * C, (size_t)C);
   return 0;
 }
 
@@ -57,9 +54,21 @@ int ltdi__cpu_add_rows_backward(ltdi_backend *be, float *dv, const float *dh, in
 int ltdi__cpu_mean_rows(ltdi_backend *be, float *out, const float *h, int batch, int N, int C) {
   (void)be;
   if (!out || !h || !dims_ok(batch, N, C)) return LTDI_ERR_INVALID_ARG;
+  /* sum_rows's order (one double per (b, c), ascending n), a block of
+   * columns at a time so that the rows are read along their length. */
   for (int b = 0; b < batch; b++)
-    for (int c = 0; c < C; c++)
-      out[(size_t)b * C + c] = (float)(sum_rows(h, NULL, b, c, N, C) / (double)N);
+    for (int c0 = 0; c0 < C; c0 += LTDI__ROW_BLOCK) {
+      const int w = C - c0 < LTDI__ROW_BLOCK ? C - c0 : LTDI__ROW_BLOCK;
+      double acc[LTDI__ROW_BLOCK] = {0};
+      for (int n = 0; n < N; n++) {
+        const float *row = h + at(b, n, c0, N, C);
+        if (w == LTDI__ROW_BLOCK)
+          for (int j = 0; j < LTDI__ROW_BLOCK; j++) acc[j] += (double)row[j];
+        else
+          for (int j = 0; j < w; j++) acc[j] += (double)row[j];
+      }
+      for (int j = 0; j < w; j++) out[(size_t)b * C + c0 + j] = (float)(acc[j] / (double)N);
+    }
   return 0;
 }
 
@@ -83,8 +92,7 @@ int ltdi__cpu_mul_rows_add(ltdi_backend *be, float *out, const float *g, const f
   for (int b = 0; b < batch; b++)
     for (int n = 0; n < N; n++) {
       const size_t r = at(b, n, 0, N, C);
-      const float *gb = g + (size_t)b * C;
-      for (int c = 0; c < C; c++) out[r + c] += gb[c] * m[r + c];
+      ltdi__row_mul_add(out + r, g + (size_t)b * C, m + r, (size_t)C);
     }
   return 0;
 }
