@@ -286,6 +286,14 @@ int ltdi_gen_workspace_create(ltdi_gen_workspace **out, const ltdi_model *m, ltd
 void ltdi_gen_workspace_free(ltdi_gen_workspace *ws);
 int ltdi_gen_workspace_max_batch(const ltdi_gen_workspace *ws);
 
+/* On the CPU a token model's pass runs as denoiser forwards of at most
+ * this many token rows (whole tasks, at least one): past the core's cache
+ * the element-wise ops between the GEMMs wait on memory, while more rows
+ * per forward add little to GEMMs already a task's rows tall (32 LoRA tasks
+ * in one forward ran 25% slower per task than one). Every op is per task,
+ * so with the batch-invariant backend the bits do not change. */
+#define LTDI_GEN_CPU_TOKEN_ROWS 512
+
 /* ltdi_model_generate_ways on a workspace: batch <= its max_batch and
  * opt->mode (or the default mode) equal to its mode. Same results, same
  * errors. A class-token workspace holds max_batch tasks of up to max_ways

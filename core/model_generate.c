@@ -106,8 +106,8 @@ int ltdi_gen_workspace_create(ltdi_gen_workspace **out, const ltdi_model *m, ltd
 int ltdi_gen_workspace_max_batch(const ltdi_gen_workspace *ws) { return ws ? ws->max_batch : 0; }
 
 /* One forward of the model's denoiser over `tasks` tasks of ws->ways classes. */
-static int forward(ltdi_gen_workspace *ws, const float *x_t, const int32_t *t, const float *cond,
-                   int tasks, float *eps) {
+static int forward_once(ltdi_gen_workspace *ws, const float *x_t, const int32_t *t,
+                        const float *cond, int tasks, float *eps) {
   const ltdi_model *m = ws->m;
   if (m->arch == LTDI_ARCH_LORA_TOKENS) /* the class means are the set */
     return ltdi_cden_forward_set(ws->be, m->cden, ws->cacts, x_t, t, NULL, cond, tasks,
@@ -115,6 +115,25 @@ static int forward(ltdi_gen_workspace *ws, const float *x_t, const int32_t *t, c
   if (m->arch == LTDI_ARCH_CLASS_TOKENS)
     return ltdi_cden_forward(ws->be, m->cden, ws->cacts, x_t, t, cond, tasks, ws->ways, eps);
   return ltdi_unet_forward(ws->be, m->unet, ws->acts, x_t, t, cond, tasks, eps);
+}
+
+/* A pass's forward, on the CPU in pieces of LTDI_GEN_CPU_TOKEN_ROWS rows
+ * for token models (core/model.h); GPUs take the whole pass at once. */
+static int forward(ltdi_gen_workspace *ws, const float *x_t, const int32_t *t, const float *cond,
+                   int tasks, float *eps) {
+  const ltdi_model *m = ws->m;
+  if (m->arch == LTDI_ARCH_UNET || strcmp(ws->be->name, "cpu") != 0)
+    return forward_once(ws, x_t, t, cond, tasks, eps);
+  const int rows = m->arch == LTDI_ARCH_LORA_TOKENS ? ltdi_cden_config_of(m->cden)->positions
+                                                    : ws->ways;
+  const int chunk = rows >= LTDI_GEN_CPU_TOKEN_ROWS ? 1 : LTDI_GEN_CPU_TOKEN_ROWS / rows;
+  const size_t P = ltdi_model_head_params(m, ws->ways), Dc = ltdi_model_cond_size(m, ws->ways);
+  int rc = 0;
+  for (int b = 0; b < tasks && !rc; b += chunk) {
+    const int n = tasks - b < chunk ? tasks - b : chunk;
+    rc = forward_once(ws, x_t + (size_t)b * P, t + b, cond + (size_t)b * Dc, n, eps + (size_t)b * P);
+  }
+  return rc;
 }
 
 /* The sampler's denoiser (ltdi_denoise_fn): ε̂ (B, P) for x_t at the

@@ -18,12 +18,19 @@
 #include "base/error.h"
 #include "kernels/conv_geometry.h"
 #include "kernels/cpu/cpu_internal.h"
+#include "kernels/cpu/cpu_rows.h"
 
 /* Floats of scratch one chunk may use (col + gathered output): 4 MiB keeps
- * the columns near the L2/L3 caches while giving sgemm N in the thousands. */
+ * the columns near the L2/L3 caches while giving OpenBLAS N in the
+ * thousands. The batch-invariant sgemm (the daemon's path) packs op(B)
+ * again panel by panel, so there the columns should stay in L2 for that
+ * second read: 512 KiB served a batch-32 U-Net pass ~15% faster than 4 MiB
+ * on the 2-core Xeon (tests/bench/bench_sampling), with the same bits, since
+ * that sgemm's rounding does not depend on N. */
 #ifndef LTDI__CONV_CHUNK_FLOATS
 #define LTDI__CONV_CHUNK_FLOATS ((size_t)1 << 20)
 #endif
+#define LTDI__CONV_CHUNK_FLOATS_INVARIANT ((size_t)1 << 17)
 
 /* Range [lo, hi) of output positions o whose input index o*s + off lies in
  * [0, n); outside it the unfolded value is zero padding. */
@@ -94,10 +101,13 @@ static void col2im_add(const float *col, const ltdi__conv_geom *g, float *img, s
   }
 }
 
-/* Images per chunk: as many as fit LTDI__CONV_CHUNK_FLOATS, at least one. */
-static int chunk_images(const ltdi__conv_geom *g) {
+/* Images per chunk: as many as fit the scratch budget, at least one. */
+static int chunk_images(const ltdi_backend *be, const ltdi__conv_geom *g) {
+  const ltdi__cpu_ctx *ctx = be ? be->ctx : NULL;
+  const size_t budget = ctx && ctx->batch_invariant ? LTDI__CONV_CHUNK_FLOATS_INVARIANT
+                                                    : LTDI__CONV_CHUNK_FLOATS;
   size_t per_image = (size_t)g->oh * g->ow * ((size_t)g->in_ch * g->kh * g->kw + g->out_ch);
-  size_t nb = LTDI__CONV_CHUNK_FLOATS / per_image;
+  size_t nb = budget / per_image;
   if (nb < 1) nb = 1;
   if (nb > (size_t)g->batch) nb = (size_t)g->batch;
   return (int)nb;
@@ -111,7 +121,7 @@ static int conv_forward(ltdi_backend *be, float *out, const float *inp, const fl
   const size_t K = (size_t)g->in_ch * g->kh * g->kw;
   const size_t in_img = (size_t)g->in_ch * g->h * g->w;
   const size_t out_img = (size_t)g->out_ch * P;
-  const int nb = chunk_images(g);
+  const int nb = chunk_images(be, g);
   float *col = ltdi__cpu_scratch(be, (K + g->out_ch) * P * nb);
   if (col == NULL) return LTDI_ERR_NOMEM;
   float *tmp = col + K * P * nb;
@@ -133,10 +143,7 @@ static int conv_forward(ltdi_backend *be, float *out, const float *inp, const fl
   }
   if (bias != NULL) {
     for (int b = 0; b < g->batch; b++)
-      for (int o = 0; o < g->out_ch; o++) {
-        float *p = out + b * out_img + o * P;
-        for (size_t j = 0; j < P; j++) p[j] += bias[o];
-      }
+      for (int o = 0; o < g->out_ch; o++) ltdi__row_add_scalar(out + b * out_img + o * P, bias[o], P);
   }
   return 0;
 }
@@ -166,7 +173,7 @@ static int conv_backward(ltdi_backend *be, float *dinp, float *dweight, float *d
   }
   if (dinp == NULL && dweight == NULL) return 0;
 
-  const int nb = chunk_images(g);
+  const int nb = chunk_images(be, g);
   float *col = ltdi__cpu_scratch(be, (K + g->out_ch) * P * nb);
   if (col == NULL) return LTDI_ERR_NOMEM;
   float *tmp = col + K * P * nb;

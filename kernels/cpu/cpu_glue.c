@@ -13,6 +13,7 @@
 
 #include "base/error.h"
 #include "kernels/cpu/cpu_internal.h"
+#include "kernels/cpu/cpu_rows.h"
 
 static int dims_ok(int batch, int a, int b) { return batch > 0 && a > 0 && b > 0; }
 
@@ -217,7 +218,7 @@ int ltdi__cpu_diffusion_step(ltdi_backend *be, float *x, const float *eps, const
   (void)be;
   if (n == 0) return 0;
   if (!x || !eps || (sigma > 0.0 && !noise)) return LTDI_ERR_INVALID_ARG;
-  for (size_t i = 0; i < n; i++) x[i] = (float)(c_x * (double)x[i] - c_eps * (double)eps[i]);
+  ltdi__row_diffusion_step(x, eps, c_x, c_eps, n);
   if (sigma > 0.0)
     for (size_t i = 0; i < n; i++) x[i] = (float)((double)x[i] + sigma * (double)noise[i]);
   return 0;

@@ -3,9 +3,9 @@
  * loop of unknown count needs an epilogue that cost model refuses), then
  * the remainder one by one. Each element gets the same single operations
  * as in a plain loop, so the bits are those of the plain loop: vectorising
- * only decides how many elements run side by side. Used by the bias add
- * (cpu_activation.c), the set glue (cpu_set.c) and the norms' affine step
- * (cpu_norm.c); measured, the scalar forms of these loops took a quarter of
+ * only decides how many elements run side by side. Used by the bias adds
+ * (cpu_activation.c, cpu_conv.c), the set glue (cpu_set.c), the norms'
+ * affine step (cpu_norm.c) and the sampler's step (cpu_glue.c); measured, the scalar forms of these loops took a quarter of
  * a served class-token pass. */
 #ifndef LTDI_KERNELS_CPU_ROWS_H
 #define LTDI_KERNELS_CPU_ROWS_H
@@ -20,6 +20,14 @@ static inline void ltdi__row_add(float *restrict dst, const float *restrict src,
   for (; i + LTDI__ROW_BLOCK <= n; i += LTDI__ROW_BLOCK)
     for (int j = 0; j < LTDI__ROW_BLOCK; j++) dst[i + j] += src[i + j];
   for (; i < n; i++) dst[i] += src[i];
+}
+
+/* dst[i] += v */
+static inline void ltdi__row_add_scalar(float *restrict dst, float v, size_t n) {
+  size_t i = 0;
+  for (; i + LTDI__ROW_BLOCK <= n; i += LTDI__ROW_BLOCK)
+    for (int j = 0; j < LTDI__ROW_BLOCK; j++) dst[i + j] += v;
+  for (; i < n; i++) dst[i] += v;
 }
 
 /* dst[i] += g[i] * m[i] (a rounded product, then a rounded sum) */
@@ -38,6 +46,16 @@ static inline void ltdi__row_affine(float *restrict y, const float *restrict x, 
   for (; i + LTDI__ROW_BLOCK <= n; i += LTDI__ROW_BLOCK)
     for (int j = 0; j < LTDI__ROW_BLOCK; j++) y[i + j] = x[i + j] * scale + shift;
   for (; i < n; i++) y[i] = x[i] * scale + shift;
+}
+
+/* x[i] = (float)(c_x x[i] - c_eps eps[i]), in double */
+static inline void ltdi__row_diffusion_step(float *restrict x, const float *restrict eps,
+                                            double c_x, double c_eps, size_t n) {
+  size_t i = 0;
+  for (; i + LTDI__ROW_BLOCK <= n; i += LTDI__ROW_BLOCK)
+    for (int j = 0; j < LTDI__ROW_BLOCK; j++)
+      x[i + j] = (float)(c_x * (double)x[i + j] - c_eps * (double)eps[i + j]);
+  for (; i < n; i++) x[i] = (float)(c_x * (double)x[i] - c_eps * (double)eps[i]);
 }
 
 #endif

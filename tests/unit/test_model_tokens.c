@@ -157,6 +157,35 @@ Test(model_tokens, any_n_and_batch_independent_bits) {
   ltdi_model_free(m);
 }
 
+/* A pass longer than one CPU forward (LTDI_GEN_CPU_TOKEN_ROWS rows) runs
+ * in pieces: on the batch-invariant backend every task still has the bits
+ * it has alone, on either side of a piece's edge. */
+Test(model_tokens, a_pass_in_pieces_keeps_every_task_bits) {
+  ltdi_model *m = make_model(4);
+  cr_assert_eq(ltdi_backend_cpu_set_batch_invariant(be, 1), 0);
+  const int N = MAXW, P = N * (DIM + 1), per_piece = LTDI_GEN_CPU_TOKEN_ROWS / N;
+  const int B = per_piece + 3;
+  float *protos = malloc((size_t)B * N * DIM * sizeof *protos);
+  float *together = malloc((size_t)B * P * sizeof *together), alone[MAXW * (DIM + 1)];
+  uint64_t *seeds = malloc((size_t)B * sizeof *seeds);
+  cr_assert(protos && together && seeds);
+  for (int b = 0; b < B; b++) {
+    random_protos(protos + (size_t)b * N * DIM, N, 500 + b);
+    seeds[b] = 1000 + (uint64_t)b;
+  }
+  cr_assert_eq(ltdi_model_generate_ways(m, N, protos, seeds, B, NULL, together, NULL), 0);
+  const int check[] = {0, per_piece - 1, per_piece, B - 1};
+  for (int k = 0; k < 4; k++) {
+    const int b = check[k];
+    cr_assert_eq(ltdi_model_generate_ways(m, N, protos + (size_t)b * N * DIM, &seeds[b], 1, NULL,
+                                          alone, NULL), 0);
+    cr_expect_eq(memcmp(alone, together + (size_t)b * P, (size_t)P * sizeof(float)), 0,
+                 "task %d of %d (pieces of %d)", b, B, per_piece);
+  }
+  free(protos), free(together), free(seeds);
+  ltdi_model_free(m);
+}
+
 Test(model_tokens, file_round_trip_and_strict_loading) {
   ltdi_model *m = make_model(4);
   char path[] = "/tmp/ltdi_model_tokens_XXXXXX";
