@@ -74,6 +74,37 @@ static void im2col(const float *img, const ltdi__conv_geom *g, float *col, size_
   }
 }
 
+/* im2col for a signal (height 1, kernel 1 x kw): each (channel, tap) row
+ * is one shifted copy of the channel between zero edges. The general
+ * version above spent more on its per-row bookkeeping and memcpy calls
+ * than on the copies at the U-Net's lengths (9 to 36 positions). */
+static void im2col_1d(const float *img, const ltdi__conv_geom *g, float *col, size_t ld) {
+  enum { MAX_TAPS = 16 }; /* unfold's bound on kw */
+  const int ow = g->ow, kw = g->kw;
+  int lo[MAX_TAPS], hi[MAX_TAPS];
+  for (int kj = 0; kj < kw; kj++) valid_range(g->w, g->sw, kj - g->pw, ow, &lo[kj], &hi[kj]);
+  for (int c = 0; c < g->in_ch; c++) {
+    const float *plane = img + (size_t)c * g->w;
+    for (int kj = 0; kj < kw; kj++) {
+      float *dst = col + ((size_t)c * kw + kj) * ld;
+      const int xoff = kj - g->pw;
+      for (int ox = 0; ox < lo[kj]; ox++) dst[ox] = 0.0f;
+      if (g->sw == 1)
+        ltdi__row_copy(dst + lo[kj], plane + lo[kj] + xoff, (size_t)(hi[kj] - lo[kj]));
+      else
+        for (int ox = lo[kj]; ox < hi[kj]; ox++) dst[ox] = plane[ox * g->sw + xoff];
+      for (int ox = hi[kj]; ox < ow; ox++) dst[ox] = 0.0f;
+    }
+  }
+}
+
+static void unfold(const float *img, const ltdi__conv_geom *g, float *col, size_t ld) {
+  if (g->h == 1 && g->kh == 1 && g->kw <= 16)
+    im2col_1d(img, g, col, ld);
+  else
+    im2col(img, g, col, ld);
+}
+
 /* Folds col rows (stride ld) back into one image, accumulating (+=). */
 static void col2im_add(const float *col, const ltdi__conv_geom *g, float *img, size_t ld) {
   const int ow = g->ow;
@@ -129,7 +160,7 @@ static int conv_forward(ltdi_backend *be, float *out, const float *inp, const fl
   for (int b0 = 0; b0 < g->batch; b0 += nb) {
     const int n = g->batch - b0 < nb ? g->batch - b0 : nb;
     const size_t ld = (size_t)n * P;
-    for (int i = 0; i < n; i++) im2col(inp + (b0 + i) * in_img, g, col + i * P, ld);
+    for (int i = 0; i < n; i++) unfold(inp + (b0 + i) * in_img, g, col + i * P, ld);
     /* One image: sgemm writes straight into out, no gather needed. */
     float *dst = n == 1 ? out + b0 * out_img : tmp;
     rc = ltdi__cpu_sgemm(be, 0, 0, g->out_ch, (int)ld, (int)K, 1.0f, weight, (int)K, col,
@@ -138,7 +169,7 @@ static int conv_forward(ltdi_backend *be, float *out, const float *inp, const fl
     if (n > 1) {
       for (int i = 0; i < n; i++)
         for (int o = 0; o < g->out_ch; o++)
-          memcpy(out + (b0 + i) * out_img + o * P, tmp + o * ld + i * P, sizeof(float) * P);
+          ltdi__row_copy(out + (b0 + i) * out_img + o * P, tmp + o * ld + i * P, P);
     }
   }
   if (bias != NULL) {
@@ -189,7 +220,7 @@ static int conv_backward(ltdi_backend *be, float *dinp, float *dweight, float *d
       dchunk = tmp;
     }
     if (dweight != NULL) {
-      for (int i = 0; i < n; i++) im2col(inp + (b0 + i) * in_img, g, col + i * P, ld);
+      for (int i = 0; i < n; i++) unfold(inp + (b0 + i) * in_img, g, col + i * P, ld);
       rc = ltdi__cpu_sgemm(be, 0, 1, g->out_ch, (int)K, (int)ld, 1.0f, dchunk, (int)ld, col,
                            (int)ld, 1.0f, dweight, (int)K);
       if (rc) return rc;

@@ -11,8 +11,32 @@
 #define LTDI_KERNELS_CPU_ROWS_H
 
 #include <stddef.h>
+#include <string.h>
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#endif
 
 #define LTDI__ROW_BLOCK 16
+
+/* dst[i] = src[i], inline, for the short rows (9 to a few hundred floats)
+ * of the U-Net's im2col and gather, where a memcpy call per row cost more
+ * than the copy. SSE loads and stores, the last four overlapping, since a
+ * plain loop is turned back into a memcpy call by the compiler. */
+static inline void ltdi__row_copy(float *restrict dst, const float *restrict src, size_t n) {
+#if defined(__SSE2__)
+  if (n >= 4) {
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) _mm_storeu_ps(dst + i, _mm_loadu_ps(src + i));
+    if (i < n) _mm_storeu_ps(dst + n - 4, _mm_loadu_ps(src + n - 4));
+    return;
+  }
+  if (n > 0) dst[0] = src[0];
+  if (n > 1) dst[1] = src[1];
+  if (n > 2) dst[2] = src[2];
+#else
+  memcpy(dst, src, n * sizeof *dst);
+#endif
+}
 
 /* dst[i] += src[i] */
 static inline void ltdi__row_add(float *restrict dst, const float *restrict src, size_t n) {

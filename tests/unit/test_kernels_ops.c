@@ -340,6 +340,9 @@ Test(kernels_ops, conv1d_forward_shapes) {
   conv1d_case((ltdi_conv1d_dims){2, 3, 15, 2, 3, 2, 1});
   conv1d_case((ltdi_conv1d_dims){2, 5, 9, 4, 1, 1, 0});
   conv1d_case((ltdi_conv1d_dims){2, 5, 9, 4, 1, 2, 0});
+  conv1d_case((ltdi_conv1d_dims){2, 3, 10, 4, 5, 1, 2}); /* wide taps: both edges padded */
+  conv1d_case((ltdi_conv1d_dims){3, 2, 11, 3, 5, 2, 2});
+  conv1d_case((ltdi_conv1d_dims){1, 2, 3, 2, 5, 1, 2});  /* taps longer than the signal */
 }
 
 /* A fixed thread count must reproduce results bit for bit, and a different
