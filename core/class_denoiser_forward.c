@@ -120,12 +120,17 @@ static int embed_forward(ltdi_backend *be, const ltdi_cden *net, ltdi_cden_acts 
   RC(be->silu_forward(be, e, te, (size_t)B * H));
   /* concat with L = 1 over R rows joins the rows: [x_t row (D) ; cond row (d)].
    * The copy also keeps the inputs for the backward (the caller may reuse
-   * its buffers). */
+   * its buffers); without a condition, generation (no backward) reads x_t
+   * where it lies: for the LoRA generator that copy was 73,728 floats per
+   * task and step. */
+  const float *rows_in = xc;
   if (d > 0)
     RC(be->concat(be, xc, x_t, cond, R, D, d, 1));
-  else
+  else if (a->dact != NULL)
     RC(be->copy(be, xc, x_t, (size_t)R * D));
-  RC(be->linear_forward(be, h0, xc, P + net->p_inw, P + net->p_inb, R, D + d, H));
+  else
+    rows_in = x_t;
+  RC(be->linear_forward(be, h0, rows_in, P + net->p_inw, P + net->p_inb, R, D + d, H));
   if (c->positions > 0)
     for (int b = 0; b < B; b++)
       RC(be->axpy(be, h0 + (size_t)b * N * H, P + net->p_pos, 1.0f, (size_t)N * H));
