@@ -109,6 +109,10 @@ int ltdi__cpu_softmax_xent_backward(ltdi_backend *be, float *dlogits, const floa
 /* ---- cpu_optim.c -------------------------------------------------------- */
 int ltdi__cpu_adam_step(ltdi_backend *be, float *params, const float *grads, float *m,
                         float *v, size_t n, const ltdi_adam_params *hp);
+/* The same with the vector path (AVX, where the CPU has it) on or off:
+ * both give the same bits, which the tests check. */
+int ltdi__cpu_adam_step_path(float *params, const float *grads, float *m, float *v, size_t n,
+                             const ltdi_adam_params *hp, int vector);
 int ltdi__cpu_sgd_step(ltdi_backend *be, float *params, const float *grads,
                        float *velocity, size_t n, float lr, float momentum,
                        float weight_decay);
