@@ -174,7 +174,8 @@ static int conv_forward(ltdi_backend *be, float *out, const float *inp, const fl
   }
   if (bias != NULL) {
     for (int b = 0; b < g->batch; b++)
-      for (int o = 0; o < g->out_ch; o++) ltdi__row_add_scalar(out + b * out_img + o * P, bias[o], P);
+      for (int o = 0; o < g->out_ch; o++)
+        ltdi__row_add_scalar(out + b * out_img + o * P, bias[o], P);
   }
   return 0;
 }

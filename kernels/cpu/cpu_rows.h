@@ -5,8 +5,9 @@
  * as in a plain loop, so the bits are those of the plain loop: vectorising
  * only decides how many elements run side by side. Used by the bias adds
  * (cpu_activation.c, cpu_conv.c), the set glue (cpu_set.c), the norms'
- * affine step (cpu_norm.c) and the sampler's step (cpu_glue.c); measured, the scalar forms of these loops took a quarter of
- * a served class-token pass. */
+ * affine step (cpu_norm.c) and the sampler's step (cpu_glue.c); measured,
+ * the scalar forms of these loops took a quarter of a served class-token
+ * pass. The arrays of one call must not overlap (they are restrict). */
 #ifndef LTDI_KERNELS_CPU_ROWS_H
 #define LTDI_KERNELS_CPU_ROWS_H
 

@@ -11,10 +11,11 @@
  * not the difference, which cancels for large x. Eight lanes at a time on
  * x86 with AVX2 + FMA, the same operations one value at a time elsewhere:
  * each element sees one sequence of IEEE operations on every path, so a
- * served head's bits do not depend on the CPU that served it. A tail of fewer than 8 values runs through the vector code on a
- * zero-padded copy, so a value's bits do not depend on where it sits (the
- * batch-invariant mode relies on per-element ops). NaN stays NaN (x itself
- * enters the quotient); silu(+inf) = +inf, silu(-inf) = -inf (not a value,
+ * served head's bits do not depend on the CPU that served it. A tail of
+ * fewer than 8 values runs through the vector code on a zero-padded copy,
+ * so a value's bits do not depend on where it sits (the batch-invariant
+ * mode relies on per-element ops). NaN stays NaN (x itself enters the
+ * quotient); silu(+inf) = +inf, silu(-inf) = -inf (not a value,
  * and not finite, as with the exact formula's NaN). Accuracy: within
  * 4e-7 relative of the double formula (tests/unit/test_kernels_ops.c). */
 #include <math.h>
