@@ -50,8 +50,10 @@ static int make_backend(ltdi_gen_pool *p, worker *w, int index) {
     w->be = p->m->be;
   else
     rc = ltdi_backend_cpu_create(&w->be, p->blas_threads);
-  if (!rc && cpu && p->kernel == LTDI_KERNEL_INVARIANT)
-    rc = ltdi_backend_cpu_set_batch_invariant(w->be, 1);
+  /* On a GPU always (there is one kind of pass there): a request's weights
+   * then do not depend on the pass it shared, as with the CPU's default. */
+  if (!rc && (cpu ? p->kernel == LTDI_KERNEL_INVARIANT : 1))
+    rc = ltdi_backend_set_batch_invariant(w->be, 1);
   return rc;
 }
 

@@ -1,5 +1,6 @@
 /* kernels/backend.c — backend-independent helpers of the compute interface:
- * destroying any backend, and choosing one for `--device`.
+ * destroying any backend, choosing one for `--device`, and the
+ * batch-invariant switch of either kind.
  *
  * The CUDA backend is compiled in only when the build found nvcc
  * (LTDI_HAVE_CUDA); without it "auto" means the CPU and "cuda" is refused,
@@ -40,6 +41,15 @@ int ltdi_cuda_available(void) {
 #else
   return 0;
 #endif
+}
+
+int ltdi_backend_set_batch_invariant(ltdi_backend *be, int on) {
+  if (be == NULL || be->name == NULL) return LTDI_ERR_INVALID_ARG;
+  if (strcmp(be->name, "cpu") == 0) return ltdi_backend_cpu_set_batch_invariant(be, on);
+#ifdef LTDI_HAVE_CUDA
+  if (strcmp(be->name, "cuda") == 0) return ltdi_backend_cuda_set_batch_invariant(be, on);
+#endif
+  return LTDI_ERR_INVALID_ARG;
 }
 
 static void set_note(char *note, size_t len, const char *msg, const char *detail) {

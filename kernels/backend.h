@@ -358,6 +358,11 @@ int ltdi_backend_cpu_create(ltdi_backend **out, int n_threads);
  * calling thread whatever n_threads says. 0, or LTDI_ERR_INVALID_ARG when
  * be is not a CPU backend. */
 int ltdi_backend_cpu_set_batch_invariant(ltdi_backend *be, int on);
+/* The same switch for either backend: the CPU's above, or the CUDA
+ * backend's (kernels/cuda/backend_cuda.h: its sgemm with the CPU's
+ * per-element contract). 0, LTDI_ERR_INVALID_ARG (NULL, or an unknown
+ * backend). */
+int ltdi_backend_set_batch_invariant(ltdi_backend *be, int on);
 
 /* The kernel set OpenBLAS chose for this CPU, as it names it ("SkylakeX",
  * "Haswell", "Prescott", ...); the OPENBLAS_CORETYPE environment variable,

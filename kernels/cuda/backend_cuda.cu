@@ -56,6 +56,13 @@ extern "C" const char *ltdi_cuda_conv_impl(const ltdi_backend *be) {
   return ((const ltdi__cuda_ctx *)be->ctx)->conv_impl == LTDI__CONV_GEMM ? "gemm" : "cudnn";
 }
 
+extern "C" int ltdi_backend_cuda_set_batch_invariant(ltdi_backend *be, int on) {
+  if (be == NULL || be->name == NULL || strcmp(be->name, "cuda") != 0 || be->ctx == NULL)
+    return LTDI_ERR_INVALID_ARG;
+  ltdi__cuda_ctx_of(be)->batch_invariant = on != 0;
+  return 0;
+}
+
 /* ==== workspace =========================================================== */
 
 void *ltdi__cuda_workspace(ltdi_backend *be, size_t nbytes) {

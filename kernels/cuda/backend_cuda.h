@@ -52,6 +52,16 @@ const char *ltdi_cuda_versions(void);
 /* The convolution implementation of a CUDA backend, "cudnn" or "gemm";
  * NULL when be is NULL or not a CUDA backend. */
 const char *ltdi_cuda_conv_impl(const ltdi_backend *be);
+/* Batch-invariant mode of a CUDA backend (off after create): the plain
+ * sgemm (and so every linear layer and the im2col convolution path) runs
+ * on kernels/cuda/cuda_gemm_invariant.cu instead of cuBLAS, each element
+ * summed over k in order with one fused multiply-add per step, so a
+ * sample's GEMM outputs do not depend on the batch or on the shapes; the
+ * element-wise, norm and set ops already work per sample. Not covered: the
+ * cuDNN convolutions (their algorithm is chosen per shape) and the
+ * strided-batched sgemm (the text encoder's attention). 0, or
+ * LTDI_ERR_INVALID_ARG when be is not a CUDA backend. */
+int ltdi_backend_cuda_set_batch_invariant(ltdi_backend *be, int on);
 
 #ifdef __cplusplus
 }

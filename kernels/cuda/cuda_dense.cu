@@ -4,7 +4,9 @@
  * cuBLAS is column-major. A row-major C = op(A)·op(B) is, read column-major,
  * C^T = op(B)^T·op(A)^T, so we call cuBLAS with the operands swapped and m/n
  * exchanged; no data is transposed. The handle's math mode is
- * CUBLAS_DEFAULT_MATH (set at creation), which never uses TF32. */
+ * CUBLAS_DEFAULT_MATH (set at creation), which never uses TF32. In
+ * batch-invariant mode (ltdi_backend_cuda_set_batch_invariant) the plain
+ * sgemm runs on cuda_gemm_invariant.cu instead. */
 #include "kernels/cuda/cuda_internal.cuh"
 
 int ltdi__cuda_sgemm(ltdi_backend *be, int trans_a, int trans_b, int m, int n, int k,
@@ -14,6 +16,9 @@ int ltdi__cuda_sgemm(ltdi_backend *be, int trans_a, int trans_b, int m, int n, i
     return LTDI_ERR_INVALID_ARG;
   /* The same leading-dimension rules as the CPU backend. */
   if (lda < (trans_a ? m : k) || ldb < (trans_b ? k : n) || ldc < n) return LTDI_ERR_INVALID_ARG;
+  if (ltdi__cuda_ctx_of(be)->batch_invariant)
+    return ltdi__cuda_sgemm_invariant(be, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta,
+                                      c, ldc);
   LTDI_CUBLAS_CHECK(cublasSgemm(ltdi__cuda_ctx_of(be)->cublas,
                                 trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
                                 trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, ldb,

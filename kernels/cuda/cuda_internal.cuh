@@ -103,6 +103,7 @@ typedef struct ltdi__cuda_ctx {
   ltdi__cuda_scalars *scalars; /* device memory */
   ltdi__cuda_conv_impl conv_impl;
   size_t conv_chunk_floats; /* im2col path: workspace floats per chunk of images */
+  int batch_invariant;      /* sgemm on cuda_gemm_invariant.cu instead of cuBLAS */
   struct ltdi__cuda_conv_state *conv;
 } ltdi__cuda_ctx;
 
@@ -208,6 +209,10 @@ int ltdi__cuda_channel_sum(ltdi_backend *be, float *dst, const float *src, const
 int ltdi__cuda_sgemm(ltdi_backend *be, int trans_a, int trans_b, int m, int n, int k,
                      float alpha, const float *a, int lda, const float *b, int ldb,
                      float beta, float *c, int ldc);
+/* cuda_gemm_invariant.cu: ltdi__cuda_sgemm's arguments, checked by it. */
+int ltdi__cuda_sgemm_invariant(ltdi_backend *be, int trans_a, int trans_b, int m, int n, int k,
+                               float alpha, const float *a, int lda, const float *b, int ldb,
+                               float beta, float *c, int ldc);
 int ltdi__cuda_sgemm_strided_batched(ltdi_backend *be, int trans_a, int trans_b, int m, int n,
                                      int k, float alpha, const float *a, int lda,
                                      size_t stride_a, const float *b, int ldb, size_t stride_b,

@@ -158,3 +158,59 @@ Test(cuda_cden, the_set_encoder_and_positions_match_the_cpu) {
   ltdi_cden_free(mg);
   ltdi_cden_free(mc);
 }
+
+/* With the CUDA backend's batch-invariant switch on (what the daemon's GPU
+ * passes use), a task's output has the same bits in a pass of three as
+ * alone: for the head denoiser (per-token condition) and for the LoRA
+ * shape (positions, a set, no condition: generation reads x_t in place),
+ * on generation-only caches. Emulated, cuBLAS is a plain loop and so
+ * invariant itself: this check bites on a GPU, where cuBLAS's kernels
+ * change with M; test_cuda_ops_dense.c's invariant sgemm test bites in the
+ * emulator too. */
+static void check_alone_equals_batched(ltdi_cden_config c, int ways, int set_rows) {
+  cr_assert_eq(ltdi_backend_set_batch_invariant(gpu, 1), 0);
+  ltdi_cden *mc = NULL, *mg = NULL;
+  cr_assert_eq(ltdi_cden_create(&mc, cpu, &c), 0);
+  cr_assert_eq(ltdi_cden_create(&mg, gpu, &c), 0, "create on cuda: %s", ltdi_cuda_last_error());
+  same_params(mc, mg);
+  ltdi_cden_acts *ag = NULL;
+  cr_assert_eq(ltdi_cden_acts_create_set(&ag, mg, 3, 3 * ways, set_rows ? 3 * set_rows : 0, 0),
+               0);
+  const int B = 3, D = c.token_dim, d = c.cond_dim;
+  const size_t nx = (size_t)B * ways * D;
+  tpair x = t_rand(nx, 800), cond = t_rand((size_t)B * ways * (d ? d : 1), 801);
+  tpair set = t_rand((size_t)B * (set_rows ? set_rows : 1) * (c.set_dim ? c.set_dim : 1), 802);
+  tpair all = t_make(nx, NULL), one = t_make((size_t)ways * D, NULL);
+  const int32_t t[3] = {9, 9, 9};
+  const float *condp = d ? cond.d : NULL, *setp = c.set_dim ? set.d : NULL;
+  cr_assert_eq(ltdi_cden_forward_set(gpu, mg, ag, x.d, t, condp, setp, B, ways, set_rows, all.d),
+               0, "%s", ltdi_cuda_last_error());
+  float *together = fetch(gpu, all.d, nx);
+  for (int b = 0; b < B; b++) {
+    const float *cb = d ? cond.d + (size_t)b * ways * d : NULL;
+    const float *sb = c.set_dim ? set.d + (size_t)b * set_rows * c.set_dim : NULL;
+    cr_assert_eq(ltdi_cden_forward_set(gpu, mg, ag, x.d + (size_t)b * ways * D, t, cb, sb, 1,
+                                       ways, set_rows, one.d),
+                 0);
+    float *alone = fetch(gpu, one.d, (size_t)ways * D);
+    cr_expect(memcmp(alone, together + (size_t)b * ways * D, (size_t)ways * D * sizeof(float)) ==
+                  0,
+              "task %d: alone differs from its pass of %d", b, B);
+    free(alone);
+  }
+  free(together);
+  t_free(&x), t_free(&cond), t_free(&set), t_free(&all), t_free(&one);
+  ltdi_cden_acts_free(ag);
+  ltdi_cden_free(mg);
+  ltdi_cden_free(mc);
+}
+
+Test(cuda_cden, batch_invariant_passes_give_each_task_its_bits_alone) {
+  ltdi_cden_config head;
+  ltdi_cden_config_default(&head, 65, 64);
+  check_alone_equals_batched(head, 5, 0);
+  ltdi_cden_config lora;
+  ltdi_cden_config_default(&lora, 16, 0);
+  lora.width = 32, lora.positions = 12, lora.set_dim = 24;
+  check_alone_equals_batched(lora, 12, 5);
+}

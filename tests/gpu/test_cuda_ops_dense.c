@@ -54,6 +54,78 @@ Test(cuda_dense, linear_rejects_bad_args) {
   t_free(&a);
 }
 
+/* ==== the batch-invariant sgemm ========================================== */
+
+/* C (m, n) = alpha op(A) op(B) + beta C on the GPU in batch-invariant mode,
+ * downloaded; A and B hold rows of the largest m and n used. */
+static float *inv_gemm(int ta, int tb, int m, int n, int k, float alpha, const tpair *a,
+                       int lda, const tpair *b, int ldb, float beta, const float *c0) {
+  tpair c = t_make((size_t)m * n, c0);
+  cr_assert_eq(gpu->sgemm(gpu, ta, tb, m, n, k, alpha, a->d, lda, b->d, ldb, beta, c.d, n), 0,
+               "%s", ltdi_cuda_last_error());
+  float *got = malloc((size_t)m * n * sizeof *got);
+  cr_assert_not_null(got);
+  cr_assert_eq(gpu->download(gpu, got, c.d, (size_t)m * n * sizeof *got), 0);
+  t_free(&c);
+  return got;
+}
+
+/* Each element of the invariant GPU sgemm has the same bits whatever M and
+ * N of the call (one row alone, one column alone, tiles crossed on both
+ * sides, K crossing its steps), for all four transposes and with beta; and
+ * they equal the CPU's invariant sgemm bit for bit where that runs fused
+ * multiply-adds (x86 with AVX2 + FMA), else within the usual tolerance. */
+Test(cuda_dense, invariant_sgemm_is_batch_independent_and_matches_the_cpu) {
+  enum { M = 70, N = 67, K = 37 };
+  cr_assert_eq(ltdi_backend_set_batch_invariant(gpu, 1), 0);
+  cr_assert_eq(ltdi_backend_set_batch_invariant(cpu, 1), 0);
+  const int fused_cpu = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  tpair a = t_rand((size_t)M * K, 21), b = t_rand((size_t)K * N, 22), c0 = t_rand((size_t)M * N, 23);
+  const float betas[2] = {0.0f, 0.5f};
+  for (int ta = 0; ta < 2; ta++)
+    for (int tb = 0; tb < 2; tb++)
+      for (int bi = 0; bi < 2; bi++) {
+        const int lda = ta ? M : K, ldb = tb ? K : N;
+        const float alpha = 1.25f, beta = betas[bi];
+        float *full = inv_gemm(ta, tb, M, N, K, alpha, &a, lda, &b, ldb, beta, c0.h);
+        /* the CPU's invariant sgemm on the same operands */
+        float *ref = malloc((size_t)M * N * sizeof *ref);
+        memcpy(ref, c0.h, (size_t)M * N * sizeof *ref);
+        cr_assert_eq(cpu->sgemm(cpu, ta, tb, M, N, K, alpha, a.h, lda, b.h, ldb, beta, ref, N), 0);
+        for (size_t i = 0; i < (size_t)M * N; i++) {
+          if (fused_cpu)
+            cr_assert(memcmp(&full[i], &ref[i], sizeof(float)) == 0,
+                      "ta %d tb %d beta %g: element %zu gpu %.9g cpu %.9g", ta, tb, beta, i,
+                      full[i], ref[i]);
+          else
+            cr_assert_leq(fabsf(full[i] - ref[i]), CUDA_TEST_TOL * (fabsf(ref[i]) + 1.0f));
+        }
+        /* row 65 alone (op(A)'s row 65 starts at a + 65 or a + 65 lda) */
+        const int r = 65;
+        tpair arow = t_make((size_t)K, NULL);
+        for (int kk = 0; kk < K; kk++) arow.h[kk] = ta ? a.h[(size_t)kk * M + r] : a.h[(size_t)r * K + kk];
+        cr_assert_eq(gpu->upload(gpu, arow.d, arow.h, (size_t)K * sizeof(float)), 0);
+        float *one = inv_gemm(0, tb, 1, N, K, alpha, &arow, K, &b, ldb, beta, c0.h + (size_t)r * N);
+        cr_expect(memcmp(one, full + (size_t)r * N, (size_t)N * sizeof(float)) == 0,
+                  "ta %d tb %d beta %g: row %d alone differs", ta, tb, beta, r);
+        /* the first 5 rows, the first 3 columns (N = 3 < one tile) */
+        float *c5 = malloc(5 * 3 * sizeof *c5);
+        for (int i = 0; i < 5; i++) memcpy(c5 + i * 3, c0.h + (size_t)i * N, 3 * sizeof(float));
+        tpair asub = t_make((size_t)5 * K, NULL);
+        for (int i = 0; i < 5; i++)
+          for (int kk = 0; kk < K; kk++)
+            asub.h[(size_t)i * K + kk] = ta ? a.h[(size_t)kk * M + i] : a.h[(size_t)i * K + kk];
+        cr_assert_eq(gpu->upload(gpu, asub.d, asub.h, (size_t)5 * K * sizeof(float)), 0);
+        float *small = inv_gemm(0, tb, 5, 3, K, alpha, &asub, K, &b, ldb, beta, c5);
+        for (int i = 0; i < 5; i++)
+          cr_expect(memcmp(small + i * 3, full + (size_t)i * N, 3 * sizeof(float)) == 0,
+                    "ta %d tb %d beta %g: the 5 x 3 corner differs at row %d", ta, tb, beta, i);
+        free(full), free(ref), free(one), free(small), free(c5);
+        t_free(&arow), t_free(&asub);
+      }
+  t_free(&a), t_free(&b), t_free(&c0);
+}
+
 /* ==== max-pool ============================================================ */
 
 static void check_maxpool(int B, int C, int H, int W, int ties) {
