@@ -20,10 +20,11 @@
  * --ways N: the classes of each generated head (a class-token or LoRA model
  * generates any N; default 5; a U-Net model its own N whatever is given).
  *
- * --mode serve (CPU): generation as ltdi-serve runs it by default, by the
- * model's compute workers (core/gen_pool.h): W threads (default: the CPUs
- * this process may run on), each a share of the batch, batched forwards on
- * the batch-invariant sgemm — the CPU's best bit-identical throughput.
+ * --mode serve: generation as ltdi-serve runs it by default, by the
+ * model's compute workers (core/gen_pool.h): on the CPU W threads (default:
+ * the CPUs this process may run on), each a share of the batch, batched
+ * forwards on the batch-invariant sgemm — the CPU's best bit-identical
+ * throughput; on a GPU one worker on the GPU's batch-invariant sgemm.
  *
  * Exit status 0, 1 when the backend, the model or any point failed, 2 on a
  * usage error. */
@@ -363,12 +364,8 @@ int main(int argc, char **argv) {
   }
   ltdi_gen_options opt = ltdi_gen_options_default(m);
   int workers = 0;
-  if (o.mode == MODE_SERVE) {
-    if (!on_cpu) {
-      fprintf(stderr, "bench_sampling: --mode serve is the CPU daemon's path; use --device cpu\n");
-      return 2;
-    }
-    workers = o.workers > 0 ? o.workers : usable_cpus();
+  if (o.mode == MODE_SERVE) { /* a GPU has one worker (core/gen_pool.c) */
+    workers = !on_cpu ? 1 : o.workers > 0 ? o.workers : usable_cpus();
   } else if (o.mode >= 0) {
     opt.mode = o.mode;
   }

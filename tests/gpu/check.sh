@@ -673,7 +673,7 @@ summary() {
     fi
   fi
   [ -s "$results" ] || { echo "  no RESULT lines: nothing was measured"; return; }
-  local tags=(cuda-cudnn cuda-gemm "cpu-$ncpu" cpu2 cpu2-batched cpu2-serve)
+  local tags=(cuda-cudnn cuda-gemm cuda-serve "cpu-$ncpu" cpu2 cpu2-batched cpu2-serve)
   echo
   echo "  heads/s (generations of the full T-step chain per second x batch):"
   printf '  %6s' batch
@@ -702,7 +702,7 @@ summary() {
   else
     echo "  2-core CPU reference: not measured"
   fi
-  for tag in cuda-cudnn cuda-gemm; do
+  for tag in cuda-cudnn cuda-gemm cuda-serve; do
     v=$(field "$tag" 256 heads_per_s)
     if [ -n "$v" ] && [ -n "$best_at" ]; then
       awk -v g="$v" -v c="$best" -v t="$tag" \
@@ -737,6 +737,9 @@ main() {
   step bench-cuda-cudnn with_env LTDI_CUDA_CONV=cudnn bench cuda-cudnn - --device cuda \
     --batches "$cuda_batches" --seconds "$gpu_s"
   step bench-cuda-gemm with_env LTDI_CUDA_CONV=gemm bench cuda-gemm - --device cuda \
+    --batches "$cuda_batches" --seconds "$gpu_s"
+  # The daemon's GPU path: the batch-invariant sgemm instead of cuBLAS.
+  step bench-cuda-serve bench cuda-serve - --device cuda --mode serve \
     --batches "$cuda_batches" --seconds "$gpu_s"
   step "bench-cpu-$(nproc)" bench "cpu-$(nproc)" - --device cpu --threads "$(nproc)" \
     --batches "$cpu_batches" --seconds "$cpu_s"
