@@ -131,7 +131,8 @@ static int forward(ltdi_gen_workspace *ws, const float *x_t, const int32_t *t, c
   int rc = 0;
   for (int b = 0; b < tasks && !rc; b += chunk) {
     const int n = tasks - b < chunk ? tasks - b : chunk;
-    rc = forward_once(ws, x_t + (size_t)b * P, t + b, cond + (size_t)b * Dc, n, eps + (size_t)b * P);
+    rc = forward_once(ws, x_t + (size_t)b * P, t + b, cond + (size_t)b * Dc, n,
+                      eps + (size_t)b * P);
   }
   return rc;
 }

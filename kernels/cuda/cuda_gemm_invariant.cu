@@ -38,8 +38,9 @@ static __global__ void sgemm_invariant_kernel(int m, int n, int k, float alpha, 
       const int kk = trans_a ? l / INV_TILE : l % INV_TK;
       const int ii = trans_a ? l % INV_TILE : l / INV_TK;
       const int gi = i0 + ii, gk = k0 + kk;
-      as[kk][ii] = gi < m && gk < k ? (trans_a ? a[(size_t)gk * lda + gi] : a[(size_t)gi * lda + gk])
-                                    : 0.0f;
+      as[kk][ii] = gi < m && gk < k
+                       ? (trans_a ? a[(size_t)gk * lda + gi] : a[(size_t)gi * lda + gk])
+                       : 0.0f;
       const int kb = trans_b ? l % INV_TK : l / INV_TILE;
       const int jj = trans_b ? l / INV_TK : l % INV_TILE;
       const int gj = j0 + jj, gkb = k0 + kb;
@@ -72,7 +73,8 @@ static __global__ void sgemm_invariant_kernel(int m, int n, int k, float alpha, 
 int ltdi__cuda_sgemm_invariant(ltdi_backend *be, int trans_a, int trans_b, int m, int n, int k,
                                float alpha, const float *a, int lda, const float *b, int ldb,
                                float beta, float *c, int ldc) {
-  const dim3 grid((unsigned)((n + INV_TILE - 1) / INV_TILE), (unsigned)((m + INV_TILE - 1) / INV_TILE));
+  const dim3 grid((unsigned)((n + INV_TILE - 1) / INV_TILE),
+                  (unsigned)((m + INV_TILE - 1) / INV_TILE));
   const dim3 block(INV_THREADS, INV_THREADS);
   sgemm_invariant_kernel<<<grid, block, 0, ltdi__cuda_stream(be)>>>(
       m, n, k, alpha, a, lda, trans_a, b, ldb, trans_b, beta, c, ldc);

@@ -80,7 +80,8 @@ Test(cuda_dense, invariant_sgemm_is_batch_independent_and_matches_the_cpu) {
   cr_assert_eq(ltdi_backend_set_batch_invariant(gpu, 1), 0);
   cr_assert_eq(ltdi_backend_set_batch_invariant(cpu, 1), 0);
   const int fused_cpu = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  tpair a = t_rand((size_t)M * K, 21), b = t_rand((size_t)K * N, 22), c0 = t_rand((size_t)M * N, 23);
+  tpair a = t_rand((size_t)M * K, 21), b = t_rand((size_t)K * N, 22);
+  tpair c0 = t_rand((size_t)M * N, 23);
   const float betas[2] = {0.0f, 0.5f};
   for (int ta = 0; ta < 2; ta++)
     for (int tb = 0; tb < 2; tb++)
@@ -103,7 +104,8 @@ Test(cuda_dense, invariant_sgemm_is_batch_independent_and_matches_the_cpu) {
         /* row 65 alone (op(A)'s row 65 starts at a + 65 or a + 65 lda) */
         const int r = 65;
         tpair arow = t_make((size_t)K, NULL);
-        for (int kk = 0; kk < K; kk++) arow.h[kk] = ta ? a.h[(size_t)kk * M + r] : a.h[(size_t)r * K + kk];
+        for (int kk = 0; kk < K; kk++)
+          arow.h[kk] = ta ? a.h[(size_t)kk * M + r] : a.h[(size_t)r * K + kk];
         cr_assert_eq(gpu->upload(gpu, arow.d, arow.h, (size_t)K * sizeof(float)), 0);
         float *one = inv_gemm(0, tb, 1, N, K, alpha, &arow, K, &b, ldb, beta, c0.h + (size_t)r * N);
         cr_expect(memcmp(one, full + (size_t)r * N, (size_t)N * sizeof(float)) == 0,

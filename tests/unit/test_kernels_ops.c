@@ -584,7 +584,8 @@ Test(kernels_ops, adam_paths_agree_bitwise) {
   float *p[2], *m[2], *v[2];
   float *p0 = rand_buf(N, -2, 2);
   for (int k = 0; k < 2; k++) {
-    p[k] = malloc(N * sizeof(float)), m[k] = calloc(N, sizeof(float)), v[k] = calloc(N, sizeof(float));
+    p[k] = malloc(N * sizeof(float));
+    m[k] = calloc(N, sizeof(float)), v[k] = calloc(N, sizeof(float));
     cr_assert(p[k] && m[k] && v[k]);
     memcpy(p[k], p0, N * sizeof(float));
   }
