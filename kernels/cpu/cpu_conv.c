@@ -166,16 +166,18 @@ static int conv_forward(ltdi_backend *be, float *out, const float *inp, const fl
     rc = ltdi__cpu_sgemm(be, 0, 0, g->out_ch, (int)ld, (int)K, 1.0f, weight, (int)K, col,
                          (int)ld, 0.0f, dst, (int)ld);
     if (rc) return rc;
-    if (n > 1) {
-      for (int i = 0; i < n; i++)
-        for (int o = 0; o < g->out_ch; o++)
-          ltdi__row_copy(out + (b0 + i) * out_img + o * P, tmp + o * ld + i * P, P);
-    }
-  }
-  if (bias != NULL) {
-    for (int b = 0; b < g->batch; b++)
-      for (int o = 0; o < g->out_ch; o++)
-        ltdi__row_add_scalar(out + b * out_img + o * P, bias[o], P);
+    /* The bias joins the gather's pass (the same one add per element as a
+     * pass of its own afterwards, so the same bits). */
+    for (int i = 0; i < n; i++)
+      for (int o = 0; o < g->out_ch; o++) {
+        float *row = out + (b0 + i) * out_img + o * P;
+        if (n == 1 && bias != NULL)
+          ltdi__row_add_scalar(row, bias[o], P);
+        else if (n > 1 && bias != NULL)
+          ltdi__row_copy_add_scalar(row, tmp + o * ld + i * P, bias[o], P);
+        else if (n > 1)
+          ltdi__row_copy(row, tmp + o * ld + i * P, P);
+      }
   }
   return 0;
 }

@@ -43,6 +43,15 @@ static inline void ltdi__row_copy(float *restrict dst, const float *restrict src
 #endif
 }
 
+/* dst[i] = src[i] + v (the conv gather with its bias) */
+static inline void ltdi__row_copy_add_scalar(float *restrict dst, const float *restrict src,
+                                             float v, size_t n) {
+  size_t i = 0;
+  for (; i + LTDI__ROW_BLOCK <= n; i += LTDI__ROW_BLOCK)
+    for (int j = 0; j < LTDI__ROW_BLOCK; j++) dst[i + j] = src[i + j] + v;
+  for (; i < n; i++) dst[i] = src[i] + v;
+}
+
 /* dst[i] += src[i] */
 static inline void ltdi__row_add(float *restrict dst, const float *restrict src, size_t n) {
   size_t i = 0;
