@@ -67,6 +67,7 @@ extern "C" {
 #define LTDI_CDEN_LN_EPS 1e-5f
 #define LTDI_CDEN_MAX_BLOCKS 8
 #define LTDI_CDEN_NAME_MAX 48
+#define LTDI_CDEN_TIME_CACHE 64 /* timesteps an inference cache remembers (below) */
 
 typedef struct ltdi_cden_config {
   int token_dim; /* D: generated numbers per class */
@@ -124,7 +125,16 @@ double ltdi_cden_forward_flops_set(const ltdi_cden *net, int tasks, int rows, in
 int ltdi_cden_acts_create(ltdi_cden_acts **out, const ltdi_cden *net, int max_tasks,
                           int max_rows);
 /* Without gradient room (generation); ltdi_cden_backward on it answers
- * LTDI_ERR_INVALID_ARG. */
+ * LTDI_ERR_INVALID_ARG. For a net without a set encoder the time path
+ * (the embedding e and every block's FiLM vectors) depends on t and the
+ * parameters alone, so such a cache also remembers it, for up to
+ * LTDI_CDEN_TIME_CACHE timesteps (slot t mod that), in calls whose tasks
+ * share one timestep (every sampler pass): from a workspace's second
+ * generation on, the time and FiLM GEMMs (one row each) are skipped, with
+ * the same bits. The net's parameters must therefore not change while an
+ * inference cache is in use: make a new one after an update (every
+ * generation workspace lives within one set of fixed parameters: a loaded
+ * model's, or the trainer's for one validation call). */
 int ltdi_cden_acts_create_inference(ltdi_cden_acts **out, const ltdi_cden *net, int max_tasks,
                                     int max_rows);
 /* Either of the above (with_grads 1 or 0) with room for up to max_set_rows
@@ -132,7 +142,9 @@ int ltdi_cden_acts_create_inference(ltdi_cden_acts **out, const ltdi_cden *net, 
 int ltdi_cden_acts_create_set(ltdi_cden_acts **out, const ltdi_cden *net, int max_tasks,
                               int max_rows, int max_set_rows, int with_grads);
 void ltdi_cden_acts_free(ltdi_cden_acts *acts);
-size_t ltdi_cden_acts_size(const ltdi_cden_acts *acts); /* floats held */
+/* Floats held, an inference cache's time path (LTDI_CDEN_TIME_CACHE ·
+ * (1 + 2 blocks) · H) included. */
+size_t ltdi_cden_acts_size(const ltdi_cden_acts *acts);
 
 /* eps_out = ε_θ(x_t, t, cond) for `tasks` tasks of `ways` classes each.
  *   x_t     (tasks·ways, D)  backend memory

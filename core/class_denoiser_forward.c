@@ -35,13 +35,22 @@ static int replicate(ltdi_backend *be, float *v, int B, int H) {
   return 0;
 }
 
+/* One timestep's entry of an inference cache's time path (ltdi_cden_acts.
+ * tcache): the e row, then block k's FiLM scale and shift rows at (1 + 2k) H
+ * and (2 + 2k) H; `hit` when it holds them, else the forward fills it. */
+typedef struct time_entry {
+  float *row;
+  int hit;
+} time_entry;
+
 /* One DeepSets block on the rows of B tasks of N classes:
  *   hf  = h + fs ⊙ h + fb        fs = film_scale(e), fb = film_shift(e) per task
  *   g   = LN(hf)
  *   a   = self(g) + pool(mean_n g)
  *   out = hf + out(SiLU(a)) */
 static int block_forward(ltdi_backend *be, const ltdi_cden *net, ltdi_cden_acts *a,
-                         const ltdi__cden_block *k, int B, int N, int same_e) {
+                         const ltdi__cden_block *k, int B, int N, int same_e,
+                         const time_entry *tc, int index) {
   const float *P = net->params;
   const int H = net->cfg.width, R = B * N;
   const size_t nh = (size_t)R * H;
@@ -52,10 +61,20 @@ static int block_forward(ltdi_backend *be, const ltdi_cden *net, ltdi_cden_acts 
   float *hf = ROW(act, k->r_hf), *g = ROW(act, k->r_g), *pre = ROW(act, k->r_a);
   float *s = ROW(act, k->r_s), *out = ROW(act, k->r_out);
 
-  /* FiLM(t), broadcast over the task's classes */
+  /* FiLM(t), broadcast over the task's classes (tc: only with same_e) */
   const int Bt = same_e ? 1 : B;
-  RC(be->linear_forward(be, fs, e, P + k->p_fsw, P + k->p_fsb, Bt, H, H));
-  RC(be->linear_forward(be, fb, e, P + k->p_fbw, P + k->p_fbb, Bt, H, H));
+  float *kept = tc ? tc->row + (size_t)(1 + 2 * index) * H : NULL;
+  if (tc && tc->hit) {
+    RC(be->copy(be, fs, kept, (size_t)H));
+    RC(be->copy(be, fb, kept + H, (size_t)H));
+  } else {
+    RC(be->linear_forward(be, fs, e, P + k->p_fsw, P + k->p_fsb, Bt, H, H));
+    RC(be->linear_forward(be, fb, e, P + k->p_fbw, P + k->p_fbb, Bt, H, H));
+    if (tc) {
+      RC(be->copy(be, kept, fs, (size_t)H));
+      RC(be->copy(be, kept + H, fb, (size_t)H));
+    }
+  }
   if (same_e) {
     RC(replicate(be, fs, B, H));
     RC(replicate(be, fb, B, H));
@@ -99,7 +118,8 @@ static int set_forward(ltdi_backend *be, const ltdi_cden *net, ltdi_cden_acts *a
  * per row. */
 static int embed_forward(ltdi_backend *be, const ltdi_cden *net, ltdi_cden_acts *a,
                          const float *x_t, const int32_t *t, const float *cond,
-                         const float *set, int B, int N, int S, int same_t) {
+                         const float *set, int B, int N, int S, int same_t,
+                         const time_entry *tc) {
   const ltdi_cden_config *c = &net->cfg;
   const float *P = net->params;
   const int H = c->width, D = c->token_dim, d = c->cond_dim, R = B * N;
@@ -107,17 +127,23 @@ static int embed_forward(ltdi_backend *be, const ltdi_cden *net, ltdi_cden_acts 
   float *sinus = TASK(act, net->t_sin), *te = TASK(act, net->t_te), *e = TASK(act, net->t_e);
   float *xc = ROW(act, net->r_xc), *h0 = ROW(act, net->r_h0);
   const int Bt = same_t ? 1 : B;
-  RC(be->timestep_embedding(be, sinus, t, Bt, c->time_dim));
-  RC(be->linear_forward(be, te, sinus, P + net->p_tw, P + net->p_tb, Bt, c->time_dim, H));
-  if (same_t) {
-    RC(replicate(be, sinus, B, c->time_dim));
-    RC(replicate(be, te, B, H));
+  if (tc && tc->hit) { /* an inference cache's e of this t (no backward reads te) */
+    RC(be->copy(be, e, tc->row, (size_t)H));
+    RC(replicate(be, e, B, H));
+  } else {
+    RC(be->timestep_embedding(be, sinus, t, Bt, c->time_dim));
+    RC(be->linear_forward(be, te, sinus, P + net->p_tw, P + net->p_tb, Bt, c->time_dim, H));
+    if (same_t) {
+      RC(replicate(be, sinus, B, c->time_dim));
+      RC(replicate(be, te, B, H));
+    }
+    if (set != NULL) {
+      RC(set_forward(be, net, a, set, B, S));
+      RC(be->axpy(be, te, TASK(act, net->t_sg), 1.0f, (size_t)B * H));
+    }
+    RC(be->silu_forward(be, e, te, (size_t)B * H));
+    if (tc) RC(be->copy(be, tc->row, e, (size_t)H));
   }
-  if (set != NULL) {
-    RC(set_forward(be, net, a, set, B, S));
-    RC(be->axpy(be, te, TASK(act, net->t_sg), 1.0f, (size_t)B * H));
-  }
-  RC(be->silu_forward(be, e, te, (size_t)B * H));
   /* concat with L = 1 over R rows joins the rows: [x_t row (D) ; cond row (d)].
    * The copy also keeps the inputs for the backward (the caller may reuse
    * its buffers); without a condition, generation (no backward) reads x_t
@@ -157,17 +183,29 @@ int ltdi_cden_forward_set(ltdi_backend *be, ltdi_cden *net, ltdi_cden_acts *a,
   a->last_tasks = a->last_ways = a->last_set_size = 0;
 
   const int same_t = one_timestep(t, B);
-  RC(embed_forward(be, net, a, x_t, t, cond, set, B, N, set ? set_size : 0, same_t));
   /* With a set, e differs between tasks even at one timestep: the blocks'
-   * FiLM then runs per task. */
+   * FiLM then runs per task. Without one, an inference cache keeps the
+   * time path per timestep (core/class_denoiser.h). */
   const int same_e = same_t && set == NULL;
-  for (int k = 0; k < c->blocks; k++) RC(block_forward(be, net, a, &net->blk[k], B, N, same_e));
+  time_entry tc = {NULL, 0};
+  int slot = -1;
+  if (same_e && a->tcache != NULL && t[0] >= 0) {
+    slot = t[0] % LTDI_CDEN_TIME_CACHE;
+    tc.row = a->tcache + (size_t)slot * ltdi__cden_tcache_entry(net);
+    tc.hit = a->tcache_t[slot] == t[0];
+    if (!tc.hit) a->tcache_t[slot] = -1; /* valid again only once refilled */
+  }
+  const time_entry *tcp = slot >= 0 ? &tc : NULL;
+  RC(embed_forward(be, net, a, x_t, t, cond, set, B, N, set ? set_size : 0, same_t, tcp));
+  for (int k = 0; k < c->blocks; k++)
+    RC(block_forward(be, net, a, &net->blk[k], B, N, same_e, tcp, k));
   /* ε̂ = out(LN_final(h)) */
   float *gf = ROW(act, net->r_gf);
   RC(be->groupnorm_forward(be, gf, ROW(act, net->r_fmu), ROW(act, net->r_frs),
                            ROW(act, net->blk[c->blocks - 1].r_out), P + net->p_fnw,
                            P + net->p_fnb, R, H, 1, 1, LTDI_CDEN_LN_EPS));
   RC(be->linear_forward(be, eps_out, gf, P + net->p_ow, P + net->p_ob, R, H, c->token_dim));
+  if (tcp && !tc.hit) a->tcache_t[slot] = t[0];
   a->last_tasks = tasks;
   a->last_ways = ways;
   a->last_set_size = set ? set_size : 0;

@@ -100,7 +100,18 @@ struct ltdi_cden_acts {
   float *dact;               /* same layout: activation gradients; NULL for inference */
   float *dx;                 /* (max_rows, D) */
   float *dcond;              /* (max_rows, d) */
+  /* Inference caches of a net without a set encoder: the time path of each
+   * timestep seen (e, then every block's FiLM scale and shift: (1 + 2
+   * blocks) H floats per entry, entry t % LTDI_CDEN_TIME_CACHE), which depends
+   * on t and the parameters alone. NULL otherwise. */
+  float *tcache;
+  int32_t tcache_t[LTDI_CDEN_TIME_CACHE]; /* each entry's timestep, -1 when empty */
 };
+
+/* Floats of one timestep's entry in ltdi_cden_acts.tcache. */
+static inline size_t ltdi__cden_tcache_entry(const ltdi_cden *net) {
+  return (size_t)(1 + 2 * net->cfg.blocks) * (size_t)net->cfg.width;
+}
 
 /* A per-task activation at offset off in buffer base (act or dact). */
 static inline float *ltdi__cden_task(float *base, const ltdi_cden_acts *a, size_t off) {

@@ -360,7 +360,11 @@ static int acts_create(ltdi_cden_acts **out, const ltdi_cden *net, int max_tasks
     const size_t dcond_n = (size_t)max_rows * net->cfg.cond_dim;
     a->dcond = be->alloc(be, (dcond_n ? dcond_n : 1) * sizeof(float));
     ok = ok && a->dact != NULL && a->dx != NULL && a->dcond != NULL;
+  } else if (net->cfg.set_dim == 0) {
+    a->tcache = be->alloc(be, LTDI_CDEN_TIME_CACHE * ltdi__cden_tcache_entry(net) * sizeof(float));
+    ok = ok && a->tcache != NULL;
   }
+  for (int i = 0; i < LTDI_CDEN_TIME_CACHE; i++) a->tcache_t[i] = -1;
   if (!ok) {
     ltdi_cden_acts_free(a);
     return LTDI_ERR_NOMEM;
@@ -390,6 +394,7 @@ void ltdi_cden_acts_free(ltdi_cden_acts *a) {
   if (a->dact) a->be->free(a->be, a->dact);
   if (a->dx) a->be->free(a->be, a->dx);
   if (a->dcond) a->be->free(a->be, a->dcond);
+  if (a->tcache) a->be->free(a->be, a->tcache);
   free(a);
 }
 
@@ -399,7 +404,8 @@ size_t ltdi_cden_acts_size(const ltdi_cden_acts *a) {
   if (a == NULL) return 0;
   const ltdi_cden *net = a->net;
   const size_t n = ltdi__cden_acts_floats(a);
-  if (a->dact == NULL) return n;
+  if (a->dact == NULL)
+    return n + (a->tcache ? LTDI_CDEN_TIME_CACHE * ltdi__cden_tcache_entry(net) : 0);
   const size_t in = (size_t)a->max_rows * (size_t)(net->cfg.token_dim + net->cfg.cond_dim);
   return 2 * n + in;
 }

@@ -613,8 +613,9 @@ Test(cden_model, invalid_arguments_and_inference_cache) {
   cr_expect_eq(ltdi_cden_backward(be, net, inf, in.deps, 2, 3), LTDI_ERR_INVALID_ARG);
   cr_expect_null(ltdi_cden_acts_dx(inf));
   cr_expect_null(ltdi_cden_acts_dcond(inf));
-  cr_expect_eq(ltdi_cden_acts_size(a),
-               2 * ltdi_cden_acts_size(inf) + (size_t)6 * (c.token_dim + c.cond_dim));
+  const size_t time_cache = (size_t)LTDI_CDEN_TIME_CACHE * (1 + 2 * c.blocks) * c.width;
+  cr_expect_eq(ltdi_cden_acts_size(a), 2 * (ltdi_cden_acts_size(inf) - time_cache) +
+                                           (size_t)6 * (c.token_dim + c.cond_dim));
   free(e_inf);
   free_inputs(&in);
   ltdi_cden_acts_free(a);
@@ -829,4 +830,36 @@ Test(class_denoiser_reference, torch_positions_set_and_cond) {
   c.positions = 4;
   c.set_dim = 3;
   check_against_torch(c, 2, 4, 7, "pos_set_cond");
+}
+
+/* An inference cache's time path (core/class_denoiser.h): a forward that
+ * finds its timestep remembered (the same t again, with other inputs and
+ * another batch) and one whose slot an earlier timestep holds (t + 64) give
+ * the bits of a cache that remembers nothing (a training cache). */
+Test(class_denoiser, inference_time_path_cache_keeps_the_bits) {
+  ltdi_backend *be = make_backend(1);
+  ltdi_cden_config c = tiny_config();
+  ltdi_cden *net = make_net(be, c);
+  randomize(net, 61);
+  ltdi_cden_acts *inf = NULL, *train = NULL;
+  cr_assert_eq(ltdi_cden_acts_create_inference(&inf, net, 3, 12), 0);
+  cr_assert_eq(ltdi_cden_acts_create(&train, net, 3, 12), 0);
+  enum { T2 = 7 + LTDI_CDEN_TIME_CACHE }; /* the slot of t = 7 */
+  const int32_t ts[4][3] = {{7, 7, 7}, {7, 7, 7}, {T2, T2, T2}, {7, 7, 7}};
+  const int Bs[4] = {1, 3, 2, 3};
+  for (int v = 0; v < 4; v++) {
+    const int B = Bs[v], N = 4;
+    inputs in = make_inputs(&c, B, N);
+    float *want = dup_buf(in.eps, (size_t)B * N * c.token_dim);
+    cr_assert_eq(ltdi_cden_forward(be, net, train, in.x, ts[v], in.cond, B, N, want), 0);
+    cr_assert_eq(ltdi_cden_forward(be, net, inf, in.x, ts[v], in.cond, B, N, in.eps), 0);
+    cr_expect(bits_equal(want, in.eps, (size_t)B * N * c.token_dim),
+              "call %d (t %d, %d tasks): the cached time path changed the output", v, ts[v][0], B);
+    free(want);
+    free_inputs(&in);
+  }
+  ltdi_cden_acts_free(train);
+  ltdi_cden_acts_free(inf);
+  ltdi_cden_free(net);
+  ltdi_backend_destroy(be);
 }
