@@ -168,15 +168,17 @@ static int conv_forward(ltdi_backend *be, float *out, const float *inp, const fl
     if (rc) return rc;
     /* The bias joins the gather's pass (the same one add per element as a
      * pass of its own afterwards, so the same bits). */
+    if (n == 1 && bias == NULL) continue;
     for (int i = 0; i < n; i++)
       for (int o = 0; o < g->out_ch; o++) {
         float *row = out + (b0 + i) * out_img + o * P;
-        if (n == 1 && bias != NULL)
+        const float *src = tmp + o * ld + i * P;
+        if (n == 1)
           ltdi__row_add_scalar(row, bias[o], P);
-        else if (n > 1 && bias != NULL)
-          ltdi__row_copy_add_scalar(row, tmp + o * ld + i * P, bias[o], P);
-        else if (n > 1)
-          ltdi__row_copy(row, tmp + o * ld + i * P, P);
+        else if (bias != NULL)
+          ltdi__row_copy_add_scalar(row, src, bias[o], P);
+        else
+          ltdi__row_copy(row, src, P);
       }
   }
   return 0;

@@ -26,13 +26,10 @@
 
 #include "base/error.h"
 #include "kernels/cpu/cpu_internal.h"
+#include "kernels/cpu/cpu_vexp.h"
 
 #define SQRT1_2 0.70710678118654752440
 #define INV_SQRT_2PI 0.39894228040143267794
-
-#include "kernels/cpu/cpu_vexp.h"
-
-#define LTDI__GELU_X86 LTDI__VEXP_X86
 
 /* ==== portable ============================================================ */
 
@@ -54,7 +51,7 @@ static void gelu_backward_libm(float *dinp, const float *dout, const float *inp,
 
 /* ==== AVX2 + FMA ========================================================== */
 
-#if LTDI__GELU_X86
+#if LTDI__CPU_X86
 
 /* Phi(x) and e = exp(-x^2/2) of 8 lanes (the file's header has the method). */
 static inline __attribute__((always_inline)) LTDI__AVX2_FMA __m256 v_phi(__m256 x, __m256 *e_out) {
@@ -137,7 +134,7 @@ static LTDI__AVX2_FMA void gelu_backward_avx2(float *dinp, const float *dout, co
     memcpy(dinp + i, din, (n - i) * sizeof(float));
   }
 }
-#endif /* LTDI__GELU_X86 */
+#endif /* LTDI__CPU_X86 */
 
 /* ==== the ops ============================================================= */
 
@@ -145,7 +142,7 @@ int ltdi__cpu_gelu_forward(ltdi_backend *be, float *out, const float *inp, size_
   (void)be;
   if (n == 0) return 0;
   if (!out || !inp) return LTDI_ERR_INVALID_ARG;
-#if LTDI__GELU_X86
+#if LTDI__CPU_X86
   if (ltdi__have_avx2_fma()) {
     gelu_forward_avx2(out, inp, n);
     return 0;
@@ -160,7 +157,7 @@ int ltdi__cpu_gelu_backward(ltdi_backend *be, float *dinp, const float *dout,
   (void)be;
   if (n == 0 || dinp == NULL) return 0;
   if (!dout || !inp) return LTDI_ERR_INVALID_ARG;
-#if LTDI__GELU_X86
+#if LTDI__CPU_X86
   if (ltdi__have_avx2_fma()) {
     gelu_backward_avx2(dinp, dout, inp, n);
     return 0;

@@ -14,6 +14,16 @@
 
 #include "kernels/backend.h"
 
+/* The x86 vector paths of the CPU kernels (each also checks the CPU's flags
+ * at run time): 1 where GCC-style target attributes and immintrin.h are
+ * there to build them. */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define LTDI__CPU_X86 1
+#include <immintrin.h>
+#else
+#define LTDI__CPU_X86 0
+#endif
+
 /* Backend-private state: a growable scratch buffer for im2col columns and
  * gathered convolution outputs. One per backend, hence not thread-safe. */
 typedef struct ltdi__cpu_ctx {

@@ -13,13 +13,6 @@
 #include "kernels/cpu/cpu_internal.h"
 #include "kernels/cpu/cpu_rows.h"
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#include <immintrin.h>
-#define LTDI__NORM_X86 1
-#else
-#define LTDI__NORM_X86 0
-#endif
-
 static int dims_ok(int batch, int ch, int spatial) {
   return batch > 0 && ch > 0 && spatial > 0;
 }
@@ -195,7 +188,7 @@ int ltdi__cpu_batchnorm_backward(ltdi_backend *be, float *dinp, float *dgamma,
  * bits. With AVX2, eight channels at a time (four doubles per operation);
  * otherwise in blocks of a fixed count that -O2's vectoriser takes. No
  * fused multiply-add anywhere (the AVX2 function is not compiled for FMA). */
-#if LTDI__NORM_X86
+#if LTDI__CPU_X86
 
 __attribute__((target("avx2"))) static int affine_channels_avx2(
     float *restrict y, const float *restrict x, const float *restrict gamma,
@@ -222,7 +215,7 @@ void ltdi__cpu_affine_channels_path(float *restrict y, const float *restrict x,
                                     const float *restrict gamma, const float *restrict beta,
                                     double is, double mu, int n, int vector) {
   int c = 0;
-#if LTDI__NORM_X86
+#if LTDI__CPU_X86
   if (vector && __builtin_cpu_supports("avx2"))
     c = affine_channels_avx2(y, x, gamma, beta, is, mu, n);
 #endif

@@ -21,9 +21,7 @@ static inline void adam_one(float *p, float g, float *m, float *v, float b1, flo
   *p -= decay * *p + step_size * *m / denom;
 }
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#include <immintrin.h>
-#define LTDI__OPTIM_X86 1
+#if LTDI__CPU_X86
 
 /* Eight elements at a time; returns how many it did (a multiple of 8). A
  * tenth of a one-process meta-training step went to the scalar loop, whose
@@ -53,8 +51,6 @@ __attribute__((target("avx"))) static size_t adam_avx(float *params, const float
   }
   return i;
 }
-#else
-#define LTDI__OPTIM_X86 0
 #endif
 
 int ltdi__cpu_adam_step_path(float *params, const float *grads, float *m, float *v, size_t n,
@@ -70,7 +66,7 @@ int ltdi__cpu_adam_step_path(float *params, const float *grads, float *m, float 
   const float inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
   const float decay = hp->lr * hp->weight_decay;
   size_t i = 0;
-#if LTDI__OPTIM_X86
+#if LTDI__CPU_X86
   if (vector && __builtin_cpu_supports("avx"))
     i = adam_avx(params, grads, m, v, n, b1, b2, step_size, inv_sqrt_bc2, hp->eps, decay);
 #endif

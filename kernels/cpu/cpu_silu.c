@@ -49,7 +49,7 @@ static void silu_backward_scalar(float *dinp, const float *dout, const float *in
 
 /* ==== AVX2 + FMA ========================================================= */
 
-#if LTDI__VEXP_X86
+#if LTDI__CPU_X86
 static inline __attribute__((always_inline)) LTDI__AVX2_FMA __m256 v_silu(__m256 x) {
   const __m256 e = ltdi__v8_exp_nonpos(_mm256_or_ps(x, _mm256_set1_ps(-0.0f)));
   const __m256 nonneg = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ);
@@ -101,7 +101,7 @@ static LTDI__AVX2_FMA void silu_backward_avx2(float *dinp, const float *dout, co
 /* ==== the ops ============================================================ */
 
 int ltdi__cpu_silu_have_vector(void) {
-#if LTDI__VEXP_X86
+#if LTDI__CPU_X86
   return ltdi__have_avx2_fma();
 #else
   return 0;
@@ -109,7 +109,7 @@ int ltdi__cpu_silu_have_vector(void) {
 }
 
 void ltdi__cpu_silu_forward_path(float *out, const float *inp, size_t n, int vector) {
-#if LTDI__VEXP_X86
+#if LTDI__CPU_X86
   if (vector && ltdi__have_avx2_fma()) {
     silu_forward_avx2(out, inp, n);
     return;
@@ -121,7 +121,7 @@ void ltdi__cpu_silu_forward_path(float *out, const float *inp, size_t n, int vec
 
 void ltdi__cpu_silu_backward_path(float *dinp, const float *dout, const float *inp, size_t n,
                                   int vector) {
-#if LTDI__VEXP_X86
+#if LTDI__CPU_X86
   if (vector && ltdi__have_avx2_fma()) {
     silu_backward_avx2(dinp, dout, inp, n);
     return;

@@ -19,12 +19,10 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define LTDI__VEXP_X86 1
-#include <immintrin.h>
+#include "kernels/cpu/cpu_internal.h"
+
+#if LTDI__CPU_X86
 #define LTDI__AVX2_FMA __attribute__((target("avx2,fma")))
-#else
-#define LTDI__VEXP_X86 0
 #endif
 
 #define LTDI__EXP_MIN (-87.0f)
@@ -57,7 +55,7 @@ static inline float ltdi__exp_nonpos(float y) {
   return p * scale;
 }
 
-#if LTDI__VEXP_X86
+#if LTDI__CPU_X86
 static inline int ltdi__have_avx2_fma(void) {
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
