@@ -137,23 +137,21 @@ int ltdi_gen_pool_run(ltdi_gen_pool *p, const float *cond, const uint64_t *seeds
   return ltdi_gen_pool_run_ways(p, p->m->ways, cond, seeds, batch, opt, out);
 }
 
-int ltdi_gen_pool_run_ways(ltdi_gen_pool *p, int ways, const float *cond, const uint64_t *seeds,
-                           int batch, const ltdi_gen_options *opt, float *out) {
-  if (!p || !cond || !seeds || !out || batch < 1 || !opt) return LTDI_ERR_INVALID_ARG;
-  if (opt->mode != p->opt.mode || !ltdi_model_supports_ways(p->m, ways))
-    return LTDI_ERR_INVALID_ARG;
-  if (batch > p->per_worker * p->n_workers)
-    return run_oversized(p, ways, cond, seeds, batch, opt, out);
+/* Splits a pass over the workers in ids[0..used) (ascending, distinct);
+ * shares grow their worker's workspace when `grow`, else must fit it.
+ * Locks are taken in index order, so passes and run_on calls cannot
+ * deadlock. */
+static int split_over(ltdi_gen_pool *p, const int *ids, int used, int grow, int ways,
+                      const float *cond, const uint64_t *seeds, int batch,
+                      const ltdi_gen_options *opt, float *out) {
   const size_t Dc = ltdi_model_cond_size(p->m, ways), P = ltdi_model_head_params(p->m, ways);
-  /* Even shares, as many workers as it takes (a lone sample uses one).
-   * Locks are taken in index order, so passes and run_on calls cannot
-   * deadlock. */
-  int used = p->n_workers < batch ? p->n_workers : batch;
   pthread_t th[MAX_WORKERS];
-  int started[MAX_WORKERS] = {0};
-  for (int i = 0; i < used; i++) pthread_mutex_lock(&p->w[i].lock);
-  for (int i = 0, first = 0; i < used; i++) {
-    worker *w = &p->w[i];
+  int started[MAX_WORKERS] = {0}, rc = 0;
+  for (int i = 0; i < used; i++) pthread_mutex_lock(&p->w[ids[i]].lock);
+  for (int i = 0; i < used && grow && !rc; i++)
+    rc = ensure_workspace(p, &p->w[ids[i]], batch / used + (i < batch % used), opt->mode);
+  for (int i = 0, first = 0; i < used && !rc; i++) {
+    worker *w = &p->w[ids[i]];
     int n = batch / used + (i < batch % used);
     w->cond = cond + (size_t)first * Dc;
     w->seeds = seeds + first;
@@ -166,14 +164,49 @@ int ltdi_gen_pool_run_ways(ltdi_gen_pool *p, int ways, const float *cond, const 
     if (i > 0) started[i] = pthread_create(&th[i], NULL, run_share, w) == 0;
     if (i > 0 && !started[i]) run_share(w); /* no thread: compute it here */
   }
-  run_share(&p->w[0]);
-  int rc = 0;
-  for (int i = 0; i < used; i++) {
-    if (i > 0 && started[i]) pthread_join(th[i], NULL);
-    if (!rc) rc = p->w[i].rc;
-  }
-  for (int i = used - 1; i >= 0; i--) pthread_mutex_unlock(&p->w[i].lock);
+  if (!rc) run_share(&p->w[ids[0]]);
+  for (int i = 1; i < used; i++)
+    if (started[i]) pthread_join(th[i], NULL);
+  for (int i = 0; i < used && !rc; i++) rc = p->w[ids[i]].rc;
+  for (int i = used - 1; i >= 0; i--) pthread_mutex_unlock(&p->w[ids[i]].lock);
   return rc;
+}
+
+static int check_pass(const ltdi_gen_pool *p, int ways, const float *cond, const uint64_t *seeds,
+                      int batch, const ltdi_gen_options *opt, const float *out) {
+  if (!p || !cond || !seeds || !out || batch < 1 || !opt) return LTDI_ERR_INVALID_ARG;
+  if (opt->mode != p->opt.mode || !ltdi_model_supports_ways(p->m, ways))
+    return LTDI_ERR_INVALID_ARG;
+  return 0;
+}
+
+int ltdi_gen_pool_run_ways(ltdi_gen_pool *p, int ways, const float *cond, const uint64_t *seeds,
+                           int batch, const ltdi_gen_options *opt, float *out) {
+  int rc = check_pass(p, ways, cond, seeds, batch, opt, out);
+  if (rc) return rc;
+  if (batch > p->per_worker * p->n_workers)
+    return run_oversized(p, ways, cond, seeds, batch, opt, out);
+  /* Even shares, as many workers as it takes (a lone sample uses one). */
+  int ids[MAX_WORKERS];
+  int used = p->n_workers < batch ? p->n_workers : batch;
+  for (int i = 0; i < used; i++) ids[i] = i;
+  return split_over(p, ids, used, 0, ways, cond, seeds, batch, opt, out);
+}
+
+int ltdi_gen_pool_run_split(ltdi_gen_pool *p, const int *workers, int n_workers, int ways,
+                            const float *cond, const uint64_t *seeds, int batch,
+                            const ltdi_gen_options *opt, float *out) {
+  int rc = check_pass(p, ways, cond, seeds, batch, opt, out);
+  if (rc) return rc;
+  if (!workers || n_workers < 1) return LTDI_ERR_INVALID_ARG;
+  int chosen[MAX_WORKERS] = {0}, ids[MAX_WORKERS], used = 0;
+  for (int i = 0; i < n_workers; i++) {
+    if (workers[i] < 0) return LTDI_ERR_INVALID_ARG;
+    chosen[workers[i] % p->n_workers] = 1;
+  }
+  for (int i = 0; i < p->n_workers && used < batch; i++)
+    if (chosen[i]) ids[used++] = i;
+  return split_over(p, ids, used, 1, ways, cond, seeds, batch, opt, out);
 }
 
 int ltdi_gen_pool_run_on(ltdi_gen_pool *p, int worker_index, const float *cond,

@@ -6,7 +6,8 @@
  * by all. On CUDA there is one worker, on the model's own backend. Two ways
  * to use it:
  *   - ltdi_gen_pool_run splits ONE pass into contiguous shares, one per
- *     worker (the daemon's batcher). Every sample's result is independent
+ *     worker; ltdi_gen_pool_run_split does so over chosen workers (the
+ *     daemon's batcher, which runs passes side by side on disjoint ones). Every sample's result is independent
  *     of the share it lands in (per-sample U-Net forwards, or batched
  *     forwards on batch-invariant backends), so splitting changes only the
  *     speed;
@@ -64,6 +65,14 @@ int ltdi_gen_pool_run(ltdi_gen_pool *p, const float *cond, const uint64_t *seeds
  * whatever else shares its pass). */
 int ltdi_gen_pool_run_ways(ltdi_gen_pool *p, int ways, const float *cond, const uint64_t *seeds,
                            int batch, const ltdi_gen_options *opt, float *out);
+
+/* The same on the workers listed in `workers` (each taken % workers,
+ * repeats ignored), split evenly over as many of them as it takes; a
+ * worker whose workspace is smaller than its share grows it (the daemon's
+ * batcher runs a whole pass on one worker when others are busy). */
+int ltdi_gen_pool_run_split(ltdi_gen_pool *p, const int *workers, int n_workers, int ways,
+                            const float *cond, const uint64_t *seeds, int batch,
+                            const ltdi_gen_options *opt, float *out);
 
 /* Generates `batch` samples on worker `worker` % workers alone, in opt->mode
  * (either mode: the worker keeps one workspace per mode, grown as needed). */

@@ -1,13 +1,14 @@
 /* server/batcher.c — the dynamic batcher (see batcher.h for the contract).
  *
- * One mutex guards the queue and every job's state; one condition variable
- * wakes the worker (new job, stop), another wakes waiting callers (a pass
- * finished). The worker takes the oldest job, waits until either enough
- * compatible samples are queued to fill max_batch or the oldest job has
- * waited max_queue_delay_us, then removes the compatible jobs in arrival
- * order and runs them as one pass outside the lock: one run call per N
- * among them (a call holds tasks of one N), each group's callers woken as
- * soon as their call ends. */
+ * One mutex guards the queue, the lanes' state and every job's state; one
+ * condition variable wakes the runners (new job, a lane freed, stop),
+ * another wakes waiting callers (a pass finished). A runner whose lane is
+ * free takes the oldest job, waits until either enough compatible samples
+ * are queued to fill max_batch or the oldest job has waited
+ * max_queue_delay_us, then removes the compatible jobs in arrival order and
+ * runs them as one pass outside the lock: one run call per N among them (a
+ * call holds tasks of one N), each group's callers woken as soon as their
+ * call ends. */
 #define _POSIX_C_SOURCE 200809L
 #include "server/batcher.h"
 
@@ -27,14 +28,20 @@ struct ltdi_batcher {
   ltdi_batch_observe_fn observe;
   void *ctx;
   pthread_mutex_t mu;
-  pthread_cond_t work_cv; /* worker: a job arrived or stop */
+  pthread_cond_t work_cv; /* runners: a job arrived, a lane was freed, or stop */
   pthread_cond_t done_cv; /* callers: a pass finished */
   ltdi_gen_job *head, *tail;
   int depth;
-  int running;      /* samples in the current pass */
-  int running_jobs; /* jobs in the current pass */
+  int running;      /* samples in the passes computing now */
+  int running_jobs; /* jobs in them */
   int draining, stop;
-  pthread_t thread;
+  int lane_busy[LTDI_BATCH_MAX_LANES]; /* computing a pass, its own or another runner's */
+  int n_runners;                       /* started */
+  struct runner {
+    struct ltdi_batcher *b;
+    int lane;
+    pthread_t thread;
+  } runners[LTDI_BATCH_MAX_LANES];
 };
 
 static double now_ms(void) {
@@ -118,10 +125,11 @@ static ltdi_gen_job *take_group(ltdi_gen_job **jobs, int *samples) {
 }
 
 /* One run call over `group` (jobs of one N, `total` samples). Lock NOT held. */
-static int run_group(ltdi_batcher *b, ltdi_gen_job *group, int total) {
+static int run_group(ltdi_batcher *b, const ltdi_batch_lanes *lanes, ltdi_gen_job *group,
+                     int total) {
   const ltdi_gen_job *first = group;
   if (!group->next) /* A lone job computes straight into its own buffers. */
-    return b->run(b->ctx, first->model, first->ways, first->cond, first->seeds, total,
+    return b->run(b->ctx, lanes, first->model, first->ways, first->cond, first->seeds, total,
                   &first->opt, group->out);
   const size_t Dc = (size_t)first->cond_dim, P = (size_t)first->n_params;
   float *cond = malloc((size_t)total * Dc * sizeof *cond);
@@ -134,7 +142,8 @@ static int run_group(ltdi_batcher *b, ltdi_gen_job *group, int total) {
     memcpy(seeds + k, j->seeds, (size_t)j->n * sizeof *seeds);
     k += (size_t)j->n;
   }
-  if (!rc) rc = b->run(b->ctx, first->model, first->ways, cond, seeds, total, &first->opt, out);
+  if (!rc)
+    rc = b->run(b->ctx, lanes, first->model, first->ways, cond, seeds, total, &first->opt, out);
   k = 0;
   for (ltdi_gen_job *j = group; j && !rc; j = j->next) {
     memcpy(j->out, out + k * P, (size_t)j->n * P * sizeof *out);
@@ -165,35 +174,54 @@ static void finish_group(ltdi_batcher *b, ltdi_gen_job *group, int rc, double ms
   pthread_mutex_unlock(&b->mu);
 }
 
-/* Runs one pass over `jobs` (linked by next): one run call per N, in the
- * order each N first arrived. Lock NOT held. */
-static void run_pass(ltdi_batcher *b, ltdi_gen_job *jobs) {
+/* Runs one pass over `jobs` (linked by next) on `lanes`: one run call per
+ * N, in the order each N first arrived. Lock NOT held. */
+static void run_pass(ltdi_batcher *b, const ltdi_batch_lanes *lanes, ltdi_gen_job *jobs) {
   while (jobs) {
     int total = 0;
     ltdi_gen_job *group = take_group(&jobs, &total);
     double t0 = now_ms();
-    int rc = run_group(b, group, total);
+    int rc = run_group(b, lanes, group, total);
     double t1 = now_ms();
     if (b->observe) b->observe(b->ctx, total, t1 - t0);
     finish_group(b, group, rc, t1 - t0, total);
   }
 }
 
-static void *worker_main(void *arg) {
-  ltdi_batcher *b = arg;
+/* The lanes a pass just taken by lane `own` computes on: its own, and when
+ * no job is left queued, every lane idle at that moment as well, so the
+ * pass uses every free core (jobs arriving meanwhile wait for it, as they
+ * would for a busy lane). With jobs still queued the idle lanes are left to
+ * them: passes run side by side, each on its own lane. Marks them busy.
+ * Lock held. */
+static ltdi_batch_lanes claim_lanes(ltdi_batcher *b, int own) {
+  ltdi_batch_lanes l = {1, {own}};
+  b->lane_busy[own] = 1;
+  if (b->head) return l;
+  for (int i = 0; i < b->n_runners; i++)
+    if (!b->lane_busy[i]) b->lane_busy[i] = 1, l.id[l.n++] = i;
+  return l;
+}
+
+static void *runner_main(void *arg) {
+  struct runner *self = arg;
+  ltdi_batcher *b = self->b;
+  const int lane = self->lane;
   pthread_mutex_lock(&b->mu);
   for (;;) {
-    while (!b->head && !b->stop) pthread_cond_wait(&b->work_cv, &b->mu);
+    while ((!b->head || b->lane_busy[lane]) && !b->stop) pthread_cond_wait(&b->work_cv, &b->mu);
     if (b->stop) break; /* free() fails whatever is left */
     /* Wait for a full batch or the oldest job's delay, whichever is first. */
     double until = b->head->t_enqueue + (double)b->cfg.max_queue_delay_us / 1e3;
-    while (b->head && !b->stop && !b->draining && compatible_samples(b) < b->cfg.max_batch &&
-           now_ms() < until && !nothing_coming(b)) {
+    while (b->head && !b->stop && !b->draining && !b->lane_busy[lane] &&
+           compatible_samples(b) < b->cfg.max_batch && now_ms() < until && !nothing_coming(b)) {
       struct timespec ts = deadline_at(until);
       pthread_cond_timedwait(&b->work_cv, &b->mu, &ts);
     }
     if (b->stop) break;
-    if (!b->head) continue; /* every job timed out meanwhile */
+    /* Every job timed out or went to another runner meanwhile, or this
+     * lane was lent to another runner's pass. */
+    if (!b->head || b->lane_busy[lane]) continue;
     /* Take the oldest job and every compatible one that still fits. */
     ltdi_gen_job *first = b->head, *list = NULL, **tailp = &list;
     int total = 0;
@@ -209,20 +237,34 @@ static void *worker_main(void *arg) {
       tailp = &j->next;
       if (total >= b->cfg.max_batch) break;
     }
-    b->running = total;
+    b->running += total;
     for (ltdi_gen_job *j = list; j; j = j->next) b->running_jobs++;
+    ltdi_batch_lanes lanes = claim_lanes(b, lane);
     pthread_mutex_unlock(&b->mu);
-    run_pass(b, list);
+    run_pass(b, &lanes, list);
     pthread_mutex_lock(&b->mu);
+    for (int i = 0; i < lanes.n; i++) b->lane_busy[lanes.id[i]] = 0;
+    if (lanes.n > 1 || b->head) pthread_cond_broadcast(&b->work_cv); /* lent lanes may go on */
   }
   pthread_mutex_unlock(&b->mu);
   return NULL;
 }
 
+/* Stops the first n runners and waits for them. */
+static void stop_runners(ltdi_batcher *b, int n) {
+  pthread_mutex_lock(&b->mu);
+  b->stop = 1;
+  b->draining = 1;
+  pthread_cond_broadcast(&b->work_cv);
+  pthread_mutex_unlock(&b->mu);
+  for (int i = 0; i < n; i++) pthread_join(b->runners[i].thread, NULL);
+}
+
 int ltdi_batcher_create(ltdi_batcher **out, const ltdi_batcher_config *cfg,
                         ltdi_batch_run_fn run, ltdi_batch_observe_fn observe, void *ctx) {
   *out = NULL;
-  if (!cfg || !run || cfg->max_batch < 1 || cfg->queue_capacity < 1 || cfg->max_queue_delay_us < 0)
+  if (!cfg || !run || cfg->max_batch < 1 || cfg->queue_capacity < 1 || cfg->max_queue_delay_us < 0 ||
+      cfg->lanes < 0 || cfg->lanes > LTDI_BATCH_MAX_LANES)
     return LTDI_ERR_INVALID_ARG;
   ltdi_batcher *b = calloc(1, sizeof *b);
   if (!b) return LTDI_ERR_NOMEM;
@@ -237,7 +279,15 @@ int ltdi_batcher_create(ltdi_batcher **out, const ltdi_batcher_config *cfg,
   pthread_cond_init(&b->work_cv, &ca);
   pthread_cond_init(&b->done_cv, &ca);
   pthread_condattr_destroy(&ca);
-  if (pthread_create(&b->thread, NULL, worker_main, b)) {
+  b->n_runners = cfg->lanes > 0 ? cfg->lanes : 1;
+  int started = 0;
+  for (; started < b->n_runners; started++) {
+    b->runners[started].b = b;
+    b->runners[started].lane = started;
+    if (pthread_create(&b->runners[started].thread, NULL, runner_main, &b->runners[started])) break;
+  }
+  if (started < b->n_runners) {
+    stop_runners(b, started);
     pthread_mutex_destroy(&b->mu);
     pthread_cond_destroy(&b->work_cv);
     pthread_cond_destroy(&b->done_cv);
@@ -270,7 +320,8 @@ int ltdi_batcher_submit(ltdi_batcher *b, ltdi_gen_job *job) {
       b->head = job;
     b->tail = job;
     b->depth++;
-    pthread_cond_signal(&b->work_cv);
+    /* Every runner: a signal could wake only one whose lane is lent. */
+    pthread_cond_broadcast(&b->work_cv);
   }
   pthread_mutex_unlock(&b->mu);
   return rc;
@@ -316,7 +367,7 @@ int ltdi_batcher_depth(ltdi_batcher *b) {
 int ltdi_batcher_drain(ltdi_batcher *b, long timeout_ms) {
   pthread_mutex_lock(&b->mu);
   b->draining = 1;
-  pthread_cond_signal(&b->work_cv);
+  pthread_cond_broadcast(&b->work_cv);
   double until = now_ms() + (double)timeout_ms;
   struct timespec ts = deadline_at(until);
   while ((b->head || b->running) && now_ms() < until)
@@ -328,12 +379,7 @@ int ltdi_batcher_drain(ltdi_batcher *b, long timeout_ms) {
 
 void ltdi_batcher_free(ltdi_batcher *b) {
   if (!b) return;
-  pthread_mutex_lock(&b->mu);
-  b->stop = 1;
-  b->draining = 1;
-  pthread_cond_broadcast(&b->work_cv);
-  pthread_mutex_unlock(&b->mu);
-  pthread_join(b->thread, NULL);
+  stop_runners(b, b->n_runners);
   /* Fail whatever is still queued; waiting callers see DONE with an error. */
   pthread_mutex_lock(&b->mu);
   for (ltdi_gen_job *j = b->head, *next; j; j = next) {

@@ -1,6 +1,13 @@
 /* server/batcher.h — the dynamic batcher: a bounded queue of generation jobs
- * and one worker thread that coalesces jobs for the same model and sampler,
- * arriving within max_queue_delay_us of the oldest, into one pass. A job
+ * and one runner thread per compute lane, each coalescing jobs for the same
+ * model and sampler, arriving within max_queue_delay_us of the oldest, into
+ * one pass. A lane is one of the model's workers (core/gen_pool.h). A pass
+ * that leaves nothing queued takes every idle lane (its samples split over
+ * them: a lone request for latency, a full pass for throughput); one that
+ * leaves jobs queued keeps to its own lane, and the next runner takes them
+ * to another, so passes that cannot be merged (max_batch 1, different
+ * models or samplers, more than max_batch samples waiting) still use every
+ * core. A job
  * asks for heads of N classes (`ways`); a model may generate several N (a
  * class-token model generates any N), but one call of the run function
  * (ltdi_gen_pool_run_ways in the daemon, a fake in unit tests) holds tasks
@@ -11,7 +18,7 @@
  * they were batched or alone, and whatever N the jobs beside it have
  * (core/model.h, core/gen_pool.h). A job waits at
  * most its timeout in total: if it is still queued it is withdrawn; if it is
- * already being computed the caller leaves and the worker frees it. The
+ * already being computed the caller leaves and the runner frees it. The
  * queue is bounded: submit answers LTDI_ERR_OVERFLOW when full (HTTP 503)
  * and LTDI_ERR_UNSUPPORTED once draining has begun. */
 #ifndef LTDI_SERVER_BATCHER_H
@@ -26,10 +33,22 @@
 extern "C" {
 #endif
 
-/* Computes `batch` samples of heads of `ways` classes in one call; `model`
- * is the job's opaque model key; Dc and P are those of that N. out
- * (batch, P). 0 or a negative code. */
-typedef int (*ltdi_batch_run_fn)(void *ctx, void *model, int ways, const float *cond /* (B, Dc) */,
+#define LTDI_BATCH_MAX_LANES 64
+
+/* The lanes one pass may compute on (distinct, in [0, lanes)); the first is
+ * the runner's own. */
+typedef struct ltdi_batch_lanes {
+  int n;
+  int id[LTDI_BATCH_MAX_LANES];
+} ltdi_batch_lanes;
+
+/* Computes `batch` samples of heads of `ways` classes in one call on
+ * `lanes` (no other call uses them meanwhile); `model` is the job's opaque
+ * model key; Dc and P are those of that N. out (batch, P). 0 or a negative
+ * code. Called from several runner threads at once when there are several
+ * lanes. */
+typedef int (*ltdi_batch_run_fn)(void *ctx, const ltdi_batch_lanes *lanes, void *model, int ways,
+                                 const float *cond /* (B, Dc) */,
                                  const uint64_t *seeds /* (B) */, int batch,
                                  const ltdi_gen_options *opt, float *out /* (B, P) */);
 
@@ -49,6 +68,9 @@ typedef struct ltdi_batcher_config {
    * no batching latency, and a full round of clients none either. An idle
    * connection only brings back the plain delay. NULL = always wait. */
   const atomic_int *clients;
+  /* Compute lanes, each with its runner thread (1..LTDI_BATCH_MAX_LANES;
+   * 0 = 1): the daemon's CPU workers per model, 1 on a GPU. */
+  int lanes;
 } ltdi_batcher_config;
 
 typedef struct ltdi_gen_job {
@@ -60,7 +82,7 @@ typedef struct ltdi_gen_job {
   int cond_dim, n_params; /* Dc and P of that model at that N */
   const float *cond;      /* (n, Dc) */
   const uint64_t *seeds;  /* (n) */
-  float *out;             /* (n, P), written by the worker */
+  float *out;             /* (n, P), written by a runner */
   /* results */
   int rc;                 /* the run function's code */
   double queue_ms, compute_ms; /* compute_ms: the call that computed it */
@@ -73,7 +95,7 @@ typedef struct ltdi_gen_job {
 
 typedef struct ltdi_batcher ltdi_batcher;
 
-/* Starts the worker thread. 0, LTDI_ERR_INVALID_ARG or LTDI_ERR_NOMEM. */
+/* Starts the runner threads. 0, LTDI_ERR_INVALID_ARG or LTDI_ERR_NOMEM. */
 int ltdi_batcher_create(ltdi_batcher **out, const ltdi_batcher_config *cfg,
                         ltdi_batch_run_fn run, ltdi_batch_observe_fn observe, void *ctx);
 
@@ -95,11 +117,11 @@ int ltdi_batcher_wait(ltdi_batcher *b, ltdi_gen_job *job, long timeout_ms, int *
 /* Jobs queued (not yet computing). */
 int ltdi_batcher_depth(ltdi_batcher *b);
 
-/* Stops accepting, lets the worker finish every queued job, waits up to
+/* Stops accepting, lets the runners finish every queued job, waits up to
  * timeout_ms for the queue to empty. 0 or LTDI_ERR_IO (jobs left). */
 int ltdi_batcher_drain(ltdi_batcher *b, long timeout_ms);
 
-/* Stops the worker (after drain, or abandoning what is queued: those jobs
+/* Stops the runners (after drain, or abandoning what is queued: those jobs
  * get rc LTDI_ERR_IO) and frees the batcher. */
 void ltdi_batcher_free(ltdi_batcher *b);
 

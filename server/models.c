@@ -13,6 +13,7 @@
 #include "base/error.h"
 #include "core/fileio.h"
 #include "core/sha256.h"
+#include "server/batcher.h"
 
 #define MAX_LOADED 64
 
@@ -74,6 +75,12 @@ int ltdi_model_set_create(ltdi_model_set **out, const ltdi_model_set_config *cfg
   s->base_dim = cfg->base_dim;
   *out = s;
   return 0;
+}
+
+int ltdi_model_set_lanes(const ltdi_model_set *s) {
+  if (s->device == LTDI_DEVICE_CUDA) return 1;
+  int n = s->workers < s->capacity ? s->workers : s->capacity; /* ltdi_gen_pool_create's count */
+  return n < LTDI_BATCH_MAX_LANES ? n : LTDI_BATCH_MAX_LANES;
 }
 
 const char *ltdi_model_set_backend(const ltdi_model_set *s) {

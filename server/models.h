@@ -70,6 +70,10 @@ int ltdi_model_set_create(ltdi_model_set **out, const ltdi_model_set_config *cfg
                           size_t errlen);
 /* "cpu" or "cuda": the backend every model of the set runs on. */
 const char *ltdi_model_set_backend(const ltdi_model_set *s);
+/* How many passes can compute side by side: the CPU workers each model
+ * gets (at most its capacity and LTDI_BATCH_MAX_LANES), or 1 on a GPU (one
+ * worker). */
+int ltdi_model_set_lanes(const ltdi_model_set *s);
 /* Frees every model (callers must have released theirs). */
 void ltdi_model_set_free(ltdi_model_set *s);
 

@@ -16,13 +16,16 @@
 #include "server/json_budget.h"
 #include "server/server_internal.h"
 
-/* The batcher's run function: the model's workers compute one N's share
- * of the pass (a U-Net's one N, or any N of a class-token model). */
-static int run_batch(void *ctx, void *model, int ways, const float *cond, const uint64_t *seeds,
-                     int batch, const ltdi_gen_options *opt, float *out) {
+/* The batcher's run function: the model's workers on the pass's lanes
+ * compute one N's share of the pass (a U-Net's one N, or any N of a
+ * class-token model). */
+static int run_batch(void *ctx, const ltdi_batch_lanes *lanes, void *model, int ways,
+                     const float *cond, const uint64_t *seeds, int batch,
+                     const ltdi_gen_options *opt, float *out) {
   (void)ctx;
   ltdi_served_model *sm = model;
-  return ltdi_gen_pool_run_ways(sm->compute, ways, cond, seeds, batch, opt, out);
+  return ltdi_gen_pool_run_split(sm->compute, lanes->id, lanes->n, ways, cond, seeds, batch, opt,
+                                 out);
 }
 
 static void observe_batch(void *ctx, int batch, double compute_ms) {
@@ -184,7 +187,8 @@ int ltdi_server_create(ltdi_server **out, const ltdi_serve_config *cfg, char *er
   }
   if (!rc) {
     ltdi_batcher_config bc = {(int)cfg->max_batch, (long)cfg->max_queue_delay_us,
-                              (int)cfg->queue_capacity, &s->open_connections};
+                              (int)cfg->queue_capacity, &s->open_connections,
+                              ltdi_model_set_lanes(s->models)};
     rc = ltdi_batcher_create(&s->batcher, &bc, run_batch, observe_batch, s);
     if (rc) ltdi_fail(err, errlen, rc, "cannot start the batcher: %s", ltdi_strerror(rc));
   }

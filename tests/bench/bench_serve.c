@@ -211,11 +211,40 @@ static void *client(void *arg) {
 typedef struct result {
   double rps, p50_ms, p99_ms;
   long ok, fails;
+  double mean_pass, busy; /* samples per sampling pass; pass time / wall time */
 } result;
+
+/* The value on the line that starts with `name` (labels skipped), or 0. */
+static double metric_value(const char *text, const char *name) {
+  const char *k = strstr(text, name), *sp = k ? strchr(k + 1, ' ') : NULL;
+  return sp ? atof(sp + 1) : 0;
+}
+
+/* The daemon's pass counters from /metrics: passes, samples, seconds in
+ * passes (0s when the scrape fails). */
+static void pass_counters(int port, double *passes, double *samples, double *seconds) {
+  *passes = *samples = *seconds = 0;
+  char url[64];
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", port);
+  CURL *c = curl_easy_init();
+  sink s = {NULL, 0};
+  curl_easy_setopt(c, CURLOPT_URL, url);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
+  if (curl_easy_perform(c) == CURLE_OK && s.p) {
+    *passes = metric_value(s.p, "\nltdi_batch_size_count");
+    *samples = metric_value(s.p, "\nltdi_batch_size_sum");
+    *seconds = metric_value(s.p, "\nltdi_batch_compute_seconds_sum");
+  }
+  free(s.p);
+  curl_easy_cleanup(c);
+}
 
 static result load(int port, int conc, double seconds, atomic_ullong *seed) {
   pthread_t th[256];
   run r[256];
+  double p0, n0, s0;
+  pass_counters(port, &p0, &n0, &s0);
   double t0 = now_s();
   for (int i = 0; i < conc; i++) {
     memset(&r[i], 0, sizeof r[i]);
@@ -229,7 +258,8 @@ static result load(int port, int conc, double seconds, atomic_ullong *seed) {
     total += r[i].n;
     fails += r[i].fails;
   }
-  double el = now_s() - t0;
+  double el = now_s() - t0, p1, n1, s1;
+  pass_counters(port, &p1, &n1, &s1);
   double *all = malloc((total ? total : 1) * sizeof *all);
   size_t k = 0;
   for (int i = 0; i < conc; i++) {
@@ -238,7 +268,7 @@ static result load(int port, int conc, double seconds, atomic_ullong *seed) {
     free(r[i].lat);
   }
   result res = {(double)total / el, 1e3 * pct(all, total, 0.5), 1e3 * pct(all, total, 0.99),
-                (long)total, fails};
+                (long)total, fails, p1 > p0 ? (n1 - n0) / (p1 - p0) : 0, (s1 - s0) / el};
   free(all);
   return res;
 }
@@ -366,16 +396,17 @@ int main(int argc, char **argv) {
   }
 
   /* 3. throughput with batching on and off. */
-  printf("\n| batching | concurrency | requests/s | p50 ms | p99 ms | ok | failed |\n|---|---|---|---|---|---|---|\n");
+  printf("\n| batching | concurrency | requests/s | p50 ms | p99 ms | ok | failed | mean pass | "
+         "passes' share of wall |\n|---|---|---|---|---|---|---|---|---|\n");
   long rss_max = 0;
   for (int mode = 0; mode < 2; mode++) {
-    pid = start(&port, mode == 0 ? "64" : "1", mode == 0 ? "2000" : "0", kernel);
+    pid = start(&port, mode == 0 ? "64" : "1", mode == 0 ? (getenv("BENCH_DELAY") ? getenv("BENCH_DELAY") : "2000") : "0", kernel);
     if (pid < 0) return 1;
     for (int i = 0; i < nconc; i++) {
       result r = load(port, conc[i], seconds, &seed);
-      printf("| %s | %d | %.1f | %.1f | %.1f | %ld | %ld |\n",
+      printf("| %s | %d | %.1f | %.1f | %.1f | %ld | %ld | %.1f | %.0f%% |\n",
              mode == 0 ? "on (max_batch 64)" : "off (max_batch 1)",
-             conc[i], r.rps, r.p50_ms, r.p99_ms, r.ok, r.fails);
+             conc[i], r.rps, r.p50_ms, r.p99_ms, r.ok, r.fails, r.mean_pass, 100 * r.busy);
       fflush(stdout);
     }
     long rss = peak_rss_kb(pid);

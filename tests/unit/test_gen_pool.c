@@ -1,7 +1,8 @@
 /* tests/unit/test_gen_pool.c — a model's workers (core/gen_pool.h):
  * a pass split over several worker threads gives every sample exactly the
  * bits it gets alone on one worker, for both bit-identical CPU kernels, and
- * a pass larger than the configured capacity is still answered, and threads
+ * a pass larger than the configured capacity is still answered, a pass on
+ * chosen workers (one growing its workspace) keeps the bits, and threads
  * generating on their own workers get the bits of a lone generation. */
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -63,6 +64,19 @@ static void split_equals_alone(int kernel, const char *tag) {
   float *big = malloc(B * P * sizeof *big);
   cr_assert_eq(ltdi_gen_pool_run(single, c, seeds, B, &o, big), 0);
   cr_assert(memcmp(big, one, B * P * sizeof(float)) == 0, "%s: oversized pass differs", tag);
+  /* On chosen workers (the batcher's lanes): the whole pass on worker 2
+   * alone (its workspace, sized for 3 samples, grows), then on workers 0
+   * and 2 given as 5 (= 2 mod 3), 0 and 2 again. */
+  const int alone[1] = {2}, pair[3] = {5, 0, 2};
+  memset(big, 0, B * P * sizeof *big);
+  cr_assert_eq(ltdi_gen_pool_run_split(split, alone, 1, m->ways, c, seeds, B, &o, big), 0);
+  cr_assert(memcmp(big, one, B * P * sizeof(float)) == 0, "%s: a pass on one worker differs", tag);
+  memset(big, 0, B * P * sizeof *big);
+  cr_assert_eq(ltdi_gen_pool_run_split(split, pair, 3, m->ways, c, seeds, B, &o, big), 0);
+  cr_assert(memcmp(big, one, B * P * sizeof(float)) == 0, "%s: a pass on two workers differs", tag);
+  const int negative[1] = {-1};
+  cr_assert_eq(ltdi_gen_pool_run_split(split, negative, 1, m->ways, c, seeds, B, &o, big),
+               LTDI_ERR_INVALID_ARG);
   ltdi_gen_pool_free(split);
   ltdi_gen_pool_free(single);
   free(c), free(many), free(one), free(big);

@@ -38,10 +38,24 @@ static float fake_value(int ways, void *model, uint64_t seed, float cond_sum, in
   return (float)ways * 10000 + (float)(intptr_t)model * 1000 + (float)seed + cond_sum + (float)p;
 }
 
-static int fake_run(void *ctx, void *model, int ways, const float *cond, const uint64_t *seeds,
-                    int batch, const ltdi_gen_options *opt, float *out) {
-  fake *f = ctx;
+/* Writes the fake sampler's values for a call. */
+static int fake_run_values(void *model, int ways, const float *cond, const uint64_t *seeds,
+                           int batch, const ltdi_gen_options *opt, float *out) {
   (void)opt;
+  const int Dc = DC * ways, Pn = P * ways;
+  for (int b = 0; b < batch; b++) {
+    float s = 0;
+    for (int k = 0; k < Dc; k++) s += cond[b * Dc + k];
+    for (int p = 0; p < Pn; p++) out[b * Pn + p] = fake_value(ways, model, seeds[b], s, p);
+  }
+  return 0;
+}
+
+static int fake_run(void *ctx, const ltdi_batch_lanes *lanes, void *model, int ways,
+                    const float *cond, const uint64_t *seeds, int batch,
+                    const ltdi_gen_options *opt, float *out) {
+  fake *f = ctx;
+  (void)opt, (void)lanes;
   pthread_mutex_lock(&f->mu);
   f->in_run = 1;
   pthread_cond_broadcast(&f->cv);
@@ -51,13 +65,7 @@ static int fake_run(void *ctx, void *model, int ways, const float *cond, const u
   f->n_passes++;
   f->in_run = 0;
   pthread_mutex_unlock(&f->mu);
-  const int Dc = DC * ways, Pn = P * ways;
-  for (int b = 0; b < batch; b++) {
-    float s = 0;
-    for (int k = 0; k < Dc; k++) s += cond[b * Dc + k];
-    for (int p = 0; p < Pn; p++) out[b * Pn + p] = fake_value(ways, model, seeds[b], s, p);
-  }
-  return 0;
+  return fake_run_values(model, ways, cond, seeds, batch, opt, out);
 }
 
 static void fake_init(fake *f) {
@@ -186,9 +194,10 @@ Test(batcher, queue_full_timeout_and_drain) {
 
 /* ---- with the real sampler ------------------------------------------------------------ */
 
-static int model_run(void *ctx, void *model, int ways, const float *cond, const uint64_t *seeds,
+static int model_run(void *ctx, const ltdi_batch_lanes *lanes, void *model, int ways,
+                     const float *cond, const uint64_t *seeds,
                      int batch, const ltdi_gen_options *opt, float *out) {
-  (void)ctx;
+  (void)ctx, (void)lanes;
   return ltdi_model_generate_ways(model, ways, cond, seeds, batch, opt, out, NULL);
 }
 
@@ -335,6 +344,123 @@ Test(batcher, mixed_ways_make_one_call_per_ways) {
   for (int i = 0; i < 5; i++) free_job(jobs[i]);
 }
 
+/* A run function that records the lanes of each call and keeps every call
+ * inside until `hold` calls are inside at once (or 10 s have passed, so a
+ * batcher that runs them one at a time fails instead of hanging). */
+typedef struct lane_fake {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int hold, inside, max_inside, calls;
+  ltdi_batch_lanes seen[8];
+  void *model[8]; /* of each call */
+} lane_fake;
+
+static int lane_run(void *ctx, const ltdi_batch_lanes *lanes, void *model, int ways,
+                    const float *cond, const uint64_t *seeds, int batch,
+                    const ltdi_gen_options *opt, float *out) {
+  lane_fake *f = ctx;
+  pthread_mutex_lock(&f->mu);
+  if (f->calls < 8) f->seen[f->calls] = *lanes, f->model[f->calls] = model;
+  f->calls++;
+  if (++f->inside > f->max_inside) f->max_inside = f->inside;
+  pthread_cond_broadcast(&f->cv);
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += 10;
+  while (f->inside < f->hold && pthread_cond_timedwait(&f->cv, &f->mu, &until) == 0) {
+  }
+  f->hold = 0; /* once met (or given up), later calls pass straight through */
+  f->inside--;
+  pthread_mutex_unlock(&f->mu);
+  return fake_run_values(model, ways, cond, seeds, batch, opt, out);
+}
+
+static void lane_fake_init(lane_fake *f, int hold) {
+  memset(f, 0, sizeof *f);
+  pthread_mutex_init(&f->mu, NULL);
+  pthread_cond_init(&f->cv, NULL);
+  f->hold = hold;
+}
+
+static int has_lane(const ltdi_batch_lanes *l, int lane) {
+  for (int i = 0; i < l->n; i++)
+    if (l->id[i] == lane) return 1;
+  return 0;
+}
+
+/* Jobs of two models cannot share a pass: with two lanes the first pass
+ * (the other job still queued) keeps to its lane and the second runs on the
+ * other lane at the same time; each job gets its own values. */
+Test(batcher, passes_run_side_by_side_on_their_own_lanes) {
+  lane_fake f;
+  lane_fake_init(&f, 2);
+  atomic_int clients;
+  atomic_init(&clients, 2); /* the pass starts once both jobs are queued */
+  ltdi_batcher_config cfg = {.max_batch = 8, .max_queue_delay_us = 60 * 1000000L,
+                             .queue_capacity = 8, .clients = &clients, .lanes = 2};
+  ltdi_batcher *b = NULL;
+  cr_assert_eq(ltdi_batcher_create(&b, &cfg, lane_run, NULL, &f), 0);
+  ltdi_gen_job *j[2] = {make_job(1, 1, 10), make_job(2, 3, 20)};
+  for (int i = 0; i < 2; i++) cr_assert_eq(ltdi_batcher_submit(b, j[i]), 0);
+  for (int i = 0; i < 2; i++) {
+    int handed;
+    cr_assert_eq(ltdi_batcher_wait(b, j[i], 60000, &handed), 0);
+    cr_assert_eq(j[i]->rc, 0);
+    check_job(j[i]);
+  }
+  cr_assert_eq(f.calls, 2);
+  cr_assert_eq(f.max_inside, 2, "the two passes ran one after the other");
+  cr_assert(f.seen[0].n == 1 && f.seen[1].n == 1, "a pass took a lane another was using");
+  cr_assert_neq(f.seen[0].id[0], f.seen[1].id[0], "two passes shared a lane");
+  ltdi_batcher_free(b);
+  for (int i = 0; i < 2; i++) free_job(j[i]);
+}
+
+/* A pass that leaves nothing queued takes every idle lane: all three for a
+ * lone job; the two free ones, not the busy one, for a pass that starts
+ * while another computes. */
+Test(batcher, a_pass_with_nothing_queued_takes_the_idle_lanes) {
+  lane_fake f;
+  lane_fake_init(&f, 1);
+  atomic_int clients;
+  atomic_init(&clients, 1);
+  ltdi_batcher_config cfg = {.max_batch = 8, .max_queue_delay_us = 60 * 1000000L,
+                             .queue_capacity = 8, .clients = &clients, .lanes = 3};
+  ltdi_batcher *b = NULL;
+  cr_assert_eq(ltdi_batcher_create(&b, &cfg, lane_run, NULL, &f), 0);
+  ltdi_gen_job *lone = make_job(1, 4, 100);
+  cr_assert_eq(ltdi_batcher_submit(b, lone), 0);
+  int handed;
+  cr_assert_eq(ltdi_batcher_wait(b, lone, 60000, &handed), 0);
+  check_job(lone);
+  cr_assert_eq(f.seen[0].n, 3, "a lone pass ran on %d of 3 idle lanes", f.seen[0].n);
+  for (int l = 0; l < 3; l++) cr_assert(has_lane(&f.seen[0], l), "lane %d missing", l);
+  /* Two models' jobs, queued together: the first pass (the other job still
+   * queued) keeps to one lane and stays inside until the second starts,
+   * which leaves nothing queued and takes the two other lanes. */
+  atomic_store(&clients, 2);
+  pthread_mutex_lock(&f.mu);
+  f.hold = 2;
+  pthread_mutex_unlock(&f.mu);
+  ltdi_gen_job *first = make_job(1, 2, 200), *second = make_job(2, 3, 300);
+  cr_assert_eq(ltdi_batcher_submit(b, first), 0);
+  cr_assert_eq(ltdi_batcher_submit(b, second), 0);
+  cr_assert_eq(ltdi_batcher_wait(b, first, 60000, &handed), 0);
+  cr_assert_eq(ltdi_batcher_wait(b, second, 60000, &handed), 0);
+  check_job(first);
+  check_job(second);
+  cr_assert_eq(f.calls, 3);
+  cr_assert_eq(f.max_inside, 2, "the second pass waited for the first");
+  /* The two calls may have entered in either order. */
+  const int k1 = f.model[1] == first->model ? 1 : 2, k2 = 3 - k1;
+  cr_assert(f.model[k2] == second->model);
+  cr_assert_eq(f.seen[k1].n, 1, "a pass with a job queued behind it took %d lanes", f.seen[k1].n);
+  cr_assert_eq(f.seen[k2].n, 2, "the last pass took %d lanes, not the 2 idle ones", f.seen[k2].n);
+  cr_assert(!has_lane(&f.seen[k2], f.seen[k1].id[0]), "a busy lane was lent");
+  ltdi_batcher_free(b);
+  free_job(lone), free_job(first), free_job(second);
+}
+
 /* The daemon's run function on a class-token model's workers, with a gate
  * on its first call so the test can see that the whole pass was taken. */
 typedef struct pool_ctx {
@@ -343,10 +469,11 @@ typedef struct pool_ctx {
   int n_calls, ways[16];
 } pool_ctx;
 
-static int pool_run(void *ctx, void *model, int ways, const float *cond, const uint64_t *seeds,
-                    int batch, const ltdi_gen_options *opt, float *out) {
+static int pool_run(void *ctx, const ltdi_batch_lanes *lanes, void *model, int ways,
+                    const float *cond, const uint64_t *seeds, int batch,
+                    const ltdi_gen_options *opt, float *out) {
   pool_ctx *c = ctx;
-  (void)model;
+  (void)model, (void)lanes;
   pthread_mutex_lock(&c->gate.mu);
   c->gate.in_run = 1;
   pthread_cond_broadcast(&c->gate.cv);
