@@ -19,8 +19,10 @@
  * derivative against erf in double on a dense grid. A tail of fewer than
  * 8 values runs through the same vector code on a padded copy, so a value's
  * bits do not depend on where it sits in the array (the batch-invariant
- * mode relies on per-element ops). Without AVX2 + FMA: libm's erff and
- * expf, as before. */
+ * mode relies on per-element ops). Without AVX2 + FMA a one-value twin
+ * does the same IEEE operations (fmaf for each FMA, cpu_vexp.h's scalar
+ * exp), so a LoRA adapter's text embedding has the same bits on every
+ * CPU. */
 #include <math.h>
 #include <string.h>
 
@@ -31,21 +33,54 @@
 #define SQRT1_2 0.70710678118654752440
 #define INV_SQRT_2PI 0.39894228040143267794
 
-/* ==== portable ============================================================ */
+/* ==== one value at a time =============================================== */
 
-static void gelu_forward_libm(float *out, const float *inp, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    const float x = inp[i];
-    out[i] = 0.5f * x * (1.0f + erff(x * (float)SQRT1_2));
-  }
+/* Phi(x) and e = exp(-x^2/2): the vector code's operations on one value
+ * (fmaf for each FMA, the same selections), so both round alike. */
+static inline float phi_one(float x, float *e_out) {
+  const float t = fabsf(x) * (float)SQRT1_2;
+  const float e = ltdi__exp_nonpos((-0.5f * x) * x);
+  const float s = t * t;
+  float pa = 7.89816258e-05f;
+  pa = fmaf(pa, s, -0.000802434166f);
+  pa = fmaf(pa, s, 0.00519005256f);
+  pa = fmaf(pa, s, -0.0268548075f);
+  pa = fmaf(pa, s, 0.112836123f);
+  pa = fmaf(pa, s, -0.376126289f);
+  pa = fmaf(pa, s, 1.12837923f);
+  const float erf_a = pa * t;
+  const float tb = t < 9.5f ? t : 9.5f; /* _mm256_min_ps: 9.5 for NaN too */
+  const float u = 1.0f / (1.0f + tb);
+  float pb = -3.32443333f;
+  pb = fmaf(pb, u, 10.9324188f);
+  pb = fmaf(pb, u, -14.9335852f);
+  pb = fmaf(pb, u, 10.1397924f);
+  pb = fmaf(pb, u, -2.74093676f);
+  pb = fmaf(pb, u, -0.177510425f);
+  pb = fmaf(pb, u, -0.354998291f);
+  pb = fmaf(pb, u, 0.288870931f);
+  pb = fmaf(pb, u, 0.563784719f);
+  pb = fmaf(pb, u, 0.56420362f);
+  pb = fmaf(pb, u, -2.12669889e-07f);
+  const float erfc_b = e * pb;
+  const int in_a = t <= 1.0f; /* ordered: NaN takes the erfc side, as the vector code */
+  const float erfc_t = in_a ? 1.0f - erf_a : erfc_b;
+  const float erf_t = in_a ? erf_a : 1.0f - erfc_b;
+  *e_out = e;
+  return 0.5f * (x < 0.0f ? erfc_t : 1.0f + erf_t);
 }
 
-static void gelu_backward_libm(float *dinp, const float *dout, const float *inp, size_t n) {
+static void gelu_forward_scalar(float *out, const float *inp, size_t n) {
+  float e;
+  for (size_t i = 0; i < n; i++) out[i] = inp[i] * phi_one(inp[i], &e);
+}
+
+static void gelu_backward_scalar(float *dinp, const float *dout, const float *inp, size_t n) {
   for (size_t i = 0; i < n; i++) {
     const float x = inp[i];
-    const float cdf = 0.5f * (1.0f + erff(x * (float)SQRT1_2));
-    const float pdf = (float)INV_SQRT_2PI * expf(-0.5f * x * x);
-    dinp[i] += dout[i] * (cdf + x * pdf);
+    float e;
+    const float phi = phi_one(x, &e);
+    dinp[i] = dinp[i] + dout[i] * fmaf(x * (float)INV_SQRT_2PI, e, phi);
   }
 }
 
@@ -138,17 +173,42 @@ static LTDI__AVX2_FMA void gelu_backward_avx2(float *dinp, const float *dout, co
 
 /* ==== the ops ============================================================= */
 
+int ltdi__cpu_gelu_have_vector(void) {
+#if LTDI__CPU_X86
+  return ltdi__have_avx2_fma();
+#else
+  return 0;
+#endif
+}
+
+void ltdi__cpu_gelu_forward_path(float *out, const float *inp, size_t n, int vector) {
+#if LTDI__CPU_X86
+  if (vector && ltdi__have_avx2_fma()) {
+    gelu_forward_avx2(out, inp, n);
+    return;
+  }
+#endif
+  (void)vector;
+  gelu_forward_scalar(out, inp, n);
+}
+
+void ltdi__cpu_gelu_backward_path(float *dinp, const float *dout, const float *inp, size_t n,
+                                  int vector) {
+#if LTDI__CPU_X86
+  if (vector && ltdi__have_avx2_fma()) {
+    gelu_backward_avx2(dinp, dout, inp, n);
+    return;
+  }
+#endif
+  (void)vector;
+  gelu_backward_scalar(dinp, dout, inp, n);
+}
+
 int ltdi__cpu_gelu_forward(ltdi_backend *be, float *out, const float *inp, size_t n) {
   (void)be;
   if (n == 0) return 0;
   if (!out || !inp) return LTDI_ERR_INVALID_ARG;
-#if LTDI__CPU_X86
-  if (ltdi__have_avx2_fma()) {
-    gelu_forward_avx2(out, inp, n);
-    return 0;
-  }
-#endif
-  gelu_forward_libm(out, inp, n);
+  ltdi__cpu_gelu_forward_path(out, inp, n, 1);
   return 0;
 }
 
@@ -157,12 +217,6 @@ int ltdi__cpu_gelu_backward(ltdi_backend *be, float *dinp, const float *dout,
   (void)be;
   if (n == 0 || dinp == NULL) return 0;
   if (!dout || !inp) return LTDI_ERR_INVALID_ARG;
-#if LTDI__CPU_X86
-  if (ltdi__have_avx2_fma()) {
-    gelu_backward_avx2(dinp, dout, inp, n);
-    return 0;
-  }
-#endif
-  gelu_backward_libm(dinp, dout, inp, n);
+  ltdi__cpu_gelu_backward_path(dinp, dout, inp, n, 1);
   return 0;
 }

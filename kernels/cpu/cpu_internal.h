@@ -198,6 +198,12 @@ int ltdi__cpu_silu_have_vector(void);
 int ltdi__cpu_gelu_forward(ltdi_backend *be, float *out, const float *inp, size_t n);
 int ltdi__cpu_gelu_backward(ltdi_backend *be, float *dinp, const float *dout,
                             const float *inp, size_t n);
+/* The GELU on its vector path (vector = 1, where the CPU has AVX2 + FMA)
+ * or its one-value twin (vector = 0): the same bits (tests compare them). */
+void ltdi__cpu_gelu_forward_path(float *out, const float *inp, size_t n, int vector);
+void ltdi__cpu_gelu_backward_path(float *dinp, const float *dout, const float *inp, size_t n,
+                                  int vector);
+int ltdi__cpu_gelu_have_vector(void);
 int ltdi__cpu_attn_softmax_forward(ltdi_backend *be, float *probs, const float *scores,
                                    const int32_t *lengths, int batch, int heads, int T,
                                    float scale);
