@@ -155,6 +155,12 @@ int ltdi_model_create_lora_tokens(ltdi_model **out, ltdi_backend *be, const ltdi
                                   const ltdi_schedule *sched, const ltdi_lora_spec *spec,
                                   int feat_dim, int max_ways);
 
+/* The tokens per support text (with [CLS] and [SEP]) a LoRA model's
+ * training tasks were embedded with, from its "prepare" metadata (a JSON
+ * object; the value a number or a numeric string): what its task
+ * embeddings must use to match. 0 when absent or not in 2..2^20. */
+int ltdi_model_prepared_max_length(const ltdi_model *m);
+
 /* 1 when m generates heads of `ways` classes (U-Net: ways == m->ways;
  * class tokens: 2 <= ways <= max_ways), else 0. */
 int ltdi_model_supports_ways(const ltdi_model *m, int ways);

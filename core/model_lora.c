@@ -11,6 +11,7 @@
  * component it is generating, the way Text-to-LoRA embeds layer and module
  * type. One token is in + out = 768 numbers for MiniLM's query/value, 96
  * tokens per adapter. */
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -183,5 +184,18 @@ int ltdi_model_lora_decode(const ltdi_model *m, const float *tokens, float scale
   ltdi_lora_tokens_to_flat(m->lora, tokens, adapter);
   ltdi_layout_denormalise(&m->layout, adapter, adapter, 1);
   for (size_t i = 0; i < P; i++) adapter[i] = m->lora_base[i] + scale * adapter[i];
+  return 0;
+}
+
+int ltdi_model_prepared_max_length(const ltdi_model *m) {
+  for (int i = 0; m && i < m->n_extra; i++) {
+    if (strcmp(m->extra_keys[i], "prepare")) continue;
+    json_t *o = json_loads(m->extra_values[i], 0, NULL);
+    json_t *v = json_object_get(o, "max_length");
+    long n = json_is_integer(v) ? (long)json_integer_value(v)
+             : json_is_string(v) ? strtol(json_string_value(v), NULL, 10) : 0;
+    json_decref(o);
+    return n >= 2 && n <= 1 << 20 ? (int)n : 0;
+  }
   return 0;
 }

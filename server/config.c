@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "core/text/lora.h"
 
 enum { CFG_INT, CFG_STR };
 
@@ -62,7 +63,7 @@ static const setting SETTINGS[] = {
     INT(max_loaded_models, 4, 1, 64, "model versions held in memory at once"),
     STR(encoder_dir, "", "base text encoder folder (config.json, model.safetensors, vocab.txt) for LoRA models; empty = none"),
     STR(adapter_dir, "", "also write every generated LoRA adapter as the PEFT folder DIR/<task_id>/; empty = none"),
-    INT(text_max_length, 64, 2, 4096, "tokens per support text, [CLS] and [SEP] included (longer texts are cut)"),
+    INT(text_max_length, LTDI_LORA_TEXT_MAX_LENGTH, 2, 4096, "tokens per support text, [CLS] and [SEP] included (longer texts are cut)"),
     INT(text_max_batch, 64, 1, 4096, "support texts per encoder forward"),
 };
 #define N_SETTINGS ((int)(sizeof SETTINGS / sizeof SETTINGS[0]))

@@ -160,21 +160,6 @@ static void note_unverified(const ltdi_model *m, const char *path) {
             path, path);
 }
 
-/* The max_length a LoRA model's trajectories were prepared with, from its
- * "prepare" metadata (a JSON object of strings or numbers); 0 when absent. */
-static int prepared_max_length(const ltdi_model *m) {
-  for (int i = 0; i < m->n_extra; i++) {
-    if (strcmp(m->extra_keys[i], "prepare")) continue;
-    json_t *o = json_loads(m->extra_values[i], 0, NULL);
-    json_t *v = json_object_get(o, "max_length");
-    long n = json_is_integer(v) ? (long)json_integer_value(v)
-             : json_is_string(v) ? strtol(json_string_value(v), NULL, 10) : 0;
-    json_decref(o);
-    return n >= 2 && n <= 1 << 20 ? (int)n : 0;
-  }
-  return 0;
-}
-
 /* ---- loading ------------------------------------------------------------------ */
 
 int ltdi_model_set_load(ltdi_model_set *s, const char *name, int64_t version,
@@ -211,7 +196,7 @@ int ltdi_model_set_load(ltdi_model_set *s, const char *name, int64_t version,
                   sm->head_d == sm->m->feat_dim && sm->head_n == sm->m->ways;
     sm->scores_support = sm->is_head || sm->m->arch == LTDI_ARCH_CLASS_TOKENS;
     sm->is_lora = sm->m->arch == LTDI_ARCH_LORA_TOKENS;
-    if (sm->is_lora) sm->text_max_length = prepared_max_length(sm->m);
+    if (sm->is_lora) sm->text_max_length = ltdi_model_prepared_max_length(sm->m);
     char *summary = sm->is_lora ? ltdi_model_summary_json(sm->m) : NULL;
     if (sm->is_lora && !summary) rc = LTDI_ERR_NOMEM;
     if (!rc) rc = ltdi_model_set_check_base(s, summary, path, err, errlen);

@@ -28,6 +28,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Tokens per text (with [CLS] and [SEP]) the LoRA recipe embeds with:
+ * ltdi-train prepare's default, ltdi-serve's --text-max-length default, and
+ * what a LoRA model without a prepared max_length (core/model.h) was
+ * trained with. */
+#define LTDI_LORA_TEXT_MAX_LENGTH 64
+
 #ifdef __cplusplus
 extern "C" {
 #endif

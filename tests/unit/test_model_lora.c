@@ -215,6 +215,25 @@ Test(model_lora, file_round_trip_and_strict_loading) {
   ltdi_model_free(m);
 }
 
+/* The prepared max_length comes from the "prepare" metadata, as a number
+ * or a numeric string; absent or out of range it is 0. */
+Test(model_lora, prepared_max_length_is_read_from_the_prepare_metadata) {
+  ltdi_model *m = make_model(5);
+  cr_assert_eq(ltdi_model_prepared_max_length(m), 0, "no prepare metadata");
+  cr_assert_eq(ltdi_model_set_info(m, "prepare", "{\"steps\":\"5\",\"max_length\":48}"), 0);
+  cr_assert_eq(ltdi_model_prepared_max_length(m), 48);
+  cr_assert_eq(ltdi_model_set_info(m, "prepare", "{\"max_length\":\"96\"}"), 0);
+  cr_assert_eq(ltdi_model_prepared_max_length(m), 96);
+  cr_assert_eq(ltdi_model_set_info(m, "prepare", "{\"max_length\":1}"), 0);
+  cr_assert_eq(ltdi_model_prepared_max_length(m), 0, "below 2");
+  cr_assert_eq(ltdi_model_set_info(m, "prepare", "{\"steps\":\"5\"}"), 0);
+  cr_assert_eq(ltdi_model_prepared_max_length(m), 0, "not recorded");
+  cr_assert_eq(ltdi_model_set_info(m, "prepare", "not json"), 0);
+  cr_assert_eq(ltdi_model_prepared_max_length(m), 0, "unreadable");
+  cr_assert_eq(ltdi_model_prepared_max_length(NULL), 0);
+  ltdi_model_free(m);
+}
+
 Test(model_lora, the_spec_as_json_round_trips_and_is_checked) {
   ltdi_lora_spec s = tiny_spec(), back;
   snprintf(s.base_model_sha256, sizeof s.base_model_sha256, "%064d", 7);

@@ -65,7 +65,7 @@ static const ltdi_opt TEXT_EVAL_OPTS[] = {
                  "episodes"),
     LTDI_OPT_U64("--seed", text_eval_args, opt.seed, 0, LONG_MAX, "S", NULL, "episode stream"),
     LTDI_OPT_INT("--max-length", text_eval_args, opt.max_length, 2, 8192, "N",
-                 "128, or max_position_embeddings if fewer",
+                 "the models' prepared max_length, else 64 with a model, 128 without",
                  "tokens per text with [CLS] and [SEP]; longer ones are cut"),
     LTDI_OPT_INT("--batch", text_eval_args, opt.batch, 1, 4096, "B", NULL,
                  "texts per encoder forward"),
@@ -349,14 +349,23 @@ int ltdi_cmd_text_eval(int argc, char **argv) {
   if (!rc) rc = ltdi_text_episode_check(&set, a.opt.ways, a.opt.shots, a.opt.queries, err,
                                         sizeof err);
   if (!rc) rc = ltdi_bert_config_read(a.encoder, &cfg, err, sizeof err);
-  if (!rc && a.opt.max_length == 0) a.opt.max_length = cfg.max_position < 128 ? cfg.max_position : 128;
+  sources src;
+  memset(&src, 0, sizeof src);
+  if (!rc) rc = load_sources(&a, &src, err, sizeof err);
+  /* By default the texts are cut where the generators' training tasks were
+   * (what the daemon does for them: the recipe's length when the model does
+   * not say), else, with no generator, at 128. */
+  if (!rc && a.opt.max_length == 0) {
+    a.opt.max_length = ltdi_model_prepared_max_length(src.lt_di);
+    if (!a.opt.max_length) a.opt.max_length = ltdi_model_prepared_max_length(src.lv_di);
+    if (!a.opt.max_length)
+      a.opt.max_length = src.lt_di || src.lv_di ? LTDI_LORA_TEXT_MAX_LENGTH : 128;
+    if (a.opt.max_length > cfg.max_position) a.opt.max_length = cfg.max_position;
+  }
   if (!rc && a.opt.max_length > cfg.max_position)
     rc = ltdi_fail(err, sizeof err, LTDI_ERR_INVALID_ARG,
                    "--max-length %d is past the encoder's max_position_embeddings %d",
                    a.opt.max_length, cfg.max_position);
-  sources src;
-  memset(&src, 0, sizeof src);
-  if (!rc) rc = load_sources(&a, &src, err, sizeof err);
   /* What each row needs from them, before the embedding. */
   for (int m = 0; !rc && m < n_methods; m++) {
     char why[768] = "";

@@ -22,6 +22,7 @@
 #include "core/sha256.h"
 #include "core/text/bert.h"
 #include "core/text/bert_lora.h"
+#include "core/text/lora.h"
 #include "core/text/text_means.h"
 #include "core/text/tokenizer.h"
 #include "trainer/prepare/head_internal.h" /* ltdi__head_pick_checkpoints */
@@ -38,7 +39,7 @@ void ltdi_lora_trainer_default_options(ltdi_lora_trainer_options *opt) {
   opt->r = 8;
   opt->alpha = 16.0f;
   opt->first_layer = 0;
-  opt->max_length = 64;
+  opt->max_length = LTDI_LORA_TEXT_MAX_LENGTH;
   opt->max_batch = 64;
   opt->max_tokens = 768;
   opt->device = LTDI_DEVICE_CPU;
