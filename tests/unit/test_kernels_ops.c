@@ -18,6 +18,7 @@
 #include "kernels/backend.h"
 #include "kernels/conv_geometry.h"
 #include "kernels/cpu/cpu_internal.h"
+#include "tests/unit/elementwise_paths.h"
 
 /* ==== helpers =========================================================== */
 
@@ -700,37 +701,19 @@ Test(kernels_ops, silu_range_specials_and_position) {
  * relative of the double derivative. Where the CPU lacks AVX2 only the
  * twin runs, and the test says so. */
 Test(kernels_ops, silu_paths_agree_bitwise_and_backward_is_accurate) {
-  enum { N = 20011 };
-  float *x = malloc(N * sizeof *x), *dy = malloc(N * sizeof *dy);
-  float *fv = malloc(N * sizeof *fv), *fs = malloc(N * sizeof *fs);
-  float *gv = malloc(N * sizeof *gv), *gs = malloc(N * sizeof *gs);
-  cr_assert(x && dy && fv && fs && gv && gs);
   const float special[] = {NAN, INFINITY, -INFINITY, 0.0f, -0.0f, 1e-40f, -1e-40f,
                            -87.0f, -87.5f, -88.8f, 88.8f, -1e30f, 1e30f, FLT_MIN, -FLT_MIN};
-  const int ns = (int)(sizeof special / sizeof special[0]);
-  for (int i = 0; i < N; i++) {
-    x[i] = i < ns ? special[i] : -110.0f + 220.0f * (float)(i - ns) / (N - ns - 1);
-    dy[i] = 0.25f + (float)(i % 7) * 0.5f;
-    gv[i] = gs[i] = (float)(i % 5) - 2.0f;
+  ltdi_test_paths t = ltdi_test_paths_compare(
+      "silu", ltdi__cpu_silu_forward_path, ltdi__cpu_silu_backward_path,
+      ltdi__cpu_silu_have_vector(), special, (int)(sizeof special / sizeof special[0]), 20011,
+      -110.0f, 110.0f);
+  for (int i = t.n_special; i < t.n; i++) {
+    const double xd = t.x[i], s = 1.0 / (1.0 + exp(-xd));
+    const double want = t.g0[i] + t.dy[i] * s * (1.0 + xd * (1.0 - s));
+    cr_assert_leq(fabs(t.g[i] - want), 1e-6 * fabs(want) + 1e-6, "dsilu(%.9g) = %.9g, want %.9g",
+                  t.x[i], t.g[i], want);
   }
-  const int vec = ltdi__cpu_silu_have_vector();
-  cr_log_info("SiLU paths compared: %s", vec ? "AVX2+FMA against scalar" : "scalar only");
-  ltdi__cpu_silu_forward_path(fv, x, N, 1);
-  ltdi__cpu_silu_forward_path(fs, x, N, 0);
-  ltdi__cpu_silu_backward_path(gv, dy, x, N, 1);
-  ltdi__cpu_silu_backward_path(gs, dy, x, N, 0);
-  for (int i = 0; i < N; i++) {
-    cr_assert(memcmp(&fv[i], &fs[i], sizeof(float)) == 0, "silu(%.9g): %.9g vs %.9g", x[i],
-              fv[i], fs[i]);
-    cr_assert(memcmp(&gv[i], &gs[i], sizeof(float)) == 0, "dsilu(%.9g): %.9g vs %.9g", x[i],
-              gv[i], gs[i]);
-    if (i < ns) continue;
-    const double xd = x[i], s = 1.0 / (1.0 + exp(-xd));
-    const double want = ((float)(i % 5) - 2.0) + dy[i] * s * (1.0 + xd * (1.0 - s));
-    cr_assert_leq(fabs(gs[i] - want), 1e-6 * fabs(want) + 1e-6, "dsilu(%.9g) = %.9g, want %.9g",
-                  x[i], gs[i], want);
-  }
-  free(x), free(dy), free(fv), free(fs), free(gv), free(gs);
+  ltdi_test_paths_free(&t);
 }
 
 /* The group-norm's affine step over channels (the LayerNorm rows of the

@@ -24,6 +24,7 @@
 #include "base/error.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_internal.h"
+#include "tests/unit/elementwise_paths.h"
 
 #define FWD_TOL 1e-5
 #define GRAD_TOL 1e-2
@@ -326,42 +327,25 @@ Test(kernels_text, gelu_dense_grid_against_double) {
  * test above. Where the CPU lacks AVX2 only the twin runs, and the test
  * says so. */
 Test(kernels_text, gelu_paths_agree_bitwise) {
-  enum { N = 40009 };
-  float *x = malloc(N * sizeof *x), *dy = malloc(N * sizeof *dy);
-  float *fv = malloc(N * sizeof *fv), *fs = malloc(N * sizeof *fs);
-  float *gv = malloc(N * sizeof *gv), *gs = malloc(N * sizeof *gs);
-  cr_assert(x && dy && fv && fs && gv && gs);
   const float special[] = {NAN, INFINITY, -INFINITY, 0.0f, -0.0f, 1e-40f, -1e-40f,
                            1.41421354f, -1.41421354f, 1.41421366f, 13.4350281f, -13.4350281f,
                            -1e30f, 1e30f, FLT_MIN, -FLT_MIN};
-  const int ns = (int)(sizeof special / sizeof special[0]);
-  for (int i = 0; i < N; i++) {
-    x[i] = i < ns ? special[i] : -16.0f + 32.0f * (float)(i - ns) / (N - ns - 1);
-    dy[i] = 0.25f + (float)(i % 7) * 0.5f;
-    gv[i] = gs[i] = (float)(i % 5) - 2.0f;
-  }
-  const int vec = ltdi__cpu_gelu_have_vector();
-  cr_log_info("GELU paths compared: %s", vec ? "AVX2+FMA against scalar" : "scalar only");
-  ltdi__cpu_gelu_forward_path(fv, x, N, 1);
-  ltdi__cpu_gelu_forward_path(fs, x, N, 0);
-  ltdi__cpu_gelu_backward_path(gv, dy, x, N, 1);
-  ltdi__cpu_gelu_backward_path(gs, dy, x, N, 0);
-  for (int i = 0; i < N; i++) {
-    cr_assert(memcmp(&fv[i], &fs[i], sizeof(float)) == 0, "gelu(%.9g): %.9g vs %.9g", x[i],
-              fv[i], fs[i]);
-    cr_assert(memcmp(&gv[i], &gs[i], sizeof(float)) == 0, "gelu'(%.9g): %.9g vs %.9g", x[i],
-              gv[i], gs[i]);
-    if (i < ns || fabsf(x[i]) > 9.0f) continue;
-    const double xd = x[i], cdf = 0.5 * erfc(-xd / sqrt(2.0));
+  ltdi_test_paths t = ltdi_test_paths_compare(
+      "gelu", ltdi__cpu_gelu_forward_path, ltdi__cpu_gelu_backward_path,
+      ltdi__cpu_gelu_have_vector(), special, (int)(sizeof special / sizeof special[0]), 40009,
+      -16.0f, 16.0f);
+  for (int i = t.n_special; i < t.n; i++) {
+    if (fabsf(t.x[i]) > 9.0f) continue; /* the dense-grid test's range */
+    const double xd = t.x[i], cdf = 0.5 * erfc(-xd / sqrt(2.0));
     const double ref = xd * cdf, dref = cdf + xd * exp(-0.5 * xd * xd) * 0.39894228040143267794;
-    const double dwant = ((float)(i % 5) - 2.0) + dy[i] * dref;
-    cr_assert_leq(fabs(fs[i] - ref), 4e-6 * fabs(ref), "gelu(%.9g) = %.9g, want %.9g", x[i],
-                  fs[i], ref);
-    cr_assert_leq(fabs(gs[i] - dwant), 5e-7 * dy[i] + 5e-7, "gelu'(%.9g): %.9g, want %.9g",
-                  x[i], gs[i], dwant);
+    const double dwant = t.g0[i] + t.dy[i] * dref;
+    cr_assert_leq(fabs(t.f[i] - ref), 4e-6 * fabs(ref), "gelu(%.9g) = %.9g, want %.9g", t.x[i],
+                  t.f[i], ref);
+    cr_assert_leq(fabs(t.g[i] - dwant), 5e-7 * t.dy[i] + 5e-7, "gelu'(%.9g): %.9g, want %.9g",
+                  t.x[i], t.g[i], dwant);
   }
-  cr_assert(isnan(fs[0]) && isnan(gs[0]), "NaN in, NaN out");
-  free(x), free(dy), free(fv), free(fs), free(gv), free(gs);
+  cr_assert(isnan(t.f[0]) && isnan(t.g[0]), "NaN in, NaN out");
+  ltdi_test_paths_free(&t);
 }
 
 /* ==== attention softmax ================================================== */
