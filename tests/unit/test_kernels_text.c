@@ -32,35 +32,8 @@
 
 /* ==== helpers =========================================================== */
 
-static uint64_t g_rng = 0x7e57u;
-
-static double urand(void) {
-  uint64_t z = (g_rng += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  z ^= z >> 31;
-  return (double)(z >> 11) / 9007199254740992.0;
-}
-
-static float *rand_buf(size_t n, float lo, float hi) {
-  float *x = malloc((n ? n : 1) * sizeof *x);
-  cr_assert_not_null(x);
-  for (size_t i = 0; i < n; i++) x[i] = (float)(lo + (hi - lo) * urand());
-  return x;
-}
-
-static float *dup_buf(const float *x, size_t n) {
-  float *y = malloc((n ? n : 1) * sizeof *y);
-  cr_assert_not_null(y);
-  memcpy(y, x, n * sizeof *y);
-  return y;
-}
-
-static double dot(const float *a, const float *b, size_t n) {
-  double s = 0.0;
-  for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
-  return s;
-}
+#define LTDI_TEST_RNG_SEED 0x7e57u
+#include "tests/unit/test_random.h"
 
 static ltdi_backend *make_backend(void) {
   ltdi_backend *be = NULL;
