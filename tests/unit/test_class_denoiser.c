@@ -601,12 +601,6 @@ Test(cden_model, invalid_arguments_and_inference_cache) {
 
 /* ==== the independent PyTorch reference ================================== */
 
-#define PYTHON "/usr/bin/python3"
-
-static int have_torch(void) {
-  return system(PYTHON " -c 'import torch' > /dev/null 2>&1") == 0;
-}
-
 /* Tolerance, per tensor: max|C − ref| <= REF_RTOL · max|ref| + REF_ATOL.
  * The reference runs in float64, so the difference is the C code's float32
  * rounding alone: a few ulps (2^-24 ~ 6e-8) per layer relative to its
@@ -618,34 +612,7 @@ static int have_torch(void) {
  * wrong term, index or transposition errs by >= 1e-2. */
 #define REF_RTOL 1e-4
 #define REF_ATOL 1e-7
-
-static void add_f32(ltdi_st_writer *w, const char *name, int ndim, const int64_t *shape,
-                    const float *data) {
-  cr_assert_eq(ltdi_st_writer_add(w, name, LTDI_DTYPE_F32, ndim, shape, data), 0, "%s", name);
-}
-
-/* Compares the C tensor `got` (n values) with `name` in the reference file;
- * returns the ratio of the error to the tolerance. */
-static double compare(const ltdi_st_file *ref, const char *name, const float *got, size_t n,
-                      int *failed) {
-  const ltdi_st_tensor *t = ltdi_st_find(ref, name);
-  cr_assert_not_null(t, "reference lacks %s", name);
-  cr_assert_eq(t->dtype, LTDI_DTYPE_F32, "%s", name);
-  cr_assert_eq((size_t)t->numel, n, "%s: %lld values, expected %zu", name,
-               (long long)t->numel, n);
-  const float *r = t->data;
-  double dmax = 0.0, rmax = 0.0;
-  for (size_t i = 0; i < n; i++) {
-    dmax = fmax(dmax, fabs((double)got[i] - r[i]));
-    rmax = fmax(rmax, fabs((double)r[i]));
-  }
-  const double ratio = dmax / (REF_RTOL * rmax + REF_ATOL);
-  if (ratio > 1.0 || !(rmax > 0.0)) {
-    (*failed)++;
-    cr_log_error("%s: max|diff| %.3g, max|ref| %.3g", name, dmax, rmax);
-  }
-  return ratio;
-}
+#include "tests/unit/torch_compare.h"
 
 /* Writes the parameters, the inputs (as (B, N, ·) tensors) and the
  * configuration for the reference script. */
