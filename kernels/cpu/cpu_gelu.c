@@ -21,8 +21,8 @@
  * bits do not depend on where it sits in the array (the batch-invariant
  * mode relies on per-element ops). Without AVX2 + FMA a one-value twin
  * does the same IEEE operations (fmaf for each FMA, cpu_vexp.h's scalar
- * exp), so a LoRA adapter's text embedding has the same bits on every
- * CPU. */
+ * exp), so the GELU's bits do not depend on the CPU (the encoder's
+ * OpenBLAS GEMMs still do). */
 #include <math.h>
 #include <string.h>
 
