@@ -1,7 +1,7 @@
 /* tests/unit/model_files.h — models and model files for tests: a small
- * class-token model with random parameters (test_server_*.c,
- * test_model_checksum.c), and damaged and older copies for the tests
- * of the data checksum (test_model_checksum.c, test_server_modelfile.c):
+ * class-token model and a small LoRA-token model with random parameters
+ * (test_server_*.c, test_model_checksum.c, test_model_lora.c), and damaged
+ * and older copies for the tests of the data checksum (test_model_checksum.c, test_server_modelfile.c):
  * one bit flipped in the tensor data, in memory or in a file, and a copy
  * without "data_sha256" as files were written before it existed. Static
  * inline functions, so a test file that uses only some of them compiles
@@ -40,6 +40,44 @@ static inline ltdi_model *random_class_token_model(ltdi_backend *be, int d, int 
 }
 
 /* The same model saved to `path`. */
+/* A LoRA-token model for `spec` conditioned on feat_dim features, T steps
+ * (L = 3), denoiser width 16 and time 8: parameters N(0, 0.2), init and
+ * base N(0, 0.3), all from the stream (seed, 7), and per adapter tensor i
+ * the residual statistics mean = mean_step i, std = std0 + std_step i. */
+static inline ltdi_model *random_lora_model(ltdi_backend *be, const ltdi_lora_spec *spec,
+                                            int feat_dim, int max_ways, int T, uint64_t seed,
+                                            float mean_step, float std0, float std_step) {
+  ltdi_schedule sch;
+  ltdi_schedule_config sc = ltdi_schedule_config_default(T, 3);
+  cr_assert_eq(ltdi_schedule_init(&sch, &sc), 0);
+  int n_tok = 0, tok_dim = 0;
+  cr_assert_eq(ltdi_lora_token_shape(spec, &n_tok, &tok_dim), 0);
+  ltdi_cden_config cfg;
+  ltdi_cden_config_default(&cfg, tok_dim, 0);
+  cfg.width = 16, cfg.time_dim = 8, cfg.positions = n_tok, cfg.set_dim = feat_dim;
+  ltdi_model *m = NULL;
+  cr_assert_eq(ltdi_model_create_lora_tokens(&m, be, &cfg, &sch, spec, feat_dim, max_ways), 0);
+  ltdi_rng rng;
+  ltdi_rng_init(&rng, seed, 7);
+  ltdi_rng_fill_normal(&rng, ltdi_model_params(m), (long)ltdi_model_num_params(m), 0.2f);
+  const size_t P = m->layout.n_params;
+  float *init = malloc(P * sizeof *init), *base = malloc(P * sizeof *base);
+  cr_assert(init && base);
+  ltdi_rng_fill_normal(&rng, init, (long)P, 0.3f);
+  ltdi_rng_fill_normal(&rng, base, (long)P, 0.3f);
+  ltdi_layout stats;
+  ltdi_layout_init(&stats, NULL);
+  cr_assert_eq(ltdi_model_lora_layout(spec, &stats), 0);
+  for (int i = 0; i < stats.n_tensors; i++) {
+    stats.tensors[i].mean = mean_step * (float)i;
+    stats.tensors[i].std = std0 + std_step * (float)i;
+  }
+  cr_assert_eq(ltdi_model_set_lora_base(m, init, base, &stats), 0);
+  ltdi_layout_free(&stats);
+  free(init), free(base);
+  return m;
+}
+
 static inline void write_class_token_model(const char *path, int d, int max_ways, uint64_t seed) {
   ltdi_backend *be = NULL;
   cr_assert_eq(ltdi_backend_cpu_create(&be, 1), 0);

@@ -16,6 +16,7 @@
 #include "core/model.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
+#include "tests/unit/model_files.h"
 
 #define DIM 6  /* class-mean width */
 #define MAXW 7
@@ -40,36 +41,12 @@ static ltdi_lora_spec tiny_spec(void) {
 
 /* A model whose parameters, statistics, init and base are all non-trivial. */
 static ltdi_model *make_model(uint64_t seed) {
-  ltdi_schedule s;
-  ltdi_schedule_config sc = ltdi_schedule_config_default(8, 3);
-  cr_assert_eq(ltdi_schedule_init(&s, &sc), 0);
   ltdi_lora_spec spec = tiny_spec();
   int n_tok = 0, tok_dim = 0;
   cr_assert_eq(ltdi_lora_token_shape(&spec, &n_tok, &tok_dim), 0);
   cr_assert_eq(n_tok, LAYERS * 2 * RANK);
   cr_assert_eq(tok_dim, 2 * HID);
-  ltdi_cden_config cfg;
-  ltdi_cden_config_default(&cfg, tok_dim, 0);
-  cfg.width = 16, cfg.time_dim = 8, cfg.positions = n_tok, cfg.set_dim = DIM;
-  ltdi_model *m = NULL;
-  cr_assert_eq(ltdi_model_create_lora_tokens(&m, be, &cfg, &s, &spec, DIM, MAXW), 0);
-  ltdi_rng rng;
-  ltdi_rng_init(&rng, seed, 7);
-  ltdi_rng_fill_normal(&rng, ltdi_model_params(m), (long)ltdi_model_num_params(m), 0.2f);
-  const size_t P = m->layout.n_params;
-  float *init = malloc(P * sizeof *init), *base = malloc(P * sizeof *base);
-  ltdi_rng_fill_normal(&rng, init, (long)P, 0.3f);
-  ltdi_rng_fill_normal(&rng, base, (long)P, 0.3f);
-  ltdi_layout stats;
-  ltdi_layout_init(&stats, NULL);
-  cr_assert_eq(ltdi_model_lora_layout(&spec, &stats), 0);
-  for (int i = 0; i < stats.n_tensors; i++) {
-    stats.tensors[i].mean = 0.01f * i;
-    stats.tensors[i].std = 0.2f + 0.03f * i;
-  }
-  cr_assert_eq(ltdi_model_set_lora_base(m, init, base, &stats), 0);
-  ltdi_layout_free(&stats);
-  free(init), free(base);
+  ltdi_model *m = random_lora_model(be, &spec, DIM, MAXW, 8, seed, 0.01f, 0.2f, 0.03f);
   for (int i = 0; i < DIM; i++) m->cond_mean[i] = 0.02f * i, m->cond_std[i] = 0.4f + 0.05f * i;
   m->prior_var = 0.7f;
   return m;
