@@ -13,7 +13,9 @@
  * and reports the daemon's peak resident memory (VmHWM). Not run by ctest.
  *
  * usage: bench_serve LTDI_SERVE [--seconds S] [--long S] [--conc 1,8,32,64]
- *                    [--cpu-kernel invariant|per_sample|batched] */
+ *                    [--cpu-kernel invariant|per_sample|batched]
+ *                    [--delay-us US (the batching-on daemon's
+ *                    --max-queue-delay-us, 2000)] */
 #define _XOPEN_SOURCE 700
 #include <curl/curl.h>
 #include <jansson.h>
@@ -276,16 +278,18 @@ static result load(int port, int conc, double seconds, atomic_ullong *seed) {
 int main(int argc, char **argv) {
   ltdi_blas_core_reexec(argv); /* OpenBLAS's best kernels for the peer figures */
   if (argc < 2) {
-    fprintf(stderr, "usage: bench_serve LTDI_SERVE [--seconds S] [--long S] [--conc LIST] [--cpu-kernel K]\n");
+    fprintf(stderr, "usage: bench_serve LTDI_SERVE [--seconds S] [--long S] [--conc LIST] [--cpu-kernel K] "
+                    "[--delay-us US]\n");
     return 2;
   }
   g_bin = argv[1];
   double seconds = 5, long_s = 0;
   int conc[8] = {1, 8, 32, 64}, nconc = 4;
-  const char *kernel = "invariant";
+  const char *kernel = "invariant", *delay_us = "2000";
   for (int i = 2; i < argc; i++) {
     if (!strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = atof(argv[++i]);
     else if (!strcmp(argv[i], "--long") && i + 1 < argc) long_s = atof(argv[++i]);
+    else if (!strcmp(argv[i], "--delay-us") && i + 1 < argc) delay_us = argv[++i];
     else if (!strcmp(argv[i], "--cpu-kernel") && i + 1 < argc) kernel = argv[++i];
     else if (!strcmp(argv[i], "--conc") && i + 1 < argc) {
       nconc = 0;
@@ -400,7 +404,7 @@ int main(int argc, char **argv) {
          "passes' share of wall |\n|---|---|---|---|---|---|---|---|---|\n");
   long rss_max = 0;
   for (int mode = 0; mode < 2; mode++) {
-    pid = start(&port, mode == 0 ? "64" : "1", mode == 0 ? (getenv("BENCH_DELAY") ? getenv("BENCH_DELAY") : "2000") : "0", kernel);
+    pid = start(&port, mode == 0 ? "64" : "1", mode == 0 ? delay_us : "0", kernel);
     if (pid < 0) return 1;
     for (int i = 0; i < nconc; i++) {
       result r = load(port, conc[i], seconds, &seed);
@@ -417,7 +421,7 @@ int main(int argc, char **argv) {
 
   /* 4. long run. */
   if (long_s > 0) {
-    pid = start(&port, "64", "2000", kernel);
+    pid = start(&port, "64", delay_us, kernel);
     result r = load(port, 64, long_s, &seed);
     printf("long run: 64 clients for %.0f s: %ld ok, %ld failed, %.1f requests/s, p99 %.0f ms; peak RSS %.1f MiB\n",
            long_s, r.ok, r.fails, r.rps, r.p99_ms, peak_rss_kb(pid) / 1024.0);
