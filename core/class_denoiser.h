@@ -45,6 +45,25 @@
  *   Their tensors follow out.bias: pos.weight (positions, H),
  *   set_in.{weight (H, set_dim), bias (H)}, set_out.{weight (H,H), bias (H)}.
  *
+ * A third optional part, a generated TASK-LEVEL token (set_token_dim Ds > 0;
+ * not with positions, freely with set_dim): Ds more generated numbers per
+ * task, shared by its classes (the two-layer head's fc1 beside its per-class
+ * fc2 rows). x_t, eps_out and ∂x_t then hold, per task, Ds + N·D floats:
+ * [set token (Ds) | class 0 (D) | ... | class N-1 (D)], task b at
+ * b·(Ds + N·D); cond stays (tasks·ways, d). Inside, each task has N + 1
+ * token rows, row 0 the set token:
+ *   h(set row) = set_token_in(x_set) + e                 no condition
+ *   h(class n) = in([x_t,n ; p_n]) + e                   as above
+ * and the blocks and LN_final run unchanged over the N + 1 rows (FiLM, LN,
+ * self and out apply to the set row too; the task mean is over N + 1 rows);
+ * then ε̂_set = set_token_out(LN_final(h_set)) (Ds), ε̂_n = out(...) as above.
+ * The set row is always row 0, so permuting the classes permutes their
+ * outputs and leaves the set token's. Its tensors follow everything else:
+ *   set_token_in.{weight (H, Ds), bias (H)}, set_token_out.{weight (Ds, H),
+ *   bias (Ds)}; set_token_out is zero-initialised like out.
+ * An acts cache's max_rows still counts class tokens; the set rows' room
+ * (one per task) is added inside.
+ *
  * Batch independence: every op is per task (the mean runs over one task's
  * rows only, in row order), so with a batch-invariant backend a task's
  * output does not depend on the other tasks of the batch or on their N.
@@ -77,11 +96,12 @@ typedef struct ltdi_cden_config {
   int time_dim;  /* E: sinusoidal embedding width, even */
   int positions; /* 0, or the fixed token count of the learned position table */
   int set_dim;   /* 0, or the width of a condition set's rows (the set encoder) */
+  int set_token_dim; /* Ds: 0, or the generated numbers of one task-level token */
 } ltdi_cden_config;
 
-/* H = 128, 2 blocks, E = 64, no positions, no set. */
+/* H = 128, 2 blocks, E = 64, no positions, no set, no task-level token. */
 void ltdi_cden_config_default(ltdi_cden_config *cfg, int token_dim, int cond_dim);
-/* 0 or LTDI_ERR_INVALID_ARG. */
+/* 0 or LTDI_ERR_INVALID_ARG (also for set_token_dim > 0 with positions > 0). */
 int ltdi_cden_config_check(const ltdi_cden_config *cfg);
 /* Compact JSON for the model file ({"token_dim":65,"cond_dim":64,...});
  * 0 or LTDI_ERR_OVERFLOW. */
@@ -105,7 +125,7 @@ typedef struct ltdi_cden_tensor {
 int ltdi_cden_create(ltdi_cden **out, ltdi_backend *be, const ltdi_cden_config *cfg);
 void ltdi_cden_free(ltdi_cden *net);
 /* PyTorch defaults from seed (linear U(±1/√fan_in) weight and bias, LN 1/0),
- * then out.weight and out.bias zero: the initial prediction is exactly 0. */
+ * then out.* and set_token_out.* zero: the initial prediction is exactly 0. */
 int ltdi_cden_init(ltdi_cden *net, uint64_t seed);
 
 const ltdi_cden_config *ltdi_cden_config_of(const ltdi_cden *net);
@@ -116,7 +136,8 @@ int ltdi_cden_zero_grad(ltdi_cden *net);
 int ltdi_cden_num_tensors(const ltdi_cden *net);
 int ltdi_cden_tensor_at(const ltdi_cden *net, int i, ltdi_cden_tensor *t);
 int ltdi_cden_tensor_find(const ltdi_cden *net, const char *name); /* index or LTDI_ERR_NOT_FOUND */
-/* Multiply-adds of one forward over `rows` tokens of `tasks` tasks. */
+/* Multiply-adds of one forward over `rows` class tokens of `tasks` tasks
+ * (a task-level token counts per task: 2 Ds·H plus its row's 2 H² per block). */
 double ltdi_cden_forward_flops(const ltdi_cden *net, int tasks, int rows);
 /* The same with `set_rows` condition-set rows in all. */
 double ltdi_cden_forward_flops_set(const ltdi_cden *net, int tasks, int rows, int set_rows);
@@ -147,10 +168,10 @@ void ltdi_cden_acts_free(ltdi_cden_acts *acts);
 size_t ltdi_cden_acts_size(const ltdi_cden_acts *acts);
 
 /* eps_out = ε_θ(x_t, t, cond) for `tasks` tasks of `ways` classes each.
- *   x_t     (tasks·ways, D)  backend memory
+ *   x_t     (tasks·ways, D)  backend memory; with Ds > 0 (tasks, Ds + ways·D)
  *   t       (tasks)          HOST timesteps (>= 0)
  *   cond    (tasks·ways, d)  backend memory
- *   eps_out (tasks·ways, D)  backend memory
+ *   eps_out like x_t         backend memory
  * 0, LTDI_ERR_INVALID_ARG (ways < 1, too many tasks or rows for acts) or a
  * backend error. */
 int ltdi_cden_forward(ltdi_backend *be, ltdi_cden *net, ltdi_cden_acts *acts, const float *x_t,
@@ -166,8 +187,10 @@ int ltdi_cden_forward_set(ltdi_backend *be, ltdi_cden *net, ltdi_cden_acts *acts
  * into the grads buffer; the input gradients are overwritten in acts. */
 int ltdi_cden_backward(ltdi_backend *be, ltdi_cden *net, ltdi_cden_acts *acts,
                        const float *deps_out, int tasks, int ways);
-/* Gradients w.r.t. x_t (tasks·ways, D) and cond (tasks·ways, d) of the last
- * backward, backend memory (not the set's: it is data, never trained). */
+/* Gradients w.r.t. x_t (x_t's layout: (tasks·ways, D), or per task
+ * [set token | classes] with Ds > 0) and cond (tasks·ways, d) of the last
+ * backward, backend memory (not the condition set's: it is data, never
+ * trained). */
 const float *ltdi_cden_acts_dx(const ltdi_cden_acts *acts);
 const float *ltdi_cden_acts_dcond(const ltdi_cden_acts *acts);
 

@@ -81,26 +81,46 @@ static int set_backward(ltdi_backend *be, const ltdi_cden *net, ltdi_cden_acts *
 
 /* The backward of embed_forward: from d h0 to the input gradients (dx and
  * dcond, overwritten) and, with d e complete, into the time layer (and the
- * set encoder). */
+ * set encoder). With a task-level token d h0 has N + 1 rows per task: row 0
+ * goes back through set_token_in, and dx is per task [d x_set | d classes]. */
 static int embed_backward(ltdi_backend *be, const ltdi_cden *net, ltdi_cden_acts *a, int B,
                           int N, int S) {
   const ltdi_cden_config *c = &net->cfg;
   const float *P = net->params;
   float *G = net->grads;
   const int H = c->width, D = c->token_dim, d = c->cond_dim, R = B * N;
+  const int Ds = c->set_token_dim;
   float *act = a->act, *dact = a->dact;
   float *dh0 = ROW(dact, net->r_h0), *dxc = ROW(dact, net->r_xc), *de = TASK(dact, net->t_e);
-  RC(be->add_rows_backward(be, de, dh0, B, N, H));
+  RC(be->add_rows_backward(be, de, dh0, B, N + (Ds > 0), H));
+  float *dhc = dh0, *dhs = TASK(dact, net->t_hs); /* d of the class rows, of the set rows */
+  if (Ds > 0) { /* the backward of h0 = concat(hs, hc) per task (both zero so far) */
+    dhc = ROW(dact, net->r_hc);
+    RC(be->concat_backward(be, dhs, dhc, dh0, B, H, N * H, 1));
+  }
   if (c->positions > 0)
     for (int b = 0; b < B; b++)
       RC(be->axpy(be, G + net->p_pos, dh0 + (size_t)b * N * H, 1.0f, (size_t)N * H));
-  RC(be->linear_backward(be, dxc, G + net->p_inw, G + net->p_inb, dh0, ROW(act, net->r_xc),
+  RC(be->linear_backward(be, dxc, G + net->p_inw, G + net->p_inb, dhc, ROW(act, net->r_xc),
                          P + net->p_inw, R, D + d, H));
-  RC(be->fill(be, a->dx, 0.0f, (size_t)R * D));
-  if (d > 0) {
+  if (Ds > 0) {
+    float *dxs = TASK(dact, net->t_xs);
+    RC(be->linear_backward(be, dxs, G + net->p_tiw, G + net->p_tib, dhs, TASK(act, net->t_xs),
+                           P + net->p_tiw, B, Ds, H));
+    /* the class rows' d x_t: dxc itself without a condition, else split off */
+    float *dxt = dxc;
+    if (d > 0) {
+      dxt = ROW(dact, net->r_xt);
+      RC(be->fill(be, a->dcond, 0.0f, (size_t)R * d));
+      RC(be->concat_backward(be, dxt, a->dcond, dxc, R, D, d, 1));
+    }
+    RC(be->concat(be, a->dx, dxs, dxt, B, Ds, N * D, 1));
+  } else if (d > 0) {
+    RC(be->fill(be, a->dx, 0.0f, (size_t)R * D));
     RC(be->fill(be, a->dcond, 0.0f, (size_t)R * d));
     RC(be->concat_backward(be, a->dx, a->dcond, dxc, R, D, d, 1));
   } else {
+    RC(be->fill(be, a->dx, 0.0f, (size_t)R * D));
     RC(be->axpy(be, a->dx, dxc, 1.0f, (size_t)R * D));
   }
   /* e = SiLU(te), te = time(sinusoid(t)) [+ g] */
@@ -123,18 +143,31 @@ int ltdi_cden_backward(ltdi_backend *be, ltdi_cden *net, ltdi_cden_acts *a,
   const ltdi_cden_config *c = &net->cfg;
   const float *P = net->params;
   float *G = net->grads;
-  const int B = tasks, N = ways, R = tasks * ways, H = c->width;
+  const int B = tasks, N = ways, R = tasks * ways, H = c->width, D = c->token_dim;
+  const int Ds = c->set_token_dim;
+  const int Nt = N + (Ds > 0), RT = B * Nt; /* token rows per task and in all */
   float *act = a->act, *dact = a->dact;
   RC(be->fill(be, dact, 0.0f, ltdi__cden_acts_floats(a)));
 
   /* ε̂ = out(gf), gf = LN_final(h) */
   const size_t r_h = net->blk[c->blocks - 1].r_out;
   float *dgf = ROW(dact, net->r_gf);
-  RC(be->linear_backward(be, dgf, G + net->p_ow, G + net->p_ob, deps_out, ROW(act, net->r_gf),
-                         P + net->p_ow, R, H, c->token_dim));
+  if (Ds == 0) {
+    RC(be->linear_backward(be, dgf, G + net->p_ow, G + net->p_ob, deps_out,
+                           ROW(act, net->r_gf), P + net->p_ow, R, H, D));
+  } else { /* split d ε̂ per task, back through both projections, interleave */
+    float *des = TASK(dact, net->t_es), *dec = ROW(dact, net->r_ec);
+    float *dgs = TASK(dact, net->t_gs), *dgc = ROW(dact, net->r_gc);
+    RC(be->concat_backward(be, des, dec, deps_out, B, Ds, N * D, 1));
+    RC(be->linear_backward(be, dgc, G + net->p_ow, G + net->p_ob, dec, ROW(act, net->r_gc),
+                           P + net->p_ow, R, H, D));
+    RC(be->linear_backward(be, dgs, G + net->p_tow, G + net->p_tob, des,
+                           TASK(act, net->t_gs), P + net->p_tow, B, H, Ds));
+    RC(be->concat(be, dgf, dgs, dgc, B, H, N * H, 1));
+  }
   RC(be->groupnorm_backward(be, ROW(dact, r_h), G + net->p_fnw, G + net->p_fnb, dgf,
                             ROW(act, r_h), P + net->p_fnw, ROW(act, net->r_fmu),
-                            ROW(act, net->r_frs), R, H, 1, 1));
-  for (int k = c->blocks - 1; k >= 0; k--) RC(block_backward(be, net, a, &net->blk[k], B, N));
+                            ROW(act, net->r_frs), RT, H, 1, 1));
+  for (int k = c->blocks - 1; k >= 0; k--) RC(block_backward(be, net, a, &net->blk[k], B, Nt));
   return embed_backward(be, net, a, B, N, a->last_set_size);
 }

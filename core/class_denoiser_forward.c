@@ -115,7 +115,10 @@ static int set_forward(ltdi_backend *be, const ltdi_cden *net, ltdi_cden_acts *a
 }
 
 /* e = SiLU(time(sinusoid(t)) [+ g]) per task; h0 = in([x_t ; cond]) [+ pos] + e
- * per row. */
+ * per class row. With a task-level token (Ds > 0) x_t is per task
+ * [x_set (Ds) | N class rows (N·D)]: it is split first (the class rows
+ * gathered contiguous for the in-layer), and h0 holds N + 1 rows per task,
+ * row 0 set_token_in(x_set) + e, rows 1..N the class rows. */
 static int embed_forward(ltdi_backend *be, const ltdi_cden *net, ltdi_cden_acts *a,
                          const float *x_t, const int32_t *t, const float *cond,
                          const float *set, int B, int N, int S, int same_t,
@@ -123,6 +126,7 @@ static int embed_forward(ltdi_backend *be, const ltdi_cden *net, ltdi_cden_acts 
   const ltdi_cden_config *c = &net->cfg;
   const float *P = net->params;
   const int H = c->width, D = c->token_dim, d = c->cond_dim, R = B * N;
+  const int Ds = c->set_token_dim;
   float *act = a->act;
   float *sinus = TASK(act, net->t_sin), *te = TASK(act, net->t_te), *e = TASK(act, net->t_e);
   float *xc = ROW(act, net->r_xc), *h0 = ROW(act, net->r_h0);
@@ -149,18 +153,33 @@ static int embed_forward(ltdi_backend *be, const ltdi_cden *net, ltdi_cden_acts 
    * its buffers); without a condition, generation (no backward) reads x_t
    * where it lies: for the LoRA generator that copy was 73,728 floats per
    * task and step. */
+  const float *x_rows = x_t; /* (R, D) the class rows of x_t */
+  float *xs = TASK(act, net->t_xs);
+  if (Ds > 0) { /* split [x_set | classes] per task: the backward of a concat into zeros */
+    float *xt = ROW(act, net->r_xt);
+    RC(be->fill(be, xs, 0.0f, (size_t)B * Ds));
+    RC(be->fill(be, xt, 0.0f, (size_t)R * D));
+    RC(be->concat_backward(be, xs, xt, x_t, B, Ds, N * D, 1));
+    x_rows = xt;
+  }
   const float *rows_in = xc;
   if (d > 0)
-    RC(be->concat(be, xc, x_t, cond, R, D, d, 1));
-  else if (a->dact != NULL)
-    RC(be->copy(be, xc, x_t, (size_t)R * D));
+    RC(be->concat(be, xc, x_rows, cond, R, D, d, 1));
+  else if (a->dact != NULL && x_rows != xc)
+    RC(be->copy(be, xc, x_rows, (size_t)R * D));
   else
-    rows_in = x_t;
-  RC(be->linear_forward(be, h0, rows_in, P + net->p_inw, P + net->p_inb, R, D + d, H));
+    rows_in = x_rows;
+  float *hc = Ds > 0 ? ROW(act, net->r_hc) : h0; /* (R, H) the class rows */
+  RC(be->linear_forward(be, hc, rows_in, P + net->p_inw, P + net->p_inb, R, D + d, H));
   if (c->positions > 0)
     for (int b = 0; b < B; b++)
       RC(be->axpy(be, h0 + (size_t)b * N * H, P + net->p_pos, 1.0f, (size_t)N * H));
-  RC(be->add_rows(be, h0, e, B, N, H));
+  if (Ds > 0) { /* h0 per task: [set_token_in(x_set) ; the N class rows] */
+    float *hs = TASK(act, net->t_hs);
+    RC(be->linear_forward(be, hs, xs, P + net->p_tiw, P + net->p_tib, B, Ds, H));
+    RC(be->concat(be, h0, hs, hc, B, H, N * H, 1));
+  }
+  RC(be->add_rows(be, h0, e, B, N + (Ds > 0), H));
   return 0;
 }
 
@@ -178,7 +197,9 @@ int ltdi_cden_forward_set(ltdi_backend *be, ltdi_cden *net, ltdi_cden_acts *a,
   if (set != NULL && (set_size < 1 || (int64_t)tasks * set_size > a->max_set_rows))
     return LTDI_ERR_INVALID_ARG;
   const float *P = net->params;
-  const int B = tasks, N = ways, R = tasks * ways, H = c->width;
+  const int B = tasks, N = ways, R = tasks * ways, H = c->width, D = c->token_dim;
+  const int Ds = c->set_token_dim;
+  const int Nt = N + (Ds > 0), RT = B * Nt; /* token rows per task and in all */
   float *act = a->act;
   a->last_tasks = a->last_ways = a->last_set_size = 0;
 
@@ -198,13 +219,24 @@ int ltdi_cden_forward_set(ltdi_backend *be, ltdi_cden *net, ltdi_cden_acts *a,
   const time_entry *tcp = slot >= 0 ? &tc : NULL;
   RC(embed_forward(be, net, a, x_t, t, cond, set, B, N, set ? set_size : 0, same_t, tcp));
   for (int k = 0; k < c->blocks; k++)
-    RC(block_forward(be, net, a, &net->blk[k], B, N, same_e, tcp, k));
+    RC(block_forward(be, net, a, &net->blk[k], B, Nt, same_e, tcp, k));
   /* ε̂ = out(LN_final(h)) */
   float *gf = ROW(act, net->r_gf);
   RC(be->groupnorm_forward(be, gf, ROW(act, net->r_fmu), ROW(act, net->r_frs),
                            ROW(act, net->blk[c->blocks - 1].r_out), P + net->p_fnw,
-                           P + net->p_fnb, R, H, 1, 1, LTDI_CDEN_LN_EPS));
-  RC(be->linear_forward(be, eps_out, gf, P + net->p_ow, P + net->p_ob, R, H, c->token_dim));
+                           P + net->p_fnb, RT, H, 1, 1, LTDI_CDEN_LN_EPS));
+  if (Ds == 0) {
+    RC(be->linear_forward(be, eps_out, gf, P + net->p_ow, P + net->p_ob, R, H, D));
+  } else { /* gather the set rows and the class rows, project each, interleave per task */
+    float *gs = TASK(act, net->t_gs), *gc = ROW(act, net->r_gc);
+    float *es = TASK(act, net->t_es), *ec = ROW(act, net->r_ec);
+    RC(be->fill(be, gs, 0.0f, (size_t)B * H));
+    RC(be->fill(be, gc, 0.0f, (size_t)R * H));
+    RC(be->concat_backward(be, gs, gc, gf, B, H, N * H, 1));
+    RC(be->linear_forward(be, ec, gc, P + net->p_ow, P + net->p_ob, R, H, D));
+    RC(be->linear_forward(be, es, gs, P + net->p_tow, P + net->p_tob, B, H, Ds));
+    RC(be->concat(be, eps_out, es, ec, B, Ds, N * D, 1));
+  }
   if (tcp && !tc.hit) a->tcache_t[slot] = t[0];
   a->last_tasks = tasks;
   a->last_ways = ways;

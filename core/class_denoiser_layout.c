@@ -8,6 +8,7 @@
  * (core/class_denoiser_internal.h). The forward and the backward only follow
  * these offsets. */
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +39,13 @@ int ltdi_cden_config_check(const ltdi_cden_config *c) {
     return LTDI_ERR_INVALID_ARG;
   if (c->positions < 0 || c->positions > (1 << 16) || c->set_dim < 0 || c->set_dim > (1 << 16))
     return LTDI_ERR_INVALID_ARG;
+  /* A task-level token is row 0 of every task; a position table names the
+   * rows of a fixed token list, which has no such extra row. A condition
+   * set (set_dim) combines with it: it only changes e. */
+  if (c->set_token_dim < 0 || c->set_token_dim > (1 << 20) ||
+      (int64_t)c->set_token_dim * c->width > (1 << 30) ||
+      (c->set_token_dim > 0 && c->positions > 0))
+    return LTDI_ERR_INVALID_ARG;
   return 0;
 }
 
@@ -45,9 +53,14 @@ int ltdi_cden_config_to_json(const ltdi_cden_config *c, char *buf, size_t buflen
   if (c == NULL || buf == NULL) return LTDI_ERR_INVALID_ARG;
   /* The optional parts only when present, so a plain class-token config
    * reads as it always did. */
-  char extra[64] = "";
+  char extra[96] = "";
+  int used = 0;
   if (c->positions || c->set_dim)
-    snprintf(extra, sizeof extra, ",\"positions\":%d,\"set_dim\":%d", c->positions, c->set_dim);
+    used = snprintf(extra, sizeof extra, ",\"positions\":%d,\"set_dim\":%d", c->positions,
+                    c->set_dim);
+  if (c->set_token_dim > 0 && used >= 0 && (size_t)used < sizeof extra)
+    snprintf(extra + used, sizeof extra - (size_t)used, ",\"set_token_dim\":%d",
+             c->set_token_dim);
   int n = snprintf(buf, buflen,
                    "{\"token_dim\":%d,\"cond_dim\":%d,\"width\":%d,\"blocks\":%d,"
                    "\"time_dim\":%d%s}",
@@ -80,6 +93,8 @@ int ltdi_cden_config_from_json(const char *text, ltdi_cden_config *cfg) {
   rc = rc ? rc : json_int(root, "time_dim", &c.time_dim);
   if (!rc && json_object_get(root, "positions")) rc = json_int(root, "positions", &c.positions);
   if (!rc && json_object_get(root, "set_dim")) rc = json_int(root, "set_dim", &c.set_dim);
+  if (!rc && json_object_get(root, "set_token_dim"))
+    rc = json_int(root, "set_token_dim", &c.set_token_dim);
   json_decref(root);
   if (rc == 0) rc = ltdi_cden_config_check(&c);
   if (rc == 0) *cfg = c;
@@ -220,6 +235,22 @@ static int build(ltdi_cden *net) {
     net->s_pre = set_row_act(net, (size_t)H);
     net->s_u = set_row_act(net, (size_t)H);
   }
+  const int Ds = c->set_token_dim;
+  if (Ds > 0) {
+    lin_params(&bd, "", "set_token_in", H, Ds, &net->p_tiw, &net->p_tib, PER_TASK);
+    lin_params(&bd, "", "set_token_out", Ds, H, &net->p_tow, &net->p_tob, PER_TASK);
+    /* the set row's trip through every block's self and out layers */
+    net->macs_per_task += (double)c->blocks * 2.0 * H * H;
+    net->t_xs = task_act(net, (size_t)Ds);
+    net->t_hs = task_act(net, (size_t)H);
+    net->t_gs = task_act(net, (size_t)H);
+    net->t_es = task_act(net, (size_t)Ds);
+    /* without a condition the class part of x_t IS the in-layer's input */
+    net->r_xt = d > 0 ? row_act(net, (size_t)D) : net->r_xc;
+    net->r_hc = row_act(net, (size_t)H);
+    net->r_gc = row_act(net, (size_t)H);
+    net->r_ec = row_act(net, (size_t)D);
+  }
   return bd.overflow ? LTDI_ERR_OVERFLOW : 0;
 }
 
@@ -268,7 +299,7 @@ int ltdi_cden_init(ltdi_cden *net, uint64_t seed) {
     const ltdi__cden_tdesc *t = &net->tensors[i];
     float *p = host + t->offset;
     const int is_bias = strstr(t->name, ".bias") != NULL;
-    if (strncmp(t->name, "out.", 4) == 0) {
+    if (strncmp(t->name, "out.", 4) == 0 || strncmp(t->name, "set_token_out.", 14) == 0) {
       memset(p, 0, t->numel * sizeof *p); /* initial prediction exactly 0 */
       continue;
     }
@@ -330,6 +361,12 @@ double ltdi_cden_forward_flops_set(const ltdi_cden *net, int tasks, int rows, in
 
 /* ==== activation cache =================================================== */
 
+/* ∂x_t's floats: the class rows, then one set token per task. */
+static size_t dx_floats(const ltdi_cden_acts *a) {
+  return (size_t)a->max_rows * (size_t)a->net->cfg.token_dim +
+         (size_t)a->max_tasks * (size_t)a->net->cfg.set_token_dim;
+}
+
 static int acts_create(ltdi_cden_acts **out, const ltdi_cden *net, int max_tasks, int max_rows,
                        int max_set_rows, int grads) {
   if (out == NULL) return LTDI_ERR_INVALID_ARG;
@@ -338,8 +375,12 @@ static int acts_create(ltdi_cden_acts **out, const ltdi_cden *net, int max_tasks
       (net->cfg.set_dim > 0 && max_set_rows == 0))
     return LTDI_ERR_INVALID_ARG;
   const size_t cap = ((size_t)1 << 40) / sizeof(float);
+  /* the task-level token adds one row per task to the per-row region */
+  const int Ds = net->cfg.set_token_dim;
+  if (Ds > 0 && max_tasks > INT_MAX - max_rows) return LTDI_ERR_OVERFLOW;
+  const int row_cap = max_rows + (Ds > 0 ? max_tasks : 0);
   if (net->act_per_task > cap / 3 / (size_t)max_tasks ||
-      net->act_per_row > cap / 3 / (size_t)max_rows ||
+      net->act_per_row > cap / 3 / (size_t)row_cap ||
       (max_set_rows > 0 && net->act_per_set_row > cap / 3 / (size_t)max_set_rows))
     return LTDI_ERR_OVERFLOW;
   ltdi_cden_acts *a = calloc(1, sizeof *a);
@@ -349,13 +390,14 @@ static int acts_create(ltdi_cden_acts **out, const ltdi_cden *net, int max_tasks
   a->net = net;
   a->max_tasks = max_tasks;
   a->max_rows = max_rows;
+  a->row_cap = row_cap;
   a->max_set_rows = net->cfg.set_dim > 0 ? max_set_rows : 0;
   const size_t n = ltdi__cden_acts_floats(a);
   a->act = be->alloc(be, n * sizeof(float));
   int ok = a->act != NULL;
   if (grads) {
     a->dact = be->alloc(be, n * sizeof(float));
-    a->dx = be->alloc(be, (size_t)max_rows * net->cfg.token_dim * sizeof(float));
+    a->dx = be->alloc(be, dx_floats(a) * sizeof(float));
     /* cond_dim may be 0: a one-float buffer keeps the pointer valid */
     const size_t dcond_n = (size_t)max_rows * net->cfg.cond_dim;
     a->dcond = be->alloc(be, (dcond_n ? dcond_n : 1) * sizeof(float));
@@ -406,8 +448,7 @@ size_t ltdi_cden_acts_size(const ltdi_cden_acts *a) {
   const size_t n = ltdi__cden_acts_floats(a);
   if (a->dact == NULL)
     return n + (a->tcache ? LTDI_CDEN_TIME_CACHE * ltdi__cden_tcache_entry(net) : 0);
-  const size_t in = (size_t)a->max_rows * (size_t)(net->cfg.token_dim + net->cfg.cond_dim);
-  return 2 * n + in;
+  return 2 * n + dx_floats(a) + (size_t)a->max_rows * (size_t)net->cfg.cond_dim;
 }
 
 const float *ltdi_cden_acts_dx(const ltdi_cden_acts *a) { return a == NULL ? NULL : a->dx; }

@@ -2,9 +2,10 @@
  * (core/class_denoiser.h) on the CUDA backend against the CPU backend: the
  * same parameters and inputs on both, one forward and one backward, the
  * output, both input gradients and every parameter gradient compared; then
- * a call of another N through the same caches; and the LoRA generator's
- * configuration (positions, the set encoder, no per-token condition) with
- * sets of two sizes. The op-level comparisons are
+ * a call of another N through the same caches; the same with a task-level
+ * token (the two-layer head's fc1, core/class_denoiser.h); and the LoRA
+ * generator's configuration (positions, the set encoder, no per-token
+ * condition) with sets of two sizes. The op-level comparisons are
  * in test_cuda_ops_*.c; this file checks that the ops compose (the offsets
  * into the activation caches, the per-task and per-row regions, the
  * accumulation order of the backward) in device memory.
@@ -39,7 +40,8 @@ static void same_params(ltdi_cden *mc, ltdi_cden *mg) {
   for (int i = 0; i < ltdi_cden_num_tensors(mc); i++) {
     ltdi_cden_tensor t;
     cr_assert_eq(ltdi_cden_tensor_at(mc, i, &t), 0);
-    const int out = strncmp(t.name, "out.", 4) == 0, norm = strstr(t.name, "norm") != NULL;
+    const int out = strncmp(t.name, "out.", 4) == 0 || strncmp(t.name, "set_token_out.", 14) == 0;
+    const int norm = strstr(t.name, "norm") != NULL;
     for (size_t j = 0; j < t.numel && (out || norm); j++)
       t.param[j] = (norm && strstr(t.name, ".weight") ? 1.0f : 0.0f) +
                    0.1f * (2.0f * (float)ltdi_rng_uniform(&rng) - 1.0f);
@@ -80,7 +82,9 @@ static void expect_grads_close(ltdi_cden *mc, ltdi_cden *mg) {
 static void step_and_compare(ltdi_cden *mc, ltdi_cden *mg, ltdi_cden_acts *ac,
                              ltdi_cden_acts *ag, int B, int N, uint64_t stream) {
   const ltdi_cden_config *c = ltdi_cden_config_of(mc);
-  const size_t R = (size_t)B * N, nx = R * c->token_dim, nc = R * c->cond_dim;
+  /* x_t per task: [set token (Ds) | N class rows] */
+  const size_t R = (size_t)B * N, nc = R * c->cond_dim;
+  const size_t nx = (size_t)B * ((size_t)c->set_token_dim + (size_t)N * c->token_dim);
   int32_t t[8];
   for (int b = 0; b < B; b++) t[b] = (int32_t)((b * 373 + 5) % 1000);
   tpair x = t_rand(nx, stream), cond = t_rand(nc, stream + 1), deps = t_rand(nx, stream + 2);
@@ -114,6 +118,30 @@ Test(cuda_cden, forward_backward_match_the_cpu) {
   step_and_compare(mc, mg, ac, ag, 3, 5, 100);
   step_and_compare(mc, mg, ac, ag, 1, 20, 200);
   step_and_compare(mc, mg, ac, ag, 2, 2, 300);
+  ltdi_cden_acts_free(ag);
+  ltdi_cden_acts_free(ac);
+  ltdi_cden_free(mg);
+  ltdi_cden_free(mc);
+}
+
+/* The two-layer head as class tokens: D 65 per class (fc2 rows) and fc1
+ * (64, 65) as one task-level token of 4160 numbers; the same calls as
+ * above through the same caches, so the set rows (one per task) move with
+ * B and N. */
+Test(cuda_cden, the_task_level_token_matches_the_cpu) {
+  ltdi_cden_config c;
+  ltdi_cden_config_default(&c, 65, 64);
+  c.set_token_dim = 64 * 65;
+  ltdi_cden *mc = NULL, *mg = NULL;
+  cr_assert_eq(ltdi_cden_create(&mc, cpu, &c), 0);
+  cr_assert_eq(ltdi_cden_create(&mg, gpu, &c), 0, "create on cuda: %s", ltdi_cuda_last_error());
+  same_params(mc, mg);
+  ltdi_cden_acts *ac = NULL, *ag = NULL;
+  cr_assert_eq(ltdi_cden_acts_create(&ac, mc, 3, 20), 0);
+  cr_assert_eq(ltdi_cden_acts_create(&ag, mg, 3, 20), 0);
+  step_and_compare(mc, mg, ac, ag, 3, 5, 150);
+  step_and_compare(mc, mg, ac, ag, 1, 20, 250);
+  step_and_compare(mc, mg, ac, ag, 2, 2, 350);
   ltdi_cden_acts_free(ag);
   ltdi_cden_acts_free(ac);
   ltdi_cden_free(mg);
@@ -176,11 +204,12 @@ static void check_alone_equals_batched(ltdi_cden_config c, int ways, int set_row
   ltdi_cden_acts *ag = NULL;
   cr_assert_eq(ltdi_cden_acts_create_set(&ag, mg, 3, 3 * ways, set_rows ? 3 * set_rows : 0, 0),
                0);
-  const int B = 3, D = c.token_dim, d = c.cond_dim;
-  const size_t nx = (size_t)B * ways * D;
+  const int B = 3, d = c.cond_dim;
+  const size_t px = (size_t)c.set_token_dim + (size_t)ways * c.token_dim; /* per task */
+  const size_t nx = (size_t)B * px;
   tpair x = t_rand(nx, 800), cond = t_rand((size_t)B * ways * (d ? d : 1), 801);
   tpair set = t_rand((size_t)B * (set_rows ? set_rows : 1) * (c.set_dim ? c.set_dim : 1), 802);
-  tpair all = t_make(nx, NULL), one = t_make((size_t)ways * D, NULL);
+  tpair all = t_make(nx, NULL), one = t_make(px, NULL);
   const int32_t t[3] = {9, 9, 9};
   const float *condp = d ? cond.d : NULL, *setp = c.set_dim ? set.d : NULL;
   cr_assert_eq(ltdi_cden_forward_set(gpu, mg, ag, x.d, t, condp, setp, B, ways, set_rows, all.d),
@@ -189,12 +218,11 @@ static void check_alone_equals_batched(ltdi_cden_config c, int ways, int set_row
   for (int b = 0; b < B; b++) {
     const float *cb = d ? cond.d + (size_t)b * ways * d : NULL;
     const float *sb = c.set_dim ? set.d + (size_t)b * set_rows * c.set_dim : NULL;
-    cr_assert_eq(ltdi_cden_forward_set(gpu, mg, ag, x.d + (size_t)b * ways * D, t, cb, sb, 1,
-                                       ways, set_rows, one.d),
+    cr_assert_eq(ltdi_cden_forward_set(gpu, mg, ag, x.d + (size_t)b * px, t, cb, sb, 1, ways,
+                                       set_rows, one.d),
                  0);
-    float *alone = fetch(gpu, one.d, (size_t)ways * D);
-    cr_expect(memcmp(alone, together + (size_t)b * ways * D, (size_t)ways * D * sizeof(float)) ==
-                  0,
+    float *alone = fetch(gpu, one.d, px);
+    cr_expect(memcmp(alone, together + (size_t)b * px, px * sizeof(float)) == 0,
               "task %d: alone differs from its pass of %d", b, B);
     free(alone);
   }
@@ -213,4 +241,7 @@ Test(cuda_cden, batch_invariant_passes_give_each_task_its_bits_alone) {
   ltdi_cden_config_default(&lora, 16, 0);
   lora.width = 32, lora.positions = 12, lora.set_dim = 24;
   check_alone_equals_batched(lora, 12, 5);
+  ltdi_cden_config two_layer = head;
+  two_layer.set_token_dim = 64 * 65;
+  check_alone_equals_batched(two_layer, 5, 0);
 }

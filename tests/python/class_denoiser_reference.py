@@ -10,14 +10,19 @@ IN holds the model's parameters under their layout names ("in.weight",
 encoder, the upstream gradient "input.deps" (B, N, D) F32, and the
 architecture as JSON in the metadata key "cden_config" (the optional
 "positions" and "set_dim" fields build the learned position table and the
-set encoder of the LoRA generator). The network is built here from the
+set encoder of the LoRA generator; "set_token_dim" Ds the task-level token,
+whose input "input.x_set" (B, Ds) and upstream gradient "input.deps_set"
+(B, Ds) then come as separate tensors: the C layout's [set | classes] rows
+split in two). The network is built here from the
 architecture description (core/class_denoiser.h, docs/CLASS_DENOISER.md) out
 of torch.nn modules (Linear, LayerNorm), loaded with
 load_state_dict(strict=True) -- so a parameter missing on either side or of
 the wrong shape fails -- and run in float64, so the reference carries no
 float32 rounding of its own. OUT receives "output.eps" (B, N, D),
 "grad.<name>" for every parameter, "grad.input.x_t" and (when d > 0)
-"grad.input.cond", all F32, for the loss sum(eps * deps).
+"grad.input.cond", with a task-level token also "output.eps_set" and
+"grad.input.x_set" (B, Ds), all F32, for the loss sum(eps * deps)
+(+ sum(eps_set * deps_set)).
 
 Safetensors is read and written by hand (struct + json): the format is an
 8-byte little-endian header length, a JSON header, then the raw data.
@@ -124,8 +129,15 @@ class ClassDenoiser(nn.Module):
         if set_dim:
             self.set_in = nn.Linear(set_dim, H)
             self.set_out = nn.Linear(H, H)
+        # The task-level token, after everything else in the file.
+        self.set_token_dim = cfg.get("set_token_dim", 0)
+        if self.set_token_dim:
+            self.set_token_in = nn.Linear(self.set_token_dim, H)
+            self.set_token_out = nn.Linear(H, self.set_token_dim)
 
-    def forward(self, x_t, t, cond=None, cset=None):
+    def forward(self, x_t, t, cond=None, cset=None, x_set=None):
+        """x_t (B, N, D), x_set (B, Ds) with a task-level token; returns
+        eps (B, N, D), and eps_set (B, Ds) or None."""
         te = self.time(sinusoid(t, self.time_dim).to(self.time.weight.dtype))
         if hasattr(self, "set_in"):
             # DeepSets over the task's condition set: the mean makes its order irrelevant.
@@ -135,10 +147,16 @@ class ClassDenoiser(nn.Module):
         h = self._modules["in"](tokens)
         if hasattr(self, "pos"):
             h = h + self.pos.weight[None, :, :]
+        if x_set is not None:
+            # the set token is row 0 of every task, without a condition
+            h = torch.cat([self.set_token_in(x_set)[:, None, :], h], dim=1)
         h = h + e[:, None, :]
         for k in range(self.blocks):
             h = self._modules[f"block{k}"](h, e)
-        return self.out(self.final_norm(h))
+        g = self.final_norm(h)
+        if x_set is None:
+            return self.out(g), None
+        return self.out(g[:, 1:, :]), self.set_token_out(g[:, 0, :])
 
 
 def main(argv):
@@ -167,10 +185,23 @@ def main(argv):
     if (cond is None) != (cfg["cond_dim"] == 0) or (cset is None) != (cfg.get("set_dim", 0) == 0):
         print("inputs disagree with the configuration (cond_dim, set_dim)", file=sys.stderr)
         return 1
-    eps = model(x_t, t, cond, cset)
-    (eps * deps).sum().backward()
+    x_set = tensors.get("input.x_set")
+    if (x_set is None) != (cfg.get("set_token_dim", 0) == 0) or \
+            (x_set is not None and tuple(x_set.shape) != (x_t.shape[0], cfg["set_token_dim"])):
+        print("input.x_set disagrees with the configuration (set_token_dim)", file=sys.stderr)
+        return 1
+    if x_set is not None:
+        x_set = x_set.to(torch.float64).requires_grad_(True)
+    eps, eps_set = model(x_t, t, cond, cset, x_set)
+    loss = (eps * deps).sum()
+    if x_set is not None:
+        loss = loss + (eps_set * tensors["input.deps_set"].to(torch.float64)).sum()
+    loss.backward()
 
     out = {"output.eps": eps, "grad.input.x_t": x_t.grad}
+    if x_set is not None:
+        out["output.eps_set"] = eps_set
+        out["grad.input.x_set"] = x_set.grad
     if cond is not None:
         out["grad.input.cond"] = cond.grad
     for name, p in model.named_parameters():

@@ -52,6 +52,23 @@ static ltdi_cden_config tiny_config(void) {
   return c;
 }
 
+/* The same with a task-level token of Ds = 7 (core/class_denoiser.h). */
+static ltdi_cden_config settok_config(void) {
+  ltdi_cden_config c = tiny_config();
+  c.set_token_dim = 7;
+  return c;
+}
+
+/* Floats of x_t (and eps_out, ∂x_t) per task: [set token | N class rows]. */
+static size_t task_floats(const ltdi_cden_config *c, int N) {
+  return (size_t)c->set_token_dim + (size_t)N * c->token_dim;
+}
+
+/* The output projections, zero after init. */
+static int is_output_tensor(const char *name) {
+  return strncmp(name, "out.", 4) == 0 || strncmp(name, "set_token_out.", 14) == 0;
+}
+
 static ltdi_cden *make_net(ltdi_backend *be, ltdi_cden_config c) {
   ltdi_cden *net = NULL;
   cr_assert_eq(ltdi_cden_create(&net, be, &c), 0);
@@ -65,7 +82,7 @@ static void randomize(ltdi_cden *net, uint64_t seed) {
   for (int i = 0; i < ltdi_cden_num_tensors(net); i++) {
     ltdi_cden_tensor t;
     cr_assert_eq(ltdi_cden_tensor_at(net, i, &t), 0);
-    const int norm = strstr(t.name, "norm") != NULL, out = strncmp(t.name, "out.", 4) == 0;
+    const int norm = strstr(t.name, "norm") != NULL, out = is_output_tensor(t.name);
     const double fan = t.ndim > 1 ? (double)t.shape[1] : 8.0;
     for (size_t j = 0; j < t.numel; j++) {
       if (norm) t.param[j] += (float)(0.6 * (urand() - 0.5));
@@ -74,9 +91,12 @@ static void randomize(ltdi_cden *net, uint64_t seed) {
   }
 }
 
-/* Inputs of B tasks of N classes, rows task-major. */
+/* Inputs of B tasks of N classes, rows task-major; x, deps and eps hold
+ * nx = B·task_floats floats (with a task-level token [set | classes] per
+ * task). */
 typedef struct inputs {
   int B, N;
+  size_t nx;
   float *x, *cond, *deps, *eps;
   int32_t *t;
   int S;      /* condition-set rows per task, for a net with a set encoder */
@@ -84,12 +104,12 @@ typedef struct inputs {
 } inputs;
 
 static inputs make_inputs(const ltdi_cden_config *c, int B, int N) {
-  const size_t R = (size_t)B * N;
-  inputs in = {B, N, NULL, NULL, NULL, NULL, NULL, 0, NULL};
-  in.x = rand_buf(R * c->token_dim, -2, 2);
+  const size_t R = (size_t)B * N, nx = (size_t)B * task_floats(c, N);
+  inputs in = {B, N, nx, NULL, NULL, NULL, NULL, NULL, 0, NULL};
+  in.x = rand_buf(nx, -2, 2);
   in.cond = rand_buf(R * c->cond_dim, -1.5f, 1.5f);
-  in.deps = rand_buf(R * c->token_dim, -1, 1);
-  in.eps = rand_buf(R * c->token_dim, 0, 0);
+  in.deps = rand_buf(nx, -1, 1);
+  in.eps = rand_buf(nx, 0, 0);
   in.t = malloc((size_t)B * sizeof *in.t);
   cr_assert_not_null(in.t);
   const int32_t ts[] = {0, 7, 999, 19, 3, 250, 1, 60};
@@ -211,6 +231,93 @@ Test(cden_layout, config_checks_and_json) {
   ltdi_backend_destroy(be);
 }
 
+/* The task-level token's four tensors come after everything else, so the
+ * plain net's tensors keep their names, shapes and offsets. */
+Test(cden_settok, layout_appends_four_tensors) {
+  ltdi_backend *be = make_backend(0);
+  ltdi_cden_config c = settok_config();
+  ltdi_cden *plain = make_net(be, tiny_config()), *net = make_net(be, c);
+  const int n0 = ltdi_cden_num_tensors(plain), n = ltdi_cden_num_tensors(net);
+  cr_assert_eq(n, n0 + 4);
+  for (int i = 0; i < n0; i++) {
+    ltdi_cden_tensor a, b;
+    ltdi_cden_tensor_at(plain, i, &a);
+    ltdi_cden_tensor_at(net, i, &b);
+    cr_expect(strcmp(a.name, b.name) == 0 && a.offset == b.offset && a.numel == b.numel,
+              "tensor %d: %s moved", i, a.name);
+  }
+  struct { const char *name; int ndim; int64_t s0, s1; } tail[] = {
+      {"set_token_in.weight", 2, 8, 7}, {"set_token_in.bias", 1, 8, 1},
+      {"set_token_out.weight", 2, 7, 8}, {"set_token_out.bias", 1, 7, 1},
+  };
+  size_t off = ltdi_cden_num_params(plain);
+  for (int k = 0; k < 4; k++) {
+    ltdi_cden_tensor t;
+    cr_assert_eq(ltdi_cden_tensor_at(net, n0 + k, &t), 0);
+    cr_expect_str_eq(t.name, tail[k].name);
+    cr_expect(t.ndim == tail[k].ndim && t.shape[0] == tail[k].s0 && t.shape[1] == tail[k].s1,
+              "%s: %d-D (%lld, %lld)", t.name, t.ndim, (long long)t.shape[0],
+              (long long)t.shape[1]);
+    cr_expect_eq(t.offset, off, "%s", t.name);
+    off += t.numel;
+  }
+  cr_expect_eq(off, ltdi_cden_num_params(net));
+  ltdi_cden_free(plain);
+  ltdi_cden_free(net);
+  /* The two-layer head of d = 64: fc1 (64, 65) is one token of Ds = 4160
+   * beside the default net: + 128·4160 + 128 + 4160·128 + 4160. */
+  ltdi_cden_config_default(&c, 65, 64);
+  c.set_token_dim = 64 * 65;
+  net = make_net(be, c);
+  cr_expect_eq(ltdi_cden_num_params(net), 198977 + 532608 + 536640);
+  /* Multiply-adds: per task 2 Ds·H for the two projections and the set
+   * row's 2 H² per block through self and out. */
+  const double extra = 2.0 * 4160 * 128 + 2 * 2 * 128.0 * 128;
+  cr_expect_eq(ltdi_cden_forward_flops(net, 1, 5), 558336.0 + extra);
+  cr_expect_eq(ltdi_cden_forward_flops(net, 3, 15), 3 * (558336.0 + extra));
+  cr_expect_eq(ltdi_cden_forward_flops_set(net, 3, 15, 0), 3 * (558336.0 + extra));
+  ltdi_cden_free(net);
+  ltdi_backend_destroy(be);
+}
+
+/* "set_token_dim" in the JSON only when > 0 (absent reads 0), beside the
+ * positions/set_dim pair or alone; Ds < 0 and Ds with positions refused. */
+Test(cden_settok, config_checks_and_json) {
+  ltdi_cden_config c = settok_config(), d;
+  char buf[256];
+  cr_assert_eq(ltdi_cden_config_to_json(&c, buf, sizeof buf), 0);
+  cr_expect_str_eq(buf, "{\"token_dim\":5,\"cond_dim\":4,\"width\":8,\"blocks\":2,"
+                        "\"time_dim\":6,\"set_token_dim\":7}");
+  memset(&d, 0xff, sizeof d);
+  cr_assert_eq(ltdi_cden_config_from_json(buf, &d), 0, "%s", buf);
+  cr_expect_eq(memcmp(&c, &d, sizeof c), 0);
+  c.set_dim = 3;
+  cr_assert_eq(ltdi_cden_config_to_json(&c, buf, sizeof buf), 0);
+  cr_expect_str_eq(buf, "{\"token_dim\":5,\"cond_dim\":4,\"width\":8,\"blocks\":2,"
+                        "\"time_dim\":6,\"positions\":0,\"set_dim\":3,\"set_token_dim\":7}");
+  cr_assert_eq(ltdi_cden_config_from_json(buf, &d), 0, "%s", buf);
+  cr_expect_eq(memcmp(&c, &d, sizeof c), 0);
+  cr_expect_eq(ltdi_cden_config_check(&c), 0, "a condition set combines with the set token");
+  ltdi_cden_config_default(&d, 5, 4);
+  cr_expect_eq(d.set_token_dim, 0);
+  c = settok_config();
+  c.set_token_dim = -1;
+  cr_expect_eq(ltdi_cden_config_check(&c), LTDI_ERR_INVALID_ARG);
+  c.set_token_dim = 7;
+  c.positions = 3;
+  cr_expect_eq(ltdi_cden_config_check(&c), LTDI_ERR_INVALID_ARG);
+  const char *pre = "{\"token_dim\":5,\"cond_dim\":4,\"width\":8,\"blocks\":2,\"time_dim\":6,";
+  const struct { const char *tail; int rc; } bad[] = {
+      {"\"set_token_dim\":-1}", LTDI_ERR_INVALID_ARG},
+      {"\"positions\":3,\"set_dim\":0,\"set_token_dim\":7}", LTDI_ERR_INVALID_ARG},
+      {"\"set_token_dim\":\"7\"}", LTDI_ERR_FORMAT},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    snprintf(buf, sizeof buf, "%s%s", pre, bad[i].tail);
+    cr_expect_eq(ltdi_cden_config_from_json(buf, &d), bad[i].rc, "%s", buf);
+  }
+}
+
 /* Multiply-adds: per row in (D+d)·H, 2 H² per block (self, out), out H·D;
  * per task time E·H, 3 H² per block (film_scale, film_shift, pool). */
 Test(cden_layout, forward_flops) {
@@ -229,9 +336,8 @@ Test(cden_layout, forward_flops) {
 
 /* ==== initialisation ===================================================== */
 
-Test(cden_model, init_is_pytorch_default_and_predicts_zero) {
+static void check_init(ltdi_cden_config c) {
   ltdi_backend *be = make_backend(0);
-  ltdi_cden_config c = tiny_config();
   ltdi_cden *net = make_net(be, c), *other = make_net(be, c);
   cr_assert_eq(ltdi_cden_init(net, 42), 0);
   cr_assert_eq(ltdi_cden_init(other, 42), 0);
@@ -244,7 +350,7 @@ Test(cden_model, init_is_pytorch_default_and_predicts_zero) {
     ltdi_cden_tensor_at(net, i, &t);
     double mx = 0.0;
     for (size_t j = 0; j < t.numel; j++) mx = fmax(mx, fabs(t.param[j]));
-    if (strncmp(t.name, "out.", 4) == 0) {
+    if (is_output_tensor(t.name)) {
       cr_expect_eq(mx, 0.0, "%s not zero", t.name);
     } else if (strstr(t.name, "norm") != NULL) {
       const float want = strstr(t.name, ".bias") ? 0.0f : 1.0f;
@@ -265,8 +371,9 @@ Test(cden_model, init_is_pytorch_default_and_predicts_zero) {
   ltdi_cden_acts *a = NULL;
   cr_assert_eq(ltdi_cden_acts_create(&a, net, 2, 7), 0);
   inputs in = make_inputs(&c, 2, 3);
+  for (size_t i = 0; i < in.nx; i++) in.eps[i] = 1.0f; /* so a skipped write shows */
   cr_assert_eq(ltdi_cden_forward(be, net, a, in.x, in.t, in.cond, 2, 3, in.eps), 0);
-  for (size_t i = 0; i < (size_t)2 * 3 * c.token_dim; i++)
+  for (size_t i = 0; i < in.nx; i++)
     cr_assert_eq(in.eps[i], 0.0f, "eps[%zu] = %g", i, in.eps[i]);
   free_inputs(&in);
   ltdi_cden_acts_free(a);
@@ -275,6 +382,12 @@ Test(cden_model, init_is_pytorch_default_and_predicts_zero) {
   ltdi_backend_destroy(be);
 }
 
+Test(cden_model, init_is_pytorch_default_and_predicts_zero) { check_init(tiny_config()); }
+
+/* set_token_in drawn like every linear layer, set_token_out zero: the set
+ * token's initial prediction is 0 too. */
+Test(cden_settok, init_is_pytorch_default_and_predicts_zero) { check_init(settok_config()); }
+
 /* ==== finite differences ================================================= */
 
 typedef struct model_ctx {
@@ -282,7 +395,6 @@ typedef struct model_ctx {
   ltdi_cden *net;
   ltdi_cden_acts *a;
   inputs *in;
-  int D;
 } model_ctx;
 
 /* L = Σ ε̂ · R, accumulated in double. */
@@ -292,7 +404,7 @@ static double model_loss(void *p) {
   cr_assert_eq(ltdi_cden_forward(m->be, m->net, m->a, in->x, in->t, in->cond, in->B, in->N,
                                  in->eps),
                0);
-  return dot(in->eps, in->deps, (size_t)in->B * in->N * m->D);
+  return dot(in->eps, in->deps, in->nx);
 }
 
 /* Central difference at x[i] with step h. */
@@ -349,32 +461,40 @@ static void fd_all(fd_tally *s, model_ctx *m, const float *g, const float *dx,
     for (size_t j = 0; j < t.numel; j++) gmax = fmax(gmax, fabs(g[t.offset + j]));
     cr_expect(gmax > 1e-3, "%s: gradient ~0 (max %.3g), the check is vacuous", t.name, gmax);
   }
-  const size_t R = (size_t)m->in->B * m->in->N;
+  const int N = m->in->N;
+  const size_t R = (size_t)m->in->B * N, Ds = (size_t)c->set_token_dim;
+  const size_t px = task_floats(c, N), nd = (size_t)N * c->token_dim;
   for (int k = 0; k < 12; k++) {
-    size_t i = k == 0 ? R * c->token_dim - 1 : (size_t)(urand() * R * c->token_dim);
+    /* a class entry j of the R·D, at its place in the [set | classes] layout */
+    const size_t j = k == 0 ? R * c->token_dim - 1 : (size_t)(urand() * R * c->token_dim);
+    size_t i = j / nd * px + Ds + j % nd;
     fd_check(s, "x_t", m->in->x, i, dx[i], m);
     i = k == 0 ? R * c->cond_dim - 1 : (size_t)(urand() * R * c->cond_dim);
     fd_check(s, "cond", m->in->cond, i, dcond[i], m);
   }
+  for (int k = 0; Ds > 0 && k < 8; k++) { /* the set token's entries */
+    const size_t j = k == 0 ? (size_t)m->in->B * Ds - 1 : (size_t)(urand() * m->in->B * Ds);
+    const size_t i = j / Ds * px + j % Ds;
+    fd_check(s, "x_t (set token)", m->in->x, i, dx[i], m);
+  }
 }
 
-Test(cden_model, finite_differences_every_tensor_and_input) {
+static void check_finite_differences(ltdi_cden_config c, uint64_t seed) {
   ltdi_backend *be = make_backend(0);
-  ltdi_cden_config c = tiny_config();
   ltdi_cden *net = make_net(be, c);
-  randomize(net, 7);
+  randomize(net, seed);
   const int B = 2, N = 3, R = B * N;
   ltdi_cden_acts *a = NULL;
   cr_assert_eq(ltdi_cden_acts_create(&a, net, B, R + 1), 0);
   inputs in = make_inputs(&c, B, N);
-  model_ctx m = {be, net, a, &in, c.token_dim};
+  model_ctx m = {be, net, a, &in};
 
   model_loss(&m);
   cr_assert_eq(ltdi_cden_zero_grad(net), 0);
   cr_assert_eq(ltdi_cden_backward(be, net, a, in.deps, B, N), 0);
   const size_t np = ltdi_cden_num_params(net);
   float *g1 = dup_buf(ltdi_cden_grads(net), np);
-  float *dx = dup_buf(ltdi_cden_acts_dx(a), (size_t)R * c.token_dim);
+  float *dx = dup_buf(ltdi_cden_acts_dx(a), in.nx);
   float *dcond = dup_buf(ltdi_cden_acts_dcond(a), (size_t)R * c.cond_dim);
   /* A second backward accumulates into the parameter gradients (2 g up to
    * a GEMM's rounding) and overwrites the input gradients (bit for bit). */
@@ -384,7 +504,7 @@ Test(cden_model, finite_differences_every_tensor_and_input) {
   for (size_t i = 0; i < np; i++) gscale = fmax(gscale, fabs(g1[i]));
   for (size_t i = 0; i < np; i++)
     cr_assert(fabs(g2[i] - 2.0 * g1[i]) <= 1e-5 * gscale, "grad %zu not accumulated", i);
-  cr_assert(bits_equal(dx, ltdi_cden_acts_dx(a), (size_t)R * c.token_dim), "dx accumulated");
+  cr_assert(bits_equal(dx, ltdi_cden_acts_dx(a), in.nx), "dx accumulated");
   cr_assert(bits_equal(dcond, ltdi_cden_acts_dcond(a), (size_t)R * c.cond_dim));
 
   fd_tally s = {0, 0, 0.0, ""};
@@ -397,6 +517,17 @@ Test(cden_model, finite_differences_every_tensor_and_input) {
   ltdi_cden_acts_free(a);
   ltdi_cden_free(net);
   ltdi_backend_destroy(be);
+}
+
+Test(cden_model, finite_differences_every_tensor_and_input) {
+  check_finite_differences(tiny_config(), 7);
+}
+
+/* With the task-level token: the four set_token_* tensors (set_token_out
+ * random, not zero) among every tensor, and x_t's set part (8 entries)
+ * beside its class part and cond. */
+Test(cden_settok, finite_differences_every_tensor_and_input) {
+  check_finite_differences(settok_config(), 8);
 }
 
 /* ==== the set structure ================================================== */
@@ -444,17 +575,19 @@ Test(cden_model, permuting_the_classes_permutes_the_outputs) {
 }
 
 /* Forward and backward of task b of `in` alone, in a cache for exactly one
- * task of in->N classes; eps, dx, dcond receive the results. */
+ * task of in->N classes; eps, dx (task_floats each) and dcond receive the
+ * results. */
 static void run_alone(ltdi_backend *be, ltdi_cden *net, const ltdi_cden_config *c,
                       const inputs *in, int b, float *eps, float *dx, float *dcond) {
-  const int N = in->N, D = c->token_dim, d = c->cond_dim;
+  const int N = in->N, d = c->cond_dim;
+  const size_t px = task_floats(c, N);
   ltdi_cden_acts *a = NULL;
   cr_assert_eq(ltdi_cden_acts_create(&a, net, 1, N), 0);
-  cr_assert_eq(ltdi_cden_forward(be, net, a, in->x + (size_t)b * N * D, in->t + b,
+  cr_assert_eq(ltdi_cden_forward(be, net, a, in->x + (size_t)b * px, in->t + b,
                                  in->cond + (size_t)b * N * d, 1, N, eps),
                0);
-  cr_assert_eq(ltdi_cden_backward(be, net, a, in->deps + (size_t)b * N * D, 1, N), 0);
-  memcpy(dx, ltdi_cden_acts_dx(a), (size_t)N * D * sizeof(float));
+  cr_assert_eq(ltdi_cden_backward(be, net, a, in->deps + (size_t)b * px, 1, N), 0);
+  memcpy(dx, ltdi_cden_acts_dx(a), px * sizeof(float));
   memcpy(dcond, ltdi_cden_acts_dcond(a), (size_t)N * d * sizeof(float));
   ltdi_cden_acts_free(a);
 }
@@ -463,14 +596,13 @@ static void run_alone(ltdi_backend *be, ltdi_cden *net, const ltdi_cden_config *
  * the outputs and the input gradients are bit for bit the same (every op
  * is per task or per row); the parameter gradients of the batch are the sum
  * of the three alone (a sum over the batch, so within float rounding). */
-Test(cden_model, a_batch_of_tasks_gives_each_task_its_bits_alone) {
+static void check_batch_vs_alone(ltdi_cden_config c, uint64_t seed) {
   ltdi_backend *be = make_backend(1);
-  ltdi_cden_config c = tiny_config();
   ltdi_cden *net = make_net(be, c);
-  randomize(net, 31);
+  randomize(net, seed);
   enum { B = 3, N = 4 };
-  const int D = c.token_dim, d = c.cond_dim;
-  const size_t np = ltdi_cden_num_params(net);
+  const int d = c.cond_dim;
+  const size_t np = ltdi_cden_num_params(net), px = task_floats(&c, N);
   ltdi_cden_acts *a = NULL;
   cr_assert_eq(ltdi_cden_acts_create(&a, net, B + 1, B * N + 3), 0);
   inputs in = make_inputs(&c, B, N);
@@ -480,13 +612,13 @@ Test(cden_model, a_batch_of_tasks_gives_each_task_its_bits_alone) {
   float *gB = dup_buf(ltdi_cden_grads(net), np);
   double *gsum = calloc(np, sizeof *gsum);
   cr_assert_not_null(gsum);
-  float eps[N * 8], dx[N * 8], dcond[N * 8];
+  float *eps = rand_buf(px, 0, 0), *dx = rand_buf(px, 0, 0);
+  float *dcond = rand_buf((size_t)N * d, 0, 0);
   for (int b = 0; b < B; b++) {
     cr_assert_eq(ltdi_cden_zero_grad(net), 0);
     run_alone(be, net, &c, &in, b, eps, dx, dcond);
-    cr_expect(bits_equal(eps, in.eps + (size_t)b * N * D, (size_t)N * D), "task %d: output", b);
-    cr_expect(bits_equal(dx, ltdi_cden_acts_dx(a) + (size_t)b * N * D, (size_t)N * D),
-              "task %d: dx", b);
+    cr_expect(bits_equal(eps, in.eps + (size_t)b * px, px), "task %d: output", b);
+    cr_expect(bits_equal(dx, ltdi_cden_acts_dx(a) + (size_t)b * px, px), "task %d: dx", b);
     cr_expect(bits_equal(dcond, ltdi_cden_acts_dcond(a) + (size_t)b * N * d, (size_t)N * d),
               "task %d: dcond", b);
     const float *g = ltdi_cden_grads(net);
@@ -499,59 +631,133 @@ Test(cden_model, a_batch_of_tasks_gives_each_task_its_bits_alone) {
   }
   cr_expect(gscale > 0.1 && gmax <= 1e-5 * gscale, "summed gradients differ by %.3g (scale %.3g)",
             gmax, gscale);
-  free(gB), free(gsum);
+  free(gB), free(gsum), free(eps), free(dx), free(dcond);
   free_inputs(&in);
   ltdi_cden_acts_free(a);
   ltdi_cden_free(net);
   ltdi_backend_destroy(be);
 }
 
+Test(cden_model, a_batch_of_tasks_gives_each_task_its_bits_alone) {
+  check_batch_vs_alone(tiny_config(), 31);
+}
+
+/* The set token included: a task's [set | classes] output and ∂x_t. */
+Test(cden_settok, a_batch_of_tasks_gives_each_task_its_bits_alone) {
+  check_batch_vs_alone(settok_config(), 32);
+}
+
 /* Tasks of different N through ONE cache in turn (5 classes, then 2, then
  * a batch of two 3-class tasks, then 5 again): each gives the bits it gets
  * alone in a fresh cache, forward and input gradients — nothing of an
  * earlier, larger call leaks into a later one. */
-Test(cden_model, calls_of_different_N_share_a_cache) {
+static void check_calls_of_different_N(ltdi_cden_config c, uint64_t seed) {
   ltdi_backend *be = make_backend(1);
-  ltdi_cden_config c = tiny_config();
   ltdi_cden *net = make_net(be, c);
-  randomize(net, 41);
-  const int D = c.token_dim, d = c.cond_dim;
+  randomize(net, seed);
+  const int d = c.cond_dim;
   ltdi_cden_acts *shared = NULL;
   cr_assert_eq(ltdi_cden_acts_create(&shared, net, 2, 10), 0);
   inputs in5 = make_inputs(&c, 1, 5), in2 = make_inputs(&c, 1, 2), in3 = make_inputs(&c, 2, 3);
   inputs *seq[4] = {&in5, &in2, &in3, &in5};
-  float eps[10 * 8], dx[10 * 8], dcond[10 * 8];
+  const size_t most = task_floats(&c, 5);
+  float *eps = rand_buf(most, 0, 0), *dx = rand_buf(most, 0, 0);
+  float *dcond = rand_buf((size_t)5 * d, 0, 0);
   for (int s = 0; s < 4; s++) {
     inputs *in = seq[s];
-    const size_t R = (size_t)in->B * in->N;
+    const size_t R = (size_t)in->B * in->N, px = task_floats(&c, in->N);
     cr_assert_eq(ltdi_cden_forward(be, net, shared, in->x, in->t, in->cond, in->B, in->N,
                                    in->eps),
                  0);
     cr_assert_eq(ltdi_cden_backward(be, net, shared, in->deps, in->B, in->N), 0);
-    float *sx = dup_buf(ltdi_cden_acts_dx(shared), R * D);
+    float *sx = dup_buf(ltdi_cden_acts_dx(shared), in->nx);
     float *sc = dup_buf(ltdi_cden_acts_dcond(shared), R * d);
     for (int b = 0; b < in->B; b++) {
       run_alone(be, net, &c, in, b, eps, dx, dcond);
       const size_t r0 = (size_t)b * in->N;
-      cr_expect(bits_equal(eps, in->eps + r0 * D, (size_t)in->N * D), "call %d task %d", s, b);
-      cr_expect(bits_equal(dx, sx + r0 * D, (size_t)in->N * D), "call %d task %d dx", s, b);
+      cr_expect(bits_equal(eps, in->eps + b * px, px), "call %d task %d", s, b);
+      cr_expect(bits_equal(dx, sx + b * px, px), "call %d task %d dx", s, b);
       cr_expect(bits_equal(dcond, sc + r0 * d, (size_t)in->N * d), "call %d task %d dc", s, b);
     }
     free(sx), free(sc);
   }
+  free(eps), free(dx), free(dcond);
   free_inputs(&in5), free_inputs(&in2), free_inputs(&in3);
   ltdi_cden_acts_free(shared);
   ltdi_cden_free(net);
   ltdi_backend_destroy(be);
 }
 
+Test(cden_model, calls_of_different_N_share_a_cache) {
+  check_calls_of_different_N(tiny_config(), 41);
+}
+
+/* The set rows (one per task, added inside the cache) move with N too. */
+Test(cden_settok, calls_of_different_N_share_a_cache) {
+  check_calls_of_different_N(settok_config(), 42);
+}
+
+/* Permuting a task's classes permutes the class outputs and leaves the set
+ * token's output, bit for bit (the set row is always row 0; the batch-
+ * invariant CPU as above). The set token and the classes interact both
+ * ways: changing a class's condition moves the set output, changing the
+ * set token's input moves every class output. */
+Test(cden_settok, permuting_the_classes_permutes_their_outputs_only) {
+  ltdi_backend *be = make_backend(1);
+  ltdi_cden_config c = settok_config();
+  ltdi_cden *net = make_net(be, c);
+  randomize(net, 22);
+  enum { N = 5 };
+  const int perm[N] = {3, 0, 4, 1, 2};
+  const int D = c.token_dim, d = c.cond_dim, Ds = c.set_token_dim;
+  ltdi_cden_acts *a = NULL;
+  cr_assert_eq(ltdi_cden_acts_create(&a, net, 1, N), 0);
+  inputs in = make_inputs(&c, 1, N), pin = make_inputs(&c, 1, N);
+  pin.t[0] = in.t[0] = 250;
+  memcpy(pin.x, in.x, (size_t)Ds * sizeof(float));
+  for (int n = 0; n < N; n++) {
+    memcpy(pin.x + Ds + n * D, in.x + Ds + perm[n] * D, D * sizeof(float));
+    memcpy(pin.cond + n * d, in.cond + perm[n] * d, d * sizeof(float));
+  }
+  cr_assert_eq(ltdi_cden_forward(be, net, a, in.x, in.t, in.cond, 1, N, in.eps), 0);
+  cr_assert_eq(ltdi_cden_forward(be, net, a, pin.x, pin.t, pin.cond, 1, N, pin.eps), 0);
+  cr_expect(bits_equal(pin.eps, in.eps, (size_t)Ds), "the set output moved with the order");
+  double scale = 0.0;
+  for (int j = 0; j < Ds; j++) scale = fmax(scale, fabs(in.eps[j]));
+  cr_expect(scale > 0.1, "set output ~0 (%g): the check is vacuous", scale);
+  scale = 0.0;
+  for (int n = 0; n < N; n++) {
+    cr_expect(bits_equal(pin.eps + Ds + n * D, in.eps + Ds + perm[n] * D, (size_t)D),
+              "class %d: output is not class %d's output", n, perm[n]);
+    for (int j = 0; j < D; j++) scale = fmax(scale, fabs(in.eps[Ds + n * D + j]));
+  }
+  cr_expect(scale > 0.1, "class outputs ~0 (%g): the check is vacuous", scale);
+  /* a class's condition reaches the set token (through the mean) ... */
+  memcpy(pin.eps, in.eps, in.nx * sizeof(float));
+  in.cond[0] += 0.5f;
+  cr_assert_eq(ltdi_cden_forward(be, net, a, in.x, in.t, in.cond, 1, N, in.eps), 0);
+  cr_expect(!bits_equal(pin.eps, in.eps, (size_t)Ds), "set output unmoved by a class");
+  /* ... and the set token reaches every class */
+  in.cond[0] -= 0.5f;
+  in.x[0] += 0.5f;
+  cr_assert_eq(ltdi_cden_forward(be, net, a, in.x, in.t, in.cond, 1, N, in.eps), 0);
+  for (int n = 0; n < N; n++)
+    cr_expect(!bits_equal(pin.eps + Ds + n * D, in.eps + Ds + n * D, (size_t)D),
+              "class %d unmoved by the set token", n);
+  free_inputs(&in), free_inputs(&pin);
+  ltdi_cden_acts_free(a);
+  ltdi_cden_free(net);
+  ltdi_backend_destroy(be);
+}
+
 /* ==== misuse ============================================================= */
 
-Test(cden_model, invalid_arguments_and_inference_cache) {
+/* max_rows counts class tokens with a task-level token too: (2, 6) takes
+ * 2 tasks of 3 and refuses 2 of 4. */
+static void check_misuse(ltdi_cden_config c, uint64_t seed) {
   ltdi_backend *be = make_backend(0);
-  ltdi_cden_config c = tiny_config();
   ltdi_cden *net = make_net(be, c), *other = make_net(be, c);
-  randomize(net, 51);
+  randomize(net, seed);
   ltdi_cden_acts *a = NULL, *inf = NULL, *foreign = NULL;
   cr_assert_eq(ltdi_cden_acts_create(&a, net, 2, 6), 0);
   cr_assert_eq(ltdi_cden_acts_create_inference(&inf, net, 2, 6), 0);
@@ -580,15 +786,17 @@ Test(cden_model, invalid_arguments_and_inference_cache) {
   cr_expect_eq(ltdi_cden_backward(be, net, a, in.deps, 1, 3), LTDI_ERR_INVALID_ARG);
   cr_expect_eq(ltdi_cden_backward(be, net, a, in.deps, 2, 3), 0);
   /* the inference cache: the same forward bits, no backward, no gradients */
-  float *e_inf = dup_buf(e, (size_t)6 * c.token_dim);
+  const size_t n23 = 2 * task_floats(&c, 3);
+  float *e_inf = dup_buf(e, n23);
   cr_assert_eq(ltdi_cden_forward(be, net, inf, x, in.t, cd, 2, 3, e_inf), 0);
-  cr_expect(bits_equal(e, e_inf, (size_t)6 * c.token_dim), "inference forward differs");
+  cr_expect(bits_equal(e, e_inf, n23), "inference forward differs");
   cr_expect_eq(ltdi_cden_backward(be, net, inf, in.deps, 2, 3), LTDI_ERR_INVALID_ARG);
   cr_expect_null(ltdi_cden_acts_dx(inf));
   cr_expect_null(ltdi_cden_acts_dcond(inf));
   const size_t time_cache = (size_t)LTDI_CDEN_TIME_CACHE * (1 + 2 * c.blocks) * c.width;
   cr_expect_eq(ltdi_cden_acts_size(a), 2 * (ltdi_cden_acts_size(inf) - time_cache) +
-                                           (size_t)6 * (c.token_dim + c.cond_dim));
+                                           (size_t)6 * (c.token_dim + c.cond_dim) +
+                                           (size_t)2 * c.set_token_dim);
   free(e_inf);
   free_inputs(&in);
   ltdi_cden_acts_free(a);
@@ -596,6 +804,20 @@ Test(cden_model, invalid_arguments_and_inference_cache) {
   ltdi_cden_acts_free(foreign);
   ltdi_cden_free(other);
   ltdi_cden_free(net);
+  ltdi_backend_destroy(be);
+}
+
+Test(cden_model, invalid_arguments_and_inference_cache) { check_misuse(tiny_config(), 51); }
+
+Test(cden_settok, invalid_arguments_and_inference_cache) {
+  check_misuse(settok_config(), 52);
+  /* and a set token with positions is no configuration */
+  ltdi_backend *be = make_backend(0);
+  ltdi_cden_config c = settok_config();
+  c.positions = 3;
+  ltdi_cden *net = (ltdi_cden *)0x1;
+  cr_expect_eq(ltdi_cden_create(&net, be, &c), LTDI_ERR_INVALID_ARG);
+  cr_expect_null(net);
   ltdi_backend_destroy(be);
 }
 
@@ -614,8 +836,23 @@ Test(cden_model, invalid_arguments_and_inference_cache) {
 #define REF_ATOL 1e-7
 #include "tests/unit/torch_compare.h"
 
-/* Writes the parameters, the inputs (as (B, N, ·) tensors) and the
- * configuration for the reference script. */
+/* Splits a [set (Ds) | classes (N·D)]-per-task buffer (B tasks) into its
+ * class rows (B·N, D) and its set tokens (B, Ds); with Ds 0 a copy. The
+ * caller frees both. */
+static void split_tasks(const float *src, const ltdi_cden_config *c, int B, int N, float **cls,
+                        float **set) {
+  const size_t Ds = (size_t)c->set_token_dim, nd = (size_t)N * c->token_dim;
+  *cls = rand_buf((size_t)B * nd, 0, 0);
+  *set = rand_buf((size_t)B * Ds, 0, 0);
+  for (int b = 0; b < B; b++) {
+    memcpy(*set + b * Ds, src + b * (Ds + nd), Ds * sizeof(float));
+    memcpy(*cls + b * nd, src + b * (Ds + nd) + Ds, nd * sizeof(float));
+  }
+}
+
+/* Writes the parameters, the inputs (as (B, N, ·) tensors; a task-level
+ * token's parts as (B, Ds) ones) and the configuration for the reference
+ * script. */
 static void write_reference_input(const char *path, const ltdi_cden *net,
                                   const ltdi_cden_config *c, const inputs *in) {
   ltdi_st_writer *w = NULL;
@@ -627,28 +864,48 @@ static void write_reference_input(const char *path, const ltdi_cden *net,
   }
   const int64_t sx[3] = {in->B, in->N, c->token_dim}, sc[3] = {in->B, in->N, c->cond_dim};
   const int64_t st[1] = {in->B}, ss[3] = {in->B, in->S, c->set_dim};
-  add_f32(w, "input.x_t", 3, sx, in->x);
+  const int64_t sxs[2] = {in->B, c->set_token_dim};
+  float *x, *xs, *deps, *deps_s;
+  split_tasks(in->x, c, in->B, in->N, &x, &xs);
+  split_tasks(in->deps, c, in->B, in->N, &deps, &deps_s);
+  add_f32(w, "input.x_t", 3, sx, x);
   if (c->cond_dim > 0) add_f32(w, "input.cond", 3, sc, in->cond);
   if (in->set) add_f32(w, "input.set", 3, ss, in->set);
-  add_f32(w, "input.deps", 3, sx, in->deps);
+  add_f32(w, "input.deps", 3, sx, deps);
+  if (c->set_token_dim > 0) {
+    add_f32(w, "input.x_set", 2, sxs, xs);
+    add_f32(w, "input.deps_set", 2, sxs, deps_s);
+  }
   cr_assert_eq(ltdi_st_writer_add(w, "input.t", LTDI_DTYPE_I32, 1, st, in->t), 0);
   char json[512];
   cr_assert_eq(ltdi_cden_config_to_json(c, json, sizeof json), 0);
   cr_assert_eq(ltdi_st_writer_meta(w, "cden_config", json), 0);
   cr_assert_eq(ltdi_st_writer_write(w, path), 0);
   ltdi_st_writer_free(w);
+  free(x), free(xs), free(deps), free(deps_s);
 }
 
 /* Output, both input gradients and every parameter gradient, tensor by
  * tensor; nothing in the reference left unmatched. */
 static void compare_all(const ltdi_st_file *ref, ltdi_cden *net, ltdi_cden_acts *a,
                         const inputs *in, const ltdi_cden_config *c, const char *tag) {
-  const size_t R = (size_t)in->B * in->N;
+  const size_t R = (size_t)in->B * in->N, nxs = (size_t)in->B * c->set_token_dim;
   int failed = 0, compared = 2;
-  double worst = compare(ref, "output.eps", in->eps, R * c->token_dim, &failed), r;
+  float *eps, *eps_s, *dx, *dx_s;
+  split_tasks(in->eps, c, in->B, in->N, &eps, &eps_s);
+  split_tasks(ltdi_cden_acts_dx(a), c, in->B, in->N, &dx, &dx_s);
+  double worst = compare(ref, "output.eps", eps, R * c->token_dim, &failed), r;
   const char *worst_name = "output.eps";
-  r = compare(ref, "grad.input.x_t", ltdi_cden_acts_dx(a), R * c->token_dim, &failed);
+  r = compare(ref, "grad.input.x_t", dx, R * c->token_dim, &failed);
   if (r > worst) worst = r, worst_name = "grad.input.x_t";
+  if (nxs > 0) {
+    r = compare(ref, "output.eps_set", eps_s, nxs, &failed);
+    if (r > worst) worst = r, worst_name = "output.eps_set";
+    r = compare(ref, "grad.input.x_set", dx_s, nxs, &failed);
+    if (r > worst) worst = r, worst_name = "grad.input.x_set";
+    compared += 2;
+  }
+  free(eps), free(eps_s), free(dx), free(dx_s);
   if (c->cond_dim > 0) {
     r = compare(ref, "grad.input.cond", ltdi_cden_acts_dcond(a), R * c->cond_dim, &failed);
     if (r > worst) worst = r, worst_name = "grad.input.cond";
@@ -772,15 +1029,49 @@ Test(class_denoiser_reference, torch_positions_set_and_cond) {
   check_against_torch(c, 2, 4, 7, "pos_set_cond");
 }
 
+/* The task-level token (Ds 11) at odd sizes beside a per-token condition:
+ * D 7, d 5, H 24, three blocks, E 10; 3 tasks of 5 classes. */
+Test(class_denoiser_reference, torch_set_token) {
+  ltdi_cden_config c;
+  ltdi_cden_config_default(&c, 7, 5);
+  c.width = 24;
+  c.blocks = 3;
+  c.time_dim = 10;
+  c.set_token_dim = 11;
+  check_against_torch(c, 3, 5, 0, "set_token");
+}
+
+/* ... with a condition set and no per-token condition (d 0: the class part
+ * of x_t is the in-layer's input itself), one class per task among them
+ * (the mean over the set row and one class). */
+Test(class_denoiser_reference, torch_set_token_with_set_no_cond) {
+  ltdi_cden_config c;
+  ltdi_cden_config_default(&c, 6, 0);
+  c.width = 20;
+  c.time_dim = 8;
+  c.set_dim = 9;
+  c.set_token_dim = 13;
+  check_against_torch(c, 2, 4, 3, "set_token_set");
+  check_against_torch(c, 3, 1, 2, "set_token_set_1way");
+}
+
+/* The two-layer head of d = 64 as meant: D 65 per class (fc2 rows), fc1
+ * (64, 65) as one token of 4160, default sizes; 2 tasks of 5. */
+Test(class_denoiser_reference, torch_set_token_two_layer_head) {
+  ltdi_cden_config c;
+  ltdi_cden_config_default(&c, 65, 64);
+  c.set_token_dim = 64 * 65;
+  check_against_torch(c, 2, 5, 0, "set_token_head");
+}
+
 /* An inference cache's time path (core/class_denoiser.h): a forward that
  * finds its timestep remembered (the same t again, with other inputs and
  * another batch) and one whose slot an earlier timestep holds (t + 64) give
  * the bits of a cache that remembers nothing (a training cache). */
-Test(class_denoiser, inference_time_path_cache_keeps_the_bits) {
+static void check_time_path_cache(ltdi_cden_config c, uint64_t seed) {
   ltdi_backend *be = make_backend(1);
-  ltdi_cden_config c = tiny_config();
   ltdi_cden *net = make_net(be, c);
-  randomize(net, 61);
+  randomize(net, seed);
   ltdi_cden_acts *inf = NULL, *train = NULL;
   cr_assert_eq(ltdi_cden_acts_create_inference(&inf, net, 3, 12), 0);
   cr_assert_eq(ltdi_cden_acts_create(&train, net, 3, 12), 0);
@@ -790,10 +1081,10 @@ Test(class_denoiser, inference_time_path_cache_keeps_the_bits) {
   for (int v = 0; v < 4; v++) {
     const int B = Bs[v], N = 4;
     inputs in = make_inputs(&c, B, N);
-    float *want = dup_buf(in.eps, (size_t)B * N * c.token_dim);
+    float *want = dup_buf(in.eps, in.nx);
     cr_assert_eq(ltdi_cden_forward(be, net, train, in.x, ts[v], in.cond, B, N, want), 0);
     cr_assert_eq(ltdi_cden_forward(be, net, inf, in.x, ts[v], in.cond, B, N, in.eps), 0);
-    cr_expect(bits_equal(want, in.eps, (size_t)B * N * c.token_dim),
+    cr_expect(bits_equal(want, in.eps, in.nx),
               "call %d (t %d, %d tasks): the cached time path changed the output", v, ts[v][0], B);
     free(want);
     free_inputs(&in);
@@ -802,4 +1093,12 @@ Test(class_denoiser, inference_time_path_cache_keeps_the_bits) {
   ltdi_cden_acts_free(inf);
   ltdi_cden_free(net);
   ltdi_backend_destroy(be);
+}
+
+Test(class_denoiser, inference_time_path_cache_keeps_the_bits) {
+  check_time_path_cache(tiny_config(), 61);
+}
+
+Test(cden_settok, inference_time_path_cache_keeps_the_bits) {
+  check_time_path_cache(settok_config(), 62);
 }
