@@ -5,7 +5,8 @@
  * accumulates (+=): a block's input gets the residual path, the FiLM path
  * (through fs ⊙ h) and the LayerNorm's share, and the time embedding e,
  * read by every block's FiLM and by the input, collects all of them before
- * its own backward runs last. Shapes: B tasks, N classes, R = B·N rows. */
+ * its own backward runs last. Shapes: B tasks, N classes, R = B·N rows
+ * (the blocks and LN_final: N + 1 rows per task with a task-level token). */
 #include "base/error.h"
 #include "core/class_denoiser_internal.h"
 

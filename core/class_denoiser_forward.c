@@ -6,7 +6,12 @@
  * ops of the backend (add_rows, mean_rows, mul_rows_add) carry a task's
  * vector to its N rows and back. The LayerNorm is the backend's group-norm
  * with one group over the H channels of a row and spatial 1. Shapes in the
- * comments are per call: B tasks, N classes, R = B·N rows. */
+ * comments are per call: B tasks, N classes, R = B·N rows. With a
+ * task-level token the blocks and LN_final run on N + 1 rows per task (row
+ * 0 the set token) and the backend's concat splits, interleaves and
+ * gathers the set and class rows around the token linear layers. */
+#include <limits.h>
+
 #include "base/error.h"
 #include "core/class_denoiser_internal.h"
 
@@ -195,6 +200,10 @@ int ltdi_cden_forward_set(ltdi_backend *be, ltdi_cden *net, ltdi_cden_acts *a,
       (c->positions > 0 && ways != c->positions))
     return LTDI_ERR_INVALID_ARG;
   if (set != NULL && (set_size < 1 || (int64_t)tasks * set_size > a->max_set_rows))
+    return LTDI_ERR_INVALID_ARG;
+  /* a task's class rows go to concat as one int-sized row */
+  if (c->set_token_dim > 0 &&
+      (int64_t)ways * (c->width > c->token_dim ? c->width : c->token_dim) > INT_MAX)
     return LTDI_ERR_INVALID_ARG;
   const float *P = net->params;
   const int B = tasks, N = ways, R = tasks * ways, H = c->width, D = c->token_dim;

@@ -14,7 +14,13 @@
  *  - an independent PyTorch implementation (tests/python/
  *    class_denoiser_reference.py, float64) gives the output, the input
  *    gradients and every parameter gradient, compared tensor by tensor;
- *    skipped when /usr/bin/python3 cannot import torch.
+ *    skipped when /usr/bin/python3 cannot import torch;
+ *  - the optional task-level token (suite cden_settok, Ds 7 beside the tiny
+ *    configuration; x_t per task [set | classes]): its layout and JSON, the
+ *    zero initial prediction, finite differences (the four set_token_*
+ *    tensors, x_t's set part), permuting the classes leaves the set output
+ *    and permutes the class outputs bit for bit, batch / different-N bit
+ *    identity, the time-path cache, misuse, and three reference cases.
  * Tolerances and their reasons are next to each check and in
  * docs/CLASS_DENOISER.md. */
 #include <criterion/criterion.h>
