@@ -1,7 +1,7 @@
 /* core/weights.h — the contract for generated weights, shared by both
  * programs: what a task embedding is, which kinds of weights a layout can
- * describe (a classifier head, a linear head on normalised features, a PEFT
- * LoRA adapter) and how their tensors
+ * describe (a classifier head, a linear or two-layer head on normalised
+ * features, a PEFT LoRA adapter) and how their tensors
  * are named and initialised, how a generated vector travels as safetensors,
  * and the head's own forward, logits and loss on a support set.
  *
@@ -149,6 +149,54 @@ void ltdi_linear_head_logits(const float *w, int ways, int dim, const float *x, 
  * ltdi_head_view_score). */
 int ltdi_linear_head_score(const float *w, int ways, int dim, const float *x, const int32_t *y,
                            int n, double *acc, double *loss);
+
+/* ---- the two-layer head on normalised features ------------------------------------------
+ *
+ * logits = W2 relu(W1 ẑ + b1) + b2 with ẑ = z/|z| (ltdi_feature_normalise) and
+ * as many hidden units as features: W1 (d, d), b1 (d), W2 (N, d), b2 (N),
+ * flattened in the classifier head's order (ltdi_layout_head(l, d, d, N)):
+ * fc1.weight | fc1.bias | fc2.weight | fc2.bias, P = d(d+1) + N(d+1). Body
+ * features are post-ReLU (non-negative), so with W1 = I, b1 = 0 the hidden
+ * layer passes ẑ through and the head is the linear head (W2, b2) on ẑ. The
+ * class-token generator produces fc2 as one token per class and fc1 as one
+ * task-level token, a residual over ltdi_two_layer_head_base. */
+
+/* w (P) = fc1 the identity with zero bias, fc2 = ltdi_linear_head_base of
+ * protos (ways, dim), weight then bias: on non-negative features exactly
+ * the Proto-MAML head, i.e. nearest centroid on normalised features. */
+void ltdi_two_layer_head_base(const float *protos, int ways, int dim, float *w);
+
+/* logits (n, ways) of raw rows x (n, dim), normalised and accumulated in
+ * double on the host; NaN everywhere when scratch cannot be allocated. */
+void ltdi_two_layer_head_logits(const float *w, int ways, int dim, const float *x, int n,
+                                double *logits);
+
+/* Mean cross-entropy and accuracy of the two-layer head w on raw rows x
+ * (n, dim) with labels y in 0..ways-1; an argmax tie goes to the lower
+ * class. 0, LTDI_ERR_INVALID_ARG, LTDI_ERR_NOMEM or LTDI_ERR_NONFINITE (as
+ * ltdi_linear_head_score). */
+int ltdi_two_layer_head_score(const float *w, int ways, int dim, const float *x,
+                              const int32_t *y, int n, double *acc, double *loss);
+
+/* The diffusion's normalised form of a two-layer head w (P, layout order)
+ * of a task with prototypes protos (ways, dim), in token order: first one
+ * task-level token of d(d+1) floats whose row j is
+ *   [(W1[j][k] − δ_jk − μ0)/σ0 for k < d, (b1[j] − μ1)/σ1],
+ * then `ways` class tokens of d+1 floats,
+ *   class n = [(W2[n][k] − base W[n][k] − μ2)/σ2 for k < d,
+ *              (b2[n] − base b[n] − μ3)/σ3],
+ * base = ltdi_linear_head_base(protos). (μi, σi) are the mean and std of
+ * tensor i of `stats`, a classifier-head layout ltdi_layout_head(stats, dim,
+ * dim, any N ≥ 1) whose statistics the trainer fits; nothing else of it is
+ * read. The exact base head encodes to zero tokens when the means are 0.
+ * tokens and w (P each) must not overlap. 0, LTDI_ERR_INVALID_ARG (stats
+ * not such a layout, hidden ≠ in_dim ≠ dim, a std not > 0, ways < 1, NULL)
+ * or LTDI_ERR_NOMEM. */
+int ltdi_two_layer_residual_encode(const ltdi_layout *stats, int ways, int dim,
+                                   const float *protos, const float *w, float *tokens);
+/* The inverse: w (layout order) from tokens. */
+int ltdi_two_layer_residual_decode(const ltdi_layout *stats, int ways, int dim,
+                                   const float *protos, const float *tokens, float *w);
 
 /* ---- LoRA adapters ------------------------------------------------------------------ */
 

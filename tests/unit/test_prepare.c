@@ -3,8 +3,8 @@
  * from the thread count, resumption after a stop or a torn journal record
  * (bit-identical to an uninterrupted run), and refusal of a journal made
  * with other options — for the mlp head, and (at the end) for the linear
- * head on the clusters of synthetic_features.h, with its Proto-MAML row 0
- * and --measure's nearest-centroid baseline. */
+ * and two-layer heads on the clusters of synthetic_features.h, with their
+ * Proto-MAML row 0 and --measure's nearest-centroid baseline. */
 #define _POSIX_C_SOURCE 200809L
 #include <criterion/criterion.h>
 #include <math.h>
@@ -780,4 +780,197 @@ Test(prepare_linear, train_shots_trains_on_more_than_the_support, .init = setup_
   cr_assert_str_eq(ltdi_st_meta(f, "shots"), "2");
   ltdi_st_close(f);
   check_linear_file(out, 2, 6);
+}
+
+/* ---- the two-layer head ----------------------------------------------------- */
+
+#define TL_P (LIN_DIM * (LIN_DIM + 1) + 5 * (LIN_DIM + 1))
+
+/* The linear head's bank with every feature's positive part, as post-ReLU
+ * body features are: there the two-layer base head is nearest centroid. */
+static void setup_two_layer(void) {
+  setup_linear();
+  for (int i = 0; i < lin_bank.n * lin_bank.views * LIN_DIM; i++)
+    if (lin_bank.x[i] < 0) lin_bank.x[i] = 0.0f;
+}
+
+static ltdi_prepare_config two_layer_config(const char *out) {
+  ltdi_prepare_config cfg = linear_config(out);
+  ltdi_prepare_use_head(&cfg, LTDI_PREPARE_HEAD_TWO_LAYER);
+  cr_assert_eq(cfg.augment, 0, "the two-layer head's recipe trains on the plain view");
+  cr_assert_eq(cfg.train.fc1_lr_ratio, LTDI_TWO_LAYER_FC1_LR_RATIO);
+  /* The recipe's own plain views: trained on the relu'd noisy views, a
+   * few of these 2-shot tasks end with a higher view-0 loss than they
+   * start from, which would hide what the checks below look for. The
+   * resume test turns the view draws on. */
+  cfg.augment = 0;
+  cfg.train.steps = 40;
+  return cfg;
+}
+
+/* Task t of a two-layer file (as check_linear_task): the embedding is the
+ * prototypes of the support, row 0 ltdi_two_layer_head_base of them bit for
+ * bit, fc1 moved, and the optimum's loss on the 5*Kt training rows below
+ * row 0's and equal to final_loss. */
+static void check_two_layer_task(int t, const float *traj, const float *emb, const float *loss,
+                                 ltdi_class_index *idx, ltdi_episode *ep, int S, int Kt) {
+  cr_assert_eq(ltdi_episode_sample(ep, idx, 5, (uint64_t)t), 0);
+  float xs[5 * 8 * LIN_DIM], protos[5 * LIN_DIM], base[TL_P];
+  int32_t ys[5 * 8];
+  for (int c = 0; c < 5; c++)
+    for (int k = 0; k < Kt; k++) {
+      int i = k < S ? c * S + k : 5 * S + c * (Kt - S) + (k - S);
+      ys[i] = c;
+      memcpy(xs + i * LIN_DIM, ltdi_featurebank_row(&lin_bank, ep->support[c * Kt + k], 0),
+             LIN_DIM * sizeof(float));
+    }
+  cr_assert_eq(ltdi_task_prototypes(xs, LIN_DIM, ys, 5 * S, 5, LIN_DIM, protos, NULL), 0);
+  cr_assert_eq(memcmp(protos, emb + (size_t)t * 5 * LIN_DIM, sizeof protos), 0, "task %d", t);
+  ltdi_two_layer_head_base(protos, 5, LIN_DIM, base);
+  const float *row0 = traj + (size_t)t * 4 * TL_P, *opt = row0 + 3 * TL_P;
+  cr_assert_eq(memcmp(row0, base, sizeof base), 0, "task %d: row 0 is not the base head", t);
+  cr_assert_neq(memcmp(opt, base, LIN_DIM * (LIN_DIM + 1) * sizeof(float)), 0,
+                "task %d: fc1 did not train", t);
+  double acc, l0, l1;
+  cr_assert_eq(ltdi_two_layer_head_score(row0, 5, LIN_DIM, xs, ys, 5 * Kt, &acc, &l0), 0);
+  cr_assert_eq(ltdi_two_layer_head_score(opt, 5, LIN_DIM, xs, ys, 5 * Kt, &acc, &l1), 0);
+  cr_assert(l1 < l0, "task %d: training loss %g at the init, %g at the optimum", t, l0, l1);
+  cr_assert(fabs(loss[t] - l1) < 1e-5 * (1 + l1), "task %d: final_loss %g vs %g", t, loss[t], l1);
+}
+
+static void check_two_layer_file(const char *path, int S, int Kt) {
+  ltdi_st_file *f;
+  char err[256];
+  cr_assert_eq(ltdi_st_read(path, &f, err, sizeof err), 0, "%s", err);
+  int64_t s3[3] = {24, 4, TL_P}, s2[2] = {24, 5 * LIN_DIM}, s1[1] = {24};
+  const float *traj, *emb, *loss;
+  cr_assert_eq(ltdi_st_get_f32(f, "trajectories", 3, s3, &traj, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(ltdi_st_get_f32(f, "embeddings", 2, s2, &emb, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(ltdi_st_get_f32(f, "final_loss", 1, s1, &loss, err, sizeof err), 0, "%s", err);
+  ltdi_class_index idx;
+  cr_assert_eq(ltdi_class_index_build(&idx, lin_bank.labels, lin_bank.n, lin_bank.n_classes), 0);
+  ltdi_episode ep;
+  cr_assert_eq(ltdi_episode_alloc(&ep, 5, Kt, 0), 0);
+  for (int t = 0; t < 24; t++) check_two_layer_task(t, traj, emb, loss, &idx, &ep, S, Kt);
+  ltdi_episode_free(&ep);
+  ltdi_class_index_free(&idx);
+  ltdi_st_close(f);
+}
+
+Test(prepare_two_layer, row_0_is_the_base_head_and_the_metadata_names_the_head,
+     .init = setup_two_layer, .fini = teardown_linear) {
+  char out[300];
+  path_in(out, sizeof out, "tl.safetensors");
+  ltdi_prepare_config cfg = two_layer_config(out);
+  cfg.hidden = 77; /* the mlp head's width: the two-layer head's is in_dim */
+  cfg.train.fc1_lr_ratio = 0.002f;
+  ltdi_prepare_stats st;
+  run_ok(&cfg, &lin_bank, &st);
+  check_two_layer_file(out, 2, 2);
+  ltdi_st_file *f;
+  char err[256];
+  cr_assert_eq(ltdi_st_read(out, &f, err, sizeof err), 0, "%s", err);
+  cr_assert_str_eq(ltdi_st_meta(f, "head"), "two_layer");
+  cr_assert_str_eq(ltdi_st_meta(f, "init"), "proto-maml");
+  cr_assert_str_eq(ltdi_st_meta(f, "hidden"), "6");
+  cr_assert_str_eq(ltdi_st_meta(f, "in_dim"), "6");
+  cr_assert_str_eq(ltdi_st_meta(f, "ways"), "5");
+  cr_assert_str_eq(ltdi_st_meta(f, "shots"), "2");
+  cr_assert_str_eq(ltdi_st_meta(f, "param_count"), "77");
+  cr_assert_str_eq(ltdi_st_meta(f, "logit_scale"), "10");
+  cr_assert_str_eq(ltdi_st_meta(f, "fc1_lr_ratio"), "0.002");
+  cr_assert_str_eq(ltdi_st_meta(f, "optimiser"), "sgd");
+  cr_assert_null(ltdi_st_meta(f, "init_seed"));
+  cr_assert_not_null(strstr(ltdi_st_meta(f, "embedding_layout"), "L2-normalised"));
+  cr_assert_not_null(strstr(ltdi_st_meta(f, "trajectory_order"), "identity"));
+  /* head_layout reads back as the classifier head's layout with h = d. */
+  ltdi_layout l;
+  ltdi_layout_init(&l, NULL);
+  cr_assert_eq(ltdi_layout_from_json(&l, ltdi_st_meta(f, "head_layout")), 0);
+  int d = 0, h = 0, n = 0;
+  cr_assert_eq(ltdi_layout_head_dims(&l, &d, &h, &n), 0);
+  cr_assert(d == 6 && h == 6 && n == 5 && l.n_params == TL_P);
+  for (int i = 0; i < l.n_tensors; i++)
+    cr_assert(l.tensors[i].mean == 0.0f && l.tensors[i].std == 1.0f);
+  cr_assert_not_null(strstr(ltdi_st_meta(f, "head_layout"), "relu"));
+  ltdi_layout_free(&l);
+  ltdi_st_close(f);
+}
+
+Test(prepare_two_layer, threads_resume_and_other_heads_journals, .init = setup_two_layer,
+     .fini = teardown_linear) {
+  char ref[300], out[300], two[300], jpath[320];
+  path_in(ref, sizeof ref, "ref.safetensors");
+  path_in(out, sizeof out, "out.safetensors");
+  path_in(two, sizeof two, "two.safetensors");
+  snprintf(jpath, sizeof jpath, "%s.journal", out);
+  ltdi_prepare_config cr = two_layer_config(ref), co = two_layer_config(out);
+  ltdi_prepare_config c2 = two_layer_config(two);
+  cr.augment = co.augment = c2.augment = 1; /* the view draws resume too */
+  c2.n_threads = 2;
+  ltdi_prepare_stats st;
+  run_ok(&cr, &lin_bank, &st);
+  run_ok(&c2, &lin_bank, &st);
+  assert_same_file(ref, two);
+  co.stop_after = 7;
+  run_ok(&co, &lin_bank, &st);
+  cr_assert_eq(st.stopped, 1);
+  cr_assert(!exists(out) && exists(jpath));
+  /* Neither a linear run nor another fc1 step size may take these tasks. */
+  char err[512] = "";
+  ltdi_prepare_config other = linear_config(out);
+  cr_assert_eq(ltdi_prepare_run(&other, &lin_bank, &st, err, sizeof err), LTDI_ERR_EXISTS, "%s",
+               err);
+  other = two_layer_config(out);
+  other.augment = 1;
+  other.train.fc1_lr_ratio *= 2;
+  cr_assert_eq(ltdi_prepare_run(&other, &lin_bank, &st, err, sizeof err), LTDI_ERR_EXISTS, "%s",
+               err);
+  co.stop_after = 0;
+  co.n_threads = 2;
+  run_ok(&co, &lin_bank, &st);
+  cr_assert_eq(st.tasks_resumed, 7);
+  cr_assert_eq(st.tasks_computed, 24 - 7);
+  assert_same_file(ref, out);
+  cr_assert(!exists(jpath));
+}
+
+Test(prepare_two_layer, train_shots_trains_on_more_than_the_support, .init = setup_two_layer,
+     .fini = teardown_linear) {
+  char out[300];
+  path_in(out, sizeof out, "tl_t6.safetensors");
+  ltdi_prepare_config cfg = two_layer_config(out);
+  cfg.train_shots = 6;
+  ltdi_prepare_stats st;
+  run_ok(&cfg, &lin_bank, &st);
+  ltdi_st_file *f;
+  char err[256] = "";
+  cr_assert_eq(ltdi_st_read(out, &f, err, sizeof err), 0, "%s", err);
+  cr_assert_str_eq(ltdi_st_meta(f, "train_shots"), "6");
+  ltdi_st_close(f);
+  check_two_layer_file(out, 2, 6);
+}
+
+/* On non-negative features the two-layer init is nearest centroid: --measure
+ * reports the linear head's init accuracy for it, and with fc1 frozen the
+ * linear head's optimum too. */
+Test(prepare_two_layer, measure_reports_nearest_centroid_as_the_init, .init = setup_two_layer,
+     .fini = teardown_linear) {
+  ltdi_prepare_config lin = linear_config(NULL), tl = two_layer_config(NULL);
+  lin.tasks = tl.tasks = 10;
+  lin.augment = 0;
+  const int Q = 3;
+  ltdi_prepare_measurement ml, mt, mf;
+  char err[256] = "";
+  cr_assert_eq(ltdi_prepare_measure(&lin, &lin_bank, Q, &ml, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(ltdi_prepare_measure(&tl, &lin_bank, Q, &mt, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(mt.tasks, 10);
+  cr_assert_eq(mt.init_acc, ml.init_acc);
+  cr_assert_eq(mt.init_loss, ml.init_loss);
+  cr_assert(mt.loss < mt.init_loss, "support loss %g -> %g", mt.init_loss, mt.loss);
+  cr_assert(mt.dist_to_opt[0] == 1.0 && mt.dist_to_opt[3] == 0.0);
+  tl.train.fc1_lr_ratio = 0.0f;
+  cr_assert_eq(ltdi_prepare_measure(&tl, &lin_bank, Q, &mf, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(mf.acc, ml.acc);
+  cr_assert_eq(mf.query_loss, ml.query_loss);
 }

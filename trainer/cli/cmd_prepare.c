@@ -1,6 +1,6 @@
 /* trainer/cli/cmd_prepare.c — `ltdi-train prepare`: build the feature bank
  * (body + images, or a user's features file), then run weight preparation
- * (trainer/prepare/prepare.h) for the linear or the mlp head into one
+ * (trainer/prepare/prepare.h) for the linear, two-layer or mlp head into one
  * trajectories file, resumably. With --measure it instead reports the
  * recipe's query accuracy against its init's, used to pick defaults.
  * With --encoder DIR --text FILE it prepares LoRA adapters of a text
@@ -49,7 +49,10 @@ static const ltdi_opt_choice SPACINGS[] = {
     {"steps", LTDI_SPACING_STEPS}, {"distance", LTDI_SPACING_DISTANCE}, {NULL, 0}};
 static const ltdi_opt_choice OPTIMISERS[] = {{"adam", 1}, {"sgd", 0}, {NULL, 0}};
 static const ltdi_opt_choice HEADS[] = {
-    {"linear", LTDI_PREPARE_HEAD_LINEAR}, {"mlp", LTDI_PREPARE_HEAD_MLP}, {NULL, 0}};
+    {"linear", LTDI_PREPARE_HEAD_LINEAR},
+    {"mlp", LTDI_PREPARE_HEAD_MLP},
+    {"two_layer", LTDI_PREPARE_HEAD_TWO_LAYER},
+    {NULL, 0}};
 
 static const ltdi_opt PREPARE_OPTS[] = {
     LTDI_OPT_STRING("--body", prepare_args, body, "FILE", NULL, "body file from `ltdi-train body`"),
@@ -70,7 +73,9 @@ static const ltdi_opt PREPARE_OPTS[] = {
                  "embedding and the init still come from the --shots support"),
     LTDI_OPT_CHOICE("--head", prepare_args, cfg.head, HEADS, "H", NULL,
                     "linear: W x/|x| + b from the task's Proto-MAML head;\n"
-                    "mlp: fc2(relu(fc1(x))) from a Gaussian init"),
+                    "mlp: fc2(relu(fc1(x))) from a Gaussian init;\n"
+                    "two_layer: fc2(relu(fc1(x/|x|))), d hidden units, from\n"
+                    "fc1 = identity and fc2 = the Proto-MAML head"),
     LTDI_OPT_INT("--hidden", prepare_args, cfg.hidden, 1, 65536, "H", NULL,
                  "hidden width of the mlp head"),
     LTDI_OPT_INT("--trajectory", prepare_args, cfg.train.n_checkpoints, 2, 10, "L", NULL,
@@ -89,6 +94,8 @@ static const ltdi_opt PREPARE_OPTS[] = {
                       "learning rate"),
     LTDI_OPT_FLOAT("--weight-decay", prepare_args, cfg.train.weight_decay, -INFINITY, INFINITY,
                    "WD", NULL, "weight decay"),
+    LTDI_OPT_FLOAT("--fc1-lr-ratio", prepare_args, cfg.train.fc1_lr_ratio, 0.0, 1e6, "R", NULL,
+                   "two_layer only: fc1 steps with lr * R (fc2 with lr)"),
     LTDI_OPT_INT("--views", prepare_args, views, 1, 1000, "V", NULL,
                  "feature views per image, 1 plain + V-1 augmented"),
     LTDI_OPT_FLAG("--no-augment", prepare_args, cfg.augment, 0, "train on the plain view only"),
@@ -152,7 +159,9 @@ static void print_head_notes(FILE *out) {
   fprintf(out,
           "\nThe linear head (the default) starts every task from its own Proto-MAML head\n"
           "(the nearest-centroid head of its support on normalised features, logit\n"
-          "scale %g), so --hidden, --shared-init and --per-task-init do not apply to it.\n"
+          "scale %g), so --hidden, --shared-init and --per-task-init do not apply to it;\n"
+          "nor to --head two_layer, which puts an identity fc1 with d hidden units in\n"
+          "front of the same head.\n"
           "With --head mlp the recipe defaults are instead --steps %d --lr %g\n"
           "--optimiser %s --sam %g --weight-decay %g --trajectory %d --spacing %s\n"
           "%s (flags given still win).\n",
@@ -160,6 +169,13 @@ static void print_head_notes(FILE *out) {
           (double)m.sam_rho, (double)m.weight_decay, m.n_checkpoints,
           m.spacing == LTDI_SPACING_DISTANCE ? "distance" : "steps",
           c.augment ? "--augment" : "--no-augment");
+  ltdi_prepare_use_head(&c, LTDI_PREPARE_HEAD_TWO_LAYER);
+  const ltdi_head_train_config t = c.train;
+  fprintf(out,
+          "With --head two_layer: --steps %d --lr %g --fc1-lr-ratio %g --optimiser %s\n"
+          "--sam %g --weight-decay %g %s.\n",
+          t.steps, (double)t.lr, (double)t.fc1_lr_ratio, t.use_adam ? "adam" : "sgd",
+          (double)t.sam_rho, (double)t.weight_decay, c.augment ? "--augment" : "--no-augment");
   ltdi_prepare_lora_notes(out);
 }
 
@@ -197,9 +213,10 @@ static int parse_for_head(int n, char **words, prepare_args *a, char *why, size_
     ltdi_prepare_use_head(&a->cfg, head);
     if (ltdi_cli_parse_words(&PREPARE_CLI, a, n, words, why, len) != 0) return -1;
   }
-  if (a->cfg.head == LTDI_PREPARE_HEAD_LINEAR && a->init >= 0) {
-    snprintf(why, len, "%s is for --head mlp; the linear head starts from the task's "
-             "Proto-MAML head", a->init ? "--shared-init" : "--per-task-init");
+  if (a->cfg.head != LTDI_PREPARE_HEAD_MLP && a->init >= 0) {
+    snprintf(why, len, "%s is for --head mlp; the %s head starts from the task's "
+             "Proto-MAML head", a->init ? "--shared-init" : "--per-task-init",
+             ltdi_prepare_head_name(a->cfg.head));
     return -1;
   }
   a->cfg.shared_init = a->init != 0;

@@ -1,9 +1,10 @@
 /* trainer/prepare/head.h — the recipes that train a classifier head g_w:
  * R^d → R^N (paper Alg. 1), recording the trajectory the diffusion learns
- * from: the 2-layer MLP head from a Gaussian init, on a backend (head.c), and
+ * from: the 2-layer MLP head from a Gaussian init, on a backend (head.c),
  * the linear head on normalised features from its Proto-MAML init, on the
- * host (linear_head.c). The heads' tensors, order and init are the contract
- * of core/weights.h. */
+ * host (linear_head.c), and the two-layer head on normalised features from
+ * the same init behind an identity fc1, on the host (two_layer_head.c). The
+ * heads' tensors, order and init are the contract of core/weights.h. */
 #ifndef LTDI_TRAINER_HEAD_H
 #define LTDI_TRAINER_HEAD_H
 
@@ -30,7 +31,15 @@ typedef struct ltdi_head_train_config {
   float weight_decay;
   int n_checkpoints;     /* trajectory length L (2..10), init and optimum included */
   int spacing;           /* enum ltdi_checkpoint_spacing */
+  float fc1_lr_ratio;    /* two-layer head only: fc1's step size is lr * this (fc1 starts
+                          * at the identity, fc2 carries the logit scale s); every
+                          * default sets LTDI_TWO_LAYER_FC1_LR_RATIO, the other heads
+                          * ignore it */
 } ltdi_head_train_config;
+
+/* The default fc1_lr_ratio, 1/(4 s²) for s = LTDI_LINEAR_HEAD_SCALE
+ * (docs/PREPARE.md "The two-layer head"). */
+#define LTDI_TWO_LAYER_FC1_LR_RATIO 0.0025f
 
 /* The recipe's defaults (documented in docs/ with the evidence). */
 ltdi_head_train_config ltdi_head_train_default(void);
@@ -68,6 +77,24 @@ ltdi_head_train_config ltdi_linear_head_train_default(void);
 int ltdi_linear_head_train(const ltdi_head_train_config *cfg, int ways, int dim, float *w,
                            const float *x, int views, const int32_t *y, int n, ltdi_rng *rng,
                            float *trajectory, float *final_loss);
+
+/* ---- the two-layer head (core/weights.h "the two-layer head") -----------------------
+ *
+ * The same host trainer for W2 relu(W1 ẑ + b1) + b2 with d hidden units. */
+
+/* Its recipe defaults (docs/PREPARE.md "The two-layer head"). */
+ltdi_head_train_config ltdi_two_layer_head_train_default(void);
+
+/* Trains the two-layer head w (d(d+1) + ways(d+1); in: the init, usually
+ * ltdi_two_layer_head_base of the task's prototypes; out: trained) exactly
+ * as ltdi_linear_head_train trains the linear head (same arguments, view
+ * draws, trajectory, final loss and errors), except that fc1 (W1, b1)
+ * steps with lr * cfg->fc1_lr_ratio and fc2 with lr; each tensor's
+ * decoupled weight decay uses its own step size (w -= lr_t·wd·w, AdamW's
+ * per-group form). SAM's radius is over the whole vector. */
+int ltdi_two_layer_head_train(const ltdi_head_train_config *cfg, int ways, int dim, float *w,
+                              const float *x, int views, const int32_t *y, int n,
+                              ltdi_rng *rng, float *trajectory, float *final_loss);
 
 /* pred (n) = the class of each row of logits (n, N): the first maximum. */
 void ltdi_head_argmax(const float *logits, int n, int classes, int32_t *pred);

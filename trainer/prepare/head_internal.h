@@ -1,7 +1,8 @@
-/* trainer/prepare/head_internal.h — pieces of head.c and linear_head.c that
- * tests and the other trainer reach directly: each head's loss and gradient on
- * one batch, the per-example view draw, and the choice of trajectory
- * checkpoints among the recorded steps (one copy for both heads). Not part
+/* trainer/prepare/head_internal.h — pieces of head.c, linear_head.c and
+ * two_layer_head.c that tests and the other trainer reach directly: each
+ * head's loss and gradient on one batch, the per-example view draw, and the
+ * choice of trajectory checkpoints among the recorded steps (one copy for
+ * all heads). Not part
  * of the public head interface. */
 #ifndef LTDI_TRAINER_HEAD_INTERNAL_H
 #define LTDI_TRAINER_HEAD_INTERNAL_H
@@ -42,5 +43,10 @@ void ltdi__head_write_trajectory(const float *hist, int n_rows, size_t P,
  * dL/dw (overwritten). 0, LTDI_ERR_INVALID_ARG or LTDI_ERR_NOMEM. */
 int ltdi__linear_head_loss_grad(int ways, int dim, const float *w, const float *x,
                                 const int32_t *y, int n, double *loss, double *grad);
+
+/* The same for the two-layer head w (dim(dim+1) + ways(dim+1)): dL/dw in
+ * layout order (fc1.weight, fc1.bias, fc2.weight, fc2.bias), relu'(0) = 0. */
+int ltdi__two_layer_head_loss_grad(int ways, int dim, const float *w, const float *x,
+                                   const int32_t *y, int n, double *loss, double *grad);
 
 #endif

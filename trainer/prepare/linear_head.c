@@ -28,6 +28,7 @@ ltdi_head_train_config ltdi_linear_head_train_default(void) {
   cfg.weight_decay = 0.0f;
   cfg.n_checkpoints = 4;
   cfg.spacing = LTDI_SPACING_DISTANCE;
+  cfg.fc1_lr_ratio = LTDI_TWO_LAYER_FC1_LR_RATIO; /* unused by this head */
   return cfg;
 }
 

@@ -49,15 +49,18 @@ void ltdi_prepare_default(ltdi_prepare_config *cfg) {
 
 void ltdi_prepare_use_head(ltdi_prepare_config *cfg, int head) {
   cfg->head = head;
-  cfg->train = head == LTDI_PREPARE_HEAD_MLP ? ltdi_head_train_default()
-                                              : ltdi_linear_head_train_default();
+  cfg->train = head == LTDI_PREPARE_HEAD_MLP         ? ltdi_head_train_default()
+               : head == LTDI_PREPARE_HEAD_TWO_LAYER ? ltdi_two_layer_head_train_default()
+                                                     : ltdi_linear_head_train_default();
   /* Augmented views help the mlp head and cost the linear head query
    * accuracy (docs/PREPARE.md), so each head has its own default. */
   cfg->augment = head == LTDI_PREPARE_HEAD_MLP;
 }
 
 const char *ltdi_prepare_head_name(int head) {
-  return head == LTDI_PREPARE_HEAD_MLP ? "mlp" : "linear";
+  return head == LTDI_PREPARE_HEAD_MLP         ? "mlp"
+         : head == LTDI_PREPARE_HEAD_TWO_LAYER ? "two_layer"
+                                               : "linear";
 }
 
 /* ==== the run's state and the task records ============================== */
@@ -194,6 +197,8 @@ static char *journal_identity(const prep_run *pr) {
   /* Only when used, so journals of runs without it still resume. */
   if (c->train_shots > c->shots) fprintf(f, "train_shots=%d\n", c->train_shots);
   if (mlp) fprintf(f, "hidden=%d\n", c->hidden);
+  if (c->head == LTDI_PREPARE_HEAD_TWO_LAYER)
+    fprintf(f, "fc1_lr_ratio=%.9g\n", (double)c->train.fc1_lr_ratio);
   fprintf(f,
           "in_dim=%d\n"
           "trajectory_length=%d\nspacing=%s\nsam_rho=%.9g\naugment_views=%d\nsteps=%d\n"

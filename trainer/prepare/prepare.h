@@ -7,23 +7,32 @@
  *                     ltdi_linear_head_base(embedding), trained on the host
  *   mlp               fc2(relu(fc1(x))), init = a Gaussian draw (shared by
  *                     all tasks or the task's own), trained on a backend
+ *   two_layer         fc2(relu(fc1(ẑ))) with d hidden units on L2-normalised
+ *                     features (core/weights.h), init = fc1 the identity and
+ *                     fc2 the Proto-MAML head (ltdi_two_layer_head_base),
+ *                     trained on the host
  *
  * Output: one safetensors file
  *   "trajectories" F32 [M, L, P]  row 0 the init, row L-1 the optimum; P in the
  *                                 head's layout (linear: weight (N, d) then
- *                                 bias (N), P = N(d+1); mlp: head.h)
+ *                                 bias (N), P = N(d+1); mlp: head.h;
+ *                                 two_layer: head.h's with h = d,
+ *                                 P = d(d+1) + N(d+1))
  *   "embeddings"   F32 [M, N*d]   [p_1; …; p_N], p_n the mean plain (view 0)
  *                                 feature of class n's support examples,
- *                                 each L2-normalised first for the linear head
+ *                                 each L2-normalised first for the linear and
+ *                                 two-layer heads
  *   "classes"      I32 [M, N]     bank class id of each task label
  *   "final_loss"   F32 [M]        full-batch loss of the optimum on view 0
  * with metadata: format "ltdi-trajectories", version, tasks, ways, shots,
- * in_dim, hidden (mlp only), classes (= ways), param_count,
+ * in_dim, hidden (mlp; two_layer: = in_dim), classes (= ways), param_count,
  * trajectory_length, spacing, sam_rho, augment, augment_views, steps, lr,
- * optimiser, weight_decay, seed, data_source, head ("linear" | "mlp"),
- * head_layout (JSON; for linear the layout of ltdi_layout_to_json plus
- * "forward" and "logit_scale"), logit_scale (linear only), class_names
- * (JSON), embedding_layout, trajectory_order, init ("proto-maml" for linear;
+ * optimiser, weight_decay, fc1_lr_ratio (two_layer only), seed, data_source,
+ * head ("linear" | "mlp" | "two_layer"), head_layout (JSON; for linear and
+ * two_layer the layout of ltdi_layout_to_json, statistics mean 0 and std 1,
+ * plus "forward" and "logit_scale"), logit_scale (linear and two_layer),
+ * class_names (JSON), embedding_layout, trajectory_order, init ("proto-maml"
+ * for linear and two_layer;
  * for mlp "per-task" | "shared", and with "shared" every trajectory's row 0 is
  * the same vector, drawn from stream LTDI_PREPARE_SHARED_INIT_STREAM).
  *
@@ -42,6 +51,8 @@
 enum ltdi_prepare_head {
   LTDI_PREPARE_HEAD_LINEAR = 0, /* core/weights.h's linear head, Proto-MAML init */
   LTDI_PREPARE_HEAD_MLP = 1,    /* the 2-layer head of head.h, Gaussian init */
+  LTDI_PREPARE_HEAD_TWO_LAYER = 2, /* core/weights.h's two-layer head, identity fc1 over
+                                    * the Proto-MAML head */
 };
 
 typedef struct ltdi_prepare_config {
@@ -51,7 +62,7 @@ typedef struct ltdi_prepare_config {
                             * class, of which the first `shots` are the support that the
                             * embedding and the init come from (a target that knows more
                             * than the support: docs/PREPARE.md, "Training shots") */
-  int hidden;              /* mlp only */
+  int hidden;              /* mlp only (the two-layer head's is in_dim) */
   ltdi_head_train_config train; /* the recipe of `head` (ltdi_prepare_use_head) */
   int augment;             /* 1: each step draws one of the bank's views; 0: view 0 only
                             * (part of the head's recipe: ltdi_prepare_use_head) */
@@ -86,11 +97,11 @@ typedef struct ltdi_prepare_stats {
 void ltdi_prepare_default(ltdi_prepare_config *cfg);
 
 /* Sets cfg->head and resets its recipe to that head's defaults: cfg->train
- * (ltdi_linear_head_train_default or ltdi_head_train_default) and
- * cfg->augment (off for linear, on for mlp). */
+ * (ltdi_linear_head_train_default, ltdi_head_train_default or
+ * ltdi_two_layer_head_train_default) and cfg->augment (on for mlp only). */
 void ltdi_prepare_use_head(ltdi_prepare_config *cfg, int head);
 
-/* "linear" or "mlp", as the metadata and the journal spell it. */
+/* "linear", "mlp" or "two_layer", as the metadata and the journal spell it. */
 const char *ltdi_prepare_head_name(int head);
 
 /* Runs preparation over the bank and writes cfg->out_path atomically; the
@@ -105,8 +116,9 @@ int ltdi_prepare_mark_examples(const ltdi_prepare_config *cfg, int queries,
                                const int32_t *labels, int n, int n_classes, uint8_t *needed);
 
 /* What --measure reports, means over the measured tasks. "init" is the
- * trajectory's row 0: for the linear head its Proto-MAML init, i.e. the
- * nearest-centroid classifier on normalised features; for the mlp head a
+ * trajectory's row 0: for the linear and two-layer heads their Proto-MAML
+ * init, i.e. the nearest-centroid classifier on normalised features (for
+ * the two-layer head on non-negative features); for the mlp head a
  * Gaussian draw. Accuracies are on the tasks' query examples (view 0). */
 typedef struct ltdi_prepare_measurement {
   int tasks;

@@ -23,7 +23,8 @@ typedef struct ltdi__prep_tasks {
   const ltdi_prepare_config *cfg;
   const ltdi_featurebank *bank;
   ltdi_class_index index;
-  ltdi_head_dims dims; /* d, N, and h for the mlp head (0 for the linear one) */
+  ltdi_head_dims dims; /* d, N, and h: the mlp head's, d for the two-layer head, 0 for
+                        * the linear one */
   size_t P;            /* the head's parameter count */
   int L, views_used;
 } ltdi__prep_tasks;
@@ -73,7 +74,8 @@ int ltdi__prep_pool_run(int n_threads, int total, const uint8_t *skip, ltdi__pre
 
 /* "steps" or "distance", as the journal identity and the metadata spell it. */
 const char *ltdi__prep_spacing_name(int spacing);
-/* "proto-maml" (linear), "shared" or "per-task" (mlp): the init's name there. */
+/* "proto-maml" (linear, two_layer), "shared" or "per-task" (mlp): the init's
+ * name there. */
 const char *ltdi__prep_init_name(const ltdi_prepare_config *cfg);
 
 /* Writes the trajectories file of prepare.h to tc->cfg->out_path from the

@@ -61,12 +61,14 @@ static void bufs_free(measure_bufs *b) {
 }
 
 /* Accuracy and mean cross-entropy of head w (P) of the run's kind on rows x
- * (n, d) with labels y: the linear head's host reference, or the mlp head's
- * logits on the backend (in float, as it trains), scored in double. */
+ * (n, d) with labels y: the linear or two-layer head's host reference, or
+ * the mlp head's logits on the backend (in float, as it trains), scored in double. */
 static int score_head(const ltdi__prep_tasks *tc, ltdi_backend *be, const float *w,
                       const float *x, const int32_t *y, int n, float *logits, double *acc,
                       double *loss) {
   const int N = tc->cfg->ways;
+  if (tc->cfg->head == LTDI_PREPARE_HEAD_TWO_LAYER)
+    return ltdi_two_layer_head_score(w, N, tc->dims.in_dim, x, y, n, acc, loss);
   if (tc->cfg->head != LTDI_PREPARE_HEAD_MLP)
     return ltdi_linear_head_score(w, N, tc->dims.in_dim, x, y, n, acc, loss);
   int rc = ltdi_head_logits(be, &tc->dims, w, x, n, logits);

@@ -62,18 +62,27 @@ static char *head_layout_json(const ltdi_head_dims *dims) {
   return s;
 }
 
-/* The linear head's head_layout JSON: core/weights.h's layout (kind,
- * n_params, tensors with offsets, mean and std, readable back with
- * ltdi_layout_from_json) plus the forward and its logit scale. */
-static char *linear_layout_json(const ltdi_head_dims *dims) {
+/* The linear or two-layer head's head_layout JSON: core/weights.h's layout
+ * (kind, n_params, tensors with offsets, mean and std, readable back with
+ * ltdi_layout_from_json) plus the forward and its logit scale. The
+ * two-layer head's is the classifier head's layout with h = d, its
+ * statistics set to mean 0, std 1 like the linear head's: a residual's are
+ * fitted on data, not implied by an init. */
+static char *normalised_layout_json(const ltdi_head_dims *dims, int two_layer) {
   ltdi_layout l;
   ltdi_layout_init(&l, NULL);
   char *base = NULL, *s = NULL;
-  if (ltdi_layout_linear_head(&l, dims->in_dim, dims->classes) != 0) return NULL;
+  int rc = two_layer ? ltdi_layout_head(&l, dims->in_dim, dims->in_dim, dims->classes)
+                     : ltdi_layout_linear_head(&l, dims->in_dim, dims->classes);
+  if (rc != 0) return NULL;
+  for (int i = 0; two_layer && i < l.n_tensors; i++)
+    l.tensors[i].mean = 0.0f, l.tensors[i].std = 1.0f;
   if (ltdi_layout_to_json(&l, &base) == 0) {
     json_t *root = json_loads(base, 0, NULL);
     if (root != NULL) {
-      json_object_set_new(root, "forward", json_string("logits = weight (x / |x|) + bias"));
+      json_object_set_new(root, "forward",
+                          json_string(two_layer ? "logits = fc2(relu(fc1(x / |x|)))"
+                                                : "logits = weight (x / |x|) + bias"));
       json_object_set_new(root, "logit_scale", json_real(LTDI_LINEAR_HEAD_SCALE));
       s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
     }
@@ -104,6 +113,8 @@ static int add_shape_metadata(ltdi_st_writer *w, const ltdi__prep_tasks *tc) {
   if (rc == 0 && c->train_shots > c->shots) rc = meta_int(w, "train_shots", c->train_shots);
   if (rc == 0) rc = meta_int(w, "in_dim", tc->dims.in_dim);
   if (rc == 0 && c->head == LTDI_PREPARE_HEAD_MLP) rc = meta_int(w, "hidden", c->hidden);
+  if (rc == 0 && c->head == LTDI_PREPARE_HEAD_TWO_LAYER)
+    rc = meta_int(w, "hidden", tc->dims.hidden);
   if (rc == 0) rc = meta_int(w, "classes", c->ways);
   if (rc == 0) rc = meta_int(w, "param_count", (long long)tc->P);
   if (rc == 0) rc = meta_int(w, "trajectory_length", tc->L);
@@ -121,6 +132,8 @@ static int add_recipe_metadata(ltdi_st_writer *w, const ltdi__prep_tasks *tc) {
   if (rc == 0) rc = meta_float(w, "lr", c->train.lr);
   if (rc == 0) rc = ltdi_st_writer_meta(w, "optimiser", c->train.use_adam ? "adam" : "sgd");
   if (rc == 0) rc = meta_float(w, "weight_decay", c->train.weight_decay);
+  if (rc == 0 && c->head == LTDI_PREPARE_HEAD_TWO_LAYER)
+    rc = meta_float(w, "fc1_lr_ratio", c->train.fc1_lr_ratio);
   if (rc == 0) rc = meta_int(w, "seed", (long long)c->seed);
   if (rc == 0) rc = ltdi_st_writer_meta(w, "data_source", c->data_source ? c->data_source : "");
   return rc;
@@ -130,6 +143,7 @@ static int add_recipe_metadata(ltdi_st_writer *w, const ltdi__prep_tasks *tc) {
 static int add_reading_metadata(ltdi_st_writer *w, const ltdi__prep_tasks *tc,
                                 const char *layout, const char *names) {
   const int mlp = tc->cfg->head == LTDI_PREPARE_HEAD_MLP;
+  const int two_layer = tc->cfg->head == LTDI_PREPARE_HEAD_TWO_LAYER;
   int rc = ltdi_st_writer_meta(w, "head", ltdi_prepare_head_name(tc->cfg->head));
   if (rc == 0) rc = ltdi_st_writer_meta(w, "head_layout", layout);
   if (rc == 0 && !mlp) rc = meta_float(w, "logit_scale", LTDI_LINEAR_HEAD_SCALE);
@@ -144,6 +158,10 @@ static int add_reading_metadata(ltdi_st_writer *w, const ltdi__prep_tasks *tc,
   if (rc == 0)
     rc = ltdi_st_writer_meta(w, "trajectory_order",
                              mlp ? "row 0 = Gaussian init, row L-1 = trained optimum"
+                             : two_layer
+                                 ? "row 0 = fc1 the identity, fc1.bias 0, fc2 the Proto-MAML "
+                                   "init (fc2.weight_n = 2 s p_n, fc2.bias_n = -s |p_n|^2, s = "
+                                   "logit_scale), row L-1 = trained optimum"
                                  : "row 0 = Proto-MAML init (weight_n = 2 s p_n, bias_n = "
                                    "-s |p_n|^2, s = logit_scale), row L-1 = trained optimum");
   if (rc == 0) rc = ltdi_st_writer_meta(w, "init", ltdi__prep_init_name(tc->cfg));
@@ -169,8 +187,10 @@ int ltdi__prep_write_output(const ltdi__prep_tasks *tc, size_t emb_n, const floa
   if (rc != 0) return rc;
   int64_t s_traj[3] = {M, tc->L, (int64_t)tc->P}, s_emb[2] = {M, (int64_t)emb_n};
   int64_t s_cls[2] = {M, N}, s_loss[1] = {M};
-  char *layout = c->head == LTDI_PREPARE_HEAD_MLP ? head_layout_json(&tc->dims)
-                                                  : linear_layout_json(&tc->dims);
+  char *layout =
+      c->head == LTDI_PREPARE_HEAD_MLP
+          ? head_layout_json(&tc->dims)
+          : normalised_layout_json(&tc->dims, c->head == LTDI_PREPARE_HEAD_TWO_LAYER);
   char *names = class_names_json(tc->bank);
   if (layout == NULL || names == NULL) rc = LTDI_ERR_NOMEM;
   if (rc == 0) rc = ltdi_st_writer_add(w, "trajectories", LTDI_DTYPE_F32, 3, s_traj, traj);

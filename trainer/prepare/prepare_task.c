@@ -1,7 +1,8 @@
 /* trainer/prepare/prepare_task.c — one preparation task and the pool that runs
  * them (see prepare_internal.h): the options check, the task's episode, its
  * support features and embedding, the head trained from its init (the linear
- * head's Proto-MAML head, or the mlp head's shared or own Gaussian draw),
+ * head's Proto-MAML head, the two-layer head's identity fc1 over it, or the
+ * mlp head's shared or own Gaussian draw),
  * and worker threads pulling task indices from a shared counter.
  *
  * Every task is a pure function of (seed, task index), so its result does not
@@ -84,16 +85,22 @@ static int train_mlp(const ltdi__prep_tasks *tc, ltdi_backend *be, ltdi__prep_sc
                          loss);
 }
 
-/* The linear head: the prototypes of normalised view-0 features are both the
- * embedding and the centroids of the Proto-MAML init the training starts
- * from, so the init is a function of the task (no draw). */
-static int train_linear(const ltdi__prep_tasks *tc, ltdi__prep_scratch *tm, ltdi_rng *rng,
-                        float *emb, float *traj, float *loss) {
+/* The linear and two-layer heads: the prototypes of normalised view-0
+ * features are both the embedding and the centroids of the Proto-MAML init
+ * the training starts from (behind an identity fc1 for the two-layer head),
+ * so the init is a function of the task (no draw). */
+static int train_normalised(const ltdi__prep_tasks *tc, ltdi__prep_scratch *tm, ltdi_rng *rng,
+                            float *emb, float *traj, float *loss) {
   const ltdi_prepare_config *cfg = tc->cfg;
   int N = cfg->ways, d = tc->dims.in_dim, V = tc->views_used, ns = N * cfg->shots;
   int nt = N * ltdi__prep_train_shots(cfg);
   int rc = ltdi_task_prototypes(tm->x, (size_t)V * (size_t)d, tm->y, ns, N, d, emb, NULL);
   if (rc != 0) return rc;
+  if (cfg->head == LTDI_PREPARE_HEAD_TWO_LAYER) {
+    ltdi_two_layer_head_base(emb, N, d, tm->w);
+    return ltdi_two_layer_head_train(&cfg->train, N, d, tm->w, tm->x, V, tm->y, nt, rng, traj,
+                                     loss);
+  }
   ltdi_linear_head_base(emb, N, d, tm->w);
   return ltdi_linear_head_train(&cfg->train, N, d, tm->w, tm->x, V, tm->y, nt, rng, traj,
                                 loss);
@@ -103,28 +110,33 @@ int ltdi__prep_compute_task(const ltdi__prep_tasks *tc, ltdi_backend *be, ltdi__
                             int task, int32_t *classes, float *emb, float *traj, float *loss) {
   int rc = gather_support(tc, tm, task, classes);
   if (rc != 0) return rc;
-  /* Both heads draw their views from the task's stream of the train family. */
+  /* Every head draws its views from the task's stream of the train family. */
   ltdi_rng rng;
   ltdi_rng_init(&rng, tc->cfg->seed ^ LTDI__PREPARE_TRAIN_SEED_SALT, (uint64_t)task);
   if (tc->cfg->head == LTDI_PREPARE_HEAD_MLP)
     return train_mlp(tc, be, tm, &rng, emb, traj, loss);
-  return train_linear(tc, tm, &rng, emb, traj, loss);
+  return train_normalised(tc, tm, &rng, emb, traj, loss);
 }
 
 /* The options check of ltdi__prep_tasks_init; err says what is wrong. */
 static int check_config(const ltdi_prepare_config *cfg, const ltdi_featurebank *bank, char *err,
                         size_t errlen) {
   const int mlp = cfg->head == LTDI_PREPARE_HEAD_MLP;
-  if ((!mlp && cfg->head != LTDI_PREPARE_HEAD_LINEAR) || cfg->tasks < 1 || cfg->ways < 1 ||
+  const int known = mlp || cfg->head == LTDI_PREPARE_HEAD_LINEAR ||
+                    cfg->head == LTDI_PREPARE_HEAD_TWO_LAYER;
+  if (!known || cfg->tasks < 1 || cfg->ways < 1 ||
       cfg->shots < 1 || (cfg->train_shots != 0 && cfg->train_shots < cfg->shots) ||
       (mlp && cfg->hidden < 1) || cfg->train.steps < 1 ||
       cfg->n_threads < 1 || cfg->train.n_checkpoints < 2 || cfg->train.n_checkpoints > 10 ||
-      !(cfg->train.lr > 0.0f) || !(cfg->train.sam_rho >= 0.0f) || bank->n < 1 ||
+      !(cfg->train.lr > 0.0f) || !(cfg->train.sam_rho >= 0.0f) ||
+      (cfg->head == LTDI_PREPARE_HEAD_TWO_LAYER && !(cfg->train.fc1_lr_ratio >= 0.0f)) ||
+      bank->n < 1 ||
       bank->dim < 1) {
     return ltdi_fail(err, errlen, LTDI_ERR_INVALID_ARG,
                      "invalid options: need a known head, tasks, ways, shots, train shots 0 or "
                      ">= shots, hidden (mlp), "
-                     "steps, threads >= 1, lr > 0, rho >= 0, trajectory length 2..10");
+                     "steps, threads >= 1, lr > 0, rho >= 0, fc1 lr ratio >= 0 (two_layer), "
+                     "trajectory length 2..10");
   }
   return 0;
 }
@@ -138,8 +150,9 @@ int ltdi__prep_tasks_init(ltdi__prep_tasks *tc, const ltdi_prepare_config *cfg,
   if (rc != 0) return rc;
   tc->dims.in_dim = bank->dim;
   tc->dims.classes = cfg->ways;
-  if (cfg->head == LTDI_PREPARE_HEAD_MLP) {
-    tc->dims.hidden = cfg->hidden;
+  if (cfg->head == LTDI_PREPARE_HEAD_MLP || cfg->head == LTDI_PREPARE_HEAD_TWO_LAYER) {
+    /* The two-layer head is the classifier head's layout with h = d. */
+    tc->dims.hidden = cfg->head == LTDI_PREPARE_HEAD_MLP ? cfg->hidden : bank->dim;
     tc->P = ltdi_head_param_count(&tc->dims);
   } else {
     tc->P = (size_t)cfg->ways * ((size_t)bank->dim + 1);
