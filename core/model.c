@@ -77,7 +77,8 @@ int ltdi_model_create_class_tokens(ltdi_model **out, ltdi_backend *be, const ltd
   if (!out || !be || !cfg || !sched) return LTDI_ERR_INVALID_ARG;
   *out = NULL;
   if (feat_dim < 1 || max_ways < 2 || max_ways > LTDI_MODEL_MAX_WAYS_LIMIT ||
-      cfg->token_dim != feat_dim + 1 || cfg->cond_dim != feat_dim || sched->T < 1 ||
+      cfg->token_dim != feat_dim + 1 || cfg->cond_dim != feat_dim ||
+      (cfg->set_token_dim != 0 && cfg->set_token_dim != feat_dim * (feat_dim + 1)) || sched->T < 1 ||
       sched->T > LTDI_SCHEDULE_MAX_T || sched->L < 2 || sched->L > LTDI_SCHEDULE_MAX_L)
     return LTDI_ERR_INVALID_ARG;
   int rc = ltdi_cden_config_check(cfg);
@@ -98,7 +99,11 @@ int ltdi_model_create_class_tokens(ltdi_model **out, ltdi_backend *be, const ltd
   for (int i = 0; !rc && i < feat_dim; i++) m->cond_std[i] = 1.0f;
   ltdi_layout_init(&m->layout, NULL);
   ltdi_layout_free(&m->layout);
-  if (!rc) rc = ltdi_layout_linear_head(&m->layout, feat_dim, max_ways);
+  if (!rc)
+    rc = cfg->set_token_dim ? ltdi_layout_head(&m->layout, feat_dim, feat_dim, max_ways)
+                            : ltdi_layout_linear_head(&m->layout, feat_dim, max_ways);
+  for (int i = 0; !rc && i < m->layout.n_tensors; i++) /* the head layout carries init stds */
+    m->layout.tensors[i].mean = 0.0f, m->layout.tensors[i].std = 1.0f;
   if (!rc) rc = ltdi_cden_create(&m->cden, be, cfg);
   if (rc) {
     ltdi_model_free(m);
@@ -119,8 +124,14 @@ int ltdi_model_supports_ways(const ltdi_model *m, int ways) {
 
 size_t ltdi_model_head_params(const ltdi_model *m, int ways) {
   if (!ltdi_model_supports_ways(m, ways)) return 0;
-  if (m->arch == LTDI_ARCH_CLASS_TOKENS) return (size_t)ways * ((size_t)m->feat_dim + 1);
+  const size_t d = (size_t)m->feat_dim;
+  if (m->arch == LTDI_ARCH_CLASS_TOKENS) /* the task-level token (fc1), then a row per class */
+    return (ltdi_model_two_layer(m) ? d * (d + 1) : 0) + (size_t)ways * (d + 1);
   return m->layout.n_params; /* the U-Net's head, the LoRA adapter */
+}
+
+int ltdi_model_two_layer(const ltdi_model *m) {
+  return m && m->arch == LTDI_ARCH_CLASS_TOKENS && ltdi_cden_config_of(m->cden)->set_token_dim > 0;
 }
 
 size_t ltdi_model_cond_size(const ltdi_model *m, int ways) {
@@ -131,7 +142,8 @@ int ltdi_model_head_layout(const ltdi_model *m, int ways, ltdi_layout *out) {
   if (!out || !ltdi_model_supports_ways(m, ways)) return LTDI_ERR_INVALID_ARG;
   if (m->arch != LTDI_ARCH_CLASS_TOKENS) return ltdi__model_copy_layout(out, &m->layout);
   /* Same tensors as the stored layout, with N rows instead of max_ways. */
-  int rc = ltdi_layout_linear_head(out, m->feat_dim, ways);
+  int rc = ltdi_model_two_layer(m) ? ltdi_layout_head(out, m->feat_dim, m->feat_dim, ways)
+                                   : ltdi_layout_linear_head(out, m->feat_dim, ways);
   for (int i = 0; !rc && i < out->n_tensors; i++) {
     out->tensors[i].mean = m->layout.tensors[i].mean;
     out->tensors[i].std = m->layout.tensors[i].std;

@@ -137,8 +137,10 @@ void ltdi_model_free(ltdi_model *m);
 /* A class-token model (arch LTDI_ARCH_CLASS_TOKENS) with fresh (zero)
  * denoiser parameters (initialise them with ltdi_cden_init): heads of
  * 2..max_ways classes over feat_dim features; cfg's token_dim must be
- * feat_dim + 1 and its cond_dim feat_dim. Residual statistics start at mean
- * 0, std 1 (set them with ltdi_model_set_residual_stats). 0,
+ * feat_dim + 1 and its cond_dim feat_dim; its set_token_dim 0 (the linear
+ * head) or feat_dim·(feat_dim + 1) (the two-layer head, fc1 as the
+ * task-level token). Residual statistics start at mean 0, std 1 (set them
+ * with ltdi_model_set_residual_stats or _from). 0,
  * LTDI_ERR_INVALID_ARG or LTDI_ERR_NOMEM. */
 int ltdi_model_create_class_tokens(ltdi_model **out, ltdi_backend *be, const ltdi_cden_config *cfg,
                                    const ltdi_schedule *sched, int feat_dim, int max_ways);
@@ -328,8 +330,11 @@ void ltdi_model_standardise_rows(const ltdi_model *m, const float *cond, long ro
  * bias (N)) of a task with prototypes protos (N, d) as the normalised
  * residual the diffusion works on, in token order (N, d+1): row n =
  * ((W_n − base W_n − μ_W)/σ_W, (b_n − base b_n − μ_b)/σ_b), base =
- * ltdi_linear_head_base(protos). tokens != w. 0, LTDI_ERR_INVALID_ARG (not
- * a class-token model, unsupported ways) or LTDI_ERR_NOMEM. */
+ * ltdi_linear_head_base(protos). tokens != w. A two-layer model
+ * (ltdi_model_two_layer) takes and gives its head in the two-layer order
+ * and its tokens as ltdi_two_layer_residual_encode's. 0,
+ * LTDI_ERR_INVALID_ARG (not a class-token model, unsupported ways) or
+ * LTDI_ERR_NOMEM. */
 int ltdi_model_residual_encode(const ltdi_model *m, int ways, const float *protos,
                                const float *w, float *tokens);
 /* The inverse: w (layout order) from normalised residual tokens. */
@@ -342,9 +347,22 @@ int ltdi_linear_residual_encode(const ltdi_layout *stats, int ways, int dim, con
                                 const float *w, float *tokens);
 int ltdi_linear_residual_decode(const ltdi_layout *stats, int ways, int dim, const float *protos,
                                 const float *tokens, float *w);
-/* Sets the residual statistics (weight and bias tensors) of a class-token model. */
+/* Sets the residual statistics (weight and bias tensors) of a class-token
+ * model of the linear head. */
 int ltdi_model_set_residual_stats(ltdi_model *m, float mean_w, float std_w, float mean_b,
                                   float std_b);
+/* Either head: every tensor's mean and std from `stats` (a layout with the
+ * model's tensor count, e.g. the one a file or the meta-trainer holds),
+ * checked finite with std > 0. 0 or LTDI_ERR_INVALID_ARG. */
+int ltdi_model_set_residual_stats_from(ltdi_model *m, const ltdi_layout *stats);
+
+/* 1 when m is a class-token model of the two-layer head on normalised
+ * features (core/weights.h "the two-layer head"): its denoiser has a
+ * task-level token of d(d+1) numbers (fc1) beside one token per class
+ * (fc2), m->layout is the head layout ltdi_layout_head(d, d, max_ways)
+ * with one mean and std per tensor, and its heads and residual tokens are
+ * in the two-layer head's orders. 0 otherwise. */
+int ltdi_model_two_layer(const ltdi_model *m);
 
 /* ---- the LoRA tokens (core/model_lora.c) -------------------------------------- */
 

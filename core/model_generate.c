@@ -125,7 +125,7 @@ static int forward(ltdi_gen_workspace *ws, const float *x_t, const int32_t *t, c
   if (m->arch == LTDI_ARCH_UNET || strcmp(ws->be->name, "cpu") != 0)
     return forward_once(ws, x_t, t, cond, tasks, eps);
   const int rows = m->arch == LTDI_ARCH_LORA_TOKENS ? ltdi_cden_config_of(m->cden)->positions
-                                                    : ws->ways;
+                                                    : ws->ways + ltdi_model_two_layer(m);
   const int chunk = rows >= LTDI_GEN_CPU_TOKEN_ROWS ? 1 : LTDI_GEN_CPU_TOKEN_ROWS / rows;
   const size_t P = ltdi_model_head_params(m, ws->ways), Dc = ltdi_model_cond_size(m, ws->ways);
   int rc = 0;
@@ -162,7 +162,8 @@ static int denoise(void *ctx, const float *x_t, const int32_t *t, const float *c
 
 /* The generated x_0 (normalised, ws->x_host) as heads: the U-Net's layout
  * de-normalised, the class-token residual added to each task's
- * nearest-centroid head, or the LoRA residual added to the mean adapter. */
+ * nearest-centroid head (the two-layer head's: fc1 the identity), or the
+ * LoRA residual added to the mean adapter. */
 static int finish(const ltdi_gen_workspace *ws, const float *cond, int batch, float scale,
                   float *out) {
   const ltdi_model *m = ws->m;

@@ -2,7 +2,9 @@
  * version 3, "arch": "class_tokens"; a LoRA-token model, "lora_tokens", adds
  * what core/model_io_lora.c says). Keys: format, format_version, arch,
  * class_denoiser (ltdi_cden_config_to_json), schedule, T, L, layout (the
- * linear head of max_ways classes carrying the residual statistics),
+ * linear head of max_ways classes carrying the residual statistics; for a
+ * two-layer model, set_token_dim > 0, the head layout of fc1 (d, d) and fc2
+ * (max_ways, d), one mean and std per tensor),
  * embedding (ways 0: any N; dim; the prototype standardisation), sampler,
  * denoiser and provenance as for the U-Net; tensors: the denoiser's, under
  * their names (core/class_denoiser.h). As strict as the U-Net's loader. */
@@ -34,6 +36,14 @@ int ltdi__model_tokens_to_writer(const ltdi_model *m, ltdi_st_writer *w) {
   return rc;
 }
 
+/* d and max_ways of a two-layer head layout (hidden = d), else nonzero. */
+static int two_layer_dims(const ltdi_layout *l, int *d, int *max_ways) {
+  int in_dim = 0, hidden = 0, classes = 0;
+  if (ltdi_layout_head_dims(l, &in_dim, &hidden, &classes) || hidden != in_dim) return 1;
+  *d = in_dim, *max_ways = classes;
+  return 0;
+}
+
 /* The architecture's keys → a fresh model with the residual statistics. */
 static int build(ltdi_model **m, ltdi_backend *be, const ltdi_st_file *f, char *err,
                  size_t errlen) {
@@ -59,9 +69,12 @@ static int build(ltdi_model **m, ltdi_backend *be, const ltdi_st_file *f, char *
     rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "model metadata 'layout' is not a valid layout");
   else if (!strcmp(ltdi_st_meta(f, "arch"), "lora_tokens"))
     lora = 1;
-  else if (ltdi_layout_linear_head_dims(&layout, &d, &max_ways))
+  else if (cfg.set_token_dim == 0 && ltdi_layout_linear_head_dims(&layout, &d, &max_ways))
     rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "model metadata 'layout' is not a linear-head layout");
-  else if (cfg.cond_dim != d || cfg.token_dim != d + 1)
+  else if (cfg.set_token_dim > 0 && two_layer_dims(&layout, &d, &max_ways))
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "model metadata 'layout' is not a two-layer head layout (fc1 d x d, fc2 max_ways x d)");
+  else if (cfg.cond_dim != d || cfg.token_dim != d + 1 ||
+           (cfg.set_token_dim > 0 && cfg.set_token_dim != d * (d + 1)))
     rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "the denoiser's token_dim %d / cond_dim %d do not fit a head of %d features",
                    cfg.token_dim, cfg.cond_dim, d);
   if (!rc && lora) {
@@ -71,8 +84,7 @@ static int build(ltdi_model **m, ltdi_backend *be, const ltdi_st_file *f, char *
     if (rc) ltdi_fail(err, errlen, rc, "cannot build the model: %s", ltdi_strerror(rc));
   }
   if (!rc && !lora) {
-    const ltdi_layout_tensor *tw = &layout.tensors[0], *tb = &layout.tensors[1];
-    rc = ltdi_model_set_residual_stats(*m, tw->mean, tw->std, tb->mean, tb->std);
+    rc = ltdi_model_set_residual_stats_from(*m, &layout);
     if (rc) ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "model metadata 'layout': unusable residual statistics");
   }
   ltdi_layout_free(&layout);

@@ -61,13 +61,32 @@ static int usable(const ltdi_model *m, int ways) {
 int ltdi_model_residual_encode(const ltdi_model *m, int ways, const float *protos,
                                const float *w, float *tokens) {
   if (!usable(m, ways)) return LTDI_ERR_INVALID_ARG;
+  if (ltdi_model_two_layer(m))
+    return ltdi_two_layer_residual_encode(&m->layout, ways, m->feat_dim, protos, w, tokens);
   return convert(&m->layout, ways, m->feat_dim, protos, w, tokens, 1);
 }
 
 int ltdi_model_residual_decode(const ltdi_model *m, int ways, const float *protos,
                                const float *tokens, float *w) {
   if (!usable(m, ways)) return LTDI_ERR_INVALID_ARG;
+  if (ltdi_model_two_layer(m))
+    return ltdi_two_layer_residual_decode(&m->layout, ways, m->feat_dim, protos, tokens, w);
   return convert(&m->layout, ways, m->feat_dim, protos, tokens, w, 0);
+}
+
+int ltdi_model_set_residual_stats_from(ltdi_model *m, const ltdi_layout *stats) {
+  if (!m || m->arch != LTDI_ARCH_CLASS_TOKENS || !stats ||
+      stats->n_tensors != m->layout.n_tensors)
+    return LTDI_ERR_INVALID_ARG;
+  for (int i = 0; i < stats->n_tensors; i++) {
+    const float mean = stats->tensors[i].mean, std = stats->tensors[i].std;
+    if (!isfinite(mean) || !isfinite(std) || !(std > 0)) return LTDI_ERR_INVALID_ARG;
+  }
+  for (int i = 0; i < stats->n_tensors; i++) {
+    m->layout.tensors[i].mean = stats->tensors[i].mean;
+    m->layout.tensors[i].std = stats->tensors[i].std;
+  }
+  return 0;
 }
 
 int ltdi_model_set_residual_stats(ltdi_model *m, float mean_w, float std_w, float mean_b,

@@ -63,11 +63,14 @@ typedef struct gen_state {
 } gen_state;
 
 /* Mean cross-entropy and accuracy of a generated head w (P) on the support
- * set: a class-token model's linear head on normalised features, or a
- * U-Net's MLP head. */
+ * set: a class-token model's linear or two-layer head on normalised
+ * features, or a U-Net's MLP head. */
 static int support_eval(const gen_state *g, const float *w, double *acc, double *loss) {
   const ltdi_model *m = g->sm->m;
   const ltdi_gen_request *r = &g->r;
+  if (ltdi_model_two_layer(m))
+    return ltdi_two_layer_head_score(w, g->ways, m->feat_dim, r->values, r->labels, r->rows, acc,
+                                     loss);
   if (m->arch == LTDI_ARCH_CLASS_TOKENS)
     return ltdi_linear_head_score(w, g->ways, m->feat_dim, r->values, r->labels, r->rows, acc,
                                   loss);

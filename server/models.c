@@ -291,10 +291,13 @@ int ltdi_model_set_list(ltdi_model_set *s, char (*names)[64], int64_t *versions,
 /* The layout's tensors as [{"name", "shape"}]; with class_axis, the first
  * axis of every tensor is the class axis and reads "N" (a class-token
  * model's heads have any N). */
-static json_t *tensors_json(const ltdi_layout *l, int class_axis) {
+/* The layout's tensors; from tensor first_class_axis on (-1: none) the
+ * first axis is the head's N ("N" in the JSON). */
+static json_t *tensors_json(const ltdi_layout *l, int first_class_axis) {
   json_t *tensors = json_array();
   for (int i = 0; tensors && i < l->n_tensors; i++) {
     const ltdi_layout_tensor *t = &l->tensors[i];
+    const int class_axis = first_class_axis >= 0 && i >= first_class_axis;
     json_t *shape = json_array();
     for (int k = 0; shape && k < t->ndim; k++)
       json_array_append_new(shape, class_axis && k == 0 ? json_string("N") : json_integer(t->shape[k]));
@@ -326,6 +329,9 @@ static void ways_json(json_t *o, const ltdi_model *m) {
   json_object_set_new(o, "n_params", tokens && !lora ? json_null()
                                                     : json_integer((json_int_t)m->layout.n_params));
   if (tokens && !lora) json_object_set_new(o, "n_params_per_class", json_integer(m->feat_dim + 1));
+  if (ltdi_model_two_layer(m)) /* fc1, the same size whatever N */
+    json_object_set_new(o, "n_params_shared",
+                        json_integer((json_int_t)ltdi_model_head_params(m, 2) - 2 * (m->feat_dim + 1)));
 }
 
 /* A LoRA model's adapter: what a serving stack needs to know to use it,
@@ -359,7 +365,9 @@ char *ltdi_model_summary_json(const ltdi_model *m) {
   json_object_set_new(smp, "sigma", json_string(ltdi_sampler_sigma_name(m->sampler.sigma)));
   json_object_set_new(smp, "eta", json_real(m->sampler.eta));
   json_object_set_new(o, "sampler", smp);
-  json_object_set_new(o, "tensors", tensors_json(&m->layout, m->arch == LTDI_ARCH_CLASS_TOKENS));
+  /* class tokens: weight and bias per class; two-layer: fc1 shared, fc2 per class */
+  const int first_class_axis = m->arch != LTDI_ARCH_CLASS_TOKENS ? -1 : ltdi_model_two_layer(m) ? 2 : 0;
+  json_object_set_new(o, "tensors", tensors_json(&m->layout, first_class_axis));
   if (m->trainer_version) json_object_set_new(o, "trainer_version", json_string(m->trainer_version));
   if (m->data) json_object_set_new(o, "data", json_string(m->data));
   json_object_set_new(o, "data_sha256", m->data_sha256[0] ? json_string(m->data_sha256) : json_null());

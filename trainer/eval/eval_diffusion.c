@@ -39,7 +39,8 @@ typedef struct diff_state {
   const ltdi_model *m;
   ltdi_gen_pool *pool;
   int worker;                     /* this thread's slot in the pool */
-  int linear;                     /* 1: a class-token model (linear head of any N) */
+  int linear;                     /* 1: a class-token model (a head of any N) */
+  int two_layer;                  /* 1: its head is the two-layer one (else linear) */
   ltdi_head_dims dims;            /* U-Net: of the generated head (the model's layout) */
   size_t P;                       /* U-Net: its size (linear: per task, head_params) */
   ltdi__eval_recipe ref;          /* recipe the model's trajectories were prepared with */
@@ -53,6 +54,7 @@ static int state_init(ltdi_eval_worker *w, const char *path, void **state) {
   ltdi_model *m = NULL;
   int rc = ltdi_eval_generator_get(w->gen, path, &m, &s->pool, err, sizeof err);
   if (!rc) s->linear = m->arch == LTDI_ARCH_CLASS_TOKENS;
+  if (!rc) s->two_layer = ltdi_model_two_layer(m);
   if (!rc && !s->linear)
     rc = ltdi_layout_head_dims(&m->layout, &s->dims.in_dim, &s->dims.hidden, &s->dims.classes);
   if (rc) {
@@ -62,7 +64,7 @@ static int state_init(ltdi_eval_worker *w, const char *path, void **state) {
   s->m = m;
   s->worker = w->index;
   s->P = s->linear ? 0 : m->layout.n_params;
-  ltdi__eval_read_recipe(m, s->linear, &s->ref);
+  ltdi__eval_read_recipe(m, &s->ref);
   *state = s;
   return 0;
 }
@@ -118,13 +120,16 @@ static int check_task(const diff_state *s, const ltdi_eval_task *t) {
 }
 
 /* z (n, N) = the head's logits on x (n, d): the MLP's on the backend, the
- * linear head's on the host (double, rounded to float). */
+ * linear or two-layer head's on the host (double, rounded to float). */
 static int logits(ltdi_backend *be, const diff_state *s, int ways, const float *w, const float *x,
                   int n, float *z) {
   if (!s->linear) return ltdi_head_logits(be, &s->dims, w, x, n, z);
   double *zd = malloc((size_t)n * (size_t)ways * sizeof *zd);
   if (!zd) return LTDI_ERR_NOMEM;
-  ltdi_linear_head_logits(w, ways, s->m->feat_dim, x, n, zd);
+  if (s->two_layer)
+    ltdi_two_layer_head_logits(w, ways, s->m->feat_dim, x, n, zd);
+  else
+    ltdi_linear_head_logits(w, ways, s->m->feat_dim, x, n, zd);
   for (size_t i = 0; i < (size_t)n * ways; i++) z[i] = (float)zd[i];
   free(zd);
   return 0;
@@ -162,6 +167,18 @@ static int support_loss(ltdi_backend *be, const diff_state *s, const float *w,
   return rc;
 }
 
+/* Trains a class-token model's head w (its kind's recipe cfg) on the
+ * support's first V views x (n, V, d). */
+static int token_head_train(const diff_state *s, const ltdi_head_train_config *cfg,
+                            const ltdi_eval_task *t, float *w, const float *x, int V,
+                            ltdi_rng *rng) {
+  const int ns = t->ways * t->shots;
+  return s->two_layer ? ltdi_two_layer_head_train(cfg, t->ways, t->dim, w, x, V,
+                                                  t->support_labels, ns, rng, NULL, NULL)
+                      : ltdi_linear_head_train(cfg, t->ways, t->dim, w, x, V,
+                                               t->support_labels, ns, rng, NULL, NULL);
+}
+
 /* x (n, V, d) = the first V views of the task's support (n, views, d). */
 static float *first_views(const ltdi_eval_task *t, int V) {
   const size_t n = (size_t)t->ways * t->shots, d = (size_t)t->dim;
@@ -185,10 +202,12 @@ static int reference_optimum(ltdi_backend *be, const diff_state *s, const ltdi_e
   ltdi_rng rng;
   int rc;
   if (s->linear) {
-    ltdi_linear_head_base(cond, t->ways, t->dim, ref);
+    if (s->two_layer)
+      ltdi_two_layer_head_base(cond, t->ways, t->dim, ref);
+    else
+      ltdi_linear_head_base(cond, t->ways, t->dim, ref);
     ltdi_rng_init(&rng, t->seed ^ LTDI__REF_SEED_SALT, t->index);
-    rc = ltdi_linear_head_train(&s->ref.cfg, t->ways, t->dim, ref, views, V, t->support_labels,
-                                ns, &rng, NULL, NULL);
+    rc = token_head_train(s, &s->ref.cfg, t, ref, views, V, &rng);
   } else {
     if (s->ref.shared_init) {
       ltdi_rng_init(&rng, s->ref.init_seed, s->ref.init_stream);
@@ -310,8 +329,7 @@ int ltdi__eval_refine(ltdi_eval_worker *w, const ltdi_eval_task *t, int32_t *pre
     ltdi_rng rng;
     ltdi_rng_init(&rng, t->seed ^ LTDI__REFINE_SEED_SALT, t->index);
     const int ns = t->ways * t->shots;
-    rc = s->linear ? ltdi_linear_head_train(&cfg, t->ways, t->dim, head, t->support_views,
-                                            t->views, t->support_labels, ns, &rng, NULL, NULL)
+    rc = s->linear ? token_head_train(s, &cfg, t, head, t->support_views, t->views, &rng)
                    : ltdi_head_train(w->be, &s->dims, &cfg, head, t->support_views, t->views,
                                      t->support_labels, ns, &rng, NULL, NULL);
   }

@@ -27,9 +27,10 @@ typedef struct ltdi__eval_recipe {
   uint64_t init_seed, init_stream;
 } ltdi__eval_recipe;
 
-/* The defaults of the model's head kind (linear: the linear recipe),
- * overridden by its "prepare" metadata key when present. */
-void ltdi__eval_read_recipe(const ltdi_model *m, int linear, ltdi__eval_recipe *r);
+/* The defaults of the model's head kind (the MLP's for the U-Net, the
+ * linear or two-layer head's for class tokens), overridden by its
+ * "prepare" metadata key when present. */
+void ltdi__eval_read_recipe(const ltdi_model *m, ltdi__eval_recipe *r);
 
 /* ---- rows (internal: for the registry table) ------------------------------ */
 

@@ -28,10 +28,12 @@ static int json_num(json_t *v, double *out) {
   return 0;
 }
 
-/* The reference recipe: ltdi_head_train_default(), overridden by the model's
+/* The reference recipe: the head kind's defaults, overridden by the model's
  * "prepare" metadata key when present (docs/EVAL.md lists the fields). */
-void ltdi__eval_read_recipe(const ltdi_model *m, int linear, ltdi__eval_recipe *s) {
-  s->cfg = linear ? ltdi_linear_head_train_default() : ltdi_head_train_default();
+void ltdi__eval_read_recipe(const ltdi_model *m, ltdi__eval_recipe *s) {
+  s->cfg = ltdi_model_two_layer(m)              ? ltdi_two_layer_head_train_default()
+           : m->arch == LTDI_ARCH_CLASS_TOKENS ? ltdi_linear_head_train_default()
+                                               : ltdi_head_train_default();
   s->views = 0;
   s->shared_init = 0;
   const char *json = NULL;
@@ -49,6 +51,8 @@ void ltdi__eval_read_recipe(const ltdi_model *m, int linear, ltdi__eval_recipe *
   if (json_num(json_object_get(root, "sam_rho"), &x) && x >= 0) s->cfg.sam_rho = (float)x;
   if (json_num(json_object_get(root, "weight_decay"), &x) && x >= 0)
     s->cfg.weight_decay = (float)x;
+  if (json_num(json_object_get(root, "fc1_lr_ratio"), &x) && x >= 0)
+    s->cfg.fc1_lr_ratio = (float)x;
   if (json_num(json_object_get(root, "augment_views"), &x) && x >= 1) s->views = (int)x;
   const char *o = json_string_value(json_object_get(root, "optimiser"));
   if (o) s->cfg.use_adam = strcmp(o, "sgd") != 0;

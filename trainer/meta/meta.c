@@ -213,6 +213,7 @@ char *ltdi__meta_recipe_json(const ltdi_st_file *f) {
   static const char *const recipe_keys[] = {"steps", "lr", "optimiser", "sam_rho",
                                             "weight_decay", "augment", "augment_views",
                                             "init", "init_seed", "init_stream",
+                                            "head", "fc1_lr_ratio", /* two-layer head */
                                             /* LoRA: what the daemon cuts texts to, the head */
                                             "max_length", "logit_scale"};
   json_t *recipe = json_object();
@@ -244,7 +245,7 @@ int ltdi_meta_data_load(ltdi_meta_data *d, const char *path, int traj_len, float
   int tokens = strchr(path, ',') != NULL, lora = 0, rc = 0;
   if (!tokens && ltdi_st_read(path, &f, NULL, 0) == 0) {
     const char *head = ltdi_st_meta(f, "head"), *format = ltdi_st_meta(f, "format");
-    tokens = head && !strcmp(head, "linear");
+    tokens = head && (!strcmp(head, "linear") || !strcmp(head, "two_layer"));
     lora = format && !strcmp(format, "ltdi-lora-trajectories");
   }
   if (lora) { /* the loader reads the file again, as the spec's reader does */

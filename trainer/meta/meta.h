@@ -121,7 +121,10 @@ typedef struct ltdi_meta_data {
   float *cond_std;       /* (dim) */
   double target_var;     /* mean square of the normalised points j >= 1 (training slice) */
   ltdi_layout layout;    /* U-Net: the head layout; class tokens: the residual
-                          * statistics (a linear-head layout of `ways` classes) */
+                          * statistics (a linear-head layout of `ways` classes,
+                          * or the two-layer head's of `ways` classes) */
+  int two_layer;         /* class tokens: 1 for two-layer-head files (`prepare
+                          * --head two_layer`: fc1 a task-level token), 0 linear */
   char *desc;            /* data description for the model file */
   char *prepare_json;    /* the weight-preparation recipe (JSON object of the
                           * trajectories file's recipe keys), stored in the model

@@ -1,12 +1,15 @@
 /* trainer/meta/meta_tokens.c — the data side of class-token meta-training
- * (trainer/meta/meta.h): trajectories files of linear heads, one group per
- * file (one N each, any mix of ways and shots over the same features),
- * turned into normalised residual tokens; and the held-out measurements.
+ * (trainer/meta/meta.h): trajectories files of linear heads, or of
+ * two-layer heads, one group per file (one N each, any mix of ways and
+ * shots over the same features, one head kind), turned into normalised
+ * residual tokens; and the held-out measurements.
  *
  * The residual of a head is its difference to the nearest-centroid head of
- * the task's prototypes; its statistics (one mean and std for the weights,
- * one for the biases) are fitted on the optima of the training slices of
- * all groups together, so one model sees every N on the same scale. */
+ * the task's prototypes (for the two-layer head: fc1 from the identity,
+ * fc2 from nearest-centroid); its statistics (one mean and std per tensor:
+ * the weights and the biases, of fc1 and fc2 for the two-layer head) are
+ * fitted on the optima of the training slices of all groups together, so
+ * one model sees every N on the same scale. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
@@ -19,6 +22,26 @@
 #include "trainer/meta/meta_train_internal.h"
 
 #define MAX_FILES 16
+#define MAX_STATS 4 /* residual tensors: weight, bias (linear); fc1 and fc2's (two-layer) */
+
+/* The residual-statistics layout of the head kind, every mean 0 and std 1:
+ * encoding with it gives the raw (unnormalised) residual. */
+static int unit_stats(ltdi_layout *l, int two_layer, int dim, int ways) {
+  int rc = two_layer ? ltdi_layout_head(l, dim, dim, ways) : ltdi_layout_linear_head(l, dim, ways);
+  for (int i = 0; !rc && i < l->n_tensors; i++) l->tensors[i].mean = 0.0f, l->tensors[i].std = 1.0f;
+  return rc;
+}
+
+/* The residual tensor entry e of a task's tokens belongs to (the index
+ * into unit_stats' tensors). Linear: a token of d+1 is [weight row; bias].
+ * Two-layer: first the fc1 token, d rows of [fc1.weight row; fc1.bias],
+ * then the class tokens [fc2.weight row; fc2.bias]. */
+static int residual_tensor(const ltdi_meta_data *d, size_t e) {
+  const size_t D = (size_t)d->dim + 1, fc1 = d->two_layer ? (size_t)d->dim * D : 0;
+  const int base = e < fc1 ? 0 : (d->two_layer ? 2 : 0);
+  const size_t r = e < fc1 ? e : e - fc1;
+  return base + (r % D == D - 1);
+}
 
 /* One file into group g: shapes checked, rows subsampled, residual tokens
  * in raw units (statistics mean 0, std 1: normalised later). */
@@ -32,23 +55,29 @@ static int load_group(ltdi_meta_data *d, ltdi_meta_group *g, const char *path, i
   const char *head = ltdi_st_meta(f, "head");
   int in_dim = 0, file_L = 0;
   char why[256] = "";
-  if (!head || strcmp(head, "linear"))
-    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: not a linear-head trajectories file (make it with `prepare --head linear`; an MLP-head file trains the U-Net alone)", path);
+  const int two_layer = head && !strcmp(head, "two_layer");
+  if (!head || (strcmp(head, "linear") && !two_layer))
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: not a linear-head or two-layer-head trajectories file (make it with `prepare --head linear` or `two_layer`; an MLP-head file trains the U-Net alone)", path);
+  else if (d->n_groups > 1 && two_layer != d->two_layer)
+    rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: a %s-head file among %s-head files (one model generates one head kind)",
+                   path, head, d->two_layer ? "two_layer" : "linear");
   else if (ltdi__meta_int(f, "ways", &g->ways) || ltdi__meta_int(f, "in_dim", &in_dim) || g->ways < 2)
     rc = ltdi_fail(err, errlen, LTDI_ERR_FORMAT, "%s: metadata lacks integer ways >= 2 or in_dim", path);
   else if ((rc = ltdi_st_get_f32(f, "trajectories", 3, ts, &traj, why, sizeof why)) ||
            (rc = ltdi_st_get_f32(f, "embeddings", 2, es, &emb, why, sizeof why)))
     ltdi_fail(err, errlen, rc, "%s: %s", path, why);
-  else if (ts[2] != (int64_t)g->ways * (in_dim + 1) || es[0] != ts[0] || ts[0] < 2 ||
+  else if (ts[2] != (int64_t)(g->ways + (two_layer ? in_dim : 0)) * (in_dim + 1) ||
+           es[0] != ts[0] || ts[0] < 2 ||
            es[1] != (int64_t)g->ways * in_dim || ts[1] < 2)
-    rc = ltdi_fail(err, errlen, LTDI_ERR_SHAPE, "%s: trajectories [%lld,%lld,%lld] / embeddings [%lld,%lld] disagree with a %d-way head over %d features",
-                   path, (long long)ts[0], (long long)ts[1], (long long)ts[2], (long long)es[0], (long long)es[1], g->ways, in_dim);
+    rc = ltdi_fail(err, errlen, LTDI_ERR_SHAPE, "%s: trajectories [%lld,%lld,%lld] / embeddings [%lld,%lld] disagree with a %d-way %s head over %d features",
+                   path, (long long)ts[0], (long long)ts[1], (long long)ts[2], (long long)es[0], (long long)es[1], g->ways, head, in_dim);
   else if (d->dim && in_dim != d->dim)
     rc = ltdi_fail(err, errlen, LTDI_ERR_SHAPE, "%s: features of %d dims, the other files have %d", path, in_dim, d->dim);
   else if (d->file_L && ts[1] != d->file_L)
     rc = ltdi_fail(err, errlen, LTDI_ERR_SHAPE, "%s: trajectories of L = %lld, the other files have %d", path, (long long)ts[1], d->file_L);
   if (!rc) {
     d->dim = in_dim;
+    d->two_layer = two_layer;
     file_L = d->file_L = (int)ts[1];
     d->L = traj_len > 0 ? traj_len : file_L;
   }
@@ -66,13 +95,15 @@ static int load_group(ltdi_meta_data *d, ltdi_meta_group *g, const char *path, i
   ltdi_layout unit;
   ltdi_layout_init(&unit, NULL);
   ltdi_layout_free(&unit);
-  if (!rc) rc = ltdi_layout_linear_head(&unit, in_dim, g->ways); /* mean 0, std 1 */
+  if (!rc) rc = unit_stats(&unit, two_layer, in_dim, g->ways);
   for (int i = 0; !rc && i < g->M; i++) {
     const float *p = emb + (size_t)i * es[1];
-    for (int j = 0; !rc && j < d->L; j++)
-      rc = ltdi_linear_residual_encode(&unit, g->ways, in_dim, p,
-                                       traj + ((size_t)i * file_L + rows[j]) * g->P,
-                                       g->traj + ((size_t)i * d->L + j) * g->P);
+    for (int j = 0; !rc && j < d->L; j++) {
+      const float *w = traj + ((size_t)i * file_L + rows[j]) * g->P;
+      float *tok = g->traj + ((size_t)i * d->L + j) * g->P;
+      rc = two_layer ? ltdi_two_layer_residual_encode(&unit, g->ways, in_dim, p, w, tok)
+                     : ltdi_linear_residual_encode(&unit, g->ways, in_dim, p, w, tok);
+    }
   }
   ltdi_layout_free(&unit);
   if (!rc) memcpy(g->cond, emb, (size_t)g->M * es[1] * sizeof(float));
@@ -97,22 +128,21 @@ static void split(ltdi_meta_data *d, float val_fraction) {
   }
 }
 
-/* Mean and std of the raw residual of the training optima: entry i of a
- * token is a weight for i < dim, the bias for i = dim. */
-static void residual_stats(const ltdi_meta_data *d, double mean[2], double std[2]) {
-  double s1[2] = {0, 0}, s2[2] = {0, 0}, cnt[2] = {0, 0};
-  const int D = d->dim + 1;
+/* Mean and std of the raw residual of the training optima, per tensor
+ * (residual_tensor). */
+static void residual_stats(const ltdi_meta_data *d, int n_stats, double *mean, double *std) {
+  double s1[MAX_STATS] = {0}, s2[MAX_STATS] = {0}, cnt[MAX_STATS] = {0};
   for (int k = 0; k < d->n_groups; k++) {
     const ltdi_meta_group *g = &d->groups[k];
     for (int i = 0; i < g->n_train; i++) {
       const float *opt = g->traj + ((size_t)i * d->L + d->L - 1) * g->P;
       for (int e = 0; e < g->P; e++) {
-        const int which = e % D == D - 1;
+        const int which = residual_tensor(d, (size_t)e);
         s1[which] += opt[e], s2[which] += (double)opt[e] * opt[e], cnt[which] += 1;
       }
     }
   }
-  for (int w = 0; w < 2; w++) {
+  for (int w = 0; w < n_stats; w++) {
     mean[w] = s1[w] / cnt[w];
     const double var = s2[w] / cnt[w] - mean[w] * mean[w];
     std[w] = var > 1e-12 ? sqrt(var) : 1e-6; /* constant residual: a floor, no division by 0 */
@@ -122,13 +152,13 @@ static void residual_stats(const ltdi_meta_data *d, double mean[2], double std[2
 /* Normalises every token with the fitted statistics and measures the
  * prototype statistics and the target variance over the training slices. */
 static int normalise(ltdi_meta_data *d) {
-  double mean[2], std[2];
-  residual_stats(d, mean, std);
+  double mean[MAX_STATS], std[MAX_STATS];
+  const int n_stats = d->two_layer ? 4 : 2;
+  residual_stats(d, n_stats, mean, std);
   ltdi_layout_free(&d->layout);
-  int rc = ltdi_layout_linear_head(&d->layout, d->dim, d->ways);
-  for (int w = 0; !rc && w < 2; w++)
+  int rc = unit_stats(&d->layout, d->two_layer, d->dim, d->ways);
+  for (int w = 0; !rc && w < n_stats; w++)
     d->layout.tensors[w].mean = (float)mean[w], d->layout.tensors[w].std = (float)std[w];
-  const int D = d->dim + 1;
   double sq = 0, n_sq = 0;
   double *c1 = calloc((size_t)d->dim, sizeof *c1), *c2 = calloc((size_t)d->dim, sizeof *c2);
   if (!rc && (!c1 || !c2)) rc = LTDI_ERR_NOMEM;
@@ -137,7 +167,7 @@ static int normalise(ltdi_meta_data *d) {
     ltdi_meta_group *g = &d->groups[k];
     const size_t n = (size_t)g->M * d->L * g->P;
     for (size_t e = 0; e < n; e++) {
-      const int which = (int)(e % (size_t)D) == D - 1;
+      const int which = residual_tensor(d, e % (size_t)g->P);
       g->traj[e] = (float)((g->traj[e] - mean[which]) / std[which]);
     }
     for (int i = 0; i < g->n_train; i++) {
@@ -165,8 +195,9 @@ static int normalise(ltdi_meta_data *d) {
 
 static void describe(ltdi_meta_data *d, const char *paths) {
   int at = snprintf(d->desc, 4096, "class-token trajectories %s: %d tasks (%d train, %d held out), "
-                    "linear heads over %d features, file L %d, trained L %d; groups",
-                    paths, d->M, d->n_train, d->n_val, d->dim, d->file_L, d->L);
+                    "%s heads over %d features, file L %d, trained L %d; groups",
+                    paths, d->M, d->n_train, d->n_val, d->two_layer ? "two-layer" : "linear",
+                    d->dim, d->file_L, d->L);
   for (int k = 0; k < d->n_groups && at > 0 && at < 4000; k++)
     at += snprintf(d->desc + at, 4096 - (size_t)at, " %d-way %d-shot x%d", d->groups[k].ways,
                    d->groups[k].shots, d->groups[k].M);
@@ -206,10 +237,10 @@ int ltdi__meta_tokens_model(ltdi_model **m, ltdi_backend *be, const ltdi_schedul
                             const ltdi_meta_data *d) {
   ltdi_cden_config cfg;
   ltdi_cden_config_default(&cfg, d->dim + 1, d->dim);
+  if (d->two_layer) cfg.set_token_dim = d->dim * (d->dim + 1); /* fc1, one token per task */
   const int max_ways = d->ways > LTDI_META_MIN_MAX_WAYS ? d->ways : LTDI_META_MIN_MAX_WAYS;
   int rc = ltdi_model_create_class_tokens(m, be, &cfg, sched, d->dim, max_ways);
-  const ltdi_layout_tensor *t = d->layout.tensors;
-  if (!rc) rc = ltdi_model_set_residual_stats(*m, t[0].mean, t[0].std, t[1].mean, t[1].std);
+  if (!rc) rc = ltdi_model_set_residual_stats_from(*m, &d->layout);
   if (!rc) {
     memcpy((*m)->cond_mean, d->cond_mean, (size_t)d->dim * sizeof(float));
     memcpy((*m)->cond_std, d->cond_std, (size_t)d->dim * sizeof(float));
@@ -218,8 +249,12 @@ int ltdi__meta_tokens_model(ltdi_model **m, ltdi_backend *be, const ltdi_schedul
 }
 
 /* The share of a task's own prototypes that its head w puts in their class. */
-static long prototype_hits(const float *w, const float *protos, int N, int dim, double *z) {
-  ltdi_linear_head_logits(w, N, dim, protos, N, z);
+static long prototype_hits(const float *w, int two_layer, const float *protos, int N, int dim,
+                           double *z) {
+  if (two_layer)
+    ltdi_two_layer_head_logits(w, N, dim, protos, N, z);
+  else
+    ltdi_linear_head_logits(w, N, dim, protos, N, z);
   return ltdi__meta_own_class_hits(z, N);
 }
 
@@ -235,7 +270,8 @@ static int val_group(ltdi_model *m, const ltdi_meta_data *d, const ltdi_meta_gro
     rc = ltdi_model_generate_ways(m, g->ways, g->cond + (size_t)task * Dc, &s, 1, opt, w, x);
     const float *target = g->traj + ((size_t)task * d->L + d->L - 1) * P;
     for (size_t p = 0; !rc && p < P; p++) *sq += ((double)x[p] - target[p]) * (x[p] - target[p]);
-    if (!rc) *hits += prototype_hits(w, g->cond + (size_t)task * Dc, g->ways, d->dim, z);
+    if (!rc)
+      *hits += prototype_hits(w, d->two_layer, g->cond + (size_t)task * Dc, g->ways, d->dim, z);
   }
   free(w), free(x), free(z);
   return rc;
