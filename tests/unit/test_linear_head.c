@@ -233,5 +233,13 @@ Test(linear_head, refuses_bad_arguments) {
   cr_expect_eq(ltdi_linear_head_train(&cfg, N, d, w, x, 1, y, n, &rng, NULL, NULL),
                LTDI_ERR_NONFINITE);
   cr_expect_eq(memcmp(before, w, sizeof before), 0);
+  /* So is a step whose weights are finite in double but not in float: the
+   * output would hold an infinity. */
+  w[0] = 0.0f;
+  memcpy(before, w, sizeof before);
+  cfg.lr = 3e38f, cfg.steps = 20;
+  cr_expect_eq(ltdi_linear_head_train(&cfg, N, d, w, x, 1, y, n, &rng, NULL, NULL),
+               LTDI_ERR_NONFINITE);
+  cr_expect_eq(memcmp(before, w, sizeof before), 0);
   free(w), free(x), free(y);
 }

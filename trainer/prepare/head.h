@@ -3,8 +3,9 @@
  * from: the 2-layer MLP head from a Gaussian init, on a backend (head.c),
  * the linear head on normalised features from its Proto-MAML init, on the
  * host (linear_head.c), and the two-layer head on normalised features from
- * the same init behind an identity fc1, on the host (two_layer_head.c). The
- * heads' tensors, order and init are the contract of core/weights.h. */
+ * the same init behind an identity fc1, on the host (two_layer_head.c); the
+ * two host heads share one trainer (host_head.c). The heads' tensors, order
+ * and init are the contract of core/weights.h. */
 #ifndef LTDI_TRAINER_HEAD_H
 #define LTDI_TRAINER_HEAD_H
 
