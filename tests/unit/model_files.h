@@ -39,7 +39,33 @@ static inline ltdi_model *random_class_token_model(ltdi_backend *be, int d, int 
   return m;
 }
 
-/* The same model saved to `path`. */
+/* A class-token model of the two-layer head (fc1 the task-level token of
+ * d(d+1) numbers) on `be`, random parameters from `seed`, and residual
+ * statistics mean 0.01 i, std 0.1 + 0.2 i for tensor i. */
+static inline ltdi_model *random_two_layer_model(ltdi_backend *be, int d, int max_ways,
+                                                 uint64_t seed) {
+  ltdi_schedule s;
+  ltdi_schedule_config sc = ltdi_schedule_config_default(8, 3);
+  cr_assert_eq(ltdi_schedule_init(&s, &sc), 0);
+  ltdi_cden_config cfg;
+  ltdi_cden_config_default(&cfg, d + 1, d);
+  cfg.width = 16, cfg.time_dim = 8, cfg.set_token_dim = d * (d + 1);
+  ltdi_model *m = NULL;
+  cr_assert_eq(ltdi_model_create_class_tokens(&m, be, &cfg, &s, d, max_ways), 0);
+  ltdi_rng rng;
+  ltdi_rng_init(&rng, seed, 7);
+  ltdi_rng_fill_normal(&rng, ltdi_model_params(m), (long)ltdi_model_num_params(m), 0.2f);
+  ltdi_layout stats;
+  ltdi_layout_init(&stats, NULL);
+  ltdi_layout_free(&stats);
+  cr_assert_eq(ltdi_layout_head(&stats, d, d, max_ways), 0);
+  for (int i = 0; i < stats.n_tensors; i++)
+    stats.tensors[i].mean = 0.01f * (float)i, stats.tensors[i].std = 0.1f + 0.2f * (float)i;
+  cr_assert_eq(ltdi_model_set_residual_stats_from(m, &stats), 0);
+  ltdi_layout_free(&stats);
+  return m;
+}
+
 /* A LoRA-token model for `spec` conditioned on feat_dim features, T steps
  * (L = 3), denoiser width 16 and time 8: parameters N(0, 0.2), init and
  * base N(0, 0.3), all from the stream (seed, 7), and per adapter tensor i
@@ -78,10 +104,21 @@ static inline ltdi_model *random_lora_model(ltdi_backend *be, const ltdi_lora_sp
   return m;
 }
 
+/* The class-token model of random_class_token_model saved to `path`. */
 static inline void write_class_token_model(const char *path, int d, int max_ways, uint64_t seed) {
   ltdi_backend *be = NULL;
   cr_assert_eq(ltdi_backend_cpu_create(&be, 1), 0);
   ltdi_model *m = random_class_token_model(be, d, max_ways, seed);
+  cr_assert_eq(ltdi_model_save(m, path), 0);
+  ltdi_model_free(m);
+  ltdi_backend_destroy(be);
+}
+
+/* The two-layer model of random_two_layer_model saved to `path`. */
+static inline void write_two_layer_model(const char *path, int d, int max_ways, uint64_t seed) {
+  ltdi_backend *be = NULL;
+  cr_assert_eq(ltdi_backend_cpu_create(&be, 1), 0);
+  ltdi_model *m = random_two_layer_model(be, d, max_ways, seed);
   cr_assert_eq(ltdi_model_save(m, path), 0);
   ltdi_model_free(m);
   ltdi_backend_destroy(be);
